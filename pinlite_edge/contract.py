@@ -1,0 +1,82 @@
+"""The input contract: what one clip looks like to every model, artefact and runtime (SPEC §1).
+
+A contract is recorded in every checkpoint and manifest; artefacts built for another contract are refused.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Offsets are classified in video frames, -MAX_OFFSET..+MAX_OFFSET -> class index offset + MAX_OFFSET.
+MAX_OFFSET = 5
+NUM_OFFSET_CLASSES = 2 * MAX_OFFSET + 1
+#: Target value for samples whose offset is undefined (e.g. swapped audio); ignored by the offset loss.
+OFFSET_IGNORE_INDEX = -100
+
+#: Manipulation types of the shared sample format (index = value stored in a sample's "manipulation").
+MANIPULATIONS = ("real", "audio_shift", "audio_replace", "visual_replace", "both_replace", "audio_swap")
+
+INPUT_NAMES = ("frames", "mfcc")
+OUTPUT_NAMES = ("logits", "offset_logits", "attention")
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """Shapes and preprocessing of one clip (one window)."""
+
+    num_frames: int = 16
+    frame_size: int = 128
+    mfcc_steps: int = 64
+    num_mfcc: int = 13
+    sample_rate: int = 16000
+    fps: float = 25.0
+    window_seconds: float = 0.64
+    mfcc_winlen: float = 0.025
+    mfcc_winstep: float = 0.01
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def frames_shape(self, batch: int | None = None) -> tuple[int, ...]:
+        shape = (self.num_frames, 3, self.frame_size, self.frame_size)
+        return shape if batch is None else (batch, *shape)
+
+    def mfcc_shape(self, batch: int | None = None) -> tuple[int, ...]:
+        shape = (self.mfcc_steps, self.num_mfcc)
+        return shape if batch is None else (batch, *shape)
+
+    @property
+    def window_samples(self) -> int:
+        """Audio samples in one window at ``sample_rate``."""
+        return int(round(self.window_seconds * self.sample_rate))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputContract":
+        d = dict(d)
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(x) for x in d[key])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PAPER_CONTRACT = InputContract()
+#: The tiny preset keeps the sequence layout and shrinks the frames (SPEC §2: "smaller frames/widths").
+TINY_CONTRACT = InputContract(frame_size=64)
+
+_CONTRACTS = {"paper": PAPER_CONTRACT, "tiny": TINY_CONTRACT}
+
+
+def contract_for_preset(preset: str) -> InputContract:
+    try:
+        return _CONTRACTS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(_CONTRACTS)}") from None

@@ -1,0 +1,122 @@
+"""On-disk feature cache: one npz per (file sha256, preprocessing config) holding the prepared clip.
+
+A prepared clip (face-cropped, resized uint8 frames + 16 kHz mono audio) is what decoding costs; windows, MFCC and
+normalisation are cheap and computed from it on every access, so sync pairs and different strides share one entry.
+Entries are written atomically; an unreadable entry is logged and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
+from pinlite_edge.features.facecrop import FaceCropConfig
+from pinlite_edge.features.pipeline import prepare_file
+from pinlite_edge.features.video import DEFAULT_MAX_SIDE
+from pinlite_edge.features.windows import PreparedClip
+from pinlite_edge.utils.atomic import atomic_path
+from pinlite_edge.utils.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+#: Bump when decoding/cropping changes so old cache entries are not reused.
+FEATURE_VERSION = 1
+
+
+def preprocessing_config(contract: InputContract, face_crop: bool, face_config: FaceCropConfig | None,
+                         max_side: int | None) -> dict[str, Any]:
+    return {"feature_version": FEATURE_VERSION, "contract": contract.to_dict(), "face_crop": bool(face_crop),
+            "face_config": asdict(face_config or FaceCropConfig()) if face_crop else None, "max_side": max_side}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+class FeatureCache:
+    """npz files under ``cache_dir`` named ``<file sha256[:32]>-<config hash[:16]>.npz``."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def entry(self, file_sha256: str, cfg_hash: str) -> Path:
+        return self.cache_dir / f"{file_sha256[:32]}-{cfg_hash[:16]}.npz"
+
+    def get(self, file_sha256: str, cfg_hash: str) -> PreparedClip | None:
+        path = self.entry(file_sha256, cfg_hash)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                face = int(z["face_found"])
+                return PreparedClip(frames=z["frames"], fps=float(z["fps"]), audio=z["audio"],
+                                    sample_rate=int(z["sample_rate"]), face_found=None if face < 0 else bool(face))
+        except Exception as exc:  # a damaged entry must never break training: rebuild it
+            log.warning("feature cache entry %s is unreadable (%s); rebuilding it", path, exc)
+            return None
+
+    def put(self, file_sha256: str, cfg_hash: str, clip: PreparedClip) -> Path:
+        path = self.entry(file_sha256, cfg_hash)
+        face = -1 if clip.face_found is None else int(clip.face_found)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, frames=clip.frames, audio=clip.audio, fps=np.float64(clip.fps),
+                                sample_rate=np.int64(clip.sample_rate), face_found=np.int64(face))
+        return path
+
+
+class ClipLoader:
+    """Loads prepared clips: small in-memory LRU -> on-disk :class:`FeatureCache` (if any) -> decode."""
+
+    def __init__(self, contract: InputContract, *, face_crop: bool, cache_dir: str | Path | None = None,
+                 face_config: FaceCropConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 max_side: int | None = DEFAULT_MAX_SIDE, memory_clips: int = 4):
+        self.contract = contract
+        self.face_crop = face_crop
+        self.face_config = face_config
+        self.timeout_s = timeout_s
+        self.max_side = max_side
+        self.config = preprocessing_config(contract, face_crop, face_config, max_side)
+        self.config_hash = config_hash(self.config)
+        self.cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        self.memory_clips = memory_clips
+        self._memory: OrderedDict[Path, PreparedClip] = OrderedDict()
+        self._sha: dict[tuple[str, int, int], str] = {}
+        self.decodes = 0  # number of real decodes (tests and logs)
+
+    def file_sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._sha:
+            self._sha[key] = sha256_file(path)
+        return self._sha[key]
+
+    def load(self, path: str | Path) -> PreparedClip:
+        path = Path(path)
+        if path in self._memory:
+            self._memory.move_to_end(path)
+            return self._memory[path]
+        clip = None
+        sha = None
+        if self.cache is not None and path.exists():
+            sha = self.file_sha256(path)
+            clip = self.cache.get(sha, self.config_hash)
+        if clip is None:
+            clip = prepare_file(path, self.contract, face_crop=self.face_crop, face_config=self.face_config,
+                                timeout_s=self.timeout_s, max_side=self.max_side)
+            self.decodes += 1
+            if self.cache is not None:
+                self.cache.put(sha or self.file_sha256(path), self.config_hash, clip)
+        if self.memory_clips > 0:
+            self._memory[path] = clip
+            while len(self._memory) > self.memory_clips:
+                self._memory.popitem(last=False)
+        return clip

@@ -1,0 +1,90 @@
+"""``build_dataset("synthetic" | "lavdf:PATH" | "folder:PATH", split, contract)`` and dataset fingerprints."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.errors import DatasetError
+
+KINDS = ("synthetic", "lavdf", "folder")
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"dataset spec must be a non-empty string like 'synthetic' or 'lavdf:/data/LAV-DF', "
+                           f"got {spec!r}")
+    kind, sep, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind not in KINDS:
+        raise DatasetError(f"unknown dataset kind {kind!r} in spec {spec!r}; use one of {', '.join(KINDS)}")
+    if kind == "synthetic":
+        if rest:
+            raise DatasetError(f"'synthetic' takes no path (got {spec!r}); pass options instead")
+        return kind, None
+    if not sep or not rest:
+        raise DatasetError(f"dataset spec {spec!r} needs a path: '{kind}:PATH'")
+    path = Path(rest).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path {path} (from spec {spec!r}) does not exist")
+    return kind, path
+
+
+def build_dataset(spec: str, split: str, contract: InputContract, *, cache_dir: str | Path | None = None,
+                  **options: Any) -> Dataset:
+    """Build a dataset from ``spec``; ``options`` go to the dataset (synthetic: fields of ``SyntheticConfig``)."""
+    kind, path = parse_spec(spec)
+    if kind == "synthetic":
+        from pinlite_edge.data.synthetic import SyntheticConfig, SyntheticDataset
+
+        _check_options(spec, options, {f.name for f in dataclasses.fields(SyntheticConfig)})
+        return SyntheticDataset(split, contract, SyntheticConfig(**options))
+    if kind == "lavdf":
+        from pinlite_edge.data.lavdf import LavdfDataset as cls
+    else:
+        from pinlite_edge.data.folder import FolderDataset as cls
+    _check_options(spec, options, set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split",
+                                                                                    "contract", "cache_dir"})
+    return cls(path, split, contract, cache_dir=cache_dir, **options)
+
+
+def _check_options(spec: str, options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise DatasetError(f"unknown option(s) {unknown} for dataset {spec!r}; allowed: {sorted(allowed)}")
+
+
+def _describe(dataset: Dataset) -> dict[str, Any]:
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return describe()
+    desc: dict[str, Any] = {"kind": type(dataset).__name__, "num_samples": len(dataset)}  # type: ignore[arg-type]
+    for attr in ("split", "seed"):
+        if hasattr(dataset, attr):
+            desc[attr] = getattr(dataset, attr)
+    contract = getattr(dataset, "contract", None)
+    if isinstance(contract, InputContract):
+        desc["contract"] = contract.to_dict()
+    config = getattr(dataset, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        desc["config"] = dataclasses.asdict(config)
+    return desc
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """Stable sha256 describing a dataset (kind, source files' hashes, split, contract, options, sample index)."""
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if callable(fingerprint):
+        return str(fingerprint())
+    return hashlib.sha256(json.dumps(_describe(dataset), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def describe_dataset(dataset: Dataset) -> dict[str, Any]:
+    """The JSON-able description a fingerprint is computed from (for checkpoint records)."""
+    return _describe(dataset)

@@ -1,0 +1,117 @@
+"""The shared sample format (docs/architecture.md) and the window-indexed dataset base used by real-video datasets."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from pinlite_edge.contract import MANIPULATIONS, MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
+from pinlite_edge.errors import DatasetError
+from pinlite_edge.features.windows import Window, window_at
+
+#: offset_class of an in-sync window (offset 0).
+IN_SYNC = MAX_OFFSET
+
+#: Accepted spellings of split names -> canonical name (LAV-DF calls its validation split "dev").
+SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev", "dev": "dev", "train": "train", "test": "test",
+                 "all": "all"}
+
+
+def canonical_split(split: str) -> str:
+    try:
+        return SPLIT_ALIASES[str(split).strip().lower()]
+    except KeyError:
+        raise DatasetError(f"unknown split {split!r}; use one of train, dev (val), test, all") from None
+
+
+def manipulation_index(name: str) -> int:
+    try:
+        return MANIPULATIONS.index(name)
+    except ValueError:
+        raise DatasetError(f"unknown manipulation {name!r}; choose one of {MANIPULATIONS}") from None
+
+
+def make_sample(window: Window, label: int, manipulation: int, offset_class: int, clip_id: str) -> dict[str, Any]:
+    """A sample dict: frames (T,3,S,S) float32, mfcc (64,13) float32, label/manipulation/offset_class int64, clip_id."""
+    return {
+        "frames": torch.from_numpy(window.frames),
+        "mfcc": torch.from_numpy(window.mfcc),
+        "label": torch.tensor(int(label), dtype=torch.int64),
+        "manipulation": torch.tensor(int(manipulation), dtype=torch.int64),
+        "offset_class": torch.tensor(int(offset_class), dtype=torch.int64),
+        "clip_id": clip_id,
+    }
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """One sample of a real-video dataset, resolved lazily (decoding happens in ``__getitem__``).
+
+    ``audio_shift_frames`` k > 0 delays the audio by k video frames (the window's audio is taken from
+    ``start - k / fps``); ``audio_path`` takes the audio from another clip instead (audio swap).
+    """
+
+    path: Path
+    start: float
+    label: int
+    manipulation: int
+    offset_class: int
+    clip_id: str
+    audio_shift_frames: int = 0
+    audio_path: Path | None = None
+
+
+class WindowDataset(Dataset):
+    """Base of the file-backed datasets: an index of :class:`WindowRef` plus a (cached) clip loader."""
+
+    kind = "windows"
+
+    def __init__(self, refs: list[WindowRef], contract: InputContract, loader: "Any", split: str,
+                 description: dict[str, Any]):
+        self.refs = refs
+        self.contract = contract
+        self.loader = loader
+        self.split = split
+        self._description = description
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ref = self.refs[i]
+        clip = self.loader.load(ref.path)
+        win = self.contract.window_seconds
+        # Metadata durations can differ slightly from what decodes: keep the window inside the clip.
+        start = max(0.0, min(ref.start, clip.duration - win))
+        if ref.audio_path is not None:
+            other = self.loader.load(ref.audio_path)
+            a_start = max(0.0, min(start, other.audio_seconds - win))
+            window = window_at(clip, self.contract, start, audio=other.audio, audio_start_seconds=a_start)
+        elif ref.audio_shift_frames:
+            window = window_at(clip, self.contract, start,
+                               audio_start_seconds=start - ref.audio_shift_frames / clip.fps)
+        else:
+            window = window_at(clip, self.contract, start)
+        return make_sample(window, ref.label, ref.manipulation, ref.offset_class, ref.clip_id)
+
+    def labels(self) -> list[int]:
+        return [r.label for r in self.refs]
+
+    def describe(self) -> dict[str, Any]:
+        """What :func:`pinlite_edge.data.dataset_fingerprint` hashes: source, split, contract, options, index."""
+        index = hashlib.sha256("\n".join(
+            f"{r.clip_id},{r.label},{r.manipulation},{r.offset_class}" for r in self.refs).encode()).hexdigest()
+        return {"kind": self.kind, "split": self.split, "contract": self.contract.to_dict(), "num_samples": len(self),
+                "index_sha256": index, **self._description}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+__all__ = ["IN_SYNC", "OFFSET_IGNORE_INDEX", "WindowDataset", "WindowRef", "canonical_split", "make_sample",
+           "manipulation_index"]

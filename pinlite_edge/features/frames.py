@@ -1,0 +1,34 @@
+"""Frame sampling, resizing and ImageNet normalisation."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pinlite_edge.contract import InputContract
+
+
+def sample_indices(start_seconds: float, fps: float, num_available: int, contract: InputContract) -> np.ndarray:
+    """Indices of ``contract.num_frames`` frames spread uniformly over the window starting at ``start_seconds``.
+
+    Frame ``i`` is the one showing the centre of the i-th of ``num_frames`` equal sub-intervals; at 25 fps and the
+    standard contract that is exactly 16 consecutive frames. Indices past the end repeat the last frame.
+    """
+    dt = contract.window_seconds / contract.num_frames
+    times = start_seconds + (np.arange(contract.num_frames) + 0.5) * dt
+    idx = np.floor(times * fps + 1e-6).astype(np.int64)
+    return np.clip(idx, 0, num_available - 1)
+
+
+def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 frame (any aspect; callers crop squares first) to ``size`` x ``size``."""
+    interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(frame, (size, size), interpolation=interp)
+
+
+def normalise_frames(frames_uint8: np.ndarray, contract: InputContract) -> np.ndarray:
+    """uint8 ``(T, S, S, 3)`` RGB -> float32 ``(T, 3, S, S)`` ImageNet-normalised."""
+    x = frames_uint8.astype(np.float32) / 255.0
+    mean = np.asarray(contract.mean, dtype=np.float32)
+    std = np.asarray(contract.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

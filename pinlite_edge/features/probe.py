@@ -1,0 +1,41 @@
+"""Cheap header-only probe of a video file (duration, fps) used to index datasets without decoding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinlite_edge.errors import DecodeError, NoAudioError
+from pinlite_edge.features.audio import check_file
+from pinlite_edge.features.video import sane_fps
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration: float  # seconds covered by both audio and video (header estimate)
+    fps: float
+
+
+def probe_video(path: str | Path) -> Probe:
+    """Header values of ``path``; raises DecodeError / NoAudioError naming the file. Estimates may be off by a frame."""
+    import av
+
+    path = check_file(path)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise DecodeError(path, "not a video (no video stream)")
+            if not c.streams.audio:
+                raise NoAudioError(path)
+            durations = []
+            for s in (c.streams.video[0], c.streams.audio[0]):
+                if s.duration is not None and s.time_base is not None:
+                    durations.append(float(s.duration * s.time_base))
+            if not durations and c.duration is not None:
+                durations.append(c.duration / 1_000_000)
+            rate = c.streams.video[0].average_rate
+            fps = sane_fps(float(rate) if rate else None, source=str(path))
+    except av.error.FFmpegError as exc:
+        raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
+    if not durations:
+        raise DecodeError(path, "the container reports no duration")
+    return Probe(duration=min(durations), fps=fps)

@@ -1,0 +1,108 @@
+"""A prepared clip (cropped frames + 16 kHz audio) and the windows cut from it.
+
+Window placement: starts at 0, ``stride`` apart, while a whole window fits; if the last window ends more than one
+video frame before the clip's end, one more window aligned to the clip's end is added so the tail is scored.
+A clip shorter than one window is padded (last frame repeated, audio zero-padded) with a warning when it lasts at
+least ``MIN_FRACTION`` of a window; shorter than that is an error.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.errors import InputError
+from pinlite_edge.features.frames import normalise_frames, sample_indices
+from pinlite_edge.features.mfcc import compute_mfcc
+
+log = logging.getLogger(__name__)
+
+#: A clip must last at least this fraction of one window to be padded rather than rejected.
+MIN_FRACTION = 0.5
+
+
+@dataclass
+class Window:
+    """One model input: ``frames`` float32 (num_frames, 3, S, S), ``mfcc`` float32 (mfcc_steps, num_mfcc)."""
+
+    frames: np.ndarray
+    mfcc: np.ndarray
+    start_seconds: float
+
+
+@dataclass
+class PreparedClip:
+    """A decoded clip after face crop + resize: what the feature cache stores.
+
+    ``frames`` uint8 (N, S, S, 3) RGB at ``fps``; ``audio`` float32 mono at the contract's sample rate.
+    """
+
+    frames: np.ndarray
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+    face_found: bool | None = None  # None: face crop was off
+
+    @property
+    def video_seconds(self) -> float:
+        return self.frames.shape[0] / self.fps
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
+
+    @property
+    def duration(self) -> float:
+        """Seconds covered by both modalities."""
+        return min(self.video_seconds, self.audio_seconds)
+
+
+def window_starts(duration: float, contract: InputContract, stride_seconds: float | None = None,
+                  *, fps: float | None = None, source: str = "clip") -> list[float]:
+    """Window start times (seconds) for a clip of ``duration`` seconds (see module doc for the rules)."""
+    win = contract.window_seconds
+    stride = win if stride_seconds is None else float(stride_seconds)
+    if not stride > 0:
+        raise InputError(f"stride_seconds must be positive, got {stride_seconds}")
+    eps = 1e-6
+    if duration + eps < win:
+        if duration + eps < MIN_FRACTION * win:
+            raise InputError(f"{source} lasts {duration:.3f} s, less than {MIN_FRACTION:g} of one "
+                             f"{win:g} s window; too short to score")
+        log.warning("%s lasts %.3f s, shorter than one %.2f s window: padding (last frame repeated, audio "
+                    "zero-padded)", source, duration, win)
+        return [0.0]
+    n = int(np.floor((duration - win) / stride + eps)) + 1
+    starts = [round(i * stride, 6) for i in range(n)]
+    frame = 1.0 / (fps or contract.fps)
+    if duration - (starts[-1] + win) > frame - eps:
+        starts.append(round(duration - win, 6))
+    return starts
+
+
+def audio_segment(audio: np.ndarray, start_sample: int, length: int) -> np.ndarray:
+    """``audio[start:start+length]``, zero-padded where the range leaves the signal."""
+    out = np.zeros(length, dtype=np.float32)
+    lo, hi = max(start_sample, 0), min(start_sample + length, audio.shape[0])
+    if hi > lo:
+        out[lo - start_sample:hi - start_sample] = audio[lo:hi]
+    return out
+
+
+def window_at(clip: PreparedClip, contract: InputContract, start_seconds: float, *,
+              audio: np.ndarray | None = None, audio_start_seconds: float | None = None) -> Window:
+    """The window starting at ``start_seconds``; audio may come from another signal / another start (sync pairs)."""
+    idx = sample_indices(start_seconds, clip.fps, clip.frames.shape[0], contract)
+    frames = normalise_frames(clip.frames[idx], contract)
+    sig = clip.audio if audio is None else audio
+    a_start = start_seconds if audio_start_seconds is None else audio_start_seconds
+    seg = audio_segment(sig, int(round(a_start * clip.sample_rate)), contract.window_samples)
+    return Window(frames=frames, mfcc=compute_mfcc(seg, contract), start_seconds=float(start_seconds))
+
+
+def clip_windows(clip: PreparedClip, contract: InputContract, stride_seconds: float | None = None,
+                 *, source: str = "clip") -> list[Window]:
+    starts = window_starts(clip.duration, contract, stride_seconds, fps=clip.fps, source=source)
+    return [window_at(clip, contract, s) for s in starts]

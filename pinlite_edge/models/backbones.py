@@ -1,0 +1,103 @@
+"""torchvision frame backbones. ImageNet weights are used only when already on disk: nothing is downloaded."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models.resnet import BasicBlock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backbone:
+    """A feature extractor ``(N, 3, S, S) -> (N, C, h, w)`` split into blocks (for freezing) and its width."""
+
+    blocks: nn.Sequential
+    out_channels: int
+    pretrained: bool
+
+
+def _local_weights(weights: tvm.WeightsEnum) -> dict[str, torch.Tensor] | None:
+    """The weights' state dict if torchvision's cache already holds the file, else None (never downloads)."""
+    filename = os.path.basename(weights.url)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_pretrained(model: nn.Module, weights: tvm.WeightsEnum, pretrained: bool | None) -> bool:
+    """pretrained=None: use local weights if present; True: require them; False: random init."""
+    if pretrained is False:
+        return False
+    state = _local_weights(weights)
+    if state is None:
+        if pretrained:
+            from pinlite_edge.errors import CheckpointError
+
+            raise CheckpointError(
+                f"ImageNet weights {weights} are not in {torch.hub.get_dir()}/checkpoints; pinlite-edge never downloads "
+                "at run time. Fetch them once with torchvision (e.g. on a connected machine) and copy the file there."
+            )
+        log.info("ImageNet weights %s not on disk: backbone randomly initialised", weights)
+        return False
+    model.load_state_dict(state)
+    log.info("loaded local ImageNet weights %s", weights)
+    return True
+
+
+def resnet18_backbone(pretrained: bool | None = None) -> Backbone:
+    net = tvm.resnet18(weights=None)
+    used = _load_pretrained(net, tvm.ResNet18_Weights.IMAGENET1K_V1, pretrained)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return Backbone(nn.Sequential(stem, net.layer1, net.layer2, net.layer3, net.layer4), 512, used)
+
+
+def resnet_narrow_backbone(width: float = 0.25, layers: tuple[int, ...] = (1, 1, 1, 1)) -> Backbone:
+    """ResNet family (torchvision BasicBlock) with stage widths scaled by ``width``; no pretrained weights exist."""
+    widths = [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
+    stem = nn.Sequential(
+        nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    stages: list[nn.Module] = [stem]
+    in_ch = widths[0]
+    for i, (ch, n) in enumerate(zip(widths, layers)):
+        stride = 1 if i == 0 else 2
+        blocks = []
+        for j in range(n):
+            down = None
+            if j == 0 and (stride != 1 or in_ch != ch):
+                down = nn.Sequential(nn.Conv2d(in_ch, ch, 1, stride=stride, bias=False), nn.BatchNorm2d(ch))
+            blocks.append(BasicBlock(in_ch, ch, stride=stride if j == 0 else 1, downsample=down))
+            in_ch = ch
+        stages.append(nn.Sequential(*blocks))
+    return Backbone(nn.Sequential(*stages), in_ch, False)
+
+
+def mobilenet_v3_small_backbone(width: float = 1.0, pretrained: bool | None = None) -> Backbone:
+    net = tvm.mobilenet_v3_small(weights=None, width_mult=width)
+    used = False
+    if width == 1.0:
+        used = _load_pretrained(net, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, pretrained)
+    elif pretrained:
+        raise ValueError("ImageNet weights exist only for width 1.0 MobileNetV3-Small")
+    out_channels = net.features[-1].out_channels if hasattr(net.features[-1], "out_channels") else None
+    if out_channels is None:
+        out_channels = net.features[-1][0].out_channels  # Conv2dNormActivation: conv is its first module
+    return Backbone(nn.Sequential(*net.features), out_channels, used)
+
+
+def build_backbone(name: str, width: float, pretrained: bool | None) -> Backbone:
+    if name == "resnet18":
+        return resnet18_backbone(pretrained)
+    if name == "resnet_narrow":
+        return resnet_narrow_backbone(width)
+    if name == "mobilenet_v3_small":
+        return mobilenet_v3_small_backbone(width, pretrained)
+    raise ValueError(f"unknown backbone {name!r}")

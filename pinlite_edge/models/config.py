@@ -1,0 +1,90 @@
+"""Model configuration: one dataclass describes teacher and student, presets are small factory functions."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from pinlite_edge.contract import InputContract, contract_for_preset
+
+BACKBONES = ("resnet18", "resnet_narrow", "mobilenet_v3_small")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a PinPoint / PIN-Lite model (stored in every checkpoint and manifest)."""
+
+    kind: str  # "teacher" | "student"
+    preset: str  # "paper" | "tiny"
+    backbone: str  # one of BACKBONES
+    embed_dim: int
+    heads_per_layer: tuple[int, ...]  # after pruning the layers may differ
+    head_dim: int
+    ffn_dim: int
+    gru_hidden: int
+    conv_channels: tuple[int, int] = (64, 128)
+    backbone_width: float = 1.0  # MobileNetV3 width_mult, or ResNet width scale for resnet_narrow
+    frozen_blocks: int = 0  # leading backbone blocks frozen (stem counts as one)
+    dropout: float = 0.1
+    contract: InputContract = field(default_factory=InputContract)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("teacher", "student"):
+            raise ValueError(f"kind must be 'teacher' or 'student', not {self.kind!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
+        if not self.heads_per_layer or min(self.heads_per_layer) < 1:
+            raise ValueError(f"every layer needs at least one head, got {self.heads_per_layer}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.heads_per_layer)
+
+    @property
+    def audio_tokens(self) -> int:
+        steps = self.contract.mfcc_steps
+        for _ in range(2):  # two stride-2 convolutions, kernel 3, padding 1
+            steps = (steps + 1) // 2
+        return steps
+
+    def with_heads(self, heads_per_layer: tuple[int, ...]) -> "ModelConfig":
+        return replace(self, heads_per_layer=tuple(int(h) for h in heads_per_layer))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["heads_per_layer"] = list(self.heads_per_layer)
+        d["conv_channels"] = list(self.conv_channels)
+        d["contract"] = self.contract.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        d["heads_per_layer"] = tuple(d["heads_per_layer"])
+        d["conv_channels"] = tuple(d.get("conv_channels", (64, 128)))
+        d["contract"] = InputContract.from_dict(d.get("contract", {}))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def teacher_config(preset: str = "paper") -> ModelConfig:
+    """PinPoint: ResNet-18 frames, BiGRU-256 audio, 3 gated cross-attention blocks of 8 heads at dim 256."""
+    contract = contract_for_preset(preset)
+    if preset == "paper":
+        return ModelConfig(kind="teacher", preset=preset, backbone="resnet18", embed_dim=256, heads_per_layer=(8, 8, 8),
+                           head_dim=32, ffn_dim=1280, gru_hidden=256, frozen_blocks=2, contract=contract)
+    # tiny: ResNet family at 1/4 width and one block per stage, 64x64 frames; trained from scratch, nothing frozen.
+    return ModelConfig(kind="teacher", preset=preset, backbone="resnet_narrow", backbone_width=0.25, embed_dim=64,
+                       heads_per_layer=(8, 8, 8), head_dim=8, ffn_dim=128, gru_hidden=64, conv_channels=(32, 64),
+                       frozen_blocks=0, contract=contract)
+
+
+def student_config(preset: str = "paper") -> ModelConfig:
+    """PIN-Lite: MobileNetV3-Small frames, BiGRU-128 audio, 2 blocks of 4 heads at dim 128."""
+    contract = contract_for_preset(preset)
+    if preset == "paper":
+        return ModelConfig(kind="student", preset=preset, backbone="mobilenet_v3_small", embed_dim=128,
+                           heads_per_layer=(4, 4), head_dim=32, ffn_dim=512, gru_hidden=128, frozen_blocks=4,
+                           contract=contract)
+    return ModelConfig(kind="student", preset=preset, backbone="mobilenet_v3_small", backbone_width=0.5, embed_dim=32,
+                       heads_per_layer=(4, 4), head_dim=8, ffn_dim=64, gru_hidden=32, conv_channels=(32, 64),
+                       frozen_blocks=0, contract=contract)

@@ -1,0 +1,75 @@
+"""The audio-visual sync detector network shared by PinPoint (teacher) and PIN-Lite (student)."""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from pinlite_edge.contract import NUM_OFFSET_CLASSES
+from pinlite_edge.models.blocks import GatedCrossAttentionBlock
+from pinlite_edge.models.config import ModelConfig
+from pinlite_edge.models.encoders import AudioEncoder, FrameEncoder
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # (B, 2) real/fake
+    offset_logits: torch.Tensor  # (B, 11) audio offset -5..+5 frames
+    attention: torch.Tensor  # (B, audio tokens, frames): last layer, head-averaged, rows sum to 1
+
+
+class AVSyncDetector(nn.Module):
+    """Frame encoder + audio encoder -> gated cross-attention (audio queries, video keys) -> pooled heads."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool | None = None):
+        super().__init__()
+        self.config = config
+        d = config.embed_dim
+        self.frame_encoder = FrameEncoder(config, pretrained)
+        self.audio_encoder = AudioEncoder(config)
+        self.video_pos = nn.Parameter(torch.zeros(1, config.contract.num_frames, d))
+        self.audio_pos = nn.Parameter(torch.zeros(1, config.audio_tokens, d))
+        nn.init.trunc_normal_(self.video_pos, std=0.02)
+        nn.init.trunc_normal_(self.audio_pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            GatedCrossAttentionBlock(d, h, config.head_dim, config.ffn_dim, config.dropout)
+            for h in config.heads_per_layer
+        )
+        self.norm = nn.LayerNorm(d)
+        self.cls_head = nn.Linear(d, 2)
+        self.offset_head = nn.Linear(d, NUM_OFFSET_CLASSES)
+
+    @property
+    def contract(self):
+        return self.config.contract
+
+    @property
+    def backbone_pretrained(self) -> bool:
+        return self.frame_encoder.pretrained
+
+    def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> ModelOutput:
+        video = self.frame_encoder(frames) + self.video_pos
+        audio = self.audio_encoder(mfcc) + self.audio_pos
+        attn = None
+        for block in self.blocks:
+            audio, attn = block(audio, video)
+        pooled = self.norm(audio).mean(dim=1)
+        assert attn is not None
+        return ModelOutput(self.cls_head(pooled), self.offset_head(pooled), attn.mean(dim=1))
+
+    # --- pruning -------------------------------------------------------------------------------------------
+    def head_importance(self) -> list[torch.Tensor]:
+        """Per layer, the L1 importance of each remaining head (SPEC §3)."""
+        return [block.attn.head_importance() for block in self.blocks]
+
+    def prune_heads(self, heads: Mapping[int, Sequence[int]]) -> None:
+        """Remove ``{layer: [head, ...]}`` for real and update ``self.config`` accordingly."""
+        for layer, idx in heads.items():
+            if not 0 <= int(layer) < len(self.blocks):
+                raise ValueError(f"layer {layer} out of range for {len(self.blocks)} layers")
+            self.blocks[int(layer)].attn.prune_heads(idx)
+        self.config = self.config.with_heads(tuple(b.attn.num_heads for b in self.blocks))
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

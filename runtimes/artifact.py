@@ -1,0 +1,137 @@
+"""Artefact identification and manifest checks shared by the runners.
+
+An artefact is refused (:class:`ManifestError`) when its manifest does not match it: wrong sha256 (checked by
+:func:`pinlite_edge.manifest.read_manifest`), a preset or input contract that contradicts the manifest's own model
+config, I/O names other than the contract's, or a preset/contract other than the one the caller expects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pinlite_edge.checkpoint import read_record
+from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
+from pinlite_edge.errors import CheckpointError, ManifestError
+from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest
+from pinlite_edge.utils.hashing import sha256_file
+
+#: backend name -> what the user installs to get it (named in BackendUnavailableError)
+INSTALL_HINTS = {
+    "torch": "pip install pinlite-edge (torch is a core dependency; on Jetson use NVIDIA's torch wheel)",
+    "ort": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT execution providers)",
+    "trt": "TensorRT ships with JetPack on Jetson; on x86 install NVIDIA's tensorrt wheel from NVIDIA's index, "
+           "plus `pip install pinlite-edge[tensorrt]` for cuda-python",
+    "executorch": "pip install pinlite-edge[executorch]",
+}
+
+#: manifest "runtime" values and file suffixes -> backend names used by load_runner
+RUNTIME_ALIASES = {"torch": "torch", "pytorch": "torch", "ort": "ort", "onnxruntime": "ort", "onnx": "ort",
+                   "trt": "trt", "tensorrt": "trt", "executorch": "executorch", "pte": "executorch"}
+SUFFIX_BACKENDS = {".safetensors": "torch", ".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pte": "executorch"}
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """What a runner needs to know about an artefact before it loads it."""
+
+    path: Path
+    backend: str
+    precision: str
+    preset: str
+    model_kind: str
+    contract: InputContract
+    dynamic_batch: bool
+    max_batch: int | None
+    format: str
+    manifest: Manifest | None  # None for a plain checkpoint
+    record: dict[str, Any] | None  # the checkpoint record for .safetensors
+
+    @property
+    def sha256(self) -> str | None:
+        if self.manifest is not None:
+            return self.manifest.artifact_sha256
+        return (self.record or {}).get("weights_sha256")
+
+
+def backend_name(value: str) -> str:
+    try:
+        return RUNTIME_ALIASES[value.lower()]
+    except KeyError:
+        raise ManifestError(f"unknown runtime {value!r}; known: {sorted(set(RUNTIME_ALIASES.values()))}") from None
+
+
+def check_manifest_consistency(manifest: Manifest, source: str) -> None:
+    """The manifest must agree with itself: preset and contract of its model config, contract I/O names."""
+    cfg = manifest.model_config or {}
+    if cfg.get("preset") not in (None, manifest.preset):
+        raise ManifestError(f"{source}: manifest preset {manifest.preset!r} contradicts its model config preset "
+                            f"{cfg.get('preset')!r}")
+    if "contract" in cfg and InputContract.from_dict(cfg["contract"]) != manifest.contract:
+        raise ManifestError(f"{source}: manifest input contract {manifest.input_contract} contradicts its model "
+                            f"config contract {cfg['contract']}")
+    if list(manifest.input_names) != list(INPUT_NAMES) or list(manifest.output_names) != list(OUTPUT_NAMES):
+        raise ManifestError(f"{source}: I/O names {manifest.input_names} -> {manifest.output_names} are not the "
+                            f"contract's {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+
+
+def _checkpoint_spec(path: Path, verify: bool) -> ArtifactSpec:
+    record = read_record(path)
+    if verify and record.get("weights_sha256"):
+        actual = sha256_file(path)
+        if actual != record["weights_sha256"]:
+            raise CheckpointError(f"{path} does not match its record {path.with_suffix('.json')}: sha256 "
+                                  f"{actual[:12]}… != {record['weights_sha256'][:12]}…")
+    cfg = record.get("model_config") or {}
+    if "preset" not in cfg or "kind" not in cfg:
+        raise CheckpointError(f"checkpoint record for {path} has no valid model_config")
+    contract = InputContract.from_dict(cfg.get("contract") or record.get("input_contract") or {})
+    if record.get("input_contract") and InputContract.from_dict(record["input_contract"]) != contract:
+        raise CheckpointError(f"checkpoint record for {path}: input_contract contradicts model_config.contract")
+    return ArtifactSpec(path=path, backend="torch", precision="fp32", preset=cfg["preset"], model_kind=cfg["kind"],
+                        contract=contract, dynamic_batch=True, max_batch=None, format="checkpoint",
+                        manifest=None, record=record)
+
+
+def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: str | None = None,
+                     expected_contract: InputContract | None = None) -> ArtifactSpec:
+    """Read and check an artefact's manifest (or a checkpoint's record) without loading any backend."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"artefact {path} does not exist")
+    if path.suffix == ".safetensors" and not manifest_path_for(path).is_file():
+        spec = _checkpoint_spec(path, verify)
+    else:
+        manifest = read_manifest(path, verify=verify)
+        check_manifest_consistency(manifest, str(path))
+        backend = backend_name(manifest.runtime)
+        suffix_backend = SUFFIX_BACKENDS.get(path.suffix)
+        if suffix_backend is not None and suffix_backend != backend:
+            raise ManifestError(f"{path}: manifest says runtime {manifest.runtime!r} but the file is a "
+                                f"{path.suffix} artefact")
+        spec = ArtifactSpec(path=path, backend=backend, precision=manifest.precision, preset=manifest.preset,
+                            model_kind=manifest.model_kind, contract=manifest.contract,
+                            dynamic_batch=bool(manifest.dynamic_batch),
+                            max_batch=manifest.max_batch if manifest.dynamic_batch else (manifest.max_batch or 1),
+                            format=manifest.format, manifest=manifest, record=None)
+    if expected_preset is not None and spec.preset != expected_preset:
+        raise ManifestError(f"{path} was built for preset {spec.preset!r}, expected {expected_preset!r}")
+    if expected_contract is not None and spec.contract != expected_contract:
+        raise ManifestError(f"{path} was built for input contract {spec.contract.to_dict()}, "
+                            f"expected {expected_contract.to_dict()}")
+    if spec.manifest is not None:
+        check_compatible(spec.manifest, preset=expected_preset, contract=expected_contract, source=str(path))
+    return spec
+
+
+def check_io_shapes(path: Path, contract: InputContract, actual: dict[str, tuple[Any, ...]]) -> None:
+    """Compare the artefact's own input shapes (non-batch dims) with the manifest contract."""
+    expected = {INPUT_NAMES[0]: contract.frames_shape(), INPUT_NAMES[1]: contract.mfcc_shape()}
+    if set(actual) != set(expected):
+        raise ManifestError(f"{path} has inputs {sorted(actual)}, the manifest contract expects {sorted(expected)}")
+    for name, shape in expected.items():
+        got = tuple(actual[name])
+        fixed = tuple(d for d in got[1:])
+        if len(got) != len(shape) + 1 or any(isinstance(d, int) and d != e for d, e in zip(fixed, shape)):
+            raise ManifestError(f"{path}: input {name!r} has shape {got} but the manifest contract says "
+                                f"(B, {', '.join(map(str, shape))})")

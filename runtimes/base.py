@@ -1,0 +1,262 @@
+"""The runner contract shared by every backend (SPEC §7), in the style of Polygraphy's runners.
+
+A runner is built cheaply (manifest checks only), *activated* to load the backend session (``with runner:`` or
+:meth:`BaseRunner.activate`), then :meth:`BaseRunner.infer` is called any number of times and returns the three model
+outputs as float32 numpy arrays. :meth:`BaseRunner.infer` validates the inputs once; backends only implement
+:meth:`BaseRunner.infer_impl` and receive arrays that are already correct.
+
+Input dtype policy: ``float32`` is used as is (no copy when C-contiguous). ``float64`` and ``float16`` are cast to
+``float32`` explicitly (lossless for float16; float64 values beyond float32's range become inf and are then
+rejected by the finiteness check, never passed on silently). Any other dtype (integers, bool, complex) is rejected
+with :class:`InputError`: integer frames almost always mean un-normalised uint8 pixels, a silent cast would hide that.
+
+Batch policy: a batch larger than the artefact's ``max_batch`` (e.g. a static batch-1 ``.pte``) is split into
+chunks and the outputs concatenated when ``batch_policy="split"`` (default), or refused with :class:`InputError`
+when ``batch_policy="reject"``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract, NUM_OFFSET_CLASSES
+from pinlite_edge.errors import InputError, PinliteError
+
+log = logging.getLogger(__name__)
+
+_CASTABLE = (np.dtype(np.float64), np.dtype(np.float16))
+BATCH_POLICIES = ("split", "reject")
+
+
+class RunnerStateError(PinliteError, RuntimeError):
+    """A runner was used while not activated (call ``activate()`` or use ``with runner:``)."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Name, shape (``None`` = dynamic batch) and dtype of one input or output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+
+@dataclass
+class RunnerInfo:
+    """What a runner runs: backend, artefact, precision, device and its I/O."""
+
+    backend: str  # "torch" | "ort" | "trt" | "executorch"
+    artifact: str
+    precision: str
+    device: str
+    preset: str
+    model_kind: str
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+    max_batch: int | None  # None: any batch size
+    format: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "artifact": self.artifact, "precision": self.precision, "device": self.device,
+            "preset": self.preset, "model_kind": self.model_kind, "format": self.format, "max_batch": self.max_batch,
+            "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.inputs],
+            "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.outputs],
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def contract_io(contract: InputContract) -> tuple[list[TensorMeta], list[TensorMeta]]:
+    """The I/O every artefact of ``contract`` exposes (batch dimension dynamic)."""
+    inputs = [TensorMeta(INPUT_NAMES[0], (None, *contract.frames_shape())),
+              TensorMeta(INPUT_NAMES[1], (None, *contract.mfcc_shape()))]
+    outputs = [TensorMeta(OUTPUT_NAMES[0], (None, 2)), TensorMeta(OUTPUT_NAMES[1], (None, NUM_OFFSET_CLASSES)),
+               TensorMeta(OUTPUT_NAMES[2], (None, contract.num_frames, contract.num_frames))]
+    return inputs, outputs
+
+
+def _process_rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # psutil missing or the platform refuses: memory is reported as unknown (0)
+        return 0
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor; converted without importing torch here
+        return x.detach().cpu().numpy()
+    raise InputError(f"{name} must be a numpy array, got {type(x).__name__}")
+
+
+def validate_input(x: Any, name: str, expected: tuple[int, ...]) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 array of shape ``(B, *expected)`` or raise :class:`InputError`."""
+    a = _to_numpy(x, name)
+    if a.ndim != len(expected) + 1:
+        hint = " (add a batch axis: x[None])" if a.shape == expected else ""
+        raise InputError(f"{name} must have shape (B, {', '.join(map(str, expected))}), got {a.shape}{hint}")
+    if tuple(a.shape[1:]) != expected:
+        raise InputError(f"{name} must have shape (B, {', '.join(map(str, expected))}), got {a.shape}")
+    if a.shape[0] == 0:
+        raise InputError(f"{name} has an empty batch: shape {a.shape}")
+    if a.dtype != np.float32:
+        if a.dtype not in _CASTABLE:
+            raise InputError(f"{name} must be float32 (normalised features), got dtype {a.dtype}")
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(a)
+
+
+class BaseRunner(ABC):
+    """Load an artefact, activate it, infer; subclasses implement :meth:`activate_impl` and :meth:`infer_impl`."""
+
+    backend: str = "base"
+
+    def __init__(self, artifact: str | Path, contract: InputContract, *, precision: str, device: str,
+                 preset: str, model_kind: str, max_batch: int | None = None, fmt: str = "",
+                 batch_policy: str = "split"):
+        if batch_policy not in BATCH_POLICIES:
+            raise ValueError(f"batch_policy must be one of {BATCH_POLICIES}, got {batch_policy!r}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.artifact = Path(artifact)
+        self.contract = contract
+        self.precision = precision
+        self.device = device
+        self.preset = preset
+        self.model_kind = model_kind
+        self.max_batch = max_batch
+        self.format = fmt
+        self.batch_policy = batch_policy
+        self.is_active = False
+        self.last_inference_time_s: float | None = None
+        #: device-side time of the last call (CUDA events) where the backend measures it; None on CPU
+        self.last_device_time_s: float | None = None
+        self.peak_rss_bytes = 0
+        self.peak_gpu_memory_bytes: int | None = None
+        self.rss_before_activate_bytes = 0
+
+    # --- metadata -----------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}:{self.artifact.name}"
+
+    @property
+    def info(self) -> RunnerInfo:
+        inputs, outputs = contract_io(self.contract)
+        return RunnerInfo(backend=self.backend, artifact=str(self.artifact), precision=self.precision,
+                          device=self.device, preset=self.preset, model_kind=self.model_kind, inputs=inputs,
+                          outputs=outputs, max_batch=self.max_batch, format=self.format, extra=self.extra_info())
+
+    @property
+    def input_metadata(self) -> list[TensorMeta]:
+        return contract_io(self.contract)[0]
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        """Highest process RSS sampled around activation and every inference of this runner."""
+        return self.peak_rss_bytes
+
+    def extra_info(self) -> dict[str, Any]:
+        return {}
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def activate(self) -> "BaseRunner":
+        if self.is_active:
+            log.warning("%s is already active", self.name)
+            return self
+        self.rss_before_activate_bytes = _process_rss()
+        self.activate_impl()
+        self.is_active = True
+        self._sample_memory()
+        return self
+
+    def deactivate(self) -> None:
+        if not self.is_active:
+            log.warning("%s is not active", self.name)
+            return
+        try:
+            self.deactivate_impl()
+        finally:
+            self.is_active = False
+
+    def __enter__(self) -> "BaseRunner":
+        return self.activate()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.deactivate()
+
+    @abstractmethod
+    def activate_impl(self) -> None:
+        """Load the backend session / engine / program."""
+
+    @abstractmethod
+    def deactivate_impl(self) -> None:
+        """Free what :meth:`activate_impl` allocated."""
+
+    @abstractmethod
+    def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch (``batch <= max_batch``) of validated float32 C-contiguous inputs."""
+
+    # --- inference ----------------------------------------------------------------------------------------
+    def validate(self, frames: Any, mfcc: Any) -> tuple[np.ndarray, np.ndarray]:
+        f = validate_input(frames, INPUT_NAMES[0], self.contract.frames_shape())
+        m = validate_input(mfcc, INPUT_NAMES[1], self.contract.mfcc_shape())
+        if f.shape[0] != m.shape[0]:
+            raise InputError(f"frames and mfcc batch sizes differ: {f.shape[0]} vs {m.shape[0]}")
+        if self.max_batch is not None and f.shape[0] > self.max_batch and self.batch_policy == "reject":
+            raise InputError(f"batch {f.shape[0]} exceeds this artefact's max batch {self.max_batch} "
+                             f"({self.artifact.name}); use batch_policy='split' or smaller batches")
+        return f, m
+
+    def infer(self, frames: Any, mfcc: Any) -> dict[str, np.ndarray]:
+        """Validate once, run the backend, return ``{"logits", "offset_logits", "attention"}`` float32 arrays."""
+        if not self.is_active:
+            raise RunnerStateError(f"{self.name} is not active: use `with runner:` or call runner.activate() first")
+        f, m = self.validate(frames, mfcc)
+        batch = f.shape[0]
+        start = time.perf_counter()
+        if self.max_batch is None or batch <= self.max_batch:
+            out = self.infer_impl(f, m)
+            device_time = self.last_device_time_s
+        else:
+            parts, device_time = [], 0.0
+            for i in range(0, batch, self.max_batch):
+                parts.append(self.infer_impl(f[i:i + self.max_batch], m[i:i + self.max_batch]))
+                device_time = None if self.last_device_time_s is None or device_time is None \
+                    else device_time + self.last_device_time_s
+            out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
+        self.last_inference_time_s = time.perf_counter() - start
+        self.last_device_time_s = device_time
+        self._sample_memory()
+        return self._check_outputs(out, batch)
+
+    def _check_outputs(self, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        expected = {"logits": (batch, 2), "offset_logits": (batch, NUM_OFFSET_CLASSES),
+                    "attention": (batch, self.contract.num_frames, self.contract.num_frames)}
+        result = {}
+        for key, shape in expected.items():
+            if key not in out:
+                raise PinliteError(f"{self.name} produced no {key!r} output (outputs: {sorted(out)})")
+            arr = np.asarray(out[key])
+            if arr.shape != shape:
+                raise PinliteError(f"{self.name} produced {key} of shape {arr.shape}, expected {shape}")
+            result[key] = arr.astype(np.float32, copy=False)
+        return result
+
+    def _sample_memory(self) -> None:
+        self.peak_rss_bytes = max(self.peak_rss_bytes, _process_rss())

@@ -1,0 +1,77 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from pinlite_edge.errors import InputError
+from pinlite_edge.metrics import classification_metrics, explainability_preservation_score, roc_auc, top_fraction_mask
+
+
+def test_spearman_term_equals_scipy_on_maps_with_ties():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=(8, 16, 16)).astype(np.float32)  # many ties
+    b = rng.integers(0, 5, size=(8, 16, 16)).astype(np.float32)
+    res = explainability_preservation_score(a, b)
+    for i in range(8):
+        expected = spearmanr(a[i].ravel(), b[i].ravel()).statistic
+        assert res.spearman[i] == pytest.approx(expected, abs=1e-12)
+
+
+def test_top20_iou_on_hand_made_maps():
+    a = np.zeros((5, 5))
+    b = np.zeros((5, 5))
+    a.flat[[0, 1, 2, 3, 4]] = [9, 8, 7, 6, 5]  # top ceil(0.2*25)=5 of a: indices 0..4
+    b.flat[[3, 4, 5, 6, 7]] = [9, 8, 7, 6, 5]  # top of b: 3..7 -> overlap {3,4}: IoU 2/8
+    res = explainability_preservation_score(a, b)
+    assert res.iou[0] == pytest.approx(2 / 8)
+
+
+def test_top_fraction_ties_go_to_lower_flat_index():
+    m = top_fraction_mask(np.zeros((1, 10)))  # constant map: k = 2 -> the first two entries
+    assert m[0].nonzero()[0].tolist() == [0, 1]
+    assert top_fraction_mask(np.zeros((1, 11)))[0].sum() == math.ceil(0.2 * 11)
+
+
+def test_eps_of_a_map_with_itself_is_one():
+    a = np.random.default_rng(1).random((4, 16, 16))
+    res = explainability_preservation_score(a, a)
+    np.testing.assert_allclose(res.per_clip, 1.0)
+    assert res.mean == pytest.approx(1.0) and res.std == pytest.approx(0.0)
+
+
+def test_constant_maps_count_correlation_zero_and_are_reported():
+    a = np.random.default_rng(2).random((3, 16, 16))
+    b = a.copy()
+    b[1] = 0.5
+    res = explainability_preservation_score(a, b)
+    assert res.num_constant == 1
+    assert res.spearman[1] == 0.0
+    assert res.per_clip[1] == pytest.approx(0.5 * res.iou[1])
+
+
+def test_single_map_and_resize_to_common_shape():
+    a = np.random.default_rng(3).random((16, 16))
+    res = explainability_preservation_score(a, np.kron(a, np.ones((2, 2))))  # (32, 32) student map
+    assert res.per_clip.shape == (1,)
+    assert res.mean > 0.9
+
+
+def test_eps_rejects_nan_and_mismatched_batches():
+    a = np.ones((2, 4, 4))
+    with pytest.raises(InputError, match="NaN"):
+        explainability_preservation_score(a, np.full((2, 4, 4), np.nan))
+    with pytest.raises(InputError, match="batch"):
+        explainability_preservation_score(a, np.ones((3, 4, 4)))
+
+
+def test_classification_metrics_known_values():
+    labels = np.array([1, 1, 0, 0, 1])
+    probs = np.array([0.9, 0.4, 0.2, 0.6, 0.8])
+    m = classification_metrics(labels, probs)
+    assert m.accuracy == pytest.approx(3 / 5)
+    assert m.precision == pytest.approx(2 / 3)
+    assert m.recall == pytest.approx(2 / 3)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.auc == pytest.approx(5 / 6)  # 5 of 6 (pos, neg) pairs ranked correctly
+    assert math.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))

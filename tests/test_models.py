@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from pinlite_edge.models import count_parameters, create_model, create_student, create_teacher
+
+
+@pytest.mark.parametrize("factory,target", [(create_teacher, 15.0e6), (create_student, 1.69e6)])
+def test_paper_presets_match_spec_parameter_counts(factory, target):
+    model = factory("paper", pretrained=False)
+    n = count_parameters(model)
+    assert abs(n - target) / target <= 0.03, f"{n / 1e6:.3f} M params, SPEC says {target / 1e6} M ±3%"
+
+
+@pytest.mark.parametrize("factory", [create_teacher, create_student])
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_outputs_have_contract_shapes_and_attention_rows_sum_to_one(factory, preset):
+    torch.manual_seed(0)
+    model = factory(preset, pretrained=False).eval()
+    c = model.contract
+    with torch.no_grad():
+        out = model(torch.randn(2, *c.frames_shape()), torch.randn(2, *c.mfcc_shape()))
+    assert out.logits.shape == (2, 2)
+    assert out.offset_logits.shape == (2, 11)
+    assert out.attention.shape == (2, 16, 16)
+    torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 16))
+    assert (out.attention >= 0).all()
+
+
+def test_tiny_preset_uses_smaller_frames_than_paper():
+    assert create_student("tiny").contract.frame_size < create_student("paper").contract.frame_size
+
+
+def test_early_backbone_layers_frozen_in_paper_presets():
+    for model in (create_teacher("paper", pretrained=False), create_student("paper", pretrained=False)):
+        first = next(iter(model.frame_encoder.backbone[0].parameters()))
+        last = next(iter(model.frame_encoder.backbone[-1].parameters()))
+        assert not first.requires_grad and last.requires_grad
+
+
+def test_prune_heads_removes_weights_and_keeps_other_heads_exact():
+    torch.manual_seed(0)
+    model = create_student("tiny").eval()
+    attn = model.blocks[0].attn
+    before = count_parameters(model)
+    x = torch.randn(1, 16, model.config.embed_dim)
+    q_before = attn.q_proj(x).reshape(1, 16, attn.num_heads, attn.head_dim)
+    model.prune_heads({0: [1], 1: [0, 3]})
+    assert model.config.heads_per_layer == (3, 2)
+    assert [b.attn.num_heads for b in model.blocks] == [3, 2]
+    assert count_parameters(model) < before
+    q_after = attn.q_proj(x).reshape(1, 16, 3, attn.head_dim)
+    torch.testing.assert_close(q_after, q_before[:, :, [0, 2, 3]])
+    c = model.contract
+    out = model(torch.randn(1, *c.frames_shape()), torch.randn(1, *c.mfcc_shape()))
+    torch.testing.assert_close(out.attention.sum(-1), torch.ones(1, 16))
+    # a model rebuilt from the pruned config has the same (smaller) structure
+    assert count_parameters(create_model(model.config)) == count_parameters(model)
+
+
+def test_prune_heads_rejects_bad_requests():
+    model = create_student("tiny")
+    with pytest.raises(ValueError, match="out of range"):
+        model.prune_heads({0: [7]})
+    with pytest.raises(ValueError, match="every head"):
+        model.prune_heads({1: [0, 1, 2, 3]})
+
+
+def test_head_importance_is_l1_of_qkv_rows():
+    model = create_student("tiny")
+    attn = model.blocks[1].attn
+    imp = model.head_importance()[1]
+    h, d = 2, attn.head_dim
+    expected = sum(p.weight[h * d:(h + 1) * d].abs().sum() for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert imp.shape == (attn.num_heads,)
+    torch.testing.assert_close(imp[h], expected.detach())

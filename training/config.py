@@ -1,0 +1,89 @@
+"""Dataclass configs of the three training commands (the CLIs are thin wrappers that fill these)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Options every training command shares.
+
+    ``data``: ``synthetic`` | ``lavdf:PATH`` | ``folder:PATH``; ``data_options`` go to the dataset (for synthetic: the
+    fields of ``SyntheticConfig`` such as ``num_train``). ``in_memory``: render/decode every split once and keep the
+    samples in RAM (``auto``: when the train split is below ``in_memory_limit_gb``). ``checkpoint_every``: steps
+    between mid-epoch resumable checkpoints (0: only at epoch ends).
+    """
+
+    data: str = "synthetic"
+    preset: str = "tiny"
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    output: str = "runs/train"
+    resume: bool = False
+    num_workers: int = 0
+    amp: bool = True  # only used on CUDA; CPU runs are fp32
+    checkpoint_every: int = 25
+    offset_weight: float = 0.5
+    cache_dir: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    in_memory: str = "auto"  # auto | yes | no
+    in_memory_limit_gb: float = 2.0
+    eval_batch_size: int = 32
+    progress: bool = True
+    train_split: str = "train"
+    val_split: str = "val"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    """``python -m pinlite_edge.training.teacher``: PinPoint trained with CE(real/fake) + offset CE."""
+
+    output: str = "runs/teacher"
+    pretrained: bool = False  # use ImageNet backbone weights if on disk (paper preset only)
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """``python -m pinlite_edge.training.distill``: PIN-Lite from one teacher or an ensemble (SPEC §3)."""
+
+    output: str = "runs/distilled"
+    teachers: list[str] = field(default_factory=list)
+    alpha: float = 0.5
+    beta: float = 5.0
+    temperature: float = 2.0
+    cache_teacher: bool = True
+    pretrained: bool = False
+
+
+@dataclass
+class PruneConfig(TrainConfig):
+    """``python -m pinlite_edge.training.prune``: iterative L1 head pruning with fine-tuning (SPEC §3).
+
+    ``prune_steps`` heads are removed, one per iteration (the globally least important head), each followed by
+    ``epochs`` epochs of fine-tuning at ``lr``. ``target_heads`` (total heads left over all layers) overrides it.
+    With ``teachers`` the fine-tuning uses the distillation objective and EPS is measured against the teacher(s);
+    without, fine-tuning uses CE + offset CE and EPS is measured against the unpruned student.
+    """
+
+    output: str = "runs/pruned"
+    student: str = ""
+    teachers: list[str] = field(default_factory=list)
+    prune_steps: int = 2
+    target_heads: int | None = None
+    epochs: int = 3
+    lr: float = 1e-5
+    warmup_steps: int = 0
+    alpha: float = 0.5
+    beta: float = 5.0
+    temperature: float = 2.0
+    cache_teacher: bool = True

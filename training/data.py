@@ -1,0 +1,144 @@
+"""Datasets for training: build a split, optionally hold it in memory, index it, and iterate it deterministically.
+
+The order of the training samples is a pure function of ``(seed, epoch)`` (see :class:`EpochSampler`) so that a run
+resumed mid-epoch sees exactly the batches it would have seen, and two runs with one seed see the same batches.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.data import build_dataset, dataset_fingerprint, describe_dataset
+from pinlite_edge.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+_TENSOR_KEYS = ("frames", "mfcc", "label", "manipulation", "offset_class")
+
+
+class InMemoryDataset(Dataset):
+    """Every sample of ``source`` materialised once into stacked tensors (same values, same order)."""
+
+    def __init__(self, source: Dataset, num_workers: int = 0, progress: bool = False, desc: str = "loading"):
+        n = len(source)  # type: ignore[arg-type]
+        if n == 0:
+            raise DatasetError("cannot hold an empty dataset in memory")
+        loader = DataLoader(source, batch_size=16, shuffle=False, num_workers=num_workers)
+        chunks: dict[str, list[Any]] = {k: [] for k in (*_TENSOR_KEYS, "clip_id")}
+        for batch in _maybe_tqdm(loader, progress, desc):
+            for k in chunks:
+                chunks[k].append(batch[k])
+        self.tensors = {k: torch.cat(chunks[k]) for k in _TENSOR_KEYS}
+        self.clip_ids = [c for part in chunks["clip_id"] for c in part]
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.tensors.items()}, "clip_id": self.clip_ids[i]}
+
+
+class IndexedDataset(Dataset):
+    """Adds ``index`` (position in the split) to every sample, to look up cached teacher outputs."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.base[i], "index": torch.tensor(i, dtype=torch.int64)}
+
+
+@dataclass
+class Split:
+    """A loaded split: the dataset used for batches, its fingerprint and JSON description (for records)."""
+
+    name: str
+    dataset: Dataset
+    fingerprint: str
+    description: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+def _sample_bytes(contract: InputContract) -> int:
+    frames = contract.num_frames * 3 * contract.frame_size * contract.frame_size
+    return 4 * (frames + contract.mfcc_steps * contract.num_mfcc)
+
+
+def load_split(spec: str, split: str, contract: InputContract, *, cache_dir: str | None = None,
+               options: dict[str, Any] | None = None, in_memory: str = "auto", limit_gb: float = 2.0,
+               num_workers: int = 0, progress: bool = False) -> Split:
+    """Build ``split`` of dataset ``spec`` (see :func:`pinlite_edge.data.build_dataset`).
+
+    ``in_memory``: ``yes`` materialises it, ``no`` reads lazily, ``auto`` materialises when it fits in ``limit_gb``.
+    """
+    base = build_dataset(spec, split, contract, cache_dir=cache_dir, **(options or {}))
+    n = len(base)  # type: ignore[arg-type]
+    if n == 0:
+        raise DatasetError(f"split {split!r} of dataset {spec!r} is empty")
+    fingerprint = dataset_fingerprint(base)
+    description = describe_dataset(base)
+    mode = (in_memory or "auto").lower()
+    if mode not in ("auto", "yes", "no"):
+        raise ValueError(f"in_memory must be auto, yes or no, not {in_memory!r}")
+    size_gb = n * _sample_bytes(contract) / 1e9
+    dataset: Dataset = base
+    if mode == "yes" or (mode == "auto" and size_gb <= limit_gb):
+        log.info("holding %s split (%d samples, %.2f GB) in memory", split, n, size_gb)
+        dataset = InMemoryDataset(base, num_workers=num_workers, progress=progress, desc=f"preparing {split}")
+    return Split(split, IndexedDataset(dataset), fingerprint, description)
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled order from ``(seed, epoch)``; ``start`` skips already-consumed samples (mid-epoch resume).
+
+    Under DDP each rank takes every ``world_size``-th index of the shared permutation (the tail that does not divide
+    evenly is dropped, so every rank runs the same number of steps).
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, start: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
+        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+
+    def order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            perm = torch.randperm(self.size, generator=g).tolist()
+        else:
+            perm = list(range(self.size))
+        usable = (self.size // self.world_size) * self.world_size
+        return perm[:usable][self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.order()) - self.start)
+
+
+def make_loader(split: Split, batch_size: int, *, sampler: Sampler[int] | None = None, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``split``; without a sampler the order is the split's order (evaluation)."""
+    # A dedicated generator: creating the iterator must not draw from the global torch RNG (resume determinism).
+    return DataLoader(split.dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(0),
+                      persistent_workers=False)
+
+
+def _maybe_tqdm(iterable: Any, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,75 @@
+"""Training objectives (SPEC §3): the teacher loss and the PIN-Lite distillation loss.
+
+``L = α·CE_hard + (1−α)·T²·KL(p_T ‖ p_S) + β·MSE(A_T, A_S)`` (+ ``offset_weight``·offset CE), where ``p_T`` and
+``p_S`` are temperature-softened distributions over BOTH classes (real, fake). A single-logit head passed through a
+softmax is a constant 1.0, which makes the KD term identically zero; the models here have two logits and the KD
+term is computed on their two-class softmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pinlite_edge.contract import OFFSET_IGNORE_INDEX
+from pinlite_edge.models import ModelOutput
+
+
+def offset_loss(offset_logits: torch.Tensor, offset_class: torch.Tensor) -> torch.Tensor:
+    """Offset CE over samples with a defined offset only; 0 (with a gradient path) when a batch has none."""
+    valid = offset_class != OFFSET_IGNORE_INDEX
+    if not bool(valid.any()):
+        return offset_logits.sum() * 0.0
+    return F.cross_entropy(offset_logits.float(), offset_class, ignore_index=OFFSET_IGNORE_INDEX)
+
+
+def teacher_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch.Tensor,
+                 offset_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CE(real/fake) + ``offset_weight`` · offset CE."""
+    ce = F.cross_entropy(out.logits.float(), label)
+    off = offset_loss(out.offset_logits, offset_class)
+    return ce + offset_weight * off, {"ce": ce.detach(), "offset": off.detach()}
+
+
+def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Softened teacher probabilities; ``(K, B, 2)`` ensemble logits are averaged AFTER the softmax."""
+    probs = torch.softmax(teacher_logits.float() / temperature, dim=-1)
+    return probs.mean(dim=0) if probs.dim() == 3 else probs
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T² · KL(p_T ‖ softmax(s/T))`` averaged over the batch (2-class distributions)."""
+    if student_logits.shape[-1] < 2:
+        raise ValueError("the KD term needs at least 2 logits per sample; one logit makes softmax constant")
+    log_ps = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_ps, teacher_probs, reduction="batchmean") * temperature**2
+
+
+def attention_mse(student_attention: torch.Tensor, teacher_attention: torch.Tensor) -> torch.Tensor:
+    """MSE between attention maps; a student map of another shape is bilinearly resized to the teacher's."""
+    s = student_attention.float()
+    t = teacher_attention.float()
+    if s.shape[-2:] != t.shape[-2:]:
+        s = F.interpolate(s.unsqueeze(1), size=t.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    return F.mse_loss(s, t)
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    alpha: float = 0.5
+    beta: float = 5.0
+    temperature: float = 2.0
+    offset_weight: float = 0.5
+
+
+def distillation_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch.Tensor, teacher_logits: torch.Tensor,
+                      teacher_attention: torch.Tensor, w: DistillWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The composite PIN-Lite objective. ``teacher_logits``: ``(B, 2)`` or ensemble ``(K, B, 2)``;
+    ``teacher_attention``: ``(B, Q, F)`` (already averaged over an ensemble)."""
+    hard = F.cross_entropy(out.logits.float(), label)
+    kd = kd_kl(out.logits, soft_targets(teacher_logits, w.temperature), w.temperature)
+    att = attention_mse(out.attention, teacher_attention)
+    off = offset_loss(out.offset_logits, offset_class)
+    total = w.alpha * hard + (1.0 - w.alpha) * kd + w.beta * att + w.offset_weight * off
+    return total, {"ce": hard.detach(), "kd": kd.detach(), "attn": att.detach(), "offset": off.detach()}
