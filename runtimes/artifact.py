@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.checkpoint import read_record
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import CheckpointError, ManifestError
 from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest
@@ -76,6 +75,8 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
 
 
 def _checkpoint_spec(path: Path, verify: bool) -> ArtifactSpec:
+    from pinlite_edge.checkpoint import read_record  # imports torch: only for checkpoints
+
     record = read_record(path)
     if verify and record.get("weights_sha256"):
         actual = sha256_file(path)

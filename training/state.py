@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorsError, safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pinlite_edge.errors import CheckpointError
@@ -114,7 +114,7 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         skeleton = json.loads(header["skeleton"])
         meta = json.loads(header["meta"])
-    except (SafetensorsError, OSError, KeyError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc}") from None
     return {name: unflatten(value, tensors) for name, value in skeleton.items()}, meta
 

@@ -42,6 +42,7 @@ from pinlite_edge.contract import (
     InputContract,
 )
 from pinlite_edge.data import synthetic_render as R
+from pinlite_edge.data.sample import canonical_split
 from pinlite_edge.errors import DatasetError
 from pinlite_edge.features.mfcc import compute_mfcc
 from pinlite_edge.utils.atomic import atomic_path
@@ -119,6 +120,7 @@ class SyntheticConfig:
             raise DatasetError("invalid SyntheticConfig: " + "; ".join(problems))
 
     def num_clips(self, split: str) -> int:
+        """Clips in ``split`` (train, val or test)."""
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,35 +176,37 @@ def _as_rng(seed_or_rng: int | np.random.Generator | np.random.SeedSequence) -> 
     return np.random.default_rng(seed_or_rng)
 
 
-def _draw_manipulation(rng: np.random.Generator, config: SyntheticConfig) -> tuple[str, int | None]:
-    """Label draws; always consumes the same four numbers so the rest of the clip does not depend on the result."""
+def _draw_manipulation(rng: np.random.Generator, config: SyntheticConfig) -> tuple[str, int | None, int]:
+    """Label draws -> ``(manipulation, offset, candidate_shift)``.
+
+    Always consumes the same four numbers, so the rest of the clip does not depend on the outcome;
+    ``candidate_shift`` (a shift in the configured range) is what a forced ``audio_shift`` uses by default.
+    """
     u_fake, u_type, u_mag, u_sign = rng.random(4)
+    n_mags = config.max_shift - config.min_shift + 1
+    mag = config.min_shift + min(int(u_mag * n_mags), n_mags - 1)
+    shift = mag if u_sign < 0.5 else -mag
     if u_fake >= config.fake_fraction:
-        return "real", 0
+        return "real", 0, shift
     names = [n for n in FAKE_TYPES if config.manipulation_mix.get(n, 0.0) > 0]
     weights = np.array([config.manipulation_mix[n] for n in names], dtype=np.float64)
     cum = np.cumsum(weights / weights.sum())
     name = names[min(int(np.searchsorted(cum, u_type, side="right")), len(names) - 1)]
-    if name != "audio_shift":
-        return name, None
-    n_mags = config.max_shift - config.min_shift + 1
-    mag = config.min_shift + min(int(u_mag * n_mags), n_mags - 1)
-    return name, mag if u_sign < 0.5 else -mag
+    return name, (shift if name == "audio_shift" else None), shift
 
 
-def _resolve(manipulation: str | None, shift: int | None, drawn: tuple[str, int | None]) -> tuple[str, int | None]:
+def _resolve(manipulation: str | None, shift: int | None, drawn: tuple[str, int | None, int]) -> tuple[str, int | None]:
     if manipulation is None:
         if shift is not None:
             raise DatasetError("shift= needs manipulation='audio_shift'")
-        return drawn
+        return drawn[0], drawn[1]
     if manipulation not in MANIPULATIONS:
         raise DatasetError(f"unknown manipulation {manipulation!r}; choose from {MANIPULATIONS}")
     if manipulation == "audio_shift":
-        if shift is None:
-            shift = drawn[1] if drawn[0] == "audio_shift" and drawn[1] else 3
-        if not 1 <= abs(int(shift)) <= MAX_OFFSET:
+        shift = drawn[2] if shift is None else int(shift)
+        if not 1 <= abs(shift) <= MAX_OFFSET:
             raise DatasetError(f"audio_shift needs 1 <= |shift| <= {MAX_OFFSET}, got {shift}")
-        return manipulation, int(shift)
+        return manipulation, shift
     if shift is not None:
         raise DatasetError(f"shift= only applies to audio_shift, not {manipulation!r}")
     return manipulation, (0 if manipulation == "real" else None)
@@ -229,20 +233,28 @@ def _render(rng: np.random.Generator, contract: InputContract, config: Synthetic
     total_frames = num_frames + 2 * ctx
     cpf = _frames_per_ctrl(fps)
     n_ctrl = int(np.ceil(total_frames * cpf)) + 2
-    weight = R.segment_weight(n_ctrl, (ctx + seg_start) / fps, (ctx + seg_start + seg_len) / fps, config.crossfade_s)
+    # Boundaries half-way between frames: frames seg_start..seg_end-1 are fully replaced, the others untouched.
+    weight = R.segment_weight(n_ctrl, (ctx + seg_start - 0.5) / fps, (ctx + seg_start + seg_len - 0.5) / fps,
+                              min(config.crossfade_s, 0.9 / fps))
 
     speaker = R.draw_speaker(rng, config.syllable_rate_hz, config.snr_db)
-    u1, u2, u3, u4 = (R.draw_content(rng, n_ctrl, speaker, config.pause_prob) for _ in range(4))
-    base = u1.mix(u2, weight)
+    # Four independent utterances; each has its own seed so unused ones cost nothing and never shift the stream.
+    track_seeds = rng.integers(0, 2**63, size=4)
+
+    def utterance(n: int) -> R.ContentTrack:
+        return R.draw_content(np.random.default_rng(int(track_seeds[n])), n_ctrl, speaker, config.pause_prob)
+
+    u1 = utterance(0)
+    base = u1.mix(utterance(1), weight)
     audio_track, video_track = base, base
     if manipulation == "audio_replace":
-        audio_track = u1.mix(u3, weight)
+        audio_track = u1.mix(utterance(2), weight)
     elif manipulation == "visual_replace":
-        video_track = u1.mix(u3, weight)
+        video_track = u1.mix(utterance(2), weight)
     elif manipulation == "both_replace":
-        audio_track, video_track = u1.mix(u3, weight), u1.mix(u4, weight)
+        audio_track, video_track = u1.mix(utterance(2), weight), u1.mix(utterance(3), weight)
     elif manipulation == "audio_swap":
-        audio_track = u3.mix(u4, weight)
+        audio_track = utterance(2).mix(utterance(3), weight)
 
     scale = frame_size / 128.0
     face = R.draw_face(rng, frame_size)
@@ -280,7 +292,7 @@ def generate_clip(seed_or_rng: int | np.random.Generator | np.random.SeedSequenc
 
     ``manipulation=None`` draws it from ``config`` (``fake_fraction``, ``manipulation_mix``, shift range);
     a name from ``contract.MANIPULATIONS`` forces it (``shift`` in frames, only with ``"audio_shift"``; positive means
-    the audio lags the video).
+    the audio lags the video; left out, a shift is drawn from the configured range).
     """
     config = config or SyntheticConfig()
     return _render(_as_rng(seed_or_rng), contract, config, contract.num_frames, contract.frame_size,
@@ -304,41 +316,52 @@ def clip_to_sample(clip: SyntheticClip, contract: InputContract, clip_id: str) -
 
 
 class SyntheticDataset(Dataset):
-    """``split`` in train/val/test; sample ``i`` is a pure function of ``(config, split, i)``, splits use disjoint
-    seed streams (``SeedSequence([seed, split_code, i])``)."""
+    """Synthetic clips of one split: ``train``, ``val`` (alias ``dev``), ``test`` or ``all`` (the three in order).
+
+    Sample ``i`` of a split is a pure function of ``(config, split, i)``; splits use disjoint seed streams
+    (``SeedSequence([seed, split_code, i])``), so no clip appears in two splits.
+    """
 
     def __init__(self, split: str, contract: InputContract, config: SyntheticConfig | None = None):
-        if split not in _SPLIT_CODES:
-            raise DatasetError(f"unknown synthetic split {split!r}; choose from {sorted(_SPLIT_CODES)}")
-        self.split = split
+        canonical = canonical_split(split)
+        self.split = "val" if canonical == "dev" else canonical
         self.contract = contract
         self.config = config or SyntheticConfig()
-        self._length = self.config.num_clips(split)
+        names = list(_SPLIT_CODES) if self.split == "all" else [self.split]
+        self._parts = [(name, self.config.num_clips(name)) for name in names]
+        self._length = sum(n for _, n in self._parts)
 
     def __len__(self) -> int:
         return self._length
 
-    def _index(self, index: int) -> int:
+    def _locate(self, index: int) -> tuple[str, int]:
         i = int(index)
         if i < 0:
             i += self._length
         if not 0 <= i < self._length:
             raise IndexError(f"synthetic {self.split} index {index} out of range (len {self._length})")
-        return i
+        for name, n in self._parts:
+            if i < n:
+                return name, i
+            i -= n
+        raise AssertionError("unreachable")
 
     def rng(self, index: int) -> np.random.Generator:
-        i = self._index(index)
-        return np.random.default_rng(np.random.SeedSequence([self.config.seed, _SPLIT_CODES[self.split], i]))
+        """The generator that sample ``index`` is drawn from."""
+        name, i = self._locate(index)
+        return np.random.default_rng(np.random.SeedSequence([self.config.seed, _SPLIT_CODES[name], i]))
 
     def clip_id(self, index: int) -> str:
-        return f"synthetic:{self.split}:{self.config.seed}:{self._index(index):06d}"
+        name, i = self._locate(index)
+        return f"synthetic:{name}:{self.config.seed}:{i:06d}"
 
     def sample_info(self, index: int) -> tuple[int, str, int | None]:
         """``(label, manipulation, offset)`` of sample ``index`` without rendering it."""
-        name, offset = _draw_manipulation(self.rng(index), self.config)
+        name, offset, _ = _draw_manipulation(self.rng(index), self.config)
         return (0 if name == "real" else 1), name, offset
 
     def clip(self, index: int) -> SyntheticClip:
+        """Raw media (uint8 frames, audio) of sample ``index``."""
         return generate_clip(self.rng(index), self.contract, self.config)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

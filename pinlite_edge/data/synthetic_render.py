@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from scipy import signal as sps
 
-#: Control rate of the content tracks (Hz). 1 ms resolution is far finer than a 40 ms video frame.
-CTRL_RATE = 1000.0
+#: Control rate of the content tracks (Hz). 2 ms resolution is far finer than a 40 ms video frame or 10 ms MFCC hop.
+CTRL_RATE = 500.0
 #: Sub-pixel precision of OpenCV drawing (coordinates are multiplied by 2**_SHIFT).
 _SHIFT = 4
 _SCALE = float(1 << _SHIFT)
@@ -105,9 +105,10 @@ def draw_content(rng: np.random.Generator, n_ctrl: int, speaker: Speaker, pause_
     jb = order[np.clip(np.searchsorted(b_start[order], grid, side="right") - 1, 0, n_syl - 1)]
     xb = (grid - b_start[jb]) / b_total[jb]
     burst = np.where((xb >= 0) & (xb <= 1), burst_amp[jb] * np.sin(np.pi * np.clip(xb, 0.0, 1.0)), 0.0)
-    # Vowel colour: per-syllable value, smoothed (articulators move continuously), ~30 ms.
-    k = np.hanning(31)
-    vowel = np.convolve(np.pad(vowel_val[j], 15, mode="edge"), k / k.sum(), mode="valid")
+    # Vowel colour: per-syllable value, box-smoothed over ~30 ms (articulators move continuously).
+    half = max(int(0.015 * CTRL_RATE), 1)
+    csum = np.concatenate([[0.0], np.cumsum(np.pad(vowel_val[j], half, mode="edge"))])
+    vowel = (csum[2 * half + 1:] - csum[:-2 * half - 1]) / (2 * half + 1)
     return ContentTrack(voiced=voiced.astype(np.float32), burst=burst.astype(np.float32),
                         vowel=vowel.astype(np.float32))
 

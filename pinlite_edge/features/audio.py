@@ -90,7 +90,10 @@ def _decode_pyav(path: Path, require_video: bool, deadline: Deadline) -> Decoded
         n_video = 0
         resampler = None
         if audio is not None:
-            resampler = av.AudioResampler(format="fltp", layout=audio.layout.name, rate=audio.rate)
+            try:  # format conversion only (planar float); rate and layout are kept, scipy resamples later
+                resampler = av.AudioResampler(format="fltp", layout=audio.layout.name, rate=audio.rate)
+            except (ValueError, av.error.FFmpegError):
+                resampler = av.AudioResampler(format="fltp", rate=audio.rate)
         try:
             for packet in container.demux(*streams):
                 deadline.check()

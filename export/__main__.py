@@ -1,0 +1,111 @@
+"""``python -m pinlite_edge.export --checkpoint CKPT --format FMT --output DIR [options]``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pinlite_edge.errors import PinliteError
+from pinlite_edge.export.formats import COMMON, FORMATS
+from pinlite_edge.export.options import CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS
+
+
+def _format_table() -> str:
+    rows = [f"  {'format':<10} {'suffix':<13} {'runtime':<11} {'GPU':<4} options"]
+    for f in FORMATS.values():
+        opts = ", ".join(sorted(o.replace("_", "-") for o in f.options))
+        rows.append(f"  {f.name:<10} {f.suffix:<13} {f.runtime:<11} {'yes' if f.needs_gpu else 'no':<4} {opts}")
+        rows.append(f"  {'':<10} {f.description}")
+    rows.append(f"  every format also takes: {', '.join(sorted(o.replace('_', '-') for o in COMMON))}")
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pinlite_edge.export",
+        description="Export a PIN-Lite / PinPoint checkpoint to ONNX (FP32/FP16/INT8), TensorRT or ExecuTorch. "
+                    "Every artefact gets a manifest (X.manifest.json) with the precision plan, the source "
+                    "checkpoint hash, calibration set and tool versions.",
+        epilog="formats:\n" + _format_table() + "\n\nAn option a format does not take is an error. Existing "
+               "artefacts are kept unless --force.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors with its .json record)")
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="artefact format (table below)")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing artefact")
+    p.add_argument("--name", help="artefact file stem (default pinlite-<kind>)")
+    p.add_argument("--seed", type=int, help="seed for calibration subset selection (default 0)")
+    g = p.add_argument_group("ONNX")
+    g.add_argument("--opset", type=int, help="ONNX opset, >= 17 (default 17)")
+    g.add_argument("--exporter", choices=EXPORTERS, help="torch.onnx exporter for format onnx (default classic: "
+                                                        "same ORT speed here, 20x faster to export)")
+    g.add_argument("--gru", choices=GRU_MODES, help="GRU as one ONNX GRU node (native, default) or explicit "
+                                                   "matmuls (same weights)")
+    g.add_argument("--static-batch", dest="dynamic_batch", action="store_false",
+                   help="fixed batch axis (size --batch) instead of a dynamic one")
+    g.add_argument("--batch", type=int, help="ONNX: max batch recorded (or the static batch); TensorRT: profile max "
+                                             "batch (default 8); .pte: static batch (default 1)")
+    g = p.add_argument_group("quantization / mixed precision")
+    g.add_argument("--calib-data", dest="calib_data", help="calibration dataset: synthetic (default), lavdf:PATH, "
+                                                          "folder:PATH")
+    g.add_argument("--calib-split", dest="calib_split", help="dataset split used for calibration (default train)")
+    g.add_argument("--calib-size", dest="calib_size", type=int, help="calibration clips (default 256)")
+    g.add_argument("--calib-method", dest="calib_method", choices=CALIB_METHODS,
+                   help="activation range calibration (default minmax)")
+    g.add_argument("--keep-float", dest="keep_float", type=int,
+                   help="keep the N most sensitive quantizable layers float (default 0)")
+    g.add_argument("--no-sensitivity", dest="sensitivity", action="store_false",
+                   help="skip the per-layer sensitivity table")
+    g.add_argument("--sensitivity-size", dest="sensitivity_size", type=int,
+                   help="calibration clips used for the sensitivity table (default 32)")
+    g.add_argument("--quant-format", dest="quant_format", choices=QUANT_FORMATS,
+                   help="onnx-int8 layout: qdq (default; portable, TensorRT-ready) or qoperator (ORT CPU kernels)")
+    g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor weight scales")
+    g = p.add_argument_group("TensorRT")
+    g.add_argument("--opt-batch", dest="opt_batch", type=int, help="optimisation profile opt batch (default 1)")
+    g.add_argument("--workspace-mb", dest="workspace_mb", type=int, help="workspace memory pool (default 1024)")
+    g.add_argument("--timing-cache", dest="timing_cache", help="timing cache file (read if present, then updated)")
+    g.add_argument("--weak-typing", dest="weak_typing", action="store_true",
+                   help="TensorRT 10 only: builder precision flags + per-layer constraints instead of strong typing")
+    g.add_argument("--device", type=int, help="CUDA device index (default 0)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return p
+
+
+def _print_sensitivity(result) -> None:
+    rows = result.sensitivity
+    if not rows:
+        return
+    kept = set(result.plan.float_modules) if result.plan else set()
+    print(f"\nper-layer sensitivity ({result.plan.sensitivity_mode}, quantizing one layer alone):")
+    print(f"  {'rank':>4} {'layer':<48} {'op':<7} {'params':>8} {'logit max':>10} {'logit mse':>10} "
+          f"{'attn max':>9} {'score':>8}  float")
+    for r in rows:
+        print(f"  {r.rank:>4} {r.module:<48} {r.op:<7} {r.params:>8} {r.logits_max_abs:>10.4f} {r.logits_mse:>10.2e} "
+              f"{r.attention_max_abs:>9.4f} {r.score:>8.3f}  {'yes' if r.module in kept else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    verbose = args.pop("verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    checkpoint, fmt, output = args.pop("checkpoint"), args.pop("format"), args.pop("output")
+    from pinlite_edge.export.api import export_model
+
+    try:
+        result = export_model(checkpoint, fmt, output, **args)
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_sensitivity(result)
+    if result.plan and result.plan.float_layers:
+        print(f"\nkept float ({len(result.plan.float_layers)} layers):")
+        for e in result.plan.float_layers:
+            print(f"  {e.module:<48} {e.kind:<17} {len(e.onnx_nodes) or '':>3}")
+    print(f"\nwrote {result.artifact} ({result.artifact.stat().st_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
+    print(f"manifest {result.manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

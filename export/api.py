@@ -1,0 +1,143 @@
+"""Python API: ``export_model(checkpoint, format, output_dir, **options)`` and ``export_from_model(model, ...)``."""
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pinlite_edge.errors import ExportError
+from pinlite_edge.export.calibration import CalibrationSet, load_calibration
+from pinlite_edge.export.formats import ExportFormat, check_options, get_format
+from pinlite_edge.export.options import ExportOptions
+from pinlite_edge.export.plan import PrecisionPlan
+from pinlite_edge.manifest import Manifest, write_manifest
+from pinlite_edge.utils.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    artifact: Path
+    manifest: Path
+    format: str
+    precision: str
+    plan: PrecisionPlan | None
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sensitivity(self) -> list:
+        return list(self.plan.sensitivity) if self.plan else []
+
+
+@dataclass
+class HandlerOutput:
+    """What a format function reports back; :func:`export_from_model` turns it into the manifest."""
+
+    plan: PrecisionPlan | None = None
+    dynamic_batch: bool = True
+    max_batch: int | None = None
+    calibration: dict[str, Any] | None = None
+    target: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportContext:
+    """Everything a format function needs: an eval-mode CPU copy of the model, options, paths, calibration data."""
+
+    model: nn.Module
+    fmt: ExportFormat
+    options: ExportOptions
+    artifact: Path
+    work_dir: Path
+    calibration_override: CalibrationSet | None = None
+    _calibration: CalibrationSet | None = None
+
+    def calibration(self) -> CalibrationSet:
+        if self._calibration is None:
+            if self.calibration_override is not None:
+                self._calibration = self.calibration_override.subset(self.options.calib_size)
+            else:
+                o = self.options
+                log.info("loading %d calibration clips from %s (%s)", o.calib_size, o.calib_data, o.calib_split)
+                self._calibration = load_calibration(o.calib_data, self.model.config.contract, o.calib_size,
+                                                     o.calib_split, o.seed)
+        return self._calibration
+
+
+def tool_versions(*extra: str) -> dict[str, str]:
+    """Versions of torch/onnx/onnxruntime and of any extra package named (only those importable)."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "onnx", "onnxruntime", *extra):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def artifact_path(fmt: ExportFormat, output_dir: str | Path, model: nn.Module, name: str | None) -> Path:
+    stem = name or f"pinlite-{model.config.kind}"
+    return Path(output_dir) / f"{stem}{fmt.suffix}"
+
+
+def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
+                      source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
+                      **options: Any) -> ExportResult:
+    """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory)."""
+    fmt = get_format(format)
+    check_options(fmt, set(options))
+    opts = ExportOptions(**options)
+    opts.validate()
+    if not hasattr(model, "config"):
+        raise ExportError("the model has no .config (export works on pinlite_edge AVSyncDetector models)")
+    artifact = artifact_path(fmt, output_dir, model, opts.name)
+    if artifact.exists() and not opts.force:
+        raise ExportError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
+    if fmt.needs_gpu:
+        log.info("format %s builds for an NVIDIA GPU", fmt.name)
+    handler = fmt.load_handler()
+    prepared = copy.deepcopy(model).cpu().eval()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pinlite-export-") as tmp:
+        ctx = ExportContext(prepared, fmt, opts, artifact, Path(tmp), calibration)
+        out: HandlerOutput = handler(ctx)
+    seconds = time.perf_counter() - start
+    if not artifact.is_file():
+        raise ExportError(f"format {fmt.name} finished without writing {artifact}")
+    config = model.config
+    src_sha = sha256_file(source_checkpoint) if source_checkpoint is not None else None
+    manifest = Manifest(
+        format=fmt.name, runtime=fmt.runtime, precision=fmt.precision, artifact=artifact.name, artifact_sha256="",
+        model_kind=config.kind, preset=config.preset, model_config=config.to_dict(),
+        input_contract=config.contract.to_dict(), dynamic_batch=out.dynamic_batch, max_batch=out.max_batch,
+        precision_plan=out.plan.to_dict() if out.plan else {"precision": fmt.precision, "float_layers": []},
+        source_checkpoint=str(source_checkpoint) if source_checkpoint is not None else None,
+        source_checkpoint_sha256=src_sha, calibration=out.calibration,
+        tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
+        extra={"export_options": opts.to_dict(), "export_seconds": round(seconds, 2), **out.extra},
+    )
+    manifest_file = write_manifest(artifact, manifest)
+    log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)
+    return ExportResult(artifact, manifest_file, fmt.name, fmt.precision, out.plan, seconds, out.extra)
+
+
+def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **options: Any) -> ExportResult:
+    """Load ``checkpoint`` (safetensors + JSON record) and export it; see :data:`FORMATS` for formats/options."""
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    fmt = get_format(format)  # fail on a bad format before loading anything
+    check_options(fmt, set(options) - {"calibration"})
+    model, _record = load_checkpoint(checkpoint)
+    return export_from_model(model, format, output_dir, source_checkpoint=checkpoint, **options)

@@ -1,0 +1,80 @@
+"""The table of export formats: one row per format (name, suffix, runtime, precision, GPU, options it takes).
+
+Each row names the function that produces it (``module:function`` inside ``pinlite_edge.export``), imported only when
+that format is asked for, so ``--help`` and the ONNX formats never import ExecuTorch or TensorRT.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from pinlite_edge.errors import ExportError
+
+_ONNX = frozenset({"opset", "gru"})
+_CALIB = frozenset({"calib_data", "calib_split", "calib_size", "keep_float", "sensitivity", "sensitivity_size"})
+_TRT = frozenset({"batch", "opt_batch", "workspace_mb", "timing_cache", "device"})
+COMMON = frozenset({"force", "name", "seed"})
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str  # appended to the artefact stem
+    runtime: str  # runner backend named in the manifest: "ort" | "trt" | "executorch"
+    precision: str  # "fp32" | "fp16" | "int8"
+    needs_gpu: bool
+    options: frozenset[str]  # options this format takes besides COMMON
+    handler: str  # "module:function" in pinlite_edge.export
+    description: str
+
+    @property
+    def allowed_options(self) -> frozenset[str]:
+        return self.options | COMMON
+
+    def load_handler(self) -> Callable:
+        module, func = self.handler.split(":")
+        return getattr(importlib.import_module(f"pinlite_edge.export.{module}"), func)
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
+    ExportFormat("onnx", ".onnx", "ort", "fp32", False,
+                 _ONNX | {"exporter", "dynamic_batch", "batch"},
+                 "onnx_formats:export_onnx", "FP32 ONNX, dynamic batch (onnxruntime, TensorRT input)"),
+    ExportFormat("onnx-fp16", ".fp16.onnx", "ort", "fp16", False,
+                 _ONNX | _CALIB | {"dynamic_batch", "batch"},
+                 "onnx_formats:export_onnx_fp16", "FP16 ONNX with FP32 islands (Cast) for the precision plan"),
+    ExportFormat("onnx-int8", ".int8.onnx", "ort", "int8", False,
+                 _ONNX | _CALIB | {"dynamic_batch", "batch", "calib_method", "quant_format", "per_channel"},
+                 "onnx_formats:export_onnx_int8", "INT8 ONNX (static, symmetric, per-channel; QDQ or QOperator)"),
+    ExportFormat("trt-fp16", ".fp16.engine", "trt", "fp16", True,
+                 _ONNX | _CALIB | _TRT | {"weak_typing"},
+                 "tensorrt:export_trt_fp16", "TensorRT engine, strongly typed from the FP16 ONNX"),
+    ExportFormat("trt-int8", ".int8.engine", "trt", "int8", True,
+                 _ONNX | _CALIB | _TRT | {"calib_method", "per_channel", "weak_typing"},
+                 "tensorrt:export_trt_int8", "TensorRT engine, strongly typed from the QDQ ONNX"),
+    ExportFormat("pte", ".pte", "executorch", "fp32", False, frozenset({"batch"}),
+                 "executorch:export_pte", "ExecuTorch program, XNNPACK delegate, static batch"),
+    ExportFormat("pte-int8", ".int8.pte", "executorch", "int8", False, _CALIB | {"batch"},
+                 "executorch:export_pte_int8", "ExecuTorch program, PT2E INT8 (XNNPACKQuantizer), GRU/softmax float"),
+]}
+
+
+def get_format(name: str) -> ExportFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ExportError(f"unknown export format {name!r}; choose one of {', '.join(FORMATS)}") from None
+
+
+def check_options(fmt: ExportFormat, given: set[str]) -> None:
+    """Reject options the format does not take (with the list of those it does)."""
+    from pinlite_edge.export.options import ExportOptions
+
+    unknown = sorted(given - ExportOptions.field_names())
+    if unknown:
+        raise ExportError(f"unknown export option(s) {unknown}")
+    rejected = sorted(given - fmt.allowed_options)
+    if rejected:
+        raise ExportError(f"format {fmt.name!r} does not take option(s) {rejected}; it takes "
+                          f"{sorted(fmt.allowed_options)}")

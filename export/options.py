@@ -1,0 +1,73 @@
+"""Export options: one dataclass for every format; each format names the options it takes (see ``formats.py``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pinlite_edge.errors import ExportError
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+EXPORTERS = ("classic", "dynamo")
+GRU_MODES = ("native", "matmul")
+QUANT_FORMATS = ("qdq", "qoperator")
+
+
+@dataclass
+class ExportOptions:
+    """Every option of every format, with its default. A format rejects options it does not take."""
+
+    force: bool = False  # overwrite an existing artefact
+    name: str | None = None  # artefact file stem; default "pinlite-<kind>"
+    opset: int = 17  # ONNX opset (>= 17)
+    exporter: str = "classic"  # torch.onnx exporter: "classic" (TorchScript, ~2 s) or "dynamo" (~40 s)
+    gru: str = "native"  # ONNX: "native" (one GRU node) or "matmul" (explicit matmuls, same weights)
+    dynamic_batch: bool = True  # ONNX: dynamic batch axis
+    batch: int | None = None  # ONNX static/max batch, TensorRT profile max batch, .pte static batch
+    calib_data: str = "synthetic"  # dataset spec for build_dataset ("synthetic", "lavdf:PATH", "folder:PATH")
+    calib_split: str = "train"
+    calib_size: int = 256
+    calib_method: str = "minmax"
+    keep_float: int = 0  # keep the N most sensitive quantizable layers float (beyond the fixed plan)
+    sensitivity: bool = True  # measure the per-layer sensitivity table (needed for keep_float > 0)
+    sensitivity_size: int = 32  # clips of the calibration set used for the sensitivity table
+    quant_format: str = "qdq"  # ORT INT8: "qdq" (portable, TensorRT-ready) or "qoperator" (ORT CPU kernels)
+    per_channel: bool = True
+    workspace_mb: int = 1024  # TensorRT workspace memory pool
+    timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
+    weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed
+    opt_batch: int | None = None  # TensorRT optimisation profile "opt" batch
+    device: int = 0  # CUDA device index (TensorRT)
+    seed: int = 0
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    def validate(self) -> None:
+        """Check value ranges (which options a format takes is checked by the format table)."""
+        checks = [
+            (self.opset >= 17, f"opset must be >= 17 (SPEC §6), got {self.opset}"),
+            (self.exporter in EXPORTERS, f"exporter must be one of {EXPORTERS}, got {self.exporter!r}"),
+            (self.gru in GRU_MODES, f"gru must be one of {GRU_MODES}, got {self.gru!r}"),
+            (self.batch is None or self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
+            (self.opt_batch is None or self.opt_batch >= 1, f"opt_batch must be >= 1, got {self.opt_batch}"),
+            (self.calib_size >= 1, f"calib_size must be >= 1, got {self.calib_size}"),
+            (self.calib_method in CALIB_METHODS, f"calib_method must be one of {CALIB_METHODS}, got "
+                                                 f"{self.calib_method!r}"),
+            (self.keep_float >= 0, f"keep_float must be >= 0, got {self.keep_float}"),
+            (self.sensitivity_size >= 1, f"sensitivity_size must be >= 1, got {self.sensitivity_size}"),
+            (self.quant_format in QUANT_FORMATS, f"quant_format must be one of {QUANT_FORMATS}, got "
+                                                 f"{self.quant_format!r}"),
+            (self.workspace_mb >= 1, f"workspace_mb must be >= 1, got {self.workspace_mb}"),
+            (self.keep_float == 0 or self.sensitivity, "keep_float > 0 needs the sensitivity table "
+                                                       "(do not disable sensitivity)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ExportError(msg)
+        if self.name is not None and (not self.name or Path(self.name).name != self.name):
+            raise ExportError(f"name must be a plain file stem, got {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

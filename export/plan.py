@@ -1,0 +1,180 @@
+"""The precision plan: which layers stay float in a mixed-precision artefact, and why (SPEC §6).
+
+Layers are named by their torch module path (``blocks.1.attn.softmax``); :func:`resolve_onnx_nodes` maps them to the
+node names of an ONNX graph from the classic exporter (whose node names carry the module scope, e.g.
+``/blocks.1/attn/softmax/Softmax``). The fixed part of the plan is the SPEC's rule: every GRU, every Softmax, the
+activation-by-activation attention MatMuls of every block, and the last block's query/key projections (they compute
+the ``attention`` output). The measured part keeps the ``keep_float`` layers with the largest sensitivity.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from torch import nn
+
+from pinlite_edge.export.rewrite import MatmulGRU
+
+REASON_GRU = "recurrent: the GRU stays float (ORT does not quantize it, TensorRT loops are FP32/FP16 only)"
+REASON_SOFTMAX = "softmax: attention probabilities need float range"
+REASON_ATTN_MATMUL = "attention MatMul (activation x activation): produces / consumes the attention probabilities"
+REASON_ATTN_OUTPUT = "computes the exported attention output (last block's query/key path)"
+REASON_SENSITIVE = "sensitivity: among the {n} layers whose quantization changes logits/attention most"
+
+
+@dataclass
+class FloatEntry:
+    """One layer kept float. ``ops``: only these ONNX op types directly in the module's scope (None = all nodes)."""
+
+    module: str
+    reason: str
+    kind: str  # "gru" | "softmax" | "attention_matmul" | "attention_output" | "sensitivity"
+    ops: tuple[str, ...] | None = None
+    onnx_nodes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ops"] = list(self.ops) if self.ops else None
+        return d
+
+
+@dataclass
+class SensitivityRow:
+    """Effect of quantizing one layer alone (weights + input activations) on calibration data."""
+
+    module: str
+    op: str  # "Conv" | "Linear"
+    params: int
+    logits_max_abs: float
+    logits_mse: float
+    attention_max_abs: float
+    score: float  # normalised logits MSE + normalised attention L1 change, the ranking key
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PrecisionPlan:
+    """Precision of an artefact: the target precision, the layers kept float with reasons, the sensitivity table."""
+
+    precision: str  # "fp32" | "fp16" | "int8"
+    float_layers: list[FloatEntry] = field(default_factory=list)
+    quantized_layers: list[str] = field(default_factory=list)
+    keep_float: int = 0
+    sensitivity: list[SensitivityRow] = field(default_factory=list)
+    sensitivity_mode: str | None = None  # "int8" | "fp16"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def float_modules(self) -> list[str]:
+        return [e.module for e in self.float_layers]
+
+    def float_onnx_nodes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for e in self.float_layers:
+            for n in e.onnx_nodes:
+                seen[n] = None
+        return list(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "float_layers": [e.to_dict() for e in self.float_layers],
+            "float_onnx_nodes": self.float_onnx_nodes(),
+            "quantized_layers": list(self.quantized_layers),
+            "keep_float": self.keep_float,
+            "sensitivity_mode": self.sensitivity_mode,
+            "sensitivity": [r.to_dict() for r in self.sensitivity],
+            "notes": list(self.notes),
+        }
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv and Linear layers in execution-ish (registration) order, GRU internals excluded."""
+    out = []
+    gru_prefixes = [n + "." for n, m in model.named_modules() if isinstance(m, (nn.GRU, MatmulGRU))]
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and not any(name.startswith(p) for p in gru_prefixes):
+            out.append((name, module))
+    return out
+
+
+def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
+    """The SPEC's always-float layers for this model (GRU, softmax, attention MatMuls, attention output path)."""
+    entries: list[FloatEntry] = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.GRU, MatmulGRU)):
+            entries.append(FloatEntry(name, REASON_GRU, "gru"))
+        elif isinstance(module, nn.Softmax):
+            entries.append(FloatEntry(name, REASON_SOFTMAX, "softmax"))
+    attn_modules = [n for n, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")
+                    and hasattr(m, "softmax")]
+    for name in attn_modules:
+        entries.append(FloatEntry(name, REASON_ATTN_MATMUL, "attention_matmul", ops=("MatMul",)))
+    if attn_modules:
+        last = attn_modules[-1]
+        for proj in ("q_proj", "k_proj"):
+            entries.append(FloatEntry(f"{last}.{proj}", REASON_ATTN_OUTPUT, "attention_output"))
+    return entries
+
+
+def build_plan(model: nn.Module, precision: str, sensitivity: Sequence[SensitivityRow] = (), keep_float: int = 0,
+               sensitivity_mode: str | None = None) -> PrecisionPlan:
+    """Fixed float layers + the ``keep_float`` most sensitive quantizable layers not already float."""
+    entries = fixed_float_entries(model)
+    fixed = {e.module for e in entries}
+    ranked = sorted(sensitivity, key=lambda r: r.score, reverse=True)
+    for i, row in enumerate(ranked, 1):
+        row.rank = i
+    chosen = [r for r in ranked if r.module not in fixed][:keep_float]
+    if keep_float > len(chosen):
+        raise ValueError(f"keep_float={keep_float} but only {len(chosen)} ranked quantizable layers are not already "
+                         "float (run the sensitivity analysis, or lower keep_float)")
+    for r in chosen:
+        entries.append(FloatEntry(r.module, REASON_SENSITIVE.format(n=keep_float), "sensitivity"))
+    float_set = {e.module for e in entries}
+    quantized = [n for n, _ in quantizable_layers(model) if n not in float_set] if precision != "fp32" else []
+    return PrecisionPlan(precision=precision, float_layers=entries, quantized_layers=quantized, keep_float=keep_float,
+                         sensitivity=list(ranked), sensitivity_mode=sensitivity_mode)
+
+
+# --- ONNX node resolution ---------------------------------------------------------------------------------------
+def onnx_node_scope(node_name: str) -> tuple[str, str]:
+    """``/audio_encoder/convs/convs.0/Conv`` -> (``audio_encoder.convs.0``, ``Conv``).
+
+    The classic exporter names a node ``/<scope>/.../<Op>[_k]``, where a child of a container appears as
+    ``parent/parent.k``; collapsing such pairs gives the torch module path.
+    """
+    parts = [p for p in node_name.split("/") if p]
+    if not parts:
+        return "", ""
+    op, scope = parts[-1], parts[:-1]
+    # A segment that the next one extends ("backbone" then "backbone.0") is dropped: the longer one holds it.
+    collapsed = [seg for i, seg in enumerate(scope) if not (i + 1 < len(scope) and scope[i + 1].startswith(seg + "."))]
+    return ".".join(collapsed), op
+
+
+def resolve_onnx_nodes(plan: PrecisionPlan, nodes: Iterable[Any]) -> None:
+    """Fill ``entry.onnx_nodes`` for every float entry from an ONNX graph's nodes (classic-exporter names)."""
+    scoped = [(n.name, n.op_type, *onnx_node_scope(n.name)) for n in nodes]
+    for entry in plan.float_layers:
+        hits = []
+        for name, op_type, scope, _ in scoped:
+            if entry.ops is not None:
+                if scope == entry.module and op_type in entry.ops:
+                    hits.append(name)
+            elif scope == entry.module or scope.startswith(entry.module + "."):
+                hits.append(name)
+        entry.onnx_nodes = hits
+
+
+def onnx_nodes_by_module(nodes: Iterable[Any], module: str, op_types: Sequence[str] | None = None) -> list[str]:
+    """Names of the nodes in ``module``'s scope (optionally only some op types)."""
+    out = []
+    for n in nodes:
+        scope, _ = onnx_node_scope(n.name)
+        if (scope == module or scope.startswith(module + ".")) and (op_types is None or n.op_type in op_types):
+            out.append(n.name)
+    return out

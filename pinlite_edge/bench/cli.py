@@ -1,0 +1,77 @@
+"""``python -m pinlite_edge.bench``: measure deployed artefacts on this machine (SPEC §7)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pinlite_edge.errors import PinliteError
+
+from pinlite_edge.bench.core import PRECISIONS, RUNTIMES, BenchConfig, run_bench
+from pinlite_edge.bench.report import terminal_table, write_reports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pinlite_edge.bench",
+        description="Latency, memory, accuracy and EPS of PIN-Lite artefacts on this machine. Without arguments: "
+                    "ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built by the quickstart if "
+                    "missing), the synthetic test split.")
+    p.add_argument("--runtime", choices=RUNTIMES, default="ort")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help="workspace, folder of artefacts, or one artefact file (default ./pinlite-workspace)")
+    p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="ARTIFACT",
+                   help="bench these artefacts together on the same inputs and report their agreement "
+                        "(the first is the reference); overrides --runtime/--precision")
+    p.add_argument("--data", default="synthetic", help="synthetic | lavdf:PATH | folder:PATH")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the latency measurement")
+    p.add_argument("--eval-batch", type=int, default=8, help="batch size of the accuracy pass")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (torch / onnxruntime / XNNPACK)")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, or tensorrt (ORT's TensorRT provider)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    p.add_argument("--teacher", type=Path, default=None, help="FP32 teacher checkpoint (default: the workspace's)")
+    p.add_argument("--teacher-cache", type=Path, default=None,
+                   help="npz of teacher outputs on this data (for devices that cannot run the teacher)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="where reference outputs are cached")
+    p.add_argument("--time-teacher", action="store_true", help="also time the FP32 teacher (for the plots)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    cfg = BenchConfig(runtime=args.runtime, precision=args.precision, artifacts=args.artifacts,
+                      compare=list(args.compare), data=args.data, split=args.split, limit=args.limit,
+                      batch=args.batch, eval_batch=args.eval_batch, warmup=args.warmup, iters=args.iters,
+                      threads=args.threads, device=args.device, out=args.out, teacher=args.teacher,
+                      teacher_cache=args.teacher_cache, cache_dir=args.cache_dir, time_teacher=args.time_teacher,
+                      plots=not args.no_plots)
+    try:
+        result = run_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data = result.to_dict()
+    print(terminal_table(data))
+    for c in data["comparison"]:
+        print(f"agreement {c['other']} vs {c['reference']}: max|Δlogits| {c['max_abs_diff']['logits']:.2e}, "
+              f"max|Δattention| {c['max_abs_diff']['attention']:.2e}, labels {c['label_agreement']:.1%}, "
+              f"EPS {c['eps_mean']:.3f}")
+    for note in data["notes"]:
+        print(f"note: {note}")
+    jpath, mpath = write_reports(data, cfg.out)
+    written = [jpath, mpath]
+    if cfg.plots:
+        from pinlite_edge.bench.plots import write_plots
+
+        written += write_plots(data, result.attention_samples, cfg.out)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,83 @@
+"""A description of the machine a measurement was taken on (CPU, cores, memory, GPU, library versions)."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+_PACKAGES = ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "onnx", "executorch", "tensorrt", "numpy",
+             "cuda-bindings")
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M) or re.search(r"^Model\s*:\s*(.+)$", text, re.M)
+        if m:
+            return m.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide INT8/FP16 speed on x86 (AVX2, AVX-512, VNNI, AMX) or ARM (dotprod, fp16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    m = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.M)
+    flags = set(m.group(2).split()) if m else set()
+    interesting = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "fphp", "asimdhp", "i8mm")
+    return [f for f in interesting if f in flags]
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def describe_machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "hostname": platform.node(), "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(),
+        "logical_cores": os.cpu_count(), "python": platform.python_version(),
+    }
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except Exception:  # psutil/loadavg missing: leave them out
+        pass
+    info["versions"] = {p: v for p in _PACKAGES if (v := _version(p))}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            i = torch.cuda.current_device()
+            cap = torch.cuda.get_device_capability(i)
+            info["gpu"] = {"name": torch.cuda.get_device_name(i), "compute_capability": f"{cap[0]}.{cap[1]}",
+                           "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+    except Exception:  # no torch / no CUDA: CPU only
+        pass
+    return info
+
+
+def machine_slug(info: dict[str, Any] | None = None) -> str:
+    """A file-name-safe name for results of this machine, e.g. ``x86_64-amd-epyc-2c``."""
+    info = info or describe_machine()
+    cpu = re.sub(r"[^a-z0-9]+", "-", str(info.get("cpu_model", "cpu")).lower()).strip("-")
+    cpu = "-".join(cpu.split("-")[:4])
+    gpu = info.get("gpu", {}).get("name")
+    gpu_part = "-" + re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") if gpu else ""
+    return f"{info.get('machine', 'host')}-{cpu}-{info.get('usable_cores', info.get('logical_cores'))}c{gpu_part}"

@@ -1,0 +1,31 @@
+"""Parameters and FLOPs of a model, from the model config recorded in every manifest and checkpoint.
+
+Weights do not change either figure, so the model is rebuilt from its config (random init). FLOPs are counted by
+``torch.utils.flop_counter`` on one clip (batch 1), in its convention (a multiply-add counts 2).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+
+@functools.lru_cache(maxsize=16)
+def _stats(config_json: str) -> tuple[int, int]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pinlite_edge.models import ModelConfig, count_parameters, create_model
+
+    config = ModelConfig.from_dict(json.loads(config_json))
+    model = create_model(config, pretrained=False).eval()
+    c = config.contract
+    frames, mfcc = torch.zeros(1, *c.frames_shape()), torch.zeros(1, *c.mfcc_shape())
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(frames, mfcc)
+    return count_parameters(model), int(counter.get_total_flops())
+
+
+def params_and_flops(model_config: dict[str, Any]) -> tuple[int, int]:
+    """``(parameters, FLOPs per clip)`` of the model described by ``model_config``."""
+    return _stats(json.dumps(model_config, sort_keys=True))

@@ -1,0 +1,104 @@
+"""PNG plots (matplotlib, Agg): accuracy/EPS vs latency with Pareto fronts (paper §5.2) and attention maps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when lower x (latency) and higher y (accuracy / EPS) are better,
+    sorted by x."""
+    idx = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in idx:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _points(result: dict[str, Any], metric: str) -> list[tuple[str, float, float]]:
+    pts = []
+    for r in result["rows"]:
+        x = r["latency"]["per_clip"]["median_ms"]
+        y = r["metrics"]["accuracy"] if metric == "accuracy" else (r.get("eps_vs_teacher") or {}).get("eps_mean")
+        if y is not None and np.isfinite(y):
+            pts.append((r["name"], float(x), float(y)))
+    teacher = result.get("teacher") or {}
+    if teacher.get("latency") and teacher.get("metrics"):
+        y = teacher["metrics"]["accuracy"] if metric == "accuracy" else 1.0
+        pts.append(("teacher FP32", float(teacher["latency"]["per_clip"]["median_ms"]), float(y)))
+    return pts
+
+
+def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
+    """``metric``: "accuracy" or "eps". Returns None when no row has the metric."""
+    pts = _points(result, metric)
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    ax.scatter(xs, ys, s=36, zorder=3)
+    for name, x, y in pts:
+        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = pareto_front([(x, y) for _, x, y in pts])
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", label="Pareto front", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency per clip (ms, log scale)")
+    ax.set_ylabel("accuracy" if metric == "accuracy" else "EPS vs FP32 teacher")
+    ax.set_title(f"{'Accuracy' if metric == 'accuracy' else 'EPS'} vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def attention_grid(maps: Mapping[str, np.ndarray], path: Path, clip_labels: Sequence[str] | None = None) -> Path | None:
+    """One row per clip, one column per model (teacher first): audio tokens (rows) × frames (columns)."""
+    if not maps:
+        return None
+    names = list(maps)
+    n = min(m.shape[0] for m in maps.values())
+    if n == 0:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(n, len(names), figsize=(2.4 * len(names), 2.2 * n), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i][j]
+            ax.imshow(maps[name][i], cmap="magma", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name[:28], fontsize=7)
+            if j == 0:
+                ax.set_ylabel(clip_labels[i][-18:] if clip_labels and i < len(clip_labels) else f"clip {i}",
+                              fontsize=7)
+    fig.suptitle("attention (rows: audio tokens, columns: frames)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(result: dict[str, Any], attention: Mapping[str, np.ndarray], out_dir: Path) -> list[Path]:
+    written = [pareto_plot(result, "accuracy", out_dir / "accuracy_vs_latency.png"),
+               pareto_plot(result, "eps", out_dir / "eps_vs_latency.png"),
+               attention_grid(attention, out_dir / "attention_maps.png", result["data"].get("clip_ids_head"))]
+    return [p for p in written if p is not None]

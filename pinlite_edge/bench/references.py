@@ -1,0 +1,70 @@
+"""Reference outputs (FP32 teacher, FP32 sources) computed once per dataset and cached as npz.
+
+The cache key is the teacher's weights sha256 plus the evaluation data fingerprint, so a device that cannot run
+the teacher (a phone, a Jetson without the teacher's torch build) can be handed the cache file
+(``--teacher-cache``) and still report EPS against the teacher.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pinlite_edge.contract import OUTPUT_NAMES
+from pinlite_edge.errors import PinliteError
+from pinlite_edge.utils.atomic import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceCacheError(PinliteError):
+    """A reference cache file is unreadable or was computed for other weights or other data."""
+
+
+@dataclass
+class ReferenceOutputs:
+    """Outputs of a reference model on every clip of an evaluation set, in dataset order."""
+
+    model_sha256: str
+    data_fingerprint: str
+    outputs: dict[str, np.ndarray]
+    clip_ids: list[str]
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.outputs["logits"].shape[0])
+
+
+def cache_name(model_sha256: str, data_fingerprint: str) -> str:
+    return f"reference-{model_sha256[:16]}-{data_fingerprint[:16]}.npz"
+
+
+def save_reference(path: Path, ref: ReferenceOutputs) -> Path:
+    meta = {"model_sha256": ref.model_sha256, "data_fingerprint": ref.data_fingerprint, "clip_ids": ref.clip_ids}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                        **{k: np.asarray(v, np.float32) for k, v in ref.outputs.items()})
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | None = None) -> ReferenceOutputs:
+    """Load a cache; refuse one made for other data or (when known) other weights. Never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode())
+            outputs = {k: np.asarray(npz[k], np.float32) for k in OUTPUT_NAMES}
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise ReferenceCacheError(f"reference cache {path} is unreadable: {exc}") from None
+    if meta.get("data_fingerprint") != data_fingerprint:
+        raise ReferenceCacheError(f"reference cache {path} was computed on other data (fingerprint "
+                                  f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")
+    if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
+        raise ReferenceCacheError(f"reference cache {path} belongs to weights {str(meta.get('model_sha256'))[:12]}…, "
+                                  f"not {model_sha256[:12]}…")
+    return ReferenceOutputs(model_sha256=meta["model_sha256"], data_fingerprint=data_fingerprint, outputs=outputs,
+                            clip_ids=list(meta.get("clip_ids", [])))

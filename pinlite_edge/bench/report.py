@@ -1,0 +1,85 @@
+"""Bench output: a terminal table, ``bench.json`` and ``bench.md``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
+
+COLUMNS = ("model", "prec", "dev", "MB", "params M", "GFLOPs", "ms/clip p50", "p90", "p99", "clips/s", "RSS MB",
+           "acc", "F1", "AUC", "EPS teacher", "EPS source")
+
+
+def _fmt(x: Any, spec: str) -> str:
+    if x is None:
+        return "—"
+    try:
+        if x != x:  # NaN
+            return "nan"
+        return format(x, spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    lat = row["latency"]["per_clip"]
+    m = row["metrics"]
+    et, es = row.get("eps_vs_teacher"), row.get("eps_vs_source")
+    return [
+        row["name"], row["precision"], row["device"], _fmt(row["artifact_size_bytes"] / 1e6, ".2f"),
+        _fmt(row["params"] / 1e6, ".3f"), _fmt(row["flops"] / 1e9, ".3f"), _fmt(lat["median_ms"], ".2f"),
+        _fmt(lat["p90_ms"], ".2f"), _fmt(lat["p99_ms"], ".2f"), _fmt(row["throughput_clips_per_s"], ".1f"),
+        _fmt(row["peak_rss_bytes"] / 2**20, ".0f"), _fmt(m["accuracy"], ".2%"), _fmt(m["f1"], ".3f"),
+        _fmt(m["auc"], ".3f"), _fmt(et and et["eps_mean"], ".3f"), _fmt(es and es["eps_mean"], ".3f"),
+    ]
+
+
+def terminal_table(result: dict[str, Any]) -> str:
+    cells = [list(COLUMNS)] + [row_cells(r) for r in result["rows"]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
+    mach = result["machine"]
+    data = result["data"]
+    out = [f"# {title}", "",
+           f"Machine: {mach.get('cpu_model')} ({mach.get('usable_cores', mach.get('logical_cores'))} usable cores, "
+           f"flags {', '.join(mach.get('cpu_flags', [])) or '—'})"
+           + (f", GPU {mach['gpu']['name']}" if mach.get("gpu") else "") + f"; Python {mach.get('python')}; "
+           + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items()),
+           f"Data: `{data['spec']}` split `{data['split']}`, {data['num_clips']} clips "
+           f"(fingerprint `{data['fingerprint'][:12]}`)", ""]
+    batch = result["rows"][0]["latency"]["batch"] if result["rows"] else "?"
+    out.append(f"Latency: host end-to-end per clip at batch {batch} (batch latency / batch), milliseconds.")
+    out.append("")
+    out.append("| " + " | ".join(COLUMNS) + " |")
+    out.append("|" + "---|" * len(COLUMNS))
+    for r in result["rows"]:
+        out.append("| " + " | ".join(c.replace("|", "/") for c in row_cells(r)) + " |")
+    teacher = result.get("teacher") or {}
+    if teacher.get("metrics"):
+        tm = teacher["metrics"]
+        line = f"\nFP32 teacher on the same clips: accuracy {tm['accuracy']:.2%}, F1 {tm['f1']:.3f}, AUC {tm['auc']:.3f}"
+        if teacher.get("latency"):
+            line += f", {teacher['latency']['per_clip']['median_ms']:.2f} ms/clip median"
+        out.append(line + ".")
+    if result.get("comparison"):
+        out += ["", "## Agreement with the first artefact", "",
+                "| model | max abs Δ logits | max abs Δ attention | label agreement | EPS |", "|---|---|---|---|---|"]
+        for c in result["comparison"]:
+            out.append(f"| {c['other']} | {c['max_abs_diff']['logits']:.2e} | {c['max_abs_diff']['attention']:.2e} | "
+                       f"{c['label_agreement']:.1%} | {c['eps_mean']:.3f} |")
+    if result.get("notes"):
+        out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def write_reports(result: dict[str, Any], out_dir: Path, stem: str = "bench") -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write_json(jpath, result)
+    atomic_write_text(mpath, markdown(result))
+    return jpath, mpath

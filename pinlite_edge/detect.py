@@ -1,0 +1,62 @@
+"""``python -m pinlite_edge.detect VIDEO --model ARTIFACT [--explain out.png] [--json]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pinlite_edge.errors import PinliteError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pinlite_edge.detect",
+                                description="Score a video for audio-visual (lip-sync) manipulation.")
+    p.add_argument("video", type=Path)
+    p.add_argument("--model", type=Path, required=True,
+                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
+    p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--aggregate", choices=("max", "mean"), default="max")
+    p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
+    p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
+    p.add_argument("--device", default=None, help="cpu (default), cuda; TensorRT engines always use cuda")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from pinlite_edge.detector import Detector
+
+    options = {"threads": args.threads}
+    if args.device:
+        options["device"] = args.device
+    try:
+        with Detector.load(args.model, threshold=args.threshold, aggregate=args.aggregate,
+                           stride_seconds=args.stride, face_crop=not args.no_face_crop, **options) as det:
+            result = det.detect(args.video)
+        if args.explain:
+            result.save_explanation(args.explain)
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{args.video}: {result.verdict.upper()}  P(fake) max {result.fake_prob_max:.3f} "
+              f"mean {result.fake_prob_mean:.3f} over {len(result.windows)} window(s); "
+              f"audio offset estimate {result.offset_frames:+d} frames ({result.offset_confidence:.0%})")
+        for w in result.windows:
+            print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset {w.offset_frames:+d}")
+        if args.explain:
+            print(f"explanation written to {args.explain}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

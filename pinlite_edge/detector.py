@@ -1,0 +1,251 @@
+"""Detector: the API apps use. ``Detector.load(artifact).detect("clip.mp4")`` -> :class:`DetectionResult`.
+
+A clip is cut into 0.64 s windows (SPEC §1; stride configurable), every window is scored by the runner chosen from
+the artefact's manifest, and the per-window fake probabilities are aggregated (max and mean are both reported; the
+verdict uses ``aggregate``, default max: a manipulated word anywhere makes the clip fake). The explanation is the
+attention of the last cross-attention layer: its column sums say how much each of the 16 sampled frames was
+looked at (per-frame saliency).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.contract import MAX_OFFSET, InputContract
+from pinlite_edge.errors import InputError
+from pinlite_edge.metrics import softmax_fake_prob
+
+log = logging.getLogger(__name__)
+
+AGGREGATES = ("max", "mean")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.asarray(x, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class WindowScore:
+    start_seconds: float
+    fake_prob: float
+    offset_frames: int  # estimated audio offset of this window, -5..+5 video frames
+    offset_confidence: float
+
+
+@dataclass
+class DetectionResult:
+    """Verdict, per-window scores and the explanation of one clip."""
+
+    verdict: str  # "fake" | "real"
+    fake_prob_max: float
+    fake_prob_mean: float
+    aggregate: str
+    threshold: float
+    offset_frames: int  # clip-level offset estimate: argmax of the window-averaged offset distribution
+    offset_confidence: float
+    windows: list[WindowScore]
+    #: (num_windows, num_frames) column sums of each window's attention: how much every sampled frame was attended
+    frame_saliency: np.ndarray
+    #: (num_windows, num_frames) time (s) of each sampled frame, for plotting saliency on the clip's time axis
+    frame_times: np.ndarray
+    attention: np.ndarray  # (num_windows, audio tokens, frames)
+    source: str
+    model: str
+    #: uint8 (num_frames, S, S, 3) frames of the most suspicious window, for the overlay; not serialised
+    explain_frames: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def fake_prob(self) -> float:
+        """The aggregate the verdict is based on."""
+        return self.fake_prob_max if self.aggregate == "max" else self.fake_prob_mean
+
+    @property
+    def fake_prob_per_window(self) -> np.ndarray:
+        return np.array([w.fake_prob for w in self.windows], dtype=np.float64)
+
+    @property
+    def most_suspicious_window(self) -> int:
+        return int(np.argmax(self.fake_prob_per_window))
+
+    def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "source": self.source, "model": self.model, "verdict": self.verdict, "fake_prob": self.fake_prob,
+            "fake_prob_max": self.fake_prob_max, "fake_prob_mean": self.fake_prob_mean, "aggregate": self.aggregate,
+            "threshold": self.threshold, "offset_frames": self.offset_frames,
+            "offset_confidence": self.offset_confidence,
+            "windows": [w.__dict__ for w in self.windows],
+            "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
+            "frame_times": np.round(self.frame_times, 4).tolist(),
+        }
+        if include_attention:
+            d["attention"] = np.round(self.attention, 6).tolist()
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(**kwargs), indent=2)
+
+    def save_explanation(self, path: str | Path) -> Path:
+        """Write a PNG: fake probability over time, the most suspicious window's frames weighted by saliency, and
+        its attention map."""
+        return draw_explanation(self, Path(path))
+
+
+def draw_explanation(result: DetectionResult, path: Path) -> Path:
+    """The PNG behind :meth:`DetectionResult.save_explanation` (matplotlib, Agg backend), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from pinlite_edge.utils.atomic import atomic_path
+
+    top = result.most_suspicious_window
+    frames = result.explain_frames
+    n = result.frame_saliency.shape[1]
+    fig = plt.figure(figsize=(12, 6.5))
+    grid = fig.add_gridspec(3, n, height_ratios=[1.0, 1.1, 1.6])
+    ax = fig.add_subplot(grid[0, :])
+    starts = [w.start_seconds for w in result.windows]
+    ax.plot(starts, result.fake_prob_per_window, "o-", color="tab:red")
+    ax.axhline(result.threshold, color="grey", ls="--", lw=1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("window start (s)")
+    ax.set_ylabel("P(fake)")
+    ax.set_title(f"{Path(result.source).name}: {result.verdict.upper()} ({result.aggregate} P(fake) "
+                 f"{result.fake_prob:.2f}; offset estimate {result.offset_frames:+d} frames)", fontsize=10)
+    sal = result.frame_saliency[top]
+    weight = (sal - sal.min()) / (np.ptp(sal) or 1.0)
+    for k in range(n):
+        axk = fig.add_subplot(grid[1, k])
+        if frames is not None:
+            axk.imshow(frames[k])
+        axk.set_xticks([])
+        axk.set_yticks([])
+        for spine in axk.spines.values():
+            spine.set_edgecolor(plt.cm.inferno(weight[k]))
+            spine.set_linewidth(1 + 4 * weight[k])
+        axk.set_title(f"{sal[k]:.2f}", fontsize=6)
+    ax_att = fig.add_subplot(grid[2, : n // 2])
+    ax_att.imshow(result.attention[top], cmap="magma", aspect="auto")
+    ax_att.set_xlabel("frame")
+    ax_att.set_ylabel("audio token")
+    ax_att.set_title(f"attention, window at {result.windows[top].start_seconds:.2f} s", fontsize=9)
+    ax_sal = fig.add_subplot(grid[2, n // 2 + 1:])
+    ax_sal.bar(range(n), sal, color=plt.cm.inferno(weight))
+    ax_sal.set_xlabel("frame")
+    ax_sal.set_ylabel("saliency (attention column sum)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def _display_frames(frames: np.ndarray, contract: InputContract) -> np.ndarray:
+    """Undo the ImageNet normalisation of ``(T, 3, S, S)`` model frames -> uint8 ``(T, S, S, 3)``."""
+    mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
+    std = np.asarray(contract.std, np.float32)[None, :, None, None]
+    rgb = np.clip((frames * std + mean) * 255.0, 0, 255).astype(np.uint8)
+    return rgb.transpose(0, 2, 3, 1)
+
+
+class Detector:
+    """Scores clips with a loaded runner. Use :meth:`load`; close with :meth:`close` or a ``with`` block."""
+
+    def __init__(self, runner: Any, *, threshold: float = 0.5, aggregate: str = "max",
+                 stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8):
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.runner = runner
+        self.threshold = float(threshold)
+        self.aggregate = aggregate
+        self.stride_seconds = stride_seconds
+        self.face_crop = face_crop
+        self.batch_size = batch_size
+        if not runner.is_active:
+            runner.activate()
+
+    @classmethod
+    def load(cls, artifact: str | Path, *, threshold: float = 0.5, aggregate: str = "max",
+             stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
+             **runner_options: Any) -> "Detector":
+        """Load any artefact (``.onnx``, ``.pte``, engine, ``.safetensors``); ``runner_options`` such as
+        ``device="cuda"`` or ``threads=2`` go to :func:`pinlite_edge.runtimes.load_runner`."""
+        from pinlite_edge.runtimes import load_runner
+
+        return cls(load_runner(artifact, **runner_options), threshold=threshold, aggregate=aggregate,
+                   stride_seconds=stride_seconds, face_crop=face_crop, batch_size=batch_size)
+
+    @property
+    def contract(self) -> InputContract:
+        return self.runner.contract
+
+    def close(self) -> None:
+        if self.runner.is_active:
+            self.runner.deactivate()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- scoring --------------------------------------------------------------------------------------------
+    def detect(self, video_path: str | Path) -> DetectionResult:
+        """Decode a video file (frames + audio track) and score it. Decoding failures raise ``DecodeError``."""
+        from pinlite_edge.features import featurise_file
+
+        windows = featurise_file(video_path, self.contract, face_crop=self.face_crop,
+                                 stride_seconds=self.stride_seconds)
+        return self._score(windows, str(video_path))
+
+    def detect_arrays(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int,
+                      fps: float = 25.0) -> DetectionResult:
+        """Score decoded media: ``frames`` uint8 RGB ``(N, H, W, 3)`` at ``fps``, ``audio`` ``(samples,)`` or
+        ``(samples, channels)`` at ``sample_rate``. Invalid arrays raise ``InputError``."""
+        from pinlite_edge.features import featurise_arrays
+
+        windows = featurise_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
+                                   stride_seconds=self.stride_seconds)
+        return self._score(windows, "arrays")
+
+    def _score(self, windows: list[Any], source: str) -> DetectionResult:
+        if not windows:
+            raise InputError(f"{source}: no window to score")
+        outs: list[dict[str, np.ndarray]] = []
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i:i + self.batch_size]
+            outs.append(self.runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk])))
+        logits = np.concatenate([o["logits"] for o in outs])
+        offset_probs = _softmax(np.concatenate([o["offset_logits"] for o in outs]))
+        attention = np.concatenate([o["attention"] for o in outs])
+        probs = softmax_fake_prob(logits)
+        c = self.contract
+        scores = [WindowScore(start_seconds=float(w.start_seconds), fake_prob=float(p),
+                              offset_frames=int(np.argmax(op)) - MAX_OFFSET, offset_confidence=float(op.max()))
+                  for w, p, op in zip(windows, probs, offset_probs)]
+        mean_offset = offset_probs.mean(axis=0)
+        p_max, p_mean = float(probs.max()), float(probs.mean())
+        decisive = p_max if self.aggregate == "max" else p_mean
+        # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
+        step = c.window_seconds / c.num_frames
+        times = np.array([[w.start_seconds + k * step for k in range(c.num_frames)] for w in windows])
+        top = int(np.argmax(probs))
+        return DetectionResult(
+            verdict="fake" if decisive >= self.threshold else "real", fake_prob_max=p_max, fake_prob_mean=p_mean,
+            aggregate=self.aggregate, threshold=self.threshold, offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
+            offset_confidence=float(mean_offset.max()), windows=scores, frame_saliency=attention.sum(axis=1),
+            frame_times=times, attention=attention, source=source, model=self.runner.name,
+            explain_frames=_display_frames(windows[top].frames, c),
+        )

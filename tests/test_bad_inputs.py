@@ -1,0 +1,475 @@
+"""Bad-input survey: every malformed input gives a PinliteError naming the file/problem, or a defined behaviour
+(with a warning where the result degrades).
+
+Inputs are built in a session-scoped temp folder from one GRID clip (MPEG-1 + MP2 44.1 kHz stereo), re-muxed and
+transcoded with PyAV into short variants, plus arrays for the Detector and the runners.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.errors import DecodeError, InputError, NoAudioError, PinliteError
+from pinlite_edge.features import decode_audio, decode_video, featurise_arrays, featurise_file
+
+C = TINY_CONTRACT
+GRID_RATE = 44100
+
+
+# --------------------------------------------------------------------------------------------- media helpers
+def write_av(path: Path, frames: np.ndarray, audio: np.ndarray | None = None, *, rate: int = 16000,
+             layout: str = "mono", fps: int = 25, pts_ms: np.ndarray | None = None, vcodec: str = "mpeg4",
+             acodec: str = "aac", pix_fmt: str = "yuv420p", in_fmt: str = "rgb24") -> Path:
+    """Write ``frames`` (N, H, W[, 3]) uint8 and ``audio`` (samples, channels) float32 with PyAV."""
+    import av
+
+    tb = Fraction(1, 1000) if pts_ms is not None else Fraction(1, fps)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(vcodec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        vs.time_base = tb
+        astream = c.add_stream(acodec, rate=rate, layout=layout) if audio is not None else None
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=in_fmt)
+            f.pts = int(pts_ms[i]) if pts_ms is not None else i
+            f.time_base = tb
+            c.mux(vs.encode(f))
+        c.mux(vs.encode())
+        if astream is not None:
+            planar = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).T)  # (channels, samples)
+            for s in range(0, planar.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, s:s + 1024]), format="fltp",
+                                                layout=layout)
+                af.sample_rate, af.pts, af.time_base = rate, s, Fraction(1, rate)
+                c.mux(astream.encode(af))
+            c.mux(astream.encode())
+    return path
+
+
+def resample(audio: np.ndarray, rate: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    return resample_poly(audio, rate, GRID_RATE, axis=0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def grid_media(grid_clips: list[Path]) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(path, frames uint8 (75, 288, 360, 3), audio float32 (samples, 2) at 44.1 kHz) of one GRID clip."""
+    path = grid_clips[0]
+    audio = decode_audio(path)
+    assert audio.sample_rate == GRID_RATE
+    return path, decode_video(path, max_side=None).frames, audio.samples
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory, grid_media: Any) -> Callable[[str], Path]:
+    """``media(name)`` builds (once per session) and returns the named bad-input file."""
+    import cv2
+
+    src, fr, au = grid_media
+    root = tmp_path_factory.mktemp("bad_media")
+    sec = lambda s, rate=GRID_RATE: int(round(s * rate))  # noqa: E731
+    data = src.read_bytes()
+
+    def build(name: str) -> Path:
+        p = root / name
+        if name == "truncated.mpg":
+            p.write_bytes(data[: len(data) // 2])
+        elif name == "truncated_head.mpg":
+            p.write_bytes(data[:2048])
+        elif name == "empty.mp4":
+            p.write_bytes(b"")
+        elif name == "text.mp4":
+            p.write_text("this is not a video\n" * 50)
+        elif name == "png.mp4":
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(fr[0], cv2.COLOR_RGB2BGR))
+            assert ok
+            p.write_bytes(buf.tobytes())
+        elif name == "no_audio.mp4":
+            write_av(p, fr[:30])
+        elif name == "audio_short.mp4":  # 3 s of video, 1 s of audio
+            write_av(p, fr[:75], au[:sec(1.0)], rate=GRID_RATE, layout="stereo")
+        elif name == "silent.mp4":
+            write_av(p, fr[:40], np.zeros((16000 * 2, 1), np.float32))
+        elif name == "frames10.mp4":  # 0.4 s: fewer than 16 frames, more than half a window
+            write_av(p, fr[:10], au[:sec(0.4)], rate=GRID_RATE, layout="stereo")
+        elif name == "frames5.mp4":  # 0.2 s: less than half a window
+            write_av(p, fr[:5], au[:sec(0.2)], rate=GRID_RATE, layout="stereo")
+        elif name == "single_frame.mp4":  # one frame, the whole audio track
+            write_av(p, fr[:1], au, rate=GRID_RATE, layout="stereo")
+        elif name == "uhd.mkv":  # 3840x2160, 12 frames at 25 fps
+            big = np.stack([cv2.resize(f, (3840, 2160), interpolation=cv2.INTER_NEAREST) for f in fr[:12]])
+            write_av(p, big, au[:sec(0.48)], rate=GRID_RATE, layout="stereo", vcodec="mjpeg", pix_fmt="yuvj420p")
+        elif name == "gray.mkv":
+            gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in fr[:40]])
+            write_av(p, gray, au[:sec(1.6)], rate=GRID_RATE, layout="stereo", vcodec="ffv1", pix_fmt="gray",
+                     in_fmt="gray")
+        elif name == "vfr.mkv":  # 40 frames over 2.4 s: every other gap is 80 ms instead of 40 ms
+            pts = np.concatenate([[0], np.cumsum([80 if i % 2 else 40 for i in range(39)])])
+            write_av(p, fr[:40], au[:sec(pts[-1] / 1000 + 0.04)], rate=GRID_RATE, layout="stereo", pts_ms=pts,
+                     vcodec="libx264")
+        elif name == "audio8k.mp4":
+            write_av(p, fr[:40], resample(au[:sec(1.6)], 8000), rate=8000, layout="stereo")
+        elif name == "audio48k.mp4":
+            write_av(p, fr[:40], resample(au[:sec(1.6)], 48000), rate=48000, layout="stereo")
+        elif name == "audio_stereo.mp4":
+            write_av(p, fr[:40], au[:sec(1.6)], rate=GRID_RATE, layout="stereo")
+        elif name == "audio51.mp4":
+            a48 = resample(au[:sec(1.6)], 48000)
+            six = np.concatenate([a48, a48, a48[:, :1], np.zeros_like(a48[:, :1]), a48], axis=1)  # FL FR FC LFE BL BR
+            write_av(p, fr[:40], six, rate=48000, layout="5.1", acodec="ac3")
+        else:
+            raise KeyError(name)
+        return p
+
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = build(name)
+        return cache[name]
+
+    return get
+
+
+def featurise(path: Path, **kw: Any) -> list:
+    return featurise_file(path, C, face_crop=False, **kw)
+
+
+def assert_valid(windows: list) -> None:
+    assert windows, "no windows"
+    for w in windows:
+        assert w.frames.shape == C.frames_shape() and w.frames.dtype == np.float32
+        assert w.mfcc.shape == C.mfcc_shape() and w.mfcc.dtype == np.float32
+        assert np.isfinite(w.frames).all() and np.isfinite(w.mfcc).all()
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING).lower()
+
+
+# --------------------------------------------------------------------------------------------- broken files
+@pytest.mark.parametrize("name, words", [
+    ("truncated.mpg", ("truncated", "corrupt")),
+    ("truncated_head.mpg", ("truncated", "corrupt", "not a readable", "no video")),
+    ("empty.mp4", ("empty", "0 bytes")),
+    ("text.mp4", ("not a readable", "not a video")),
+])
+def test_broken_file_is_a_decode_error_naming_it(media, name, words):
+    path = media(name)
+    with pytest.raises(DecodeError) as info:
+        featurise(path)
+    msg = str(info.value)
+    assert path.name in msg and info.value.path == path
+    assert any(w in msg for w in words), msg
+
+
+def test_png_renamed_mp4_is_refused_naming_the_file(media):
+    path = media("png.mp4")
+    with pytest.raises(DecodeError) as info:  # a still image: no audio track (NoAudioError is a DecodeError)
+        featurise(path)
+    assert path.name in str(info.value)
+
+
+def test_missing_file_and_directory_are_decode_errors(tmp_path):
+    with pytest.raises(DecodeError, match="does not exist"):
+        featurise(tmp_path / "nope.mp4")
+    with pytest.raises(DecodeError, match="not a regular file"):
+        featurise(tmp_path)
+
+
+def test_video_without_audio_is_no_audio_error(media):
+    path = media("no_audio.mp4")
+    with pytest.raises(NoAudioError, match="no audio"):
+        featurise(path)
+
+
+def test_decoding_time_limit(grid_clips):
+    """A tiny time limit stops decoding with a DecodeError that says it was the time limit."""
+    with pytest.raises(DecodeError) as info:
+        featurise(grid_clips[0], timeout_s=1e-4)
+    assert "time limit" in str(info.value), str(info.value)
+
+
+def test_decoding_time_limit_mid_stream(grid_clips, monkeypatch):
+    """The limit is checked while decoding (between packets/frames), not only when opening."""
+    import pinlite_edge.features.deadline as dl
+
+    real = dl.time.monotonic
+    calls = {"n": 0}
+
+    def fake_monotonic() -> float:  # time jumps 1 s per call: the deadline passes after a few packets
+        calls["n"] += 1
+        return real() + calls["n"]
+
+    monkeypatch.setattr(dl.time, "monotonic", fake_monotonic)
+    with pytest.raises(DecodeError, match="time limit"):
+        featurise(grid_clips[0], timeout_s=5.0)
+
+
+# --------------------------------------------------------------------------------------------- degraded media
+def test_audio_much_shorter_than_video_scores_the_overlap_and_warns(media, caplog):
+    caplog.set_level(logging.WARNING)
+    windows = featurise(media("audio_short.mp4"))
+    assert_valid(windows)
+    # only the ~1 s covered by both tracks is scored (AAC priming may add a few ms of audio)
+    assert all(w.start_seconds + C.window_seconds <= 1.1 for w in windows)
+    text = warnings_of(caplog)
+    assert "audio" in text and "audio_short.mp4" in text, (
+        "a 3 s video with 1 s of audio is scored on its first second only: that must be logged as a warning "
+        f"naming the file; got warnings: {text!r}")
+
+
+def test_pure_silence_gives_finite_features_and_warns(media, caplog):
+    caplog.set_level(logging.WARNING)
+    windows = featurise(media("silent.mp4"))
+    assert_valid(windows)
+    assert len(windows) == 2  # 1.6 s: windows at 0, 0.64 and none at the tail (0.32 s short of another)
+    assert all(np.abs(w.mfcc).max() < 1e-3 for w in windows)  # silence normalises to a constant (zero) map
+    text = warnings_of(caplog)
+    assert "silen" in text, f"a digitally silent audio track must be reported with a warning; got {text!r}"
+
+
+def test_fewer_than_16_frames_is_padded_with_a_warning(media, caplog):
+    caplog.set_level(logging.WARNING)
+    windows = featurise(media("frames10.mp4"))
+    assert_valid(windows)
+    assert len(windows) == 1
+    assert "padding" in warnings_of(caplog)
+    # the last real frame is repeated: frames 10..15 of the window are identical
+    f = windows[0].frames
+    assert np.array_equal(f[-1], f[-2])
+
+
+def test_too_few_frames_is_an_error_naming_the_file(media):
+    path = media("frames5.mp4")
+    with pytest.raises(DecodeError, match="too short") as info:
+        featurise(path)
+    assert path.name in str(info.value)
+
+
+def test_single_frame_is_an_error_naming_the_file(media):
+    path = media("single_frame.mp4")
+    with pytest.raises(DecodeError, match="too short"):
+        featurise(path)
+
+
+def test_uhd_resolution_is_downscaled_while_decoding(media):
+    path = media("uhd.mkv")
+    video = decode_video(path)
+    assert max(video.frames.shape[1:3]) <= 640  # bounded memory: 12 frames of 4K would be 300 MB
+    assert video.frames.shape[0] == 12
+    assert_valid(featurise(path))
+
+
+def test_grayscale_video_is_converted_to_rgb(media):
+    path = media("gray.mkv")
+    video = decode_video(path)
+    assert video.frames.shape[-1] == 3
+    assert np.array_equal(video.frames[..., 0], video.frames[..., 1])
+    windows = featurise(path)
+    assert_valid(windows)
+    assert len(windows) == 2
+
+
+def test_variable_frame_rate_is_handled_or_warned(media, caplog):
+    """40 frames spread over 2.4 s. Either the frames are placed by their timestamps (the clip lasts ~2.4 s, so 3
+    windows), or the constant-rate assumption is reported with a warning."""
+    caplog.set_level(logging.WARNING)
+    windows = featurise(media("vfr.mkv"))
+    assert_valid(windows)
+    text = warnings_of(caplog)
+    timestamps_used = len(windows) >= 3 and windows[-1].start_seconds > 1.5
+    assert timestamps_used or "variable" in text, (
+        f"VFR clip read as constant rate without a warning: {len(windows)} windows, "
+        f"starts {[w.start_seconds for w in windows]}, warnings {text!r}")
+
+
+@pytest.mark.parametrize("name", ["audio8k.mp4", "audio48k.mp4", "audio_stereo.mp4", "audio51.mp4"])
+def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
+    path = media(name)
+    windows = featurise(path)
+    assert_valid(windows)
+    assert len(windows) == 2
+    # the MFCC must describe speech, not a constant: the GRID speech has energy in every window
+    assert all(w.mfcc.std() > 0.1 for w in windows)
+
+
+def test_rates_agree_on_the_same_speech(media):
+    """The same 1.6 s of speech at 8/44.1/48 kHz and in 5.1 gives close MFCCs after resampling to 16 kHz."""
+    ref = featurise(media("audio_stereo.mp4"))[0].mfcc
+    for name in ("audio48k.mp4", "audio51.mp4", "audio8k.mp4"):
+        other = featurise(media(name))[0].mfcc
+        corr = np.corrcoef(ref[:, 1:].ravel(), other[:, 1:].ravel())[0, 1]
+        assert corr > 0.8, (name, corr)
+
+
+# --------------------------------------------------------------------------------------------- arrays
+@pytest.fixture(scope="session")
+def good_arrays(grid_media) -> tuple[np.ndarray, np.ndarray]:
+    _, fr, au = grid_media
+    return fr[:40], au[: int(1.6 * GRID_RATE)]
+
+
+def _bad_array_cases(fr: np.ndarray, au: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    nan_frames = fr.astype(np.float32)
+    nan_frames[0, 0, 0, 0] = np.nan
+    nan_audio = au.copy()
+    nan_audio[100, 0] = np.nan
+    inf_audio = au.copy()
+    inf_audio[5, 1] = np.inf
+    return {
+        "nan_frames": (nan_frames, au, GRID_RATE),
+        "nan_audio": (fr, nan_audio, GRID_RATE),
+        "inf_audio": (fr, inf_audio, GRID_RATE),
+        "float_frames": (fr.astype(np.float32) / 255.0, au, GRID_RATE),
+        "gray_frames": (fr[..., 0], au, GRID_RATE),
+        "rgba_frames": (np.concatenate([fr, fr[..., :1]], axis=-1), au, GRID_RATE),
+        "no_frames": (fr[:0], au, GRID_RATE),
+        "empty_audio": (fr, au[:0], GRID_RATE),
+        "3d_audio": (fr, au[None], GRID_RATE),
+        "string_audio": (fr, au.astype(str), GRID_RATE),
+        "zero_rate": (fr, au, 0),
+        "negative_rate": (fr, au, -16000),
+        "float_rate": (fr, au, 16000.5),
+        "list_frames": (fr.tolist()[:2], au, GRID_RATE),
+    }
+
+
+CASES = ["nan_frames", "nan_audio", "inf_audio", "float_frames", "gray_frames", "rgba_frames", "no_frames",
+         "empty_audio", "3d_audio", "string_audio", "zero_rate", "negative_rate", "float_rate", "list_frames"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_featurise_arrays_rejects_bad_arrays(good_arrays, case):
+    frames, audio, rate = _bad_array_cases(*good_arrays)[case]
+    with pytest.raises(InputError):
+        featurise_arrays(frames, audio, rate, 25.0, C, face_crop=False)
+
+
+@pytest.mark.parametrize("fps", [0.0, -25.0, float("nan"), float("inf")])
+def test_featurise_arrays_rejects_bad_fps(good_arrays, fps):
+    with pytest.raises(InputError, match="fps"):
+        featurise_arrays(*good_arrays, GRID_RATE, fps, C, face_crop=False)
+
+
+def test_featurise_arrays_int16_audio_is_scaled(good_arrays):
+    fr, au = good_arrays
+    ref = featurise_arrays(fr, au, GRID_RATE, 25.0, C, face_crop=False)
+    pcm = (au * 32767).astype(np.int16)
+    got = featurise_arrays(fr, pcm, GRID_RATE, 25.0, C, face_crop=False)
+    np.testing.assert_allclose(got[0].mfcc, ref[0].mfcc, atol=0.05)
+
+
+# --------------------------------------------------------------------------------------------- runners
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
+    save_checkpoint(path, create_student("tiny").eval(), {"note": "random init for input tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def torch_runner(tiny_checkpoint):
+    from pinlite_edge.runtimes import load_runner
+
+    runner = load_runner(tiny_checkpoint)
+    runner.activate()
+    yield runner
+    runner.deactivate()
+
+
+def _good_batch(b: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal(C.frames_shape(b)).astype(np.float32),
+            rng.standard_normal(C.mfcc_shape(b)).astype(np.float32))
+
+
+def _runner_bad_inputs() -> dict[str, tuple[Any, Any, str]]:
+    f, m = _good_batch()
+    nan_f, inf_m = f.copy(), m.copy()
+    nan_f[1, 3, 0, 5, 5] = np.nan
+    inf_m[0, 10, 2] = -np.inf
+    huge = m.astype(np.float64)
+    huge[0, 0, 0] = 1e300  # finite in float64, inf once cast to float32
+    return {
+        "nan_frames": (nan_f, m, "NaN"),
+        "inf_mfcc": (f, inf_m, "NaN or inf"),
+        "float64_overflow": (f, huge, "NaN or inf"),
+        "uint8_frames": ((f * 50).astype(np.uint8), m, "float32"),
+        "int_mfcc": (f, m.astype(np.int32), "float32"),
+        "no_batch_axis": (f[0], m[0], "batch axis"),
+        "wrong_frame_size": (np.zeros((2, 16, 3, 128, 128), np.float32), m, "shape"),
+        "channels_last": (np.ascontiguousarray(f.transpose(0, 1, 3, 4, 2)), m, "shape"),
+        "wrong_mfcc_steps": (f, np.zeros((2, 63, 13), np.float32), "shape"),
+        "empty_batch": (f[:0], m[:0], "empty batch"),
+        "batch_mismatch": (f, m[:1], "batch sizes differ"),
+        "list_input": (f.tolist(), m, "numpy"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_runner_bad_inputs()))
+def test_runner_rejects_bad_inputs(torch_runner, case):
+    frames, mfcc, words = _runner_bad_inputs()[case]
+    with pytest.raises(InputError, match=words):
+        torch_runner.infer(frames, mfcc)
+
+
+def test_runner_accepts_float64_and_non_contiguous(torch_runner):
+    f, m = _good_batch()
+    ref = torch_runner.infer(f, m)
+    out = torch_runner.infer(f.astype(np.float64), np.asfortranarray(m))
+    for k in ref:
+        np.testing.assert_allclose(out[k], ref[k], atol=1e-5)
+        assert out[k].dtype == np.float32
+
+
+def test_runner_not_activated_is_a_pinlite_error(tiny_checkpoint):
+    from pinlite_edge.runtimes import load_runner
+
+    runner = load_runner(tiny_checkpoint)
+    with pytest.raises(PinliteError, match="not active"):
+        runner.infer(*_good_batch(1))
+
+
+# --------------------------------------------------------------------------------------------- Detector
+@pytest.fixture(scope="session")
+def detector(tiny_checkpoint):
+    from pinlite_edge.detector import Detector
+
+    return Detector.load(tiny_checkpoint)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_detector_detect_arrays_rejects_bad_arrays(detector, good_arrays, case):
+    frames, audio, rate = _bad_array_cases(*good_arrays)[case]
+    with pytest.raises(InputError):
+        detector.detect_arrays(frames, audio, rate)
+
+
+def test_detector_detect_arrays_good_input_is_finite(detector, good_arrays):
+    fr, au = good_arrays
+    result = detector.detect_arrays(fr, au, GRID_RATE)
+    as_dict = result if isinstance(result, dict) else vars(result)
+    probs = [v for k, v in as_dict.items() if "prob" in k and isinstance(v, (float, np.floating))]
+    assert probs and all(0.0 <= p <= 1.0 for p in probs), as_dict
+
+
+@pytest.mark.parametrize("name", ["empty.mp4", "text.mp4", "truncated.mpg", "no_audio.mp4", "frames5.mp4"])
+def test_detector_detect_bad_file_raises_pinlite_error_naming_it(detector, media, name):
+    path = media(name)
+    with pytest.raises(PinliteError) as info:
+        detector.detect(path)
+    assert path.name in str(info.value)

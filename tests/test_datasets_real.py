@@ -1,0 +1,187 @@
+"""Real-video datasets on GRID clips: LAV-DF layout, folder + sync pairs, feature cache, registry, fingerprints."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pinlite_edge.data.cache as cache_mod
+from pinlite_edge.contract import MANIPULATIONS, OFFSET_IGNORE_INDEX, TINY_CONTRACT
+from pinlite_edge.data import build_dataset, dataset_fingerprint
+from pinlite_edge.data.cache import ClipLoader
+from pinlite_edge.errors import DatasetError
+from pinlite_edge.features import compute_mfcc
+
+GRID = Path("/work/shared/data/real-av/grid")
+NAMES = ["bbaf2n.mpg", "lbax4n.mpg", "swiz3n.mpg"]
+pytestmark = pytest.mark.skipif(not (GRID / NAMES[0]).exists(), reason=f"GRID sample clips not found at {GRID}")
+C = TINY_CONTRACT
+
+
+@pytest.fixture(scope="session")
+def grid_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("grid_folder")
+    for n in NAMES:
+        shutil.copyfile(GRID / n, root / n)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lavdf_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lavdf")
+    (root / "train").mkdir()
+    (root / "test").mkdir()
+    records = [
+        {"file": "train/000001.mpg", "split": "train", "n_fakes": 0, "fake_periods": [], "modify_video": False,
+         "modify_audio": False, "duration": 2.98},
+        {"file": "train/000002.mpg", "split": "train", "n_fakes": 1, "fake_periods": [[1.0, 1.5]],
+         "modify_video": False, "modify_audio": True, "duration": 2.98},
+        {"file": "test/000003.mpg", "split": "test", "n_fakes": 1, "fake_periods": [[0.0, 0.3]],
+         "modify_video": True, "modify_audio": True, "duration": 2.98},
+    ]
+    for rec, name in zip(records, NAMES):
+        shutil.copyfile(GRID / name, root / rec["file"])
+    (root / "metadata.min.json").write_text(json.dumps(records))
+    return root
+
+
+@pytest.fixture(scope="session")
+def syncpair_dataset(grid_folder, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache_sync")
+    return build_dataset(f"folder:{grid_folder}", "all", C, cache_dir=cache, face_crop=False, sync_pairs=True)
+
+
+def _check_sample(s):
+    assert s["frames"].shape == C.frames_shape() and s["frames"].dtype == torch.float32
+    assert s["mfcc"].shape == C.mfcc_shape() and s["mfcc"].dtype == torch.float32
+    assert torch.isfinite(s["frames"]).all() and torch.isfinite(s["mfcc"]).all()
+    for key in ("label", "manipulation", "offset_class"):
+        assert s[key].dtype == torch.int64 and s[key].shape == ()
+    assert isinstance(s["clip_id"], str)
+
+
+def test_lavdf_windows_labels_and_manipulations(lavdf_root):
+    ds = build_dataset(f"lavdf:{lavdf_root}", "train", C)
+    by_id = {r.clip_id: r for r in ds.refs}
+    assert sorted(by_id) == sorted(f"train/00000{i}.mpg@{s}" for i in (1, 2)
+                                   for s in ("0.00", "0.64", "1.28", "1.92", "2.34"))
+    real = MANIPULATIONS.index("real")
+    for rid, r in by_id.items():
+        fake = rid.startswith("train/000002") and rid.endswith(("@0.64", "@1.28"))  # overlap [1.0, 1.5]
+        assert r.label == int(fake)
+        assert r.manipulation == (MANIPULATIONS.index("audio_replace") if fake else real)
+        assert r.offset_class == (OFFSET_IGNORE_INDEX if fake else 5)
+    s = ds[1]
+    _check_sample(s)
+    assert s["clip_id"] == ds.refs[1].clip_id
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["frames"].shape == (4, *C.frames_shape()) and len(batch["clip_id"]) == 4
+
+    test = build_dataset(f"lavdf:{lavdf_root}", "test", C)
+    assert [r.label for r in test.refs] == [1, 0, 0, 0, 0]
+    assert test.refs[0].manipulation == MANIPULATIONS.index("both_replace")
+    assert dataset_fingerprint(test) != dataset_fingerprint(ds)
+    assert dataset_fingerprint(ds) == dataset_fingerprint(build_dataset(f"lavdf:{lavdf_root}", "train", C))
+
+
+def test_sync_pairs_labels_and_real_audio_shift(syncpair_dataset):
+    ds = syncpair_dataset
+    shift, swap = MANIPULATIONS.index("audio_shift"), MANIPULATIONS.index("audio_swap")
+    refs = ds.refs
+    assert {r.manipulation for r in refs} == {0, shift, swap}
+    assert sum(r.label for r in refs) == 2 * sum(1 - r.label for r in refs)  # 1 real : 1 shift : 1 swap
+    shifted = [i for i, r in enumerate(refs) if r.manipulation == shift]
+    for i in shifted[:4]:
+        r = refs[i]
+        k = r.offset_class - 5
+        assert 1 <= abs(k) <= 5 and r.label == 1 and r.audio_shift_frames == k
+        s = ds[i]
+        _check_sample(s)
+        clip = ds.loader.load(r.path)
+        hop = int(round(clip.sample_rate / clip.fps))  # 640 samples per video frame at 25 fps
+        a0 = int(round(r.start * clip.sample_rate)) - k * hop
+        expected = compute_mfcc(clip.audio[a0:a0 + C.window_samples], C)
+        np.testing.assert_allclose(s["mfcc"].numpy(), expected, atol=1e-5)  # audio really moved by k frames
+        unshifted = compute_mfcc(clip.audio[a0 + k * hop:a0 + k * hop + C.window_samples], C)
+        assert np.abs(s["mfcc"].numpy() - unshifted).max() > 0.5
+        real_i = next(j for j, q in enumerate(refs) if q.path == r.path and q.start == r.start and q.label == 0)
+        torch.testing.assert_close(s["frames"], ds[real_i]["frames"])  # same pictures, only the sound moved
+    for i in [j for j, r in enumerate(refs) if r.manipulation == swap][:2]:
+        r = refs[i]
+        assert r.offset_class == OFFSET_IGNORE_INDEX and r.audio_path is not None and r.audio_path != r.path
+        other = ds.loader.load(r.audio_path)
+        a0 = int(round(r.start * other.sample_rate))
+        np.testing.assert_allclose(ds[i]["mfcc"].numpy(),
+                                   compute_mfcc(other.audio[a0:a0 + C.window_samples], C), atol=1e-5)
+
+
+def test_cache_hit_avoids_decoding(syncpair_dataset, grid_folder, monkeypatch):
+    first = syncpair_dataset
+    for i in range(len(first)):  # epoch 1 fills the on-disk cache
+        first[i]
+    cache_dir = first.loader.cache.cache_dir
+    assert len(list(cache_dir.glob("*.npz"))) == len(NAMES)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the feature cache holds this clip")
+
+    monkeypatch.setattr(cache_mod, "prepare_file", no_decoding)
+    second = build_dataset(f"folder:{grid_folder}", "all", C, cache_dir=cache_dir, face_crop=False, sync_pairs=True)
+    for i in (0, len(second) - 1):
+        _check_sample(second[i])
+        torch.testing.assert_close(second[i]["frames"], first[i]["frames"])
+        torch.testing.assert_close(second[i]["mfcc"], first[i]["mfcc"])
+    assert second.loader.decodes == 0
+    assert dataset_fingerprint(second) == dataset_fingerprint(first)
+
+    # Another preprocessing config is another entry: it must decode.
+    other = ClipLoader(C, face_crop=False, cache_dir=cache_dir, max_side=320)
+    with pytest.raises(AssertionError, match="decoded although"):
+        other.load(grid_folder / NAMES[0])
+
+
+def test_folder_csv_labels_and_splits(grid_folder, tmp_path):
+    root = tmp_path / "vids"
+    root.mkdir()
+    for n in NAMES:
+        (root / n).symlink_to(grid_folder / n)
+    (root / "labels.csv").write_text("file,label,split,manipulation\n"
+                                     f"{NAMES[0]},real,train,\n{NAMES[1]},1,train,visual_replace\n"
+                                     f"{NAMES[2]},fake,val,\n")
+    train = build_dataset(f"folder:{root}", "train", C, face_crop=False)
+    assert {r.label for r in train.refs} == {0, 1}
+    assert {r.manipulation for r in train.refs if r.label} == {MANIPULATIONS.index("visual_replace")}
+    dev = build_dataset(f"folder:{root}", "dev", C, face_crop=False)
+    assert {r.manipulation for r in dev.refs} == {MANIPULATIONS.index("both_replace")}
+    assert all(r.offset_class == OFFSET_IGNORE_INDEX for r in dev.refs)
+    (root / "labels.csv").write_text(f"file,label\n{NAMES[0]},maybe\n")
+    with pytest.raises(DatasetError, match="maybe"):
+        build_dataset(f"folder:{root}", "all", C)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("imagenet", "unknown dataset kind"),
+    ("lavdf", "needs a path"),
+    ("lavdf:/definitely/not/here", "does not exist"),
+    ("folder:/definitely/not/here", "does not exist"),
+    ("synthetic:/tmp", "takes no path"),
+    ("", "non-empty"),
+])
+def test_registry_rejects_bad_specs(spec, match):
+    with pytest.raises(DatasetError, match=match):
+        build_dataset(spec, "train", C)
+
+
+def test_registry_rejects_bad_paths_and_options(tmp_path, lavdf_root):
+    with pytest.raises(DatasetError, match="not a LAV-DF folder"):
+        build_dataset(f"lavdf:{tmp_path}", "train", C)
+    with pytest.raises(DatasetError, match="labels CSV"):
+        build_dataset(f"folder:{tmp_path}", "train", C)
+    with pytest.raises(DatasetError, match="unknown option"):
+        build_dataset(f"lavdf:{lavdf_root}", "train", C, colour="blue")
+    with pytest.raises(DatasetError, match="unknown split"):
+        build_dataset(f"lavdf:{lavdf_root}", "holdout", C)

@@ -1,0 +1,138 @@
+"""Argument parsing shared by ``python -m pinlite_edge.training.{teacher,distill,prune}``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from typing import Any, Callable, Sequence, TypeVar
+
+from pinlite_edge.errors import PinliteError
+
+from pinlite_edge.training.config import TrainConfig
+
+C = TypeVar("C", bound=TrainConfig)
+
+DDP_HELP = """\
+Multi-GPU: launch with torchrun, e.g.
+  torchrun --nproc_per_node=4 -m {module} --data synthetic --output runs/x
+Each process takes every WORLD_SIZE-th sample of the shared (seed, epoch) permutation; rank 0 validates, prints
+and writes the checkpoints. On CPU, torchrun uses the gloo backend.
+"""
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--data-option needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def base_parser(description: str, module: str, defaults: TrainConfig) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+                                epilog=DDP_HELP.format(module=module),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data", default=defaults.data,
+                   help="dataset: 'synthetic' (generated, no download), 'lavdf:PATH' or 'folder:PATH' "
+                        "(default: %(default)s)")
+    g.add_argument("--data-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                   help="dataset option (repeatable), e.g. --data-option num_train=2000 for synthetic; values are "
+                        "parsed as JSON when possible")
+    g.add_argument("--preset", choices=("tiny", "paper"), default=defaults.preset,
+                   help="model/input preset: 'paper' (SPEC sizes, 128 px) or 'tiny' (64 px, for tests and the "
+                        "quickstart) (default: %(default)s)")
+    g.add_argument("--cache-dir", default=defaults.cache_dir, help="feature cache folder for video datasets")
+    g.add_argument("--in-memory", choices=("auto", "yes", "no"), default=defaults.in_memory,
+                   help="hold the decoded splits in RAM (auto: when under %.1f GB) (default: %%(default)s)"
+                        % defaults.in_memory_limit_gb)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="batch size (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate, cosine schedule "
+                                                                  "(default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
+    g.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps "
+                                                                                   "(default: %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=defaults.grad_clip,
+                   help="max gradient norm, 0 disables (default: %(default)s)")
+    g.add_argument("--offset-weight", type=float, default=defaults.offset_weight,
+                   help="weight of the offset cross-entropy (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=defaults.seed, help="seed of init, data order and dropout; two CPU runs "
+                                                                   "with one seed are identical (default: %(default)s)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", default=defaults.device, help="auto | cpu | cuda[:N]; auto picks CUDA when present. "
+                                                             "AMP (fp16 autocast + GradScaler) is used on CUDA, fp32 "
+                                                             "on CPU (default: %(default)s)")
+    g.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
+    g.add_argument("--num-workers", type=int, default=defaults.num_workers,
+                   help="DataLoader worker processes (default: %(default)s)")
+    g.add_argument("--output", default=defaults.output, help="output folder: best.safetensors/.json (best epoch by "
+                                                             "val accuracy, ties by val loss), last.*, and "
+                                                             "last.state.safetensors for --resume "
+                                                             "(default: %(default)s)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint "
+                                                         "(model, optimizer, scheduler, scaler, RNG, epoch/step)")
+    g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                   help="steps between mid-epoch resumable checkpoints, 0: epoch ends only (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, **extra: Any) -> C:
+    """Fill the dataclass ``cls`` from parsed arguments (names match after '-' -> '_')."""
+    values = vars(args)
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in values:
+            kwargs[f.name] = values[f.name]
+    kwargs["data_options"] = dict(values.get("data_option") or [])
+    kwargs["amp"] = not values.get("no_amp", False)
+    kwargs["progress"] = not values.get("no_progress", False)
+    kwargs.update(extra)
+    return cls(**kwargs)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_cli(main: Callable[[], Any]) -> int:
+    """Run a command; :class:`PinliteError` becomes a one-line message and exit status 2 (no traceback)."""
+    try:
+        main()
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def add_distill_args(p: argparse.ArgumentParser, defaults: Any, required_teacher: bool) -> None:
+    g = p.add_argument_group("distillation (SPEC §3)")
+    g.add_argument("--teacher", dest="teachers", action="append", default=[], required=required_teacher,
+                   metavar="CKPT", help="teacher checkpoint (.safetensors); repeat for an ensemble: softened "
+                                        "probabilities and attention maps are averaged over teachers")
+    g.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of the hard-label CE; the KD term gets "
+                                                                       "1-alpha (default: %(default)s)")
+    g.add_argument("--beta", type=float, default=defaults.beta, help="weight of the attention MSE "
+                                                                     "(default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=defaults.temperature, help="softmax temperature T, the KD term "
+                                                                                   "is scaled by T^2 "
+                                                                                   "(default: %(default)s)")
+    g.add_argument("--no-teacher-cache", dest="cache_teacher", action="store_false",
+                   help="recompute the teacher on every batch instead of caching its outputs once per dataset")
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    return args

@@ -1,0 +1,127 @@
+"""Distil PIN-Lite from a frozen PinPoint teacher (or an ensemble of teachers), SPEC §3:
+
+    L = α·CE_hard + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)) + β·MSE(A_T, A_S) + w_off·CE_offset
+
+defaults α=0.5, β=5.0, T=2.0, AdamW + cosine schedule, gradient clipping, AMP on CUDA (fp32 on CPU).
+The KL is over the two-class (real, fake) distributions. With several ``--teacher`` checkpoints the softened
+probabilities and the attention maps are averaged over the teachers.
+
+The frozen teacher's outputs are computed once per dataset split and cached (memory + ``<output>/teacher_cache``
+keyed by teacher weights hash + dataset fingerprint). This is valid because samples are deterministic and
+un-augmented (the same tensor every epoch); pass ``--no-teacher-cache`` for a dataset that augments.
+
+    python -m pinlite_edge.training.distill --teacher runs/teacher/best.safetensors --output runs/distilled
+Multi-GPU: ``torchrun --nproc_per_node=N -m pinlite_edge.training.distill ...`` (DDP; gloo on CPU).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from pinlite_edge.errors import CheckpointError
+from pinlite_edge.models import AVSyncDetector, ModelOutput, create_student
+
+from pinlite_edge.training.cli import add_distill_args, base_parser, config_from_args, parse, run_cli
+from pinlite_edge.training.config import DistillConfig
+from pinlite_edge.training.context import prepare
+from pinlite_edge.training.data import Split
+from pinlite_edge.training.engine import FitResult, Objective, check_output, fit
+from pinlite_edge.training.losses import DistillWeights, distillation_loss
+from pinlite_edge.training.runtime import barrier, cleanup_distributed
+from pinlite_edge.training.teacher_cache import load_teachers, teacher_hash, teacher_targets
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(student: AVSyncDetector, teachers: Sequence[AVSyncDetector], paths: Sequence[str]) -> None:
+    for t, p in zip(teachers, paths):
+        if t.config.contract != student.config.contract:
+            raise CheckpointError(f"teacher {p} was trained for another input contract (preset {t.config.preset!r}) "
+                                  f"than the student (preset {student.config.preset!r})")
+
+
+def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Split, device: torch.device,
+                           cache_dir: Path | None, dist_info: Any) -> Objective:
+    """The loss closure used by :func:`fit`: teacher outputs from the cache, or recomputed per batch."""
+    weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight)
+    if cfg.cache_teacher:
+        if dist_info.is_main:
+            targets = teacher_targets(cfg.teachers, train, device, batch_size=cfg.eval_batch_size,
+                                      cache_dir=cache_dir, models=teachers)
+        barrier(dist_info)
+        if not dist_info.is_main:
+            targets = teacher_targets(cfg.teachers, train, device, batch_size=cfg.eval_batch_size,
+                                      cache_dir=cache_dir, models=teachers)
+
+        def cached(out: ModelOutput, batch: dict[str, Any]):
+            t_logits, t_attn = targets.batch(batch["index"], device)
+            return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights)
+
+        return cached
+
+    def live(out: ModelOutput, batch: dict[str, Any]):
+        with torch.no_grad():
+            outs = [t(batch["frames"], batch["mfcc"]) for t in teachers]
+        t_logits = torch.stack([o.logits.float() for o in outs])
+        t_attn = torch.stack([o.attention.float() for o in outs]).mean(dim=0)
+        return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights)
+
+    return live
+
+
+def teacher_record(paths: Sequence[str]) -> list[dict[str, str]]:
+    return [{"path": str(p), "weights_sha256": teacher_hash(p)} for p in paths]
+
+
+def distill(cfg: DistillConfig) -> FitResult:
+    """Train a student by distillation as configured; returns the best checkpoint path and metrics."""
+    if not cfg.teachers:
+        raise CheckpointError("distillation needs at least one teacher checkpoint (--teacher PATH)")
+    check_output(Path(cfg.output), cfg.resume)
+    ctx = prepare(cfg)
+    try:
+        teachers = load_teachers(cfg.teachers, ctx.device)
+        student = create_student(cfg.preset, pretrained=True if cfg.pretrained else False)
+        check_compatible(student, teachers, cfg.teachers)
+        cache_dir = Path(cfg.cache_dir or Path(cfg.output) / "teacher_cache")
+        objective = distillation_objective(cfg, teachers, ctx.train, ctx.device, cache_dir, ctx.dist)
+        val_targets = teacher_targets(cfg.teachers, ctx.val, ctx.device, batch_size=cfg.eval_batch_size,
+                                      cache_dir=cache_dir, models=teachers)
+        record = {"kind": "student", "teachers": teacher_record(cfg.teachers),
+                  "distillation": {"alpha": cfg.alpha, "beta": cfg.beta, "temperature": cfg.temperature,
+                                   "offset_weight": cfg.offset_weight, "teacher_cache": cfg.cache_teacher},
+                  "backbone_pretrained": student.backbone_pretrained,
+                  "eps_reference": "teacher" if len(cfg.teachers) == 1 else "teacher ensemble (mean attention)"}
+        return fit(student, objective, ctx.train, ctx.val, cfg, ctx.device, dist=ctx.dist, stage="distill",
+                   record=record, val_reference_attention=val_targets.attention.numpy())
+    finally:
+        cleanup_distributed(ctx.dist)
+
+
+def build_parser():
+    d = DistillConfig()
+    p = base_parser(__doc__, "pinlite_edge.training.distill", d)
+    add_distill_args(p, d, required_teacher=True)
+    p.add_argument("--pretrained", action="store_true",
+                   help="initialise the paper preset's MobileNetV3-Small from ImageNet weights already on disk")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    cfg = config_from_args(DistillConfig, args)
+
+    def run():
+        res = distill(cfg)
+        m = res.best_metrics
+        print(f"best student: {res.best_path} (val accuracy {m.get('accuracy', float('nan')):.4f}, "
+              f"EPS {m.get('eps', float('nan')):.3f}, epoch {m.get('epoch')})")
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""The shared training loop: epochs, validation, best-checkpoint selection, resumable checkpoints, AMP, DDP.
+
+Files written in the output folder (only by rank 0):
+
+- ``last.state.safetensors``: everything needed to resume (model, optimizer, scheduler, grad scaler, RNG states,
+  epoch / step counters, metric history), one file written atomically every ``checkpoint_every`` steps and at every
+  epoch end, so a kill loses at most ``checkpoint_every`` steps.
+- ``last.safetensors`` + ``last.json``: the model after the latest finished epoch (``load_checkpoint``-able).
+- ``best.safetensors`` + ``best.json``: the best epoch by validation accuracy (ties: lower validation loss).
+  ``best.json`` gets ``"complete": true`` when training has finished.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pinlite_edge import __version__
+from pinlite_edge.checkpoint import read_record, save_checkpoint
+from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
+from pinlite_edge.utils.atomic import atomic_write_json
+
+from pinlite_edge.training.config import TrainConfig
+from pinlite_edge.training.data import EpochSampler, Split, make_loader
+from pinlite_edge.training.evaluate import evaluate
+from pinlite_edge.training.runtime import DistInfo, barrier
+from pinlite_edge.training.state import load_training_state, rng_state, save_training_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "last.state.safetensors"
+#: ``objective(output, batch_on_device) -> (loss, parts)``.
+Objective = Callable[[ModelOutput, dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class FitResult:
+    best_path: Path
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    resumed: bool
+
+
+def is_complete(output: str | Path) -> bool:
+    """True when ``output/best.json`` records a finished training run."""
+    best = Path(output) / "best.safetensors"
+    if not best.is_file():
+        return False
+    try:
+        return bool(read_record(best).get("complete"))
+    except CheckpointError:
+        return False
+
+
+def check_output(output: Path, resume: bool) -> None:
+    """Refuse to silently overwrite a previous run in ``output``."""
+    if not resume and ((output / STATE_FILE).exists() or (output / "best.safetensors").exists()):
+        raise PinliteError(f"{output} already holds a training run; pass --resume to continue it or choose another "
+                           "--output")
+
+
+def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
+    if best is None:
+        return True
+    if metrics["accuracy"] != best["accuracy"]:
+        return metrics["accuracy"] > best["accuracy"]
+    return metrics["loss"] < best["loss"]
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, cfg: TrainConfig, device: torch.device,
+        *, record: dict[str, Any] | None = None, dist: DistInfo | None = None,
+        val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
+    """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
+    dist = dist or DistInfo()
+    out_dir = Path(cfg.output)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    use_amp = bool(cfg.amp and device.type == "cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(EpochSampler(len(train), cfg.seed, 0, rank=dist.rank, world_size=dist.world_size))
+    steps_per_epoch = math.ceil(steps_per_epoch / cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise PinliteError(f"the training split has {len(train)} samples: too few for {dist.world_size} process(es)")
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    base_record = {
+        "stage": stage, "config": cfg.to_dict(), "dataset": {"train": train.description, "val": val.description},
+        "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
+        "package_version": __version__, "params": count_parameters(model), **(record or {}),
+    }
+
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    best: dict[str, float] | None = None
+    running = {"loss": 0.0, "correct": 0, "count": 0}
+    state_path = out_dir / STATE_FILE
+    resumed = False
+    if cfg.resume and state_path.exists():
+        parts, meta = load_training_state(state_path)
+        if meta.get("dataset_fingerprint") != base_record["dataset_fingerprint"]:
+            raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
+                                  "differ); use a fresh --output")
+        if meta.get("params") != base_record["params"]:
+            raise CheckpointError(f"cannot resume {state_path}: the model differs from the one it was trained with")
+        model.load_state_dict(parts["model"])
+        optimizer.load_state_dict(parts["optimizer"])
+        sched_state = parts["scheduler"]
+        scheduler.load_state_dict(sched_state)
+        if use_amp and parts.get("scaler"):
+            scaler.load_state_dict(parts["scaler"])
+        set_rng_state(parts["rng"])
+        epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+        history, best, running = meta["history"], meta["best"], meta["running"]
+        resumed = True
+        log.info("resumed %s from %s at epoch %d step %d", stage, state_path, epoch + 1, step_in_epoch)
+    elif cfg.resume:
+        log.warning("--resume: no %s in %s, starting from scratch", STATE_FILE, out_dir)
+
+    train_model: nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                          find_unused_parameters=True)
+
+    def save_state() -> None:
+        if not dist.is_main:
+            return
+        parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
+                 "rng": rng_state()}
+        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
+                "best": best, "running": running, "dataset_fingerprint": base_record["dataset_fingerprint"],
+                "params": base_record["params"], "stage": stage, "config": cfg.to_dict()}
+        save_training_state(state_path, parts, meta)
+
+    val_loader = make_loader(val, cfg.eval_batch_size, num_workers=cfg.num_workers)
+    pin = device.type == "cuda"
+    while epoch < cfg.epochs:
+        sampler = EpochSampler(len(train), cfg.seed, epoch, start=step_in_epoch * cfg.batch_size,
+                               rank=dist.rank, world_size=dist.world_size)
+        loader = make_loader(train, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin)
+        model.train()
+        bar = None
+        if cfg.progress and dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}",
+                       dynamic_ncols=True, leave=False)
+        t0 = time.perf_counter()
+        for batch in loader:
+            batch = _to_device(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                out = train_model(batch["frames"], batch["mfcc"])
+            loss, parts_ = objective(out, batch)
+            if not torch.isfinite(loss):
+                raise PinliteError(f"{stage}: the loss became {loss.item()} at epoch {epoch + 1} step "
+                                   f"{step_in_epoch}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step_in_epoch += 1
+            global_step += 1
+            n = int(batch["label"].numel())
+            running["loss"] += float(loss.item()) * n
+            running["correct"] += int((out.logits.argmax(-1) == batch["label"]).sum().item())
+            running["count"] += n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running['loss'] / running['count']:.4f}",
+                                acc=f"{running['correct'] / running['count']:.3f}")
+            if cfg.checkpoint_every > 0 and step_in_epoch % cfg.checkpoint_every == 0 \
+                    and step_in_epoch < steps_per_epoch:
+                save_state()
+        if bar is not None:
+            bar.close()
+
+        result = evaluate(model, val_loader, device, reference_attention=val_reference_attention)
+        entry = {"epoch": epoch + 1, "train_loss": running["loss"] / max(1, running["count"]),
+                 "train_accuracy": running["correct"] / max(1, running["count"]),
+                 "lr": float(scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0,
+                 **{f"val_{k}": v for k, v in result.metrics.items()}}
+        history.append(entry)
+        val_metrics = result.metrics
+        improved = _better(val_metrics, best)
+        if improved:
+            best = {**val_metrics, "epoch": epoch + 1}
+        msg = (f"{stage} epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
+               f"acc {entry['train_accuracy']:.3f} | val loss {val_metrics['loss']:.4f} "
+               f"acc {val_metrics['accuracy']:.3f}" + (f" eps {val_metrics['eps']:.3f}" if "eps" in val_metrics else "")
+               + (" *" if improved else ""))
+        log.info(msg)
+        epoch += 1
+        step_in_epoch = 0
+        running = {"loss": 0.0, "correct": 0, "count": 0}
+        if dist.is_main:
+            rec = {**base_record, "history": history, "best": best, "epoch": epoch, "complete": False}
+            save_checkpoint(out_dir / "last.safetensors", model, rec)
+            if improved:
+                save_checkpoint(out_dir / "best.safetensors", model, rec)
+            save_state()
+        barrier(dist)
+
+    best_path = out_dir / "best.safetensors"
+    if dist.is_main:
+        rec = read_record(best_path)
+        rec.update({"history": history, "best": best, "complete": True})
+        atomic_write_json(best_path.with_suffix(".json"), rec)
+        last = read_record(out_dir / "last.safetensors")
+        last.update({"history": history, "best": best, "complete": True})
+        atomic_write_json(out_dir / "last.json", last)
+    barrier(dist)
+    return FitResult(best_path, dict(best or {}), history, resumed)
