@@ -126,7 +126,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         source_checkpoint=str(source_checkpoint) if source_checkpoint is not None else None,
         source_checkpoint_sha256=src_sha, calibration=out.calibration,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
-        extra={"export_options": opts.to_dict(), "export_seconds": round(seconds, 2), **out.extra},
+        extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
     )
     manifest_file = write_manifest(artifact, manifest)
     log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)

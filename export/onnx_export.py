@@ -80,7 +80,28 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
                                   dynamic_axes=dynamic_axes, do_constant_folding=True, **names)
     except Exception as exc:  # torch.onnx raises many types; report one clear error
         raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: {type(exc).__name__}: {exc}") from exc
+    with torch.no_grad():
+        shapes = [tuple(t.shape[1:]) for t in wrapped(*args)]
+    fix_output_shapes(path, shapes, "batch" if dynamic_batch else example_batch)
     check_onnx(path)
+
+
+def fix_output_shapes(path: Path, shapes: list[tuple[int, ...]], batch: int | str) -> None:
+    """Name the batch axis and write the static output dims (the classic exporter leaves generated dim names)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for out, shape in zip(m.graph.output, shapes):
+        dims = out.type.tensor_type.shape.dim
+        values: list[int | str] = [batch, *shape]
+        if len(dims) != len(values):
+            raise ExportError(f"output {out.name} of {path.name} has rank {len(dims)}, expected {len(values)}")
+        for d, v in zip(dims, values):
+            if isinstance(v, str):
+                d.dim_param = v
+            else:
+                d.dim_value = int(v)
+    onnx.save(m, str(path))
 
 
 def check_onnx(path: Path) -> None:

@@ -59,3 +59,72 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          extra={"exporter": o.exporter, "gru": o.gru, "ort_parity_max_abs": parity,
                                 "opset": o.opset})
+
+
+# --- shared by the mixed-precision formats ------------------------------------------------------------------------
+def make_plan(ctx: ExportContext, precision: str, mode: str) -> PrecisionPlan:
+    """Fixed float layers + (when asked) the measured sensitivity table and the ``keep_float`` most sensitive."""
+    o = ctx.options
+    rows = []
+    if o.sensitivity:
+        from pinlite_edge.export.sensitivity import layer_sensitivity
+
+        cal = ctx.calibration().subset(o.sensitivity_size)
+        rows = layer_sensitivity(ctx.model, cal, mode=mode)
+    try:
+        return build_plan(ctx.model, precision, rows, o.keep_float, sensitivity_mode=mode if rows else None)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _resolve(plan: PrecisionPlan, onnx_path: Path) -> None:
+    import onnx
+
+    nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+    resolve_onnx_nodes(plan, nodes)
+    missing = [e.module for e in plan.float_layers if not e.onnx_nodes]
+    if missing:
+        raise ExportError(f"precision plan layers {missing} have no node in the ONNX graph {onnx_path.name} "
+                          "(node names no longer carry the module scope?)")
+
+
+def _calibration_info(ctx: ExportContext, method: str | None = None) -> dict:
+    info = ctx.calibration().describe()
+    if method:
+        info["method"] = method
+    return info
+
+
+def quality_vs_fp32(ctx: ExportContext, fp32_path: Path, path: Path, limit: int = 32) -> dict[str, float]:
+    """Max/mean abs output differences and fake-probability agreement against the FP32 ONNX on calibration clips."""
+    cal = ctx.calibration()
+    ref_s, s = ort_session(fp32_path), ort_session(path)
+    dl, da = [], []
+    for frames, mfcc in cal.batches(8, limit=limit):
+        feed = {"frames": frames, "mfcc": mfcc}
+        a, b = ref_s.run(None, feed), s.run(None, feed)
+        dl.append(np.abs(a[0] - b[0]).max(axis=1))
+        da.append(np.abs(a[2] - b[2]).reshape(len(frames), -1).max(axis=1))
+    dl_all, da_all = np.concatenate(dl), np.concatenate(da)
+    return {"clips": int(dl_all.size), "logits_max_abs": float(dl_all.max()), "logits_mean_max_abs":
+            float(dl_all.mean()), "attention_max_abs": float(da_all.max())}
+
+
+def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
+    """Static INT8 (symmetric activations and weights, per-channel) with the plan's layers left float."""
+    from pinlite_edge.export.onnx_int8 import quantize_onnx
+
+    o = ctx.options
+    fp32 = ctx.work_dir / "fp32.onnx"
+    _fp32_onnx(ctx, fp32)
+    plan = make_plan(ctx, "int8", "int8")
+    _resolve(plan, fp32)
+    with atomic_path(ctx.artifact) as tmp:
+        info = quantize_onnx(fp32, tmp, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
+                             per_channel=o.per_channel, work_dir=ctx.work_dir)
+        quality = quality_vs_fp32(ctx, fp32, tmp)
+    dyn, max_batch = _batch_fields(ctx)
+    return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
+                         calibration=_calibration_info(ctx, o.calib_method),
+                         extra={"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
+                                "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality})

@@ -141,7 +141,7 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     ax_sal.bar(range(n), sal, color=plt.cm.inferno(weight))
     ax_sal.set_xlabel("frame")
     ax_sal.set_ylabel("saliency (attention column sum)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.08, hspace=0.45, wspace=0.15)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -176,7 +176,7 @@ def _cv_logreg_accuracy(x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def feature_table():
-    ds = SyntheticDataset("train", TINY_CONTRACT, SyntheticConfig(num_train=240))
+    ds = SyntheticDataset("train", TINY_CONTRACT, SyntheticConfig(num_train=200))
     audio, video, av, labels, names = [], [], [], [], []
     for i in range(len(ds)):
         clip = ds.clip(i)

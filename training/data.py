@@ -5,6 +5,7 @@ resumed mid-epoch sees exactly the batches it would have seen, and two runs with
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -18,6 +19,7 @@ from pinlite_edge.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
+_LOADED: dict[str, "Split"] = {}
 _TENSOR_KEYS = ("frames", "mfcc", "label", "manipulation", "offset_class")
 
 
@@ -82,21 +84,33 @@ def load_split(spec: str, split: str, contract: InputContract, *, cache_dir: str
 
     ``in_memory``: ``yes`` materialises it, ``no`` reads lazily, ``auto`` materialises when it fits in ``limit_gb``.
     """
+    mode = (in_memory or "auto").lower()
+    if mode not in ("auto", "yes", "no"):
+        raise ValueError(f"in_memory must be auto, yes or no, not {in_memory!r}")
+    key = json.dumps([spec, split, contract.to_dict(), options or {}, cache_dir, mode, limit_gb], sort_keys=True,
+                     default=str)
+    if key in _LOADED:
+        return _LOADED[key]
     base = build_dataset(spec, split, contract, cache_dir=cache_dir, **(options or {}))
     n = len(base)  # type: ignore[arg-type]
     if n == 0:
         raise DatasetError(f"split {split!r} of dataset {spec!r} is empty")
     fingerprint = dataset_fingerprint(base)
     description = describe_dataset(base)
-    mode = (in_memory or "auto").lower()
-    if mode not in ("auto", "yes", "no"):
-        raise ValueError(f"in_memory must be auto, yes or no, not {in_memory!r}")
     size_gb = n * _sample_bytes(contract) / 1e9
     dataset: Dataset = base
     if mode == "yes" or (mode == "auto" and size_gb <= limit_gb):
         log.info("holding %s split (%d samples, %.2f GB) in memory", split, n, size_gb)
         dataset = InMemoryDataset(base, num_workers=num_workers, progress=progress, desc=f"preparing {split}")
+        result = Split(split, IndexedDataset(dataset), fingerprint, description)
+        _LOADED[key] = result  # later stages of the same process (quickstart, ablation) reuse it
+        return result
     return Split(split, IndexedDataset(dataset), fingerprint, description)
+
+
+def clear_loaded_splits() -> None:
+    """Forget the in-memory splits kept by :func:`load_split`."""
+    _LOADED.clear()
 
 
 class EpochSampler(Sampler[int]):

@@ -1,0 +1,91 @@
+"""onnxruntime static INT8 quantization of the FP32 ONNX graph, driven by the precision plan."""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from pinlite_edge.errors import ExportError
+from pinlite_edge.export.calibration import CalibrationSet
+from pinlite_edge.export.plan import PrecisionPlan
+
+log = logging.getLogger(__name__)
+
+#: Only weight-bearing ops are quantized; element-wise ops stay float (their Q/DQ pairs cost more than they save).
+OP_TYPES = ("Conv", "MatMul", "Gemm")
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a :class:`CalibrationSet` (batches of ``batch`` clips)."""
+
+    def __init__(self, cal: CalibrationSet, batch: int = 8):
+        self._it = iter(cal.batches(batch))
+
+    def get_next(self) -> dict[str, Any] | None:
+        nxt = next(self._it, None)
+        return None if nxt is None else {"frames": nxt[0], "mfcc": nxt[1]}
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPlan, *, method: str = "minmax",
+                  quant_format: str = "qdq", per_channel: bool = True, work_dir: Path | None = None) -> dict[str, Any]:
+    """Write the INT8 model to ``out``; returns facts for the manifest (excluded nodes, op counts)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    exclude = plan.float_onnx_nodes()
+    fmt = QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            quantize_static(
+                str(fp32), str(out), _Reader(cal), quant_format=fmt, op_types_to_quantize=list(OP_TYPES),
+                per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude, calibrate_method=_method(method), extra_options=extra,
+            )
+    except Exception as exc:
+        raise ExportError(f"onnxruntime quantize_static failed on {fp32.name}: {type(exc).__name__}: {exc}") from exc
+    for line in sink.getvalue().splitlines():
+        if line.strip():
+            log.debug("quantize_static: %s", line)
+    model = onnx.load(str(out))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    quantized_nodes = [n.name for n in model.graph.node if n.op_type in OP_TYPES and _has_dq_input(model, n)]
+    return {"excluded_nodes": len(exclude), "op_counts": dict(sorted(ops.items())),
+            "quantized_weight_nodes": len(quantized_nodes) if fmt == QuantFormat.QDQ else
+            sum(v for k, v in ops.items() if k.startswith("QLinear") or k in ("ConvInteger", "MatMulInteger"))}
+
+
+def _has_dq_input(model, node) -> bool:
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return any(producers.get(i) == "DequantizeLinear" for i in node.input)
+
+
+def qdq_neighbours(model) -> dict[str, list[str]]:
+    """For every GRU / Softmax node, the Q/DQ nodes directly feeding it or fed by it (should be none)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+    out = {}
+    for n in model.graph.node:
+        if n.op_type in ("GRU", "Softmax"):
+            near = [producers[i].name for i in n.input if i in producers
+                    and producers[i].op_type in ("QuantizeLinear", "DequantizeLinear")]
+            near += [c.name for o in n.output for c in consumers[o]
+                     if c.op_type in ("QuantizeLinear", "DequantizeLinear")]
+            out[n.name] = near
+    return out

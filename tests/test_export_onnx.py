@@ -1,0 +1,155 @@
+"""FP32 ONNX export: contract (names, opset, dynamic batch), ORT parity, manifest, options, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pinlite_edge.checkpoint import save_checkpoint
+from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
+from pinlite_edge.errors import ExportError
+from pinlite_edge.export import FORMATS, export_from_model, export_model
+from pinlite_edge.export.__main__ import main as cli_main
+from pinlite_edge.export.rewrite import MatmulGRU, rewrite_gru
+from pinlite_edge.manifest import read_manifest
+from pinlite_edge.models import create_student
+from pinlite_edge.utils.hashing import sha256_file
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    return create_student("tiny", pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(student, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
+    save_checkpoint(path, student, {"note": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp32(checkpoint, tmp_path_factory):
+    return export_model(checkpoint, "onnx", tmp_path_factory.mktemp("onnx"))
+
+
+def _inputs(model, batch, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config.contract
+    return torch.randn(*c.frames_shape(batch), generator=g), torch.randn(*c.mfcc_shape(batch), generator=g)
+
+
+def test_onnx_contract_and_checker(fp32):
+    m = onnx.load(str(fp32.artifact))
+    onnx.checker.check_model(m, full_check=True)
+    assert [i.name for i in m.graph.input] == list(INPUT_NAMES)
+    assert [o.name for o in m.graph.output] == list(OUTPUT_NAMES)
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    for value in list(m.graph.input) + list(m.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch"
+        assert all(d.dim_value > 0 for d in dims[1:]), value.name  # no generated dim names
+    att = [d.dim_value for d in m.graph.output[2].type.tensor_type.shape.dim[1:]]
+    assert att == [16, 16]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_ort_parity_dynamic_batch(fp32, student, batch):
+    frames, mfcc = _inputs(student, batch)
+    with torch.no_grad():
+        ref = student(frames, mfcc)
+    sess = ort.InferenceSession(str(fp32.artifact), providers=["CPUExecutionProvider"])
+    logits, offsets, attention = sess.run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
+    assert logits.shape == (batch, 2) and offsets.shape == (batch, 11) and attention.shape == (batch, 16, 16)
+    assert np.abs(logits - ref.logits.numpy()).max() <= 1e-4
+    assert np.abs(attention - ref.attention.numpy()).max() <= 1e-4
+    assert np.abs(offsets - ref.offset_logits.numpy()).max() <= 1e-4
+
+
+def test_manifest_beside_artifact(fp32, checkpoint, student):
+    man = read_manifest(fp32.artifact)  # verifies the sha256
+    assert man.format == "onnx" and man.runtime == "ort" and man.precision == "fp32"
+    assert man.preset == "tiny" and man.model_kind == "student"
+    assert man.source_checkpoint_sha256 == sha256_file(checkpoint)
+    assert man.input_contract == student.config.contract.to_dict()
+    assert man.dynamic_batch is True
+    assert "onnx" in man.tool_versions and "torch" in man.tool_versions
+    assert man.precision_plan["precision"] == "fp32"
+    assert man.extra["ort_parity_max_abs"]["logits"] <= 1e-4
+
+
+def test_existing_artifact_needs_force(fp32, checkpoint):
+    before = sha256_file(fp32.artifact)
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(checkpoint, "onnx", fp32.artifact.parent)
+    assert sha256_file(fp32.artifact) == before
+
+
+def test_options_a_format_does_not_take_are_rejected(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="does not take option.*calib_size"):
+        export_model(checkpoint, "onnx", tmp_path, calib_size=8)
+    with pytest.raises(ExportError, match="does not take option.*exporter"):
+        export_model(checkpoint, "pte", tmp_path, exporter="dynamo")
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model(checkpoint, "tflite", tmp_path)
+    with pytest.raises(ExportError, match="opset must be >= 17"):
+        export_model(checkpoint, "onnx", tmp_path, opset=13)
+    assert not list(tmp_path.iterdir())  # nothing written on a rejected call
+
+
+def test_format_table_is_complete():
+    assert set(FORMATS) == {"onnx", "onnx-fp16", "onnx-int8", "trt-fp16", "trt-int8", "pte", "pte-int8"}
+    suffixes = [f.suffix for f in FORMATS.values()]
+    assert len(set(suffixes)) == len(suffixes)
+    assert {f.name for f in FORMATS.values() if f.needs_gpu} == {"trt-fp16", "trt-int8"}
+
+
+def test_static_batch_and_matmul_gru(student, tmp_path):
+    res = export_from_model(student, "onnx", tmp_path, dynamic_batch=False, batch=2, gru="matmul")
+    m = onnx.load(str(res.artifact))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+    assert not [n for n in m.graph.node if n.op_type == "GRU"]
+    frames, mfcc = _inputs(student, 2)
+    with torch.no_grad():
+        ref = student(frames, mfcc)
+    out = ort.InferenceSession(str(res.artifact)).run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
+    assert np.abs(out[0] - ref.logits.numpy()).max() <= 1e-4
+    assert read_manifest(res.artifact).dynamic_batch is False
+
+
+def test_matmul_gru_matches_nn_gru():
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(12, 7, batch_first=True, bidirectional=True)
+    x = torch.randn(3, 9, 12)
+    ref, _ = gru(x)
+    out, _ = MatmulGRU(gru)(x)
+    assert torch.allclose(out, ref, atol=1e-6)
+    model = rewrite_gru(create_student("tiny", pretrained=False).eval())
+    assert isinstance(model.audio_encoder.gru, MatmulGRU)
+
+
+def test_cli_exports_and_reports_errors(checkpoint, tmp_path, capsys):
+    assert cli_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "pinlite-student.onnx").is_file()
+    data = json.loads((tmp_path / "pinlite-student.onnx.manifest.json").read_text())
+    assert data["format"] == "onnx"
+    assert cli_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(tmp_path),
+                     "--calib-size", "4"]) == 2
+    assert "does not take" in capsys.readouterr().err
+
+
+def test_cli_help_lists_formats(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for name in FORMATS:
+        assert name in text
