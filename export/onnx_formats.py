@@ -128,3 +128,30 @@ def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
                          calibration=_calibration_info(ctx, o.calib_method),
                          extra={"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
                                 "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality})
+
+
+def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
+    """FP16 graph with FP32 islands (Casts) for the plan's layers; FP32 inputs/outputs."""
+    import onnx
+
+    from pinlite_edge.export.onnx_fp16 import convert_to_fp16
+
+    o = ctx.options
+    fp32 = ctx.work_dir / "fp32.onnx"
+    _fp32_onnx(ctx, fp32)
+    plan = make_plan(ctx, "fp16", "fp16")
+    _resolve(plan, fp32)
+    mixed, stats = convert_to_fp16(onnx.load(str(fp32)), plan.float_onnx_nodes())
+    with atomic_path(ctx.artifact) as tmp:
+        onnx.save(mixed, str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as exc:
+            raise ExportError(f"FP16 graph fails onnx.checker: {exc}") from None
+        quality = quality_vs_fp32(ctx, fp32, tmp) if o.sensitivity else None
+    dyn, max_batch = _batch_fields(ctx)
+    extra = {"gru": o.gru, "fp32_onnx_bytes": fp32.stat().st_size, **stats}
+    if quality:
+        extra["vs_fp32_onnx"] = quality
+    return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
+                         calibration=_calibration_info(ctx) if o.sensitivity else None, extra=extra)

@@ -141,7 +141,11 @@ def build_plan(model: nn.Module, precision: str, sensitivity: Sequence[Sensitivi
 
 
 # --- ONNX node resolution ---------------------------------------------------------------------------------------
-def onnx_node_scope(node_name: str) -> tuple[str, str]:
+#: The exporter wraps the model in a module whose attribute ``model`` holds it (see ``onnx_export._TupleOutputs``).
+EXPORT_ROOT = "model"
+
+
+def onnx_node_scope(node_name: str, root: str = EXPORT_ROOT) -> tuple[str, str]:
     """``/audio_encoder/convs/convs.0/Conv`` -> (``audio_encoder.convs.0``, ``Conv``).
 
     The classic exporter names a node ``/<scope>/.../<Op>[_k]``, where a child of a container appears as
@@ -153,6 +157,8 @@ def onnx_node_scope(node_name: str) -> tuple[str, str]:
     op, scope = parts[-1], parts[:-1]
     # A segment that the next one extends ("backbone" then "backbone.0") is dropped: the longer one holds it.
     collapsed = [seg for i, seg in enumerate(scope) if not (i + 1 < len(scope) and scope[i + 1].startswith(seg + "."))]
+    if collapsed and collapsed[0] == root:
+        collapsed = collapsed[1:]
     return ".".join(collapsed), op
 
 

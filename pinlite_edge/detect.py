@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             result = det.detect(args.video)
         if args.explain:
             result.save_explanation(args.explain)
-    except PinliteError as exc:
+    except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

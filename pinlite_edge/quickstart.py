@@ -35,6 +35,9 @@ log = logging.getLogger("pinlite_edge.quickstart")
 SUMMARY_KEYS = ("model", "params", "size_mb", "gflops", "latency_ms", "accuracy", "precision", "recall", "f1", "auc",
                 "eps")
 STAGES = ("teacher", "distilled", "pruned")
+#: Formats the quickstart exports (CPU-buildable ones; TensorRT needs a GPU) and their options.
+EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}), ("onnx-int8", {"calib_size": 64}))
+SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
 
 
 @dataclass
@@ -59,11 +62,13 @@ class QuickstartConfig:
     progress: bool = True
     latency_runs: int = 7
     exports: bool = True
+    export_formats: tuple[tuple[str, dict[str, Any]], ...] = EXPORT_FORMATS
 
     @classmethod
     def smoke(cls, **overrides: Any) -> "QuickstartConfig":
         base = dict(data_options={"num_train": 8, "num_val": 4, "num_test": 4}, batch_size=4, teacher_epochs=1,
-                    distill_epochs=1, prune_epochs=1, prune_steps=1, latency_runs=2)
+                    distill_epochs=1, prune_epochs=1, prune_steps=1, latency_runs=2,
+                    export_formats=SMOKE_EXPORT_FORMATS)
         base.update(overrides)
         return cls(**base)
 
@@ -96,34 +101,37 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any) -> Path:
     return out / "best.safetensors"
 
 
-def _export_stage(workspace: Path, checkpoint: Path) -> list[dict[str, Any]]:
-    """HOOK (export stage): export the pruned student into ``<workspace>/exports/<format>/``.
+def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str, dict[str, Any]]] = EXPORT_FORMATS,
+                  force: bool = False) -> list[dict[str, Any]]:
+    """HOOK (export stage): export the pruned student to ``<workspace>/exports/<format>/pinlite-student<suffix>``.
 
-    Calls ``pinlite_edge.export.export_model(checkpoint, format, output_path)`` for each format when that function
-    exists; the export module is built by another engineer, so until it provides ``export_model`` this stage is
-    skipped with an explicit log line. Returns one dict per artefact written.
+    Uses ``pinlite_edge.export.export_model(checkpoint, format, output_dir, name=..., **options)`` (built by the
+    export engineer). If that module or function is missing the stage is skipped with an explicit log line; an
+    export that fails is logged and recorded, the training results stay valid. Returns one dict per format.
     """
     try:
         import pinlite_edge.export as export  # noqa: PLC0415
+        from pinlite_edge.export.api import export_model  # noqa: PLC0415
     except ImportError as exc:
-        log.warning("export stage SKIPPED: pinlite_edge.export cannot be imported (%s)", exc)
-        return []
-    export_model = getattr(export, "export_model", None)
-    if export_model is None:
-        log.warning("export stage SKIPPED: pinlite_edge.export does not provide export_model(...) yet")
+        log.warning("export stage SKIPPED: pinlite_edge.export.export_model cannot be imported (%s)", exc)
         return []
     results = []
-    formats = getattr(export, "QUICKSTART_FORMATS", ("onnx",))
-    for fmt in formats:
-        out = workspace / "exports" / fmt / "pinlite-student"
+    for fmt, options in formats:
+        out_dir = workspace / "exports" / fmt
+        suffix = export.get_format(fmt).suffix
+        artefact = out_dir / f"pinlite-student{suffix}"
+        if artefact.is_file() and Path(f"{artefact}.manifest.json").is_file() and not force:
+            log.info("export %s: reusing %s", fmt, artefact)
+            results.append({"format": fmt, "path": str(artefact), "reused": True})
+            continue
         try:
-            artefact = export_model(checkpoint, fmt, out)
+            res = export_model(checkpoint, fmt, out_dir, name="pinlite-student", force=True, **options)
         except PinliteError as exc:
-            log.warning("export %s failed: %s", fmt, exc)
+            log.warning("export %s FAILED: %s", fmt, exc)
             results.append({"format": fmt, "error": str(exc)})
             continue
-        log.info("exported %s -> %s", fmt, artefact)
-        results.append({"format": fmt, "path": str(artefact)})
+        log.info("exported %s -> %s", fmt, res.artifact)
+        results.append({"format": fmt, "path": str(res.artifact)})
     return results
 
 
@@ -195,7 +203,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps)))
     if cfg.exports:
-        _export_stage(ws, pruned)
+        _export_stage(ws, pruned, cfg.export_formats, force=cfg.force)
     rows = evaluate_models({"teacher": teacher, "distilled": distilled, "pruned": pruned}, cfg, ws)
     atomic_write_json(ws / "summary.json", rows)
     return rows

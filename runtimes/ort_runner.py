@@ -86,9 +86,16 @@ class OrtRunner(BaseRunner):
             self.session = ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ManifestError(f"onnxruntime cannot load {self.artifact}: {exc}") from None
+        try:
+            self._check_session(wanted[0])
+        except Exception:
+            self.session = None
+            raise
+
+    def _check_session(self, wanted: str) -> None:
         self.providers = list(self.session.get_providers())
-        if wanted[0] not in self.providers:
-            raise BackendUnavailableError("ort", f"{wanted[0]} was requested but the session runs on {self.providers}",
+        if wanted not in self.providers:
+            raise BackendUnavailableError("ort", f"{wanted} was requested but the session runs on {self.providers}",
                                           "check the CUDA / TensorRT libraries onnxruntime-gpu needs")
         inputs = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
         check_io_shapes(self.artifact, self.contract, inputs)

@@ -25,17 +25,25 @@ GRID_RATE = 44100
 # --------------------------------------------------------------------------------------------- media helpers
 def write_av(path: Path, frames: np.ndarray, audio: np.ndarray | None = None, *, rate: int = 16000,
              layout: str = "mono", fps: int = 25, pts_ms: np.ndarray | None = None, vcodec: str = "mpeg4",
-             acodec: str = "aac", pix_fmt: str = "yuv420p", in_fmt: str = "rgb24") -> Path:
-    """Write ``frames`` (N, H, W[, 3]) uint8 and ``audio`` (samples, channels) float32 with PyAV."""
+             acodec: str = "aac", pix_fmt: str = "yuv420p", in_fmt: str = "rgb24",
+             size: tuple[int, int] | None = None) -> Path:
+    """Write ``frames`` (N, H, W[, 3]) uint8 and ``audio`` (samples, channels) float32 with PyAV.
+
+    ``size=(width, height)`` upscales each frame while writing (one frame in memory at a time).
+    """
     import av
+    import cv2
 
     tb = Fraction(1, 1000) if pts_ms is not None else Fraction(1, fps)
     with av.open(str(path), "w") as c:
         vs = c.add_stream(vcodec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        vs.width, vs.height = size or (frames.shape[2], frames.shape[1])
+        vs.pix_fmt = pix_fmt
         vs.time_base = tb
         astream = c.add_stream(acodec, rate=rate, layout=layout) if audio is not None else None
         for i, img in enumerate(frames):
+            if size is not None:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=in_fmt)
             f.pts = int(pts_ms[i]) if pts_ms is not None else i
             f.time_base = tb
@@ -103,9 +111,9 @@ def media(tmp_path_factory: pytest.TempPathFactory, grid_media: Any) -> Callable
             write_av(p, fr[:5], au[:sec(0.2)], rate=GRID_RATE, layout="stereo")
         elif name == "single_frame.mp4":  # one frame, the whole audio track
             write_av(p, fr[:1], au, rate=GRID_RATE, layout="stereo")
-        elif name == "uhd.mkv":  # 3840x2160, 12 frames at 25 fps
-            big = np.stack([cv2.resize(f, (3840, 2160), interpolation=cv2.INTER_NEAREST) for f in fr[:12]])
-            write_av(p, big, au[:sec(0.48)], rate=GRID_RATE, layout="stereo", vcodec="mjpeg", pix_fmt="yuvj420p")
+        elif name == "uhd.mkv":  # 3840x2160, 8 frames at 12 fps (0.67 s)
+            write_av(p, fr[:8], au[:sec(0.7)], rate=GRID_RATE, layout="stereo", fps=12, vcodec="mjpeg", pix_fmt="yuvj420p",
+                     size=(3840, 2160))
         elif name == "gray.mkv":
             gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in fr[:40]])
             write_av(p, gray, au[:sec(1.6)], rate=GRID_RATE, layout="stereo", vcodec="ffv1", pix_fmt="gray",
@@ -264,8 +272,10 @@ def test_uhd_resolution_is_downscaled_while_decoding(media):
     path = media("uhd.mkv")
     video = decode_video(path)
     assert max(video.frames.shape[1:3]) <= 640  # bounded memory: 12 frames of 4K would be 300 MB
-    assert video.frames.shape[0] == 12
-    assert_valid(featurise(path))
+    assert video.frames.shape[0] == 8 and abs(video.fps - 12) < 1e-6
+    windows = featurise(path)
+    assert_valid(windows)
+    assert len(windows) == 1
 
 
 def test_grayscale_video_is_converted_to_rgb(media):
@@ -296,7 +306,8 @@ def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
     path = media(name)
     windows = featurise(path)
     assert_valid(windows)
-    assert [w.start_seconds for w in windows] == [0.0, 0.64, 0.96]
+    starts = [w.start_seconds for w in windows]
+    assert len(starts) == 3 and starts[:2] == [0.0, 0.64] and abs(starts[2] - 0.96) < 0.02
     # the MFCC must describe speech, not a constant: the GRID speech has energy in every window
     assert all(w.mfcc.std() > 0.1 for w in windows)
 
@@ -304,10 +315,11 @@ def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
 def test_rates_agree_on_the_same_speech(media):
     """The same 1.6 s of speech at 8/44.1/48 kHz and in 5.1 gives close MFCCs after resampling to 16 kHz."""
     ref = featurise(media("audio_stereo.mp4"))[0].mfcc
-    for name in ("audio48k.mp4", "audio51.mp4", "audio8k.mp4"):
+    # 8 kHz has no energy above 4 kHz, so its upper mel bands differ: a lower bar
+    for name, bar in (("audio48k.mp4", 0.9), ("audio51.mp4", 0.9), ("audio8k.mp4", 0.6)):
         other = featurise(media(name))[0].mfcc
         corr = np.corrcoef(ref[:, 1:].ravel(), other[:, 1:].ravel())[0, 1]
-        assert corr > 0.8, (name, corr)
+        assert corr > bar, (name, corr)
 
 
 # --------------------------------------------------------------------------------------------- arrays
@@ -317,29 +329,29 @@ def good_arrays(grid_media) -> tuple[np.ndarray, np.ndarray]:
     return fr[:40], au[: int(1.6 * GRID_RATE)]
 
 
-def _bad_array_cases(fr: np.ndarray, au: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    nan_frames = fr.astype(np.float32)
-    nan_frames[0, 0, 0, 0] = np.nan
-    nan_audio = au.copy()
-    nan_audio[100, 0] = np.nan
-    inf_audio = au.copy()
-    inf_audio[5, 1] = np.inf
+def _bad_array_case(fr: np.ndarray, au: np.ndarray, case: str) -> tuple[Any, Any, Any]:
+    """One malformed (frames, audio, sample_rate) triple; built lazily (the arrays are large)."""
+    if case == "nan_frames":
+        f = fr.astype(np.float32)
+        f[0, 0, 0, 0] = np.nan
+        return f, au, GRID_RATE
+    if case in ("nan_audio", "inf_audio"):
+        a = au.copy()
+        a[100, 0] = np.nan if case == "nan_audio" else np.inf
+        return fr, a, GRID_RATE
     return {
-        "nan_frames": (nan_frames, au, GRID_RATE),
-        "nan_audio": (fr, nan_audio, GRID_RATE),
-        "inf_audio": (fr, inf_audio, GRID_RATE),
-        "float_frames": (fr.astype(np.float32) / 255.0, au, GRID_RATE),
-        "gray_frames": (fr[..., 0], au, GRID_RATE),
-        "rgba_frames": (np.concatenate([fr, fr[..., :1]], axis=-1), au, GRID_RATE),
-        "no_frames": (fr[:0], au, GRID_RATE),
-        "empty_audio": (fr, au[:0], GRID_RATE),
-        "3d_audio": (fr, au[None], GRID_RATE),
-        "string_audio": (fr, au.astype(str), GRID_RATE),
-        "zero_rate": (fr, au, 0),
-        "negative_rate": (fr, au, -16000),
-        "float_rate": (fr, au, 16000.5),
-        "list_frames": (fr.tolist()[:2], au, GRID_RATE),
-    }
+        "float_frames": lambda: (fr.astype(np.float32) / 255.0, au, GRID_RATE),
+        "gray_frames": lambda: (fr[..., 0], au, GRID_RATE),
+        "rgba_frames": lambda: (np.concatenate([fr, fr[..., :1]], axis=-1), au, GRID_RATE),
+        "no_frames": lambda: (fr[:0], au, GRID_RATE),
+        "empty_audio": lambda: (fr, au[:0], GRID_RATE),
+        "3d_audio": lambda: (fr, au[None], GRID_RATE),
+        "string_audio": lambda: (fr, au[:2000].astype(str), GRID_RATE),
+        "zero_rate": lambda: (fr, au, 0),
+        "negative_rate": lambda: (fr, au, -16000),
+        "float_rate": lambda: (fr, au, 16000.5),
+        "list_frames": lambda: (fr[:2, :4, :4].tolist(), au, GRID_RATE),
+    }[case]()
 
 
 CASES = ["nan_frames", "nan_audio", "inf_audio", "float_frames", "gray_frames", "rgba_frames", "no_frames",
@@ -348,7 +360,7 @@ CASES = ["nan_frames", "nan_audio", "inf_audio", "float_frames", "gray_frames", 
 
 @pytest.mark.parametrize("case", CASES)
 def test_featurise_arrays_rejects_bad_arrays(good_arrays, case):
-    frames, audio, rate = _bad_array_cases(*good_arrays)[case]
+    frames, audio, rate = _bad_array_case(*good_arrays, case)
     with pytest.raises(InputError):
         featurise_arrays(frames, audio, rate, 25.0, C, face_crop=False)
 
@@ -450,12 +462,14 @@ def test_runner_not_activated_is_a_pinlite_error(tiny_checkpoint):
 def detector(tiny_checkpoint):
     from pinlite_edge.detector import Detector
 
-    return Detector.load(tiny_checkpoint)
+    det = Detector.load(tiny_checkpoint, face_crop=False)
+    yield det
+    det.close()
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_detector_detect_arrays_rejects_bad_arrays(detector, good_arrays, case):
-    frames, audio, rate = _bad_array_cases(*good_arrays)[case]
+    frames, audio, rate = _bad_array_case(*good_arrays, case)
     with pytest.raises(InputError):
         detector.detect_arrays(frames, audio, rate)
 
@@ -463,9 +477,9 @@ def test_detector_detect_arrays_rejects_bad_arrays(detector, good_arrays, case):
 def test_detector_detect_arrays_good_input_is_finite(detector, good_arrays):
     fr, au = good_arrays
     result = detector.detect_arrays(fr, au, GRID_RATE)
-    as_dict = result if isinstance(result, dict) else vars(result)
-    probs = [v for k, v in as_dict.items() if "prob" in k and isinstance(v, (float, np.floating))]
-    assert probs and all(0.0 <= p <= 1.0 for p in probs), as_dict
+    assert len(result.windows) == 3
+    assert 0.0 <= result.fake_prob_mean <= result.fake_prob_max <= 1.0
+    assert np.isfinite(result.attention).all()
 
 
 @pytest.mark.parametrize("name", ["empty.mp4", "text.mp4", "truncated.mpg", "no_audio.mp4", "frames5.mp4"])

@@ -12,26 +12,21 @@ import pytest
 import torch
 
 from pinlite_edge.checkpoint import save_checkpoint
-from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, TINY_CONTRACT
+from pinlite_edge.contract import OUTPUT_NAMES, TINY_CONTRACT
 from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
 from pinlite_edge.manifest import Manifest, manifest_path_for, write_manifest
 from pinlite_edge.models import create_student
 from pinlite_edge.runtimes import Comparator, RunnerStateError, load_runner
-from pinlite_edge.utils.hashing import sha256_file
 
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 C = TINY_CONTRACT
 
 
-def export_onnx(model: torch.nn.Module, path: Path) -> Path:
-    """Test fixture only: the library's exporter (pinlite_edge.export) is tested on its own."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x, a = torch.randn(2, *C.frames_shape()), torch.randn(2, *C.mfcc_shape())
-    torch.onnx.export(model, (x, a), str(path), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                      dynamic_axes={k: {0: "batch"} for k in (*INPUT_NAMES, *OUTPUT_NAMES)}, opset_version=17,
-                      dynamo=False)
-    return path
+def export_onnx(checkpoint: Path, out_dir: Path) -> Path:
+    from pinlite_edge.export import export_model
+
+    return export_model(checkpoint, "onnx", out_dir).artifact
 
 
 def student_manifest(model, fmt: str, runtime: str, precision: str = "fp32", **kw) -> Manifest:
@@ -65,9 +60,7 @@ def student(tmp_path_factory):
     model = create_student("tiny", pretrained=False).eval()
     root = tmp_path_factory.mktemp("rt")
     ckpt = save_checkpoint(root / "distilled" / "best.safetensors", model, {})
-    onnx = export_onnx(model, root / "onnx" / "student.onnx")
-    write_manifest(onnx, student_manifest(model, "onnx", "ort", source_checkpoint=str(ckpt),
-                                          source_checkpoint_sha256=sha256_file(ckpt)))
+    onnx = export_onnx(ckpt, root / "onnx")
     return {"model": model, "root": root, "torch": ckpt, "ort": onnx}
 
 

@@ -109,7 +109,9 @@ def _resolve_source(spec_path: Path, manifest: Any, workspace: Path | None) -> t
         return None, "the manifest names no source checkpoint"
     candidates = [Path(src)]
     if not Path(src).is_absolute():
-        candidates += [spec_path.parent / src] + ([workspace / src] if workspace else [])
+        candidates += [spec_path.parent / src]
+        if workspace is not None:  # e.g. "pinlite-workspace/pruned/best.safetensors" recorded from another cwd
+            candidates += [workspace / src, workspace / Path(*Path(src).parts[-2:])]
     candidates += [spec_path.parent / Path(src).name]
     for c in candidates:
         if c.is_file():

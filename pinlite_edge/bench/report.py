@@ -62,7 +62,8 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
     teacher = result.get("teacher") or {}
     if teacher.get("metrics"):
         tm = teacher["metrics"]
-        line = f"\nFP32 teacher on the same clips: accuracy {tm['accuracy']:.2%}, F1 {tm['f1']:.3f}, AUC {tm['auc']:.3f}"
+        line = (f"\nFP32 teacher on the same clips: accuracy {tm['accuracy']:.2%}, F1 {tm['f1']:.3f}, "
+                f"AUC {tm['auc']:.3f}")
         if teacher.get("latency"):
             line += f", {teacher['latency']['per_clip']['median_ms']:.2f} ms/clip median"
         out.append(line + ".")

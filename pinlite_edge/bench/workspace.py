@@ -36,10 +36,11 @@ def stage_checkpoint(workspace: Path, stage: str) -> Path | None:
 
 
 def artefacts_in(folder: Path) -> list[Path]:
-    """Files in ``folder`` that have a manifest beside them, sorted by name."""
+    """Files under ``folder`` (recursively: the quickstart writes ``exports/<fmt>/<name>/<file>``) that have a
+    manifest beside them, sorted by path."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
+    return sorted(p for p in folder.rglob("*")
                   if p.is_file() and not p.name.endswith(MANIFEST_SUFFIX) and manifest_path_for(p).is_file())
 
 
@@ -88,11 +89,11 @@ def ensure_workspace(path: Path, *, build: bool = True) -> Path:
         raise WorkspaceError(
             f"no workspace at {path} and pinlite_edge.quickstart is not available to build one; "
             "train and export models first, or pass --artifacts") from None
-    builder = getattr(quickstart, "run_quickstart", None) or getattr(quickstart, "build_workspace", None)
-    if builder is None:
+    if not hasattr(quickstart, "run_quickstart") or not hasattr(quickstart, "QuickstartConfig"):
         raise WorkspaceError(f"no workspace at {path}: build it with `python -m pinlite_edge.quickstart` first")
-    log.warning("no workspace at %s: building the quickstart workspace (this trains small models; minutes)", path)
-    builder(path)
+    log.warning("no workspace at %s: building the quickstart workspace (trains small models on synthetic data; "
+                "this takes a while)", path)
+    quickstart.run_quickstart(quickstart.QuickstartConfig(workspace=str(path), progress=True))
     if not is_workspace(path):
         raise WorkspaceError(f"the quickstart finished but {path} is still not a workspace")
     return path

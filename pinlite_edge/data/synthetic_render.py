@@ -235,11 +235,14 @@ def draw_face(rng: np.random.Generator, size: int) -> Face:
     skin = np.array([95, 60, 45]) + tone * np.array([150, 150, 140]) + rng.uniform(-12, 12, size=3)
     hair = rng.uniform(10, 120, size=3) * rng.uniform(0.3, 1.0)
     lips = skin * np.array([0.8, 0.5, 0.5]) + np.array([40, 0, 10])
-    cavity = rng.uniform(25, 60) * np.array([1.0, 0.35, 0.45])
-    ax = size * rng.uniform(0.24, 0.30)
-    ay = ax * rng.uniform(1.18, 1.35)
-    cx = size * (0.5 + rng.uniform(-0.05, 0.05))
-    cy = size * (0.5 + rng.uniform(-0.04, 0.04))
+    cavity = rng.uniform(10, 40) * np.array([1.0, 0.35, 0.45])
+    # A talking-head crop is mostly lower face: a large face centred above the frame centre, so the mouth sits at
+    # about 2/3 of the height and spans roughly a third of the width (the cue the detector needs stays visible at
+    # the tiny preset's 64 px).
+    ax = size * rng.uniform(0.40, 0.46)
+    ay = ax * rng.uniform(1.15, 1.3)
+    cx = size * (0.5 + rng.uniform(-0.04, 0.04))
+    cy = size * (0.38 + rng.uniform(-0.03, 0.03))
     return Face(
         background=background,
         skin=tuple(np.clip(skin, 0, 255).tolist()),
@@ -248,8 +251,8 @@ def draw_face(rng: np.random.Generator, size: int) -> Face:
         cavity=tuple(np.clip(cavity, 0, 255).tolist()),
         center=(float(cx), float(cy)),
         axes=(float(ax), float(ay)),
-        mouth_width=float(ax * rng.uniform(0.38, 0.5)),
-        mouth_max_open=float(ay * rng.uniform(0.22, 0.3)),
+        mouth_width=float(ax * rng.uniform(0.42, 0.52)),
+        mouth_max_open=float(ay * rng.uniform(0.32, 0.40)),
         brightness=float(rng.uniform(0.85, 1.12)),
     )
 

@@ -1,0 +1,266 @@
+"""Full comparison on the current machine -> ``benchmarks/results/<machine>.json`` and ``.md``.
+
+Two parts:
+
+* **Speed, paper presets** (SPEC §2 sizes, random weights: weights do not change speed): teacher torch FP32;
+  student torch FP32, ORT FP32 / FP16 / INT8, ExecuTorch FP32 / INT8; the pruned student (4 -> 2 heads per layer,
+  physically removed) torch FP32 and ORT FP32 / INT8. All runners are timed round-robin on the same batch-1 input
+  (and optionally a larger batch), medians reported, so that load from other processes spreads evenly.
+* **Accuracy / EPS, quickstart models** (tiny preset, trained on synthetic data): every checkpoint and export in the
+  workspace through the bench, with EPS against the FP32 teacher and against each artefact's FP32 source.
+
+Checks reported (measured truth, whatever it is): paper student ORT FP32 batch-1 median >= 20x lower than the
+teacher torch FP32; student ORT INT8 faster than student ORT FP32.
+
+    python benchmarks/run_benchmarks.py [--workspace pinlite-workspace] [--iters 30] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("run_benchmarks")
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- part 1: paper-preset speed -----------------------------------------------------------------------------------
+def paper_checkpoints(art_dir: Path, seed: int) -> dict[str, Path]:
+    """Random-weight paper teacher, student and pruned student (2 of 4 heads per layer removed) as checkpoints."""
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student, create_teacher
+
+    out = {}
+    for name in ("teacher", "student", "pruned"):
+        path = art_dir / name / "best.safetensors"
+        out[name] = path
+        if path.is_file():
+            continue
+        torch.manual_seed(seed)
+        if name == "teacher":
+            model = create_teacher("paper", pretrained=False)
+        else:
+            model = create_student("paper", pretrained=False)
+            if name == "pruned":
+                heads = {i: [int(h) for h in imp.argsort()[:2]] for i, imp in enumerate(model.head_importance())}
+                model.prune_heads(heads)
+        save_checkpoint(path, model.eval(), {"note": "random weights, for speed measurements only"})
+    return out
+
+
+def paper_exports(ckpts: dict[str, Path], art_dir: Path, with_pte: bool, with_dynamo: bool,
+                  notes: list[str]) -> dict[str, Path]:
+    from pinlite_edge.errors import PinliteError
+    from pinlite_edge.export import export_model
+    from pinlite_edge.manifest import manifest_path_for
+
+    quick = {"calib_size": 16, "sensitivity": False}  # speed only: a small calibration set is enough
+    plan = [("student", "onnx", {}), ("student", "onnx-fp16", quick), ("student", "onnx-int8", quick),
+            ("pruned", "onnx", {}), ("pruned", "onnx-int8", quick)]
+    if with_dynamo:
+        plan.append(("student", "onnx", {"exporter": "dynamo", "name": "pinlite-student-dynamo"}))
+    if with_pte:
+        plan += [("student", "pte", {}), ("student", "pte-int8", quick)]
+    out: dict[str, Path] = {}
+    for model, fmt, opts in plan:
+        key = f"{model}:{fmt}" + (":dynamo" if opts.get("exporter") == "dynamo" else "")
+        folder = art_dir / model / fmt.replace("-", "_") / ("dynamo" if opts.get("exporter") == "dynamo" else "")
+        existing = [p for p in folder.glob("*") if manifest_path_for(p).is_file()] if folder.is_dir() else []
+        if existing:
+            out[key] = existing[0]
+            continue
+        _say(f"exporting paper {model} -> {fmt} {opts or ''}")
+        t0 = time.perf_counter()
+        try:
+            out[key] = export_model(ckpts[model], fmt, folder, **opts).artifact
+        except PinliteError as exc:
+            notes.append(f"export of paper {model} {fmt} failed: {exc}")
+            _say(f"  FAILED: {exc}")
+            continue
+        _say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def speed_part(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
+    from pinlite_edge.bench.modelstats import params_and_flops
+    from pinlite_edge.bench.timing import measure_interleaved
+    from pinlite_edge.contract import PAPER_CONTRACT
+    from pinlite_edge.runtimes import inspect_artifact, load_runner
+
+    art_dir = args.artifact_dir
+    ckpts = paper_checkpoints(art_dir, args.seed)
+    exports = paper_exports(ckpts, art_dir, not args.no_executorch, args.dynamo, notes)
+    entries = [("teacher torch FP32", ckpts["teacher"]), ("student torch FP32", ckpts["student"]),
+               ("pruned torch FP32", ckpts["pruned"])]
+    labels = {"student:onnx": "student ORT FP32", "student:onnx:dynamo": "student ORT FP32 (dynamo export)",
+              "student:onnx-fp16": "student ORT FP16", "student:onnx-int8": "student ORT INT8",
+              "pruned:onnx": "pruned ORT FP32", "pruned:onnx-int8": "pruned ORT INT8",
+              "student:pte": "student ExecuTorch FP32", "student:pte-int8": "student ExecuTorch INT8"}
+    entries += [(labels[k], p) for k, p in exports.items()]
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in args.batches:
+        frames = rng.standard_normal((batch, *PAPER_CONTRACT.frames_shape())).astype(np.float32)
+        mfcc = rng.standard_normal((batch, *PAPER_CONTRACT.mfcc_shape())).astype(np.float32)
+        runners = [load_runner(p, threads=args.threads) for _, p in entries]
+        active = []
+        try:
+            for r in runners:
+                r.activate()
+                active.append(r)
+            _say(f"timing {len(runners)} paper-preset runners round-robin, batch {batch}: {args.warmup} warm-up + "
+                 f"{args.iters} calls each")
+            timings = measure_interleaved(runners, frames, mfcc, warmup=args.warmup, iters=args.iters)
+        finally:
+            for r in active:
+                r.deactivate()
+        for (label, path), r, t in zip(entries, runners, timings):
+            spec = inspect_artifact(path)
+            cfg = spec.manifest.model_config if spec.manifest else spec.record["model_config"]
+            params, flops = params_and_flops(cfg)
+            rows.append({"model": label, "backend": spec.backend, "precision": spec.precision, "batch": batch,
+                         "artifact": str(path), "artifact_size_bytes": path.stat().st_size, "params": params,
+                         "flops": flops, "heads_per_layer": cfg["heads_per_layer"], **t.to_dict(),
+                         "peak_rss_bytes": r.peak_rss_bytes})
+    return {"threads": args.threads, "rows": rows, "checks": speed_checks(rows)}
+
+
+def speed_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    b1 = {r["model"]: r["per_clip"]["median_ms"] for r in rows if r["batch"] == 1}
+    checks = []
+    t, s = b1.get("teacher torch FP32"), b1.get("student ORT FP32")
+    if t and s:
+        ratio = t / s
+        checks.append({"check": "paper student ORT FP32 batch-1 median >= 20x lower than teacher torch FP32",
+                       "teacher_ms": t, "student_ms": s, "ratio": ratio, "passed": ratio >= 20.0})
+    i8 = b1.get("student ORT INT8")
+    if s and i8:
+        checks.append({"check": "student ORT INT8 faster than student ORT FP32 (batch 1 median)",
+                       "fp32_ms": s, "int8_ms": i8, "speedup": s / i8, "passed": i8 < s})
+    return checks
+
+
+# --- part 2: quickstart accuracy / EPS ---------------------------------------------------------------------------
+def accuracy_part(args: argparse.Namespace, out_dir: Path, notes: list[str]) -> dict[str, Any] | None:
+    from pinlite_edge.bench import BenchConfig, run_bench
+    from pinlite_edge.bench.plots import write_plots
+    from pinlite_edge.bench.workspace import artefacts_in, is_workspace, stage_checkpoint
+
+    ws = args.workspace
+    if not is_workspace(ws):
+        notes.append(f"no quickstart workspace at {ws}: accuracy/EPS part skipped "
+                     "(python -m pinlite_edge.quickstart builds it)")
+        return None
+    compare = [p for p in (stage_checkpoint(ws, s) for s in ("distilled", "pruned")) if p]
+    compare += artefacts_in(ws / "exports")
+    compare = [p for p in compare if p.suffix != ".engine"]  # TensorRT engines need their GPU
+    if not compare:
+        notes.append(f"workspace {ws} has no student checkpoint or export: accuracy part skipped")
+        return None
+    _say(f"accuracy/EPS on the quickstart models: {[p.name for p in compare]}")
+    cfg = BenchConfig(compare=compare, artifacts=ws, limit=args.limit, warmup=args.warmup, iters=args.iters,
+                      threads=args.threads, time_teacher=True, out=out_dir, eval_batch=8)
+    result = run_bench(cfg, progress=_say)
+    data = result.to_dict()
+    write_plots(data, result.attention_samples, out_dir)
+    return data
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [f"# Benchmarks: {doc['slug']}", "",
+             f"- CPU: {m.get('cpu_model')} ({m.get('usable_cores')} usable cores, flags "
+             f"{', '.join(m.get('cpu_flags', [])) or '—'}), {m.get('memory_gb')} GB RAM"
+             + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU"),
+             f"- OS {m.get('os')}, Python {m.get('python')}; " + ", ".join(f"{k} {v}" for k, v in
+                                                                         m.get("versions", {}).items()),
+             f"- Load average at start / end: {doc['load_start']} / {doc['load_end']} — "
+             "this machine is shared with other jobs running at the same time; runners are timed round-robin "
+             "so the competition spreads over all of them, but absolute numbers are noisy.",
+             f"- Started {doc['started']}, took {doc['wall_s']:.0f} s.", ""]
+    speed = doc.get("speed")
+    if speed:
+        lines += [f"## Speed, paper presets (random weights), {speed['threads'] or 'default'} thread(s)", "",
+                  "Host end-to-end latency per clip (ms), medians of round-robin calls.", "",
+                  "| model | batch | size MB | params M | GFLOPs | min | median | p90 | p99 | clips/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in speed["rows"]:
+            c = r["per_clip"]
+            lines.append(f"| {r['model']} | {r['batch']} | {r['artifact_size_bytes'] / 1e6:.2f} | "
+                         f"{r['params'] / 1e6:.3f} | {r['flops'] / 1e9:.3f} | {c['min_ms']:.1f} | "
+                         f"{c['median_ms']:.1f} | {c['p90_ms']:.1f} | {c['p99_ms']:.1f} | "
+                         f"{r['throughput_clips_per_s']:.1f} |")
+        lines += ["", "### Checks", ""]
+        for ch in speed["checks"]:
+            detail = ", ".join(f"{k} {v:.2f}" for k, v in ch.items() if isinstance(v, float))
+            lines.append(f"- {'PASS' if ch['passed'] else 'FAIL'}: {ch['check']} ({detail})")
+    acc = doc.get("accuracy")
+    if acc:
+        from pinlite_edge.bench.report import markdown as bench_md
+
+        body = bench_md(acc, title="x").split("\n", 2)[2]
+        lines += ["", "## Accuracy and EPS, quickstart models (tiny preset, synthetic test split)", "", body]
+    if doc["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", type=Path, default=Path("pinlite-workspace"))
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--artifact-dir", type=Path, default=Path(tempfile.gettempdir()) / "pinlite-bench-paper",
+                   help="where the paper-preset checkpoints/exports are kept between runs")
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batches", type=int, nargs="+", default=[1])
+    p.add_argument("--limit", type=int, default=None, help="clips of the accuracy part (default: whole test split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-executorch", action="store_true")
+    p.add_argument("--dynamo", action="store_true", help="also time an ONNX export made with the dynamo exporter")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-accuracy", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(REPO))
+    from pinlite_edge.bench.machine import describe_machine, machine_slug
+    from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
+
+    t0 = time.time()
+    machine = describe_machine()
+    slug = machine_slug(machine)
+    notes: list[str] = []
+    doc: dict[str, Any] = {"slug": slug, "machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                           "load_start": round(os.getloadavg()[0], 2), "notes": notes,
+                           "settings": {k: str(v) for k, v in vars(args).items()}}
+    if not args.skip_speed:
+        doc["speed"] = speed_part(args, notes)
+    if not args.skip_accuracy:
+        doc["accuracy"] = accuracy_part(args, args.out / slug, notes)
+    doc["load_end"] = round(os.getloadavg()[0], 2)
+    doc["wall_s"] = time.time() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"{slug}.json", doc)
+    atomic_write_text(args.out / f"{slug}.md", markdown(doc))
+    print(markdown(doc))
+    _say(f"wrote {args.out / slug}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

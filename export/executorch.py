@@ -1,0 +1,158 @@
+"""ExecuTorch ``.pte`` export (SPEC §6): XNNPACK delegate, static batch; INT8 through PT2E (XNNPACKQuantizer).
+
+The GRU is rewritten as explicit matmuls first (``rewrite.MatmulGRU``, same weights, parity checked): ``nn.GRU`` is
+unrolled into portable kernels at the edge stage, lowers slowly (minutes when quantized) and breaks INT8 PT2E at
+``to_executorch``; the matmul GRU lowers to XNNPACK in seconds. In INT8 the GRU, the softmax (never annotated by the
+XNNPACK quantizer), the attention matmuls and the plan's other float layers stay float.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from pinlite_edge.errors import BackendUnavailableError, ExportError
+from pinlite_edge.export.api import ExportContext, HandlerOutput
+from pinlite_edge.export.onnx_export import _TupleOutputs, example_inputs, prepare_for_export
+from pinlite_edge.export.plan import EXPORT_ROOT, PrecisionPlan
+from pinlite_edge.utils.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+INSTALL_HINT = "pip install 'pinlite-edge[executorch]' (executorch>=1.0 with its XNNPACK backend)"
+
+
+def _require_executorch() -> None:
+    try:
+        import executorch  # noqa: F401
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError("executorch", f"cannot import executorch: {exc}", INSTALL_HINT) from None
+
+
+def _delegation(edge) -> dict[str, Any]:
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge.exported_program().graph_module)
+    by_op = {k: {"delegated": v.delegated, "non_delegated": v.non_delegated}
+             for k, v in sorted(info.delegation_by_operator.items())}
+    return {"backend": "XnnpackBackend", "delegated_subgraphs": info.num_delegated_subgraphs,
+            "delegated_nodes": info.num_delegated_nodes, "non_delegated_nodes": info.num_non_delegated_nodes,
+            "delegated_ops": sorted(k for k, v in by_op.items() if v["delegated"]),
+            "non_delegated_ops": sorted(k for k, v in by_op.items() if v["non_delegated"]), "by_operator": by_op}
+
+
+def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan, cal) -> torch.nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = torch.export.export(wrapped, example, strict=False).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for entry in plan.float_layers:
+        quantizer.set_module_name(f"{EXPORT_ROOT}.{entry.module}", None)
+    prepared = prepare_pt2e(graph, quantizer)
+    batch = example[0].shape[0]
+    with torch.no_grad():
+        for frames, mfcc in cal.batches(batch):
+            if len(frames) == batch:
+                prepared(torch.from_numpy(frames), torch.from_numpy(mfcc))
+    return convert_pt2e(prepared)
+
+
+def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None = None,
+                 cal=None) -> tuple[bytes, dict[str, Any]]:
+    """torch.export -> (PT2E INT8) -> to_edge_transform_and_lower(XNNPACK) -> .pte bytes, delegation summary."""
+    _require_executorch()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    wrapped = _TupleOutputs(prepare_for_export(model, gru="matmul")).eval()
+    example = tuple(t.contiguous() for t in example_inputs(model, batch))
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            if plan is not None and plan.precision == "int8":
+                import executorch.kernels.quantized  # noqa: F401  (registers the quantized ops)
+
+                wrapped = _quantize_pt2e(wrapped, example, plan, cal)
+            program = torch.export.export(wrapped, example, strict=False)
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            delegation = _delegation(edge)
+            buffer = edge.to_executorch().buffer
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {exc}") from exc
+    return buffer, delegation
+
+
+def run_pte(path, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
+    """Run a .pte with ``executorch.runtime`` (inputs made contiguous: ``execute`` ignores strides)."""
+    _require_executorch()
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    outs = method.execute([torch.from_numpy(np.ascontiguousarray(frames)),
+                           torch.from_numpy(np.ascontiguousarray(mfcc))])
+    return [o.detach().numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs]
+
+
+def _parity(path, model, batch: int) -> dict[str, float]:
+    frames, mfcc = example_inputs(model, batch, seed=1)
+    with torch.no_grad():
+        ref = model(frames, mfcc)
+    outs = run_pte(path, frames.numpy(), mfcc.numpy())
+    return {name: float(np.abs(o - r.numpy()).max()) for name, o, r in zip(ref._fields, outs, ref)}
+
+
+def _write(ctx: ExportContext, buffer: bytes, batch: int) -> dict[str, float]:
+    with atomic_path(ctx.artifact) as tmp:
+        tmp.write_bytes(buffer)
+        import shutil
+
+        probe = ctx.work_dir / "probe.pte"  # executorch.runtime wants a .pte path
+        shutil.copyfile(tmp, probe)
+        parity = _parity(probe, ctx.model, batch)
+    return parity
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("executorch", "torchao"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+def export_pte(ctx: ExportContext) -> HandlerOutput:
+    batch = ctx.options.batch or 1
+    buffer, delegation = lower_to_pte(ctx.model, batch)
+    parity = _write(ctx, buffer, batch)
+    if max(parity.values()) > 1e-3:
+        log.warning(".pte vs torch parity is %s", parity)
+    plan = PrecisionPlan(precision="fp32", notes=["every op FP32; GRU rewritten as matmuls (same weights)"])
+    return HandlerOutput(plan=plan, dynamic_batch=False, max_batch=batch, tool_versions=_versions(),
+                         extra={"delegation": delegation, "gru": "matmul", "torch_parity_max_abs": parity})
+
+
+def export_pte_int8(ctx: ExportContext) -> HandlerOutput:
+    from pinlite_edge.export.onnx_formats import make_plan
+
+    o = ctx.options
+    batch = o.batch or 1
+    plan = make_plan(ctx, "int8", "int8")
+    plan.notes.append("softmax and the attention matmuls are not annotated by XNNPACKQuantizer: they stay float")
+    buffer, delegation = lower_to_pte(ctx.model, batch, plan, ctx.calibration())
+    parity = _write(ctx, buffer, batch)
+    return HandlerOutput(plan=plan, dynamic_batch=False, max_batch=batch, tool_versions=_versions(),
+                         calibration={**ctx.calibration().describe(), "method": "minmax (PT2E observers)"},
+                         extra={"delegation": delegation, "gru": "matmul", "torch_parity_max_abs": parity})

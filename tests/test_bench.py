@@ -1,0 +1,113 @@
+"""The bench CLI on a tiny workspace (random-weight tiny models, a few synthetic clips, a few timed calls)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pinlite_edge.bench.cli import main
+from pinlite_edge.bench.plots import pareto_front
+from pinlite_edge.bench.timing import LatencyStats
+from pinlite_edge.bench.workspace import WorkspaceError, ensure_workspace, resolve_artefacts
+from pinlite_edge.checkpoint import save_checkpoint
+from pinlite_edge.models import create_student, create_teacher
+
+FAST = ["--limit", "4", "--eval-batch", "2", "--warmup", "1", "--iters", "3", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """The quickstart layout (docs/architecture.md) with untrained tiny models."""
+    from pinlite_edge.export import export_model
+
+    ws = tmp_path_factory.mktemp("ws")
+    torch.manual_seed(0)
+    save_checkpoint(ws / "teacher" / "best.safetensors", create_teacher("tiny", pretrained=False), {})
+    distilled = save_checkpoint(ws / "distilled" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    export_model(distilled, "onnx", ws / "exports" / "onnx" / "pinlite-student")
+    return ws
+
+
+def test_latency_stats_and_pareto():
+    s = LatencyStats.from_seconds([0.001 * i for i in range(1, 101)])
+    assert s.n == 100 and s.min_ms == pytest.approx(1.0) and s.median_ms == pytest.approx(50.5)
+    assert s.p90_ms == pytest.approx(90.1) and s.p99_ms == pytest.approx(99.01)
+    assert s.scaled(0.5).median_ms == pytest.approx(25.25)
+    # lower latency and higher accuracy are better: (3, 0.7) is dominated by (2, 0.8)
+    assert pareto_front([(1.0, 0.5), (2.0, 0.8), (3.0, 0.7), (4.0, 0.9)]) == [0, 1, 3]
+
+
+def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, capsys):
+    out = tmp_path / "run1"
+    assert main(["--artifacts", str(workspace), "--out", str(out), "--time-teacher", *FAST]) == 0
+    table = capsys.readouterr().out
+    assert "ort-fp32:pinlite-student.onnx" in table
+    result = json.loads((out / "bench.json").read_text())
+    (row,) = result["rows"]
+    assert row["backend"] == "ort" and row["precision"] == "fp32" and row["preset"] == "tiny"
+    lat = row["latency"]
+    assert lat["batch"] == 1 and lat["per_batch"]["n"] == 3
+    assert 0 < lat["per_clip"]["min_ms"] <= lat["per_clip"]["median_ms"] <= lat["per_clip"]["p99_ms"]
+    assert row["throughput_clips_per_s"] > 0 and row["peak_rss_bytes"] > 0
+    assert row["params"] > 100_000 and row["flops"] > 0 and row["artifact_size_bytes"] > 0
+    assert row["metrics"]["num_samples"] == 4
+    assert -1.0 <= row["eps_vs_teacher"]["eps_mean"] <= 1.0
+    # the artefact is the FP32 export of the distilled checkpoint: its "quantization EPS" is perfect
+    assert row["eps_vs_source"]["eps_mean"] > 0.99 and row["eps_vs_source"]["max_abs_logit_diff"] < 1e-4
+    assert result["teacher"]["latency"]["per_clip"]["median_ms"] > 0
+    assert result["machine"]["cpu_model"] and result["data"]["num_clips"] == 4
+    for name in ("bench.md", "accuracy_vs_latency.png", "eps_vs_latency.png", "attention_maps.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| ort-fp32:pinlite-student.onnx |" in (out / "bench.md").read_text()
+    caches = list((workspace / "cache" / "bench").glob("reference-*.npz"))
+    assert len(caches) == 2  # teacher + distilled source
+
+    # a device that cannot run the teacher uses the supplied cache; the EPS must be the same
+    teacher_sha = result["teacher"]["sha256"]
+    (teacher_cache,) = [c for c in caches if c.name.startswith(f"reference-{teacher_sha[:16]}")]
+    out2 = tmp_path / "run2"
+    artefact = Path(row["artifact"])
+    assert main(["--compare", str(artefact), "--teacher-cache", str(teacher_cache), "--out", str(out2),
+                 "--no-plots", *FAST]) == 0
+    row2 = json.loads((out2 / "bench.json").read_text())["rows"][0]
+    assert row2["eps_vs_teacher"]["eps_mean"] == pytest.approx(row["eps_vs_teacher"]["eps_mean"])
+
+
+def test_teacher_cache_for_other_data_is_refused(workspace, tmp_path, capsys):
+    cache = next((workspace / "cache" / "bench").glob("reference-*.npz"), None)
+    if cache is None:  # the first test did not run (e.g. -k): make one
+        main(["--artifacts", str(workspace), "--out", str(tmp_path / "x"), "--no-plots", *FAST])
+        cache = next((workspace / "cache" / "bench").glob("reference-*.npz"))
+    code = main(["--artifacts", str(workspace), "--teacher-cache", str(cache), "--out", str(tmp_path),
+                 "--no-plots", "--limit", "3", "--iters", "1", "--warmup", "0"])
+    assert code == 2
+    assert "computed on other data" in capsys.readouterr().err
+
+
+def test_compare_ort_fp32_agrees_with_torch_fp32(workspace, tmp_path):
+    ckpt = workspace / "distilled" / "best.safetensors"
+    onnx = resolve_artefacts(workspace, "ort", "fp32")[0]
+    assert main(["--compare", str(ckpt), str(onnx), "--artifacts", str(workspace), "--out", str(tmp_path),
+                 "--no-plots", *FAST]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["backend"] for r in result["rows"]] == ["torch", "ort"]
+    (cmp,) = result["comparison"]
+    assert max(cmp["max_abs_diff"].values()) <= 1e-4
+    assert cmp["label_agreement"] == 1.0
+    np.testing.assert_allclose(result["rows"][0]["metrics"]["accuracy"], result["rows"][1]["metrics"]["accuracy"])
+
+
+def test_missing_artefact_is_a_clear_error(workspace, tmp_path, capsys):
+    assert main(["--runtime", "executorch", "--artifacts", str(workspace), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no executorch fp32 artefact" in err and "exports/pte" in err
+    assert main(["--runtime", "trt", "--precision", "fp32", "--artifacts", str(workspace)]) == 2
+    assert "no fp32 artefact format for runtime 'trt'" in capsys.readouterr().err
+
+
+def test_no_workspace_without_building_is_a_clear_error(tmp_path):
+    with pytest.raises(WorkspaceError, match="not a pinlite workspace"):
+        ensure_workspace(tmp_path / "nothing", build=False)

@@ -1,0 +1,298 @@
+"""Crash safety: a kill at any moment never leaves a broken file in place of a good one.
+
+SIGKILL tests run in a separate worker process (a fresh interpreter, torch limited to one thread so that forking is
+safe): the worker forks a child that writes checkpoints / exports / atomic files in a loop, kills it after a random
+delay, and checks that whatever is at the final path still loads and matches its manifest / record hash. Besides
+the random kills, "worst moment" tests kill the child exactly when the artefact has been replaced and its
+manifest / record has not been written yet.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pinlite_edge.utils import atomic
+from pinlite_edge.utils.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def temp_leftovers(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+# --------------------------------------------------------------------------------------------- atomic.py unit tests
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert temp_leftovers(target.parent) == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_exception_inside_keeps_old_file_and_removes_temp(tmp_path, exc):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"good old artefact")
+    with pytest.raises(type(exc)):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == target.parent and tmp != target
+            tmp.write_bytes(b"half a new art")
+            raise exc
+    assert target.read_bytes() == b"good old artefact"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_exception_inside_without_old_file_creates_nothing(tmp_path):
+    target = tmp_path / "new.json"
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("{")
+            raise ValueError("serialiser failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_that_deletes_or_replaces_the_temp_path(tmp_path):
+    """Some writers (e.g. exporters) unlink the path they are given and create it again."""
+    target = tmp_path / "a.bin"
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        tmp.write_bytes(b"recreated")
+    assert target.read_bytes() == b"recreated"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_json_and_text_roundtrip(tmp_path):
+    import numpy as np
+
+    atomic_write_json(tmp_path / "m.json", {"a": np.arange(3), "p": Path("x/y"), "s": "é"})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": [0, 1, 2], "p": "x/y", "s": "é"}
+    atomic_write_text(tmp_path / "t.txt", "héllo")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo"
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists() and temp_leftovers(tmp_path) == []
+
+
+def test_atomic_write_is_fsynced_before_rename(tmp_path, monkeypatch):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    atomic_write_bytes(tmp_path / "f", b"data")
+    assert events[:2] == ["fsync", "replace"], events
+
+
+def test_new_files_get_normal_permissions(tmp_path):
+    """Artefacts are shared (copied to devices, served by another user): an atomic write must create files with the
+    permissions a plain ``open(path, "w")`` gives (0o666 & ~umask), not mkstemp's private 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --------------------------------------------------------------------------------------------- SIGKILL worker
+WORKER = textwrap.dedent(r'''
+    import json, os, random, signal, sys, time
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from pathlib import Path
+
+    mode, out, trials, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(seed)
+    results = []
+
+    def report(**kw):
+        results.append(kw)
+
+    def fork_loop(body):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                body()
+            except BaseException:
+                import traceback; traceback.print_exc()
+                code = 3
+            os._exit(code)
+        return pid
+
+    def kill(pid, delay):
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        return status
+
+    def suicide(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "atomic":
+        from pinlite_edge.utils.atomic import atomic_write_bytes
+        payloads = [bytes([i]) * (4 << 20) for i in (1, 2)]
+        target = out / "blob.bin"
+        atomic_write_bytes(target, payloads[0])
+        def body():
+            i = 0
+            while True:
+                atomic_write_bytes(target, payloads[i % 2]); i += 1
+        for t in range(trials):
+            kill(fork_loop(body), rng.uniform(0.0, 0.15))
+            data = target.read_bytes()
+            report(trial=t, ok=data in payloads, size=len(data))
+    else:
+        import torch
+        torch.set_num_threads(1)
+        from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+        from pinlite_edge.manifest import read_manifest
+        from pinlite_edge.models import create_student
+        from pinlite_edge.runtimes.artifact import inspect_artifact
+        models = []
+        for s in (0, 1):
+            torch.manual_seed(s)
+            models.append(create_student("tiny").eval())
+
+        def check_checkpoint(path):
+            try:
+                inspect_artifact(path)          # record sha256 == weights
+                load_checkpoint(path)
+                return "ok"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        def check_export(path):
+            try:
+                read_manifest(path, verify=True)
+                import onnx
+                onnx.checker.check_model(onnx.load(str(path)))
+                return "ok"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        if mode.startswith("checkpoint"):
+            best = out / "best.safetensors"
+            save_checkpoint(best, models[0], {"epoch": 0})
+            if mode == "checkpoint-worst-moment":
+                def body():
+                    import pinlite_edge.checkpoint as ck
+                    ck.atomic_write_json = suicide  # killed after the weights were replaced, before the record
+                    save_checkpoint(best, models[1], {"epoch": 1})
+                os.waitpid(fork_loop(body), 0)
+                report(trial=0, ok=check_checkpoint(best))
+            else:
+                def body():
+                    i = 1
+                    while True:
+                        save_checkpoint(best, models[i % 2], {"epoch": i}); i += 1
+                for t in range(trials):
+                    kill(fork_loop(body), rng.uniform(0.0, 0.25))
+                    report(trial=t, ok=check_checkpoint(best))
+        elif mode.startswith("export"):
+            from pinlite_edge.export import export_from_model
+            art = export_from_model(models[0], "onnx", out, name="m").artifact
+            if mode == "export-worst-moment":
+                def body():
+                    import pinlite_edge.export.api as api
+                    api.write_manifest = suicide  # killed after the artefact was replaced, before its manifest
+                    export_from_model(models[1], "onnx", out, name="m", force=True)
+                os.waitpid(fork_loop(body), 0)
+                report(trial=0, ok=check_export(art))
+            else:
+                def body():
+                    i = 1
+                    while True:
+                        export_from_model(models[i % 2], "onnx", out, name="m", force=True); i += 1
+                for t in range(trials):
+                    kill(fork_loop(body), rng.uniform(0.2, 3.0))
+                    report(trial=t, ok=check_export(art))
+    print("RESULTS " + json.dumps(results), flush=True)
+''')
+
+
+def run_worker(tmp_path: Path, mode: str, trials: int, seed: int = 0, timeout: float = 240) -> list[dict]:
+    script = tmp_path / "crash_worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(script), mode, str(out), str(trials), str(seed)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, f"worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+def test_sigkill_during_atomic_writes_leaves_old_or_new(tmp_path):
+    results = run_worker(tmp_path, "atomic", trials=20)
+    assert len(results) == 20 and all(r["ok"] for r in results), results
+
+
+def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
+    results = run_worker(tmp_path, "checkpoint", trials=25, seed=1)
+    bad = [r for r in results if r["ok"] != "ok"]
+    assert len(results) == 25 and not bad, (
+        f"{len(bad)}/25 kills left best.safetensors that does not load / match its record:\n" +
+        "\n".join(r["ok"] for r in bad[:3]))
+
+
+def test_kill_between_checkpoint_weights_and_record_leaves_a_loadable_checkpoint(tmp_path):
+    results = run_worker(tmp_path, "checkpoint-worst-moment", trials=1)
+    assert results[0]["ok"] == "ok", results[0]["ok"]
+
+
+def test_sigkill_during_export_leaves_a_loadable_artefact(tmp_path):
+    results = run_worker(tmp_path, "export", trials=5, seed=2)
+    bad = [r for r in results if r["ok"] != "ok"]
+    assert len(results) == 5 and not bad, "\n".join(r["ok"] for r in bad)
+
+
+def test_kill_between_export_artefact_and_manifest_leaves_a_loadable_artefact(tmp_path):
+    results = run_worker(tmp_path, "export-worst-moment", trials=1)
+    assert results[0]["ok"] == "ok", results[0]["ok"]
+
+
+# --------------------------------------------------------------------------------------------- real training run
+def test_killing_training_keeps_best_checkpoint_loadable(tmp_path):
+    """Train the tiny teacher on a few synthetic clips, SIGKILL it once best.safetensors exists (at a random
+    moment after that), check best loads, resume, kill again, check again."""
+    import random
+
+    from pinlite_edge.runtimes import load_runner
+
+    out = tmp_path / "teacher"
+    cmd = [sys.executable, "-m", "pinlite_edge.training.teacher", "--data", "synthetic", "--preset", "tiny",
+           "--epochs", "200", "--batch-size", "4", "--device", "cpu", "--output", str(out), "--no-progress",
+           "--in-memory", "yes", "--checkpoint-every", "1",
+           "--data-option", "num_train=8", "--data-option", "num_val=4", "--data-option", "num_test=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    rng = random.Random(0)
+    best = out / "best.safetensors"
+    for round_ in range(2):
+        args = cmd + (["--resume"] if round_ else [])
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (best.is_file() and best.with_suffix(".json").is_file()):
+                assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-2000:]}"
+                assert time.monotonic() < deadline, "no best.safetensors after 120 s"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        runner = load_runner(best)  # verifies the record's sha256 against the weights
+        with runner:
+            import numpy as np
+
+            out_ = runner.infer(np.zeros(runner.contract.frames_shape(1), np.float32),
+                                np.zeros(runner.contract.mfcc_shape(1), np.float32))
+        assert np.isfinite(out_["logits"]).all()

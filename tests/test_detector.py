@@ -1,0 +1,135 @@
+"""Detector API and CLI on a synthetic video file and a real GRID clip (tiny untrained model: checks behaviour,
+not accuracy)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pinlite_edge.checkpoint import save_checkpoint
+from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.errors import DecodeError, InputError
+from pinlite_edge.models import create_student
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, Path]:
+    from pinlite_edge.export import export_model
+
+    root = tmp_path_factory.mktemp("det")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(root / "student" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    onnx = export_model(ckpt, "onnx", root / "onnx").artifact
+    return {"ckpt": ckpt, "onnx": onnx}
+
+
+@pytest.fixture(scope="module")
+def synthetic_video(tmp_path_factory):
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
+    clip = write_clip_video(path, seed=3, contract=TINY_CONTRACT, duration_s=2.0, manipulation="audio_shift", shift=3)
+    return path, clip
+
+
+@pytest.fixture(scope="module")
+def detector(model_files):
+    from pinlite_edge import Detector
+
+    det = Detector.load(model_files["onnx"], threads=1)
+    yield det
+    det.close()
+
+
+def _check_result(result, num_frames: int = 16) -> None:
+    n = len(result.windows)
+    assert n >= 1
+    probs = result.fake_prob_per_window
+    assert np.all((probs >= 0) & (probs <= 1))
+    assert result.fake_prob_max == pytest.approx(probs.max()) and result.fake_prob_mean == pytest.approx(probs.mean())
+    assert result.verdict == ("fake" if result.fake_prob >= result.threshold else "real")
+    assert -5 <= result.offset_frames <= 5 and all(-5 <= w.offset_frames <= 5 for w in result.windows)
+    assert result.frame_saliency.shape == (n, num_frames)
+    # attention rows (audio tokens) each sum to 1, so the frame saliencies of a window sum to the token count
+    np.testing.assert_allclose(result.frame_saliency.sum(axis=1), result.attention.shape[1], rtol=1e-4)
+    assert result.frame_times.shape == (n, num_frames)
+    assert np.all(np.diff(result.frame_times, axis=1) > 0)
+
+
+def test_detect_synthetic_video(detector, synthetic_video, tmp_path):
+    path, _ = synthetic_video
+    result = detector.detect(path)
+    _check_result(result)
+    assert len(result.windows) == 4  # 2.0 s: windows at 0, 0.64, 1.28 and one aligned to the end
+    assert [w.start_seconds for w in result.windows][:3] == pytest.approx([0.0, 0.64, 1.28])
+    d = json.loads(result.to_json())
+    assert d["verdict"] in ("real", "fake") and len(d["windows"]) == 4 and "attention" not in d
+    png = result.save_explanation(tmp_path / "explain.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_detect_arrays_matches_file_layout(detector, synthetic_video):
+    _, clip = synthetic_video
+    result = detector.detect_arrays(clip.frames, clip.audio, clip.sample_rate, fps=clip.fps)
+    _check_result(result)
+    assert len(result.windows) == 4
+    assert result.source == "arrays"
+
+
+def test_detect_arrays_rejects_bad_input(detector, synthetic_video):
+    _, clip = synthetic_video
+    with pytest.raises(InputError):
+        detector.detect_arrays(clip.frames.astype(np.float32), clip.audio, clip.sample_rate)
+    with pytest.raises(InputError):
+        detector.detect_arrays(clip.frames, clip.audio[:10], clip.sample_rate)  # far shorter than a window
+    with pytest.raises(DecodeError):
+        detector.detect(Path("/nonexistent/clip.mp4"))
+
+
+def test_threshold_and_aggregate(model_files, synthetic_video):
+    from pinlite_edge import Detector
+
+    path, _ = synthetic_video
+    with Detector.load(model_files["onnx"], threshold=0.0, aggregate="mean", threads=1) as det:
+        r = det.detect(path)
+    assert r.verdict == "fake" and r.fake_prob == r.fake_prob_mean
+    with Detector.load(model_files["onnx"], threshold=1.0, threads=1) as det:
+        assert det.detect(path).verdict == "real"
+    with pytest.raises(ValueError, match="aggregate"):
+        Detector.load(model_files["onnx"], aggregate="median")
+
+
+def test_checkpoint_and_onnx_give_the_same_answer(model_files, detector, synthetic_video):
+    from pinlite_edge import Detector
+
+    path, _ = synthetic_video
+    with Detector.load(model_files["ckpt"], threads=1) as det:
+        a = det.detect(path)
+    b = detector.detect(path)
+    np.testing.assert_allclose(a.fake_prob_per_window, b.fake_prob_per_window, atol=1e-5)
+    assert a.offset_frames == b.offset_frames
+
+
+def test_detect_grid_clip(detector, grid_clips):
+    result = detector.detect(grid_clips[0])
+    _check_result(result)
+    assert len(result.windows) >= 4  # GRID sentences last about 3 s
+
+
+def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
+    from pinlite_edge.detect import main
+
+    path, _ = synthetic_video
+    png = tmp_path / "x.png"
+    assert main([str(path), "--model", str(model_files["onnx"]), "--json", "--explain", str(png),
+                 "--threads", "1"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["verdict"] in ("real", "fake") and len(d["frame_saliency"]) == 4
+    assert png.stat().st_size > 0
+    assert main([str(path), "--model", str(model_files["onnx"])]) == 0
+    assert "P(fake) max" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2
+    assert "cannot decode" in capsys.readouterr().err

@@ -1,0 +1,421 @@
+"""Artefact integrity: manifests are verified at load, foreign artefacts are refused, TensorRT engines are checked
+against the device BEFORE deserialisation, and nothing in the code base unpickles."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pinlite_edge.contract import PAPER_CONTRACT, TINY_CONTRACT
+from pinlite_edge.errors import CheckpointError, ManifestError, PinliteError
+from pinlite_edge.manifest import manifest_path_for, read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random-init tiny student: its checkpoint and its FP32 ONNX export (with manifest)."""
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.export import export_model
+    from pinlite_edge.models import create_student
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("integrity")
+    ckpt = save_checkpoint(root / "ckpt" / "best.safetensors", create_student("tiny").eval(), {"epoch": 0})
+    onnx = export_model(ckpt, "onnx", root / "onnx").artifact
+    return {"checkpoint": ckpt, "onnx": onnx}
+
+
+def copy_artifact(src: Path, dst_dir: Path) -> Path:
+    """Copy an artefact and its manifest (or checkpoint record) into ``dst_dir``."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    shutil.copyfile(src, dst)
+    for side in (manifest_path_for(src), src.with_suffix(".json")):
+        if side.is_file():
+            shutil.copyfile(side, dst_dir / side.name)
+    return dst
+
+
+def edit_manifest(art: Path, **changes: Any) -> None:
+    path = manifest_path_for(art)
+    d = json.loads(path.read_text())
+    for key, value in changes.items():
+        node = d
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(json.dumps(d))
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def loaders() -> dict[str, Any]:
+    from pinlite_edge.detector import Detector
+    from pinlite_edge.runtimes import load_runner
+
+    return {"load_runner": load_runner, "Detector.load": lambda p, **kw: Detector.load(p, face_crop=False, **kw)}
+
+
+# --------------------------------------------------------------------------------------------- sha256
+def test_untouched_artefact_loads_and_runs(exported):
+    from pinlite_edge.runtimes import load_runner
+
+    manifest = read_manifest(exported["onnx"])
+    assert manifest.preset == "tiny" and manifest.contract == TINY_CONTRACT
+    with load_runner(exported["onnx"], expected_preset="tiny", expected_contract=TINY_CONTRACT) as r:
+        out = r.infer(np.zeros(TINY_CONTRACT.frames_shape(1), np.float32),
+                      np.zeros(TINY_CONTRACT.mfcc_shape(1), np.float32))
+    assert out["logits"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
+def test_tampered_artefact_is_refused(exported, tmp_path, loader):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    flip_byte(art)
+    with pytest.raises(ManifestError, match="sha256") as info:
+        loaders()[loader](art)
+    assert art.name in str(info.value)
+
+
+def test_tampered_artefact_same_size_last_byte(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    flip_byte(art, offset=art.stat().st_size - 1)
+    with pytest.raises(ManifestError, match="sha256"):
+        read_manifest(art)
+
+
+def test_manifest_for_another_file_is_refused(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, artifact_sha256="0" * 64)
+    with pytest.raises(ManifestError, match="sha256"):
+        loaders()["load_runner"](art)
+    art2 = copy_artifact(exported["onnx"], tmp_path / "b")
+    edit_manifest(art2, artifact="other.onnx")
+    with pytest.raises(ManifestError, match="other.onnx"):
+        loaders()["load_runner"](art2)
+
+
+def test_missing_or_malformed_manifest_is_refused(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    manifest_path_for(art).unlink()
+    with pytest.raises(ManifestError, match="no manifest"):
+        loaders()["load_runner"](art)
+    manifest_path_for(art).write_text("{not json")
+    with pytest.raises(ManifestError, match="malformed"):
+        loaders()["load_runner"](art)
+    manifest_path_for(art).write_text(json.dumps({"format": "onnx"}))
+    with pytest.raises(ManifestError, match="lacks required fields"):
+        loaders()["load_runner"](art)
+
+
+def test_manifest_with_wrong_field_types_is_a_manifest_error(exported, tmp_path):
+    """A manifest whose fields have the wrong JSON types must give a ManifestError, not a TypeError deep inside."""
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, input_contract=["not", "a", "dict"])
+    with pytest.raises(PinliteError):
+        loaders()["load_runner"](art)
+
+
+def test_verify_false_skips_the_hash_only(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    flip_byte(art, offset=art.stat().st_size - 1)
+    assert read_manifest(art, verify=False).preset == "tiny"
+
+
+def test_tampered_checkpoint_is_refused(exported, tmp_path):
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    flip_byte(ckpt, offset=ckpt.stat().st_size - 3)  # inside the weights, header intact
+    for name, load in loaders().items():
+        with pytest.raises(CheckpointError, match="sha256"):
+            load(ckpt)
+
+
+def test_checkpoint_without_record_is_refused(exported, tmp_path):
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    ckpt.with_suffix(".json").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        loaders()["load_runner"](ckpt)
+
+
+# --------------------------------------------------------------------------------------------- preset / contract
+@pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
+def test_manifest_for_another_preset_is_refused(exported, loader):
+    with pytest.raises(ManifestError, match="preset"):
+        loaders()[loader](exported["onnx"], expected_preset="paper")
+
+
+@pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
+def test_manifest_for_another_contract_is_refused(exported, loader):
+    with pytest.raises(ManifestError, match="input contract"):
+        loaders()[loader](exported["onnx"], expected_contract=PAPER_CONTRACT)
+
+
+def test_checkpoint_for_another_preset_or_contract_is_refused(exported):
+    from pinlite_edge.runtimes import load_runner
+
+    with pytest.raises(ManifestError, match="preset"):
+        load_runner(exported["checkpoint"], expected_preset="paper")
+    with pytest.raises(ManifestError, match="input contract"):
+        load_runner(exported["checkpoint"], expected_contract=PAPER_CONTRACT)
+
+
+def test_manifest_contradicting_its_model_config_is_refused(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, preset="paper")  # model_config still says tiny
+    with pytest.raises(ManifestError, match="contradicts"):
+        loaders()["load_runner"](art)
+
+
+def test_manifest_claiming_another_contract_than_the_onnx_graph_is_refused_at_activation(exported, tmp_path):
+    """The manifest (and its model config) claim 128x128 frames; the ONNX graph takes 64x64."""
+    from pinlite_edge.runtimes import load_runner
+
+    art = copy_artifact(exported["onnx"], tmp_path)
+    paper = PAPER_CONTRACT.to_dict()
+    d = json.loads(manifest_path_for(art).read_text())
+    d["input_contract"] = paper
+    if "contract" in d["model_config"]:
+        d["model_config"]["contract"] = paper
+    manifest_path_for(art).write_text(json.dumps(d))
+    runner = load_runner(art)
+    assert runner.contract == PAPER_CONTRACT
+    with pytest.raises(ManifestError, match="frames"):
+        runner.activate()
+
+
+def test_manifest_runtime_must_match_the_file_type(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, runtime="executorch")
+    with pytest.raises(ManifestError, match="runtime"):
+        loaders()["load_runner"](art)
+    with pytest.raises(ManifestError, match="not a trt"):
+        loaders()["load_runner"](exported["onnx"], backend="trt")
+
+
+def test_manifest_with_other_io_names_is_refused(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, output_names=["logits", "offset_logits"])
+    with pytest.raises(ManifestError, match="I/O names"):
+        loaders()["load_runner"](art)
+
+
+# --------------------------------------------------------------------------------------------- TensorRT target
+ORIN = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"}
+
+
+def test_engine_target_matching_device_passes():
+    from pinlite_edge.runtimes.trt_runner import check_engine_target
+
+    assert check_engine_target(ORIN, trt_version="10.3.0.30", compute_capability="8.7", gpu_name="Orin") == []
+
+
+@pytest.mark.parametrize("device, words", [
+    ({"trt_version": "11.0.0", "compute_capability": "8.7", "gpu_name": "Orin"}, "TensorRT 10.3.0"),
+    ({"trt_version": "10.7.0", "compute_capability": "8.7", "gpu_name": "Orin"}, "TensorRT 10.3.0"),
+    ({"trt_version": "10.3.0", "compute_capability": "8.9", "gpu_name": "NVIDIA L4"}, "compute capability 8.7"),
+    ({"trt_version": "10.3.0", "compute_capability": "11.0", "gpu_name": "Thor"}, "compute capability 8.7"),
+])
+def test_engine_target_mismatch_is_refused(device, words):
+    from pinlite_edge.runtimes.trt_runner import check_engine_target
+
+    with pytest.raises(ManifestError, match=re.escape(words)):
+        check_engine_target(ORIN, source="model.engine", **device)
+
+
+def test_engine_target_same_capability_other_gpu_warns():
+    from pinlite_edge.runtimes.trt_runner import check_engine_target
+
+    warnings = check_engine_target({**ORIN, "compute_capability": [8, 7]}, trt_version="10.3.1",
+                                   compute_capability="8.7", gpu_name="Orin NX")
+    assert len(warnings) == 1 and "Orin NX" in warnings[0]
+
+
+def test_engine_target_version_compatible():
+    from pinlite_edge.runtimes.trt_runner import check_engine_target
+
+    target = {**ORIN, "version_compatible": True}
+    assert check_engine_target(target, trt_version="10.8.0", compute_capability="8.7", gpu_name="Orin") == []
+    with pytest.raises(ManifestError):
+        check_engine_target(target, trt_version="10.2.0", compute_capability="8.7", gpu_name="Orin")
+    with pytest.raises(ManifestError):
+        check_engine_target(target, trt_version="11.0.0", compute_capability="8.7", gpu_name="Orin")
+
+
+@pytest.mark.parametrize("target", [{}, {"compute_capability": "8.7"}, {"tensorrt_version": "10.3.0"}])
+def test_engine_target_incomplete_is_refused(target):
+    from pinlite_edge.runtimes.trt_runner import check_engine_target
+
+    with pytest.raises(ManifestError):
+        check_engine_target(target, trt_version="10.3.0", compute_capability="8.7", gpu_name="Orin")
+
+
+def _fake_engine_artifact(exported: dict[str, Path], tmp_path: Path, target: dict[str, Any]) -> Path:
+    """An ``.engine`` file (random bytes) with a manifest cloned from the ONNX export and the given target."""
+    from pinlite_edge.manifest import Manifest, write_manifest
+
+    engine = tmp_path / "pinlite-student.engine"
+    engine.write_bytes(b"not a real engine" * 64)
+    m = read_manifest(exported["onnx"])
+    m.format, m.runtime, m.precision, m.target = "trt-fp16", "trt", "fp16", target
+    write_manifest(engine, m)
+    return engine
+
+
+@pytest.fixture()
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Stand-ins for ``tensorrt`` 10.3 and cuda-python on an Orin (cc 8.7); records deserialisation attempts."""
+    calls: dict[str, Any] = {"deserialize": 0}
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> None:
+            calls["deserialize"] += 1
+            return None  # a real TensorRT would crash or fail here on a foreign engine
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    trt = types.SimpleNamespace(__version__="10.3.0.30", Runtime=Runtime, Logger=Logger)
+
+    props = types.SimpleNamespace(name=b"Orin\x00", major=8, minor=7)
+    cudart = types.SimpleNamespace(cudaSetDevice=lambda i: (0,), cudaGetDeviceProperties=lambda i: (0, props))
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = cudart  # type: ignore[attr-defined]
+    cuda = types.ModuleType("cuda")
+    cuda.bindings = bindings  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+    return calls
+
+
+@pytest.mark.parametrize("target", [
+    {"tensorrt_version": "11.0.0", "compute_capability": "8.7", "gpu_name": "Orin"},
+    {"tensorrt_version": "10.3.0", "compute_capability": "9.0", "gpu_name": "NVIDIA H100"},
+    {},
+])
+def test_trt_runner_refuses_foreign_engine_before_deserialising(exported, tmp_path, fake_trt, target):
+    from pinlite_edge.runtimes import load_runner
+
+    engine = _fake_engine_artifact(exported, tmp_path, target)
+    runner = load_runner(engine)
+    assert runner.backend == "trt"
+    with pytest.raises(ManifestError):
+        runner.activate()
+    assert fake_trt["deserialize"] == 0, "the engine was handed to TensorRT before its target was checked"
+
+
+def test_trt_runner_matching_engine_reaches_deserialisation(exported, tmp_path, fake_trt):
+    """Control for the test above: with a matching target the check passes and TensorRT is asked to deserialise
+    (the fake returns None, which the runner turns into a ManifestError)."""
+    from pinlite_edge.runtimes import load_runner
+
+    engine = _fake_engine_artifact(exported, tmp_path, dict(ORIN))
+    with pytest.raises(ManifestError, match="could not deserialise"):
+        load_runner(engine).activate()
+    assert fake_trt["deserialize"] == 1
+
+
+def test_trt_runner_without_tensorrt_is_backend_unavailable(exported, tmp_path, monkeypatch):
+    from pinlite_edge.errors import BackendUnavailableError
+    from pinlite_edge.runtimes import load_runner
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
+    engine = _fake_engine_artifact(exported, tmp_path, dict(ORIN))
+    with pytest.raises(BackendUnavailableError, match="trt"):
+        load_runner(engine).activate()
+
+
+# --------------------------------------------------------------------------------------------- no pickle
+SOURCE_DIRS = ("pinlite_edge", "export", "runtimes", "training")
+PICKLE_PATTERNS = {
+    "pickle.load / pickle.loads": re.compile(r"\b(c?pickle|dill|joblib)\.loads?\s*\("),
+    "np.load(..., allow_pickle=True)": re.compile(r"allow_pickle\s*=\s*True"),
+    "torch.load without weights_only=True": None,  # checked call by call below
+    "pandas.read_pickle": re.compile(r"read_pickle\s*\("),
+}
+
+
+def _python_sources() -> list[Path]:
+    files = [p for d in SOURCE_DIRS for p in sorted((REPO / d).rglob("*.py"))]
+    assert len(files) > 20, "source tree not found"
+    return files
+
+
+def _call_args(text: str, start: int) -> str:
+    """The text of a call's parenthesised arguments starting at ``text[start] == '('``."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += text[i] == "("
+        depth -= text[i] == ")"
+        if depth == 0:
+            return text[start:i + 1]
+    return text[start:]
+
+
+def test_no_pickle_loading_anywhere():
+    offences = []
+    for path in _python_sources():
+        text = path.read_text()
+        rel = path.relative_to(REPO)
+        for what, pattern in PICKLE_PATTERNS.items():
+            if pattern is not None:
+                for m in pattern.finditer(text):
+                    offences.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: {what}")
+        for m in re.finditer(r"\btorch\.load\s*\(", text):
+            args = _call_args(text, m.end() - 1)
+            if not re.search(r"weights_only\s*=\s*True", args):
+                offences.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: torch.load without "
+                                f"weights_only=True: {args[:80]}")
+        for m in re.finditer(r"\bnp\.load\s*\(|\bnumpy\.load\s*\(", text):
+            args = _call_args(text, m.end() - 1)
+            if "allow_pickle" in args and not re.search(r"allow_pickle\s*=\s*False", args):
+                offences.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: np.load with allow_pickle: {args}")
+        if re.search(r"^\s*(import pickle|from pickle import|import cPickle|import dill)", text, re.M):
+            if re.search(r"pickle\.(load|Unpickler)|Unpickler\(", text):
+                offences.append(f"{rel}: imports pickle and unpickles")
+    assert not offences, "pickle loading found:\n" + "\n".join(offences)
+
+
+def test_the_pickle_check_catches_offences():
+    """The scanner above must not be vacuous."""
+    bad = ["x = torch.load(path)", "x = torch.load(\n  path, map_location='cpu')", "pickle.load(fh)",
+           "np.load(f, allow_pickle=True)"]
+    good = ["x = torch.load(path, weights_only=True)", "torch.load(p,\n map_location='cpu', weights_only=True)"]
+    for src in bad + good:
+        hits = [w for w, pat in PICKLE_PATTERNS.items() if pat is not None and pat.search(src)]
+        for m in re.finditer(r"\btorch\.load\s*\(", src):
+            if not re.search(r"weights_only\s*=\s*True", _call_args(src, m.end() - 1)):
+                hits.append("torch.load")
+        assert bool(hits) == (src in bad), src
+
+
+def test_torch_load_is_not_used_on_untrusted_files_at_all():
+    """Stronger than the rule: loading paths use safetensors; list any torch.load for review."""
+    uses = [f"{p.relative_to(REPO)}" for p in _python_sources() if re.search(r"\btorch\.load\s*\(", p.read_text())]
+    for rel in uses:  # every use must be weights_only (checked above); they must also not be in runtimes/
+        assert not rel.startswith("runtimes/"), f"{rel}: runners load safetensors / manifests, never torch.load"

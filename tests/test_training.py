@@ -1,0 +1,182 @@
+"""Training package: losses, resumable state, data order, teacher/distill/prune on a few synthetic clips."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pinlite_edge.checkpoint import load_checkpoint, read_record
+from pinlite_edge.contract import OFFSET_IGNORE_INDEX
+from pinlite_edge.errors import PinliteError
+from pinlite_edge.models import ModelOutput, count_parameters, create_student
+from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
+from pinlite_edge.training.data import EpochSampler
+from pinlite_edge.training.distill import distill
+from pinlite_edge.training.losses import DistillWeights, distillation_loss, kd_kl, offset_loss, soft_targets
+from pinlite_edge.training.prune import least_important_head, planned_steps, prune
+from pinlite_edge.training.state import load_training_state, rng_state, save_training_state, set_rng_state
+from pinlite_edge.training.teacher import train_teacher
+
+TINY_DATA = {"num_train": 8, "num_val": 4, "num_test": 4}
+
+
+def tiny_kwargs(out: Path, **extra) -> dict:
+    return dict(data="synthetic", preset="tiny", epochs=1, batch_size=4, device="cpu", output=str(out),
+                data_options=dict(TINY_DATA), progress=False, checkpoint_every=1, in_memory="yes", **extra)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    return train_teacher(TeacherConfig(**tiny_kwargs(out), lr=1e-3)).best_path
+
+
+# --- losses -------------------------------------------------------------------------------------------------------
+def test_kd_term_is_not_identically_zero_and_has_gradient():
+    student = torch.tensor([[2.0, -1.0], [0.5, 0.3]], requires_grad=True)
+    teacher = torch.tensor([[-1.0, 1.5], [0.0, 2.0]])
+    kd = kd_kl(student, soft_targets(teacher, 2.0), 2.0)
+    assert kd.item() > 1e-3
+    kd.backward()
+    assert student.grad.abs().sum() > 0
+    # equal distributions: KL is zero
+    assert kd_kl(teacher, soft_targets(teacher, 2.0), 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    # one logit (the public reference's mistake) is refused rather than silently giving 0
+    with pytest.raises(ValueError):
+        kd_kl(torch.zeros(2, 1), torch.ones(2, 1), 2.0)
+
+
+def test_ensemble_soft_targets_average_probabilities_not_logits():
+    t = torch.tensor([[[4.0, 0.0]], [[0.0, 0.0]]])  # (K=2, B=1, 2)
+    probs = soft_targets(t, 1.0)
+    expected = (torch.softmax(t[0], -1) + torch.softmax(t[1], -1)) / 2
+    assert torch.allclose(probs, expected)
+    assert not torch.allclose(probs, torch.softmax(t.mean(0), -1))
+
+
+def test_offset_loss_ignores_undefined_offsets():
+    logits = torch.randn(3, 11, requires_grad=True)
+    target = torch.tensor([3, OFFSET_IGNORE_INDEX, OFFSET_IGNORE_INDEX])
+    ref = torch.nn.functional.cross_entropy(logits[:1], target[:1])
+    assert offset_loss(logits, target).item() == pytest.approx(ref.item())
+    none = offset_loss(logits, torch.full((3,), OFFSET_IGNORE_INDEX))
+    assert none.item() == 0.0
+    none.backward()  # still differentiable
+
+
+def test_distillation_loss_components_and_weights():
+    g = torch.Generator().manual_seed(0)
+    out = ModelOutput(torch.randn(4, 2, generator=g), torch.randn(4, 11, generator=g),
+                      torch.softmax(torch.randn(4, 16, 16, generator=g), -1))
+    label = torch.tensor([0, 1, 1, 0])
+    off = torch.tensor([5, 2, OFFSET_IGNORE_INDEX, 5])
+    t_logits = torch.randn(2, 4, 2, generator=g)
+    t_attn = torch.softmax(torch.randn(4, 16, 16, generator=g), -1)
+    w = DistillWeights(alpha=0.3, beta=5.0, temperature=2.0, offset_weight=0.5)
+    total, parts = distillation_loss(out, label, off, t_logits, t_attn, w)
+    assert parts["kd"] > 0 and parts["attn"] > 0
+    expected = 0.3 * parts["ce"] + 0.7 * parts["kd"] + 5.0 * parts["attn"] + 0.5 * parts["offset"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# --- state / data order ---------------------------------------------------------------------------------------------
+def test_training_state_roundtrip_without_pickle(tmp_path):
+    model = create_student("tiny", pretrained=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13)).logits.sum().backward()
+    opt.step()
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    path = save_training_state(tmp_path / "s.safetensors", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                            "rng": rng_state()}, {"epoch": 3, "history": [{"a": 1}]})
+    expected = (torch.rand(3), np.random.rand(2), random.random())
+    parts, meta = load_training_state(path)
+    assert meta == {"epoch": 3, "history": [{"a": 1}]}
+    opt2 = torch.optim.AdamW(create_student("tiny", pretrained=False).parameters(), lr=1e-3)
+    opt2.load_state_dict(parts["optimizer"])
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"][0]["betas"] == tuple(s2["param_groups"][0]["betas"])
+    for k in s1["state"]:
+        assert torch.equal(s1["state"][k]["exp_avg"], s2["state"][k]["exp_avg"])
+    set_rng_state(parts["rng"])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(2), expected[1])
+    assert random.random() == expected[2]
+    assert b"pickle" not in path.read_bytes()[:200]
+
+
+def test_epoch_sampler_is_deterministic_resumable_and_shards():
+    a = EpochSampler(20, seed=1, epoch=0).order()
+    assert a == EpochSampler(20, seed=1, epoch=0).order()
+    assert a != EpochSampler(20, seed=1, epoch=1).order()
+    assert list(EpochSampler(20, seed=1, epoch=0, start=8)) == a[8:]
+    r0 = EpochSampler(21, 1, 0, rank=0, world_size=2).order()
+    r1 = EpochSampler(21, 1, 0, rank=1, world_size=2).order()
+    assert len(r0) == len(r1) == 10 and not set(r0) & set(r1)
+
+
+# --- pruning helpers ----------------------------------------------------------------------------------------------
+def test_planned_steps_and_least_important_head():
+    assert planned_steps((4, 4), 2, None) == 2
+    assert planned_steps((4, 4), 2, 5) == 3
+    with pytest.raises(PinliteError):
+        planned_steps((4, 4), 2, 1)
+    with pytest.raises(PinliteError):
+        planned_steps((4, 4), 0, None)
+    model = create_student("tiny", pretrained=False)
+    with torch.no_grad():
+        model.blocks[1].attn.q_proj.weight[2 * 8:3 * 8] = 0.0  # head 2 of layer 1 (head_dim 8) becomes the weakest
+    assert least_important_head(model)[:2] == (1, 2)
+
+
+# --- end to end -----------------------------------------------------------------------------------------------------
+def test_teacher_checkpoint_record(teacher_ckpt):
+    rec = read_record(teacher_ckpt)
+    assert rec["complete"] is True and rec["stage"] == "teacher"
+    assert len(rec["history"]) == 1 and "val_accuracy" in rec["history"][0]
+    assert set(rec["dataset_fingerprint"]) == {"train", "val"}
+    assert rec["package_version"] and rec["config"]["seed"] == 0
+    model, _ = load_checkpoint(teacher_ckpt)
+    assert model.config.kind == "teacher"
+    assert (teacher_ckpt.parent / "last.state.safetensors").is_file()
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    runs = [train_teacher(TeacherConfig(**tiny_kwargs(tmp_path / f"r{i}"), lr=1e-3)) for i in range(2)]
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+    assert json.dumps(runs[0].best_metrics) == json.dumps(runs[1].best_metrics)  # NaN-safe (AUC of one class)
+    w0, w1 = (load_checkpoint(r.best_path)[0].state_dict() for r in runs)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(teacher_ckpt):
+    with pytest.raises(PinliteError, match="--resume"):
+        train_teacher(TeacherConfig(**tiny_kwargs(teacher_ckpt.parent)))
+
+
+def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt):
+    cache = tmp_path / "cache"
+    cfg = DistillConfig(**tiny_kwargs(tmp_path / "student"), teachers=[str(teacher_ckpt), str(teacher_ckpt)],
+                        cache_dir=str(cache))
+    res = distill(cfg)
+    rec = read_record(res.best_path)
+    assert rec["complete"] and len(rec["teachers"]) == 2 and rec["distillation"]["alpha"] == 0.5
+    assert "val_eps" in rec["history"][0] and -1.0 <= rec["history"][0]["val_eps"] <= 1.0
+    assert len(list(cache.glob("teacher-*.safetensors"))) == 2  # train + val outputs of the (one) teacher
+
+    source, _ = load_checkpoint(res.best_path)
+    pres = prune(PruneConfig(**tiny_kwargs(tmp_path / "pruned"), student=str(res.best_path),
+                             teachers=[str(teacher_ckpt)], cache_dir=str(cache), prune_steps=2))
+    pruned, prec = load_checkpoint(pres.best_path)
+    assert sum(pruned.config.heads_per_layer) == sum(source.config.heads_per_layer) - 2
+    assert count_parameters(pruned) < count_parameters(source)
+    assert [s["step"] for s in prec["prune_steps"]] == [0, 1, 2]
+    assert all("val_eps" in s and "val_accuracy" in s for s in prec["prune_steps"])
+    out = pruned(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13))
+    assert out.logits.shape == (2, 2) and out.attention.shape == (2, 16, 16)
+    json.dumps(prec)  # the record is plain JSON
