@@ -219,6 +219,16 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _previous(path: Path) -> dict[str, Any]:
+    """The last results of this machine, so that a run of one part keeps the other part."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", type=Path, default=Path("pinlite-workspace"))
@@ -248,10 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"slug": slug, "machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                            "load_start": round(os.getloadavg()[0], 2), "notes": notes,
                            "settings": {k: str(v) for k, v in vars(args).items()}}
+    previous = _previous(args.out / f"{slug}.json")
     if not args.skip_speed:
         doc["speed"] = speed_part(args, notes)
+    elif previous.get("speed"):
+        doc["speed"] = previous["speed"]
+        notes.append(f"speed part carried over from the run started {previous.get('started')} (load average "
+                     f"{previous.get('load_start')} / {previous.get('load_end')})")
     if not args.skip_accuracy:
         doc["accuracy"] = accuracy_part(args, args.out / slug, notes)
+    elif previous.get("accuracy"):
+        doc["accuracy"] = previous["accuracy"]
+        notes.append(f"accuracy part carried over from the run started {previous.get('started')}")
     doc["load_end"] = round(os.getloadavg()[0], 2)
     doc["wall_s"] = time.time() - t0
     args.out.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,12 @@ def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan
 
     graph = torch.export.export(wrapped, example, strict=False).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    # set_module_name(name, None) asserts in executorch 1.5, but the annotator supports a None entry (it skips the
+    # module and keeps it out of the global config): write the documented mapping directly.
+    if not isinstance(getattr(quantizer, "module_name_config", None), dict):
+        raise ExportError("this executorch XNNPACKQuantizer has no module_name_config; cannot keep layers float")
     for entry in plan.float_layers:
-        quantizer.set_module_name(f"{EXPORT_ROOT}.{entry.module}", None)
+        quantizer.module_name_config[f"{EXPORT_ROOT}.{entry.module}"] = None
     prepared = prepare_pt2e(graph, quantizer)
     batch = example[0].shape[0]
     with torch.no_grad():

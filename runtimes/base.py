@@ -152,7 +152,10 @@ class BaseRunner(ABC):
     # --- metadata -----------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.precision}:{self.artifact.name}"
+        # checkpoints are all called best.safetensors: name them by their stage folder (distilled/, pruned/)
+        shown = f"{self.artifact.parent.name}/{self.artifact.name}" if self.artifact.suffix == ".safetensors" \
+            else self.artifact.name
+        return f"{self.backend}-{self.precision}:{shown}"
 
     @property
     def info(self) -> RunnerInfo:

@@ -111,3 +111,20 @@ def test_missing_artefact_is_a_clear_error(workspace, tmp_path, capsys):
 def test_no_workspace_without_building_is_a_clear_error(tmp_path):
     with pytest.raises(WorkspaceError, match="not a pinlite workspace"):
         ensure_workspace(tmp_path / "nothing", build=False)
+
+
+def test_run_benchmarks_checks_report_the_measured_truth():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmarks.py"
+    spec = importlib.util.spec_from_file_location("run_benchmarks", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(model, ms):
+        return {"model": model, "batch": 1, "per_clip": {"median_ms": ms}}
+
+    checks = mod.speed_checks([row("teacher torch FP32", 500.0), row("student ORT FP32", 20.0),
+                               row("student ORT INT8", 30.0)])
+    assert [c["passed"] for c in checks] == [True, False]
+    assert checks[0]["ratio"] == pytest.approx(25.0) and checks[1]["speedup"] == pytest.approx(20 / 30)

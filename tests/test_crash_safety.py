@@ -108,12 +108,13 @@ WORKER = textwrap.dedent(r'''
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pathlib import Path
 
-    mode, out, trials, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    modes, root, seed = sys.argv[1].split(","), Path(sys.argv[2]), int(sys.argv[3])
     rng = random.Random(seed)
-    results = []
+    results = {}
+    TRIALS = {"atomic": 20, "checkpoint": 25, "export": 5}
 
     def report(**kw):
-        results.append(kw)
+        results.setdefault(mode, []).append(kw)
 
     def fork_loop(body):
         pid = os.fork()
@@ -136,127 +137,137 @@ WORKER = textwrap.dedent(r'''
     def suicide(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if mode == "atomic":
-        from pinlite_edge.utils.atomic import atomic_write_bytes
-        payloads = [bytes([i]) * (4 << 20) for i in (1, 2)]
-        target = out / "blob.bin"
-        atomic_write_bytes(target, payloads[0])
-        def body():
-            i = 0
-            while True:
-                atomic_write_bytes(target, payloads[i % 2]); i += 1
-        for t in range(trials):
-            kill(fork_loop(body), rng.uniform(0.0, 0.15))
-            data = target.read_bytes()
-            report(trial=t, ok=data in payloads, size=len(data))
-    else:
-        import torch
-        torch.set_num_threads(1)
-        from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
-        from pinlite_edge.manifest import read_manifest
-        from pinlite_edge.models import create_student
-        from pinlite_edge.runtimes.artifact import inspect_artifact
-        models = []
-        for s in (0, 1):
-            torch.manual_seed(s)
-            models.append(create_student("tiny").eval())
+    for mode in modes:
+        out = root / mode
+        out.mkdir()
+        trials = TRIALS.get(mode, 1)
+        if mode == "atomic":
+            from pinlite_edge.utils.atomic import atomic_write_bytes
+            payloads = [bytes([i]) * (4 << 20) for i in (1, 2)]
+            target = out / "blob.bin"
+            atomic_write_bytes(target, payloads[0])
+            def body():
+                i = 0
+                while True:
+                    atomic_write_bytes(target, payloads[i % 2]); i += 1
+            for t in range(trials):
+                kill(fork_loop(body), rng.uniform(0.0, 0.15))
+                data = target.read_bytes()
+                report(trial=t, ok=data in payloads, size=len(data))
+        else:
+            import torch
+            torch.set_num_threads(1)
+            from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+            from pinlite_edge.manifest import read_manifest
+            from pinlite_edge.models import create_student
+            from pinlite_edge.runtimes.artifact import inspect_artifact
+            models = []
+            for s in (0, 1):
+                torch.manual_seed(s)
+                models.append(create_student("tiny").eval())
 
-        def check_checkpoint(path):
-            try:
-                inspect_artifact(path)          # record sha256 == weights
-                load_checkpoint(path)
-                return "ok"
-            except Exception as exc:
-                return f"{type(exc).__name__}: {exc}"
+            def check_checkpoint(path):
+                try:
+                    inspect_artifact(path)          # record sha256 == weights
+                    load_checkpoint(path)
+                    return "ok"
+                except Exception as exc:
+                    return f"{type(exc).__name__}: {exc}"
 
-        def check_export(path):
-            try:
-                read_manifest(path, verify=True)
-                import onnx
-                onnx.checker.check_model(onnx.load(str(path)))
-                return "ok"
-            except Exception as exc:
-                return f"{type(exc).__name__}: {exc}"
+            def check_export(path):
+                try:
+                    read_manifest(path, verify=True)
+                    import onnx
+                    onnx.checker.check_model(onnx.load(str(path)))
+                    return "ok"
+                except Exception as exc:
+                    return f"{type(exc).__name__}: {exc}"
 
-        if mode.startswith("checkpoint"):
-            best = out / "best.safetensors"
-            save_checkpoint(best, models[0], {"epoch": 0})
-            if mode == "checkpoint-worst-moment":
-                def body():
-                    import pinlite_edge.checkpoint as ck
-                    ck.atomic_write_json = suicide  # killed after the weights were replaced, before the record
-                    save_checkpoint(best, models[1], {"epoch": 1})
-                os.waitpid(fork_loop(body), 0)
-                report(trial=0, ok=check_checkpoint(best))
-            else:
-                def body():
-                    i = 1
-                    while True:
-                        save_checkpoint(best, models[i % 2], {"epoch": i}); i += 1
-                for t in range(trials):
-                    kill(fork_loop(body), rng.uniform(0.0, 0.25))
-                    report(trial=t, ok=check_checkpoint(best))
-        elif mode.startswith("export"):
-            from pinlite_edge.export import export_from_model
-            art = export_from_model(models[0], "onnx", out, name="m").artifact
-            if mode == "export-worst-moment":
-                def body():
-                    import pinlite_edge.export.api as api
-                    api.write_manifest = suicide  # killed after the artefact was replaced, before its manifest
-                    export_from_model(models[1], "onnx", out, name="m", force=True)
-                os.waitpid(fork_loop(body), 0)
-                report(trial=0, ok=check_export(art))
-            else:
-                def body():
-                    i = 1
-                    while True:
-                        export_from_model(models[i % 2], "onnx", out, name="m", force=True); i += 1
-                for t in range(trials):
-                    kill(fork_loop(body), rng.uniform(0.2, 3.0))
-                    report(trial=t, ok=check_export(art))
+            if mode.startswith("checkpoint"):
+                best = out / "best.safetensors"
+                save_checkpoint(best, models[0], {"epoch": 0})
+                if mode == "checkpoint-worst-moment":
+                    def body():
+                        import pinlite_edge.checkpoint as ck
+                        ck.atomic_write_json = suicide  # killed after the weights were replaced, before the record
+                        save_checkpoint(best, models[1], {"epoch": 1})
+                    os.waitpid(fork_loop(body), 0)
+                    report(trial=0, ok=check_checkpoint(best))
+                else:
+                    def body():
+                        i = 1
+                        while True:
+                            save_checkpoint(best, models[i % 2], {"epoch": i}); i += 1
+                    for t in range(trials):
+                        kill(fork_loop(body), rng.uniform(0.0, 0.25))
+                        report(trial=t, ok=check_checkpoint(best))
+            elif mode.startswith("export"):
+                from pinlite_edge.export import export_from_model
+                art = export_from_model(models[0], "onnx", out, name="m").artifact
+                if mode == "export-worst-moment":
+                    def body():
+                        import pinlite_edge.export.api as api
+                        api.write_manifest = suicide  # killed after the artefact was replaced, before its manifest
+                        export_from_model(models[1], "onnx", out, name="m", force=True)
+                    os.waitpid(fork_loop(body), 0)
+                    report(trial=0, ok=check_export(art))
+                else:
+                    def body():
+                        i = 1
+                        while True:
+                            export_from_model(models[i % 2], "onnx", out, name="m", force=True); i += 1
+                    for t in range(trials):
+                        kill(fork_loop(body), rng.uniform(0.2, 3.0))
+                        report(trial=t, ok=check_export(art))
     print("RESULTS " + json.dumps(results), flush=True)
 ''')
 
 
-def run_worker(tmp_path: Path, mode: str, trials: int, seed: int = 0, timeout: float = 240) -> list[dict]:
-    script = tmp_path / "crash_worker.py"
+def run_worker(root: Path, modes: list[str], seed: int = 0, timeout: float = 400) -> dict[str, list[dict]]:
+    """Run the worker once for several modes (one interpreter start, one torch import)."""
+    root.mkdir(parents=True, exist_ok=True)
+    script = root / "crash_worker.py"
     script.write_text(WORKER)
-    out = tmp_path / "out"
-    out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script), mode, str(out), str(trials), str(seed)], env=env,
+    proc = subprocess.run([sys.executable, str(script), ",".join(modes), str(root), str(seed)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
     assert proc.returncode == 0 and lines, f"worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULTS "):])
 
 
+@pytest.fixture(scope="module")
+def kill_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    modes = ["checkpoint", "checkpoint-worst-moment", "export", "export-worst-moment"]
+    return run_worker(tmp_path_factory.mktemp("kills"), modes, seed=1)
+
+
 def test_sigkill_during_atomic_writes_leaves_old_or_new(tmp_path):
-    results = run_worker(tmp_path, "atomic", trials=20)
+    results = run_worker(tmp_path, ["atomic"])["atomic"]
     assert len(results) == 20 and all(r["ok"] for r in results), results
 
 
-def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
-    results = run_worker(tmp_path, "checkpoint", trials=25, seed=1)
+def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(kill_results):
+    results = kill_results["checkpoint"]
     bad = [r for r in results if r["ok"] != "ok"]
     assert len(results) == 25 and not bad, (
         f"{len(bad)}/25 kills left best.safetensors that does not load / match its record:\n" +
         "\n".join(r["ok"] for r in bad[:3]))
 
 
-def test_kill_between_checkpoint_weights_and_record_leaves_a_loadable_checkpoint(tmp_path):
-    results = run_worker(tmp_path, "checkpoint-worst-moment", trials=1)
+def test_kill_between_checkpoint_weights_and_record_leaves_a_loadable_checkpoint(kill_results):
+    results = kill_results["checkpoint-worst-moment"]
     assert results[0]["ok"] == "ok", results[0]["ok"]
 
 
-def test_sigkill_during_export_leaves_a_loadable_artefact(tmp_path):
-    results = run_worker(tmp_path, "export", trials=5, seed=2)
+def test_sigkill_during_export_leaves_a_loadable_artefact(kill_results):
+    results = kill_results["export"]
     bad = [r for r in results if r["ok"] != "ok"]
     assert len(results) == 5 and not bad, "\n".join(r["ok"] for r in bad)
 
 
-def test_kill_between_export_artefact_and_manifest_leaves_a_loadable_artefact(tmp_path):
-    results = run_worker(tmp_path, "export-worst-moment", trials=1)
+def test_kill_between_export_artefact_and_manifest_leaves_a_loadable_artefact(kill_results):
+    results = kill_results["export-worst-moment"]
     assert results[0]["ok"] == "ok", results[0]["ok"]
 
 

@@ -90,8 +90,14 @@ class BenchResult:
 
 
 def _device_for(backend: str, device: str | None) -> str:
+    """``--device`` per backend: TensorRT engines always run on CUDA, ExecuTorch on the CPU, and ORT's
+    ``tensorrt`` provider means ``cuda`` for the torch references."""
     if backend == "trt":
         return device if device and device.startswith("cuda") else "cuda"
+    if backend == "executorch":
+        return "cpu"
+    if backend == "torch" and device == "tensorrt":
+        return "cuda"
     return device or "cpu"
 
 

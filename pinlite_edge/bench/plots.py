@@ -54,13 +54,15 @@ def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
     for name, x, y in pts:
         ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front = pareto_front([(x, y) for _, x, y in pts])
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", label="Pareto front", zorder=2)
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", marker="o", mfc="none", ms=11,
+            label="Pareto front", zorder=2)
     ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.15)
     ax.set_xlabel("median latency per clip (ms, log scale)")
     ax.set_ylabel("accuracy" if metric == "accuracy" else "EPS vs FP32 teacher")
     ax.set_title(f"{'Accuracy' if metric == 'accuracy' else 'EPS'} vs latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

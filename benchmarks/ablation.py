@@ -1,0 +1,133 @@
+"""Re-run the paper's Table 3 distillation ablation on the synthetic set with the tiny preset.
+
+    python benchmarks/ablation.py [--workdir runs/ablation] [--teacher CKPT] [--epochs 6] [--num-train 600]
+
+Grid (α, β) ∈ {(0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3)}, T = 2.0, one teacher shared by every run (trained
+here unless ``--teacher`` is given), the same seed, data and schedule for every student. Reports test-split accuracy
+and EPS against the teacher in ``benchmarks/results/ablation.md`` and ``.json`` with the machine and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pinlite_edge.checkpoint import load_checkpoint  # noqa: E402
+from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
+from pinlite_edge.training.config import DistillConfig, TeacherConfig, TrainConfig  # noqa: E402
+from pinlite_edge.training.context import load_data  # noqa: E402
+from pinlite_edge.training.data import make_loader  # noqa: E402
+from pinlite_edge.training.distill import distill  # noqa: E402
+from pinlite_edge.training.engine import is_complete  # noqa: E402
+from pinlite_edge.training.evaluate import evaluate  # noqa: E402
+from pinlite_edge.training.teacher import train_teacher  # noqa: E402
+from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+
+GRID = ((0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3))
+PAPER = {(0.3, 0.3): (0.9710, 0.55), (0.5, 0.3): (0.9726, 0.52), (0.5, 5.0): (0.9753, 0.60), (0.7, 0.3): (0.9685, 0.48)}
+log = logging.getLogger("ablation")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "os": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default="runs/ablation")
+    p.add_argument("--teacher", help="reuse this teacher checkpoint instead of training one")
+    p.add_argument("--epochs", type=int, default=6, help="distillation epochs per grid point")
+    p.add_argument("--teacher-epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--num-train", type=int, default=600)
+    p.add_argument("--num-val", type=int, default=120)
+    p.add_argument("--num-test", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    t_start = time.perf_counter()
+    work = Path(args.workdir)
+    opts = {"num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test}
+    common = dict(data="synthetic", preset="tiny", batch_size=16, seed=args.seed, device="cpu", data_options=opts,
+                  progress=False, in_memory="yes", cache_dir=str(work / "cache"))
+    teacher = Path(args.teacher) if args.teacher else work / "teacher" / "best.safetensors"
+    if not args.teacher and not is_complete(teacher.parent):
+        train_teacher(TeacherConfig(**common, epochs=args.teacher_epochs, lr=args.lr, output=str(teacher.parent),
+                                    resume=teacher.parent.exists()))
+    test = load_data(TrainConfig(**common), TINY_CONTRACT, "test", progress=False)
+    loader = make_loader(test, 32)
+    device = torch.device("cpu")
+    t_model, _ = load_checkpoint(teacher)
+    t_res = evaluate(t_model, loader, device)
+    rows = []
+    for alpha, beta in GRID:
+        out = work / f"a{alpha}_b{beta}"
+        t0 = time.perf_counter()
+        if not is_complete(out):
+            distill(DistillConfig(**common, epochs=args.epochs, lr=args.lr, output=str(out), resume=out.exists(),
+                                  teachers=[str(teacher)], alpha=alpha, beta=beta, temperature=2.0))
+        model, _ = load_checkpoint(out / "best.safetensors")
+        m = evaluate(model, loader, device, reference_attention=t_res.attention).metrics
+        rows.append({"alpha": alpha, "beta": beta, "accuracy": m["accuracy"], "f1": m["f1"], "auc": m["auc"],
+                     "eps": m["eps"], "eps_std": m["eps_std"], "paper_accuracy": PAPER[(alpha, beta)][0],
+                     "paper_eps": PAPER[(alpha, beta)][1], "seconds": round(time.perf_counter() - t0, 1)})
+        log.info("alpha %.1f beta %.1f: accuracy %.4f EPS %.3f", alpha, beta, m["accuracy"], m["eps"])
+    command = "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = {"command": command.strip(), "machine": machine(), "dataset": {"spec": "synthetic", **opts},
+              "preset": "tiny", "distill_epochs": args.epochs, "lr": args.lr, "temperature": 2.0, "seed": args.seed,
+              "teacher": {"path": str(teacher), "test_accuracy": t_res.metrics["accuracy"]},
+              "wall_seconds": round(time.perf_counter() - t_start, 1), "rows": rows}
+    results = Path(args.results)
+    atomic_write_json(results / "ablation.json", report)
+    atomic_write_text(results / "ablation.md", render_markdown(report))
+    print(render_markdown(report))
+    return 0
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# Distillation ablation (paper Table 3) on synthetic data, tiny preset", "",
+        f"Command: `{r['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+        f"Python {m['python']}, GPU: {m['gpu'] or 'none'}  ",
+        f"Data: synthetic, {r['dataset']['num_train']} train / {r['dataset']['num_val']} val / "
+        f"{r['dataset']['num_test']} test clips; {r['distill_epochs']} distillation epochs, lr {r['lr']}, "
+        f"T = {r['temperature']}, seed {r['seed']}; one shared teacher (test accuracy "
+        f"{r['teacher']['test_accuracy']:.4f}). Wall time {r['wall_seconds']:.0f} s.", "",
+        "| α | β | accuracy | F1 | AUC | EPS (mean ± std) | paper accuracy | paper EPS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(f"| {row['alpha']} | {row['beta']} | {row['accuracy']:.2%} | {row['f1']:.3f} | "
+                     f"{row['auc']:.3f} | {row['eps']:.3f} ± {row['eps_std']:.3f} | {row['paper_accuracy']:.2%} | "
+                     f"{row['paper_eps']:.2f} |")
+    lines += ["", "## Findings", "", r.get("findings", "_(see the table; written by hand after the run)_"), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Batch scanning: ``python -m pinlite_edge.scan DIR --model ARTIFACT --out results.jsonl``.
+
+Walks ``DIR`` (recursively) for videos, decodes and featurises them in parallel worker processes, scores them with
+:class:`pinlite_edge.detector.Detector` (the runner picked from the artefact's manifest) and appends one JSON line per
+file to ``--out``, flushed and fsynced line by line. A file that cannot be decoded is recorded with its error and
+the scan goes on.
+
+Resume: files already recorded in ``--out`` are skipped, so re-running the same command after a crash or a kill
+finishes the job; a crash loses only the files in flight (decoded but not yet written), and a line cut short by a
+kill is dropped (the file is truncated back to its last complete line) before new lines are appended.
+
+One JSON line per file::
+
+    {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
+     "offset_frames": 3, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
+     "window_starts": [...], "error": null, "error_type": null, "seconds": 0.41}
+
+Bad files have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from pinlite_edge.errors import PinliteError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".m4v", ".flv", ".ts")
+
+
+@dataclass
+class ScanConfig:
+    root: Path
+    model: Path
+    out: Path
+    workers: int = 2
+    batch: int = 8
+    stride: float | None = None
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    face_crop: bool = True
+    timeout_s: float | None = 60.0
+    threshold: float = 0.5
+    aggregate: str = "max"
+    device: str | None = None
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class ScanSummary:
+    total: int  # video files found
+    skipped: int  # already in the results file
+    scored: int
+    failed: int
+    fake: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------- files
+def find_videos(root: Path, extensions: Iterable[str]) -> list[Path]:
+    """Video files under ``root`` (recursive, sorted, hidden folders and files skipped), as absolute paths."""
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in exts:
+                found.append(Path(dirpath, name).resolve())
+    return found
+
+
+def read_done(out: Path) -> set[str]:
+    """Paths already recorded in ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
+    if not out.is_file():
+        return set()
+    data = out.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s ends with an incomplete line (interrupted write); dropping it", out)
+        with open(out, "r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    done: set[str] = set()
+    for i, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            done.add(str(json.loads(line)["path"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s line %d is not a scan record; ignoring it", out, i)
+    return done
+
+
+class JsonlWriter:
+    """Append-only JSON-lines file; every line is flushed and fsynced before the next file is processed."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# --------------------------------------------------------------------------------------------- decoding jobs
+def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: float | None,
+                  timeout_s: float | None) -> dict[str, Any]:
+    """Worker-process job: featurise one file. Never raises: errors come back as data (exception objects do not
+    all survive pickling across processes)."""
+    import numpy as np
+
+    from pinlite_edge.contract import InputContract
+    from pinlite_edge.features import featurise_file
+
+    start = time.perf_counter()
+    try:
+        windows = featurise_file(path, InputContract.from_dict(contract), face_crop=face_crop,
+                                 stride_seconds=stride, timeout_s=timeout_s)
+    except PinliteError as exc:
+        return {"path": path, "error": str(exc), "error_type": type(exc).__name__,
+                "seconds": time.perf_counter() - start}
+    except Exception as exc:  # a library failure the features module did not wrap: recorded, never fatal
+        log.debug("unexpected error decoding %s", path, exc_info=True)
+        return {"path": path, "error": f"unexpected {type(exc).__name__} while decoding {path}: {exc}",
+                "error_type": type(exc).__name__, "seconds": time.perf_counter() - start}
+    return {"path": path, "frames": np.stack([w.frames for w in windows]),
+            "mfcc": np.stack([w.mfcc for w in windows]), "starts": [w.start_seconds for w in windows],
+            "seconds": time.perf_counter() - start}
+
+
+def _jobs(paths: Sequence[Path], cfg: ScanConfig, contract: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Featurised files in completion order; at most ``2 * workers`` in flight (bounded memory)."""
+    args = lambda p: (str(p), contract, cfg.face_crop, cfg.stride, cfg.timeout_s)  # noqa: E731
+    if cfg.workers <= 1:
+        for p in paths:
+            yield featurise_job(*args(p))
+        return
+    # spawn: the parent has torch / onnxruntime thread pools, which must not be forked
+    with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        pending: set[cf.Future] = set()
+        it = iter(paths)
+        while True:
+            while len(pending) < 2 * cfg.workers:
+                p = next(it, None)
+                if p is None:
+                    break
+                pending.add(pool.submit(featurise_job, *args(p)))
+            if not pending:
+                return
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def _score(detector: Any, job: dict[str, Any]) -> Any:
+    from pinlite_edge.features import Window
+
+    windows = [Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(job["frames"], job["mfcc"], job["starts"])]
+    score = getattr(detector, "score_windows", None) or detector._score
+    return score(windows, job["path"])
+
+
+def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
+                           "offset_frames": None, "offset_confidence": None, "windows": 0,
+                           "window_fake_probs": [], "window_starts": [], "error": job.get("error"),
+                           "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
+    if error is not None:
+        rec["error"], rec["error_type"] = str(error), type(error).__name__
+    if result is not None:
+        rec.update(verdict=result.verdict, fake_prob_max=round(result.fake_prob_max, 6),
+                   fake_prob_mean=round(result.fake_prob_mean, 6), offset_frames=result.offset_frames,
+                   offset_confidence=round(result.offset_confidence, 6), windows=len(result.windows),
+                   window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
+                   window_starts=[round(w.start_seconds, 4) for w in result.windows])
+    return rec
+
+
+def scan(cfg: ScanConfig) -> ScanSummary:
+    """Scan ``cfg.root``; raises :class:`PinliteError` for fatal problems (bad model, missing folder)."""
+    from pinlite_edge.detector import Detector
+
+    start = time.perf_counter()
+    if not cfg.root.is_dir():
+        raise PinliteError(f"scan folder {cfg.root} does not exist or is not a folder")
+    if cfg.workers < 0 or cfg.batch < 1:
+        raise PinliteError(f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}")
+    if cfg.face_crop:
+        from pinlite_edge.features import face_detector_available
+
+        if not face_detector_available():
+            raise PinliteError("face crop needs OpenCV's Haar cascade, which this OpenCV lacks; install "
+                               "opencv-python-headless<5 or pass --no-face-crop for pre-cropped videos")
+    videos = find_videos(cfg.root, cfg.extensions)
+    out = cfg.out.resolve()
+    videos = [v for v in videos if v != out]
+    done = read_done(cfg.out)
+    todo = [v for v in videos if str(v) not in done]
+    log.info("%d videos under %s, %d already in %s, %d to scan", len(videos), cfg.root, len(videos) - len(todo),
+             cfg.out, len(todo))
+    options: dict[str, Any] = {}
+    if cfg.device:
+        options["device"] = cfg.device
+    if cfg.threads:
+        options["threads"] = cfg.threads
+    detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
+                             face_crop=cfg.face_crop, batch_size=cfg.batch, **options)
+    scored = failed = fake = 0
+    writer = JsonlWriter(cfg.out)
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="video", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
+        contract = detector.contract.to_dict()
+        for job in _jobs(todo, cfg, contract):
+            result = None
+            error: BaseException | None = None
+            if job.get("error") is None:
+                try:
+                    result = _score(detector, job)
+                except PinliteError as exc:  # e.g. a runner rejecting this file's features: record, go on
+                    error = exc
+            rec = record_for(job, result, error)
+            writer.write(rec)
+            if rec["error"] is None:
+                scored += 1
+                fake += rec["verdict"] == "fake"
+            else:
+                failed += 1
+                log.info("%s: %s", job["path"], rec["error"])
+            bar.update(1)
+            bar.set_postfix(fake=fake, errors=failed, refresh=False)
+        bar.close()
+    finally:
+        writer.close()
+        detector.close()
+    return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
+                       seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pinlite_edge.scan",
+        description="Scan a folder tree of videos with a PIN-Lite artefact; one JSON line per file. Re-running "
+                    "the same command resumes: files already in --out are skipped.")
+    p.add_argument("folder", type=Path, help="folder to scan (recursively)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
+    p.add_argument("--out", type=Path, required=True, help="results file (JSON lines; appended to, resumable)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decoding processes (0 or 1: decode in the main process) (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="windows per inference call (default: %(default)s)")
+    p.add_argument("--stride", type=float, default=None,
+                   help="window stride in seconds (default: one window, 0.64 s, no overlap)")
+    p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
+                   help="video file extensions to scan (default: %(default)s)")
+    p.add_argument("--no-face-crop", action="store_true", help="videos are already face crops (centre crop only)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed to decode one file (default: "
+                   "%(default)s; 0 disables the limit)")
+    p.add_argument("--threshold", type=float, default=0.5, help="fake verdict threshold (default: %(default)s)")
+    p.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                   help="window aggregate the verdict uses (default: %(default)s); both are recorded")
+    p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every failed file and progress details")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    cfg = ScanConfig(root=args.folder, model=args.model, out=args.out, workers=args.workers, batch=args.batch,
+                     stride=args.stride, extensions=tuple(args.extensions), face_crop=not args.no_face_crop,
+                     timeout_s=args.timeout or None, threshold=args.threshold, aggregate=args.aggregate,
+                     device=args.device, threads=args.threads, progress=not args.no_progress)
+    try:
+        summary = scan(cfg)
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake), {summary.failed} failed, "
+          f"{summary.skipped} already in {args.out}; {summary.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""``python -m pinlite_edge.scan``: folder walk, parallel decode, per-file JSON lines, bad files recorded, resume."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.scan import ScanConfig, find_videos, read_done, scan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("scan_model") / "best.safetensors", create_student("tiny").eval())
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory, grid_clips: list[Path]) -> Path:
+    """videos/ with 4 synthetic mp4s in nested folders, 2 GRID clips, 3 bad files and 2 non-videos."""
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    root = tmp_path_factory.mktemp("scan_tree") / "videos"
+    for i, sub in enumerate(["a", "a", "b/c", "b"]):
+        write_clip_video(root / sub / f"synth{i}.mp4", seed=i, contract=TINY_CONTRACT, duration_s=1.3)
+    (root / "grid").mkdir()
+    for clip in grid_clips[:2]:
+        shutil.copyfile(clip, root / "grid" / clip.name)
+    (root / "bad").mkdir()
+    (root / "bad" / "text.mp4").write_text("not a video\n" * 20)
+    (root / "bad" / "empty.mkv").write_bytes(b"")
+    data = grid_clips[2].read_bytes()
+    (root / "bad" / "truncated.mpg").write_bytes(data[: len(data) // 2])
+    (root / "notes.txt").write_text("ignored")
+    (root / ".hidden.mp4").write_bytes(b"ignored")
+    return root
+
+
+BAD = {"text.mp4", "empty.mkv", "truncated.mpg"}
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def cfg_for(tree: Path, model: Path, out: Path, **kw) -> ScanConfig:
+    return ScanConfig(root=tree, model=model, out=out, face_crop=False, progress=False, **{"workers": 0, **kw})
+
+
+def test_find_videos_filters_and_sorts(tree):
+    names = [p.name for p in find_videos(tree, [".mp4", ".mkv", ".mpg"])]
+    assert len(names) == 9 and ".hidden.mp4" not in names and "notes.txt" not in names
+    mpg = find_videos(tree, ["MPG"])  # case-insensitive, with or without the dot
+    assert len(mpg) == 3 and all(p.suffix == ".mpg" for p in mpg)
+    assert mpg == sorted(mpg) or [p.parent.name for p in mpg] == ["bad", "grid", "grid"]
+
+
+@pytest.fixture(scope="module")
+def serial(tree, model, tmp_path_factory) -> tuple[Path, object]:
+    """One serial scan of the tree (results file, summary), shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("serial") / "results.jsonl"
+    return out, scan(cfg_for(tree, model, out, batch=3))
+
+
+def test_scan_records_every_file_once_and_bad_files_with_errors(serial):
+    out, summary = serial
+    recs = lines_of(out)
+    assert summary.total == 9 and summary.scored == 6 and summary.failed == 3 and summary.skipped == 0
+    assert len(recs) == 9 and len({r["path"] for r in recs}) == 9
+    for r in recs:
+        name = Path(r["path"]).name
+        assert Path(r["path"]).is_absolute()
+        if name in BAD:
+            assert r["verdict"] is None and r["error_type"] == "DecodeError" and name in r["error"]
+        else:
+            assert r["error"] is None and r["verdict"] in ("real", "fake")
+            assert 0.0 <= r["fake_prob_mean"] <= r["fake_prob_max"] <= 1.0
+            assert r["windows"] == len(r["window_fake_probs"]) == len(r["window_starts"]) >= 1
+            assert -5 <= r["offset_frames"] <= 5
+            assert r["fake_prob_max"] == pytest.approx(max(r["window_fake_probs"]), abs=1e-6)
+
+
+def test_scan_matches_the_detector_api(tree, model, serial):
+    from pinlite_edge.detector import Detector
+
+    recs = {Path(r["path"]).name: r for r in lines_of(serial[0])}
+    with Detector.load(model, face_crop=False) as det:
+        for name in ("synth0.mp4", sorted(p.name for p in (tree / "grid").iterdir())[0]):
+            path = next(tree.rglob(name))
+            res = det.detect(path)
+            assert recs[name]["windows"] == len(res.windows)
+            assert recs[name]["fake_prob_max"] == pytest.approx(res.fake_prob_max, abs=1e-5)
+            assert recs[name]["fake_prob_mean"] == pytest.approx(res.fake_prob_mean, abs=1e-5)
+            assert recs[name]["offset_frames"] == res.offset_frames
+
+
+def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
+    parallel = tmp_path / "p.jsonl"
+    scan(cfg_for(tree, model, parallel, workers=2, batch=1, stride=None))
+    a = {r["path"]: r for r in lines_of(serial[0])}
+    b = {r["path"]: r for r in lines_of(parallel)}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k]["error_type"] == b[k]["error_type"]
+        if a[k]["error"] is None:
+            np.testing.assert_allclose(a[k]["window_fake_probs"], b[k]["window_fake_probs"], atol=1e-5)
+
+
+def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path, serial):
+    out = tmp_path / "results.jsonl"
+    shutil.copyfile(serial[0], out)
+    assert scan(cfg_for(tree, model, out)).skipped == 9  # nothing to do
+    assert len(lines_of(out)) == 9
+    # drop two records and cut the last one in half, as a kill during a write would
+    raw = out.read_text().splitlines(keepends=True)
+    dropped = {json.loads(raw[3])["path"], json.loads(raw[-1])["path"]}
+    out.write_text("".join(raw[:3] + raw[4:-1]) + raw[-1][: len(raw[-1]) // 2])
+    assert read_done(out) == {json.loads(ln)["path"] for ln in raw} - dropped
+    summary = scan(cfg_for(tree, model, out))
+    assert summary.skipped == 7 and summary.scored + summary.failed == 2
+    recs = lines_of(out)  # every line parses: the half line was removed
+    assert sorted(r["path"] for r in recs) == sorted(json.loads(ln)["path"] for ln in raw)
+
+
+def test_extensions_option(tree, model, tmp_path):
+    out = tmp_path / "mkv.jsonl"
+    summary = scan(cfg_for(tree, model, out, extensions=("MKV",)))
+    assert summary.total == 1 and [Path(r["path"]).name for r in lines_of(out)] == ["empty.mkv"]
+
+
+def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_path):
+    """SIGKILL the CLI after its first result line; the rerun completes the scan without duplicates."""
+    out = tmp_path / "cli.jsonl"
+    cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
+           "--workers", "2", "--batch", "2", "--no-face-crop", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_file() and out.read_text().count("\n") >= 1):
+            assert proc.poll() is None, f"scan exited early: {proc.communicate()}"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = out.read_text().count("\n")
+    assert first < 9, "the scan finished before it could be killed; the test proves nothing"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "9 videos" in done.stdout
+    paths = [r["path"] for r in lines_of(out)]
+    assert len(paths) == 9 and len(set(paths)) == 9
+
+
+def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
+    from pinlite_edge.scan import main
+
+    assert main([str(tmp_path / "nope"), "--model", str(model), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(tree), "--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o.jsonl"),
+                 "--no-face-crop", "--no-progress"]) == 2
+    assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_pinlite_errors_survive_pickling():
+    """Errors cross process boundaries (multiprocessing pools, as apps parallelise decoding): they must pickle."""
+    from pinlite_edge.errors import BackendUnavailableError, DecodeError, NoAudioError
+
+    for exc in (DecodeError("a.mp4", "truncated"), NoAudioError("b.mp4"), BackendUnavailableError("trt", "x", "y")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
