@@ -105,8 +105,9 @@ def run_stage(name: str, train_fn: Any, cfg: Any, test: Any) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     epochs = [{"epoch": h["epoch"], "seconds": h["seconds"], "train_accuracy": h["train_accuracy"],
                "val_accuracy": h["val_accuracy"]} for h in res.history]
-    out = {"stage": name, "wall_s": wall, "cpu_s": cpu, "load_after": round(os.getloadavg()[0], 2), "epochs": epochs, "best_epoch": res.best_metrics.get("epoch"),
-           "best_val_accuracy": res.best_metrics.get("accuracy"), "best_path": str(res.best_path)}
+    out = {"stage": name, "wall_s": wall, "cpu_s": cpu, "load_after": round(os.getloadavg()[0], 2), "epochs": epochs,
+           "best_epoch": res.best_metrics.get("epoch"), "best_val_accuracy": res.best_metrics.get("accuracy"),
+           "best_path": str(res.best_path)}
     if "eps" in res.best_metrics:
         out["best_val_eps"] = res.best_metrics["eps"]
     out["test"] = test_scores(res.best_path, test)

@@ -164,8 +164,9 @@ def accuracy_part(args: argparse.Namespace, out_dir: Path, notes: list[str]) -> 
         notes.append(f"no quickstart workspace at {ws}: accuracy/EPS part skipped "
                      "(python -m pinlite_edge.quickstart builds it)")
         return None
-    compare = [p for p in (stage_checkpoint(ws, s) for s in ("distilled", "pruned")) if p]
-    compare += artefacts_in(ws / "exports")
+    students = {s: p for s in ("distilled", "pruned") if (p := stage_checkpoint(ws, s))}
+    compare = list(students.values()) + artefacts_in(ws / "exports")
+    compare += quickstart_exports(students, args, notes)
     compare = [p for p in compare if p.suffix != ".engine"]  # TensorRT engines need their GPU
     if not compare:
         notes.append(f"workspace {ws} has no student checkpoint or export: accuracy part skipped")
@@ -177,6 +178,36 @@ def accuracy_part(args: argparse.Namespace, out_dir: Path, notes: list[str]) -> 
     data = result.to_dict()
     write_plots(data, result.attention_samples, out_dir)
     return data
+
+
+def quickstart_exports(students: dict[str, Path], args: argparse.Namespace, notes: list[str]) -> list[Path]:
+    """Every CPU format of the quickstart's distilled and pruned students (exporter defaults: these are judged on
+    accuracy and EPS), kept under ``--artifact-dir`` keyed by the checkpoint's hash."""
+    from pinlite_edge.errors import PinliteError
+    from pinlite_edge.export import export_model
+    from pinlite_edge.manifest import manifest_path_for
+    from pinlite_edge.utils.hashing import sha256_file
+
+    formats = ["onnx", "onnx-fp16", "onnx-int8"] + ([] if args.no_executorch else ["pte", "pte-int8"])
+    out: list[Path] = []
+    for stage, ckpt in students.items():
+        root = args.artifact_dir / f"quickstart-{stage}-{sha256_file(ckpt)[:12]}"
+        for fmt in formats:
+            folder = root / fmt
+            existing = [p for p in folder.glob("*") if manifest_path_for(p).is_file()] if folder.is_dir() else []
+            if existing:
+                out.append(existing[0])
+                continue
+            _say(f"exporting quickstart {stage} -> {fmt}")
+            t0 = time.perf_counter()
+            try:
+                out.append(export_model(ckpt, fmt, folder, name=f"pinlite-{stage}").artifact)
+            except PinliteError as exc:
+                notes.append(f"export of quickstart {stage} {fmt} failed: {exc}")
+                _say(f"  FAILED: {exc}")
+                continue
+            _say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return out
 
 
 # --- report -------------------------------------------------------------------------------------------------------

@@ -110,8 +110,8 @@ def quality_vs_fp32(ctx: ExportContext, fp32_path: Path, path: Path, limit: int 
             float(dl_all.mean()), "attention_max_abs": float(da_all.max())}
 
 
-def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
-    """Static INT8 (symmetric activations and weights, per-channel) with the plan's layers left float."""
+def build_int8_onnx(ctx: ExportContext, out: Path) -> tuple[PrecisionPlan, dict]:
+    """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts."""
     from pinlite_edge.export.onnx_int8 import quantize_onnx
 
     o = ctx.options
@@ -119,19 +119,24 @@ def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
     _fp32_onnx(ctx, fp32)
     plan = make_plan(ctx, "int8", "int8")
     _resolve(plan, fp32)
+    info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
+                         per_channel=o.per_channel, work_dir=ctx.work_dir)
+    quality = quality_vs_fp32(ctx, fp32, out)
+    return plan, {"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
+                  "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality}
+
+
+def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
+    """Static INT8 (symmetric activations and weights, per-channel) with the plan's layers left float."""
     with atomic_path(ctx.artifact) as tmp:
-        info = quantize_onnx(fp32, tmp, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
-                             per_channel=o.per_channel, work_dir=ctx.work_dir)
-        quality = quality_vs_fp32(ctx, fp32, tmp)
+        plan, extra = build_int8_onnx(ctx, tmp)
     dyn, max_batch = _batch_fields(ctx)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
-                         calibration=_calibration_info(ctx, o.calib_method),
-                         extra={"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
-                                "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality})
+                         calibration=_calibration_info(ctx, ctx.options.calib_method), extra=extra)
 
 
-def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
-    """FP16 graph with FP32 islands (Casts) for the plan's layers; FP32 inputs/outputs."""
+def build_fp16_onnx(ctx: ExportContext, out: Path) -> tuple[PrecisionPlan, dict]:
+    """Write the FP16-with-FP32-islands ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and facts."""
     import onnx
 
     from pinlite_edge.export.onnx_fp16 import convert_to_fp16
@@ -142,16 +147,21 @@ def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
     plan = make_plan(ctx, "fp16", "fp16")
     _resolve(plan, fp32)
     mixed, stats = convert_to_fp16(onnx.load(str(fp32)), plan.float_onnx_nodes())
-    with atomic_path(ctx.artifact) as tmp:
-        onnx.save(mixed, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as exc:
-            raise ExportError(f"FP16 graph fails onnx.checker: {exc}") from None
-        quality = quality_vs_fp32(ctx, fp32, tmp) if o.sensitivity else None
-    dyn, max_batch = _batch_fields(ctx)
+    onnx.save(mixed, str(out))
+    try:
+        onnx.checker.check_model(str(out), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"FP16 graph fails onnx.checker: {exc}") from None
     extra = {"gru": o.gru, "fp32_onnx_bytes": fp32.stat().st_size, **stats}
-    if quality:
-        extra["vs_fp32_onnx"] = quality
+    if o.sensitivity:
+        extra["vs_fp32_onnx"] = quality_vs_fp32(ctx, fp32, out)
+    return plan, extra
+
+
+def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
+    """FP16 graph with FP32 islands (Casts) for the plan's layers; FP32 inputs/outputs."""
+    with atomic_path(ctx.artifact) as tmp:
+        plan, extra = build_fp16_onnx(ctx, tmp)
+    dyn, max_batch = _batch_fields(ctx)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
-                         calibration=_calibration_info(ctx) if o.sensitivity else None, extra=extra)
+                         calibration=_calibration_info(ctx) if ctx.options.sensitivity else None, extra=extra)

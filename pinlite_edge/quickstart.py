@@ -47,7 +47,7 @@ class QuickstartConfig:
     workspace: str = "pinlite-workspace"
     force: bool = False
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     data_options: dict[str, Any] = field(default_factory=lambda: {"num_train": 800, "num_val": 160,
                                                                   "num_test": 200})
     batch_size: int = 16
@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a handful of clips, one epoch per stage (seconds; CI)")
     p.add_argument("--force", action="store_true", help="redo finished stages instead of reusing them")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda; the table's latency is always measured on "
-                                                   "the CPU (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="training device: auto | cpu | cuda; the table's latency is "
+                                                    "always measured on the CPU (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
     args = p.parse_args(argv)

@@ -33,20 +33,21 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory, grid_clips: list[Path]) -> Path:
-    """videos/ with 4 synthetic mp4s in nested folders, 2 GRID clips, 3 bad files and 2 non-videos."""
+    """videos/ with 4 synthetic mp4s (one window each) in nested folders, 1 GRID clip (3 s), 3 bad files and 2
+    non-videos. Kept small: inference dominates on a loaded 2-core machine."""
     from pinlite_edge.data.synthetic import write_clip_video
 
     root = tmp_path_factory.mktemp("scan_tree") / "videos"
     for i, sub in enumerate(["a", "a", "b/c", "b"]):
-        write_clip_video(root / sub / f"synth{i}.mp4", seed=i, contract=TINY_CONTRACT, duration_s=1.3)
+        write_clip_video(root / sub / f"synth{i}.mp4", seed=i, contract=TINY_CONTRACT, duration_s=0.7)
     (root / "grid").mkdir()
-    for clip in grid_clips[:2]:
-        shutil.copyfile(clip, root / "grid" / clip.name)
-    (root / "bad").mkdir()
-    (root / "bad" / "text.mp4").write_text("not a video\n" * 20)
-    (root / "bad" / "empty.mkv").write_bytes(b"")
-    data = grid_clips[2].read_bytes()
-    (root / "bad" / "truncated.mpg").write_bytes(data[: len(data) // 2])
+    shutil.copyfile(grid_clips[0], root / "grid" / grid_clips[0].name)
+    bad = root / "b" / "bad"
+    bad.mkdir()
+    (bad / "text.mp4").write_text("not a video\n" * 20)
+    (bad / "empty.mkv").write_bytes(b"")
+    data = grid_clips[1].read_bytes()
+    (bad / "truncated.mpg").write_bytes(data[: len(data) // 2])
     (root / "notes.txt").write_text("ignored")
     (root / ".hidden.mp4").write_bytes(b"ignored")
     return root
@@ -65,10 +66,9 @@ def cfg_for(tree: Path, model: Path, out: Path, **kw) -> ScanConfig:
 
 def test_find_videos_filters_and_sorts(tree):
     names = [p.name for p in find_videos(tree, [".mp4", ".mkv", ".mpg"])]
-    assert len(names) == 9 and ".hidden.mp4" not in names and "notes.txt" not in names
+    assert len(names) == 8 and ".hidden.mp4" not in names and "notes.txt" not in names
     mpg = find_videos(tree, ["MPG"])  # case-insensitive, with or without the dot
-    assert len(mpg) == 3 and all(p.suffix == ".mpg" for p in mpg)
-    assert mpg == sorted(mpg) or [p.parent.name for p in mpg] == ["bad", "grid", "grid"]
+    assert [p.parent.name for p in mpg] == ["bad", "grid"] and all(p.suffix == ".mpg" for p in mpg)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def serial(tree, model, tmp_path_factory) -> tuple[Path, object]:
 def test_scan_records_every_file_once_and_bad_files_with_errors(serial):
     out, summary = serial
     recs = lines_of(out)
-    assert summary.total == 9 and summary.scored == 6 and summary.failed == 3 and summary.skipped == 0
-    assert len(recs) == 9 and len({r["path"] for r in recs}) == 9
+    assert summary.total == 8 and summary.scored == 5 and summary.failed == 3 and summary.skipped == 0
+    assert len(recs) == 8 and len({r["path"] for r in recs}) == 8
     for r in recs:
         name = Path(r["path"]).name
         assert Path(r["path"]).is_absolute()
@@ -101,7 +101,7 @@ def test_scan_matches_the_detector_api(tree, model, serial):
 
     recs = {Path(r["path"]).name: r for r in lines_of(serial[0])}
     with Detector.load(model, face_crop=False) as det:
-        for name in ("synth0.mp4", sorted(p.name for p in (tree / "grid").iterdir())[0]):
+        for name in ("synth0.mp4", next((tree / "grid").iterdir()).name):
             path = next(tree.rglob(name))
             res = det.detect(path)
             assert recs[name]["windows"] == len(res.windows)
@@ -112,10 +112,11 @@ def test_scan_matches_the_detector_api(tree, model, serial):
 
 def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
     parallel = tmp_path / "p.jsonl"
-    scan(cfg_for(tree, model, parallel, workers=2, batch=1, stride=None))
-    a = {r["path"]: r for r in lines_of(serial[0])}
+    summary = scan(cfg_for(tree / "b", model, parallel, workers=2, batch=1))  # 2 good + 3 bad files
+    assert summary.scored == 2 and summary.failed == 3
     b = {r["path"]: r for r in lines_of(parallel)}
-    assert a.keys() == b.keys()
+    a = {r["path"]: r for r in lines_of(serial[0]) if r["path"] in b}
+    assert a.keys() == b.keys() and len(a) == 5
     for k in a:
         assert a[k]["error_type"] == b[k]["error_type"]
         if a[k]["error"] is None:
@@ -125,15 +126,15 @@ def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
 def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path, serial):
     out = tmp_path / "results.jsonl"
     shutil.copyfile(serial[0], out)
-    assert scan(cfg_for(tree, model, out)).skipped == 9  # nothing to do
-    assert len(lines_of(out)) == 9
+    assert scan(cfg_for(tree, model, out)).skipped == 8  # nothing to do
+    assert len(lines_of(out)) == 8
     # drop two records and cut the last one in half, as a kill during a write would
     raw = out.read_text().splitlines(keepends=True)
     dropped = {json.loads(raw[3])["path"], json.loads(raw[-1])["path"]}
     out.write_text("".join(raw[:3] + raw[4:-1]) + raw[-1][: len(raw[-1]) // 2])
     assert read_done(out) == {json.loads(ln)["path"] for ln in raw} - dropped
     summary = scan(cfg_for(tree, model, out))
-    assert summary.skipped == 7 and summary.scored + summary.failed == 2
+    assert summary.skipped == 6 and summary.scored + summary.failed == 2
     recs = lines_of(out)  # every line parses: the half line was removed
     assert sorted(r["path"] for r in recs) == sorted(json.loads(ln)["path"] for ln in raw)
 
@@ -148,7 +149,7 @@ def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_pat
     """SIGKILL the CLI after its first result line; the rerun completes the scan without duplicates."""
     out = tmp_path / "cli.jsonl"
     cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
-           "--workers", "2", "--batch", "2", "--no-face-crop", "--no-progress"]
+           "--workers", "0", "--batch", "2", "--no-face-crop", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -161,12 +162,12 @@ def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_pat
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     first = out.read_text().count("\n")
-    assert first < 9, "the scan finished before it could be killed; the test proves nothing"
+    assert first < 8, "the scan finished before it could be killed; the test proves nothing"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    assert "9 videos" in done.stdout
+    assert "8 videos" in done.stdout
     paths = [r["path"] for r in lines_of(out)]
-    assert len(paths) == 9 and len(set(paths)) == 9
+    assert len(paths) == 8 and len(set(paths)) == 8
 
 
 def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):

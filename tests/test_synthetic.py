@@ -196,6 +196,17 @@ def feature_table():
             dict(audio=audio, video=video, av=av, labels=labels, names=names).items()}
 
 
+def test_mouth_is_visible_and_follows_the_envelope_at_tiny_size():
+    """The cue the detector needs survives 64 px frames: a mouth in the lower face whose pixels track the envelope."""
+    size = TINY_CONTRACT.frame_size
+    for seed in range(6):
+        clip = generate_clip(seed, TINY_CONTRACT, manipulation="real")
+        darkness = _mouth_darkness(clip)
+        assert np.corrcoef(darkness, clip.mouth_open)[0, 1] > 0.85, seed
+        assert darkness.max() - darkness.min() > 25, seed  # open vs closed: tens of grey levels in the mouth box
+        assert 0.55 * size < clip.mouth_centers[:, 1].mean() < 0.8 * size, seed  # a talking-head crop: lower face
+
+
 def test_single_modality_features_are_near_chance(feature_table):
     y = feature_table["labels"]
     assert 0.35 < y.mean() < 0.65

@@ -46,6 +46,10 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
     g.add_argument("--preset", choices=("tiny", "paper"), default=defaults.preset,
                    help="model/input preset: 'paper' (SPEC sizes, 128 px) or 'tiny' (64 px, for tests and the "
                         "quickstart) (default: %(default)s)")
+    if hasattr(defaults, "model_options"):
+        g.add_argument("--model-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                       help="override a ModelConfig field of the preset (repeatable), e.g. --model-option "
+                            "dropout=0.0; stored in the checkpoint so load_checkpoint rebuilds the same model")
     g.add_argument("--cache-dir", default=defaults.cache_dir, help="feature cache folder for video datasets")
     g.add_argument("--in-memory", choices=("auto", "yes", "no"), default=defaults.in_memory,
                    help="hold the decoded splits in RAM (auto: when under %.1f GB) (default: %%(default)s)"
@@ -92,6 +96,8 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **extra: Any) -> C:
         if f.name in values:
             kwargs[f.name] = values[f.name]
     kwargs["data_options"] = dict(values.get("data_option") or [])
+    if "model_options" in {f.name for f in fields(cls)}:
+        kwargs["model_options"] = dict(values.get("model_option") or [])
     kwargs["amp"] = not values.get("no_amp", False)
     kwargs["progress"] = not values.get("no_progress", False)
     kwargs.update(extra)

@@ -50,6 +50,7 @@ class TeacherConfig(TrainConfig):
 
     output: str = "runs/teacher"
     pretrained: bool = False  # use ImageNet backbone weights if on disk (paper preset only)
+    model_options: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. dropout
 
 
 @dataclass
@@ -63,6 +64,7 @@ class DistillConfig(TrainConfig):
     temperature: float = 2.0
     cache_teacher: bool = True
     pretrained: bool = False
+    model_options: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. dropout
 
 
 @dataclass

@@ -22,13 +22,14 @@ from typing import Any, Sequence
 import torch
 
 from pinlite_edge.errors import CheckpointError
-from pinlite_edge.models import AVSyncDetector, ModelOutput, create_student
+from pinlite_edge.models import AVSyncDetector, ModelOutput
 
 from pinlite_edge.training.cli import add_distill_args, base_parser, config_from_args, parse, run_cli
 from pinlite_edge.training.config import DistillConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split
 from pinlite_edge.training.engine import FitResult, Objective, check_output, fit
+from pinlite_edge.training.models import build_model
 from pinlite_edge.training.losses import DistillWeights, distillation_loss
 from pinlite_edge.training.runtime import barrier, cleanup_distributed
 from pinlite_edge.training.teacher_cache import load_teachers, teacher_hash, teacher_targets
@@ -80,11 +81,14 @@ def distill(cfg: DistillConfig) -> FitResult:
     """Train a student by distillation as configured; returns the best checkpoint path and metrics."""
     if not cfg.teachers:
         raise CheckpointError("distillation needs at least one teacher checkpoint (--teacher PATH)")
+    missing = [t for t in cfg.teachers if not Path(t).is_file()]
+    if missing:
+        raise CheckpointError(f"teacher checkpoint(s) {missing} do not exist")
     check_output(Path(cfg.output), cfg.resume)
     ctx = prepare(cfg)
     try:
         teachers = load_teachers(cfg.teachers, ctx.device)
-        student = create_student(cfg.preset, pretrained=True if cfg.pretrained else False)
+        student = build_model("student", cfg.preset, cfg.model_options, cfg.pretrained)
         check_compatible(student, teachers, cfg.teachers)
         cache_dir = Path(cfg.cache_dir or Path(cfg.output) / "teacher_cache")
         objective = distillation_objective(cfg, teachers, ctx.train, ctx.device, cache_dir, ctx.dist)

@@ -86,6 +86,9 @@ def prune(cfg: PruneConfig) -> PruneResult:
     """Prune ``cfg.student`` as configured; returns the final checkpoint and the per-step report."""
     if not cfg.student:
         raise CheckpointError("pruning needs the distilled student checkpoint (--student PATH)")
+    missing = [t for t in [cfg.student, *cfg.teachers] if not Path(t).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint(s) {missing} do not exist")
     out_dir = Path(cfg.output)
     if not cfg.resume and ((out_dir / "best.safetensors").exists() or any(out_dir.glob("step*"))):
         raise PinliteError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from pinlite_edge.models import create_teacher
 
 from pinlite_edge.training.cli import base_parser, config_from_args, parse, run_cli
 from pinlite_edge.training.config import TeacherConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.engine import FitResult, check_output, fit
+from pinlite_edge.training.models import build_model
 from pinlite_edge.training.losses import teacher_loss
 from pinlite_edge.training.runtime import cleanup_distributed
 
@@ -29,7 +29,7 @@ def train_teacher(cfg: TeacherConfig) -> FitResult:
     check_output(Path(cfg.output), cfg.resume)
     ctx = prepare(cfg)
     try:
-        model = create_teacher(cfg.preset, pretrained=True if cfg.pretrained else False)
+        model = build_model("teacher", cfg.preset, cfg.model_options, cfg.pretrained)
 
         def objective(out, batch):
             return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight)

@@ -53,7 +53,10 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
            f"Data: `{data['spec']}` split `{data['split']}`, {data['num_clips']} clips "
            f"(fingerprint `{data['fingerprint'][:12]}`)", ""]
     batch = result["rows"][0]["latency"]["batch"] if result["rows"] else "?"
-    out.append(f"Latency: host end-to-end per clip at batch {batch} (batch latency / batch), milliseconds.")
+    out.append(f"Latency: host end-to-end per clip at batch {batch} (batch latency / batch), milliseconds, after "
+               "warm-up; models timed round-robin. RSS: peak resident memory of the bench process (every model of "
+               "the run and the data live in it), sampled around each call. GFLOPs per clip (1 MAC = 2 FLOPs). "
+               "EPS source: against the artefact's own FP32 checkpoint.")
     out.append("")
     out.append("| " + " | ".join(COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))

@@ -1,0 +1,226 @@
+"""Export quality: accuracy, quantization EPS, size and ORT latency of every CPU export format of one checkpoint.
+
+    python benchmarks/export_quality.py --checkpoint CKPT --eval-data synthetic --eval-size 200 \
+        [--formats onnx,onnx-fp16,onnx-int8,onnx-int8-qop,pte,pte-int8] [--paper-sizes] --out benchmarks/results
+
+Writes ``export_quality.json`` and ``export_quality.md``. EPS here is the *quantization EPS*: the attention of each
+artefact against the attention of the FP32 torch model it was exported from (SPEC §4).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pinlite_edge.checkpoint import load_checkpoint
+from pinlite_edge.export import export_from_model, load_calibration
+from pinlite_edge.metrics import explainability_preservation_score
+
+VARIANTS = {
+    "onnx": ("onnx", {}),
+    "onnx-dynamo": ("onnx", {"exporter": "dynamo"}),
+    "onnx-fp16": ("onnx-fp16", {}),
+    "onnx-int8": ("onnx-int8", {}),
+    "onnx-int8-keep4": ("onnx-int8", {"keep_float": 4}),
+    "onnx-int8-qop": ("onnx-int8", {"quant_format": "qoperator"}),
+    "pte": ("pte", {}),
+    "pte-int8": ("pte-int8", {}),
+}
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
+    except (OSError, StopIteration):
+        isa = []
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "load_avg_1m_at_start": os.getloadavg()[0]}
+
+
+def ort_runner(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda f, m: s.run(None, {"frames": f, "mfcc": m})
+
+
+def pte_runner(path: Path):
+    from pinlite_edge.export.executorch import run_pte
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(f, m):
+        outs = method.execute([torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(m))])
+        return [o.numpy() for o in outs]
+    _ = run_pte  # same contract as export.executorch.run_pte, with the program loaded once
+    return run
+
+
+def evaluate(run, frames, mfcc, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    logits, attn = [], []
+    for i in range(0, len(frames), batch):
+        out = run(frames[i:i + batch], mfcc[i:i + batch])
+        logits.append(out[0])
+        attn.append(out[2])
+    return np.concatenate(logits), np.concatenate(attn)
+
+
+def latency_ms(run, frames, mfcc, reps: int = 30) -> dict:
+    f, m = frames[:1], mfcc[:1]
+    for _ in range(3):
+        run(f, m)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run(f, m)
+        ts.append((time.perf_counter() - t) * 1e3)
+    return {"min": float(np.min(ts)), "median": float(np.median(ts))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--eval-data", default="synthetic")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--eval-size", type=int, default=200)
+    p.add_argument("--calib-size", type=int, default=256)
+    p.add_argument("--formats", default="onnx,onnx-fp16,onnx-int8,onnx-int8-keep4,onnx-int8-qop,pte-int8")
+    p.add_argument("--paper-sizes", action="store_true", help="also export a random-init paper student (sizes, speed)")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(args.checkpoint)
+    contract = model.config.contract
+    ev = load_calibration(args.eval_data, contract, args.eval_size, args.eval_split)
+    labels = ev.labels
+    with torch.no_grad():
+        ref = [model(torch.from_numpy(ev.frames[i:i + 25]), torch.from_numpy(ev.mfcc[i:i + 25]))
+               for i in range(0, len(ev), 25)]
+    ref_logits = torch.cat([r.logits for r in ref]).numpy()
+    ref_attn = torch.cat([r.attention for r in ref]).numpy()
+    ref_acc = float((ref_logits.argmax(1) == labels).mean())
+    rows = [{"variant": "torch-fp32", "accuracy": ref_acc, "agreement_with_fp32": 1.0, "eps_vs_fp32": 1.0}]
+    results = {"command": "python benchmarks/export_quality.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else (f"--{k.replace('_', '-')}" if v else "")
+        for k, v in vars(args).items()).strip(), "machine": machine(), "checkpoint": args.checkpoint,
+        "preset": model.config.preset, "eval": ev.describe(), "rows": rows}
+    tmp = Path(tempfile.mkdtemp(prefix="export-quality-"))
+    sizes = {}
+    for variant in [v for v in args.formats.split(",") if v]:
+        fmt, opts = VARIANTS[variant]
+        if fmt not in ("onnx", "pte"):
+            opts = {"calib_size": args.calib_size, **opts}
+        t = time.perf_counter()
+        res = export_from_model(model, fmt, tmp / variant, source_checkpoint=args.checkpoint, **opts)
+        export_s = time.perf_counter() - t
+        run = pte_runner(res.artifact) if fmt.startswith("pte") else ort_runner(res.artifact)
+        batch = 1 if fmt.startswith("pte") else 25
+        logits, attn = evaluate(run, ev.frames, ev.mfcc, batch)
+        eps = explainability_preservation_score(ref_attn, attn)
+        size = res.artifact.stat().st_size
+        sizes[variant] = size
+        row = {"variant": variant, "format": fmt, "options": opts, "bytes": size,
+               "accuracy": float((logits.argmax(1) == labels).mean()),
+               "agreement_with_fp32": float((logits.argmax(1) == ref_logits.argmax(1)).mean()),
+               "logits_max_abs_vs_fp32": float(np.abs(logits - ref_logits).max()),
+               "eps_vs_fp32": eps.mean, "eps_std": eps.std, "latency_ms_b1": latency_ms(run, ev.frames, ev.mfcc),
+               "export_s": round(export_s, 1),
+               "float_layers": [e.module for e in res.plan.float_layers] if res.plan else [],
+               "delegation": {k: v for k, v in res.extra.get("delegation", {}).items() if k != "by_operator"}}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("float_layers", "delegation")}), flush=True)
+    if "onnx" in sizes:
+        for row in rows:
+            if "bytes" in row and row["format"].startswith("onnx"):
+                row["size_vs_fp32_onnx"] = row["bytes"] / sizes["onnx"]
+    if args.paper_sizes:
+        results["paper_student"] = paper_sizes(tmp / "paper", args.calib_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "export_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "export_quality.md").write_text(markdown(results))
+    print(f"wrote {out / 'export_quality.json'} and {out / 'export_quality.md'}")
+
+
+def paper_sizes(tmp: Path, calib_size: int) -> dict:
+    """Random-init paper student (sizes and ORT speed only; accuracy needs trained weights)."""
+    from pinlite_edge.models import create_student, create_teacher
+
+    model = create_student("paper", pretrained=False).eval()
+    cal = load_calibration("synthetic", model.config.contract, min(calib_size, 64), "train")
+    out = {"note": "random init; sizes and speed only", "calib_size": len(cal)}
+    runs = {}
+    for variant, (fmt, opts) in {"onnx": VARIANTS["onnx"], "onnx-int8": VARIANTS["onnx-int8"],
+                                 "onnx-int8-qop": VARIANTS["onnx-int8-qop"]}.items():
+        if fmt != "onnx":
+            opts = {"calib_size": len(cal), "sensitivity": False, **opts}
+        res = export_from_model(model, fmt, tmp / variant, calibration=cal if fmt != "onnx" else None, **opts)
+        runs[variant] = ort_runner(res.artifact)
+        out[variant] = {"bytes": res.artifact.stat().st_size}
+    for r in range(2):  # interleave to share the machine's noise
+        for variant, run in runs.items():
+            lat = latency_ms(run, cal.frames, cal.mfcc, reps=15)
+            prev = out[variant].get("latency_ms_b1")
+            out[variant]["latency_ms_b1"] = lat if prev is None or lat["median"] < prev["median"] else prev
+    for variant in out:
+        if isinstance(out[variant], dict) and "bytes" in out[variant]:
+            out[variant]["size_vs_fp32_onnx"] = out[variant]["bytes"] / out["onnx"]["bytes"]
+    teacher = create_teacher("paper", pretrained=False).eval()
+    f, m = torch.from_numpy(cal.frames[:1]), torch.from_numpy(cal.mfcc[:1])
+    with torch.no_grad():
+        out["teacher_torch_fp32_eager_ms_b1"] = latency_ms(lambda a, b: teacher(torch.as_tensor(a), torch.as_tensor(b)),
+                                                           f.numpy(), m.numpy(), reps=5)
+    return out
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# Export quality ({results['preset']} student)", "",
+             f"Command: `{results['command']}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), Python {m['python']}, "
+             f"torch {m['torch']}; 1 inference thread; shared machine (load average {m['load_avg_1m_at_start']:.1f} "
+             "at start), so latencies are noisy.", "",
+             f"Evaluation: {results['eval']}. Quantization EPS = EPS of the artefact's attention against the FP32 "
+             "torch model's attention.", "",
+             "| variant | size | vs FP32 ONNX | accuracy | agreement w/ FP32 | max logit err | quant. EPS | ORT/ET ms (b1, "
+             "median) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        size = f"{r['bytes'] / 1e6:.3f} MB" if "bytes" in r else "-"
+        rel = f"{r['size_vs_fp32_onnx']:.0%}" if "size_vs_fp32_onnx" in r else "-"
+        lat = f"{r['latency_ms_b1']['median']:.2f}" if "latency_ms_b1" in r else "-"
+        err = f"{r['logits_max_abs_vs_fp32']:.4f}" if "logits_max_abs_vs_fp32" in r else "-"
+        lines.append(f"| {r['variant']} | {size} | {rel} | {r['accuracy']:.3f} | {r['agreement_with_fp32']:.3f} | "
+                     f"{err} | {r['eps_vs_fp32']:.3f} | {lat} |")
+    if "paper_student" in results:
+        ps = results["paper_student"]
+        lines += ["", "## Paper-preset student (random init: sizes and speed only)", "",
+                  "| variant | size | vs FP32 ONNX | ORT ms (b1, median) |", "|---|---|---|---|"]
+        for k, v in ps.items():
+            if isinstance(v, dict) and "bytes" in v:
+                lines.append(f"| {k} | {v['bytes'] / 1e6:.2f} MB | {v['size_vs_fp32_onnx']:.0%} | "
+                             f"{v['latency_ms_b1']['median']:.2f} |")
+        t = ps.get("teacher_torch_fp32_eager_ms_b1")
+        if t:
+            lines.append(f"\nPaper teacher, torch FP32 eager, batch 1: {t['median']:.1f} ms (median).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""TensorRT engines (SPEC §6), built from the FP16 or QDQ ONNX of this package.
+
+Default: a *strongly typed* network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): TensorRT takes every tensor's
+type from the ONNX (FP16 with FP32 Cast islands, or Q/DQ around INT8 layers), so the precision plan lives in the ONNX
+file and the same build works on TensorRT 10.x (JetPack 6 ships 10.3) and 11.x (which removed the builder precision
+flags, precision constraints and calibrators). ``weak_typing=True`` (TensorRT 10 only) instead builds the FP32 ONNX
+(fp16) or the QDQ ONNX (int8) with ``BuilderFlag.FP16``/``INT8`` and pins the plan's layers (GRU loop, softmax,
+attention) to FP32 with ``OBEY_PRECISION_CONSTRAINTS``.
+
+An engine is bound to the GPU model and TensorRT version it was built with: the manifest records both, and the
+compute capability. ``tensorrt`` is imported only when a ``trt-*`` format runs.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from pinlite_edge.errors import BackendUnavailableError, ExportError
+from pinlite_edge.export.api import ExportContext, HandlerOutput
+from pinlite_edge.export.plan import PrecisionPlan
+from pinlite_edge.utils.atomic import atomic_path, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+INSTALL_HINT = ("TensorRT ships with JetPack on Jetson (python3-libnvinfer, TensorRT 10.3 on JetPack 6); on an x86 "
+                "machine with an NVIDIA driver: pip install tensorrt --extra-index-url https://pypi.nvidia.com")
+DEFAULT_MAX_BATCH = 8
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or a BackendUnavailableError that says how to install it."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailableError("tensorrt", f"the tensorrt Python package is not importable ({exc})",
+                                      INSTALL_HINT) from None
+    return trt
+
+
+def trt_major(trt) -> int:
+    try:
+        return int(str(trt.__version__).split(".")[0])
+    except (AttributeError, ValueError):
+        raise ExportError(f"cannot read the TensorRT version from {trt!r}") from None
+
+
+@dataclass
+class GpuInfo:
+    name: str
+    compute_capability: str
+    index: int
+
+
+def cuda_device(index: int = 0) -> GpuInfo:
+    """Name and compute capability of CUDA device ``index`` (via torch), or BackendUnavailableError."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError("tensorrt", "no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                                      "TensorRT engines are built on the GPU they will run on", INSTALL_HINT)
+    if not 0 <= index < torch.cuda.device_count():
+        raise ExportError(f"CUDA device {index} does not exist ({torch.cuda.device_count()} visible)")
+    major, minor = torch.cuda.get_device_capability(index)
+    return GpuInfo(torch.cuda.get_device_name(index), f"{major}.{minor}", index)
+
+
+def layer_precisions(plan: PrecisionPlan, layer_names: Iterable[str]) -> dict[str, str]:
+    """Weak-typing path: ``{TensorRT layer name: "float32"}`` for every layer coming from a plan node.
+
+    The ONNX parser names a layer after its ONNX node (``/model/blocks.1/attn/softmax/Softmax``); nodes that become
+    several layers (the GRU becomes an ``ILoop`` with many layers) get the node name plus a suffix, so a layer belongs
+    to a plan node when its name equals the node name or starts with it followed by a non-name character.
+    """
+    nodes = sorted(plan.float_onnx_nodes(), key=len, reverse=True)
+    out = {}
+    for layer in layer_names:
+        for node in nodes:
+            if layer == node or (layer.startswith(node) and not layer[len(node)].isalnum()):
+                out[layer] = "float32"
+                break
+    return out
+
+
+def profile_shapes(input_shapes: dict[str, tuple[int, ...]], max_batch: int,
+                   opt_batch: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) shape per input for a batch of 1..max_batch (the batch axis is 0)."""
+    if not 1 <= opt_batch <= max_batch:
+        raise ExportError(f"opt_batch {opt_batch} must lie in 1..{max_batch} (max batch)")
+    return {name: ((1, *shape), (opt_batch, *shape), (max_batch, *shape)) for name, shape in input_shapes.items()}
+
+
+def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...]], max_batch: int, opt_batch: int,
+                 workspace_mb: int, strongly_typed: bool = True, weak_precision: str | None = None,
+                 plan: PrecisionPlan | None = None, timing_cache: Path | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Parse ``onnx_path`` and build a serialized engine; returns (engine bytes, build facts for the manifest)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    profile = builder.create_optimization_profile()
+    shapes = profile_shapes(input_shapes, max_batch, opt_batch)
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        if name not in shapes:
+            raise ExportError(f"ONNX input {name!r} of {onnx_path.name} is not in the input contract")
+        profile.set_shape(name, *shapes[name])
+    config.add_optimization_profile(profile)
+    pinned = {}
+    if not strongly_typed:
+        if weak_precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif weak_precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        pinned = layer_precisions(plan, [layer.name for layer in layers]) if plan else {}
+        for layer in layers:
+            if layer.name in pinned:
+                layer.precision = trt.float32
+                for j in range(layer.num_outputs):
+                    layer.set_output_type(j, trt.float32)
+    cache = None
+    if timing_cache is not None:
+        data = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
+    if cache is not None and timing_cache is not None:
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    facts = {"strongly_typed": strongly_typed, "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+             "workspace_mb": workspace_mb, "layers": network.num_layers, "fp32_pinned_layers": len(pinned),
+             "timing_cache": str(timing_cache) if timing_cache else None}
+    return bytes(serialized), facts
+
+
+def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
+    from pinlite_edge.export.onnx_formats import _fp32_onnx, build_fp16_onnx, build_int8_onnx
+
+    o = ctx.options
+    trt = import_tensorrt()  # fail fast, before any ONNX work
+    gpu = cuda_device(o.device)
+    major = trt_major(trt)
+    if o.weak_typing and major >= 11:
+        raise ExportError(f"weak typing (builder precision flags, layer constraints) was removed in TensorRT "
+                          f"{trt.__version__}; use the default strongly typed build")
+    if o.dynamic_batch is False:
+        raise ExportError("TensorRT engines here use a dynamic batch profile (1..batch)")
+    source = ctx.work_dir / f"{precision}.onnx"
+    if precision == "fp16":
+        plan, onnx_facts = build_fp16_onnx(ctx, source)
+    else:
+        plan, onnx_facts = build_int8_onnx(ctx, source)
+    build_from = source
+    if o.weak_typing and precision == "fp16":
+        build_from = ctx.work_dir / "fp32.onnx"  # weak typing: FP32 graph + FP16 flag + FP32 pins
+        if not build_from.is_file():
+            _fp32_onnx(ctx, build_from)
+    contract = ctx.model.config.contract
+    max_batch = o.batch or DEFAULT_MAX_BATCH
+    engine, facts = build_engine(
+        trt, build_from, input_shapes={"frames": contract.frames_shape(), "mfcc": contract.mfcc_shape()},
+        max_batch=max_batch, opt_batch=o.opt_batch or 1, workspace_mb=o.workspace_mb,
+        strongly_typed=not o.weak_typing, weak_precision=precision, plan=plan,
+        timing_cache=Path(o.timing_cache) if o.timing_cache else None)
+    with atomic_path(ctx.artifact) as tmp:
+        tmp.write_bytes(engine)
+    target = {"tensorrt_version": str(trt.__version__), "gpu_name": gpu.name,
+              "compute_capability": gpu.compute_capability, "device_index": gpu.index}
+    calibration = ctx.calibration().describe() if (precision == "int8" or o.sensitivity) else None
+    if calibration is not None and precision == "int8":
+        calibration["method"] = o.calib_method
+    return HandlerOutput(plan=plan, dynamic_batch=True, max_batch=max_batch, calibration=calibration, target=target,
+                         tool_versions={"tensorrt": str(trt.__version__)},
+                         extra={"source_onnx": build_from.name, "onnx": onnx_facts, "build": facts})
+
+
+def export_trt_fp16(ctx: ExportContext) -> HandlerOutput:
+    return _export_trt(ctx, "fp16")
+
+
+def export_trt_int8(ctx: ExportContext) -> HandlerOutput:
+    return _export_trt(ctx, "int8")

@@ -1,0 +1,157 @@
+"""Mixed precision ONNX: precision plan, sensitivity table, FP16 with FP32 islands, INT8 QDQ (tiny preset)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pinlite_edge.errors import ExportError
+from pinlite_edge.export import export_from_model
+from pinlite_edge.export.calibration import load_calibration
+from pinlite_edge.export.onnx_fp16 import cast_islands
+from pinlite_edge.export.onnx_int8 import qdq_neighbours
+from pinlite_edge.export.plan import build_plan, fixed_float_entries, onnx_node_scope, quantizable_layers
+from pinlite_edge.export.sensitivity import fake_quant_weight, layer_sensitivity
+from pinlite_edge.manifest import read_manifest
+from pinlite_edge.models import create_student
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    return create_student("tiny", pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def cal(student):
+    return load_calibration("synthetic", student.config.contract, 8, "train")
+
+
+@pytest.fixture(scope="module")
+def int8(student, cal, tmp_path_factory):
+    return export_from_model(student, "onnx-int8", tmp_path_factory.mktemp("int8"), calibration=cal, calib_size=8,
+                             sensitivity_size=4, keep_float=2)
+
+
+@pytest.fixture(scope="module")
+def fp16(student, cal, tmp_path_factory):
+    return export_from_model(student, "onnx-fp16", tmp_path_factory.mktemp("fp16"), calibration=cal, calib_size=8,
+                             sensitivity_size=4)
+
+
+def _run(path, frames, mfcc):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"frames": frames, "mfcc": mfcc})
+
+
+def test_onnx_scope_names_map_to_modules():
+    assert onnx_node_scope("/model/frame_encoder/backbone/backbone.0/backbone.0.0/Conv") == (
+        "frame_encoder.backbone.0.0", "Conv")
+    assert onnx_node_scope("/model/frame_encoder/backbone/backbone.1/block/block.1/fc1/Conv")[0] == (
+        "frame_encoder.backbone.1.block.1.fc1")
+    assert onnx_node_scope("/model/audio_encoder/convs/convs.2/Conv")[0] == "audio_encoder.convs.2"
+    assert onnx_node_scope("/model/blocks.1/attn/softmax/Softmax")[0] == "blocks.1.attn.softmax"
+
+
+def test_fixed_plan_names_gru_softmax_and_attention_path(student):
+    entries = {(e.module, e.kind) for e in fixed_float_entries(student)}
+    assert ("audio_encoder.gru", "gru") in entries
+    assert {("blocks.0.attn.softmax", "softmax"), ("blocks.1.attn.softmax", "softmax")} <= entries
+    assert {("blocks.0.attn", "attention_matmul"), ("blocks.1.attn", "attention_matmul")} <= entries
+    assert {("blocks.1.attn.q_proj", "attention_output"), ("blocks.1.attn.k_proj", "attention_output")} <= entries
+
+
+def test_sensitivity_rows_and_keep_float_choice(student, cal):
+    rows = layer_sensitivity(student, cal.subset(4), mode="int8", batch=4)
+    names = [n for n, _ in quantizable_layers(student)]
+    assert [r.module for r in rows] == names
+    assert not any(n.startswith("audio_encoder.gru") for n in names)
+    assert all(r.score >= 0 and np.isfinite(r.score) for r in rows)
+    assert any(r.score > 0 for r in rows)
+    plan = build_plan(student, "int8", rows, keep_float=3, sensitivity_mode="int8")
+    fixed = {e.module for e in fixed_float_entries(student)}
+    chosen = [e.module for e in plan.float_layers if e.kind == "sensitivity"]
+    expected = [r.module for r in sorted(rows, key=lambda r: r.score, reverse=True) if r.module not in fixed][:3]
+    assert chosen == expected
+    assert not set(chosen) & set(plan.quantized_layers)
+    assert [r.rank for r in plan.sensitivity] == list(range(1, len(rows) + 1))
+    with pytest.raises(ValueError, match="keep_float"):
+        build_plan(student, "int8", rows, keep_float=10_000)
+
+
+def test_fake_quant_weight_is_per_channel_symmetric():
+    w = torch.tensor([[1.0, -0.5, 0.25], [100.0, 3.0, -7.0]])
+    q = fake_quant_weight(w, "int8")
+    assert torch.allclose(q[:, 0].abs(), w[:, 0].abs())  # the channel max is exact
+    assert (q[0] - w[0]).abs().max() <= 1.0 / 127 / 2 + 1e-6
+
+
+def test_int8_qdq_graph_keeps_plan_float(int8):
+    m = onnx.load(str(int8.artifact))
+    ops = {n.op_type for n in m.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert all(not near for near in qdq_neighbours(m).values())  # no Q/DQ next to GRU or Softmax
+    producers = {o: n for n in m.graph.node for o in n.output}
+    float_nodes = set(int8.plan.float_onnx_nodes())
+    for n in m.graph.node:
+        if n.name in float_nodes and n.op_type in ("Conv", "MatMul", "Gemm"):
+            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                           for i in n.input), n.name
+    # weights of quantized layers are stored as int8 with symmetric (zero) zero points
+    zps = [i for i in m.graph.initializer if i.name.endswith("_zero_point")]
+    assert zps and all(not np.any(onnx.numpy_helper.to_array(z)) for z in zps)
+    assert int8.extra["quantized_weight_nodes"] > 0
+
+
+def test_int8_runs_in_ort_close_to_fp32(int8, student, cal):
+    frames, mfcc = cal.frames[:4], cal.mfcc[:4]
+    logits, _, attention = _run(int8.artifact, frames, mfcc)
+    with torch.no_grad():
+        ref = student(torch.from_numpy(frames), torch.from_numpy(mfcc))
+    assert logits.shape == (4, 2) and attention.shape == (4, 16, 16)
+    assert np.abs(attention - ref.attention.numpy()).max() < 0.05
+    assert np.abs(logits - ref.logits.numpy()).max() < 0.5
+    assert np.allclose(attention.sum(-1), 1.0, atol=1e-3)
+
+
+def test_int8_manifest_records_plan_and_calibration(int8):
+    man = read_manifest(int8.artifact)
+    assert man.precision == "int8" and man.runtime == "ort"
+    assert man.calibration == {"dataset": "synthetic", "split": "train", "size": 8, "method": "minmax"}
+    plan = man.precision_plan
+    kinds = {e["kind"] for e in plan["float_layers"]}
+    assert {"gru", "softmax", "attention_matmul", "attention_output", "sensitivity"} <= kinds
+    assert all(e["onnx_nodes"] and e["reason"] for e in plan["float_layers"])
+    assert len(plan["sensitivity"]) == len(plan["quantized_layers"]) + 2 + 2  # + kept by sensitivity + q/k proj
+
+
+def test_fp16_graph_has_fp32_islands_and_fp32_io(fp16, student, cal):
+    m = onnx.load(str(fp16.artifact))
+    for v in list(m.graph.input) + list(m.graph.output):
+        assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
+    casts = cast_islands(m)
+    to32 = {c["input"] for c in casts if c["to"] == "fp32"}
+    assert casts and to32
+    gru = next(n for n in m.graph.node if n.op_type == "GRU")
+    assert gru.input[0].endswith("__to_fp32") or gru.input[0] in to32 or "fp32" in gru.input[0]
+    softmax_inputs = [n.input[0] for n in m.graph.node if n.op_type == "Softmax"]
+    producers = {o: n for n in m.graph.node for o in n.output}
+    assert all(producers[i].op_type in ("Cast", "Mul") for i in softmax_inputs)
+    frames, mfcc = cal.frames[:2], cal.mfcc[:2]
+    logits, _, attention = _run(fp16.artifact, frames, mfcc)
+    with torch.no_grad():
+        ref = student(torch.from_numpy(frames), torch.from_numpy(mfcc))
+    assert np.abs(logits - ref.logits.numpy()).max() < 2e-2
+    assert np.abs(attention - ref.attention.numpy()).max() < 2e-3
+    assert read_manifest(fp16.artifact).precision == "fp16"
+
+
+def test_keep_float_needs_sensitivity(student, tmp_path):
+    with pytest.raises(ExportError, match="sensitivity"):
+        export_from_model(student, "onnx-int8", tmp_path, keep_float=2, sensitivity=False)
+    with pytest.raises(ExportError, match="calib_method"):
+        export_from_model(student, "onnx-int8", tmp_path, calib_method="kl")
