@@ -9,7 +9,6 @@ and EPS against the teacher in ``benchmarks/results/ablation.md`` and ``.json`` 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform

@@ -16,7 +16,7 @@ from pinlite_edge.export.calibration import CalibrationSet, load_calibration
 from pinlite_edge.export.formats import ExportFormat, check_options, get_format
 from pinlite_edge.export.options import ExportOptions
 from pinlite_edge.export.plan import PrecisionPlan
-from pinlite_edge.manifest import Manifest, write_manifest
+from pinlite_edge.manifest import Manifest, publish_artifact, staging_path_for
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,18 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     handler = fmt.load_handler()
     prepared = copy.deepcopy(model).cpu().eval()
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pinlite-export-") as tmp:
-        ctx = ExportContext(prepared, fmt, opts, artifact, Path(tmp), calibration)
-        out: HandlerOutput = handler(ctx)
+    # The handler writes a staging file; publish_artifact() then swaps artefact + manifest in as a pair, so a kill
+    # at any moment never leaves an artefact that does not match its manifest.
+    staged = staging_path_for(artifact)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pinlite-export-") as tmp:
+            ctx = ExportContext(prepared, fmt, opts, staged, Path(tmp), calibration)
+            out: HandlerOutput = handler(ctx)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     seconds = time.perf_counter() - start
-    if not artifact.is_file():
+    if not staged.is_file():
         raise ExportError(f"format {fmt.name} finished without writing {artifact}")
     config = model.config
     src_sha = sha256_file(source_checkpoint) if source_checkpoint is not None else None
@@ -128,7 +135,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
         extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
     )
-    manifest_file = write_manifest(artifact, manifest)
+    manifest_file = publish_artifact(staged, artifact, manifest)
     log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)
     return ExportResult(artifact, manifest_file, fmt.name, fmt.precision, out.plan, seconds, out.extra)
 

@@ -110,8 +110,47 @@ def quality_vs_fp32(ctx: ExportContext, fp32_path: Path, path: Path, limit: int 
             float(dl_all.mean()), "attention_max_abs": float(da_all.max())}
 
 
-def build_int8_onnx(ctx: ExportContext, out: Path) -> tuple[PrecisionPlan, dict]:
-    """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts."""
+def apply_weight_only(plan: PrecisionPlan, path: Path, mode: str) -> dict:
+    """Store the weights of the plan's float layers (``gru``: only the GRU; ``float``: every float layer with a
+    weight) as int8 + DequantizeLinear in the ONNX file at ``path``; their compute stays FP32 (plan notes it)."""
+    import onnx
+
+    from pinlite_edge.export.onnx_weight_only import store_weights_int8, weight_only_nodes
+
+    if mode == "none":
+        return {"weight_only": "none"}
+    entries = [e for e in plan.float_layers if mode == "float" or e.kind == "gru"]
+    model = onnx.load(str(path))
+    info = store_weights_int8(model, [n for e in entries for n in e.onnx_nodes])
+    onnx.save(model, str(path))
+    rewritten = set(weight_only_nodes(model))
+    for e in entries:
+        if rewritten & set(e.onnx_nodes):
+            e.weight_storage = "int8"
+            e.reason += "; float compute, int8 weight storage (per-channel, DequantizeLinear)"
+    plan.notes.append(f"weight_only={mode}: float layers marked weight_storage=int8 keep FP32 compute; only their "
+                      "stored weights are int8 (symmetric per output channel) behind DequantizeLinear")
+    return {"weight_only": mode, **info}
+
+
+def _compact(path: Path) -> dict:
+    """Short tensor names and no value_info (see ``onnx_compact``): the quantizer's names are ~40% of a tiny file."""
+    import onnx
+
+    from pinlite_edge.export.onnx_compact import compact_names
+
+    model = onnx.load(str(path))
+    before = path.stat().st_size
+    info = compact_names(model)
+    onnx.save(model, str(path))
+    return {**info, "name_bytes_saved": before - path.stat().st_size}
+
+
+def build_int8_onnx(ctx: ExportContext, out: Path, weight_only: str | None = None) -> tuple[PrecisionPlan, dict]:
+    """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts.
+
+    ``weight_only`` overrides the option (TensorRT builds pass ``"none"``: a DequantizeLinear feeding the GRU's
+    ``ILoop`` weights is not something TensorRT documents)."""
     from pinlite_edge.export.onnx_int8 import quantize_onnx
 
     o = ctx.options
@@ -121,9 +160,21 @@ def build_int8_onnx(ctx: ExportContext, out: Path) -> tuple[PrecisionPlan, dict]
     _resolve(plan, fp32)
     info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
                          per_channel=o.per_channel, work_dir=ctx.work_dir)
+    info.update(apply_weight_only(plan, out, o.weight_only if weight_only is None else weight_only))
+    info.update(_compact(out))
+    onnx_checker(out)
     quality = quality_vs_fp32(ctx, fp32, out)
     return plan, {"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
                   "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality}
+
+
+def onnx_checker(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
 
 
 def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:

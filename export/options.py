@@ -11,6 +11,7 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 EXPORTERS = ("classic", "dynamo")
 GRU_MODES = ("native", "matmul")
 QUANT_FORMATS = ("qdq", "qoperator")
+WEIGHT_ONLY_MODES = ("none", "gru", "float")  # which float layers of an INT8 ONNX store their weights as int8
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ExportOptions:
     sensitivity_size: int = 32  # clips of the calibration set used for the sensitivity table
     quant_format: str = "qdq"  # ORT INT8: "qdq" (portable, TensorRT-ready) or "qoperator" (ORT CPU kernels)
     per_channel: bool = True
+    weight_only: str = "gru"  # INT8 ONNX: float layers whose weights are *stored* int8 (+DequantizeLinear), compute float
     workspace_mb: int = 1024  # TensorRT workspace memory pool
     timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
     weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed
@@ -59,6 +61,8 @@ class ExportOptions:
             (self.sensitivity_size >= 1, f"sensitivity_size must be >= 1, got {self.sensitivity_size}"),
             (self.quant_format in QUANT_FORMATS, f"quant_format must be one of {QUANT_FORMATS}, got "
                                                  f"{self.quant_format!r}"),
+            (self.weight_only in WEIGHT_ONLY_MODES, f"weight_only must be one of {WEIGHT_ONLY_MODES}, got "
+                                                    f"{self.weight_only!r}"),
             (self.workspace_mb >= 1, f"workspace_mb must be >= 1, got {self.workspace_mb}"),
             (self.keep_float == 0 or self.sensitivity, "keep_float > 0 needs the sensitivity table "
                                                        "(do not disable sensitivity)"),

@@ -31,6 +31,7 @@ class FloatEntry:
     kind: str  # "gru" | "softmax" | "attention_matmul" | "attention_output" | "sensitivity"
     ops: tuple[str, ...] | None = None
     onnx_nodes: list[str] = field(default_factory=list)
+    weight_storage: str = "float"  # "int8": weights stored int8 + DequantizeLinear, compute still float
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from pinlite_edge import __version__
@@ -16,43 +16,71 @@ from pinlite_edge.utils.atomic import atomic_path, atomic_write_json
 from pinlite_edge.utils.hashing import sha256_file
 
 
+#: safetensors metadata key holding the JSON record: weights and record are one file, replaced atomically.
+RECORD_KEY = "pinlite_record"
+
+
 def record_path(checkpoint: str | Path) -> Path:
     """``dir/best.safetensors`` -> ``dir/best.json``."""
     return Path(checkpoint).with_suffix(".json")
 
 
 def save_checkpoint(path: str | Path, model: AVSyncDetector, record: dict[str, Any] | None = None) -> Path:
-    """Write the weights and the record atomically (weights first, then the record that points at them)."""
+    """Write weights + record as ONE safetensors file (record in its metadata), atomically.
+
+    A JSON copy of the record (plus the weights' sha256) is written beside it for people and tools; the embedded
+    record is the authority, so a kill between the two writes can never pair weights with another run's record.
+    """
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "pinlite_edge_version": __version__})
     full = {
         "model_config": model.config.to_dict(),
         "input_contract": model.config.contract.to_dict(),
         "pinlite_edge_version": __version__,
-        "weights_sha256": sha256_file(path),
         **(record or {}),
     }
-    atomic_write_json(record_path(path), full)
+    metadata = {"format": "pt", "pinlite_edge_version": __version__, RECORD_KEY: json.dumps(full, default=str)}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    atomic_write_json(record_path(path), {**full, "weights_sha256": sha256_file(path)})
     return path
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    rec = record_path(path)
-    if not rec.is_file():
-        raise CheckpointError(f"checkpoint record {rec} is missing (expected beside {path})")
+def _embedded_record(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(rec.read_text())
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read safetensors checkpoint {path}: {exc}") from None
+    if RECORD_KEY not in meta:
+        return None
+    try:
+        return json.loads(meta[RECORD_KEY])
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint record {rec} is not valid JSON: {exc}") from None
+        raise CheckpointError(f"checkpoint {path} has a corrupt embedded record: {exc}") from None
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's record (config, metrics, ...) plus ``weights_sha256`` of the file as it is now."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    record = _embedded_record(path)
+    if record is None:  # a file written by other tools: fall back to the JSON beside it
+        rec = record_path(path)
+        if not rec.is_file():
+            raise CheckpointError(f"checkpoint {path} has no embedded record and {rec} is missing")
+        try:
+            record = json.loads(rec.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"checkpoint record {rec} is not valid JSON: {exc}") from None
+    record["weights_sha256"] = sha256_file(path)
+    return record
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AVSyncDetector, dict[str, Any]]:
     """Rebuild the model from the record (pruned head counts included) and load the safetensors weights."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
     record = read_record(path)
     try:
         config = ModelConfig.from_dict(record["model_config"])

@@ -24,6 +24,9 @@ class DecodeError(PinliteError):
         self.reason = reason
         super().__init__(f"cannot decode {self.path}: {reason}")
 
+    def __reduce__(self):  # keep the (path, reason) signature across process boundaries (decode workers)
+        return (type(self), (self.path, self.reason))
+
 
 class NoAudioError(DecodeError):
     """A video file has no audio track (the detector needs both modalities)."""
@@ -45,10 +48,15 @@ class BackendUnavailableError(PinliteError, ImportError):
 
     def __init__(self, backend: str, reason: str, install_hint: str | None = None):
         self.backend = backend
+        self.reason = reason
+        self.install_hint = install_hint
         msg = f"backend '{backend}' is unavailable: {reason}"
         if install_hint:
             msg += f" ({install_hint})"
         super().__init__(msg)
+
+    def __reduce__(self):
+        return (type(self), (self.backend, self.reason, self.install_hint))
 
 
 class ExportError(PinliteError):

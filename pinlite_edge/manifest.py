@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +69,9 @@ def manifest_path_for(artifact: str | Path) -> Path:
     return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
 
 
+PENDING_SUFFIX = ".next"
+
+
 def write_manifest(artifact: str | Path, manifest: Manifest) -> Path:
     """Fill in the artefact name and hash, then write the manifest atomically beside the artefact."""
     artifact = Path(artifact)
@@ -78,17 +82,55 @@ def write_manifest(artifact: str | Path, manifest: Manifest) -> Path:
     return path
 
 
+def staging_path_for(artifact: str | Path) -> Path:
+    """Where a new version of ``artifact`` is written before :func:`publish_artifact` puts it in place."""
+    artifact = Path(artifact)
+    return artifact.with_name(f".staging-{artifact.name}")
+
+
+def publish_artifact(staged: str | Path, artifact: str | Path, manifest: Manifest) -> Path:
+    """Replace ``artifact`` by ``staged`` and its manifest by ``manifest`` so that a kill at any moment leaves a
+    consistent pair: the new manifest is first written as ``X.manifest.json.next``, then the artefact is renamed
+    into place, then the manifest. :func:`read_manifest` completes an interrupted publish.
+    """
+    staged, artifact = Path(staged), Path(artifact)
+    manifest.artifact = artifact.name
+    manifest.artifact_sha256 = sha256_file(staged)
+    final = manifest_path_for(artifact)
+    pending = final.with_name(final.name + PENDING_SUFFIX)
+    atomic_write_json(pending, manifest.to_dict())
+    os.replace(staged, artifact)
+    os.replace(pending, final)
+    return final
+
+
+def _complete_interrupted_publish(artifact: Path, final: Path) -> None:
+    pending = final.with_name(final.name + PENDING_SUFFIX)
+    if not pending.is_file():
+        return
+    try:
+        wanted = json.loads(pending.read_text()).get("artifact_sha256")
+    except json.JSONDecodeError:
+        wanted = None
+    if wanted and wanted == sha256_file(artifact):
+        os.replace(pending, final)  # the artefact was renamed, the manifest was not yet: finish the job
+    else:
+        pending.unlink(missing_ok=True)  # the artefact never got renamed: the old pair is still consistent
+
+
 def read_manifest(artifact: str | Path, verify: bool = True) -> Manifest:
     """Read ``X.manifest.json`` for artefact ``X``; with ``verify`` check the artefact's sha256 against it."""
     artifact = Path(artifact)
     if not artifact.is_file():
         raise ManifestError(f"artefact {artifact} does not exist")
     path = manifest_path_for(artifact)
+    _complete_interrupted_publish(artifact, path)
     if not path.is_file():
         raise ManifestError(f"no manifest for {artifact}: expected {path}")
     try:
         manifest = Manifest.from_dict(json.loads(path.read_text()), source=str(path))
-    except (json.JSONDecodeError, TypeError) as exc:
+        manifest.contract  # noqa: B018 - validates the input contract's types now, not deep inside a runner
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"manifest {path} is malformed: {exc}") from None
     if manifest.artifact != artifact.name:
         raise ManifestError(f"manifest {path} describes {manifest.artifact!r}, not {artifact.name!r}")

@@ -3,7 +3,9 @@ import json
 import pytest
 import torch
 
-from pinlite_edge.checkpoint import load_checkpoint, record_path, save_checkpoint
+from safetensors.torch import save_file
+
+from pinlite_edge.checkpoint import RECORD_KEY, load_checkpoint, record_path, save_checkpoint
 from pinlite_edge.contract import PAPER_CONTRACT, TINY_CONTRACT
 from pinlite_edge.errors import CheckpointError, ManifestError
 from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest, write_manifest
@@ -38,13 +40,25 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_checkpoint(path)
-    # a record whose config does not match the weights
-    path = save_checkpoint(tmp_path / "m2.safetensors", model)
-    rec = json.loads(record_path(path).read_text())
-    rec["model_config"]["embed_dim"] = 48
-    record_path(path).write_text(json.dumps(rec))
-    with pytest.raises(CheckpointError):
-        load_checkpoint(path)
+    # weights whose embedded record describes another model
+    wrong = create_student("tiny").config.to_dict()
+    wrong["embed_dim"] = 48
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "m2.safetensors"), metadata={RECORD_KEY: json.dumps({"model_config": wrong})})
+    with pytest.raises(CheckpointError, match="does not match its model config"):
+        load_checkpoint(tmp_path / "m2.safetensors")
+
+
+def test_record_is_embedded_so_a_stale_json_beside_cannot_mislead(tmp_path):
+    first = create_student("tiny")
+    path = save_checkpoint(tmp_path / "best.safetensors", first, {"epoch": 1})
+    stale = record_path(path).read_text()
+    pruned = create_student("tiny")
+    pruned.prune_heads({0: [0]})
+    save_checkpoint(path, pruned, {"epoch": 2})
+    record_path(path).write_text(stale)  # as if killed between the weights and the JSON copy
+    model, record = load_checkpoint(path)
+    assert record["epoch"] == 2 and model.config.heads_per_layer == (3, 4)
 
 
 def _manifest(preset="tiny", contract=TINY_CONTRACT) -> Manifest:
@@ -88,3 +102,39 @@ def test_manifest_for_other_preset_or_contract_is_refused(tmp_path):
         check_compatible(m, preset="paper")
     with pytest.raises(ManifestError, match="input contract"):
         check_compatible(m, contract=PAPER_CONTRACT)
+
+
+def test_publish_artifact_is_consistent_at_every_interruption_point(tmp_path, monkeypatch):
+    import os
+
+    from pinlite_edge.manifest import publish_artifact, staging_path_for
+
+    art = tmp_path / "m.onnx"
+    art.write_bytes(b"old")
+    write_manifest(art, _manifest())
+    staged = staging_path_for(art)
+    staged.write_bytes(b"new")
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):  # simulate a kill right after the artefact rename
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 2:  # 1: pending manifest written atomically, 2: artefact renamed
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("pinlite_edge.manifest.os.replace", replace_then_die)
+    monkeypatch.setattr("pinlite_edge.utils.atomic.os.replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        publish_artifact(staged, art, _manifest())
+    monkeypatch.undo()
+    assert art.read_bytes() == b"new"
+    assert read_manifest(art).artifact_sha256  # the interrupted publish is completed on read
+    assert not list(tmp_path.glob("*.next"))
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    from pinlite_edge.utils.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o044  # group/other readable under the usual umask

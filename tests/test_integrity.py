@@ -419,3 +419,16 @@ def test_torch_load_is_not_used_on_untrusted_files_at_all():
     uses = [f"{p.relative_to(REPO)}" for p in _python_sources() if re.search(r"\btorch\.load\s*\(", p.read_text())]
     for rel in uses:  # every use must be weights_only (checked above); they must also not be in runtimes/
         assert not rel.startswith("runtimes/"), f"{rel}: runners load safetensors / manifests, never torch.load"
+
+
+# --------------------------------------------------------------------------------------------- no silent fallback
+def test_bench_runtime_selection_does_not_fall_back_to_other_artefacts(exported):
+    """``bench --runtime trt --artifacts FOLDER`` on a folder without engines must refuse, not bench the ONNX/.pte
+    it finds there instead (observed: it benched an ExecuTorch .pte on the CPU and exited 0)."""
+    from pinlite_edge.bench.workspace import resolve_artefacts
+
+    folder = exported["onnx"].parent  # holds only the FP32 ONNX export
+    with pytest.raises(PinliteError):
+        resolve_artefacts(folder, "trt", "fp16")
+    with pytest.raises(PinliteError):
+        resolve_artefacts(exported["onnx"], "executorch", "fp32")  # a single file of another runtime

@@ -180,3 +180,26 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     out = pruned(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13))
     assert out.logits.shape == (2, 2) and out.attention.shape == (2, 16, 16)
     json.dumps(prec)  # the record is plain JSON
+
+
+def test_cli_help_lists_the_shared_flags():
+    from pinlite_edge.training import distill as distill_mod
+    from pinlite_edge.training import prune as prune_mod
+    from pinlite_edge.training import teacher as teacher_mod
+
+    flags = ("--data", "--preset", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--output", "--resume",
+             "--num-workers", "torchrun")
+    for mod, own in ((teacher_mod, ()), (distill_mod, ("--teacher", "--alpha", "--beta", "--temperature")),
+                     (prune_mod, ("--student", "--prune-steps", "--target-heads"))):
+        text = mod.build_parser().format_help()
+        for flag in (*flags, *own):
+            assert flag in text, (mod.__name__, flag)
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    from pinlite_edge.training.distill import main
+
+    rc = main(["--teacher", str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "missing.safetensors" in err and "Traceback" not in err

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint

@@ -207,6 +207,10 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
                                              cfg.teacher_cache, cfg, notes)
     if teacher_ref is not None and teacher_sha is None:
         teacher_sha = teacher_ref.model_sha256
+    # the teacher is timed (for the plots) even when its outputs came from a cache
+    timing_teacher = teacher_runner or (load_runner(teacher_path, device=_device_for("torch", cfg.device),
+                                                    threads=cfg.threads)
+                                        if cfg.time_teacher and teacher_path else None)
     sources: dict[str, tuple[Path, str]] = {}
     source_of: dict[int, str | None] = {}
     for i, s in enumerate(specs):
@@ -241,7 +245,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     clip_ids: list[str] = []
     active: list[BaseRunner] = []
     try:
-        for r in runners + ([teacher_runner] if teacher_runner else []) + list(source_runners.values()):
+        for r in runners + ([timing_teacher] if timing_teacher else []) + list(source_runners.values()):
             r.activate()
             active.append(r)
         start = time.perf_counter()
@@ -268,7 +272,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 
         # latency
         fixed = data.first_batch(cfg.batch)
-        timed = list(runners) + ([teacher_runner] if (teacher_runner and cfg.time_teacher) else [])
+        timed = list(runners) + ([timing_teacher] if (timing_teacher and cfg.time_teacher) else [])
         say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each")
         timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters)
     finally:
@@ -284,9 +288,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     if teacher_ref is not None:
         teacher_info["metrics"] = classification_metrics(
             labels_all, softmax_fake_prob(teacher_ref.outputs["logits"])).to_dict()
-    if teacher_runner and cfg.time_teacher:
+    if timing_teacher and cfg.time_teacher:
         teacher_info["latency"] = timings[-1].to_dict()
-        cfg_dict = teacher_runner.spec.record.get("model_config") if teacher_runner.spec.record else None
+        cfg_dict = timing_teacher.spec.record.get("model_config") if timing_teacher.spec.record else None
         if cfg_dict:
             teacher_info["params"], teacher_info["flops"] = params_and_flops(cfg_dict)
     comparison = [compare_outputs(runners[0].name, outputs[0], runners[i].name, outputs[i]).to_dict()

@@ -75,6 +75,7 @@ def _decode_pyav(path: Path, require_video: bool, deadline: Deadline) -> Decoded
     try:
         container = av.open(str(path), timeout=remaining if remaining else None)
     except av.error.FFmpegError as exc:
+        deadline.check()  # a demuxer that gave up because the time limit ran out is a timeout, not a bad file
         raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
     try:
         video = container.streams.video[0] if container.streams.video else None
@@ -85,6 +86,8 @@ def _decode_pyav(path: Path, require_video: bool, deadline: Deadline) -> Decoded
         if not streams:
             raise DecodeError(path, "no audio or video stream")
         for s in streams:
+            if s.codec_context is None:  # e.g. a fuzzed header naming a codec FFmpeg has no decoder for
+                raise DecodeError(path, f"no decoder for its {s.type} stream (codec {getattr(s, 'codec', None)})")
             s.codec_context.options = {"err_detect": "explode"}
         chunks: list[np.ndarray] = []
         n_video = 0

@@ -43,6 +43,19 @@ def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps
         raise InputError(f"fps must be a positive finite number, got {fps!r}")
 
 
+def _warn_on_degraded_audio(audio: np.ndarray, sample_rate: int, video_seconds: float, contract: InputContract,
+                            source: str) -> None:
+    """Warn when the result degrades: tracks of very different length, or a digitally silent audio track."""
+    audio_seconds = audio.shape[0] / float(sample_rate)
+    if abs(audio_seconds - video_seconds) > contract.window_seconds:
+        log.warning("%s: audio lasts %.2f s but video %.2f s; only the %.2f s covered by both are scored",
+                    source, audio_seconds, video_seconds, min(audio_seconds, video_seconds))
+    peak = float(np.abs(audio).max())
+    if peak == 0.0 or (np.issubdtype(audio.dtype, np.floating) and peak < 1e-6):
+        log.warning("%s: the audio track is digitally silent; the lip-sync evidence is missing, so scores on this "
+                    "clip say little", source)
+
+
 def prepare_arrays(
     frames_uint8: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float, contract: InputContract, *,
     face_crop: bool = True, face_config: FaceCropConfig | None = None, source: str = "clip",
@@ -50,6 +63,7 @@ def prepare_arrays(
     """Validate, face-crop (or centre-crop), resize to ``contract.frame_size`` and resample audio."""
     validate_arrays(frames_uint8, audio, sample_rate, fps)
     n, height, width = frames_uint8.shape[:3]
+    _warn_on_degraded_audio(audio, sample_rate, n / float(fps), contract, source)
     if face_crop:
         box = detect_face_box(frames_uint8, face_config, source=source)
         face_found: bool | None = box.found

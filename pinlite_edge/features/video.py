@@ -59,11 +59,13 @@ def decode_video(
             raise DecodeError(path, "OpenCV cannot open it as a video (not a video, or unsupported/corrupt container)")
         fps = sane_fps(cap.get(cv2.CAP_PROP_FPS), source=str(path))
         frames: list[np.ndarray] = []
+        stamps_ms: list[float] = []
         while True:
             deadline.check()
             ok, bgr = cap.read()
             if not ok:
                 break
+            stamps_ms.append(float(cap.get(cv2.CAP_PROP_POS_MSEC)))
             if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
                 raise DecodeError(path, f"unexpected frame layout {None if bgr is None else bgr.shape}")
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -76,4 +78,29 @@ def decode_video(
         cap.release()
     if not frames:
         raise DecodeError(path, "no video frames could be decoded")
+    order = constant_rate_order(np.asarray(stamps_ms), fps, source=str(path))
+    if order is not None:
+        frames = [frames[i] for i in order]
     return DecodedVideo(frames=np.stack(frames), fps=fps)
+
+
+def constant_rate_order(stamps_ms: np.ndarray, fps: float, source: str = "video") -> np.ndarray | None:
+    """For a variable-frame-rate stream, the frame shown at each tick of a constant ``fps`` grid; else None.
+
+    Frames are placed by their presentation timestamps (the last frame shown at or before each tick), so the
+    clip keeps its real duration and audio stays aligned. Unusable timestamps (missing, non-monotonic) -> None.
+    """
+    if stamps_ms.size < 3:
+        return None
+    gaps = np.diff(stamps_ms)
+    if (gaps <= 0).any():
+        return None
+    median = float(np.median(gaps))
+    if gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median:
+        return None  # constant rate (within jitter)
+    step = 1000.0 / fps
+    ticks = stamps_ms[0] + np.arange(0.0, stamps_ms[-1] - stamps_ms[0] + median, step)
+    order = np.clip(np.searchsorted(stamps_ms, ticks + 1e-6, side="right") - 1, 0, stamps_ms.size - 1)
+    log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to %.3g fps",
+                source, gaps.min(), gaps.max(), fps)
+    return order

@@ -1,0 +1,247 @@
+"""TensorRT export: what can be tested without TensorRT / a GPU.
+
+Real engine builds need TensorRT and an NVIDIA GPU (skipped here with the reason). The tests marked "API-shape" drive
+``build_engine`` with a *fake* ``tensorrt`` module object that records calls: they check that the code uses the
+documented TensorRT 10/11 Python API in the intended way, not that TensorRT accepts the network.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from pinlite_edge.errors import BackendUnavailableError, ExportError
+from pinlite_edge.export import export_from_model
+from pinlite_edge.export.plan import FloatEntry, PrecisionPlan
+from pinlite_edge.export.tensorrt import build_engine, layer_precisions, profile_shapes
+from pinlite_edge.models import create_student
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def student():
+    return create_student("tiny", pretrained=False).eval()
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present: the unavailable path cannot be exercised")
+@pytest.mark.parametrize("fmt", ["trt-fp16", "trt-int8"])
+def test_trt_without_tensorrt_or_gpu_is_a_clear_error(student, tmp_path, fmt):
+    with pytest.raises(BackendUnavailableError, match="tensorrt.*(JetPack|pypi.nvidia.com)"):
+        export_from_model(student, fmt, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_trt_option_validation(student, tmp_path):
+    with pytest.raises(ExportError, match="does not take option.*quant_format"):
+        export_from_model(student, "trt-int8", tmp_path, quant_format="qoperator")
+    with pytest.raises(ExportError, match="does not take option.*calib_method"):
+        export_from_model(student, "trt-fp16", tmp_path, calib_method="entropy")
+    with pytest.raises(ExportError, match="opt_batch"):
+        profile_shapes({"mfcc": (64, 13)}, max_batch=4, opt_batch=8)
+
+
+def test_profile_covers_batch_1_to_max():
+    shapes = profile_shapes({"frames": (16, 3, 64, 64), "mfcc": (64, 13)}, max_batch=8, opt_batch=2)
+    assert shapes["mfcc"] == ((1, 64, 13), (2, 64, 13), (8, 64, 13))
+    assert shapes["frames"][2] == (8, 16, 3, 64, 64)
+
+
+def _plan() -> PrecisionPlan:
+    return PrecisionPlan("fp16", [
+        FloatEntry("audio_encoder.gru", "r", "gru", onnx_nodes=["/model/audio_encoder/gru/GRU"]),
+        FloatEntry("blocks.1.attn.softmax", "r", "softmax", onnx_nodes=["/model/blocks.1/attn/softmax/Softmax"]),
+    ])
+
+
+def test_plan_to_layer_precision_mapping():
+    layers = ["/model/audio_encoder/gru/GRU", "/model/audio_encoder/gru/GRU_loop_0", "/model/audio_encoder/gru/GRU2",
+              "/model/blocks.1/attn/softmax/Softmax", "/model/blocks.1/attn/MatMul", "/model/cls_head/Gemm"]
+    pinned = layer_precisions(_plan(), layers)
+    assert pinned == {"/model/audio_encoder/gru/GRU": "float32", "/model/audio_encoder/gru/GRU_loop_0": "float32",
+                      "/model/blocks.1/attn/softmax/Softmax": "float32"}
+
+
+class _Recorder:
+    """A fake ``tensorrt`` module (API-shape test only)."""
+
+    def __init__(self, layer_names, major="10.3.0"):
+        self.__version__ = major
+        self.calls = []
+        rec = self
+
+        class Flag:
+            STRONGLY_TYPED = 5
+
+        class BuilderFlag:
+            FP16, INT8, OBEY_PRECISION_CONSTRAINTS = "FP16", "INT8", "OBEY"
+
+        class MemoryPoolType:
+            WORKSPACE = "WORKSPACE"
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Layer:
+            def __init__(self, name):
+                self.name, self.num_outputs, self.precision, self.out_types = name, 1, None, {}
+
+            def set_output_type(self, i, t):
+                self.out_types[i] = t
+
+        class Tensor:
+            def __init__(self, name):
+                self.name = name
+
+        class Network:
+            def __init__(self, flags):
+                rec.calls.append(("create_network", flags))
+                self.layers = [Layer(n) for n in layer_names]
+                self.num_layers = len(self.layers)
+                self.num_inputs = 2
+
+            def get_input(self, i):
+                return Tensor(["frames", "mfcc"][i])
+
+            def get_layer(self, i):
+                return self.layers[i]
+
+        class Cache:
+            def serialize(self):
+                return b"cache-bytes"
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                rec.calls.append(("pool", pool, size))
+
+            def add_optimization_profile(self, p):
+                rec.calls.append(("profile", dict(p.shapes)))
+
+            def set_flag(self, f):
+                rec.calls.append(("flag", f))
+
+            def create_timing_cache(self, data):
+                rec.calls.append(("timing_cache_in", data))
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                rec.calls.append(("set_timing_cache", ignore_mismatch))
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger):
+                self.network = None
+
+            def create_network(self, flags):
+                self.network = Network(flags)
+                rec.network = self.network
+                return self.network
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                rec.calls.append(("build",))
+                return b"engine-bytes"
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                self.num_errors = 0
+
+            def parse_from_file(self, path):
+                rec.calls.append(("parse", Path(path).name))
+                return True
+
+        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
+        self.NetworkDefinitionCreationFlag, self.BuilderFlag, self.MemoryPoolType = Flag, BuilderFlag, MemoryPoolType
+        self.float32 = "float32"
+
+
+def test_build_engine_strongly_typed_api_shape(tmp_path):
+    """API-shape test with a fake tensorrt module: strongly typed flag, profile, workspace, timing cache."""
+    trt = _Recorder(["/model/audio_encoder/gru/GRU"])
+    cache = tmp_path / "timing.cache"
+    engine, facts = build_engine(trt, tmp_path / "m.fp16.onnx", input_shapes={"frames": (16, 3, 64, 64),
+                                 "mfcc": (64, 13)}, max_batch=4, opt_batch=1, workspace_mb=256, timing_cache=cache)
+    assert engine == b"engine-bytes"
+    assert ("create_network", 1 << 5) in trt.calls
+    assert ("pool", "WORKSPACE", 256 << 20) in trt.calls
+    profile = next(c[1] for c in trt.calls if c[0] == "profile")
+    assert profile["mfcc"] == ((1, 64, 13), (1, 64, 13), (4, 64, 13))
+    assert not [c for c in trt.calls if c[0] == "flag"]  # no precision flags when strongly typed
+    assert cache.read_bytes() == b"cache-bytes" and facts["strongly_typed"] is True
+
+
+def test_build_engine_weak_typing_pins_plan_layers_api_shape(tmp_path):
+    """API-shape test with a fake tensorrt module: TRT-10 weak typing sets flags and FP32 layer constraints."""
+    trt = _Recorder(["/model/audio_encoder/gru/GRU", "/model/blocks.1/attn/softmax/Softmax", "/model/cls_head/Gemm"])
+    _, facts = build_engine(trt, tmp_path / "m.onnx", input_shapes={"frames": (16, 3, 64, 64), "mfcc": (64, 13)},
+                            max_batch=2, opt_batch=1, workspace_mb=64, strongly_typed=False, weak_precision="fp16",
+                            plan=_plan())
+    assert ("create_network", 0) in trt.calls
+    assert ("flag", "FP16") in trt.calls and ("flag", "OBEY") in trt.calls
+    layers = {layer.name: layer for layer in trt.network.layers}
+    assert layers["/model/audio_encoder/gru/GRU"].precision == "float32"
+    assert layers["/model/blocks.1/attn/softmax/Softmax"].out_types == {0: "float32"}
+    assert layers["/model/cls_head/Gemm"].precision is None
+    assert facts["fp32_pinned_layers"] == 2
+
+
+def test_trt_manifest_fields_with_fake_tensorrt(student, tmp_path, monkeypatch):
+    """API-shape test: the trt-fp16 format path end to end with a fake tensorrt module and a faked GPU."""
+    import sys
+
+    from pinlite_edge.export import tensorrt as trt_mod
+    from pinlite_edge.export.calibration import from_arrays
+    from pinlite_edge.manifest import read_manifest
+
+    fake = _Recorder([])
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_mod, "cuda_device", lambda index=0: trt_mod.GpuInfo("Fake Orin", "8.7", index))
+    c = student.config.contract
+    g = torch.Generator().manual_seed(0)
+    cal = from_arrays(torch.randn(2, *c.frames_shape(), generator=g).numpy(),
+                      torch.randn(2, *c.mfcc_shape(), generator=g).numpy())
+    res = export_from_model(student, "trt-fp16", tmp_path, calibration=cal, calib_size=2, sensitivity=False, batch=4)
+    man = read_manifest(res.artifact)
+    assert man.runtime == "trt" and man.precision == "fp16" and man.max_batch == 4
+    assert man.target == {"tensorrt_version": "10.3.0", "gpu_name": "Fake Orin", "compute_capability": "8.7",
+                          "device_index": 0}
+    assert man.tool_versions["tensorrt"] == "10.3.0"
+    assert any(e["kind"] == "gru" for e in man.precision_plan["float_layers"])
+    assert ("parse", "fp16.onnx") in fake.calls
+
+
+def test_weak_typing_refused_on_tensorrt_11(student, tmp_path, monkeypatch):
+    import sys
+
+    from pinlite_edge.export import tensorrt as trt_mod
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder([], major="11.0.0"))
+    monkeypatch.setattr(trt_mod, "cuda_device", lambda index=0: trt_mod.GpuInfo("Fake", "9.0", index))
+    with pytest.raises(ExportError, match="removed in TensorRT 11"):
+        export_from_model(student, "trt-fp16", tmp_path, weak_typing=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_TRT, reason="needs TensorRT (JetPack / NVIDIA index) and an NVIDIA GPU")
+def test_real_trt_fp16_build(student, tmp_path):
+    res = export_from_model(student, "trt-fp16", tmp_path, calib_size=4, sensitivity=False, batch=2)
+    assert res.artifact.stat().st_size > 0
