@@ -6,10 +6,16 @@ tensor, each with scale and zero-point initializers named the same way, plus a `
 This pass renames every *tensor* except the graph inputs/outputs to a short id and drops ``value_info`` (onnxruntime
 and TensorRT infer shapes themselves). Node names of the original graph are kept -- the precision plan refers to
 them -- and only the Q/DQ nodes added by the quantizer get short names. The computation is unchanged.
+
+:func:`drop_weight_zero_points` removes the all-zero ``zero_point`` input of a ``DequantizeLinear`` on an int8
+*weight* initializer (optional since opset 13; the type comes from the int8 data). onnxruntime only: some
+TensorRT parsers require all three DequantizeLinear inputs, so TensorRT builds keep them.
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 #: Nodes whose names are kept even when they are Q/DQ (the weight-only pass marks its nodes with this suffix).
 KEEP_SUFFIXES = ("_w8_DQ", "_w8_Reshape")
@@ -42,3 +48,24 @@ def compact_names(model: onnx.ModelProto) -> dict[str, int]:
             renamed_nodes += 1
     del g.value_info[:]
     return {"compacted_tensors": len(mapping), "compacted_qdq_nodes": renamed_nodes}
+
+
+def drop_weight_zero_points(model: onnx.ModelProto) -> dict[str, int]:
+    """Remove all-zero zero points of weight DequantizeLinear nodes (int8 initializer data) in place."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    dropped = 0
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or len(n.input) < 3 or n.input[0] not in inits or n.input[2] not in inits:
+            continue
+        if inits[n.input[0]].data_type != onnx.TensorProto.INT8:
+            continue
+        if np.any(numpy_helper.to_array(inits[n.input[2]])):
+            continue
+        del n.input[2]
+        dropped += 1
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return {"dropped_weight_zero_points": dropped}

@@ -133,24 +133,28 @@ def apply_weight_only(plan: PrecisionPlan, path: Path, mode: str) -> dict:
     return {"weight_only": mode, **info}
 
 
-def _compact(path: Path) -> dict:
-    """Short tensor names and no value_info (see ``onnx_compact``): the quantizer's names are ~40% of a tiny file."""
+def _compact(path: Path, drop_zero_points: bool) -> dict:
+    """Short tensor names, no value_info and (onnxruntime only) no all-zero weight zero points (``onnx_compact``):
+    on the tiny student the quantizer's names are ~40% of the file."""
     import onnx
 
-    from pinlite_edge.export.onnx_compact import compact_names
+    from pinlite_edge.export.onnx_compact import compact_names, drop_weight_zero_points
 
     model = onnx.load(str(path))
     before = path.stat().st_size
     info = compact_names(model)
+    if drop_zero_points:
+        info.update(drop_weight_zero_points(model))
     onnx.save(model, str(path))
-    return {**info, "name_bytes_saved": before - path.stat().st_size}
+    return {**info, "compact_bytes_saved": before - path.stat().st_size}
 
 
-def build_int8_onnx(ctx: ExportContext, out: Path, weight_only: str | None = None) -> tuple[PrecisionPlan, dict]:
+def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -> tuple[PrecisionPlan, dict]:
     """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts.
 
-    ``weight_only`` overrides the option (TensorRT builds pass ``"none"``: a DequantizeLinear feeding the GRU's
-    ``ILoop`` weights is not something TensorRT documents)."""
+    ``for_tensorrt``: the QDQ graph TensorRT parses -- biases stay float (TensorRT's ONNX parser rejects an INT32
+    DequantizeLinear), every DequantizeLinear keeps its zero point, and no weight-only storage (a DequantizeLinear
+    feeding the GRU's ``ILoop`` weights is not something TensorRT documents)."""
     from pinlite_edge.export.onnx_int8 import quantize_onnx
 
     o = ctx.options
@@ -159,13 +163,15 @@ def build_int8_onnx(ctx: ExportContext, out: Path, weight_only: str | None = Non
     plan = make_plan(ctx, "int8", "int8")
     _resolve(plan, fp32)
     info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
-                         per_channel=o.per_channel, work_dir=ctx.work_dir)
-    info.update(apply_weight_only(plan, out, o.weight_only if weight_only is None else weight_only))
-    info.update(_compact(out))
+                         per_channel=o.per_channel, work_dir=ctx.work_dir, quantize_bias=not for_tensorrt)
+    info.update(apply_weight_only(plan, out, "none" if for_tensorrt else o.weight_only))
+    info.update(_compact(out, drop_zero_points=not for_tensorrt))
     onnx_checker(out)
     quality = quality_vs_fp32(ctx, fp32, out)
     return plan, {"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
-                  "fp32_onnx_bytes": fp32.stat().st_size, **info, "vs_fp32_onnx": quality}
+                  "fp32_onnx_bytes": fp32.stat().st_size, "size_vs_fp32_onnx": round(out.stat().st_size /
+                                                                                      fp32.stat().st_size, 4),
+                  **info, "vs_fp32_onnx": quality}
 
 
 def onnx_checker(path: Path) -> None:

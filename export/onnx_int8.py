@@ -37,14 +37,16 @@ def _method(name: str):
 
 
 def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPlan, *, method: str = "minmax",
-                  quant_format: str = "qdq", per_channel: bool = True, work_dir: Path | None = None) -> dict[str, Any]:
+                  quant_format: str = "qdq", per_channel: bool = True, work_dir: Path | None = None,
+                  quantize_bias: bool = True) -> dict[str, Any]:
     """Write the INT8 model to ``out``; returns facts for the manifest (excluded nodes, op counts)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     exclude = plan.float_onnx_nodes()
     fmt = QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    # QuantizeBias=False for TensorRT: its ONNX parser rejects a DequantizeLinear with INT32 data (bias).
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": quantize_bias}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     sink = io.StringIO()
@@ -63,7 +65,7 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
     model = onnx.load(str(out))
     ops = collections.Counter(n.op_type for n in model.graph.node)
     quantized_nodes = [n.name for n in model.graph.node if n.op_type in OP_TYPES and _has_dq_input(model, n)]
-    return {"excluded_nodes": len(exclude), "op_counts": dict(sorted(ops.items())),
+    return {"excluded_nodes": len(exclude), "quantize_bias": quantize_bias, "op_counts": dict(sorted(ops.items())),
             "quantized_weight_nodes": len(quantized_nodes) if fmt == QuantFormat.QDQ else
             sum(v for k, v in ops.items() if k.startswith("QLinear") or k in ("ConvInteger", "MatMulInteger"))}
 
@@ -74,7 +76,10 @@ def _has_dq_input(model, node) -> bool:
 
 
 def qdq_neighbours(model) -> dict[str, list[str]]:
-    """For every GRU / Softmax node, the Q/DQ nodes directly feeding it or fed by it (should be none)."""
+    """For every GRU / Softmax node, the Q/DQ nodes directly feeding its *data* input or fed by it (should be none).
+
+    A GRU's W/R inputs may come from a weight-only DequantizeLinear (int8 storage, float compute): that is weight
+    storage, not activation quantization, so only input 0 (X) is checked."""
     producers = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list] = collections.defaultdict(list)
     for n in model.graph.node:
@@ -83,7 +88,7 @@ def qdq_neighbours(model) -> dict[str, list[str]]:
     out = {}
     for n in model.graph.node:
         if n.op_type in ("GRU", "Softmax"):
-            near = [producers[i].name for i in n.input if i in producers
+            near = [producers[i].name for i in n.input[:1] if i in producers
                     and producers[i].op_type in ("QuantizeLinear", "DequantizeLinear")]
             near += [c.name for o in n.output for c in consumers[o]
                      if c.op_type in ("QuantizeLinear", "DequantizeLinear")]

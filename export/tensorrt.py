@@ -159,7 +159,7 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
     if precision == "fp16":
         plan, onnx_facts = build_fp16_onnx(ctx, source)
     else:
-        plan, onnx_facts = build_int8_onnx(ctx, source, weight_only="none")
+        plan, onnx_facts = build_int8_onnx(ctx, source, for_tensorrt=True)
     build_from = source
     if o.weak_typing and precision == "fp16":
         build_from = ctx.work_dir / "fp32.onnx"  # weak typing: FP32 graph + FP16 flag + FP32 pins

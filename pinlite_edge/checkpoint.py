@@ -1,23 +1,27 @@
 """Checkpoints: safetensors weights + a JSON record beside them. Never pickle."""
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from pinlite_edge import __version__
 from pinlite_edge.errors import CheckpointError
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model
-from pinlite_edge.utils.atomic import atomic_path, atomic_write_json
+from pinlite_edge.utils.atomic import atomic_write_bytes, atomic_write_json
 from pinlite_edge.utils.hashing import sha256_file
 
 
 #: safetensors metadata key holding the JSON record: weights and record are one file, replaced atomically.
 RECORD_KEY = "pinlite_record"
+#: sha256 of the tensor data section (everything after the header), which does not depend on the metadata.
+DATA_HASH_KEY = "pinlite_data_sha256"
 
 
 def record_path(checkpoint: str | Path) -> Path:
@@ -40,10 +44,15 @@ def save_checkpoint(path: str | Path, model: AVSyncDetector, record: dict[str, A
         **(record or {}),
     }
     metadata = {"format": "pt", "pinlite_edge_version": __version__, RECORD_KEY: json.dumps(full, default=str)}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    metadata[DATA_HASH_KEY] = hashlib.sha256(_data_section(save(state, metadata=metadata))).hexdigest()
+    atomic_write_bytes(path, save(state, metadata=metadata))
     atomic_write_json(record_path(path), {**full, "weights_sha256": sha256_file(path)})
     return path
+
+
+def _data_section(blob: bytes | memoryview) -> memoryview:
+    header_len = struct.unpack("<Q", bytes(blob[:8]))[0]
+    return memoryview(blob)[8 + header_len:]
 
 
 def _embedded_record(path: Path) -> dict[str, Any] | None:
@@ -52,6 +61,11 @@ def _embedded_record(path: Path) -> dict[str, Any] | None:
             meta = fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read safetensors checkpoint {path}: {exc}") from None
+    if DATA_HASH_KEY in meta:
+        actual = hashlib.sha256(_data_section(path.read_bytes())).hexdigest()
+        if actual != meta[DATA_HASH_KEY]:
+            raise CheckpointError(f"checkpoint {path} is corrupt or was modified: sha256 of its weights "
+                                  f"{actual[:12]}… != {meta[DATA_HASH_KEY][:12]}… recorded at save time")
     if RECORD_KEY not in meta:
         return None
     try:

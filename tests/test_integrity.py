@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from pinlite_edge.contract import PAPER_CONTRACT, TINY_CONTRACT
 from pinlite_edge.errors import CheckpointError, ManifestError, PinliteError
@@ -148,11 +149,19 @@ def test_tampered_checkpoint_is_refused(exported, tmp_path):
             load(ckpt)
 
 
-def test_checkpoint_without_record_is_refused(exported, tmp_path):
+def test_checkpoint_record_travels_inside_the_weights_file(exported, tmp_path):
+    """The record is embedded in the safetensors metadata (so weights and record are replaced atomically as one
+    file); the JSON beside it is a copy for people. A checkpoint without its JSON still loads; a safetensors file
+    with neither an embedded record nor a JSON record is refused."""
     ckpt = copy_artifact(exported["checkpoint"], tmp_path)
     ckpt.with_suffix(".json").unlink()
+    loaders()["load_runner"](ckpt)
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
     with pytest.raises(CheckpointError, match="missing"):
-        loaders()["load_runner"](ckpt)
+        loaders()["load_runner"](bare)
 
 
 # --------------------------------------------------------------------------------------------- preset / contract
