@@ -205,7 +205,8 @@ def quickstart_exports(students: dict[str, Path], args: argparse.Namespace, note
             _say(f"exporting quickstart {stage} -> {fmt}")
             t0 = time.perf_counter()
             try:
-                out.append(export_model(ckpt, fmt, folder, name=f"pinlite-{stage}").artifact)
+                opts = {"calib_size": args.calib_size} if fmt not in ("onnx", "pte") else {}
+                out.append(export_model(ckpt, fmt, folder, name=f"pinlite-{stage}", **opts).artifact)
             except PinliteError as exc:
                 notes.append(f"export of quickstart {stage} {fmt} failed: {exc}")
                 _say(f"  FAILED: {exc}")
@@ -279,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1])
     p.add_argument("--limit", type=int, default=None, help="clips of the accuracy part (default: whole test split)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib-size", type=int, default=256,
+                   help="calibration clips of the quickstart models' FP16/INT8 exports (exporter default 256)")
     p.add_argument("--no-executorch", action="store_true")
     p.add_argument("--dynamo", action="store_true", help="also time an ONNX export made with the dynamo exporter")
     p.add_argument("--skip-speed", action="store_true")

@@ -7,7 +7,7 @@ import sys
 
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import COMMON, FORMATS
-from pinlite_edge.export.options import CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS
+from pinlite_edge.export.options import CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS, WEIGHT_ONLY_MODES
 
 
 def _format_table() -> str:
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quant-format", dest="quant_format", choices=QUANT_FORMATS,
                    help="onnx-int8 layout: qdq (default; portable, TensorRT-ready) or qoperator (ORT CPU kernels)")
     g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor weight scales")
+    g.add_argument("--symmetric-activations", dest="symmetric_activations", action="store_true",
+                   help="onnx-int8: symmetric activation quantization (zero point 0, as TensorRT needs) instead of "
+                        "asymmetric; weights are always symmetric per channel")
+    g.add_argument("--weight-only", dest="weight_only", choices=WEIGHT_ONLY_MODES,
+                   help="onnx-int8: float layers whose weights are stored int8 behind DequantizeLinear while they "
+                        "still compute in FP32: float (default: every float layer with a weight), gru, none")
     g = p.add_argument_group("TensorRT")
     g.add_argument("--opt-batch", dest="opt_batch", type=int, help="optimisation profile opt batch (default 1)")
     g.add_argument("--workspace-mb", dest="workspace_mb", type=int, help="workspace memory pool (default 1024)")
@@ -101,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.plan and result.plan.float_layers:
         print(f"\nkept float ({len(result.plan.float_layers)} layers):")
         for e in result.plan.float_layers:
-            print(f"  {e.module:<48} {e.kind:<17} {len(e.onnx_nodes) or '':>3}")
+            storage = "int8 weights" if getattr(e, "weight_storage", "float") == "int8" else ""
+            print(f"  {e.module:<48} {e.kind:<17} {len(e.onnx_nodes) or '':>3} {storage}")
     print(f"\nwrote {result.artifact} ({result.artifact.stat().st_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
     print(f"manifest {result.manifest}")
     return 0

@@ -2,7 +2,9 @@
 
 The GRU is rewritten as explicit matmuls first (``rewrite.MatmulGRU``, same weights, parity checked): ``nn.GRU`` is
 unrolled into portable kernels at the edge stage, lowers slowly (minutes when quantized) and breaks INT8 PT2E at
-``to_executorch``; the matmul GRU lowers to XNNPACK in seconds. In INT8 the GRU, the softmax (never annotated by the
+``to_executorch``; the matmul GRU (both directions in one batched recurrence) lowers to XNNPACK. Measured CPU time
+for the tiny student (64 audio steps), 2-core box: FP32 ~56 s (torch.export 3 s, to_edge_transform_and_lower 50 s,
+to_executorch 2.5 s); INT8 adds PT2E prepare/calibrate/convert. In INT8 the GRU, the softmax (never annotated by the
 XNNPACK quantizer), the attention matmuls and the plan's other float layers stay float.
 """
 from __future__ import annotations
@@ -100,6 +102,7 @@ def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None 
 def run_pte(path, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
     """Run a .pte with ``executorch.runtime`` (inputs made contiguous: ``execute`` ignores strides)."""
     _require_executorch()
+    import executorch.kernels.quantized  # noqa: F401  (registers the quantized out-variants an INT8 program may use)
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")

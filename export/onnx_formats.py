@@ -152,9 +152,10 @@ def _compact(path: Path, drop_zero_points: bool) -> dict:
 def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -> tuple[PrecisionPlan, dict]:
     """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts.
 
-    ``for_tensorrt``: the QDQ graph TensorRT parses -- biases stay float (TensorRT's ONNX parser rejects an INT32
-    DequantizeLinear), every DequantizeLinear keeps its zero point, and no weight-only storage (a DequantizeLinear
-    feeding the GRU's ``ILoop`` weights is not something TensorRT documents)."""
+    ``for_tensorrt``: the QDQ graph TensorRT parses -- symmetric activations (TensorRT accepts only zero points of
+    0), biases stay float (TensorRT's ONNX parser rejects an INT32 DequantizeLinear), every DequantizeLinear keeps
+    its zero point, and no weight-only storage (a DequantizeLinear feeding the GRU's ``ILoop`` weights is not
+    something TensorRT documents)."""
     from pinlite_edge.export.onnx_int8 import quantize_onnx
 
     o = ctx.options
@@ -163,7 +164,8 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
     plan = make_plan(ctx, "int8", "int8")
     _resolve(plan, fp32)
     info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
-                         per_channel=o.per_channel, work_dir=ctx.work_dir, quantize_bias=not for_tensorrt)
+                         per_channel=o.per_channel, work_dir=ctx.work_dir, quantize_bias=not for_tensorrt,
+                         activation_symmetric=for_tensorrt or o.symmetric_activations)
     info.update(apply_weight_only(plan, out, "none" if for_tensorrt else o.weight_only))
     info.update(_compact(out, drop_zero_points=not for_tensorrt))
     onnx_checker(out)
@@ -184,7 +186,8 @@ def onnx_checker(path: Path) -> None:
 
 
 def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
-    """Static INT8 (symmetric activations and weights, per-channel) with the plan's layers left float."""
+    """Static INT8 (symmetric per-channel weights, asymmetric activations unless ``symmetric_activations``) with the
+    plan's layers computing in float (their weights stored int8 per ``weight_only``); compact names."""
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_int8_onnx(ctx, tmp)
     dyn, max_batch = _batch_fields(ctx)

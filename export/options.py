@@ -34,7 +34,10 @@ class ExportOptions:
     sensitivity_size: int = 32  # clips of the calibration set used for the sensitivity table
     quant_format: str = "qdq"  # ORT INT8: "qdq" (portable, TensorRT-ready) or "qoperator" (ORT CPU kernels)
     per_channel: bool = True
-    weight_only: str = "gru"  # INT8 ONNX: float layers whose weights are *stored* int8 (+DequantizeLinear), compute float
+    symmetric_activations: bool = False  # ORT INT8: activations symmetric (zero point 0) instead of asymmetric int8;
+    #                                      weights are always symmetric; TensorRT builds always use symmetric
+    weight_only: str = "float"  # INT8 ONNX: float layers whose weights are *stored* int8 (+DequantizeLinear), compute
+    #                             stays float: "float" (every float layer with a weight), "gru" (only the GRU), "none"
     workspace_mb: int = 1024  # TensorRT workspace memory pool
     timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
     weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed

@@ -9,6 +9,25 @@ attention) to FP32 with ``OBEY_PRECISION_CONSTRAINTS``.
 
 An engine is bound to the GPU model and TensorRT version it was built with: the manifest records both, and the
 compute capability. ``tensorrt`` is imported only when a ``trt-*`` format runs.
+
+API checked against NVIDIA's documentation (no TensorRT runs in this workplace; tests use a fake module):
+- Builder / ``create_network(1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED))`` / ``create_builder_config`` /
+  ``create_optimization_profile`` / ``build_serialized_network``: TensorRT Python API "Builder"
+  (docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html). In 11.x the
+  STRONGLY_TYPED flag is deprecated and ignored (strong typing is always on; .../11.0.0/_static/python-api/infer/
+  Core/Builder.html), so 11.x gets flags 0.
+- ``OnnxParser(network, logger).parse_from_file(path)``, ``num_errors``, ``get_error(i)``: "Onnx Parser" page.
+- ``set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``add_optimization_profile``, ``set_flag``,
+  ``create_timing_cache(bytes)`` / ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache()`` and
+  ``ITimingCache.serialize()``: "IBuilderConfig" and "ITimingCache" pages (TimingCache.html).
+- Strong typing + Q/DQ: "Explicit Quantization" (inference-library/quantized-types-explicit-quantization.html):
+  precision-control builder flags are not required and should not be set.
+- Weak typing (10.x only): ``BuilderFlag.FP16``/``INT8``/``OBEY_PRECISION_CONSTRAINTS``, ``ILayer.precision``,
+  ``ILayer.set_output_type(i, dtype)`` -- all removed in 11.x ("Removed Python APIs and Replacements",
+  api/migration/tensorrt-10x-to-11x-python-api-reference.html); output types are only pinned on float outputs
+  (a loop's trip counters and shape tensors are integers).
+- The QDQ ONNX built for TensorRT keeps biases float: the parser rejects a DequantizeLinear on INT32 data (see
+  ``onnx_formats.build_int8_onnx(for_tensorrt=True)``).
 """
 from __future__ import annotations
 
@@ -96,7 +115,11 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
     """Parse ``onnx_path`` and build a serialized engine; returns (engine bytes, build facts for the manifest)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    major = trt_major(trt)
+    if not strongly_typed and major >= 11:
+        raise ExportError(f"weak typing was removed in TensorRT {trt.__version__}; build strongly typed")
+    # 10.x: strong typing is opt-in with this flag; 11.x: always on, the flag is deprecated and ignored.
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed and major < 11 else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -122,11 +145,17 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         pinned = layer_precisions(plan, [layer.name for layer in layers]) if plan else {}
+        floats = {getattr(trt, n) for n in ("float32", "float16", "bfloat16") if hasattr(trt, n)}
         for layer in layers:
-            if layer.name in pinned:
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
+            if layer.name not in pinned:
+                continue
+            float_outs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floats]
+            if not float_outs:  # a loop's trip counter / shape arithmetic: integer, nothing to pin
+                del pinned[layer.name]
+                continue
+            layer.precision = trt.float32
+            for j in float_outs:
+                layer.set_output_type(j, trt.float32)
     cache = None
     if timing_cache is not None:
         data = timing_cache.read_bytes() if timing_cache.is_file() else b""
@@ -136,7 +165,7 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
     if serialized is None:
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
     if cache is not None and timing_cache is not None:
-        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     facts = {"strongly_typed": strongly_typed, "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
              "workspace_mb": workspace_mb, "layers": network.num_layers, "fp32_pinned_layers": len(pinned),
              "timing_cache": str(timing_cache) if timing_cache else None}

@@ -208,7 +208,7 @@ class Detector:
 
         windows = featurise_file(video_path, self.contract, face_crop=self.face_crop,
                                  stride_seconds=self.stride_seconds)
-        return self._score(windows, str(video_path))
+        return self.score_windows(windows, str(video_path))
 
     def detect_arrays(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int,
                       fps: float = 25.0) -> DetectionResult:
@@ -218,9 +218,10 @@ class Detector:
 
         windows = featurise_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
                                    stride_seconds=self.stride_seconds)
-        return self._score(windows, "arrays")
+        return self.score_windows(windows, "arrays")
 
-    def _score(self, windows: list[Any], source: str) -> DetectionResult:
+    def score_windows(self, windows: list[Any], source: str = "windows") -> DetectionResult:
+        """Score already-featurised windows (e.g. decoded in worker processes, as `pinlite_edge.scan` does)."""
         if not windows:
             raise InputError(f"{source}: no window to score")
         outs: list[dict[str, np.ndarray]] = []

@@ -173,8 +173,7 @@ def _score(detector: Any, job: dict[str, Any]) -> Any:
     from pinlite_edge.features import Window
 
     windows = [Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(job["frames"], job["mfcc"], job["starts"])]
-    score = getattr(detector, "score_windows", None) or detector._score
-    return score(windows, job["path"])
+    return detector.score_windows(windows, job["path"])
 
 
 def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:

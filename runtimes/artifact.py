@@ -13,7 +13,6 @@ from typing import Any
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import CheckpointError, ManifestError
 from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest
-from pinlite_edge.utils.hashing import sha256_file
 
 #: backend name -> what the user installs to get it (named in BackendUnavailableError)
 INSTALL_HINTS = {
@@ -74,15 +73,11 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
                             f"contract's {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
 
 
-def _checkpoint_spec(path: Path, verify: bool) -> ArtifactSpec:
+def _checkpoint_spec(path: Path) -> ArtifactSpec:
     from pinlite_edge.checkpoint import read_record  # imports torch: only for checkpoints
 
+    # read_record verifies the weights against the hash embedded at save time (CheckpointError if modified)
     record = read_record(path)
-    if verify and record.get("weights_sha256"):
-        actual = sha256_file(path)
-        if actual != record["weights_sha256"]:
-            raise CheckpointError(f"{path} does not match its record {path.with_suffix('.json')}: sha256 "
-                                  f"{actual[:12]}… != {record['weights_sha256'][:12]}…")
     cfg = record.get("model_config") or {}
     if "preset" not in cfg or "kind" not in cfg:
         raise CheckpointError(f"checkpoint record for {path} has no valid model_config")
@@ -101,7 +96,7 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
     if not path.is_file():
         raise ManifestError(f"artefact {path} does not exist")
     if path.suffix == ".safetensors" and not manifest_path_for(path).is_file():
-        spec = _checkpoint_spec(path, verify)
+        spec = _checkpoint_spec(path)
     else:
         manifest = read_manifest(path, verify=verify)
         check_manifest_consistency(manifest, str(path))

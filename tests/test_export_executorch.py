@@ -1,5 +1,9 @@
-"""ExecuTorch .pte export (tiny preset). Lowering the tiny student took 400 s on the shared 2-core dev box under
-heavy load (load average ~15), so the round trips are marked slow; run them with ``pytest -m slow``."""
+"""ExecuTorch .pte export (tiny preset).
+
+The FP32 round trip runs in the default suite: with the batched matmul GRU the tiny student lowers in ~56 s of CPU
+time (torch.export + to_edge_transform_and_lower + to_executorch, measured with ``process_time`` on the shared 2-core
+box; wall time is longer when the box is loaded). The INT8 round trip (PT2E calibration on top, ~200 s CPU with the
+previous GRU) stays ``slow``: run it with ``pytest -m slow``."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +37,6 @@ def test_pte_rejects_onnx_options(student, tmp_path):
         export_from_model(student, "pte", tmp_path, opset=18)
 
 
-@pytest.mark.slow
 def test_pte_fp32_roundtrip(student, tmp_path):
     from pinlite_edge.export.executorch import run_pte
 
@@ -66,3 +69,7 @@ def test_pte_int8_runs_with_plan(student, tmp_path):
     logits, _, attention = run_pte(res.artifact, f1.numpy(), m1.numpy())
     assert np.abs(attention - ref.attention.numpy()).max() < 0.05
     assert np.allclose(attention.sum(-1), 1.0, atol=1e-3)
+    # the XNNPACK delegate holds the quantized convolutions / linears; the GRU and softmax stay float
+    delegation = man.extra["delegation"]
+    assert "quantized_decomposed_dequantize_per_channel_default" in delegation["delegated_ops"]
+    assert not any(op.startswith("quantized_decomposed") for op in delegation["non_delegated_ops"])

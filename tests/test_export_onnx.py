@@ -130,6 +130,8 @@ def test_matmul_gru_matches_nn_gru():
     ref, _ = gru(x)
     out, _ = MatmulGRU(gru)(x)
     assert torch.allclose(out, ref, atol=1e-6)
+    one_way = torch.nn.GRU(12, 5, batch_first=True)
+    assert torch.allclose(MatmulGRU(one_way)(x)[0], one_way(x)[0], atol=1e-6)
     model = rewrite_gru(create_student("tiny", pretrained=False).eval())
     assert isinstance(model.audio_encoder.gru, MatmulGRU)
 

@@ -89,23 +89,92 @@ def test_fake_quant_weight_is_per_channel_symmetric():
     assert (q[0] - w[0]).abs().max() <= 1.0 / 127 / 2 + 1e-6
 
 
+def _weight_source(m, tensor):
+    """(op chain, initializer dtype) of what feeds a weight input: ("init",) or ("DequantizeLinear"[, "Reshape"])."""
+    producers = {o: n for n in m.graph.node for o in n.output}
+    inits = {i.name: i for i in m.graph.initializer}
+    chain = []
+    while tensor in producers and producers[tensor].op_type in ("Reshape", "DequantizeLinear"):
+        chain.append(producers[tensor])
+        tensor = producers[tensor].input[0]
+    return chain, (inits[tensor].data_type if tensor in inits else None)
+
+
 def test_int8_qdq_graph_keeps_plan_float(int8):
     m = onnx.load(str(int8.artifact))
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert all(not near for near in qdq_neighbours(m).values())  # no Q/DQ next to GRU or Softmax
-    producers = {o: n for n in m.graph.node for o in n.output}
+    assert all(not near for near in qdq_neighbours(m).values())  # no Q/DQ on the GRU's / Softmax's data path
     float_nodes = set(int8.plan.float_onnx_nodes())
-    inits = {i.name for i in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
     for n in m.graph.node:
-        if n.name in float_nodes and n.op_type in ("Conv", "MatMul", "Gemm"):
-            # float layers keep FP32 weights (an activation shared with a quantized consumer may still be Q/DQ'd)
-            weight = n.input[1]
-            assert weight in inits or producers[weight].op_type != "DequantizeLinear", n.name
-    # weights of quantized layers are stored as int8 with symmetric (zero) zero points
-    zps = [i for i in m.graph.initializer if i.name.endswith("_zero_point")]
-    assert zps and all(not np.any(onnx.numpy_helper.to_array(z)) for z in zps)
+        if n.name in float_nodes and n.op_type in ("Conv", "MatMul", "Gemm", "GRU"):
+            # float layers compute in FP32: their weight is an FP32 initializer, or (weight-only storage) an int8
+            # initializer behind a weight-only DequantizeLinear -- never the output of a QuantizeLinear
+            chain, dtype = _weight_source(m, n.input[1])
+            if chain:
+                assert chain[-1].name.endswith("_w8_DQ") and dtype == onnx.TensorProto.INT8, n.name
+            else:
+                assert n.input[1] not in producers or producers[n.input[1]].op_type != "QuantizeLinear", n.name
+    # weights: int8, symmetric (a weight DequantizeLinear has no zero point or a zero one); activations: int8 with
+    # a per-tensor zero point (asymmetric by default)
+    inits = {i.name: i for i in m.graph.initializer}
+    const_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert {inits[n.input[0]].data_type for n in const_dq} == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}  # +bias
+    weight_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    assert all(len(n.input) < 3 or not np.any(onnx.numpy_helper.to_array(inits[n.input[2]])) for n in weight_dq)
+    act_zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert act_zps and all(z.dtype == np.int8 for z in act_zps) and any(np.any(z) for z in act_zps)
+    assert int8.extra["activation_symmetric"] is False
     assert int8.extra["quantized_weight_nodes"] > 0
+
+
+def test_int8_gru_weights_stored_int8_compute_float(int8):
+    m = onnx.load(str(int8.artifact))
+    gru = next(n for n in m.graph.node if n.op_type == "GRU")
+    for idx in (1, 2):  # W and R: int8 initializer -> DequantizeLinear (per row) -> Reshape -> float GRU
+        chain, dtype = _weight_source(m, gru.input[idx])
+        assert [c.op_type for c in chain] == ["Reshape", "DequantizeLinear"] and dtype == onnx.TensorProto.INT8
+    entry = next(e for e in int8.plan.float_layers if e.kind == "gru")
+    assert entry.weight_storage == "int8" and "float compute" in entry.reason
+    assert int8.extra["weight_only"] == "float" and int8.extra["weight_only_int8_weights"] >= 2
+    # size: int8 storage everywhere + short tensor names (deterministic for the architecture, not the weights)
+    assert int8.extra["size_vs_fp32_onnx"] < 0.38
+
+
+def test_weight_only_storage_parity_and_compaction(student, tmp_path):
+    """GRU weight-only int8 storage moves outputs by rounding only; compaction changes no number at all."""
+    from pinlite_edge.export.onnx_compact import compact_names
+    from pinlite_edge.export.onnx_weight_only import quantize_weight, store_weights_int8
+
+    w = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    q, scale = quantize_weight(w, axis=1)
+    assert q.dtype == np.int8 and scale.shape == (5,)
+    assert np.abs(q * scale - w).max() <= scale.max() / 2 + 1e-7
+    fp32 = export_from_model(student, "onnx", tmp_path / "fp32").artifact
+    frames, mfcc = _inputs(student)
+    ref = _run(fp32, frames, mfcc)
+    m = onnx.load(str(fp32))
+    names = {n.name for n in m.graph.node}
+    compact_names(m)
+    assert {n.name for n in m.graph.node} == names and not m.graph.value_info
+    onnx.save(m, str(tmp_path / "compact.onnx"))
+    assert all(np.array_equal(a, b) for a, b in zip(ref, _run(tmp_path / "compact.onnx", frames, mfcc)))
+    gru = [n.name for n in m.graph.node if n.op_type == "GRU"]
+    info = store_weights_int8(m, gru)
+    assert info["weight_only_int8_weights"] == 2
+    onnx.save(m, str(tmp_path / "w8.onnx"))
+    logits, _, attention = _run(tmp_path / "w8.onnx", frames, mfcc)
+    assert 0 < np.abs(logits - ref[0]).max() < 2e-2
+    assert np.abs(attention - ref[2]).max() < 2e-3
+    assert (tmp_path / "w8.onnx").stat().st_size < (tmp_path / "compact.onnx").stat().st_size
+
+
+def _inputs(model, n=2, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config.contract
+    return (torch.randn(n, *c.frames_shape(), generator=g).numpy(),
+            torch.randn(n, *c.mfcc_shape(), generator=g).numpy())
 
 
 def test_int8_runs_in_ort_close_to_fp32(int8, student, cal):
@@ -139,7 +208,11 @@ def test_fp16_graph_has_fp32_islands_and_fp32_io(fp16, student, cal):
     to32 = {c["input"] for c in casts if c["to"] == "fp32"}
     assert casts and to32
     gru = next(n for n in m.graph.node if n.op_type == "GRU")
-    assert gru.input[0].endswith("__to_fp32") or gru.input[0] in to32 or "fp32" in gru.input[0]
+    typed = onnx.shape_inference.infer_shapes(m)
+    elem = {v.name: v.type.tensor_type.elem_type for v in list(typed.graph.value_info) + list(typed.graph.input)}
+    inits = {i.name: i.data_type for i in m.graph.initializer}
+    assert elem[gru.input[0]] == onnx.TensorProto.FLOAT  # the GRU island computes in FP32 ...
+    assert all(inits.get(i, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for i in gru.input[1:4] if i)
     softmax_inputs = [n.input[0] for n in m.graph.node if n.op_type == "Softmax"]
     producers = {o: n for n in m.graph.node for o in n.output}
     assert all(producers[i].op_type in ("Cast", "Mul") for i in softmax_inputs)

@@ -87,16 +87,21 @@ class _Recorder:
             def __init__(self, level):
                 pass
 
+        class Tensor:
+            def __init__(self, name, dtype="float32"):
+                self.name, self.dtype = name, dtype
+
         class Layer:
             def __init__(self, name):
                 self.name, self.num_outputs, self.precision, self.out_types = name, 1, None, {}
+                # a name ending in "_tripcount" stands for an integer-output layer (a loop counter)
+                self._out = Tensor(name, "int32" if name.endswith("_tripcount") else "float32")
+
+            def get_output(self, i):
+                return self._out
 
             def set_output_type(self, i, t):
                 self.out_types[i] = t
-
-        class Tensor:
-            def __init__(self, name):
-                self.name = name
 
         class Network:
             def __init__(self, flags):
@@ -171,7 +176,7 @@ class _Recorder:
 
         self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
         self.NetworkDefinitionCreationFlag, self.BuilderFlag, self.MemoryPoolType = Flag, BuilderFlag, MemoryPoolType
-        self.float32 = "float32"
+        self.float32, self.float16, self.int32 = "float32", "float16", "int32"
 
 
 def test_build_engine_strongly_typed_api_shape(tmp_path):
@@ -191,7 +196,8 @@ def test_build_engine_strongly_typed_api_shape(tmp_path):
 
 def test_build_engine_weak_typing_pins_plan_layers_api_shape(tmp_path):
     """API-shape test with a fake tensorrt module: TRT-10 weak typing sets flags and FP32 layer constraints."""
-    trt = _Recorder(["/model/audio_encoder/gru/GRU", "/model/blocks.1/attn/softmax/Softmax", "/model/cls_head/Gemm"])
+    trt = _Recorder(["/model/audio_encoder/gru/GRU", "/model/audio_encoder/gru/GRU_tripcount",
+                     "/model/blocks.1/attn/softmax/Softmax", "/model/cls_head/Gemm"])
     _, facts = build_engine(trt, tmp_path / "m.onnx", input_shapes={"frames": (16, 3, 64, 64), "mfcc": (64, 13)},
                             max_batch=2, opt_batch=1, workspace_mb=64, strongly_typed=False, weak_precision="fp16",
                             plan=_plan())
@@ -201,7 +207,22 @@ def test_build_engine_weak_typing_pins_plan_layers_api_shape(tmp_path):
     assert layers["/model/audio_encoder/gru/GRU"].precision == "float32"
     assert layers["/model/blocks.1/attn/softmax/Softmax"].out_types == {0: "float32"}
     assert layers["/model/cls_head/Gemm"].precision is None
+    # an integer-output layer of the GRU loop is neither retyped nor given a float precision
+    assert layers["/model/audio_encoder/gru/GRU_tripcount"].precision is None
+    assert layers["/model/audio_encoder/gru/GRU_tripcount"].out_types == {}
     assert facts["fp32_pinned_layers"] == 2
+
+
+def test_build_engine_tensorrt_11_strong_typing_without_flag(tmp_path):
+    """API-shape test: on 11.x STRONGLY_TYPED is deprecated and ignored, so the network is created with 0; weak
+    typing is refused before anything is built."""
+    trt = _Recorder([], major="11.1.0")
+    shapes = {"frames": (16, 3, 64, 64), "mfcc": (64, 13)}
+    build_engine(trt, tmp_path / "m.fp16.onnx", input_shapes=shapes, max_batch=2, opt_batch=1, workspace_mb=64)
+    assert ("create_network", 0) in trt.calls and not [c for c in trt.calls if c[0] == "flag"]
+    with pytest.raises(ExportError, match="removed in TensorRT 11"):
+        build_engine(_Recorder([], major="11.1.0"), tmp_path / "m.onnx", input_shapes=shapes, max_batch=2,
+                     opt_batch=1, workspace_mb=64, strongly_typed=False, weak_precision="fp16", plan=_plan())
 
 
 def test_trt_manifest_fields_with_fake_tensorrt(student, tmp_path, monkeypatch):
@@ -245,3 +266,38 @@ def test_weak_typing_refused_on_tensorrt_11(student, tmp_path, monkeypatch):
 def test_real_trt_fp16_build(student, tmp_path):
     res = export_from_model(student, "trt-fp16", tmp_path, calib_size=4, sensitivity=False, batch=2)
     assert res.artifact.stat().st_size > 0
+
+
+def test_trt_int8_builds_from_a_tensorrt_parsable_qdq_onnx(student, tmp_path, monkeypatch):
+    """API-shape test: the QDQ ONNX handed to TensorRT has symmetric activations (zero points 0), float biases (the
+    parser rejects an INT32 DequantizeLinear), every DequantizeLinear has its 3 inputs and no weight-only storage."""
+    import sys
+
+    import numpy as np
+    import onnx
+
+    from pinlite_edge.export import tensorrt as trt_mod
+    from pinlite_edge.export.calibration import from_arrays
+
+    seen = {}
+
+    def fake_build(trt, onnx_path, **kwargs):
+        seen["model"] = onnx.load(str(onnx_path))
+        return b"engine", {"strongly_typed": kwargs.get("strongly_typed", True)}
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder([]))
+    monkeypatch.setattr(trt_mod, "cuda_device", lambda index=0: trt_mod.GpuInfo("Fake Orin", "8.7", index))
+    monkeypatch.setattr(trt_mod, "build_engine", fake_build)
+    c = student.config.contract
+    g = torch.Generator().manual_seed(0)
+    cal = from_arrays(torch.randn(4, *c.frames_shape(), generator=g).numpy(),
+                      torch.randn(4, *c.mfcc_shape(), generator=g).numpy())
+    res = export_from_model(student, "trt-int8", tmp_path, calibration=cal, calib_size=4, sensitivity=False)
+    m = seen["model"]
+    inits = {i.name: i for i in m.graph.initializer}
+    qdq = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(len(n.input) == 3 for n in qdq)
+    assert all(not np.any(onnx.numpy_helper.to_array(inits[n.input[2]])) for n in qdq)
+    assert not [n for n in qdq if n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT32]
+    assert not [n for n in qdq if n.name.endswith("_w8_DQ")]
+    assert res.extra["onnx"]["weight_only"] == "none" and res.extra["onnx"]["quantize_bias"] is False

@@ -284,9 +284,10 @@ def test_modified_checkpoint_is_refused(student, tmp_path):
     dst = tmp_path / "best.safetensors"
     shutil.copy(student["torch"], dst)
     shutil.copy(student["torch"].with_suffix(".json"), dst.with_suffix(".json"))
-    with open(dst, "ab") as fh:
-        fh.write(b"\0")
-    with pytest.raises(CheckpointError, match="does not match its record"):
+    data = bytearray(dst.read_bytes())
+    data[-1] ^= 0xFF  # one weight byte changed
+    dst.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="modified"):
         load_runner(dst)
 
 

@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from pinlite_edge import __version__
-from pinlite_edge.checkpoint import read_record, save_checkpoint
+from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
-from pinlite_edge.utils.atomic import atomic_write_json
 
 from pinlite_edge.training.config import TrainConfig
 from pinlite_edge.training.data import EpochSampler, Split, make_loader
@@ -126,7 +125,9 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
             raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
                                   "differ); use a fresh --output")
         if meta.get("params") != base_record["params"]:
-            raise CheckpointError(f"cannot resume {state_path}: the model differs from the one it was trained with")
+            raise CheckpointError(f"cannot resume {state_path}: the model ({meta.get('params')} parameters) differs "
+                                  f"from the one built now ({base_record['params']}); the preset or model options "
+                                  "changed: use a fresh --output (quickstart: --force)")
         model.load_state_dict(parts["model"])
         optimizer.load_state_dict(parts["optimizer"])
         sched_state = parts["scheduler"]
@@ -233,11 +234,11 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
 
     best_path = out_dir / "best.safetensors"
     if dist.is_main:
-        rec = read_record(best_path)
-        rec.update({"history": history, "best": best, "complete": True})
-        atomic_write_json(best_path.with_suffix(".json"), rec)
-        last = read_record(out_dir / "last.safetensors")
-        last.update({"history": history, "best": best, "complete": True})
-        atomic_write_json(out_dir / "last.json", last)
+        # The record embedded in the safetensors file is the authority: re-save weights + updated record together.
+        for path in (best_path, out_dir / "last.safetensors"):
+            done_model, rec = load_checkpoint(path)
+            rec.pop("weights_sha256", None)
+            rec.update({"history": history, "best": best, "complete": True})
+            save_checkpoint(path, done_model, rec)
     barrier(dist)
     return FitResult(best_path, dict(best or {}), history, resumed)

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pinlite_edge.errors import CheckpointError
-from pinlite_edge.utils.atomic import atomic_path
+from pinlite_edge.utils.atomic import atomic_path, json_default
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
@@ -97,7 +97,7 @@ def save_training_state(path: str | Path, parts: dict[str, Any], meta: dict[str,
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {name: flatten(value, name, tensors) for name, value in parts.items()}
-    header = {"skeleton": json.dumps(skeleton), "meta": json.dumps(meta, default=_json_default)}
+    header = {"skeleton": json.dumps(skeleton), "meta": json.dumps(meta, default=json_default)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path
@@ -117,11 +117,3 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc}") from None
     return {name: unflatten(value, tensors) for name, value in skeleton.items()}, meta
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

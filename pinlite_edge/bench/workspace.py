@@ -51,6 +51,9 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
     files under ``exports/<format>/``), a folder of artefacts with manifests, or one artefact file.
     """
     if artifacts.is_file():
+        if not _built_for(artifacts, runtime, precision):
+            raise WorkspaceError(f"{artifacts} is not a {runtime} {precision} artefact ({_describe(artifacts)}); "
+                                 f"pass --runtime/--precision to match it")
         return [artifacts]
     if not artifacts.is_dir():
         raise WorkspaceError(f"--artifacts {artifacts} does not exist")
@@ -74,7 +77,28 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
     found = artefacts_in(artifacts) + sorted(artifacts.glob("*.safetensors"))
     if not found:
         raise WorkspaceError(f"{artifacts} holds no artefact with a manifest and no checkpoint")
-    return sorted(set(found))
+    matching = [p for p in sorted(set(found)) if _built_for(p, runtime, precision)]
+    if not matching:  # never bench another runtime's artefacts in place of the one asked for
+        raise WorkspaceError(f"{artifacts} holds no {runtime} {precision} artefact; it has: "
+                             + ", ".join(f"{p.name} ({_describe(p)})" for p in sorted(set(found))))
+    return matching
+
+
+def _runtime_and_precision(path: Path) -> tuple[str, str]:
+    if path.suffix == ".safetensors":
+        return "torch", "fp32"
+    from pinlite_edge.manifest import read_manifest
+
+    m = read_manifest(path, verify=False)  # the runner verifies the hash when it loads the artefact
+    return m.runtime, m.precision
+
+
+def _built_for(path: Path, runtime: str, precision: str) -> bool:
+    return _runtime_and_precision(path) == (runtime, precision)
+
+
+def _describe(path: Path) -> str:
+    return "{} {}".format(*_runtime_and_precision(path))
 
 
 def ensure_workspace(path: Path, *, build: bool = True) -> Path:

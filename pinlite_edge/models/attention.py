@@ -16,7 +16,8 @@ class MultiHeadCrossAttention(nn.Module):
     Softmax node. :meth:`prune_heads` physically removes heads: the layer really gets smaller.
     """
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, dropout: float = 0.0,
+                 num_queries: int | None = None, num_keys: int | None = None):
         super().__init__()
         if head_dim is None:
             if dim % num_heads:
@@ -33,6 +34,24 @@ class MultiHeadCrossAttention(nn.Module):
         self.softmax = nn.Softmax(dim=-1)
         self.dropout = nn.Dropout(dropout)
         self.scale = 1.0 / math.sqrt(head_dim)
+        self.rel_bias: nn.Parameter | None = None
+        if num_queries is not None and num_keys is not None:
+            self._init_relative_bias(num_queries, num_keys)
+
+    def _init_relative_bias(self, num_queries: int, num_keys: int) -> None:
+        """Learned per-head bias on the scores by the time distance between a query and a key.
+
+        Queries and keys cover the same 0.64 s window, so query i sits at key position round(i·Nk/Nq). Each head
+        starts ALiBi-like (``-slope_h·|distance|``, slopes from 2^(-4/H) down to 1/16), i.e. attending around the
+        aligned frame: the model starts out comparing each audio step with its own frames, which is what lip-sync
+        checking needs, instead of having to discover alignment from uniform attention.
+        """
+        aligned = torch.round(torch.arange(num_queries) * num_keys / num_queries).long()
+        distance = aligned[:, None] - torch.arange(num_keys)[None, :]  # (Nq, Nk) in -(Nk-1)..(Nk-1)
+        self.register_buffer("rel_index", distance + num_keys - 1, persistent=False)
+        slopes = torch.tensor([2.0 ** (-(h + 1) * 4.0 / self.num_heads) for h in range(self.num_heads)])
+        offsets = torch.arange(-(num_keys - 1), num_keys).abs().float()
+        self.rel_bias = nn.Parameter(-slopes[:, None] * offsets[None, :])  # (H, 2·Nk - 1)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -44,6 +63,11 @@ class MultiHeadCrossAttention(nn.Module):
         k = self._split(self.k_proj(context))
         v = self._split(self.v_proj(context))
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        if self.rel_bias is not None:
+            if scores.shape[-2:] != self.rel_index.shape:
+                raise ValueError(f"relative position bias built for {tuple(self.rel_index.shape)} query x key "
+                                 f"tokens, got {tuple(scores.shape[-2:])}")
+            scores = scores + self.rel_bias[:, self.rel_index]  # (H, Nq, Nk), broadcast over the batch
         attn = self.softmax(scores)
         out = torch.matmul(self.dropout(attn), v)  # (B, H, Nq, Dh)
         b, _, nq, _ = out.shape
@@ -85,4 +109,7 @@ class MultiHeadCrossAttention(nn.Module):
         new.weight.copy_(old.weight[:, keep])
         new.bias.copy_(old.bias)
         self.out_proj = new
+        if self.rel_bias is not None:
+            self.rel_bias = nn.Parameter(self.rel_bias.detach()[keep_heads].clone(),
+                                         requires_grad=self.rel_bias.requires_grad)
         self.num_heads = len(keep_heads)

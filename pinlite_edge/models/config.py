@@ -25,6 +25,7 @@ class ModelConfig:
     backbone_width: float = 1.0  # MobileNetV3 width_mult, or ResNet width scale for resnet_narrow
     frozen_blocks: int = 0  # leading backbone blocks frozen (stem counts as one)
     dropout: float = 0.1
+    relative_position_bias: bool = True  # learned audio-step-to-frame distance bias in every attention layer
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:

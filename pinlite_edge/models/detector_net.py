@@ -31,8 +31,9 @@ class AVSyncDetector(nn.Module):
         self.audio_pos = nn.Parameter(torch.zeros(1, config.audio_tokens, d))
         nn.init.trunc_normal_(self.video_pos, std=0.02)
         nn.init.trunc_normal_(self.audio_pos, std=0.02)
+        tokens = (config.audio_tokens, config.contract.num_frames) if config.relative_position_bias else None
         self.blocks = nn.ModuleList(
-            GatedCrossAttentionBlock(d, h, config.head_dim, config.ffn_dim, config.dropout)
+            GatedCrossAttentionBlock(d, h, config.head_dim, config.ffn_dim, config.dropout, tokens=tokens)
             for h in config.heads_per_layer
         )
         self.norm = nn.LayerNorm(d)
