@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pinlite_edge.checkpoint import load_checkpoint
+from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model, load_calibration
 from pinlite_edge.metrics import explainability_preservation_score
 
@@ -197,7 +198,12 @@ def paper_sizes(tmp: Path, calib_size: int) -> dict:
                                                          "onnx-int8-qop")}.items():
         if fmt != "onnx":
             opts = {"calib_size": len(cal), "sensitivity": False, **opts}
-        res = export_from_model(model, fmt, tmp / variant, calibration=cal if fmt != "onnx" else None, **opts)
+        try:
+            res = export_from_model(model, fmt, tmp / variant, calibration=cal if fmt != "onnx" else None, **opts)
+        except ExportError as exc:  # recorded, not hidden: the table says which variant failed and why
+            out[variant] = {"error": str(exc)}
+            print(f"paper {variant}: {exc}", flush=True)
+            continue
         runs[variant] = ort_runner(res.artifact)
         out[variant] = {"bytes": res.artifact.stat().st_size}
     for r in range(2):  # interleave to share the machine's noise
@@ -251,6 +257,9 @@ def markdown(results: dict) -> str:
             if isinstance(v, dict) and "bytes" in v:
                 lines.append(f"| {k} | {v['bytes'] / 1e6:.3f} MB | {v['size_vs_fp32_onnx']:.1%} | "
                              f"{v['latency_ms_b1']['median']:.2f} |")
+        for k, v in ps.items():
+            if isinstance(v, dict) and "error" in v:
+                lines.append(f"| {k} | failed: {v['error'][:160]} | | |")
         t = ps.get("teacher_torch_fp32_eager_ms_b1")
         if t:
             lines.append(f"\nPaper teacher, torch FP32 eager, batch 1: {t['median']:.1f} ms (median).")

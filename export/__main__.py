@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quant-format", dest="quant_format", choices=QUANT_FORMATS,
                    help="onnx-int8 layout: qdq (default; portable, TensorRT-ready) or qoperator (ORT CPU kernels)")
     g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor weight scales")
-    g.add_argument("--symmetric-activations", dest="symmetric_activations", action="store_true",
-                   help="onnx-int8: symmetric activation quantization (zero point 0, as TensorRT needs) instead of "
-                        "asymmetric; weights are always symmetric per channel")
+    g.add_argument("--asymmetric-activations", dest="symmetric_activations", action="store_false",
+                   help="onnx-int8 for onnxruntime only: asymmetric activation quantization instead of the default "
+                        "symmetric (zero point 0, as TensorRT needs); weights are always symmetric per channel")
     g.add_argument("--weight-only", dest="weight_only", choices=WEIGHT_ONLY_MODES,
                    help="onnx-int8: float layers whose weights are stored int8 behind DequantizeLinear while they "
                         "still compute in FP32: float (default: every float layer with a weight), gru, none")

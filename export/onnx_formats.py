@@ -186,7 +186,7 @@ def onnx_checker(path: Path) -> None:
 
 
 def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
-    """Static INT8 (symmetric per-channel weights, asymmetric activations unless ``symmetric_activations``) with the
+    """Static INT8 (symmetric per-channel weights; symmetric activations unless ``symmetric_activations=False``) with the
     plan's layers computing in float (their weights stored int8 per ``weight_only``); compact names."""
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_int8_onnx(ctx, tmp)

@@ -16,7 +16,7 @@ from pinlite_edge.data.cache import ClipLoader
 from pinlite_edge.errors import DatasetError
 from pinlite_edge.features import compute_mfcc
 
-GRID = Path("/work/shared/data/real-av/grid")
+from conftest import GRID_DIR as GRID  # ../shared beside the checkout
 NAMES = ["bbaf2n.mpg", "lbax4n.mpg", "swiz3n.mpg"]
 pytestmark = pytest.mark.skipif(not (GRID / NAMES[0]).exists(), reason=f"GRID sample clips not found at {GRID}")
 C = TINY_CONTRACT

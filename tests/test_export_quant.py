@@ -116,16 +116,16 @@ def test_int8_qdq_graph_keeps_plan_float(int8):
                 assert chain[-1].name.endswith("_w8_DQ") and dtype == onnx.TensorProto.INT8, n.name
             else:
                 assert n.input[1] not in producers or producers[n.input[1]].op_type != "QuantizeLinear", n.name
-    # weights: int8, symmetric (a weight DequantizeLinear has no zero point or a zero one); activations: int8 with
-    # a per-tensor zero point (asymmetric by default)
+    # weights: int8, symmetric (a weight DequantizeLinear has no zero point or a zero one); activations: int8,
+    # symmetric by default (zero points all 0), as the issue and TensorRT require
     inits = {i.name: i for i in m.graph.initializer}
     const_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert {inits[n.input[0]].data_type for n in const_dq} == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}  # +bias
     weight_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert all(len(n.input) < 3 or not np.any(onnx.numpy_helper.to_array(inits[n.input[2]])) for n in weight_dq)
     act_zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
-    assert act_zps and all(z.dtype == np.int8 for z in act_zps) and any(np.any(z) for z in act_zps)
-    assert int8.extra["activation_symmetric"] is False
+    assert act_zps and all(z.dtype == np.int8 for z in act_zps) and not any(np.any(z) for z in act_zps)
+    assert int8.extra["activation_symmetric"] is True
     assert int8.extra["quantized_weight_nodes"] > 0
 
 
@@ -230,3 +230,13 @@ def test_keep_float_needs_sensitivity(student, tmp_path):
         export_from_model(student, "onnx-int8", tmp_path, keep_float=2, sensitivity=False)
     with pytest.raises(ExportError, match="calib_method"):
         export_from_model(student, "onnx-int8", tmp_path, calib_method="kl")
+
+
+def test_activation_symmetry_defaults_to_symmetric_and_cli_can_opt_out():
+    from pinlite_edge.export.__main__ import build_parser
+    from pinlite_edge.export.options import ExportOptions
+
+    assert ExportOptions().symmetric_activations is True
+    base = ["--checkpoint", "c.safetensors", "--format", "onnx-int8", "--output", "out"]
+    assert "symmetric_activations" not in vars(build_parser().parse_args(base))
+    assert vars(build_parser().parse_args(base + ["--asymmetric-activations"]))["symmetric_activations"] is False

@@ -19,7 +19,7 @@ from pinlite_edge.features import (
     resample_audio,
 )
 
-GRID = Path("/work/shared/data/real-av/grid")
+from conftest import GRID_DIR as GRID  # ../shared beside the checkout
 CLIP = GRID / "bbaf2n.mpg"
 pytestmark = pytest.mark.skipif(not CLIP.exists(), reason=f"GRID sample clips not found at {GRID}")
 

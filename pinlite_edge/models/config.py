@@ -63,6 +63,7 @@ class ModelConfig:
         d["heads_per_layer"] = tuple(d["heads_per_layer"])
         d["conv_channels"] = tuple(d.get("conv_channels", (64, 128)))
         d["contract"] = InputContract.from_dict(d.get("contract", {}))
+        d.setdefault("relative_position_bias", False)  # configs saved before the option existed had no bias
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
