@@ -66,6 +66,10 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                    help="max gradient norm, 0 disables (default: %(default)s)")
     g.add_argument("--offset-weight", type=float, default=defaults.offset_weight,
                    help="weight of the offset cross-entropy (default: %(default)s)")
+    g.add_argument("--align-weight", type=float, default=defaults.align_weight,
+                   help="weight of the attention-alignment loss: on clips with a known audio offset k the attention "
+                        "of audio step t is pulled to frame t-k; 0 gives the plain SPEC objective (default: "
+                        "%(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="seed of init, data order and dropout; two CPU runs "
                                                                    "with one seed are identical (default: %(default)s)")
     g = p.add_argument_group("execution")

@@ -31,6 +31,8 @@ class TrainConfig:
     amp: bool = True  # only used on CUDA; CPU runs are fp32
     checkpoint_every: int = 25
     offset_weight: float = 0.5
+    #: attention-alignment NLL on clips with a known offset (training/losses.py; an addition to SPEC §3)
+    align_weight: float = 1.0
     cache_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     in_memory: str = "auto"  # auto | yes | no

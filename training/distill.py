@@ -47,7 +47,7 @@ def check_compatible(student: AVSyncDetector, teachers: Sequence[AVSyncDetector]
 def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Split, device: torch.device,
                            cache_dir: Path | None, dist_info: Any) -> Objective:
     """The loss closure used by :func:`fit`: teacher outputs from the cache, or recomputed per batch."""
-    weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight)
+    weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight, cfg.align_weight)
     if cfg.cache_teacher:
         if dist_info.is_main:
             targets = teacher_targets(cfg.teachers, train, device, batch_size=cfg.eval_batch_size,
@@ -96,7 +96,8 @@ def distill(cfg: DistillConfig) -> FitResult:
                                       cache_dir=cache_dir, models=teachers)
         record = {"kind": "student", "teachers": teacher_record(cfg.teachers),
                   "distillation": {"alpha": cfg.alpha, "beta": cfg.beta, "temperature": cfg.temperature,
-                                   "offset_weight": cfg.offset_weight, "teacher_cache": cfg.cache_teacher},
+                                   "offset_weight": cfg.offset_weight, "align_weight": cfg.align_weight,
+                                   "teacher_cache": cfg.cache_teacher},
                   "backbone_pretrained": student.backbone_pretrained,
                   "eps_reference": "teacher" if len(cfg.teachers) == 1 else "teacher ensemble (mean attention)"}
         return fit(student, objective, ctx.train, ctx.val, cfg, ctx.device, dist=ctx.dist, stage="distill",

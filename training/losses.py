@@ -1,9 +1,15 @@
 """Training objectives (SPEC §3): the teacher loss and the PIN-Lite distillation loss.
 
-``L = α·CE_hard + (1−α)·T²·KL(p_T ‖ p_S) + β·MSE(A_T, A_S)`` (+ ``offset_weight``·offset CE), where ``p_T`` and
-``p_S`` are temperature-softened distributions over BOTH classes (real, fake). A single-logit head passed through a
-softmax is a constant 1.0, which makes the KD term identically zero; the models here have two logits and the KD
-term is computed on their two-class softmax.
+``L = α·CE_hard + (1−α)·T²·KL(p_T ‖ p_S) + β·MSE(A_T, A_S)`` (+ ``offset_weight``·offset CE + ``align_weight``·
+alignment NLL), where ``p_T`` and ``p_S`` are temperature-softened distributions over BOTH classes (real, fake). A
+single-logit head passed through a softmax is a constant 1.0, which makes the KD term identically zero; the models here
+have two logits and the KD term is computed on their two-class softmax.
+
+The alignment term is an addition to SPEC §3 (docs/training.md): on clips whose audio offset ``k`` is known (real
+clips: 0; audio shifted by ``k`` frames), audio token ``t`` is in sync with frame ``t − k``, and the term is the
+negative log of the attention the returned (last-layer, head-averaged) map puts there. Without it the tiny models
+trained on a CPU for minutes stay at chance on the synthetic task (they memorise clips instead of learning
+audio-visual correspondence); with it they learn it in a few epochs (benchmarks/results/learnability.md).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pinlite_edge.contract import OFFSET_IGNORE_INDEX
+from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX
 from pinlite_edge.models import ModelOutput
 
 
@@ -24,12 +30,40 @@ def offset_loss(offset_logits: torch.Tensor, offset_class: torch.Tensor) -> torc
     return F.cross_entropy(offset_logits.float(), offset_class, ignore_index=OFFSET_IGNORE_INDEX)
 
 
+def alignment_loss(attention: torch.Tensor, offset_class: torch.Tensor) -> torch.Tensor:
+    """Mean ``−log A[b, t, t − k_b]`` over clips with a defined offset and rows whose sync frame is in the window.
+
+    ``attention``: ``(B, Q, F)`` rows summing to 1, query ``t`` at frame position ``round(t·F/Q)``; ``offset_class``:
+    ``k + MAX_OFFSET`` or ``OFFSET_IGNORE_INDEX``. 0 (with a gradient path) when nothing in the batch is defined.
+    """
+    valid = offset_class != OFFSET_IGNORE_INDEX
+    if not bool(valid.any()):
+        return attention.sum() * 0.0
+    att = attention[valid].float()
+    shift = offset_class[valid] - MAX_OFFSET  # audio delayed by k frames: audio at t shows the mouth of t - k
+    q, f = att.shape[-2:]
+    aligned = torch.round(torch.arange(q, device=att.device) * f / q).long()
+    target = aligned[None, :] - shift[:, None]  # (b, Q)
+    inside = (target >= 0) & (target < f)
+    if not bool(inside.any()):
+        return attention.sum() * 0.0
+    picked = att.gather(2, target.clamp(0, f - 1).unsqueeze(-1)).squeeze(-1)
+    nll = -torch.log(picked.clamp_min(1e-8))
+    return (nll * inside).sum() / inside.sum()
+
+
 def teacher_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch.Tensor,
-                 offset_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """CE(real/fake) + ``offset_weight`` · offset CE."""
+                 offset_weight: float = 0.5, align_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CE(real/fake) + ``offset_weight`` · offset CE + ``align_weight`` · alignment NLL."""
     ce = F.cross_entropy(out.logits.float(), label)
     off = offset_loss(out.offset_logits, offset_class)
-    return ce + offset_weight * off, {"ce": ce.detach(), "offset": off.detach()}
+    total = ce + offset_weight * off
+    parts = {"ce": ce.detach(), "offset": off.detach()}
+    if align_weight:
+        align = alignment_loss(out.attention, offset_class)
+        total = total + align_weight * align
+        parts["align"] = align.detach()
+    return total, parts
 
 
 def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,6 +95,7 @@ class DistillWeights:
     beta: float = 5.0
     temperature: float = 2.0
     offset_weight: float = 0.5
+    align_weight: float = 1.0
 
 
 def distillation_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch.Tensor, teacher_logits: torch.Tensor,
@@ -72,4 +107,9 @@ def distillation_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch
     att = attention_mse(out.attention, teacher_attention)
     off = offset_loss(out.offset_logits, offset_class)
     total = w.alpha * hard + (1.0 - w.alpha) * kd + w.beta * att + w.offset_weight * off
-    return total, {"ce": hard.detach(), "kd": kd.detach(), "attn": att.detach(), "offset": off.detach()}
+    parts = {"ce": hard.detach(), "kd": kd.detach(), "attn": att.detach(), "offset": off.detach()}
+    if w.align_weight:
+        align = alignment_loss(out.attention, offset_class)
+        total = total + w.align_weight * align
+        parts["align"] = align.detach()
+    return total, parts

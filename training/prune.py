@@ -112,7 +112,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
             reference = predict(model, val_loader, ctx.device)[2]
 
             def objective(out, batch):
-                return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight)
+                return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight, cfg.align_weight)
 
             eps_reference = "unpruned student"
 

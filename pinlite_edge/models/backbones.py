@@ -12,6 +12,9 @@ from torchvision.models.resnet import BasicBlock
 
 log = logging.getLogger(__name__)
 
+#: BatchNorm momentum of every backbone (torchvision's ResNets already use it).
+BATCHNORM_MOMENTUM = 0.1
+
 
 @dataclass
 class Backbone:
@@ -87,6 +90,12 @@ def mobilenet_v3_small_backbone(width: float = 1.0, pretrained: bool | None = No
         used = _load_pretrained(net, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, pretrained)
     elif pretrained:
         raise ValueError("ImageNet weights exist only for width 1.0 MobileNetV3-Small")
+    # torchvision builds MobileNetV3 with BatchNorm momentum 0.01 (tuned for 600-epoch ImageNet runs). After the few
+    # hundred steps of a CPU training run the running statistics are then still mostly their initial values, and
+    # the model in eval mode predicts one class whatever the input; 0.1 (PyTorch's default) tracks the data.
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = BATCHNORM_MOMENTUM
     out_channels = net.features[-1].out_channels if hasattr(net.features[-1], "out_channels") else None
     if out_channels is None:
         out_channels = net.features[-1][0].out_channels  # Conv2dNormActivation: conv is its first module
