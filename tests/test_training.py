@@ -79,8 +79,23 @@ def test_distillation_loss_components_and_weights():
     w = DistillWeights(alpha=0.3, beta=5.0, temperature=2.0, offset_weight=0.5)
     total, parts = distillation_loss(out, label, off, t_logits, t_attn, w)
     assert parts["kd"] > 0 and parts["attn"] > 0
-    expected = 0.3 * parts["ce"] + 0.7 * parts["kd"] + 5.0 * parts["attn"] + 0.5 * parts["offset"]
+    assert parts["align"] > 0
+    expected = (0.3 * parts["ce"] + 0.7 * parts["kd"] + 5.0 * parts["attn"] + 0.5 * parts["offset"]
+                + 1.0 * parts["align"])
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_alignment_loss_targets_the_sync_frame():
+    from pinlite_edge.training.losses import alignment_loss
+
+    eye = torch.eye(16).unsqueeze(0)  # audio step t attends to frame t
+    shifted = torch.roll(torch.eye(16), shifts=-2, dims=1).unsqueeze(0)  # row t -> frame t-2 (cyclic)
+    real = torch.tensor([5])  # offset 0
+    late2 = torch.tensor([7])  # audio 2 frames late: step t is in sync with frame t-2
+    assert alignment_loss(eye, real).item() == pytest.approx(0.0, abs=1e-6)
+    assert alignment_loss(eye, late2).item() > 10  # all mass on the wrong frame
+    assert alignment_loss(shifted, late2).item() == pytest.approx(0.0, abs=1e-6)
+    assert alignment_loss(eye, torch.tensor([OFFSET_IGNORE_INDEX])).item() == 0.0
 
 
 # --- state / data order ---------------------------------------------------------------------------------------------
