@@ -5,7 +5,7 @@ alignment NLL), where ``p_T`` and ``p_S`` are temperature-softened distributions
 single-logit head passed through a softmax is a constant 1.0, which makes the KD term identically zero; the models here
 have two logits and the KD term is computed on their two-class softmax.
 
-The alignment term is an addition to SPEC §3 (docs/training.md): on clips whose audio offset ``k`` is known (real
+The alignment term is an addition to SPEC §3: on clips whose audio offset ``k`` is known (real
 clips: 0; audio shifted by ``k`` frames), audio token ``t`` is in sync with frame ``t − k``, and the term is the
 negative log of the attention the returned (last-layer, head-averaged) map puts there. Without it the tiny models
 trained on a CPU for minutes stay at chance on the synthetic task (they memorise clips instead of learning
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX
 from pinlite_edge.models import ModelOutput
+from pinlite_edge.models.attention import aligned_key_positions
 
 
 def offset_loss(offset_logits: torch.Tensor, offset_class: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,7 @@ def alignment_loss(attention: torch.Tensor, offset_class: torch.Tensor) -> torch
     att = attention[valid].float()
     shift = offset_class[valid] - MAX_OFFSET  # audio delayed by k frames: audio at t shows the mouth of t - k
     q, f = att.shape[-2:]
-    aligned = torch.round(torch.arange(q, device=att.device) * f / q).long()
+    aligned = aligned_key_positions(q, f, att.device)
     target = aligned[None, :] - shift[:, None]  # (b, Q)
     inside = (target >= 0) & (target < f)
     if not bool(inside.any()):
@@ -52,18 +53,22 @@ def alignment_loss(attention: torch.Tensor, offset_class: torch.Tensor) -> torch
     return (nll * inside).sum() / inside.sum()
 
 
+def _with_alignment(total: torch.Tensor, parts: dict[str, torch.Tensor], out: ModelOutput,
+                    offset_class: torch.Tensor, weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Add ``weight`` · :func:`alignment_loss` to a loss and its logged parts (nothing when the weight is 0)."""
+    if not weight:
+        return total, parts
+    align = alignment_loss(out.attention, offset_class)
+    return total + weight * align, {**parts, "align": align.detach()}
+
+
 def teacher_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch.Tensor,
                  offset_weight: float = 0.5, align_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CE(real/fake) + ``offset_weight`` · offset CE + ``align_weight`` · alignment NLL."""
     ce = F.cross_entropy(out.logits.float(), label)
     off = offset_loss(out.offset_logits, offset_class)
-    total = ce + offset_weight * off
-    parts = {"ce": ce.detach(), "offset": off.detach()}
-    if align_weight:
-        align = alignment_loss(out.attention, offset_class)
-        total = total + align_weight * align
-        parts["align"] = align.detach()
-    return total, parts
+    return _with_alignment(ce + offset_weight * off, {"ce": ce.detach(), "offset": off.detach()}, out, offset_class,
+                           align_weight)
 
 
 def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -108,8 +113,4 @@ def distillation_loss(out: ModelOutput, label: torch.Tensor, offset_class: torch
     off = offset_loss(out.offset_logits, offset_class)
     total = w.alpha * hard + (1.0 - w.alpha) * kd + w.beta * att + w.offset_weight * off
     parts = {"ce": hard.detach(), "kd": kd.detach(), "attn": att.detach(), "offset": off.detach()}
-    if w.align_weight:
-        align = alignment_loss(out.attention, offset_class)
-        total = total + w.align_weight * align
-        parts["align"] = align.detach()
-    return total, parts
+    return _with_alignment(total, parts, out, offset_class, w.align_weight)

@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def aligned_key_positions(num_queries: int, num_keys: int, device: torch.device | None = None) -> torch.Tensor:
+    """Key index each query is in sync with when both cover the same window: ``round(i·Nk/Nq)``."""
+    return torch.round(torch.arange(num_queries, device=device) * num_keys / num_queries).long()
+
+
 class MultiHeadCrossAttention(nn.Module):
     """Queries from one modality attend to keys/values of another.
 
@@ -46,7 +51,7 @@ class MultiHeadCrossAttention(nn.Module):
         aligned frame: the model starts out comparing each audio step with its own frames, which is what lip-sync
         checking needs, instead of having to discover alignment from uniform attention.
         """
-        aligned = torch.round(torch.arange(num_queries) * num_keys / num_queries).long()
+        aligned = aligned_key_positions(num_queries, num_keys)
         distance = aligned[:, None] - torch.arange(num_keys)[None, :]  # (Nq, Nk) in -(Nk-1)..(Nk-1)
         self.register_buffer("rel_index", distance + num_keys - 1, persistent=False)
         slopes = torch.tensor([2.0 ** (-(h + 1) * 4.0 / self.num_heads) for h in range(self.num_heads)])
