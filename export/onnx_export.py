@@ -12,6 +12,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,15 +83,26 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
         raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: {type(exc).__name__}: {exc}") from exc
     with torch.no_grad():
         shapes = [tuple(t.shape[1:]) for t in wrapped(*args)]
-    fix_output_shapes(path, shapes, "batch" if dynamic_batch else example_batch)
+    finalize_graph(path, shapes, "batch" if dynamic_batch else example_batch)
     check_onnx(path)
 
 
-def fix_output_shapes(path: Path, shapes: list[tuple[int, ...]], batch: int | str) -> None:
-    """Name the batch axis and write the static output dims (the classic exporter leaves generated dim names)."""
+def finalize_graph(path: Path, shapes: list[tuple[int, ...]], batch: int | str) -> None:
+    """Output shapes named and static (:func:`fix_output_shapes`), shared-initializer Identity nodes inlined."""
     import onnx
 
+    from pinlite_edge.export.onnx_compact import inline_initializer_identities
+
     m = onnx.load(str(path))
+    fix_output_shapes(m, shapes, batch)
+    n = inline_initializer_identities(m)
+    if n:
+        log.debug("%s: inlined %d Identity nodes of shared initializers", path.name, n)
+    onnx.save(m, str(path))
+
+
+def fix_output_shapes(m: Any, shapes: list[tuple[int, ...]], batch: int | str) -> None:
+    """Name the batch axis and write the static output dims (the classic exporter leaves generated dim names)."""
     for out, shape in zip(m.graph.output, shapes):
         dims = out.type.tensor_type.shape.dim
         values: list[int | str] = [batch, *shape]
@@ -101,7 +113,6 @@ def fix_output_shapes(path: Path, shapes: list[tuple[int, ...]], batch: int | st
                 d.dim_param = v
             else:
                 d.dim_value = int(v)
-    onnx.save(m, str(path))
 
 
 def check_onnx(path: Path) -> None:

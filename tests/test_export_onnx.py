@@ -155,3 +155,34 @@ def test_cli_help_lists_formats(capsys):
     text = capsys.readouterr().out
     for name in FORMATS:
         assert name in text
+
+
+def test_conv_biases_are_constants_not_identity_outputs(fp32):
+    # a fresh MobileNetV3 has many equal folded biases; the exporter shares them through Identity nodes, which kept
+    # those convolutions float in the INT8 graph (onnxruntime fuses DQ->Conv->Q only with a constant bias)
+    m = onnx.load(str(fp32.artifact))
+    inits = {i.name for i in m.graph.initializer}
+    assert not [n.name for n in m.graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert convs and all(len(n.input) < 3 or n.input[2] in inits for n in convs)
+
+
+def test_inline_initializer_identities_keeps_the_numbers():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pinlite_edge.export.onnx_compact import inline_initializer_identities
+
+    b = numpy_helper.from_array(np.arange(3, dtype=np.float32), "b")
+    nodes = [helper.make_node("Identity", ["b"], ["b_copy"]), helper.make_node("Add", ["x", "b_copy"], ["y"]),
+             helper.make_node("Identity", ["b"], ["z"])]  # an Identity that IS a graph output stays
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])], [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert inline_initializer_identities(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Add", "Identity"]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, z = sess.run(None, {"x": np.ones(3, np.float32)})
+    np.testing.assert_array_equal(y, [1, 2, 3])
+    np.testing.assert_array_equal(z, [0, 1, 2])

@@ -1,7 +1,9 @@
+import copy
+
 import pytest
 import torch
 
-from pinlite_edge.models import count_parameters, create_model, create_student, create_teacher
+from pinlite_edge.models import count_parameters, create_model, create_student, create_teacher, mean_head_outputs
 
 
 @pytest.mark.parametrize("factory,target", [(create_teacher, 15.0e6), (create_student, 1.69e6)])
@@ -55,6 +57,30 @@ def test_prune_heads_removes_weights_and_keeps_other_heads_exact():
     torch.testing.assert_close(out.attention.sum(-1), torch.ones(1, 16))
     # a model rebuilt from the pruned config has the same (smaller) structure
     assert count_parameters(create_model(model.config)) == count_parameters(model)
+
+
+def test_mean_replacement_is_exact_for_an_input_independent_head():
+    torch.manual_seed(0)
+    model = create_student("tiny").eval()
+    attn = model.blocks[0].attn
+    d = attn.head_dim
+    with torch.no_grad():
+        attn.v_proj.weight[1 * d:2 * d] = 0.0  # head 1 now outputs its V bias whatever the input
+    c = model.contract
+    frames, mfcc = torch.randn(3, *c.frames_shape()), torch.randn(3, *c.mfcc_shape())
+    before = model(frames, mfcc)
+    means = mean_head_outputs(model, [(frames[:2], mfcc[:2])])
+    torch.testing.assert_close(means[0][1], attn.v_proj.bias[d:2 * d].detach())
+    zeroed = copy.deepcopy(model)
+    zeroed.prune_heads({0: [1]})
+    model.prune_heads({0: [1]}, mean_head_outputs=means)
+    after = model(frames, mfcc)
+    torch.testing.assert_close(after.logits, before.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after.attention, before.attention, atol=1e-5, rtol=1e-5)
+    # plain removal (zero ablation) changes the outputs: the test above is not vacuous
+    assert not torch.allclose(zeroed(frames, mfcc).logits, before.logits, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        model.prune_heads({0: [0]}, mean_head_outputs=[torch.zeros(4, d), torch.zeros(4, d)])
 
 
 def test_prune_heads_rejects_bad_requests():

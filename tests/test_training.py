@@ -1,6 +1,7 @@
 """Training package: losses, resumable state, data order, teacher/distill/prune on a few synthetic clips."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -16,8 +17,9 @@ from pinlite_edge.models import ModelOutput, count_parameters, create_student
 from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
 from pinlite_edge.training.data import EpochSampler
 from pinlite_edge.training.distill import distill
-from pinlite_edge.training.losses import DistillWeights, distillation_loss, kd_kl, offset_loss, soft_targets
-from pinlite_edge.training.prune import least_important_head, planned_steps, prune
+from pinlite_edge.training.losses import (DistillWeights, distillation_loss, kd_kl, offset_loss, soft_targets,
+                                          teacher_loss)
+from pinlite_edge.training.prune import ablation_importance, least_important_head, planned_steps, prune
 from pinlite_edge.training.state import load_training_state, rng_state, save_training_state, set_rng_state
 from pinlite_edge.training.teacher import train_teacher
 
@@ -147,6 +149,36 @@ def test_planned_steps_and_least_important_head():
     with torch.no_grad():
         model.blocks[1].attn.q_proj.weight[2 * 8:3 * 8] = 0.0  # head 2 of layer 1 (head_dim 8) becomes the weakest
     assert least_important_head(model)[:2] == (1, 2)
+    scores = [torch.tensor([3.0, 1.0, 2.0, 5.0]), torch.tensor([0.5])]  # a one-head layer is never chosen
+    assert least_important_head(model, scores) == (0, 1, 1.0)
+
+
+def test_ablation_importance_finds_the_head_that_does_not_matter():
+    torch.manual_seed(0)
+    model = create_student("tiny", pretrained=False).eval()
+    d = model.blocks[0].attn.head_dim
+    with torch.no_grad():  # head 3 of layer 0 contributes nothing: its output-projection columns are zero
+        model.blocks[0].attn.out_proj.weight[:, 3 * d:4 * d] = 0.0
+    c = model.contract
+    g = torch.Generator().manual_seed(1)
+    batches = [{"frames": torch.randn(4, *c.frames_shape(), generator=g),
+                "mfcc": torch.randn(4, *c.mfcc_shape(), generator=g), "label": torch.tensor([0, 1, 1, 0]),
+                "offset_class": torch.tensor([5, 2, -100, 5])}]
+    cfg = PruneConfig()
+    scores = ablation_importance(model, batches, cfg, means=None)
+    assert [len(s) for s in scores] == [4, 4]
+    assert abs(float(scores[0][3])) < 1e-6  # removing it changes nothing
+    assert sum(float(s.abs().sum()) for s in scores) > 1e-3  # the other heads do matter
+
+    def loss(m):
+        b = batches[0]
+        return float(teacher_loss(m(b["frames"], b["mfcc"]), b["label"], b["offset_class"], cfg.offset_weight,
+                                  cfg.align_weight)[0])
+
+    trial = copy.deepcopy(model)
+    trial.prune_heads({1: [2]})
+    assert float(scores[1][2]) == pytest.approx(loss(trial) - loss(model), abs=1e-6)
+    assert [b.attn.num_heads for b in model.blocks] == [4, 4]  # scoring does not touch the model
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------
@@ -186,12 +218,15 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
 
     source, _ = load_checkpoint(res.best_path)
     pres = prune(PruneConfig(**tiny_kwargs(tmp_path / "pruned"), student=str(res.best_path),
-                             teachers=[str(teacher_ckpt)], cache_dir=str(cache), prune_steps=2))
+                             teachers=[str(teacher_ckpt)], cache_dir=str(cache), prune_steps=2,
+                             importance="ablation"))
     pruned, prec = load_checkpoint(pres.best_path)
     assert sum(pruned.config.heads_per_layer) == sum(source.config.heads_per_layer) - 2
     assert count_parameters(pruned) < count_parameters(source)
     assert [s["step"] for s in prec["prune_steps"]] == [0, 1, 2]
     assert all("val_eps" in s and "val_accuracy" in s for s in prec["prune_steps"])
+    assert all(s["removed"]["criterion"] == "ablation" and s["removed"]["replaced_by"] == "mean output"
+               for s in prec["prune_steps"][1:])
     out = pruned(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13))
     assert out.logits.shape == (2, 2) and out.attention.shape == (2, 16, 16)
     json.dumps(prec)  # the record is plain JSON
@@ -205,7 +240,7 @@ def test_cli_help_lists_the_shared_flags():
     flags = ("--data", "--preset", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--output", "--resume",
              "--num-workers", "torchrun")
     for mod, own in ((teacher_mod, ()), (distill_mod, ("--teacher", "--alpha", "--beta", "--temperature")),
-                     (prune_mod, ("--student", "--prune-steps", "--target-heads"))):
+                     (prune_mod, ("--student", "--prune-steps", "--target-heads", "--importance", "--compensation-clips"))):
         text = mod.build_parser().format_help()
         for flag in (*flags, *own):
             assert flag in text, (mod.__name__, flag)

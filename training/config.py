@@ -84,6 +84,10 @@ class PruneConfig(TrainConfig):
     teachers: list[str] = field(default_factory=list)
     prune_steps: int = 2
     target_heads: int | None = None
+    #: head importance: "l1" (SPEC §3: L1 norms of Q/K/V weights) or "ablation" (loss increase when removed)
+    importance: str = "l1"
+    #: replace a removed head by its mean output on ``compensation_clips`` training clips (0: zero ablation)
+    compensation_clips: int = 128
     epochs: int = 3
     lr: float = 1e-5
     warmup_steps: int = 0

@@ -1,7 +1,7 @@
 """PinPoint (teacher) and PIN-Lite (student) models."""
 from pinlite_edge.models.attention import MultiHeadCrossAttention
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
-from pinlite_edge.models.detector_net import AVSyncDetector, ModelOutput, count_parameters
+from pinlite_edge.models.detector_net import AVSyncDetector, ModelOutput, count_parameters, mean_head_outputs
 from pinlite_edge.models.pinlite import create_student
 from pinlite_edge.models.pinpoint import create_teacher
 
@@ -13,5 +13,5 @@ def create_model(config: ModelConfig, pretrained: bool | None = False) -> AVSync
 
 __all__ = [
     "AVSyncDetector", "ModelConfig", "ModelOutput", "MultiHeadCrossAttention", "count_parameters", "create_model",
-    "create_student", "create_teacher", "student_config", "teacher_config",
+    "create_student", "create_teacher", "mean_head_outputs", "student_config", "teacher_config",
 ]

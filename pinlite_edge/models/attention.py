@@ -89,8 +89,14 @@ class MultiHeadCrossAttention(nn.Module):
         return total
 
     @torch.no_grad()
-    def prune_heads(self, indices: Iterable[int]) -> None:
-        """Physically remove the heads in ``indices`` (rows of Q/K/V, columns of the output projection)."""
+    def prune_heads(self, indices: Iterable[int], mean_head_output: torch.Tensor | None = None) -> None:
+        """Physically remove the heads in ``indices`` (rows of Q/K/V, columns of the output projection).
+
+        ``mean_head_output`` ``(num_heads, head_dim)``: each head's mean output (before the output projection) on
+        representative data. When given, a removed head is replaced by that mean rather than by zero: its projected
+        mean is folded into the output projection's bias ("mean ablation"), which is exact for a head whose output
+        does not depend on the input and much gentler than zero ablation for the others.
+        """
         drop = sorted({int(i) for i in indices})
         if not drop:
             return
@@ -113,6 +119,13 @@ class MultiHeadCrossAttention(nn.Module):
         new = nn.Linear(len(keep), old.out_features, device=old.weight.device, dtype=old.weight.dtype)
         new.weight.copy_(old.weight[:, keep])
         new.bias.copy_(old.bias)
+        if mean_head_output is not None:
+            if tuple(mean_head_output.shape) != (self.num_heads, self.head_dim):
+                raise ValueError(f"mean_head_output must have shape {(self.num_heads, self.head_dim)}, got "
+                                 f"{tuple(mean_head_output.shape)}")
+            gone = torch.cat([torch.arange(h * self.head_dim, (h + 1) * self.head_dim) for h in drop])
+            mean = mean_head_output.to(old.weight)[drop].reshape(-1)
+            new.bias.add_(old.weight[:, gone] @ mean)
         self.out_proj = new
         if self.rel_bias is not None:
             self.rel_bias = nn.Parameter(self.rel_bias.detach()[keep_heads].clone(),

@@ -1,7 +1,7 @@
 """The audio-visual sync detector network shared by PinPoint (teacher) and PIN-Lite (student)."""
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -63,13 +63,50 @@ class AVSyncDetector(nn.Module):
         """Per layer, the L1 importance of each remaining head (SPEC §3)."""
         return [block.attn.head_importance() for block in self.blocks]
 
-    def prune_heads(self, heads: Mapping[int, Sequence[int]]) -> None:
-        """Remove ``{layer: [head, ...]}`` for real and update ``self.config`` accordingly."""
+    def prune_heads(self, heads: Mapping[int, Sequence[int]],
+                    mean_head_outputs: Sequence[torch.Tensor] | None = None) -> None:
+        """Remove ``{layer: [head, ...]}`` for real and update ``self.config`` accordingly.
+
+        ``mean_head_outputs``: per layer, each head's mean output (:meth:`mean_head_outputs`); when given, removed
+        heads are replaced by their mean instead of zero (see ``MultiHeadCrossAttention.prune_heads``).
+        """
         for layer, idx in heads.items():
             if not 0 <= int(layer) < len(self.blocks):
                 raise ValueError(f"layer {layer} out of range for {len(self.blocks)} layers")
-            self.blocks[int(layer)].attn.prune_heads(idx)
+            mean = None if mean_head_outputs is None else mean_head_outputs[int(layer)]
+            self.blocks[int(layer)].attn.prune_heads(idx, mean_head_output=mean)
         self.config = self.config.with_heads(tuple(b.attn.num_heads for b in self.blocks))
+
+
+@torch.no_grad()
+def mean_head_outputs(model: AVSyncDetector, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Per attention layer, every head's output ``(num_heads, head_dim)`` averaged over ``(frames, mfcc)`` batches
+    and query positions (the input of each layer's output projection), in eval mode."""
+    sums: list[torch.Tensor | None] = [None] * len(model.blocks)
+    counts = [0] * len(model.blocks)
+
+    def hook(layer: int):
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().double()  # (B, Nq, H*Dh)
+            total = x.reshape(-1, x.shape[-1]).sum(dim=0)
+            sums[layer] = total if sums[layer] is None else sums[layer] + total
+            counts[layer] += x.shape[0] * x.shape[1]
+        return record
+
+    handles = [block.attn.out_proj.register_forward_pre_hook(hook(i)) for i, block in enumerate(model.blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        for frames, mfcc in batches:
+            model(frames, mfcc)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not all(counts):
+        raise ValueError("mean_head_outputs needs at least one batch")
+    return [(s / c).float().reshape(b.attn.num_heads, b.attn.head_dim)
+            for s, c, b in zip(sums, counts, model.blocks)]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
