@@ -20,6 +20,7 @@ Bad files have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures as cf
 import json
 import logging
@@ -27,9 +28,10 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pinlite_edge.errors import PinliteError
 
@@ -144,28 +146,67 @@ def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: 
             "seconds": time.perf_counter() - start}
 
 
-def _jobs(paths: Sequence[Path], cfg: ScanConfig, contract: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Featurised files in completion order; at most ``2 * workers`` in flight (bounded memory)."""
+JobFn = Callable[..., dict[str, Any]]
+
+
+def _crash_record(path: str, seconds: float) -> dict[str, Any]:
+    return {"path": path, "error": f"the decoding worker process crashed (killed or aborted) while decoding {path}",
+            "error_type": "WorkerCrash", "seconds": seconds}
+
+
+def _isolated(job: JobFn, job_args: tuple[Any, ...]) -> dict[str, Any]:
+    """Run one job alone in a fresh worker process; a crash of that process becomes an error record."""
+    start = time.perf_counter()
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            return pool.submit(job, *job_args).result()
+        except BrokenProcessPool:
+            return _crash_record(job_args[0], time.perf_counter() - start)
+
+
+def _jobs(paths: Sequence[Path], cfg: ScanConfig, contract: dict[str, Any],
+          job: JobFn = featurise_job) -> Iterator[dict[str, Any]]:
+    """Featurised files in completion order; at most ``2 * workers`` in flight (bounded memory).
+
+    With worker processes, a file that kills its worker (a decoder segfault, the OOM killer) cannot take the scan
+    down: the pool breaks, every file that was in flight is re-run alone in a fresh process, the one that crashes
+    again is recorded as a ``WorkerCrash`` error, and the scan goes on with a new pool. (With ``--workers`` 0 or 1 decoding
+    runs in the scanning process itself, which such a file would kill.)
+    """
     args = lambda p: (str(p), contract, cfg.face_crop, cfg.stride, cfg.timeout_s)  # noqa: E731
     if cfg.workers <= 1:
         for p in paths:
-            yield featurise_job(*args(p))
+            yield job(*args(p))
         return
-    # spawn: the parent has torch / onnxruntime thread pools, which must not be forked
-    with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-        pending: set[cf.Future] = set()
-        it = iter(paths)
-        while True:
-            while len(pending) < 2 * cfg.workers:
-                p = next(it, None)
-                if p is None:
+    queue = collections.deque(paths)
+    while queue:
+        suspects: list[Path] = []
+        # spawn: the parent has torch / onnxruntime thread pools, which must not be forked
+        with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+            pending: dict[cf.Future, Path] = {}
+            while queue or pending:
+                while queue and len(pending) < 2 * cfg.workers:
+                    p = queue.popleft()
+                    pending[pool.submit(job, *args(p))] = p
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                results = []
+                for fut in done:
+                    p = pending.pop(fut)
+                    try:
+                        results.append(fut.result())
+                    except BrokenProcessPool:
+                        suspects.append(p)
+                yield from results
+                if suspects:
+                    suspects += list(pending.values())
+                    for fut in pending:
+                        fut.cancel()
                     break
-                pending.add(pool.submit(featurise_job, *args(p)))
-            if not pending:
-                return
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
+        if suspects:
+            log.warning("a decoding worker crashed; re-running the %d files that were in flight one by one",
+                        len(suspects))
+            for p in suspects:
+                yield _isolated(job, args(p))
 
 
 # --------------------------------------------------------------------------------------------- scoring

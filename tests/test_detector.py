@@ -87,6 +87,8 @@ def test_detect_arrays_rejects_bad_input(detector, synthetic_video):
         detector.detect_arrays(clip.frames, clip.audio[:10], clip.sample_rate)  # far shorter than a window
     with pytest.raises(DecodeError):
         detector.detect(Path("/nonexistent/clip.mp4"))
+    with pytest.raises(InputError, match="no window"):  # an empty batch of windows
+        detector.score_windows([], "empty.mp4")
 
 
 def test_threshold_and_aggregate(model_files, synthetic_video):

@@ -123,6 +123,23 @@ def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
             np.testing.assert_allclose(a[k]["window_fake_probs"], b[k]["window_fake_probs"], atol=1e-5)
 
 
+def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(tree, tmp_path):
+    from _crashing_job import crash_on_marked_files
+
+    from pinlite_edge.scan import _jobs
+
+    files = sorted((tree / "a").glob("*.mp4")) + [tree / "b" / "bad" / "text.mp4"]
+    crash = tmp_path / "CRASH.mp4"
+    shutil.copyfile(files[0], crash)
+    paths = [files[0], crash, *files[1:]]
+    cfg = ScanConfig(root=tree, model=Path("unused"), out=tmp_path / "o.jsonl", workers=2, face_crop=False)
+    jobs = {j["path"]: j for j in _jobs(paths, cfg, TINY_CONTRACT.to_dict(), job=crash_on_marked_files)}
+    assert sorted(jobs) == sorted(str(p) for p in paths)  # every file once, none lost with the broken pool
+    assert jobs[str(crash)]["error_type"] == "WorkerCrash" and str(crash) in jobs[str(crash)]["error"]
+    assert jobs[str(files[-1])]["error_type"] == "DecodeError"
+    assert all(jobs[str(p)].get("error") is None and jobs[str(p)]["frames"].shape[0] >= 1 for p in files[:-1])
+
+
 def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path, serial):
     out = tmp_path / "results.jsonl"
     shutil.copyfile(serial[0], out)
