@@ -2,8 +2,10 @@
 
     python benchmarks/ablation.py [--workdir runs/ablation] [--teacher CKPT] [--epochs 6] [--num-train 600]
 
-Grid (α, β) ∈ {(0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3)}, T = 2.0, one teacher shared by every run (trained
-here unless ``--teacher`` is given), the same seed, data and schedule for every student. Reports test-split accuracy
+Grid (α, β) ∈ {(0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3)}, T = 2.0, with this SDK's attention-alignment term
+(weight 1, training/losses.py) as in every distillation it runs, plus one row at the paper default (0.5, 5.0)
+WITHOUT the alignment term (the paper's objective as written). One teacher shared by every run (trained here unless
+``--teacher`` is given), the same seed, data and schedule for every student. Reports test-split accuracy
 and EPS against the teacher in ``benchmarks/results/ablation.md`` and ``.json`` with the machine and the command.
 """
 from __future__ import annotations
@@ -33,7 +35,8 @@ from pinlite_edge.training.evaluate import evaluate  # noqa: E402
 from pinlite_edge.training.teacher import train_teacher  # noqa: E402
 from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
-GRID = ((0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3))
+#: (alpha, beta, alignment-loss weight)
+GRID = ((0.3, 0.3, 1.0), (0.5, 0.3, 1.0), (0.5, 5.0, 1.0), (0.7, 0.3, 1.0), (0.5, 5.0, 0.0))
 PAPER = {(0.3, 0.3): (0.9710, 0.55), (0.5, 0.3): (0.9726, 0.52), (0.5, 5.0): (0.9753, 0.60), (0.7, 0.3): (0.9685, 0.48)}
 log = logging.getLogger("ablation")
 
@@ -82,18 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     t_model, _ = load_checkpoint(teacher)
     t_res = evaluate(t_model, loader, device)
     rows = []
-    for alpha, beta in GRID:
-        out = work / f"a{alpha}_b{beta}"
+    for alpha, beta, align in GRID:
+        out = work / (f"a{alpha}_b{beta}" + ("" if align == 1.0 else f"_align{align}"))
         t0 = time.perf_counter()
         if not is_complete(out):
             distill(DistillConfig(**common, epochs=args.epochs, lr=args.lr, output=str(out), resume=out.exists(),
-                                  teachers=[str(teacher)], alpha=alpha, beta=beta, temperature=2.0))
+                                  teachers=[str(teacher)], alpha=alpha, beta=beta, temperature=2.0,
+                                  align_weight=align))
         model, _ = load_checkpoint(out / "best.safetensors")
         m = evaluate(model, loader, device, reference_attention=t_res.attention).metrics
-        rows.append({"alpha": alpha, "beta": beta, "accuracy": m["accuracy"], "f1": m["f1"], "auc": m["auc"],
+        rows.append({"alpha": alpha, "beta": beta, "align_weight": align, "accuracy": m["accuracy"], "f1": m["f1"], "auc": m["auc"],
                      "eps": m["eps"], "eps_std": m["eps_std"], "paper_accuracy": PAPER[(alpha, beta)][0],
                      "paper_eps": PAPER[(alpha, beta)][1], "seconds": round(time.perf_counter() - t0, 1)})
-        log.info("alpha %.1f beta %.1f: accuracy %.4f EPS %.3f", alpha, beta, m["accuracy"], m["eps"])
+        log.info("alpha %.1f beta %.1f align %.1f: accuracy %.4f EPS %.3f", alpha, beta, align, m["accuracy"],
+                 m["eps"])
     command = "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "machine": machine(), "dataset": {"spec": "synthetic", **opts},
               "preset": "tiny", "distill_epochs": args.epochs, "lr": args.lr, "temperature": 2.0, "seed": args.seed,
@@ -117,13 +122,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"{r['dataset']['num_test']} test clips; {r['distill_epochs']} distillation epochs, lr {r['lr']}, "
         f"T = {r['temperature']}, seed {r['seed']}; one shared teacher (test accuracy "
         f"{r['teacher']['test_accuracy']:.4f}). Wall time {r['wall_seconds']:.0f} s.", "",
-        "| α | β | accuracy | F1 | AUC | EPS (mean ± std) | paper accuracy | paper EPS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| α | β | alignment term | accuracy | F1 | AUC | EPS (mean ± std) | seconds | paper accuracy | paper EPS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
-        lines.append(f"| {row['alpha']} | {row['beta']} | {row['accuracy']:.2%} | {row['f1']:.3f} | "
-                     f"{row['auc']:.3f} | {row['eps']:.3f} ± {row['eps_std']:.3f} | {row['paper_accuracy']:.2%} | "
-                     f"{row['paper_eps']:.2f} |")
+        lines.append(f"| {row['alpha']} | {row['beta']} | {row.get('align_weight', 1.0)} | {row['accuracy']:.2%} | "
+                     f"{row['f1']:.3f} | {row['auc']:.3f} | {row['eps']:.3f} ± {row['eps_std']:.3f} | "
+                     f"{row['seconds']:.0f} | {row['paper_accuracy']:.2%} | {row['paper_eps']:.2f} |")
     lines += ["", "## Findings", "", r.get("findings", "_(see the table; written by hand after the run)_"), ""]
     return "\n".join(lines)
 
