@@ -110,7 +110,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     base_record = {
         "stage": stage, "config": cfg.to_dict(), "dataset": {"train": train.description, "val": val.description},
         "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
-        "package_version": __version__, "params": count_parameters(model), **(record or {}),
+        "package_version": __version__, "params": count_parameters(model),
+        "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, **(record or {}),
     }
 
     epoch, step_in_epoch, global_step = 0, 0, 0
