@@ -242,6 +242,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         raise PinliteError(f"scan folder {cfg.root} does not exist or is not a folder")
     if cfg.workers < 0 or cfg.batch < 1:
         raise PinliteError(f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}")
+    if cfg.timeout_s is not None and cfg.timeout_s <= 0:
+        raise PinliteError(f"--timeout must be positive seconds (0 on the command line: no limit), got {cfg.timeout_s}")
     if cfg.face_crop:
         from pinlite_edge.features import face_detector_available
 

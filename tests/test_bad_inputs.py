@@ -203,6 +203,8 @@ def test_decoding_time_limit(grid_clips):
     with pytest.raises(DecodeError) as info:
         featurise(grid_clips[0], timeout_s=1e-4)
     assert "time limit" in str(info.value), str(info.value)
+    with pytest.raises(InputError, match="time limit must be positive"):  # a nonsensical limit is refused
+        featurise(grid_clips[0], timeout_s=-1.0)
 
 
 def test_decoding_time_limit_mid_stream(grid_clips, monkeypatch):

@@ -195,6 +195,10 @@ def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
     assert main([str(tree), "--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o.jsonl"),
                  "--no-face-crop", "--no-progress"]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+    assert main([str(tree), "--model", str(model), "--out", str(tmp_path / "o.jsonl"), "--no-face-crop",
+                 "--timeout", "-5"]) == 2
+    assert "--timeout must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_pinlite_errors_survive_pickling():

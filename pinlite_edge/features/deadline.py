@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pinlite_edge.errors import DecodeError
+from pinlite_edge.errors import DecodeError, InputError
 
 #: Default seconds allowed for decoding one file (audio and video together).
 DEFAULT_TIMEOUT_S = 60.0
@@ -19,7 +19,7 @@ class Deadline:
 
     def __init__(self, path: str | Path, timeout_s: float | None = DEFAULT_TIMEOUT_S):
         if timeout_s is not None and timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
+            raise InputError(f"decoding time limit must be positive seconds or None (no limit), got {timeout_s}")
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._end = None if timeout_s is None else time.monotonic() + timeout_s
