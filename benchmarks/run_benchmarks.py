@@ -228,15 +228,17 @@ def markdown(doc: dict[str, Any]) -> str:
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU"),
              f"- OS {m.get('os')}, Python {m.get('python')}; " + ", ".join(f"{k} {v}" for k, v in
                                                                          m.get("versions", {}).items()),
-             "- This machine is shared with other jobs running at the same time; runners are timed round-robin "
-             "so the competition spreads over all of them, but absolute numbers are noisy.",
+             "- This machine can be shared with other jobs (see the load averages); runners are timed round-robin "
+             "so any competition spreads over all of them, but absolute numbers are noisy.",
              f"- This report was written {doc['started']}.", ""]
     speed = doc.get("speed")
     if speed:
         run = speed.get("run", {})
         lines += [f"## Speed, paper presets (random weights), {speed['threads'] or 'default'} thread(s)", "",
                   f"Measured {run.get('started')}, load average {run.get('load_start')} at start / "
-                  f"{run.get('load_end')} at end on {m.get('usable_cores')} cores (other jobs were running).",
+                  f"{run.get('load_end')} at end on {m.get('usable_cores')} cores"
+                  + (" (other jobs were running)." if max(run.get("load_start") or 0, run.get("load_end") or 0)
+                     > 1.5 else " (about this process alone)."),
                   "Host end-to-end latency per clip (ms) over round-robin calls (every runner in turn), after "
                   "warm-up; the checks use medians.", "",
                   "| model | batch | size MB | params M | GFLOPs | min | median | p90 | p99 | clips/s |",
