@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                                   align_weight=align))
         model, _ = load_checkpoint(out / "best.safetensors")
         m = evaluate(model, loader, device, reference_attention=t_res.attention).metrics
-        rows.append({"alpha": alpha, "beta": beta, "align_weight": align, "accuracy": m["accuracy"], "f1": m["f1"], "auc": m["auc"],
-                     "eps": m["eps"], "eps_std": m["eps_std"], "paper_accuracy": PAPER[(alpha, beta)][0],
+        rows.append({"alpha": alpha, "beta": beta, "align_weight": align, "accuracy": m["accuracy"], "f1": m["f1"],
+                     "auc": m["auc"], "eps": m["eps"], "eps_std": m["eps_std"],
+                     "paper_accuracy": PAPER[(alpha, beta)][0],
                      "paper_eps": PAPER[(alpha, beta)][1], "seconds": round(time.perf_counter() - t0, 1)})
         log.info("alpha %.1f beta %.1f align %.1f: accuracy %.4f EPS %.3f", alpha, beta, align, m["accuracy"],
                  m["eps"])

@@ -170,8 +170,8 @@ def _jobs(paths: Sequence[Path], cfg: ScanConfig, contract: dict[str, Any],
 
     With worker processes, a file that kills its worker (a decoder segfault, the OOM killer) cannot take the scan
     down: the pool breaks, every file that was in flight is re-run alone in a fresh process, the one that crashes
-    again is recorded as a ``WorkerCrash`` error, and the scan goes on with a new pool. (With ``--workers`` 0 or 1 decoding
-    runs in the scanning process itself, which such a file would kill.)
+    again is recorded as a ``WorkerCrash`` error, and the scan goes on with a new pool. (With ``--workers`` 0 or 1
+    decoding runs in the scanning process itself, which such a file would kill.)
     """
     args = lambda p: (str(p), contract, cfg.face_crop, cfg.stride, cfg.timeout_s)  # noqa: E731
     if cfg.workers <= 1:
@@ -243,7 +243,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     if cfg.workers < 0 or cfg.batch < 1:
         raise PinliteError(f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}")
     if cfg.timeout_s is not None and cfg.timeout_s <= 0:
-        raise PinliteError(f"--timeout must be positive seconds (0 on the command line: no limit), got {cfg.timeout_s}")
+        raise PinliteError(f"--timeout must be positive seconds (0 on the command line: no limit), got "
+                           f"{cfg.timeout_s}")
     if cfg.face_crop:
         from pinlite_edge.features import face_detector_available
 

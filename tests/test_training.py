@@ -241,7 +241,8 @@ def test_cli_help_lists_the_shared_flags():
     flags = ("--data", "--preset", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--output", "--resume",
              "--num-workers", "torchrun")
     for mod, own in ((teacher_mod, ()), (distill_mod, ("--teacher", "--alpha", "--beta", "--temperature")),
-                     (prune_mod, ("--student", "--prune-steps", "--target-heads", "--importance", "--compensation-clips"))):
+                     (prune_mod, ("--student", "--prune-steps", "--target-heads", "--importance",
+                                  "--compensation-clips"))):
         text = mod.build_parser().format_help()
         for flag in (*flags, *own):
             assert flag in text, (mod.__name__, flag)

@@ -3,12 +3,13 @@
 Each iteration (1) scores every remaining head with ``Σ_layers ‖W_Q,h‖₁ + ‖W_K,h‖₁ + ‖W_V,h‖₁``
 (``model.head_importance()``; or, with ``--importance ablation``, by how much the training loss on the compensation
 clips rises when only that head is removed: benchmarks/results/pruning.md shows that on the tiny student the L1
-norms are nearly equal and pick a head whose removal costs 10 points, where ablation picks a harmless one), (2) PHYSICALLY removes the globally least important head (``model.prune_heads``: the
-Q/K/V rows and output-projection columns are deleted, so the model really gets smaller; no masks), and (3)
-fine-tunes for ``--epochs`` epochs (default 3) at ``--lr`` (default 1e-5). A removed head is replaced by its
-mean output over ``--compensation-clips`` training clips (folded into the output projection's bias; an addition to
-the paper, which zeroes the head): this keeps most of the accuracy a plain removal loses before fine-tuning. Removing the head before fine-tuning is
-equivalent to the paper's masking (a masked head contributes nothing and receives no gradient) and lets the
+norms are nearly equal and pick a head whose removal costs 10 points, where ablation picks a harmless one),
+(2) PHYSICALLY removes the globally least important head (``model.prune_heads``: the Q/K/V rows and
+output-projection columns are deleted, so the model really gets smaller; no masks), and (3) fine-tunes for
+``--epochs`` epochs (default 3) at ``--lr`` (default 1e-5). A removed head is replaced by its mean output over
+``--compensation-clips`` training clips (folded into the output projection's bias; an addition to the paper, which
+zeroes the head); alone it does not rescue a badly chosen head (pruning.md). Removing the head before fine-tuning
+is equivalent to the paper's masking (a masked head contributes nothing and receives no gradient) and lets the
 fine-tuning run on the smaller model.
 
 How many heads go: ``--prune-steps N`` removes N heads, one per iteration (default 2: the paper's "4 -> 2 effective
@@ -186,9 +187,11 @@ def prune(cfg: PruneConfig) -> PruneResult:
             return row
 
         steps = [report(0, None)]
+        # the same clips every iteration (only the model changes); not loaded when neither feature needs them
+        needs_calibration = cfg.importance == "ablation" or int(cfg.compensation_clips) > 0
+        calib = _calibration_batches(ctx.train, cfg, ctx.device) if needs_calibration else []
         for k in range(1, n_steps + 1):
             step_dir = out_dir / f"step{k}"
-            calib = _calibration_batches(ctx.train, cfg, ctx.device)
             means = _head_means(model, calib, cfg)
             scores = (ablation_importance(model, calib, cfg, means) if cfg.importance == "ablation"
                       else model.head_importance())

@@ -79,7 +79,8 @@ class AVSyncDetector(nn.Module):
 
 
 @torch.no_grad()
-def mean_head_outputs(model: AVSyncDetector, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+def mean_head_outputs(model: AVSyncDetector,
+                      batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """Per attention layer, every head's output ``(num_heads, head_dim)`` averaged over ``(frames, mfcc)`` batches
     and query positions (the input of each layer's output projection), in eval mode."""
     sums: list[torch.Tensor | None] = [None] * len(model.blocks)
