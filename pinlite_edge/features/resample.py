@@ -23,7 +23,9 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
         mono = audio.mean(axis=1)
     else:
         raise InputError(f"audio must be (samples,) or (samples, channels), got shape {audio.shape}")
-    if np.issubdtype(audio.dtype, np.integer):
+    if np.issubdtype(audio.dtype, np.signedinteger):
+        mono = mono / -float(np.iinfo(audio.dtype).min)  # PCM full scale 2^(bits-1): -32768 maps to exactly -1
+    elif np.issubdtype(audio.dtype, np.integer):
         mono = mono / float(np.iinfo(audio.dtype).max)
     return np.asarray(mono, dtype=np.float32)
 
