@@ -4,8 +4,10 @@ Two parts:
 
 * **Speed, paper presets** (SPEC §2 sizes, random weights: weights do not change speed): teacher torch FP32;
   student torch FP32, ORT FP32 / FP16 / INT8, ExecuTorch FP32 / INT8; the pruned student (4 -> 2 heads per layer,
-  physically removed) torch FP32 and ORT FP32 / INT8. All runners are timed round-robin on the same batch-1 input
-  (and optionally a larger batch), medians reported, so that load from other processes spreads evenly.
+  physically removed) torch FP32 and ORT FP32 / INT8. All runners are timed in turns on the same batch-1 input
+  (and optionally a larger batch): each turn gives a runner ``--turn-warmup`` untimed calls (its weights back in
+  cache, as when it runs alone on a device) and ``--block`` timed ones, so that load from other processes spreads
+  evenly over the runners; medians reported.
 * **Accuracy / EPS, quickstart models** (tiny preset, trained on synthetic data): every checkpoint and export in the
   workspace through the bench, with EPS against the FP32 teacher and against each artefact's FP32 source.
 
@@ -121,9 +123,10 @@ def speed_part(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
             for r in runners:
                 r.activate()
                 active.append(r)
-            _say(f"timing {len(runners)} paper-preset runners round-robin, batch {batch}: {args.warmup} warm-up + "
-                 f"{args.iters} calls each")
-            timings = measure_interleaved(runners, frames, mfcc, warmup=args.warmup, iters=args.iters)
+            _say(f"timing {len(runners)} paper-preset runners in turns ({args.turn_warmup} untimed + {args.block} "
+                 f"timed calls), batch {batch}: {args.warmup} warm-up + {args.iters} calls each")
+            timings = measure_interleaved(runners, frames, mfcc, warmup=args.warmup, iters=args.iters,
+                                          block=args.block, turn_warmup=args.turn_warmup)
         finally:
             for r in active:
                 r.deactivate()
@@ -135,7 +138,8 @@ def speed_part(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
                          "artifact": str(path), "artifact_size_bytes": path.stat().st_size, "params": params,
                          "flops": flops, "heads_per_layer": cfg["heads_per_layer"], **t.to_dict(),
                          "peak_rss_bytes": r.peak_rss_bytes})
-    return {"threads": args.threads, "rows": rows, "checks": speed_checks(rows)}
+    return {"threads": args.threads, "block": args.block, "turn_warmup": args.turn_warmup, "rows": rows,
+            "checks": speed_checks(rows)}
 
 
 def speed_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,7 +185,8 @@ def accuracy_part(args: argparse.Namespace, out_dir: Path, notes: list[str]) -> 
         return None
     _say(f"accuracy/EPS on the quickstart models: {[p.name for p in compare]}")
     cfg = BenchConfig(compare=compare, artifacts=ws, limit=args.limit, warmup=args.warmup, iters=args.iters,
-                      threads=args.threads, time_teacher=True, out=out_dir, eval_batch=8)
+                      block=args.block, turn_warmup=args.turn_warmup, threads=args.threads, time_teacher=True,
+                      out=out_dir, eval_batch=8)
     result = run_bench(cfg, progress=_say)
     data = result.to_dict()
     write_plots(data, result.attention_samples, out_dir)
@@ -228,7 +233,7 @@ def markdown(doc: dict[str, Any]) -> str:
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU"),
              f"- OS {m.get('os')}, Python {m.get('python')}; " + ", ".join(f"{k} {v}" for k, v in
                                                                          m.get("versions", {}).items()),
-             "- This machine can be shared with other jobs (see the load averages); runners are timed round-robin "
+             "- This machine can be shared with other jobs (see the load averages); runners are timed in turns "
              "so any competition spreads over all of them, but absolute numbers are noisy.",
              f"- This report was written {doc['started']}.", ""]
     speed = doc.get("speed")
@@ -239,8 +244,11 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"{run.get('load_end')} at end on {m.get('usable_cores')} cores"
                   + (" (other jobs were running)." if max(run.get("load_start") or 0, run.get("load_end") or 0)
                      > 1.5 else " (about this process alone)."),
-                  "Host end-to-end latency per clip (ms) over round-robin calls (every runner in turn), after "
-                  "warm-up; the checks use medians.", "",
+                  "Host end-to-end latency per clip (ms), after warm-up; "
+                  + (f"runners timed in turns of {speed['turn_warmup']} untimed + {speed['block']} timed calls "
+                     "(each runner warm, as alone on a device; any load spread over all)"
+                     if "block" in speed else "runners timed round-robin, one call each per turn")
+                  + "; the checks use medians.", "",
                   "| model | batch | size MB | params M | GFLOPs | min | median | p90 | p99 | clips/s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in speed["rows"]:
@@ -282,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the paper-preset checkpoints/exports are kept between runs")
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--block", type=int, default=5, help="timed calls per runner per turn")
+    p.add_argument("--turn-warmup", type=int, default=1, help="untimed calls at the start of each runner's turn")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batches", type=int, nargs="+", default=[1])
     p.add_argument("--limit", type=int, default=None, help="clips of the accuracy part (default: whole test split)")

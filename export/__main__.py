@@ -7,7 +7,8 @@ import sys
 
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import COMMON, FORMATS
-from pinlite_edge.export.options import CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS, WEIGHT_ONLY_MODES
+from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS,
+                                         SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES)
 
 
 def _format_table() -> str:
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--asymmetric-activations", dest="symmetric_activations", action="store_false",
                    help="onnx-int8 for onnxruntime only: asymmetric activation quantization instead of the default "
                         "symmetric (zero point 0, as TensorRT needs); weights are always symmetric per channel")
+    g.add_argument("--activation-type", dest="activation_type", choices=ACTIVATION_TYPES,
+                   help="onnx-int8: storage of the activations: uint8 (default; a symmetric range gets zero point 128, "
+                        "the same grid as int8, and runs on onnxruntime's u8 x s8 x86 kernels) or int8")
+    g.add_argument("--speed-float", dest="speed_float", choices=SPEED_FLOAT_MODES,
+                   help="onnx-int8: auto (default) keeps float the layers measured to run faster float in onnxruntime "
+                        "on the CPU (depthwise convs, early high-resolution stages); none quantizes all it may")
     g.add_argument("--weight-only", dest="weight_only", choices=WEIGHT_ONLY_MODES,
                    help="onnx-int8: float layers whose weights are stored int8 behind DequantizeLinear while they "
                         "still compute in FP32: float (default: every float layer with a weight), gru, none")

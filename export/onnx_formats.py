@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
 from pinlite_edge.export.onnx_export import example_inputs, export_onnx_fp32, prepare_for_export
-from pinlite_edge.export.plan import PrecisionPlan, build_plan, resolve_onnx_nodes
+from pinlite_edge.export.plan import FloatEntry, PrecisionPlan, build_plan, resolve_onnx_nodes
 from pinlite_edge.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
 
 
 # --- shared by the mixed-precision formats ------------------------------------------------------------------------
-def make_plan(ctx: ExportContext, precision: str, mode: str) -> PrecisionPlan:
-    """Fixed float layers + (when asked) the measured sensitivity table and the ``keep_float`` most sensitive."""
+def make_plan(ctx: ExportContext, precision: str, mode: str, extra: Sequence[FloatEntry] = ()) -> PrecisionPlan:
+    """Fixed float layers (+ ``extra``) + (when asked) the measured sensitivity table and the ``keep_float`` most
+    sensitive layers not already float."""
     o = ctx.options
     rows = []
     if o.sensitivity:
@@ -72,7 +74,8 @@ def make_plan(ctx: ExportContext, precision: str, mode: str) -> PrecisionPlan:
         cal = ctx.calibration().subset(o.sensitivity_size)
         rows = layer_sensitivity(ctx.model, cal, mode=mode)
     try:
-        return build_plan(ctx.model, precision, rows, o.keep_float, sensitivity_mode=mode if rows else None)
+        return build_plan(ctx.model, precision, rows, o.keep_float, sensitivity_mode=mode if rows else None,
+                          extra=extra)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
 
@@ -112,7 +115,8 @@ def quality_vs_fp32(ctx: ExportContext, fp32_path: Path, path: Path, limit: int 
 
 def apply_weight_only(plan: PrecisionPlan, path: Path, mode: str) -> dict:
     """Store the weights of the plan's float layers (``gru``: only the GRU; ``float``: every float layer with a
-    weight) as int8 + DequantizeLinear in the ONNX file at ``path``; their compute stays FP32 (plan notes it)."""
+    weight) as int8 in the ONNX file at ``path``; their compute stays FP32 (plan notes it). The speed entries use the
+    form onnxruntime constant-folds at load (``Cast * scale``), the others ``DequantizeLinear``."""
     import onnx
 
     from pinlite_edge.export.onnx_weight_only import store_weights_int8, weight_only_nodes
@@ -121,15 +125,22 @@ def apply_weight_only(plan: PrecisionPlan, path: Path, mode: str) -> dict:
         return {"weight_only": "none"}
     entries = [e for e in plan.float_layers if mode == "float" or e.kind == "gru"]
     model = onnx.load(str(path))
-    info = store_weights_int8(model, [n for e in entries for n in e.onnx_nodes])
+    info = {"weight_only_int8_weights": 0, "weight_only_bytes_saved": 0}
+    for foldable in (False, True):
+        nodes = [n for e in entries if (e.kind == "speed") == foldable for n in e.onnx_nodes]
+        for k, v in store_weights_int8(model, nodes, foldable=foldable).items():
+            info[k] += v
     onnx.save(model, str(path))
     rewritten = set(weight_only_nodes(model))
     for e in entries:
         if rewritten & set(e.onnx_nodes):
             e.weight_storage = "int8"
-            e.reason += "; float compute, int8 weight storage (per-channel, DequantizeLinear)"
+            e.reason += "; float compute, int8 weight storage (per-channel" + (
+                ", Cast * scale: folded to FP32 when onnxruntime loads it)" if e.kind == "speed" else
+                ", DequantizeLinear)")
     plan.notes.append(f"weight_only={mode}: float layers marked weight_storage=int8 keep FP32 compute; only their "
-                      "stored weights are int8 (symmetric per output channel) behind DequantizeLinear")
+                      "stored weights are int8 (symmetric per output channel) behind DequantizeLinear, or behind "
+                      "Cast * scale for the speed entries")
     return {"weight_only": mode, **info}
 
 
@@ -161,19 +172,48 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
     o = ctx.options
     fp32 = ctx.work_dir / "fp32.onnx"
     _fp32_onnx(ctx, fp32)
-    plan = make_plan(ctx, "int8", "int8")
+    speed: list[FloatEntry] = []
+    if not for_tensorrt and o.speed_float == "auto":
+        from pinlite_edge.export.cpu_speed_plan import cpu_speed_entries
+
+        speed = cpu_speed_entries(ctx.model)
+    plan = make_plan(ctx, "int8", "int8", extra=speed)
     _resolve(plan, fp32)
     info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
                          per_channel=o.per_channel, work_dir=ctx.work_dir, quantize_bias=not for_tensorrt,
-                         activation_symmetric=for_tensorrt or o.symmetric_activations)
+                         activation_symmetric=for_tensorrt or o.symmetric_activations,
+                         activation_type="int8" if for_tensorrt else o.activation_type)
     info.update(apply_weight_only(plan, out, "none" if for_tensorrt else o.weight_only))
     info.update(_compact(out, drop_zero_points=not for_tensorrt))
     onnx_checker(out)
+    if not for_tensorrt:
+        info["ort_cpu_kernels"] = ort_cpu_kernels(out)
     quality = quality_vs_fp32(ctx, fp32, out)
     return plan, {"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
                   "fp32_onnx_bytes": fp32.stat().st_size, "size_vs_fp32_onnx": round(out.stat().st_size /
                                                                                       fp32.stat().st_size, 4),
                   **info, "vs_fp32_onnx": quality}
+
+
+def ort_cpu_kernels(path: Path) -> dict[str, int]:
+    """Convolution/MatMul kernels onnxruntime's CPU provider really runs for ``path`` after its QDQ fusions (graph
+    optimisation level "extended": no hardware-specific layouts): how many convs are int8 (QLinearConv) and float."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="pinlite-ort-opt-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    wanted = ("QLinearConv", "Conv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm", "QuantizeLinear",
+              "DequantizeLinear")
+    return {k: ops[k] for k in wanted if ops[k]}
 
 
 def onnx_checker(path: Path) -> None:

@@ -12,6 +12,10 @@ Which input is the weight, and which axis is its output channel:
 - ``Conv``: ``W (O, I, k...)``, axis 0.
 - ``MatMul`` with a 2-D initializer as input B ``(K, N)``: axis 1. ``Gemm`` input B: axis 0 if ``transB`` else 1.
 A weight shared with a node outside the chosen set is left alone.
+
+``foldable=True`` writes ``Cast(int8 -> float) * scale`` instead of ``DequantizeLinear``: onnxruntime constant-folds
+that at session load into an FP32 initializer, so a conv keeps its blocked (NCHWc) kernels (it does not fold a
+``DequantizeLinear``, and a conv whose weight is not a constant runs 5x slower there). Used for the CPU speed entries.
 """
 from __future__ import annotations
 
@@ -67,7 +71,7 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
-                       min_elements: int = 256) -> dict[str, int]:
+                       min_elements: int = 256, foldable: bool = False) -> dict[str, int]:
     """Rewrite ``model`` in place: the FP32 weights of ``node_names`` become int8 + DequantizeLinear.
 
     Weights with fewer than ``min_elements`` values are left FP32 (the scales would cost as much as they save).
@@ -101,13 +105,23 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
             axis = 0 if t.lead_axes else t.axis
             q, scale = quantize_weight(stored, axis)
             base = f"{node.name}/W{t.input_index}{SUFFIX}"
-            g.initializer.extend([numpy_helper.from_array(q, base + "_quantized"),
-                                  numpy_helper.from_array(scale, base + "_scale"),
-                                  numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), base + "_zero_point")])
             out = base + "_dequantized"
-            inserted.append(helper.make_node("DequantizeLinear", [base + "_quantized", base + "_scale",
-                                                                  base + "_zero_point"], [out], name=base + "_DQ",
-                                             axis=axis))
+            if foldable:
+                bshape = [1] * stored.ndim
+                bshape[axis] = -1
+                g.initializer.extend([numpy_helper.from_array(q, base + "_quantized"),
+                                      numpy_helper.from_array(scale.reshape(bshape), base + "_scale")])
+                inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=base + "_Cast",
+                                              to=TensorProto.FLOAT),
+                             helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=base + "_Mul")]
+            else:
+                g.initializer.extend([numpy_helper.from_array(q, base + "_quantized"),
+                                      numpy_helper.from_array(scale, base + "_scale"),
+                                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8),
+                                                              base + "_zero_point")])
+                inserted.append(helper.make_node("DequantizeLinear", [base + "_quantized", base + "_scale",
+                                                                      base + "_zero_point"], [out],
+                                                 name=base + "_DQ", axis=axis))
             if t.lead_axes:
                 g.initializer.append(numpy_helper.from_array(np.asarray(w.shape, dtype=np.int64), base + "_shape"))
                 inserted.append(helper.make_node("Reshape", [out, base + "_shape"], [base + "_reshaped"],
@@ -115,7 +129,7 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
                 out = base + "_reshaped"
             done[name] = out
             node.input[t.input_index] = out
-            saved += w.nbytes - q.nbytes - scale.nbytes * 2
+            saved += w.nbytes - q.nbytes - scale.nbytes * (1 if foldable else 2)
         if inserted:
             new_nodes.append((pos, inserted))
     for pos, nodes in reversed(new_nodes):  # keep the graph topologically sorted
@@ -130,7 +144,8 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
 
 
 def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only DequantizeLinear."""
+    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only DequantizeLinear
+    or its foldable ``Cast * scale`` form."""
     producers = {o: n for n in model.graph.node for o in n.output}
     out = []
     for n in model.graph.node:
@@ -138,7 +153,8 @@ def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
             p = producers.get(i)
             if p is not None and p.op_type == "Reshape":
                 p = producers.get(p.input[0])
-            if p is not None and p.op_type == "DequantizeLinear" and p.name.endswith(SUFFIX + "_DQ"):
+            if p is not None and ((p.op_type == "DequantizeLinear" and p.name.endswith(SUFFIX + "_DQ"))
+                                  or (p.op_type == "Mul" and p.name.endswith(SUFFIX + "_Mul"))):
                 out.append(n.name)
                 break
     return out

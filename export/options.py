@@ -12,6 +12,8 @@ EXPORTERS = ("classic", "dynamo")
 GRU_MODES = ("native", "matmul")
 QUANT_FORMATS = ("qdq", "qoperator")
 WEIGHT_ONLY_MODES = ("none", "gru", "float")  # which float layers of an INT8 ONNX store their weights as int8
+ACTIVATION_TYPES = ("uint8", "int8")  # storage type of INT8 ONNX activations (onnxruntime artefact)
+SPEED_FLOAT_MODES = ("auto", "none")  # onnxruntime-CPU speed plan of an INT8 ONNX (export/cpu_speed_plan.py)
 
 
 @dataclass
@@ -38,6 +40,14 @@ class ExportOptions:
     # (--asymmetric-activations) are an onnxruntime-only option that measured slightly higher EPS. Weights are always
     # symmetric per channel; TensorRT builds are always symmetric.
     symmetric_activations: bool = True
+    # Storage of the onnxruntime INT8 artefact's activations. "uint8" (default): a symmetric range is stored with zero
+    # point 128 -- the same quantization grid as int8 with zero point 0 -- because onnxruntime's x86 kernels are u8 x s8
+    # (VNNI) and left a third of the convolutions unfused (float) with int8 activations. TensorRT builds always use
+    # int8 with zero point 0.
+    activation_type: str = "uint8"
+    # "auto": keep float the layers measured to run faster float in onnxruntime on the CPU (depthwise convs, the early
+    # high-resolution stages; export/cpu_speed_plan.py); "none": quantize everything the SPEC plan allows.
+    speed_float: str = "auto"
     weight_only: str = "float"  # INT8 ONNX: float layers whose weights are *stored* int8 (+DequantizeLinear), compute
     #                             stays float: "float" (every float layer with a weight), "gru" (only the GRU), "none"
     workspace_mb: int = 1024  # TensorRT workspace memory pool
@@ -68,6 +78,10 @@ class ExportOptions:
                                                  f"{self.quant_format!r}"),
             (self.weight_only in WEIGHT_ONLY_MODES, f"weight_only must be one of {WEIGHT_ONLY_MODES}, got "
                                                     f"{self.weight_only!r}"),
+            (self.activation_type in ACTIVATION_TYPES, f"activation_type must be one of {ACTIVATION_TYPES}, got "
+                                                       f"{self.activation_type!r}"),
+            (self.speed_float in SPEED_FLOAT_MODES, f"speed_float must be one of {SPEED_FLOAT_MODES}, got "
+                                                    f"{self.speed_float!r}"),
             (self.workspace_mb >= 1, f"workspace_mb must be >= 1, got {self.workspace_mb}"),
             (self.keep_float == 0 or self.sensitivity, "keep_float > 0 needs the sensitivity table "
                                                        "(do not disable sensitivity)"),

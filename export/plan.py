@@ -122,23 +122,41 @@ def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
 
 
 def build_plan(model: nn.Module, precision: str, sensitivity: Sequence[SensitivityRow] = (), keep_float: int = 0,
-               sensitivity_mode: str | None = None) -> PrecisionPlan:
-    """Fixed float layers + the ``keep_float`` most sensitive quantizable layers not already float."""
-    entries = fixed_float_entries(model)
-    fixed = {e.module for e in entries}
+               sensitivity_mode: str | None = None, extra: Sequence[FloatEntry] = ()) -> PrecisionPlan:
+    """Fixed float layers (+ ``extra`` entries, e.g. the CPU speed plan) + the ``keep_float`` most sensitive
+    quantizable layers not already float."""
+    plan = PrecisionPlan(precision=precision, float_layers=fixed_float_entries(model), keep_float=keep_float,
+                         sensitivity_mode=sensitivity_mode)
+    add_float_entries(plan, extra)
     ranked = sorted(sensitivity, key=lambda r: r.score, reverse=True)
     for i, row in enumerate(ranked, 1):
         row.rank = i
-    chosen = [r for r in ranked if r.module not in fixed][:keep_float]
+    chosen = [r for r in ranked if not _covered(r.module, plan.float_modules)][:keep_float]
     if keep_float > len(chosen):
         raise ValueError(f"keep_float={keep_float} but only {len(chosen)} ranked quantizable layers are not already "
                          "float (run the sensitivity analysis, or lower keep_float)")
     for r in chosen:
-        entries.append(FloatEntry(r.module, REASON_SENSITIVE.format(n=keep_float), "sensitivity"))
-    float_set = {e.module for e in entries}
-    quantized = [n for n, _ in quantizable_layers(model) if n not in float_set] if precision != "fp32" else []
-    return PrecisionPlan(precision=precision, float_layers=entries, quantized_layers=quantized, keep_float=keep_float,
-                         sensitivity=list(ranked), sensitivity_mode=sensitivity_mode)
+        plan.float_layers.append(FloatEntry(r.module, REASON_SENSITIVE.format(n=keep_float), "sensitivity"))
+    plan.sensitivity = list(ranked)
+    if precision != "fp32":
+        plan.quantized_layers = [n for n, _ in quantizable_layers(model) if not _covered(n, plan.float_modules)]
+    return plan
+
+
+def _covered(module: str, by: Iterable[str]) -> bool:
+    """``module`` is one of ``by`` or inside one of them."""
+    return any(module == m or module.startswith(m + ".") for m in by)
+
+
+def add_float_entries(plan: PrecisionPlan, entries: Sequence[FloatEntry]) -> None:
+    """Append ``entries`` not already covered by the plan (same module, or inside a float module) and drop the
+    layers they cover from ``plan.quantized_layers``."""
+    added = [e for e in entries if not _covered(e.module, plan.float_modules)]
+    plan.float_layers.extend(added)
+    plan.quantized_layers = [n for n in plan.quantized_layers if not _covered(n, plan.float_modules)]
+    if added:
+        kinds = ", ".join(sorted({e.kind for e in added}))
+        plan.notes.append(f"{len(added)} float entries of kind {kinds} added to the SPEC plan (reasons per entry)")
 
 
 # --- ONNX node resolution ---------------------------------------------------------------------------------------

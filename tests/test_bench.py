@@ -40,6 +40,44 @@ def test_latency_stats_and_pareto():
     assert pareto_front([(1.0, 0.5), (2.0, 0.8), (3.0, 0.7), (4.0, 0.9)]) == [0, 1, 3]
 
 
+class _CountingRunner:
+    """Stands in for an active runner: records the order of calls (timing only needs ``infer``)."""
+
+    last_device_time_s = None
+
+    def __init__(self, name: str, log: list[str]):
+        self.name, self.log = name, log
+
+    def infer(self, frames, mfcc):
+        self.log.append(self.name)
+
+
+def test_interleaved_timing_runs_turns_with_untimed_warm_calls():
+    from pinlite_edge.bench.timing import measure_interleaved
+
+    log: list[str] = []
+    a, b = _CountingRunner("a", log), _CountingRunner("b", log)
+    frames, mfcc = np.zeros((2, 1)), np.zeros((2, 1))
+    res = measure_interleaved([a, b], frames, mfcc, warmup=2, iters=7, block=3, turn_warmup=1)
+    assert [r.host.n for r in res] == [7, 7] and res[0].batch == 2
+    # warm-up 2 each; then turns of 1 untimed + 3 timed, the last turn 1 untimed + 1 timed
+    assert log == ["a"] * 2 + ["b"] * 2 + (["a"] * 4 + ["b"] * 4) * 2 + ["a"] * 2 + ["b"] * 2
+    log.clear()
+    (only,) = measure_interleaved([a], frames, mfcc, warmup=1, iters=4, block=2, turn_warmup=3)
+    assert only.host.n == 4 and log == ["a"] * 5  # a runner alone needs no turn warm-up
+    with pytest.raises(ValueError, match="block"):
+        measure_interleaved([a], frames, mfcc, warmup=0, iters=1, block=0)
+
+
+def test_machine_slug_names_the_vector_isa():
+    from pinlite_edge.bench.machine import machine_slug
+
+    info = {"machine": "x86_64", "cpu_model": "AMD EPYC", "usable_cores": 2}
+    assert machine_slug({**info, "cpu_flags": ["avx2"]}) == "x86_64-amd-epyc-2c-avx2"
+    assert machine_slug({**info, "cpu_flags": ["avx2", "avx512f", "avx512_vnni"]}) == "x86_64-amd-epyc-2c-avx512vnni"
+    assert machine_slug({**info, "cpu_flags": [], "gpu": {"name": "Orin"}}) == "x86_64-amd-epyc-2c-orin"
+
+
 def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, capsys):
     out = tmp_path / "run1"
     assert main(["--artifacts", str(workspace), "--out", str(out), "--time-teacher", *FAST]) == 0

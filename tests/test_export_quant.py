@@ -116,16 +116,16 @@ def test_int8_qdq_graph_keeps_plan_float(int8):
                 assert chain[-1].name.endswith("_w8_DQ") and dtype == onnx.TensorProto.INT8, n.name
             else:
                 assert n.input[1] not in producers or producers[n.input[1]].op_type != "QuantizeLinear", n.name
-    # weights: int8, symmetric (a weight DequantizeLinear has no zero point or a zero one); activations: int8,
-    # symmetric by default (zero points all 0), as the issue and TensorRT require
+    # weights: int8, symmetric (a weight DequantizeLinear has no zero point or a zero one); activations: symmetric
+    # by default, stored uint8 with zero point 128 (the int8 grid shifted by 128: onnxruntime's x86 kernels are u8 x s8)
     inits = {i.name: i for i in m.graph.initializer}
     const_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert {inits[n.input[0]].data_type for n in const_dq} == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}  # +bias
     weight_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert all(len(n.input) < 3 or not np.any(onnx.numpy_helper.to_array(inits[n.input[2]])) for n in weight_dq)
     act_zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
-    assert act_zps and all(z.dtype == np.int8 for z in act_zps) and not any(np.any(z) for z in act_zps)
-    assert int8.extra["activation_symmetric"] is True
+    assert act_zps and all(z.dtype == np.uint8 and np.all(z == 128) for z in act_zps)
+    assert int8.extra["activation_symmetric"] is True and int8.extra["activation_type"] == "uint8"
     assert int8.extra["quantized_weight_nodes"] > 0
 
 
@@ -194,9 +194,16 @@ def test_int8_manifest_records_plan_and_calibration(int8):
     assert man.calibration == {"dataset": "synthetic", "split": "train", "size": 8, "method": "minmax"}
     plan = man.precision_plan
     kinds = {e["kind"] for e in plan["float_layers"]}
-    assert {"gru", "softmax", "attention_matmul", "attention_output", "sensitivity"} <= kinds
+    assert {"gru", "softmax", "attention_matmul", "attention_output", "sensitivity", "speed"} <= kinds
     assert all(e["onnx_nodes"] and e["reason"] for e in plan["float_layers"])
-    assert len(plan["sensitivity"]) == len(plan["quantized_layers"]) + 2 + 2  # + kept by sensitivity + q/k proj
+    # one sensitivity row per quantizable layer; each is either quantized or inside exactly one kind of float entry
+    floats = {e["module"] for e in plan["float_layers"]}
+    in_float = [r["module"] for r in plan["sensitivity"]
+                if any(r["module"] == f or r["module"].startswith(f + ".") for f in floats)]
+    assert len(plan["sensitivity"]) == len(plan["quantized_layers"]) + len(in_float)
+    assert not set(in_float) & set(plan["quantized_layers"])
+    kept = [e for e in plan["float_layers"] if e["kind"] == "sensitivity"]
+    assert len(kept) == 2 and not any(e["module"].startswith("frame_encoder.backbone.0") for e in kept)
 
 
 def test_fp16_graph_has_fp32_islands_and_fp32_io(fp16, student, cal):
@@ -240,3 +247,71 @@ def test_activation_symmetry_defaults_to_symmetric_and_cli_can_opt_out():
     base = ["--checkpoint", "c.safetensors", "--format", "onnx-int8", "--output", "out"]
     assert "symmetric_activations" not in vars(build_parser().parse_args(base))
     assert vars(build_parser().parse_args(base + ["--asymmetric-activations"]))["symmetric_activations"] is False
+
+
+def _ort_optimized(path, tmp_path):
+    """The graph after onnxruntime's CPU graph optimisations (QDQ fusions, constant folding, no hardware layouts)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return onnx.load(so.optimized_model_filepath)
+
+
+def test_cpu_speed_plan_keeps_depthwise_and_early_stages_float(student, int8, tmp_path):
+    from pinlite_edge.export.cpu_speed_plan import cpu_speed_entries, stage_strides
+
+    strides = stage_strides(student.frame_encoder.backbone, student.config.contract.frame_size)
+    entries = {e.module: e for e in cpu_speed_entries(student)}
+    early = [i for i, s in enumerate(strides) if s <= 8]
+    assert early == list(range(len(early))) and 0 < len(early) < len(strides)
+    for i in early:
+        assert f"frame_encoder.backbone.{i}" in entries
+    depthwise = [f"frame_encoder.backbone.{i}.{n}" for i in range(len(early), len(strides))
+                 for n, m in student.frame_encoder.backbone[i].named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert depthwise and set(depthwise) <= set(entries)
+    assert all(e.kind == "speed" and "speed" in e.reason for e in entries.values())
+    # in the artefact: weights stored int8 as Cast * scale (never a DequantizeLinear, which onnxruntime does not fold:
+    # the conv would lose its blocked kernels); onnxruntime folds them to FP32 constants and does not quantize these
+    # convs on load, while the pointwise convs between them run int8
+    speed = [e for e in int8.plan.float_layers if e.kind == "speed"]
+    assert {e.module for e in speed} == set(entries) and all(e.onnx_nodes for e in speed)
+    assert any(e.weight_storage == "int8" for e in speed)
+    m = onnx.load(str(int8.artifact))
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for n in m.graph.node:
+        if n.name in {x for e in speed for x in e.onnx_nodes} and n.op_type == "Conv":
+            assert n.input[1] not in producers or producers[n.input[1]].op_type == "Mul", n.name
+    optimized = _ort_optimized(int8.artifact, tmp_path)
+    ops = {n.name: n for n in optimized.graph.node}
+    inits = {i.name for i in optimized.graph.initializer}
+    speed_nodes = [ops[n] for e in speed for n in e.onnx_nodes if n in ops]
+    assert not any(n.op_type == "QLinearConv" for n in speed_nodes)
+    speed_convs = [n for n in speed_nodes if n.op_type in ("Conv", "FusedConv")]
+    assert len(speed_convs) >= len(depthwise)
+    assert all(n.input[1] in inits for n in speed_convs)  # folded: the weight is a constant again
+    ops = {k: n.op_type for k, n in ops.items()}
+    assert int8.extra["ort_cpu_kernels"]["QLinearConv"] == sum(op == "QLinearConv" for op in ops.values()) > 0
+    assert not any(q.startswith(f"frame_encoder.backbone.{i}.") for q in int8.plan.quantized_layers for i in early)
+
+
+def test_speed_float_none_quantizes_every_conv_the_spec_allows(student, cal, int8, tmp_path):
+    plain = export_from_model(student, "onnx-int8", tmp_path, calibration=cal, calib_size=8, sensitivity=False,
+                              speed_float="none")
+    assert not [e for e in plain.plan.float_layers if e.kind == "speed"]
+    assert plain.extra["ort_cpu_kernels"]["QLinearConv"] > int8.extra["ort_cpu_kernels"]["QLinearConv"]
+
+
+def test_activation_type_and_speed_float_options(student, tmp_path):
+    from pinlite_edge.export.__main__ import build_parser
+
+    with pytest.raises(ExportError, match="activation_type"):
+        export_from_model(student, "onnx-int8", tmp_path, activation_type="int4")
+    with pytest.raises(ExportError, match="speed_float"):
+        export_from_model(student, "onnx-int8", tmp_path, speed_float="fast")
+    with pytest.raises(ExportError, match="does not take"):
+        export_from_model(student, "trt-int8", tmp_path, speed_float="none")
+    base = ["--checkpoint", "c.safetensors", "--format", "onnx-int8", "--output", "out"]
+    args = vars(build_parser().parse_args(base + ["--activation-type", "int8", "--speed-float", "none"]))
+    assert args["activation_type"] == "int8" and args["speed_float"] == "none"

@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--batch", type=int, default=1, help="batch size of the latency measurement")
     p.add_argument("--eval-batch", type=int, default=8, help="batch size of the accuracy pass")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls per model before timing (default 5)")
+    p.add_argument("--iters", type=int, default=50, help="timed calls per model (default 50)")
+    p.add_argument("--block", type=int, default=5,
+                   help="several models are timed in turns: timed calls per model per turn (default 5)")
+    p.add_argument("--turn-warmup", type=int, default=1,
+                   help="untimed calls at the start of each turn, so each model is timed warm (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (torch / onnxruntime / XNNPACK)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, or tensorrt (ORT's TensorRT provider)")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(runtime=args.runtime, precision=args.precision, artifacts=args.artifacts,
                       compare=list(args.compare), data=args.data, split=args.split, limit=args.limit,
                       batch=args.batch, eval_batch=args.eval_batch, warmup=args.warmup, iters=args.iters,
+                      block=args.block, turn_warmup=args.turn_warmup,
                       threads=args.threads, device=args.device, out=args.out, teacher=args.teacher,
                       teacher_cache=args.teacher_cache, cache_dir=args.cache_dir, time_teacher=args.time_teacher,
                       plots=not args.no_plots)

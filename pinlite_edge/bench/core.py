@@ -1,7 +1,7 @@
 """The bench (SPEC §7): accuracy, EPS and latency of deployed artefacts on the machine it runs on.
 
 One pass over the evaluation data runs every artefact (and the references it needs: the FP32 teacher and each
-artefact's FP32 source checkpoint) on the same batches; then latency is measured round-robin on a fixed batch.
+artefact's FP32 source checkpoint) on the same batches; then latency is measured on a fixed batch, the models timed in turns (``measure_interleaved``).
 """
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ class BenchConfig:
     eval_batch: int = 8
     warmup: int = 5
     iters: int = 50
+    block: int = 5  # timed calls per runner per turn when several models are timed together
+    turn_warmup: int = 1  # untimed calls at the start of each turn (the model's weights back in cache)
     threads: int | None = None
     device: str | None = None  # None: cpu (trt: cuda)
     out: Path = Path("bench-results")
@@ -66,11 +68,12 @@ class BenchConfig:
             raise PinliteError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.precision not in PRECISIONS:
             raise PinliteError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch", "eval_batch", "iters"):
+        for name in ("batch", "eval_batch", "iters", "block"):
             if getattr(self, name) < 1:
                 raise PinliteError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0:
-            raise PinliteError(f"--warmup must be >= 0, got {self.warmup}")
+        for name in ("warmup", "turn_warmup"):
+            if getattr(self, name) < 0:
+                raise PinliteError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -273,8 +276,10 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         # latency
         fixed = data.first_batch(cfg.batch)
         timed = list(runners) + ([timing_teacher] if (timing_teacher and cfg.time_teacher) else [])
-        say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each")
-        timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters)
+        say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each"
+            + (f", in turns of {cfg.turn_warmup} untimed + {cfg.block} timed calls" if len(timed) > 1 else ""))
+        timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters,
+                                      block=cfg.block, turn_warmup=cfg.turn_warmup)
     finally:
         for r in active:
             r.deactivate()

@@ -74,10 +74,21 @@ def describe_machine() -> dict[str, Any]:
 
 
 def machine_slug(info: dict[str, Any] | None = None) -> str:
-    """A file-name-safe name for results of this machine, e.g. ``x86_64-amd-epyc-2c``."""
+    """A file-name-safe name for results of this machine, e.g. ``x86_64-amd-epyc-2c-avx2``."""
     info = info or describe_machine()
     cpu = re.sub(r"[^a-z0-9]+", "-", str(info.get("cpu_model", "cpu")).lower()).strip("-")
     cpu = "-".join(cpu.split("-")[:4])
     gpu = info.get("gpu", {}).get("name")
     gpu_part = "-" + re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") if gpu else ""
-    return f"{info.get('machine', 'host')}-{cpu}-{info.get('usable_cores', info.get('logical_cores'))}c{gpu_part}"
+    return (f"{info.get('machine', 'host')}-{cpu}-{info.get('usable_cores', info.get('logical_cores'))}c"
+            f"{isa_tag(info.get('cpu_flags', []))}{gpu_part}")
+
+
+def isa_tag(flags: list[str]) -> str:
+    """The vector ISA level that decides INT8/FP32 kernel choice, for file names: ``-avx512vnni``, ``-avx2``, ...
+    (machines of one CPU model name can differ here, e.g. two generations of "AMD EPYC")."""
+    for flag, tag in (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"),
+                      ("avx_vnni", "avxvnni"), ("avx2", "avx2"), ("i8mm", "i8mm"), ("asimddp", "dotprod")):
+        if flag in flags:
+            return f"-{tag}"
+    return ""

@@ -53,8 +53,11 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
            f"Data: `{data['spec']}` split `{data['split']}`, {data['num_clips']} clips "
            f"(fingerprint `{data['fingerprint'][:12]}`)", ""]
     batch = result["rows"][0]["latency"]["batch"] if result["rows"] else "?"
+    cfg = result.get("config", {})
+    turns = (f"models timed in turns ({cfg['turn_warmup']} untimed + {cfg['block']} timed calls each)"
+             if "block" in cfg else "models timed round-robin")
     out.append(f"Latency: host end-to-end per clip at batch {batch} (batch latency / batch), milliseconds, after "
-               "warm-up; models timed round-robin. RSS: peak resident memory of the bench process (every model of "
+               f"warm-up; {turns}. RSS: peak resident memory of the bench process (every model of "
                "the run and the data live in it), sampled around each call. GFLOPs per clip (1 MAC = 2 FLOPs). "
                "EPS source: against the artefact's own FP32 checkpoint.")
     out.append("")

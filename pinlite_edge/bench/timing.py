@@ -67,11 +67,17 @@ def _one_call(runner: BaseRunner, frames: np.ndarray, mfcc: np.ndarray) -> tuple
 
 
 def measure_interleaved(runners: Sequence[BaseRunner], frames: np.ndarray, mfcc: np.ndarray, *, warmup: int,
-                        iters: int, block: int = 1) -> list[TimingResult]:
-    """Time active runners round-robin (``block`` calls each per turn) so that load from other processes on a
-    shared machine spreads evenly over them; a single runner is simply warm-up + ``iters`` calls."""
+                        iters: int, block: int = 1, turn_warmup: int = 0) -> list[TimingResult]:
+    """Time active runners in turns so that load from other processes on a shared machine spreads evenly over them.
+
+    Each turn gives one runner ``turn_warmup`` untimed calls, then ``block`` timed ones. With ``block=1,
+    turn_warmup=0`` this is plain round-robin, where every call follows another model's and finds the caches full of
+    that model's weights; ``block=5, turn_warmup=1`` measures each model warm, as it runs alone on a device, while
+    still interleaving the models. A single runner is simply ``warmup`` + ``iters`` calls."""
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
+    if block < 1 or turn_warmup < 0:
+        raise ValueError(f"block must be >= 1 and turn_warmup >= 0, got {block} and {turn_warmup}")
     for runner in runners:
         for _ in range(max(0, warmup)):
             runner.infer(frames, mfcc)
@@ -81,6 +87,8 @@ def measure_interleaved(runners: Sequence[BaseRunner], frames: np.ndarray, mfcc:
     while done < iters:
         n = min(block, iters - done)
         for i, runner in enumerate(runners):
+            for _ in range(turn_warmup if len(runners) > 1 else 0):
+                runner.infer(frames, mfcc)
             for _ in range(n):
                 h, d = _one_call(runner, frames, mfcc)
                 host[i].append(h)

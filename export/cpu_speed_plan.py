@@ -1,0 +1,65 @@
+"""Layers an onnxruntime-CPU INT8 artefact keeps float because they run *faster* float (``--speed-float auto``).
+
+Measured on the paper-preset student (MobileNetV3-Small frames, 16 x 128 x 128), onnxruntime 1.32, 1 thread, x86_64
+with AVX-512 VNNI (benchmarks/results/ort_int8_speed.md):
+
+* onnxruntime's CPU int8 depthwise kernels ran 2-3x slower than its blocked (NCHWc) FP32 depthwise convolutions
+  (e.g. 88 channels at 16 x 16: 0.32 ms int8 against 0.14 ms FP32);
+* the 3-channel stem was slower in int8 than in FP32, and in the early high-resolution stages every float <-> int8
+  boundary (QuantizeLinear / DequantizeLinear over a full-size feature map, plus NHWC <-> NCHWc layout changes)
+  costs more than the int8 convolutions there save.
+
+Quantizing everything the SPEC allows made the INT8 model 40% *slower* than FP32; keeping these float made it faster.
+The rule is written for the MobileNetV3 frame backbone it was measured on; other backbones get no speed entries.
+TensorRT (GPU int8 depthwise kernels) and XNNPACK builds do not use it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pinlite_edge.export.plan import FloatEntry
+
+REASON_DEPTHWISE = ("speed (onnxruntime CPU): depthwise conv; onnxruntime's int8 depthwise kernels measured 2-3x "
+                    "slower than its NCHWc FP32 ones")
+REASON_HIGH_RES = ("speed (onnxruntime CPU): early high-resolution stage (output stride <= {stride}); its int8 convs "
+                   "do not repay the Q/DQ and layout conversions of full-size feature maps")
+#: Backbones the rule was measured on.
+MEASURED_BACKBONES = ("mobilenet_v3_small",)
+BACKBONE_SCOPE = "frame_encoder.backbone"
+
+
+def stage_strides(backbone: nn.Sequential, frame_size: int) -> list[int]:
+    """Output stride of every stage of ``backbone`` (input side / output side) for one ``frame_size`` frame."""
+    strides: list[int] = []
+    x = torch.zeros(1, 3, frame_size, frame_size)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            for stage in backbone:
+                x = stage(x)
+                strides.append(max(1, frame_size // max(1, int(x.shape[-1]))))
+    finally:
+        backbone.train(was_training)
+    return strides
+
+
+def cpu_speed_entries(model: nn.Module, max_stride: int = 8) -> list[FloatEntry]:
+    """Float entries (kind ``speed``) for the MobileNetV3 frame backbone: every stage whose output stride is at most
+    ``max_stride``, and every depthwise convolution of the later stages. Empty for other backbones."""
+    config = getattr(model, "config", None)
+    if config is None or config.backbone not in MEASURED_BACKBONES:
+        return []
+    backbone = model.frame_encoder.backbone
+    entries: list[FloatEntry] = []
+    strides = stage_strides(backbone, config.contract.frame_size)
+    for index, (stage, stride) in enumerate(zip(backbone, strides)):
+        scope = f"{BACKBONE_SCOPE}.{index}"
+        if stride <= max_stride:
+            entries.append(FloatEntry(scope, REASON_HIGH_RES.format(stride=max_stride), "speed"))
+            continue
+        for name, module in stage.named_modules():
+            if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+                entries.append(FloatEntry(f"{scope}.{name}", REASON_DEPTHWISE, "speed", ops=("Conv",)))
+    return entries
