@@ -211,7 +211,7 @@ def ort_cpu_kernels(path: Path) -> dict[str, int]:
         so.log_severity_level = 3
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    wanted = ("QLinearConv", "Conv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm", "QuantizeLinear",
+    wanted = ("QLinearConv", "Conv", "FusedConv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm", "QuantizeLinear",
               "DequantizeLinear")
     return {k: ops[k] for k in wanted if ops[k]}
 
