@@ -4,7 +4,9 @@ Layers are named by their torch module path (``blocks.1.attn.softmax``); :func:`
 node names of an ONNX graph from the classic exporter (whose node names carry the module scope, e.g.
 ``/blocks.1/attn/softmax/Softmax``). The fixed part of the plan is the SPEC's rule: every GRU, every Softmax, the
 activation-by-activation attention MatMuls of every block, and the last block's query/key projections (they compute
-the ``attention`` output). The measured part keeps the ``keep_float`` layers with the largest sensitivity.
+the ``attention`` output). The measured part keeps the ``keep_float`` layers with the largest sensitivity. The
+onnxruntime INT8 artefact adds the CPU speed entries (kind ``speed``, ``cpu_speed_plan.py``): layers that run faster
+float there.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ class FloatEntry:
 
     module: str
     reason: str
-    kind: str  # "gru" | "softmax" | "attention_matmul" | "attention_output" | "sensitivity"
+    kind: str  # "gru" | "softmax" | "attention_matmul" | "attention_output" | "sensitivity" | "speed" (CPU plan)
     ops: tuple[str, ...] | None = None
     onnx_nodes: list[str] = field(default_factory=list)
     weight_storage: str = "float"  # "int8": weights stored int8 + DequantizeLinear, compute still float

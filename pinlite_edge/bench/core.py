@@ -1,7 +1,8 @@
 """The bench (SPEC §7): accuracy, EPS and latency of deployed artefacts on the machine it runs on.
 
 One pass over the evaluation data runs every artefact (and the references it needs: the FP32 teacher and each
-artefact's FP32 source checkpoint) on the same batches; then latency is measured on a fixed batch, the models timed in turns (``measure_interleaved``).
+artefact's FP32 source checkpoint) on the same batches; then latency is measured on a fixed batch, the models timed
+in turns (``measure_interleaved``).
 """
 from __future__ import annotations
 

@@ -77,6 +77,8 @@ def _decode_pyav(path: Path, require_video: bool, deadline: Deadline) -> Decoded
     except av.error.FFmpegError as exc:
         deadline.check()  # a demuxer that gave up because the time limit ran out is a timeout, not a bad file
         raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata strings as UTF-8 when it opens it
+        raise DecodeError(path, f"corrupt container metadata (not UTF-8: {exc.reason} at byte {exc.start})") from None
     try:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None

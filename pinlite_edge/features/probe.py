@@ -36,6 +36,8 @@ def probe_video(path: str | Path) -> Probe:
             fps = sane_fps(float(rate) if rate else None, source=str(path))
     except av.error.FFmpegError as exc:
         raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata strings as UTF-8 when it opens it
+        raise DecodeError(path, f"corrupt container metadata (not UTF-8: {exc.reason} at byte {exc.start})") from None
     if not durations:
         raise DecodeError(path, "the container reports no duration")
     return Probe(duration=min(durations), fps=fps)
