@@ -329,10 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"speed part carried over from the run started {run['started']} (load average "
                      f"{run['load_start']} / {run['load_end']})")
     if not args.skip_accuracy:
+        doc["accuracy_run"] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "workspace": str(args.workspace)}
         doc["accuracy"] = accuracy_part(args, args.out / slug, notes)
     elif previous.get("accuracy"):
         doc["accuracy"] = previous["accuracy"]
-        notes.append(f"accuracy part carried over from the run started {previous.get('started')}")
+        doc["accuracy_run"] = previous.get("accuracy_run", {"started": previous.get("started")})
+        notes.append(f"accuracy part carried over from the run started {doc['accuracy_run']['started']}")
     else:
         notes.append("accuracy/EPS part not run: no trained quickstart workspace was available; run "
                      "`python benchmarks/run_benchmarks.py --skip-speed --workspace PATH` to add it "
