@@ -48,11 +48,16 @@ def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
     if not pts:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Points are numbered and named in a key beside the axes: a dozen artefacts with near-equal accuracy would
+    # otherwise print their names on top of each other.
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig.subplots_adjust(left=0.08, right=0.6, bottom=0.12, top=0.9)
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     ax.scatter(xs, ys, s=36, zorder=3)
-    for name, x, y in pts:
-        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for k, (_, x, y) in enumerate(pts, 1):
+        ax.annotate(str(k), (x, y), fontsize=7, xytext=(3, 3 + 7 * (k % 3)), textcoords="offset points")
+    key = "\n".join(f"{k:>2}  {name[:46]}  ({x:.2f} ms, {y:.3f})" for k, (name, x, y) in enumerate(pts, 1))
+    fig.text(0.62, 0.9, key, fontsize=7, family="monospace", va="top")
     front = pareto_front([(x, y) for _, x, y in pts])
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", marker="o", mfc="none", ms=11,
             label="Pareto front", zorder=2)
@@ -63,7 +68,6 @@ def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
     ax.set_title(f"{'Accuracy' if metric == 'accuracy' else 'EPS'} vs latency")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
