@@ -33,6 +33,9 @@ VARIANTS = {
     "onnx-int8-wo-gru": ("onnx-int8", {"weight_only": "gru"}),
     "onnx-int8-keep4": ("onnx-int8", {"keep_float": 4}),
     "onnx-int8-qop": ("onnx-int8", {"quant_format": "qoperator"}),
+    "onnx-int8-speed-none": ("onnx-int8", {"speed_float": "none"}),  # no CPU speed plan: every conv the SPEC allows
+    "onnx-int8-act-int8": ("onnx-int8", {"activation_type": "int8"}),  # activations stored int8 (zero point 0)
+    "onnx-int8-full-range": ("onnx-int8", {"reduce_range": False}),  # 8-bit weights (VNNI targets only)
     "pte": ("pte", {}),
     "pte-int8": ("pte-int8", {}),
 }

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation-type", dest="activation_type", choices=ACTIVATION_TYPES,
                    help="onnx-int8: storage of the activations: uint8 (default; a symmetric range gets zero point 128, "
                         "the same grid as int8, and runs on onnxruntime's u8 x s8 x86 kernels) or int8")
+    g.add_argument("--full-range-weights", dest="reduce_range", action="store_false",
+                   help="onnx-int8 with uint8 activations: 8-bit weights instead of the default 7-bit ones. Only for "
+                        "targets with VNNI (or ARM): without VNNI, onnxruntime's x86 u8 x s8 kernels can saturate")
     g.add_argument("--speed-float", dest="speed_float", choices=SPEED_FLOAT_MODES,
                    help="onnx-int8: auto (default) keeps float the layers measured to run faster float in onnxruntime "
                         "on the CPU (depthwise convs, early high-resolution stages); none quantizes all it may")

@@ -46,7 +46,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  "onnx_formats:export_onnx_fp16", "FP16 ONNX with FP32 islands (Cast) for the precision plan"),
     ExportFormat("onnx-int8", ".int8.onnx", "ort", "int8", False,
                  _ONNX | _CALIB | {"dynamic_batch", "batch", "calib_method", "quant_format", "per_channel",
-                                   "weight_only", "symmetric_activations", "activation_type", "speed_float"},
+                                   "weight_only", "symmetric_activations", "activation_type", "speed_float",
+                                   "reduce_range"},
                  "onnx_formats:export_onnx_int8", "INT8 ONNX for onnxruntime (static; symmetric per-channel weights, "
                  "symmetric activations stored uint8; QDQ or QOperator)"),
     ExportFormat("trt-fp16", ".fp16.engine", "trt", "fp16", True,

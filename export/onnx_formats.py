@@ -182,7 +182,8 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
     info = quantize_onnx(fp32, out, ctx.calibration(), plan, method=o.calib_method, quant_format=o.quant_format,
                          per_channel=o.per_channel, work_dir=ctx.work_dir, quantize_bias=not for_tensorrt,
                          activation_symmetric=for_tensorrt or o.symmetric_activations,
-                         activation_type="int8" if for_tensorrt else o.activation_type)
+                         activation_type="int8" if for_tensorrt else o.activation_type,
+                         reduce_range=not for_tensorrt and o.activation_type == "uint8" and o.reduce_range)
     info.update(apply_weight_only(plan, out, "none" if for_tensorrt else o.weight_only))
     info.update(_compact(out, drop_zero_points=not for_tensorrt))
     onnx_checker(out)

@@ -39,7 +39,7 @@ def _method(name: str):
 def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPlan, *, method: str = "minmax",
                   quant_format: str = "qdq", per_channel: bool = True, work_dir: Path | None = None,
                   quantize_bias: bool = True, activation_symmetric: bool = True,
-                  activation_type: str = "int8") -> dict[str, Any]:
+                  activation_type: str = "int8", reduce_range: bool = False) -> dict[str, Any]:
     """Write the INT8 model to ``out``; returns facts for the manifest (excluded nodes, op counts)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -65,6 +65,7 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
                 str(fp32), str(out), _Reader(cal), quant_format=fmt, op_types_to_quantize=list(OP_TYPES),
                 per_channel=per_channel, activation_type=act_type, weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude, calibrate_method=_method(method), extra_options=extra,
+                reduce_range=reduce_range,
             )
     except Exception as exc:
         raise ExportError(f"onnxruntime quantize_static failed on {fp32.name}: {type(exc).__name__}: {exc}") from exc
@@ -75,7 +76,8 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
     ops = collections.Counter(n.op_type for n in model.graph.node)
     quantized_nodes = [n.name for n in model.graph.node if n.op_type in OP_TYPES and _has_dq_input(model, n)]
     return {"excluded_nodes": len(exclude), "quantize_bias": quantize_bias,
-            "activation_symmetric": activation_symmetric, "activation_type": activation_type, "op_counts": dict(sorted(ops.items())),
+            "activation_symmetric": activation_symmetric, "activation_type": activation_type,
+            "reduce_range": reduce_range, "op_counts": dict(sorted(ops.items())),
             "quantized_weight_nodes": len(quantized_nodes) if fmt == QuantFormat.QDQ else
             sum(v for k, v in ops.items() if k.startswith("QLinear") or k in ("ConvInteger", "MatMulInteger"))}
 

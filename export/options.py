@@ -45,6 +45,10 @@ class ExportOptions:
     # (VNNI) and left a third of the convolutions unfused (float) with int8 activations. TensorRT builds always use
     # int8 with zero point 0.
     activation_type: str = "uint8"
+    # uint8 activations x int8 weights: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) onnxruntime's u8 x s8
+    # kernels add pairs of products in int16 (VPMADDUBSW), which can saturate; 7-bit weights ("reduce range") cannot.
+    # --full-range-weights keeps 8-bit weights for targets known to have VNNI (or ARM).
+    reduce_range: bool = True
     # "auto": keep float the layers measured to run faster float in onnxruntime on the CPU (depthwise convs, the early
     # high-resolution stages; export/cpu_speed_plan.py); "none": quantize everything the SPEC plan allows.
     speed_float: str = "auto"

@@ -315,3 +315,33 @@ def test_activation_type_and_speed_float_options(student, tmp_path):
     base = ["--checkpoint", "c.safetensors", "--format", "onnx-int8", "--output", "out"]
     args = vars(build_parser().parse_args(base + ["--activation-type", "int8", "--speed-float", "none"]))
     assert args["activation_type"] == "int8" and args["speed_float"] == "none"
+    assert vars(build_parser().parse_args(base + ["--full-range-weights"]))["reduce_range"] is False
+    with pytest.raises(ExportError, match="does not take"):
+        export_from_model(student, "trt-int8", tmp_path, reduce_range=False)
+
+
+def _static_weight_ranges(artifact, float_nodes) -> list[int]:
+    """max |q| of the int8 weights of the statically quantized Conv/MatMul/Gemm nodes (not the weight-only ones)."""
+    m = onnx.load(str(artifact))
+    inits = {i.name: i for i in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    out = []
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "MatMul", "Gemm") and n.name not in float_nodes and len(n.input) > 1:
+            dq = producers.get(n.input[1])
+            if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+                q = onnx.numpy_helper.to_array(inits[dq.input[0]])
+                if q.dtype == np.int8:
+                    out.append(int(np.abs(q.astype(np.int32)).max()))
+    return out
+
+
+def test_uint8_activations_get_7bit_weights_unless_full_range(student, cal, int8, tmp_path):
+    # without VNNI, onnxruntime's x86 u8 x s8 kernels add product pairs in int16: 7-bit weights cannot saturate it
+    assert int8.extra["reduce_range"] is True
+    ranges = _static_weight_ranges(int8.artifact, set(int8.plan.float_onnx_nodes()))
+    assert ranges and max(ranges) <= 64
+    full = export_from_model(student, "onnx-int8", tmp_path, calibration=cal, calib_size=8, sensitivity=False,
+                             reduce_range=False)
+    assert full.extra["reduce_range"] is False
+    assert max(_static_weight_ranges(full.artifact, set(full.plan.float_onnx_nodes()))) > 64
