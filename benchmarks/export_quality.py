@@ -23,6 +23,7 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model, load_calibration
 from pinlite_edge.metrics import explainability_preservation_score
+from pinlite_edge.utils.atomic import atomic_write_text
 
 VARIANTS = {
     "onnx": ("onnx", {}),
@@ -166,8 +167,8 @@ def main() -> None:
         results["paper_student"] = paper_sizes(tmp / "paper", args.calib_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "export_quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "export_quality.md").write_text(markdown(results))
+    atomic_write_text(out / "export_quality.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "export_quality.md", markdown(results))
     print(f"wrote {out / 'export_quality.json'} and {out / 'export_quality.md'}")
 
 
