@@ -36,9 +36,9 @@ class ExportOptions:
     sensitivity_size: int = 32  # clips of the calibration set used for the sensitivity table
     quant_format: str = "qdq"  # ORT INT8: "qdq" (portable, TensorRT-ready) or "qoperator" (ORT CPU kernels)
     per_channel: bool = True
-    # INT8 activations symmetric (zero point 0), as the issue and TensorRT require; asymmetric activations
-    # (--asymmetric-activations) are an onnxruntime-only option that measured slightly higher EPS. Weights are always
-    # symmetric per channel; TensorRT builds are always symmetric.
+    # INT8 activations symmetric (a grid centred on 0), as the export issue and TensorRT require; asymmetric
+    # activations (--asymmetric-activations) are an onnxruntime-only option. Weights are always symmetric per channel;
+    # TensorRT builds are always symmetric with int8 zero point 0.
     symmetric_activations: bool = True
     # Storage of the onnxruntime INT8 artefact's activations. "uint8" (default): a symmetric range is stored with zero
     # point 128 -- the same quantization grid as int8 with zero point 0 -- because onnxruntime's x86 kernels are u8 x s8
