@@ -196,10 +196,9 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
                   **info, "vs_fp32_onnx": quality}
 
 
-def ort_cpu_kernels(path: Path) -> dict[str, int]:
-    """Convolution/MatMul kernels onnxruntime's CPU provider really runs for ``path`` after its QDQ fusions (graph
-    optimisation level "extended": no hardware-specific layouts): how many convs are int8 (QLinearConv) and float."""
-    import collections
+def ort_optimized_graph(path: Path):
+    """The graph onnxruntime's CPU provider runs for ``path`` after its QDQ fusions and constant folding (optimisation
+    level "extended": no hardware-specific layouts), as an ``onnx.ModelProto``."""
     import tempfile
 
     import onnx
@@ -211,9 +210,17 @@ def ort_cpu_kernels(path: Path) -> dict[str, int]:
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         so.log_severity_level = 3
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    wanted = ("QLinearConv", "Conv", "FusedConv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm", "QuantizeLinear",
-              "DequantizeLinear")
+        return onnx.load(so.optimized_model_filepath)
+
+
+def ort_cpu_kernels(path: Path) -> dict[str, int]:
+    """Convolution/MatMul kernels onnxruntime's CPU provider really runs for ``path`` (:func:`ort_optimized_graph`):
+    how many convs are int8 (QLinearConv) and float."""
+    import collections
+
+    ops = collections.Counter(n.op_type for n in ort_optimized_graph(path).graph.node)
+    wanted = ("QLinearConv", "Conv", "FusedConv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm",
+              "QuantizeLinear", "DequantizeLinear")
     return {k: ops[k] for k in wanted if ops[k]}
 
 

@@ -106,17 +106,16 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
             q, scale = quantize_weight(stored, axis)
             base = f"{node.name}/W{t.input_index}{SUFFIX}"
             out = base + "_dequantized"
+            g.initializer.append(numpy_helper.from_array(q, base + "_quantized"))
             if foldable:
                 bshape = [1] * stored.ndim
                 bshape[axis] = -1
-                g.initializer.extend([numpy_helper.from_array(q, base + "_quantized"),
-                                      numpy_helper.from_array(scale.reshape(bshape), base + "_scale")])
+                g.initializer.append(numpy_helper.from_array(scale.reshape(bshape), base + "_scale"))
                 inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=base + "_Cast",
                                               to=TensorProto.FLOAT),
                              helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=base + "_Mul")]
             else:
-                g.initializer.extend([numpy_helper.from_array(q, base + "_quantized"),
-                                      numpy_helper.from_array(scale, base + "_scale"),
+                g.initializer.extend([numpy_helper.from_array(scale, base + "_scale"),
                                       numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8),
                                                               base + "_zero_point")])
                 inserted.append(helper.make_node("DequantizeLinear", [base + "_quantized", base + "_scale",

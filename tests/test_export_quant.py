@@ -9,6 +9,7 @@ from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model
 from pinlite_edge.export.calibration import load_calibration
 from pinlite_edge.export.onnx_fp16 import cast_islands
+from pinlite_edge.export.onnx_formats import ort_optimized_graph
 from pinlite_edge.export.onnx_int8 import qdq_neighbours
 from pinlite_edge.export.plan import build_plan, fixed_float_entries, onnx_node_scope, quantizable_layers
 from pinlite_edge.export.sensitivity import fake_quant_weight, layer_sensitivity
@@ -249,16 +250,7 @@ def test_activation_symmetry_defaults_to_symmetric_and_cli_can_opt_out():
     assert vars(build_parser().parse_args(base + ["--asymmetric-activations"]))["symmetric_activations"] is False
 
 
-def _ort_optimized(path, tmp_path):
-    """The graph after onnxruntime's CPU graph optimisations (QDQ fusions, constant folding, no hardware layouts)."""
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return onnx.load(so.optimized_model_filepath)
-
-
-def test_cpu_speed_plan_keeps_depthwise_and_early_stages_float(student, int8, tmp_path):
+def test_cpu_speed_plan_keeps_depthwise_and_early_stages_float(student, int8):
     from pinlite_edge.export.cpu_speed_plan import cpu_speed_entries, stage_strides
 
     strides = stage_strides(student.frame_encoder.backbone, student.config.contract.frame_size)
@@ -283,7 +275,7 @@ def test_cpu_speed_plan_keeps_depthwise_and_early_stages_float(student, int8, tm
     for n in m.graph.node:
         if n.name in {x for e in speed for x in e.onnx_nodes} and n.op_type == "Conv":
             assert n.input[1] not in producers or producers[n.input[1]].op_type == "Mul", n.name
-    optimized = _ort_optimized(int8.artifact, tmp_path)
+    optimized = ort_optimized_graph(int8.artifact)
     ops = {n.name: n for n in optimized.graph.node}
     inits = {i.name for i in optimized.graph.initializer}
     speed_nodes = [ops[n] for e in speed for n in e.onnx_nodes if n in ops]

@@ -40,6 +40,14 @@ def check_file(path: str | Path) -> Path:
     return path
 
 
+def container_open_error(path: Path, exc: Exception) -> DecodeError:
+    """The error for a container PyAV cannot open: FFmpeg's own error, or tags that are not UTF-8 (PyAV decodes the
+    container's metadata strings when it opens the file)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return DecodeError(path, f"corrupt container metadata (not UTF-8: {exc.reason} at byte {exc.start})")
+    return DecodeError(path, f"not a readable media container ({getattr(exc, 'strerror', None) or exc})")
+
+
 def decode_audio(
     path: str | Path, *, timeout_s: float | None = DEFAULT_TIMEOUT_S, require_video: bool = False,
     deadline: Deadline | None = None,
@@ -74,11 +82,10 @@ def _decode_pyav(path: Path, require_video: bool, deadline: Deadline) -> Decoded
     remaining = deadline.remaining()
     try:
         container = av.open(str(path), timeout=remaining if remaining else None)
-    except av.error.FFmpegError as exc:
-        deadline.check()  # a demuxer that gave up because the time limit ran out is a timeout, not a bad file
-        raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata strings as UTF-8 when it opens it
-        raise DecodeError(path, f"corrupt container metadata (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        if isinstance(exc, av.error.FFmpegError):
+            deadline.check()  # a demuxer that gave up because the time limit ran out is a timeout, not a bad file
+        raise container_open_error(path, exc) from None
     try:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinlite_edge.errors import DecodeError, NoAudioError
-from pinlite_edge.features.audio import check_file
+from pinlite_edge.features.audio import check_file, container_open_error
 from pinlite_edge.features.video import sane_fps
 
 
@@ -34,10 +34,8 @@ def probe_video(path: str | Path) -> Probe:
                 durations.append(c.duration / 1_000_000)
             rate = c.streams.video[0].average_rate
             fps = sane_fps(float(rate) if rate else None, source=str(path))
-    except av.error.FFmpegError as exc:
-        raise DecodeError(path, f"not a readable media container ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:  # PyAV decodes the container's metadata strings as UTF-8 when it opens it
-        raise DecodeError(path, f"corrupt container metadata (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise container_open_error(path, exc) from None
     if not durations:
         raise DecodeError(path, "the container reports no duration")
     return Probe(duration=min(durations), fps=fps)
