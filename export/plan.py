@@ -151,11 +151,10 @@ def _covered(module: str, by: Iterable[str]) -> bool:
 
 
 def add_float_entries(plan: PrecisionPlan, entries: Sequence[FloatEntry]) -> None:
-    """Append ``entries`` not already covered by the plan (same module, or inside a float module) and drop the
-    layers they cover from ``plan.quantized_layers``."""
+    """Append ``entries`` not already covered by the plan (same module, or inside a float module); ``build_plan``
+    derives ``quantized_layers`` from the float entries afterwards."""
     added = [e for e in entries if not _covered(e.module, plan.float_modules)]
     plan.float_layers.extend(added)
-    plan.quantized_layers = [n for n in plan.quantized_layers if not _covered(n, plan.float_modules)]
     if added:
         kinds = ", ".join(sorted({e.kind for e in added}))
         plan.notes.append(f"{len(added)} float entries of kind {kinds} added to the SPEC plan (reasons per entry)")
