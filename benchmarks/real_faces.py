@@ -1,0 +1,717 @@
+"""Real-faces evaluation (issue #12): learned models and the classical sync baseline on genuine talking-face clips.
+
+For every clip of the chosen split of ``pinlite_edge/data/splits/real_av.json`` (default ``test``; ``dev`` for
+sanity checks, ``train`` for the baseline's threshold) five conditions are built from ONE decode of the clip:
+
+==============  ======================================================================================
+original        the in-sync clip
+delay200        audio delayed by 5 frames (200 ms at 25 fps; 5 frames at any rate, the offset head's unit)
+advance200      audio advanced by 5 frames
+delay80         audio delayed by 2 frames (80 ms at 25 fps)
+swap            audio of the same time span of another clip of the split, of a different speaker
+                (the next clip in split order whose speaker group differs; deterministic)
+==============  ======================================================================================
+
+Sign convention (``pinlite_edge.data.syncpairs``): delay ``k`` frames = the window's audio is read from
+``start - k / fps``. Windows are half a window apart (``--stride``) and keep a margin of 5 frames at both ends so the
+shifted audio stays inside the clip; a clip shorter than one window plus both margins is skipped (noted in the report).
+
+Per model (``NAME=PATH``: a ``.safetensors`` checkpoint or an ``.onnx`` / ``.pte`` / engine artefact, loaded with
+``pinlite_edge.runtimes.load_runner``) each condition of each clip is scored with the window P(fake), aggregated per
+clip by mean (primary) and max; the report gives the ROC AUC of originals vs each manipulated condition, the
+false-positive rate on originals at the threshold (0.5), and the offset accuracy within +-1 frame (clip offset = argmax
+of the window-averaged offset softmax) on the +-200 ms clips and on the 80 ms clips.  The training-free baseline
+(``benchmarks/sync_baseline.py``) is one more row on the same windows; its threshold is chosen on the TRAIN split
+(the cut between train originals and all train manipulations that maximises TPR - FPR, Youden's J, on the mean
+aggregate), unless ``--baseline-threshold`` gives one.
+
+    python benchmarks/real_faces.py --model student=ws/distilled/best.safetensors --model onnx=ws/x.onnx
+    python benchmarks/real_faces.py --split dev --baseline-only
+
+Writes ``benchmarks/results/real_faces.{json,md}`` (``real_faces_<split>.*`` for another split; ``--out-dir`` and
+``--stem`` change that).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  # noqa: E402
+from pinlite_edge.contract import MAX_OFFSET, InputContract, contract_for_preset  # noqa: E402
+from pinlite_edge.errors import DatasetError, InputError, PinliteError  # noqa: E402
+from pinlite_edge.features.windows import PreparedClip, Window, window_at, window_starts  # noqa: E402
+from pinlite_edge.metrics import roc_auc, softmax_fake_prob  # noqa: E402
+from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
+
+log = logging.getLogger("pinlite_edge.benchmarks.real_faces")
+
+DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "real-av"
+DEFAULT_SPLIT_FILE = REPO_ROOT / "pinlite_edge" / "data" / "splits" / "real_av.json"
+DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+#: Condition name -> audio delay in video frames (None: audio of another clip).
+CONDITIONS: dict[str, int | None] = {"original": 0, "delay200": 5, "advance200": -5, "delay80": 2, "swap": None}
+MANIPULATED = ("delay200", "advance200", "delay80", "swap")
+MARGIN_FRAMES = 5
+BASELINE_NAME = "sync-baseline"
+AGGREGATES = ("mean", "max")
+PRIMARY = "mean"
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitClip:
+    """One clip of the split file; ``path`` is resolved against the data root."""
+
+    file: str
+    path: Path
+    sha256: str
+    speaker_group: str
+
+
+def load_split(split_file: Path, root: Path, split: str) -> list[SplitClip]:
+    """The clips of ``split`` in file order. Raises :class:`DatasetError` for a bad file or a missing clip."""
+    try:
+        doc = json.loads(Path(split_file).read_text())
+        entries = doc["clips"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read the split file {split_file}: {exc}; pass --split-file "
+                           "pinlite_edge/data/splits/real_av.json") from None
+    names = sorted({str(e.get("split")) for e in entries})
+    clips = [SplitClip(e["file"], Path(root) / e["file"], e["sha256"], e["speaker_group"])
+             for e in entries if e.get("split") == split]
+    if not clips:
+        raise DatasetError(f"split {split!r} has no clip in {split_file}; the file has {names}")
+    missing = [c.file for c in clips if not c.path.is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} clip(s) of split {split!r} are missing under {root}: {missing[:3]}; "
+                           "pass --root pointing at the real-av folder")
+    return clips
+
+
+def data_fingerprint(clips: Sequence[SplitClip]) -> str:
+    """sha256 over the sorted ``(file, sha256)`` pairs of the split file's clips."""
+    h = hashlib.sha256()
+    for file, digest in sorted((c.file, c.sha256) for c in clips):
+        h.update(f"{file}\t{digest}\n".encode())
+    return h.hexdigest()
+
+
+def swap_partners(clips: Sequence[SplitClip]) -> list[int | None]:
+    """For clip ``i``, the index of the next clip (cyclically) with another speaker group; None if there is none."""
+    out: list[int | None] = []
+    for i, clip in enumerate(clips):
+        partner = None
+        for j in range(1, len(clips)):
+            other = (i + j) % len(clips)
+            if clips[other].speaker_group != clip.speaker_group:
+                partner = other
+                break
+        out.append(partner)
+    return out
+
+
+class ClipStore:
+    """Prepared clips kept in memory for the run: each (clip, contract) is decoded and face-cropped once."""
+
+    def __init__(self, prepare: Callable[[Path, InputContract], PreparedClip] | None = None):
+        if prepare is None:
+            from pinlite_edge.features.pipeline import prepare_file
+
+            prepare = prepare_file
+        self._prepare = prepare
+        self._cache: dict[tuple[str, InputContract], PreparedClip] = {}
+        self.seconds: dict[tuple[str, InputContract], float] = {}
+
+    def get(self, path: Path, contract: InputContract) -> PreparedClip:
+        key = (str(path), contract)
+        if key not in self._cache:
+            t0 = time.perf_counter()
+            self._cache[key] = self._prepare(path, contract)
+            self.seconds[key] = time.perf_counter() - t0
+            clip = self._cache[key]
+            log.info("prepared %s at %d px in %.2f s (%.3f s per s of video)", Path(path).name,
+                     contract.frame_size, self.seconds[key], self.seconds[key] / max(clip.video_seconds, 1e-9))
+        return self._cache[key]
+
+    def featurise_seconds_per_second(self, path: Path, contract: InputContract) -> float:
+        clip = self.get(path, contract)
+        return self.seconds[(str(path), contract)] / max(clip.video_seconds, 1e-9)
+
+
+# --- windows and conditions ------------------------------------------------------------------------------------
+def condition_starts(clip: PreparedClip, contract: InputContract, stride_seconds: float | None,
+                     margin_frames: int = MARGIN_FRAMES) -> list[float] | None:
+    """Window starts keeping ``margin_frames`` at both ends (so every condition stays inside the clip), or None when
+    the clip is shorter than one window plus both margins."""
+    margin = margin_frames / clip.fps
+    inner = clip.duration - 2 * margin
+    if inner + 1e-6 < contract.window_seconds:
+        return None
+    stride = contract.window_seconds / 2 if stride_seconds is None else stride_seconds
+    return [round(margin + s, 6) for s in window_starts(inner, contract, stride, fps=clip.fps)]
+
+
+def swap_audio_start(start: float, partner: PreparedClip, window_seconds: float) -> float:
+    """Same time span in the partner's audio; wrapped around when the partner is shorter."""
+    room = partner.audio_seconds - window_seconds
+    if room <= 0:
+        return 0.0
+    return start if start <= room else float(start % room)
+
+
+def condition_windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
+                      partner: PreparedClip | None = None) -> list[Window]:
+    """Model windows of ``clip`` under ``condition`` (see :data:`CONDITIONS`)."""
+    if condition not in CONDITIONS:
+        raise InputError(f"unknown condition {condition!r}; choose from {list(CONDITIONS)}")
+    shift = CONDITIONS[condition]
+    if shift is None:
+        if partner is None:
+            raise InputError("the swap condition needs a partner clip of another speaker")
+        return [window_at(clip, contract, s, audio=partner.audio,
+                          audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds))
+                for s in starts]
+    return [window_at(clip, contract, s, audio_start_seconds=s - shift / clip.fps) for s in starts]
+
+
+# --- scoring ---------------------------------------------------------------------------------------------------
+@dataclass
+class ConditionScore:
+    """Clip-level scores of one condition: aggregates of the window scores and the clip's offset estimate."""
+
+    mean: float
+    max: float
+    offset: int | None
+    window_scores: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "max": self.max, "offset": self.offset,
+                "window_scores": [round(float(x), 6) for x in self.window_scores]}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16) -> ConditionScore:
+    """Run ``windows`` through a runner in batches; P(fake) per window and the clip's offset (frames)."""
+    probs, offsets = [], []
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        out = runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk]))
+        probs.append(softmax_fake_prob(out["logits"]))
+        offsets.append(_softmax(np.asarray(out["offset_logits"], np.float64)))
+    p = np.concatenate(probs)
+    mean_offset = np.concatenate(offsets).mean(axis=0)
+    return ConditionScore(mean=float(p.mean()), max=float(p.max()),
+                          offset=int(np.argmax(mean_offset)) - MAX_OFFSET, window_scores=p.tolist())
+
+
+def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
+                       partner: PreparedClip | None, config: BaselineConfig, motion: np.ndarray) -> ConditionScore:
+    """The sync baseline on the same windows (native frames of each window's span); clip offset = argmax of the
+    window-averaged correlation curve."""
+    shift = CONDITIONS[condition]
+    n = int(round(contract.window_seconds * clip.fps))
+    scores, curves, lags = [], [], None
+    for s in starts:
+        if shift is None:
+            if partner is None:
+                raise InputError("the swap condition needs a partner clip of another speaker")
+            res = window_sync(clip, s, n, config, audio=partner.audio,
+                              audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds),
+                              motion=motion)
+        else:
+            res = window_sync(clip, s, n, config, audio_start_seconds=s - shift / clip.fps, motion=motion)
+        scores.append(res.sync_score)
+        curves.append(res.corr)
+        lags = res.lags
+    mean_curve = np.nanmean(np.stack(curves), axis=0) if curves else np.array([])
+    offset = None
+    if lags is not None and np.isfinite(mean_curve).any():
+        offset = int(lags[int(np.nanargmax(mean_curve))])
+    arr = np.asarray(scores, np.float64)
+    return ConditionScore(mean=float(arr.mean()), max=float(arr.max()), offset=offset, window_scores=arr.tolist())
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def auc_vs_original(original: Sequence[float], manipulated: Sequence[float]) -> float | None:
+    """ROC AUC with manipulated = positive (higher score = more fake); None without both classes."""
+    if not original or not manipulated:
+        return None
+    labels = np.r_[np.zeros(len(original)), np.ones(len(manipulated))]
+    return _nan_to_none(roc_auc(labels, np.r_[np.asarray(original, float), np.asarray(manipulated, float)]))
+
+
+def offset_accuracy(pairs: Sequence[tuple[int | None, int]], tolerance: int = 1) -> float | None:
+    """Fraction of ``(estimate, truth)`` pairs within ``tolerance`` frames (a missing estimate counts wrong)."""
+    if not pairs:
+        return None
+    return float(np.mean([est is not None and abs(est - truth) <= tolerance for est, truth in pairs]))
+
+
+def youden_threshold(original: Sequence[float], manipulated: Sequence[float]) -> float:
+    """The score cut (fake when ``score >= cut``) maximising TPR - FPR; ties go to the lower FPR, then the higher
+    cut. Candidate cuts are midpoints between sorted distinct scores (and just beyond both ends)."""
+    o, m = np.asarray(original, float), np.asarray(manipulated, float)
+    if o.size == 0 or m.size == 0:
+        raise InputError("choosing a threshold needs original and manipulated scores")
+    values = np.unique(np.r_[o, m])
+    cuts = np.r_[values[0] - 1.0, (values[:-1] + values[1:]) / 2, values[-1] + 1.0]
+    best: tuple[float, float, float] | None = None
+    for cut in cuts:
+        tpr, fpr = float((m >= cut).mean()), float((o >= cut).mean())
+        key = (tpr - fpr, -fpr, cut)
+        if best is None or key > best:
+            best = key
+    assert best is not None
+    return float(best[2])
+
+
+def summarise(per_clip: Sequence[dict[str, ConditionScore]], threshold: float) -> dict[str, Any]:
+    """One table row: AUCs (mean = primary, max), FPR on originals at ``threshold``, offset accuracies."""
+    row: dict[str, Any] = {"num_clips": len(per_clip), "threshold": threshold}
+    for agg in AGGREGATES:
+        orig = [getattr(c["original"], agg) for c in per_clip]
+        suffix = "" if agg == PRIMARY else f"_{agg}"
+        for cond in MANIPULATED:
+            row[f"auc_{cond}{suffix}"] = auc_vs_original(orig, [getattr(c[cond], agg) for c in per_clip if cond in c])
+        row[f"fpr{suffix}"] = float(np.mean([x >= threshold for x in orig])) if orig else None
+    row["offset_acc_200"] = offset_accuracy([(c[k].offset, CONDITIONS[k]) for c in per_clip  # type: ignore[misc]
+                                             for k in ("delay200", "advance200")])
+    row["offset_acc_80"] = offset_accuracy([(c["delay80"].offset, CONDITIONS["delay80"]) for c in per_clip])
+    row["offset_acc_original"] = offset_accuracy([(c["original"].offset, 0) for c in per_clip])
+    return row
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """``NAME=PATH`` -> :class:`ModelSpec`; raises :class:`InputError` naming the bad argument."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise InputError(f"--model {text!r}: expected NAME=PATH, e.g. student=ws/distilled/best.safetensors")
+    if name.strip() == BASELINE_NAME:
+        raise InputError(f"--model {text!r}: the name {BASELINE_NAME!r} is the baseline's; pick another")
+    p = Path(path.strip()).expanduser()
+    if not p.exists():
+        raise InputError(f"--model {text!r}: {p} does not exist; give a .safetensors checkpoint or an exported "
+                         "artefact (.onnx, .pte, engine)")
+    return ModelSpec(name.strip(), p)
+
+
+@dataclass
+class EvalConfig:
+    root: Path = DEFAULT_ROOT
+    split_file: Path = DEFAULT_SPLIT_FILE
+    split: str = "test"
+    models: list[ModelSpec] = field(default_factory=list)
+    run_models: bool = True
+    run_baseline: bool = True
+    baseline_threshold: float | None = None  # None: chosen on the train split
+    baseline_preset: str = "paper"
+    stride_seconds: float | None = None  # None: half a window
+    margin_frames: int = MARGIN_FRAMES
+    threshold: float = 0.5
+    batch_size: int = 16
+    device: str = "cpu"
+    threads: int | None = None
+    verify_hashes: bool = True
+
+
+@dataclass
+class SplitRun:
+    """Per-clip results of one split: clip info, and ``scores[method][clip_index] = {condition: ConditionScore}``."""
+
+    clips: list[SplitClip]
+    info: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+    scores: dict[str, dict[int, dict[str, ConditionScore]]] = field(default_factory=dict)
+
+
+def _plan_split(cfg: EvalConfig, split: str, store: ClipStore, contract: InputContract) -> SplitRun:
+    """Load, hash-check and prepare the clips of ``split`` at ``contract``; note the ones too short."""
+    clips = load_split(cfg.split_file, cfg.root, split)
+    info, skipped = [], []
+    for clip in clips:
+        entry: dict[str, Any] = {"file": clip.file, "speaker_group": clip.speaker_group, "sha256": clip.sha256}
+        if cfg.verify_hashes:
+            actual = sha256_file(clip.path)
+            entry["sha256_matches_split"] = actual == clip.sha256
+            if actual != clip.sha256:
+                log.warning("%s: sha256 %s differs from the split file's %s (the clip changed)", clip.file,
+                            actual[:12], clip.sha256[:12])
+        prepared = store.get(clip.path, contract)
+        entry.update(duration_s=round(prepared.duration, 4), fps=prepared.fps,
+                     face_found=getattr(prepared, "face_found", None),
+                     face_coverage=getattr(prepared, "face_coverage", None))
+        info.append(entry)
+    return SplitRun(clips=clips, info=info, skipped=skipped)
+
+
+def _evaluate_method(run: SplitRun, cfg: EvalConfig, store: ClipStore, contract: InputContract, method: str,
+                     score_fn: Callable[[PreparedClip, list[float], str, PreparedClip | None], ConditionScore]) -> None:
+    partners = swap_partners(run.clips)
+    results: dict[int, dict[str, ConditionScore]] = {}
+    for i, clip in enumerate(run.clips):
+        prepared = store.get(clip.path, contract)
+        starts = condition_starts(prepared, contract, cfg.stride_seconds, cfg.margin_frames)
+        if starts is None:
+            note = (f"{prepared.duration:.2f} s is shorter than one {contract.window_seconds:g} s window plus "
+                    f"{cfg.margin_frames}-frame margins at both ends")
+            if not any(s["file"] == clip.file for s in run.skipped):
+                run.skipped.append({"file": clip.file, "reason": note})
+                log.warning("skipping %s: %s", clip.file, note)
+            continue
+        partner = None if partners[i] is None else store.get(run.clips[partners[i]].path, contract)
+        run.info[i]["num_windows"] = len(starts)
+        run.info[i]["swap_partner"] = None if partners[i] is None else run.clips[partners[i]].file
+        conds: dict[str, ConditionScore] = {}
+        for cond in CONDITIONS:
+            if cond == "swap" and partner is None:
+                log.warning("%s: no clip of another speaker in the split; no swap condition", clip.file)
+                continue
+            conds[cond] = score_fn(prepared, starts, cond, partner)
+        results[i] = conds
+    run.scores[method] = results
+
+
+def _baseline_scorer(contract: InputContract, config: BaselineConfig
+                     ) -> Callable[[PreparedClip, list[float], str, PreparedClip | None], ConditionScore]:
+    motion_cache: dict[int, np.ndarray] = {}
+
+    def score(clip: PreparedClip, starts: list[float], cond: str, partner: PreparedClip | None) -> ConditionScore:
+        if id(clip) not in motion_cache:
+            motion_cache[id(clip)] = mouth_motion(clip.frames, config)
+        return baseline_condition(clip, contract, starts, cond, partner, config, motion_cache[id(clip)])
+
+    return score
+
+
+def _model_scorer(runner: Any, contract: InputContract, batch_size: int, timing: dict[str, float]
+                  ) -> Callable[[PreparedClip, list[float], str, PreparedClip | None], ConditionScore]:
+    def score(clip: PreparedClip, starts: list[float], cond: str, partner: PreparedClip | None) -> ConditionScore:
+        t0 = time.perf_counter()
+        windows = condition_windows(clip, contract, starts, cond, partner)
+        t1 = time.perf_counter()
+        out = score_windows(runner, windows, batch_size)
+        timing["window_featurise_s"] = timing.get("window_featurise_s", 0.0) + t1 - t0
+        timing["model_s"] = timing.get("model_s", 0.0) + time.perf_counter() - t1
+        timing["windows"] = timing.get("windows", 0) + len(windows)
+        return out
+
+    return score
+
+
+def _scored(run: SplitRun, method: str) -> list[dict[str, ConditionScore]]:
+    return [run.scores[method][i] for i in sorted(run.scores[method])]
+
+
+def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
+    """Run every requested method on ``cfg.split`` and return the report (see :func:`write_report`)."""
+    store = store or ClipStore()
+    base_contract = contract_for_preset(cfg.baseline_preset)
+    run: SplitRun | None = None
+    rows: list[dict[str, Any]] = []
+    models_meta: list[dict[str, Any]] = []
+    baseline_meta: dict[str, Any] | None = None
+
+    if cfg.run_models:
+        from pinlite_edge.runtimes import load_runner
+
+        for spec in cfg.models:
+            runner = load_runner(spec.path, device=cfg.device, **({"threads": cfg.threads} if cfg.threads else {}))
+            contract = runner.contract
+            if run is None:
+                run = _plan_split(cfg, cfg.split, store, contract)
+            timing: dict[str, float] = {}
+            log.info("scoring %s (%s) on %d clips", spec.name, spec.path, len(run.clips))
+            with runner:
+                _evaluate_method(run, cfg, store, contract, spec.name,
+                                 _model_scorer(runner, contract, cfg.batch_size, timing))
+            row = {"method": spec.name, **summarise(_scored(run, spec.name), cfg.threshold)}
+            rows.append(row)
+            models_meta.append({"name": spec.name, "path": _display_path(spec.path), "backend": runner.name,
+                                "preset_frame_size": contract.frame_size, "timing": timing})
+
+    if cfg.run_baseline:
+        bcfg = BaselineConfig()
+        if run is None:
+            run = _plan_split(cfg, cfg.split, store, base_contract)
+        _evaluate_method(run, cfg, store, base_contract, BASELINE_NAME, _baseline_scorer(base_contract, bcfg))
+        threshold_note: dict[str, Any]
+        if cfg.baseline_threshold is not None:
+            threshold = float(cfg.baseline_threshold)
+            threshold_note = {"source": "--baseline-threshold"}
+        else:
+            if cfg.split == "train":
+                train = run
+            else:
+                train = _plan_split(cfg, "train", store, base_contract)
+                _evaluate_method(train, cfg, store, base_contract, BASELINE_NAME,
+                                 _baseline_scorer(base_contract, bcfg))
+            tr = _scored(train, BASELINE_NAME)
+            orig = [c["original"].mean for c in tr]
+            fake = [c[k].mean for c in tr for k in MANIPULATED if k in c]
+            threshold = youden_threshold(orig, fake)
+            threshold_note = {
+                "source": "train split: Youden-J cut between train originals and all train manipulations (mean "
+                          "aggregate)", "train_clips_scored": len(tr),
+                "train_data_fingerprint": data_fingerprint(train.clips),
+                "train_row": summarise(tr, threshold),
+            }
+            if cfg.split == "train":
+                threshold_note["warning"] = "evaluated on the split the threshold was chosen on (in-sample)"
+        rows.append({"method": BASELINE_NAME, **summarise(_scored(run, BASELINE_NAME), threshold)})
+        baseline_meta = {"config": bcfg.to_dict(), "threshold": threshold, "threshold_choice": threshold_note,
+                         "preset_frame_size": base_contract.frame_size,
+                         "score": "max_{|lag|>exclude_lag} corr - corr(0); not a probability"}
+
+    if run is None:
+        raise InputError("nothing to evaluate: give --model NAME=PATH, or drop --models-only")
+    for i, entry in enumerate(run.info):
+        clip = run.clips[i]
+        entry["featurise_s_per_video_s"] = {
+            str(c.frame_size): round(store.featurise_seconds_per_second(clip.path, c), 5)
+            for (p, c) in store.seconds if p == str(clip.path)}
+        entry["scores"] = {m: {k: v.to_dict() for k, v in run.scores[m][i].items()}
+                           for m in run.scores if i in run.scores[m]}
+    feat = [v for e in run.info for v in e["featurise_s_per_video_s"].values()]
+    return {
+        "split": cfg.split,
+        "conditions": {k: (None if v is None else {"audio_delay_frames": v}) for k, v in CONDITIONS.items()},
+        "windows": {"stride_seconds": cfg.stride_seconds, "stride_default": "half a window",
+                    "margin_frames": cfg.margin_frames, "primary_aggregate": PRIMARY},
+        "threshold": cfg.threshold,
+        "data": {"root": _display_path(cfg.root), "split_file": _display_path(cfg.split_file),
+                 "fingerprint": data_fingerprint(run.clips), "num_clips": len(run.clips),
+                 "skipped": run.skipped,
+                 "face_found_rate": _rate([e.get("face_found") for e in run.info]),
+                 "featurise_s_per_video_s_mean": round(float(np.mean(feat)), 5) if feat else None},
+        "models": models_meta,
+        "baseline": baseline_meta,
+        "table": rows,
+        "clips": run.info,
+    }
+
+
+def _rate(values: Sequence[Any]) -> float | None:
+    known = [bool(v) for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _display_path(path: Path) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        pass
+    try:  # beside the repository (../shared/...): relative; anywhere else: absolute
+        return str(Path("..") / p.relative_to(REPO_ROOT.parent))
+    except ValueError:
+        return str(p)
+
+
+# --- provenance and writing ------------------------------------------------------------------------------------
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
+def environment() -> dict[str, Any]:
+    from pinlite_edge.bench.machine import describe_machine
+
+    mach = describe_machine()
+    versions = dict(mach.pop("versions", {}))
+    for mod in ("av", "cv2", "numpy", "torch", "onnxruntime"):
+        try:
+            versions[mod] = getattr(__import__(mod), "__version__", None)
+        except ImportError:
+            versions[mod] = None
+    return {"machine": mach, "versions": versions}
+
+
+def rerun_command(argv: Sequence[str]) -> str:
+    """The command line with paths made relative to the repository root."""
+    parts = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if sep and Path(value).exists() and not arg.startswith("-"):
+            parts.append(f"{name}={_display_path(Path(value))}")
+        elif Path(arg).exists() and not arg.startswith("-"):
+            parts.append(_display_path(Path(arg)))
+        else:
+            parts.append(arg)
+    return "python benchmarks/real_faces.py " + " ".join(shlex.quote(p) for p in parts)
+
+
+_COLUMNS = (("auc_delay200", "AUC delay200"), ("auc_advance200", "AUC advance200"), ("auc_delay80", "AUC delay80"),
+            ("auc_swap", "AUC swap"), ("fpr", "FPR@thr"), ("offset_acc_200", "offset acc ±1 (±200 ms)"),
+            ("offset_acc_80", "offset acc ±1 (80 ms)"))
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    d = report["data"]
+    lines = [f"# Real faces: sync detection on genuine talking-face clips ({report['split']} split)", "",
+             f"Command: `{report['command']}`  ",
+             f"Commit: `{report['git']['commit']}`{' (dirty tree)' if report['git']['dirty'] else ''}  ",
+             f"Data: {d['num_clips']} clips of `{d['split_file']}` split `{report['split']}` under `{d['root']}`, "
+             f"fingerprint `{d['fingerprint'][:16]}…`; skipped: "
+             f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}  ",
+             f"Machine: {report['environment']['machine'].get('cpu_model')} "
+             f"({report['environment']['machine'].get('logical_cores')} cores)", "",
+             "Clip score = mean of window P(fake) (windows every half window, 5-frame margins); AUC: originals vs "
+             "each manipulated condition; FPR on originals at the threshold (0.5 for models, the train-chosen cut "
+             "for the baseline); offset = argmax of the window-averaged offset distribution, right within ±1 frame.",
+             "", "| method | " + " | ".join(h for _, h in _COLUMNS) + " |",
+             "|---|" + "---|" * len(_COLUMNS)]
+    for row in report["table"]:
+        lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS) + " |")
+    lines += ["", "Max aggregate (same clips):", "",
+              "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap | FPR@thr |", "|---|---|---|---|---|---|"]
+    for row in report["table"]:
+        lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_max")) for k in
+                                                            ("auc_delay200", "auc_advance200", "auc_delay80",
+                                                             "auc_swap", "fpr")) + " |")
+    if report.get("baseline"):
+        b = report["baseline"]
+        lines += ["", f"Baseline threshold {b['threshold']:.4f}: {b['threshold_choice']['source']}."]
+    lines += ["", f"Face found: {_fmt(d['face_found_rate'])} of clips; featurisation (decode + crop + resample) "
+              f"{_fmt(d['featurise_s_per_video_s_mean'])} s per s of video (mean over clips).", "",
+              "| clip | speaker | s | face found | face coverage | featurise s/s |", "|---|---|---|---|---|---|"]
+    for c in report["clips"]:
+        lines.append(f"| {c['file']} | {c['speaker_group']} | {c.get('duration_s')} | {_fmt(c.get('face_found'))} | "
+                     f"{_fmt(c.get('face_coverage'))} | "
+                     f"{', '.join(f'{v:.3f}@{k}px' for k, v in c.get('featurise_s_per_video_s', {}).items())} |")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write_json(json_path, _jsonable(report))
+    atomic_write_text(md_path, render_markdown(report))
+    return json_path, md_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", default=[], metavar="NAME=PATH",
+                   help="models to evaluate: checkpoint .safetensors or artefact .onnx/.pte/engine")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="one more model (repeatable)")
+    p.add_argument("--root", type=Path, default=None,
+                   help=f"the real-av folder (default {_display_path(DEFAULT_ROOT)}; skipped with a note if absent)")
+    p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                   help="which split to evaluate (default test; dev for sanity checks)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--models-only", action="store_true", help="skip the baseline")
+    only.add_argument("--baseline-only", action="store_true", help="skip the models")
+    p.add_argument("--baseline-threshold", type=float, default=None,
+                   help="the baseline's decision threshold (default: chosen on the train split in this run)")
+    p.add_argument("--baseline-preset", default="paper", choices=["paper", "tiny"],
+                   help="crop size the baseline's frames are prepared at (default paper, 128 px)")
+    p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default half a window)")
+    p.add_argument("--threshold", type=float, default=0.5, help="models' P(fake) threshold for the FPR (0.5)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="runner device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=None, help="runner threads")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    p.add_argument("--stem", default=None, help="output file stem (default real_faces, or real_faces_<split>)")
+    p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = args.root if args.root is not None else DEFAULT_ROOT
+    if not root.is_dir():
+        if args.root is None:
+            log.warning("real-av data not found at %s: nothing evaluated (pass --root DIR)", root)
+            return 0
+        log.error("--root %s is not a directory; pass the real-av folder (with grid/ and talking/)", root)
+        return 2
+    try:
+        models = [] if args.baseline_only else [parse_model_spec(m) for m in [*args.models, *args.model]]
+        if args.models_only and not models:
+            raise InputError("--models-only needs at least one --model NAME=PATH")
+        cfg = EvalConfig(root=root, split_file=args.split_file, split=args.split, models=models,
+                         run_models=not args.baseline_only, run_baseline=not args.models_only,
+                         baseline_threshold=args.baseline_threshold, baseline_preset=args.baseline_preset,
+                         stride_seconds=args.stride, threshold=args.threshold, batch_size=args.batch_size,
+                         device=args.device, threads=args.threads, verify_hashes=not args.no_hash_check)
+        t0 = time.perf_counter()
+        report = evaluate(cfg)
+    except PinliteError as exc:
+        log.error("%s", exc)
+        return 2
+    report = {"argv": argv, "command": rerun_command(argv), "git": git_state(), "environment": environment(),
+              "wall_seconds": round(time.perf_counter() - t0, 2), **report}
+    stem = args.stem or ("real_faces" if args.split == "test" else f"real_faces_{args.split}")
+    json_path, md_path = write_report(report, args.out_dir, stem)
+    for row in report["table"]:
+        log.info("%s: %s", row["method"], {k: _fmt(row.get(k)) for k, _ in _COLUMNS})
+    log.info("wrote %s and %s", json_path, md_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
