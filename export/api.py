@@ -17,6 +17,7 @@ from pinlite_edge.export.formats import ExportFormat, check_options, get_format
 from pinlite_edge.export.options import ExportOptions
 from pinlite_edge.export.plan import PrecisionPlan
 from pinlite_edge.manifest import Manifest, publish_artifact, staging_path_for
+from pinlite_edge.trained_on import training_data_from_record
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,10 @@ def artifact_path(fmt: ExportFormat, output_dir: str | Path, model: nn.Module, n
 
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
-                      **options: Any) -> ExportResult:
-    """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory)."""
+                      training_data: dict[str, Any] | None = None, **options: Any) -> ExportResult:
+    """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory);
+    ``training_data`` is what the model was trained on (recorded in the manifest; :func:`export_model` takes it from
+    the checkpoint record)."""
     fmt = get_format(format)
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
@@ -131,7 +134,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         input_contract=config.contract.to_dict(), dynamic_batch=out.dynamic_batch, max_batch=out.max_batch,
         precision_plan=out.plan.to_dict() if out.plan else {"precision": fmt.precision, "float_layers": []},
         source_checkpoint=str(source_checkpoint) if source_checkpoint is not None else None,
-        source_checkpoint_sha256=src_sha, calibration=out.calibration,
+        source_checkpoint_sha256=src_sha, calibration=out.calibration, training_data=training_data,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
         extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
     )
@@ -146,5 +149,6 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
 
     fmt = get_format(format)  # fail on a bad format before loading anything
     check_options(fmt, set(options) - {"calibration"})
-    model, _record = load_checkpoint(checkpoint)
-    return export_from_model(model, format, output_dir, source_checkpoint=checkpoint, **options)
+    model, record = load_checkpoint(checkpoint)
+    return export_from_model(model, format, output_dir, source_checkpoint=checkpoint,
+                             training_data=training_data_from_record(record), **options)

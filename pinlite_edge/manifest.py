@@ -38,6 +38,8 @@ class Manifest:
     source_checkpoint: str | None = None
     source_checkpoint_sha256: str | None = None
     calibration: dict[str, Any] | None = None
+    #: what the source model was trained on (the checkpoint record's summary; pinlite_edge.trained_on), None: unknown
+    training_data: dict[str, Any] | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)  # device an artefact is bound to (TensorRT engines)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from typing import Any
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import CheckpointError, ManifestError
 from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest
+from pinlite_edge.trained_on import training_data_from_record
 
 #: backend name -> what the user installs to get it (named in BackendUnavailableError)
 INSTALL_HINTS = {
@@ -44,6 +45,13 @@ class ArtifactSpec:
     format: str
     manifest: Manifest | None  # None for a plain checkpoint
     record: dict[str, Any] | None  # the checkpoint record for .safetensors
+
+    @property
+    def training_data(self) -> dict[str, Any] | None:
+        """What the model was trained on: the manifest's record, or the checkpoint record's (None: unknown)."""
+        if self.manifest is not None:
+            return self.manifest.training_data if isinstance(self.manifest.training_data, dict) else None
+        return training_data_from_record(self.record)
 
     @property
     def sha256(self) -> str | None:

@@ -148,6 +148,8 @@ class BaseRunner(ABC):
         self.peak_rss_bytes = 0
         self.peak_gpu_memory_bytes: int | None = None
         self.rss_before_activate_bytes = 0
+        #: what the model was trained on (manifest / checkpoint record; pinlite_edge.trained_on); None: unknown
+        self.training_data: dict[str, Any] | None = None
 
     # --- metadata -----------------------------------------------------------------------------------------
     @property

@@ -47,4 +47,6 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
         from pinlite_edge.errors import ManifestError
 
         raise ManifestError(f"{path} is a {spec.backend} artefact ({spec.format}), not a {backend_name(backend)} one")
-    return runner_class(spec.backend)(spec, **options)
+    runner = runner_class(spec.backend)(spec, **options)
+    runner.training_data = spec.training_data
+    return runner
