@@ -1,0 +1,208 @@
+"""The real-faces evaluation harness (benchmarks/real_faces.py) and the classical sync baseline
+(benchmarks/sync_baseline.py): offsets recovered on synthetic talking faces, conditions that really shift the audio,
+AUC/threshold/offset metrics on hand-made scores, and an end-to-end run on two GRID clips."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import real_faces as rf  # noqa: E402
+from benchmarks import sync_baseline as sb  # noqa: E402
+from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
+from pinlite_edge.data.synthetic import write_clip_video  # noqa: E402
+from pinlite_edge.errors import InputError  # noqa: E402
+from pinlite_edge.features.mfcc import compute_mfcc  # noqa: E402
+from pinlite_edge.features.windows import PreparedClip, audio_segment, window_at  # noqa: E402
+from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
+
+from conftest import GRID_DIR  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synthetic_clips(tmp_path_factory) -> list[PreparedClip]:
+    """Two 4 s in-sync procedural talking faces (the frames and audio before video compression)."""
+    out = []
+    for seed in (0, 1):
+        clip = write_clip_video(tmp_path_factory.mktemp("syn") / "c.mp4", seed, TINY_CONTRACT, duration_s=4.0,
+                                manipulation="real")
+        out.append(PreparedClip(frames=clip.frames, fps=clip.fps, audio=clip.audio, sample_rate=clip.sample_rate))
+    return out
+
+
+# --- the baseline -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shift", [-5, -2, 0, 3, 5])
+def test_baseline_offset_follows_a_known_shift(synthetic_clips, shift):
+    for clip in synthetic_clips:
+        res = sb.clip_sync(clip, audio_start_seconds=-shift / clip.fps)  # audio delayed by `shift` frames
+        assert abs(res.offset_estimate - shift) <= 1, (shift, res.offset_estimate)
+
+
+def test_baseline_scores_in_sync_lower_than_shifted(synthetic_clips):
+    for clip in synthetic_clips:
+        in_sync = sb.clip_sync(clip).sync_score
+        for shift in (-5, 5):
+            assert sb.clip_sync(clip, audio_start_seconds=-shift / clip.fps).sync_score > in_sync + 0.1
+
+
+def test_baseline_window_offsets_in_the_harness(synthetic_clips):
+    """Window-wise (as the harness runs it): the clip offset of the delay/advance conditions is the shift."""
+    clip = synthetic_clips[0]
+    starts = rf.condition_starts(clip, TINY_CONTRACT, None)
+    motion = sb.mouth_motion(clip.frames)
+    for cond in ("original", "delay200", "advance200", "delay80"):
+        score = rf.baseline_condition(clip, TINY_CONTRACT, starts, cond, None, sb.BaselineConfig(), motion)
+        assert abs(score.offset - rf.CONDITIONS[cond]) <= 1, (cond, score.offset)
+        assert len(score.window_scores) == len(starts)
+
+
+def test_lagged_correlation_sign_convention():
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=200)
+    audio = np.r_[np.zeros(3), video[:-3]]  # audio[t] = video[t - 3]: audio delayed by 3 frames
+    lags, corr = sb.lagged_correlation(video, audio, max_lag=6)
+    assert lags[int(np.nanargmax(corr))] == 3
+    assert corr[lags == 3][0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_baseline_rejects_bad_config_and_short_input():
+    with pytest.raises(InputError, match="ROI"):
+        sb.BaselineConfig(roi_rows=(0.8, 0.2))
+    clip = PreparedClip(frames=np.zeros((5, 32, 32, 3), np.uint8), fps=25.0, audio=np.zeros(3200, np.float32),
+                        sample_rate=16000)
+    with pytest.raises(InputError, match="too short"):
+        sb.clip_sync(clip)
+
+
+# --- conditions -------------------------------------------------------------------------------------------------
+def test_condition_windows_shift_the_audio_by_the_requested_frames(synthetic_clips):
+    clip, other = synthetic_clips
+    c = TINY_CONTRACT
+    starts = rf.condition_starts(clip, c, None)
+    assert starts[0] == pytest.approx(5 / clip.fps) and starts[-1] + c.window_seconds <= clip.duration - 5 / clip.fps + 1e-6
+    assert np.allclose(np.diff(starts)[:-1], c.window_seconds / 2)
+    original = rf.condition_windows(clip, c, starts, "original")
+    for cond in ("delay200", "advance200", "delay80"):
+        k = rf.CONDITIONS[cond]
+        shifted = rf.condition_windows(clip, c, starts, cond)
+        for s, w, o in zip(starts, shifted, original):
+            np.testing.assert_array_equal(w.frames, o.frames)  # the picture is untouched
+            # delayed by k frames: the audio heard at s is what the picture showed at s - k / fps
+            expected = window_at(clip, c, s - k / clip.fps)
+            np.testing.assert_allclose(w.mfcc, expected.mfcc, atol=1e-5)
+            assert not np.allclose(w.mfcc, o.mfcc, atol=1e-2)
+    swapped = rf.condition_windows(clip, c, starts, "swap", partner=other)
+    for s, w in zip(starts, swapped):
+        seg = audio_segment(other.audio, int(round(rf.swap_audio_start(s, other, c.window_seconds) * 16000)),
+                            c.window_samples)
+        np.testing.assert_allclose(w.mfcc, compute_mfcc(seg, c), atol=1e-5)
+    with pytest.raises(InputError, match="partner"):
+        rf.condition_windows(clip, c, starts, "swap")
+
+
+def test_short_clip_is_skipped_not_padded():
+    fps = 25.0
+    n = int(TINY_CONTRACT.window_seconds * fps) + 2 * rf.MARGIN_FRAMES - 1  # one frame short
+    clip = PreparedClip(frames=np.zeros((n, 64, 64, 3), np.uint8), fps=fps,
+                        audio=np.zeros(int(n / fps * 16000), np.float32), sample_rate=16000)
+    assert rf.condition_starts(clip, TINY_CONTRACT, None) is None
+    clip.frames = np.zeros((n + 1, 64, 64, 3), np.uint8)
+    clip.audio = np.zeros(int((n + 1) / fps * 16000), np.float32)
+    assert rf.condition_starts(clip, TINY_CONTRACT, None) == [pytest.approx(0.2)]
+
+
+def test_swap_partners_have_another_speaker():
+    clips = [rf.SplitClip(f"c{i}", Path(f"c{i}"), "0", g) for i, g in enumerate(["a", "a", "b", "c"])]
+    assert rf.swap_partners(clips) == [2, 2, 3, 0]
+    assert rf.swap_partners(clips[:2]) == [None, None]
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+def test_auc_threshold_and_offset_accuracy_on_hand_made_scores():
+    assert rf.auc_vs_original([0.1, 0.2, 0.3], [0.4, 0.5, 0.6]) == 1.0
+    assert rf.auc_vs_original([0.4, 0.5, 0.6], [0.1, 0.2, 0.3]) == 0.0
+    assert rf.auc_vs_original([0.5, 0.5], [0.5, 0.5]) == 0.5
+    assert rf.auc_vs_original([0.1, 0.4], [0.3, 0.5]) == 0.75  # 3 of 4 pairs ordered
+    assert rf.auc_vs_original([], [0.3]) is None
+    assert rf.youden_threshold([0.1, 0.2, 0.3], [0.4, 0.5]) == pytest.approx(0.35)
+    assert rf.offset_accuracy([(5, 5), (4, 5), (3, 5), (None, 5)]) == 0.5
+
+
+def test_summarise_rows():
+    def cs(mean, offset=0):
+        return rf.ConditionScore(mean=mean, max=mean + 0.1, offset=offset)
+
+    clips = [
+        {"original": cs(0.2), "delay200": cs(0.9, 5), "advance200": cs(0.8, -4), "delay80": cs(0.1, 0),
+         "swap": cs(0.7, None)},
+        {"original": cs(0.6), "delay200": cs(0.7, 1), "advance200": cs(0.9, -5), "delay80": cs(0.5, 2),
+         "swap": cs(0.4, None)},
+    ]
+    row = rf.summarise(clips, threshold=0.5)
+    assert row["auc_delay200"] == 1.0 and row["auc_advance200"] == 1.0
+    assert row["auc_delay80"] == 0.25 and row["auc_swap"] == 0.75
+    assert row["fpr"] == 0.5 and row["fpr_max"] == 0.5
+    assert row["offset_acc_200"] == 0.75 and row["offset_acc_80"] == 0.5
+
+
+def test_parse_model_spec_errors(tmp_path):
+    with pytest.raises(InputError, match="NAME=PATH"):
+        rf.parse_model_spec("no-equals-sign")
+    with pytest.raises(InputError, match="does not exist"):
+        rf.parse_model_spec(f"x={tmp_path / 'missing.onnx'}")
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert rf.parse_model_spec(f"m={tmp_path / 'm.onnx'}").name == "m"
+
+
+def test_missing_default_data_is_skipped_with_a_note(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(rf, "DEFAULT_ROOT", tmp_path / "absent")
+    assert rf.main(["--baseline-only", "--out-dir", str(tmp_path)]) == 0
+    assert "not found" in caplog.text and not list(tmp_path.glob("*.json"))
+    assert rf.main(["--baseline-only", "--root", str(tmp_path / "absent"), "--out-dir", str(tmp_path)]) == 2
+
+
+# --- end to end on real clips -----------------------------------------------------------------------------------
+def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student
+
+    clips = grid_clips[:2]
+    entries = [{"file": f"grid/{p.name}", "sha256": sha256_file(p), "speaker_group": f"g{i}", "split": split}
+               for split in ("test", "train") for i, p in enumerate(clips)]
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"clips": entries}))
+    ckpt = save_checkpoint(tmp_path / "m" / "tiny.safetensors", create_student("tiny", pretrained=False).eval(),
+                           {"note": "random init for the harness test"})
+    out = tmp_path / "out"
+    rc = rf.main([f"tiny={ckpt}", "--root", str(GRID_DIR.parent), "--split-file", str(split_file),
+                  "--baseline-preset", "tiny", "--out-dir", str(out)])
+    assert rc == 0
+    report = json.loads((out / "real_faces.json").read_text())
+    assert [r["method"] for r in report["table"]] == ["tiny", rf.BASELINE_NAME]
+    for row in report["table"]:
+        for key in ("auc_delay200", "auc_advance200", "auc_delay80", "auc_swap", "fpr", "offset_acc_200"):
+            assert row[key] is None or 0.0 <= row[key] <= 1.0
+    assert report["baseline"]["threshold_choice"]["train_clips_scored"] == 2
+    assert report["data"]["num_clips"] == 2 and len(report["data"]["fingerprint"]) == 64
+    assert report["git"]["commit"] and report["environment"]["versions"]["torch"]
+    assert report["command"].startswith("python benchmarks/real_faces.py")
+    for clip in report["clips"]:
+        assert clip["sha256_matches_split"] and clip["face_found"] in (True, False)
+        assert clip["featurise_s_per_video_s"]["64"] > 0
+        for method in ("tiny", rf.BASELINE_NAME):
+            conds = clip["scores"][method]
+            assert set(conds) == set(rf.CONDITIONS)
+            assert len(conds["original"]["window_scores"]) == clip["num_windows"] >= 2
+            if method == "tiny":
+                assert all(0.0 <= conds[k]["mean"] <= 1.0 for k in conds)
+                assert -5 <= conds["original"]["offset"] <= 5
+    md = (out / "real_faces.md").read_text()
+    assert "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap |" in md
+    assert "| tiny |" in md and f"| {rf.BASELINE_NAME} |" in md
