@@ -6,8 +6,8 @@ For a prepared clip (uint8 face or mouth crops at ``fps`` + 16 kHz mono audio):
    region of interest (ROI) given as fractions of the crop. The default ROI (rows 0.45..0.90, columns 0.25..0.75) is
    the lower centre of the crop: the mouth of today's whole-head crop and most of the lips and chin of a crop centred
    on the mouth, so the baseline works with both crops.
-2. **Audio signal** -- per video frame, the log RMS energy of the audio within half a frame of its timestamp, differenced
-   (``|d log-energy|``): mouth *motion* goes with *changes* of loudness (onsets and offsets of syllables).
+2. **Audio signal** -- per video frame, the log energy in the speech band (300-3000 Hz) of the audio within half a
+   frame of the frame's timestamp: the mouth moves while the voice is loud.
 3. Both signals are z-normalised and Pearson-correlated over lags ``-max_lag..+max_lag`` frames, each lag on its
    overlapping part. Sign convention as in the rest of the project (``pinlite_edge.data.syncpairs``): lag ``k > 0``
    means the audio is delayed by ``k`` frames, i.e. the audio at frame ``t`` goes with the picture at ``t - k``.
@@ -18,8 +18,10 @@ higher (a fake-likeness score, not a probability; its decision threshold is chos
 harness, ``benchmarks/real_faces.py``).
 
 It runs on a whole clip (:func:`clip_sync`) or on one model window (:func:`window_sync`) so it can be aggregated
-exactly like the model.  The design choices (ROI, differenced log energy, lag exclusion) were made on synthetic
-clips and the train split only; nothing was tuned on dev or test.
+exactly like the model.  The design choices were made on synthetic clips (where the offset is recovered exactly) and
+on the TRAIN split of ``pinlite_edge/data/splits/real_av.json`` only (whole-band vs speech-band energy, level vs
+differenced energy, ROI variants, head-motion compensation: the speech-band log energy with the plain ROI motion gave
+the best train AUCs); nothing was tuned on dev or test.
 
 Command line: ``python benchmarks/sync_baseline.py CLIP [CLIP ...]`` prints the score and offset of each file.
 """
@@ -55,7 +57,8 @@ class BaselineConfig:
     max_lag: int = 15
     exclude_lag: int = 2  # the off-sync reference is the best correlation at |lag| > exclude_lag
     min_overlap: int = 8  # fewest frame pairs a lag must have to be scored (limits the lags of short windows)
-    audio_feature: str = "delta_log_rms"  # "delta_log_rms" (|d log energy|) or "log_rms"
+    audio_feature: str = "log_rms"  # "log_rms" (log energy) or "delta_log_rms" (|d log energy|)
+    audio_band: tuple[float, float] | None = (300.0, 3000.0)  # Hz; speech band (None: whole spectrum)
 
     def __post_init__(self) -> None:
         (r0, r1), (c0, c1) = self.roi_rows, self.roi_cols
@@ -65,6 +68,8 @@ class BaselineConfig:
         if self.max_lag < 1 or not 0 <= self.exclude_lag < self.max_lag or self.min_overlap < 3:
             raise InputError(f"need max_lag >= 1, 0 <= exclude_lag < max_lag and min_overlap >= 3; got "
                              f"{self.max_lag}, {self.exclude_lag}, {self.min_overlap}")
+        if self.audio_band is not None and not 0.0 <= self.audio_band[0] < self.audio_band[1]:
+            raise InputError(f"audio_band must be (lo, hi) Hz with 0 <= lo < hi, got {self.audio_band}")
         if self.audio_feature not in ("delta_log_rms", "log_rms"):
             raise InputError(f"audio_feature must be 'delta_log_rms' or 'log_rms', got {self.audio_feature!r}")
 
@@ -101,20 +106,28 @@ def mouth_motion(frames: np.ndarray, config: BaselineConfig | None = None) -> np
 
 def audio_envelope(audio: np.ndarray, sample_rate: int, fps: float, num_frames: int,
                    config: BaselineConfig | None = None) -> np.ndarray:
-    """Per-video-frame audio feature ``(num_frames,)``: log RMS of ``[t/fps, (t+1)/fps)`` (zero-padded past the end),
-    differenced (absolute) for ``delta_log_rms``; frame 0 of the difference copies frame 1."""
+    """Per-video-frame audio feature ``(num_frames,)`` of the intervals ``[t/fps, (t+1)/fps)`` of ``audio``
+    (zero-padded past its end): the log energy in ``config.audio_band`` (Hann-windowed spectrum; whole band when
+    None), absolutely differenced for ``delta_log_rms`` (frame 0 of the difference copies frame 1)."""
     cfg = config or BaselineConfig()
-    edges = np.round(np.arange(num_frames + 1) * (sample_rate / fps)).astype(np.int64)
-    sig = audio_segment(np.asarray(audio, dtype=np.float32), 0, int(edges[-1]))
-    sq = np.concatenate([[0.0], np.cumsum(sig.astype(np.float64) ** 2)])
-    counts = np.maximum(np.diff(edges), 1)
-    energy = (sq[edges[1:]] - sq[edges[:-1]]) / counts
-    log_rms = 0.5 * np.log(energy + 1e-8)
+    spf = sample_rate / fps
+    edges = np.round(np.arange(num_frames + 1) * spf).astype(np.int64)
+    length = max(int(round(spf)), 2)
+    sig = audio_segment(np.asarray(audio, dtype=np.float32), 0, int(edges[-2]) + length)
+    frames = sig[edges[:-1, None] + np.arange(length)[None, :]].astype(np.float64)
+    if cfg.audio_band is None:
+        energy = (frames ** 2).mean(axis=1)
+    else:
+        power = np.abs(np.fft.rfft(frames * np.hanning(length), axis=1)) ** 2
+        freqs = np.fft.rfftfreq(length, 1.0 / sample_rate)
+        band = (freqs >= cfg.audio_band[0]) & (freqs < cfg.audio_band[1])
+        energy = power[:, band].sum(axis=1) / length
+    log_energy = 0.5 * np.log(energy + 1e-8)
     if cfg.audio_feature == "log_rms":
-        return log_rms
+        return log_energy
     if num_frames < 2:
         return np.zeros(num_frames)
-    d = np.abs(np.diff(log_rms))
+    d = np.abs(np.diff(log_energy))
     return np.concatenate([d[:1], d])
 
 
