@@ -93,8 +93,13 @@ def test_sync_pairs_labels_and_real_audio_shift(syncpair_dataset):
     shift, swap = MANIPULATIONS.index("audio_shift"), MANIPULATIONS.index("audio_swap")
     refs = ds.refs
     assert {r.manipulation for r in refs} == {0, shift, swap}
-    assert sum(r.label for r in refs) == 2 * sum(1 - r.label for r in refs)  # 1 real : 1 shift : 1 swap
-    shifted = [i for i, r in enumerate(refs) if r.manipulation == shift]
+    reals = [r for r in refs if r.label == 0]
+    for real in reals:  # every in-sync window gets every near offset -5..+5 except 0, far shifts and swaps
+        mine = [r for r in refs if r.path == real.path and r.start == real.start and r.label == 1]
+        assert sorted(r.offset_class - 5 for r in mine if r.manipulation == shift
+                      and r.offset_class != OFFSET_IGNORE_INDEX) == [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5]
+        assert sum(r.manipulation == swap for r in mine) == 2
+    shifted = [i for i, r in enumerate(refs) if r.manipulation == shift and r.offset_class != OFFSET_IGNORE_INDEX]
     for i in shifted[:4]:
         r = refs[i]
         k = r.offset_class - 5

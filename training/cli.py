@@ -37,12 +37,23 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                                 epilog=DDP_HELP.format(module=module),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")
-    g.add_argument("--data", default=defaults.data,
-                   help="dataset: 'synthetic' (generated, no download), 'lavdf:PATH' or 'folder:PATH' "
-                        "(default: %(default)s)")
+    g.add_argument("--data", action="append", default=None, metavar="SPEC",
+                   help="dataset: 'synthetic' (generated, no download), 'lavdf:PATH' or 'folder:PATH' (a folder of "
+                        "videos, searched recursively); repeat to train on a mix, e.g. --data folder:DIR --data "
+                        "synthetic (default: %s)" % defaults.data)
     g.add_argument("--data-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
-                   help="dataset option (repeatable), e.g. --data-option num_train=2000 for synthetic; values are "
-                        "parsed as JSON when possible")
+                   help="dataset option (repeatable); values are parsed as JSON when possible. synthetic: "
+                        "num_train=2000, fake_fraction=0.5, ...; folder: sync_pairs=true or sync_pairs='{\"far_per_"
+                        "window\": 2, ...}' (shifted/swapped fakes from in-sync real videos), split_file=real_av (or a "
+                        "JSON path: the speaker-disjoint split), face_crop, stride_seconds, augment=false or "
+                        "augment='{...}'. With several --data, prefix the key with the kind or position: "
+                        "folder.split_file=real_av, synthetic.num_train=600, 2.KEY=...; KIND.weight=W sets each "
+                        "source's share of an epoch. Unknown keys and bad values are refused with the allowed ones")
+    g.add_argument("--balance", choices=("auto", "none", "classes"), default=defaults.balance,
+                   help="class balance of training epochs: 'classes' draws equal numbers of real and fake samples "
+                        "per epoch (fakes spread over their kinds: near shifts, far shifts, swaps...), deterministic "
+                        "from --seed and the epoch; 'auto' does so for sync-pair data; 'none' uses every sample once "
+                        "per epoch (default: %(default)s)")
     g.add_argument("--preset", choices=("tiny", "paper"), default=defaults.preset,
                    help="model/input preset: 'paper' (SPEC sizes, 128 px) or 'tiny' (64 px, for tests and the "
                         "quickstart) (default: %(default)s)")
@@ -80,9 +91,9 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
     g.add_argument("--num-workers", type=int, default=defaults.num_workers,
                    help="DataLoader worker processes (default: %(default)s)")
     g.add_argument("--output", default=defaults.output, help="output folder: best.safetensors/.json (best epoch by "
-                                                             "val accuracy, ties by val loss), last.*, and "
-                                                             "last.state.safetensors for --resume "
-                                                             "(default: %(default)s)")
+                                                             "validation ROC AUC, ties and undefined AUC by "
+                                                             "validation loss), last.*, and last.state.safetensors "
+                                                             "for --resume (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint "
                                                          "(model, optimizer, scheduler, scaler, RNG, epoch/step)")
     g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
@@ -99,6 +110,8 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **extra: Any) -> C:
     for f in fields(cls):
         if f.name in values:
             kwargs[f.name] = values[f.name]
+    data = values.get("data") or [defaults_of(cls).data]
+    kwargs["data"] = data[0] if len(data) == 1 else list(data)
     kwargs["data_options"] = dict(values.get("data_option") or [])
     if "model_options" in {f.name for f in fields(cls)}:
         kwargs["model_options"] = dict(values.get("model_option") or [])
@@ -106,6 +119,10 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **extra: Any) -> C:
     kwargs["progress"] = not values.get("no_progress", False)
     kwargs.update(extra)
     return cls(**kwargs)
+
+
+def defaults_of(cls: type[C]) -> C:
+    return cls()
 
 
 def setup_logging(verbose: bool = False) -> None:

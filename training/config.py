@@ -9,13 +9,16 @@ from typing import Any
 class TrainConfig:
     """Options every training command shares.
 
-    ``data``: ``synthetic`` | ``lavdf:PATH`` | ``folder:PATH``; ``data_options`` go to the dataset (for synthetic: the
-    fields of ``SyntheticConfig`` such as ``num_train``). ``in_memory``: render/decode every split once and keep the
-    samples in RAM (``auto``: when the train split is below ``in_memory_limit_gb``). ``checkpoint_every``: steps
-    between mid-epoch resumable checkpoints (0: only at epoch ends).
+    ``data``: ``synthetic`` | ``lavdf:PATH`` | ``folder:PATH``, or a list of them to train on a mix (e.g. real sync
+    pairs and the synthetic generator); ``data_options`` go to the dataset (for synthetic: the fields of
+    ``SyntheticConfig`` such as ``num_train``; with several datasets prefixed ``KIND.`` or ``N.``, see
+    :mod:`pinlite_edge.data.mix`). ``balance``: ``auto`` (balance real/fake per epoch for sync-pair data),
+    ``classes`` (every source) or ``none`` (see ``training/sampling.py``). ``in_memory``: render/decode every split
+    once and keep the samples in RAM (``auto``: when the train split is below ``in_memory_limit_gb``).
+    ``checkpoint_every``: steps between mid-epoch resumable checkpoints (0: only at epoch ends).
     """
 
-    data: str = "synthetic"
+    data: str | list[str] = "synthetic"
     preset: str = "tiny"
     epochs: int = 10
     batch_size: int = 16
@@ -36,6 +39,7 @@ class TrainConfig:
     cache_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     in_memory: str = "auto"  # auto | yes | no
+    balance: str = "auto"  # auto | none | classes
     in_memory_limit_gb: float = 2.0
     eval_batch_size: int = 32
     progress: bool = True

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pinlite_edge.contract import InputContract
-from pinlite_edge.data import build_dataset, dataset_fingerprint, describe_dataset
+from pinlite_edge.data import dataset_fingerprint, describe_dataset
+from pinlite_edge.data.mix import DataSource, build_sources, resolve_sources
 from pinlite_edge.errors import DatasetError
+
+from pinlite_edge.training.sampling import SamplingPlan, dataset_strata
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class Split:
     dataset: Dataset
     fingerprint: str
     description: dict[str, Any]
+    #: the dataset as built (before in-memory / index wrappers): what provenance and sampling read
+    source: Dataset | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -77,24 +82,30 @@ def _sample_bytes(contract: InputContract) -> int:
     return 4 * (frames + contract.mfcc_steps * contract.num_mfcc)
 
 
-def load_split(spec: str, split: str, contract: InputContract, *, cache_dir: str | None = None,
+def load_split(spec: str | Sequence[str], split: str, contract: InputContract, *, cache_dir: str | None = None,
                options: dict[str, Any] | None = None, in_memory: str = "auto", limit_gb: float = 2.0,
-               num_workers: int = 0, progress: bool = False) -> Split:
-    """Build ``split`` of dataset ``spec`` (see :func:`pinlite_edge.data.build_dataset`).
+               num_workers: int = 0, progress: bool = False, role: str = "eval") -> Split:
+    """Build ``split`` of dataset ``spec`` (see :func:`pinlite_edge.data.build_dataset`); a list of specs is a mix
+    (:mod:`pinlite_edge.data.mix`: options prefixed ``KIND.`` or ``N.``).
 
     ``in_memory``: ``yes`` materialises it, ``no`` reads lazily, ``auto`` materialises when it fits in ``limit_gb``.
+    ``role``: ``train`` refuses a source holding one class only (:class:`DatasetError` with the fix), ``val`` warns
+    loudly about it, ``eval`` does not check.
     """
     mode = (in_memory or "auto").lower()
     if mode not in ("auto", "yes", "no"):
         raise ValueError(f"in_memory must be auto, yes or no, not {in_memory!r}")
     key = json.dumps([spec, split, contract.to_dict(), options or {}, cache_dir, mode, limit_gb], sort_keys=True,
                      default=str)
+    sources = resolve_sources(spec, options)
     if key in _LOADED:
+        check_classes(_LOADED[key].source, sources, split, role)
         return _LOADED[key]
-    base = build_dataset(spec, split, contract, cache_dir=cache_dir, **(options or {}))
+    base = build_sources(sources, split, contract, cache_dir=cache_dir)
     n = len(base)  # type: ignore[arg-type]
     if n == 0:
-        raise DatasetError(f"split {split!r} of dataset {spec!r} is empty")
+        raise DatasetError(f"split {split!r} of dataset {spec_label(spec)!r} is empty")
+    check_classes(base, sources, split, role)
     fingerprint = dataset_fingerprint(base)
     description = describe_dataset(base)
     size_gb = n * _sample_bytes(contract) / 1e9
@@ -102,10 +113,43 @@ def load_split(spec: str, split: str, contract: InputContract, *, cache_dir: str
     if mode == "yes" or (mode == "auto" and size_gb <= limit_gb):
         log.info("holding %s split (%d samples, %.2f GB) in memory", split, n, size_gb)
         dataset = InMemoryDataset(base, num_workers=num_workers, progress=progress, desc=f"preparing {split}")
-        result = Split(split, IndexedDataset(dataset), fingerprint, description)
+        result = Split(split, IndexedDataset(dataset), fingerprint, description, base)
         _LOADED[key] = result  # later stages of the same process (quickstart, ablation) reuse it
         return result
-    return Split(split, IndexedDataset(dataset), fingerprint, description)
+    return Split(split, IndexedDataset(dataset), fingerprint, description, base)
+
+
+def spec_label(spec: str | Sequence[str]) -> str:
+    return spec if isinstance(spec, str) else " + ".join(spec)
+
+
+_ONE_CLASS_FIX = {
+    "folder": "add --data-option sync_pairs=true to generate shifted and swapped fakes from in-sync real videos, or "
+              "list fake videos in the folder's labels.csv",
+    "lavdf": "use a split that holds real and fake clips (LAV-DF metadata: n_fakes > 0 and = 0)",
+    "synthetic": "set --data-option fake_fraction to a value between 0 and 1",
+}
+
+
+def check_classes(dataset: Dataset, sources: Sequence[DataSource], split: str, role: str) -> None:
+    """One class in a training source is an error; in a validation source a loud warning."""
+    if role not in ("train", "val"):
+        return
+    strata = dataset_strata(dataset)
+    if strata is None:
+        return
+    for s, source in enumerate(sources):
+        counts = strata.class_counts(s)
+        if min(counts.values()) > 0:
+            continue
+        have = "real" if counts["fake"] == 0 else "fake"
+        fix = _ONE_CLASS_FIX.get(source.kind, "add samples of the other class")
+        msg = (f"dataset {source.spec!r}, split {split!r}, holds only {have} samples ({counts[have]}): "
+               f"a detector cannot learn real vs fake from one class; fix: {fix}")
+        if role == "train":
+            raise DatasetError(msg)
+        log.warning("!!! %s. Validation AUC is undefined on it: checkpoint selection falls back to the validation "
+                    "loss !!!", msg)
 
 
 def clear_loaded_splits() -> None:
@@ -116,22 +160,26 @@ def clear_loaded_splits() -> None:
 class EpochSampler(Sampler[int]):
     """Shuffled order from ``(seed, epoch)``; ``start`` skips already-consumed samples (mid-epoch resume).
 
-    Under DDP each rank takes every ``world_size``-th index of the shared permutation (the tail that does not divide
-    evenly is dropped, so every rank runs the same number of steps).
+    With a :class:`~pinlite_edge.training.sampling.SamplingPlan` the epoch's samples are the plan's draw (class
+    balance, source weights; also a pure function of ``(seed, epoch)``), otherwise a permutation of ``range(size)``.
+    Under DDP each rank takes every ``world_size``-th index of the shared list (the tail that does not divide evenly
+    is dropped, so every rank runs the same number of steps).
     """
 
     def __init__(self, size: int, seed: int, epoch: int, start: int = 0, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, plan: SamplingPlan | None = None):
         self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
-        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.shuffle, self.rank, self.world_size, self.plan = shuffle, rank, world_size, plan
 
     def order(self) -> list[int]:
-        if self.shuffle:
+        if self.plan is not None:
+            perm = self.plan.epoch_indices(self.seed, self.epoch)
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             perm = torch.randperm(self.size, generator=g).tolist()
         else:
             perm = list(range(self.size))
-        usable = (self.size // self.world_size) * self.world_size
+        usable = (len(perm) // self.world_size) * self.world_size
         return perm[:usable][self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[int]:

@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run():
         res = distill(cfg)
         m = res.best_metrics
-        print(f"best student: {res.best_path} (val accuracy {m.get('accuracy', float('nan')):.4f}, "
+        print(f"best student: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, accuracy "
+              f"{m.get('accuracy', float('nan')):.4f}, "
               f"EPS {m.get('eps', float('nan')):.3f}, epoch {m.get('epoch')})")
 
     return run_cli(run)

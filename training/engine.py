@@ -6,8 +6,10 @@ Files written in the output folder (only by rank 0):
   epoch / step counters, metric history), one file written atomically every ``checkpoint_every`` steps and at every
   epoch end, so a kill loses at most ``checkpoint_every`` steps.
 - ``last.safetensors`` + ``last.json``: the model after the latest finished epoch (``load_checkpoint``-able).
-- ``best.safetensors`` + ``best.json``: the best epoch by validation accuracy (ties: lower validation loss).
-  ``best.json`` gets ``"complete": true`` when training has finished.
+- ``best.safetensors`` + ``best.json``: the best epoch by validation ROC AUC (ties, and epochs whose AUC is undefined
+  because the validation split holds one class: lower validation loss; :func:`_better`). Accuracy is not used: at the
+  default threshold it ties between epochs that all predict one class. ``best.json`` records the rule
+  (``selection``) and gets ``"complete": true`` when training has finished.
 """
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
 from pinlite_edge.training.config import TrainConfig
-from pinlite_edge.training.data import EpochSampler, Split, make_loader
+from pinlite_edge.training.data import EpochSampler, Split, make_loader, spec_label
 from pinlite_edge.training.evaluate import evaluate
 from pinlite_edge.training.runtime import DistInfo, barrier
+from pinlite_edge.training.sampling import sampling_plan
 from pinlite_edge.training.state import load_training_state, rng_state, save_training_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -66,11 +69,23 @@ def check_output(output: Path, resume: bool) -> None:
                            "--output")
 
 
+#: How :func:`_better` ranks epochs (recorded in every checkpoint).
+SELECTION = {"metric": "val auc", "higher_is_better": True, "tie_break": "val loss (lower)",
+             "undefined_auc": "val loss (lower)"}
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
+    """Is this epoch's validation better than the best so far? Higher AUC wins; equal AUC, or an AUC that is NaN on
+    either side (one-class validation data), falls back to the lower loss."""
     if best is None:
         return True
-    if metrics["accuracy"] != best["accuracy"]:
-        return metrics["accuracy"] > best["accuracy"]
+    auc, best_auc = metrics.get("auc", float("nan")), best.get("auc", float("nan"))
+    if _finite(auc) and _finite(best_auc) and auc != best_auc:
+        return auc > best_auc
     return metrics["loss"] < best["loss"]
 
 
@@ -100,7 +115,17 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     use_amp = bool(cfg.amp and device.type == "cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(EpochSampler(len(train), cfg.seed, 0, rank=dist.rank, world_size=dist.world_size))
+    plan = sampling_plan(train.source if train.source is not None else train.dataset, getattr(cfg, "balance", "auto"),
+                         spec_label(cfg.data))
+    epoch_size = plan.size if plan is not None else len(train)
+    sampling = plan.describe() if plan is not None else {"mode": getattr(cfg, "balance", "auto"),
+                                                         "epoch_size": epoch_size, "sources": None}
+    if plan is not None:
+        log.info("%s: each epoch draws %d of %d training samples (%s)", stage, plan.size, len(train),
+                 "; ".join(f"{s['name']}: {s['per_epoch']}" + (" balanced" if s["balanced"] else "")
+                           for s in sampling["sources"]))
+    steps_per_epoch = len(EpochSampler(epoch_size, cfg.seed, 0, rank=dist.rank, world_size=dist.world_size,
+                                       plan=plan))
     steps_per_epoch = math.ceil(steps_per_epoch / cfg.batch_size)
     if steps_per_epoch == 0:
         raise PinliteError(f"the training split has {len(train)} samples: too few for {dist.world_size} process(es)")
@@ -111,7 +136,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         "stage": stage, "config": cfg.to_dict(), "dataset": {"train": train.description, "val": val.description},
         "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
         "package_version": __version__, "params": count_parameters(model),
-        "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, **(record or {}),
+        "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, "sampling": sampling,
+        "selection": SELECTION, **(record or {}),
     }
 
     epoch, step_in_epoch, global_step = 0, 0, 0
@@ -125,6 +151,10 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         if meta.get("dataset_fingerprint") != base_record["dataset_fingerprint"]:
             raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
                                   "differ); use a fresh --output")
+        if "sampling" in meta and meta["sampling"] != base_record["sampling"]:
+            raise CheckpointError(f"cannot resume {state_path}: it drew its epochs another way (--balance or data "
+                                  f"weights changed: {meta['sampling'].get('mode')} -> {sampling['mode']}); use the "
+                                  "same options or a fresh --output")
         if meta.get("params") != base_record["params"]:
             raise CheckpointError(f"cannot resume {state_path}: the model ({meta.get('params')} parameters) differs "
                                   f"from the one built now ({base_record['params']}); the preset or model options "
@@ -158,14 +188,15 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
                  "rng": rng_state()}
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
                 "best": best, "running": running, "dataset_fingerprint": base_record["dataset_fingerprint"],
+                "sampling": base_record["sampling"],
                 "params": base_record["params"], "stage": stage, "config": cfg.to_dict()}
         save_training_state(state_path, parts, meta)
 
     val_loader = make_loader(val, cfg.eval_batch_size, num_workers=cfg.num_workers)
     pin = device.type == "cuda"
     while epoch < cfg.epochs:
-        sampler = EpochSampler(len(train), cfg.seed, epoch, start=step_in_epoch * cfg.batch_size,
-                               rank=dist.rank, world_size=dist.world_size)
+        sampler = EpochSampler(epoch_size, cfg.seed, epoch, start=step_in_epoch * cfg.batch_size,
+                               rank=dist.rank, world_size=dist.world_size, plan=plan)
         loader = make_loader(train, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin)
         model.train()
         bar = None
@@ -219,7 +250,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
             best = {**val_metrics, "epoch": epoch + 1}
         msg = (f"{stage} epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
                f"acc {entry['train_accuracy']:.3f} | val loss {val_metrics['loss']:.4f} "
-               f"acc {val_metrics['accuracy']:.3f}" + (f" eps {val_metrics['eps']:.3f}" if "eps" in val_metrics else "")
+               f"auc {val_metrics.get('auc', float('nan')):.3f} acc {val_metrics['accuracy']:.3f}" + (f" eps {val_metrics['eps']:.3f}" if "eps" in val_metrics else "")
                + (" *" if improved else ""))
         log.info(msg)
         epoch += 1

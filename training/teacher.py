@@ -55,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run():
         res = train_teacher(cfg)
-        print(f"best teacher: {res.best_path} (val accuracy {res.best_metrics.get('accuracy', float('nan')):.4f}, "
-              f"epoch {res.best_metrics.get('epoch')})")
+        m = res.best_metrics
+        print(f"best teacher: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, loss "
+              f"{m.get('loss', float('nan')):.4f}, accuracy {m.get('accuracy', float('nan')):.4f}, "
+              f"epoch {m.get('epoch')})")
 
     return run_cli(run)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from pinlite_edge.contract import InputContract
+from pinlite_edge.data.options import check_options, dataclass_hints, parameter_hints
 from pinlite_edge.errors import DatasetError
 
 KINDS = ("synthetic", "lavdf", "folder")
@@ -38,26 +38,43 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
 
 def build_dataset(spec: str, split: str, contract: InputContract, *, cache_dir: str | Path | None = None,
                   **options: Any) -> Dataset:
-    """Build a dataset from ``spec``; ``options`` go to the dataset (synthetic: fields of ``SyntheticConfig``)."""
+    """Build a dataset from ``spec``; ``options`` go to the dataset (synthetic: fields of ``SyntheticConfig``;
+    folder / lavdf: keyword arguments of ``FolderDataset`` / ``LavdfDataset``). Every option is checked against its
+    type hint: an unknown name, a wrong type or an invalid value is a :class:`DatasetError` naming the option and
+    what it accepts."""
     kind, path = parse_spec(spec)
+    where = repr(spec)
     if kind == "synthetic":
         from pinlite_edge.data.synthetic import SyntheticConfig, SyntheticDataset
 
-        _check_options(spec, options, {f.name for f in dataclasses.fields(SyntheticConfig)})
-        return SyntheticDataset(split, contract, SyntheticConfig(**options))
+        checked = check_options(where, options, dataclass_hints(SyntheticConfig))
+        try:
+            config = SyntheticConfig(**checked)
+        except DatasetError as exc:
+            raise DatasetError(f"dataset {where}: {exc}") from None
+        return SyntheticDataset(split, contract, config)
     if kind == "lavdf":
         from pinlite_edge.data.lavdf import LavdfDataset as cls
     else:
         from pinlite_edge.data.folder import FolderDataset as cls
-    _check_options(spec, options, set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split",
-                                                                                    "contract", "cache_dir"})
-    return cls(path, split, contract, cache_dir=cache_dir, **options)
+    hints = parameter_hints(cls.__init__, {"self", "root", "split", "contract", "cache_dir"})
+    checked = check_options(where, options, hints)
+    return cls(path, split, contract, cache_dir=cache_dir, **checked)
 
 
-def _check_options(spec: str, options: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise DatasetError(f"unknown option(s) {unknown} for dataset {spec!r}; allowed: {sorted(allowed)}")
+def dataset_option_names(kind: str) -> list[str]:
+    """The options a dataset kind accepts (for help texts)."""
+    if kind == "synthetic":
+        from pinlite_edge.data.synthetic import SyntheticConfig
+
+        return sorted(dataclass_hints(SyntheticConfig))
+    if kind == "lavdf":
+        from pinlite_edge.data.lavdf import LavdfDataset as cls
+    elif kind == "folder":
+        from pinlite_edge.data.folder import FolderDataset as cls
+    else:
+        raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
+    return sorted(parameter_hints(cls.__init__, {"self", "root", "split", "contract", "cache_dir"}))
 
 
 def _describe(dataset: Dataset) -> dict[str, Any]:

@@ -48,6 +48,18 @@ def make_sample(window: Window, label: int, manipulation: int, offset_class: int
     }
 
 
+def ref_kind(ref: "WindowRef") -> str:
+    """The sampler's kind of a window: ``real``, ``near_shift`` (audio shifted within ±5 frames, offset known),
+    ``far_shift`` (shifted further, offset undefined), ``swap`` (audio of another clip) or the manipulation's name."""
+    if ref.label == 0:
+        return "real"
+    if ref.audio_path is not None:
+        return "swap"
+    if ref.audio_shift_frames:
+        return "near_shift" if ref.offset_class != OFFSET_IGNORE_INDEX else "far_shift"
+    return MANIPULATIONS[ref.manipulation]
+
+
 @dataclass(frozen=True)
 class WindowRef:
     """One sample of a real-video dataset, resolved lazily (decoding happens in ``__getitem__``).
@@ -102,6 +114,21 @@ class WindowDataset(Dataset):
     def labels(self) -> list[int]:
         return [r.label for r in self.refs]
 
+    def strata(self) -> tuple[list[int], list[str]]:
+        """``(labels, kinds)`` of every sample without decoding (what the balancing sampler draws from)."""
+        return [r.label for r in self.refs], [ref_kind(r) for r in self.refs]
+
+    def balance_by_default(self) -> bool:
+        """Whether training balances this dataset's classes by default (``--balance auto``)."""
+        return False
+
+    def provenance(self) -> dict[str, Any]:
+        """Source summary for :func:`pinlite_edge.data.provenance.training_data_summary` (subclasses add more)."""
+        root = self._description.get("root")
+        return {"kind": self.kind, "root": root, "split_file": None, "real_video": True, "sync_pairs": None,
+                "splits": {self.split: {"clips": len({r.path for r in self.refs}), "speakers": None,
+                                        "speakers_known": False}}}
+
     def describe(self) -> dict[str, Any]:
         """What :func:`pinlite_edge.data.dataset_fingerprint` hashes: source, split, contract, options, index."""
         index = hashlib.sha256("\n".join(
@@ -114,4 +141,4 @@ class WindowDataset(Dataset):
 
 
 __all__ = ["IN_SYNC", "OFFSET_IGNORE_INDEX", "WindowDataset", "WindowRef", "canonical_split", "make_sample",
-           "manipulation_index"]
+           "manipulation_index", "ref_kind"]

@@ -369,6 +369,22 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return clip_to_sample(self.clip(index), self.contract, self.clip_id(index))
 
+    def strata(self) -> tuple[list[int], list[str]]:
+        """``(labels, kinds)`` of every sample without rendering (kind: the manipulation's name)."""
+        info = [self.sample_info(i) for i in range(len(self))]
+        return [label for label, _, _ in info], [name for _, name, _ in info]
+
+    def balance_by_default(self) -> bool:
+        return False  # ``fake_fraction`` already sets the class balance
+
+    def provenance(self) -> dict[str, Any]:
+        """Source summary for :func:`pinlite_edge.data.provenance.training_data_summary`."""
+        splits = {("dev" if name == "val" else name): {"clips": n, "speakers": n, "speakers_known": True}
+                  for name, n in (("train", self.config.num_train), ("val", self.config.num_val),
+                                  ("test", self.config.num_test))}
+        return {"kind": "synthetic", "root": None, "split_file": None, "real_video": False, "sync_pairs": None,
+                "seed": self.config.seed, "splits": splits}
+
 
 _CONTAINERS = {
     ".mp4": ("mp4", "libx264", "aac"),

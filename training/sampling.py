@@ -1,0 +1,227 @@
+"""Which training samples an epoch draws: class balance by a sampler (not by luck) and the share of mixed sources.
+
+A :class:`SamplingPlan` turns the per-sample ``(source, label, kind)`` of a training split (:func:`dataset_strata`;
+nothing is decoded) into the sample indices of epoch ``e``, a pure function of ``(seed, e)``, so a resumed run sees
+the same batches and DDP ranks can shard one shared list (see ``training.data.EpochSampler``).
+
+Per source (one ``--data``):
+
+- balanced (``--balance classes``, or ``auto`` for sync-pair data): every epoch draws equal numbers of real and fake
+  samples, ``min(#real, #fake)`` each by default, and spreads each class evenly over its kinds (fakes: near shifts,
+  far shifts, swaps; a kind with fewer samples than its share gives the rest to the others). Within a kind the
+  samples come from a stream of per-cycle permutations, consumed epoch after epoch, so over the epochs every fake is
+  used before any repeats.
+- not balanced: every sample once per epoch (a permutation), as without a plan.
+- ``weight`` (``--data-option KIND.weight=W`` on every source): the epoch keeps its total size (the sum of the
+  sources' own sizes) and each source gets the share ``W / sum(W)`` of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from pinlite_edge.errors import PinliteError
+
+log = logging.getLogger(__name__)
+
+BALANCE_MODES = ("auto", "none", "classes")
+_CLASS_NAMES = ("real", "fake")
+
+
+@dataclass(frozen=True)
+class Strata:
+    """Per sample: source number, label and kind; per source: name, weight and whether it balances by default."""
+
+    sources: np.ndarray  # (N,) int
+    labels: np.ndarray  # (N,) int
+    kinds: np.ndarray  # (N,) str
+    source_names: tuple[str, ...]
+    weights: tuple[float | None, ...]
+    balance_default: tuple[bool, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def class_counts(self, source: int) -> dict[str, int]:
+        mine = self.labels[self.sources == source]
+        return {name: int((mine == c).sum()) for c, name in enumerate(_CLASS_NAMES)}
+
+
+def _unwrap(dataset: Any) -> Any:
+    """The dataset under training wrappers (``IndexedDataset.base``, ``InMemoryDataset.source``)."""
+    seen = 0
+    while seen < 8:
+        if hasattr(dataset, "base") and not hasattr(dataset, "strata"):
+            dataset = dataset.base
+        elif hasattr(dataset, "source") and isinstance(getattr(dataset, "source"), Dataset) \
+                and not hasattr(dataset, "strata"):
+            dataset = dataset.source
+        else:
+            break
+        seen += 1
+    return dataset
+
+
+def dataset_strata(dataset: Dataset, name: str = "data") -> Strata | None:
+    """The strata of a (possibly mixed, possibly wrapped) dataset, or None when a part cannot tell its labels."""
+    base = _unwrap(dataset)
+    parts = getattr(base, "parts", None)
+    sources = getattr(base, "sources", None)
+    if parts is not None and sources is not None:
+        pairs = list(zip(parts, [s.spec for s in sources], [s.weight for s in sources]))
+    else:
+        pairs = [(base, name, None)]
+    src, labels, kinds, names, weights, defaults = [], [], [], [], [], []
+    for n, (part, part_name, weight) in enumerate(pairs):
+        strata = getattr(part, "strata", None)
+        if not callable(strata):
+            return None
+        lab, kin = strata()
+        src.append(np.full(len(lab), n, dtype=np.int64))
+        labels.append(np.asarray(lab, dtype=np.int64))
+        kinds.append(np.asarray(kin, dtype=object))
+        names.append(part_name)
+        weights.append(weight)
+        by_default = getattr(part, "balance_by_default", None)
+        defaults.append(bool(by_default()) if callable(by_default) else False)
+    return Strata(np.concatenate(src), np.concatenate(labels), np.concatenate(kinds), tuple(names), tuple(weights),
+                  tuple(defaults))
+
+
+def _spread(total: int, sizes: list[int]) -> list[int]:
+    """``total`` draws over pools of ``sizes``: equal shares, capped at a pool's size while others have room."""
+    k = len(sizes)
+    takes = [0] * k
+    if k == 0 or total <= 0:
+        return takes
+    if total >= sum(sizes):  # every sample at least once, the extra spread evenly (repeats)
+        takes = list(sizes)
+        extra = total - sum(sizes)
+        for i in range(k):
+            takes[i] += extra // k + (1 if i < extra % k else 0)
+        return takes
+    left = total
+    open_ = [i for i in range(k) if sizes[i] > 0]
+    while left > 0 and open_:
+        share, rest = divmod(left, len(open_))
+        for j, i in enumerate(list(open_)):
+            add = min(share + (1 if j < rest else 0), sizes[i] - takes[i])
+            takes[i] += add
+            left -= add
+        open_ = [i for i in open_ if takes[i] < sizes[i]]
+    return takes
+
+
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+@dataclass(frozen=True)
+class _Pool:
+    source: int
+    label: int  # -1: the whole (unbalanced) source
+    kind: str
+    indices: np.ndarray
+    take: int  # draws per epoch
+
+
+class SamplingPlan:
+    """The per-epoch draw of a training split (see the module docstring)."""
+
+    def __init__(self, strata: Strata, mode: str = "auto"):
+        if mode not in BALANCE_MODES:
+            raise PinliteError(f"unknown --balance {mode!r}; choose one of {', '.join(BALANCE_MODES)}")
+        self.mode = mode
+        self.strata = strata
+        n_src = len(strata.source_names)
+        self.balanced = []
+        natural = []
+        for s in range(n_src):
+            counts = strata.class_counts(s)
+            want = mode == "classes" or (mode == "auto" and strata.balance_default[s])
+            if want and min(counts.values()) == 0:
+                log.warning("cannot balance the classes of %s: it holds only %s samples", strata.source_names[s],
+                            "real" if counts["fake"] == 0 else "fake")
+                want = False
+            self.balanced.append(want)
+            natural.append(2 * min(counts.values()) if want else int((strata.sources == s).sum()))
+        if all(w is not None for w in strata.weights) and n_src > 1:
+            total = sum(natural)
+            wsum = sum(float(w) for w in strata.weights)  # type: ignore[arg-type]
+            counts_ = [max(1, int(round(total * float(w) / wsum))) for w in strata.weights]  # type: ignore[arg-type]
+        else:
+            counts_ = natural
+        self.per_source = counts_
+        self.pools: list[_Pool] = []
+        for s in range(n_src):
+            mask = strata.sources == s
+            if not self.balanced[s]:
+                self.pools.append(_Pool(s, -1, "*", np.flatnonzero(mask), counts_[s]))
+                continue
+            half = {0: counts_[s] // 2, 1: counts_[s] - counts_[s] // 2}
+            for label in (0, 1):
+                sel = mask & (strata.labels == label)
+                kinds = sorted(set(strata.kinds[sel].tolist()))
+                pools = [np.flatnonzero(sel & (strata.kinds == k)) for k in kinds]
+                for k, idx, take in zip(kinds, pools, _spread(half[label], [len(p) for p in pools])):
+                    self.pools.append(_Pool(s, label, k, idx, take))
+        self.size = sum(p.take for p in self.pools)
+
+    @property
+    def trivial(self) -> bool:
+        """True when the plan draws every sample once per epoch (one unbalanced, unweighted source)."""
+        return len(self.pools) == 1 and self.pools[0].take == len(self.pools[0].indices)
+
+    def _draw(self, pool: _Pool, seed: int, epoch: int) -> np.ndarray:
+        m = len(pool.indices)
+        if pool.take == 0 or m == 0:
+            return np.zeros(0, dtype=np.int64)
+        positions = np.arange(epoch * pool.take, (epoch + 1) * pool.take, dtype=np.int64)
+        out = np.empty(pool.take, dtype=np.int64)
+        for cycle in np.unique(positions // m):
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, pool.source, pool.label + 1, _key(pool.kind), int(cycle)])
+            perm = rng.permutation(m)
+            sel = positions // m == cycle
+            out[sel] = pool.indices[perm[positions[sel] % m]]
+        return out
+
+    def epoch_indices(self, seed: int, epoch: int) -> list[int]:
+        """Dataset indices of epoch ``epoch`` in training order (a pure function of ``seed`` and ``epoch``)."""
+        drawn = np.concatenate([self._draw(p, seed, epoch) for p in self.pools]) if self.pools \
+            else np.zeros(0, dtype=np.int64)
+        order = np.random.default_rng([seed & 0xFFFFFFFF, int(epoch), 0x5A3B]).permutation(len(drawn))
+        return drawn[order].tolist()
+
+    def describe(self) -> dict[str, Any]:
+        """What the checkpoint records (and what a resumed run must match)."""
+        sources = []
+        for s, name in enumerate(self.strata.source_names):
+            draws: dict[str, dict[str, int]] = {}
+            for p in self.pools:
+                if p.source == s:
+                    cls = "all" if p.label < 0 else _CLASS_NAMES[p.label]
+                    draws.setdefault(cls, {})[p.kind] = p.take
+            sources.append({"name": name, "balanced": self.balanced[s], "weight": self.strata.weights[s],
+                            "samples": int((self.strata.sources == s).sum()),
+                            "classes": self.strata.class_counts(s), "per_epoch": self.per_source[s],
+                            "draws": draws})
+        return {"mode": self.mode, "epoch_size": self.size, "sources": sources}
+
+
+def sampling_plan(dataset: Dataset, mode: str = "auto", name: str = "data") -> SamplingPlan | None:
+    """The plan for training on ``dataset``; None when every sample is simply drawn once per epoch."""
+    if mode not in BALANCE_MODES:
+        raise PinliteError(f"unknown --balance {mode!r}; choose one of {', '.join(BALANCE_MODES)}")
+    strata = dataset_strata(dataset, name)
+    if strata is None:
+        if mode == "classes":
+            log.warning("--balance classes: the dataset %s cannot list its labels without decoding; not balancing",
+                        name)
+        return None
+    plan = SamplingPlan(strata, mode)
+    return None if plan.trivial else plan
