@@ -19,6 +19,7 @@ import numpy as np
 from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
 from pinlite_edge.metrics import softmax_fake_prob
+from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class DetectionResult:
     model: str
     #: uint8 (num_frames, S, S, 3) frames of the most suspicious window, for the overlay; not serialised
     explain_frames: np.ndarray | None = field(default=None, repr=False)
+    #: what the model was trained on, from its manifest / checkpoint record (pinlite_edge.trained_on)
+    model_training_data: str = "unknown"
+    #: False: a synthetic-only model, whose verdicts on real footage say little; None: not recorded
+    model_trained_on_real_video: bool | None = None
 
     @property
     def fake_prob(self) -> float:
@@ -83,6 +88,8 @@ class DetectionResult:
             "windows": [w.__dict__ for w in self.windows],
             "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
             "frame_times": np.round(self.frame_times, 4).tolist(),
+            "model_training_data": self.model_training_data,
+            "model_trained_on_real_video": self.model_trained_on_real_video,
         }
         if include_attention:
             d["attention"] = np.round(self.attention, 6).tolist()
@@ -173,6 +180,10 @@ class Detector:
         self.stride_seconds = stride_seconds
         self.face_crop = face_crop
         self.batch_size = batch_size
+        training_data = getattr(runner, "training_data", None)
+        self.trained_on_real_video = trained_on_real_video(training_data)
+        self.training_data_text = describe_training_data(training_data)
+        self._warned_synthetic_only = False
         if not runner.is_active:
             runner.activate()
 
@@ -208,7 +219,16 @@ class Detector:
 
         windows = featurise_file(video_path, self.contract, face_crop=self.face_crop,
                                  stride_seconds=self.stride_seconds)
+        self._warn_if_synthetic_only(video_path)
         return self.score_windows(windows, str(video_path))
+
+    def _warn_if_synthetic_only(self, source: str | Path) -> None:
+        """Once per Detector: a model trained on synthetic clips only is being used on a real video file."""
+        if self.trained_on_real_video is False and not self._warned_synthetic_only:
+            self._warned_synthetic_only = True
+            log.warning("%s was trained on synthetic clips only; its verdicts on real footage such as %s are not "
+                        "reliable. Use a model trained with real video (python -m pinlite_edge.quickstart "
+                        "--real-data DIR).", self.runner.name, source)
 
     def detect_arrays(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int,
                       fps: float = 25.0) -> DetectionResult:
@@ -249,4 +269,5 @@ class Detector:
             offset_confidence=float(mean_offset.max()), windows=scores, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=source, model=self.runner.name,
             explain_frames=_display_frames(windows[top].frames, c),
+            model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
         )

@@ -59,3 +59,35 @@ def test_a_checkpoint_without_provenance_exports_as_unknown(tmp_path):
 @pytest.mark.parametrize("bad", [["folder"], "synthetic", 3])
 def test_malformed_summaries_are_unknown_not_errors(bad):
     assert trained_on_real_video(bad) is None
+
+
+@pytest.fixture(scope="module")
+def synthetic_video(tmp_path_factory):
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
+    write_clip_video(path, seed=3, contract=TINY_CONTRACT, duration_s=1.5, manipulation="real")
+    return path
+
+
+@pytest.mark.parametrize("summary, real, warns", [
+    ({"real_video": False, "kinds": ["synthetic"]}, False, True),
+    (REAL, True, False),
+    (None, None, False),
+])
+def test_detector_warns_once_when_a_synthetic_only_model_scores_a_video_file(tmp_path, synthetic_video, caplog,
+                                                                             summary, real, warns):
+    from pinlite_edge import Detector
+
+    record = {} if summary is None else {"training_data": summary}
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_model(student_config("tiny")), record)
+    with Detector.load(ckpt, threads=1) as det, caplog.at_level("WARNING", logger="pinlite_edge.detector"):
+        first = det.detect(synthetic_video)
+        second = det.detect(synthetic_video)
+    warnings = [r for r in caplog.records if "synthetic clips only" in r.getMessage()]
+    assert len(warnings) == (1 if warns else 0)
+    for result in (first, second):
+        assert result.model_trained_on_real_video is real
+        assert result.to_dict()["model_trained_on_real_video"] is real
+        assert result.model_training_data == describe_training_data(summary)
