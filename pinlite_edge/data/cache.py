@@ -28,7 +28,7 @@ from pinlite_edge.utils.hashing import sha256_file
 log = logging.getLogger(__name__)
 
 #: Bump when decoding/cropping changes so old cache entries are not reused.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: tracked mouth crop (FaceCropConfig), face_coverage stored
 
 
 def preprocessing_config(contract: InputContract, face_crop: bool, face_config: FaceCropConfig | None,
@@ -58,8 +58,10 @@ class FeatureCache:
         try:
             with np.load(path, allow_pickle=False) as z:
                 face = int(z["face_found"])
+                coverage = float(z["face_coverage"])
                 return PreparedClip(frames=z["frames"], fps=float(z["fps"]), audio=z["audio"],
-                                    sample_rate=int(z["sample_rate"]), face_found=None if face < 0 else bool(face))
+                                    sample_rate=int(z["sample_rate"]), face_found=None if face < 0 else bool(face),
+                                    face_coverage=None if coverage < 0 else coverage)
         except Exception as exc:  # a damaged entry must never break training: rebuild it
             log.warning("feature cache entry %s is unreadable (%s); rebuilding it", path, exc)
             return None
@@ -67,9 +69,11 @@ class FeatureCache:
     def put(self, file_sha256: str, cfg_hash: str, clip: PreparedClip) -> Path:
         path = self.entry(file_sha256, cfg_hash)
         face = -1 if clip.face_found is None else int(clip.face_found)
+        coverage = -1.0 if clip.face_coverage is None else float(clip.face_coverage)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, frames=clip.frames, audio=clip.audio, fps=np.float64(clip.fps),
-                                sample_rate=np.int64(clip.sample_rate), face_found=np.int64(face))
+                                sample_rate=np.int64(clip.sample_rate), face_found=np.int64(face),
+                                face_coverage=np.float64(coverage))
         return path
 
 

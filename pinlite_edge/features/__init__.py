@@ -5,7 +5,14 @@ Entry points: :func:`featurise_file` and :func:`featurise_arrays` return a list 
 """
 from pinlite_edge.features.audio import DecodedAudio, decode_audio
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
-from pinlite_edge.features.facecrop import FaceBox, FaceCropConfig, detect_face_box, face_detector_available
+from pinlite_edge.features.facecrop import (
+    ClipFaces,
+    FaceBox,
+    FaceCropConfig,
+    detect_face_box,
+    face_detector_available,
+    track_frames,
+)
 from pinlite_edge.features.frames import normalise_frames, sample_indices
 from pinlite_edge.features.mfcc import compute_mfcc, normalise_mfcc, raw_mfcc
 from pinlite_edge.features.pipeline import (
@@ -20,8 +27,8 @@ from pinlite_edge.features.video import FALLBACK_FPS, DecodedVideo, decode_video
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_at, window_starts
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "FALLBACK_FPS", "Deadline", "DecodedAudio", "DecodedVideo", "FaceBox", "FaceCropConfig",
+    "ClipFaces", "DEFAULT_TIMEOUT_S", "FALLBACK_FPS", "Deadline", "DecodedAudio", "DecodedVideo", "FaceBox", "FaceCropConfig",
     "PreparedClip", "Window", "clip_windows", "compute_mfcc", "decode_audio", "decode_video", "detect_face_box", "face_detector_available",
     "featurise_arrays", "featurise_file", "normalise_frames", "normalise_mfcc", "prepare_arrays", "prepare_file",
-    "raw_mfcc", "resample_audio", "sample_indices", "to_mono", "validate_arrays", "window_at", "window_starts",
+    "raw_mfcc", "resample_audio", "sample_indices", "to_mono", "track_frames", "validate_arrays", "window_at", "window_starts",
 ]

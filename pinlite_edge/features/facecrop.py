@@ -1,12 +1,16 @@
-"""Face crop with OpenCV's bundled Haar cascade: one stable box per clip, enlarged to include mouth and chin.
+"""Mouth crop: a square centred on the tracked lower face, sized so the lips fill a large part of it.
 
-Behaviour when no face is found in any probed frame: a warning is logged and the largest centred square is used
-(``FaceBox.found`` is False), so a clip is still scored; callers that must not score faceless clips can check
-``found`` or pass ``require_face=True`` to get an :class:`~pinlite_edge.errors.InputError`.
+Lip-sync experts (SyncNet, Wav2Lip) look at the lower half of the face; so does PIN-Lite. Per frame, the tracked
+face (:mod:`pinlite_edge.features.facetrack`: Haar cascades on a small grey copy, association, gap filling, temporal
+smoothing) gives a centre ``(cx, cy)`` and a side ``s`` (the Haar box: brows to chin). The crop square has side
+``crop_size * s`` and is centred ``crop_centre_y * s`` below the face centre, i.e. on the mouth; it is shifted to stay
+inside the frame (never padded).
+
+A clip where no face is found anywhere: a warning, the largest centred square of each frame (``face_found=False``),
+or an :class:`~pinlite_edge.errors.InputError` with ``require_face=True``.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -14,19 +18,36 @@ import cv2
 import numpy as np
 
 from pinlite_edge.errors import BackendUnavailableError, InputError
+from pinlite_edge.features.facetrack import (
+    FRONTAL_CASCADE,
+    PROFILE_CASCADE,
+    FaceTrack,
+    TrackParams,
+    detect_faces,
+    detection_size,
+    equalised_grey,
+    load_cascade,
+)
 
 log = logging.getLogger(__name__)
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
+CASCADE_FILE = FRONTAL_CASCADE  # kept for callers of the earlier module
 
 
 @dataclass(frozen=True)
 class FaceCropConfig:
-    detect_frames: int = 5  # frames probed, evenly spaced over the clip
-    scale: float = 1.5  # square side = scale * detected face width
-    shift_down: float = 0.12  # centre moved down by this fraction of the face height (mouth/chin)
-    min_face_fraction: float = 0.1  # smallest face side as a fraction of the frame's shorter side
-    require_face: bool = False
+    """How faces are found, tracked and cropped (recorded in the feature cache key)."""
+
+    detect_side: int = 200  # shorter side (px) of the grey image the detector sees; smallest face ~24/200 of it
+    search_every: int = 5  # frames between whole-image searches while no face is tracked
+    follow_every: int = 1  # frames between detections near the tracked face
+    redetect_seconds: float = 2.0  # whole-image search at least this often while tracking
+    max_gap_seconds: float = 1.0  # misses up to this long are interpolated; a track unseen this long is dropped
+    smooth_seconds: float = 0.3  # centred moving median, then mean, of this length
+    crop_size: float = 0.6  # crop side / face box side
+    crop_centre_y: float = 0.32  # crop centre below the face box centre, as a fraction of the face box side
+    min_neighbors: int = 5  # Haar acceptance threshold for whole-image searches (following uses 2 fewer, >= 3)
+    require_face: bool = False  # no face anywhere -> InputError instead of a centre crop
 
 
 @dataclass(frozen=True)
@@ -40,31 +61,23 @@ class FaceBox:
         return frame[self.y:self.y + self.size, self.x:self.x + self.size]
 
 
-_CASCADE_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); OpenCV 5 moved "
-                 "CascadeClassifier to contrib and its wheels ship no cascade files. Or pass face_crop=False.")
+@dataclass
+class ClipFaces:
+    """Per-frame crop squares of a clip and what the tracker saw."""
+
+    boxes: list[FaceBox]
+    found: bool  # a face was detected in at least one frame
+    coverage: float  # fraction of probed frames with a detection of the tracked face
 
 
 def face_detector_available() -> bool:
-    """True when OpenCV's Haar cascade class and its bundled frontal-face model are present."""
+    """True when OpenCV's Haar cascade class and its bundled frontal and profile models are present."""
     try:
-        _cascade()
+        load_cascade(FRONTAL_CASCADE)
+        load_cascade(PROFILE_CASCADE)
     except BackendUnavailableError:
         return False
     return True
-
-
-@functools.lru_cache(maxsize=1)
-def _cascade() -> "cv2.CascadeClassifier":
-    cls = getattr(cv2, "CascadeClassifier", None)
-    data_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if cls is None or data_dir is None:
-        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", "cv2.CascadeClassifier is missing",
-                                      _CASCADE_HINT)
-    path = data_dir + CASCADE_FILE
-    clf = cls(path)
-    if clf.empty():
-        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", f"cannot load {path}", _CASCADE_HINT)
-    return clf
 
 
 def centre_box(height: int, width: int) -> FaceBox:
@@ -72,31 +85,73 @@ def centre_box(height: int, width: int) -> FaceBox:
     return FaceBox(x=(width - side) // 2, y=(height - side) // 2, size=side, found=False)
 
 
-def _detect_one(frame_rgb: np.ndarray, cfg: FaceCropConfig) -> tuple[int, int, int, int] | None:
-    gray = cv2.equalizeHist(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY))
-    min_side = max(24, int(min(gray.shape) * cfg.min_face_fraction))
-    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return int(x), int(y), int(w), int(h)
+def mouth_box(face: np.ndarray, height: int, width: int, cfg: FaceCropConfig) -> FaceBox:
+    """Crop square for a smoothed face ``[cx, cy, side]`` (NaN: no face known -> centre square)."""
+    if not np.all(np.isfinite(face)):
+        return centre_box(height, width)
+    cx, cy, s = (float(v) for v in face)
+    side = int(round(min(max(2.0, cfg.crop_size * s), height, width)))
+    cy = cy + cfg.crop_centre_y * s
+    x0 = int(round(min(max(cx - side / 2.0, 0), width - side)))
+    y0 = int(round(min(max(cy - side / 2.0, 0), height - side)))
+    return FaceBox(x=x0, y=y0, size=side, found=True)
 
 
-def detect_face_box(frames: np.ndarray, config: FaceCropConfig | None = None, *, source: str = "clip") -> FaceBox:
-    """Median face box over a few evenly spaced frames of ``frames`` (uint8 RGB ``(N, H, W, 3)``)."""
+def new_track(height: int, width: int, fps: float, cfg: FaceCropConfig) -> tuple[FaceTrack, tuple[int, int]]:
+    """A track for frames of ``height`` x ``width`` at ``fps`` and the (width, height) of its detection images."""
+    size = detection_size(height, width, cfg.detect_side)
+    track = FaceTrack(TrackParams.from_config(cfg, fps), scale=size[0] / float(width), min_neighbors=cfg.min_neighbors)
+    return track, size
+
+
+def finish(track: FaceTrack, boxes: list[FaceBox], cfg: FaceCropConfig, source: str) -> ClipFaces:
+    """Warn (or raise with ``require_face``) when no face was found; the clip's face summary."""
+    if not track.found:
+        if cfg.require_face:
+            raise InputError(f"no face found in {source} ({sum(track.probed)} frames searched)")
+        log.warning("no face found in %s (%d frames searched); using a centre crop, so the lip-sync evidence is "
+                    "missing and its result says no-face", source, sum(track.probed))
+    return ClipFaces(boxes=boxes, found=track.found, coverage=track.coverage)
+
+
+def track_frames(frames: np.ndarray, fps: float, config: FaceCropConfig | None = None, *,
+                 source: str = "clip") -> ClipFaces:
+    """Track the face over ``frames`` (uint8 RGB ``(N, H, W, 3)``) and return each frame's mouth crop square."""
     cfg = config or FaceCropConfig()
     n, height, width = frames.shape[:3]
-    idx = np.unique(np.linspace(0, n - 1, num=min(cfg.detect_frames, n)).round().astype(int))
-    boxes = [b for b in (_detect_one(frames[i], cfg) for i in idx) if b is not None]
+    track, size = new_track(height, width, fps, cfg)
+    for i in range(n):
+        track.observe(i, equalised_grey(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY), size))
+    faces = track.boxes(0, n)
+    boxes = [mouth_box(f, height, width, cfg) for f in faces]
+    return finish(track, boxes, cfg, source)
+
+
+# ------------------------------------------------------------------------------------------- earlier single-box API
+def detect_face_box(frames: np.ndarray, config: FaceCropConfig | None = None, *, source: str = "clip",
+                    probes: int = 5) -> FaceBox:
+    """One whole-face square (1.5x the median Haar box over ``probes`` evenly spaced frames, moved down 12% towards
+    the chin) for ``frames`` (uint8 RGB ``(N, H, W, 3)``). Kept for callers of the earlier per-clip crop; the
+    pipeline uses :func:`track_frames`."""
+    cfg = config or FaceCropConfig()
+    n, height, width = frames.shape[:3]
+    size = detection_size(height, width, cfg.detect_side)
+    scale = size[0] / float(width)
+    idx = np.unique(np.linspace(0, n - 1, num=min(probes, n)).round().astype(int))
+    boxes = []
+    for i in idx:
+        found = detect_faces(equalised_grey(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY), size),
+                             min_neighbors=cfg.min_neighbors)
+        if found:
+            boxes.append(max(found, key=lambda b: b[2] * b[3]) / scale)
     if not boxes:
         if cfg.require_face:
             raise InputError(f"no face found in {source} (probed {len(idx)} frames)")
         log.warning("no face found in %s (probed %d frames); using a centre crop", source, len(idx))
         return centre_box(height, width)
-    x, y, w, h = np.median(np.asarray(boxes, dtype=np.float64), axis=0)
-    side = int(round(min(cfg.scale * max(w, h), height, width)))
-    cx = x + w / 2.0
-    cy = y + h / 2.0 + cfg.shift_down * h
+    x, y, w, h = np.median(np.asarray(boxes), axis=0)
+    side = int(round(min(1.5 * max(w, h), height, width)))
+    cx, cy = x + w / 2.0, y + h / 2.0 + 0.12 * h
     x0 = int(round(min(max(cx - side / 2.0, 0), width - side)))
     y0 = int(round(min(max(cy - side / 2.0, 0), height - side)))
     return FaceBox(x=x0, y=y0, size=side, found=True)

@@ -10,7 +10,7 @@ from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.audio import decode_audio
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
-from pinlite_edge.features.facecrop import FaceCropConfig, detect_face_box
+from pinlite_edge.features.facecrop import FaceCropConfig, centre_box, track_frames
 from pinlite_edge.features.frames import resize_square
 from pinlite_edge.features.resample import resample_audio
 from pinlite_edge.features.video import DEFAULT_MAX_SIDE, decode_video, sane_fps
@@ -60,25 +60,26 @@ def prepare_arrays(
     frames_uint8: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float, contract: InputContract, *,
     face_crop: bool = True, face_config: FaceCropConfig | None = None, source: str = "clip",
 ) -> PreparedClip:
-    """Validate, face-crop (or centre-crop), resize to ``contract.frame_size`` and resample audio."""
+    """Validate, crop (tracked mouth crop, or centre crop with ``face_crop=False``), resize to
+    ``contract.frame_size`` and resample audio to the contract's rate."""
     validate_arrays(frames_uint8, audio, sample_rate, fps)
     n, height, width = frames_uint8.shape[:3]
     _warn_on_degraded_audio(audio, sample_rate, n / float(fps), contract, source)
+    face_found: bool | None = None
+    face_coverage: float | None = None
     if face_crop:
-        box = detect_face_box(frames_uint8, face_config, source=source)
-        face_found: bool | None = box.found
+        faces = track_frames(frames_uint8, float(fps), face_config, source=source)
+        boxes = faces.boxes
+        face_found, face_coverage = faces.found, faces.coverage
     else:
-        from pinlite_edge.features.facecrop import centre_box
-
-        box = centre_box(height, width)  # pre-cropped data: square centre crop (a no-op on square frames)
-        face_found = None
+        boxes = [centre_box(height, width)] * n  # pre-cropped data: square centre crop (a no-op on square frames)
     size = contract.frame_size
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     for i in range(n):
-        out[i] = resize_square(box.crop(frames_uint8[i]), size)
+        out[i] = resize_square(boxes[i].crop(frames_uint8[i]), size)
     mono16k = resample_audio(audio, int(sample_rate), contract.sample_rate)
     return PreparedClip(frames=out, fps=float(fps), audio=mono16k, sample_rate=contract.sample_rate,
-                        face_found=face_found)
+                        face_found=face_found, face_coverage=face_coverage)
 
 
 def prepare_file(

@@ -43,7 +43,8 @@ class PreparedClip:
     fps: float
     audio: np.ndarray
     sample_rate: int
-    face_found: bool | None = None  # None: face crop was off
+    face_found: bool | None = None  # None: face crop was off; False: no face anywhere (centre crop)
+    face_coverage: float | None = None  # fraction of probed frames where the tracked face was detected
 
     @property
     def video_seconds(self) -> float:

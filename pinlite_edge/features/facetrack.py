@@ -1,0 +1,272 @@
+"""Face tracking over a clip with OpenCV's bundled Haar cascades (frontal + profile), online and with a lookahead.
+
+The detector runs on a small grey copy of each frame (luma, shorter side ``FaceCropConfig.detect_side`` px):
+
+* **search** (whole image, frontal cascade, then both profiles): at the first frame, every ``redetect_seconds`` while
+  a face is tracked, and every ``search_every`` frames while none is;
+* **follow** (every ``follow_every`` frames while tracking): only a region around the last face, rescaled so the
+  face is ~``FOLLOW_FACE_PX`` px and searched at sizes 0.7x..1.45x of it, so it costs a fraction of a search.
+
+Association keeps ONE face: the candidate that overlaps the last tracked box most (IoU >= ``MIN_IOU``); a new face is
+only taken (the largest candidate) when the track has had no detection for ``max_gap_seconds``. Frames without a
+detection are filled by linear interpolation between detections at most ``max_gap_seconds`` apart, otherwise the
+nearest detection is held. Centre and size are then smoothed with a centred moving median followed by a centred moving
+mean (``smooth_seconds`` each), so the crop does not jitter from frame to frame.
+
+Everything a frame's box depends on lies at most :meth:`FaceTrack.lookahead_frames` frames ahead, so a streaming
+decoder can emit each frame's crop that many frames after it was decoded (bounded memory), and gets the same boxes
+as a pass over the whole clip.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pinlite_edge.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
+
+FRONTAL_CASCADE = "haarcascade_frontalface_default.xml"
+PROFILE_CASCADE = "haarcascade_profileface.xml"
+#: Smallest face (pixels of the grey detection image) the cascades are trained for.
+MIN_DETECT_PX = 24
+#: In follow mode the region is rescaled so the tracked face is about this many pixels wide.
+FOLLOW_FACE_PX = 36
+#: A candidate continues the track when its IoU with the last tracked box is at least this.
+MIN_IOU = 0.25
+
+_CASCADE_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); OpenCV 5 moved "
+                 "CascadeClassifier to contrib and its wheels ship no cascade files. Or pass face_crop=False.")
+
+
+@functools.lru_cache(maxsize=4)
+def load_cascade(name: str) -> "cv2.CascadeClassifier":
+    """One of OpenCV's bundled cascade files (cached); :class:`BackendUnavailableError` when missing."""
+    cls = getattr(cv2, "CascadeClassifier", None)
+    data_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if cls is None or data_dir is None:
+        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", "cv2.CascadeClassifier is missing",
+                                      _CASCADE_HINT)
+    path = data_dir + name
+    clf = cls(path)
+    if clf.empty():
+        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", f"cannot load {path}", _CASCADE_HINT)
+    return clf
+
+
+def detection_size(height: int, width: int, detect_side: int) -> tuple[int, int]:
+    """(width, height) of the grey detection image: shorter side ``detect_side`` (never upscaled)."""
+    scale = min(1.0, detect_side / float(min(height, width)))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _as_boxes(found: object) -> list[np.ndarray]:
+    return [np.asarray(b, dtype=np.float64) for b in (found if len(found) else [])]  # type: ignore[arg-type]
+
+
+def detect_faces(gray: np.ndarray, *, min_px: int = MIN_DETECT_PX, max_px: int | None = None,
+                 min_neighbors: int = 5, scale_factor: float = 1.1) -> list[np.ndarray]:
+    """Face boxes ``[x, y, w, h]`` in ``gray`` (uint8, equalised): frontal cascade; if none, both profiles."""
+    min_px = max(MIN_DETECT_PX, int(min_px))
+    if min(gray.shape) < min_px:
+        return []
+    kw = dict(scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_px, min_px))
+    if max_px is not None:
+        kw["maxSize"] = (int(max_px), int(max_px))
+    boxes = _as_boxes(load_cascade(FRONTAL_CASCADE).detectMultiScale(gray, **kw))
+    if boxes:
+        return boxes
+    profile = load_cascade(PROFILE_CASCADE)
+    boxes = _as_boxes(profile.detectMultiScale(gray, **kw))
+    flipped = _as_boxes(profile.detectMultiScale(np.ascontiguousarray(gray[:, ::-1]), **kw))
+    w = gray.shape[1]
+    boxes += [np.array([w - b[0] - b[2], b[1], b[2], b[3]]) for b in flipped]
+    return boxes
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x, y, w, h]`` boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def equalised_grey(luma: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Luma (or grey) plane -> the equalised grey detection image of ``size`` = (width, height)."""
+    if (luma.shape[1], luma.shape[0]) != size:
+        luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return cv2.equalizeHist(np.ascontiguousarray(luma))
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """Frame-count parameters of one clip (from :class:`FaceCropConfig` and its frame rate)."""
+
+    search_every: int
+    follow_every: int
+    redetect_every: int
+    max_gap: int
+    smooth_radius: int
+
+    @classmethod
+    def from_config(cls, cfg: "object", fps: float) -> "TrackParams":
+        frames = lambda s: max(1, int(round(s * fps)))  # noqa: E731
+        return cls(search_every=max(1, int(cfg.search_every)), follow_every=max(1, int(cfg.follow_every)),
+                   redetect_every=frames(cfg.redetect_seconds), max_gap=frames(cfg.max_gap_seconds),
+                   smooth_radius=max(0, int(round(cfg.smooth_seconds * fps / 2.0))))
+
+
+class FaceTrack:
+    """Online face track over a clip's frames; boxes in full-frame pixels ``[x, y, w, h]`` of the detection grey
+    image's source (``scale`` = detection pixels per source pixel).
+
+    Feed frames in order with :meth:`observe` (it decides whether to run the detector on that frame); ask for the
+    smoothed box of frame ``i`` with :meth:`box` once frame ``i + lookahead_frames()`` has been observed, or at the end.
+    """
+
+    def __init__(self, params: TrackParams, scale: float, *, min_neighbors: int = 5):
+        self.params = params
+        self.scale = scale
+        self.min_neighbors = min_neighbors
+        self.raw: list[np.ndarray | None] = []  # chosen detection per frame (source pixels), None: no detection
+        self.probed: list[bool] = []  # the detector ran on this frame
+        self._last: np.ndarray | None = None  # last chosen detection
+        self._last_index = -10**9
+        self._last_search = -10**9
+        self._prev: list[int] = []  # index of the last detection at or before each frame, -1: none
+        self._next: list[int] = []  # index of the first detection at or after each frame, -1: none yet
+
+    # ---------------------------------------------------------------- detection
+    def lookahead_frames(self) -> int:
+        """Frames after ``i`` that :meth:`box` (i) may depend on."""
+        p = self.params
+        return 2 * p.smooth_radius + p.max_gap + 1
+
+    def _tracking(self, i: int) -> bool:
+        return self._last is not None and i - self._last_index <= self.params.max_gap
+
+    def wants(self, i: int) -> str | None:
+        """'search', 'follow' or None: what the detector should do on frame ``i``."""
+        p = self.params
+        if self._tracking(i):
+            since_search = i - self._last_search
+            if since_search >= p.redetect_every or (i - self._last_index > p.search_every
+                                                     and since_search >= p.search_every):
+                return "search"  # periodic re-check, or following has missed for a while
+            return "follow" if (i - self._last_index) % p.follow_every == 0 else None
+        return "search" if i - self._last_search >= p.search_every else None
+
+    def observe(self, i: int, gray: np.ndarray) -> None:
+        """Frame ``i`` (consecutive from 0): ``gray`` is its equalised grey detection image."""
+        if i != len(self.raw):
+            raise ValueError(f"frames must be observed in order: expected {len(self.raw)}, got {i}")
+        mode = self.wants(i)
+        cands: list[np.ndarray] = []
+        if mode == "search":
+            self._last_search = i
+            cands = detect_faces(gray, min_neighbors=self.min_neighbors)
+        elif mode == "follow":
+            cands = self._follow(gray)
+        cands = [c / self.scale for c in cands]
+        det = self._associate(i, cands) if mode else None
+        self.raw.append(det)
+        self.probed.append(mode is not None)
+        self._prev.append(i if det is not None else (self._prev[-1] if self._prev else -1))
+        self._next.append(-1)
+        if det is not None:
+            k = i
+            while k >= 0 and self._next[k] == -1:
+                self._next[k] = i
+                k -= 1
+
+    def _follow(self, gray: np.ndarray) -> list[np.ndarray]:
+        """Detect near the last box only: a region 3x its size, rescaled so the face is ~FOLLOW_FACE_PX."""
+        x, y, w, h = self._last * self.scale
+        side = max(w, h)
+        x0, y0 = int(max(0, x - side)), int(max(0, y - side))
+        x1, y1 = int(min(gray.shape[1], x + w + side)), int(min(gray.shape[0], y + h + side))
+        if x1 - x0 < MIN_DETECT_PX or y1 - y0 < MIN_DETECT_PX:
+            return []
+        roi = gray[y0:y1, x0:x1]
+        k = min(1.0, FOLLOW_FACE_PX / side)
+        if k < 1.0:
+            roi = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
+                             interpolation=cv2.INTER_AREA)
+        found = detect_faces(roi, min_px=int(0.7 * side * k), max_px=int(math.ceil(1.45 * side * k)) + 1,
+                             min_neighbors=max(3, self.min_neighbors - 2))
+        return [np.array([b[0] / k + x0, b[1] / k + y0, b[2] / k, b[3] / k]) for b in found]
+
+    def _associate(self, i: int, cands: list[np.ndarray]) -> np.ndarray | None:
+        if not cands:
+            return None
+        if self._tracking(i):
+            best = max(cands, key=lambda c: iou(c, self._last))
+            if iou(best, self._last) < MIN_IOU:
+                return None  # another face or a false positive: keep following ours
+        else:
+            best = max(cands, key=lambda c: c[2] * c[3])
+        self._last, self._last_index = best, i
+        return best
+
+    # ---------------------------------------------------------------- boxes
+    @property
+    def found(self) -> bool:
+        return self._last is not None
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the frames the detector ran on where it found the tracked face (not interpolation)."""
+        n = sum(self.probed)
+        return sum(r is not None for r in self.raw) / n if n else 0.0
+
+    def _filled(self, j: int) -> np.ndarray:
+        """``[x, y, w, h]`` at ``j``: its detection, else interpolated between detections at most ``max_gap`` apart,
+        else the nearest known detection held; NaN when no detection is known yet."""
+        prev, nxt = self._prev[j], self._next[j]
+        if prev == j:
+            return self.raw[j]
+        if prev >= 0 and nxt >= 0 and nxt - prev <= self.params.max_gap:
+            t = (j - prev) / (nxt - prev)
+            return (1 - t) * self.raw[prev] + t * self.raw[nxt]
+        if prev >= 0:
+            return self.raw[prev]
+        if nxt >= 0:
+            return self.raw[nxt]
+        return np.full(4, np.nan)
+
+    def boxes(self, lo: int, hi: int, *, final: bool = True) -> np.ndarray:
+        """Smoothed ``[cx, cy, side]`` (source pixels) of frames ``lo..hi-1``: NaN rows where no face is known.
+
+        ``final``: the clip has ended (windows at its end are truncated, not waiting for more frames).
+        """
+        r = self.params.smooth_radius
+        n = len(self.raw)
+        if not final and hi + 2 * r > n:
+            raise ValueError(f"boxes up to frame {hi} need frames up to {hi + 2 * r}, only {n} observed")
+        a, b = max(0, lo - 2 * r), min(n, hi + 2 * r)
+        f = np.stack([self._filled(j) for j in range(a, b)])
+        c = np.stack([f[:, 0] + f[:, 2] / 2, f[:, 1] + f[:, 3] / 2, np.maximum(f[:, 2], f[:, 3])], axis=1)
+        if r:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (no face known) stay NaN
+                c = np.nanmedian(_windows(c, r), axis=-1)
+                c = np.nanmean(_windows(c, r), axis=-1)
+        return c[lo - a:hi - a]
+
+
+def _windows(x: np.ndarray, r: int) -> np.ndarray:
+    """Centred windows of ``2r+1`` rows of ``x`` (m, k) -> (m, k, 2r+1), NaN-padded at both ends.
+
+    Callers compute on a range with ``2r`` rows of context on each side, so padding only truncates windows at the
+    clip's real ends (where NaN-aware statistics use the frames that exist).
+    """
+    pad = np.full((r, x.shape[1]), np.nan)
+    return np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, x, pad]), 2 * r + 1, axis=0)
