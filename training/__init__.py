@@ -1,7 +1,8 @@
 """Training: the PinPoint teacher, PIN-Lite distillation and attention-head pruning (SPEC §3).
 
-Commands: ``python -m pinlite_edge.training.teacher | distill | prune`` (``--help`` for each); the same as functions
-taking dataclass configs::
+Commands: ``python -m pinlite_edge.training {teacher,distill,prune}`` (``--help`` lists them; the older
+``python -m pinlite_edge.training.teacher | distill | prune`` work too); the same as functions taking dataclass
+configs::
 
     from pinlite_edge.training.teacher import train_teacher    # TeacherConfig
     from pinlite_edge.training.distill import distill          # DistillConfig

@@ -26,6 +26,7 @@ from torch import nn
 
 from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
+from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
@@ -137,7 +138,9 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
         "package_version": __version__, "params": count_parameters(model),
         "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, "sampling": sampling,
-        "selection": SELECTION, **(record or {}),
+        "selection": SELECTION, "training_data": training_data_summary(
+            {"train": train.source if train.source is not None else train.dataset,
+             "val": val.source if val.source is not None else val.dataset}), **(record or {}),
     }
 
     epoch, step_in_epoch, global_step = 0, 0, 0

@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
 
@@ -63,6 +64,10 @@ class PruneResult:
 
 
 IMPORTANCE_CRITERIA = ("l1", "ablation")
+
+
+def _built(split: Split) -> Any:
+    return split.source if split.source is not None else split.dataset
 
 
 def _calibration_batches(split: Split, cfg: PruneConfig, device: torch.device) -> list[dict[str, torch.Tensor]]:
@@ -214,6 +219,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
         final = out_dir / "best.safetensors"
         if ctx.dist.is_main:
             record = {**{k: v for k, v in source_record.items() if k in ("dataset", "dataset_fingerprint")},
+                      "training_data": training_data_summary({"train": _built(ctx.train), "val": _built(ctx.val)}),
+                      "source_training_data": source_record.get("training_data"),
                       "stage": "prune", "kind": "student", "config": cfg.to_dict(), "source_student": cfg.student,
                       "teachers": teacher_record(cfg.teachers), "prune_steps": steps,
                       "params": count_parameters(model), "heads_per_layer": list(model.config.heads_per_layer),
@@ -245,8 +252,12 @@ def build_parser():
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The command line (``prog`` renames it in help texts, e.g. when run as ``python -m pinlite_edge.training prune``)."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parse(parser, argv)
     cfg = config_from_args(PruneConfig, args)
 
     def run():

@@ -49,8 +49,12 @@ def build_parser():
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The command line (``prog`` renames it in help texts, e.g. when run as ``python -m pinlite_edge.training teacher``)."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parse(parser, argv)
     cfg = config_from_args(TeacherConfig, args)
 
     def run():
