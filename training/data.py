@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.data import dataset_fingerprint, describe_dataset
-from pinlite_edge.data.mix import DataSource, build_sources, resolve_sources
+from pinlite_edge.data.augment import is_augmented
+from pinlite_edge.data.mix import DataSource, MixedDataset, build_sources, resolve_sources
 from pinlite_edge.errors import DatasetError
 
 from pinlite_edge.training.sampling import SamplingPlan, dataset_strata
@@ -73,6 +74,11 @@ class Split:
     #: the dataset as built (before in-memory / index wrappers): what provenance and sampling read
     source: Dataset | None = None
 
+    @property
+    def augmented(self) -> bool:
+        """Samples change from epoch to epoch (training augmentation): outputs on them cannot be cached."""
+        return is_augmented(self.source if self.source is not None else self.dataset)
+
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
@@ -110,7 +116,16 @@ def load_split(spec: str | Sequence[str], split: str, contract: InputContract, *
     description = describe_dataset(base)
     size_gb = n * _sample_bytes(contract) / 1e9
     dataset: Dataset = base
-    if mode == "yes" or (mode == "auto" and size_gb <= limit_gb):
+    if is_augmented(base) and mode != "no":
+        # Materialising would freeze one augmentation; decoded clips stay in RAM in the datasets' clip loaders.
+        log.info("%s split is augmented per epoch: not holding its samples in memory", split)
+        if isinstance(base, MixedDataset):  # its un-augmented parts (the synthetic generator) still can be
+            for i, part in enumerate(base.parts):
+                part_gb = len(part) * _sample_bytes(contract) / 1e9  # type: ignore[arg-type]
+                if not is_augmented(part) and (mode == "yes" or part_gb <= limit_gb):
+                    base.parts[i] = InMemoryDataset(part, num_workers=num_workers, progress=progress,
+                                                    desc=f"preparing {split} ({base.sources[i].spec})")
+    elif mode == "yes" or (mode == "auto" and size_gb <= limit_gb):
         log.info("holding %s split (%d samples, %.2f GB) in memory", split, n, size_gb)
         dataset = InMemoryDataset(base, num_workers=num_workers, progress=progress, desc=f"preparing {split}")
         result = Split(split, IndexedDataset(dataset), fingerprint, description, base)

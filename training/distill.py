@@ -8,7 +8,8 @@ probabilities and the attention maps are averaged over the teachers.
 
 The frozen teacher's outputs are computed once per dataset split and cached (memory + ``<output>/teacher_cache``
 keyed by teacher weights hash + dataset fingerprint). This is valid because samples are deterministic and
-un-augmented (the same tensor every epoch); pass ``--no-teacher-cache`` for a dataset that augments.
+un-augmented (the same tensor every epoch); a training split that augments (real-video train splits by default)
+runs the teacher on every batch instead, as ``--no-teacher-cache`` does.
 
     python -m pinlite_edge.training.distill --teacher runs/teacher/best.safetensors --output runs/distilled
 Multi-GPU: ``torchrun --nproc_per_node=N -m pinlite_edge.training.distill ...`` (DDP; gloo on CPU).
@@ -48,7 +49,9 @@ def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Spli
                            cache_dir: Path | None, dist_info: Any) -> Objective:
     """The loss closure used by :func:`fit`: teacher outputs from the cache, or recomputed per batch."""
     weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight, cfg.align_weight)
-    if cfg.cache_teacher:
+    if cfg.cache_teacher and train.augmented:
+        log.info("the training data is augmented per epoch: the teacher runs on every batch instead of being cached")
+    if cfg.cache_teacher and not train.augmented:
         if dist_info.is_main:
             targets = teacher_targets(cfg.teachers, train, device, batch_size=cfg.eval_batch_size,
                                       cache_dir=cache_dir, models=teachers)
@@ -97,7 +100,7 @@ def distill(cfg: DistillConfig) -> FitResult:
         record = {"kind": "student", "teachers": teacher_record(cfg.teachers),
                   "distillation": {"alpha": cfg.alpha, "beta": cfg.beta, "temperature": cfg.temperature,
                                    "offset_weight": cfg.offset_weight, "align_weight": cfg.align_weight,
-                                   "teacher_cache": cfg.cache_teacher},
+                                   "teacher_cache": cfg.cache_teacher and not ctx.train.augmented},
                   "backbone_pretrained": student.backbone_pretrained,
                   "eps_reference": "teacher" if len(cfg.teachers) == 1 else "teacher ensemble (mean attention)"}
         return fit(student, objective, ctx.train, ctx.val, cfg, ctx.device, dist=ctx.dist, stage="distill",

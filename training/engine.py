@@ -26,6 +26,7 @@ from torch import nn
 
 from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
+from pinlite_edge.data.augment import set_data_epoch
 from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
@@ -200,6 +201,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     while epoch < cfg.epochs:
         sampler = EpochSampler(epoch_size, cfg.seed, epoch, start=step_in_epoch * cfg.batch_size,
                                rank=dist.rank, world_size=dist.world_size, plan=plan)
+        set_data_epoch(train.dataset, cfg.seed, epoch)  # augmentation draws from (seed, epoch, index)
         loader = make_loader(train, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin)
         model.train()
         bar = None

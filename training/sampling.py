@@ -78,6 +78,7 @@ def dataset_strata(dataset: Dataset, name: str = "data") -> Strata | None:
         pairs = [(base, name, None)]
     src, labels, kinds, names, weights, defaults = [], [], [], [], [], []
     for n, (part, part_name, weight) in enumerate(pairs):
+        part = _unwrap(part)
         strata = getattr(part, "strata", None)
         if not callable(strata):
             return None

@@ -6,6 +6,10 @@ from ``contract.MANIPULATIONS``), ``offset`` (frames, -5..5, for fakes whose off
 ``speaker_group``. A fake without ``manipulation`` counts as ``both_replace``; fakes have an undefined offset unless
 ``offset`` is given; reals are in sync (offset class 5).
 
+``augment`` (default: on for the train split, off otherwise; ``False``, ``True`` or a dict of
+:class:`~pinlite_edge.data.augment.AugmentConfig` fields) changes colour, scale/position of the crop (the same for
+the 16 frames of a window) and audio gain/noise of training windows.
+
 ``sync_pairs=True`` (or a dict of :class:`~pinlite_edge.data.syncpairs.SyncPairConfig` fields) adds shifted and
 swapped fakes generated from the split's real videos; the CSV may then be absent, in which case every video under
 the folder (recursively, e.g. ``real-av/grid/*.mpg`` and ``real-av/talking/*.mp4``) is an in-sync real.
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
+from pinlite_edge.data.augment import AugmentConfig
 from pinlite_edge.data.cache import ClipLoader
 from pinlite_edge.data.sample import IN_SYNC, WindowDataset, WindowRef, canonical_split, manipulation_index
 from pinlite_edge.data.splits import read_split_file, resolve_split_file
@@ -115,13 +120,14 @@ class FolderDataset(WindowDataset):
     def __init__(self, root: str | Path, split: str, contract: InputContract, *, cache_dir: str | Path | None = None,
                  labels: str = "labels.csv", face_crop: bool = True, stride_seconds: float | None = None,
                  sync_pairs: bool | SyncPairConfig = False, split_file: str | None = None,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
+                 augment: bool | AugmentConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S):
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"video folder {root} is not a folder")
         split = canonical_split(split)
         csv_path = root / labels
         pair_cfg = SyncPairConfig.from_value(sync_pairs, f"folder:{root}")
+        aug_cfg = AugmentConfig.for_split(augment, split, f"folder:{root}")
         split_path = resolve_split_file(split_file) if split_file else None
         clips = self._list_clips(root, csv_path, pair_cfg, split_path)
         self.split_counts = _split_counts(clips)
@@ -158,8 +164,9 @@ class FolderDataset(WindowDataset):
             "split_file": self.split_file, "split_file_sha256": sha256_file(split_path) if split_path else None,
             "face_crop": face_crop, "stride_seconds": stride_seconds, "preprocessing": loader.config_hash,
             "sync_pairs": None if pair_cfg is None else pair_cfg.to_dict()}
-        super().__init__(refs, contract, loader, split, description)
-        log.info("folder %s %s: %d clips, %d windows (%d fake)", root, split, n_clips, len(refs), sum(self.labels()))
+        super().__init__(refs, contract, loader, split, description, augment=aug_cfg)
+        log.info("folder %s %s: %d clips, %d windows (%d fake)%s", root, split, n_clips, len(refs), sum(self.labels()),
+                 ", augmented" if aug_cfg else "")
 
     @staticmethod
     def _list_clips(root: Path, csv_path: Path, pair_cfg: SyncPairConfig | None,

@@ -10,6 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from pinlite_edge.contract import InputContract
+from pinlite_edge.data.augment import AugmentConfig
 from pinlite_edge.data.options import check_options, dataclass_hints, parameter_hints
 from pinlite_edge.errors import DatasetError
 
@@ -57,9 +58,20 @@ def build_dataset(spec: str, split: str, contract: InputContract, *, cache_dir: 
         from pinlite_edge.data.lavdf import LavdfDataset as cls
     else:
         from pinlite_edge.data.folder import FolderDataset as cls
-    hints = parameter_hints(cls.__init__, {"self", "root", "split", "contract", "cache_dir"})
+    hints = _window_dataset_hints(cls)
     checked = check_options(where, options, hints)
-    return cls(path, split, contract, cache_dir=cache_dir, **checked)
+    if kind == "folder":
+        return cls(path, split, contract, cache_dir=cache_dir, **checked)
+    augment = checked.pop("augment", None)  # LAV-DF: the registry adds the augmentation option
+    dataset = cls(path, split, contract, cache_dir=cache_dir, **checked)
+    dataset.set_augment(AugmentConfig.for_split(augment, dataset.split, where))
+    return dataset
+
+
+def _window_dataset_hints(cls: type) -> dict[str, Any]:
+    hints = parameter_hints(cls.__init__, {"self", "root", "split", "contract", "cache_dir"})
+    hints.setdefault("augment", bool | AugmentConfig | None)
+    return hints
 
 
 def dataset_option_names(kind: str) -> list[str]:
@@ -74,7 +86,7 @@ def dataset_option_names(kind: str) -> list[str]:
         from pinlite_edge.data.folder import FolderDataset as cls
     else:
         raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
-    return sorted(parameter_hints(cls.__init__, {"self", "root", "split", "contract", "cache_dir"}))
+    return sorted(_window_dataset_hints(cls))
 
 
 def _describe(dataset: Dataset) -> dict[str, Any]:

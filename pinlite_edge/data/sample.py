@@ -5,14 +5,17 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 
 from pinlite_edge.contract import MANIPULATIONS, MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
 from pinlite_edge.errors import DatasetError
-from pinlite_edge.features.windows import Window, window_at
+from pinlite_edge.features.windows import Window, audio_segment, window_at
+
+if TYPE_CHECKING:
+    from pinlite_edge.data.augment import AugmentConfig
 
 #: offset_class of an in-sync window (offset 0).
 IN_SYNC = MAX_OFFSET
@@ -84,12 +87,22 @@ class WindowDataset(Dataset):
     kind = "windows"
 
     def __init__(self, refs: list[WindowRef], contract: InputContract, loader: "Any", split: str,
-                 description: dict[str, Any]):
+                 description: dict[str, Any], augment: "AugmentConfig | None" = None):
         self.refs = refs
         self.contract = contract
         self.loader = loader
         self.split = split
         self._description = description
+        self.augment = augment
+        self._epoch, self._seed = 0, 0
+
+    def set_augment(self, augment: "AugmentConfig | None") -> None:
+        """Turn augmentation on (a config) or off (None) (see :mod:`pinlite_edge.data.augment`)."""
+        self.augment = augment
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """The epoch and seed augmentation draws from (set by the training loop before each epoch)."""
+        self._epoch, self._seed = int(epoch), int(seed)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -100,15 +113,21 @@ class WindowDataset(Dataset):
         win = self.contract.window_seconds
         # Metadata durations can differ slightly from what decodes: keep the window inside the clip.
         start = max(0.0, min(ref.start, clip.duration - win))
+        signal, a_start = clip.audio, start
         if ref.audio_path is not None:
             other = self.loader.load(ref.audio_path)
-            a_start = max(0.0, min(start, other.audio_seconds - win))
-            window = window_at(clip, self.contract, start, audio=other.audio, audio_start_seconds=a_start)
+            signal, a_start = other.audio, max(0.0, min(start, other.audio_seconds - win))
         elif ref.audio_shift_frames:
-            window = window_at(clip, self.contract, start,
-                               audio_start_seconds=start - ref.audio_shift_frames / clip.fps)
+            a_start = start - ref.audio_shift_frames / clip.fps
+        if self.augment is None:
+            window = window_at(clip, self.contract, start, audio=signal, audio_start_seconds=a_start)
         else:
-            window = window_at(clip, self.contract, start)
+            from pinlite_edge.data.augment import augment_audio, augment_frames, augmentation_rng, draw
+
+            aug = draw(self.augment, augmentation_rng(self.augment.seed + self._seed, self._epoch, i))
+            segment = audio_segment(signal, int(round(a_start * clip.sample_rate)), self.contract.window_samples)
+            window = window_at(clip, self.contract, start, audio=augment_audio(segment, aug), audio_start_seconds=0.0)
+            window.frames = augment_frames(window.frames, aug, self.contract)
         return make_sample(window, ref.label, ref.manipulation, ref.offset_class, ref.clip_id)
 
     def labels(self) -> list[int]:
@@ -133,8 +152,11 @@ class WindowDataset(Dataset):
         """What :func:`pinlite_edge.data.dataset_fingerprint` hashes: source, split, contract, options, index."""
         index = hashlib.sha256("\n".join(
             f"{r.clip_id},{r.label},{r.manipulation},{r.offset_class}" for r in self.refs).encode()).hexdigest()
-        return {"kind": self.kind, "split": self.split, "contract": self.contract.to_dict(), "num_samples": len(self),
+        desc = {"kind": self.kind, "split": self.split, "contract": self.contract.to_dict(), "num_samples": len(self),
                 "index_sha256": index, **self._description}
+        if self.augment is not None:  # un-augmented datasets keep the fingerprints they had before augmentation
+            desc["augment"] = self.augment.to_dict()
+        return desc
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()
