@@ -343,7 +343,7 @@ class EvalConfig:
     threshold: float = 0.5
     batch_size: int = 16
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = 1
     verify_hashes: bool = True
 
 
@@ -460,7 +460,9 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
             row = {"method": spec.name, **summarise(_scored(run, spec.name), cfg.threshold)}
             rows.append(row)
             models_meta.append({"name": spec.name, "path": _display_path(spec.path), "backend": runner.name,
-                                "preset_frame_size": contract.frame_size, "timing": timing})
+                                "sha256": sha256_file(spec.path) if spec.path.is_file() else None,
+                                "preset_frame_size": contract.frame_size,
+                                "training_data": getattr(runner, "training_data", None), "timing": timing})
 
     if cfg.run_baseline:
         bcfg = BaselineConfig()
@@ -505,6 +507,8 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
         entry["scores"] = {m: {k: v.to_dict() for k, v in run.scores[m][i].items()}
                            for m in run.scores if i in run.scores[m]}
     feat = [v for e in run.info for v in e["featurise_s_per_video_s"].values()]
+    skipped = {s["file"] for s in run.skipped}
+    used = [c for c in run.clips if c.file not in skipped]
     return {
         "split": cfg.split,
         "conditions": {k: (None if v is None else {"audio_delay_frames": v}) for k, v in CONDITIONS.items()},
@@ -512,7 +516,8 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
                     "margin_frames": cfg.margin_frames, "primary_aggregate": PRIMARY},
         "threshold": cfg.threshold,
         "data": {"root": _display_path(cfg.root), "split_file": _display_path(cfg.split_file),
-                 "fingerprint": data_fingerprint(run.clips), "num_clips": len(run.clips),
+                 "fingerprint": data_fingerprint(used), "fingerprint_of": "sorted (file, sha256) of the clips scored",
+                 "num_clips": len(used),
                  "skipped": run.skipped,
                  "face_found_rate": _rate([e.get("face_found") for e in run.info]),
                  "featurise_s_per_video_s_mean": round(float(np.mean(feat)), 5) if feat else None},
@@ -669,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="models' P(fake) threshold for the FPR (0.5)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="runner device (cpu, cuda)")
-    p.add_argument("--threads", type=int, default=None, help="runner threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="runner threads (default 1: fastest on a shared small CPU; 0 = the backend's default)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     p.add_argument("--stem", default=None, help="output file stem (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
@@ -697,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
                          run_models=not args.baseline_only, run_baseline=not args.models_only,
                          baseline_threshold=args.baseline_threshold, baseline_preset=args.baseline_preset,
                          stride_seconds=args.stride, threshold=args.threshold, batch_size=args.batch_size,
-                         device=args.device, threads=args.threads, verify_hashes=not args.no_hash_check)
+                         device=args.device, threads=args.threads or None, verify_hashes=not args.no_hash_check)
         t0 = time.perf_counter()
         report = evaluate(cfg)
     except PinliteError as exc:
