@@ -322,9 +322,9 @@ def parse_model_spec(text: str) -> ModelSpec:
     if name.strip() == BASELINE_NAME:
         raise InputError(f"--model {text!r}: the name {BASELINE_NAME!r} is the baseline's; pick another")
     p = Path(path.strip()).expanduser()
-    if not p.exists():
-        raise InputError(f"--model {text!r}: {p} does not exist; give a .safetensors checkpoint or an exported "
-                         "artefact (.onnx, .pte, engine)")
+    if not p.is_file():
+        raise InputError(f"--model {text!r}: {p} is not a file; give a .safetensors checkpoint or an exported "
+                         "artefact file (.onnx, .pte, engine)")
     return ModelSpec(name.strip(), p)
 
 
