@@ -612,7 +612,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for row in report["table"]:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS) + " |")
     lines += ["", "Max aggregate (same clips):", "",
-              "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap | FPR@thr |", "|---|---|---|---|---|---|"]
+              "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap | FPR@thr |",
+              "|---|---|---|---|---|---|"]
     for row in report["table"]:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_max")) for k in
                                                             ("auc_delay200", "auc_advance200", "auc_delay80",
