@@ -19,8 +19,7 @@ import numpy as np
 from pinlite_edge.contract import InputContract
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.facecrop import FaceCropConfig
-from pinlite_edge.features.pipeline import prepare_file
-from pinlite_edge.features.video import DEFAULT_MAX_SIDE
+from pinlite_edge.features.pipeline import CROP_SOURCE_MAX_SIDE, prepare_file
 from pinlite_edge.features.windows import PreparedClip
 from pinlite_edge.utils.atomic import atomic_path
 from pinlite_edge.utils.hashing import sha256_file
@@ -82,7 +81,7 @@ class ClipLoader:
 
     def __init__(self, contract: InputContract, *, face_crop: bool, cache_dir: str | Path | None = None,
                  face_config: FaceCropConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 max_side: int | None = DEFAULT_MAX_SIDE, memory_clips: int = 4):
+                 max_side: int | None = CROP_SOURCE_MAX_SIDE, memory_clips: int = 4):
         self.contract = contract
         self.face_crop = face_crop
         self.face_config = face_config

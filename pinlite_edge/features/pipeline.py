@@ -8,15 +8,21 @@ import numpy as np
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DecodeError, InputError
-from pinlite_edge.features.audio import decode_audio
+from pinlite_edge.features.audio import check_file
+from pinlite_edge.features.cropstream import CropStream
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
+from pinlite_edge.features.decode import align_audio, decode_media
 from pinlite_edge.features.facecrop import FaceCropConfig, centre_box, track_frames
 from pinlite_edge.features.frames import resize_square
 from pinlite_edge.features.resample import resample_audio
-from pinlite_edge.features.video import DEFAULT_MAX_SIDE, decode_video, sane_fps
+from pinlite_edge.features.video import constant_rate_order
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_starts
 
 log = logging.getLogger(__name__)
+
+#: Longest side (px) of the frames crops are cut from in :func:`prepare_file` (larger ones are scaled down while
+#: decoding): full HD is kept, so a mouth crop has enough pixels; only a few frames are held at a time.
+CROP_SOURCE_MAX_SIDE = 1920
 
 
 def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float) -> None:
@@ -85,22 +91,36 @@ def prepare_arrays(
 def prepare_file(
     path: str | Path, contract: InputContract, *, face_crop: bool = True,
     face_config: FaceCropConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE,
 ) -> PreparedClip:
-    """Decode a video file (audio + integrity with PyAV, frames with OpenCV) and prepare it.
+    """Decode a video file in one PyAV pass and prepare it: frames upright (display rotation), tracked mouth crop
+    (or centre crop with ``face_crop=False``) made while decoding from frames bounded by ``max_side``; audio aligned
+    to the first video frame by the streams' timestamps and resampled to the contract's rate.
 
     Raises :class:`DecodeError` / :class:`NoAudioError` naming the file for every failure.
     """
-    path = Path(path)
+    path = check_file(path)
     deadline = Deadline(path, timeout_s)
-    audio = decode_audio(path, require_video=True, deadline=deadline)
-    video = decode_video(path, max_side=max_side, deadline=deadline)
-    fps = sane_fps(video.fps, source=str(path))
+    cfg = (face_config or FaceCropConfig()) if face_crop else None
+    crops = CropStream(contract.frame_size, cfg, max_side=max_side, source=str(path))
+    media = decode_media(path, deadline, video=crops, require_video=True)
+    assert media.audio is not None and media.sample_rate is not None  # decode_media raised NoAudioError otherwise
     try:
-        return prepare_arrays(video.frames, audio.samples, audio.sample_rate, fps, contract,
-                              face_crop=face_crop, face_config=face_config, source=str(path))
-    except InputError as exc:
+        frames, faces = crops.finish()
+    except InputError as exc:  # require_face and no face
         raise DecodeError(path, str(exc)) from None
+    fps = crops.fps
+    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path))
+    if order is not None:
+        frames = frames[order]
+    audio = align_audio(media.audio, media.sample_rate, media.audio_start, media.video_start, source=str(path))
+    if audio.shape[0] == 0:
+        raise DecodeError(path, f"the audio track ends before the first video frame "
+                                f"({media.audio_start:.3f} s vs {media.video_start:.3f} s)")
+    _warn_on_degraded_audio(audio, media.sample_rate, frames.shape[0] / fps, contract, str(path))
+    return PreparedClip(frames=frames, fps=fps, audio=resample_audio(audio, media.sample_rate, contract.sample_rate),
+                        sample_rate=contract.sample_rate, face_found=None if faces is None else faces.found,
+                        face_coverage=None if faces is None else faces.coverage)
 
 
 def featurise_arrays(
@@ -119,7 +139,7 @@ def featurise_arrays(
 def featurise_file(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
-    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE,
 ) -> list[Window]:
     """Decode ``path`` and cut it into model windows (``stride_seconds`` defaults to one window, no overlap)."""
     clip = prepare_file(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,

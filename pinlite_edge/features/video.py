@@ -1,4 +1,4 @@
-"""Video frame decoding with OpenCV: RGB uint8 frames plus a sane frame rate."""
+"""Whole-frame video decoding with PyAV (RGB uint8 frames plus a sane frame rate) and frame-rate helpers."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pinlite_edge.errors import DecodeError
@@ -35,50 +34,45 @@ def sane_fps(fps: float | None, source: str = "video") -> float:
     return float(fps)
 
 
+class _RgbFrames:
+    """Video consumer collecting whole upright RGB frames (bounded by ``max_side``)."""
+
+    def __init__(self, max_side: int | None):
+        self.max_side = max_side
+        self.frames: list[np.ndarray] = []
+        self.declared_fps: float | None = None
+
+    def start(self, declared_fps: float | None) -> None:
+        self.declared_fps = declared_fps
+
+    def add(self, frame: object, seconds: float, turns: int) -> None:
+        from pinlite_edge.features.yuvframe import rgb_frame
+
+        self.frames.append(rgb_frame(frame, turns, self.max_side))
+
+
 def decode_video(
     path: str | Path, *, timeout_s: float | None = DEFAULT_TIMEOUT_S, max_side: int | None = DEFAULT_MAX_SIDE,
     deadline: Deadline | None = None,
 ) -> DecodedVideo:
-    """Decode all frames of ``path`` with OpenCV as RGB uint8 ``(N, H, W, 3)``.
+    """Decode all frames of ``path`` with PyAV as upright RGB uint8 ``(N, H, W, 3)`` (display rotation applied).
 
-    Frames whose longest side exceeds ``max_side`` are downscaled (aspect kept); ``None`` keeps full size.
-    Raises :class:`DecodeError` naming the file if it cannot be opened, has no frames, or exceeds the time limit.
-    Truncation is not detected here (OpenCV stops quietly); :func:`pinlite_edge.features.audio.decode_audio`
-    does that for files featurised with :func:`pinlite_edge.features.featurise_file`.
+    Frames whose longest side exceeds ``max_side`` are downscaled (aspect kept); ``None`` keeps full size. The audio
+    stream, if any, is decoded in the same pass (integrity check) and discarded. Raises :class:`DecodeError` naming
+    the file if it cannot be opened, is truncated/corrupt, has no frames, or exceeds the time limit.
+    :func:`pinlite_edge.features.prepare_file` does not call this (it crops while decoding, without whole frames).
     """
+    from pinlite_edge.features.decode import decode_media
+
     path = check_file(path)
     deadline = deadline or Deadline(path, timeout_s)
-    params: list[int] = []
-    remaining = deadline.remaining()
-    if remaining is not None:
-        ms = int(max(1.0, remaining) * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
-    try:
-        if not cap.isOpened():
-            raise DecodeError(path, "OpenCV cannot open it as a video (not a video, or unsupported/corrupt container)")
-        fps = sane_fps(cap.get(cv2.CAP_PROP_FPS), source=str(path))
-        frames: list[np.ndarray] = []
-        stamps_ms: list[float] = []
-        while True:
-            deadline.check()
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            stamps_ms.append(float(cap.get(cv2.CAP_PROP_POS_MSEC)))
-            if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-                raise DecodeError(path, f"unexpected frame layout {None if bgr is None else bgr.shape}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if max_side is not None and max(rgb.shape[:2]) > max_side:
-                scale = max_side / max(rgb.shape[:2])
-                size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-            frames.append(rgb)
-    finally:
-        cap.release()
+    sink = _RgbFrames(max_side)
+    media = decode_media(path, deadline, video=sink, require_video=True, require_audio=False)
+    fps = sane_fps(media.declared_fps, source=str(path))
+    frames = sink.frames
     if not frames:
         raise DecodeError(path, "no video frames could be decoded")
-    order = constant_rate_order(np.asarray(stamps_ms), fps, source=str(path))
+    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path))
     if order is not None:
         frames = [frames[i] for i in order]
     return DecodedVideo(frames=np.stack(frames), fps=fps)

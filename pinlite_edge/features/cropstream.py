@@ -1,0 +1,83 @@
+"""Decoded frames -> tracked mouth crops, while decoding (the video consumer of ``prepare_file``).
+
+Each frame is observed by the face track as it arrives (a small grey copy) and kept as YUV planes until the track
+can place its crop: :meth:`FaceTrack.lookahead_frames` frames later (about ``max_gap_seconds`` + ``smooth_seconds``).
+Then only the crop square is converted to RGB at the contract's size. Memory holds that many frames, not the clip.
+With ``config=None`` every frame's largest centred square is used (pre-cropped data), without a lookahead.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.features.facecrop import ClipFaces, FaceBox, FaceCropConfig, centre_box, finish, mouth_box, new_track
+from pinlite_edge.features.facetrack import FaceTrack
+from pinlite_edge.features.video import sane_fps
+from pinlite_edge.features.yuvframe import YuvFrame, grey_for_detection
+
+log = logging.getLogger(__name__)
+
+#: Crops are placed in blocks of this many frames (amortises the smoothing's per-call cost).
+BLOCK = 8
+
+
+class CropStream:
+    """Video consumer for :func:`pinlite_edge.features.decode.decode_media`: ``start``, ``add`` per frame, then
+    :meth:`finish` -> (crops uint8 ``(N, size, size, 3)`` in decoding order, :class:`ClipFaces` or None)."""
+
+    def __init__(self, size: int, config: FaceCropConfig | None, *, max_side: int | None, source: str = "clip"):
+        self.size = size
+        self.config = config
+        self.max_side = max_side
+        self.source = source
+        self.fps = 0.0
+        self.crops: list[np.ndarray] = []
+        self.boxes: list[FaceBox] = []
+        self._pending: deque[YuvFrame] = deque()
+        self._track: FaceTrack | None = None
+        self._det_size: tuple[int, int] = (0, 0)
+        self._hold = 0  # frames after the newest observed one that a box may depend on
+
+    def start(self, declared_fps: float | None) -> None:
+        self.fps = sane_fps(declared_fps, source=self.source)
+
+    def add(self, frame: Any, seconds: float, turns: int) -> None:
+        if not self.fps:
+            self.start(None)
+        yuv = YuvFrame.from_av(frame, turns, self.max_side)
+        if self.config is None:
+            box = centre_box(yuv.height, yuv.width)
+            self.boxes.append(box)
+            self.crops.append(yuv.crop_rgb(box, self.size))
+            return
+        if self._track is None:
+            self._track, self._det_size = new_track(yuv.height, yuv.width, self.fps, self.config)
+            p = self._track.params
+            self._hold = 2 * p.smooth_radius + p.max_gap
+        self._track.observe(len(self._track.raw), grey_for_detection(frame, turns, self._det_size))
+        self._pending.append(yuv)
+        if len(self._pending) >= self._hold + BLOCK:
+            self._emit(len(self._pending) - self._hold, final=False)
+
+    def _emit(self, count: int, *, final: bool) -> None:
+        lo = len(self.crops)
+        faces = self._track.boxes(lo, lo + count, final=final)
+        for face in faces:
+            yuv = self._pending.popleft()
+            box = mouth_box(face, yuv.height, yuv.width, self.config)
+            self.boxes.append(box)
+            self.crops.append(yuv.crop_rgb(box, self.size))
+
+    def finish(self) -> tuple[np.ndarray, ClipFaces | None]:
+        """All crops; raises :class:`~pinlite_edge.errors.InputError` when ``require_face`` and no face was found."""
+        faces = None
+        if self._track is not None:
+            if self._pending:
+                self._emit(len(self._pending), final=True)
+            faces = finish(self._track, self.boxes, self.config, self.source)
+        if not self.crops:
+            return np.zeros((0, self.size, self.size, 3), np.uint8), faces
+        return np.stack(self.crops), faces
