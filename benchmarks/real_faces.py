@@ -358,10 +358,12 @@ class SplitRun:
 
 
 def _plan_split(cfg: EvalConfig, split: str, store: ClipStore, contract: InputContract) -> SplitRun:
-    """Load, hash-check and prepare the clips of ``split`` at ``contract``; note the ones too short."""
-    clips = load_split(cfg.split_file, cfg.root, split)
-    info, skipped = [], []
-    for clip in clips:
+    """Load, hash-check and prepare the clips of ``split`` at ``contract``. A clip that fails to decode is left out
+    of the run and listed in ``skipped`` with the error (the report shows it); too-short clips are noted later."""
+    clips: list[SplitClip] = []
+    info: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for clip in load_split(cfg.split_file, cfg.root, split):
         entry: dict[str, Any] = {"file": clip.file, "speaker_group": clip.speaker_group, "sha256": clip.sha256}
         if cfg.verify_hashes:
             actual = sha256_file(clip.path)
@@ -369,7 +371,13 @@ def _plan_split(cfg: EvalConfig, split: str, store: ClipStore, contract: InputCo
             if actual != clip.sha256:
                 log.warning("%s: sha256 %s differs from the split file's %s (the clip changed)", clip.file,
                             actual[:12], clip.sha256[:12])
-        prepared = store.get(clip.path, contract)
+        try:
+            prepared = store.get(clip.path, contract)
+        except PinliteError as exc:
+            log.error("skipping %s: %s", clip.file, exc)
+            skipped.append({"file": clip.file, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        clips.append(clip)
         entry.update(duration_s=round(prepared.duration, 4), fps=prepared.fps,
                      face_found=getattr(prepared, "face_found", None),
                      face_coverage=getattr(prepared, "face_coverage", None))

@@ -207,3 +207,25 @@ def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
     md = (out / "real_faces.md").read_text()
     assert "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap |" in md
     assert "| tiny |" in md and f"| {rf.BASELINE_NAME} |" in md
+
+
+def test_a_clip_that_fails_to_decode_is_reported_not_fatal(grid_clips, tmp_path):
+    root = tmp_path / "real-av"
+    (root / "grid").mkdir(parents=True)
+    good = grid_clips[:2]
+    for p in good:
+        (root / "grid" / p.name).symlink_to(p)
+    (root / "grid" / "broken.mpg").write_bytes(b"\x00not a video" * 100)
+    entries = [{"file": f"grid/{name}", "sha256": "0" * 64, "speaker_group": name, "split": "test"}
+               for name in [good[0].name, "broken.mpg", good[1].name]]
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"clips": entries}))
+    rc = rf.main(["--baseline-only", "--baseline-threshold", "0", "--baseline-preset", "tiny", "--root", str(root),
+                  "--split-file", str(split_file), "--out-dir", str(tmp_path / "out"), "--no-hash-check"])
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "real_faces.json").read_text())
+    assert [s["file"] for s in report["data"]["skipped"]] == ["grid/broken.mpg"]
+    assert "DecodeError" in report["data"]["skipped"][0]["reason"]
+    assert [c["file"] for c in report["clips"]] == [f"grid/{good[0].name}", f"grid/{good[1].name}"]
+    assert report["clips"][0]["swap_partner"] == f"grid/{good[1].name}"
+    assert "broken.mpg" in (tmp_path / "out" / "real_faces.md").read_text()
