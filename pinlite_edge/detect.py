@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.video}: {result.verdict.upper()}  P(fake) max {result.fake_prob_max:.3f} "
               f"mean {result.fake_prob_mean:.3f} over {len(result.windows)} window(s); "
               f"audio offset estimate {result.offset_frames:+d} frames ({result.offset_confidence:.0%})")
+        if result.verdict == "no-face":
+            print("  no face found in the clip (centre crop scored): the probabilities above say little")
+        elif result.face_coverage is not None:
+            print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
         for w in result.windows:
             print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset {w.offset_frames:+d}")
         if args.explain:

@@ -44,7 +44,7 @@ class WindowScore:
 class DetectionResult:
     """Verdict, per-window scores and the explanation of one clip."""
 
-    verdict: str  # "fake" | "real"
+    verdict: str  # "fake" | "real" | "no-face" (no face anywhere in the clip: probabilities say little)
     fake_prob_max: float
     fake_prob_mean: float
     aggregate: str
@@ -65,6 +65,10 @@ class DetectionResult:
     model_training_data: str = "unknown"
     #: False: a synthetic-only model, whose verdicts on real footage say little; None: not recorded
     model_trained_on_real_video: bool | None = None
+    #: a face was found in the clip (None: face crop off, or windows scored without that information)
+    face_found: bool | None = None
+    #: fraction of the frames searched where the tracked face was detected (None: not known)
+    face_coverage: float | None = None
 
     @property
     def fake_prob(self) -> float:
@@ -90,6 +94,7 @@ class DetectionResult:
             "frame_times": np.round(self.frame_times, 4).tolist(),
             "model_training_data": self.model_training_data,
             "model_trained_on_real_video": self.model_trained_on_real_video,
+            "face_found": self.face_found, "face_coverage": self.face_coverage,
         }
         if include_attention:
             d["attention"] = np.round(self.attention, 6).tolist()
@@ -215,12 +220,13 @@ class Detector:
     # --- scoring --------------------------------------------------------------------------------------------
     def detect(self, video_path: str | Path) -> DetectionResult:
         """Decode a video file (frames + audio track) and score it. Decoding failures raise ``DecodeError``."""
-        from pinlite_edge.features import featurise_file
+        from pinlite_edge.features import prepare_windows
 
-        windows = featurise_file(video_path, self.contract, face_crop=self.face_crop,
-                                 stride_seconds=self.stride_seconds)
+        clip, windows = prepare_windows(video_path, self.contract, face_crop=self.face_crop,
+                                        stride_seconds=self.stride_seconds)
         self._warn_if_synthetic_only(video_path)
-        return self.score_windows(windows, str(video_path))
+        return self.score_windows(windows, str(video_path), face_found=clip.face_found,
+                                  face_coverage=clip.face_coverage)
 
     def _warn_if_synthetic_only(self, source: str | Path) -> None:
         """Once per Detector: a model trained on synthetic clips only is being used on a real video file."""
@@ -234,14 +240,20 @@ class Detector:
                       fps: float = 25.0) -> DetectionResult:
         """Score decoded media: ``frames`` uint8 RGB ``(N, H, W, 3)`` at ``fps``, ``audio`` ``(samples,)`` or
         ``(samples, channels)`` at ``sample_rate``. Invalid arrays raise ``InputError``."""
-        from pinlite_edge.features import featurise_arrays
+        from pinlite_edge.features import clip_windows, prepare_arrays
 
-        windows = featurise_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
-                                   stride_seconds=self.stride_seconds)
-        return self.score_windows(windows, "arrays")
+        clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
+                              source="input arrays")
+        windows = clip_windows(clip, self.contract, self.stride_seconds, source="input arrays")
+        return self.score_windows(windows, "arrays", face_found=clip.face_found, face_coverage=clip.face_coverage)
 
-    def score_windows(self, windows: list[Any], source: str = "windows") -> DetectionResult:
-        """Score already-featurised windows (e.g. decoded in worker processes, as `pinlite_edge.scan` does)."""
+    def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
+                      face_coverage: float | None = None) -> DetectionResult:
+        """Score already-featurised windows (e.g. decoded in worker processes, as `pinlite_edge.scan` does).
+
+        ``face_found=False`` (the clip has no face) gives the verdict ``"no-face"``: the probabilities are still
+        reported, but a lip-sync verdict without lips would be a guess.
+        """
         if not windows:
             raise InputError(f"{source}: no window to score")
         outs: list[dict[str, np.ndarray]] = []
@@ -263,11 +275,15 @@ class Detector:
         step = c.window_seconds / c.num_frames
         times = np.array([[w.start_seconds + k * step for k in range(c.num_frames)] for w in windows])
         top = int(np.argmax(probs))
+        verdict = "fake" if decisive >= self.threshold else "real"
+        if face_found is False:
+            verdict = "no-face"
         return DetectionResult(
-            verdict="fake" if decisive >= self.threshold else "real", fake_prob_max=p_max, fake_prob_mean=p_mean,
+            verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
             aggregate=self.aggregate, threshold=self.threshold, offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
             offset_confidence=float(mean_offset.max()), windows=scores, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=source, model=self.runner.name,
             explain_frames=_display_frames(windows[top].frames, c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
+            face_found=face_found, face_coverage=face_coverage,
         )

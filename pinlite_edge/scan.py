@@ -13,9 +13,11 @@ One JSON line per file::
 
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
      "offset_frames": 3, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
-     "window_starts": [...], "error": null, "error_type": null, "seconds": 0.41}
+     "window_starts": [...], "face_found": true, "face_coverage": 0.97, "error": null, "error_type": null,
+     "seconds": 0.41}
 
-Bad files have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
+A clip where no face is found anywhere has ``"verdict": "no-face"`` (its probabilities are still recorded). Bad files
+have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class ScanSummary:
     failed: int
     fake: int
     seconds: float
+    no_face: int = 0  # scored, but no face anywhere in the clip (verdict "no-face")
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -128,12 +131,12 @@ def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: 
     import numpy as np
 
     from pinlite_edge.contract import InputContract
-    from pinlite_edge.features import featurise_file
+    from pinlite_edge.features import prepare_windows
 
     start = time.perf_counter()
     try:
-        windows = featurise_file(path, InputContract.from_dict(contract), face_crop=face_crop,
-                                 stride_seconds=stride, timeout_s=timeout_s)
+        clip, windows = prepare_windows(path, InputContract.from_dict(contract), face_crop=face_crop,
+                                        stride_seconds=stride, timeout_s=timeout_s)
     except PinliteError as exc:
         return {"path": path, "error": str(exc), "error_type": type(exc).__name__,
                 "seconds": time.perf_counter() - start}
@@ -143,6 +146,7 @@ def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: 
                 "error_type": type(exc).__name__, "seconds": time.perf_counter() - start}
     return {"path": path, "frames": np.stack([w.frames for w in windows]),
             "mfcc": np.stack([w.mfcc for w in windows]), "starts": [w.start_seconds for w in windows],
+            "face_found": clip.face_found, "face_coverage": clip.face_coverage,
             "seconds": time.perf_counter() - start}
 
 
@@ -214,13 +218,15 @@ def _score(detector: Any, job: dict[str, Any]) -> Any:
     from pinlite_edge.features import Window
 
     windows = [Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(job["frames"], job["mfcc"], job["starts"])]
-    return detector.score_windows(windows, job["path"])
+    return detector.score_windows(windows, job["path"], face_found=job.get("face_found"),
+                                  face_coverage=job.get("face_coverage"))
 
 
 def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
-                           "window_fake_probs": [], "window_starts": [], "error": job.get("error"),
+                           "window_fake_probs": [], "window_starts": [], "face_found": job.get("face_found"),
+                           "face_coverage": job.get("face_coverage"), "error": job.get("error"),
                            "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
     if error is not None:
         rec["error"], rec["error_type"] = str(error), type(error).__name__
@@ -229,7 +235,9 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                    fake_prob_mean=round(result.fake_prob_mean, 6), offset_frames=result.offset_frames,
                    offset_confidence=round(result.offset_confidence, 6), windows=len(result.windows),
                    window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
-                   window_starts=[round(w.start_seconds, 4) for w in result.windows])
+                   window_starts=[round(w.start_seconds, 4) for w in result.windows],
+                   face_found=result.face_found,
+                   face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4))
     return rec
 
 
@@ -265,7 +273,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         options["threads"] = cfg.threads
     detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
                              face_crop=cfg.face_crop, batch_size=cfg.batch, **options)
-    scored = failed = fake = 0
+    scored = failed = fake = no_face = 0
     writer = JsonlWriter(cfg.out)
     try:
         from tqdm import tqdm
@@ -285,6 +293,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
             if rec["error"] is None:
                 scored += 1
                 fake += rec["verdict"] == "fake"
+                no_face += rec["verdict"] == "no-face"
             else:
                 failed += 1
                 log.info("%s: %s", job["path"], rec["error"])
@@ -295,7 +304,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         writer.close()
         detector.close()
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, no_face=no_face)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -340,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake), {summary.failed} failed, "
+    no_face = f", {summary.no_face} without a face" if summary.no_face else ""
+    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}), {summary.failed} failed, "
           f"{summary.skipped} already in {args.out}; {summary.seconds:.1f} s")
     return 0
 

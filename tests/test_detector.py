@@ -50,7 +50,10 @@ def _check_result(result, num_frames: int = 16) -> None:
     probs = result.fake_prob_per_window
     assert np.all((probs >= 0) & (probs <= 1))
     assert result.fake_prob_max == pytest.approx(probs.max()) and result.fake_prob_mean == pytest.approx(probs.mean())
-    assert result.verdict == ("fake" if result.fake_prob >= result.threshold else "real")
+    if result.face_found is False:  # no face anywhere: no lip-sync verdict, probabilities still reported
+        assert result.verdict == "no-face"
+    else:
+        assert result.verdict == ("fake" if result.fake_prob >= result.threshold else "real")
     assert -5 <= result.offset_frames <= 5 and all(-5 <= w.offset_frames <= 5 for w in result.windows)
     assert result.frame_saliency.shape == (n, num_frames)
     # attention rows (audio tokens) each sum to 1, so the frame saliencies of a window sum to the token count
@@ -66,7 +69,9 @@ def test_detect_synthetic_video(detector, synthetic_video, tmp_path):
     assert len(result.windows) == 4  # 2.0 s: windows at 0, 0.64, 1.28 and one aligned to the end
     assert [w.start_seconds for w in result.windows][:3] == pytest.approx([0.0, 0.64, 1.28])
     d = json.loads(result.to_json())
-    assert d["verdict"] in ("real", "fake") and len(d["windows"]) == 4 and "attention" not in d
+    # the drawn synthetic face is no face to the Haar cascade: the clip says so instead of a confident verdict
+    assert d["verdict"] == "no-face" and d["face_found"] is False and d["face_coverage"] == 0.0
+    assert len(d["windows"]) == 4 and "attention" not in d and 0.0 <= d["fake_prob"] <= 1.0
     png = result.save_explanation(tmp_path / "explain.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -94,11 +99,11 @@ def test_detect_arrays_rejects_bad_input(detector, synthetic_video):
 def test_threshold_and_aggregate(model_files, synthetic_video):
     from pinlite_edge import Detector
 
-    path, _ = synthetic_video
-    with Detector.load(model_files["onnx"], threshold=0.0, aggregate="mean", threads=1) as det:
+    path, _ = synthetic_video  # drawn faces, already cropped: face_crop=False (no face search, no "no-face")
+    with Detector.load(model_files["onnx"], threshold=0.0, aggregate="mean", threads=1, face_crop=False) as det:
         r = det.detect(path)
-    assert r.verdict == "fake" and r.fake_prob == r.fake_prob_mean
-    with Detector.load(model_files["onnx"], threshold=1.0, threads=1) as det:
+    assert r.verdict == "fake" and r.fake_prob == r.fake_prob_mean and r.face_found is None
+    with Detector.load(model_files["onnx"], threshold=1.0, threads=1, face_crop=False) as det:
         assert det.detect(path).verdict == "real"
     with pytest.raises(ValueError, match="aggregate"):
         Detector.load(model_files["onnx"], aggregate="median")
@@ -119,6 +124,8 @@ def test_detect_grid_clip(detector, grid_clips):
     result = detector.detect(grid_clips[0])
     _check_result(result)
     assert len(result.windows) >= 4  # GRID sentences last about 3 s
+    assert result.face_found is True and result.face_coverage > 0.9 and result.verdict in ("real", "fake")
+    assert result.to_dict()["face_found"] is True
 
 
 def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
@@ -129,9 +136,13 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert main([str(path), "--model", str(model_files["onnx"]), "--json", "--explain", str(png),
                  "--threads", "1"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["verdict"] in ("real", "fake") and len(d["frame_saliency"]) == 4
+    assert d["verdict"] == "no-face" and len(d["frame_saliency"]) == 4  # drawn face: see test_detect_synthetic_video
     assert png.stat().st_size > 0
     assert main([str(path), "--model", str(model_files["onnx"])]) == 0
-    assert "P(fake) max" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NO-FACE" in out and "P(fake) max" in out and "no face found" in out
+    assert main([str(path), "--model", str(model_files["onnx"]), "--no-face-crop"]) == 0
+    out = capsys.readouterr().out
+    assert "NO-FACE" not in out and ("REAL" in out or "FAKE" in out)
     assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2
     assert "cannot decode" in capsys.readouterr().err

@@ -16,10 +16,12 @@ from pinlite_edge.features.facecrop import (
 from pinlite_edge.features.frames import normalise_frames, sample_indices
 from pinlite_edge.features.mfcc import compute_mfcc, normalise_mfcc, raw_mfcc
 from pinlite_edge.features.pipeline import (
+    CROP_SOURCE_MAX_SIDE,
     featurise_arrays,
     featurise_file,
     prepare_arrays,
     prepare_file,
+    prepare_windows,
     validate_arrays,
 )
 from pinlite_edge.features.resample import resample_audio, to_mono
@@ -27,8 +29,10 @@ from pinlite_edge.features.video import FALLBACK_FPS, DecodedVideo, decode_video
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_at, window_starts
 
 __all__ = [
-    "ClipFaces", "DEFAULT_TIMEOUT_S", "FALLBACK_FPS", "Deadline", "DecodedAudio", "DecodedVideo", "FaceBox", "FaceCropConfig",
-    "PreparedClip", "Window", "clip_windows", "compute_mfcc", "decode_audio", "decode_video", "detect_face_box", "face_detector_available",
-    "featurise_arrays", "featurise_file", "normalise_frames", "normalise_mfcc", "prepare_arrays", "prepare_file",
-    "raw_mfcc", "resample_audio", "sample_indices", "to_mono", "track_frames", "validate_arrays", "window_at", "window_starts",
+    "CROP_SOURCE_MAX_SIDE", "ClipFaces", "DEFAULT_TIMEOUT_S", "FALLBACK_FPS", "Deadline", "DecodedAudio",
+    "DecodedVideo", "FaceBox", "FaceCropConfig", "PreparedClip", "Window", "clip_windows", "compute_mfcc",
+    "decode_audio", "decode_video", "detect_face_box", "face_detector_available", "featurise_arrays",
+    "featurise_file", "normalise_frames", "normalise_mfcc", "prepare_arrays", "prepare_file", "prepare_windows",
+    "raw_mfcc", "resample_audio", "sample_indices", "to_mono", "track_frames", "validate_arrays", "window_at",
+    "window_starts",
 ]

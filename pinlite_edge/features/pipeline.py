@@ -136,19 +136,29 @@ def featurise_arrays(
     return clip_windows(clip, contract, stride_seconds, source="input arrays")
 
 
+def prepare_windows(
+    path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE,
+) -> tuple[PreparedClip, list[Window]]:
+    """:func:`prepare_file` and the windows cut from it (callers that report ``face_found`` / ``face_coverage``)."""
+    clip = prepare_file(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
+                        max_side=max_side)
+    try:
+        return clip, clip_windows(clip, contract, stride_seconds, source=str(path))
+    except InputError as exc:
+        raise DecodeError(path, str(exc)) from None
+
+
 def featurise_file(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
     max_side: int | None = CROP_SOURCE_MAX_SIDE,
 ) -> list[Window]:
     """Decode ``path`` and cut it into model windows (``stride_seconds`` defaults to one window, no overlap)."""
-    clip = prepare_file(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
-                        max_side=max_side)
-    try:
-        return clip_windows(clip, contract, stride_seconds, source=str(path))
-    except InputError as exc:
-        raise DecodeError(path, str(exc)) from None
+    return prepare_windows(path, contract, face_crop=face_crop, stride_seconds=stride_seconds, timeout_s=timeout_s,
+                           face_config=face_config, max_side=max_side)[1]
 
 
-__all__ = ["featurise_arrays", "featurise_file", "prepare_arrays", "prepare_file", "validate_arrays",
-           "window_starts"]
+__all__ = ["CROP_SOURCE_MAX_SIDE", "featurise_arrays", "featurise_file", "prepare_arrays", "prepare_file",
+           "prepare_windows", "validate_arrays", "window_starts"]
