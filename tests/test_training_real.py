@@ -180,11 +180,23 @@ def test_split_file_is_respected_and_keeps_speakers_in_one_split(talking_root):
         read_split_file(bad)
 
 
-def test_hash_split_without_split_file_hashes_the_speaker_group(talking_root):
+def test_hash_split_without_split_file_hashes_the_speaker_group(talking_root, tmp_path):
     clips = FolderDataset._list_clips(talking_root, talking_root / "labels.csv", SyncPairConfig(), None)
     assert {c.rel: c.speaker_group for c in clips} == GROUPS  # from the PROVENANCE.json files, recursively
     split_of = {c.rel: c.split for c in clips}
     assert split_of["a/s1.mp4"] == split_of["b/s4.mp4"]  # one speaker, one split
+
+    # 30 files of two speakers (listing only: the files are not decoded): two splits at most, one per speaker
+    for i in range(30):
+        (tmp_path / "many" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "many" / f"d{i % 3}" / f"f{i:02d}.mp4").write_bytes(b"")
+    for d in range(3):
+        records = [{"file": f"f{i:02d}.mp4", "speaker_group": f"spk{i % 2}"} for i in range(d, 30, 3)]
+        (tmp_path / "many" / f"d{d}" / "PROVENANCE.json").write_text(json.dumps(records))
+    many = FolderDataset._list_clips(tmp_path / "many", tmp_path / "many" / "labels.csv", SyncPairConfig(), None)
+    assert len(many) == 30
+    assert {(c.speaker_group, c.split) for c in many} == {(g, next(c.split for c in many if c.speaker_group == g))
+                                                           for g in ("spk0", "spk1")}
 
 
 @pytest.mark.skipif(not (REAL_AV / "talking").is_dir(), reason=f"real clips not found in {REAL_AV}")
