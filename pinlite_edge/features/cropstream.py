@@ -55,8 +55,7 @@ class CropStream:
             return
         if self._track is None:
             self._track, self._det_size = new_track(yuv.height, yuv.width, self.fps, self.config)
-            p = self._track.params
-            self._hold = 2 * p.smooth_radius + p.max_gap
+            self._hold = self._track.lookahead_frames()
         self._track.observe(len(self._track.raw), grey_for_detection(frame, turns, self._det_size))
         self._pending.append(yuv)
         if len(self._pending) >= self._hold + BLOCK:

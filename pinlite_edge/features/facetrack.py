@@ -15,7 +15,8 @@ mean (``smooth_seconds`` each), so the crop does not jitter from frame to frame.
 
 Everything a frame's box depends on lies at most :meth:`FaceTrack.lookahead_frames` frames ahead, so a streaming
 decoder can emit each frame's crop that many frames after it was decoded (bounded memory), and gets the same boxes
-as a pass over the whole clip.
+as a pass over the whole clip (except frames before a first detection more than that far into the clip: they get no
+box, i.e. the centre crop, where a whole-clip pass would hold the first detection).
 """
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ class FaceTrack:
     image's source (``scale`` = detection pixels per source pixel).
 
     Feed frames in order with :meth:`observe` (it decides whether to run the detector on that frame); ask for the
-    smoothed box of frame ``i`` with :meth:`box` once frame ``i + lookahead_frames()`` has been observed, or at the end.
+    smoothed boxes of frames up to ``i`` with :meth:`boxes` once frame ``i + lookahead_frames()`` has been observed,
+    or at the end.
     """
 
     def __init__(self, params: TrackParams, scale: float, *, min_neighbors: int = 5):
@@ -146,9 +148,10 @@ class FaceTrack:
 
     # ---------------------------------------------------------------- detection
     def lookahead_frames(self) -> int:
-        """Frames after ``i`` that :meth:`box` (i) may depend on."""
+        """How many frames after frame ``i`` must be observed before its box is final (what :meth:`boxes` reads:
+        the smoothing's two centred windows, then the next detection within ``max_gap`` for interpolation)."""
         p = self.params
-        return 2 * p.smooth_radius + p.max_gap + 1
+        return 2 * p.smooth_radius + p.max_gap
 
     def _tracking(self, i: int) -> bool:
         return self._last is not None and i - self._last_index <= self.params.max_gap
@@ -249,8 +252,9 @@ class FaceTrack:
         """
         r = self.params.smooth_radius
         n = len(self.raw)
-        if not final and hi + 2 * r > n:
-            raise ValueError(f"boxes up to frame {hi} need frames up to {hi + 2 * r}, only {n} observed")
+        if not final and hi + self.lookahead_frames() > n:
+            raise ValueError(f"boxes up to frame {hi} need {self.lookahead_frames()} frames after it, only {n} "
+                             "observed")
         a, b = max(0, lo - 2 * r), min(n, hi + 2 * r)
         f = np.stack([self._filled(j) for j in range(a, b)])
         c = np.stack([f[:, 0] + f[:, 2] / 2, f[:, 1] + f[:, 3] / 2, np.maximum(f[:, 2], f[:, 3])], axis=1)
