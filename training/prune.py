@@ -185,7 +185,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
         def report(step: int, removed: dict[str, Any] | None) -> dict[str, Any]:
             m = evaluate(model, val_loader, ctx.device, reference_attention=reference).metrics
             row = {"step": step, "removed": removed, "heads_per_layer": list(model.config.heads_per_layer),
-                   "params": count_parameters(model), "val_accuracy": m["accuracy"], "val_loss": m["loss"],
+                   "params": count_parameters(model), "val_auc": m["auc"], "val_accuracy": m["accuracy"],
+                   "val_loss": m["loss"],
                    "val_f1": m["f1"], "val_eps": m["eps"], "eps_reference": eps_reference}
             log.info("prune step %d: heads %s, %d params, val accuracy %.4f, EPS %.3f", step,
                      row["heads_per_layer"], row["params"], row["val_accuracy"], row["val_eps"])
@@ -224,7 +225,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
                       "stage": "prune", "kind": "student", "config": cfg.to_dict(), "source_student": cfg.student,
                       "teachers": teacher_record(cfg.teachers), "prune_steps": steps,
                       "params": count_parameters(model), "heads_per_layer": list(model.config.heads_per_layer),
-                      "best": {"accuracy": steps[-1]["val_accuracy"], "loss": steps[-1]["val_loss"],
+                      "best": {"auc": steps[-1]["val_auc"], "accuracy": steps[-1]["val_accuracy"],
+                               "loss": steps[-1]["val_loss"],
                                "eps": steps[-1]["val_eps"]}, "complete": True}
             save_checkpoint(final, model, record)
         return PruneResult(final, steps)

@@ -1,8 +1,8 @@
 """Frozen-teacher outputs (logits + attention), computed ONCE per (teacher weights, dataset split).
 
 Caching is only valid because training samples are deterministic and un-augmented: sample ``i`` of a split is the
-same tensor in every epoch (true for every dataset of this package; a future augmentation must disable the cache,
-``--no-teacher-cache``). Entries live in memory for the process and on disk as safetensors files named by
+same tensor in every epoch. Augmented training splits (real-video train splits by default, ``Split.augmented``) are
+not cached: ``distill.distillation_objective`` runs the teacher on every batch for them. Entries live in memory for the process and on disk as safetensors files named by
 ``sha256(teacher weights sha256, dataset fingerprint)``, so a second run (or an ablation) reuses them.
 """
 from __future__ import annotations

@@ -145,8 +145,11 @@ def coerce_option(value: Any, hint: Any, name: str, where: str) -> Any:
     try:
         return _coerce(value, hint, name, where)
     except _Mismatch:
+        hint_json = ""
+        if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+            hint_json = "; it was not read as JSON: quote keys and strings, e.g. KEY='{\"name\": 2}'"
         raise DatasetError(f"dataset option {name!r} of {where}: expected {describe_hint(hint)}, got {value!r}"
-                           f" ({type(value).__name__})") from None
+                           f" ({type(value).__name__}){hint_json}") from None
 
 
 def build_config(cls: type, values: Mapping[str, Any], name: str, where: str | None = None) -> Any:
