@@ -254,13 +254,13 @@ def test_streaming_boxes_equal_whole_clip_boxes(grid):
     h, w = frames.shape[1:3]
     cfg = FaceCropConfig()
     size = detection_size(h, w, cfg.detect_side)
-    greys = [equalised_grey(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), size) for f in frames]
+    greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     params = TrackParams.from_config(cfg, 25.0)
-    whole = FaceTrack(params, size[0] / float(w))
+    whole = FaceTrack(params, size)
     for i, g in enumerate(greys):
         whole.observe(i, g)
     expected = whole.boxes(0, len(frames))
-    stream = FaceTrack(params, size[0] / float(w))
+    stream = FaceTrack(params, size)
     hold = stream.lookahead_frames()
     got, done = [], 0
     for i, g in enumerate(greys):

@@ -16,7 +16,7 @@ import numpy as np
 from pinlite_edge.features.facecrop import ClipFaces, FaceBox, FaceCropConfig, centre_box, finish, mouth_box, new_track
 from pinlite_edge.features.facetrack import FaceTrack
 from pinlite_edge.features.video import sane_fps
-from pinlite_edge.features.yuvframe import YuvFrame, grey_for_detection
+from pinlite_edge.features.yuvframe import YuvFrame
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ class CropStream:
         self.boxes: list[FaceBox] = []
         self._pending: deque[YuvFrame] = deque()
         self._track: FaceTrack | None = None
-        self._det_size: tuple[int, int] = (0, 0)
         self._hold = 0  # frames after the newest observed one that a box may depend on
 
     def start(self, declared_fps: float | None) -> None:
@@ -54,9 +53,9 @@ class CropStream:
             self.crops.append(yuv.crop_rgb(box, self.size))
             return
         if self._track is None:
-            self._track, self._det_size = new_track(yuv.height, yuv.width, self.fps, self.config)
+            self._track = new_track(yuv.height, yuv.width, self.fps, self.config)
             self._hold = self._track.lookahead_frames()
-        self._track.observe(len(self._track.raw), grey_for_detection(frame, turns, self._det_size))
+        self._track.observe(len(self._track.raw), yuv.y)
         self._pending.append(yuv)
         if len(self._pending) >= self._hold + BLOCK:
             self._emit(len(self._pending) - self._hold, final=False)

@@ -39,9 +39,9 @@ class FaceCropConfig:
     """How faces are found, tracked and cropped (recorded in the feature cache key)."""
 
     detect_side: int = 200  # shorter side (px) of the grey image the detector sees; smallest face ~24/200 of it
-    search_every: int = 5  # frames between whole-image searches while no face is tracked
-    follow_every: int = 1  # frames between detections near the tracked face
-    redetect_seconds: float = 2.0  # whole-image search at least this often while tracking
+    search_seconds: float = 0.4  # whole-image searches this far apart while no face is tracked (or following misses)
+    follow_every: int = 4  # frames between detections near the tracked face (frames between: interpolated)
+    redetect_seconds: float | None = None  # also search this often while tracking (None: only when lost)
     max_gap_seconds: float = 1.0  # misses up to this long are interpolated; a track unseen this long is dropped
     smooth_seconds: float = 0.3  # centred moving median, then mean, of this length
     crop_size: float = 0.6  # crop side / face box side
@@ -97,11 +97,10 @@ def mouth_box(face: np.ndarray, height: int, width: int, cfg: FaceCropConfig) ->
     return FaceBox(x=x0, y=y0, size=side, found=True)
 
 
-def new_track(height: int, width: int, fps: float, cfg: FaceCropConfig) -> tuple[FaceTrack, tuple[int, int]]:
-    """A track for frames of ``height`` x ``width`` at ``fps`` and the (width, height) of its detection images."""
-    size = detection_size(height, width, cfg.detect_side)
-    track = FaceTrack(TrackParams.from_config(cfg, fps), scale=size[0] / float(width), min_neighbors=cfg.min_neighbors)
-    return track, size
+def new_track(height: int, width: int, fps: float, cfg: FaceCropConfig) -> FaceTrack:
+    """A face track for upright frames of ``height`` x ``width`` at ``fps``."""
+    return FaceTrack(TrackParams.from_config(cfg, fps), detection_size(height, width, cfg.detect_side),
+                     min_neighbors=cfg.min_neighbors)
 
 
 def finish(track: FaceTrack, boxes: list[FaceBox], cfg: FaceCropConfig, source: str) -> ClipFaces:
@@ -119,9 +118,9 @@ def track_frames(frames: np.ndarray, fps: float, config: FaceCropConfig | None =
     """Track the face over ``frames`` (uint8 RGB ``(N, H, W, 3)``) and return each frame's mouth crop square."""
     cfg = config or FaceCropConfig()
     n, height, width = frames.shape[:3]
-    track, size = new_track(height, width, fps, cfg)
+    track = new_track(height, width, fps, cfg)
     for i in range(n):
-        track.observe(i, equalised_grey(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY), size))
+        track.observe(i, lambda i=i: cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
     faces = track.boxes(0, n)
     boxes = [mouth_box(f, height, width, cfg) for f in faces]
     return finish(track, boxes, cfg, source)

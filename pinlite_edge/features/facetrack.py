@@ -2,10 +2,11 @@
 
 The detector runs on a small grey copy of each frame (luma, shorter side ``FaceCropConfig.detect_side`` px):
 
-* **search** (whole image, frontal cascade, then both profiles): at the first frame, every ``redetect_seconds`` while
-  a face is tracked, and every ``search_every`` frames while none is;
-* **follow** (every ``follow_every`` frames while tracking): only a region around the last face, rescaled so the
-  face is ~``FOLLOW_FACE_PX`` px and searched at sizes 0.7x..1.45x of it, so it costs a fraction of a search.
+* **search** (whole image, frontal cascade, then both profiles): at the first frame, every ``search_seconds`` while no
+  face is tracked or following it has missed for that long, and every ``redetect_seconds`` (if set) while tracking;
+* **follow** (every ``follow_every`` frames while tracking): only a region around the last face (``FOLLOW_MARGIN``
+  of its side on each side), rescaled so the face is ~``FOLLOW_FACE_PX`` px and searched at sizes
+  ``FOLLOW_SIZES`` of it, so it costs a small fraction of a search (Haar cost grows with pixels x scales).
 
 Association keeps ONE face: the candidate that overlaps the last tracked box most (IoU >= ``MIN_IOU``); a new face is
 only taken (the largest candidate) when the track has had no detection for ``max_gap_seconds``. Frames without a
@@ -25,6 +26,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -38,7 +40,11 @@ PROFILE_CASCADE = "haarcascade_profileface.xml"
 #: Smallest face (pixels of the grey detection image) the cascades are trained for.
 MIN_DETECT_PX = 24
 #: In follow mode the region is rescaled so the tracked face is about this many pixels wide.
-FOLLOW_FACE_PX = 36
+FOLLOW_FACE_PX = 30
+#: Follow mode searches this far around the last face box (fraction of its side, each side)...
+FOLLOW_MARGIN = 0.5
+#: ... for faces of these sizes relative to it.
+FOLLOW_SIZES = (0.8, 1.25)
 #: A candidate continues the track when its IoU with the last tracked box is at least this.
 MIN_IOU = 0.25
 
@@ -100,11 +106,22 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def downscale(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 plane (any strides, e.g. a rotated view) -> ``size`` = (width, height) by area averaging; large factors
+    first take every k-th pixel so that INTER_AREA averages the last 2-4x (cheap on HD frames)."""
+    h, w = plane.shape[:2]
+    step = max(1, int(min(w / size[0], h / size[1]) // 2))
+    if step > 1:
+        plane = plane[::step, ::step]
+    plane = np.ascontiguousarray(plane)
+    if (plane.shape[1], plane.shape[0]) == size:
+        return plane
+    return cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
+
+
 def equalised_grey(luma: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Luma (or grey) plane -> the equalised grey detection image of ``size`` = (width, height)."""
-    if (luma.shape[1], luma.shape[0]) != size:
-        luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
-    return cv2.equalizeHist(np.ascontiguousarray(luma))
+    return cv2.equalizeHist(downscale(luma, size))
 
 
 @dataclass(frozen=True)
@@ -113,30 +130,30 @@ class TrackParams:
 
     search_every: int
     follow_every: int
-    redetect_every: int
+    redetect_every: int | None
     max_gap: int
     smooth_radius: int
 
     @classmethod
     def from_config(cls, cfg: "object", fps: float) -> "TrackParams":
         frames = lambda s: max(1, int(round(s * fps)))  # noqa: E731
-        return cls(search_every=max(1, int(cfg.search_every)), follow_every=max(1, int(cfg.follow_every)),
-                   redetect_every=frames(cfg.redetect_seconds), max_gap=frames(cfg.max_gap_seconds),
+        return cls(search_every=frames(cfg.search_seconds), follow_every=max(1, int(cfg.follow_every)),
+                   redetect_every=None if cfg.redetect_seconds is None else frames(cfg.redetect_seconds),
+                   max_gap=frames(cfg.max_gap_seconds),
                    smooth_radius=max(0, int(round(cfg.smooth_seconds * fps / 2.0))))
 
 
 class FaceTrack:
-    """Online face track over a clip's frames; boxes in full-frame pixels ``[x, y, w, h]`` of the detection grey
-    image's source (``scale`` = detection pixels per source pixel).
+    """Online face track over a clip's frames; boxes ``[x, y, w, h]`` in pixels of the (upright) frames observed.
 
-    Feed frames in order with :meth:`observe` (it decides whether to run the detector on that frame); ask for the
+    ``detect_size``: (width, height) of the grey image whole-frame searches run on. Feed frames in order with :meth:`observe` (it decides whether to run the detector on that frame); ask for the
     smoothed boxes of frames up to ``i`` with :meth:`boxes` once frame ``i + lookahead_frames()`` has been observed,
     or at the end.
     """
 
-    def __init__(self, params: TrackParams, scale: float, *, min_neighbors: int = 5):
+    def __init__(self, params: TrackParams, detect_size: tuple[int, int], *, min_neighbors: int = 5):
         self.params = params
-        self.scale = scale
+        self.detect_size = detect_size
         self.min_neighbors = min_neighbors
         self.raw: list[np.ndarray | None] = []  # chosen detection per frame (source pixels), None: no detection
         self.probed: list[bool] = []  # the detector ran on this frame
@@ -161,24 +178,28 @@ class FaceTrack:
         p = self.params
         if self._tracking(i):
             since_search = i - self._last_search
-            if since_search >= p.redetect_every or (i - self._last_index > p.search_every
-                                                     and since_search >= p.search_every):
+            periodic = p.redetect_every is not None and since_search >= p.redetect_every
+            if periodic or (i - self._last_index > p.search_every and since_search >= p.search_every):
                 return "search"  # periodic re-check, or following has missed for a while
             return "follow" if (i - self._last_index) % p.follow_every == 0 else None
         return "search" if i - self._last_search >= p.search_every else None
 
-    def observe(self, i: int, gray: np.ndarray) -> None:
-        """Frame ``i`` (consecutive from 0): ``gray`` is its equalised grey detection image."""
+    def observe(self, i: int, luma: np.ndarray | Callable[[], np.ndarray]) -> None:
+        """Frame ``i`` (consecutive from 0): ``luma`` is its full-size grey (or luma) plane, a view is fine, or a
+        function returning it (called only when the detector runs on this frame)."""
         if i != len(self.raw):
             raise ValueError(f"frames must be observed in order: expected {len(self.raw)}, got {i}")
         mode = self.wants(i)
         cands: list[np.ndarray] = []
+        if mode is not None and callable(luma):
+            luma = luma()
         if mode == "search":
             self._last_search = i
-            cands = detect_faces(gray, min_neighbors=self.min_neighbors)
+            scale = self.detect_size[0] / float(luma.shape[1])
+            cands = [c / scale for c in detect_faces(equalised_grey(luma, self.detect_size),
+                                                     min_neighbors=self.min_neighbors)]
         elif mode == "follow":
-            cands = self._follow(gray)
-        cands = [c / self.scale for c in cands]
+            cands = self._follow(luma)
         det = self._associate(i, cands) if mode else None
         self.raw.append(det)
         self.probed.append(mode is not None)
@@ -190,20 +211,21 @@ class FaceTrack:
                 self._next[k] = i
                 k -= 1
 
-    def _follow(self, gray: np.ndarray) -> list[np.ndarray]:
-        """Detect near the last box only: a region 3x its size, rescaled so the face is ~FOLLOW_FACE_PX."""
-        x, y, w, h = self._last * self.scale
+    def _follow(self, luma: np.ndarray) -> list[np.ndarray]:
+        """Detect near the last box only (see the module doc)."""
+        x, y, w, h = self._last
         side = max(w, h)
-        x0, y0 = int(max(0, x - side)), int(max(0, y - side))
-        x1, y1 = int(min(gray.shape[1], x + w + side)), int(min(gray.shape[0], y + h + side))
-        if x1 - x0 < MIN_DETECT_PX or y1 - y0 < MIN_DETECT_PX:
-            return []
-        roi = gray[y0:y1, x0:x1]
+        m = FOLLOW_MARGIN * side
+        x0, y0 = int(max(0, x - m)), int(max(0, y - m))
+        x1, y1 = int(min(luma.shape[1], x + w + m)), int(min(luma.shape[0], y + h + m))
         k = min(1.0, FOLLOW_FACE_PX / side)
-        if k < 1.0:
-            roi = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
-                             interpolation=cv2.INTER_AREA)
-        found = detect_faces(roi, min_px=int(0.7 * side * k), max_px=int(math.ceil(1.45 * side * k)) + 1,
+        size = (round((x1 - x0) * k), round((y1 - y0) * k))
+        if min(size) < MIN_DETECT_PX:
+            return []
+        roi = cv2.equalizeHist(downscale(luma[y0:y1, x0:x1], size))
+        k = size[0] / float(x1 - x0)
+        found = detect_faces(roi, min_px=int(FOLLOW_SIZES[0] * side * k),
+                             max_px=int(math.ceil(FOLLOW_SIZES[1] * side * k)) + 1,
                              min_neighbors=max(3, self.min_neighbors - 2))
         return [np.array([b[0] / k + x0, b[1] / k + y0, b[2] / k, b[3] / k]) for b in found]
 

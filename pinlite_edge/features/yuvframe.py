@@ -1,13 +1,13 @@
 """Decoded PyAV frames as upright YUV 4:2:0 planes: small grey copies for the face detector and RGB crops.
 
 Converting a whole HD frame to RGB costs more than decoding it; the model only needs a small square of it. So a frame
-is kept as its Y, U, V planes (views of the decoder's buffers when it already is 8-bit 4:2:0 with even sides, else one
-swscale conversion), turned upright with views (:mod:`~pinlite_edge.features.rotation`), and only the crop square is
-resized and converted to RGB (BT.601 limited range, as swscale's default). The detector's grey copy is scaled from the
-luma plane by swscale directly.
+is kept as its Y, U, V planes (views of the decoder's buffers when it is 8-bit planar 4:2:0, 4:2:2 or 4:4:4 with even
+sides within ``max_side``, else one swscale conversion to 4:2:0), turned upright with views (:mod:`~pinlite_edge.features.rotation`), and only the crop square is
+resized and converted to RGB (BT.601 limited range, as swscale's default). The face detector reads the luma plane.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,21 +33,41 @@ def bounded_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return _even(round(width * scale)), _even(round(height * scale))
 
 
+#: 8-bit planar YUV formats used as decoded (no conversion), with their chroma subsampling read from the planes.
+DIRECT_FORMATS = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p"})
+_JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: full-range YUV
+
+
+@functools.lru_cache(maxsize=1)
+def _full_to_limited() -> tuple[np.ndarray, np.ndarray]:
+    """uint8 tables mapping full-range luma / chroma to the limited range cv2's YUV->RGB expects."""
+    v = np.arange(256, dtype=np.float64)
+    luma = np.clip(np.round(16 + v * 219 / 255), 0, 255).astype(np.uint8)
+    chroma = np.clip(np.round(128 + (v - 128) * 224 / 255), 0, 255).astype(np.uint8)
+    return luma, chroma
+
+
 @dataclass
 class YuvFrame:
-    """Upright planes of one frame: ``y`` (H, W), ``u`` and ``v`` (H/2, W/2); H and W even. Views, not copies."""
+    """Upright planes of one frame: ``y`` (H, W), ``u`` and ``v`` (H / sy, W / sx) for 4:2:0, 4:2:2 or 4:4:4; H and W
+    even. Views of the decoded frame, not copies. ``full_range``: JPEG-range values (converted per crop)."""
 
     y: np.ndarray
     u: np.ndarray
     v: np.ndarray
+    full_range: bool = False
 
     @classmethod
     def from_av(cls, frame: Any, turns: int, max_side: int | None) -> "YuvFrame":
         width, height = bounded_size(frame.width, frame.height, max_side)
-        if frame.format.name != "yuv420p" or (width, height) != (frame.width, frame.height):
+        name = frame.format.name
+        if name not in DIRECT_FORMATS or (width, height) != (frame.width, frame.height):
             frame = frame.reformat(format="yuv420p", width=width, height=height)
+            full = False  # swscale converted to limited range
+        else:
+            full = name.startswith("yuvj") or getattr(frame, "color_range", 0) == _JPEG_RANGE
         y, u, v = (_plane(p) for p in frame.planes[:3])
-        return cls(rotate(y, turns), rotate(u, turns), rotate(v, turns))
+        return cls(rotate(y, turns), rotate(u, turns), rotate(v, turns), full)
 
     @property
     def height(self) -> int:
@@ -61,25 +81,22 @@ class YuvFrame:
         """RGB uint8 ``(size, size, 3)`` of the square ``box`` (snapped to even pixels for the chroma planes)."""
         x0, y0 = box.x // 2 * 2, box.y // 2 * 2
         side = _even(min(box.size, self.width - x0, self.height - y0))
+        sx, sy = self.width // self.u.shape[1], self.height // self.u.shape[0]
         even = size + size % 2
         interp = cv2.INTER_AREA if side > even else cv2.INTER_LINEAR
         yc = np.ascontiguousarray(self.y[y0:y0 + side, x0:x0 + side])
-        cy, cx, cs = y0 // 2, x0 // 2, side // 2
-        uc = np.ascontiguousarray(self.u[cy:cy + cs, cx:cx + cs])
-        vc = np.ascontiguousarray(self.v[cy:cy + cs, cx:cx + cs])
+        window = (slice(y0 // sy, (y0 + side) // sy), slice(x0 // sx, (x0 + side) // sx))
+        uc, vc = np.ascontiguousarray(self.u[window]), np.ascontiguousarray(self.v[window])
         half = (even // 2, even // 2)
-        i420 = np.concatenate([cv2.resize(yc, (even, even), interpolation=interp).ravel(),
-                               cv2.resize(uc, half, interpolation=interp).ravel(),
-                               cv2.resize(vc, half, interpolation=interp).ravel()]).reshape(even * 3 // 2, even)
+        planes = [cv2.resize(yc, (even, even), interpolation=interp),
+                  cv2.resize(uc, half, interpolation=cv2.INTER_AREA),
+                  cv2.resize(vc, half, interpolation=cv2.INTER_AREA)]
+        if self.full_range:
+            luma, chroma = _full_to_limited()
+            planes = [cv2.LUT(planes[0], luma), cv2.LUT(planes[1], chroma), cv2.LUT(planes[2], chroma)]
+        i420 = np.concatenate([p.ravel() for p in planes]).reshape(even * 3 // 2, even)
         rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
         return rgb if even == size else cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def grey_for_detection(frame: Any, turns: int, size: tuple[int, int]) -> np.ndarray:
-    """Equalised upright grey image of ``size`` = (width, height) (upright orientation) scaled by swscale."""
-    w, h = size if turns % 2 == 0 else (size[1], size[0])
-    grey = frame.to_ndarray(format="gray", width=w, height=h)
-    return cv2.equalizeHist(np.ascontiguousarray(rotate(grey, turns)))
 
 
 def rgb_frame(frame: Any, turns: int, max_side: int | None) -> np.ndarray:
