@@ -158,7 +158,6 @@ class FolderDataset(WindowDataset):
                             memory_clips=min(max(4, n_clips), _MAX_MEMORY_CLIPS))
         self.split_file = str(split_path.resolve()) if split_path else None
         self.sync_pairs = pair_cfg
-        self.speaker_groups = {str(root / c.rel): c.speaker_group for c in clips}
         description: dict[str, Any] = {
             "root": str(root.resolve()), "labels_sha256": sha256_file(csv_path) if csv_path.is_file() else None,
             "split_file": self.split_file, "split_file_sha256": sha256_file(split_path) if split_path else None,
