@@ -1,0 +1,293 @@
+"""Face-found rate and featurisation time on every real clip of ``../shared/data/real-av`` (issue #12, item 2).
+
+For each clip (``grid/*.mpg`` and ``talking/*.mp4``) it runs what ``Detector.detect`` runs before the model:
+``pinlite_edge.features.prepare_windows`` = one PyAV decode of audio + video, face tracking, mouth crop, audio
+alignment and resampling, and the MFCC + frame normalisation of every window (default stride). It reports per clip
+``face_found`` and ``face_coverage`` (fraction of the frames the detector ran on where it found the tracked face), and
+the wall time per second of video: the median over ``--repeats`` runs, beside this process's CPU time (robust to other
+processes sharing the core) and the wall time of the decode alone (the same PyAV pass with no consumer), so the share
+of decoding is visible.
+
+Run it on one core, as the target (<= 0.1 s per second of 720p 25 fps video) is stated::
+
+    taskset -c 0 python benchmarks/featurise_real.py --repeats 3
+
+Threads of OpenCV / BLAS are set to 1 here. The machine may be shared: the load average before and after is recorded.
+Writes ``benchmarks/results/featurise_real.{json,md}`` (``--out-dir``, ``--stem``).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from pinlite_edge.contract import contract_for_preset  # noqa: E402
+from pinlite_edge.features import FaceCropConfig, prepare_windows  # noqa: E402
+from pinlite_edge.features.deadline import Deadline  # noqa: E402
+from pinlite_edge.features.decode import decode_media  # noqa: E402
+from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+
+log = logging.getLogger("featurise_real")
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "real-av"
+TARGET_S_PER_S = 0.1  # issue #12: end to end <= 0.1 s per second of 720p 25 fps video on one core
+KEY_CLIPS = {"720p": "facebookresearch_VisualVoice__test_videos__interview.mp4",
+             "1080p": "jixinya_EAMM__test__crop__M030_sad_3_001.mp4"}
+
+
+@dataclass
+class ClipResult:
+    folder: str
+    name: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    video_seconds: float
+    windows: int
+    face_found: bool | None
+    face_coverage: float | None
+    seconds: list[float]  # featurisation wall time of each repeat
+    cpu_seconds: list[float]  # featurisation CPU time (this process) of each repeat
+    decode_seconds: list[float]  # decode-only wall time of each repeat
+
+    @property
+    def s_per_s(self) -> float:
+        return float(np.median(self.seconds)) / self.video_seconds
+
+    @property
+    def cpu_s_per_s(self) -> float:
+        return float(np.median(self.cpu_seconds)) / self.video_seconds
+
+    @property
+    def decode_s_per_s(self) -> float:
+        return float(np.median(self.decode_seconds)) / self.video_seconds
+
+
+class _Null:
+    """Video consumer that drops frames (decode-only timing)."""
+
+    def start(self, declared_fps: float | None) -> None:
+        pass
+
+    def add(self, frame: Any, seconds: float, turns: int) -> None:
+        pass
+
+
+def _clip_geometry(path: Path) -> tuple[int, int]:
+    import av
+
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return int(ctx.width), int(ctx.height)
+
+
+def measure(path: Path, contract: Any, repeats: int, config: FaceCropConfig) -> ClipResult:
+    times, cpu_times, decode_times = [], [], []
+    clip = windows = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        decode_media(path, Deadline(path, None), video=_Null(), require_video=True)
+        decode_times.append(time.perf_counter() - t0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        clip, windows = prepare_windows(path, contract, face_config=config, timeout_s=None)
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+    width, height = _clip_geometry(path)
+    return ClipResult(folder=path.parent.name, name=path.name, width=width, height=height, fps=round(clip.fps, 3),
+                      frames=int(clip.frames.shape[0]), video_seconds=round(clip.video_seconds, 3),
+                      windows=len(windows), face_found=clip.face_found,
+                      face_coverage=None if clip.face_coverage is None else round(clip.face_coverage, 4),
+                      seconds=[round(t, 4) for t in times], cpu_seconds=[round(t, 4) for t in cpu_times],
+                      decode_seconds=[round(t, 4) for t in decode_times])
+
+
+# --------------------------------------------------------------------------------------------- provenance
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "affinity": affinity, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, Any]:
+    import av
+    import cv2
+    import python_speech_features
+    import scipy
+
+    return {"numpy": np.__version__, "av": av.__version__,
+            "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+            "opencv": cv2.__version__, "scipy": scipy.__version__,
+            "python_speech_features": getattr(python_speech_features, "__version__", "unknown")}
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------- report
+def summary(results: list[ClipResult]) -> dict[str, Any]:
+    def rate(rs: list[ClipResult]) -> dict[str, Any]:
+        cov = [r.face_coverage for r in rs if r.face_coverage is not None]
+        return {"clips": len(rs), "face_found": sum(bool(r.face_found) for r in rs),
+                "face_found_rate": round(sum(bool(r.face_found) for r in rs) / len(rs), 4) if rs else None,
+                "mean_face_coverage": round(float(np.mean(cov)), 4) if cov else None,
+                "median_s_per_s": round(float(np.median([r.s_per_s for r in rs])), 4) if rs else None,
+                "median_cpu_s_per_s": round(float(np.median([r.cpu_s_per_s for r in rs])), 4) if rs else None}
+
+    out: dict[str, Any] = {"all": rate(results)}
+    for folder in sorted({r.folder for r in results}):
+        out[folder] = rate([r for r in results if r.folder == folder])
+    for key, name in KEY_CLIPS.items():
+        hit = [r for r in results if r.name == name]
+        if hit:
+            r = hit[0]
+            out[key] = {"clip": name, "s_per_s": round(r.s_per_s, 4), "cpu_s_per_s": round(r.cpu_s_per_s, 4),
+                        "decode_s_per_s": round(r.decode_s_per_s, 4),
+                        "meets_target": r.s_per_s <= TARGET_S_PER_S if key == "720p" else None}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    lines = [
+        "# Featurisation of the real clips: face-found rate and time per second of video",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Commit: `{report['git_commit']}`{' (uncommitted changes)' if report['git_dirty'] else ''}  ",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, run on CPUs "
+        f"{report['machine']['affinity']}; load average before {report['load_before']}, after {report['load_after']}  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items() if k != 'ffmpeg')}; FFmpeg "
+        f"{', '.join(f'{k} {v}' for k, v in report['versions']['ffmpeg'].items())}  ",
+        f"Preset `{report['preset']}` ({report['frame_size']} px crops), {report['repeats']} repeats per clip (median "
+        f"quoted); face crop config: `{report['face_config']}`",
+        "",
+        "What is timed: `prepare_windows` (one PyAV decode of audio and video, face tracking, mouth crop, audio "
+        "alignment + resampling, MFCC and frame normalisation of every window). `decode` is the same PyAV pass "
+        "with no consumer (frames decoded, nothing converted).",
+        "",
+        "## Summary",
+        "",
+        "| set | clips | face found | mean face coverage | median s per s of video (wall) | (CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in ("grid", "talking", "all"):
+        if key in s:
+            r = s[key]
+            lines.append(f"| {key} | {r['clips']} | {r['face_found']}/{r['clips']} | {r['mean_face_coverage']} | "
+                         f"{r['median_s_per_s']} | {r['median_cpu_s_per_s']} |")
+    lines.append("")
+    for key in ("720p", "1080p"):
+        if key in s:
+            r = s[key]
+            target = (f" (target <= {TARGET_S_PER_S}: {'met' if r['meets_target'] else 'MISSED'})"
+                      if key == "720p" else "")
+            lines.append(f"- {key} clip `{r['clip']}`: {r['s_per_s']} s per second of video (wall; CPU "
+                         f"{r['cpu_s_per_s']}), of which decode {r['decode_s_per_s']}{target}")
+    lines += ["", "## Per clip", "",
+              "| folder | clip | size | fps | s | windows | face found | coverage | s/s wall | s/s CPU | decode s/s "
+              "| runs wall (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["clips"]:
+        lines.append(f"| {r['folder']} | {r['name']} | {r['width']}x{r['height']} | {r['fps']} | {r['video_seconds']} "
+                     f"| {r['windows']} | {r['face_found']} | {r['face_coverage']} | {r['s_per_s']:.4f} | "
+                     f"{r['cpu_s_per_s']:.4f} | {r['decode_s_per_s']:.4f} | "
+                     f"{', '.join(f'{t:.3f}' for t in r['seconds'])} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python benchmarks/featurise_real.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with grid/ and talking/ (default: %(default)s)")
+    p.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="input contract (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per clip; the median is quoted")
+    p.add_argument("--only", nargs="*", default=None, help="substrings of clip names to run (default: all)")
+    p.add_argument("--note", action="append", default=[], help="free-text note for the report (repeatable)")
+    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    p.add_argument("--stem", default="featurise_real")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("pinlite_edge").setLevel(logging.ERROR)  # no-face / VFR warnings are in the table
+    import cv2
+
+    cv2.setNumThreads(1)
+    clips = sorted(args.data.glob("grid/*.mpg")) + sorted(args.data.glob("talking/*.mp4"))
+    if args.only:
+        clips = [c for c in clips if any(s in c.name for s in args.only)]
+    if not clips:
+        print(f"error: no clips under {args.data}/grid or {args.data}/talking", file=sys.stderr)
+        return 2
+    contract = contract_for_preset(args.preset)
+    config = FaceCropConfig()
+    load_before = load_average()
+    results = []
+    for path in clips:
+        r = measure(path, contract, args.repeats, config)
+        log.info("%s: face %s coverage %s, %.4f s/s (decode %.4f)", path.name, r.face_found, r.face_coverage,
+                 r.s_per_s, r.decode_s_per_s)
+        results.append(r)
+    report = {
+        "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--",
+                                                                         "pinlite_edge", "benchmarks/featurise_real.py")),
+        "machine": machine(), "versions": versions(), "load_before": load_before, "load_after": load_average(),
+        "preset": args.preset, "frame_size": contract.frame_size, "repeats": args.repeats,
+        "face_config": asdict(config), "target_s_per_s_720p": TARGET_S_PER_S,
+        "summary": summary(results),
+        "clips": [{**asdict(r), "s_per_s": round(r.s_per_s, 4), "cpu_s_per_s": round(r.cpu_s_per_s, 4),
+                   "decode_s_per_s": round(r.decode_s_per_s, 4)}
+                  for r in results],
+        "notes": args.note,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out_dir / f"{args.stem}.json", report)
+    atomic_write_text(args.out_dir / f"{args.stem}.md", markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
