@@ -44,7 +44,7 @@ FOLLOW_FACE_PX = 30
 #: Follow mode searches this far around the last face box (fraction of its side, each side)...
 FOLLOW_MARGIN = 0.5
 #: ... for faces of these sizes relative to it.
-FOLLOW_SIZES = (0.8, 1.25)
+FOLLOW_SIZES = (0.88, 1.15)
 #: A candidate continues the track when its IoU with the last tracked box is at least this.
 MIN_IOU = 0.25
 
