@@ -274,13 +274,25 @@ def test_streaming_boxes_equal_whole_clip_boxes(grid):
 
 
 def test_file_and_arrays_give_the_same_crops(grid):
-    """prepare_file (crops cut from YUV planes while decoding) and prepare_arrays (RGB frames in memory) agree up to
-    colour conversion and resampling differences."""
+    """The crops cut while decoding (face track on the luma plane, crop from YUV planes) and those of prepare_arrays
+    (RGB frames in memory, grey from RGB) are the same squares up to detector noise: centres within 6% and sides
+    within 6% of the crop side on average."""
+    from pinlite_edge.features.cropstream import CropStream
+    from pinlite_edge.features.deadline import Deadline
+    from pinlite_edge.features.decode import decode_media
+
     path, frames, audio, rate = grid
-    a = prepare_file(path, C)
-    b = prepare_arrays(frames, audio, rate, 25.0, C)
-    assert a.frames.shape == b.frames.shape and a.face_found and b.face_found
-    assert np.abs(a.frames.astype(int) - b.frames).mean() < 12
+    stream = CropStream(C.frame_size, FaceCropConfig(), max_side=None, source=str(path))
+    decode_media(path, Deadline(path, None), video=stream, require_video=True)
+    crops, faces = stream.finish()
+    arrays = track_frames(frames, 25.0)
+    a = np.array([[b.x + b.size / 2, b.y + b.size / 2, b.size] for b in stream.boxes], dtype=float)
+    b = np.array([[b.x + b.size / 2, b.y + b.size / 2, b.size] for b in arrays.boxes], dtype=float)
+    assert a.shape == b.shape and faces.found and arrays.found
+    side = b[:, 2].mean()
+    assert np.abs(a[:, :2] - b[:, :2]).mean() < 0.06 * side and np.abs(a[:, 2] - b[:, 2]).mean() < 0.06 * side
+    clip = prepare_arrays(frames, audio, rate, 25.0, C)
+    assert clip.frames.shape == crops.shape and clip.face_found
 
 
 # --------------------------------------------------------------------------------------------- one decode
