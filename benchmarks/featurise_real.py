@@ -237,7 +237,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/featurise_real.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with grid/ and talking/ (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="folder with grid/ and talking/ (default: %(default)s)")
     p.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="input contract (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per clip; the median is quoted")
     p.add_argument("--only", nargs="*", default=None, help="substrings of clip names to run (default: all)")
@@ -271,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(r)
     report = {
         "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--",
-                                                                         "pinlite_edge", "benchmarks/featurise_real.py")),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--", "pinlite_edge", "benchmarks/featurise_real.py")),
         "machine": machine(), "versions": versions(), "load_before": load_before, "load_after": load_average(),
         "preset": args.preset, "frame_size": contract.frame_size, "repeats": args.repeats,
         "face_config": asdict(config), "target_s_per_s_720p": TARGET_S_PER_S,

@@ -246,8 +246,8 @@ def test_crop_is_centred_on_the_mouth(grid):
 
 
 def test_streaming_boxes_equal_whole_clip_boxes(grid):
-    """The crop of frame i is placed once frame i + lookahead_frames() is decoded: with misses (frames 20-39 blanked, so the
-    track interpolates and holds), the boxes computed block by block equal those computed after the whole clip."""
+    """The crop of frame i is placed once frame i + lookahead_frames() is decoded: with misses (frames 20-39 blanked,
+    so the track interpolates and holds), the boxes computed block by block equal those computed after the whole clip."""
     _, frames, _, _ = grid
     frames = frames.copy()
     frames[20:40] = 0

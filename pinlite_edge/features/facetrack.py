@@ -152,9 +152,9 @@ class TrackParams:
 class FaceTrack:
     """Online face track over a clip's frames; boxes ``[x, y, w, h]`` in pixels of the (upright) frames observed.
 
-    ``detect_size``: (width, height) of the grey image whole-frame searches run on. Feed frames in order with :meth:`observe` (it decides whether to run the detector on that frame); ask for the
-    smoothed boxes of frames up to ``i`` with :meth:`boxes` once frame ``i + lookahead_frames()`` has been observed,
-    or at the end.
+    ``detect_size``: (width, height) of the grey image whole-frame searches run on. Feed frames in order with
+    :meth:`observe` (it decides whether to run the detector on that frame); ask for the smoothed boxes of frames up
+    to ``i`` with :meth:`boxes` once frame ``i + lookahead_frames()`` has been observed, or at the end.
     """
 
     def __init__(self, params: TrackParams, detect_size: tuple[int, int], *, min_neighbors: int = 5):

@@ -2,8 +2,8 @@
 
 Converting a whole HD frame to RGB costs more than decoding it; the model only needs a small square of it. So a frame
 is kept as its Y, U, V planes (views of the decoder's buffers when it is 8-bit planar 4:2:0, 4:2:2 or 4:4:4 with even
-sides within ``max_side``, else one swscale conversion to 4:2:0), turned upright with views (:mod:`~pinlite_edge.features.rotation`), and only the crop square is
-resized and converted to RGB (BT.601 limited range, as swscale's default). The face detector reads the luma plane.
+sides within ``max_side``, else one swscale conversion to 4:2:0), turned upright with views
+(:mod:`~pinlite_edge.features.rotation`), and only the crop square is resized and converted to RGB (BT.601 limited range, as swscale's default). The face detector reads the luma plane.
 """
 from __future__ import annotations
 
