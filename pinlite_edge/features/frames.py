@@ -28,19 +28,18 @@ def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(3, 256) float32: the normalised value of every uint8 level per channel (same float32 arithmetic as a direct
-    ``(x / 255 - mean) / std``)."""
-    levels = np.arange(256, dtype=np.float32)[:, None] / 255.0
-    lut = (levels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(lut.T)
+def _normalise_affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 ``scale``, ``offset`` with ``(x / 255 - mean) / std == x * scale + offset`` (to ~1 ulp)."""
+    m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    return (1.0 / (255.0 * s)).astype(np.float32), (-m / s).astype(np.float32)
 
 
 def normalise_frames(frames_uint8: np.ndarray, contract: InputContract) -> np.ndarray:
-    """uint8 ``(T, S, S, 3)`` RGB -> float32 ``(T, 3, S, S)`` ImageNet-normalised (a lookup table per channel)."""
-    lut = _normalise_lut(tuple(contract.mean), tuple(contract.std))
+    """uint8 ``(T, S, S, 3)`` RGB -> float32 ``(T, 3, S, S)`` ImageNet-normalised (one multiply-add per channel)."""
+    scale, offset = _normalise_affine(tuple(contract.mean), tuple(contract.std))
     planes = frames_uint8.transpose(0, 3, 1, 2)
     out = np.empty(planes.shape, dtype=np.float32)
     for c in range(planes.shape[1]):
-        out[:, c] = lut[c][planes[:, c]]
+        np.multiply(planes[:, c], scale[c], out=out[:, c], casting="unsafe")
+        out[:, c] += offset[c]
     return out
