@@ -32,7 +32,8 @@ BACKBONE_SCOPE = "frame_encoder.backbone"
 def stage_strides(backbone: nn.Sequential, frame_size: int) -> list[int]:
     """Output stride of every stage of ``backbone`` (input side / output side) for one ``frame_size`` frame."""
     strides: list[int] = []
-    x = torch.zeros(1, 3, frame_size, frame_size)
+    first = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    x = torch.zeros(1, first.in_channels, frame_size, frame_size)  # 6 channels with a motion input
     was_training = backbone.training
     backbone.eval()
     try:

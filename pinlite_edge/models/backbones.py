@@ -102,6 +102,26 @@ def mobilenet_v3_small_backbone(width: float = 1.0, pretrained: bool | None = No
     return Backbone(nn.Sequential(*net.features), out_channels, used)
 
 
+def widen_stem(blocks: nn.Sequential, in_channels: int) -> None:
+    """Give the first convolution of ``blocks`` ``in_channels`` inputs (a multiple of its current count); every group
+    of new channels starts as a copy of the original (possibly pretrained) filters."""
+    for parent in blocks.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if in_channels % child.in_channels:
+                    raise ValueError(f"cannot widen a {child.in_channels}-channel stem to {in_channels} channels")
+                wide = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                                 child.dilation, child.groups, child.bias is not None)
+                with torch.no_grad():
+                    wide.weight.copy_(child.weight.repeat(1, in_channels // child.in_channels, 1, 1))
+                    if child.bias is not None:
+                        wide.bias.copy_(child.bias)
+                wide.weight.requires_grad_(child.weight.requires_grad)
+                setattr(parent, name, wide)
+                return
+    raise ValueError("the backbone has no convolution to widen")
+
+
 def build_backbone(name: str, width: float, pretrained: bool | None) -> Backbone:
     if name == "resnet18":
         return resnet18_backbone(pretrained)

@@ -26,6 +26,10 @@ class ModelConfig:
     frozen_blocks: int = 0  # leading backbone blocks frozen (stem counts as one)
     dropout: float = 0.1
     relative_position_bias: bool = True  # learned audio-step-to-frame distance bias in every attention layer
+    #: the frame CNN sees each frame AND its difference to the previous frame (6 input channels): lip motion is then
+    #: a first-layer feature. Without it the tiny models memorise the few real training speakers instead of learning
+    #: lip-audio synchrony (benchmarks/results/real_faces.md). False for configs saved before the option existed.
+    motion_input: bool = False
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -64,6 +68,7 @@ class ModelConfig:
         d["conv_channels"] = tuple(d.get("conv_channels", (64, 128)))
         d["contract"] = InputContract.from_dict(d.get("contract", {}))
         d.setdefault("relative_position_bias", False)  # configs saved before the option existed had no bias
+        d.setdefault("motion_input", False)  # nor a motion input
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -73,7 +78,8 @@ def teacher_config(preset: str = "paper") -> ModelConfig:
     contract = contract_for_preset(preset)
     if preset == "paper":
         return ModelConfig(kind="teacher", preset=preset, backbone="resnet18", embed_dim=256, heads_per_layer=(8, 8, 8),
-                           head_dim=32, ffn_dim=1280, gru_hidden=256, frozen_blocks=2, contract=contract)
+                           head_dim=32, ffn_dim=1280, gru_hidden=256, frozen_blocks=2, motion_input=True,
+                           contract=contract)
     # tiny: ResNet family (BasicBlock) at 1/8 width and one block per stage, 64x64 frames; trained from scratch,
     # nothing frozen. The per-frame CNN is what costs CPU time (16 frames a clip), so it is kept narrow; the per-clip
     # parts (BiGRU, fusion FFN) are wider, which keeps the teacher larger than the tiny student (~349 k vs ~313 k
@@ -81,7 +87,7 @@ def teacher_config(preset: str = "paper") -> ModelConfig:
     # epochs and regularisation only slows that down (benchmarks/results/learnability.md).
     return ModelConfig(kind="teacher", preset=preset, backbone="resnet_narrow", backbone_width=0.125, embed_dim=64,
                        heads_per_layer=(8, 8, 8), head_dim=8, ffn_dim=256, gru_hidden=96, conv_channels=(32, 64),
-                       frozen_blocks=0, dropout=0.0, contract=contract)
+                       frozen_blocks=0, dropout=0.0, motion_input=True, contract=contract)
 
 
 def student_config(preset: str = "paper") -> ModelConfig:
@@ -90,8 +96,8 @@ def student_config(preset: str = "paper") -> ModelConfig:
     if preset == "paper":
         return ModelConfig(kind="student", preset=preset, backbone="mobilenet_v3_small", embed_dim=128,
                            heads_per_layer=(4, 4), head_dim=32, ffn_dim=512, gru_hidden=128, frozen_blocks=4,
-                           contract=contract)
+                           motion_input=True, contract=contract)
     # tiny: MobileNetV3-Small at width 0.5, 64x64 frames, 2 blocks of 4 heads (so pruning 4 -> 2 heads works).
     return ModelConfig(kind="student", preset=preset, backbone="mobilenet_v3_small", backbone_width=0.5, embed_dim=32,
                        heads_per_layer=(4, 4), head_dim=8, ffn_dim=64, gru_hidden=32, conv_channels=(32, 64),
-                       frozen_blocks=0, dropout=0.0, contract=contract)
+                       frozen_blocks=0, dropout=0.0, motion_input=True, contract=contract)

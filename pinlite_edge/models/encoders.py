@@ -4,16 +4,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pinlite_edge.models.backbones import build_backbone
+from pinlite_edge.models.backbones import build_backbone, widen_stem
 from pinlite_edge.models.config import ModelConfig
 
 
 class FrameEncoder(nn.Module):
-    """Per-frame CNN, global average pool, linear projection: ``(B, T, 3, S, S) -> (B, T, D)``."""
+    """Per-frame CNN, global average pool, linear projection: ``(B, T, 3, S, S) -> (B, T, D)``.
+
+    With ``config.motion_input`` the CNN's input is each frame stacked with its difference to the previous frame
+    (zero for the first), 6 channels: lip motion, what lip-sync hinges on, is visible to the first layer.
+    """
 
     def __init__(self, config: ModelConfig, pretrained: bool | None = None):
         super().__init__()
         backbone = build_backbone(config.backbone, config.backbone_width, pretrained)
+        self.motion_input = config.motion_input
+        if self.motion_input:
+            widen_stem(backbone.blocks, 6)
         self.backbone = backbone.blocks
         self.pretrained = backbone.pretrained
         self.frozen_blocks = config.frozen_blocks
@@ -31,6 +38,9 @@ class FrameEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, t = frames.shape[:2]
+        if self.motion_input:
+            previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+            frames = torch.cat([frames, frames - previous], dim=2)
         x = self.backbone(frames.reshape(b * t, *frames.shape[2:]))
         x = self.pool(x).flatten(1)
         return self.proj(x).reshape(b, t, -1)
