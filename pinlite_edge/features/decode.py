@@ -107,6 +107,8 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
             if s.codec_context is None:  # e.g. a fuzzed header naming a codec FFmpeg has no decoder for
                 raise DecodeError(path, f"no decoder for its {s.type} stream (codec {getattr(s, 'codec', None)})")
             s.codec_context.options = {"err_detect": "explode"}
+        if video is not None:
+            video.thread_type = "AUTO"  # frame threads on multi-core devices (FFmpeg counts the CPUs it may use)
         declared = _rate(video) if video is not None else None
         step = 1.0 / declared if declared and 1.0 <= declared <= 240.0 else 1.0 / 25.0
         chunks: list[np.ndarray] = []
