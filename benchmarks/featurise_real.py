@@ -121,6 +121,51 @@ def measure(path: Path, contract: Any, repeats: int, config: FaceCropConfig) -> 
                       decode_seconds=[round(t, 4) for t in decode_times])
 
 
+def breakdown(path: Path, contract: Any, config: FaceCropConfig) -> dict[str, float]:
+    """CPU seconds per second of video of the parts of one ``prepare_windows`` run (after one warm-up run): each
+    part is timed around its function (the parts nest: ``decode pass`` includes ``frame consumer``, which includes
+    ``face detection`` and ``crop to RGB``; ``windows`` includes ``MFCC`` and ``frame normalisation``)."""
+    import pinlite_edge.features.cropstream as cropstream
+    import pinlite_edge.features.facetrack as facetrack
+    import pinlite_edge.features.pipeline as pipeline
+    import pinlite_edge.features.windows as windows
+    from collections import defaultdict
+
+    spent: dict[str, float] = defaultdict(float)
+    targets = [(pipeline, "decode_media", "decode pass (demux + decode audio/video + frame consumer)"),
+               (cropstream.CropStream, "add", "frame consumer (planes, face track, crops)"),
+               (facetrack.FaceTrack, "observe", "face detection (Haar search/follow)"),
+               (cropstream.YuvFrame, "crop_rgb", "crop to RGB"),
+               (pipeline, "resample_audio", "audio resampling"),
+               (pipeline, "clip_windows", "windows (MFCC + frame normalisation)"),
+               (windows, "compute_mfcc", "MFCC"), (windows, "normalise_frames", "frame normalisation")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def timed(fn: Any, key: str) -> Any:
+        def run(*a: Any, **k: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.process_time() - t0
+        return run
+
+    prepare_windows(path, contract, face_config=config, timeout_s=None)  # warm-up (imports, cascade files)
+    try:
+        for (owner, name, key), (_, _, fn) in zip(targets, originals):
+            setattr(owner, name, timed(fn, key))
+        t0 = time.process_time()
+        clip, _ = pipeline.prepare_windows(path, contract, face_config=config, timeout_s=None)
+        total = time.process_time() - t0
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    out = {"total": total / clip.video_seconds}
+    out.update({key: spent[key] / clip.video_seconds for _, _, key in targets})
+    out["decoding itself (decode pass - frame consumer)"] = out[targets[0][2]] - out[targets[1][2]]
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 # --------------------------------------------------------------------------------------------- provenance
 def _git(*args: str) -> str:
     try:
@@ -230,6 +275,11 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {r['windows']} | {r['face_found']} | {r['face_coverage']} | {r['s_per_s']:.4f} | "
                      f"{r['cpu_s_per_s']:.4f} | {r['decode_s_per_s']:.4f} | "
                      f"{', '.join(f'{t:.3f}' for t in r['seconds'])} |")
+    if report.get("breakdown"):
+        b = report["breakdown"]
+        lines += ["", f"## Where the time goes: `{b['clip']}` (CPU s per second of video, one run)", "",
+                  "| part | s/s |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in b["parts"].items()]
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -243,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per clip; the median is quoted")
     p.add_argument("--only", nargs="*", default=None, help="substrings of clip names to run (default: all)")
     p.add_argument("--note", action="append", default=[], help="free-text note for the report (repeatable)")
+    p.add_argument("--breakdown", default=KEY_CLIPS["720p"],
+                   help="clip (file name) whose time is split into parts (default: the 720p clip; '' for none)")
     p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     p.add_argument("--stem", default="featurise_real")
     return p
@@ -270,7 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s: face %s coverage %s, %.4f s/s (decode %.4f)", path.name, r.face_found, r.face_coverage,
                  r.s_per_s, r.decode_s_per_s)
         results.append(r)
+    parts = None
+    hits = [c for c in clips if args.breakdown and c.name == args.breakdown]
+    if hits:
+        parts = {"clip": hits[0].name, "parts": breakdown(hits[0], contract, config)}
     report = {
+        "breakdown": parts,
         "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--", "pinlite_edge", "benchmarks/featurise_real.py")),
