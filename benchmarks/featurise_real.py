@@ -50,6 +50,8 @@ log = logging.getLogger("featurise_real")
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "real-av"
 TARGET_S_PER_S = 0.1  # issue #12: end to end <= 0.1 s per second of 720p 25 fps video on one core
+#: The code this benchmark runs (an uncommitted change there is recorded in the report).
+CODE_PATHS = ("pinlite_edge/features", "pinlite_edge/contract.py", "pinlite_edge/errors.py", "benchmarks/featurise_real.py")
 KEY_CLIPS = {"720p": "facebookresearch_VisualVoice__test_videos__interview.mp4",
              "1080p": "jixinya_EAMM__test__crop__M030_sad_3_001.mp4"}
 
@@ -236,7 +238,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Featurisation of the real clips: face-found rate and time per second of video",
         "",
         f"Command: `{report['command']}`  ",
-        f"Commit: `{report['git_commit']}`{' (uncommitted changes)' if report['git_dirty'] else ''}  ",
+        f"Commit: `{report['git_commit']}`"
+        f"{' (uncommitted changes in ' + ', '.join(report['git_dirty']) + ')' if report['git_dirty'] else ''}  ",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, run on CPUs "
         f"{report['machine']['affinity']}; load average before {report['load_before']}, after {report['load_after']}  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items() if k != 'ffmpeg')}; FFmpeg "
@@ -330,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "breakdown": parts,
         "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--", "pinlite_edge", "benchmarks/featurise_real.py")),
+        "git_dirty": [line[3:] for line in _git("status", "--porcelain", "--", *CODE_PATHS).splitlines() if line],
         "machine": machine(), "versions": versions(), "load_before": load_before, "load_after": load_average(),
         "preset": args.preset, "frame_size": contract.frame_size, "repeats": args.repeats,
         "face_config": asdict(config), "target_s_per_s_720p": TARGET_S_PER_S,
