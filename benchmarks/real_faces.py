@@ -602,6 +602,55 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+#: issue #12's targets for the distilled student (lower bounds, except the FPR's upper bound)
+STUDENT_TARGETS = (("auc_delay200", ">=", 0.85), ("auc_advance200", ">=", 0.85), ("auc_swap", ">=", 0.85),
+                   ("fpr", "<=", 0.20), ("offset_acc_200", ">=", 0.60))
+#: columns where "better than the baseline" is checked (higher is better, FPR lower is better)
+_BEAT_COLUMNS = ("auc_delay200", "auc_advance200", "auc_delay80", "auc_swap", "fpr", "offset_acc_200")
+INT8_AUC_TOLERANCE = 0.03
+
+
+def target_checks(table: list[dict[str, Any]], student: str | None,
+                  int8_pairs: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """Issue #12's targets, checked on the table: ``student``'s absolute targets and "better than the baseline on
+    every column", and every ``(int8, fp32)`` pair within :data:`INT8_AUC_TOLERANCE` AUC. Each check: what, the
+    value, the target, met (None when a value is missing) and by how much it is missed (0 when met)."""
+    rows = {r["method"]: r for r in table}
+    checks: list[dict[str, Any]] = []
+
+    def add(what: str, value: Any, op: str, target: Any) -> None:
+        if value is None or target is None:
+            checks.append({"check": what, "value": value, "target": f"{op} {target}", "met": None, "miss": None})
+            return
+        met = value >= target if op == ">=" else value <= target if op == "<=" else value > target
+        miss = 0.0 if met else abs(float(value) - float(target))
+        checks.append({"check": what, "value": value, "target": f"{op} {_fmt(target)}", "met": bool(met),
+                       "miss": round(miss, 4)})
+
+    row = rows.get(student or "")
+    if row is not None:
+        for key, op, target in STUDENT_TARGETS:
+            add(f"{student} {key}", row.get(key), op, target)
+        base = rows.get("baseline")
+        if base is not None:
+            for key in _BEAT_COLUMNS:
+                lower_better = key == "fpr"
+                value, ref = row.get(key), base.get(key)
+                if value is not None and ref is not None:
+                    met = value < ref if lower_better else value > ref
+                    checks.append({"check": f"{student} {key} better than baseline", "value": value,
+                                   "target": f"{'<' if lower_better else '>'} {_fmt(ref)}", "met": bool(met),
+                                   "miss": 0.0 if met else round(abs(value - ref), 4)})
+    for int8, fp32 in int8_pairs:
+        a, b = rows.get(int8), rows.get(fp32)
+        if a is None or b is None:
+            continue
+        for key in ("auc_delay200", "auc_advance200", "auc_delay80", "auc_swap"):
+            if a.get(key) is not None and b.get(key) is not None:
+                add(f"{int8} vs {fp32} |Δ{key}|", round(abs(a[key] - b[key]), 4), "<=", INT8_AUC_TOLERANCE)
+    return checks
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     d = report["data"]
     lines = [f"# Real faces: sync detection on genuine talking-face clips ({report['split']} split)", "",
@@ -626,6 +675,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_max")) for k in
                                                             ("auc_delay200", "auc_advance200", "auc_delay80",
                                                              "auc_swap", "fpr")) + " |")
+    if report.get("targets"):
+        lines += ["", "## Targets (issue #12)", "", "| check | value | target | met | missed by |", "|---|---|---|---|---|"]
+        for c in report["targets"]:
+            met = "n/a" if c["met"] is None else ("yes" if c["met"] else "**no**")
+            lines.append(f"| {c['check']} | {_fmt(c['value'])} | {c['target']} | {met} | {_fmt(c['miss'])} |")
+    if report.get("notes"):
+        lines += ["", "## Findings", "", report["notes"].strip()]
     if report.get("baseline"):
         b = report["baseline"]
         lines += ["", f"Baseline threshold {b['threshold']:.4f}: {b['threshold_choice']['source']}."]
@@ -688,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     p.add_argument("--stem", default=None, help="output file stem (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
+    p.add_argument("--student", default=None, metavar="NAME",
+                   help="model whose issue-#12 targets are checked in the report (e.g. distilled)")
+    p.add_argument("--int8-pair", action="append", default=[], metavar="INT8=FP32",
+                   help="check that model INT8's AUCs are within 0.03 of model FP32's (repeatable)")
+    p.add_argument("--notes", type=Path, default=None, help="Markdown file of findings to include in the report")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -720,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = {"argv": argv, "command": rerun_command(argv), "git": git_state(), "environment": environment(),
               "wall_seconds": round(time.perf_counter() - t0, 2), **report}
+    pairs = [tuple(p.split("=", 1)) for p in args.int8_pair if "=" in p]
+    report["targets"] = target_checks(report["table"], args.student, pairs)  # type: ignore[arg-type]
+    if args.notes is not None:
+        report["notes"] = args.notes.read_text()
     stem = args.stem or ("real_faces" if args.split == "test" else f"real_faces_{args.split}")
     json_path, md_path = write_report(report, args.out_dir, stem)
     for row in report["table"]:

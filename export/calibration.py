@@ -41,15 +41,22 @@ class CalibrationSet:
 
 
 def load_calibration(spec: str, contract: InputContract, size: int, split: str = "train",
-                     seed: int = 0) -> CalibrationSet:
-    """The first ``size`` clips (a seeded, evenly spaced subset when the split is larger) of ``spec``'s split."""
+                     seed: int = 0, options: dict[str, Any] | None = None) -> CalibrationSet:
+    """The first ``size`` clips (a seeded, evenly spaced subset when the split is larger) of ``spec``'s split.
+
+    ``options`` go to the dataset (e.g. ``{"sync_pairs": True, "split_file": "real_av"}`` for a folder of real clips);
+    video datasets are read without training augmentation (``augment=False``) unless ``options`` says otherwise.
+    """
     try:
         from pinlite_edge.data.registry import build_dataset
     except ImportError as exc:
         raise ExportError(f"calibration needs pinlite_edge.data.registry.build_dataset, which is not importable: "
                           f"{exc}") from None
     try:
-        dataset = build_dataset(spec, split, contract)
+        opts = dict(options or {})
+        if not spec.strip().lower().startswith("synthetic"):
+            opts.setdefault("augment", False)  # calibrate on the clips as deployed, not on augmented ones
+        dataset = build_dataset(spec, split, contract, **opts)
     except DatasetError:
         raise
     except Exception as exc:
@@ -75,6 +82,16 @@ def load_calibration(spec: str, contract: InputContract, size: int, split: str =
         raise ExportError(f"calibration clips have shapes {cal.frames.shape[1:]}/{cal.mfcc.shape[1:]}, the model "
                           f"expects {contract.frames_shape()}/{contract.mfcc_shape()}")
     return cal
+
+
+def concat_calibration(sets: list[CalibrationSet]) -> CalibrationSet:
+    """One calibration set made of several (e.g. synthetic clips and real talking faces)."""
+    if not sets:
+        raise ExportError("no calibration sets to concatenate")
+    labels = [s.labels for s in sets]
+    return CalibrationSet(np.concatenate([s.frames for s in sets]), np.concatenate([s.mfcc for s in sets]),
+                          " + ".join(s.source for s in sets), "+".join(dict.fromkeys(s.split for s in sets)),
+                          None if any(lab is None for lab in labels) else np.concatenate(labels))
 
 
 def from_arrays(frames: np.ndarray, mfcc: np.ndarray, source: str = "arrays") -> CalibrationSet:

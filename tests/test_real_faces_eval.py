@@ -229,3 +229,20 @@ def test_a_clip_that_fails_to_decode_is_reported_not_fatal(grid_clips, tmp_path)
     assert [c["file"] for c in report["clips"]] == [f"grid/{good[0].name}", f"grid/{good[1].name}"]
     assert report["clips"][0]["swap_partner"] == f"grid/{good[1].name}"
     assert "broken.mpg" in (tmp_path / "out" / "real_faces.md").read_text()
+
+
+def test_target_checks_report_met_and_missed_targets_with_margins():
+    table = [{"method": "distilled", "auc_delay200": 0.9, "auc_advance200": 0.8, "auc_delay80": 0.7,
+              "auc_swap": 0.86, "fpr": 0.1, "offset_acc_200": 0.5},
+             {"method": "baseline", "auc_delay200": 0.85, "auc_advance200": 0.85, "auc_delay80": 0.6,
+              "auc_swap": 0.9, "fpr": 0.2, "offset_acc_200": 0.4},
+             {"method": "int8", "auc_delay200": 0.86, "auc_advance200": 0.8, "auc_delay80": 0.7, "auc_swap": 0.86}]
+    checks = {c["check"]: c for c in rf.target_checks(table, "distilled", [("int8", "distilled")])}
+    assert checks["distilled auc_delay200"]["met"] is True
+    assert checks["distilled auc_advance200"]["met"] is False
+    assert checks["distilled auc_advance200"]["miss"] == pytest.approx(0.05)
+    assert checks["distilled offset_acc_200"]["met"] is False
+    assert checks["distilled fpr better than baseline"]["met"] is True
+    assert checks["distilled auc_swap better than baseline"]["met"] is False
+    assert checks["int8 vs distilled |Δauc_delay200|"]["met"] is False
+    assert checks["int8 vs distilled |Δauc_swap|"]["met"] is True
