@@ -99,3 +99,31 @@ def test_head_importance_is_l1_of_qkv_rows():
     expected = sum(p.weight[h * d:(h + 1) * d].abs().sum() for p in (attn.q_proj, attn.k_proj, attn.v_proj))
     assert imp.shape == (attn.num_heads,)
     torch.testing.assert_close(imp[h], expected.detach())
+
+
+def test_motion_input_sees_frame_differences_and_old_configs_load_without_it():
+    import torch
+    from torch import nn
+
+    from pinlite_edge.models import ModelConfig, create_model, student_config
+
+    cfg = student_config("tiny")
+    assert cfg.motion_input
+    model = create_model(cfg).eval()
+    stem = next(m for m in model.frame_encoder.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == 6
+    seen = []
+    stem.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    s = cfg.contract.frame_size
+    frames = torch.randn(1, 16, 3, s, s)
+    model(frames, torch.randn(1, 64, 13))
+    x = seen[0].reshape(1, 16, 6, s, s)
+    torch.testing.assert_close(x[:, :, :3], frames)
+    torch.testing.assert_close(x[:, 1:, 3:], frames[:, 1:] - frames[:, :-1])
+    assert torch.count_nonzero(x[:, 0, 3:]) == 0  # the first frame has no predecessor
+    old = cfg.to_dict()
+    del old["motion_input"]  # a config saved before the option existed
+    restored = ModelConfig.from_dict(old)
+    assert restored.motion_input is False
+    legacy = create_model(restored)
+    assert next(m for m in legacy.frame_encoder.backbone.modules() if isinstance(m, nn.Conv2d)).in_channels == 3
