@@ -1,6 +1,14 @@
-"""End-to-end quickstart on synthetic data: teacher -> distilled student -> pruned student -> exports -> summary.
+"""End-to-end quickstart: teacher -> distilled student -> pruned student -> exports -> summary.
 
-    python -m pinlite_edge.quickstart [--workspace ./pinlite-workspace] [--smoke] [--force]
+    python -m pinlite_edge.quickstart [--workspace ./pinlite-workspace] [--real-data DIR|none] [--smoke] [--force]
+
+Training data: the synthetic generator, plus real talking-face video when a folder of in-sync real clips is given
+(``--real-data DIR``; by default ``../shared/data/real-av`` when it exists). Real clips are used self-supervised:
+every in-sync window is a real sample, and the same window with its audio shifted (every offset -5..+5 frames and
+"far" shifts beyond) or swapped with another speaker's is a fake (``pinlite_edge.data.syncpairs``). A folder laid out
+like ``../shared/data/real-av`` uses the speaker-disjoint split shipped in ``pinlite_edge/data/splits/real_av.json``;
+any other folder is split by a hash of each clip's speaker group (or file name). Every checkpoint and exported
+manifest records what it was trained on (``training_data``).
 
 Stages already finished in the workspace are reused (a stage interrupted half-way is resumed); ``--force`` redoes
 them. ``--smoke`` runs a handful of clips for one epoch per stage (a CI check that every stage runs, not a result).
@@ -33,7 +41,7 @@ from pinlite_edge.utils.atomic import atomic_write_json
 log = logging.getLogger("pinlite_edge.quickstart")
 
 SUMMARY_KEYS = ("model", "params", "size_mb", "gflops", "latency_ms", "accuracy", "precision", "recall", "f1", "auc",
-                "eps")
+                "eps", "real_auc")
 STAGES = ("teacher", "distilled", "pruned")
 #: Formats the quickstart exports (CPU-buildable ones; TensorRT needs a GPU) and their options.
 EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}), ("onnx-int8", {"calib_size": 64}))
@@ -48,7 +56,8 @@ class QuickstartConfig:
     force: bool = False
     seed: int = 0
     device: str = "auto"
-    data_options: dict[str, Any] = field(default_factory=lambda: {"num_train": 1200, "num_val": 160,
+    #: synthetic generator sizes (with real data, each epoch is these clips + as many balanced real windows)
+    data_options: dict[str, Any] = field(default_factory=lambda: {"num_train": 800, "num_val": 160,
                                                                   "num_test": 400})
     batch_size: int = 16
     teacher_epochs: int = 6
@@ -66,6 +75,12 @@ class QuickstartConfig:
     latency_runs: int = 7
     exports: bool = True
     export_formats: tuple[tuple[str, dict[str, Any]], ...] = EXPORT_FORMATS
+    #: folder of in-sync real talking-face clips: "auto" (../shared/data/real-av when present), a path, or None
+    real_data: str | None = "auto"
+    #: share of every training epoch drawn from the real sync pairs (the rest: the synthetic generator)
+    real_weight: float = 0.5
+    #: window stride over the real clips (seconds): every window gives a real sample and its shifted/swapped fakes
+    real_stride_seconds: float = 0.32
 
     @classmethod
     def smoke(cls, **overrides: Any) -> "QuickstartConfig":
@@ -76,9 +91,57 @@ class QuickstartConfig:
         return cls(**base)
 
 
-def _common(cfg: QuickstartConfig, ws: Path) -> dict[str, Any]:
-    return dict(data="synthetic", preset="tiny", batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-                num_workers=cfg.num_workers, data_options=dict(cfg.data_options), progress=cfg.progress,
+#: where the real clips are looked for when ``real_data="auto"`` (relative to the working directory, then to the
+#: repository checkout this package runs from)
+DEFAULT_REAL_DATA = Path("..") / "shared" / "data" / "real-av"
+
+
+def resolve_real_data(value: str | None) -> Path | None:
+    """The real-clip folder to train on: ``"auto"`` finds :data:`DEFAULT_REAL_DATA`; ``None``/``"none"``: none."""
+    if value is None or str(value).strip().lower() in ("", "none", "off", "no"):
+        return None
+    if str(value).strip().lower() == "auto":
+        repo = Path(__file__).resolve().parents[1]
+        for candidate in (DEFAULT_REAL_DATA, repo / DEFAULT_REAL_DATA):
+            if candidate.is_dir():
+                return candidate.resolve()
+        log.info("no real clips found at %s: training on synthetic data only (pass --real-data DIR)",
+                 DEFAULT_REAL_DATA)
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise PinliteError(f"--real-data {value}: not a folder of video clips")
+    return path.resolve()
+
+
+def _shipped_split_for(root: Path) -> str | None:
+    """``"real_av"`` when ``root`` holds every clip of the shipped real-av split, else None (hash split)."""
+    from pinlite_edge.data.splits import REAL_AV_SPLIT, read_split_file
+
+    try:
+        records = read_split_file(REAL_AV_SPLIT)
+    except PinliteError:
+        return None
+    return "real_av" if all((root / name).is_file() for name in records) else None
+
+
+def _data(cfg: QuickstartConfig, real: Path | None) -> tuple[str | list[str], dict[str, Any]]:
+    """The ``data`` spec(s) and options of every stage: synthetic, or synthetic + real sync pairs."""
+    if real is None:
+        return "synthetic", dict(cfg.data_options)
+    options: dict[str, Any] = {f"synthetic.{k}": v for k, v in cfg.data_options.items()}
+    options.update({"folder.sync_pairs": True, "folder.stride_seconds": cfg.real_stride_seconds,
+                    "synthetic.weight": 1.0 - cfg.real_weight, "folder.weight": cfg.real_weight})
+    split = _shipped_split_for(real)
+    if split is not None:
+        options["folder.split_file"] = split
+    return ["synthetic", f"folder:{real}"], options
+
+
+def _common(cfg: QuickstartConfig, ws: Path, real: Path | None = None) -> dict[str, Any]:
+    data, options = _data(cfg, real)
+    return dict(data=data, preset="tiny", batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+                num_workers=cfg.num_workers, data_options=options, progress=cfg.progress,
                 cache_dir=str(ws / "cache"), in_memory="yes")
 
 
@@ -105,7 +168,8 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any) -> Path:
 
 
 def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str, dict[str, Any]]] = EXPORT_FORMATS,
-                  force: bool = False) -> list[dict[str, Any]]:
+                  force: bool = False, real: Path | None = None,
+                  real_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """HOOK (export stage): export the pruned student to ``<workspace>/exports/<format>/pinlite-student<suffix>``.
 
     Uses ``pinlite_edge.export.export_model(checkpoint, format, output_dir, name=..., **options)`` (built by the
@@ -127,6 +191,10 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
             log.info("export %s: reusing %s", fmt, artefact)
             results.append({"format": fmt, "path": str(artefact), "reused": True})
             continue
+        options = dict(options)
+        if real is not None and "calib_size" in options:
+            # calibrate on what the model sees: half synthetic clips, half real mouth crops (un-augmented)
+            options["calibration"] = _calibration(int(options.pop("calib_size")), real, real_options or {})
         try:
             res = export_model(checkpoint, fmt, out_dir, name="pinlite-student", force=True, **options)
         except PinliteError as exc:
@@ -138,25 +206,53 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
     return results
 
 
+def _calibration(size: int, real: Path, real_options: dict[str, Any]) -> Any:
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.export.calibration import concat_calibration, load_calibration
+
+    half = max(1, size // 2)
+    return concat_calibration([load_calibration("synthetic", TINY_CONTRACT, size - half),
+                               load_calibration(f"folder:{real}", TINY_CONTRACT, half, options=real_options)])
+
+
+def _folder_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``folder.*`` data options without their prefix (and without the epoch share)."""
+    return {k.partition(".")[2]: v for k, v in options.items() if k.startswith("folder.") and k != "folder.weight"}
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Path) -> list[dict[str, Any]]:
-    """Test-split metrics and costs of every checkpoint; EPS against the first one (the teacher)."""
+def _test_loader(cfg: QuickstartConfig, ws: Path, data: str, options: dict[str, Any]) -> Any:
     from pinlite_edge.contract import TINY_CONTRACT
-    from pinlite_edge.training.context import load_data
     from pinlite_edge.training.config import TrainConfig
+    from pinlite_edge.training.context import load_data
     from pinlite_edge.training.data import make_loader
+
+    # real sync pairs: thousands of windows (x15 audio variants); read them from the feature cache, not from RAM
+    common = {**_common(cfg, ws), "data": data, "data_options": options, "progress": False,
+              "in_memory": "yes" if data == "synthetic" else "no"}
+    return make_loader(load_data(TrainConfig(**common), TINY_CONTRACT, "test", progress=False), 32)
+
+
+def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Path,
+                    real: Path | None = None) -> list[dict[str, Any]]:
+    """Test-split metrics and costs of every checkpoint; EPS against the first one (the teacher).
+
+    The classification columns and EPS are measured on the synthetic test split; ``real_auc`` (with real data) is
+    the window-level ROC AUC on the real test split's sync pairs (in-sync windows vs shifted/swapped audio).
+    """
     from pinlite_edge.training.evaluate import evaluate
     from pinlite_edge.training.profile import model_costs
 
-    common = _common(cfg, ws)
-    common["progress"] = False
-    test = load_data(TrainConfig(**common), TINY_CONTRACT, "test", progress=False)
-    loader = make_loader(test, 32)
+    loader = _test_loader(cfg, ws, "synthetic", dict(cfg.data_options))
+    real_loader = None
+    if real is not None:
+        specs, options = _data(cfg, real)
+        real_loader = _test_loader(cfg, ws, specs[1], _folder_options(options))
     device = torch.device("cpu")
     rows, reference = [], None
     for name, path in checkpoints.items():
@@ -166,15 +262,16 @@ def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Pat
             reference = result.attention
             result = evaluate(model, loader, device, reference_attention=reference)
         m = result.metrics
+        real_auc = evaluate(model, real_loader, device).metrics["auc"] if real_loader is not None else None
         row = {"model": name, **model_costs(model, path, latency_runs=cfg.latency_runs),
-               **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "eps")}}
+               **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "eps")}, "real_auc": real_auc}
         rows.append({k: _clean(row[k]) for k in SUMMARY_KEYS})
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'model':<10} {'size_mb':>8} {'params':>9} {'gflops':>7} {'latency_ms':>10} {'accuracy':>8} "
-            f"{'precision':>9} {'recall':>7} {'f1':>6} {'auc':>6} {'eps':>6}")
+            f"{'precision':>9} {'recall':>7} {'f1':>6} {'auc':>6} {'eps':>6} {'real_auc':>8}")
     lines = [head, "-" * len(head)]
 
     def f(v: Any, spec: str) -> str:
@@ -183,7 +280,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"{r['model']:<10} {f(r['size_mb'], '8.3f')} {r['params']:>9} {f(r['gflops'], '7.4f')} "
                      f"{f(r['latency_ms'], '10.2f')} {f(r['accuracy'], '8.4f')} {f(r['precision'], '9.4f')} "
-                     f"{f(r['recall'], '7.4f')} {f(r['f1'], '6.3f')} {f(r['auc'], '6.3f')} {f(r['eps'], '6.3f')}")
+                     f"{f(r['recall'], '7.4f')} {f(r['f1'], '6.3f')} {f(r['auc'], '6.3f')} {f(r['eps'], '6.3f')} "
+                     f"{f(r.get('real_auc'), '8.3f')}")
     return "\n".join(lines)
 
 
@@ -194,9 +292,13 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     from pinlite_edge.training.prune import prune
     from pinlite_edge.training.teacher import train_teacher
 
+    if not 0.0 < cfg.real_weight < 1.0:
+        raise PinliteError(f"real_weight must be between 0 and 1 (its share of each epoch), got {cfg.real_weight}")
     ws = Path(cfg.workspace)
     ws.mkdir(parents=True, exist_ok=True)
-    common = _common(cfg, ws)
+    real = resolve_real_data(cfg.real_data)
+    log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
+    common = _common(cfg, ws, real)
     teacher = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume)))
     distilled = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
@@ -206,8 +308,9 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps, importance=cfg.prune_importance)))
     if cfg.exports:
-        _export_stage(ws, pruned, cfg.export_formats, force=cfg.force)
-    rows = evaluate_models({"teacher": teacher, "distilled": distilled, "pruned": pruned}, cfg, ws)
+        _export_stage(ws, pruned, cfg.export_formats, force=cfg.force, real=real,
+                      real_options=_folder_options(common["data_options"]) if real else None)
+    rows = evaluate_models({"teacher": teacher, "distilled": distilled, "pruned": pruned}, cfg, ws, real)
     atomic_write_json(ws / "summary.json", rows)
     return rows
 
@@ -223,11 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "always measured on the CPU (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
+    p.add_argument("--real-data", default="auto", metavar="DIR",
+                   help="folder of in-sync real talking-face clips to train on besides the synthetic generator "
+                        "(searched recursively); 'auto' uses %s when it exists, 'none' trains on synthetic data only "
+                        "(default: %%(default)s)" % DEFAULT_REAL_DATA)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
-                progress=not args.no_progress, exports=not args.no_export)
+                progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data)
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
     t0 = time.perf_counter()
     try:

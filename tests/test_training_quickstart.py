@@ -20,7 +20,7 @@ def _quickstart(ws: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_quickstart_smoke_runs_every_stage_and_reuses_them(tmp_path):
     ws = tmp_path / "ws"
-    first = _quickstart(ws)
+    first = _quickstart(ws, "--real-data", "none")
     assert first.returncode == 0, first.stdout + first.stderr
     for stage in ("teacher", "distilled", "pruned"):
         assert (ws / stage / "best.safetensors").is_file() and (ws / stage / "best.json").is_file()
@@ -35,8 +35,50 @@ def test_quickstart_smoke_runs_every_stage_and_reuses_them(tmp_path):
     assert abs(by["teacher"]["eps"] - 1.0) < 1e-9
     assert by["pruned"]["params"] < by["distilled"]["params"] < by["teacher"]["params"]
     assert "wall time" in first.stdout and "teacher" in first.stdout
+    assert json.loads((ws / "teacher" / "best.json").read_text())["training_data"]["real_video"] is False
 
-    again = _quickstart(ws, "--no-export")
+    again = _quickstart(ws, "--no-export", "--real-data", "none")
     assert again.returncode == 0, again.stdout + again.stderr
     log = again.stdout + again.stderr
     assert log.count("reusing") >= 3, log
+
+
+def _names_per_split(counts: dict[str, int]) -> list[str]:
+    """Clip names whose hash split (no split file, no PROVENANCE.json) gives ``counts`` clips per split."""
+    from pinlite_edge.data.folder import hash_split
+
+    names, have = [], {k: 0 for k in counts}
+    for i in range(10_000):
+        name = f"speaker{i:04d}.mp4"
+        split = hash_split(name)
+        if have.get(split, 0) < counts.get(split, 0):
+            names.append(name)
+            have[split] += 1
+        if have == counts:
+            return names
+    raise AssertionError("no names found")
+
+
+def test_quickstart_smoke_with_real_data_records_it_in_checkpoints_and_manifests(tmp_path):
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for seed, name in enumerate(_names_per_split({"train": 3, "dev": 2, "test": 2})):
+        write_clip_video(real / name, seed=seed, contract=TINY_CONTRACT, duration_s=1.6, manipulation="real")
+    ws = tmp_path / "ws"
+    run = _quickstart(ws, "--real-data", str(real))
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = json.loads((ws / "pruned" / "best.json").read_text())
+    summary = record["training_data"]
+    assert summary["real_video"] is True
+    rows = json.loads((ws / "summary.json").read_text())
+    assert all(r["real_auc"] is None or 0.0 <= r["real_auc"] <= 1.0 for r in rows)
+    manifest = json.loads((ws / "exports" / "onnx" / "pinlite-student.onnx.manifest.json").read_text())
+    assert manifest["training_data"]["real_video"] is True
+
+
+def test_quickstart_refuses_a_real_data_path_that_is_not_a_folder(tmp_path):
+    run = _quickstart(tmp_path / "ws", "--real-data", str(tmp_path / "missing"))
+    assert run.returncode == 2 and "not a folder" in run.stderr and "Traceback" not in run.stderr
