@@ -27,7 +27,7 @@ from pinlite_edge.data.folder import FolderDataset
 from pinlite_edge.data.splits import REAL_AV_SPLIT, read_split_file
 from pinlite_edge.data.synthetic import write_clip_video
 from pinlite_edge.data.syncpairs import SyncPairConfig
-from pinlite_edge.errors import DatasetError
+from pinlite_edge.errors import DatasetError, PinliteError
 from pinlite_edge.features import compute_mfcc
 from pinlite_edge.training.config import TeacherConfig
 from pinlite_edge.training.data import EpochSampler, load_split
@@ -262,6 +262,20 @@ def test_source_weights_set_each_sources_share():
     assert plan.size == 300 and per_source == {0: 75, 1: 225}  # total 100 + 200, shared 1:3
     first = [i for i in order if strata.sources[i] == 0]
     assert Counter(strata.labels[first].tolist()) == {0: 37, 1: 38}
+
+
+def test_epoch_size_sets_the_draw_per_epoch_and_keeps_shares_and_the_stream():
+    strata = _strata([{"real": 50, "swap": 150}, {"real": 100, "audio_shift": 100}], weights=[1.0, 3.0],
+                     balance_default=[True, False])
+    plan = SamplingPlan(strata, "auto", epoch_size=40)
+    order = plan.epoch_indices(0, 0)
+    assert plan.size == len(order) == 40 and Counter(strata.sources[order].tolist()) == {0: 10, 1: 30}
+    reals = [i for e in range(5) for i in plan.epoch_indices(0, e) if strata.sources[i] == 0 and strata.labels[i] == 0]
+    assert len(reals) == 25 and len(set(reals)) == 25  # small epochs still walk through the samples without repeats
+    unweighted = SamplingPlan(_strata([{"real": 10, "near_shift": 30}]), "auto", epoch_size=8)
+    assert unweighted.size == 8 and Counter(strata.labels[unweighted.epoch_indices(0, 0)].tolist())
+    with pytest.raises(PinliteError, match="epoch_size"):
+        SamplingPlan(strata, "auto", epoch_size=0)
 
 
 def test_training_split_with_one_class_is_an_error(talking_root, caplog):

@@ -49,6 +49,10 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                         "augment='{...}'. With several --data, prefix the key with the kind or position: "
                         "folder.split_file=real_av, synthetic.num_train=600, 2.KEY=...; KIND.weight=W sets each "
                         "source's share of an epoch. Unknown keys and bad values are refused with the allowed ones")
+    g.add_argument("--epoch-size", type=int, default=defaults.epoch_size, metavar="N",
+                   help="samples drawn per epoch (default: the data's natural size: every sample once, or for "
+                        "balanced/weighted data the balanced size); the draw goes on across epochs, so every sample "
+                        "is still used before any repeats")
     g.add_argument("--balance", choices=("auto", "none", "classes"), default=defaults.balance,
                    help="class balance of training epochs: 'classes' draws equal numbers of real and fake samples "
                         "per epoch (fakes spread over their kinds: near shifts, far shifts, swaps...), deterministic "

@@ -40,6 +40,7 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)
     in_memory: str = "auto"  # auto | yes | no
     balance: str = "auto"  # auto | none | classes
+    epoch_size: int | None = None  # samples drawn per epoch (None: the data's natural size)
     in_memory_limit_gb: float = 2.0
     eval_batch_size: int = 32
     progress: bool = True

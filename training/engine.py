@@ -118,7 +118,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = sampling_plan(train.source if train.source is not None else train.dataset, getattr(cfg, "balance", "auto"),
-                         spec_label(cfg.data))
+                         spec_label(cfg.data), getattr(cfg, "epoch_size", None))
     epoch_size = plan.size if plan is not None else len(train)
     sampling = plan.describe() if plan is not None else {"mode": getattr(cfg, "balance", "auto"),
                                                          "epoch_size": epoch_size, "sources": None}

@@ -14,6 +14,7 @@ Per source (one ``--data``):
 - not balanced: every sample once per epoch (a permutation), as without a plan.
 - ``weight`` (``--data-option KIND.weight=W`` on every source): the epoch keeps its total size (the sum of the
   sources' own sizes) and each source gets the share ``W / sum(W)`` of it.
+- ``epoch_size`` (``--epoch-size N``): the epoch draws N samples instead of its natural size (shares as above).
 """
 from __future__ import annotations
 
@@ -134,7 +135,9 @@ class _Pool:
 class SamplingPlan:
     """The per-epoch draw of a training split (see the module docstring)."""
 
-    def __init__(self, strata: Strata, mode: str = "auto"):
+    def __init__(self, strata: Strata, mode: str = "auto", epoch_size: int | None = None):
+        if epoch_size is not None and epoch_size < 1:
+            raise PinliteError(f"epoch_size must be a positive number of samples, got {epoch_size}")
         if mode not in BALANCE_MODES:
             raise PinliteError(f"unknown --balance {mode!r}; choose one of {', '.join(BALANCE_MODES)}")
         self.mode = mode
@@ -151,10 +154,12 @@ class SamplingPlan:
                 want = False
             self.balanced.append(want)
             natural.append(2 * min(counts.values()) if want else int((strata.sources == s).sum()))
+        total = epoch_size or sum(natural)
         if all(w is not None for w in strata.weights) and n_src > 1:
-            total = sum(natural)
             wsum = sum(float(w) for w in strata.weights)  # type: ignore[arg-type]
             counts_ = [max(1, int(round(total * float(w) / wsum))) for w in strata.weights]  # type: ignore[arg-type]
+        elif epoch_size is not None:  # each source keeps its natural share of the requested size
+            counts_ = [max(1, int(round(total * n / max(1, sum(natural))))) for n in natural]
         else:
             counts_ = natural
         self.per_source = counts_
@@ -214,15 +219,21 @@ class SamplingPlan:
         return {"mode": self.mode, "epoch_size": self.size, "sources": sources}
 
 
-def sampling_plan(dataset: Dataset, mode: str = "auto", name: str = "data") -> SamplingPlan | None:
-    """The plan for training on ``dataset``; None when every sample is simply drawn once per epoch."""
+def sampling_plan(dataset: Dataset, mode: str = "auto", name: str = "data",
+                  epoch_size: int | None = None) -> SamplingPlan | None:
+    """The plan for training on ``dataset``; None when every sample is simply drawn once per epoch.
+
+    ``epoch_size``: samples per epoch (default: the natural size, see the module docstring); the draw stream goes on
+    across epochs, so a small epoch still visits every sample over several epochs."""
     if mode not in BALANCE_MODES:
         raise PinliteError(f"unknown --balance {mode!r}; choose one of {', '.join(BALANCE_MODES)}")
     strata = dataset_strata(dataset, name)
     if strata is None:
+        if epoch_size is not None:
+            raise PinliteError(f"--epoch-size needs a dataset whose samples can be listed without decoding ({name})")
         if mode == "classes":
             log.warning("--balance classes: the dataset %s cannot list its labels without decoding; not balancing",
                         name)
         return None
-    plan = SamplingPlan(strata, mode)
+    plan = SamplingPlan(strata, mode, epoch_size)
     return None if plan.trivial else plan

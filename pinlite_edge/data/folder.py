@@ -120,11 +120,16 @@ class FolderDataset(WindowDataset):
     def __init__(self, root: str | Path, split: str, contract: InputContract, *, cache_dir: str | Path | None = None,
                  labels: str = "labels.csv", face_crop: bool = True, stride_seconds: float | None = None,
                  sync_pairs: bool | SyncPairConfig = False, split_file: str | None = None,
-                 augment: bool | AugmentConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S):
+                 augment: bool | AugmentConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 train_stride_seconds: float | None = None):
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"video folder {root} is not a folder")
         split = canonical_split(split)
+        if split == "train" and train_stride_seconds is not None:
+            # dense windows for training (many distinct window/shift pairs: nothing to memorise per window) while
+            # validation and test keep the coarser stride_seconds (they are held in memory and scored every epoch)
+            stride_seconds = train_stride_seconds
         csv_path = root / labels
         pair_cfg = SyncPairConfig.from_value(sync_pairs, f"folder:{root}")
         aug_cfg = AugmentConfig.for_split(augment, split, f"folder:{root}")
