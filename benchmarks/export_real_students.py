@@ -38,11 +38,12 @@ def export_students(workspace: Path, real_data: str | None, force: bool = False)
     options = _folder_options(_data(QuickstartConfig(), real)[1]) if real is not None else {}
     written = []
     for fmt, calib in FORMATS:
-        artefact = workspace / "exports" / fmt / "pinlite-student.pte"
-        if artefact.is_file() and not force:
-            log.info("%s: keeping %s", fmt, artefact)
-            written.append(artefact)
+        existing = sorted((workspace / "exports" / fmt).glob("pinlite-student*.pte"))
+        if existing and not force:
+            log.info("%s: keeping %s", fmt, existing[0])
+            written.append(existing[0])
             continue
+        artefact = workspace / "exports" / fmt / "pinlite-student.pte"
         extra = {}
         if calib is not None:
             extra = ({"calibration": _calibration(calib, real, options)} if real is not None

@@ -631,7 +631,7 @@ def target_checks(table: list[dict[str, Any]], student: str | None,
     if row is not None:
         for key, op, target in STUDENT_TARGETS:
             add(f"{student} {key}", row.get(key), op, target)
-        base = rows.get("baseline")
+        base = rows.get(BASELINE_NAME) or rows.get("baseline")
         if base is not None:
             for key in _BEAT_COLUMNS:
                 lower_better = key == "fpr"

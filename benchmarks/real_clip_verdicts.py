@@ -1,0 +1,112 @@
+"""What the shipped model says about every genuine clip: ``Detector.detect`` on each file of ../shared/data/real-av.
+
+    python benchmarks/real_clip_verdicts.py pinlite-workspace/exports/onnx/pinlite-student.onnx
+
+Every clip there is real and in sync, so a ``fake`` verdict is a false positive. Writes
+``benchmarks/results/real_clip_verdicts.{json,md}``: per clip the verdict, max and mean P(fake) over its windows, the
+offset estimate, face found / coverage and which split of ``pinlite_edge/data/splits/real_av.json`` it belongs to
+(train clips were seen in training; dev and test clips were not). Issue #12 asks that none gets P(fake) >= 0.9.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.real_faces import (DEFAULT_ROOT, DEFAULT_SPLIT_FILE, environment, git_state,  # noqa: E402
+                                   rerun_command)
+from pinlite_edge.errors import PinliteError  # noqa: E402
+from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+
+log = logging.getLogger("real_clip_verdicts")
+LIMIT = 0.9
+
+
+def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> list[dict[str, Any]]:
+    from pinlite_edge import Detector
+    from pinlite_edge.data.splits import read_split_file
+
+    splits = {name: rec.split for name, rec in read_split_file(split_file).items()}
+    rows = []
+    with Detector.load(artifact, threads=threads) as det:
+        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".mpg")):
+            rel = path.relative_to(root).as_posix()
+            t0 = time.perf_counter()
+            try:
+                r = det.detect(path)
+            except PinliteError as exc:
+                rows.append({"file": rel, "split": splits.get(rel), "error": str(exc)})
+                continue
+            rows.append({"file": rel, "split": splits.get(rel), "verdict": r.verdict,
+                         "fake_prob_max": round(r.fake_prob_max, 4), "fake_prob_mean": round(r.fake_prob_mean, 4),
+                         "offset_frames": r.offset_frames, "face_found": r.face_found,
+                         "face_coverage": r.face_coverage, "windows": len(r.windows),
+                         "seconds": round(time.perf_counter() - t0, 3)})
+            log.info("%s: %s max %.3f mean %.3f", rel, r.verdict, r.fake_prob_max, r.fake_prob_mean)
+    return rows
+
+
+def render(report: dict[str, Any]) -> str:
+    rows = report["clips"]
+    scored = [r for r in rows if "fake_prob_max" in r]
+    over = [r for r in scored if r["fake_prob_max"] >= LIMIT]
+    lines = ["# Verdicts of the shipped model on every genuine clip of ../shared/data/real-av", "",
+             f"Command: `{report['command']}`  ", f"Commit: `{report['git']['commit']}`"
+             f"{' (dirty tree)' if report['git']['dirty'] else ''}  ",
+             f"Model: `{report['artifact']}` (training data: {report['training_data']})", "",
+             f"{len(over)} of {len(scored)} clips reach max-aggregate P(fake) >= {LIMIT} (target: none); "
+             f"{sum(r['verdict'] == 'fake' for r in scored)} are called fake at the default threshold 0.5 "
+             f"(max aggregate); {sum(r['verdict'] == 'no-face' for r in scored)} say no-face.", "",
+             "| clip | split | verdict | P(fake) max | P(fake) mean | offset | face coverage |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['file']} | {r['split']} | error: {r['error']} | | | | |")
+        else:
+            lines.append(f"| {r['file']} | {r['split']} | {r['verdict']} | {r['fake_prob_max']:.3f} | "
+                         f"{r['fake_prob_mean']:.3f} | {r['offset_frames']:+d} | {r['face_coverage']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", type=Path, help="the model (.onnx / .pte / .safetensors)")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.root.is_dir():
+        log.warning("real-av data not found at %s: nothing to do", args.root)
+        return 0
+    from pinlite_edge.runtimes import load_runner
+    from pinlite_edge.trained_on import describe_training_data
+
+    try:
+        training = describe_training_data(load_runner(args.artifact).training_data)
+        clips = verdicts(args.artifact, args.root, args.split_file, args.threads)
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {"argv": argv, "command": rerun_command(argv).replace("real_faces.py", "real_clip_verdicts.py"),
+              "git": git_state(), "environment": environment(), "artifact": str(args.artifact),
+              "training_data": training, "limit": LIMIT, "clips": clips}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out_dir / "real_clip_verdicts.json", report)
+    atomic_write_text(args.out_dir / "real_clip_verdicts.md", render(report))
+    print(render(report).split("\n\n")[2])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
