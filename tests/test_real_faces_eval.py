@@ -246,3 +246,28 @@ def test_target_checks_report_met_and_missed_targets_with_margins():
     assert checks["distilled auc_swap better than baseline"]["met"] is False
     assert checks["int8 vs distilled |Δauc_delay200|"]["met"] is False
     assert checks["int8 vs distilled |Δauc_swap|"]["met"] is True
+
+
+def test_real_clip_verdicts_reports_every_clip_and_the_p09_count(tmp_path):
+    from benchmarks import real_clip_verdicts as rcv
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data.synthetic import write_clip_video
+    from pinlite_edge.models import create_model, student_config
+
+    root = tmp_path / "real"
+    (root / "talking").mkdir(parents=True)
+    write_clip_video(root / "talking" / "a.mp4", seed=1, contract=TINY_CONTRACT, duration_s=1.5, manipulation="real")
+    (root / "talking" / "broken.mp4").write_bytes(b"not a video")
+    ckpt = save_checkpoint(tmp_path / "m" / "best.safetensors", create_model(student_config("tiny")),
+                           {"training_data": {"real_video": False, "kinds": ["synthetic"]}})
+    out = tmp_path / "out"
+    assert rcv.main([str(ckpt), "--root", str(root), "--out-dir", str(out)]) == 0
+    report = json.loads((out / "real_clip_verdicts.json").read_text())
+    by_file = {c["file"]: c for c in report["clips"]}
+    assert set(by_file) == {"talking/a.mp4", "talking/broken.mp4"} and "error" in by_file["talking/broken.mp4"]
+    assert 0.0 <= by_file["talking/a.mp4"]["fake_prob_max"] <= 1.0
+    assert report["training_data"] == "synthetic only"
+    md = (out / "real_clip_verdicts.md").read_text()
+    over = int(by_file["talking/a.mp4"]["fake_prob_max"] >= rcv.LIMIT)
+    assert f"{over} of 1 clips reach max-aggregate P(fake) >= 0.9" in md
