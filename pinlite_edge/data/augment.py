@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -75,20 +75,13 @@ class AugmentConfig:
     def for_split(cls, value: "bool | dict[str, Any] | AugmentConfig | None", split: str,
                   where: str = "the dataset") -> "AugmentConfig | None":
         """None (the default): on for the train split only; True/False: on/off; a dict: these settings, on."""
-        from pinlite_edge.data.options import build_config
+        from pinlite_edge.data.options import toggle_config
 
         if value is None:
             return cls() if split == "train" else None
         if value is False:
             return None
-        if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            return build_config(cls, value, "augment", where)
-        raise DatasetError(f"dataset option 'augment' of {where}: expected true, false or an object with keys "
-                           f"{list(cls.__dataclass_fields__)}, got {value!r}")
+        return toggle_config(cls, value, "augment", where)
 
 
 @dataclass(frozen=True)
@@ -159,37 +152,32 @@ def augment_audio(segment: np.ndarray, aug: WindowAugmentation) -> np.ndarray:
     return out
 
 
-def set_data_epoch(dataset: Any, seed: int, epoch: int) -> None:
-    """Tell every augmenting dataset under ``dataset`` (through training wrappers and mixes) the epoch and seed."""
+def _nested_datasets(dataset: Any) -> Iterator[Any]:
+    """``dataset`` and every dataset under it (through training wrappers' ``base``/``source`` and mixes' ``parts``),
+    each once."""
     stack, seen = [dataset], set()
     while stack:
         d = stack.pop()
         if d is None or id(d) in seen:
             continue
         seen.add(id(d))
-        setter = getattr(d, "set_epoch", None)
-        if callable(setter):
-            setter(epoch, seed)
+        yield d
         stack.extend(getattr(d, "parts", None) or [])
         for attr in ("base", "source"):
             inner = getattr(d, attr, None)
             if inner is not None and not isinstance(inner, (str, bytes)):
                 stack.append(inner)
+
+
+def set_data_epoch(dataset: Any, seed: int, epoch: int) -> None:
+    """Tell every augmenting dataset under ``dataset`` (through training wrappers and mixes) the epoch and seed."""
+    for d in _nested_datasets(dataset):
+        setter = getattr(d, "set_epoch", None)
+        if callable(setter):
+            setter(epoch, seed)
 
 
 def is_augmented(dataset: Any) -> bool:
     """True when some dataset under ``dataset`` augments its samples (they change from epoch to epoch)."""
-    stack, seen = [dataset], set()
-    while stack:
-        d = stack.pop()
-        if d is None or id(d) in seen:
-            continue
-        seen.add(id(d))
-        if getattr(d, "augment", None) is not None and not callable(getattr(d, "augment")):
-            return True
-        stack.extend(getattr(d, "parts", None) or [])
-        for attr in ("base", "source"):
-            inner = getattr(d, attr, None)
-            if inner is not None and not isinstance(inner, (str, bytes)):
-                stack.append(inner)
-    return False
+    return any(getattr(d, "augment", None) is not None and not callable(getattr(d, "augment"))
+               for d in _nested_datasets(dataset))

@@ -170,6 +170,21 @@ def build_config(cls: type, values: Mapping[str, Any], name: str, where: str | N
         raise DatasetError(f"dataset option {name!r} of {where}: invalid value ({exc})") from None
 
 
+def toggle_config(cls: type, value: Any, name: str, where: str | None = None) -> Any:
+    """A dataset option that is a switch or a dataclass of settings: ``True`` -> ``cls()``, an instance -> itself, a
+    mapping -> :func:`build_config`. ``None`` and ``False`` are the caller's to interpret (off, or a default)."""
+    where = where or "the dataset"
+    if value is True:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return build_config(cls, value, name, where)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.init]
+    raise DatasetError(f"dataset option {name!r} of {where}: expected true, false or an object with keys "
+                       f"{allowed}, got {value!r} ({type(value).__name__})")
+
+
 def check_options(where: str, options: Mapping[str, Any], hints: Mapping[str, Any]) -> dict[str, Any]:
     """Every option known (a key of ``hints``) and of the right type; returns the coerced options."""
     unknown = sorted(set(options) - set(hints))

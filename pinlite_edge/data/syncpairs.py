@@ -96,18 +96,11 @@ class SyncPairConfig:
     def from_value(cls, value: "bool | dict[str, Any] | SyncPairConfig | None",
                    where: str = "the dataset") -> "SyncPairConfig | None":
         """``True`` -> defaults, ``False``/``None`` -> off, a dict -> validated fields, a config -> itself."""
-        from pinlite_edge.data.options import build_config
+        from pinlite_edge.data.options import toggle_config
 
         if value is None or value is False:
             return None
-        if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            return build_config(cls, value, "sync_pairs", where)
-        raise DatasetError(f"dataset option 'sync_pairs' of {where}: expected true, false or an object with keys "
-                           f"{sorted(_DEFAULTS)}, got {value!r} ({type(value).__name__})")
+        return toggle_config(cls, value, "sync_pairs", where)
 
 
 _DEFAULTS = {"shifts": list(DEFAULT_SHIFTS), "shifts_per_window": None,
