@@ -24,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pinlite_edge.bench.machine import cpu_model  # noqa: E402
 from pinlite_edge.checkpoint import load_checkpoint  # noqa: E402
 from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
 from pinlite_edge.training.config import DistillConfig, TeacherConfig, TrainConfig  # noqa: E402
@@ -42,14 +43,7 @@ log = logging.getLogger("ablation")
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "os": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -19,8 +19,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from pinlite_edge.errors import PinliteError  # noqa: E402
-from pinlite_edge.quickstart import (QuickstartConfig, _calibration, _data, _folder_options,  # noqa: E402
-                                     resolve_real_data)
+from pinlite_edge.quickstart import QuickstartConfig, _calibration, real_options, resolve_real_data  # noqa: E402
 
 log = logging.getLogger("export_real_students")
 
@@ -35,7 +34,7 @@ def export_students(workspace: Path, real_data: str | None, force: bool = False)
     if not checkpoint.is_file():
         raise PinliteError(f"{checkpoint} not found: run python -m pinlite_edge.quickstart --workspace {workspace}")
     real = resolve_real_data(real_data)
-    options = _folder_options(_data(QuickstartConfig(), real)[1]) if real is not None else {}
+    options = real_options(QuickstartConfig(), real) if real is not None else {}
     written = []
     for fmt, calib in FORMATS:
         existing = sorted((workspace / "exports" / fmt).glob("pinlite-student*.pte"))

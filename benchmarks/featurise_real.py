@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
@@ -40,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from pinlite_edge.bench.machine import cpu_model  # noqa: E402
 from pinlite_edge.contract import contract_for_preset  # noqa: E402
 from pinlite_edge.features import FaceCropConfig, prepare_windows  # noqa: E402
 from pinlite_edge.features.deadline import Deadline  # noqa: E402
@@ -177,14 +177,7 @@ def _git(*args: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "affinity": affinity, "platform": platform.platform(),
             "python": platform.python_version()}

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {"argv": argv, "command": rerun_command(argv).replace("real_faces.py", "real_clip_verdicts.py"),
+    report = {"argv": argv, "command": rerun_command(argv, "benchmarks/real_clip_verdicts.py"),
               "git": git_state(), "environment": environment(), "artifact": str(args.artifact),
               "training_data": training, "limit": LIMIT, "clips": clips}
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -579,8 +579,8 @@ def environment() -> dict[str, Any]:
     return {"machine": mach, "versions": versions}
 
 
-def rerun_command(argv: Sequence[str]) -> str:
-    """The command line with paths made relative to the repository root."""
+def rerun_command(argv: Sequence[str], script: str = "benchmarks/real_faces.py") -> str:
+    """``python SCRIPT ARGV`` with paths made relative to the repository root."""
     parts = []
     for arg in argv:
         name, sep, value = arg.partition("=")
@@ -590,7 +590,7 @@ def rerun_command(argv: Sequence[str]) -> str:
             parts.append(_display_path(Path(arg)))
         else:
             parts.append(arg)
-    return "python benchmarks/real_faces.py " + " ".join(shlex.quote(p) for p in parts)
+    return f"python {script} " + " ".join(shlex.quote(p) for p in parts)
 
 
 _COLUMNS = (("auc_delay200", "AUC delay200"), ("auc_advance200", "AUC advance200"), ("auc_delay80", "AUC delay80"),

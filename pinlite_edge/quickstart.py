@@ -138,17 +138,23 @@ def _shipped_split_for(root: Path) -> str | None:
     return "real_av" if all((root / name).is_file() for name in records) else None
 
 
+def real_options(cfg: QuickstartConfig, real: Path) -> dict[str, Any]:
+    """Options of the real-clip ``folder:`` dataset (sync pairs, strides, split file), as every stage uses them."""
+    options: dict[str, Any] = {"sync_pairs": dict(cfg.real_sync_pairs), "stride_seconds": cfg.real_stride_seconds,
+                               "train_stride_seconds": cfg.real_train_stride_seconds}
+    split = _shipped_split_for(real)
+    if split is not None:
+        options["split_file"] = split
+    return options
+
+
 def _data(cfg: QuickstartConfig, real: Path | None) -> tuple[str | list[str], dict[str, Any]]:
     """The ``data`` spec(s) and options of every stage: synthetic, or synthetic + real sync pairs."""
     if real is None:
         return "synthetic", dict(cfg.data_options)
     options: dict[str, Any] = {f"synthetic.{k}": v for k, v in cfg.data_options.items()}
-    options.update({"folder.sync_pairs": dict(cfg.real_sync_pairs), "folder.stride_seconds": cfg.real_stride_seconds,
-                    "folder.train_stride_seconds": cfg.real_train_stride_seconds,
-                    "synthetic.weight": 1.0 - cfg.real_weight, "folder.weight": cfg.real_weight})
-    split = _shipped_split_for(real)
-    if split is not None:
-        options["folder.split_file"] = split
+    options.update({f"folder.{k}": v for k, v in real_options(cfg, real).items()})
+    options.update({"synthetic.weight": 1.0 - cfg.real_weight, "folder.weight": cfg.real_weight})
     return ["synthetic", f"folder:{real}"], options
 
 
@@ -183,7 +189,7 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any) -> Path:
 
 def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str, dict[str, Any]]] = EXPORT_FORMATS,
                   force: bool = False, real: Path | None = None,
-                  real_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  folder_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """HOOK (export stage): export the pruned student to ``<workspace>/exports/<format>/pinlite-student<suffix>``.
 
     Uses ``pinlite_edge.export.export_model(checkpoint, format, output_dir, name=..., **options)`` (built by the
@@ -208,7 +214,7 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
         options = dict(options)
         if real is not None and "calib_size" in options:
             # calibrate on what the model sees: half synthetic clips, half real mouth crops (un-augmented)
-            options["calibration"] = _calibration(int(options.pop("calib_size")), real, real_options or {})
+            options["calibration"] = _calibration(int(options.pop("calib_size")), real, folder_options or {})
         try:
             res = export_model(checkpoint, fmt, out_dir, name="pinlite-student", force=True, **options)
         except PinliteError as exc:
@@ -220,18 +226,13 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
     return results
 
 
-def _calibration(size: int, real: Path, real_options: dict[str, Any]) -> Any:
+def _calibration(size: int, real: Path, folder_options: dict[str, Any]) -> Any:
     from pinlite_edge.contract import TINY_CONTRACT
     from pinlite_edge.export.calibration import concat_calibration, load_calibration
 
     half = max(1, size // 2)
     return concat_calibration([load_calibration("synthetic", TINY_CONTRACT, size - half),
-                               load_calibration(f"folder:{real}", TINY_CONTRACT, half, options=real_options)])
-
-
-def _folder_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The ``folder.*`` data options without their prefix (and without the epoch share)."""
-    return {k.partition(".")[2]: v for k, v in options.items() if k.startswith("folder.") and k != "folder.weight"}
+                               load_calibration(f"folder:{real}", TINY_CONTRACT, half, options=folder_options)])
 
 
 def _clean(value: Any) -> Any:
@@ -265,8 +266,7 @@ def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Pat
     loader = _test_loader(cfg, ws, "synthetic", dict(cfg.data_options))
     real_loader = None
     if real is not None:
-        specs, options = _data(cfg, real)
-        real_loader = _test_loader(cfg, ws, specs[1], _folder_options(options))
+        real_loader = _test_loader(cfg, ws, f"folder:{real}", real_options(cfg, real))
     device = torch.device("cpu")
     rows, reference = [], None
     for name, path in checkpoints.items():
@@ -328,7 +328,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
         epoch_size=size(cfg.prune_epoch_size))))
     if cfg.exports:
         _export_stage(ws, pruned, cfg.export_formats, force=cfg.force, real=real,
-                      real_options=_folder_options(common["data_options"]) if real else None)
+                      folder_options=real_options(cfg, real) if real else None)
     rows = evaluate_models({"teacher": teacher, "distilled": distilled, "pruned": pruned}, cfg, ws, real)
     atomic_write_json(ws / "summary.json", rows)
     return rows
