@@ -20,6 +20,7 @@ from torch import nn
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export.rewrite import rewrite_gru
+from pinlite_edge.models.inputs import example_inputs  # re-exported: executorch.py and onnx_formats.py import it here
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ class _TupleOutputs(nn.Module):
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.model(frames, mfcc)
         return out.logits, out.offset_logits, out.attention
-
-
-def example_inputs(model: nn.Module, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    contract = model.config.contract
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*contract.frames_shape(batch), generator=g),
-            torch.randn(*contract.mfcc_shape(batch), generator=g))
 
 
 def prepare_for_export(model: nn.Module, gru: str = "native") -> nn.Module:

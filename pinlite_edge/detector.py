@@ -18,18 +18,12 @@ import numpy as np
 
 from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
-from pinlite_edge.metrics import softmax_fake_prob
+from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
 log = logging.getLogger(__name__)
 
 AGGREGATES = ("max", "mean")
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.asarray(x, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 @dataclass
@@ -261,7 +255,7 @@ class Detector:
             chunk = windows[i:i + self.batch_size]
             outs.append(self.runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk])))
         logits = np.concatenate([o["logits"] for o in outs])
-        offset_probs = _softmax(np.concatenate([o["offset_logits"] for o in outs]))
+        offset_probs = softmax(np.concatenate([o["offset_logits"] for o in outs]))
         attention = np.concatenate([o["attention"] for o in outs])
         probs = softmax_fake_prob(logits)
         c = self.contract

@@ -6,28 +6,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from pinlite_edge.models import AVSyncDetector, count_parameters
-
-
-def example_inputs(model: AVSyncDetector, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    c = model.config.contract
-    return torch.randn(c.frames_shape(batch), generator=g), torch.randn(c.mfcc_shape(batch), generator=g)
-
-
-@torch.no_grad()
-def count_flops(model: AVSyncDetector) -> int:
-    """FLOPs of one batch-1 forward pass (torch's FlopCounterMode: matmul/conv/GRU matmuls, 1 MAC = 2 FLOPs;
-    element-wise ops are not counted)."""
-    was_training = model.training
-    model.eval().cpu()
-    frames, mfcc = example_inputs(model)
-    with FlopCounterMode(display=False) as counter:
-        model(frames, mfcc)
-    model.train(was_training)
-    return int(counter.get_total_flops())
+from pinlite_edge.models.flops import count_flops
+from pinlite_edge.models.inputs import example_inputs
 
 
 @torch.no_grad()

@@ -12,18 +12,11 @@ from typing import Any
 
 @functools.lru_cache(maxsize=16)
 def _stats(config_json: str) -> tuple[int, int]:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     from pinlite_edge.models import ModelConfig, count_parameters, create_model
+    from pinlite_edge.models.flops import count_flops
 
-    config = ModelConfig.from_dict(json.loads(config_json))
-    model = create_model(config, pretrained=False).eval()
-    c = config.contract
-    frames, mfcc = torch.zeros(1, *c.frames_shape()), torch.zeros(1, *c.mfcc_shape())
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(frames, mfcc)
-    return count_parameters(model), int(counter.get_total_flops())
+    model = create_model(ModelConfig.from_dict(json.loads(config_json)), pretrained=False)
+    return count_parameters(model), count_flops(model)
 
 
 def params_and_flops(model_config: dict[str, Any]) -> tuple[int, int]:

@@ -53,9 +53,13 @@ def classification_metrics(labels: np.ndarray, fake_prob: np.ndarray, threshold:
     )
 
 
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities along ``axis`` (float64), computed stably (the max is subtracted before ``exp``)."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def softmax_fake_prob(logits: np.ndarray) -> np.ndarray:
-    """Probability of class 1 (fake) from ``(B, 2)`` logits, computed stably."""
-    logits = np.asarray(logits, dtype=np.float64)
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e[..., 1] / e.sum(axis=-1)).astype(np.float64)
+    """Probability of class 1 (fake) from ``(B, 2)`` logits."""
+    return softmax(logits)[..., 1]

@@ -1,0 +1,40 @@
+"""The one example_inputs, FLOP counter and softmax that export, training, bench and the Detector share."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pinlite_edge.metrics import softmax, softmax_fake_prob
+from pinlite_edge.models import create_student
+from pinlite_edge.models.flops import count_flops
+from pinlite_edge.models.inputs import example_inputs
+
+
+def test_example_inputs_follow_the_contract_and_the_seed():
+    model = create_student("tiny")
+    frames, mfcc = example_inputs(model, batch=3, seed=5)
+    c = model.config.contract
+    assert frames.shape == c.frames_shape(3) and mfcc.shape == c.mfcc_shape(3)
+    again, _ = example_inputs(model, batch=3, seed=5)
+    other, _ = example_inputs(model, batch=3, seed=6)
+    assert torch.equal(frames, again) and not torch.equal(frames, other)
+
+
+def test_count_flops_scales_with_batch_and_keeps_the_mode():
+    model = create_student("tiny").train()
+    one = count_flops(model)
+    assert one > 0 and model.training
+    assert count_flops(model, batch=2) == 2 * one
+
+
+def test_softmax_is_stable_and_normalised():
+    x = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
+    p = softmax(x)
+    assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1.0)
+    assert np.allclose(p[1], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    assert np.allclose(softmax(x.T, axis=0), p.T)
+
+
+def test_fake_prob_is_the_two_class_softmax():
+    logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)], [800.0, -800.0]])
+    assert np.allclose(softmax_fake_prob(logits), [0.5, 0.75, 0.0])
