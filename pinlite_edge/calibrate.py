@@ -1,0 +1,147 @@
+"""``python -m pinlite_edge.calibrate CHECKPOINT --data DIR``: measure a model's operating point on genuine clips.
+
+Every clip under ``DIR`` (or those of ``--splits`` in ``--split-file``) must be genuine and in sync. Each is scored as
+:class:`pinlite_edge.Detector` scores a file (same featurisation, windows and aggregates); per aggregate the threshold
+is the lowest one at which at most ``--target-fpr`` of them would be called fake, never below 0.5
+(:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
+and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
+
+Calibrate on clips that are NOT in your evaluation split: the quickstart uses the train and dev clips of the
+speaker-disjoint ``real_av`` split and reports on its test clips.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pinlite_edge.errors import DecodeError, InputError, PinliteError
+from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, fit_operating_point
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipScore:
+    file: str
+    fake_prob_max: float
+    fake_prob_mean: float
+    face_found: bool | None
+
+
+def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str]) -> list[Path]:
+    """The calibration clips: every video under ``root``, or the ``splits`` of ``split_file`` (missing ones refused)."""
+    from pinlite_edge.data.folder import find_videos
+    from pinlite_edge.data.splits import read_split_file
+
+    if not root.is_dir():
+        raise InputError(f"--data {root} is not a folder of genuine clips")
+    if split_file is None:
+        files = [root / f for f in find_videos(root)]
+    else:
+        records = read_split_file(split_file)
+        wanted = set(splits)
+        files = [root / rel for rel, rec in sorted(records.items()) if rec.split in wanted]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"{len(missing)} clip(s) of split file {split_file} are missing under {root}, e.g. "
+                             f"{missing[0]}")
+    if not files:
+        raise InputError(f"no calibration clips under {root}" + (f" for splits {sorted(splits)}" if split_file else ""))
+    return files
+
+
+def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None = None,
+                stride_seconds: float | None = None, face_crop: bool = True,
+                progress: bool = True) -> list[ClipScore]:
+    """Score each clip with the model as :class:`Detector` does; undecodable clips are skipped with a warning."""
+    from tqdm import tqdm
+
+    from pinlite_edge.detector import Detector
+
+    options = {} if threads is None else {"threads": threads}
+    scores: list[ClipScore] = []
+    with Detector.load(checkpoint, stride_seconds=stride_seconds, face_crop=face_crop, **options) as det:
+        for f in tqdm(files, desc="scoring genuine clips", unit="clip", disable=not progress):
+            try:
+                r = det.detect(f)
+            except DecodeError as exc:
+                log.warning("skipping %s: %s", f, exc)
+                continue
+            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.face_found))
+    return scores
+
+
+def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file: str | None = None,
+                         splits: Sequence[str] = ("train", "dev"), target_fpr: float = DEFAULT_TARGET_FPR,
+                         threads: int | None = None, stride_seconds: float | None = None,
+                         face_crop: bool = True, write: bool = True, progress: bool = True) -> OperatingPoint:
+    """Measure the operating point of ``checkpoint`` on genuine clips and (``write``) store it in its record."""
+    from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint, root = Path(checkpoint), Path(data)
+    files = genuine_clips(root, split_file, splits)
+    scored = [s for s in score_clips(checkpoint, files, threads=threads, stride_seconds=stride_seconds,
+                                     face_crop=face_crop, progress=progress) if s.face_found is not False]
+    if not scored:
+        raise InputError(f"none of the {len(files)} clips under {root} could be scored with a face in view")
+    where = f"folder {root}" + (f", split file {split_file}, splits {'+'.join(splits)}" if split_file else "")
+    if not face_crop:
+        where += " (no face crop)"
+    point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored]},
+                                target_fpr=target_fpr, data=where, stride_seconds=stride_seconds)
+    if write:
+        model, record = load_checkpoint(checkpoint)
+        record = {k: v for k, v in record.items() if k != "weights_sha256"}
+        record["operating_point"] = point.to_dict()
+        save_checkpoint(checkpoint, model, record)
+    return point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pinlite_edge.calibrate", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="model checkpoint (.safetensors); the operating point is written "
+                                                 "into its record")
+    p.add_argument("--data", type=Path, required=True, help="folder of genuine, in-sync talking-face clips")
+    p.add_argument("--split-file", default=None,
+                   help="split file (path or shipped name, e.g. real_av) selecting the clips by --splits")
+    p.add_argument("--splits", default="train,dev",
+                   help="comma-separated splits of --split-file to calibrate on (default: train,dev; keep your "
+                        "evaluation split out)")
+    p.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
+                   help=f"largest fraction of the genuine clips that may be called fake (default {DEFAULT_TARGET_FPR})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
+    p.add_argument("--stride-seconds", type=float, default=None,
+                   help="window stride (default: the model's, as Detector uses)")
+    p.add_argument("--no-face-crop", action="store_true",
+                   help="score whole frames, as Detector(face_crop=False) does (default: face tracking + mouth crop)")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the checkpoint")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    try:
+        point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
+                                     target_fpr=args.target_fpr, threads=args.threads,
+                                     stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
+                                     write=not args.dry_run)
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    for agg, thr in point.thresholds.items():
+        print(f"{agg:>4}: threshold {thr:.4f}  (genuine clips called fake: {point.fpr_at_threshold[agg]:.2f} here, "
+              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.clips} clips)")
+    print("written into " + str(args.checkpoint) if not args.dry_run else "dry run: checkpoint unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The operating point: the P(fake) threshold a model's verdicts use, measured on genuine clips.
+
+A model trained on balanced sync pairs (half in-sync, half shifted or swapped) is not calibrated for genuine footage:
+on the real clips of ``../shared/data/real-av`` the quickstart student gave max-aggregate P(fake) 0.50-0.81 to clips
+that are all genuine, so a fixed 0.5 called 29 of 31 of them fake. The operating point is measured instead: score
+genuine, in-sync clips that are not in the evaluation split, and per aggregate pick the lowest threshold at which at
+most ``target_fpr`` of them would be called fake. It is *raised, never lowered*, from 0.5: a handful of calibration
+clips may protect against false alarms but must not make a model more trigger-happy than its own probabilities.
+
+The record travels with the model: checkpoint record -> artefact manifest -> ``runner.operating_point`` ->
+``Detector`` (its default threshold when the caller gives none); ``DetectionResult.threshold_source`` says which.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+from pinlite_edge.errors import InputError
+
+AGGREGATES = ("max", "mean")
+#: the threshold a model without an operating point uses, and the floor of a calibrated one
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TARGET_FPR = 0.05
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Per-aggregate thresholds and the genuine clips they were measured on."""
+
+    thresholds: dict[str, float]  # aggregate ("max" | "mean") -> P(fake) threshold
+    target_fpr: float  # at most this fraction of the calibration clips is called fake
+    clips: int  # genuine clips scored (no-face clips excluded)
+    data: str  # where the clips came from (folder, split file, splits)
+    stride_seconds: float | None = None  # window stride used (None: the contract's default, as Detector uses)
+    fpr_at_threshold: dict[str, float] = field(default_factory=dict)  # measured on the calibration clips
+    fpr_at_default: dict[str, float] = field(default_factory=dict)  # the same clips at 0.5, for comparison
+
+    def threshold(self, aggregate: str) -> float:
+        try:
+            return float(self.thresholds[aggregate])
+        except KeyError:
+            raise InputError(f"the operating point has no threshold for aggregate {aggregate!r} "
+                             f"(it has {sorted(self.thresholds)})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "record") -> "OperatingPoint":
+        """Parse a stored record; anything malformed is an :class:`InputError` naming ``source``."""
+        if not isinstance(d, Mapping):
+            raise InputError(f"{source}: operating_point must be a JSON object, got {type(d).__name__}")
+        thresholds = d.get("thresholds")
+        if not isinstance(thresholds, Mapping) or not thresholds:
+            raise InputError(f"{source}: operating_point.thresholds must map an aggregate to a threshold")
+        parsed: dict[str, float] = {}
+        for agg, value in thresholds.items():
+            if agg not in AGGREGATES:
+                raise InputError(f"{source}: operating_point has a threshold for unknown aggregate {agg!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise InputError(f"{source}: operating_point threshold for {agg!r} must be a number in [0, 1], "
+                                 f"got {value!r}")
+            parsed[agg] = float(value)
+        try:
+            return cls(thresholds=parsed, target_fpr=float(d.get("target_fpr", math.nan)), clips=int(d.get("clips", 0)),
+                       data=str(d.get("data", "")),
+                       stride_seconds=None if d.get("stride_seconds") is None else float(d["stride_seconds"]),
+                       fpr_at_threshold={str(k): float(v) for k, v in dict(d.get("fpr_at_threshold") or {}).items()},
+                       fpr_at_default={str(k): float(v) for k, v in dict(d.get("fpr_at_default") or {}).items()})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{source}: malformed operating_point: {exc}") from None
+
+
+def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = DEFAULT_THRESHOLD) -> float:
+    """The lowest threshold ``t >= floor`` at which at most ``target_fpr`` of ``scores`` satisfy ``score >= t``.
+
+    Verdicts call a clip fake when its score is ``>= threshold``, so the threshold sits just above the highest
+    score that must stay below it (the next float up, so the comparison is exact).
+    """
+    if not scores:
+        raise InputError("no genuine clip scores to calibrate on")
+    if not 0.0 <= target_fpr < 1.0:
+        raise InputError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    ranked = sorted((float(s) for s in scores), reverse=True)
+    if any(not math.isfinite(s) for s in ranked):
+        raise InputError("a calibration score is not finite")
+    allowed = int(math.floor(target_fpr * len(ranked) + 1e-9))  # clips that may stay at or above the threshold
+    if allowed >= len(ranked):
+        return floor
+    must_pass = ranked[allowed]  # the highest score that must fall below the threshold
+    return max(floor, min(1.0, math.nextafter(must_pass, math.inf)))
+
+
+def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
+    return sum(1 for s in scores if s >= threshold) / len(scores) if scores else math.nan
+
+
+def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: float = DEFAULT_TARGET_FPR,
+                        data: str = "", stride_seconds: float | None = None) -> OperatingPoint:
+    """``scores`` maps an aggregate to the genuine clips' aggregated P(fake); one threshold per aggregate."""
+    thresholds = {agg: threshold_at_fpr(vals, target_fpr) for agg, vals in scores.items()}
+    counts = {len(v) for v in scores.values()}
+    if len(counts) != 1:
+        raise InputError("every aggregate must be scored on the same clips")
+    return OperatingPoint(
+        thresholds=thresholds, target_fpr=float(target_fpr), clips=counts.pop(), data=data,
+        stride_seconds=stride_seconds,
+        fpr_at_threshold={agg: false_positive_rate(v, thresholds[agg]) for agg, v in scores.items()},
+        fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()})
+
+
+__all__ = ["AGGREGATES", "DEFAULT_TARGET_FPR", "DEFAULT_THRESHOLD", "OperatingPoint", "false_positive_rate",
+           "fit_operating_point", "threshold_at_fpr"]

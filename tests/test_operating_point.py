@@ -1,0 +1,92 @@
+"""Operating point: thresholds measured on genuine clips, stored in the checkpoint, carried to the Detector."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pinlite_edge.checkpoint import read_record, save_checkpoint
+from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.errors import InputError
+from pinlite_edge.models import create_student
+from pinlite_edge.operating_point import OperatingPoint, fit_operating_point, threshold_at_fpr
+
+
+def test_threshold_sits_just_above_the_scores_that_must_pass():
+    scores = [0.9, 0.7, 0.6, 0.55, 0.52, 0.4, 0.3, 0.3, 0.2, 0.1]
+    # 10 clips, 10 %: one clip may stay at or above the threshold, the second highest (0.7) must fall below it
+    t = threshold_at_fpr(scores, 0.10)
+    assert 0.7 < t < 0.7 + 1e-9
+    assert sum(s >= t for s in scores) == 1
+    # 0 %: every clip below the threshold
+    assert sum(s >= threshold_at_fpr(scores, 0.0) for s in scores) == 0
+
+
+def test_threshold_is_never_lowered_below_half():
+    assert threshold_at_fpr([0.1, 0.2, 0.3], 0.0) == 0.5
+    assert threshold_at_fpr([0.1], 0.99) == 0.5  # every clip may be called fake: nothing to raise
+
+
+@pytest.mark.parametrize("scores, fpr", [([], 0.05), ([0.5, math.nan], 0.05), ([0.5], 1.0), ([0.5], -0.1)])
+def test_threshold_refuses_bad_input(scores, fpr):
+    with pytest.raises(InputError):
+        threshold_at_fpr(scores, fpr)
+
+
+def test_fit_reports_fpr_before_and_after():
+    point = fit_operating_point({"max": [0.8, 0.7, 0.6, 0.55], "mean": [0.45, 0.5, 0.52, 0.4]}, target_fpr=0.0,
+                                data="unit test")
+    assert point.fpr_at_default == {"max": 1.0, "mean": 0.5}
+    assert point.fpr_at_threshold == {"max": 0.0, "mean": 0.0}
+    assert point.threshold("max") > 0.8 and point.threshold("mean") > 0.52
+    assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
+
+
+@pytest.mark.parametrize("bad", [None, [], {"thresholds": {}}, {"thresholds": {"median": 0.6}},
+                                 {"thresholds": {"max": 1.5}}, {"thresholds": {"max": "0.6"}},
+                                 {"thresholds": {"max": True}}, {"thresholds": {"max": 0.6}, "clips": "many"}])
+def test_stored_record_is_validated(bad):
+    with pytest.raises(InputError, match="operating_point"):
+        OperatingPoint.from_dict(bad, source="manifest x")
+
+
+@pytest.fixture(scope="module")
+def genuine_folder(tmp_path_factory) -> Path:
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    root = tmp_path_factory.mktemp("genuine")
+    for seed in range(3):
+        write_clip_video(root / f"clip{seed}.mp4", seed=seed, contract=TINY_CONTRACT, duration_s=1.5)
+    return root
+
+
+def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, tmp_path, capsys):
+    from pinlite_edge.calibrate import main
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {"epoch": 3})
+    before, _ = load_checkpoint(ckpt)
+    assert main([str(ckpt), "--data", str(genuine_folder), "--target-fpr", "0", "--threads", "1",
+                 "--no-face-crop"]) == 0
+    record = read_record(ckpt)
+    point = OperatingPoint.from_dict(record["operating_point"])
+    assert point.clips == 3 and point.fpr_at_threshold == {"max": 0.0, "mean": 0.0}
+    assert record["epoch"] == 3  # the rest of the record is kept
+    after, _ = load_checkpoint(ckpt)
+    for (k, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert "threshold" in capsys.readouterr().out
+
+
+def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
+    from pinlite_edge.calibrate import main
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    assert main([str(ckpt), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(ckpt), "--data", str(tmp_path / "empty")]) == 2
