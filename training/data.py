@@ -19,11 +19,11 @@ from pinlite_edge.data.augment import is_augmented
 from pinlite_edge.data.mix import DataSource, MixedDataset, build_sources, resolve_sources
 from pinlite_edge.errors import DatasetError
 
+from pinlite_edge.training.memory_cache import ByteBudgetLRU
 from pinlite_edge.training.sampling import SamplingPlan, dataset_strata
 
 log = logging.getLogger(__name__)
 
-_LOADED: dict[str, "Split"] = {}
 _TENSOR_KEYS = ("frames", "mfcc", "label", "manipulation", "offset_class")
 
 
@@ -83,6 +83,18 @@ class Split:
         return len(self.dataset)  # type: ignore[arg-type]
 
 
+def _held_bytes(split: Split) -> int:
+    """Bytes of the tensors a materialised split holds in memory."""
+    base = split.dataset.base if isinstance(split.dataset, IndexedDataset) else split.dataset
+    tensors = base.tensors.values() if isinstance(base, InMemoryDataset) else ()
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+#: Materialised splits, reused by later stages of one process (quickstart, ablation); least recently used splits are
+#: dropped beyond 4 GB (two splits at the default ``in_memory_limit_gb``). ``SPLIT_CACHE.clear()`` frees them.
+SPLIT_CACHE: ByteBudgetLRU[str, Split] = ByteBudgetLRU("in-memory splits", 4 * 10**9, _held_bytes)
+
+
 def _sample_bytes(contract: InputContract) -> int:
     frames = contract.num_frames * 3 * contract.frame_size * contract.frame_size
     return 4 * (frames + contract.mfcc_steps * contract.num_mfcc)
@@ -104,9 +116,10 @@ def load_split(spec: str | Sequence[str], split: str, contract: InputContract, *
     key = json.dumps([spec, split, contract.to_dict(), options or {}, cache_dir, mode, limit_gb], sort_keys=True,
                      default=str)
     sources = resolve_sources(spec, options)
-    if key in _LOADED:
-        check_classes(_LOADED[key].source, sources, split, role)
-        return _LOADED[key]
+    cached = SPLIT_CACHE.get(key)
+    if cached is not None:
+        check_classes(cached.source, sources, split, role)
+        return cached
     base = build_sources(sources, split, contract, cache_dir=cache_dir)
     n = len(base)  # type: ignore[arg-type]
     if n == 0:
@@ -129,7 +142,7 @@ def load_split(spec: str | Sequence[str], split: str, contract: InputContract, *
         log.info("holding %s split (%d samples, %.2f GB) in memory", split, n, size_gb)
         dataset = InMemoryDataset(base, num_workers=num_workers, progress=progress, desc=f"preparing {split}")
         result = Split(split, IndexedDataset(dataset), fingerprint, description, base)
-        _LOADED[key] = result  # later stages of the same process (quickstart, ablation) reuse it
+        SPLIT_CACHE.put(key, result)  # later stages of the same process (quickstart, ablation) reuse it
         return result
     return Split(split, IndexedDataset(dataset), fingerprint, description, base)
 
@@ -165,11 +178,6 @@ def check_classes(dataset: Dataset, sources: Sequence[DataSource], split: str, r
             raise DatasetError(msg)
         log.warning("!!! %s. Validation AUC is undefined on it: checkpoint selection falls back to the validation "
                     "loss !!!", msg)
-
-
-def clear_loaded_splits() -> None:
-    """Forget the in-memory splits kept by :func:`load_split`."""
-    _LOADED.clear()
 
 
 class EpochSampler(Sampler[int]):

@@ -2,8 +2,9 @@
 
 Caching is only valid because training samples are deterministic and un-augmented: sample ``i`` of a split is the
 same tensor in every epoch. Augmented training splits (real-video train splits by default, ``Split.augmented``) are
-not cached: ``distill.distillation_objective`` runs the teacher on every batch for them. Entries live in memory for the process and on disk as safetensors files named by
-``sha256(teacher weights sha256, dataset fingerprint)``, so a second run (or an ablation) reuses them.
+not cached: ``distill.distillation_objective`` runs the teacher on every batch for them. Entries live on disk as
+safetensors files named by ``sha256(teacher weights sha256, dataset fingerprint)``, so a second run (or an ablation)
+reuses them, and in memory in ``TEACHER_OUTPUT_CACHE`` (least recently used entries dropped beyond 1 GB).
 """
 from __future__ import annotations
 
@@ -25,10 +26,18 @@ from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.training.data import Split, make_loader
 from pinlite_edge.training.evaluate import predict
+from pinlite_edge.training.memory_cache import ByteBudgetLRU
 
 log = logging.getLogger(__name__)
 
-_MEMORY: dict[str, dict[str, torch.Tensor]] = {}
+
+def _outputs_bytes(out: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in out.values())
+
+
+#: One teacher's outputs on one split by cache key; ``TEACHER_OUTPUT_CACHE.clear()`` frees them.
+TEACHER_OUTPUT_CACHE: ByteBudgetLRU[str, dict[str, torch.Tensor]] = ByteBudgetLRU(
+    "teacher outputs", 10**9, _outputs_bytes)
 
 
 @dataclass
@@ -66,15 +75,16 @@ def load_teachers(paths: Sequence[str | Path], device: torch.device) -> list[AVS
 def _outputs(path: str | Path, split: Split, device: torch.device, batch_size: int, cache_dir: Path | None,
              model: AVSyncDetector | None) -> dict[str, torch.Tensor]:
     key = hashlib.sha256(f"{teacher_hash(path)}:{split.fingerprint}".encode()).hexdigest()[:32]
-    if key in _MEMORY:
-        return _MEMORY[key]
+    cached = TEACHER_OUTPUT_CACHE.get(key)
+    if cached is not None:
+        return cached
     file = cache_dir / f"teacher-{key}.safetensors" if cache_dir is not None else None
     if file is not None and file.is_file():
         try:
             out = load_file(str(file))
             if out["logits"].shape[0] == len(split):
                 log.info("teacher outputs for %s / %s split from cache %s", path, split.name, file)
-                _MEMORY[key] = out
+                TEACHER_OUTPUT_CACHE.put(key, out)
                 return out
             log.warning("teacher cache %s has the wrong size; recomputing", file)
         except (SafetensorError, OSError, KeyError) as exc:
@@ -86,7 +96,7 @@ def _outputs(path: str | Path, split: Split, device: torch.device, batch_size: i
     if file is not None:
         with atomic_path(file) as tmp:
             save_file(out, str(tmp), metadata={"teacher": str(path), "dataset_fingerprint": split.fingerprint})
-    _MEMORY[key] = out
+    TEACHER_OUTPUT_CACHE.put(key, out)
     return out
 
 
@@ -103,7 +113,3 @@ def teacher_targets(paths: Sequence[str | Path], split: Split, device: torch.dev
         raise CheckpointError(f"ensemble teachers produce attention maps of different shapes {sorted(shapes)}")
     return TeacherTargets(torch.stack([o["logits"] for o in outs]),
                           torch.stack([o["attention"] for o in outs]).mean(dim=0))
-
-
-def clear_memory_cache() -> None:
-    _MEMORY.clear()
