@@ -101,14 +101,10 @@ def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None 
 
 def run_pte(path, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
     """Run a .pte with ``executorch.runtime`` (inputs made contiguous: ``execute`` ignores strides)."""
-    _require_executorch()
-    import executorch.kernels.quantized  # noqa: F401  (registers the quantized out-variants an INT8 program may use)
-    from executorch.runtime import Runtime
+    from pinlite_edge.runtimes.executorch import loader  # the runtime's program loading (what users run)
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    outs = method.execute([torch.from_numpy(np.ascontiguousarray(frames)),
-                           torch.from_numpy(np.ascontiguousarray(mfcc))])
-    return [o.detach().numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs]
+    _require_executorch()
+    return loader.execute(loader.load_method(path), frames, mfcc)
 
 
 def _parity(path, model, batch: int) -> dict[str, float]:

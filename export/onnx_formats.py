@@ -17,13 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def ort_session(path: Path | str, threads: int = 1):
-    import onnxruntime as ort
+    """A CPU onnxruntime session built by the runtime's loader (what users run)."""
+    from pinlite_edge.runtimes.ort.loader import create_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return create_session(path, threads=threads, inter_op_threads=1)
 
 
 def ort_parity(path: Path, model, batch: int = 2) -> dict[str, float]:
@@ -199,18 +196,9 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
 def ort_optimized_graph(path: Path):
     """The graph onnxruntime's CPU provider runs for ``path`` after its QDQ fusions and constant folding (optimisation
     level "extended": no hardware-specific layouts), as an ``onnx.ModelProto``."""
-    import tempfile
+    from pinlite_edge.runtimes.ort.loader import optimized_graph
 
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="pinlite-ort-opt-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return onnx.load(so.optimized_model_filepath)
+    return optimized_graph(path, optimization="extended")
 
 
 def ort_cpu_kernels(path: Path) -> dict[str, int]:

@@ -39,22 +39,11 @@ from typing import Any, Iterable
 from pinlite_edge.errors import BackendUnavailableError, ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
 from pinlite_edge.export.plan import PrecisionPlan
+from pinlite_edge.runtimes.trt.loader import INSTALL_HINT, import_tensorrt  # one import + install hint (runtime's)
 from pinlite_edge.utils.atomic import atomic_path, atomic_write_bytes
 
 log = logging.getLogger(__name__)
-INSTALL_HINT = ("TensorRT ships with JetPack on Jetson (python3-libnvinfer, TensorRT 10.3 on JetPack 6); on an x86 "
-                "machine with an NVIDIA driver: pip install tensorrt --extra-index-url https://pypi.nvidia.com")
 DEFAULT_MAX_BATCH = 8
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module, or a BackendUnavailableError that says how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailableError("tensorrt", f"the tensorrt Python package is not importable ({exc})",
-                                      INSTALL_HINT) from None
-    return trt
 
 
 def trt_major(trt) -> int:
