@@ -13,10 +13,20 @@ with :class:`InputError`: integer frames almost always mean un-normalised uint8 
 Batch policy: a batch larger than the artefact's ``max_batch`` (e.g. a static batch-1 ``.pte``) is split into
 chunks and the outputs concatenated when ``batch_policy="split"`` (default), or refused with :class:`InputError`
 when ``batch_policy="reject"``.
+
+Options (``threads``, ``device``, ``batch_policy``, a backend's own) are checked when the runner is built and a bad
+one raises :class:`RunnerOptionError` naming it. Outputs are checked after every call: a missing output, a wrong
+shape, or NaN/inf values (an FP16 overflow, a broken kernel) raise :class:`RunnerOutputError` instead of handing
+a wrong answer on.
+
+Memory: nothing is sampled inside :meth:`BaseRunner.infer` (it is the timed call). The process RSS is read before
+and after :meth:`BaseRunner.activate`, and whenever the caller asks with :meth:`BaseRunner.sample_memory` (between
+timed calls).
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -37,6 +47,50 @@ BATCH_POLICIES = ("split", "reject")
 
 class RunnerStateError(PinliteError, RuntimeError):
     """A runner was used while not activated (call ``activate()`` or use ``with runner:``)."""
+
+
+class RunnerOptionError(PinliteError, ValueError):
+    """A runner option (threads, device, batch policy, a backend's own option) has an invalid value."""
+
+
+class RunnerOutputError(PinliteError, RuntimeError):
+    """A backend returned outputs that break the contract: missing, wrongly shaped, or not finite (NaN/inf)."""
+
+
+def max_threads() -> int:
+    """The largest ``threads`` option accepted: four per CPU core of this machine."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(value: Any, option: str = "threads") -> int | None:
+    """``None`` (the backend's default) or an int in ``1..max_threads()``; else :class:`RunnerOptionError`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise RunnerOptionError(f"runner option {option}={value!r} must be a whole number of threads "
+                                f"(1..{max_threads()}) or None for the backend's default")
+    if not 1 <= int(value) <= max_threads():
+        raise RunnerOptionError(f"runner option {option}={value} is out of range: use 1..{max_threads()} "
+                                f"(this machine has {os.cpu_count()} CPU cores) or None for the backend's default")
+    return int(value)
+
+
+def check_choice(option: str, value: Any, choices: tuple[str, ...] | list[str], backend: str = "") -> str:
+    """``value`` if it is one of ``choices``; else :class:`RunnerOptionError` naming the option and the choices."""
+    if value not in choices:
+        who = f" of the {backend} runner" if backend else ""
+        raise RunnerOptionError(f"runner option {option}{who} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_cuda_device(device: Any, backend: str) -> int:
+    """``"cuda"`` or ``"cuda:N"`` -> N (0 for ``"cuda"``); else :class:`RunnerOptionError`."""
+    if isinstance(device, str) and device == "cuda":
+        return 0
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise RunnerOptionError(f"runner option device of the {backend} runner must be 'cuda' or 'cuda:N', "
+                            f"got {device!r}")
 
 
 @dataclass(frozen=True)
@@ -127,11 +181,12 @@ class BaseRunner(ABC):
 
     def __init__(self, artifact: str | Path, contract: InputContract, *, precision: str, device: str,
                  preset: str, model_kind: str, max_batch: int | None = None, fmt: str = "",
-                 batch_policy: str = "split"):
-        if batch_policy not in BATCH_POLICIES:
-            raise ValueError(f"batch_policy must be one of {BATCH_POLICIES}, got {batch_policy!r}")
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+                 batch_policy: str = "split", threads: int | None = None):
+        check_choice("batch_policy", batch_policy, BATCH_POLICIES)
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
+                                      or max_batch < 1):
+            raise RunnerOptionError(f"max_batch of {artifact} must be a whole number >= 1, got {max_batch!r}")
+        self.threads = check_threads(threads)
         self.artifact = Path(artifact)
         self.contract = contract
         self.precision = precision
@@ -145,9 +200,10 @@ class BaseRunner(ABC):
         self.last_inference_time_s: float | None = None
         #: device-side time of the last call (CUDA events) where the backend measures it; None on CPU
         self.last_device_time_s: float | None = None
+        #: highest process RSS read at activation and by :meth:`sample_memory` (never inside ``infer``)
         self.peak_rss_bytes = 0
-        self.peak_gpu_memory_bytes: int | None = None
         self.rss_before_activate_bytes = 0
+        self._gpu_memory_at_deactivate: int | None = None
         #: what the model was trained on (manifest / checkpoint record; pinlite_edge.trained_on); None: unknown
         self.training_data: dict[str, Any] | None = None
 
@@ -172,8 +228,23 @@ class BaseRunner(ABC):
 
     @property
     def peak_memory_bytes(self) -> int:
-        """Highest process RSS sampled around activation and every inference of this runner."""
+        """Highest process RSS read around activation and by :meth:`sample_memory` calls."""
         return self.peak_rss_bytes
+
+    @property
+    def peak_gpu_memory_bytes(self) -> int | None:
+        """GPU memory this runner's backend reports (see each backend); None on the CPU or when unknown."""
+        return self.gpu_memory_bytes() if self.is_active else self._gpu_memory_at_deactivate
+
+    def gpu_memory_bytes(self) -> int | None:
+        """Backends on a GPU override this (read on request, never inside ``infer``); kept at deactivation."""
+        return None
+
+    def sample_memory(self) -> int:
+        """Read the process RSS now (call it between timed inferences), keep the peak, return the reading."""
+        rss = _process_rss()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+        return rss
 
     def extra_info(self) -> dict[str, Any]:
         return {}
@@ -184,16 +255,28 @@ class BaseRunner(ABC):
             log.warning("%s is already active", self.name)
             return self
         self.rss_before_activate_bytes = _process_rss()
-        self.activate_impl()
+        try:
+            self.activate_impl()
+        except BaseException:
+            self._release_partial_activation()
+            raise
         self.is_active = True
-        self._sample_memory()
+        self.sample_memory()
         return self
+
+    def _release_partial_activation(self) -> None:
+        """An activation failed half-way: free what it allocated and undo what it set (threads, contexts)."""
+        try:
+            self.deactivate_impl()
+        except Exception as exc:  # the activation error is the one to report
+            log.warning("%s: cleaning up after a failed activation also failed: %s", self.name, exc)
 
     def deactivate(self) -> None:
         if not self.is_active:
             log.warning("%s is not active", self.name)
             return
         try:
+            self._gpu_memory_at_deactivate = self.gpu_memory_bytes()
             self.deactivate_impl()
         finally:
             self.is_active = False
@@ -211,7 +294,8 @@ class BaseRunner(ABC):
 
     @abstractmethod
     def deactivate_impl(self) -> None:
-        """Free what :meth:`activate_impl` allocated."""
+        """Free what :meth:`activate_impl` allocated and restore what it changed (e.g. thread counts). Also called
+        after a failed activation, so it must cope with a half-done one."""
 
     @abstractmethod
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
@@ -247,7 +331,6 @@ class BaseRunner(ABC):
             out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
         self.last_inference_time_s = time.perf_counter() - start
         self.last_device_time_s = device_time
-        self._sample_memory()
         return self._check_outputs(out, batch)
 
     def _check_outputs(self, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -256,12 +339,18 @@ class BaseRunner(ABC):
         result = {}
         for key, shape in expected.items():
             if key not in out:
-                raise PinliteError(f"{self.name} produced no {key!r} output (outputs: {sorted(out)})")
+                raise RunnerOutputError(f"{self.name} produced no {key!r} output (outputs: {sorted(out)})")
             arr = np.asarray(out[key])
             if arr.shape != shape:
-                raise PinliteError(f"{self.name} produced {key} of shape {arr.shape}, expected {shape}")
-            result[key] = arr.astype(np.float32, copy=False)
+                raise RunnerOutputError(f"{self.name} produced {key} of shape {arr.shape}, expected {shape}")
+            arr = arr.astype(np.float32, copy=False)
+            finite = np.isfinite(arr)
+            if not finite.all():
+                rows = sorted({int(i) for i in np.nonzero(~finite.reshape(batch, -1).all(axis=1))[0]})
+                raise RunnerOutputError(
+                    f"{self.name} returned {int((~finite).sum())} NaN/inf values in {key!r} (batch rows "
+                    f"{rows[:8]}{'...' if len(rows) > 8 else ''}) for finite inputs: the backend computed a wrong "
+                    f"answer (e.g. an FP16 overflow or a broken kernel); compare with the fp32 artefact "
+                    f"(pinlite_edge.runtimes.Comparator) or run another precision/backend")
+            result[key] = arr
         return result
-
-    def _sample_memory(self) -> None:
-        self.peak_rss_bytes = max(self.peak_rss_bytes, _process_rss())

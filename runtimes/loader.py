@@ -1,34 +1,35 @@
-"""``load_runner(path)``: pick the backend from the manifest (``.safetensors`` checkpoints -> torch)."""
+"""``load_runner(path)``: pick the backend from the manifest (``.safetensors`` checkpoints -> torch).
+
+:data:`BACKENDS` is the registry of runners: one package per backend under ``runtimes/<backend>/`` (loader +
+runner, as in Polygraphy), each imported only when its runner is asked for.
+"""
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.runtimes.artifact import ArtifactSpec, backend_name, inspect_artifact
-from pinlite_edge.runtimes.base import BaseRunner
+from pinlite_edge.runtimes.base import BaseRunner, RunnerOptionError
 
-BACKENDS = ("torch", "ort", "trt", "executorch")
+#: backend name -> runner class in ``pinlite_edge.runtimes.<backend>``
+_RUNNER_CLASSES = {"torch": "TorchRunner", "ort": "OrtRunner", "trt": "TrtRunner", "executorch": "ExecuTorchRunner"}
+BACKENDS = tuple(_RUNNER_CLASSES)
 
 
 def runner_class(backend: str) -> type[BaseRunner]:
     """The runner class of a backend; its module imports no heavy library until the runner is activated."""
     backend = backend_name(backend)
-    if backend == "torch":
-        from pinlite_edge.runtimes.torch_runner import TorchRunner
+    module = importlib.import_module(f"pinlite_edge.runtimes.{backend}")
+    return getattr(module, _RUNNER_CLASSES[backend])
 
-        return TorchRunner
-    if backend == "ort":
-        from pinlite_edge.runtimes.ort_runner import OrtRunner
 
-        return OrtRunner
-    if backend == "trt":
-        from pinlite_edge.runtimes.trt_runner import TrtRunner
-
-        return TrtRunner
-    from pinlite_edge.runtimes.executorch_runner import ExecuTorchRunner
-
-    return ExecuTorchRunner
+def runner_options(backend: str) -> tuple[str, ...]:
+    """The keyword options the backend's runner takes (``device``, ``threads``, ``batch_policy``, its own)."""
+    params = inspect.signature(runner_class(backend).__init__).parameters
+    return tuple(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "model")
 
 
 def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = True,
@@ -37,9 +38,10 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
     """Check the artefact's manifest and return an (inactive) runner for it.
 
     ``options`` go to the runner: ``device`` ("cpu", "cuda", and for ORT "tensorrt"), ``threads``,
-    ``batch_policy`` ("split" | "reject"), ORT's ``optimization``... Raises :class:`ManifestError` when the
-    manifest does not match the artefact or the expected preset/contract, and ``backend`` when given must agree
-    with the manifest.
+    ``batch_policy`` ("split" | "reject"), ORT's ``optimization``, TensorRT's ``cuda_binding``... An option the
+    runner does not take, or a bad value, raises :class:`RunnerOptionError` naming it. Raises
+    :class:`ManifestError` when the manifest does not match the artefact or the expected preset/contract, and
+    ``backend`` when given must agree with the manifest.
     """
     spec: ArtifactSpec = inspect_artifact(path, verify=verify, expected_preset=expected_preset,
                                           expected_contract=expected_contract)
@@ -47,6 +49,11 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
         from pinlite_edge.errors import ManifestError
 
         raise ManifestError(f"{path} is a {spec.backend} artefact ({spec.format}), not a {backend_name(backend)} one")
+    known = runner_options(spec.backend)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise RunnerOptionError(f"runner option(s) {unknown} are not options of the {spec.backend} runner "
+                                f"({spec.path.name}); it takes {list(known)}")
     runner = runner_class(spec.backend)(spec, **options)
     runner.training_data = spec.training_data
     return runner

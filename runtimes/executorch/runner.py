@@ -1,9 +1,9 @@
-"""ExecuTorchRunner: ``.pte`` programs (XNNPACK delegate, FP32 or INT8) through ``executorch.runtime``.
+"""ExecuTorchRunner: ``.pte`` programs (XNNPACK delegate, FP32 or INT8), loaded by
+:mod:`pinlite_edge.runtimes.executorch.loader`.
 
 The ``forward`` method takes ``(frames, mfcc)`` and returns the outputs in the manifest's ``output_names`` order.
 ``.pte`` files are usually exported with a static batch (1): the manifest says so (``dynamic_batch: false``,
 ``max_batch``) and :class:`BaseRunner` splits larger batches (or rejects them with ``batch_policy="reject"``).
-Inputs are passed as contiguous tensors because ``execute`` ignores strides.
 """
 from __future__ import annotations
 
@@ -13,59 +13,36 @@ from typing import Any
 import numpy as np
 
 from pinlite_edge.contract import OUTPUT_NAMES
-from pinlite_edge.errors import BackendUnavailableError, ManifestError
-from pinlite_edge.runtimes.artifact import INSTALL_HINTS, ArtifactSpec, check_io_shapes
-from pinlite_edge.runtimes.base import BaseRunner
+from pinlite_edge.errors import ManifestError
+from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes
+from pinlite_edge.runtimes.base import BaseRunner, check_choice
+from pinlite_edge.runtimes.executorch import loader
+from pinlite_edge.runtimes.torch import loader as torch_loader
 
 log = logging.getLogger(__name__)
 
 
-def _import_runtime() -> Any:
-    try:
-        from executorch.runtime import Runtime
-    except ImportError as exc:
-        raise BackendUnavailableError("executorch", f"executorch does not import: {exc}",
-                                      INSTALL_HINTS["executorch"]) from None
-    return Runtime
-
-
 class ExecuTorchRunner(BaseRunner):
-    """Runs a ``.pte`` program on the CPU (XNNPACK and portable kernels)."""
+    """Runs a ``.pte`` program on the CPU (XNNPACK and portable kernels). ``threads`` sets torch's thread count
+    while the runner is active (XNNPACK's threadpool follows it here) and restores the previous one afterwards."""
 
     backend = "executorch"
 
     def __init__(self, spec: ArtifactSpec, *, device: str = "cpu", threads: int | None = None,
                  batch_policy: str = "split"):
-        if device != "cpu":
-            raise ValueError(f"ExecuTorch runs on the CPU here, got device {device!r}")
+        check_choice("device", device, ["cpu"], self.backend)
         super().__init__(spec.path, spec.contract, precision=spec.precision, device=device, preset=spec.preset,
                          model_kind=spec.model_kind, max_batch=spec.max_batch, fmt=spec.format,
-                         batch_policy=batch_policy)
+                         batch_policy=batch_policy, threads=threads)
         self.spec = spec
-        self.threads = threads
         self.method: Any = None
         self.output_names = list(spec.manifest.output_names) if spec.manifest else list(OUTPUT_NAMES)
         self._torch: Any = None
+        self._previous_threads: int | None = None
 
     def activate_impl(self) -> None:
-        runtime_cls = _import_runtime()
-        import torch
-
-        self._torch = torch
-        if self.precision == "int8":
-            try:
-                import executorch.kernels.quantized  # noqa: F401  registers the quantized ops the program uses
-            except ImportError as exc:
-                raise BackendUnavailableError("executorch", f"quantized kernels do not import: {exc}",
-                                              INSTALL_HINTS["executorch"]) from None
-        if self.threads:
-            torch.set_num_threads(int(self.threads))  # XNNPACK's threadpool follows torch's setting here
-        try:
-            program = runtime_cls.get().load_program(self.artifact)
-            self.method = program.load_method("forward")
-        except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
-            raise ManifestError(f"ExecuTorch cannot load {self.artifact}: {exc}") from None
-        meta = self.method.metadata
+        method = loader.load_method(self.artifact, quantized=self.precision == "int8")
+        meta = method.metadata
         if meta.num_inputs() != 2 or meta.num_outputs() != len(OUTPUT_NAMES):
             raise ManifestError(f"{self.artifact}: forward has {meta.num_inputs()} inputs and {meta.num_outputs()} "
                                 f"outputs, expected 2 and {len(OUTPUT_NAMES)}")
@@ -75,14 +52,18 @@ class ExecuTorchRunner(BaseRunner):
         if not self.spec.dynamic_batch and self.max_batch is not None and static_batch < self.max_batch:
             raise ManifestError(f"{self.artifact}: program batch {static_batch} is smaller than the manifest's "
                                 f"max_batch {self.max_batch}")
+        self.method = method
+        self._torch = torch_loader.import_torch()
+        self._previous_threads = torch_loader.set_threads(self._torch, self.threads)
 
     def deactivate_impl(self) -> None:
         self.method = None
+        if self._torch is not None:
+            torch_loader.restore_threads(self._torch, self._previous_threads)
+            self._previous_threads = None
 
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
-        torch = self._torch
-        outs = self.method.execute([torch.from_numpy(frames).contiguous(), torch.from_numpy(mfcc).contiguous()])
-        return {name: out.detach().numpy().copy() for name, out in zip(self.output_names, outs)}
+        return dict(zip(self.output_names, loader.execute(self.method, frames, mfcc)))
 
     def extra_info(self) -> dict[str, Any]:
         return {"threads": self.threads}

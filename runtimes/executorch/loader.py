@@ -1,0 +1,56 @@
+"""Loading for the ExecuTorch backend: the ``executorch.runtime`` import with its install hint, the quantized
+kernels an INT8 program needs, and the program's ``forward`` method. This is the only module that loads a program
+(``Runtime.get().load_program``).
+
+Inputs are passed as contiguous tensors because ``execute`` ignores strides.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.errors import BackendUnavailableError, ManifestError
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+
+INSTALL_HINT = INSTALL_HINTS["executorch"]
+
+
+def import_runtime() -> Any:
+    """``executorch.runtime.Runtime``, or :class:`BackendUnavailableError` saying how to install it."""
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        raise BackendUnavailableError("executorch", f"executorch does not import: {exc}", INSTALL_HINT) from None
+    return Runtime
+
+
+def register_quantized_kernels() -> None:
+    """Register the quantized out-variants an INT8 program uses (before it is loaded)."""
+    try:
+        import executorch.kernels.quantized  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError("executorch", f"quantized kernels do not import: {exc}",
+                                      INSTALL_HINT) from None
+
+
+def load_method(path: str | Path, *, quantized: bool = True) -> Any:
+    """The ``forward`` method of the ``.pte`` at ``path`` (quantized kernels registered first unless
+    ``quantized=False``). Raises :class:`ManifestError` when ExecuTorch cannot load it."""
+    runtime_cls = import_runtime()
+    if quantized:
+        register_quantized_kernels()
+    try:
+        return runtime_cls.get().load_program(Path(path)).load_method("forward")
+    except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
+        raise ManifestError(f"ExecuTorch cannot load {path}: {exc}") from None
+
+
+def execute(method: Any, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
+    """Run ``forward`` on one batch; returns the outputs in the program's order as numpy copies."""
+    import torch
+
+    outs = method.execute([torch.from_numpy(np.ascontiguousarray(frames)),
+                           torch.from_numpy(np.ascontiguousarray(mfcc))])
+    return [o.detach().numpy().copy() if hasattr(o, "detach") else np.asarray(o) for o in outs]

@@ -1,0 +1,93 @@
+"""TorchRunner: a safetensors checkpoint (or an in-memory model) run eagerly with torch, on CPU or CUDA.
+
+This is also the FP32 reference: the teacher's outputs that EPS is measured against come from a TorchRunner.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pinlite_edge.runtimes.artifact import ArtifactSpec
+from pinlite_edge.runtimes.base import BaseRunner, check_cuda_device
+from pinlite_edge.runtimes.torch import loader
+
+log = logging.getLogger(__name__)
+
+
+class TorchRunner(BaseRunner):
+    """Eager PyTorch inference of a checkpoint. ``device`` is ``"cpu"`` or ``"cuda[:N]"``; ``threads`` sets
+    ``torch.set_num_threads`` while the runner is active (process-wide: torch has no per-model thread pool) and the
+    previous count is restored on deactivation."""
+
+    backend = "torch"
+
+    def __init__(self, spec: ArtifactSpec, *, device: str = "cpu", threads: int | None = None,
+                 batch_policy: str = "split", model: Any = None):
+        if device != "cpu":
+            check_cuda_device(device, self.backend)
+        super().__init__(spec.path, spec.contract, precision="fp32", device=device, preset=spec.preset,
+                         model_kind=spec.model_kind, max_batch=None, fmt=spec.format, batch_policy=batch_policy,
+                         threads=threads)
+        self.spec = spec
+        self._given_model = model
+        self.model: Any = None
+        self._torch: Any = None
+        self._previous_threads: int | None = None
+
+    @classmethod
+    def from_model(cls, model: Any, *, name: str = "in-memory", device: str = "cpu",
+                   threads: int | None = None) -> "TorchRunner":
+        """Wrap a model object (e.g. a randomly initialised ``paper`` preset for speed measurements)."""
+        cfg = model.config
+        spec = ArtifactSpec(path=Path(name), backend="torch", precision="fp32", preset=cfg.preset,
+                            model_kind=cfg.kind, contract=cfg.contract, dynamic_batch=True, max_batch=None,
+                            format="model", manifest=None, record={"model_config": cfg.to_dict()})
+        return cls(spec, device=device, threads=threads, model=model)
+
+    def activate_impl(self) -> None:
+        torch = self._torch = loader.import_torch()
+        loader.check_device(torch, self.device)
+        self.model = loader.load_model(self.artifact, self.device, self._given_model)
+        self._previous_threads = loader.set_threads(torch, self.threads)
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def deactivate_impl(self) -> None:
+        self.model = None
+        if self._torch is not None:
+            loader.restore_threads(self._torch, self._previous_threads)
+            self._previous_threads = None
+            if self.device.startswith("cuda") and self._torch.cuda.is_available():
+                self._torch.cuda.empty_cache()
+
+    def gpu_memory_bytes(self) -> int | None:
+        """Peak bytes torch's CUDA allocator handed out since activation (weights, activations)."""
+        if self._torch is None or not self.device.startswith("cuda"):
+            return None
+        return int(self._torch.cuda.max_memory_allocated(self.device))
+
+    def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self._torch
+        f = torch.from_numpy(frames).to(self.device)
+        m = torch.from_numpy(mfcc).to(self.device)
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        with torch.inference_mode():
+            out = self.model(f, m)
+        if cuda:
+            end.record()
+            end.synchronize()
+            self.last_device_time_s = start.elapsed_time(end) / 1000.0
+        return {"logits": out.logits.float().cpu().numpy(), "offset_logits": out.offset_logits.float().cpu().numpy(),
+                "attention": out.attention.float().cpu().numpy()}
+
+    def extra_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"threads": self.threads}
+        if self.model is not None:
+            info["params"] = int(sum(p.numel() for p in self.model.parameters()))
+        return info

@@ -1,0 +1,86 @@
+"""Loading for the TensorRT backend: the ``tensorrt`` import with its install hint (the one used by both the runner
+and ``export.tensorrt``), the engine-target check and deserialisation.
+
+An engine is bound to a TensorRT version and a GPU: the manifest's ``target`` (``tensorrt_version``,
+``compute_capability``, ``gpu_name``) is checked against this machine BEFORE the engine is deserialised, so a
+mismatch is a clear :class:`ManifestError` instead of a crash inside TensorRT.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pinlite_edge.errors import BackendUnavailableError, ManifestError
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+
+INSTALL_HINT = INSTALL_HINTS["trt"]
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or :class:`BackendUnavailableError` saying how to install it."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailableError("trt", f"the tensorrt Python package is not importable ({exc})",
+                                      INSTALL_HINT) from None
+    return trt
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(version).split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_engine_target(target: dict[str, Any], *, trt_version: str, compute_capability: str,
+                        gpu_name: str, source: str = "engine") -> list[str]:
+    """Refuse an engine built for another TensorRT major.minor or GPU compute capability; return warnings.
+
+    ``target`` keys: ``tensorrt_version``, ``compute_capability`` ("8.7"), ``gpu_name``, optional
+    ``version_compatible`` (built with TensorRT's version-compatible flag: any later version of the same major).
+    """
+    warnings: list[str] = []
+    built = target.get("tensorrt_version") or target.get("trt_version")
+    if not built:
+        raise ManifestError(f"{source}: manifest target has no tensorrt_version; engines are bound to one "
+                            "TensorRT version and cannot be checked")
+    if target.get("version_compatible"):
+        if _major_minor(built)[0] != _major_minor(trt_version)[0] or _major_minor(trt_version) < _major_minor(built):
+            raise ManifestError(f"{source} was built (version-compatible) with TensorRT {built}, "
+                                f"this machine has {trt_version}")
+    elif _major_minor(built) != _major_minor(trt_version):
+        raise ManifestError(f"{source} was built with TensorRT {built}, this machine has {trt_version}: "
+                            "rebuild the engine here (python -m pinlite_edge.export --format trt-fp16 ...)")
+    cc = target.get("compute_capability")
+    if cc is None:
+        raise ManifestError(f"{source}: manifest target has no compute_capability")
+    if isinstance(cc, (list, tuple)):
+        cc = ".".join(str(x) for x in cc)
+    if str(cc) != str(compute_capability):
+        raise ManifestError(f"{source} was built for compute capability {cc} ({target.get('gpu_name', '?')}), "
+                            f"this GPU is {compute_capability} ({gpu_name}): rebuild the engine on this device")
+    if target.get("gpu_name") and target["gpu_name"] != gpu_name:
+        warnings.append(f"{source} was built on {target['gpu_name']}, running on {gpu_name} (same compute "
+                        "capability; timings may differ)")
+    return warnings
+
+
+def deserialize_engine(trt: Any, path: Path) -> Any:
+    """``Runtime(Logger(WARNING)).deserialize_cuda_engine(bytes)``; :class:`ManifestError` when TensorRT refuses."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        raise ManifestError(f"TensorRT could not deserialise {path} (see the TensorRT log above)")
+    return engine
+
+
+def engine_device_memory(engine: Any) -> int | None:
+    """Activation memory an execution context of ``engine`` needs (``device_memory_size_v2``, TensorRT >= 10.1;
+    ``device_memory_size`` before), or None when neither attribute exists."""
+    for attr in ("device_memory_size_v2", "device_memory_size"):
+        value = getattr(engine, attr, None)
+        if value is not None:
+            return int(value)
+    return None
