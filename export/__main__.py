@@ -5,10 +5,13 @@ import argparse
 import logging
 import sys
 
-from pinlite_edge.errors import PinliteError
-from pinlite_edge.export.formats import COMMON, FORMATS
+from pathlib import Path
+
+from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.export.formats import COMMON, FORMATS, check_options, get_format
 from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS,
-                                         SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES)
+                                         SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES, ExportOptions)
+from pinlite_edge.utils.cli import OneLineParser, report
 
 
 def _format_table() -> str:
@@ -22,7 +25,7 @@ def _format_table() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m pinlite_edge.export",
         description="Export a PIN-Lite / PinPoint checkpoint to ONNX (FP32/FP16/INT8), TensorRT or ExecuTorch. "
                     "Every artefact gets a manifest (X.manifest.json) with the precision plan, the source "
@@ -101,18 +104,49 @@ def _print_sensitivity(result) -> None:
               f"{r.attention_max_abs:>9.4f} {r.score:>8.3f}  {'yes' if r.module in kept else ''}")
 
 
+def check_arguments(checkpoint: str, fmt: str, output: str, options: dict) -> None:
+    """Usage errors, found before anything is loaded: a missing checkpoint, an output that is a file, an option the
+    format does not take or an out-of-range value, an existing artefact without --force."""
+    ckpt, out = Path(checkpoint), Path(output)
+    if not ckpt.is_file():
+        raise UsageError(f"--checkpoint {ckpt}: {'not a regular file' if ckpt.exists() else 'no such file'}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out} is a file, not a folder: give a folder for the artefact and its manifest")
+    f = get_format(fmt)
+    check_options(f, set(options))
+    opts = ExportOptions(**options)
+    opts.validate()
+    artifact = out / f"{opts.name or 'pinlite-' + _kind_of(ckpt)}{f.suffix}"
+    if artifact.exists() and not opts.force:
+        raise UsageError(f"{artifact} already exists; pass --force to replace it")
+
+
+def _kind_of(checkpoint: Path) -> str:
+    """The model kind a checkpoint's record names (the default artefact stem), without loading the weights."""
+    from pinlite_edge.checkpoint import read_record
+
+    try:
+        return str(read_record(checkpoint, allow_unverified=True)["model_config"]["kind"])
+    except (PinliteError, KeyError, TypeError):
+        return "student"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     verbose = args.pop("verbose", False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     checkpoint, fmt, output = args.pop("checkpoint"), args.pop("format"), args.pop("output")
+    prog = "python -m pinlite_edge.export"
+    try:
+        check_arguments(checkpoint, fmt, output, args)
+    except PinliteError as exc:
+        return report(exc if isinstance(exc, UsageError) else UsageError(str(exc)), prog)  # exit 2
     from pinlite_edge.export.api import export_model
 
     try:
         result = export_model(checkpoint, fmt, output, **args)
     except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, prog)  # exit 1: the export failed
     _print_sensitivity(result)
     if result.plan and result.plan.float_layers:
         print(f"\nkept float ({len(result.plan.float_layers)} layers):")

@@ -18,6 +18,7 @@ from pinlite_edge.export.options import ExportOptions
 from pinlite_edge.export.plan import PrecisionPlan
 from pinlite_edge.manifest import Manifest, publish_artifact, staging_path_for
 from pinlite_edge.trained_on import training_data_from_record
+from pinlite_edge.utils.atomic import check_writable_target, write_error
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -105,16 +106,26 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     opts.validate()
     if not hasattr(model, "config"):
         raise ExportError("the model has no .config (export works on pinlite_edge AVSyncDetector models)")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ExportError(f"output {output_dir} is a file, not a folder: give a folder for the artefact and its "
+                          "manifest (--output DIR)")
     artifact = artifact_path(fmt, output_dir, model, opts.name)
     if artifact.exists() and not opts.force:
         raise ExportError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
+    check_writable_target(artifact)  # never replace a symlink, folder or device node
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(output_dir, exc, "cannot create the output folder") from None
     if fmt.needs_gpu:
         log.info("format %s builds for an NVIDIA GPU", fmt.name)
     handler = fmt.load_handler()
     prepared = copy.deepcopy(model).cpu().eval()
     start = time.perf_counter()
-    # The handler writes a staging file; publish_artifact() then swaps artefact + manifest in as a pair, so a kill
-    # at any moment never leaves an artefact that does not match its manifest.
+    # The handler writes a staging file (a name unique to this process and call); publish_artifact() then swaps
+    # artefact + manifest in as a pair, hashing the bytes it publishes, so a kill at any moment or a concurrent
+    # export into the same folder never leaves an artefact beside another artefact's manifest.
     staged = staging_path_for(artifact)
     try:
         with tempfile.TemporaryDirectory(prefix="pinlite-export-") as tmp:
@@ -138,7 +149,10 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
         extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
     )
-    manifest_file = publish_artifact(staged, artifact, manifest)
+    try:
+        manifest_file = publish_artifact(staged, artifact, manifest)
+    finally:
+        staged.unlink(missing_ok=True)  # published: already renamed away; failed: not left behind
     log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)
     return ExportResult(artifact, manifest_file, fmt.name, fmt.precision, out.plan, seconds, out.extra)
 

@@ -65,3 +65,12 @@ class ExportError(PinliteError):
 
 class DatasetError(PinliteError):
     """A dataset specification or its files are invalid."""
+
+
+class UsageError(PinliteError, ValueError):
+    """A command-line option or API argument has an invalid value (CLIs exit with status 2 for these)."""
+
+
+class WriteError(PinliteError, OSError):
+    """An output cannot be written safely: the target exists and is not this tool's output, is not a regular file
+    (a folder, symlink or device node), or the folder is read-only, missing, or its device is full."""

@@ -1,22 +1,31 @@
 """Artefact manifests (SPEC §6): a JSON file beside every exported artefact, verified at load."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
 import os
 import platform
+import stat
 from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pinlite_edge import __version__
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import ManifestError
-from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
+                                       json_default, temp_name, write_error)
 from pinlite_edge.utils.hashing import sha256_file
+from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
 
 MANIFEST_SUFFIX = ".manifest.json"
-SCHEMA_VERSION = 1
+#: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes
+SCHEMA_VERSION = 2
+#: fields the content hash leaves out: the artefact's identity (it is hashed on its own) and the hash itself
+CONTENT_EXCLUDED = ("artifact", "artifact_sha256", "content_sha256")
 
 
 @dataclass
@@ -47,6 +56,10 @@ class Manifest:
     pinlite_edge_version: str = __version__
     host: str = field(default_factory=lambda: f"{platform.system()} {platform.machine()}")
     schema_version: int = SCHEMA_VERSION
+    #: ONNX external data files the artefact references: {relative location: sha256}
+    external_data: dict[str, str] = field(default_factory=dict)
+    #: sha256 of every other field (:func:`content_hash`); for ONNX also stored inside the model
+    content_sha256: str | None = None
 
     @property
     def contract(self) -> InputContract:
@@ -56,14 +69,90 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> "Manifest":
-        known = set(cls.__dataclass_fields__)
+    def from_dict(cls, d: Any, source: str = "manifest") -> "Manifest":
+        """Build a manifest from parsed JSON; every field's JSON type and the input contract are checked
+        (:class:`ManifestError` naming the field), so a bad manifest never fails deep inside a runner."""
+        if not isinstance(d, dict):
+            raise ManifestError(f"{source} is malformed: a JSON object is expected, got {_json_type(d)}; restore "
+                                "it or re-export the artefact")
         required = [n for n, f in cls.__dataclass_fields__.items()
                     if f.default is MISSING and f.default_factory is MISSING]
         missing = [k for k in required if k not in d]
         if missing:
-            raise ManifestError(f"{source} lacks required fields {missing}")
+            raise ManifestError(f"{source} lacks required fields {missing}; restore it or re-export the artefact")
+        for name, value in d.items():
+            kinds = _FIELD_TYPES.get(name)
+            if kinds is not None and not _is_instance(value, kinds):
+                want = " or ".join(_TYPE_NAMES[k] for k in kinds)
+                raise ManifestError(f"{source} is malformed: field {name!r} must be {want}, got {_json_type(value)}"
+                                    "; restore it or re-export the artefact")
+        for name in ("input_names", "output_names"):
+            if name in d and not all(isinstance(x, str) for x in d[name]):
+                raise ManifestError(f"{source} is malformed: {name} must be a list of strings")
+        if isinstance(d.get("max_batch"), int) and d["max_batch"] < 1:
+            raise ManifestError(f"{source} is malformed: max_batch must be >= 1, got {d['max_batch']}")
+        for name in ("external_data", "tool_versions"):
+            if name in d and not all(isinstance(v, str) for v in d[name].values()):
+                raise ManifestError(f"{source} is malformed: the values of {name} must be strings")
+        validate_contract(d["input_contract"], source)
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_TYPE_NAMES = {str: "a string", dict: "a JSON object", list: "a list", bool: "true/false", int: "an integer",
+               type(None): "null"}
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **{k: (str,) for k in ("format", "runtime", "precision", "artifact", "artifact_sha256", "model_kind", "preset",
+                           "created_at", "pinlite_edge_version", "host")},
+    **{k: (dict,) for k in ("model_config", "input_contract", "precision_plan", "tool_versions", "target", "extra",
+                            "external_data")},
+    **{k: (dict, type(None)) for k in ("calibration", "training_data")},
+    **{k: (str, type(None)) for k in ("source_checkpoint", "source_checkpoint_sha256", "content_sha256")},
+    "input_names": (list,), "output_names": (list,), "dynamic_batch": (bool,), "max_batch": (int, type(None)),
+    "schema_version": (int,),
+}
+
+
+def _is_instance(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in kinds:
+        return False  # JSON true is not an integer here
+    return isinstance(value, kinds)
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in _TYPE_NAMES.items():
+        if isinstance(value, kind):
+            return "true/false" if isinstance(value, bool) else name
+    return "a number" if isinstance(value, float) else type(value).__name__
+
+
+_CONTRACT_INTS = ("num_frames", "frame_size", "mfcc_steps", "num_mfcc", "sample_rate")
+_CONTRACT_FLOATS = ("fps", "window_seconds", "mfcc_winlen", "mfcc_winstep")
+
+
+def validate_contract(d: Any, source: str = "manifest") -> InputContract:
+    """An :class:`InputContract` from a manifest's (or record's) ``input_contract``, every value type-checked."""
+    if not isinstance(d, dict):
+        raise ManifestError(f"{source}: input_contract must be a JSON object, got {_json_type(d)}")
+
+    def bad(key: str, want: str) -> ManifestError:
+        return ManifestError(f"{source}: input_contract.{key} must be {want}, got {d[key]!r}; restore the "
+                             "manifest or re-export the artefact")
+
+    for key in _CONTRACT_INTS:
+        if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < 1):
+            raise bad(key, "a positive integer")
+    for key in _CONTRACT_FLOATS:
+        v = d.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise bad(key, "a positive finite number")
+    for key in ("mean", "std"):
+        v = d.get(key, [1.0, 1.0, 1.0])
+        if (not isinstance(v, list) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or (key == "std" and not all(x > 0 for x in v))):
+            raise bad(key, "a list of 3 finite numbers" + (" > 0" if key == "std" else ""))
+    return InputContract.from_dict(d)
 
 
 def manifest_path_for(artifact: str | Path) -> Path:
@@ -72,68 +161,166 @@ def manifest_path_for(artifact: str | Path) -> Path:
 
 
 PENDING_SUFFIX = ".next"
+#: a manifest is a few kB; anything far larger is refused before it is read
+MAX_MANIFEST_BYTES = 16 << 20
 
 
-def write_manifest(artifact: str | Path, manifest: Manifest) -> Path:
-    """Fill in the artefact name and hash, then write the manifest atomically beside the artefact."""
-    artifact = Path(artifact)
-    manifest.artifact = artifact.name
-    manifest.artifact_sha256 = sha256_file(artifact)
-    path = manifest_path_for(artifact)
-    atomic_write_json(path, manifest.to_dict())
-    return path
+def pending_path_for(artifact: str | Path) -> Path:
+    final = manifest_path_for(artifact)
+    return final.with_name(final.name + PENDING_SUFFIX)
+
+
+def content_hash(manifest: Manifest | dict[str, Any]) -> str:
+    """sha256 of everything in the manifest except the artefact's name and hash and this hash itself: window
+    length, normalisation, contract, preset, model config, precision plan, batch, target, external data... every
+    field, so an edited manifest is refused instead of changing scores."""
+    d = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+    d = json.loads(json.dumps(d, default=json_default))  # tuples, numpy values: as they are written
+    for key in CONTENT_EXCLUDED:
+        d.pop(key, None)
+    canon = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(canon.encode("ascii")).hexdigest()
 
 
 def staging_path_for(artifact: str | Path) -> Path:
-    """Where a new version of ``artifact`` is written before :func:`publish_artifact` puts it in place."""
+    """A fresh staging name for a new version of ``artifact``: ``.X.<pid>.<random>.staging`` beside it (unique per
+    process and call); :func:`publish_artifact` renames it into place."""
     artifact = Path(artifact)
-    return artifact.with_name(f".staging-{artifact.name}")
+    clean_stale_temporaries(artifact)
+    return temp_name(artifact, "staging")
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (flock on the directory itself: no lock file) for one publish at a time."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def publish_artifact(staged: str | Path, artifact: str | Path, manifest: Manifest) -> Path:
-    """Replace ``artifact`` by ``staged`` and its manifest by ``manifest`` so that a kill at any moment leaves a
-    consistent pair: the new manifest is first written as ``X.manifest.json.next``, then the artefact is renamed
-    into place, then the manifest. :func:`read_manifest` completes an interrupted publish.
+    """Put ``staged`` in place as ``artifact`` with ``manifest`` beside it, as a pair.
+
+    The manifest gets the artefact's name, its content hash (:func:`content_hash`) and, for ONNX, the hashes of its
+    external data files; an ONNX artefact also carries the content hash inside (``metadata_props``). Then, holding
+    a lock on the folder (one publish at a time), the artefact hash is taken on the staged bytes (the very bytes
+    renamed into place), the new manifest is written as ``X.manifest.json.next``, the artefact is renamed into
+    place, then the manifest. A kill at any moment leaves a consistent pair: :func:`read_manifest` reads a pending
+    manifest that matches the artefact (without writing), and the next publish replaces it. Neither the artefact
+    nor its manifest may be anything but a regular file (``WriteError``).
     """
     staged, artifact = Path(staged), Path(artifact)
+    final, pending = manifest_path_for(artifact), pending_path_for(artifact)
+    for target in (artifact, final, pending):
+        check_writable_target(target)
     manifest.artifact = artifact.name
-    manifest.artifact_sha256 = sha256_file(staged)
-    final = manifest_path_for(artifact)
-    pending = final.with_name(final.name + PENDING_SUFFIX)
-    atomic_write_json(pending, manifest.to_dict())
-    os.replace(staged, artifact)
-    os.replace(pending, final)
+    manifest.schema_version = SCHEMA_VERSION
+    manifest.content_sha256 = None
+    if is_onnx(artifact):
+        manifest.external_data = external_data_hashes(staged)
+        manifest.content_sha256 = content_hash(manifest)
+        embed_binding(staged, manifest.content_sha256)
+    else:
+        manifest.external_data = {}
+        manifest.content_sha256 = content_hash(manifest)
+    with _folder_lock(artifact.parent):
+        manifest.artifact_sha256 = sha256_file(staged)
+        atomic_write_json(pending, manifest.to_dict())
+        try:
+            os.replace(staged, artifact)
+            os.replace(pending, final)
+        except OSError as exc:
+            raise write_error(artifact, exc) from None
+        _fsync_folder(artifact.parent)
     return final
 
 
-def _complete_interrupted_publish(artifact: Path, final: Path) -> None:
-    pending = final.with_name(final.name + PENDING_SUFFIX)
-    if not pending.is_file():
-        return
+def _read_json(path: Path) -> Any:
     try:
-        wanted = json.loads(pending.read_text()).get("artifact_sha256")
-    except json.JSONDecodeError:
-        wanted = None
-    if wanted and wanted == sha256_file(artifact):
-        os.replace(pending, final)  # the artefact was renamed, the manifest was not yet: finish the job
-    else:
-        pending.unlink(missing_ok=True)  # the artefact never got renamed: the old pair is still consistent
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest {path} is {size} bytes, more than a manifest can be "
+                                f"({MAX_MANIFEST_BYTES}); it is not a pinlite-edge manifest")
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {path} is malformed (not JSON: {exc}); restore it or re-export") from None
+    except RecursionError:
+        raise ManifestError(f"manifest {path} is malformed (nested too deeply); restore it or re-export") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
 
 
-def read_manifest(artifact: str | Path, verify: bool = True) -> Manifest:
-    """Read ``X.manifest.json`` for artefact ``X``; with ``verify`` check the artefact's sha256 against it."""
+def _current_manifest(artifact: Path) -> tuple[Path, Any]:
+    """The manifest that describes ``artifact`` now: ``X.manifest.json``, or the pending ``.next`` one of a publish
+    killed between renaming the artefact and renaming its manifest (read only: reading never writes)."""
+    final, pending = manifest_path_for(artifact), pending_path_for(artifact)
+    if pending.is_file():
+        with contextlib.suppress(ManifestError):
+            data = _read_json(pending)
+            wanted = data.get("artifact_sha256") if isinstance(data, dict) else None
+            if isinstance(wanted, str) and wanted == sha256_file(artifact):
+                return pending, data
+    if not final.is_file():
+        raise ManifestError(f"no manifest for {artifact}: expected {final} (export the artefact with "
+                            "python -m pinlite_edge.export, which writes it)")
+    return final, _read_json(final)
+
+
+def _check_regular_input(path: Path, what: str) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ManifestError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"{what} {path} is not a regular file")
+
+
+def verify_content(manifest: Manifest, artifact: str | Path, source: str | Path | None = None) -> None:
+    """Refuse an edited manifest: its content hash must match its fields and, for ONNX, the hash inside the model
+    and the external data files."""
     artifact = Path(artifact)
-    if not artifact.is_file():
-        raise ManifestError(f"artefact {artifact} does not exist")
-    path = manifest_path_for(artifact)
-    _complete_interrupted_publish(artifact, path)
-    if not path.is_file():
-        raise ManifestError(f"no manifest for {artifact}: expected {path}")
-    try:
-        manifest = Manifest.from_dict(json.loads(path.read_text()), source=str(path))
-        manifest.contract  # noqa: B018 - validates the input contract's types now, not deep inside a runner
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-        raise ManifestError(f"manifest {path} is malformed: {exc}") from None
+    source = source or manifest_path_for(artifact)
+    if not manifest.content_sha256:
+        raise ManifestError(f"manifest {source} has no content hash (written by an older pinlite-edge): re-export "
+                            f"{artifact.name} with python -m pinlite_edge.export")
+    actual = content_hash(manifest)
+    if actual != manifest.content_sha256:
+        raise ManifestError(f"manifest {source} was edited after export (content sha256 {actual[:12]}… != "
+                            f"{manifest.content_sha256[:12]}…): a changed window, normalisation, contract or plan "
+                            "would change every score; restore the manifest written by the export (or re-export)")
+    if is_onnx(artifact):
+        check_binding(artifact, manifest.content_sha256, manifest.external_data)
+
+
+def read_manifest(artifact: str | Path, verify: bool = True, check_content: bool = True) -> Manifest:
+    """Read ``X.manifest.json`` for artefact ``X`` without writing anything.
+
+    With ``verify`` (the default) the artefact's sha256 must match the manifest and, with ``check_content``, the
+    manifest must be unedited (:func:`verify_content`). ``verify=False`` trusts the files and skips every hash.
+    """
+    artifact = Path(artifact)
+    _check_regular_input(artifact, "artefact")
+    path, data = _current_manifest(artifact)
+    manifest = Manifest.from_dict(data, source=str(path))
     if manifest.artifact != artifact.name:
         raise ManifestError(f"manifest {path} describes {manifest.artifact!r}, not {artifact.name!r}")
     if verify:
@@ -143,6 +330,8 @@ def read_manifest(artifact: str | Path, verify: bool = True) -> Manifest:
                 f"{artifact} does not match its manifest: sha256 {actual[:12]}… != {manifest.artifact_sha256[:12]}… "
                 "(the file was modified or the manifest belongs to another artefact)"
             )
+        if check_content:
+            verify_content(manifest, artifact, path)
     return manifest
 
 

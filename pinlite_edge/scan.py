@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import concurrent.futures as cf
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -35,7 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import DecodeError, PinliteError, UsageError, WriteError
+from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
+from pinlite_edge.utils.cli import OneLineParser, report
+from pinlite_edge.utils.files import input_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class ScanConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool = True
+    #: replace an existing --out that is not a scan results file (atomically) instead of refusing
+    force: bool = False
 
 
 @dataclass
@@ -73,15 +80,76 @@ class ScanSummary:
 
 # --------------------------------------------------------------------------------------------- files
 def find_videos(root: Path, extensions: Iterable[str]) -> list[Path]:
-    """Video files under ``root`` (recursive, sorted, hidden folders and files skipped), as absolute paths."""
+    """Video files under ``root`` (recursive, sorted, hidden folders and files skipped), as absolute paths.
+
+    Symlinked folders are not followed (so a symlink loop cannot trap the walk); a folder that cannot be read is
+    skipped with a warning naming it."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        log.warning("cannot read folder %s (%s); its files are not scanned", exc.filename, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                found.append(Path(dirpath, name).resolve())
+                found.append(_absolute(Path(dirpath, name)))
     return found
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` with symlinks resolved; a broken link or a symlink loop keeps its absolute name (its decode then
+    fails and is recorded)."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+RECORD_KEYS = frozenset({"path", "verdict", "error"})
+
+
+def is_scan_output(out: Path) -> bool:
+    """Whether ``out`` is empty or a results file this tool wrote: every complete line a scan record (a JSON
+    object with ``path``, ``verdict`` and ``error``), a last line cut short by a kill allowed."""
+    try:
+        with open(out, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return False
+    if not data:
+        return True
+    complete = data[: data.rfind(b"\n") + 1]
+    lines = [ln for ln in complete.splitlines() if ln.strip()]
+    if not lines:
+        return False
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(rec, dict) or not RECORD_KEYS <= set(rec):
+            return False
+    return True
+
+
+def check_output(out: Path, force: bool = False) -> None:
+    """Refuse a results path that would destroy something: a folder, a symlink, a device node, or an existing file
+    that is not a scan results file (unless ``force``: it is then replaced, atomically, by an empty results file)."""
+    try:
+        check_writable_target(out)  # a folder, symlink, device node, FIFO
+    except WriteError as exc:
+        raise UsageError(f"--out: {exc}") from None
+    if out.exists() and not is_scan_output(out):
+        if not force:
+            raise UsageError(f"--out {out} exists and is not a scan results file (JSON lines written by this tool); "
+                             "refusing to append to it: choose another file, or pass --force to replace it")
+        log.warning("--force: replacing %s with a new results file", out)
+        atomic_write_bytes(out, b"")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is not a folder")
 
 
 def read_done(out: Path) -> set[str]:
@@ -108,19 +176,29 @@ def read_done(out: Path) -> set[str]:
 
 
 class JsonlWriter:
-    """Append-only JSON-lines file; every line is flushed and fsynced before the next file is processed."""
+    """Append-only JSON-lines file; every line is flushed and fsynced before the next file is processed.
+
+    ``OSError`` s (read-only folder, full device, a name too long) become :class:`WriteError` naming the file."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise write_error(path, exc, "cannot write results to") from None
 
     def write(self, record: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        try:
+            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise write_error(self.path, exc, "cannot write results to") from None
 
     def close(self) -> None:
-        self.fh.close()
+        with contextlib.suppress(OSError):  # a full device fails the flush again; the error was reported
+            self.fh.close()
 
 
 # --------------------------------------------------------------------------------------------- decoding jobs
@@ -134,6 +212,10 @@ def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: 
     from pinlite_edge.features import prepare_windows
 
     start = time.perf_counter()
+    problem = input_file_problem(path)
+    if problem is not None:  # e.g. a /proc file reporting size 0, a symlink loop: refused before decoding
+        return {"path": path, "error": str(DecodeError(path, problem)), "error_type": "DecodeError",
+                "seconds": time.perf_counter() - start}
     try:
         clip, windows = prepare_windows(path, InputContract.from_dict(contract), face_crop=face_crop,
                                         stride_seconds=stride, timeout_s=timeout_s)
@@ -241,24 +323,50 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
     return rec
 
 
+MAX_THREADS = 1024
+
+
+def check_config(cfg: ScanConfig) -> None:
+    """:class:`UsageError` for every option value that cannot work, before anything is loaded or written."""
+    problem = None
+    if not isinstance(cfg.root, Path) or not cfg.root.is_dir():
+        problem = f"scan folder {cfg.root} does not exist or is not a folder"
+    elif not os.access(cfg.root, os.R_OK | os.X_OK):
+        problem = f"scan folder {cfg.root} cannot be read (no permission)"
+    elif (model_problem := input_file_problem(cfg.model)) is not None:
+        problem = f"--model {cfg.model}: {model_problem}"
+    elif cfg.workers < 0 or cfg.batch < 1:
+        problem = f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}"
+    elif cfg.timeout_s is not None and not (math.isfinite(cfg.timeout_s) and cfg.timeout_s > 0):
+        problem = (f"--timeout must be positive finite seconds (0 on the command line: no limit), got "
+                   f"{cfg.timeout_s}")
+    elif cfg.stride is not None and not (math.isfinite(cfg.stride) and cfg.stride > 0):
+        problem = f"--stride must be positive finite seconds, got {cfg.stride}"
+    elif not (math.isfinite(cfg.threshold) and 0.0 <= cfg.threshold <= 1.0):
+        problem = f"--threshold must be a probability in 0..1, got {cfg.threshold}"
+    elif cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+        problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
+    elif cfg.out.exists() and cfg.out.is_dir():
+        problem = f"--out {cfg.out} is a folder: give a results file name (e.g. {cfg.out / 'results.jsonl'})"
+    if problem is not None:
+        raise UsageError(problem)
+
+
 def scan(cfg: ScanConfig) -> ScanSummary:
-    """Scan ``cfg.root``; raises :class:`PinliteError` for fatal problems (bad model, missing folder)."""
+    """Scan ``cfg.root``. Fatal problems raise :class:`PinliteError`: :class:`UsageError` for bad options (a
+    missing folder or model, an --out that is not this tool's output), :class:`WriteError` when the results cannot
+    be written, ``ManifestError`` / ``CheckpointError`` for a bad model. A failure on one file is recorded."""
     from pinlite_edge.detector import Detector
 
     start = time.perf_counter()
-    if not cfg.root.is_dir():
-        raise PinliteError(f"scan folder {cfg.root} does not exist or is not a folder")
-    if cfg.workers < 0 or cfg.batch < 1:
-        raise PinliteError(f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}")
-    if cfg.timeout_s is not None and cfg.timeout_s <= 0:
-        raise PinliteError(f"--timeout must be positive seconds (0 on the command line: no limit), got "
-                           f"{cfg.timeout_s}")
+    check_config(cfg)
     if cfg.face_crop:
         from pinlite_edge.features import face_detector_available
 
         if not face_detector_available():
             raise PinliteError("face crop needs OpenCV's Haar cascade, which this OpenCV lacks; install "
                                "opencv-python-headless<5 or pass --no-face-crop for pre-cropped videos")
+    check_output(cfg.out, cfg.force)
     videos = find_videos(cfg.root, cfg.extensions)
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
@@ -288,6 +396,9 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                     result = _score(detector, job)
                 except PinliteError as exc:  # e.g. a runner rejecting this file's features: record, go on
                     error = exc
+                except Exception as exc:  # noqa: BLE001 - any failure on one file is recorded, the scan goes on
+                    log.debug("unexpected error scoring %s", job["path"], exc_info=True)
+                    error = RuntimeError(f"unexpected {type(exc).__name__} while scoring {job['path']}: {exc}")
             rec = record_for(job, result, error)
             writer.write(rec)
             if rec["error"] is None:
@@ -309,14 +420,18 @@ def scan(cfg: ScanConfig) -> ScanSummary:
 
 # --------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m pinlite_edge.scan",
         description="Scan a folder tree of videos with a PIN-Lite artefact; one JSON line per file. Re-running "
                     "the same command resumes: files already in --out are skipped.")
     p.add_argument("folder", type=Path, help="folder to scan (recursively)")
     p.add_argument("--model", type=Path, required=True,
                    help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
-    p.add_argument("--out", type=Path, required=True, help="results file (JSON lines; appended to, resumable)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="results file (JSON lines; appended to, resumable). An existing file that is not a scan "
+                        "results file is refused")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out that is not a scan results file (atomically) instead of refusing")
     p.add_argument("--workers", type=int, default=2,
                    help="decoding processes (0 or 1: decode in the main process) (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="windows per inference call (default: %(default)s)")
@@ -343,12 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ScanConfig(root=args.folder, model=args.model, out=args.out, workers=args.workers, batch=args.batch,
                      stride=args.stride, extensions=tuple(args.extensions), face_crop=not args.no_face_crop,
                      timeout_s=args.timeout or None, threshold=args.threshold, aggregate=args.aggregate,
-                     device=args.device, threads=args.threads, progress=not args.no_progress)
+                     device=args.device, threads=args.threads, progress=not args.no_progress, force=args.force)
     try:
         summary = scan(cfg)
     except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, "python -m pinlite_edge.scan")  # 2: a usage error; 1: the scan failed
     no_face = f", {summary.no_face} without a face" if summary.no_face else ""
     print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}), {summary.failed} failed, "
           f"{summary.skipped} already in {args.out}; {summary.seconds:.1f} s")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import CheckpointError, ManifestError
-from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest
+from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
 from pinlite_edge.trained_on import training_data_from_record
 
 #: backend name -> what the user installs to get it (named in BackendUnavailableError)
@@ -73,7 +73,7 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
     if cfg.get("preset") not in (None, manifest.preset):
         raise ManifestError(f"{source}: manifest preset {manifest.preset!r} contradicts its model config preset "
                             f"{cfg.get('preset')!r}")
-    if "contract" in cfg and InputContract.from_dict(cfg["contract"]) != manifest.contract:
+    if "contract" in cfg and validate_contract(cfg["contract"], f"{source} model_config") != manifest.contract:
         raise ManifestError(f"{source}: manifest input contract {manifest.input_contract} contradicts its model "
                             f"config contract {cfg['contract']}")
     if list(manifest.input_names) != list(INPUT_NAMES) or list(manifest.output_names) != list(OUTPUT_NAMES):
@@ -81,17 +81,20 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
                             f"contract's {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
 
 
-def _checkpoint_spec(path: Path) -> ArtifactSpec:
+def _checkpoint_spec(path: Path, allow_unverified: bool = False) -> ArtifactSpec:
     from pinlite_edge.checkpoint import read_record  # imports torch: only for checkpoints
 
-    # read_record verifies the weights against the hash embedded at save time (CheckpointError if modified)
-    record = read_record(path)
-    cfg = record.get("model_config") or {}
-    if "preset" not in cfg or "kind" not in cfg:
-        raise CheckpointError(f"checkpoint record for {path} has no valid model_config")
-    contract = InputContract.from_dict(cfg.get("contract") or record.get("input_contract") or {})
-    if record.get("input_contract") and InputContract.from_dict(record["input_contract"]) != contract:
-        raise CheckpointError(f"checkpoint record for {path}: input_contract contradicts model_config.contract")
+    # read_record verifies the file against the hash embedded at save time or the weights_sha256 beside it
+    record = read_record(path, allow_unverified=allow_unverified)
+    cfg = record.get("model_config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("preset"), str) or not isinstance(cfg.get("kind"), str):
+        raise CheckpointError(f"checkpoint record for {path} has no valid model_config (re-save the checkpoint)")
+    try:
+        contract = validate_contract(cfg.get("contract") or record.get("input_contract") or {}, f"checkpoint {path}")
+        if record.get("input_contract") and validate_contract(record["input_contract"], str(path)) != contract:
+            raise CheckpointError(f"checkpoint record for {path}: input_contract contradicts model_config.contract")
+    except ManifestError as exc:
+        raise CheckpointError(str(exc)) from None
     return ArtifactSpec(path=path, backend="torch", precision="fp32", preset=cfg["preset"], model_kind=cfg["kind"],
                         contract=contract, dynamic_batch=True, max_batch=None, format="checkpoint",
                         manifest=None, record=record)
@@ -101,18 +104,21 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
                      expected_contract: InputContract | None = None) -> ArtifactSpec:
     """Read and check an artefact's manifest (or a checkpoint's record) without loading any backend."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"artefact {path} does not exist")
     if path.suffix == ".safetensors" and not manifest_path_for(path).is_file():
-        spec = _checkpoint_spec(path)
+        spec = _checkpoint_spec(path, allow_unverified=not verify)
     else:
-        manifest = read_manifest(path, verify=verify)
+        # the content hash is checked after the checks below, so that their more specific messages come first
+        manifest = read_manifest(path, verify=verify, check_content=False)
         check_manifest_consistency(manifest, str(path))
         backend = backend_name(manifest.runtime)
         suffix_backend = SUFFIX_BACKENDS.get(path.suffix)
         if suffix_backend is not None and suffix_backend != backend:
             raise ManifestError(f"{path}: manifest says runtime {manifest.runtime!r} but the file is a "
                                 f"{path.suffix} artefact")
+        if verify:
+            verify_content(manifest, path)
         spec = ArtifactSpec(path=path, backend=backend, precision=manifest.precision, preset=manifest.preset,
                             model_kind=manifest.model_kind, contract=manifest.contract,
                             dynamic_batch=bool(manifest.dynamic_batch),
@@ -123,8 +129,6 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
     if expected_contract is not None and spec.contract != expected_contract:
         raise ManifestError(f"{path} was built for input contract {spec.contract.to_dict()}, "
                             f"expected {expected_contract.to_dict()}")
-    if spec.manifest is not None:
-        check_compatible(spec.manifest, preset=expected_preset, contract=expected_contract, source=str(path))
     return spec
 
 

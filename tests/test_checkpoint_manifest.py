@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from pinlite_edge.checkpoint import RECORD_KEY, load_checkpoint, record_path, save_checkpoint
 from pinlite_edge.contract import PAPER_CONTRACT, TINY_CONTRACT
 from pinlite_edge.errors import CheckpointError, ManifestError
-from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, read_manifest, write_manifest
+from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, publish_artifact, read_manifest
 from pinlite_edge.models import count_parameters, create_student
 
 
@@ -45,8 +45,10 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     wrong["embed_dim"] = 48
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp_path / "m2.safetensors"), metadata={RECORD_KEY: json.dumps({"model_config": wrong})})
-    with pytest.raises(CheckpointError, match="does not match its model config"):
+    with pytest.raises(CheckpointError, match="allow_unverified"):  # no hash: refused before anything else
         load_checkpoint(tmp_path / "m2.safetensors")
+    with pytest.raises(CheckpointError, match="does not match its model config"):
+        load_checkpoint(tmp_path / "m2.safetensors", allow_unverified=True)
 
 
 def test_record_is_embedded_so_a_stale_json_beside_cannot_mislead(tmp_path):
@@ -66,11 +68,16 @@ def _manifest(preset="tiny", contract=TINY_CONTRACT) -> Manifest:
                     model_kind="student", preset=preset, model_config={}, input_contract=contract.to_dict())
 
 
+def attach(art, manifest: Manifest):
+    """Publish ``art`` in place with ``manifest`` (what an export does, staging file = the artefact)."""
+    return publish_artifact(art, art, manifest)
+
+
 def test_manifest_roundtrip_and_hash_verification(tmp_path):
-    art = tmp_path / "model.onnx"
+    art = tmp_path / "model.bin"
     art.write_bytes(b"graph bytes")
-    path = write_manifest(art, _manifest())
-    assert path == manifest_path_for(art) and path.name == "model.onnx.manifest.json"
+    path = attach(art, _manifest())
+    assert path == manifest_path_for(art) and path.name == "model.bin.manifest.json"
     m = read_manifest(art)
     assert m.contract == TINY_CONTRACT
     art.write_bytes(b"tampered graph")
@@ -80,12 +87,12 @@ def test_manifest_roundtrip_and_hash_verification(tmp_path):
 
 
 def test_manifest_missing_or_for_other_artifact(tmp_path):
-    art = tmp_path / "a.onnx"
+    art = tmp_path / "a.bin"
     art.write_bytes(b"x")
     with pytest.raises(ManifestError, match="no manifest"):
         read_manifest(art)
-    write_manifest(art, _manifest())
-    other = tmp_path / "b.onnx"
+    attach(art, _manifest())
+    other = tmp_path / "b.bin"
     other.write_bytes(b"x")
     manifest_path_for(other).write_text(manifest_path_for(art).read_text())
     with pytest.raises(ManifestError, match="describes"):
@@ -105,13 +112,15 @@ def test_manifest_for_other_preset_or_contract_is_refused(tmp_path):
 
 
 def test_publish_artifact_is_consistent_at_every_interruption_point(tmp_path, monkeypatch):
+    """A kill right after the artefact rename: the pending manifest describes the artefact; reading uses it without
+    writing anything (read-only media), and the next publish replaces it."""
     import os
 
-    from pinlite_edge.manifest import publish_artifact, staging_path_for
+    from pinlite_edge.manifest import pending_path_for, staging_path_for
 
-    art = tmp_path / "m.onnx"
+    art = tmp_path / "m.bin"
     art.write_bytes(b"old")
-    write_manifest(art, _manifest())
+    attach(art, _manifest())
     staged = staging_path_for(art)
     staged.write_bytes(b"new")
     real_replace = os.replace
@@ -129,8 +138,32 @@ def test_publish_artifact_is_consistent_at_every_interruption_point(tmp_path, mo
         publish_artifact(staged, art, _manifest())
     monkeypatch.undo()
     assert art.read_bytes() == b"new"
-    assert read_manifest(art).artifact_sha256  # the interrupted publish is completed on read
-    assert not list(tmp_path.glob("*.next"))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir())
+    os.chmod(tmp_path, 0o555)  # read-only folder: reading must not need to write
+    try:
+        assert read_manifest(art).artifact_sha256  # the pending manifest matches the artefact: it is used
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before  # reading wrote nothing
+    assert pending_path_for(art).is_file()
+    staged = staging_path_for(art)
+    staged.write_bytes(b"newer")
+    publish_artifact(staged, art, _manifest())  # the next publish replaces the pending manifest
+    assert not list(tmp_path.glob("*.next")) and read_manifest(art).artifact_sha256
+
+
+def test_stale_pending_manifest_of_a_publish_killed_before_the_rename_is_ignored(tmp_path):
+    """Killed after writing ``X.manifest.json.next`` but before renaming the artefact: the old pair stands."""
+    from pinlite_edge.manifest import pending_path_for
+
+    art = tmp_path / "m.bin"
+    art.write_bytes(b"old")
+    attach(art, _manifest())
+    other = _manifest(preset="paper", contract=PAPER_CONTRACT).to_dict()
+    other.update(artifact="m.bin", artifact_sha256="0" * 64)
+    pending_path_for(art).write_text(json.dumps(other))
+    assert read_manifest(art).preset == "tiny"
+    assert pending_path_for(art).is_file()  # not deleted by a reader
 
 
 def test_atomic_files_get_normal_permissions(tmp_path):

@@ -61,6 +61,14 @@ def edit_manifest(art: Path, **changes: Any) -> None:
     path.write_text(json.dumps(d))
 
 
+def reseal(art: Path, d: dict[str, Any]) -> None:
+    """Publish ``art`` again with manifest fields ``d``, as an export would (new content hash, also inside the ONNX
+    model): a manifest consistent with itself, so that the checks beyond the hashes can be reached."""
+    from pinlite_edge.manifest import Manifest, publish_artifact
+
+    publish_artifact(art, art, Manifest.from_dict(d))
+
+
 def flip_byte(path: Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
     i = len(data) // 2 if offset is None else offset
@@ -204,6 +212,9 @@ def test_manifest_claiming_another_contract_than_the_onnx_graph_is_refused_at_ac
     if "contract" in d["model_config"]:
         d["model_config"]["contract"] = paper
     manifest_path_for(art).write_text(json.dumps(d))
+    with pytest.raises(ManifestError, match="edited"):  # an edited manifest is refused at once
+        load_runner(art)
+    reseal(art, d)  # a manifest re-published with the wrong contract: the graph itself disagrees at activation
     runner = load_runner(art)
     assert runner.contract == PAPER_CONTRACT
     with pytest.raises(ManifestError, match="frames"):
@@ -278,13 +289,13 @@ def test_engine_target_incomplete_is_refused(target):
 
 def _fake_engine_artifact(exported: dict[str, Path], tmp_path: Path, target: dict[str, Any]) -> Path:
     """An ``.engine`` file (random bytes) with a manifest cloned from the ONNX export and the given target."""
-    from pinlite_edge.manifest import Manifest, write_manifest
+    from pinlite_edge.manifest import publish_artifact
 
     engine = tmp_path / "pinlite-student.engine"
     engine.write_bytes(b"not a real engine" * 64)
     m = read_manifest(exported["onnx"])
     m.format, m.runtime, m.precision, m.target = "trt-fp16", "trt", "fp16", target
-    write_manifest(engine, m)
+    publish_artifact(engine, engine, m)
     return engine
 
 

@@ -1,12 +1,98 @@
-"""Atomic file writes: a crash at any moment leaves either the old file or the new one, never a partial one."""
+"""Atomic file writes: a crash at any moment leaves either the old file or the new one, never a partial one.
+
+Writes go only to regular files: a target that exists and is a symlink, a folder, a device node or a FIFO is
+refused (:class:`~pinlite_edge.errors.WriteError`), never replaced. Temporary files are named
+``.<name>.<pid>.<random>.part`` in the target's folder (unique per process), and a writer removes the temporaries
+that processes no longer alive left behind for the same target. ``OSError`` s while writing (read-only folder, full
+device, a name too long) become :class:`~pinlite_edge.errors.WriteError` naming the target.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 from pathlib import Path
 from typing import Any, Iterator
+
+from pinlite_edge.errors import WriteError
+
+TEMP_SUFFIX = ".part"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|staging)$")
+
+_HINTS = {
+    errno.EACCES: "no permission to write there: choose a writable folder",
+    errno.EPERM: "no permission to write there: choose a writable folder",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENOSPC: "the device is full: free space or choose another device",
+    errno.EDQUOT: "the disk quota is exceeded: free space or choose another device",
+    errno.ENAMETOOLONG: "the file name is too long: choose a shorter name",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "the path is a folder: give a file name",
+}
+
+
+def write_error(path: str | Path, exc: OSError, action: str = "cannot write") -> WriteError:
+    """A :class:`WriteError` for ``exc`` naming ``path`` and what to do about it."""
+    hint = _HINTS.get(exc.errno or -1, exc.strerror or str(exc))
+    return WriteError(f"{action} {path}: {hint} ({exc.strerror or exc})")
+
+
+def check_writable_target(path: str | Path) -> None:
+    """Refuse to replace anything but a regular file (or nothing): symlinks, folders, devices, FIFOs, sockets."""
+    path = Path(path)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
+            else "a device node" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+    raise WriteError(f"refusing to write {path}: it is {kind}, not a regular file; give the path of a regular file "
+                     "(or remove it first)")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def temp_name(path: Path, kind: str = "part") -> Path:
+    """A temporary name beside ``path``, unique to this process: ``.<name>.<pid>.<random>.<kind>``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
+
+
+def clean_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` (``.part`` / ``.staging``) whose writing process is gone; returns them."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m.group("name") != path.name or _pid_alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
@@ -14,19 +100,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is fsynced and renamed over ``path``.
 
     Use for writers that insist on a filename (``torch.onnx.export``, ``save_file``, TensorRT serialisers).
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. A target that is not a regular file
+    is refused before anything is written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    check_writable_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path.parent, exc, "cannot create the folder of") from None
+    clean_stale_temporaries(path)
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _final_mode(path))  # mkstemp makes 0600; give the file the mode a normal open() would
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _final_mode(path))  # 0600 until now; give the file the mode a normal open() would
+            check_writable_target(path)  # it may have become a symlink while we wrote
+            os.replace(tmp, path)
+        except OSError as exc:
+            if isinstance(exc, WriteError):
+                raise
+            raise write_error(path, exc) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -44,7 +145,10 @@ def _final_mode(path: Path) -> int:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,0 +1,40 @@
+"""Checks on input files before they are opened: regular, readable, and of a size that can be trusted."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+def input_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an input file, or None when it can.
+
+    Refused: a missing path, a folder, anything but a regular file (device node, FIFO, socket), a symlink loop, a
+    name the OS rejects (too long), an unreadable file, and virtual files such as those under ``/proc`` or ``/sys``,
+    which report size 0 although they have content (they are not files of data). A real zero-byte file is "empty".
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file does not exist"
+    except OSError as exc:  # ELOOP, ENAMETOOLONG, EACCES on a parent folder...
+        return f"cannot access it ({exc.strerror or exc})"
+    except ValueError as exc:  # an embedded NUL byte
+        return f"not a valid file name ({exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "it is a folder, not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device node, FIFO or socket)"
+    if not os.access(path, os.R_OK):
+        return "no permission to read it"
+    if st.st_size == 0:
+        try:
+            with open(path, "rb") as fh:
+                has_content = bool(fh.read(1))
+        except OSError as exc:
+            return f"cannot read it ({exc.strerror or exc})"
+        if has_content:
+            return ("not a regular file: it reports size 0 but has content (a virtual file, e.g. under /proc or "
+                    "/sys)")
+        return "file is empty (0 bytes)"
+    return None
