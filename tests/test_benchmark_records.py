@@ -1,0 +1,72 @@
+"""Every benchmark result lives in benchmarks/results/<bench>/<machine>.{json,md} and carries the record (#13)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+from benchmarks._record import RECORD_KEYS, build_record, rerun_command, result_paths, write_result  # noqa: E402
+
+RESULT_JSONS = sorted(RESULTS.glob("*/*.json"))
+
+
+def test_results_follow_the_naming_scheme():
+    assert RESULT_JSONS
+    loose = [p.relative_to(REPO).as_posix() for p in RESULTS.iterdir() if p.is_file()]
+    assert not loose, f"results outside benchmarks/results/<bench>/: {loose}"
+    for md in RESULTS.glob("*/*.md"):  # every Markdown result starts with its re-run command
+        if md.name != "notes.md":  # real_faces/notes.md is an input of --notes
+            assert md.read_text().startswith("Re-run from the repository root: `python "), md
+
+
+@pytest.mark.parametrize("path", RESULT_JSONS, ids=lambda p: p.relative_to(RESULTS).as_posix())
+def test_every_result_json_has_the_record(path):
+    doc = json.loads(path.read_text())
+    record = doc["record"]
+    missing = [k for k in RECORD_KEYS if k not in record]
+    assert not missing, f"{path}: record lacks {missing}"
+    assert record["bench"] == path.parent.name and record["machine_slug"] == path.stem
+    assert record["command"].startswith("python ") and "/tmp/" not in record["command"]
+    assert str(REPO) not in record["command"]  # repository-relative
+    assert "fingerprint" in record["data"] and {"commit", "dirty"} <= set(record["git"])
+    if record.get("predates_record_format"):
+        assert record["not_recorded"]  # says what the old result lacks
+    else:
+        assert record["git"]["commit"] and record["versions"] and record["machine"] and record["data"]["fingerprint"]
+
+
+def test_write_result_writes_the_record_atomically(tmp_path, monkeypatch):
+    clip = tmp_path / "clip.bin"
+    clip.write_bytes(b"data")
+    argv = ["--root", str(tmp_path), f"model={clip}", "--threads", "2"]
+    record = build_record("demo", "benchmarks/demo.py", argv, data={"fingerprint": "abc123", "clips": 1})
+    assert set(RECORD_KEYS) <= set(record)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert record["git"]["commit"] == commit and isinstance(record["git"]["dirty"], bool)
+    assert record["versions"]["torch"] and record["machine"]["cpu_model"]
+    json_path, md_path = write_result(record, {"rows": [1, 2]}, "# Demo\n\nbody\n", results_dir=tmp_path / "res")
+    assert (json_path, md_path) == result_paths("demo", record["machine_slug"], tmp_path / "res")
+    assert json_path.parent.name == "demo" and json_path.stem == record["machine_slug"]
+    doc = json.loads(json_path.read_text())
+    assert doc["rows"] == [1, 2] and doc["record"]["data"]["fingerprint"] == "abc123"
+    assert md_path.read_text().startswith(f"Re-run from the repository root: `{record['command']}`")
+    assert "# Demo" in md_path.read_text()
+    assert sorted(p.name for p in json_path.parent.iterdir()) == sorted([json_path.name, md_path.name])
+    with pytest.raises(ValueError, match="fingerprint"):
+        build_record("demo", "benchmarks/demo.py", [], data={})
+    with pytest.raises(ValueError, match="lacks"):
+        write_result({"bench": "demo"}, {}, "", results_dir=tmp_path)
+
+
+def test_rerun_command_makes_paths_repository_relative(tmp_path):
+    inside = REPO / "benchmarks" / "_record.py"
+    cmd = rerun_command("benchmarks/x.py", [str(inside), f"m={inside}", f"--out={inside}", "--n", "3", "a b"])
+    assert cmd == ("python benchmarks/x.py benchmarks/_record.py m=benchmarks/_record.py "
+                   "--out=benchmarks/_record.py --n 3 'a b'")
