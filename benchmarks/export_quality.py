@@ -5,6 +5,9 @@
 
 Writes ``export_quality.json`` and ``export_quality.md``. EPS here is the *quantization EPS*: the attention of each
 artefact against the attention of the FP32 torch model it was exported from (SPEC §4).
+
+Every artefact (and the FP32 torch reference) is run through ``pinlite_edge.runtimes.load_runner`` with one thread:
+the figures are those of what users run (input checks, batch splitting of a batch-1 ``.pte`` included).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model, load_calibration
 from pinlite_edge.metrics import explainability_preservation_score
+from pinlite_edge.runtimes import BaseRunner, load_runner
+from pinlite_edge.runtimes.torch import TorchRunner
 from pinlite_edge.utils.atomic import atomic_write_text
 
 VARIANTS = {
@@ -59,47 +64,29 @@ def machine() -> dict:
             "torch": torch.__version__, "load_avg_1m_at_start": os.getloadavg()[0]}
 
 
-def ort_runner(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return lambda f, m: s.run(None, {"frames": f, "mfcc": m})
+def activate(path: Path) -> BaseRunner:
+    """The artefact's runner (from its manifest), active, one thread: what users run."""
+    return load_runner(path, threads=1).activate()
 
 
-def pte_runner(path: Path):
-    """Load the program once (same contract as ``export.executorch.run_pte``, which reloads per call)."""
-    import executorch.kernels.quantized  # noqa: F401  (quantized out-variants an INT8 program may use)
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def run(f, m):
-        outs = method.execute([torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(np.ascontiguousarray(m))])
-        return [o.numpy() for o in outs]
-    return run
-
-
-def evaluate(run, frames, mfcc, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate(runner: BaseRunner, frames, mfcc, batch: int = 25) -> tuple[np.ndarray, np.ndarray]:
     logits, attn = [], []
     for i in range(0, len(frames), batch):
-        out = run(frames[i:i + batch], mfcc[i:i + batch])
-        logits.append(out[0])
-        attn.append(out[2])
+        out = runner.infer(frames[i:i + batch], mfcc[i:i + batch])
+        logits.append(out["logits"])
+        attn.append(out["attention"])
     return np.concatenate(logits), np.concatenate(attn)
 
 
-def latency_ms(run, frames, mfcc, reps: int = 30) -> dict:
+def latency_ms(runner: BaseRunner, frames, mfcc, reps: int = 30) -> dict:
+    """Batch-1 ``runner.infer`` wall time (``last_inference_time_s``: the backend call and the runner's checks)."""
     f, m = frames[:1], mfcc[:1]
     for _ in range(3):
-        run(f, m)
+        runner.infer(f, m)
     ts = []
     for _ in range(reps):
-        t = time.perf_counter()
-        run(f, m)
-        ts.append((time.perf_counter() - t) * 1e3)
+        runner.infer(f, m)
+        ts.append(runner.last_inference_time_s * 1e3)
     return {"min": float(np.min(ts)), "median": float(np.median(ts))}
 
 
@@ -121,11 +108,8 @@ def main() -> None:
     contract = model.config.contract
     ev = load_calibration(args.eval_data, contract, args.eval_size, args.eval_split)
     labels = ev.labels
-    with torch.no_grad():
-        ref = [model(torch.from_numpy(ev.frames[i:i + 25]), torch.from_numpy(ev.mfcc[i:i + 25]))
-               for i in range(0, len(ev), 25)]
-    ref_logits = torch.cat([r.logits for r in ref]).numpy()
-    ref_attn = torch.cat([r.attention for r in ref]).numpy()
+    with TorchRunner.from_model(model, name=args.checkpoint, threads=1) as reference:
+        ref_logits, ref_attn = evaluate(reference, ev.frames, ev.mfcc)
     ref_acc = float((ref_logits.argmax(1) == labels).mean())
     rows = [{"variant": "torch-fp32", "accuracy": ref_acc, "agreement_with_fp32": 1.0, "eps_vs_fp32": 1.0}]
     results = {"command": "python benchmarks/export_quality.py " + " ".join(
@@ -141,9 +125,8 @@ def main() -> None:
         t = time.perf_counter()
         res = export_from_model(model, fmt, tmp / variant, source_checkpoint=args.checkpoint, **opts)
         export_s = time.perf_counter() - t
-        run = pte_runner(res.artifact) if fmt.startswith("pte") else ort_runner(res.artifact)
-        batch = 1 if fmt.startswith("pte") else 25
-        logits, attn = evaluate(run, ev.frames, ev.mfcc, batch)
+        runner = activate(res.artifact)  # a batch-1 .pte is split into batch-1 calls by the runner
+        logits, attn = evaluate(runner, ev.frames, ev.mfcc)
         eps = explainability_preservation_score(ref_attn, attn)
         size = res.artifact.stat().st_size
         sizes[variant] = size
@@ -151,10 +134,12 @@ def main() -> None:
                "accuracy": float((logits.argmax(1) == labels).mean()),
                "agreement_with_fp32": float((logits.argmax(1) == ref_logits.argmax(1)).mean()),
                "logits_max_abs_vs_fp32": float(np.abs(logits - ref_logits).max()),
-               "eps_vs_fp32": eps.mean, "eps_std": eps.std, "latency_ms_b1": latency_ms(run, ev.frames, ev.mfcc),
+               "eps_vs_fp32": eps.mean, "eps_std": eps.std, "runner": runner.name,
+               "latency_ms_b1": latency_ms(runner, ev.frames, ev.mfcc),
                "export_s": round(export_s, 1),
                "float_layers": [e.module for e in res.plan.float_layers] if res.plan else [],
                "delegation": {k: v for k, v in res.extra.get("delegation", {}).items() if k != "by_operator"}}
+        runner.deactivate()
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("float_layers", "delegation")}), flush=True)
     for ref, prefix, key in (("onnx", "onnx", "size_vs_fp32_onnx"), ("pte", "pte", "size_vs_fp32_pte")):
@@ -208,21 +193,21 @@ def paper_sizes(tmp: Path, calib_size: int) -> dict:
             out[variant] = {"error": str(exc)}
             print(f"paper {variant}: {exc}", flush=True)
             continue
-        runs[variant] = ort_runner(res.artifact)
+        runs[variant] = activate(res.artifact)
         out[variant] = {"bytes": res.artifact.stat().st_size}
     for r in range(2):  # interleave to share the machine's noise
-        for variant, run in runs.items():
-            lat = latency_ms(run, cal.frames, cal.mfcc, reps=15)
+        for variant, runner in runs.items():
+            lat = latency_ms(runner, cal.frames, cal.mfcc, reps=15)
             prev = out[variant].get("latency_ms_b1")
             out[variant]["latency_ms_b1"] = lat if prev is None or lat["median"] < prev["median"] else prev
+    for runner in runs.values():
+        runner.deactivate()
     for variant in out:
         if isinstance(out[variant], dict) and "bytes" in out[variant]:
             out[variant]["size_vs_fp32_onnx"] = out[variant]["bytes"] / out["onnx"]["bytes"]
     teacher = create_teacher("paper", pretrained=False).eval()
-    f, m = torch.from_numpy(cal.frames[:1]), torch.from_numpy(cal.mfcc[:1])
-    with torch.no_grad():
-        out["teacher_torch_fp32_eager_ms_b1"] = latency_ms(lambda a, b: teacher(torch.as_tensor(a), torch.as_tensor(b)),
-                                                           f.numpy(), m.numpy(), reps=5)
+    with TorchRunner.from_model(teacher, name="paper-teacher", threads=1) as runner:
+        out["teacher_torch_fp32_eager_ms_b1"] = latency_ms(runner, cal.frames, cal.mfcc, reps=5)
     return out
 
 
