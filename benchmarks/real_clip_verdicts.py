@@ -3,7 +3,7 @@
     python benchmarks/real_clip_verdicts.py pinlite-workspace/exports/onnx/pinlite-student.onnx
 
 Every clip there is real and in sync, so a ``fake`` verdict is a false positive. Writes
-``benchmarks/results/real_clip_verdicts.{json,md}``: per clip the verdict, max and mean P(fake) over its windows, the
+``benchmarks/results/real_clip_verdicts/<machine>.{json,md}`` (with the run's record, ``benchmarks/_record.py``): per clip the verdict, max and mean P(fake) over its windows, the
 offset estimate, face found / coverage and which split of ``pinlite_edge/data/splits/real_av.json`` it belongs to
 (train clips were seen in training; dev and test clips were not). Issue #12 asks that none gets P(fake) >= 0.9.
 """
@@ -20,13 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.real_faces import (DEFAULT_ROOT, DEFAULT_SPLIT_FILE, environment, git_state,  # noqa: E402
-                                   rerun_command)
+from benchmarks._record import RESULTS_DIR, build_record, fingerprint_files, repo_relative, write_result  # noqa: E402
+from benchmarks.real_faces import DEFAULT_ROOT, DEFAULT_SPLIT_FILE  # noqa: E402
 from pinlite_edge.errors import PinliteError  # noqa: E402
-from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("real_clip_verdicts")
 LIMIT = 0.9
+
+
+def clip_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".mpg"))
 
 
 def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> list[dict[str, Any]]:
@@ -36,7 +39,7 @@ def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> 
     splits = {name: rec.split for name, rec in read_split_file(split_file).items()}
     rows = []
     with Detector.load(artifact, threads=threads) as det:
-        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".mpg")):
+        for path in clip_files(root):
             rel = path.relative_to(root).as_posix()
             t0 = time.perf_counter()
             try:
@@ -58,8 +61,6 @@ def render(report: dict[str, Any]) -> str:
     scored = [r for r in rows if "fake_prob_max" in r]
     over = [r for r in scored if r["fake_prob_max"] >= LIMIT]
     lines = ["# Verdicts of the shipped model on every genuine clip of ../shared/data/real-av", "",
-             f"Command: `{report['command']}`  ", f"Commit: `{report['git']['commit']}`"
-             f"{' (dirty tree)' if report['git']['dirty'] else ''}  ",
              f"Model: `{report['artifact']}` (training data: {report['training_data']})", "",
              f"{len(over)} of {len(scored)} clips reach max-aggregate P(fake) >= {LIMIT} (target: none); "
              f"{sum(r['verdict'] == 'fake' for r in scored)} are called fake at the default threshold 0.5 "
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                   help="results root: writes OUT_DIR/real_clip_verdicts/<machine>.{json,md}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.root.is_dir():
@@ -98,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {"argv": argv, "command": rerun_command(argv, "benchmarks/real_clip_verdicts.py"),
-              "git": git_state(), "environment": environment(), "artifact": str(args.artifact),
-              "training_data": training, "limit": LIMIT, "clips": clips}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / "real_clip_verdicts.json", report)
-    atomic_write_text(args.out_dir / "real_clip_verdicts.md", render(report))
+    report = {"artifact": str(args.artifact), "training_data": training, "limit": LIMIT, "clips": clips}
+    files = clip_files(args.root)
+    record = build_record("real_clip_verdicts", "benchmarks/real_clip_verdicts.py", argv,
+                          data={"root": repo_relative(args.root), "num_clips": len(files),
+                                "fingerprint": fingerprint_files(files),
+                                "fingerprint_of": "sorted (file, sha256) of every clip under the root"})
+    write_result(record, report, render(report), results_dir=args.out_dir)
     print(render(report).split("\n\n")[2])
     return 0
 

@@ -28,8 +28,8 @@ aggregate), unless ``--baseline-threshold`` gives one.
     python benchmarks/real_faces.py --model student=ws/distilled/best.safetensors --model onnx=ws/x.onnx
     python benchmarks/real_faces.py --split dev --baseline-only
 
-Writes ``benchmarks/results/real_faces.{json,md}`` (``real_faces_<split>.*`` for another split; ``--out-dir`` and
-``--stem`` change that).
+Writes ``benchmarks/results/real_faces/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
+``real_faces_<split>/`` for another split; ``--out-dir`` (results root) and ``--stem`` (bench name) change that).
 """
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,19 +50,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
 from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  # noqa: E402
 from pinlite_edge.contract import MAX_OFFSET, InputContract, contract_for_preset  # noqa: E402
 from pinlite_edge.errors import DatasetError, InputError, PinliteError  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, Window, window_at, window_starts  # noqa: E402
 from pinlite_edge.metrics import roc_auc, softmax_fake_prob  # noqa: E402
-from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces")
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "real-av"
 DEFAULT_SPLIT_FILE = REPO_ROOT / "pinlite_edge" / "data" / "splits" / "real_av.json"
-DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_OUT_DIR = RESULTS_DIR
 #: Condition name -> audio delay in video frames (None: audio of another clip).
 CONDITIONS: dict[str, int | None] = {"original": 0, "delay200": 5, "advance200": -5, "delay80": 2, "swap": None}
 MANIPULATED = ("delay200", "advance200", "delay80", "swap")
@@ -467,7 +465,7 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
                                  _model_scorer(runner, contract, cfg.batch_size, timing))
             row = {"method": spec.name, **summarise(_scored(run, spec.name), cfg.threshold)}
             rows.append(row)
-            models_meta.append({"name": spec.name, "path": _display_path(spec.path), "backend": runner.name,
+            models_meta.append({"name": spec.name, "path": repo_relative(spec.path), "backend": runner.name,
                                 "sha256": sha256_file(spec.path) if spec.path.is_file() else None,
                                 "preset_frame_size": contract.frame_size,
                                 "training_data": getattr(runner, "training_data", None), "timing": timing})
@@ -523,7 +521,7 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
         "windows": {"stride_seconds": cfg.stride_seconds, "stride_default": "half a window",
                     "margin_frames": cfg.margin_frames, "primary_aggregate": PRIMARY},
         "threshold": cfg.threshold,
-        "data": {"root": _display_path(cfg.root), "split_file": _display_path(cfg.split_file),
+        "data": {"root": repo_relative(cfg.root), "split_file": repo_relative(cfg.split_file),
                  "fingerprint": data_fingerprint(used), "fingerprint_of": "sorted (file, sha256) of the clips scored",
                  "num_clips": len(used),
                  "skipped": run.skipped,
@@ -539,58 +537,6 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
 def _rate(values: Sequence[Any]) -> float | None:
     known = [bool(v) for v in values if v is not None]
     return float(np.mean(known)) if known else None
-
-
-def _display_path(path: Path) -> str:
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(REPO_ROOT))
-    except ValueError:
-        pass
-    try:  # beside the repository (../shared/...): relative; anywhere else: absolute
-        return str(Path("..") / p.relative_to(REPO_ROOT.parent))
-    except ValueError:
-        return str(p)
-
-
-# --- provenance and writing ------------------------------------------------------------------------------------
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
-def environment() -> dict[str, Any]:
-    from pinlite_edge.bench.machine import describe_machine
-
-    mach = describe_machine()
-    versions = dict(mach.pop("versions", {}))
-    for mod in ("av", "cv2", "numpy", "torch", "onnxruntime"):
-        try:
-            versions[mod] = getattr(__import__(mod), "__version__", None)
-        except ImportError:
-            versions[mod] = None
-    return {"machine": mach, "versions": versions}
-
-
-def rerun_command(argv: Sequence[str], script: str = "benchmarks/real_faces.py") -> str:
-    """``python SCRIPT ARGV`` with paths made relative to the repository root."""
-    parts = []
-    for arg in argv:
-        name, sep, value = arg.partition("=")
-        if sep and Path(value).exists() and not arg.startswith("-"):
-            parts.append(f"{name}={_display_path(Path(value))}")
-        elif Path(arg).exists() and not arg.startswith("-"):
-            parts.append(_display_path(Path(arg)))
-        else:
-            parts.append(arg)
-    return f"python {script} " + " ".join(shlex.quote(p) for p in parts)
 
 
 _COLUMNS = (("auc_delay200", "AUC delay200"), ("auc_advance200", "AUC advance200"), ("auc_delay80", "AUC delay80"),
@@ -654,13 +600,9 @@ def target_checks(table: list[dict[str, Any]], student: str | None,
 def render_markdown(report: dict[str, Any]) -> str:
     d = report["data"]
     lines = [f"# Real faces: sync detection on genuine talking-face clips ({report['split']} split)", "",
-             f"Command: `{report['command']}`  ",
-             f"Commit: `{report['git']['commit']}`{' (dirty tree)' if report['git']['dirty'] else ''}  ",
              f"Data: {d['num_clips']} clips of `{d['split_file']}` split `{report['split']}` under `{d['root']}`, "
              f"fingerprint `{d['fingerprint'][:16]}…`; skipped: "
-             f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}  ",
-             f"Machine: {report['environment']['machine'].get('cpu_model')} "
-             f"({report['environment']['machine'].get('logical_cores')} cores)", "",
+             f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}", "",
              "Clip score = mean of window P(fake) (windows every half window, 5-frame margins); AUC: originals vs "
              "each manipulated condition; FPR on originals at the threshold (0.5 for models, the train-chosen cut "
              "for the baseline); offset = argmax of the window-averaged offset distribution, right within ±1 frame.",
@@ -709,12 +651,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    atomic_write_json(json_path, _jsonable(report))
-    atomic_write_text(md_path, render_markdown(report))
-    return json_path, md_path
+def write_report(record: dict[str, Any], report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """``OUT_DIR/<bench>/<machine>.json`` (``{"record", ...report}``) and ``.md``."""
+    return write_result(record, _jsonable(report), render_markdown(report), results_dir=out_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -724,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models to evaluate: checkpoint .safetensors or artefact .onnx/.pte/engine")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="one more model (repeatable)")
     p.add_argument("--root", type=Path, default=None,
-                   help=f"the real-av folder (default {_display_path(DEFAULT_ROOT)}; skipped with a note if absent)")
+                   help=f"the real-av folder (default {repo_relative(DEFAULT_ROOT)}; skipped with a note if absent)")
     p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
                    help="which split to evaluate (default test; dev for sanity checks)")
@@ -741,8 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="runner device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1,
                    help="runner threads (default 1: fastest on a shared small CPU; 0 = the backend's default)")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
-    p.add_argument("--stem", default=None, help="output file stem (default real_faces, or real_faces_<split>)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
+                   help="results root: writes OUT_DIR/STEM/<machine>.{json,md}")
+    p.add_argument("--stem", default=None, help="bench name (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
     p.add_argument("--student", default=None, metavar="NAME",
                    help="model whose issue-#12 targets are checked in the report (e.g. distilled)")
@@ -779,14 +719,16 @@ def main(argv: list[str] | None = None) -> int:
     except PinliteError as exc:
         log.error("%s", exc)
         return 2
-    report = {"argv": argv, "command": rerun_command(argv), "git": git_state(), "environment": environment(),
-              "wall_seconds": round(time.perf_counter() - t0, 2), **report}
+    report = {"wall_seconds": round(time.perf_counter() - t0, 2), **report}
     pairs = [tuple(p.split("=", 1)) for p in args.int8_pair if "=" in p]
     report["targets"] = target_checks(report["table"], args.student, pairs)  # type: ignore[arg-type]
     if args.notes is not None:
         report["notes"] = args.notes.read_text()
     stem = args.stem or ("real_faces" if args.split == "test" else f"real_faces_{args.split}")
-    json_path, md_path = write_report(report, args.out_dir, stem)
+    d = report["data"]
+    record = build_record(stem, "benchmarks/real_faces.py", argv,
+                          data={k: d[k] for k in ("root", "split_file", "fingerprint", "fingerprint_of", "num_clips")})
+    json_path, md_path = write_report(record, report, args.out_dir)
     for row in report["table"]:
         log.info("%s: %s", row["method"], {k: _fmt(row.get(k)) for k, _ in _COLUMNS})
     log.info("wrote %s and %s", json_path, md_path)

@@ -165,7 +165,7 @@ def test_parse_model_spec_errors(tmp_path):
 def test_missing_default_data_is_skipped_with_a_note(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(rf, "DEFAULT_ROOT", tmp_path / "absent")
     assert rf.main(["--baseline-only", "--out-dir", str(tmp_path)]) == 0
-    assert "not found" in caplog.text and not list(tmp_path.glob("*.json"))
+    assert "not found" in caplog.text and not list(tmp_path.rglob("*.json"))
     assert rf.main(["--baseline-only", "--root", str(tmp_path / "absent"), "--out-dir", str(tmp_path)]) == 2
 
 
@@ -185,15 +185,18 @@ def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
     rc = rf.main([f"tiny={ckpt}", "--root", str(GRID_DIR.parent), "--split-file", str(split_file),
                   "--baseline-preset", "tiny", "--out-dir", str(out)])
     assert rc == 0
-    report = json.loads((out / "real_faces.json").read_text())
+    (json_path,) = (out / "real_faces").glob("*.json")  # benchmarks/results/<bench>/<machine>.json
+    report = json.loads(json_path.read_text())
     assert [r["method"] for r in report["table"]] == ["tiny", rf.BASELINE_NAME]
     for row in report["table"]:
         for key in ("auc_delay200", "auc_advance200", "auc_delay80", "auc_swap", "fpr", "offset_acc_200"):
             assert row[key] is None or 0.0 <= row[key] <= 1.0
     assert report["baseline"]["threshold_choice"]["train_clips_scored"] == 2
     assert report["data"]["num_clips"] == 2 and len(report["data"]["fingerprint"]) == 64
-    assert report["git"]["commit"] and report["environment"]["versions"]["torch"]
-    assert report["command"].startswith("python benchmarks/real_faces.py")
+    record = report["record"]
+    assert record["git"]["commit"] and record["versions"]["torch"] and json_path.stem == record["machine_slug"]
+    assert record["command"].startswith("python benchmarks/real_faces.py")
+    assert record["data"]["fingerprint"] == report["data"]["fingerprint"]
     for clip in report["clips"]:
         assert clip["sha256_matches_split"] and clip["face_found"] in (True, False)
         assert clip["featurise_s_per_video_s"]["64"] > 0
@@ -204,7 +207,7 @@ def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
             if method == "tiny":
                 assert all(0.0 <= conds[k]["mean"] <= 1.0 for k in conds)
                 assert -5 <= conds["original"]["offset"] <= 5
-    md = (out / "real_faces.md").read_text()
+    md = json_path.with_suffix(".md").read_text()
     assert "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap |" in md
     assert "| tiny |" in md and f"| {rf.BASELINE_NAME} |" in md
 
@@ -223,12 +226,13 @@ def test_a_clip_that_fails_to_decode_is_reported_not_fatal(grid_clips, tmp_path)
     rc = rf.main(["--baseline-only", "--baseline-threshold", "0", "--baseline-preset", "tiny", "--root", str(root),
                   "--split-file", str(split_file), "--out-dir", str(tmp_path / "out"), "--no-hash-check"])
     assert rc == 0
-    report = json.loads((tmp_path / "out" / "real_faces.json").read_text())
+    (json_path,) = (tmp_path / "out" / "real_faces").glob("*.json")
+    report = json.loads(json_path.read_text())
     assert [s["file"] for s in report["data"]["skipped"]] == ["grid/broken.mpg"]
     assert "DecodeError" in report["data"]["skipped"][0]["reason"]
     assert [c["file"] for c in report["clips"]] == [f"grid/{good[0].name}", f"grid/{good[1].name}"]
     assert report["clips"][0]["swap_partner"] == f"grid/{good[1].name}"
-    assert "broken.mpg" in (tmp_path / "out" / "real_faces.md").read_text()
+    assert "broken.mpg" in json_path.with_suffix(".md").read_text()
 
 
 def test_target_checks_report_met_and_missed_targets_with_margins():
@@ -263,11 +267,13 @@ def test_real_clip_verdicts_reports_every_clip_and_the_p09_count(tmp_path):
                            {"training_data": {"real_video": False, "kinds": ["synthetic"]}})
     out = tmp_path / "out"
     assert rcv.main([str(ckpt), "--root", str(root), "--out-dir", str(out)]) == 0
-    report = json.loads((out / "real_clip_verdicts.json").read_text())
+    (json_path,) = (out / "real_clip_verdicts").glob("*.json")
+    report = json.loads(json_path.read_text())
+    assert len(report["record"]["data"]["fingerprint"]) == 64 and report["record"]["data"]["num_clips"] == 2
     by_file = {c["file"]: c for c in report["clips"]}
     assert set(by_file) == {"talking/a.mp4", "talking/broken.mp4"} and "error" in by_file["talking/broken.mp4"]
     assert 0.0 <= by_file["talking/a.mp4"]["fake_prob_max"] <= 1.0
     assert report["training_data"] == "synthetic only"
-    md = (out / "real_clip_verdicts.md").read_text()
+    md = json_path.with_suffix(".md").read_text()
     over = int(by_file["talking/a.mp4"]["fake_prob_max"] >= rcv.LIMIT)
     assert f"{over} of 1 clips reach max-aggregate P(fake) >= 0.9" in md
