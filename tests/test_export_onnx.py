@@ -15,10 +15,11 @@ from pinlite_edge.export.__main__ import main as cli_main
 from pinlite_edge.export.rewrite import MatmulGRU, rewrite_gru
 from pinlite_edge.manifest import read_manifest
 from pinlite_edge.models import create_student
+from pinlite_edge.runtimes.ort.loader import create_session
 from pinlite_edge.utils.hashing import sha256_file
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_onnx_ort_parity_dynamic_batch(fp32, student, batch):
     frames, mfcc = _inputs(student, batch)
     with torch.no_grad():
         ref = student(frames, mfcc)
-    sess = ort.InferenceSession(str(fp32.artifact), providers=["CPUExecutionProvider"])
+    sess = create_session(fp32.artifact)
     logits, offsets, attention = sess.run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
     assert logits.shape == (batch, 2) and offsets.shape == (batch, 11) and attention.shape == (batch, 16, 16)
     assert np.abs(logits - ref.logits.numpy()).max() <= 1e-4
@@ -118,7 +119,7 @@ def test_static_batch_and_matmul_gru(student, tmp_path):
     frames, mfcc = _inputs(student, 2)
     with torch.no_grad():
         ref = student(frames, mfcc)
-    out = ort.InferenceSession(str(res.artifact)).run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
+    out = create_session(res.artifact).run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
     assert np.abs(out[0] - ref.logits.numpy()).max() <= 1e-4
     assert read_manifest(res.artifact).dynamic_batch is False
 
@@ -182,7 +183,7 @@ def test_inline_initializer_identities_keeps_the_numbers():
     assert inline_initializer_identities(model) == 1
     onnx.checker.check_model(model, full_check=True)
     assert [n.op_type for n in model.graph.node] == ["Add", "Identity"]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = create_session(model.SerializeToString())
     y, z = sess.run(None, {"x": np.ones(3, np.float32)})
     np.testing.assert_array_equal(y, [1, 2, 3])
     np.testing.assert_array_equal(z, [0, 1, 2])
