@@ -2,6 +2,11 @@
 
 Each row names the function that produces it (``module:function`` inside ``pinlite_edge.export``), imported only when
 that format is asked for, so ``--help`` and the ONNX formats never import ExecuTorch or TensorRT.
+
+This is the project's only table of artefact kinds: the bench derives its runtime names, the format each
+``--runtime``/``--precision`` pair means, the suffixes and each runtime's default precision from it
+(:func:`runtimes`, :func:`format_for`, :func:`precisions_for`, :func:`default_precision`). The ``torch`` runtime
+runs the training checkpoint itself (:data:`CHECKPOINT`), which is not an export format.
 """
 from __future__ import annotations
 
@@ -61,6 +66,60 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("pte-int8", ".int8.pte", "executorch", "int8", False, _CALIB | {"batch"},
                  "executorch:export_pte_int8", "ExecuTorch program, PT2E INT8 (XNNPACKQuantizer), GRU/softmax float"),
 ]}
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """What the ``torch`` runtime runs: the FP32 training checkpoint (``pinlite_edge.checkpoint``), not an export."""
+
+    name: str = "checkpoint"
+    suffix: str = ".safetensors"
+    runtime: str = "torch"
+    precision: str = "fp32"
+    needs_gpu: bool = False
+
+
+CHECKPOINT = CheckpointKind()
+
+
+def artefact_kinds() -> list[ExportFormat | CheckpointKind]:
+    """Every kind of artefact a runtime runs: the checkpoint, then the export formats in table order."""
+    return [CHECKPOINT, *FORMATS.values()]
+
+
+def runtimes() -> tuple[str, ...]:
+    """Runtime (runner backend) names in table order: ``("torch", "ort", "trt", "executorch")``."""
+    return tuple(dict.fromkeys(k.runtime for k in artefact_kinds()))
+
+
+def precisions() -> tuple[str, ...]:
+    """Every precision some artefact has, widest first: ``("fp32", "fp16", "int8")``."""
+    order = {"fp32": 0, "fp16": 1, "int8": 2}
+    return tuple(sorted({k.precision for k in artefact_kinds()}, key=lambda p: (order.get(p, 9), p)))
+
+
+def precisions_for(runtime: str) -> tuple[str, ...]:
+    """The precisions ``runtime`` has an artefact kind for, widest first."""
+    return tuple(p for p in precisions() if any(k.runtime == runtime and k.precision == p for k in artefact_kinds()))
+
+
+def default_precision(runtime: str) -> str:
+    """``fp32`` where the runtime has an FP32 artefact kind, else ``fp16`` (TensorRT), else its widest."""
+    have = precisions_for(runtime)
+    if not have:
+        raise ExportError(f"unknown runtime {runtime!r}; choose one of {', '.join(runtimes())}")
+    for p in ("fp32", "fp16"):
+        if p in have:
+            return p
+    return have[0]
+
+
+def format_for(runtime: str, precision: str) -> ExportFormat | CheckpointKind | None:
+    """The artefact kind of ``runtime`` at ``precision`` (None when the table has none)."""
+    for k in artefact_kinds():
+        if k.runtime == runtime and k.precision == precision:
+            return k
+    return None
 
 
 def get_format(name: str) -> ExportFormat:

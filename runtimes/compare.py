@@ -23,6 +23,7 @@ class PairComparison:
     label_agreement: float  # fraction of clips with the same real/fake decision
     eps_mean: float  # EPS of the other's attention against the reference's
     eps_std: float
+    eps: dict[str, Any] = field(default_factory=dict)  # the full EPS summary (spearman, IoU, constant maps)
 
     def within(self, atol: float) -> bool:
         return all(v <= atol for v in self.max_abs_diff.values())
@@ -64,21 +65,26 @@ def compare_outputs(reference: str, ref: Mapping[str, np.ndarray], other: str,
         mean_abs_diff={k: float(d.mean()) for k, d in diffs.items()},
         max_fake_prob_diff=float(np.abs(p_ref - p_out).max()),
         label_agreement=float(((p_ref >= 0.5) == (p_out >= 0.5)).mean()),
-        eps_mean=eps.mean, eps_std=eps.std,
+        eps_mean=eps.mean, eps_std=eps.std, eps=eps.to_dict(),
     )
 
 
 class Comparator:
     """``Comparator([torch_runner, ort_runner]).run(frames, mfcc)``: the first runner is the reference.
 
+    ``report.outputs`` holds every runner's outputs; :func:`compare_outputs` compares any of them with outputs
+    computed elsewhere (the bench's cached FP32 references).
+
     Runners that are not active are activated for the run and deactivated afterwards. Inputs may be one batch or
-    an iterable of ``(frames, mfcc)`` batches; outputs are concatenated before comparison.
+    an iterable of ``(frames, mfcc)`` batches, read ONCE (a generator over a large dataset is never held in memory):
+    every runner runs each batch in turn, then the outputs are concatenated and compared with the first runner's.
     """
 
     def __init__(self, runners: Sequence[BaseRunner] | Mapping[str, BaseRunner]):
         items = list(runners.items()) if isinstance(runners, Mapping) else [(r.name, r) for r in runners]
-        if len(items) < 2:
-            raise ValueError("a comparison needs at least two runners")
+        if not items:
+            raise ValueError("a comparison needs at least one runner (one alone is run and compared with nothing; "
+                             "the bench compares it with cached reference outputs)")
         names = [n for n, _ in items]
         if len(set(names)) != len(names):
             items = [(f"{i}:{n}", r) for i, (n, r) in enumerate(items)]
@@ -90,18 +96,22 @@ class Comparator:
             if frames is None or mfcc is None:
                 raise ValueError("give frames and mfcc, or batches")
             batches = [(frames, mfcc)]
-        batches = list(batches)
-        outputs: dict[str, dict[str, np.ndarray]] = {}
-        for name, runner in self.runners.items():
-            was_active = runner.is_active
-            if not was_active:
-                runner.activate()
-            try:
-                parts = [runner.infer(f, m) for f, m in batches]
-            finally:
-                if not was_active:
-                    runner.deactivate()
-            outputs[name] = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
+        parts: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in self.runners}
+        activated: list[BaseRunner] = []
+        try:
+            for runner in self.runners.values():
+                if not runner.is_active:
+                    runner.activate()
+                    activated.append(runner)
+            for f, m in batches:
+                for name, runner in self.runners.items():
+                    parts[name].append(runner.infer(f, m))
+        finally:
+            for runner in activated:
+                runner.deactivate()
+        if not parts[next(iter(parts))]:
+            raise ValueError("no input batch to compare on")
+        outputs = {name: {k: np.concatenate([p[k] for p in ps]) for k in OUTPUT_NAMES} for name, ps in parts.items()}
         ref_name = next(iter(outputs))
         report = ComparisonReport(reference=ref_name, num_clips=int(outputs[ref_name]["logits"].shape[0]),
                                   outputs=outputs)

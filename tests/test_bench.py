@@ -11,11 +11,15 @@ import torch
 from pinlite_edge.bench.cli import main
 from pinlite_edge.bench.plots import pareto_front
 from pinlite_edge.bench.timing import LatencyStats
-from pinlite_edge.bench.workspace import WorkspaceError, ensure_workspace, resolve_artefacts
+from pinlite_edge.bench.workspace import WorkspaceError, resolve_artefacts
 from pinlite_edge.checkpoint import save_checkpoint
 from pinlite_edge.models import create_student, create_teacher
 
-FAST = ["--limit", "4", "--eval-batch", "2", "--warmup", "1", "--iters", "3", "--threads", "1"]
+FAST = ["--limit", "4", "--eval-batch", "2", "--warmup", "1", "--iters", "3", "--threads", "1", "--no-memory",
+        "--no-e2e"]
+#: the first test measures memory (each model in a fresh process) and end-to-end time on one video
+FULL = ["--limit", "4", "--eval-batch", "2", "--warmup", "1", "--iters", "3", "--threads", "1", "--memory-calls", "2",
+        "--e2e-clips", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def test_machine_slug_names_the_vector_isa():
 
 def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, capsys):
     out = tmp_path / "run1"
-    assert main(["--artifacts", str(workspace), "--out", str(out), "--time-teacher", *FAST]) == 0
+    assert main(["--artifacts", str(workspace), "--out", str(out), "--time-teacher", *FULL]) == 0
     table = capsys.readouterr().out
     assert "ort-fp32:pinlite-student.onnx" in table
     result = json.loads((out / "bench.json").read_text())
@@ -89,12 +93,20 @@ def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, 
     lat = row["latency"]
     assert lat["batch"] == 1 and lat["per_batch"]["n"] == 3
     assert 0 < lat["per_clip"]["min_ms"] <= lat["per_clip"]["median_ms"] <= lat["per_clip"]["p99_ms"]
-    assert row["throughput_clips_per_s"] > 0 and row["peak_rss_bytes"] > 0
+    assert row["throughput_clips_per_s"] > 0
+    mem = row["memory"]
+    assert mem["calls"] == 2 and mem["samples"] > 0 and mem["gpu"] is None
+    assert mem["load_rss_delta_bytes"] > 1e6 and mem["peak_rss_bytes"] >= mem["baseline_rss_bytes"] + \
+        mem["load_rss_delta_bytes"] > 0
+    e2e, info = row["end_to_end"], result["end_to_end"]
+    assert e2e["num_videos"] == info["num_videos"] == 1
+    assert e2e["end_to_end_s"]["median"] > e2e["model_s"]["median"] > 0
+    assert e2e["rtf"]["median"] == pytest.approx(e2e["end_to_end_s"]["median"] / info["seconds_of_video"]["median"])
     assert row["params"] > 100_000 and row["flops"] > 0 and row["artifact_size_bytes"] > 0
     assert row["metrics"]["num_samples"] == 4
     assert -1.0 <= row["eps_vs_teacher"]["eps_mean"] <= 1.0
     # the artefact is the FP32 export of the distilled checkpoint: its "quantization EPS" is perfect
-    assert row["eps_vs_source"]["eps_mean"] > 0.99 and row["eps_vs_source"]["max_abs_logit_diff"] < 1e-4
+    assert row["eps_vs_source"]["eps_mean"] > 0.99 and row["eps_vs_source"]["max_abs_diff"]["logits"] < 1e-4
     assert result["teacher"]["latency"]["per_clip"]["median_ms"] > 0
     assert result["machine"]["cpu_model"] and result["data"]["num_clips"] == 4
     for name in ("bench.md", "accuracy_vs_latency.png", "eps_vs_latency.png", "attention_maps.png"):
@@ -139,16 +151,28 @@ def test_compare_ort_fp32_agrees_with_torch_fp32(workspace, tmp_path):
 
 
 def test_missing_artefact_is_a_clear_error(workspace, tmp_path, capsys):
-    assert main(["--runtime", "executorch", "--artifacts", str(workspace), "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "no executorch fp32 artefact" in err and "exports/pte" in err
+    from pinlite_edge.bench import BenchConfig, run_bench
+
+    # run_bench never builds: a workspace without a .pte is an error that says how to get one
+    with pytest.raises(WorkspaceError, match=r"no executorch fp32 artefact in .*exports/pte.*builds it on first use"):
+        run_bench(BenchConfig(runtime="executorch", artifacts=workspace, out=tmp_path))
     assert main(["--runtime", "trt", "--precision", "fp32", "--artifacts", str(workspace)]) == 2
-    assert "no fp32 artefact format for runtime 'trt'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no fp32 artefact format for runtime 'trt'; choose from ['fp16', 'int8']" in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_no_workspace_without_building_is_a_clear_error(tmp_path):
-    with pytest.raises(WorkspaceError, match="not a pinlite workspace"):
-        ensure_workspace(tmp_path / "nothing", build=False)
+def test_run_bench_never_builds_a_missing_workspace(tmp_path, monkeypatch):
+    """``run_bench`` on a missing workspace raises an error that says how to build it, and trains nothing."""
+    from pinlite_edge import quickstart
+    from pinlite_edge.bench import BenchConfig, run_bench
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda *a, **k: pytest.fail("run_bench trained"))
+    with pytest.raises(WorkspaceError, match=r"no workspace at pinlite-workspace: build it with "
+                                             r"`python -m pinlite_edge.quickstart`"):
+        run_bench(BenchConfig())
+    assert not (tmp_path / "pinlite-workspace").exists()
 
 
 def test_run_benchmarks_checks_report_the_measured_truth():

@@ -1,4 +1,10 @@
-"""``python -m pinlite_edge.bench``: measure deployed artefacts on this machine (SPEC §7)."""
+"""``python -m pinlite_edge.bench``: measure deployed artefacts on this machine (SPEC §7).
+
+Without ``--artifacts`` the CLI first builds or finishes the quickstart workspace (``./pinlite-workspace``), and in a
+workspace it builds the artefact the asked runtime needs when there is none (``bench/prepare.py``: a TensorRT engine
+for this GPU, a ``.pte``...), announcing each step; then :func:`run_bench` measures. Every failure the user can fix
+(missing TensorRT or GPU, missing artefact, bad data) is one ``error:`` line and exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +14,11 @@ from pathlib import Path
 
 from pinlite_edge.errors import PinliteError
 
-from pinlite_edge.bench.core import PRECISIONS, RUNTIMES, BenchConfig, run_bench
+from pinlite_edge.export.formats import default_precision, precisions, precisions_for
+from pinlite_edge.runtimes import BACKENDS
+
+from pinlite_edge.bench.core import CUDA_BINDINGS, BenchConfig, run_bench
+from pinlite_edge.bench.prepare import prepare
 from pinlite_edge.bench.report import terminal_table, write_reports
 
 
@@ -18,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latency, memory, accuracy and EPS of PIN-Lite artefacts on this machine. Without arguments: "
                     "ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built by the quickstart if "
                     "missing), the synthetic test split.")
-    p.add_argument("--runtime", choices=RUNTIMES, default="ort")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    defaults = ", ".join(f"{r} {default_precision(r)}" for r in BACKENDS)
+    p.add_argument("--runtime", choices=BACKENDS, default="ort")
+    p.add_argument("--precision", choices=precisions(), default=None,
+                   help=f"default per runtime: {defaults} (" + "; ".join(
+                       f"{r}: {'/'.join(precisions_for(r))}" for r in BACKENDS) + ")")
     p.add_argument("--artifacts", type=Path, default=None,
                    help="workspace, folder of artefacts, or one artefact file (default ./pinlite-workspace)")
     p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="ARTIFACT",
@@ -38,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="untimed calls at the start of each turn, so each model is timed warm (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (torch / onnxruntime / XNNPACK)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, or tensorrt (ORT's TensorRT provider)")
+    p.add_argument("--cuda-binding", choices=CUDA_BINDINGS, default="auto",
+                   help="TensorRT runner's CUDA binding for buffers and streams (auto: pycuda when importable, "
+                        "as on JetPack, else cuda-python)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the memory pass (each model loaded alone in a fresh process)")
+    p.add_argument("--memory-calls", type=int, default=3, help="inferences per model in the memory pass")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end pass (video -> verdict)")
+    p.add_argument("--e2e-data", default=None, metavar="auto|synthetic|DIR|FILE",
+                   help="videos of the end-to-end pass (default auto: ../shared/data/real-av when present, else "
+                        "synthetic mp4 clips)")
+    p.add_argument("--e2e-clips", type=int, default=3, help="videos in the end-to-end pass (default 3)")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--teacher", type=Path, default=None, help="FP32 teacher checkpoint (default: the workspace's)")
     p.add_argument("--teacher-cache", type=Path, default=None,
@@ -56,13 +80,20 @@ def main(argv: list[str] | None = None) -> int:
                       compare=list(args.compare), data=args.data, split=args.split, limit=args.limit,
                       batch=args.batch, eval_batch=args.eval_batch, warmup=args.warmup, iters=args.iters,
                       block=args.block, turn_warmup=args.turn_warmup,
-                      threads=args.threads, device=args.device, out=args.out, teacher=args.teacher,
-                      teacher_cache=args.teacher_cache, cache_dir=args.cache_dir, time_teacher=args.time_teacher,
-                      plots=not args.no_plots)
+                      threads=args.threads, device=args.device, cuda_binding=args.cuda_binding, out=args.out,
+                      teacher=args.teacher, teacher_cache=args.teacher_cache, cache_dir=args.cache_dir,
+                      time_teacher=args.time_teacher, plots=not args.no_plots, memory=not args.no_memory,
+                      memory_calls=args.memory_calls, e2e=not args.no_e2e, e2e_data=args.e2e_data,
+                      e2e_clips=args.e2e_clips)
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     try:
-        result = run_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        prepare(cfg, say)
+        result = run_bench(cfg, progress=say)
     except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     data = result.to_dict()
     print(terminal_table(data))

@@ -1,8 +1,15 @@
-"""The bench (SPEC §7): accuracy, EPS and latency of deployed artefacts on the machine it runs on.
+"""The bench (SPEC §7): accuracy, EPS, latency, memory and end-to-end time of deployed artefacts on this machine.
 
-One pass over the evaluation data runs every artefact (and the references it needs: the FP32 teacher and each
-artefact's FP32 source checkpoint) on the same batches; then latency is measured on a fixed batch, the models timed
-in turns (``measure_interleaved``).
+:func:`run_bench` takes artefacts and data; it never trains or exports (the CLI, ``bench/prepare.py``, builds a
+missing workspace or artefact first). Passes, each separate so that none disturbs another's measurement:
+
+1. evaluation: one pass over the data runs every artefact and the references it needs (the FP32 teacher and each
+   artefact's FP32 source checkpoint, on the artefacts' device) on the same batches (``runtimes.Comparator``);
+   agreement and EPS come from ``runtimes.compare_outputs``;
+2. latency: a fixed batch, the models timed in turns (``measure_interleaved``);
+3. end to end: videos scored through the SDK's own path (``Detector``: decode + face crop + MFCC + model), beside
+   the featurisation and the model alone (``bench/endtoend.py``);
+4. memory: every model loaded alone in a fresh process (``bench/memory.py``).
 """
 from __future__ import annotations
 
@@ -10,39 +17,40 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from pinlite_edge.contract import OUTPUT_NAMES, InputContract
+from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import PinliteError
-from pinlite_edge.metrics import classification_metrics, explainability_preservation_score, softmax_fake_prob
-from pinlite_edge.runtimes import BaseRunner, compare_outputs, inspect_artifact, load_runner
-from pinlite_edge.runtimes.torch_runner import TorchRunner
+from pinlite_edge.export.formats import default_precision, precisions_for
+from pinlite_edge.metrics import classification_metrics, softmax_fake_prob
+from pinlite_edge.runtimes import BACKENDS, BaseRunner, Comparator, compare_outputs, inspect_artifact, load_runner
 from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.bench.data import EvalData, load_eval_data
+from pinlite_edge.bench.endtoend import find_videos, measure_end_to_end
 from pinlite_edge.bench.machine import describe_machine
+from pinlite_edge.bench.memory import measure_isolated
 from pinlite_edge.bench.modelstats import params_and_flops
 from pinlite_edge.bench.references import (
     ReferenceCacheError, ReferenceOutputs, cache_name, load_reference, save_reference,
 )
 from pinlite_edge.bench.timing import TimingResult, measure_interleaved
 from pinlite_edge.bench.workspace import (
-    DEFAULT_WORKSPACE, WorkspaceError, ensure_workspace, is_workspace, resolve_artefacts, stage_checkpoint,
+    DEFAULT_WORKSPACE, WorkspaceError, is_workspace, resolve_artefacts, source_checkpoint, stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "ort", "trt", "executorch")
-PRECISIONS = ("fp32", "fp16", "int8")
+CUDA_BINDINGS = ("auto", "pycuda", "cuda-python")
 
 
 @dataclass
 class BenchConfig:
     runtime: str = "ort"
-    precision: str = "fp32"
-    artifacts: Path | None = None  # None: the quickstart workspace (built if missing)
+    precision: str | None = None  # None: the runtime's default (export.formats.default_precision: trt -> fp16)
+    artifacts: Path | None = None  # None: the quickstart workspace (the CLI builds it when missing)
     compare: list[Path] = field(default_factory=list)  # explicit artefacts, benched together (overrides runtime)
     data: str = "synthetic"
     split: str = "test"
@@ -55,6 +63,7 @@ class BenchConfig:
     turn_warmup: int = 1  # untimed calls at the start of each turn (the model's weights back in cache)
     threads: int | None = None
     device: str | None = None  # None: cpu (trt: cuda)
+    cuda_binding: str = "auto"  # TensorRT runner: "auto" (pycuda first when importable) | "pycuda" | "cuda-python"
     out: Path = Path("bench-results")
     teacher: Path | None = None
     teacher_cache: Path | None = None
@@ -62,14 +71,26 @@ class BenchConfig:
     time_teacher: bool = False
     plots: bool = True
     attention_clips: int = 4
+    memory: bool = True  # measure each model alone in a fresh process
+    memory_calls: int = 3
+    e2e: bool = True  # end-to-end time per video and real-time factor
+    e2e_data: str | None = None  # None/"auto": ../shared/data/real-av when present, else synthetic mp4 clips
+    e2e_clips: int = 3
     data_options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def resolved_precision(self) -> str:
+        return self.precision or default_precision(self.runtime)
+
     def validate(self) -> None:
-        if self.runtime not in RUNTIMES:
-            raise PinliteError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
-        if self.precision not in PRECISIONS:
-            raise PinliteError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch", "eval_batch", "iters", "block"):
+        if self.runtime not in BACKENDS:
+            raise PinliteError(f"--runtime must be one of {BACKENDS}, got {self.runtime!r}")
+        if self.resolved_precision not in precisions_for(self.runtime):
+            raise WorkspaceError(f"no {self.resolved_precision} artefact format for runtime {self.runtime!r}; "
+                                 f"choose from {list(precisions_for(self.runtime))}")
+        if self.cuda_binding not in CUDA_BINDINGS:
+            raise PinliteError(f"--cuda-binding must be one of {CUDA_BINDINGS}, got {self.cuda_binding!r}")
+        for name in ("batch", "eval_batch", "iters", "block", "memory_calls", "e2e_clips"):
             if getattr(self, name) < 1:
                 raise PinliteError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "turn_warmup"):
@@ -86,11 +107,13 @@ class BenchResult:
     teacher: dict[str, Any]
     comparison: list[dict[str, Any]]
     notes: list[str]
+    end_to_end: dict[str, Any] | None = None
     attention_samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "machine": self.machine, "data": self.data, "teacher": self.teacher,
-                "rows": self.rows, "comparison": self.comparison, "notes": self.notes}
+                "rows": self.rows, "comparison": self.comparison, "end_to_end": self.end_to_end,
+                "notes": self.notes}
 
 
 def _device_for(backend: str, device: str | None) -> str:
@@ -105,31 +128,28 @@ def _device_for(backend: str, device: str | None) -> str:
     return device or "cpu"
 
 
-def _runner_options(backend: str, cfg: BenchConfig) -> dict[str, Any]:
+def runner_options(backend: str, cfg: BenchConfig) -> dict[str, Any]:
+    """What ``load_runner`` gets for an artefact of ``backend`` under ``cfg``."""
     opts: dict[str, Any] = {"device": _device_for(backend, cfg.device)}
-    if backend != "trt":
+    if backend == "trt":
+        opts["cuda_binding"] = cfg.cuda_binding
+    else:
         opts["threads"] = cfg.threads
     return opts
 
 
-def _resolve_source(spec_path: Path, manifest: Any, workspace: Path | None) -> tuple[Path | None, str | None]:
-    """The FP32 checkpoint an artefact was exported from, if it can be found here with the recorded hash."""
-    src = getattr(manifest, "source_checkpoint", None)
-    if not src:
-        return None, "the manifest names no source checkpoint"
-    candidates = [Path(src)]
-    if not Path(src).is_absolute():
-        candidates += [spec_path.parent / src]
-        if workspace is not None:  # e.g. "pinlite-workspace/pruned/best.safetensors" recorded from another cwd
-            candidates += [workspace / src, workspace / Path(*Path(src).parts[-2:])]
-    candidates += [spec_path.parent / Path(src).name]
-    for c in candidates:
-        if c.is_file():
-            want = getattr(manifest, "source_checkpoint_sha256", None)
-            if want and sha256_file(c) != want:
-                return None, f"source checkpoint {c} does not match the manifest's sha256"
-            return c, None
-    return None, f"source checkpoint {src} not found"
+def reference_device(artefact_devices: list[str], notes: list[str]) -> str:
+    """Where the torch references run: on the artefacts' GPU when they run on one and torch sees it, else the CPU."""
+    gpu = next((d for d in artefact_devices if d.startswith("cuda") or d == "tensorrt"), None)
+    if gpu is None:
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return gpu if gpu.startswith("cuda") else "cuda"
+    notes.append(f"the artefacts run on {gpu} but torch sees no CUDA device: the FP32 references (teacher, sources) "
+                 "ran on the CPU")
+    return "cpu"
 
 
 def _checkpoint_sha(path: Path) -> str:
@@ -137,160 +157,162 @@ def _checkpoint_sha(path: Path) -> str:
     return spec.sha256 or sha256_file(path)
 
 
-class _Collector:
-    """Concatenates per-batch outputs of one model."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
-
-    def add(self, out: dict[str, np.ndarray]) -> None:
-        for k in OUTPUT_NAMES:
-            self.parts[k].append(out[k])
-
-    def result(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.parts.items()}
-
-
-def _reference(name: str, path: Path | None, sha: str | None, data: EvalData, cache_dir: Path | None,
-               supplied_cache: Path | None, cfg: BenchConfig, notes: list[str]) -> tuple[ReferenceOutputs | None,
-                                                                                      TorchRunner | None]:
-    """Return cached outputs, or a runner that must compute them in the evaluation pass."""
-    if supplied_cache is not None:
-        ref = load_reference(supplied_cache, data_fingerprint=data.fingerprint, model_sha256=sha)
-        notes.append(f"{name} outputs loaded from {supplied_cache}")
-        return ref, None
+def _reference(name: str, path: Path | None, sha: str | None, data: EvalData, cache_dir: Path, device: str,
+               threads: int | None) -> tuple[ReferenceOutputs | None, BaseRunner | None]:
+    """Cached outputs of a reference model, or a runner that must compute them in the evaluation pass."""
     if path is None or sha is None:
         return None, None
-    if cache_dir is not None:
-        cached = cache_dir / cache_name(sha, data.fingerprint)
-        if cached.is_file():
-            try:
-                ref = load_reference(cached, data_fingerprint=data.fingerprint, model_sha256=sha)
-                log.info("%s outputs from cache %s", name, cached)
-                return ref, None
-            except ReferenceCacheError as exc:
-                log.warning("ignoring cache: %s", exc)
-    runner = load_runner(path, device=_device_for("torch", cfg.device), threads=cfg.threads)
-    return None, runner  # type: ignore[return-value]
+    cached = cache_dir / cache_name(sha, data.fingerprint, device)
+    if cached.is_file():
+        try:
+            ref = load_reference(cached, data_fingerprint=data.fingerprint, model_sha256=sha)
+            log.info("%s outputs from cache %s", name, cached)
+            return ref, None
+        except ReferenceCacheError as exc:
+            log.warning("ignoring cache: %s", exc)
+    return None, load_runner(path, device=device, threads=threads)
+
+
+def _artefact_paths(cfg: BenchConfig) -> tuple[list[Path], Path | None]:
+    if cfg.compare:
+        paths = [Path(p) for p in cfg.compare]
+        workspace = cfg.artifacts if cfg.artifacts is not None and is_workspace(cfg.artifacts) else None
+        return paths, workspace
+    root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
+    paths = resolve_artefacts(root, cfg.runtime, cfg.resolved_precision)
+    return paths, (root if is_workspace(root) else None)
 
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Bench existing artefacts on ``cfg.data``; raises :class:`WorkspaceError` (saying how to build them) when the
+    workspace or an artefact is missing. Never trains or exports."""
     cfg.validate()
     say = progress or (lambda msg: log.info(msg))
     notes: list[str] = []
-    workspace: Path | None = None
-    if cfg.compare:
-        paths = [Path(p) for p in cfg.compare]
-        if cfg.artifacts is not None and is_workspace(cfg.artifacts):
-            workspace = cfg.artifacts
-    else:
-        root = cfg.artifacts
-        if root is None:
-            root = ensure_workspace(DEFAULT_WORKSPACE)
-        paths = resolve_artefacts(root, cfg.runtime, cfg.precision)
-        workspace = root if is_workspace(root) else None
+    paths, workspace = _artefact_paths(cfg)
     specs = [inspect_artifact(p) for p in paths]
-    contracts = {s.contract for s in specs}
-    if len(contracts) != 1:
+    if len({s.contract for s in specs}) != 1:
         raise WorkspaceError("the artefacts were built for different input contracts; bench them separately")
     contract: InputContract = specs[0].contract
-    runners: list[BaseRunner] = [load_runner(s.path, **_runner_options(s.backend, cfg)) for s in specs]
+    options = [runner_options(s.backend, cfg) for s in specs]
+    runners: list[BaseRunner] = [load_runner(s.path, **o) for s, o in zip(specs, options)]
+    ref_device = reference_device([o["device"] for o in options], notes)
 
     cache_dir = cfg.cache_dir or ((workspace / "cache" / "bench") if workspace else cfg.out / "cache")
     data = load_eval_data(cfg.data, cfg.split, contract, limit=cfg.limit,
                           cache_dir=(workspace / "cache") if workspace else None, **cfg.data_options)
     say(f"data: {cfg.data} {cfg.split}, {data.num_clips} clips (fingerprint {data.fingerprint[:12]})")
 
-    # references: the FP32 teacher, and every artefact's FP32 source checkpoint
+    # references: the FP32 teacher, and every artefact's FP32 source checkpoint (cached per device kind)
     teacher_path = cfg.teacher or (stage_checkpoint(workspace, "teacher") if workspace else None)
     teacher_sha = _checkpoint_sha(teacher_path) if teacher_path else None
-    if teacher_path is None and cfg.teacher_cache is None:
+    teacher_ref: ReferenceOutputs | None = None
+    teacher_runner: BaseRunner | None = None
+    if cfg.teacher_cache is not None:
+        teacher_ref = load_reference(cfg.teacher_cache, data_fingerprint=data.fingerprint, model_sha256=teacher_sha)
+        teacher_sha = teacher_ref.model_sha256
+        notes.append(f"teacher outputs loaded from {cfg.teacher_cache}")
+    elif teacher_path is None:
         notes.append("no FP32 teacher (neither --teacher, a workspace teacher, nor --teacher-cache): "
                      "EPS vs teacher not reported")
-    teacher_ref, teacher_runner = _reference("teacher", teacher_path, teacher_sha, data, cache_dir,
-                                             cfg.teacher_cache, cfg, notes)
-    if teacher_ref is not None and teacher_sha is None:
-        teacher_sha = teacher_ref.model_sha256
+    else:
+        teacher_ref, teacher_runner = _reference("teacher", teacher_path, teacher_sha, data, cache_dir, ref_device,
+                                                 cfg.threads)
     # the teacher is timed (for the plots) even when its outputs came from a cache
-    timing_teacher = teacher_runner or (load_runner(teacher_path, device=_device_for("torch", cfg.device),
-                                                    threads=cfg.threads)
+    timing_teacher = teacher_runner or (load_runner(teacher_path, device=ref_device, threads=cfg.threads)
                                         if cfg.time_teacher and teacher_path else None)
-    sources: dict[str, tuple[Path, str]] = {}
-    source_of: dict[int, str | None] = {}
-    for i, s in enumerate(specs):
+    sources: dict[str, Path] = {}
+    source_of: list[str | None] = []
+    for s in specs:
         if s.backend == "torch":
-            source_of[i] = None  # an FP32 checkpoint is its own source
+            source_of.append(None)  # an FP32 checkpoint is its own source
             continue
-        path, why = _resolve_source(s.path, s.manifest, workspace)
+        path, why = source_checkpoint(s.path, s.manifest, workspace)
         if path is None:
             notes.append(f"{s.path.name}: no EPS vs source ({why})")
-            source_of[i] = None
+            source_of.append(None)
             continue
         sha = _checkpoint_sha(path)
-        sources[sha] = (path, sha)
-        source_of[i] = sha
+        sources[sha] = path
+        source_of.append(sha)
     source_refs: dict[str, ReferenceOutputs] = {}
-    source_runners: dict[str, TorchRunner] = {}
-    for sha, (path, _) in sources.items():
+    source_runners: dict[str, BaseRunner] = {}
+    for sha, path in sources.items():
         if sha == teacher_sha and teacher_ref is not None:
             source_refs[sha] = teacher_ref
             continue
-        ref, runner = _reference(f"source {path.name}", path, sha, data, cache_dir, None, cfg, notes)
+        ref, runner = _reference(f"source {path.name}", path, sha, data, cache_dir, ref_device, cfg.threads)
         if ref is not None:
             source_refs[sha] = ref
         elif runner is not None:
             source_runners[sha] = runner
 
-    # evaluation pass
-    collectors = [_Collector() for _ in runners]
-    teacher_col = _Collector() if teacher_runner else None
-    source_cols = {sha: _Collector() for sha in source_runners}
+    # 1. evaluation pass: every model on the same batches, the data read once
+    evaluated: dict[str, BaseRunner] = {f"artefact:{i}": r for i, r in enumerate(runners)}
+    if teacher_runner is not None:
+        evaluated["teacher"] = teacher_runner
+    evaluated.update({f"source:{sha}": r for sha, r in source_runners.items()})
     labels: list[np.ndarray] = []
     clip_ids: list[str] = []
+    start = time.perf_counter()
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in data.batches(cfg.eval_batch):
+            labels.append(batch["label"])
+            clip_ids.extend(batch["clip_id"])
+            yield batch["frames"], batch["mfcc"]
+            say(f"  evaluated {len(clip_ids)}/{data.num_clips} clips ({time.perf_counter() - start:.0f} s)")
+
     active: list[BaseRunner] = []
     try:
         for r in runners + ([timing_teacher] if timing_teacher else []) + list(source_runners.values()):
             r.activate()
             active.append(r)
-        start = time.perf_counter()
-        for bi, batch in enumerate(data.batches(cfg.eval_batch)):
-            f, m = batch["frames"], batch["mfcc"]
-            for r, col in zip(runners, collectors):
-                col.add(r.infer(f, m))
-            if teacher_runner and teacher_col:
-                teacher_col.add(teacher_runner.infer(f, m))
-            for sha, r in source_runners.items():
-                source_cols[sha].add(r.infer(f, m))
-            labels.append(batch["label"])
-            clip_ids.extend(batch["clip_id"])
-            say(f"  evaluated {len(clip_ids)}/{data.num_clips} clips ({time.perf_counter() - start:.0f} s)")
+        report = Comparator(evaluated).run(batches=batches())
         labels_all = np.concatenate(labels)
-        if teacher_runner and teacher_col:
-            teacher_ref = ReferenceOutputs(teacher_sha or "", data.fingerprint, teacher_col.result(), clip_ids)
-            save_reference(cache_dir / cache_name(teacher_ref.model_sha256, data.fingerprint), teacher_ref)
-        for sha, col in source_cols.items():
-            source_refs[sha] = ReferenceOutputs(sha, data.fingerprint, col.result(), clip_ids)
-            save_reference(cache_dir / cache_name(sha, data.fingerprint), source_refs[sha])
+        if teacher_runner is not None:
+            teacher_ref = ReferenceOutputs(teacher_sha or "", data.fingerprint, report.outputs["teacher"], clip_ids)
+            save_reference(cache_dir / cache_name(teacher_ref.model_sha256, data.fingerprint, ref_device), teacher_ref)
+        for sha in source_runners:
+            source_refs[sha] = ReferenceOutputs(sha, data.fingerprint, report.outputs[f"source:{sha}"], clip_ids)
+            save_reference(cache_dir / cache_name(sha, data.fingerprint, ref_device), source_refs[sha])
         if teacher_ref is not None and teacher_ref.num_clips != len(clip_ids):
             raise ReferenceCacheError(f"teacher reference has {teacher_ref.num_clips} clips, data has {len(clip_ids)}")
 
-        # latency
+        # 2. latency
         fixed = data.first_batch(cfg.batch)
         timed = list(runners) + ([timing_teacher] if (timing_teacher and cfg.time_teacher) else [])
         say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each"
             + (f", in turns of {cfg.turn_warmup} untimed + {cfg.block} timed calls" if len(timed) > 1 else ""))
         timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters,
                                       block=cfg.block, turn_warmup=cfg.turn_warmup)
+
+        # 3. end to end, through the SDK's own featurisation and Detector
+        e2e_info, e2e_rows = None, [None] * len(runners)
+        if cfg.e2e:
+            videos = find_videos(cfg.e2e_data, cfg.e2e_clips, cache_dir, contract)
+            say(f"end to end: {len(videos.paths)} video(s), {videos.source}")
+            e2e_info, e2e_rows = measure_end_to_end(runners, videos, contract, batch_size=cfg.eval_batch)
     finally:
         for r in active:
             r.deactivate()
 
-    outputs = [c.result() for c in collectors]
+    # 4. memory: each model alone, in a fresh process, after every other pass
+    memory: list[dict[str, Any] | None] = [None] * len(runners)
+    if cfg.memory:
+        for i, (s, o) in enumerate(zip(specs, options)):
+            say(f"memory: {runners[i].name} alone in a fresh process ({cfg.memory_calls} calls)")
+            try:
+                memory[i] = measure_isolated(s.path, o, fixed["frames"], fixed["mfcc"], cfg.memory_calls).to_dict()
+            except Exception as exc:  # reported, never hidden: the row shows no memory figure and a note says why
+                notes.append(f"memory of {runners[i].name} not measured: {type(exc).__name__}: {exc}")
+
+    outputs = [report.outputs[f"artefact:{i}"] for i in range(len(runners))]
     rows = [_row(specs[i], runners[i], outputs[i], labels_all, timings[i], teacher_ref,
-                 source_refs.get(source_of[i] or "")) for i in range(len(runners))]
+                 source_refs.get(source_of[i] or ""), memory[i], e2e_rows[i]) for i in range(len(runners))]
     teacher_info: dict[str, Any] = {"checkpoint": str(teacher_path) if teacher_path else None,
-                                    "sha256": teacher_sha, "cache": str(cfg.teacher_cache) if cfg.teacher_cache
-                                    else None}
+                                    "sha256": teacher_sha, "device": ref_device,
+                                    "cache": str(cfg.teacher_cache) if cfg.teacher_cache else None}
     if teacher_ref is not None:
         teacher_info["metrics"] = classification_metrics(
             labels_all, softmax_fake_prob(teacher_ref.outputs["logits"])).to_dict()
@@ -307,26 +329,24 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         samples = {"teacher (FP32)": teacher_ref.outputs["attention"][:k], **samples}
     cfg_json = {k2: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
                 for k2, v in cfg.__dict__.items()}
+    cfg_json["precision"] = None if cfg.compare else cfg.resolved_precision
     return BenchResult(config=cfg_json, machine=describe_machine(),
                        data={**data.describe(), "clip_ids_head": clip_ids[:k]}, rows=rows, teacher=teacher_info,
-                       comparison=comparison, notes=notes, attention_samples=samples)
+                       comparison=comparison, notes=notes, end_to_end=e2e_info, attention_samples=samples)
 
 
-def _eps(ref: ReferenceOutputs | None, out: dict[str, np.ndarray]) -> dict[str, Any] | None:
-    if ref is None:
-        return None
-    res = explainability_preservation_score(ref.outputs["attention"], out["attention"])
-    d = res.to_dict()
-    d["max_abs_logit_diff"] = float(np.abs(ref.outputs["logits"] - out["logits"]).max())
-    return d
+def _against(name: str, ref: ReferenceOutputs | None, other: str, out: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Agreement and EPS of ``out`` against a reference's outputs (``runtimes.compare_outputs``)."""
+    return None if ref is None else compare_outputs(name, ref.outputs, other, out).to_dict()
 
 
 def _row(spec: Any, runner: BaseRunner, out: dict[str, np.ndarray], labels: np.ndarray, timing: TimingResult,
-         teacher: ReferenceOutputs | None, source: ReferenceOutputs | None) -> dict[str, Any]:
+         teacher: ReferenceOutputs | None, source: ReferenceOutputs | None, memory: dict[str, Any] | None,
+         e2e: dict[str, Any] | None) -> dict[str, Any]:
     cfg = spec.manifest.model_config if spec.manifest else (spec.record or {}).get("model_config", {})
     params, flops = params_and_flops(cfg)
     metrics = classification_metrics(labels, softmax_fake_prob(out["logits"]))
-    eps_source = _eps(source, out)
+    eps_source = _against("FP32 source", source, runner.name, out)
     if spec.backend == "torch":
         eps_source = {"eps_mean": 1.0, "eps_std": 0.0, "note": "FP32 checkpoint: it is its own source"}
     return {
@@ -335,9 +355,7 @@ def _row(spec: Any, runner: BaseRunner, out: dict[str, np.ndarray], labels: np.n
         "heads_per_layer": list(cfg.get("heads_per_layer", [])),
         "artifact_size_bytes": spec.path.stat().st_size, "params": params, "flops": flops,
         "latency": timing.to_dict(), "throughput_clips_per_s": timing.throughput_clips_per_s,
-        "peak_rss_bytes": runner.peak_rss_bytes,
-        "rss_increase_on_load_bytes": max(0, runner.peak_rss_bytes - runner.rss_before_activate_bytes),
-        "peak_gpu_memory_bytes": runner.peak_gpu_memory_bytes,
-        "metrics": metrics.to_dict(), "eps_vs_teacher": _eps(teacher, out), "eps_vs_source": eps_source,
-        "runner": runner.info.to_dict(),
+        "memory": memory, "end_to_end": e2e,
+        "metrics": metrics.to_dict(), "eps_vs_teacher": _against("FP32 teacher", teacher, runner.name, out),
+        "eps_vs_source": eps_source, "runner": runner.info.to_dict(),
     }

@@ -1,6 +1,7 @@
 """Reference outputs (FP32 teacher, FP32 sources) computed once per dataset and cached as npz.
 
-The cache key is the teacher's weights sha256 plus the evaluation data fingerprint, so a device that cannot run
+The cache key is the model's weights sha256, the evaluation data fingerprint and the kind of device the reference ran
+on (``cpu`` or ``cuda``: the references run on the artefacts' device when there is a GPU), so a device that cannot run
 the teacher (a phone, a Jetson without the teacher's torch build) can be handed the cache file
 (``--teacher-cache``) and still report EPS against the teacher.
 """
@@ -39,8 +40,13 @@ class ReferenceOutputs:
         return int(self.outputs["logits"].shape[0])
 
 
-def cache_name(model_sha256: str, data_fingerprint: str) -> str:
-    return f"reference-{model_sha256[:16]}-{data_fingerprint[:16]}.npz"
+def device_kind(device: str) -> str:
+    """``cuda`` for any CUDA device (``cuda:1``, ORT's ``tensorrt`` provider), else ``cpu``."""
+    return "cuda" if device.startswith("cuda") or device == "tensorrt" else "cpu"
+
+
+def cache_name(model_sha256: str, data_fingerprint: str, device: str = "cpu") -> str:
+    return f"reference-{model_sha256[:16]}-{data_fingerprint[:16]}-{device_kind(device)}.npz"
 
 
 def save_reference(path: Path, ref: ReferenceOutputs) -> Path:

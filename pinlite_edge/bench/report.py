@@ -6,8 +6,12 @@ from typing import Any
 
 from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
 
-COLUMNS = ("model", "prec", "dev", "MB", "params M", "GFLOPs", "ms/clip p50", "p90", "p99", "clips/s", "RSS MB",
-           "acc", "F1", "AUC", "EPS teacher", "EPS source")
+COLUMNS = ("model", "prec", "dev", "MB", "params M", "GFLOPs", "ms/clip p50", "p90", "p99", "clips/s", "load MB",
+           "peak MB", "GPU MB", "e2e s/video", "RTF", "acc", "F1", "AUC", "EPS teacher", "EPS source")
+
+
+def _mb(x: Any) -> Any:
+    return None if x is None else x / 2**20
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -25,11 +29,17 @@ def row_cells(row: dict[str, Any]) -> list[str]:
     lat = row["latency"]["per_clip"]
     m = row["metrics"]
     et, es = row.get("eps_vs_teacher"), row.get("eps_vs_source")
+    mem = row.get("memory") or {}
+    gpu = mem.get("gpu") or {}
+    e2e = row.get("end_to_end") or {}
     return [
         row["name"], row["precision"], row["device"], _fmt(row["artifact_size_bytes"] / 1e6, ".2f"),
         _fmt(row["params"] / 1e6, ".3f"), _fmt(row["flops"] / 1e9, ".3f"), _fmt(lat["median_ms"], ".2f"),
         _fmt(lat["p90_ms"], ".2f"), _fmt(lat["p99_ms"], ".2f"), _fmt(row["throughput_clips_per_s"], ".1f"),
-        _fmt(row["peak_rss_bytes"] / 2**20, ".0f"), _fmt(m["accuracy"], ".2%"), _fmt(m["f1"], ".3f"),
+        _fmt(_mb(mem.get("load_rss_delta_bytes")), ".1f"), _fmt(_mb(mem.get("peak_rss_bytes")), ".0f"),
+        _fmt(_mb(gpu.get("inference_peak_delta_bytes")), ".0f"),
+        _fmt((e2e.get("end_to_end_s") or {}).get("median"), ".3f"), _fmt((e2e.get("rtf") or {}).get("median"), ".3f"),
+        _fmt(m["accuracy"], ".2%"), _fmt(m["f1"], ".3f"),
         _fmt(m["auc"], ".3f"), _fmt(et and et["eps_mean"], ".3f"), _fmt(es and es["eps_mean"], ".3f"),
     ]
 
@@ -56,10 +66,15 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
     cfg = result.get("config", {})
     turns = (f"models timed in turns ({cfg['turn_warmup']} untimed + {cfg['block']} timed calls each)"
              if "block" in cfg else "models timed round-robin")
-    out.append(f"Latency: host end-to-end per clip at batch {batch} (batch latency / batch), milliseconds, after "
-               f"warm-up; {turns}. RSS: peak resident memory of the bench process (every model of "
-               "the run and the data live in it), sampled around each call. GFLOPs per clip (1 MAC = 2 FLOPs). "
-               "EPS source: against the artefact's own FP32 checkpoint.")
+    out.append(f"Latency: the model alone, host time per clip (one model input) at batch {batch} (batch latency / "
+               f"batch), milliseconds, after warm-up; {turns}. Memory: each model loaded alone in a fresh process, "
+               "measured outside the timed calls: load MB = resident-set increase when the model is loaded (its "
+               "session / program and the backend library's first import), peak MB = that process's resident-set "
+               "high-water mark after load and inference, GPU MB = device-wide used memory (cudaMemGetInfo) peak "
+               "during inference minus before load (on Jetson's unified memory: all memory in use on the board). "
+               "e2e s/video: a video scored through the SDK (decode + face crop + MFCC + every window through the "
+               "model), median over the videos; RTF = e2e time / video duration. GFLOPs per clip (1 MAC = 2 "
+               "FLOPs). EPS source: against the artefact's own FP32 checkpoint.")
     out.append("")
     out.append("| " + " | ".join(COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))
@@ -73,6 +88,11 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
         if teacher.get("latency"):
             line += f", {teacher['latency']['per_clip']['median_ms']:.2f} ms/clip median"
         out.append(line + ".")
+    e2e = result.get("end_to_end")
+    if e2e:
+        out.append(f"\nEnd to end: {e2e['num_videos']} video(s), {e2e['source']}; {e2e['seconds_of_video']['median']:.2f} "
+                   f"s each (median); featurisation alone (decode + face crop + MFCC, shared by every model) "
+                   f"{e2e['featurise_s']['median']:.3f} s median, RTF {e2e['featurise_rtf_median']:.3f}.")
     if result.get("comparison"):
         out += ["", "## Agreement with the first artefact", "",
                 "| model | max abs Δ logits | max abs Δ attention | label agreement | EPS |", "|---|---|---|---|---|"]

@@ -1,24 +1,30 @@
-"""Where the bench finds its models: a quickstart workspace (docs/architecture.md) or explicit artefact files."""
+"""Where the bench finds its models: a quickstart workspace (docs/architecture.md) or explicit artefact files.
+
+Which file a ``--runtime``/``--precision`` pair means comes from the one table of artefact kinds,
+``pinlite_edge.export.formats``. Nothing here builds anything: the CLI (``bench/prepare.py``) builds a missing
+workspace or artefact before :func:`pinlite_edge.bench.run_bench` looks for it.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.export.formats import format_for, precisions_for
 from pinlite_edge.manifest import MANIFEST_SUFFIX, manifest_path_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = Path("pinlite-workspace")
-
-#: (runtime, precision) -> export format (docs/architecture.md, SPEC §6)
-FORMATS: dict[tuple[str, str], str] = {
-    ("ort", "fp32"): "onnx", ("ort", "fp16"): "onnx-fp16", ("ort", "int8"): "onnx-int8",
-    ("trt", "fp16"): "trt-fp16", ("trt", "int8"): "trt-int8",
-    ("executorch", "fp32"): "pte", ("executorch", "int8"): "pte-int8",
-}
 #: workspace checkpoints of each model stage
 STAGES = ("teacher", "distilled", "pruned")
+#: the workspace's FP32 ONNX: what the runtimes' other artefacts (TensorRT engines) are built from
+SOURCE_ONNX = ("onnx", "pinlite-student.onnx")
+#: the stem of every artefact the quickstart and the bench build in a workspace
+ARTEFACT_STEM = "pinlite-student"
+BUILD_HINT = ("build it with `python -m pinlite_edge.quickstart` (or run `python -m pinlite_edge.bench` without "
+              "--artifacts, which builds the default workspace first)")
 
 
 class WorkspaceError(PinliteError):
@@ -35,6 +41,63 @@ def stage_checkpoint(workspace: Path, stage: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def stage_complete(workspace: Path, stage: str) -> bool:
+    """True when the stage's checkpoint records a finished training run (what the quickstart checks too)."""
+    from pinlite_edge.checkpoint import read_record
+
+    path = stage_checkpoint(workspace, stage)
+    if path is None:
+        return False
+    try:
+        return bool(read_record(path).get("complete"))
+    except CheckpointError:
+        return False
+
+
+def export_path(workspace: Path, fmt: str) -> Path:
+    """``<workspace>/exports/<fmt>/pinlite-student<suffix>`` (the quickstart's layout)."""
+    from pinlite_edge.export.formats import get_format
+
+    return workspace / "exports" / fmt / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
+
+
+def missing_from_workspace(workspace: Path, export_formats: tuple[str, ...] | list[str]) -> list[str]:
+    """What a finished quickstart workspace has and ``workspace`` lacks (empty: complete)."""
+    if not workspace.is_dir():
+        return [f"the workspace {workspace}"]
+    missing = [f"{s}/ (finished training run)" for s in STAGES if not stage_complete(workspace, s)]
+    for fmt in export_formats:
+        path = export_path(workspace, fmt)
+        if not (path.is_file() and manifest_path_for(path).is_file()):
+            missing.append(f"exports/{fmt}/{path.name}")
+    if not (workspace / "summary.json").is_file():
+        missing.append("summary.json")
+    return missing
+
+
+def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> tuple[Path | None, str | None]:
+    """The FP32 checkpoint an artefact was exported from, if it can be found here with the recorded hash;
+    else ``(None, why)``."""
+    from pinlite_edge.utils.hashing import sha256_file
+
+    src = getattr(manifest, "source_checkpoint", None)
+    if not src:
+        return None, "the manifest names no source checkpoint"
+    candidates = [Path(src)]
+    if not Path(src).is_absolute():
+        candidates += [artifact.parent / src]
+        if workspace is not None:  # e.g. "pinlite-workspace/pruned/best.safetensors" recorded from another cwd
+            candidates += [workspace / src, workspace / Path(*Path(src).parts[-2:])]
+    candidates += [artifact.parent / Path(src).name]
+    for c in candidates:
+        if c.is_file():
+            want = getattr(manifest, "source_checkpoint_sha256", None)
+            if want and sha256_file(c) != want:
+                return None, f"source checkpoint {c} does not match the manifest's sha256"
+            return c, None
+    return None, f"source checkpoint {src} not found"
+
+
 def artefacts_in(folder: Path) -> list[Path]:
     """Files under ``folder`` (recursively: the quickstart writes ``exports/<fmt>/<name>/<file>``) that have a
     manifest beside them, sorted by path."""
@@ -44,35 +107,50 @@ def artefacts_in(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.endswith(MANIFEST_SUFFIX) and manifest_path_for(p).is_file())
 
 
+def _no_format_error(runtime: str, precision: str) -> WorkspaceError:
+    return WorkspaceError(f"no {precision} artefact format for runtime {runtime!r}; choose from "
+                          f"{list(precisions_for(runtime))}")
+
+
 def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Path]:
     """Artefacts to bench for ``runtime``/``precision``.
 
-    ``artifacts`` is a workspace (then ``torch`` means the distilled and pruned checkpoints and other runtimes the
-    files under ``exports/<format>/``), a folder of artefacts with manifests, or one artefact file.
+    ``artifacts`` is a workspace (then ``torch`` means the distilled and pruned checkpoints, ``trt`` the cached engine
+    built for this GPU and TensorRT version from the workspace's ONNX (``bench/engine_cache.py``), and other runtimes
+    the files under ``exports/<format>/``), a folder of artefacts with manifests, or one artefact file.
     """
+    kind = format_for(runtime, precision)
+    if kind is None:
+        raise _no_format_error(runtime, precision)
     if artifacts.is_file():
         if not _built_for(artifacts, runtime, precision):
             raise WorkspaceError(f"{artifacts} is not a {runtime} {precision} artefact ({_describe(artifacts)}); "
                                  f"pass --runtime/--precision to match it")
         return [artifacts]
-    if not artifacts.is_dir():
+    if not artifacts.exists():
+        if artifacts == DEFAULT_WORKSPACE:
+            raise WorkspaceError(f"no workspace at {artifacts}: {BUILD_HINT}")
         raise WorkspaceError(f"--artifacts {artifacts} does not exist")
+    if not artifacts.is_dir():
+        raise WorkspaceError(f"--artifacts {artifacts} is neither a file nor a folder")
     if is_workspace(artifacts):
         if runtime == "torch":
-            if precision != "fp32":
-                raise WorkspaceError(f"the torch runtime runs FP32 checkpoints, not {precision}")
             found = [p for p in (stage_checkpoint(artifacts, s) for s in ("distilled", "pruned")) if p]
             where = f"{artifacts}/distilled|pruned/best.safetensors"
+            hint = BUILD_HINT
+        elif runtime == "trt":
+            from pinlite_edge.bench.engine_cache import find_engine
+
+            engine, where = find_engine(artifacts, precision)
+            found = [engine] if engine else []
+            hint = "`python -m pinlite_edge.bench --runtime trt` builds it on first use"
         else:
-            fmt = FORMATS.get((runtime, precision))
-            if fmt is None:
-                choices = sorted(p for r, p in FORMATS if r == runtime)
-                raise WorkspaceError(f"no {precision} artefact format for runtime {runtime!r}; choose from {choices}")
-            found = artefacts_in(artifacts / "exports" / fmt)
-            where = f"{artifacts}/exports/{fmt}/"
+            found = artefacts_in(artifacts / "exports" / kind.name)
+            where = f"{artifacts}/exports/{kind.name}/"
+            hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}` builds it on first "
+                    f"use, or export one (python -m pinlite_edge.export --format {kind.name} ...)")
         if not found:
-            raise WorkspaceError(f"no {runtime} {precision} artefact in {where}: export one first "
-                                 f"(python -m pinlite_edge.export ...) or pass --artifacts FILE")
+            raise WorkspaceError(f"no {runtime} {precision} artefact in {where}: {hint}")
         return found
     found = artefacts_in(artifacts) + sorted(artifacts.glob("*.safetensors"))
     if not found:
@@ -85,12 +163,15 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
 
 
 def _runtime_and_precision(path: Path) -> tuple[str, str]:
-    if path.suffix == ".safetensors":
-        return "torch", "fp32"
+    from pinlite_edge.export.formats import CHECKPOINT
+
+    if path.suffix == CHECKPOINT.suffix and not manifest_path_for(path).is_file():
+        return CHECKPOINT.runtime, CHECKPOINT.precision
     from pinlite_edge.manifest import read_manifest
+    from pinlite_edge.runtimes.artifact import backend_name
 
     m = read_manifest(path, verify=False)  # the runner verifies the hash when it loads the artefact
-    return m.runtime, m.precision
+    return backend_name(m.runtime), m.precision
 
 
 def _built_for(path: Path, runtime: str, precision: str) -> bool:
@@ -99,25 +180,3 @@ def _built_for(path: Path, runtime: str, precision: str) -> bool:
 
 def _describe(path: Path) -> str:
     return "{} {}".format(*_runtime_and_precision(path))
-
-
-def ensure_workspace(path: Path, *, build: bool = True) -> Path:
-    """Return ``path`` if it is a workspace; else build the quickstart workspace there (with progress)."""
-    if is_workspace(path):
-        return path
-    if not build:
-        raise WorkspaceError(f"{path} is not a pinlite workspace (no exports/, distilled/ or teacher/)")
-    try:
-        from pinlite_edge import quickstart
-    except ImportError:
-        raise WorkspaceError(
-            f"no workspace at {path} and pinlite_edge.quickstart is not available to build one; "
-            "train and export models first, or pass --artifacts") from None
-    if not hasattr(quickstart, "run_quickstart") or not hasattr(quickstart, "QuickstartConfig"):
-        raise WorkspaceError(f"no workspace at {path}: build it with `python -m pinlite_edge.quickstart` first")
-    log.warning("no workspace at %s: building the quickstart workspace (trains small models on synthetic data; "
-                "this takes a while)", path)
-    quickstart.run_quickstart(quickstart.QuickstartConfig(workspace=str(path), progress=True))
-    if not is_workspace(path):
-        raise WorkspaceError(f"the quickstart finished but {path} is still not a workspace")
-    return path

@@ -1,0 +1,111 @@
+"""End-to-end time per video and real-time factor, beside model-only latency (SPEC §7, issue #14 item 5).
+
+A video is scored the way an app scores it, through the SDK's own path: :class:`pinlite_edge.detector.Detector`
+(``detect(path)``: one PyAV decode pass, face track + mouth crop, resampling, MFCC, windows, then the model on every
+window). Per video the bench also times the featurisation alone (``pinlite_edge.features.prepare_windows``, shared
+by every model) and the model alone on those windows (``Detector.score_windows``). The real-time factor is
+end-to-end time / video duration (below 1: faster than real time).
+
+Videos: ``--e2e-data DIR|FILE``; by default the real clips of ``../shared/data/real-av`` when present, else a few
+synthetic clips written as H.264/AAC mp4 files (``pinlite_edge.data.write_clip_video``) into the bench's cache.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.errors import PinliteError
+from pinlite_edge.runtimes import BaseRunner
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm")
+#: where the real clips are looked for: beside the working directory, then beside this checkout
+REAL_AV = (Path("..") / "shared" / "data" / "real-av", Path(__file__).resolve().parents[2].parent / "shared" / "data"
+           / "real-av")
+SYNTHETIC_SECONDS = 3.0
+SYNTHETIC_SIZE = 256  # px: a small phone video, bigger than the model's input so the crop has work to do
+
+
+@dataclass
+class Videos:
+    paths: list[Path]
+    source: str
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputContract) -> Videos:
+    """``spec``: None/"auto" (real clips if present, else synthetic), "synthetic", a folder or a video file."""
+    if count < 1:
+        raise PinliteError(f"--e2e-clips must be >= 1, got {count}")
+    if spec in (None, "auto"):
+        for folder in REAL_AV:
+            found = _videos_in(folder) if folder.is_dir() else []
+            if found:
+                return Videos(found[:count], f"real clips in {folder}")
+        spec = "synthetic"
+    if spec == "synthetic":
+        from pinlite_edge.data.synthetic import write_clip_video
+
+        folder = cache_dir / "e2e-videos"
+        paths = []
+        for i in range(count):
+            path = folder / f"synthetic-{i}-{int(SYNTHETIC_SECONDS * 1000)}ms-{SYNTHETIC_SIZE}px.mp4"
+            if not path.is_file():
+                write_clip_video(path, seed=1000 + i, contract=contract, duration_s=SYNTHETIC_SECONDS,
+                                 frame_size=SYNTHETIC_SIZE)
+            paths.append(path)
+        return Videos(paths, f"synthetic mp4 clips ({SYNTHETIC_SECONDS:g} s, {SYNTHETIC_SIZE} px) in {folder}")
+    path = Path(spec)
+    if path.is_file():
+        return Videos([path], str(path))
+    if path.is_dir():
+        found = _videos_in(path)
+        if not found:
+            raise PinliteError(f"--e2e-data {path} holds no video ({', '.join(VIDEO_SUFFIXES)})")
+        return Videos(found[:count], f"videos in {path}")
+    raise PinliteError(f"--e2e-data {spec!r} is neither 'auto', 'synthetic', a folder nor a video file")
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
+
+
+def measure_end_to_end(runners: Sequence[BaseRunner], videos: Videos, contract: InputContract, *,
+                       batch_size: int = 8) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Time every (active) runner on every video. Returns (per-video featurisation facts, one dict per runner)."""
+    from pinlite_edge.detector import Detector
+    from pinlite_edge.features import prepare_windows
+
+    detectors = [Detector(r, batch_size=batch_size) for r in runners]
+    durations, featurise, per_runner = [], [], [{"model_s": [], "e2e_s": [], "rtf": []} for _ in runners]
+    for path in videos.paths:
+        t0 = time.perf_counter()
+        clip, windows = prepare_windows(path, contract)
+        featurise.append(time.perf_counter() - t0)
+        durations.append(clip.duration)
+        for det, acc in zip(detectors, per_runner):
+            t0 = time.perf_counter()
+            det.score_windows(windows, str(path), face_found=clip.face_found, face_coverage=clip.face_coverage)
+            acc["model_s"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            det.detect(path)
+            e2e = time.perf_counter() - t0
+            acc["e2e_s"].append(e2e)
+            acc["rtf"].append(e2e / clip.duration if clip.duration > 0 else float("nan"))
+    info = {"source": videos.source, "videos": [str(p) for p in videos.paths], "num_videos": len(videos.paths),
+            "seconds_of_video": _summary(durations), "featurise_s": _summary(featurise),
+            "featurise_rtf_median": float(np.median(np.asarray(featurise) / np.asarray(durations)))}
+    rows = [{"num_videos": len(videos.paths), "model_s": _summary(a["model_s"]), "end_to_end_s": _summary(a["e2e_s"]),
+             "rtf": _summary(a["rtf"])} for a in per_runner]
+    return info, rows

@@ -1,0 +1,234 @@
+"""Memory per model, each measured alone, outside the timed calls (SPEC §7, issue #14 item 5).
+
+Every model is loaded in a fresh process of its own (``multiprocessing`` spawn), so no other model, dataset or
+reference shares its resident set. In that process:
+
+- ``baseline_rss_bytes``: resident set of the fresh process (Python, numpy, ``pinlite_edge.runtimes``) before the
+  artefact is opened;
+- ``load_rss_delta_bytes``: resident set after the runner is built and activated minus the baseline (manifest checks,
+  the backend library's own first import, the session / engine / program: what loading this model costs a process
+  that has not loaded it before);
+- ``peak_rss_bytes``: the process's resident-set high-water mark (``VmHWM`` of ``/proc/self/status``; elsewhere the
+  sampled peak) after ``calls`` inferences: what a process running only this model needs;
+  ``inference_peak_delta_bytes`` is the highest resident set sampled by a background thread during load and inference
+  minus the baseline;
+- on a CUDA device: the driver's device-wide used memory (``cudaMemGetInfo`` total - free) before and after load and
+  its sampled peak during inference, and for torch models the caching allocator's figures. On Jetson (integrated
+  GPU, unified memory) device-wide used memory is **all memory in use on the board** (CPU and GPU share it): the
+  deltas are the meaningful figures there, and other processes' allocations show up in them;
+- ``tegrastats`` (Jetson): when the binary is on PATH, its RAM figure (board-wide, MB) before load and at peak.
+
+The sampler never runs inside a timed call: this pass is separate from the latency measurement.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL_S = 0.002
+_TEGRA_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
+
+
+@dataclass
+class MemoryFigures:
+    baseline_rss_bytes: int
+    load_rss_delta_bytes: int
+    peak_rss_bytes: int
+    inference_peak_delta_bytes: int
+    calls: int
+    samples: int
+    gpu: dict[str, Any] | None = None
+    tegrastats: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_tegrastats_ram(line: str) -> tuple[int, int] | None:
+    """``(used MB, total MB)`` from one tegrastats line (``RAM 2148/7620MB (lfb ...) ...``), else None."""
+    m = _TEGRA_RAM.search(line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+class _Tegrastats:
+    """``tegrastats --interval 50`` in the background (Jetson only), collecting board RAM in use."""
+
+    def __init__(self) -> None:
+        self.used: list[int] = []
+        self.total: int | None = None
+        self.proc: subprocess.Popen[str] | None = None
+        binary = shutil.which("tegrastats")
+        if binary:
+            self.proc = subprocess.Popen([binary, "--interval", "50"], stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True)
+            self.thread = threading.Thread(target=self._read, daemon=True)
+            self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            ram = parse_tegrastats_ram(line)
+            if ram:
+                self.used.append(ram[0])
+                self.total = ram[1]
+
+    def mark(self) -> int:
+        return len(self.used)
+
+    def stop(self, load_mark: int) -> dict[str, Any] | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.used:
+            return {"note": "tegrastats printed no RAM line"}
+        before = self.used[:max(1, load_mark)]
+        return {"ram_before_load_mb": before[-1], "ram_peak_mb": max(self.used), "ram_total_mb": self.total,
+                "peak_delta_mb": max(self.used) - before[-1], "samples": len(self.used),
+                "note": "board-wide (CPU + GPU share the memory on Jetson)"}
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _high_water_rss() -> int | None:
+    """``VmHWM``: this process's resident-set high-water mark. Not ``getrusage``'s ``ru_maxrss``, which a spawned
+    child inherits from the parent it was forked from (Linux keeps the old mm's peak across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _device_used_fn(device: str) -> tuple[Callable[[], int] | None, dict[str, Any]]:
+    """A function returning device-wide used memory (total - free) and facts about the device."""
+    if not device.startswith("cuda") and device != "tensorrt":
+        return None, {}
+    index = int(device.split(":")[1]) if ":" in device else 0
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(index)
+
+            def used() -> int:
+                free, total = torch.cuda.mem_get_info(index)
+                return int(total - free)
+
+            return used, {"source": "cudaMemGetInfo (torch.cuda.mem_get_info)", "device": props.name,
+                          "unified_memory": bool(getattr(props, "is_integrated", False))}
+    except ImportError:
+        pass
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return None, {"note": "neither torch with CUDA nor cuda-python is importable: no device memory figures"}
+
+    def used_cudart() -> int:
+        err, free, total = cudart.cudaMemGetInfo()
+        if int(err) != 0:
+            raise RuntimeError(f"cudaMemGetInfo failed: {err}")
+        return int(total - free)
+
+    return used_cudart, {"source": "cudaMemGetInfo (cuda-python)"}
+
+
+def measure_alone(artifact: str, runner_options: dict[str, Any], frames: np.ndarray, mfcc: np.ndarray,
+                  calls: int = 3, interval_s: float = SAMPLE_INTERVAL_S) -> dict[str, Any]:
+    """Load ``artifact`` in THIS process and measure it (run by :func:`measure_isolated` in a fresh process)."""
+    from pinlite_edge.runtimes import load_runner
+
+    device_used, gpu_facts = _device_used_fn(str(runner_options.get("device") or "cpu"))
+    torch_alloc = None
+    if device_used is not None:
+        device_used()  # create the CUDA context before the baseline: it is not the model's
+        if gpu_facts.get("source", "").endswith("(torch.cuda.mem_get_info)"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            torch_alloc = torch.cuda.memory_allocated()
+    tegra = _Tegrastats()
+    time.sleep(0.2 if tegra.proc else 0)  # a tegrastats line before the load
+    baseline = _rss()
+    dev_before = device_used() if device_used else None
+    peak = [baseline, dev_before or 0, 0]  # RSS, device used, number of samples
+    stop = threading.Event()
+    load_mark = 0
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            if device_used is not None:
+                peak[1] = max(peak[1], device_used())
+            peak[2] += 1
+            stop.wait(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        runner = load_runner(artifact, **runner_options)
+        runner.activate()
+        try:
+            after_load = _rss()
+            dev_after_load = device_used() if device_used else None
+            load_mark = tegra.mark()
+            for _ in range(calls):
+                runner.infer(frames, mfcc)
+            alloc_peak = None
+            if torch_alloc is not None:
+                import torch
+
+                torch.cuda.synchronize()
+                alloc_peak = int(torch.cuda.max_memory_allocated()) - torch_alloc
+        finally:
+            stop.set()
+            sampler.join()
+            runner.deactivate()
+    finally:
+        stop.set()
+        tegra_figures = tegra.stop(load_mark)
+    gpu = None
+    if device_used is not None:
+        gpu = {**gpu_facts, "device_used_before_load_bytes": dev_before,
+               "load_delta_bytes": int(dev_after_load - dev_before),
+               "inference_peak_delta_bytes": int(peak[1] - dev_before)}
+        if alloc_peak is not None and alloc_peak > 0:  # only torch models allocate through torch's allocator
+            gpu["torch_allocator_peak_bytes"] = alloc_peak
+    elif gpu_facts:
+        gpu = gpu_facts
+    return MemoryFigures(baseline_rss_bytes=baseline, load_rss_delta_bytes=after_load - baseline,
+                         peak_rss_bytes=max(_high_water_rss() or 0, peak[0]),
+                         inference_peak_delta_bytes=peak[0] - baseline,
+                         calls=calls, samples=peak[2], gpu=gpu, tegrastats=tegra_figures).to_dict()
+
+
+def measure_isolated(artifact: str | Path, runner_options: dict[str, Any], frames: np.ndarray, mfcc: np.ndarray,
+                     calls: int = 3, timeout_s: float = 600.0) -> MemoryFigures:
+    """:func:`measure_alone` in a fresh (spawned) process that holds nothing but this model."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        figures = pool.submit(measure_alone, str(artifact), dict(runner_options), np.ascontiguousarray(frames),
+                              np.ascontiguousarray(mfcc), calls).result(timeout=timeout_s)
+    return MemoryFigures(**figures)

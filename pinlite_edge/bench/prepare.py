@@ -1,0 +1,127 @@
+"""What the bench CLI builds before it benches (never :func:`run_bench` itself), each step announced:
+
+- the default quickstart workspace, when it is missing or unfinished (``quickstart.run_quickstart`` resumes a
+  half-built one; about 10 minutes on a 2-core CPU the first time);
+- in a workspace, the artefact the asked ``--runtime``/``--precision`` needs when the workspace has none: a TensorRT
+  engine for this GPU and TensorRT version (``bench/engine_cache.py``), or another export format (``.pte``, FP16 /
+  INT8 ONNX), built through the export API from the checkpoint the workspace's ONNX was exported from.
+
+``--runtime trt`` checks for TensorRT and a GPU first, so a machine without them fails in a second, not after
+building the workspace.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pinlite_edge.export.formats import format_for
+from pinlite_edge.manifest import read_manifest
+
+from pinlite_edge.bench.core import BenchConfig
+from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
+from pinlite_edge.bench.workspace import (
+    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, is_workspace, missing_from_workspace,
+    source_checkpoint, stage_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+@contextmanager
+def _visible(logger_name: str) -> Iterator[None]:
+    """Show INFO logs of ``logger_name`` (the quickstart's stage lines) while it builds, whatever the CLI's level."""
+    logger = logging.getLogger(logger_name)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def ensure_quickstart_workspace(path: Path, say: Say) -> None:
+    """Build (or finish) the quickstart workspace at ``path`` when it lacks anything a finished one has."""
+    from pinlite_edge import quickstart
+
+    qcfg = quickstart.QuickstartConfig(workspace=str(path), progress=True)
+    formats = [fmt for fmt, _ in qcfg.export_formats]
+    missing = missing_from_workspace(path, formats)
+    if not missing:
+        return
+    say(f"building the quickstart workspace at {path} (missing: {', '.join(missing)}): teacher -> distilled "
+        "student -> pruned student -> exports, about 10 minutes on a 2-core CPU the first time; finished stages "
+        "are reused")
+    with _visible("pinlite_edge.quickstart"):
+        quickstart.run_quickstart(qcfg)
+    still = missing_from_workspace(path, formats)
+    if still:  # e.g. an export that failed (the quickstart logs why); the bench says so and benches what exists
+        log.warning("the quickstart finished but %s still lacks: %s", path, ", ".join(still))
+    else:
+        say(f"workspace {path} is complete")
+
+
+def _export_source(workspace: Path) -> Path:
+    """The checkpoint the workspace's artefacts come from: the FP32 ONNX's source, else the pruned student."""
+    try:
+        onnx = source_onnx(workspace)
+        ckpt, why = source_checkpoint(onnx, read_manifest(onnx), workspace)
+    except WorkspaceError:
+        ckpt, why = None, "the workspace has no FP32 ONNX"
+    ckpt = ckpt or stage_checkpoint(workspace, "pruned")
+    if ckpt is None:
+        raise WorkspaceError(f"{workspace} has no checkpoint to export from ({why}; no pruned/best.safetensors): "
+                             "build it with `python -m pinlite_edge.quickstart`")
+    return ckpt
+
+
+def ensure_runtime_artefact(workspace: Path, runtime: str, precision: str, say: Say,
+                            cuda_device: int = 0) -> None:
+    """Build the artefact ``runtime``/``precision`` needs in ``workspace`` when it has none."""
+    if runtime == "torch":
+        return  # the checkpoints themselves
+    if runtime == "trt":
+        ensure_engine(workspace, precision, target=detect_target(cuda_device), say=say)
+        return
+    kind = format_for(runtime, precision)
+    if kind is None:
+        raise WorkspaceError(f"no {precision} artefact format for runtime {runtime!r}")
+    folder = workspace / "exports" / kind.name
+    if artefacts_in(folder):
+        return
+    from pinlite_edge.export import export_model
+
+    ckpt = _export_source(workspace)
+    say(f"exporting {kind.name} ({kind.description}) from {ckpt} into {folder}: first use of --runtime {runtime} "
+        f"--precision {precision} on this workspace")
+    options = BUILD_OPTIONS if kind.precision != "fp32" else {}
+    result = export_model(ckpt, kind.name, folder, name=ARTEFACT_STEM, **options)
+    say(f"exported {result.artifact} in {result.seconds:.0f} s")
+
+
+def _cuda_index(device: str | None) -> int:
+    return int(device.split(":")[1]) if device and device.startswith("cuda:") else 0
+
+
+def prepare(cfg: BenchConfig, say: Say) -> None:
+    """Everything the CLI builds before :func:`run_bench` for ``cfg`` (nothing for ``--compare``)."""
+    if cfg.compare:
+        return
+    precision = cfg.resolved_precision
+    cfg.validate()
+    if cfg.runtime == "trt":
+        detect_target(_cuda_index(cfg.device))  # TensorRT and a GPU, before anything is built
+    root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
+    if cfg.artifacts is None:
+        ensure_quickstart_workspace(root, say)
+    if is_workspace(root):
+        ensure_runtime_artefact(root, cfg.runtime, precision, say, _cuda_index(cfg.device))
