@@ -6,14 +6,13 @@ Grid (α, β) ∈ {(0.3, 0.3), (0.5, 0.3), (0.5, 5.0), (0.7, 0.3)}, T = 2.0, wit
 (weight 1, training/losses.py) as in every distillation it runs, plus one row at the paper default (0.5, 5.0)
 WITHOUT the alignment term (the paper's objective as written). One teacher shared by every run (trained here unless
 ``--teacher`` is given), the same seed, data and schedule for every student. Reports test-split accuracy
-and EPS against the teacher in ``benchmarks/results/ablation.md`` and ``.json`` with the machine and the command.
+and EPS against the teacher in ``benchmarks/results/ablation/<machine>.{json,md}`` with the run's record
+(``benchmarks/_record.py``: command, commit, versions, machine, test-split fingerprint).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pinlite_edge.bench.machine import cpu_model  # noqa: E402
+from benchmarks._record import RESULTS_DIR, build_record, write_result  # noqa: E402
 from pinlite_edge.checkpoint import load_checkpoint  # noqa: E402
 from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
 from pinlite_edge.training.config import DistillConfig, TeacherConfig, TrainConfig  # noqa: E402
@@ -34,19 +33,11 @@ from pinlite_edge.training.distill import distill  # noqa: E402
 from pinlite_edge.training.engine import is_complete  # noqa: E402
 from pinlite_edge.training.evaluate import evaluate  # noqa: E402
 from pinlite_edge.training.teacher import train_teacher  # noqa: E402
-from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 #: (alpha, beta, alignment-loss weight)
 GRID = ((0.3, 0.3, 1.0), (0.5, 0.3, 1.0), (0.5, 5.0, 1.0), (0.7, 0.3, 1.0), (0.5, 5.0, 0.0))
 PAPER = {(0.3, 0.3): (0.9710, 0.55), (0.5, 0.3): (0.9726, 0.52), (0.5, 5.0): (0.9753, 0.60), (0.7, 0.3): (0.9685, 0.48)}
 log = logging.getLogger("ablation")
-
-
-def machine() -> dict[str, Any]:
-    cpu = cpu_model()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "os": platform.platform(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-val", type=int, default=120)
     p.add_argument("--num-test", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--results", default=str(RESULTS_DIR), help="results root: writes RESULTS/ablation/<machine>.*")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -94,25 +85,23 @@ def main(argv: list[str] | None = None) -> int:
                      "paper_eps": PAPER[(alpha, beta)][1], "seconds": round(time.perf_counter() - t0, 1)})
         log.info("alpha %.1f beta %.1f align %.1f: accuracy %.4f EPS %.3f", alpha, beta, align, m["accuracy"],
                  m["eps"])
-    command = "python benchmarks/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"command": command.strip(), "machine": machine(), "dataset": {"spec": "synthetic", **opts},
+    argv = list(sys.argv[1:] if argv is None else argv)
+    record = build_record("ablation", "benchmarks/ablation.py", argv,
+                          data={"spec": "synthetic", **opts, "seed": args.seed, "fingerprint": test.fingerprint,
+                                "fingerprint_of": "the test split (pinlite_edge.data.dataset_fingerprint)"})
+    report = {"torch_threads": torch.get_num_threads(), "dataset": {"spec": "synthetic", **opts},
               "preset": "tiny", "distill_epochs": args.epochs, "lr": args.lr, "temperature": 2.0, "seed": args.seed,
               "teacher": {"path": str(teacher), "test_accuracy": t_res.metrics["accuracy"]},
               "wall_seconds": round(time.perf_counter() - t_start, 1), "rows": rows}
-    results = Path(args.results)
-    atomic_write_json(results / "ablation.json", report)
-    atomic_write_text(results / "ablation.md", render_markdown(report))
+    write_result(record, report, render_markdown(report), results_dir=args.results)
     print(render_markdown(report))
     return 0
 
 
 def render_markdown(r: dict[str, Any]) -> str:
-    m = r["machine"]
     lines = [
         "# Distillation ablation (paper Table 3) on synthetic data, tiny preset", "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
-        f"Python {m['python']}, GPU: {m['gpu'] or 'none'}  ",
+        f"torch threads: {r['torch_threads']}  ",
         f"Data: synthetic, {r['dataset']['num_train']} train / {r['dataset']['num_val']} val / "
         f"{r['dataset']['num_test']} test clips; {r['distill_epochs']} distillation epochs, lr {r['lr']}, "
         f"T = {r['temperature']}, seed {r['seed']}; one shared teacher (test accuracy "
