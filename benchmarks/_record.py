@@ -64,8 +64,9 @@ def rerun_command(script: str, argv: Sequence[str]) -> str:
     return " ".join(["python", script, *(shlex.quote(p) for p in parts)])
 
 
-def git_state() -> dict[str, Any]:
-    """The checkout's commit and whether tracked files differ from it (``changed``: which); ``None`` without git."""
+def git_state(code_paths: Sequence[str] = ()) -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it (``changed``: which); ``None`` without git.
+    With ``code_paths`` (the code the benchmark runs), ``code_changed`` lists the changed files among them."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
@@ -76,8 +77,13 @@ def git_state() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     changed = None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
-    return {"commit": commit.strip() if commit else None, "dirty": None if changed is None else bool(changed),
-            "changed": changed}
+    state = {"commit": commit.strip() if commit else None, "dirty": None if changed is None else bool(changed),
+             "changed": changed}
+    if code_paths:
+        state["code_paths"] = list(code_paths)
+        state["code_changed"] = None if changed is None else [
+            c for c in changed if any(c == p or c.startswith(p.rstrip("/") + "/") for p in code_paths)]
+    return state
 
 
 def package_versions(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
@@ -106,15 +112,17 @@ def fingerprint_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_record(bench: str, script: str, argv: Sequence[str], *, data: dict[str, Any]) -> dict[str, Any]:
+def build_record(bench: str, script: str, argv: Sequence[str], *, data: dict[str, Any],
+                 code_paths: Sequence[str] = ()) -> dict[str, Any]:
     """The record of a run of ``script`` (repository-relative) with ``argv``; ``data`` must hold ``fingerprint``
-    (what identifies the inputs: file hashes, or the generator's settings) and may say more (split, sizes...)."""
+    (what identifies the inputs: file hashes, or the generator's settings) and may say more (split, sizes...).
+    ``code_paths``: see :func:`git_state`."""
     from pinlite_edge.bench.machine import describe_machine, machine_slug
 
     if "fingerprint" not in data:
         raise ValueError(f"{bench}: the record's data needs a 'fingerprint' (what identifies the inputs)")
     machine = describe_machine()
-    return {"bench": bench, "command": rerun_command(script, argv), "argv": list(argv), "git": git_state(),
+    return {"bench": bench, "command": rerun_command(script, argv), "argv": list(argv), "git": git_state(code_paths),
             "versions": package_versions(), "machine": machine, "machine_slug": machine_slug(machine),
             "data": data, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 

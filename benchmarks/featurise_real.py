@@ -13,7 +13,8 @@ Run it on one core, as the target (<= 0.1 s per second of 720p 25 fps video) is 
     taskset -c 0 python benchmarks/featurise_real.py --repeats 3
 
 Threads of OpenCV / BLAS are set to 1 here. The machine may be shared: the load average before and after is recorded.
-Writes ``benchmarks/results/featurise_real.{json,md}`` (``--out-dir``, ``--stem``).
+Writes ``benchmarks/results/featurise_real/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
+``--out-dir`` is the results root, ``--stem`` the bench name).
 """
 from __future__ import annotations
 
@@ -24,9 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -39,12 +37,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from pinlite_edge.bench.machine import cpu_model  # noqa: E402
+from benchmarks._record import RESULTS_DIR, build_record, fingerprint_files, repo_relative, write_result  # noqa: E402
 from pinlite_edge.contract import contract_for_preset  # noqa: E402
 from pinlite_edge.features import FaceCropConfig, prepare_windows  # noqa: E402
 from pinlite_edge.features.deadline import Deadline  # noqa: E402
 from pinlite_edge.features.decode import decode_media  # noqa: E402
-from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("featurise_real")
 
@@ -169,20 +166,6 @@ def breakdown(path: Path, contract: Any, config: FaceCropConfig) -> dict[str, fl
 
 
 # --------------------------------------------------------------------------------------------- provenance
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> dict[str, Any]:
-    cpu = cpu_model()
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "affinity": affinity, "platform": platform.platform(),
-            "python": platform.python_version()}
-
-
 def versions() -> dict[str, Any]:
     import av
     import cv2
@@ -230,13 +213,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Featurisation of the real clips: face-found rate and time per second of video",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Commit: `{report['git_commit']}`"
-        f"{' (uncommitted changes in ' + ', '.join(report['git_dirty']) + ')' if report['git_dirty'] else ''}  ",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, run on CPUs "
-        f"{report['machine']['affinity']}; load average before {report['load_before']}, after {report['load_after']}  ",
-        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items() if k != 'ffmpeg')}; FFmpeg "
-        f"{', '.join(f'{k} {v}' for k, v in report['versions']['ffmpeg'].items())}  ",
+        f"Uncommitted changes in the code it runs: {', '.join(report['code_changed']) or 'none'}  ",
+        f"Run on CPUs {report['affinity']}; load average before {report['load_before']}, after "
+        f"{report['load_after']}  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in report['library_versions'].items() if k != 'ffmpeg')}; "
+        f"FFmpeg {', '.join(f'{k} {v}' for k, v in report['library_versions']['ffmpeg'].items())}  ",
         f"Preset `{report['preset']}` ({report['frame_size']} px crops), {report['repeats']} repeats per clip (median "
         f"quoted); face crop config: `{report['face_config']}`",
         "",
@@ -291,12 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", action="append", default=[], help="free-text note for the report (repeatable)")
     p.add_argument("--breakdown", default=KEY_CLIPS["720p"],
                    help="clip (file name) whose time is split into parts (default: the 720p clip; '' for none)")
-    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
-    p.add_argument("--stem", default="featurise_real")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                   help="results root: writes OUT_DIR/STEM/<machine>.{json,md}")
+    p.add_argument("--stem", default="featurise_real", help="bench name (default: %(default)s)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("pinlite_edge").setLevel(logging.ERROR)  # no-face / VFR warnings are in the table
@@ -311,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     contract = contract_for_preset(args.preset)
     config = FaceCropConfig()
+    record = build_record(args.stem, "benchmarks/featurise_real.py", argv, code_paths=CODE_PATHS,
+                          data={"root": repo_relative(args.data), "num_clips": len(clips),
+                                "fingerprint": fingerprint_files(clips),
+                                "fingerprint_of": "sorted (file, sha256) of the clips measured"})
     load_before = load_average()
     results = []
     for path in clips:
@@ -324,10 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts = {"clip": hits[0].name, "parts": breakdown(hits[0], contract, config)}
     report = {
         "breakdown": parts,
-        "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": [line[3:] for line in _git("status", "--porcelain", "--", *CODE_PATHS).splitlines() if line],
-        "machine": machine(), "versions": versions(), "load_before": load_before, "load_after": load_average(),
+        "code_changed": record["git"]["code_changed"] or [],
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "library_versions": versions(), "load_before": load_before, "load_after": load_average(),
         "preset": args.preset, "frame_size": contract.frame_size, "repeats": args.repeats,
         "face_config": asdict(config), "target_s_per_s_720p": TARGET_S_PER_S,
         "summary": summary(results),
@@ -336,9 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   for r in results],
         "notes": args.note,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out_dir / f"{args.stem}.json", report)
-    atomic_write_text(args.out_dir / f"{args.stem}.md", markdown(report))
+    write_result(record, report, markdown(report), results_dir=args.out_dir)
     print(markdown(report))
     return 0
 
