@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -171,3 +172,50 @@ def test_atomic_files_get_normal_permissions(tmp_path):
 
     atomic_write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o044  # group/other readable under the usual umask
+
+
+def test_publish_waits_for_another_publish_into_the_same_folder(tmp_path):
+    """Publishing holds an exclusive lock on the folder, so two publishes of one artefact cannot interleave their
+    renames (which could leave the artefact of one beside the manifest of the other)."""
+    import fcntl
+    import os
+    import threading
+    import time
+
+    from pinlite_edge.manifest import staging_path_for
+
+    art = tmp_path / "m.bin"
+    held = threading.Event()
+
+    def hold() -> None:
+        fd = os.open(tmp_path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.set()
+        time.sleep(0.6)
+        os.close(fd)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    staged = staging_path_for(art)
+    staged.write_bytes(b"x")
+    start = time.monotonic()
+    publish_artifact(staged, art, _manifest())
+    waited = time.monotonic() - start
+    t.join()
+    assert waited >= 0.4, f"publish did not wait for the folder lock ({waited:.2f} s)"
+    assert read_manifest(art).artifact == "m.bin"
+
+
+def test_staging_names_are_unique_and_stale_ones_are_cleaned(tmp_path):
+    from pinlite_edge.manifest import staging_path_for
+
+    art = tmp_path / "m.onnx"
+    a, b = staging_path_for(art), staging_path_for(art)
+    assert a != b and a.parent == b.parent == tmp_path and str(os.getpid()) in a.name
+    dead = tmp_path / f".m.onnx.{2 ** 22 + 12345}.0123abcd.staging"  # a pid above pid_max: no such process
+    dead.write_bytes(b"left by a killed export")
+    part = tmp_path / f".m.onnx.{2 ** 22 + 12345}.0123abcd.part"
+    part.write_bytes(b"half")
+    staging_path_for(art)
+    assert not dead.exists() and not part.exists()

@@ -204,13 +204,34 @@ WORKER = textwrap.dedent(r'''
             elif mode.startswith("export"):
                 from pinlite_edge.export import export_from_model
                 art = export_from_model(models[0], "onnx", out, name="m").artifact
+                first_bytes = art.read_bytes()
                 if mode == "export-worst-moment":
                     def body():
-                        import pinlite_edge.export.api as api
-                        api.write_manifest = suicide  # killed after the artefact was replaced, before its manifest
+                        # killed at the publish step that runs today: right after the new artefact was renamed into
+                        # place (whatever renames it), before its manifest is in place. If no rename onto the
+                        # artefact happens, the child exits normally and the test fails (the kill never happened).
+                        real_replace = os.replace
+                        def replace_then_die(src, dst, *a, **k):
+                            real_replace(src, dst, *a, **k)
+                            if os.fspath(dst) == os.fspath(art):
+                                os.kill(os.getpid(), signal.SIGKILL)
+                        os.replace = replace_then_die
                         export_from_model(models[1], "onnx", out, name="m", force=True)
-                    os.waitpid(fork_loop(body), 0)
-                    report(trial=0, ok=check_export(art))
+                    _, status = os.waitpid(fork_loop(body), 0)
+                    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                    new_bytes = art.read_bytes() != first_bytes
+                    report(trial=0, ok=check_export(art), killed=killed, replaced=new_bytes)
+                elif mode == "export-concurrent":
+                    # two processes export different models into one folder under one name at the same time
+                    def body_for(k):
+                        def body():
+                            for _ in range(3):
+                                export_from_model(models[k], "onnx", out, name="m", force=True)
+                        return body
+                    pids = [fork_loop(body_for(0)), fork_loop(body_for(1))]
+                    codes = [os.waitpid(p, 0)[1] for p in pids]
+                    leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+                    report(trial=0, ok=check_export(art), codes=codes, leftovers=leftovers)
                 else:
                     def body():
                         i = 1
@@ -238,7 +259,7 @@ def run_worker(root: Path, modes: list[str], seed: int = 0, timeout: float = 400
 
 @pytest.fixture(scope="module")
 def kill_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
-    modes = ["checkpoint", "checkpoint-worst-moment", "export", "export-worst-moment"]
+    modes = ["checkpoint", "checkpoint-worst-moment", "export", "export-worst-moment", "export-concurrent"]
     return run_worker(tmp_path_factory.mktemp("kills"), modes, seed=1)
 
 
@@ -267,8 +288,21 @@ def test_sigkill_during_export_leaves_a_loadable_artefact(kill_results):
 
 
 def test_kill_between_export_artefact_and_manifest_leaves_a_loadable_artefact(kill_results):
-    results = kill_results["export-worst-moment"]
-    assert results[0]["ok"] == "ok", results[0]["ok"]
+    """Killed right after ``publish_artifact`` renamed the new artefact into place, before its manifest: the kill
+    must have happened there (it fails if that step is skipped) and the pair must still verify (it fails if the
+    manifest is not staged before the artefact is renamed)."""
+    result = kill_results["export-worst-moment"][0]
+    assert result["killed"] and result["replaced"], f"the kill at the publish step never happened: {result}"
+    assert result["ok"] == "ok", result["ok"]
+
+
+def test_two_concurrent_exports_into_one_folder_publish_a_matching_pair(kill_results):
+    """Two processes export different models to the same artefact name at once: both succeed, and the artefact
+    left in place matches its manifest (staging names are unique per process, publishing is serialised)."""
+    result = kill_results["export-concurrent"][0]
+    assert result["codes"] == [0, 0], result
+    assert result["ok"] == "ok", result["ok"]
+    assert result["leftovers"] == [], result["leftovers"]
 
 
 # --------------------------------------------------------------------------------------------- real training run
