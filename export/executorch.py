@@ -20,8 +20,9 @@ import torch
 
 from pinlite_edge.errors import BackendUnavailableError, ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
-from pinlite_edge.export.onnx_export import _TupleOutputs, example_inputs, prepare_for_export
-from pinlite_edge.export.plan import EXPORT_ROOT, PrecisionPlan
+from pinlite_edge.export.plan import EXPORT_ROOT, FloatEntry, PrecisionPlan
+from pinlite_edge.export.prepare import TupleOutputs, make_plan, prepare_for_export
+from pinlite_edge.models.inputs import example_inputs
 from pinlite_edge.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,15 @@ def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan
     # module and keeps it out of the global config): write the documented mapping directly.
     if not isinstance(getattr(quantizer, "module_name_config", None), dict):
         raise ExportError("this executorch XNNPACKQuantizer has no module_name_config; cannot keep layers float")
+    # An entry limited to some op types (the attention module's own MatMul/Mul/Add) keeps those float while the
+    # projections inside it that the plan quantizes (blocks.0.attn.v_proj) get the global config, listed first: the
+    # quantizer annotates module_name_config in insertion order and skips nodes already annotated.
+    global_config = get_symmetric_quantization_config(is_per_channel=True)
+    for entry in plan.float_layers:
+        if entry.ops is not None:
+            for layer in plan.quantized_layers:
+                if layer.startswith(entry.module + "."):
+                    quantizer.module_name_config[f"{EXPORT_ROOT}.{layer}"] = global_config
     for entry in plan.float_layers:
         quantizer.module_name_config[f"{EXPORT_ROOT}.{entry.module}"] = None
     prepared = prepare_pt2e(graph, quantizer)
@@ -73,12 +83,16 @@ def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan
 
 def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None = None,
                  cal=None) -> tuple[bytes, dict[str, Any]]:
-    """torch.export -> (PT2E INT8) -> to_edge_transform_and_lower(XNNPACK) -> .pte bytes, delegation summary."""
+    """torch.export -> (PT2E INT8) -> to_edge_transform_and_lower(XNNPACK) -> .pte bytes, delegation summary.
+
+    With an INT8 ``plan``, ``plan.graph_precision["exported_program"]`` records what the quantized program computes
+    node by node (the graph handed to the XNNPACK partitioner: a node with int8 inputs and weights becomes an int8
+    XNNPACK kernel); the export fails if it contradicts the plan."""
     _require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    wrapped = _TupleOutputs(prepare_for_export(model, gru="matmul")).eval()
+    wrapped = TupleOutputs(prepare_for_export(model, gru="matmul")).eval()
     example = tuple(t.contiguous() for t in example_inputs(model, batch))
     sink = io.StringIO()
     try:
@@ -89,14 +103,38 @@ def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None 
 
                 wrapped = _quantize_pt2e(wrapped, example, plan, cal)
             program = torch.export.export(wrapped, example, strict=False)
+            if plan is not None and plan.precision == "int8":
+                _record_precision(plan, program)
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             delegation = _delegation(edge)
             buffer = edge.to_executorch().buffer
-    except BackendUnavailableError:
+    except (BackendUnavailableError, ExportError):
         raise
     except Exception as exc:
         raise ExportError(f"ExecuTorch lowering failed: {type(exc).__name__}: {exc}") from exc
     return buffer, delegation
+
+
+REASON_ATTN_INPUT = ("feeds an attention MatMul: PT2E quantizes a Linear's output, which would put Q/DQ on the "
+                     "MatMul's input (the ONNX graph adds the bias after the int8 MatMul, in float)")
+
+
+def attention_input_entries(model: torch.nn.Module) -> list[FloatEntry]:
+    """The q/k/v projections of every attention module: float in the .pte so that the attention MatMuls get FP32
+    inputs (XNNPACKQuantizer annotates a Linear's output as quantized)."""
+    return [FloatEntry(f"{name}.{proj}", REASON_ATTN_INPUT, "attention_input")
+            for name, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "softmax")
+            for proj in ("q_proj", "k_proj", "v_proj")]
+
+
+def _record_precision(plan: PrecisionPlan, program) -> None:
+    from pinlite_edge.export.graph_precision import executorch_node_precisions, precision_report, require_consistent
+
+    nodes = executorch_node_precisions(program.graph_module, root=EXPORT_ROOT)
+    report = precision_report(nodes, plan, "exported_program", required_kinds=("gru", "softmax", "attention_scores",
+                                                                                 "attention_matmul"))
+    require_consistent(report, "the .pte program")
+    plan.graph_precision["exported_program"] = report
 
 
 def run_pte(path, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
@@ -148,11 +186,9 @@ def export_pte(ctx: ExportContext) -> HandlerOutput:
 
 
 def export_pte_int8(ctx: ExportContext) -> HandlerOutput:
-    from pinlite_edge.export.onnx_formats import make_plan
-
     o = ctx.options
     batch = o.batch or 1
-    plan = make_plan(ctx, "int8", "int8")
+    plan = make_plan(ctx, "int8", "int8", extra=attention_input_entries(ctx.model))
     plan.notes.append("softmax and the attention matmuls are not annotated by XNNPACKQuantizer: they stay float")
     buffer, delegation = lower_to_pte(ctx.model, batch, plan, ctx.calibration())
     parity = _write(ctx, buffer, batch)

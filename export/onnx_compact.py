@@ -17,8 +17,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-#: Nodes whose names are kept even when they are Q/DQ (the weight-only pass marks its nodes with this suffix).
-KEEP_SUFFIXES = ("_w8_DQ", "_w8_Reshape")
 
 
 def compact_names(model: onnx.ModelProto) -> dict[str, int]:
@@ -43,7 +41,7 @@ def compact_names(model: onnx.ModelProto) -> dict[str, int]:
         n.output[:] = [short(o) for o in n.output]
     renamed_nodes = 0
     for k, n in enumerate(g.node):
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not n.name.endswith(KEEP_SUFFIXES):
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             n.name = f"{'q' if n.op_type == 'QuantizeLinear' else 'dq'}{k}"
             renamed_nodes += 1
     del g.value_info[:]

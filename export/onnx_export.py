@@ -19,40 +19,16 @@ from torch import nn
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ExportError
-from pinlite_edge.export.rewrite import rewrite_gru
-from pinlite_edge.models.inputs import example_inputs  # re-exported: executorch.py and onnx_formats.py import it here
+from pinlite_edge.export.prepare import TupleOutputs
+from pinlite_edge.models.inputs import example_inputs
 
 log = logging.getLogger(__name__)
-
-
-class _TupleOutputs(nn.Module):
-    """Wrap the model so the exporter sees a plain tuple (logits, offset_logits, attention)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model(frames, mfcc)
-        return out.logits, out.offset_logits, out.attention
-
-
-def prepare_for_export(model: nn.Module, gru: str = "native") -> nn.Module:
-    """An eval-mode CPU copy of ``model`` (with the GRU rewritten as matmuls when ``gru == "matmul"``)."""
-    import copy
-
-    model = copy.deepcopy(model).cpu().eval()
-    if gru == "matmul":
-        model = rewrite_gru(model, inplace=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter: str = "classic",
                      dynamic_batch: bool = True, batch: int | None = None) -> None:
     """Write the FP32 ONNX graph of an (already prepared) model to ``path`` (not atomic: callers pass a temp path)."""
-    wrapped = _TupleOutputs(model).eval()
+    wrapped = TupleOutputs(model).eval()
     # A batch-1 example silently fixes the batch to 1 with dynamo: trace with 2 when the batch is dynamic.
     example_batch = (batch or 1) if not dynamic_batch else 2
     args = example_inputs(model, example_batch)
@@ -88,20 +64,20 @@ def finalize_graph(path: Path, shapes: list[tuple[int, ...]], batch: int | str) 
     from pinlite_edge.export.onnx_compact import inline_initializer_identities
 
     m = onnx.load(str(path))
-    fix_output_shapes(m, shapes, batch)
+    fix_output_shapes(m, shapes, batch, path.name)
     n = inline_initializer_identities(m)
     if n:
         log.debug("%s: inlined %d Identity nodes of shared initializers", path.name, n)
     onnx.save(m, str(path))
 
 
-def fix_output_shapes(m: Any, shapes: list[tuple[int, ...]], batch: int | str) -> None:
+def fix_output_shapes(m: Any, shapes: list[tuple[int, ...]], batch: int | str, label: str = "the graph") -> None:
     """Name the batch axis and write the static output dims (the classic exporter leaves generated dim names)."""
     for out, shape in zip(m.graph.output, shapes):
         dims = out.type.tensor_type.shape.dim
         values: list[int | str] = [batch, *shape]
         if len(dims) != len(values):
-            raise ExportError(f"output {out.name} of {path.name} has rank {len(dims)}, expected {len(values)}")
+            raise ExportError(f"output {out.name} of {label} has rank {len(dims)}, expected {len(values)}")
         for d, v in zip(dims, values):
             if isinstance(v, str):
                 d.dim_param = v
@@ -122,10 +98,3 @@ def check_onnx(path: Path) -> None:
     outputs = [o.name for o in m.graph.output]
     if inputs != list(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
         raise ExportError(f"{path} has inputs {inputs} / outputs {outputs}, expected {INPUT_NAMES} / {OUTPUT_NAMES}")
-
-
-def onnx_opset(path: Path) -> int:
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    return max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))

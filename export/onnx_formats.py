@@ -9,8 +9,9 @@ import numpy as np
 
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
-from pinlite_edge.export.onnx_export import example_inputs, export_onnx_fp32, prepare_for_export
-from pinlite_edge.export.plan import FloatEntry, PrecisionPlan, build_plan, resolve_onnx_nodes
+from pinlite_edge.export.plan import FloatEntry, PrecisionPlan, resolve_onnx_nodes
+from pinlite_edge.export.prepare import make_plan, write_fp32_onnx
+from pinlite_edge.models.inputs import example_inputs
 from pinlite_edge.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,6 @@ def ort_parity(path: Path, model, batch: int = 2) -> dict[str, float]:
     return {name: float(np.abs(o - r.numpy()).max()) for name, o, r in zip(ref._fields, outs, ref)}
 
 
-def _fp32_onnx(ctx: ExportContext, path: Path, exporter: str = "classic") -> None:
-    o = ctx.options
-    model = prepare_for_export(ctx.model, o.gru)
-    export_onnx_fp32(model, path, opset=o.opset, exporter=exporter, dynamic_batch=o.dynamic_batch, batch=o.batch)
-
-
 def _batch_fields(ctx: ExportContext) -> tuple[bool, int | None]:
     return ctx.options.dynamic_batch, ctx.options.batch
 
@@ -48,7 +43,7 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
     """FP32 ONNX with ORT parity checked against eager torch before it is published."""
     o = ctx.options
     with atomic_path(ctx.artifact) as tmp:
-        _fp32_onnx(ctx, tmp, exporter=o.exporter)
+        write_fp32_onnx(ctx, tmp, exporter=o.exporter)
         parity = ort_parity(tmp, ctx.model)
     if max(parity.values()) > 1e-3:
         log.warning("ORT vs torch parity of %s is %s (expected <= 1e-4)", ctx.artifact, parity)
@@ -60,23 +55,6 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
 
 
 # --- shared by the mixed-precision formats ------------------------------------------------------------------------
-def make_plan(ctx: ExportContext, precision: str, mode: str, extra: Sequence[FloatEntry] = ()) -> PrecisionPlan:
-    """Fixed float layers (+ ``extra``) + (when asked) the measured sensitivity table and the ``keep_float`` most
-    sensitive layers not already float."""
-    o = ctx.options
-    rows = []
-    if o.sensitivity:
-        from pinlite_edge.export.sensitivity import layer_sensitivity
-
-        cal = ctx.calibration().subset(o.sensitivity_size)
-        rows = layer_sensitivity(ctx.model, cal, mode=mode)
-    try:
-        return build_plan(ctx.model, precision, rows, o.keep_float, sensitivity_mode=mode if rows else None,
-                          extra=extra)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-
-
 def _resolve(plan: PrecisionPlan, onnx_path: Path) -> None:
     import onnx
 
@@ -111,33 +89,29 @@ def quality_vs_fp32(ctx: ExportContext, fp32_path: Path, path: Path, limit: int 
 
 
 def apply_weight_only(plan: PrecisionPlan, path: Path, mode: str) -> dict:
-    """Store the weights of the plan's float layers (``gru``: only the GRU; ``float``: every float layer with a
-    weight) as int8 in the ONNX file at ``path``; their compute stays FP32 (plan notes it). The speed entries use the
-    form onnxruntime constant-folds at load (``Cast * scale``), the others ``DequantizeLinear``."""
+    """Store the weights of some of the plan's float layers as int8 in the ONNX file at ``path`` (``Cast * scale``,
+    folded back to FP32 constants when onnxruntime loads it); their compute stays FP32. ``float``: every float layer
+    with a weight except the GRU; ``float+gru``: also the GRU; ``gru``: only the GRU (int8-rounded GRU weights are
+    opt-in: the SPEC keeps the GRU's weights FP32)."""
     import onnx
 
     from pinlite_edge.export.onnx_weight_only import store_weights_int8, weight_only_nodes
 
     if mode == "none":
         return {"weight_only": "none"}
-    entries = [e for e in plan.float_layers if mode == "float" or e.kind == "gru"]
+    entries = [e for e in plan.float_layers
+               if (e.kind == "gru" and mode in ("gru", "float+gru")) or (e.kind != "gru" and mode.startswith("float"))]
     model = onnx.load(str(path))
-    info = {"weight_only_int8_weights": 0, "weight_only_bytes_saved": 0}
-    for foldable in (False, True):
-        nodes = [n for e in entries if (e.kind == "speed") == foldable for n in e.onnx_nodes]
-        for k, v in store_weights_int8(model, nodes, foldable=foldable).items():
-            info[k] += v
+    info = store_weights_int8(model, [n for e in entries for n in e.onnx_nodes])
     onnx.save(model, str(path))
     rewritten = set(weight_only_nodes(model))
     for e in entries:
         if rewritten & set(e.onnx_nodes):
             e.weight_storage = "int8"
-            e.reason += "; float compute, int8 weight storage (per-channel" + (
-                ", Cast * scale: folded to FP32 when onnxruntime loads it)" if e.kind == "speed" else
-                ", DequantizeLinear)")
+            e.reason += "; float compute, int8 weight storage (per channel, Cast * scale: folded to FP32 when " \
+                        "onnxruntime loads it)"
     plan.notes.append(f"weight_only={mode}: float layers marked weight_storage=int8 keep FP32 compute; only their "
-                      "stored weights are int8 (symmetric per output channel) behind DequantizeLinear, or behind "
-                      "Cast * scale for the speed entries")
+                      "stored weights are int8 (symmetric per output channel) behind Cast * scale")
     return {"weight_only": mode, **info}
 
 
@@ -160,15 +134,19 @@ def _compact(path: Path, drop_zero_points: bool) -> dict:
 def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -> tuple[PrecisionPlan, dict]:
     """Write the INT8 ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and manifest facts.
 
-    ``for_tensorrt``: the QDQ graph TensorRT parses -- symmetric activations (TensorRT accepts only zero points of
-    0), biases stay float (TensorRT's ONNX parser rejects an INT32 DequantizeLinear), every DequantizeLinear keeps
-    its zero point, and no weight-only storage (a DequantizeLinear feeding the GRU's ``ILoop`` weights is not
-    something TensorRT documents)."""
+    ``for_tensorrt``: the FP16 + QDQ graph a strongly typed TensorRT network is built from -- symmetric int8
+    activations (TensorRT accepts only zero points of 0), biases stay float (TensorRT's ONNX parser rejects an INT32
+    DequantizeLinear), every DequantizeLinear keeps its zero point, no weight-only storage, and then every node
+    outside the plan and the Q/DQ pairs converted to FP16 (opset 19: FP16 scales, so a DequantizeLinear yields FP16)
+    with FP32 islands (Cast) for the plan: layers without Q/DQ run FP16, the plan FP32, the Q/DQ'd ones INT8.
+
+    The manifest's ``graph_precision`` is read from the written graph (and, for onnxruntime, from the graph its CPU
+    provider runs after its fusions); an export whose graph contradicts the plan fails."""
     from pinlite_edge.export.onnx_int8 import quantize_onnx
 
     o = ctx.options
     fp32 = ctx.work_dir / "fp32.onnx"
-    _fp32_onnx(ctx, fp32)
+    write_fp32_onnx(ctx, fp32)
     speed: list[FloatEntry] = []
     if not for_tensorrt and o.speed_float == "auto":
         from pinlite_edge.export.cpu_speed_plan import cpu_speed_entries
@@ -181,16 +159,61 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
                          activation_symmetric=for_tensorrt or o.symmetric_activations,
                          activation_type="int8" if for_tensorrt else o.activation_type,
                          reduce_range=not for_tensorrt and o.activation_type == "uint8" and o.reduce_range)
-    info.update(apply_weight_only(plan, out, "none" if for_tensorrt else o.weight_only))
+    weight_only = "none" if for_tensorrt else o.weight_only
+    info.update(apply_weight_only(plan, out, weight_only))
     info.update(_compact(out, drop_zero_points=not for_tensorrt))
+    if for_tensorrt:
+        info.update(_to_fp16_qdq(out, plan))
     onnx_checker(out)
+    graphs = {"artefact": _load(out)}
     if not for_tensorrt:
-        info["ort_cpu_kernels"] = ort_cpu_kernels(out)
+        optimized = ort_optimized_graph(out)
+        info["ort_cpu_kernels"] = ort_cpu_kernels(optimized)
+        graphs["onnxruntime_cpu_optimized"] = optimized
+    record_graph_precision(plan, graphs, out.name, allow_int8_gru_weights=weight_only in ("gru", "float+gru"))
     quality = quality_vs_fp32(ctx, fp32, out)
     return plan, {"quant_format": o.quant_format, "per_channel": o.per_channel, "gru": o.gru,
                   "fp32_onnx_bytes": fp32.stat().st_size, "size_vs_fp32_onnx": round(out.stat().st_size /
                                                                                       fp32.stat().st_size, 4),
                   **info, "vs_fp32_onnx": quality}
+
+
+#: Opset of the FP16 + QDQ graph for TensorRT: QuantizeLinear/DequantizeLinear take FP16 scales from opset 19.
+FP16_QDQ_OPSET = 19
+
+
+def _to_fp16_qdq(path: Path, plan: PrecisionPlan) -> dict:
+    """Rewrite the QDQ graph at ``path`` as FP16 + QDQ (opset 19) with FP32 islands for the plan's nodes."""
+    import onnx
+    from onnx import version_converter
+
+    from pinlite_edge.export.onnx_fp16 import convert_to_fp16
+
+    model = onnx.load(str(path))
+    try:
+        model = version_converter.convert_version(model, FP16_QDQ_OPSET)
+    except Exception as exc:
+        raise ExportError(f"cannot convert {path.name} to opset {FP16_QDQ_OPSET} for FP16 Q/DQ scales: {exc}") from None
+    mixed, stats = convert_to_fp16(model, plan.float_onnx_nodes())
+    onnx.save(mixed, str(path))
+    return {"fp16_qdq": True, "opset": FP16_QDQ_OPSET, **stats}
+
+
+def _load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def record_graph_precision(plan: PrecisionPlan, graphs: dict, artefact: str, **checks) -> None:
+    """Walk each ONNX graph (label -> ModelProto), store what it computes per node in ``plan.graph_precision`` and
+    fail (ExportError) when a graph contradicts the plan (``graph_precision.precision_report``)."""
+    from pinlite_edge.export.graph_precision import onnx_node_precisions, precision_report, require_consistent
+
+    for label, model in graphs.items():
+        report = precision_report(onnx_node_precisions(model), plan, label, **checks)
+        require_consistent(report, artefact)
+        plan.graph_precision[label] = report
 
 
 def ort_optimized_graph(path: Path):
@@ -201,14 +224,14 @@ def ort_optimized_graph(path: Path):
     return optimized_graph(path, optimization="extended")
 
 
-def ort_cpu_kernels(path: Path) -> dict[str, int]:
-    """Convolution/MatMul kernels onnxruntime's CPU provider really runs for ``path`` (:func:`ort_optimized_graph`):
+def ort_cpu_kernels(optimized) -> dict[str, int]:
+    """Convolution/MatMul kernels in onnxruntime's optimized CPU graph (:func:`ort_optimized_graph`, a ModelProto):
     how many convs are int8 (QLinearConv) and float."""
     import collections
 
-    ops = collections.Counter(n.op_type for n in ort_optimized_graph(path).graph.node)
-    wanted = ("QLinearConv", "Conv", "FusedConv", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMul", "Gemm",
-              "QuantizeLinear", "DequantizeLinear")
+    ops = collections.Counter(n.op_type for n in optimized.graph.node)
+    wanted = ("QLinearConv", "Conv", "FusedConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
+              "MatMulNBits", "QGemm", "MatMul", "FusedMatMul", "Gemm", "QuantizeLinear", "DequantizeLinear")
     return {k: ops[k] for k in wanted if ops[k]}
 
 
@@ -232,22 +255,21 @@ def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
 
 
 def build_fp16_onnx(ctx: ExportContext, out: Path) -> tuple[PrecisionPlan, dict]:
-    """Write the FP16-with-FP32-islands ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and facts."""
+    """Write the FP16-with-FP32-islands ONNX of ``ctx`` to ``out`` (not atomic); returns the plan and facts (the
+    manifest's ``graph_precision`` read from the written graph)."""
     import onnx
 
     from pinlite_edge.export.onnx_fp16 import convert_to_fp16
 
     o = ctx.options
     fp32 = ctx.work_dir / "fp32.onnx"
-    _fp32_onnx(ctx, fp32)
+    write_fp32_onnx(ctx, fp32)
     plan = make_plan(ctx, "fp16", "fp16")
     _resolve(plan, fp32)
     mixed, stats = convert_to_fp16(onnx.load(str(fp32)), plan.float_onnx_nodes())
     onnx.save(mixed, str(out))
-    try:
-        onnx.checker.check_model(str(out), full_check=True)
-    except Exception as exc:
-        raise ExportError(f"FP16 graph fails onnx.checker: {exc}") from None
+    onnx_checker(out)
+    record_graph_precision(plan, {"artefact": _load(out)}, out.name)
     extra = {"gru": o.gru, "fp32_onnx_bytes": fp32.stat().st_size, **stats}
     if o.sensitivity:
         extra["vs_fp32_onnx"] = quality_vs_fp32(ctx, fp32, out)

@@ -73,9 +73,11 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
         if line.strip():
             log.debug("quantize_static: %s", line)
     model = onnx.load(str(out))
+    rewired = strip_input_qdq(model, exclude)
+    onnx.save(model, str(out))
     ops = collections.Counter(n.op_type for n in model.graph.node)
     quantized_nodes = [n.name for n in model.graph.node if n.op_type in OP_TYPES and _has_dq_input(model, n)]
-    return {"excluded_nodes": len(exclude), "quantize_bias": quantize_bias,
+    return {"excluded_nodes": len(exclude), "float_inputs_unquantized": rewired, "quantize_bias": quantize_bias,
             "activation_symmetric": activation_symmetric, "activation_type": activation_type,
             "reduce_range": reduce_range, "op_counts": dict(sorted(ops.items())),
             "quantized_weight_nodes": len(quantized_nodes) if fmt == QuantFormat.QDQ else
@@ -87,22 +89,41 @@ def _has_dq_input(model, node) -> bool:
     return any(producers.get(i) == "DequantizeLinear" for i in node.input)
 
 
-def qdq_neighbours(model) -> dict[str, list[str]]:
-    """For every GRU / Softmax node, the Q/DQ nodes directly feeding its *data* input or fed by it (should be none).
+def strip_input_qdq(model, node_names) -> int:
+    """Feed the float nodes ``node_names`` their tensors unquantized, in place; returns how many inputs were rewired.
 
-    A GRU's W/R inputs may come from a weight-only DequantizeLinear (int8 storage, float compute): that is weight
-    storage, not activation quantization, so only input 0 (X) is checked."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = collections.defaultdict(list)
-    for n in model.graph.node:
-        for i in n.input:
-            consumers[i].append(n)
-    out = {}
-    for n in model.graph.node:
-        if n.op_type in ("GRU", "Softmax"):
-            near = [producers[i].name for i in n.input[:1] if i in producers
-                    and producers[i].op_type in ("QuantizeLinear", "DequantizeLinear")]
-            near += [c.name for o in n.output for c in consumers[o]
-                     if c.op_type in ("QuantizeLinear", "DequantizeLinear")]
-            out[n.name] = near
-    return out
+    ``quantize_static`` puts one QuantizeLinear -> DequantizeLinear pair on a tensor and hands the DequantizeLinear's
+    output to *every* consumer, excluded nodes included: the last block's ``k_proj`` shares its input with the
+    quantized ``v_proj``, so it received int8-rounded activations (onnxruntime then ran it as MatMulIntegerToFloat).
+    Each such input of a plan node is rewired to the QuantizeLinear's float input; Q/DQ nodes left without a consumer
+    are removed."""
+    g = model.graph
+    wanted = set(node_names)
+    producers = {o: n for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    rewired = 0
+    for n in g.node:
+        if n.name not in wanted:
+            continue
+        for k, t in enumerate(n.input):
+            dq = producers.get(t)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[k] = q.input[0]
+                rewired += 1
+    graph_outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | graph_outputs
+        dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return rewired

@@ -1,21 +1,21 @@
 """Weight-only INT8 storage for the float layers of an INT8 ONNX graph (compute stays float).
 
-The precision plan keeps some layers float (the GRU, the attention-output projections, layers chosen by sensitivity):
-onnxruntime's static quantization leaves their weights as FP32 initializers, which on a small student dominate the
-file. This pass stores such a weight as an ``int8`` initializer (symmetric, one scale per output channel, zero point
-0) followed by ``DequantizeLinear`` -- the node still receives an FP32 tensor and computes in FP32; only the stored
-bytes shrink (4x). There is no activation quantization: no ``QuantizeLinear`` is added.
+The precision plan keeps some layers float (the attention-output projections, layers chosen by sensitivity, the CPU
+speed entries): onnxruntime's static quantization leaves their weights as FP32 initializers, which on a small student
+dominate the file. This pass stores such a weight as an ``int8`` initializer (symmetric, one scale per output channel)
+followed by ``Cast(int8 -> float) * scale``: onnxruntime constant-folds that at session load into an FP32 initializer,
+so the node still receives an FP32 constant and computes in FP32; only the stored bytes shrink (4x). There is no
+activation quantization. Not a ``DequantizeLinear``: onnxruntime fuses ``DequantizeLinear -> MatMul`` into
+``MatMulNBits`` with ``accuracy_level`` 4 (int8 activations on the CPU), and a conv whose weight is not a constant
+loses its blocked (NCHWc) kernels (5x slower there).
 
 Which input is the weight, and which axis is its output channel:
 - ``GRU``: ``W (D, 3H, I)`` and ``R (D, 3H, H)``; a channel is one gate row of one direction (the leading two axes),
-  so the weight is stored flattened to ``(D*3H, X)``, dequantized along axis 0 and reshaped back.
+  so the weight is stored flattened to ``(D*3H, X)``, scaled along axis 0 and reshaped back (GRU weights are stored
+  int8 only on request: ``weight_only="float+gru"`` / ``"gru"``).
 - ``Conv``: ``W (O, I, k...)``, axis 0.
 - ``MatMul`` with a 2-D initializer as input B ``(K, N)``: axis 1. ``Gemm`` input B: axis 0 if ``transB`` else 1.
 A weight shared with a node outside the chosen set is left alone.
-
-``foldable=True`` writes ``Cast(int8 -> float) * scale`` instead of ``DequantizeLinear``: onnxruntime constant-folds
-that at session load into an FP32 initializer, so a conv keeps its blocked (NCHWc) kernels (it does not fold a
-``DequantizeLinear``, and a conv whose weight is not a constant runs 5x slower there). Used for the CPU speed entries.
 """
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
-                       min_elements: int = 256, foldable: bool = False) -> dict[str, int]:
-    """Rewrite ``model`` in place: the FP32 weights of ``node_names`` become int8 + DequantizeLinear.
+                       min_elements: int = 256) -> dict[str, int]:
+    """Rewrite ``model`` in place: the FP32 weights of ``node_names`` become int8 initializers + ``Cast * scale``.
 
     Weights with fewer than ``min_elements`` values are left FP32 (the scales would cost as much as they save).
     Returns counts for the manifest: weights rewritten and bytes saved.
@@ -107,20 +107,12 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
             base = f"{node.name}/W{t.input_index}{SUFFIX}"
             out = base + "_dequantized"
             g.initializer.append(numpy_helper.from_array(q, base + "_quantized"))
-            if foldable:
-                bshape = [1] * stored.ndim
-                bshape[axis] = -1
-                g.initializer.append(numpy_helper.from_array(scale.reshape(bshape), base + "_scale"))
-                inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=base + "_Cast",
-                                              to=TensorProto.FLOAT),
-                             helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=base + "_Mul")]
-            else:
-                g.initializer.extend([numpy_helper.from_array(scale, base + "_scale"),
-                                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8),
-                                                              base + "_zero_point")])
-                inserted.append(helper.make_node("DequantizeLinear", [base + "_quantized", base + "_scale",
-                                                                      base + "_zero_point"], [out],
-                                                 name=base + "_DQ", axis=axis))
+            bshape = [1] * stored.ndim
+            bshape[axis] = -1
+            g.initializer.append(numpy_helper.from_array(scale.reshape(bshape), base + "_scale"))
+            inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=base + "_Cast",
+                                          to=TensorProto.FLOAT),
+                         helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=base + "_Mul")]
             if t.lead_axes:
                 g.initializer.append(numpy_helper.from_array(np.asarray(w.shape, dtype=np.int64), base + "_shape"))
                 inserted.append(helper.make_node("Reshape", [out, base + "_shape"], [base + "_reshaped"],
@@ -128,7 +120,7 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
                 out = base + "_reshaped"
             done[name] = out
             node.input[t.input_index] = out
-            saved += w.nbytes - q.nbytes - scale.nbytes * (1 if foldable else 2)
+            saved += w.nbytes - q.nbytes - scale.nbytes
         if inserted:
             new_nodes.append((pos, inserted))
     for pos, nodes in reversed(new_nodes):  # keep the graph topologically sorted
@@ -143,8 +135,7 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
 
 
 def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only DequantizeLinear
-    or its foldable ``Cast * scale`` form."""
+    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only ``Cast * scale``."""
     producers = {o: n for n in model.graph.node for o in n.output}
     out = []
     for n in model.graph.node:
@@ -152,8 +143,7 @@ def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
             p = producers.get(i)
             if p is not None and p.op_type == "Reshape":
                 p = producers.get(p.input[0])
-            if p is not None and ((p.op_type == "DequantizeLinear" and p.name.endswith(SUFFIX + "_DQ"))
-                                  or (p.op_type == "Mul" and p.name.endswith(SUFFIX + "_Mul"))):
+            if p is not None and p.op_type == "Mul" and p.name.endswith(SUFFIX + "_Mul"):
                 out.append(n.name)
                 break
     return out

@@ -11,7 +11,10 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 EXPORTERS = ("classic", "dynamo")
 GRU_MODES = ("native", "matmul")
 QUANT_FORMATS = ("qdq", "qoperator")
-WEIGHT_ONLY_MODES = ("none", "gru", "float")  # which float layers of an INT8 ONNX store their weights as int8
+# Which float layers of an INT8 ONNX store their weights as int8 (compute stays FP32): "float" every float layer with a
+# weight except the GRU (SPEC: GRU weights stay FP32), "float+gru" / "gru" also / only the GRU (int8-rounded GRU
+# weights: opt-in), "none".
+WEIGHT_ONLY_MODES = ("none", "float", "float+gru", "gru")
 ACTIVATION_TYPES = ("uint8", "int8")  # storage type of INT8 ONNX activations (onnxruntime artefact)
 SPEED_FLOAT_MODES = ("auto", "none")  # onnxruntime-CPU speed plan of an INT8 ONNX (export/cpu_speed_plan.py)
 
@@ -52,8 +55,8 @@ class ExportOptions:
     # "auto": keep float the layers measured to run faster float in onnxruntime on the CPU (depthwise convs, the early
     # high-resolution stages; export/cpu_speed_plan.py); "none": quantize everything the SPEC plan allows.
     speed_float: str = "auto"
-    weight_only: str = "float"  # INT8 ONNX: float layers whose weights are *stored* int8 (+DequantizeLinear), compute
-    #                             stays float: "float" (every float layer with a weight), "gru" (only the GRU), "none"
+    weight_only: str = "float"  # INT8 ONNX: float layers whose weights are *stored* int8 (Cast * scale, folded to FP32
+    #                             by onnxruntime at load), compute stays float; see WEIGHT_ONLY_MODES
     workspace_mb: int = 1024  # TensorRT workspace memory pool
     timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
     weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed

@@ -20,8 +20,15 @@ from pinlite_edge.export.rewrite import MatmulGRU
 REASON_GRU = "recurrent: the GRU stays float (ORT does not quantize it, TensorRT loops are FP32/FP16 only)"
 REASON_SOFTMAX = "softmax: attention probabilities need float range"
 REASON_ATTN_MATMUL = "attention MatMul (activation x activation): produces / consumes the attention probabilities"
+REASON_ATTN_SCORES = "score scaling (Mul) and relative-position bias (Gather + Add) feeding the softmax"
 REASON_ATTN_OUTPUT = "computes the exported attention output (last block's query/key path)"
 REASON_SENSITIVE = "sensitivity: among the {n} layers whose quantization changes logits/attention most"
+
+
+#: Kinds of float entries. The protected path (``PROTECTED_KINDS``) stays FP32 in every artefact, with no Q/DQ on its
+#: inputs; the other kinds are float by choice (sensitivity, onnxruntime CPU speed).
+PROTECTED_KINDS = ("gru", "softmax", "attention_scores", "attention_matmul", "attention_output")
+KINDS = (*PROTECTED_KINDS, "attention_input", "sensitivity", "speed")
 
 
 @dataclass
@@ -30,10 +37,10 @@ class FloatEntry:
 
     module: str
     reason: str
-    kind: str  # "gru" | "softmax" | "attention_matmul" | "attention_output" | "sensitivity" | "speed" (CPU plan)
+    kind: str  # one of KINDS
     ops: tuple[str, ...] | None = None
     onnx_nodes: list[str] = field(default_factory=list)
-    weight_storage: str = "float"  # "int8": weights stored int8 + DequantizeLinear, compute still float
+    weight_storage: str = "float"  # "int8": weights stored int8 (+ Cast * scale), compute still float
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -69,6 +76,8 @@ class PrecisionPlan:
     sensitivity: list[SensitivityRow] = field(default_factory=list)
     sensitivity_mode: str | None = None  # "int8" | "fp16"
     notes: list[str] = field(default_factory=list)
+    #: What the final graph(s) compute, node by node (``graph_precision.py``): filled after export, never by intent.
+    graph_precision: dict[str, Any] = field(default_factory=dict)
 
     @property
     def float_modules(self) -> list[str]:
@@ -91,6 +100,7 @@ class PrecisionPlan:
             "sensitivity_mode": self.sensitivity_mode,
             "sensitivity": [r.to_dict() for r in self.sensitivity],
             "notes": list(self.notes),
+            "graph_precision": self.graph_precision,
         }
 
 
@@ -105,7 +115,9 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
-    """The SPEC's always-float layers for this model (GRU, softmax, attention MatMuls, attention output path)."""
+    """The SPEC's always-float layers for this model (GRU, softmax, score scaling/bias, attention MatMuls, attention
+    output path). ``ops`` entries match nodes directly in the attention module's scope (``blocks.1.attn``), not in
+    its projections'."""
     entries: list[FloatEntry] = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.GRU, MatmulGRU)):
@@ -115,6 +127,7 @@ def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
     attn_modules = [n for n, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")
                     and hasattr(m, "softmax")]
     for name in attn_modules:
+        entries.append(FloatEntry(name, REASON_ATTN_SCORES, "attention_scores", ops=("Mul", "Add", "Gather", "Constant")))
         entries.append(FloatEntry(name, REASON_ATTN_MATMUL, "attention_matmul", ops=("MatMul",)))
     if attn_modules:
         last = attn_modules[-1]
@@ -133,7 +146,7 @@ def build_plan(model: nn.Module, precision: str, sensitivity: Sequence[Sensitivi
     ranked = sorted(sensitivity, key=lambda r: r.score, reverse=True)
     for i, row in enumerate(ranked, 1):
         row.rank = i
-    chosen = [r for r in ranked if not _covered(r.module, plan.float_modules)][:keep_float]
+    chosen = [r for r in ranked if not _covered(r.module, plan.float_layers)][:keep_float]
     if keep_float > len(chosen):
         raise ValueError(f"keep_float={keep_float} but only {len(chosen)} ranked quantizable layers are not already "
                          "float (run the sensitivity analysis, or lower keep_float)")
@@ -141,19 +154,20 @@ def build_plan(model: nn.Module, precision: str, sensitivity: Sequence[Sensitivi
         plan.float_layers.append(FloatEntry(r.module, REASON_SENSITIVE.format(n=keep_float), "sensitivity"))
     plan.sensitivity = list(ranked)
     if precision != "fp32":
-        plan.quantized_layers = [n for n, _ in quantizable_layers(model) if not _covered(n, plan.float_modules)]
+        plan.quantized_layers = [n for n, _ in quantizable_layers(model) if not _covered(n, plan.float_layers)]
     return plan
 
 
-def _covered(module: str, by: Iterable[str]) -> bool:
-    """``module`` is one of ``by`` or inside one of them."""
-    return any(module == m or module.startswith(m + ".") for m in by)
+def _covered(module: str, by: Iterable[FloatEntry]) -> bool:
+    """``module`` is the module of an entry of ``by``, or inside an entry that takes all its nodes (``ops`` None):
+    an entry limited to some op types (``blocks.1.attn`` MatMul/Mul/Add) covers none of its submodules."""
+    return any(module == e.module or (e.ops is None and module.startswith(e.module + ".")) for e in by)
 
 
 def add_float_entries(plan: PrecisionPlan, entries: Sequence[FloatEntry]) -> None:
     """Append ``entries`` not already covered by the plan (same module, or inside a float module); ``build_plan``
     derives ``quantized_layers`` from the float entries afterwards."""
-    added = [e for e in entries if not _covered(e.module, plan.float_modules)]
+    added = [e for e in entries if not _covered(e.module, plan.float_layers)]
     plan.float_layers.extend(added)
     if added:
         kinds = ", ".join(sorted({e.kind for e in added}))
@@ -194,13 +208,3 @@ def resolve_onnx_nodes(plan: PrecisionPlan, nodes: Iterable[Any]) -> None:
             elif scope == entry.module or scope.startswith(entry.module + "."):
                 hits.append(name)
         entry.onnx_nodes = hits
-
-
-def onnx_nodes_by_module(nodes: Iterable[Any], module: str, op_types: Sequence[str] | None = None) -> list[str]:
-    """Names of the nodes in ``module``'s scope (optionally only some op types)."""
-    out = []
-    for n in nodes:
-        scope, _ = onnx_node_scope(n.name)
-        if (scope == module or scope.startswith(module + ".")) and (op_types is None or n.op_type in op_types):
-            out.append(n.name)
-    return out

@@ -92,8 +92,3 @@ def rewrite_gru(model: nn.Module, inplace: bool = False) -> nn.Module:
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     log.debug("rewrote nn.GRU as matmuls: %s", replaced)
     return model
-
-
-def gru_module_names(model: nn.Module) -> list[str]:
-    """Qualified names of the GRUs (``nn.GRU`` or :class:`MatmulGRU`) in ``model``."""
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.GRU, MatmulGRU))]

@@ -162,7 +162,8 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
 
 
 def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
-    from pinlite_edge.export.onnx_formats import _fp32_onnx, build_fp16_onnx, build_int8_onnx
+    from pinlite_edge.export.onnx_formats import build_fp16_onnx, build_int8_onnx
+    from pinlite_edge.export.prepare import write_fp32_onnx
 
     o = ctx.options
     trt = import_tensorrt()  # fail fast, before any ONNX work
@@ -182,7 +183,7 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
     if o.weak_typing and precision == "fp16":
         build_from = ctx.work_dir / "fp32.onnx"  # weak typing: FP32 graph + FP16 flag + FP32 pins
         if not build_from.is_file():
-            _fp32_onnx(ctx, build_from)
+            write_fp32_onnx(ctx, build_from)
     contract = ctx.model.config.contract
     max_batch = o.batch or DEFAULT_MAX_BATCH
     engine, facts = build_engine(
