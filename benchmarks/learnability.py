@@ -9,17 +9,16 @@ history; the best checkpoint of each stage is then scored on the test split, ove
     python benchmarks/learnability.py --teacher-epochs 6 --lr 2e-3 --threads 2 --tag lr2e-3
     python benchmarks/learnability.py --data-option segment_frames=[5,10]     # a harder generator setting
 
-Results are appended (one section per run) to ``benchmarks/results/learnability.md`` and written as JSON beside it.
+Each run writes ``benchmarks/results/learnability/<machine>.{json,md}`` with its record (``benchmarks/_record.py``),
+replacing that machine's previous run; ``--stem NAME`` keeps a run apart (``results/NAME/<machine>.*``).
 The CPU may be shared: per-epoch seconds are wall-clock seconds of this process, reported as measured.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._record import RESULTS_DIR, build_record, fingerprint_json, write_result  # noqa: E402
 from pinlite_edge.contract import MANIPULATIONS, contract_for_preset  # noqa: E402
 from pinlite_edge.training.cli import _parse_option  # noqa: E402
 from pinlite_edge.training.config import DistillConfig, TeacherConfig  # noqa: E402
@@ -41,7 +41,6 @@ from pinlite_edge.training.data import make_loader  # noqa: E402
 from pinlite_edge.training.evaluate import predict  # noqa: E402
 
 log = logging.getLogger("learnability")
-RESULTS = ROOT / "benchmarks" / "results" / "learnability.md"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-student", action="store_true")
     p.add_argument("--workdir", default=None, help="where checkpoints go (default: a temporary folder)")
-    p.add_argument("--results", default=str(RESULTS), help="Markdown file the run is appended to")
+    p.add_argument("--results", default=str(RESULTS_DIR), help="results root: writes RESULTS/STEM/<machine>.*")
+    p.add_argument("--stem", default="learnability", help="bench name (default: %(default)s)")
     p.add_argument("--tag", default="", help="a label for this run in the results")
     p.add_argument("--teacher-model", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
                    help="try another tiny teacher ModelConfig field (e.g. backbone_width=0.375, dropout=0.0)")
@@ -119,7 +119,7 @@ def run_stage(name: str, train_fn: Any, cfg: Any, test: Any) -> dict[str, Any]:
 def to_markdown(run: dict[str, Any]) -> str:
     a = run["args"]
     lines = [f"## {run['tag'] or 'run'} ({run['when']})", "",
-             f"host {run['host']}, torch {run['torch']}, {a['threads']} threads, load average at start "
+             f"{run['torch_threads']} torch threads, load average at start "
              f"{run['load_at_start']}; data: {a['num_train']}/{a['num_val']}/{a['num_test']} clips "
              f"(generated in {run['data_s']:.1f} s), options {run['data_options']}; batch {a['batch_size']}, "
              f"teacher lr {a['lr']}, student lr {a['student_lr']}, warm-up {a['warmup_steps']} steps; model overrides "
@@ -141,6 +141,7 @@ def to_markdown(run: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
@@ -167,17 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(run_stage("student", distill, DistillConfig(
             **common, epochs=args.student_epochs, lr=args.student_lr, output=str(workdir / "student"),
             teachers=[stages[0]["best_path"]]), splits["test"]))
-    run = {"tag": args.tag, "when": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(),
-           "torch": torch.__version__, "load_at_start": round(load, 2), "args": vars(args), "data_s": data_s,
+    record = build_record(args.stem, "benchmarks/learnability.py", argv,
+                          data={"spec": "synthetic", **options, "seed": args.seed,
+                                "fingerprint": fingerprint_json({s: sp.fingerprint for s, sp in splits.items()}),
+                                "fingerprint_of": "the train/val/test split fingerprints (dataset_fingerprint)"})
+    run = {"tag": args.tag, "when": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": torch.get_num_threads(),
+           "load_at_start": round(load, 2), "args": vars(args), "data_s": data_s,
            "data_options": options, "teacher_model": dict(args.teacher_model),
            "student_model": dict(args.student_model), "stages": stages}
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results, "a", encoding="utf-8") as fh:
-        fh.write(to_markdown(run))
-    jpath = results.with_suffix(".jsonl")
-    with open(jpath, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(run, default=str) + "\n")
+    write_result(record, run, "# Learnability of the synthetic task by the tiny preset (CPU)\n\n" + to_markdown(run),
+                 results_dir=args.results)
     print(to_markdown(run))
     return 0
 
