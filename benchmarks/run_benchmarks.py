@@ -1,4 +1,5 @@
-"""Full comparison on the current machine -> ``benchmarks/results/<machine>.json`` and ``.md``.
+"""Full comparison on the current machine -> ``benchmarks/results/run_benchmarks/<machine>.{json,md}`` (with the
+run's record, ``benchmarks/_record.py``) and its figures in ``benchmarks/results/run_benchmarks/<machine>/``.
 
 Two parts:
 
@@ -224,15 +225,18 @@ def quickstart_exports(students: dict[str, Path], args: argparse.Namespace, note
     return out
 
 
+BENCH = "run_benchmarks"
+
+
 # --- report -------------------------------------------------------------------------------------------------------
-def markdown(doc: dict[str, Any]) -> str:
-    m = doc["machine"]
-    lines = [f"# Benchmarks: {doc['slug']}", "",
+def markdown(doc: dict[str, Any], record: dict[str, Any]) -> str:
+    m = record["machine"]
+    lines = [f"# Benchmarks: {record['machine_slug']}", "",
              f"- CPU: {m.get('cpu_model')} ({m.get('usable_cores')} usable cores, flags "
              f"{', '.join(m.get('cpu_flags', [])) or '—'}), {m.get('memory_gb')} GB RAM"
              + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "; no GPU"),
              f"- OS {m.get('os')}, Python {m.get('python')}; " + ", ".join(f"{k} {v}" for k, v in
-                                                                         m.get("versions", {}).items()),
+                                                                         record["versions"].items() if k != "python"),
              "- This machine can be shared with other jobs (see the load averages); runners are timed in turns "
              "so any competition spreads over all of them, but absolute numbers are noisy.",
              f"- This report was written {doc['started']}.", ""]
@@ -285,7 +289,8 @@ def _previous(path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", type=Path, default=Path("pinlite-workspace"))
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results root (default benchmarks/results): writes OUT/run_benchmarks/<machine>.*")
     p.add_argument("--artifact-dir", type=Path, default=Path(tempfile.gettempdir()) / "pinlite-bench-paper",
                    help="where the paper-preset checkpoints/exports are kept between runs")
     p.add_argument("--iters", type=int, default=30)
@@ -302,20 +307,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamo", action="store_true", help="also time an ONNX export made with the dynamo exporter")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(REPO))
-    from pinlite_edge.bench.machine import describe_machine, machine_slug
-    from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
+    from benchmarks._record import RESULTS_DIR, build_record, fingerprint_json, result_paths, write_result
+    from pinlite_edge.bench.machine import machine_slug
 
     t0 = time.time()
-    machine = describe_machine()
-    slug = machine_slug(machine)
+    out_root = args.out or RESULTS_DIR
+    slug = machine_slug()
     notes: list[str] = []
-    doc: dict[str, Any] = {"slug": slug, "machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    doc: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                            "load_start": round(os.getloadavg()[0], 2), "notes": notes,
                            "settings": {k: str(v) for k, v in vars(args).items()}}
-    previous = _previous(args.out / f"{slug}.json")
+    previous = _previous(result_paths(BENCH, slug, out_root)[0])
     if not args.skip_speed:
         t_speed = time.time()
         doc["speed"] = speed_part(args, notes)
@@ -327,25 +333,31 @@ def main(argv: list[str] | None = None) -> int:
         doc["speed"]["checks"] = speed_checks(doc["speed"]["rows"])
         run = doc["speed"]["run"]
         notes.append(f"speed part carried over from the run started {run['started']} (load average "
-                     f"{run['load_start']} / {run['load_end']})")
+                     f"{run['load_start']} / {run['load_end']}; command "
+                     f"`{previous.get('record', {}).get('command', 'not recorded')}`)")
     if not args.skip_accuracy:
         doc["accuracy_run"] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "workspace": str(args.workspace)}
-        doc["accuracy"] = accuracy_part(args, args.out / slug, notes)
+        doc["accuracy"] = accuracy_part(args, out_root / BENCH / slug, notes)
     elif previous.get("accuracy"):
         doc["accuracy"] = previous["accuracy"]
         doc["accuracy_run"] = previous.get("accuracy_run", {"started": previous.get("started")})
-        notes.append(f"accuracy part carried over from the run started {doc['accuracy_run']['started']}")
+        notes.append(f"accuracy part carried over from the run started {doc['accuracy_run']['started']} (command "
+                     f"`{previous.get('record', {}).get('command', 'not recorded')}`)")
     else:
         notes.append("accuracy/EPS part not run: no trained quickstart workspace was available; run "
                      "`python benchmarks/run_benchmarks.py --skip-speed --workspace PATH` to add it "
                      "(the speed part is kept)")
     doc["load_end"] = round(os.getloadavg()[0], 2)
     doc["wall_s"] = time.time() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"{slug}.json", doc)
-    atomic_write_text(args.out / f"{slug}.md", markdown(doc))
-    print(markdown(doc))
-    _say(f"wrote {args.out / slug}.json and .md")
+    accuracy_data = (doc.get("accuracy") or {}).get("data")
+    speed_inputs = {"inputs": "random, paper contract", "seed": args.seed}
+    record = build_record(BENCH, "benchmarks/run_benchmarks.py", argv, data={
+        "speed_inputs": speed_inputs, "accuracy": accuracy_data,
+        "fingerprint": fingerprint_json([speed_inputs, accuracy_data and accuracy_data.get("fingerprint")]),
+        "fingerprint_of": "the speed part's input settings and the accuracy part's evaluation-data fingerprint"})
+    json_path, md_path = write_result(record, doc, markdown(doc, record), results_dir=out_root)
+    print(markdown(doc, record))
+    _say(f"wrote {json_path} and {md_path.name}")
     return 0
 
 
