@@ -18,6 +18,7 @@ import numpy as np
 
 from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
+from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -162,23 +163,104 @@ def _display_frames(frames: np.ndarray, contract: InputContract) -> np.ndarray:
     return rgb.transpose(0, 2, 3, 1)
 
 
+#: Model inputs are normalised (frames about -2.2..2.7, MFCCs a few units): a window with values beyond this did not
+#: come from :mod:`pinlite_edge.features` and would overflow float32 arithmetic inside the model.
+MAX_FEATURE_ABS = 1e3
+#: Largest ``batch_size`` (windows per model call).
+MAX_BATCH_SIZE = 1024
+
+
+def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_seconds: Any, face_crop: Any) -> None:
+    """Detector options: an :class:`InputError` (also a ``ValueError``) naming the option."""
+    from pinlite_edge.features.limits import check_stride
+
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
+            or not np.isfinite(threshold) or not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"Detector option threshold must be a number in [0, 1], got {threshold!r}")
+    if not isinstance(aggregate, str) or aggregate not in AGGREGATES:
+        raise InputError(f"Detector option aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
+        raise InputError(f"Detector option batch_size must be an int in 1..{MAX_BATCH_SIZE}, got {batch_size!r}")
+    try:
+        check_stride(stride_seconds)
+    except InputError as exc:
+        raise InputError(f"Detector option {exc}") from None
+    if not isinstance(face_crop, (bool, np.bool_)):
+        raise InputError(f"Detector option face_crop must be True or False, got {face_crop!r}")
+
+
+def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
+    """Refuse model inputs that are not finite or far outside the normalised range (before the model sees them)."""
+    for name, arr in (("frames", frames), ("mfcc", mfcc)):
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"{source}: window {name} must be float32 features, got dtype {arr.dtype}")
+        if not np.isfinite(arr).all():
+            raise InputError(f"{source}: window {name} contain NaN or inf")
+        peak = float(np.abs(arr).max()) if arr.size else 0.0
+        if peak > MAX_FEATURE_ABS:
+            raise InputError(f"{source}: window {name} reach |x| = {peak:.3g}, far outside normalised features "
+                             f"(|x| <= {MAX_FEATURE_ABS:g}); make windows with pinlite_edge.features")
+
+
+class _Scores:
+    """Model outputs of a clip's windows, accumulated batch by batch (only the most suspicious window's frames are
+    kept, for the explanation)."""
+
+    def __init__(self, detector: "Detector", source: str):
+        self.detector = detector
+        self.source = source
+        self.starts: list[float] = []
+        self.logits: list[np.ndarray] = []
+        self.offsets: list[np.ndarray] = []
+        self.attention: list[np.ndarray] = []
+        self.best = -1.0
+        self.best_frames: np.ndarray | None = None
+
+    def add(self, windows: list[Any]) -> None:
+        frames = np.stack([w.frames for w in windows])
+        mfcc = np.stack([w.mfcc for w in windows])
+        check_windows(frames, mfcc, self.source)
+        out = self.detector.runner.infer(frames, mfcc)
+        logits = np.asarray(out["logits"])
+        if not (np.isfinite(logits).all() and np.isfinite(out["offset_logits"]).all()
+                and np.isfinite(out["attention"]).all()):
+            from runtimes.base import RunnerOutputError
+
+            raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
+        probs = softmax_fake_prob(logits)
+        top = int(np.argmax(probs))
+        if float(probs[top]) > self.best:  # strictly greater: the first maximum wins, as np.argmax over the clip
+            self.best, self.best_frames = float(probs[top]), windows[top].frames.copy()
+        self.starts.extend(float(w.start_seconds) for w in windows)
+        self.logits.append(logits)
+        self.offsets.append(np.asarray(out["offset_logits"]))
+        self.attention.append(np.asarray(out["attention"]))
+
+
 class Detector:
-    """Scores clips with a loaded runner. Use :meth:`load`; close with :meth:`close` or a ``with`` block."""
+    """Scores clips with a loaded runner. Use :meth:`load`; close with :meth:`close` or a ``with`` block.
+
+    Thread-safe: one Detector may score clips from several threads at once (the runner's ``infer`` is thread-safe,
+    the face detector is per thread, and a call keeps its state on its own stack).
+    """
 
     def __init__(self, runner: Any, *, threshold: float = 0.5, aggregate: str = "max",
-                 stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8):
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+                 stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
+                 max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS):
+        from pinlite_edge.features.limits import DecodeLimits
+
+        _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
+        try:
+            self.limits = DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
+        except InputError as exc:
+            raise InputError(f"Detector option {exc}") from None
         self.runner = runner
         self.threshold = float(threshold)
         self.aggregate = aggregate
-        self.stride_seconds = stride_seconds
-        self.face_crop = face_crop
-        self.batch_size = batch_size
+        self.stride_seconds = None if stride_seconds is None else float(stride_seconds)
+        self.face_crop = bool(face_crop)
+        self.batch_size = int(batch_size)
         training_data = getattr(runner, "training_data", None)
         self.trained_on_real_video = trained_on_real_video(training_data)
         self.training_data_text = describe_training_data(training_data)
@@ -189,13 +271,23 @@ class Detector:
     @classmethod
     def load(cls, artifact: str | Path, *, threshold: float = 0.5, aggregate: str = "max",
              stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
+             max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
              **runner_options: Any) -> "Detector":
         """Load any artefact (``.onnx``, ``.pte``, engine, ``.safetensors``); ``runner_options`` such as
-        ``device="cuda"`` or ``threads=2`` go to :func:`pinlite_edge.runtimes.load_runner`."""
+        ``device="cuda"`` or ``threads=2`` go to :func:`pinlite_edge.runtimes.load_runner` (checked there: a bad value
+        raises a ``RunnerOptionError`` naming it). The Detector's own options are checked before the artefact is
+        loaded."""
+        from pinlite_edge.features.limits import DecodeLimits
         from pinlite_edge.runtimes import load_runner
 
+        _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
+        try:
+            DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
+        except InputError as exc:
+            raise InputError(f"Detector option {exc}") from None
         return cls(load_runner(artifact, **runner_options), threshold=threshold, aggregate=aggregate,
-                   stride_seconds=stride_seconds, face_crop=face_crop, batch_size=batch_size)
+                   stride_seconds=stride_seconds, face_crop=face_crop, batch_size=batch_size,
+                   max_duration_s=max_duration_s, max_pixels=max_pixels)
 
     @property
     def contract(self) -> InputContract:
@@ -213,14 +305,31 @@ class Detector:
 
     # --- scoring --------------------------------------------------------------------------------------------
     def detect(self, video_path: str | Path) -> DetectionResult:
-        """Decode a video file (frames + audio track) and score it. Decoding failures raise ``DecodeError``."""
-        from pinlite_edge.features import prepare_windows
+        """Decode a video file (frames + audio track) and score it, window by window while decoding: memory does not
+        grow with the clip's length (``max_duration_s``, default one hour, bounds time; ``max_pixels`` the frame
+        size). Decoding failures and limits raise ``DecodeError`` naming the file."""
+        from pinlite_edge.features import open_windows
 
-        clip, windows = prepare_windows(video_path, self.contract, face_crop=self.face_crop,
-                                        stride_seconds=self.stride_seconds)
+        stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
+                                       stride_seconds=self.stride_seconds, max_duration_s=self.limits.max_duration_s,
+                                       max_pixels=self.limits.max_pixels)
+        scores = self._score_stream(windows, str(video_path))
         self._warn_if_synthetic_only(video_path)
-        return self.score_windows(windows, str(video_path), face_found=clip.face_found,
-                                  face_coverage=clip.face_coverage)
+        return self._result(scores, face_found=stream.face_found, face_coverage=stream.face_coverage)
+
+    def _score_stream(self, windows: Any, source: str) -> _Scores:
+        scores = _Scores(self, source)
+        batch: list[Any] = []
+        for w in windows:
+            batch.append(w)
+            if len(batch) == self.batch_size:
+                scores.add(batch)
+                batch = []
+        if batch:
+            scores.add(batch)
+        if not scores.starts:
+            raise InputError(f"{source}: no window to score")
+        return scores
 
     def _warn_if_synthetic_only(self, source: str | Path) -> None:
         """Once per Detector: a model trained on synthetic clips only is being used on a real video file."""
@@ -233,51 +342,55 @@ class Detector:
     def detect_arrays(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int,
                       fps: float = 25.0) -> DetectionResult:
         """Score decoded media: ``frames`` uint8 RGB ``(N, H, W, 3)`` at ``fps``, ``audio`` ``(samples,)`` or
-        ``(samples, channels)`` at ``sample_rate``. Invalid arrays raise ``InputError``."""
-        from pinlite_edge.features import clip_windows, prepare_arrays
+        ``(samples, channels)`` at ``sample_rate`` (dtype rules: docs/input-handling.md). Invalid arrays and
+        arguments out of range raise ``InputError`` before anything is allocated. Windows are cut and scored a batch
+        at a time."""
+        from pinlite_edge.features import prepare_arrays, window_at, window_starts
 
         clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
                               source="input arrays")
-        windows = clip_windows(clip, self.contract, self.stride_seconds, source="input arrays")
-        return self.score_windows(windows, "arrays", face_found=clip.face_found, face_coverage=clip.face_coverage)
+        starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps, source="input arrays")
+        windows = (window_at(clip, self.contract, s) for s in starts)
+        return self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
+                            face_coverage=clip.face_coverage)
 
     def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
                       face_coverage: float | None = None) -> DetectionResult:
         """Score already-featurised windows (e.g. decoded in worker processes, as `pinlite_edge.scan` does).
 
         ``face_found=False`` (the clip has no face) gives the verdict ``"no-face"``: the probabilities are still
-        reported, but a lip-sync verdict without lips would be a guess.
+        reported, but a lip-sync verdict without lips would be a guess. Windows whose features are not finite or far
+        outside the normalised range raise ``InputError`` before the model runs.
         """
         if not windows:
             raise InputError(f"{source}: no window to score")
-        outs: list[dict[str, np.ndarray]] = []
-        for i in range(0, len(windows), self.batch_size):
-            chunk = windows[i:i + self.batch_size]
-            outs.append(self.runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk])))
-        logits = np.concatenate([o["logits"] for o in outs])
-        offset_probs = softmax(np.concatenate([o["offset_logits"] for o in outs]))
-        attention = np.concatenate([o["attention"] for o in outs])
+        scores = self._score_stream(iter(windows), source)
+        return self._result(scores, face_found=face_found, face_coverage=face_coverage)
+
+    def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None) -> DetectionResult:
+        logits = np.concatenate(scores.logits)
+        offset_probs = softmax(np.concatenate(scores.offsets))
+        attention = np.concatenate(scores.attention)
         probs = softmax_fake_prob(logits)
         c = self.contract
-        scores = [WindowScore(start_seconds=float(w.start_seconds), fake_prob=float(p),
-                              offset_frames=int(np.argmax(op)) - MAX_OFFSET, offset_confidence=float(op.max()))
-                  for w, p, op in zip(windows, probs, offset_probs)]
+        windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
+                               offset_confidence=float(op.max()))
+                   for s, p, op in zip(scores.starts, probs, offset_probs)]
         mean_offset = offset_probs.mean(axis=0)
         p_max, p_mean = float(probs.max()), float(probs.mean())
         decisive = p_max if self.aggregate == "max" else p_mean
         # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
         step = c.window_seconds / c.num_frames
-        times = np.array([[w.start_seconds + k * step for k in range(c.num_frames)] for w in windows])
-        top = int(np.argmax(probs))
+        times = np.array([[s + k * step for k in range(c.num_frames)] for s in scores.starts])
         verdict = "fake" if decisive >= self.threshold else "real"
         if face_found is False:
             verdict = "no-face"
         return DetectionResult(
             verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
             aggregate=self.aggregate, threshold=self.threshold, offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
-            offset_confidence=float(mean_offset.max()), windows=scores, frame_saliency=attention.sum(axis=1),
-            frame_times=times, attention=attention, source=source, model=self.runner.name,
-            explain_frames=_display_frames(windows[top].frames, c),
+            offset_confidence=float(mean_offset.max()), windows=windows, frame_saliency=attention.sum(axis=1),
+            frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
+            explain_frames=_display_frames(scores.best_frames, c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
             face_found=face_found, face_coverage=face_coverage,
         )

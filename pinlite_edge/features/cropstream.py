@@ -28,8 +28,10 @@ class CropStream:
     """Video consumer for :func:`pinlite_edge.features.decode.decode_media`: ``start``, ``add`` per frame, then
     :meth:`finish` -> (crops uint8 ``(N, size, size, 3)`` in decoding order, :class:`ClipFaces` or None)."""
 
-    def __init__(self, size: int, config: FaceCropConfig | None, *, max_side: int | None, source: str = "clip"):
+    def __init__(self, size: int, config: FaceCropConfig | None, *, max_side: int | None, source: str = "clip",
+                 keep_boxes: bool = True):
         self.size = size
+        self.keep_boxes = keep_boxes  # False: streaming callers that do not read the per-frame boxes
         self.config = config
         self.max_side = max_side
         self.source = source
@@ -39,6 +41,7 @@ class CropStream:
         self._pending: deque[YuvFrame] = deque()
         self._track: FaceTrack | None = None
         self._hold = 0  # frames after the newest observed one that a box may depend on
+        self.emitted = 0  # crops made so far (drained or not)
 
     def start(self, declared_fps: float | None) -> None:
         self.fps = sane_fps(declared_fps, source=self.source)
@@ -49,8 +52,10 @@ class CropStream:
         yuv = YuvFrame.from_av(frame, turns, self.max_side)
         if self.config is None:
             box = centre_box(yuv.height, yuv.width)
-            self.boxes.append(box)
+            if self.keep_boxes:
+                self.boxes.append(box)
             self.crops.append(yuv.crop_rgb(box, self.size))
+            self.emitted += 1
             return
         if self._track is None:
             self._track = new_track(yuv.height, yuv.width, self.fps, self.config)
@@ -61,16 +66,23 @@ class CropStream:
             self._emit(len(self._pending) - self._hold, final=False)
 
     def _emit(self, count: int, *, final: bool) -> None:
-        lo = len(self.crops)
+        lo = self.emitted
         faces = self._track.boxes(lo, lo + count, final=final)
         for face in faces:
             yuv = self._pending.popleft()
             box = mouth_box(face, yuv.height, yuv.width, self.config)
-            self.boxes.append(box)
+            if self.keep_boxes:
+                self.boxes.append(box)
             self.crops.append(yuv.crop_rgb(box, self.size))
+            self.emitted += 1
+
+    def drain(self) -> list[np.ndarray]:
+        """The crops made since the last call (decoding order); they are not kept (streaming callers)."""
+        out, self.crops = self.crops, []
+        return out
 
     def finish(self) -> tuple[np.ndarray, ClipFaces | None]:
-        """All crops; raises :class:`~pinlite_edge.errors.InputError` when ``require_face`` and no face was found."""
+        """All crops not drained; raises :class:`~pinlite_edge.errors.InputError` when ``require_face`` and no face was found."""
         faces = None
         if self._track is not None:
             if self._pending:

@@ -27,6 +27,11 @@ class Deadline:
     def remaining(self) -> float | None:
         return None if self._end is None else max(0.0, self._end - time.monotonic())
 
+    def extend(self, seconds: float) -> None:
+        """Move the limit ``seconds`` later (time spent outside decoding, e.g. scoring windows while streaming)."""
+        if self._end is not None and seconds > 0:
+            self._end += seconds
+
     def check(self) -> None:
         if self._end is not None and time.monotonic() > self._end:
             raise DecodeError(self.path, f"decoding exceeded the time limit of {self.timeout_s:g} s")

@@ -12,12 +12,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+import time
+from typing import Any, Callable, Generator, Protocol
 
 import numpy as np
 
 from pinlite_edge.errors import DecodeError, NoAudioError
 from pinlite_edge.features.deadline import Deadline
+from pinlite_edge.features.limits import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    WHOLE_CLIP_MAX_DURATION_S,
+    DecodeLimits,
+    declared_bound,
+)
+
+#: A jump forward in the audio timestamps longer than this (seconds) is filled with silence.
+AUDIO_GAP_S = 0.1
 from pinlite_edge.features.rotation import display_turns
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,8 @@ class DecodedMedia:
     video_stamps: list[float] = field(default_factory=list)  # seconds of every decoded video frame
     declared_fps: float | None = None  # the video stream's average (else guessed) rate, unchecked
     has_video: bool = False  # the file has a video stream
+    declared_seconds: float | None = None  # duration the container's header declares
+    audio_samples: int = 0  # decoded audio samples (per channel)
 
     @property
     def video_frames(self) -> int:
@@ -83,46 +96,150 @@ def _rate(stream: Any) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the header says, given to ``on_open`` before anything is decoded."""
+
+    sample_rate: int | None  # the audio stream's rate (None: no audio stream)
+    declared_seconds: float | None  # the container's declared duration
+    declared_fps: float | None  # the video stream's rate, unchecked
+
+
+class AudioConsumer(Protocol):
+    """Receives the audio stream while it is decoded."""
+
+    def add_audio(self, samples: np.ndarray, seconds: float | None) -> None:
+        """float32 ``(samples, channels)`` of one decoded frame (packed, any channel count) and the container time of
+        the stream's first timed frame (None: none seen yet)."""
+
+
+class _CollectAudio:
+    """Audio consumer keeping every sample (the whole-clip API)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+
+    def add_audio(self, samples: np.ndarray, seconds: float | None) -> None:
+        self.chunks.append(samples)
+
+
+def declared_duration(container: Any) -> float | None:
+    """Seconds the container's header declares (the container's duration, else its longest stream's), or None."""
+    values = []
+    if container.duration is not None and container.duration > 0:
+        values.append(container.duration / 1_000_000)
+    for s in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
+        if s.duration is not None and s.time_base is not None and s.duration > 0:
+            values.append(float(s.duration * s.time_base))
+    return max(values) if values else None
+
+
+def _packed_resampler(av: Any, stream: Any) -> Any:
+    """PyAV resampler to packed float32 at the stream's rate and layout. Packed, not planar: PyAV's planar
+    ``to_ndarray`` crashes (segfault) on frames with 8 or more channels (7.1, unnamed layouts)."""
+    try:
+        return av.AudioResampler(format="flt", layout=stream.layout.name, rate=stream.rate)
+    except (ValueError, av.error.FFmpegError):
+        return av.AudioResampler(format="flt", rate=stream.rate)
+
+
+def _packed(frame: Any) -> np.ndarray:
+    """A packed float32 PyAV audio frame -> ``(samples, channels)``."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels) or 1
+    return data.reshape(-1, channels)
+
+
 def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = None,
-                 require_video: bool = False, require_audio: bool = True) -> DecodedMedia:
+                 require_video: bool = False, require_audio: bool = True,
+                 limits: DecodeLimits | None = None) -> DecodedMedia:
     """Decode the first audio and first video stream of ``path`` in one demuxing pass.
 
-    ``video`` receives every video frame (frames are decoded for the integrity check either way).
-    Raises :class:`DecodeError` (not a container, no decoder, truncated/corrupt data, time limit) and
+    ``video`` receives every video frame (frames are decoded for the integrity check either way); the audio comes
+    back whole in :attr:`DecodedMedia.audio`. ``limits`` (default: the whole-clip limits) bound the clip.
+    Raises :class:`DecodeError` (not a container, no decoder, truncated/corrupt data, time limit, over a limit) and
     :class:`NoAudioError` (``require_audio`` and no audio track) naming the file.
     """
+    sink = _CollectAudio()
+    it = iter_media(path, deadline, video=video, audio=sink, require_video=require_video,
+                    require_audio=require_audio, limits=limits or DecodeLimits(WHOLE_CLIP_MAX_DURATION_S))
+    while True:
+        try:
+            next(it)
+        except StopIteration as stop:
+            media: DecodedMedia = stop.value
+            break
+    if media.sample_rate is not None:
+        media.audio = np.ascontiguousarray(np.concatenate(sink.chunks))
+    return media
+
+
+def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = None,
+               audio: AudioConsumer | None = None, require_video: bool = False, require_audio: bool = True,
+               limits: DecodeLimits | None = None,
+               on_open: Callable[[StreamInfo], None] | None = None) -> Generator[None, None, DecodedMedia]:
+    """The decoding pass of :func:`decode_media` as a generator: it yields after every demuxed packet (callers
+    consume what the consumers received; the time spent outside the generator is not charged to the deadline) and
+    returns the :class:`DecodedMedia` (``audio`` None: the samples went to ``audio``)."""
     import av
 
+    limits = limits or DecodeLimits()
     container = open_container(path, deadline)
     try:
         consumer = video
         video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
+        astream = container.streams.audio[0] if container.streams.audio else None
         if require_video and video is None:
             raise DecodeError(path, "not a video (no video stream)")
-        streams = [s for s in (audio, video) if s is not None]
+        streams = [s for s in (astream, video) if s is not None]
         if not streams:
             raise DecodeError(path, "no audio or video stream")
         for s in streams:
             if s.codec_context is None:  # e.g. a fuzzed header naming a codec FFmpeg has no decoder for
                 raise DecodeError(path, f"no decoder for its {s.type} stream (codec {getattr(s, 'codec', None)})")
             s.codec_context.options = {"err_detect": "explode"}
+        declared_s = declared_duration(container)
+        if declared_s is not None and declared_s > limits.max_duration_s:
+            raise DecodeError(path, f"it declares {declared_s:.1f} s, more than max_duration_s = "
+                                    f"{limits.max_duration_s:g} s (the limit on frames and samples per clip); cut the "
+                                    "clip or pass a larger max_duration_s")
         if video is not None:
+            _check_pixels(path, video.codec_context.width, video.codec_context.height, limits)
             video.thread_type = "AUTO"  # frame threads on multi-core devices (FFmpeg counts the CPUs it may use)
+        if astream is not None and not MIN_SAMPLE_RATE <= (astream.rate or 0) <= MAX_SAMPLE_RATE:
+            raise DecodeError(path, f"its audio sample rate {astream.rate} Hz is outside {MIN_SAMPLE_RATE}.."
+                                    f"{MAX_SAMPLE_RATE} Hz")
         declared = _rate(video) if video is not None else None
+        if on_open is not None:
+            on_open(StreamInfo(sample_rate=int(astream.rate) if astream is not None and astream.rate else None,
+                               declared_seconds=declared_s, declared_fps=declared))
         step = 1.0 / declared if declared and 1.0 <= declared <= 240.0 else 1.0 / 25.0
-        chunks: list[np.ndarray] = []
+        # frames and samples beyond these counts exceed max_duration_s whatever their timestamps say
+        max_frames = int(limits.max_duration_s * 240.0) + 16
+        max_samples = int(limits.max_duration_s * (astream.rate or MAX_SAMPLE_RATE)) + 65536 if astream else 0
         stamps: list[float] = []
+        audio_samples = 0
         audio_start: float | None = None
         first: tuple[int, int, int] | None = None  # width, height, quarter turns of the first video frame
         if consumer is not None and video is not None:
             consumer.start(declared)
-        resampler = None
-        if audio is not None:
-            try:  # format conversion only (planar float); rate and layout are kept, scipy resamples later
-                resampler = av.AudioResampler(format="fltp", layout=audio.layout.name, rate=audio.rate)
-            except (ValueError, av.error.FFmpegError):
-                resampler = av.AudioResampler(format="fltp", rate=audio.rate)
+        resampler = _packed_resampler(av, astream) if astream is not None else None
+
+        bound = declared_bound(declared_s)
+        past_bound = False
+        channels = max(1, len(astream.layout.channels)) if astream is not None else 1
+
+        def add_audio(out: Any) -> None:
+            nonlocal audio_samples, channels
+            chunk = out if isinstance(out, np.ndarray) else _packed(out)
+            channels = chunk.shape[1]
+            audio_samples += chunk.shape[0]
+            if audio_samples > max_samples:
+                raise DecodeError(path, f"its audio track lasts more than max_duration_s = {limits.max_duration_s:g} s "
+                                        "(the limit on samples per clip); cut the clip or pass a larger max_duration_s")
+            if audio is not None:
+                audio.add_audio(chunk, audio_start)
+
         try:
             for packet in container.demux(*streams):
                 deadline.check()
@@ -132,38 +249,75 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
                         if t is None:
                             t = stamps[-1] + step if stamps else 0.0
                         stamps.append(float(t))
+                        if len(stamps) > max_frames:
+                            raise DecodeError(path, f"its video track has more than {max_frames} frames, more than "
+                                                    f"max_duration_s = {limits.max_duration_s:g} s at 240 fps (the "
+                                                    "limit on frames per clip)")
                         if consumer is not None:
                             if first is None:
+                                _check_pixels(path, frame.width, frame.height, limits)
                                 first = (frame.width, frame.height, display_turns(frame, video, str(path)))
                                 if first[2]:
                                     log.info("%s: display rotation %d degrees applied", path, first[2] * 90)
                             elif (frame.width, frame.height) != first[:2]:
+                                _check_pixels(path, frame.width, frame.height, limits)
                                 frame = frame.reformat(width=first[0], height=first[1])
                             consumer.add(frame, float(t), first[2])
                     else:
                         if audio_start is None and frame.time is not None:
                             audio_start = float(frame.time)
+                        elif frame.time is not None and audio_start is not None:
+                            # a gap in the audio timestamps is silence: without it the audio after the gap would
+                            # play early (out of sync with the video)
+                            ahead = float(frame.time) - audio_start
+                            if bound is not None and ahead > bound:
+                                if not past_bound:
+                                    past_bound = True
+                                    log.warning("%s: audio timestamps run past the duration the container declares; "
+                                                "samples after %.2f s are not used", path, bound)
+                                continue
+                            missing = int(round((ahead - audio_samples / astream.rate) * astream.rate))
+                            if missing > AUDIO_GAP_S * astream.rate:
+                                log.warning("%s: %.3f s gap in the audio timestamps at %.3f s; filled with silence",
+                                            path, missing / astream.rate, ahead)
+                                piece = int(astream.rate)  # a second at a time: memory does not grow with the gap
+                                while missing > 0:
+                                    add_audio(np.zeros((min(piece, missing), channels), np.float32))
+                                    missing -= piece
+                                    paused = time.monotonic()
+                                    yield
+                                    deadline.extend(time.monotonic() - paused)
                         for out in resampler.resample(frame):
-                            chunks.append(out.to_ndarray())
+                            add_audio(out)
+                paused = time.monotonic()
+                yield
+                deadline.extend(time.monotonic() - paused)
             if resampler is not None:
                 for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray())
+                    add_audio(out)
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"truncated or corrupt media data ({exc.strerror or exc})") from None
         if require_video and not stamps:
             raise DecodeError(path, "the video stream has no decodable frames")
-        if audio is None:
+        if astream is None:
             if require_audio:
                 raise NoAudioError(path)
             return DecodedMedia(audio=None, sample_rate=None, audio_start=None, video_stamps=stamps,
-                                declared_fps=declared, has_video=video is not None)
-        if not chunks:
+                                declared_fps=declared, has_video=video is not None, declared_seconds=declared_s)
+        if not audio_samples:
             raise DecodeError(path, "the audio track has no decodable samples")
-        samples = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)  # (samples, channels)
-        return DecodedMedia(audio=np.ascontiguousarray(samples), sample_rate=int(audio.rate), audio_start=audio_start,
-                            video_stamps=stamps, declared_fps=declared, has_video=video is not None)
+        return DecodedMedia(audio=None, sample_rate=int(astream.rate), audio_start=audio_start, video_stamps=stamps,
+                            declared_fps=declared, has_video=video is not None, declared_seconds=declared_s,
+                            audio_samples=audio_samples)
     finally:
         container.close()
+
+
+def _check_pixels(path: Path, width: int, height: int, limits: DecodeLimits) -> None:
+    if width and height and width * height > limits.max_pixels:
+        raise DecodeError(path, f"its frames are {width}x{height} = {width * height} pixels, more than max_pixels = "
+                                f"{limits.max_pixels} (the limit on frame size); scale the video down or pass a larger "
+                                "max_pixels")
 
 
 def align_audio(samples: np.ndarray, sample_rate: int, audio_start: float | None, video_start: float | None,

@@ -25,9 +25,9 @@ box, i.e. the centre crop, where a whole-clip pass would hold the first detectio
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -58,9 +58,22 @@ _CASCADE_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headles
                  "CascadeClassifier to contrib and its wheels ship no cascade files. Or pass face_crop=False.")
 
 
-@functools.lru_cache(maxsize=4)
+_PER_THREAD = threading.local()
+
+
 def load_cascade(name: str) -> "cv2.CascadeClassifier":
-    """One of OpenCV's bundled cascade files (cached); :class:`BackendUnavailableError` when missing."""
+    """One of OpenCV's bundled cascade files, loaded once per thread: a ``CascadeClassifier`` keeps scratch state
+    while detecting, so one shared by threads gives different faces from one used by a single thread.
+    :class:`BackendUnavailableError` when missing."""
+    cache = getattr(_PER_THREAD, "cascades", None)
+    if cache is None:
+        cache = _PER_THREAD.cascades = {}
+    if name not in cache:
+        cache[name] = _load_cascade(name)
+    return cache[name]
+
+
+def _load_cascade(name: str) -> "cv2.CascadeClassifier":
     cls = getattr(cv2, "CascadeClassifier", None)
     data_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if cls is None or data_dir is None:

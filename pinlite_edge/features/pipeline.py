@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.audio import check_file
-from pinlite_edge.features.cropstream import CropStream
+from pinlite_edge.features.clipstream import FileStream
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
-from pinlite_edge.features.decode import align_audio, decode_media
 from pinlite_edge.features.facecrop import FaceCropConfig, centre_box, track_frames
 from pinlite_edge.features.frames import resize_square
-from pinlite_edge.features.resample import resample_audio
-from pinlite_edge.features.video import constant_rate_order
+from pinlite_edge.features.limits import (
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_MAX_PIXELS,
+    WHOLE_CLIP_MAX_DURATION_S,
+    MAX_WINDOW_BYTES,
+    DecodeLimits,
+    check_fps,
+    check_sample_rate,
+    check_stride,
+)
+from pinlite_edge.features.resample import check_audio_dtype, resample_audio
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_starts
 
 log = logging.getLogger(__name__)
@@ -41,12 +50,26 @@ def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps
                          f"{getattr(audio, 'shape', type(audio).__name__)}")
     if not np.issubdtype(audio.dtype, np.number):
         raise InputError(f"audio must be numeric, got dtype {audio.dtype}")
-    if np.issubdtype(audio.dtype, np.floating) and not np.all(np.isfinite(audio)):
-        raise InputError("audio contains NaN or inf")
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    check_audio_dtype(audio)
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise InputError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    if not isinstance(fps, (int, float, np.number)) or not np.isfinite(fps) or fps <= 0:
-        raise InputError(f"fps must be a positive finite number, got {fps!r}")
+    check_sample_rate(sample_rate)
+    fps = check_fps(fps)
+    n = frames.shape[0]
+    seconds = max(n / fps, audio.shape[0] / float(sample_rate))
+    if seconds > DEFAULT_MAX_DURATION_S:
+        raise InputError(f"the arrays last {seconds:.1f} s, more than max_duration_s = {DEFAULT_MAX_DURATION_S:g} s "
+                         "(the limit on frames and samples per clip); score the clip in parts")
+    if frames.shape[1] * frames.shape[2] > DEFAULT_MAX_PIXELS:
+        raise InputError(f"frames of {frames.shape[2]}x{frames.shape[1]} exceed max_pixels = {DEFAULT_MAX_PIXELS}; "
+                         "scale them down")
+
+
+def _check_crop_memory(n: int, contract: InputContract) -> None:
+    need = n * contract.frame_size ** 2 * 3
+    if need > MAX_WINDOW_BYTES:
+        raise InputError(f"{n} frames would need {need / 2**30:.1f} GiB of {contract.frame_size} px crops (more than "
+                         f"{MAX_WINDOW_BYTES / 2**30:.0f} GiB); score the clip in parts")
 
 
 def _warn_on_degraded_audio(audio: np.ndarray, sample_rate: int, video_seconds: float, contract: InputContract,
@@ -70,6 +93,7 @@ def prepare_arrays(
     ``contract.frame_size`` and resample audio to the contract's rate."""
     validate_arrays(frames_uint8, audio, sample_rate, fps)
     n, height, width = frames_uint8.shape[:3]
+    _check_crop_memory(n, contract)
     _warn_on_degraded_audio(audio, sample_rate, n / float(fps), contract, source)
     face_found: bool | None = None
     face_coverage: float | None = None
@@ -91,36 +115,47 @@ def prepare_arrays(
 def prepare_file(
     path: str | Path, contract: InputContract, *, face_crop: bool = True,
     face_config: FaceCropConfig | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-    max_side: int | None = CROP_SOURCE_MAX_SIDE,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = WHOLE_CLIP_MAX_DURATION_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PreparedClip:
     """Decode a video file in one PyAV pass and prepare it: frames upright (display rotation), tracked mouth crop
     (or centre crop with ``face_crop=False``) made while decoding from frames bounded by ``max_side``; audio aligned
     to the first video frame by the streams' timestamps and resampled to the contract's rate.
 
-    Raises :class:`DecodeError` / :class:`NoAudioError` naming the file for every failure.
+    The whole clip is held: ``max_duration_s`` (default five minutes) and ``max_pixels`` bound it (see
+    :mod:`pinlite_edge.features.limits`); :func:`iter_windows` streams instead. Raises :class:`DecodeError` /
+    :class:`NoAudioError` naming the file for every failure.
     """
+    return _file_stream(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
+                        max_side=max_side, max_duration_s=max_duration_s, max_pixels=max_pixels).prepare()
+
+
+def _file_stream(path: str | Path, contract: InputContract, *, face_crop: bool, face_config: FaceCropConfig | None,
+                 timeout_s: float | None, max_side: int | None, max_duration_s: float,
+                 max_pixels: int) -> FileStream:
     path = check_file(path)
-    deadline = Deadline(path, timeout_s)
-    cfg = (face_config or FaceCropConfig()) if face_crop else None
-    crops = CropStream(contract.frame_size, cfg, max_side=max_side, source=str(path))
-    media = decode_media(path, deadline, video=crops, require_video=True)
-    assert media.audio is not None and media.sample_rate is not None  # decode_media raised NoAudioError otherwise
-    try:
-        frames, faces = crops.finish()
-    except InputError as exc:  # require_face and no face
-        raise DecodeError(path, str(exc)) from None
-    fps = crops.fps
-    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path))
-    if order is not None:
-        frames = frames[order]
-    audio = align_audio(media.audio, media.sample_rate, media.audio_start, media.video_start, source=str(path))
-    if audio.shape[0] == 0:
-        raise DecodeError(path, f"the audio track ends before the first video frame "
-                                f"({media.audio_start:.3f} s vs {media.video_start:.3f} s)")
-    _warn_on_degraded_audio(audio, media.sample_rate, frames.shape[0] / fps, contract, str(path))
-    return PreparedClip(frames=frames, fps=fps, audio=resample_audio(audio, media.sample_rate, contract.sample_rate),
-                        sample_rate=contract.sample_rate, face_found=None if faces is None else faces.found,
-                        face_coverage=None if faces is None else faces.coverage)
+    limits = DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
+    return FileStream(path, contract, face_crop=face_crop, face_config=face_config, deadline=Deadline(path, timeout_s),
+                      max_side=max_side, limits=limits)
+
+
+def open_windows(
+    path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[FileStream, Iterator[Window]]:
+    """Stream the windows of ``path`` in bounded memory: ``(stream, windows)``; iterate ``windows`` (each window is
+    cut as soon as the file has been decoded past its end), then read ``stream.face_found`` / ``face_coverage``.
+
+    The same windows as :func:`prepare_windows`; memory does not grow with the clip's length, so
+    ``max_duration_s`` (default one hour) bounds time only. The decoding time limit does not count the time the
+    caller spends between windows. Raises :class:`DecodeError` naming the file (while iterating).
+    """
+    check_stride(stride_seconds)
+    stream = _file_stream(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
+                          max_side=max_side, max_duration_s=max_duration_s, max_pixels=max_pixels)
+    return stream, stream.windows(stride_seconds)
 
 
 def featurise_arrays(
@@ -139,11 +174,14 @@ def featurise_arrays(
 def prepare_windows(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
-    max_side: int | None = CROP_SOURCE_MAX_SIDE,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = WHOLE_CLIP_MAX_DURATION_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[PreparedClip, list[Window]]:
-    """:func:`prepare_file` and the windows cut from it (callers that report ``face_found`` / ``face_coverage``)."""
+    """:func:`prepare_file` and the windows cut from it (callers that report ``face_found`` / ``face_coverage``).
+    Holds the whole clip and all its windows; :func:`open_windows` streams them."""
+    check_stride(stride_seconds)
     clip = prepare_file(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
-                        max_side=max_side)
+                        max_side=max_side, max_duration_s=max_duration_s, max_pixels=max_pixels)
     try:
         return clip, clip_windows(clip, contract, stride_seconds, source=str(path))
     except InputError as exc:
@@ -153,12 +191,14 @@ def prepare_windows(
 def featurise_file(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
-    max_side: int | None = CROP_SOURCE_MAX_SIDE,
+    max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = WHOLE_CLIP_MAX_DURATION_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Window]:
     """Decode ``path`` and cut it into model windows (``stride_seconds`` defaults to one window, no overlap)."""
     return prepare_windows(path, contract, face_crop=face_crop, stride_seconds=stride_seconds, timeout_s=timeout_s,
-                           face_config=face_config, max_side=max_side)[1]
+                           face_config=face_config, max_side=max_side, max_duration_s=max_duration_s,
+                           max_pixels=max_pixels)[1]
 
 
-__all__ = ["CROP_SOURCE_MAX_SIDE", "featurise_arrays", "featurise_file", "prepare_arrays", "prepare_file",
-           "prepare_windows", "validate_arrays", "window_starts"]
+__all__ = ["CROP_SOURCE_MAX_SIDE", "featurise_arrays", "featurise_file", "open_windows", "prepare_arrays",
+           "prepare_file", "prepare_windows", "validate_arrays", "window_starts"]

@@ -7,14 +7,41 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from pinlite_edge.errors import InputError
+from pinlite_edge.features.limits import check_sample_rate
+
+
+#: Float audio is PCM, nominally within [-1, 1]; integer PCM stored as float reaches 2^31 at most. Beyond that it is
+#: not audio, and float32 arithmetic on it overflows (NaN features).
+MAX_FLOAT_AUDIO = 2.0 ** 31
+
+
+def check_audio_dtype(audio: np.ndarray) -> None:
+    """The dtype rules for audio arrays: real floats (finite, |x| <= MAX_FLOAT_AUDIO) or integer PCM; complex, bool,
+    object and other dtypes raise :class:`InputError`."""
+    if np.issubdtype(audio.dtype, np.complexfloating):
+        raise InputError(f"audio must be real PCM samples, got complex dtype {audio.dtype} (the imaginary part would "
+                         "be dropped); pass np.real(audio) or the magnitude, whichever your data means")
+    if audio.dtype == np.bool_ or not (np.issubdtype(audio.dtype, np.floating)
+                                       or np.issubdtype(audio.dtype, np.integer)):
+        raise InputError(f"audio must be float or integer PCM, got dtype {audio.dtype}")
+    if np.issubdtype(audio.dtype, np.floating) and audio.size:
+        if not np.isfinite(audio).all():
+            raise InputError("audio contains NaN or inf")
+        peak = float(np.abs(audio).max())
+        if peak > MAX_FLOAT_AUDIO:
+            raise InputError(f"float audio reaches |x| = {peak:.3g}: float PCM is nominally within [-1, 1] (at most "
+                             f"{MAX_FLOAT_AUDIO:.3g}, integer full scale stored as float)")
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels, LFE included).
 
-    A ``(channels, samples)`` array with a few channels and many samples is recognised and transposed.
+    Dtype rules (:func:`check_audio_dtype`): float as is; signed integer PCM scaled by 2^(bits-1); unsigned integer
+    PCM (offset binary, e.g. uint8 with silence at 128) centred, then scaled by 2^(bits-1). A ``(channels, samples)``
+    array with a few channels and many samples is recognised and transposed.
     """
     audio = np.asarray(audio)
+    check_audio_dtype(audio)
     if audio.ndim == 1:
         mono = audio
     elif audio.ndim == 2:
@@ -25,8 +52,10 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
         raise InputError(f"audio must be (samples,) or (samples, channels), got shape {audio.shape}")
     if np.issubdtype(audio.dtype, np.signedinteger):
         mono = mono / -float(np.iinfo(audio.dtype).min)  # PCM full scale 2^(bits-1): -32768 maps to exactly -1
-    elif np.issubdtype(audio.dtype, np.integer):
-        mono = mono / float(np.iinfo(audio.dtype).max)
+    elif np.issubdtype(audio.dtype, np.unsignedinteger):
+        # unsigned PCM (e.g. 8-bit WAV) is offset binary: 2^(bits-1) is silence, so centre before scaling
+        half = float(np.iinfo(audio.dtype).max // 2 + 1)
+        mono = (mono - half) / half
     return np.asarray(mono, dtype=np.float32)
 
 
@@ -36,6 +65,7 @@ def resample_audio(audio: np.ndarray, sample_rate: int, target_rate: int = 16000
         raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if int(sample_rate) != sample_rate:
         raise InputError(f"sample_rate must be an integer number of Hz, got {sample_rate!r}")
+    check_sample_rate(int(sample_rate))
     mono = to_mono(audio)
     sample_rate = int(sample_rate)
     if sample_rate == target_rate or mono.size == 0:

@@ -105,5 +105,15 @@ def window_at(clip: PreparedClip, contract: InputContract, start_seconds: float,
 
 def clip_windows(clip: PreparedClip, contract: InputContract, stride_seconds: float | None = None,
                  *, source: str = "clip") -> list[Window]:
+    """Every window of ``clip`` in a list; refused (:class:`InputError`) when the list would exceed
+    :data:`~pinlite_edge.features.limits.MAX_WINDOW_BYTES` (stream with ``open_windows`` or use a larger stride)."""
+    from pinlite_edge.features.limits import MAX_WINDOW_BYTES, check_stride
+
+    check_stride(stride_seconds)
     starts = window_starts(clip.duration, contract, stride_seconds, fps=clip.fps, source=source)
+    per_window = 4 * (int(np.prod(contract.frames_shape())) + int(np.prod(contract.mfcc_shape())))
+    if len(starts) * per_window > MAX_WINDOW_BYTES:
+        raise InputError(f"{source}: {len(starts)} windows would need {len(starts) * per_window / 2**30:.1f} GiB "
+                         f"(more than {MAX_WINDOW_BYTES / 2**30:.0f} GiB held at once); use a larger stride, or "
+                         "pinlite_edge.features.open_windows / Detector.detect, which stream windows")
     return [window_at(clip, contract, s) for s in starts]

@@ -1,0 +1,289 @@
+"""One file, decoded once, as model windows in bounded memory (what ``Detector.detect`` runs) or as a whole
+:class:`PreparedClip` (``prepare_file``): the same crops, audio and windows either way.
+
+:class:`FileStream` drives :func:`~pinlite_edge.features.decode.iter_media`: after every packet the new mouth crops
+(:class:`~pinlite_edge.features.cropstream.CropStream`) are placed on the frame grid
+(:class:`~pinlite_edge.features.streams.FramePlacer`) and the new audio (:class:`~pinlite_edge.features.streams.MonoAudio`)
+is appended. In streaming mode a :class:`Windower` cuts every window as soon as the frames and samples it reads have
+arrived and the clip is certain to contain it, then drops what no later window can read; the tail window and short
+clips are settled at the end with :func:`~pinlite_edge.features.windows.window_starts`, as for a whole clip.
+Memory holds the face track's lookahead (about 1.3 s of frames), about one window of crops and samples, and one batch
+of windows, whatever the clip's length.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pinlite_edge.contract import InputContract
+from pinlite_edge.errors import DecodeError, InputError
+from pinlite_edge.features.cropstream import CropStream
+from pinlite_edge.features.deadline import Deadline
+from pinlite_edge.features.decode import StreamInfo, iter_media
+from pinlite_edge.features.facecrop import FaceCropConfig
+from pinlite_edge.features.frames import normalise_frames, sample_indices
+from pinlite_edge.features.limits import DecodeLimits, check_stride, declared_bound
+from pinlite_edge.features.mfcc import compute_mfcc
+from pinlite_edge.features.streams import FramePlacer, MonoAudio
+from pinlite_edge.features.windows import PreparedClip, Window, audio_segment, window_starts
+
+log = logging.getLogger(__name__)
+
+#: One stream may run this many seconds ahead of the other in the buffers (demuxers interleave by time, so more
+#: means the other stream has ended); beyond that its frames or samples are counted but not kept.
+MAX_LAG_S = 10.0
+
+
+def warn_on_degraded_audio(audio_seconds: float, video_seconds: float, peak: float, is_float: bool,
+                           contract: InputContract, source: str) -> None:
+    """Warn when the result degrades: tracks of very different length, or a digitally silent audio track."""
+    if abs(audio_seconds - video_seconds) > contract.window_seconds:
+        log.warning("%s: audio lasts %.2f s but video %.2f s; only the %.2f s covered by both are scored",
+                    source, audio_seconds, video_seconds, min(audio_seconds, video_seconds))
+    if peak == 0.0 or (is_float and peak < 1e-6):
+        log.warning("%s: the audio track is digitally silent; the lip-sync evidence is missing, so scores on this "
+                    "clip say little", source)
+
+
+class Windower:
+    """Cuts windows out of frames and samples that arrive in order, keeping only what later windows may read."""
+
+    def __init__(self, contract: InputContract, fps: float, stride_seconds: float | None, source: str):
+        self.c = contract
+        self.fps = fps
+        self.stride = contract.window_seconds if stride_seconds is None else float(stride_seconds)
+        self.source = source
+        self.frames: list[np.ndarray] = []  # frames fbase.. (references: a frame repeated by placement is shared)
+        self.fbase = 0
+        self.n_frames = 0  # frames received (kept or not)
+        self._audio: list[np.ndarray] = []
+        self.abase = 0
+        self.n_audio = 0  # samples received (kept or not)
+        self.kept_frames = 0  # frames kept: n_frames unless the video ran MAX_LAG_S ahead of the audio
+        self.kept_audio = 0
+        self.k = 0  # next regular window
+
+    # ------------------------------------------------------------------ input
+    def add_frame(self, crop: np.ndarray, count: int) -> None:
+        for _ in range(count):
+            if self.kept_frames == self.n_frames and \
+                    self.n_frames / self.fps - self.n_audio / self.c.sample_rate <= MAX_LAG_S:
+                self.frames.append(crop)
+                self.kept_frames += 1
+            self.n_frames += 1
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        if not samples.size:
+            return
+        room = samples.size
+        if self.kept_audio == self.n_audio:
+            ahead = self.n_audio / self.c.sample_rate - self.n_frames / self.fps
+            room = max(0, int((MAX_LAG_S - ahead) * self.c.sample_rate)) if ahead + samples.size / \
+                self.c.sample_rate > MAX_LAG_S else samples.size
+            if room:
+                self._audio.append(samples[:room])
+                self.kept_audio += min(room, samples.size)
+        self.n_audio += samples.size
+
+    def _check_kept(self, frames_to: int, audio_to: int) -> None:
+        if frames_to > self.kept_frames or audio_to > self.kept_audio:
+            raise DecodeError(self.source, f"its audio and video are interleaved more than {MAX_LAG_S:g} s apart in "
+                                           "the file; remux it (e.g. ffmpeg -i IN -c copy OUT.mkv)")
+
+    # ------------------------------------------------------------------ windows
+    def _window(self, start: float, n_total: int, a_total: int) -> Window:
+        c = self.c
+        idx = sample_indices(start, self.fps, n_total, c)
+        s0 = int(round(start * c.sample_rate))
+        self._check_kept(int(idx.max()) + 1, min(s0 + c.window_samples, a_total))
+        frames = normalise_frames(np.stack([self.frames[i - self.fbase] for i in idx]), c)
+        audio = self._audio_array()
+        seg = audio_segment(audio, s0 - self.abase, c.window_samples) if s0 >= self.abase else None
+        if seg is None or s0 + c.window_samples > self.abase + audio.size:
+            # zero-padded past the end of the track (or before its start: never, see _trim), as audio_segment does
+            seg = np.zeros(c.window_samples, np.float32)
+            lo, hi = max(s0, self.abase), min(s0 + c.window_samples, self.abase + audio.size)
+            if hi > lo:
+                seg[lo - s0:hi - s0] = audio[lo - self.abase:hi - self.abase]
+        return Window(frames=frames, mfcc=compute_mfcc(seg, c), start_seconds=float(start))
+
+    def _audio_array(self) -> np.ndarray:
+        if len(self._audio) != 1:
+            self._audio = [np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)]
+        return self._audio[0]
+
+    def ready(self) -> Iterator[Window]:
+        """Regular windows certain to exist (the clip lasts past their end) whose frames and samples have arrived."""
+        c = self.c
+        while True:
+            start = round(self.k * self.stride, 6)
+            have = min(self.kept_frames / self.fps, self.kept_audio / c.sample_rate)
+            if start + c.window_seconds > have - 1e-6:
+                break
+            idx = sample_indices(start, self.fps, self.kept_frames, c)
+            if int(idx.max()) >= self.kept_frames or int(round(start * c.sample_rate)) + c.window_samples > \
+                    self.kept_audio:
+                break
+            window = self._window(start, self.kept_frames, self.kept_audio)
+            self.k += 1
+            self._trim()
+            yield window
+
+    def _trim(self) -> None:
+        """Drop frames and samples no later window reads: the next regular window starts at ``k * stride``, the
+        tail window (added at the end) at ``duration - window`` where duration >= what has arrived."""
+        c = self.c
+        have = min(self.n_frames / self.fps, self.n_audio / c.sample_rate)
+        keep_from = min(round(self.k * self.stride, 6), have - c.window_seconds)
+        if keep_from <= 0:
+            return
+        f_lo = max(self.fbase, int(math.floor(keep_from * self.fps)) - 2)
+        if f_lo > self.fbase:
+            del self.frames[:f_lo - self.fbase]
+            self.fbase = f_lo
+        a_lo = int(math.floor(keep_from * c.sample_rate)) - 2
+        if a_lo > self.abase:
+            audio = self._audio_array()
+            self._audio = [audio[a_lo - self.abase:].copy()] if a_lo - self.abase < audio.size else []
+            self.abase = a_lo
+
+    def finish(self) -> Iterator[Window]:
+        """The remaining windows once both tracks have ended (tail window, short-clip padding or error)."""
+        duration = min(self.n_frames / self.fps, self.n_audio / self.c.sample_rate)
+        starts = window_starts(duration, self.c, self.stride, fps=self.fps, source=self.source)
+        for start in starts[self.k:]:
+            yield self._window(start, self.n_frames, self.n_audio)
+
+
+class FileStream:
+    """Decode ``path`` once (see the module doc). Iterate :meth:`windows` (streaming) or call :meth:`prepare`
+    (whole clip); afterwards ``face_found``, ``face_coverage``, ``fps`` describe the clip."""
+
+    def __init__(self, path: Path, contract: InputContract, *, face_crop: bool = True,
+                 face_config: FaceCropConfig | None = None, deadline: Deadline, max_side: int | None,
+                 limits: DecodeLimits):
+        self.path = path
+        self.contract = contract
+        self.deadline = deadline
+        self.limits = limits
+        cfg = (face_config or FaceCropConfig()) if face_crop else None
+        self.crops = CropStream(contract.frame_size, cfg, max_side=max_side, source=str(path), keep_boxes=False)
+        self.audio = MonoAudio(contract.sample_rate, source=str(path))
+        self.placer: FramePlacer | None = None
+        self.face_found: bool | None = None
+        self.face_coverage: float | None = None
+        self.fps = 0.0
+        self._declared: float | None = None
+        self._pending: list[np.ndarray] = []  # crops waiting for their tick count
+        self._counts: list[int] = []
+
+    def _opened(self, info: StreamInfo) -> None:
+        self._declared = info.declared_seconds
+        if info.sample_rate:
+            self.audio.set_rate(info.sample_rate)
+
+    # a VideoConsumer for iter_media: frames go to the crop stream, their times to the placer and the audio
+    def start(self, declared_fps: float | None) -> None:
+        self.crops.start(declared_fps)
+        self.fps = self.crops.fps
+
+    def add(self, frame: object, seconds: float, turns: int) -> None:
+        if self.placer is None:
+            if not self.fps:
+                self.start(None)
+            self.placer = FramePlacer(self.fps, bound_s=declared_bound(self._declared), max_duration_s=
+                                      self.limits.max_duration_s, source=str(self.path))
+            self.audio.video_started(seconds)
+        self.placer.stamp(seconds)
+        self.crops.add(frame, seconds, 0 if turns is None else turns)
+
+    def _placed(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Crops paired with their tick counts, as both become known."""
+        self._pending.extend(self.crops.drain())
+        if self.placer is not None:
+            self._counts.extend(self.placer.counts())
+        n = min(len(self._pending), len(self._counts))
+        if n:
+            pairs = list(zip(self._pending[:n], self._counts[:n]))
+            del self._pending[:n], self._counts[:n]
+            yield from pairs
+
+    # ------------------------------------------------------------------ the two modes
+    def windows(self, stride_seconds: float | None = None) -> Iterator[Window]:
+        """Every window of the clip, in order, cut while decoding (bounded memory)."""
+        stride = check_stride(stride_seconds)
+        windower: Windower | None = None
+        for _ in self._decode():
+            if windower is None and self.fps:
+                windower = Windower(self.contract, self.fps, stride, str(self.path))
+            if windower is not None:
+                for crop, count in self._placed():
+                    windower.add_frame(crop, count)
+                windower.add_audio(self.audio.take())
+                yield from windower.ready()
+        self._finish_streams()
+        if windower is None:  # no frame at all: decode raised already
+            raise DecodeError(self.path, "the video stream has no decodable frames")
+        for crop, count in self._placed():
+            windower.add_frame(crop, count)
+        windower.add_audio(self.audio.take())
+        yield from windower.ready()
+        self._check_audio(windower.n_frames)
+        try:
+            yield from windower.finish()
+        except InputError as exc:
+            raise DecodeError(self.path, str(exc)) from None
+
+    def prepare(self) -> PreparedClip:
+        """The whole prepared clip (every crop and sample kept)."""
+        frames: list[np.ndarray] = []
+        audio: list[np.ndarray] = []
+        for _ in self._decode():
+            for crop, count in self._placed():
+                frames.extend([crop] * count)
+            audio.append(self.audio.take())
+        self._finish_streams()
+        for crop, count in self._placed():
+            frames.extend([crop] * count)
+        audio.append(self.audio.take())
+        self._check_audio(len(frames))
+        size = self.contract.frame_size
+        return PreparedClip(frames=np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8),
+                            fps=self.fps, audio=np.concatenate(audio), sample_rate=self.contract.sample_rate,
+                            face_found=self.face_found, face_coverage=self.face_coverage)
+
+    # ------------------------------------------------------------------ shared steps
+    def _decode(self) -> Iterator[None]:
+        it = iter_media(self.path, self.deadline, video=self, audio=self.audio, require_video=True,
+                        limits=self.limits, on_open=self._opened)
+        while True:
+            try:
+                next(it)
+            except StopIteration as stop:
+                self.media = stop.value
+                return
+            yield None
+
+    def _finish_streams(self) -> None:
+        self.audio.finish()
+        if self.placer is not None:
+            self.placer.finish()
+        try:
+            _, faces = self.crops.finish()
+        except InputError as exc:  # require_face and no face
+            raise DecodeError(self.path, str(exc)) from None
+        self._pending.extend(self.crops.drain())
+        if faces is not None:
+            self.face_found, self.face_coverage = faces.found, faces.coverage
+
+    def _check_audio(self, n_frames: int) -> None:
+        media = self.media
+        if self.audio.samples == 0:
+            raise DecodeError(self.path, f"the audio track ends before the first video frame "
+                                         f"({media.audio_start:.3f} s vs {media.video_start:.3f} s)")
+        warn_on_degraded_audio(self.audio.seconds, n_frames / self.fps, self.audio.peak, True, self.contract,
+                               str(self.path))
