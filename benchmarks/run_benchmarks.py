@@ -66,10 +66,6 @@ def paper_checkpoints(art_dir: Path, seed: int) -> dict[str, Path]:
 
 def paper_exports(ckpts: dict[str, Path], art_dir: Path, with_pte: bool, with_dynamo: bool,
                   notes: list[str]) -> dict[str, Path]:
-    from pinlite_edge.errors import PinliteError
-    from pinlite_edge.export import export_model
-    from pinlite_edge.manifest import manifest_path_for
-
     quick = {"calib_size": 16, "sensitivity": False}  # speed only: a small calibration set is enough
     plan = [("student", "onnx", {}), ("student", "onnx-fp16", quick), ("student", "onnx-int8", quick),
             ("pruned", "onnx", {}), ("pruned", "onnx-int8", quick)]
@@ -81,20 +77,31 @@ def paper_exports(ckpts: dict[str, Path], art_dir: Path, with_pte: bool, with_dy
     for model, fmt, opts in plan:
         key = f"{model}:{fmt}" + (":dynamo" if opts.get("exporter") == "dynamo" else "")
         folder = art_dir / model / fmt.replace("-", "_") / ("dynamo" if opts.get("exporter") == "dynamo" else "")
-        existing = [p for p in folder.glob("*") if manifest_path_for(p).is_file()] if folder.is_dir() else []
-        if existing:
-            out[key] = existing[0]
-            continue
-        _say(f"exporting paper {model} -> {fmt} {opts or ''}")
-        t0 = time.perf_counter()
-        try:
-            out[key] = export_model(ckpts[model], fmt, folder, **opts).artifact
-        except PinliteError as exc:
-            notes.append(f"export of paper {model} {fmt} failed: {exc}")
-            _say(f"  FAILED: {exc}")
-            continue
-        _say(f"  done in {time.perf_counter() - t0:.0f} s")
+        if (artifact := export_once(ckpts[model], fmt, folder, f"paper {model}", notes, **opts)) is not None:
+            out[key] = artifact
     return out
+
+
+def export_once(checkpoint: Path, fmt: str, folder: Path, label: str, notes: list[str], **opts: Any) -> Path | None:
+    """The artefact already exported into ``folder`` (one with a manifest), else a fresh export; a failed export is
+    noted (``notes``) and gives ``None``."""
+    from pinlite_edge.errors import PinliteError
+    from pinlite_edge.export import export_model
+    from pinlite_edge.manifest import manifest_path_for
+
+    existing = [p for p in folder.glob("*") if manifest_path_for(p).is_file()] if folder.is_dir() else []
+    if existing:
+        return existing[0]
+    _say(f"exporting {label} -> {fmt} {opts or ''}")
+    t0 = time.perf_counter()
+    try:
+        artifact = export_model(checkpoint, fmt, folder, **opts).artifact
+    except PinliteError as exc:
+        notes.append(f"export of {label} {fmt} failed: {exc}")
+        _say(f"  FAILED: {exc}")
+        return None
+    _say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return artifact
 
 
 def speed_part(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
@@ -197,9 +204,6 @@ def accuracy_part(args: argparse.Namespace, out_dir: Path, notes: list[str]) -> 
 def quickstart_exports(students: dict[str, Path], args: argparse.Namespace, notes: list[str]) -> list[Path]:
     """Every CPU format of the quickstart's distilled and pruned students (exporter defaults: these are judged on
     accuracy and EPS), kept under ``--artifact-dir`` keyed by the checkpoint's hash."""
-    from pinlite_edge.errors import PinliteError
-    from pinlite_edge.export import export_model
-    from pinlite_edge.manifest import manifest_path_for
     from pinlite_edge.utils.hashing import sha256_file
 
     formats = ["onnx", "onnx-fp16", "onnx-int8"] + ([] if args.no_executorch else ["pte", "pte-int8"])
@@ -207,21 +211,10 @@ def quickstart_exports(students: dict[str, Path], args: argparse.Namespace, note
     for stage, ckpt in students.items():
         root = args.artifact_dir / f"quickstart-{stage}-{sha256_file(ckpt)[:12]}"
         for fmt in formats:
-            folder = root / fmt
-            existing = [p for p in folder.glob("*") if manifest_path_for(p).is_file()] if folder.is_dir() else []
-            if existing:
-                out.append(existing[0])
-                continue
-            _say(f"exporting quickstart {stage} -> {fmt}")
-            t0 = time.perf_counter()
-            try:
-                opts = {"calib_size": args.calib_size} if fmt not in ("onnx", "pte") else {}
-                out.append(export_model(ckpt, fmt, folder, name=f"pinlite-{stage}", **opts).artifact)
-            except PinliteError as exc:
-                notes.append(f"export of quickstart {stage} {fmt} failed: {exc}")
-                _say(f"  FAILED: {exc}")
-                continue
-            _say(f"  done in {time.perf_counter() - t0:.0f} s")
+            opts = {"calib_size": args.calib_size} if fmt not in ("onnx", "pte") else {}
+            artifact = export_once(ckpt, fmt, root / fmt, f"quickstart {stage}", notes, name=f"pinlite-{stage}", **opts)
+            if artifact is not None:
+                out.append(artifact)
     return out
 
 
