@@ -55,7 +55,7 @@ from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  
 from pinlite_edge.contract import MAX_OFFSET, InputContract, contract_for_preset  # noqa: E402
 from pinlite_edge.errors import DatasetError, InputError, PinliteError  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, Window, window_at, window_starts  # noqa: E402
-from pinlite_edge.metrics import roc_auc, softmax_fake_prob  # noqa: E402
+from pinlite_edge.metrics import roc_auc, softmax, softmax_fake_prob  # noqa: E402
 from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces")
@@ -204,12 +204,6 @@ class ConditionScore:
                 "window_scores": [round(float(x), 6) for x in self.window_scores]}
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16) -> ConditionScore:
     """Run ``windows`` through a runner in batches; P(fake) per window and the clip's offset (frames)."""
     probs, offsets = [], []
@@ -217,7 +211,7 @@ def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16) 
         chunk = windows[i:i + batch_size]
         out = runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk]))
         probs.append(softmax_fake_prob(out["logits"]))
-        offsets.append(_softmax(np.asarray(out["offset_logits"], np.float64)))
+        offsets.append(softmax(out["offset_logits"]))
     p = np.concatenate(probs)
     mean_offset = np.concatenate(offsets).mean(axis=0)
     return ConditionScore(mean=float(p.mean()), max=float(p.max()),
