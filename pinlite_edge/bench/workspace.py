@@ -83,12 +83,15 @@ def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> 
     src = getattr(manifest, "source_checkpoint", None)
     if not src:
         return None, "the manifest names no source checkpoint"
-    candidates = [Path(src)]
+    candidates = []
+    if workspace is not None:  # the workspace's own copy first (it may have been moved or copied since the export)
+        if not Path(src).is_absolute():
+            candidates.append(workspace / src)
+        candidates.append(workspace / Path(*Path(src).parts[-2:]))  # "<stage>/best.safetensors"
+    candidates.append(Path(src))
     if not Path(src).is_absolute():
-        candidates += [artifact.parent / src]
-        if workspace is not None:  # e.g. "pinlite-workspace/pruned/best.safetensors" recorded from another cwd
-            candidates += [workspace / src, workspace / Path(*Path(src).parts[-2:])]
-    candidates += [artifact.parent / Path(src).name]
+        candidates.append(artifact.parent / src)
+    candidates.append(artifact.parent / Path(src).name)
     for c in candidates:
         if c.is_file():
             want = getattr(manifest, "source_checkpoint_sha256", None)
