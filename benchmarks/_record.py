@@ -112,6 +112,18 @@ def fingerprint_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def fingerprint_arrays(*arrays: Any) -> str:
+    """sha256 over the dtype, shape and bytes of numpy arrays (inputs generated or loaded in memory)."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def build_record(bench: str, script: str, argv: Sequence[str], *, data: dict[str, Any],
                  code_paths: Sequence[str] = ()) -> dict[str, Any]:
     """The record of a run of ``script`` (repository-relative) with ``argv``; ``data`` must hold ``fingerprint``

@@ -65,6 +65,25 @@ def test_write_result_writes_the_record_atomically(tmp_path, monkeypatch):
         write_result({"bench": "demo"}, {}, "", results_dir=tmp_path)
 
 
+def test_fingerprints_change_with_the_data(tmp_path):
+    import numpy as np
+
+    from benchmarks._record import fingerprint_arrays, fingerprint_files
+
+    a = np.zeros((2, 3), np.float32)
+    assert fingerprint_arrays(a) == fingerprint_arrays(a.copy())
+    assert fingerprint_arrays(a) != fingerprint_arrays(a.astype(np.float64))  # same values, other bytes
+    assert fingerprint_arrays(a) != fingerprint_arrays(a.reshape(3, 2))
+    b = a.copy()
+    b[1, 2] = 1.0
+    assert fingerprint_arrays(a) != fingerprint_arrays(b)
+    f = tmp_path / "clip.mp4"
+    f.write_bytes(b"one")
+    first = fingerprint_files([f])
+    f.write_bytes(b"two")
+    assert fingerprint_files([f]) != first
+
+
 def test_rerun_command_makes_paths_repository_relative(tmp_path):
     inside = REPO / "benchmarks" / "_record.py"
     cmd = rerun_command("benchmarks/x.py", [str(inside), f"m={inside}", f"--out={inside}", "--n", "3", "a b"])
