@@ -140,10 +140,21 @@ def test_teacher_cache_for_other_data_is_refused(workspace, tmp_path, capsys):
 def test_compare_ort_fp32_agrees_with_torch_fp32(workspace, tmp_path):
     ckpt = workspace / "distilled" / "best.safetensors"
     onnx = resolve_artefacts(workspace, "ort", "fp32")[0]
+    fast = [a for a in FAST if a not in ("--no-memory", "--no-e2e")]
     assert main(["--compare", str(ckpt), str(onnx), "--artifacts", str(workspace), "--out", str(tmp_path),
-                 "--no-plots", *FAST]) == 0
+                 "--no-plots", "--memory-calls", "1", "--e2e-data", "synthetic", "--e2e-clips", "1", *fast]) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in result["rows"]] == ["torch", "ort"]
+    # each model's memory measured alone: torch (the library and the model) loads far more than onnxruntime; the
+    # figures are per model, not the bench process's peak repeated on every row
+    torch_mem, ort_mem = (r["memory"] for r in result["rows"])
+    assert torch_mem["load_rss_delta_bytes"] > ort_mem["load_rss_delta_bytes"] + 50 * 2**20
+    assert torch_mem["peak_rss_bytes"] != ort_mem["peak_rss_bytes"]
+    # end to end on a synthetic mp4 written for the purpose
+    e2e = result["end_to_end"]
+    assert e2e["source"].startswith("synthetic mp4") and Path(e2e["videos"][0]).suffix == ".mp4"
+    assert e2e["seconds_of_video"]["median"] == pytest.approx(3.0, abs=0.1)
+    assert all(r["end_to_end"]["rtf"]["median"] > 0 for r in result["rows"])
     (cmp,) = result["comparison"]
     assert max(cmp["max_abs_diff"].values()) <= 1e-4
     assert cmp["label_agreement"] == 1.0
@@ -190,3 +201,12 @@ def test_run_benchmarks_checks_report_the_measured_truth():
                                row("student ORT INT8", 30.0)])
     assert [c["passed"] for c in checks] == [True, False]
     assert checks[0]["ratio"] == pytest.approx(25.0) and checks[1]["speedup"] == pytest.approx(20 / 30)
+
+
+def test_tegrastats_ram_line():
+    from pinlite_edge.bench.memory import parse_tegrastats_ram
+
+    line = ("12-03-2026 15:00:01 RAM 2148/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [3%@729,1%@729] "
+            "GR3D_FREQ 0% cpu@45C")
+    assert parse_tegrastats_ram(line) == (2148, 7620)
+    assert parse_tegrastats_ram("CPU [3%@729]") is None
