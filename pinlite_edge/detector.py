@@ -225,7 +225,7 @@ class _Scores:
         logits = np.asarray(out["logits"])
         if not (np.isfinite(logits).all() and np.isfinite(out["offset_logits"]).all()
                 and np.isfinite(out["attention"]).all()):
-            from runtimes.base import RunnerOutputError
+            from pinlite_edge.runtimes.base import RunnerOutputError
 
             raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
         probs = softmax_fake_prob(logits)

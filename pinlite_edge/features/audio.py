@@ -8,12 +8,13 @@ audio and frames from one pass.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pinlite_edge.errors import DecodeError
+from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
 from pinlite_edge.features.decode import container_open_error, decode_media
 
@@ -31,8 +32,13 @@ class DecodedAudio:
     start_seconds: float | None = None  # container time of the first sample (None: unknown / audio file)
 
 
-def check_file(path: str | Path) -> Path:
-    """Existence / type / non-empty checks shared by every decoder."""
+def check_file(path: str | bytes | Path) -> Path:
+    """Existence / type / non-empty checks shared by every decoder. ``path`` may be bytes (a file name that is not
+    valid UTF-8, as ``os.listdir(b".")`` gives it): it becomes a str with surrogate escapes, which PyAV opens."""
+    if isinstance(path, (bytes, bytearray)):
+        path = os.fsdecode(bytes(path))
+    elif not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"a media path must be a str, bytes or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise DecodeError(path, "file does not exist")

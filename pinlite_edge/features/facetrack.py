@@ -80,9 +80,19 @@ def _load_cascade(name: str) -> "cv2.CascadeClassifier":
         raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", "cv2.CascadeClassifier is missing",
                                       _CASCADE_HINT)
     path = data_dir + name
-    clf = cls(path)
-    if clf.empty():
-        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", f"cannot load {path}", _CASCADE_HINT)
+    # read by Python and handed to OpenCV as text: OpenCV never sees a file name (one that is not valid UTF-8, e.g. a
+    # virtual environment in such a folder, can crash its C++ side)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        storage = cv2.FileStorage(text, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
+        clf = cls()
+        loaded = clf.read(storage.getFirstTopLevelNode())
+    except (OSError, UnicodeDecodeError, cv2.error) as exc:
+        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", f"cannot load {path!r} ({exc})",
+                                      _CASCADE_HINT) from None
+    if not loaded or clf.empty():
+        raise BackendUnavailableError(f"opencv-haar (cv2 {cv2.__version__})", f"cannot load {path!r}", _CASCADE_HINT)
     return clf
 
 
