@@ -1,8 +1,10 @@
-"""Runner contract over every backend available here (torch, onnxruntime, ExecuTorch; TensorRT skips)."""
+"""Runner contract over every backend: torch, onnxruntime and ExecuTorch for real; TensorRT against stand-ins for
+``tensorrt`` and each CUDA binding (pycuda, cuda-python) that follow the documented APIs (tests/_trt_standins.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,19 +16,28 @@ import torch
 from pinlite_edge.checkpoint import save_checkpoint
 from pinlite_edge.contract import OUTPUT_NAMES, TINY_CONTRACT
 from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
-from pinlite_edge.manifest import Manifest, manifest_path_for, write_manifest
+from pinlite_edge.manifest import Manifest, manifest_path_for, publish_artifact
 from pinlite_edge.models import create_student
-from pinlite_edge.runtimes import Comparator, RunnerStateError, load_runner
+from pinlite_edge.runtimes import (
+    Comparator, RunnerOptionError, RunnerOutputError, RunnerStateError, load_runner,
+)
+
+import _trt_standins as standins
 
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 C = TINY_CONTRACT
+ORIN = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"}
 
 
 def export_onnx(checkpoint: Path, out_dir: Path) -> Path:
     from pinlite_edge.export import export_model
 
     return export_model(checkpoint, "onnx", out_dir).artifact
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    """Publish the file at ``path`` (already written) with ``manifest`` beside it, as an export does."""
+    publish_artifact(path, path, manifest)
 
 
 def student_manifest(model, fmt: str, runtime: str, precision: str = "fp32", **kw) -> Manifest:
@@ -87,10 +98,42 @@ def inputs(batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
             rng.standard_normal((batch, *C.mfcc_shape())).astype(np.float32))
 
 
-@pytest.fixture(params=["torch", "ort", "executorch", "trt"])
-def runner(request, student):
-    if request.param == "trt":
-        pytest.skip("TensorRT cannot run here: no GPU and no TensorRT (it ships with JetPack / NVIDIA's index)")
+def write_engine(student, path: Path, *, max_batch: int = 4, static_batch: int | None = None,
+                 nan_rows: tuple[int, ...] = (), target: dict | None = None, manifest_max_batch: int | None = None,
+                 precision: str = "fp16") -> Path:
+    """A stand-in engine file computing the StandIn model, with its manifest (runtime trt)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(standins.engine_bytes(standins.standin_weights(StandIn().eval()), max_batch=max_batch,
+                                           static_batch=static_batch, nan_rows=nan_rows))
+    write_manifest(path, student_manifest(student["model"], f"trt-{precision}", "trt", precision,
+                                          target=dict(ORIN) if target is None else target,
+                                          dynamic_batch=static_batch is None,
+                                          max_batch=manifest_max_batch or static_batch or max_batch))
+    return path
+
+
+@pytest.fixture(scope="module")
+def standin_engine(student, tmp_path_factory):
+    return write_engine(student, tmp_path_factory.mktemp("trt") / "standin.engine")
+
+
+@pytest.fixture()
+def gpu(monkeypatch):
+    """A fake Orin with both CUDA bindings importable (tests narrow it with standins.install)."""
+    g = standins.FakeGpu()
+    standins.install(monkeypatch, g, ("pycuda", "cuda-python"))
+    return g
+
+
+BACKEND_PARAMS = ["torch", "ort", "executorch", "trt-pycuda", "trt-cuda-python"]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def runner(request, student, monkeypatch):
+    if request.param.startswith("trt-"):
+        binding = request.param[4:]
+        standins.install(monkeypatch, standins.FakeGpu(), (binding,))
+        return load_runner(request.getfixturevalue("standin_engine"), cuda_binding=binding)
     if request.param == "executorch":
         path = request.getfixturevalue("standin_pte")[0]
     else:
@@ -114,7 +157,8 @@ def test_infer_returns_the_three_outputs(runner):
 
 def test_metadata(runner):
     info = runner.info
-    assert info.precision == "fp32" and info.device == "cpu" and info.preset == "tiny"
+    expected = ("fp16", "cuda") if info.backend == "trt" else ("fp32", "cpu")
+    assert (info.precision, info.device) == expected and info.preset == "tiny"
     assert [(t.name, t.shape) for t in info.inputs] == [("frames", (None, 16, 3, 64, 64)), ("mfcc", (None, 64, 13))]
     assert [t.name for t in info.outputs] == list(OUTPUT_NAMES)
     json.dumps(info.to_dict())
@@ -135,8 +179,26 @@ def test_same_input_same_output_and_batch_independence(runner):
     with runner:
         full = runner.infer(f, m)
         one = runner.infer(f[1:2], m[1:2])
+        again = runner.infer(f, m)
     np.testing.assert_allclose(one["logits"][0], full["logits"][1], atol=1e-5)
     np.testing.assert_allclose(one["attention"][0], full["attention"][1], atol=1e-5)
+    for key in OUTPUT_NAMES:
+        np.testing.assert_array_equal(again[key], full[key])
+
+
+def test_batch_above_max_is_split_or_rejected(runner):
+    """A batch larger than the artefact's max batch is split (default) with the same numbers, or refused."""
+    f, m = inputs(6, seed=4)
+    runner.max_batch = runner.max_batch or 4  # dynamic-batch artefacts: pretend a limit
+    with runner:
+        limit = runner.max_batch
+        whole = runner.infer(f, m)
+        parts = [runner.infer(f[i:i + limit], m[i:i + limit]) for i in range(0, 6, limit)]
+        runner.batch_policy = "reject"
+        with pytest.raises(InputError, match=f"max batch {limit}"):
+            runner.infer(f, m)
+    for key in OUTPUT_NAMES:
+        np.testing.assert_allclose(whole[key], np.concatenate([p[key] for p in parts]), atol=1e-6)
 
 
 # --- input validation (done once, in BaseRunner) -----------------------------------------------------------------
@@ -224,10 +286,10 @@ def _copy(src: Path, dst_dir: Path) -> Path:
 
 
 def _edit_manifest(path: Path, **changes) -> None:
-    mp = manifest_path_for(path)
-    d = json.loads(mp.read_text())
+    """Change manifest fields and publish the pair again (new hashes), so the checks beyond the hashes are reached."""
+    d = json.loads(manifest_path_for(path).read_text())
     d.update(changes)
-    mp.write_text(json.dumps(d))
+    publish_artifact(path, path, Manifest.from_dict(d))
 
 
 def test_modified_artefact_is_refused(student, tmp_path):
@@ -323,14 +385,9 @@ def test_missing_ort_provider_is_not_a_silent_fallback(student):
         load_runner(student["ort"], device="cuda").activate()
 
 
-@pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT is not installed (JetPack / NVIDIA's index); GPU test")
-def test_tensorrt_importable_here():  # pragma: no cover - only on a TensorRT machine
-    import tensorrt  # noqa: F401
-
-
 # --- TensorRT target checks (pure logic, run everywhere) -------------------------------------------------------
 def test_engine_target_checks():
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     target = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"}
     assert check_engine_target(target, trt_version="10.3.0.26", compute_capability="8.7", gpu_name="Orin") == []
@@ -344,3 +401,178 @@ def test_engine_target_checks():
     check_engine_target(compat, trt_version="10.7.0", compute_capability="8.7", gpu_name="Orin")
     with pytest.raises(ManifestError, match="no tensorrt_version"):
         check_engine_target({}, trt_version="10.3", compute_capability="8.7", gpu_name="x")
+
+
+# --- TensorRT runner against the stand-ins (both CUDA bindings) ------------------------------------------------
+@pytest.mark.parametrize("binding", ["pycuda", "cuda-python"])
+def test_trt_runner_computes_the_engine_model(student, standin_engine, monkeypatch, binding):
+    """The numbers: the stand-in engine (numpy) against the same model in torch, through host->device copies,
+    execute_async_v3 on the stream, device->host copies and the synchronisation; a batch above the profile's
+    maximum (4) is split. Everything allocated is freed on deactivation."""
+    gpu = standins.FakeGpu()
+    mods = standins.install(monkeypatch, gpu, (binding,))
+    f, m = inputs(6, seed=5)
+    runner = load_runner(standin_engine, cuda_binding=binding)
+    with runner:
+        assert runner.max_batch == 4 and runner.info.extra["cuda_binding"] == binding
+        out = runner.infer(f, m)
+        assert gpu.launches == 2  # 6 clips = 4 + 2
+        assert runner.last_device_time_s == pytest.approx(6 * 0.25e-3)
+        assert runner.peak_gpu_memory_bytes == gpu.used() > 0  # the I/O buffers, allocated once
+        io = runner.info.extra["gpu_memory"]["io_buffers_bytes"]
+        assert io == 4 * 4 * (16 * 3 * 64 * 64 + 64 * 13 + 2 + 11 + 16 * 16)
+    with torch.no_grad():
+        ref = StandIn().eval()(torch.from_numpy(f), torch.from_numpy(m))
+    for key, want in zip(OUTPUT_NAMES, ref):
+        np.testing.assert_allclose(out[key], want.numpy(), atol=1e-5, err_msg=key)
+    assert gpu.mem == {} and gpu.pinned == {}, "device or pinned host memory left allocated after deactivate"
+    if binding == "pycuda":
+        assert mods["pycuda"].state["stack"] == [] and mods["pycuda"].state["retained"] == 0
+    assert runner.peak_gpu_memory_bytes > 0  # kept after deactivation for reports
+
+
+def test_trt_runner_static_batch_engine_splits(student, tmp_path, gpu):
+    engine = write_engine(student, tmp_path / "b1.engine", static_batch=1)
+    f, m = inputs(3, seed=6)
+    with load_runner(engine) as r:
+        assert r.max_batch == 1
+        out = r.infer(f, m)
+    with torch.no_grad():
+        ref = StandIn().eval()(torch.from_numpy(f), torch.from_numpy(m))
+    np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-5)
+    assert gpu.launches == 3
+
+
+def test_trt_runner_refuses_a_manifest_batch_above_the_engine(student, tmp_path, gpu):
+    engine = write_engine(student, tmp_path / "m.engine", max_batch=2, manifest_max_batch=8)
+    r = load_runner(engine)
+    with pytest.raises(ManifestError, match="max_batch 8.*at most 2"):
+        r.activate()
+    assert not r.is_active and gpu.mem == {} and gpu.pinned == {}
+
+
+def test_trt_failed_activation_releases_the_pycuda_context(student, tmp_path, monkeypatch):
+    gpu = standins.FakeGpu()
+    mods = standins.install(monkeypatch, gpu, ("pycuda",))
+    engine = write_engine(student, tmp_path / "bad.engine")
+    engine.write_bytes(b"not an engine")
+    _edit_manifest(engine)
+    r = load_runner(engine)
+    with pytest.raises(ManifestError, match="could not deserialise"):
+        r.activate()
+    assert mods["pycuda"].state["stack"] == [] and mods["pycuda"].state["retained"] == 0
+
+
+def test_trt_non_finite_output_is_an_error_not_an_answer(student, tmp_path, gpu):
+    engine = write_engine(student, tmp_path / "nan.engine", nan_rows=(1,))
+    f, m = inputs(3)
+    with load_runner(engine) as r:
+        with pytest.raises(RunnerOutputError, match=r"NaN/inf values in 'logits' \(batch rows \[1\]\)"):
+            r.infer(f, m)
+        r.infer(f[:1], m[:1])  # row 0 is fine: the runner stays usable
+
+
+def test_cuda_binding_auto_prefers_pycuda(standin_engine, monkeypatch):
+    standins.install(monkeypatch, standins.FakeGpu(), ("pycuda", "cuda-python"))
+    with load_runner(standin_engine) as r:
+        assert r.cuda.name == "pycuda"
+    standins.install(monkeypatch, standins.FakeGpu(), ("cuda-python",))
+    with load_runner(standin_engine) as r:
+        assert r.cuda.name == "cuda-python"
+
+
+def test_cuda_binding_missing_or_unknown(standin_engine, monkeypatch):
+    with pytest.raises(RunnerOptionError, match=r"cuda_binding .*\['auto', 'pycuda', 'cuda-python'\].*'cupy'"):
+        load_runner(standin_engine, cuda_binding="cupy")
+    standins.install(monkeypatch, standins.FakeGpu(), ("cuda-python",))
+    with pytest.raises(BackendUnavailableError, match=r"pycuda does not import.*JetPack"):
+        load_runner(standin_engine, cuda_binding="pycuda").activate()
+    standins.install(monkeypatch, standins.FakeGpu(), ())
+    with pytest.raises(BackendUnavailableError, match="neither CUDA binding imports.*pycuda.*cuda-python"):
+        load_runner(standin_engine).activate()
+
+
+@pytest.mark.parametrize("binding", ["pycuda", "cuda-python"])
+def test_trt_missing_device_is_backend_unavailable(standin_engine, monkeypatch, binding):
+    standins.install(monkeypatch, standins.FakeGpu(device_count=0), (binding,))
+    with pytest.raises(BackendUnavailableError, match="trt"):
+        load_runner(standin_engine, cuda_binding=binding).activate()
+
+
+# --- options are checked when the runner is built ------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["torch", "ort", "executorch", "trt"])
+@pytest.mark.parametrize("options, match", [
+    ({"threads": 0}, r"threads=0 is out of range"),
+    ({"threads": 10 ** 6}, r"threads=1000000 is out of range"),
+    ({"threads": "2"}, r"threads='2' must be a whole number"),
+    ({"threads": True}, r"threads=True must be a whole number"),
+    ({"device": "gpu"}, r"option device .*'gpu'"),
+    ({"batch_policy": "drop"}, r"batch_policy must be one of \['split', 'reject'\]"),
+    ({"optimisation": "all"}, r"\['optimisation'\] are not options of the \w+ runner"),
+])
+def test_bad_runner_options_raise_a_pinlite_error_naming_them(student, standin_engine, backend, options, match,
+                                                             request):
+    path = {"torch": student["torch"], "ort": student["ort"], "trt": standin_engine}.get(backend)
+    if backend == "executorch":
+        path = request.getfixturevalue("standin_pte")[0]
+    with pytest.raises(RunnerOptionError, match=match):
+        load_runner(path, **options)
+
+
+def test_good_thread_counts_are_accepted(student):
+    for threads in (None, 1, os.cpu_count()):
+        assert load_runner(student["ort"], threads=threads).threads == threads
+
+
+# --- thread counts are restored -------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["torch", "executorch"])
+def test_torch_threads_restored_on_deactivate(student, backend, request):
+    path = student["torch"] if backend == "torch" else request.getfixturevalue("standin_pte")[0]
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    try:
+        with load_runner(path, threads=wanted) as r:
+            r.infer(*inputs(1))
+            assert torch.get_num_threads() == wanted
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_restored_after_a_failed_activation(student, tmp_path):
+    """A failed activation leaves the process's thread count as it was."""
+    before = torch.get_num_threads()
+    p = tmp_path / "bad.pte"
+    p.write_bytes(b"not a program")
+    write_manifest(p, student_manifest(student["model"], "pte", "executorch", dynamic_batch=False, max_batch=1))
+    if not HAS_EXECUTORCH:
+        pytest.skip("executorch is not installed")
+    with pytest.raises(ManifestError, match="ExecuTorch cannot load"):
+        load_runner(p, threads=1 if before != 1 else 2).activate()
+    assert torch.get_num_threads() == before
+
+
+# --- outputs are checked ------------------------------------------------------------------------------------------
+def test_torch_nan_output_raises(student):
+    from pinlite_edge.runtimes.torch import TorchRunner
+
+    model = create_student("tiny", pretrained=False).eval()
+    model.register_forward_hook(lambda mod, args, out: out._replace(attention=out.attention * float("nan")))
+    with TorchRunner.from_model(model, threads=1) as r, \
+            pytest.raises(RunnerOutputError, match=r"in 'attention' \(batch rows \[0, 1\]\)"):
+        r.infer(*inputs(2))
+
+
+# --- memory is never sampled inside the timed call ----------------------------------------------------------------
+def test_infer_does_not_sample_memory(student, monkeypatch):
+    from pinlite_edge.runtimes import base
+
+    calls = []
+    monkeypatch.setattr(base, "_process_rss", lambda: calls.append(1) or 123)
+    with load_runner(student["ort"], threads=1) as r:
+        after_activate = len(calls)
+        for _ in range(3):
+            r.infer(*inputs(1))
+        assert len(calls) == after_activate
+        assert r.sample_memory() == 123 and len(calls) == after_activate + 1
+    assert r.peak_memory_bytes == 123
