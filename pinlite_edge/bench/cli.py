@@ -25,11 +25,13 @@ from pinlite_edge.bench.report import terminal_table, write_reports
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pinlite_edge.bench",
-        description="Latency, memory, accuracy and EPS of PIN-Lite artefacts on this machine. Without arguments: "
-                    "ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built by the quickstart if "
-                    "missing), the synthetic test split.")
+        description="Latency, memory, end-to-end time, accuracy and EPS of PIN-Lite artefacts on this machine. "
+                    "Without arguments: ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built or "
+                    "finished by the quickstart first when incomplete), the synthetic test split. In a workspace, "
+                    "an artefact the asked runtime needs is built on first use (TensorRT: an engine for this GPU "
+                    "and TensorRT version, cached).")
     defaults = ", ".join(f"{r} {default_precision(r)}" for r in BACKENDS)
-    p.add_argument("--runtime", choices=BACKENDS, default="ort")
+    p.add_argument("--runtime", choices=BACKENDS, default="ort", help="default: ort")
     p.add_argument("--precision", choices=precisions(), default=None,
                    help=f"default per runtime: {defaults} (" + "; ".join(
                        f"{r}: {'/'.join(precisions_for(r))}" for r in BACKENDS) + ")")
