@@ -38,11 +38,11 @@ def register_quantized_kernels() -> None:
 def load_method(path: str | Path, *, quantized: bool = True) -> Any:
     """The ``forward`` method of the ``.pte`` at ``path`` (quantized kernels registered first unless
     ``quantized=False``). Raises :class:`ManifestError` when ExecuTorch cannot load it."""
-    runtime_cls = import_runtime()
+    Runtime = import_runtime()  # noqa: N806 - the class, named as executorch names it
     if quantized:
         register_quantized_kernels()
     try:
-        return runtime_cls.get().load_program(Path(path)).load_method("forward")
+        return Runtime.get().load_program(Path(path)).load_method("forward")
     except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
         raise ManifestError(f"ExecuTorch cannot load {path}: {exc}") from None
 
