@@ -7,7 +7,6 @@ import json
 import math
 import os
 import platform
-import stat
 from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
                                        json_default, temp_name, write_error)
+from pinlite_edge.utils.files import input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
 
@@ -284,14 +284,11 @@ def _current_manifest(artifact: Path) -> tuple[Path, Any]:
 
 
 def _check_regular_input(path: Path, what: str) -> None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ManifestError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise ManifestError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ManifestError(f"{what} {path} is not a regular file")
+    problem = input_file_problem(path)
+    if problem == "file does not exist":
+        raise ManifestError(f"{what} {path} does not exist")
+    if problem is not None:
+        raise ManifestError(f"{what} {path}: {problem}")
 
 
 def verify_content(manifest: Manifest, artifact: str | Path, source: str | Path | None = None) -> None:

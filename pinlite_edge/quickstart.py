@@ -23,6 +23,7 @@ Workspace layout (docs/architecture.md): ``cache/``, ``teacher/``, ``distilled/`
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import shutil
@@ -169,48 +170,173 @@ def _stage_dir(ws: Path, stage: str) -> Path:
     return ws / stage
 
 
-def _run_stage(name: str, ws: Path, force: bool, run: Any) -> Path:
-    from pinlite_edge.training.engine import is_complete
+# --------------------------------------------------------------------------------------------- what is complete
+COMPLETE, MISSING, UNFINISHED, CORRUPT, STALE = "complete", "missing", "unfinished", "corrupt", "stale"
 
+
+@dataclass
+class WorkspaceStatus:
+    """What a quickstart workspace holds, checked by content (hashes), not by the files' existence.
+
+    Each entry is ``(state, detail)``; state is ``complete``, ``missing``, ``unfinished`` (a training run that can
+    be resumed), ``corrupt`` (a checkpoint that does not verify) or ``stale`` (an export or summary that does not
+    verify or was made from another checkpoint)."""
+
+    workspace: Path
+    stages: dict[str, tuple[str, str]]
+    exports: dict[str, tuple[str, str]]
+    summary: tuple[str, str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    @property
+    def missing(self) -> list[str]:
+        """One line per part that is not complete, e.g. ``"distilled/ (unfinished: ...)"`` (empty: complete)."""
+        out = [f"{name}/ ({state}: {detail})" for name, (state, detail) in self.stages.items() if state != COMPLETE]
+        out += [f"exports/{fmt} ({state}: {detail})" for fmt, (state, detail) in self.exports.items()
+                if state != COMPLETE]
+        if self.summary[0] != COMPLETE:
+            out.append(f"summary.json ({self.summary[0]}: {self.summary[1]})")
+        return out
+
+
+def stage_status(out: Path) -> tuple[str, str]:
+    """``(state, detail)`` of one training stage folder: its best checkpoint must verify and record a finished run."""
+    from pinlite_edge.errors import CheckpointError
+    from pinlite_edge.checkpoint import read_record
+
+    best = out / "best.safetensors"
+    try:
+        has_anything = out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        return CORRUPT, f"cannot read {out}: {exc.strerror or exc}"
+    if not has_anything:
+        return MISSING, f"no training run in {out}"
+    if not best.exists():
+        return UNFINISHED, f"a run was started in {out}, no best checkpoint yet"
+    try:
+        record = read_record(best)
+    except CheckpointError as exc:
+        return CORRUPT, str(exc)
+    if not record.get("complete"):
+        return UNFINISHED, f"the run in {out} did not finish (epoch {record.get('epoch', '?')})"
+    return COMPLETE, str(best)
+
+
+def export_artifact_path(ws: Path, fmt: str) -> Path:
+    """``<workspace>/exports/<fmt>/pinlite-student<suffix>``."""
+    from pinlite_edge.export.formats import get_format
+
+    return ws / "exports" / fmt / f"pinlite-student{get_format(fmt).suffix}"
+
+
+def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str]:
+    """An export is complete when its manifest verifies (artefact hash, content hash) and it was exported from
+    ``checkpoint`` as it is now (the source checkpoint's sha256 in the manifest)."""
+    from pinlite_edge.errors import ManifestError
+    from pinlite_edge.manifest import manifest_path_for, read_manifest
+    from pinlite_edge.utils.hashing import sha256_file
+
+    artefact = export_artifact_path(ws, fmt)
+    if not artefact.exists() and not manifest_path_for(artefact).exists():
+        return MISSING, f"no {artefact.name}"
+    try:
+        manifest = read_manifest(artefact)
+    except ManifestError as exc:
+        return STALE, str(exc)
+    if checkpoint is None or not checkpoint.is_file():
+        return STALE, "the pruned checkpoint it comes from is missing"
+    if manifest.source_checkpoint_sha256 != sha256_file(checkpoint):
+        return STALE, f"exported from another checkpoint than {checkpoint}"
+    return COMPLETE, str(artefact)
+
+
+def summary_status(ws: Path) -> tuple[str, str]:
+    """summary.json must hold a row per stage and be newer than every stage checkpoint."""
+    import json
+
+    path = ws / "summary.json"
+    if not path.is_file():
+        return MISSING, "no summary.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        models = [r["model"] for r in rows]
+    except (ValueError, RecursionError, OSError, TypeError, KeyError) as exc:
+        return STALE, f"summary.json is unreadable ({exc})"
+    if models != list(STAGES):
+        return STALE, f"summary.json has rows {models}, expected {list(STAGES)}"
+    written = path.stat().st_mtime
+    for stage in STAGES:
+        best = _stage_dir(ws, stage) / "best.safetensors"
+        if best.is_file() and best.stat().st_mtime > written:
+            return STALE, f"{stage} was rebuilt after summary.json was written"
+    return COMPLETE, str(path)
+
+
+def workspace_status(workspace: str | Path,
+                     export_formats: Sequence[tuple[str, dict[str, Any]]] = EXPORT_FORMATS) -> WorkspaceStatus:
+    """Is this workspace complete, and what is missing? Checked by content, reading only (nothing is written).
+
+    ``export_formats``: the formats a complete workspace holds (the quickstart's default: ONNX FP32 and INT8)."""
+    ws = Path(workspace)
+    stages = {stage: stage_status(_stage_dir(ws, stage)) for stage in STAGES}
+    pruned = _stage_dir(ws, "pruned") / "best.safetensors"
+    pruned_ok = stages["pruned"][0] == COMPLETE
+    exports = {fmt: export_status(ws, fmt, pruned if pruned_ok else None) for fmt, _ in export_formats}
+    return WorkspaceStatus(ws, stages, exports, summary_status(ws))
+
+
+# --------------------------------------------------------------------------------------------- stages
+def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False) -> tuple[Path, bool]:
+    """Run one training stage unless its checkpoint is complete; returns (best checkpoint, whether it ran)."""
     out = _stage_dir(ws, name)
-    if force and out.exists():
+    state, detail = stage_status(out)
+    redo = None
+    if force and state != MISSING:
+        redo = "--force"
+    elif state == CORRUPT:
+        redo = f"its checkpoint does not verify ({detail})"
+    elif upstream_rebuilt and state != MISSING:
+        redo = "the stage it starts from was rebuilt in this run"
+    if redo is not None:
+        log.info("stage %s: redoing it from scratch: %s", name, redo)
         shutil.rmtree(out)
-    if is_complete(out):
-        log.info("stage %s: reusing %s (pass --force to redo it)", name, out / "best.safetensors")
-        return out / "best.safetensors"
-    resume = out.exists() and any(out.iterdir())
-    if resume:
-        log.info("stage %s: resuming the unfinished run in %s", name, out)
+        state = MISSING
+    if state == COMPLETE:
+        log.info("stage %s: reusing %s (its checkpoint verifies; pass --force to redo it)", name,
+                 out / "best.safetensors")
+        return out / "best.safetensors", False
+    resume = state == UNFINISHED
+    log.info("stage %s: %s", name, f"resuming: {detail}" if resume else f"building in {out}")
     t0 = time.perf_counter()
     run(out, resume)
     log.info("stage %s done in %.1f s", name, time.perf_counter() - t0)
-    return out / "best.safetensors"
+    return out / "best.safetensors", True
 
 
 def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str, dict[str, Any]]] = EXPORT_FORMATS,
                   force: bool = False, real: Path | None = None,
                   folder_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """HOOK (export stage): export the pruned student to ``<workspace>/exports/<format>/pinlite-student<suffix>``.
+    """Export the pruned student to ``<workspace>/exports/<format>/pinlite-student<suffix>``.
 
-    Uses ``pinlite_edge.export.export_model(checkpoint, format, output_dir, name=..., **options)`` (built by the
-    export engineer). If that module or function is missing the stage is skipped with an explicit log line; an
-    export that fails is logged and recorded, the training results stay valid. Returns one dict per format.
+    An export whose manifest verifies and that was made from ``checkpoint`` as it is now is reused; any other is
+    (re)built, published atomically over what was there. An export that fails is logged and recorded, the training
+    results stay valid. Returns one dict per format.
     """
-    try:
-        import pinlite_edge.export as export  # noqa: PLC0415
-        from pinlite_edge.export.api import export_model  # noqa: PLC0415
-    except ImportError as exc:
-        log.warning("export stage SKIPPED: pinlite_edge.export.export_model cannot be imported (%s)", exc)
-        return []
+    from pinlite_edge.export.api import export_model
+
     results = []
     for fmt, options in formats:
         out_dir = workspace / "exports" / fmt
-        suffix = export.get_format(fmt).suffix
-        artefact = out_dir / f"pinlite-student{suffix}"
-        if artefact.is_file() and Path(f"{artefact}.manifest.json").is_file() and not force:
-            log.info("export %s: reusing %s", fmt, artefact)
+        artefact = export_artifact_path(workspace, fmt)
+        state, detail = export_status(workspace, fmt, checkpoint)
+        if state == COMPLETE and not force:
+            log.info("export %s: reusing %s (it verifies and comes from %s)", fmt, artefact, checkpoint)
             results.append({"format": fmt, "path": str(artefact), "reused": True})
             continue
+        log.info("export %s: %s", fmt, "--force" if force else f"building ({state}: {detail})")
         options = dict(options)
         if real is not None and "calib_size" in options:
             # calibrate on what the model sees: half synthetic clips, half real mouth crops (un-augmented)
@@ -300,7 +426,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
-    """Run (or reuse) every stage and write ``summary.json``; returns its rows."""
+    """Build the workspace, or finish a half-built one, and write ``summary.json``; returns its rows.
+
+    Each stage checks what is complete by content (:func:`workspace_status`): a training stage whose checkpoint
+    verifies and records a finished run is reused, an unfinished one is resumed, a corrupt one (or one whose input
+    stage was rebuilt in this run) is redone; an export whose manifest verifies and names the current pruned
+    checkpoint is reused, any other is rebuilt; the summary is reused when nothing changed. Every decision is logged.
+    """
     from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
     from pinlite_edge.training.distill import distill
     from pinlite_edge.training.prune import prune
@@ -316,19 +448,26 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     def size(n: int) -> int | None:
         return n if real is not None else None  # synthetic only: every clip once per epoch, as before
 
-    teacher = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
+    teacher, ran = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume,
         epoch_size=size(cfg.teacher_epoch_size))))
-    distilled = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
+    distilled, ran_d = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
         **common, epochs=cfg.distill_epochs, lr=cfg.distill_lr, output=str(out), resume=resume,
-        teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size))))
-    pruned = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
+        teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size))), upstream_rebuilt=ran)
+    ran = ran or ran_d
+    pruned, ran_p = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps, importance=cfg.prune_importance,
-        epoch_size=size(cfg.prune_epoch_size))))
+        epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran)
+    ran = ran or ran_p
     if cfg.exports:
         _export_stage(ws, pruned, cfg.export_formats, force=cfg.force, real=real,
                       folder_options=real_options(cfg, real) if real else None)
+    state, detail = summary_status(ws)
+    if state == COMPLETE and not ran and not cfg.force:
+        log.info("summary: reusing %s", ws / "summary.json")
+        return json.loads((ws / "summary.json").read_text(encoding="utf-8"))
+    log.info("summary: evaluating the three models (%s)", "stages rebuilt" if ran else f"{state}: {detail}")
     rows = evaluate_models({"teacher": teacher, "distilled": distilled, "pruned": pruned}, cfg, ws, real)
     atomic_write_json(ws / "summary.json", rows)
     return rows

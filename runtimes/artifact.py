@@ -143,3 +143,23 @@ def check_io_shapes(path: Path, contract: InputContract, actual: dict[str, tuple
         if len(got) != len(shape) + 1 or any(isinstance(d, int) and d != e for d, e in zip(fixed, shape)):
             raise ManifestError(f"{path}: input {name!r} has shape {got} but the manifest contract says "
                                 f"(B, {', '.join(map(str, shape))})")
+
+
+def read_verified_bytes(spec: ArtifactSpec) -> bytes:
+    """The artefact's bytes, read once and checked against the manifest's sha256: what a runner hands to a native
+    loader (``executorch.runtime``'s ``load_program``, TensorRT's ``deserialize_cuda_engine``), so the bytes that
+    are loaded are the bytes that were verified, even if the file changed since :func:`inspect_artifact`."""
+    import hashlib
+
+    try:
+        data = spec.path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot read {spec.path}: {exc.strerror or exc}") from None
+    want = spec.sha256
+    if want is None:
+        raise ManifestError(f"{spec.path} has no recorded sha256 to verify before loading it")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != want:
+        raise ManifestError(f"{spec.path} does not match its manifest: sha256 {actual[:12]}… != {want[:12]}… (the "
+                            "file changed after it was checked, or was modified); refusing to load it")
+    return data

@@ -452,3 +452,258 @@ def test_bench_runtime_selection_does_not_fall_back_to_other_artefacts(exported)
         resolve_artefacts(folder, "trt", "fp16")
     with pytest.raises(PinliteError):
         resolve_artefacts(exported["onnx"], "executorch", "fp32")  # a single file of another runtime
+
+
+# --------------------------------------------------------------------------------------------- issue #15: semantic content
+@pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
+@pytest.mark.parametrize("change", [{"input_contract__window_seconds": 0.32},
+                                    {"input_contract__mean": [0.0, 0.0, 0.0]},
+                                    {"input_contract__std": [1.0, 1.0, 1.0]},
+                                    {"model_config__contract__window_seconds": 0.32,
+                                     "input_contract__window_seconds": 0.32},
+                                    {"precision_plan": {"precision": "int8", "float_layers": []}},
+                                    {"max_batch": 1, "dynamic_batch": False}])
+def test_edited_manifest_is_refused_not_scored_differently(exported, tmp_path, loader, change):
+    """Editing what changes a score (window length, normalisation, plan, batch) in a manifest used to change every
+    score silently (0.99 -> 0.22); the manifest's content hash, also stored inside the ONNX model, refuses it."""
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, **change)
+    with pytest.raises(ManifestError, match="edited"):
+        loaders()[loader](art)
+
+
+def test_manifest_republished_with_a_fresh_content_hash_still_disagrees_with_the_model(exported, tmp_path):
+    """Recomputing the manifest's own hash is not enough: the ONNX model carries the hash of the exported manifest."""
+    from pinlite_edge.manifest import content_hash
+
+    art = copy_artifact(exported["onnx"], tmp_path)
+    d = json.loads(manifest_path_for(art).read_text())
+    d["input_contract"]["window_seconds"] = 0.32
+    d["model_config"]["contract"]["window_seconds"] = 0.32
+    d["content_sha256"] = content_hash(d)
+    manifest_path_for(art).write_text(json.dumps(d))
+    with pytest.raises(ManifestError, match="inside the model"):
+        read_manifest(art)
+
+
+def test_manifest_without_content_hash_is_refused(exported, tmp_path):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, content_sha256=None, schema_version=1)
+    with pytest.raises(ManifestError, match="no content hash"):
+        read_manifest(art)
+
+
+@pytest.fixture()
+def external_onnx(exported, tmp_path) -> Path:
+    """The exported model re-saved with its weights in an external ``weights.data`` file, published with a manifest."""
+    import onnx
+
+    from pinlite_edge.manifest import publish_artifact
+
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    art = folder / "pinlite-student.onnx"
+    model = onnx.load(str(exported["onnx"]))
+    onnx.save_model(model, str(art), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.data", size_threshold=0)
+    publish_artifact(art, art, read_manifest(exported["onnx"]))
+    return art
+
+
+def test_onnx_external_data_is_hashed(external_onnx):
+    from pinlite_edge.runtimes import load_runner
+
+    m = read_manifest(external_onnx)
+    assert list(m.external_data) == ["weights.data"]
+    with load_runner(external_onnx) as r:
+        r.infer(np.zeros(TINY_CONTRACT.frames_shape(1), np.float32), np.zeros(TINY_CONTRACT.mfcc_shape(1), np.float32))
+    flip_byte(external_onnx.parent / "weights.data")
+    with pytest.raises(ManifestError, match="weights.data"):
+        load_runner(external_onnx)
+
+
+def test_onnx_external_data_missing_or_outside_the_folder_is_refused(external_onnx):
+    (external_onnx.parent / "weights.data").unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        read_manifest(external_onnx)
+
+
+def test_onnx_external_data_not_listed_in_the_manifest_is_refused(external_onnx):
+    edit_manifest(external_onnx, external_data={})
+    with pytest.raises(ManifestError):
+        read_manifest(external_onnx)
+
+
+# --------------------------------------------------------------------------------------------- manifest types
+@pytest.mark.parametrize("change, field", [
+    ({"model_config": ["a", "list"]}, "model_config"),
+    ({"input_contract": "tiny"}, "input_contract"),
+    ({"dynamic_batch": "yes"}, "dynamic_batch"),
+    ({"max_batch": "8"}, "max_batch"),
+    ({"max_batch": True}, "max_batch"),
+    ({"precision_plan": 3}, "precision_plan"),
+    ({"input_names": "frames"}, "input_names"),
+    ({"input_contract__num_frames": "16"}, "num_frames"),
+    ({"input_contract__mean": [0.1, 0.2]}, "mean"),
+    ({"input_contract__std": [0.0, 1.0, 1.0]}, "std"),
+    ({"input_contract__fps": None}, "fps"),
+    ({"preset": {"deep": [[[[1]]]]}}, "preset"),
+])
+def test_manifest_field_of_the_wrong_type_is_a_manifest_error_naming_it(exported, tmp_path, change, field):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    edit_manifest(art, **change)
+    for load in loaders().values():
+        with pytest.raises(ManifestError, match=field):
+            load(art)
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", "null", "\"a string\"", "[" * 100000 + "]" * 100000])
+def test_manifest_that_is_not_a_json_object_or_nested_too_deeply_is_malformed(exported, tmp_path, text):
+    art = copy_artifact(exported["onnx"], tmp_path)
+    manifest_path_for(art).write_text(text)
+    with pytest.raises(ManifestError, match="malformed"):
+        read_manifest(art)
+
+
+def test_reading_an_artefact_on_read_only_media_writes_nothing(exported, tmp_path):
+    import os
+
+    from pinlite_edge.manifest import pending_path_for
+
+    art = copy_artifact(exported["onnx"], tmp_path / "ro")
+    stale = json.loads(manifest_path_for(art).read_text())
+    stale["artifact_sha256"] = "0" * 64  # a pending manifest of a publish killed before its rename
+    pending_path_for(art).write_text(json.dumps(stale))
+    os.chmod(art.parent, 0o555)
+    try:
+        assert read_manifest(art).preset == "tiny"
+    finally:
+        os.chmod(art.parent, 0o755)
+    assert pending_path_for(art).is_file()
+
+
+def test_proc_file_is_not_an_artefact(tmp_path):
+    with pytest.raises(ManifestError, match="not a regular file"):
+        read_manifest(Path("/proc/self/status"))
+
+
+# --------------------------------------------------------------------------------------------- checkpoints (#15)
+def _state_and_record(ckpt: Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(ckpt), framework="pt") as fh:
+        record = json.loads(fh.metadata()["pinlite_record"])
+    return load_file(str(ckpt)), record
+
+
+def test_checkpoint_without_embedded_hash_is_refused_unless_allowed(exported, tmp_path):
+    """A checkpoint re-saved by another tool (no embedded hash) used to load unverified."""
+    from safetensors.torch import save_file
+
+    from pinlite_edge.checkpoint import load_checkpoint
+    from pinlite_edge.runtimes import load_runner
+
+    state, record = _state_and_record(exported["checkpoint"])
+    bare = tmp_path / "bare.safetensors"
+    save_file(state, str(bare), metadata={"pinlite_record": json.dumps(record)})
+    with pytest.raises(CheckpointError, match="allow_unverified"):
+        load_checkpoint(bare)
+    with pytest.raises(CheckpointError, match="allow_unverified"):
+        load_runner(bare)
+    model, _ = load_checkpoint(bare, allow_unverified=True)
+    assert model.config.preset == "tiny"
+
+
+def test_checkpoint_with_a_flipped_head_is_refused_by_the_sidecar_hash(exported, tmp_path):
+    """The head's weights negated and the file re-saved without the embedded hash: weights_sha256 in the JSON
+    beside it no longer matches (it was never compared: every verdict flipped, no error)."""
+    from safetensors.torch import save_file
+
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    state, record = _state_and_record(ckpt)
+    head = [k for k in state if k.startswith("cls_head")]
+    assert head
+    for k in head:
+        state[k] = -state[k]
+    save_file(state, str(ckpt), metadata={"pinlite_record": json.dumps(record)})
+    for allow in (False, True):
+        with pytest.raises(CheckpointError, match="weights_sha256"):
+            load_checkpoint(ckpt, allow_unverified=allow)
+
+
+def test_checkpoint_record_is_covered_by_the_embedded_hash(exported, tmp_path):
+    """Editing the embedded record (keeping the embedded hash) is refused."""
+    from safetensors.torch import save_file
+
+    from pinlite_edge.checkpoint import HASH_KEY, load_checkpoint
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    ckpt.with_suffix(".json").unlink()
+    state, record = _state_and_record(ckpt)
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    record["model_config"]["dropout"] = 0.5
+    meta["pinlite_record"] = json.dumps(record)
+    save_file(state, str(ckpt), metadata=meta)
+    assert HASH_KEY in meta
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(ckpt)
+
+
+def test_tampered_record_asking_for_a_huge_model_allocates_nothing(exported, tmp_path):
+    """A record claiming embed_dim 10**6 (terabytes of weights): refused by comparing shapes on the meta device."""
+    import resource
+    import time
+
+    from safetensors.torch import save_file
+
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    state, record = _state_and_record(exported["checkpoint"])
+    record["model_config"]["embed_dim"] = 10 ** 6
+    big = tmp_path / "big.safetensors"
+    save_file(state, str(big), metadata={"pinlite_record": json.dumps(record)})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="does not match its model config"):
+        load_checkpoint(big, allow_unverified=True)
+    assert time.perf_counter() - start < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: < 512 MB more
+
+
+@pytest.mark.parametrize("header_len", [10 ** 12, 2 ** 63])
+def test_checkpoint_header_size_is_checked_against_the_file_size(exported, tmp_path, header_len):
+    import struct
+
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    data = bytearray(ckpt.read_bytes())
+    data[:8] = struct.pack("<Q", header_len)
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="header"):
+        load_checkpoint(ckpt, allow_unverified=True)
+
+
+def test_checkpoint_tensor_offsets_are_checked_against_the_file_size(exported, tmp_path):
+    """A header whose tensor claims more bytes than the file holds is refused before anything is read."""
+    import struct
+
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    raw = ckpt.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [10 ** 9, 10 ** 3]
+    header[name]["data_offsets"] = [0, 4 * 10 ** 12]
+    blob = json.dumps(header).encode()
+    ckpt.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_checkpoint(ckpt, allow_unverified=True)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pinlite_edge.quickstart import SUMMARY_KEYS
@@ -18,10 +20,42 @@ def _quickstart(ws: Path, *extra: str) -> subprocess.CompletedProcess:
                            "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_quickstart_smoke_runs_every_stage_and_reuses_them(tmp_path):
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_quickstart_smoke_runs_every_stage_resumes_and_reuses_them(tmp_path):
+    """Killed during its first build (after the teacher), the quickstart finishes the half-built workspace; a
+    corrupt checkpoint and a missing manifest are found by content and rebuilt; a complete workspace is reused."""
+    from pinlite_edge.quickstart import SMOKE_EXPORT_FORMATS, stage_status, workspace_status
+
     ws = tmp_path / "ws"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pinlite_edge.quickstart", "--workspace", str(ws), "--smoke", "--no-progress",
+           "--real-data", "none"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 500
+        while not (stage_status(ws / "teacher")[0] == "complete" and (ws / "distilled").is_dir()
+                   and any((ws / "distilled").iterdir())):
+            assert proc.poll() is None, "the quickstart exited before it could be killed"
+            assert time.monotonic() < deadline, "no finished teacher after 500 s"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the quickstart finished before it could be killed; the test proves nothing"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    half = workspace_status(ws, SMOKE_EXPORT_FORMATS)
+    assert not half.complete and half.stages["teacher"][0] == "complete"
+    assert any(m.startswith("distilled/") for m in half.missing), half.missing
+
     first = _quickstart(ws, "--real-data", "none")
     assert first.returncode == 0, first.stdout + first.stderr
+    log = first.stdout + first.stderr
+    assert "stage teacher: reusing" in log and "stage distilled: " in log, log
+    assert workspace_status(ws, SMOKE_EXPORT_FORMATS).complete, workspace_status(ws, SMOKE_EXPORT_FORMATS).missing
     for stage in ("teacher", "distilled", "pruned"):
         assert (ws / stage / "best.safetensors").is_file() and (ws / stage / "best.json").is_file()
     rows = json.loads((ws / "summary.json").read_text())
@@ -37,10 +71,22 @@ def test_quickstart_smoke_runs_every_stage_and_reuses_them(tmp_path):
     assert "wall time" in first.stdout and "teacher" in first.stdout
     assert json.loads((ws / "teacher" / "best.json").read_text())["training_data"]["real_video"] is False
 
-    again = _quickstart(ws, "--no-export", "--real-data", "none")
+    # damage found by content, not by existence: a flipped byte in the pruned weights, a missing manifest
+    _flip_last_byte(ws / "pruned" / "best.safetensors")
+    (ws / "exports" / "onnx" / "pinlite-student.onnx.manifest.json").unlink()
+    damaged = workspace_status(ws, SMOKE_EXPORT_FORMATS)
+    assert damaged.stages["pruned"][0] == "corrupt" and damaged.exports["onnx"][0] != "complete"
+    again = _quickstart(ws, "--real-data", "none")
     assert again.returncode == 0, again.stdout + again.stderr
     log = again.stdout + again.stderr
-    assert log.count("reusing") >= 3, log
+    assert "stage teacher: reusing" in log and "stage distilled: reusing" in log, log
+    assert "stage pruned: redoing" in log and "export onnx: building" in log, log
+    assert workspace_status(ws, SMOKE_EXPORT_FORMATS).complete
+
+    last = _quickstart(ws, "--real-data", "none")
+    assert last.returncode == 0, last.stdout + last.stderr
+    log = last.stdout + last.stderr
+    assert log.count("reusing") >= 5 and "summary: reusing" in log, log
 
 
 def _names_per_split(counts: dict[str, int]) -> list[str]:
