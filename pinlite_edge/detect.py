@@ -40,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         with Detector.load(args.model, threshold=args.threshold, aggregate=args.aggregate,
                            stride_seconds=args.stride, face_crop=not args.no_face_crop, **options) as det:
             result = det.detect(args.video)
-        if args.explain:
-            result.save_explanation(args.explain)
     except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -57,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
         for w in result.windows:
             print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset {w.offset_frames:+d}")
-        if args.explain:
+    if args.explain:  # after the result is printed: a failed write does not lose it
+        try:
+            result.save_explanation(args.explain)
+        except (PinliteError, OSError) as exc:
+            print(f"error: the result above was computed, but the explanation could not be written to "
+                  f"{args.explain}: {exc}", file=sys.stderr)
+            return 1
+        if not args.json:
             print(f"explanation written to {args.explain}")
     return 0
 
