@@ -212,42 +212,48 @@ def test_tegrastats_ram_line():
     assert parse_tegrastats_ram("CPU [3%@729]") is None
 
 
-def test_gpu_memory_figures_are_deltas_sampled_outside_infer(monkeypatch):
-    """Stand-in GPU: device-wide used memory (cudaMemGetInfo) 1000 MB before load, 1300 MB loaded, 1500 MB while a
-    call runs. The figures are the deltas around load and the peak seen by the sampler thread during inference."""
-    import time
+def test_gpu_memory_figures_are_deltas_read_between_calls(monkeypatch):
+    """Stand-in GPU: device-wide used memory (cudaMemGetInfo) 1000 MB before load, 1300 MB loaded, 1500 MB once the
+    first call has allocated its workspace. The figures are the deltas around load and the peak after the calls."""
+    import shutil
 
     import pinlite_edge.runtimes as runtimes
     from pinlite_edge.bench import memory
 
     used = {"mb": 1000}
+    reads: list[str] = []
 
     class Runner:
-        backend = "ort"
+        backend = "trt"
 
         def activate(self):
             used["mb"] = 1300
 
         def infer(self, frames, mfcc):
+            reads.append("infer")
             used["mb"] = 1500
-            time.sleep(0.05)
-            used["mb"] = 1300
 
         def deactivate(self):
             used["mb"] = 1000
 
+    def read() -> int:
+        reads.append("read")
+        return used["mb"] * 2**20
+
+    closed = []
     opened = []
     monkeypatch.setattr(runtimes, "load_runner", lambda path, **o: opened.append((path, o)) or Runner())
-    monkeypatch.setattr(memory, "_device_used_fn", lambda device: (
-        lambda: used["mb"] * 2**20, {"source": "stand-in cudaMemGetInfo", "unified_memory": True}))
-    fig = memory.measure_alone("model.engine", {"device": "cuda", "cuda_binding": "auto"}, np.zeros(1), np.zeros(1),
-                               calls=2)
-    assert opened == [("model.engine", {"device": "cuda", "cuda_binding": "auto"})]
+    monkeypatch.setattr(memory, "_device_memory", lambda device, binding: memory._DeviceMemory(
+        read, {"source": f"stand-in cudaMemGetInfo via {binding}", "unified_memory": True},
+        lambda: closed.append(True)))
+    fig = memory.measure_alone("model.engine", {"device": "cuda", "cuda_binding": "pycuda"}, np.zeros(1),
+                               np.zeros(1), calls=2)
+    assert opened == [("model.engine", {"device": "cuda", "cuda_binding": "pycuda"})] and closed == [True]
     gpu = fig["gpu"]
-    assert gpu["device_used_before_load_bytes"] == 1000 * 2**20 and gpu["unified_memory"] is True
+    assert gpu["source"].endswith("via pycuda") and gpu["unified_memory"] is True
+    assert gpu["device_used_before_load_bytes"] == 1000 * 2**20
     assert gpu["load_delta_bytes"] == 300 * 2**20 and gpu["inference_peak_delta_bytes"] == 500 * 2**20
+    assert reads == ["read", "read", "infer", "read", "infer", "read"]  # never inside a call
     assert fig["calls"] == 2 and fig["samples"] > 0
-    import shutil
-
     if shutil.which("tegrastats") is None:  # not a Jetson: no board-wide figure
         assert fig["tegrastats"] is None

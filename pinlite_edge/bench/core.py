@@ -26,6 +26,7 @@ from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import default_precision, precisions_for
 from pinlite_edge.metrics import classification_metrics, softmax_fake_prob
 from pinlite_edge.runtimes import BACKENDS, BaseRunner, Comparator, compare_outputs, inspect_artifact, load_runner
+from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS
 from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.bench.data import EvalData, load_eval_data
@@ -42,8 +43,6 @@ from pinlite_edge.bench.workspace import (
 )
 
 log = logging.getLogger(__name__)
-
-CUDA_BINDINGS = ("auto", "pycuda", "cuda-python")
 
 
 @dataclass

@@ -12,8 +12,9 @@ reference shares its resident set. In that process:
   sampled peak) after ``calls`` inferences: what a process running only this model needs;
   ``inference_peak_delta_bytes`` is the highest resident set sampled by a background thread during load and inference
   minus the baseline;
-- on a CUDA device: the driver's device-wide used memory (``cudaMemGetInfo`` total - free) before and after load and
-  its sampled peak during inference, and for torch models the caching allocator's figures. On Jetson (integrated
+- on a CUDA device: the driver's device-wide used memory (``cudaMemGetInfo`` total - free, through torch when it
+  sees the GPU, else through the TensorRT runner's CUDA binding) before and after load and after every inference
+  (calls are synchronous: read between calls, never inside one), and for torch models the caching allocator's peak. On Jetson (integrated
   GPU, unified memory) device-wide used memory is **all memory in use on the board** (CPU and GPU share it): the
   deltas are the meaningful figures there, and other processes' allocations show up in them;
 - ``tegrastats`` (Jetson): when the binary is on PATH, its RAM figure (board-wide, MB) before load and at peak.
@@ -123,10 +124,21 @@ def _high_water_rss() -> int | None:
     return None
 
 
-def _device_used_fn(device: str) -> tuple[Callable[[], int] | None, dict[str, Any]]:
-    """A function returning device-wide used memory (total - free) and facts about the device."""
+@dataclass
+class _DeviceMemory:
+    """Device-wide used memory (total - free, ``cudaMemGetInfo``) of one CUDA device, read in the calling thread."""
+
+    used: Callable[[], int]
+    facts: dict[str, Any]
+    close: Callable[[], None]
+
+
+def _device_memory(device: str, cuda_binding: str) -> _DeviceMemory | dict[str, Any] | None:
+    """How to read device memory for ``device``: torch's ``mem_get_info`` when torch sees CUDA, else the runtimes'
+    CUDA binding (pycuda or cuda-python, as the TensorRT runner uses). None on the CPU; a dict saying why when no
+    reader is available."""
     if not device.startswith("cuda") and device != "tensorrt":
-        return None, {}
+        return None
     index = int(device.split(":")[1]) if ":" in device else 0
     try:
         import torch
@@ -138,22 +150,26 @@ def _device_used_fn(device: str) -> tuple[Callable[[], int] | None, dict[str, An
                 free, total = torch.cuda.mem_get_info(index)
                 return int(total - free)
 
-            return used, {"source": "cudaMemGetInfo (torch.cuda.mem_get_info)", "device": props.name,
-                          "unified_memory": bool(getattr(props, "is_integrated", False))}
+            return _DeviceMemory(used, {"source": "cudaMemGetInfo via torch", "device": props.name,
+                                        "unified_memory": bool(getattr(props, "is_integrated", False))},
+                                 lambda: None)
     except ImportError:
         pass
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        return None, {"note": "neither torch with CUDA nor cuda-python is importable: no device memory figures"}
+    from pinlite_edge.errors import PinliteError
+    from pinlite_edge.runtimes.trt.cuda import select_binding
 
-    def used_cudart() -> int:
-        err, free, total = cudart.cudaMemGetInfo()
-        if int(err) != 0:
-            raise RuntimeError(f"cudaMemGetInfo failed: {err}")
+    try:
+        binding = select_binding(cuda_binding)
+        name, _ = binding.open(index)
+    except (PinliteError, ImportError) as exc:
+        return {"note": f"no device memory figures: {exc}"}
+
+    def used_binding() -> int:
+        free, total = binding.mem_get_info()
         return int(total - free)
 
-    return used_cudart, {"source": "cudaMemGetInfo (cuda-python)"}
+    return _DeviceMemory(used_binding, {"source": f"cudaMemGetInfo via {type(binding).__name__}", "device": name},
+                         binding.close)
 
 
 def measure_alone(artifact: str, runner_options: dict[str, Any], frames: np.ndarray, mfcc: np.ndarray,
@@ -161,43 +177,43 @@ def measure_alone(artifact: str, runner_options: dict[str, Any], frames: np.ndar
     """Load ``artifact`` in THIS process and measure it (run by :func:`measure_isolated` in a fresh process)."""
     from pinlite_edge.runtimes import load_runner
 
-    device_used, gpu_facts = _device_used_fn(str(runner_options.get("device") or "cpu"))
+    dev = _device_memory(str(runner_options.get("device") or "cpu"), str(runner_options.get("cuda_binding", "auto")))
+    reader = dev if isinstance(dev, _DeviceMemory) else None
     torch_alloc = None
-    if device_used is not None:
-        device_used()  # create the CUDA context before the baseline: it is not the model's
-        if gpu_facts.get("source", "").endswith("(torch.cuda.mem_get_info)"):
-            import torch
+    if reader is not None and reader.facts["source"].endswith("via torch"):
+        import torch  # the CUDA context exists now (mem_get_info made it): it is not the model's
 
-            torch.cuda.reset_peak_memory_stats()
-            torch_alloc = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        torch_alloc = torch.cuda.memory_allocated()
     tegra = _Tegrastats()
     time.sleep(0.2 if tegra.proc else 0)  # a tegrastats line before the load
     baseline = _rss()
-    dev_before = device_used() if device_used else None
-    peak = [baseline, dev_before or 0, 0]  # RSS, device used, number of samples
+    dev_before = reader.used() if reader else 0
+    dev_peak = dev_before
+    peak = [baseline, 0]  # RSS, number of samples
     stop = threading.Event()
     load_mark = 0
 
-    def sample() -> None:
+    def sample() -> None:  # resident set only: CUDA contexts are per thread for some bindings (pycuda)
         while not stop.is_set():
             peak[0] = max(peak[0], _rss())
-            if device_used is not None:
-                peak[1] = max(peak[1], device_used())
-            peak[2] += 1
+            peak[1] += 1
             stop.wait(interval_s)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    alloc_peak = None
     try:
         runner = load_runner(artifact, **runner_options)
         runner.activate()
         try:
             after_load = _rss()
-            dev_after_load = device_used() if device_used else None
+            dev_after_load = reader.used() if reader else 0
             load_mark = tegra.mark()
             for _ in range(calls):
-                runner.infer(frames, mfcc)
-            alloc_peak = None
+                runner.infer(frames, mfcc)  # synchronous: its device memory is read right after, never inside
+                if reader is not None:
+                    dev_peak = max(dev_peak, reader.used())
             if torch_alloc is not None:
                 import torch
 
@@ -210,19 +226,19 @@ def measure_alone(artifact: str, runner_options: dict[str, Any], frames: np.ndar
     finally:
         stop.set()
         tegra_figures = tegra.stop(load_mark)
-    gpu = None
-    if device_used is not None:
-        gpu = {**gpu_facts, "device_used_before_load_bytes": dev_before,
+        if reader is not None:
+            reader.close()
+    gpu = dev if isinstance(dev, dict) else None
+    if reader is not None:
+        gpu = {**reader.facts, "device_used_before_load_bytes": dev_before,
                "load_delta_bytes": int(dev_after_load - dev_before),
-               "inference_peak_delta_bytes": int(peak[1] - dev_before)}
+               "inference_peak_delta_bytes": int(max(dev_peak, dev_after_load) - dev_before)}
         if alloc_peak is not None and alloc_peak > 0:  # only torch models allocate through torch's allocator
             gpu["torch_allocator_peak_bytes"] = alloc_peak
-    elif gpu_facts:
-        gpu = gpu_facts
     return MemoryFigures(baseline_rss_bytes=baseline, load_rss_delta_bytes=after_load - baseline,
                          peak_rss_bytes=max(_high_water_rss() or 0, peak[0]),
                          inference_peak_delta_bytes=peak[0] - baseline,
-                         calls=calls, samples=peak[2], gpu=gpu, tegrastats=tegra_figures).to_dict()
+                         calls=calls, samples=peak[1], gpu=gpu, tegrastats=tegra_figures).to_dict()
 
 
 def measure_isolated(artifact: str | Path, runner_options: dict[str, Any], frames: np.ndarray, mfcc: np.ndarray,
