@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract, NUM_OFFSET_CLASSES
-from pinlite_edge.errors import InputError, PinliteError
+from pinlite_edge.errors import InputError, PinliteError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RunnerStateError(PinliteError, RuntimeError):
     """A runner was used while not activated (call ``activate()`` or use ``with runner:``)."""
 
 
-class RunnerOptionError(PinliteError, ValueError):
+class RunnerOptionError(UsageError):
     """A runner option (threads, device, batch policy, a backend's own option) has an invalid value."""
 
 
