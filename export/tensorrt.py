@@ -32,13 +32,14 @@ API checked against NVIDIA's documentation (no TensorRT runs in this workplace; 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from pinlite_edge.errors import BackendUnavailableError, ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
-from pinlite_edge.export.plan import PrecisionPlan
+from pinlite_edge.export.plan import PROTECTED_KINDS, PrecisionPlan
 from pinlite_edge.runtimes.trt.loader import INSTALL_HINT, import_tensorrt  # one import + install hint (runtime's)
 from pinlite_edge.utils.atomic import atomic_path, atomic_write_bytes
 
@@ -116,6 +117,8 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
         raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    # DETAILED: the engine inspector then reports each layer's input/output types (read back into the manifest)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     profile = builder.create_optimization_profile()
     shapes = profile_shapes(input_shapes, max_batch, opt_batch)
     for i in range(network.num_inputs):
@@ -161,6 +164,92 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
     return bytes(serialized), facts
 
 
+def engine_information(trt, engine_bytes: bytes) -> str:
+    """The engine inspector's JSON description of every layer of a serialized engine
+    (``Runtime.deserialize_cuda_engine`` -> ``ICudaEngine.create_engine_inspector()`` ->
+    ``get_engine_information(LayerInformationFormat.JSON)``; detailed when built with ProfilingVerbosity.DETAILED)."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        raise ExportError("TensorRT could not deserialize the engine it just built (see the TensorRT log above)")
+    inspector = engine.create_engine_inspector()
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+_DTYPE = re.compile(r"\b(FP32|FP16|BF16|FP8|Int8|Int32|Int64|UInt8|Bool|Float|Half)\b", re.IGNORECASE)
+_DTYPE_NAMES = {"fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16", "fp8": "fp8",
+                "int8": "int8", "uint8": "int8", "int32": "int32", "int64": "int64", "bool": "bool"}
+_ONNX_LAYER = re.compile(r"ONNX Layer: ([^\]\x1e]+)")
+_LOW = ("fp16", "bf16", "fp8", "int8")
+
+
+def _tensor_dtypes(tensors: Any) -> list[str]:
+    out = []
+    for t in tensors or []:
+        m = _DTYPE.search(t.get("Format/Datatype", "") if isinstance(t, dict) else str(t))
+        if m:
+            out.append(_DTYPE_NAMES[m.group(1).lower()])
+    return out
+
+
+def _layer_nodes(layer: dict) -> list[str]:
+    """The ONNX nodes a layer was built from: its ``Metadata`` (``[ONNX Layer: name]`` per fused node), else its
+    name split on `` + `` (how TensorRT names fused layers)."""
+    return (_ONNX_LAYER.findall(str(layer.get("Metadata", "")))
+            or [p.strip() for p in str(layer.get("Name", "")).split(" + ")])
+
+
+def engine_layer_precisions(info_json: str, plan: PrecisionPlan) -> dict[str, Any]:
+    """Per-layer precision of a built engine from the inspector's JSON, matched to the plan's ONNX nodes.
+
+    A layer's ``compute`` is ``int8`` when an input is Int8 (a fused Q/DQ convolution / matmul), else the float type
+    of its inputs (``fp16`` if any is FP16). A layer all of whose ONNX nodes are protected (GRU, softmax, score
+    scaling/bias, attention MatMuls, last block's q/k projections) must compute FP32 with no lower-precision output:
+    otherwise it is a violation. A layer fusing protected and other nodes (e.g. a Myelin ``ForeignNode``) is listed
+    under ``fused_with_protected``: inside it the ONNX types rule (strongly typed), which the inspector does not
+    report per node."""
+    import json
+
+    try:
+        info = json.loads(info_json)
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"the engine inspector's JSON does not parse: {exc}") from None
+    layers = info.get("Layers", []) if isinstance(info, dict) else []
+    if any(not isinstance(layer, dict) for layer in layers):
+        raise ExportError("the engine inspector reported layer names only: build with ProfilingVerbosity.DETAILED")
+    protected = {n: e.kind for e in plan.float_layers if e.kind in PROTECTED_KINDS for n in e.onnx_nodes}
+    rows, violations, mixed, covered = [], [], [], set()
+    for layer in layers:
+        name = str(layer.get("Name", ""))
+        nodes = _layer_nodes(layer)
+        covered.update(nodes)
+        ins, outs = _tensor_dtypes(layer.get("Inputs")), _tensor_dtypes(layer.get("Outputs"))
+        floats_in = [d for d in ins if d in ("fp32", "fp16", "bf16", "fp8")]
+        if "int8" in ins:
+            compute = "int8"
+        elif "fp16" in floats_in:
+            compute = "fp16"
+        else:
+            compute = floats_in[0] if floats_in else (outs[0] if outs else "unknown")
+        kinds = sorted({protected[n] for n in nodes if n in protected})
+        row: dict[str, Any] = {"name": name, "type": layer.get("LayerType"), "compute": compute, "inputs": ins,
+                               "outputs": outs}
+        if kinds:
+            row["kinds"] = kinds
+        rows.append(row)
+        if kinds and all(n in protected for n in nodes):
+            if compute != "fp32" or any(d in _LOW for d in outs):
+                violations.append(f"{name}: protected ({', '.join(kinds)}) layer computes {compute}, outputs {outs}")
+        elif kinds:
+            mixed.append(name)
+    summary: dict[str, int] = {}
+    for r in rows:
+        summary[r["compute"]] = summary.get(r["compute"], 0) + 1
+    return {"graph": "tensorrt_engine", "summary": dict(sorted(summary.items())), "layers": rows,
+            "violations": violations, "fused_with_protected": mixed,
+            "protected_nodes_not_named_by_any_layer": sorted(n for n in protected if n not in covered)}
+
+
 def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
     from pinlite_edge.export.onnx_formats import build_fp16_onnx, build_int8_onnx
     from pinlite_edge.export.prepare import write_fp32_onnx
@@ -191,6 +280,10 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
         max_batch=max_batch, opt_batch=o.opt_batch or 1, workspace_mb=o.workspace_mb,
         strongly_typed=not o.weak_typing, weak_precision=precision, plan=plan,
         timing_cache=Path(o.timing_cache) if o.timing_cache else None)
+    report = engine_layer_precisions(engine_information(trt, engine), plan)
+    if report["violations"]:
+        raise ExportError(f"the TensorRT engine runs protected layers below FP32: {report['violations'][:4]}")
+    plan.graph_precision["tensorrt_engine"] = report
     with atomic_path(ctx.artifact) as tmp:
         tmp.write_bytes(engine)
     target = {"tensorrt_version": str(trt.__version__), "gpu_name": gpu.name,

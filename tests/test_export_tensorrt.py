@@ -64,13 +64,41 @@ def test_plan_to_layer_precision_mapping():
                       "/model/blocks.1/attn/softmax/Softmax": "float32"}
 
 
+def _inspector_json(softmax_type: str = "FP32") -> str:
+    """Engine inspector output in the documented JSON layout (ProfilingVerbosity.DETAILED): per layer its name, type,
+    inputs/outputs with "Format/Datatype" and the ONNX nodes it was built from in "Metadata"."""
+    import json
+
+    def t(name, fmt):
+        return {"Name": name, "Location": "Device", "Dimensions": [1, 4, 16, 16], "Format/Datatype": fmt}
+
+    return json.dumps({"Layers": [
+        {"Name": "/model/frame_encoder/backbone/backbone.0/backbone.0.0/Conv + /model/frame_encoder/.../HardSwish",
+         "LayerType": "CaskConvolution", "Inputs": [t("x", "Channel major INT8 format where channel % 32 == 0")],
+         "Outputs": [t("y", "Channel major INT8 format where channel % 32 == 0")],
+         "Metadata": "[ONNX Layer: /model/frame_encoder/backbone/backbone.0/backbone.0.0/Conv]\x1e"
+                     "[ONNX Layer: /model/frame_encoder/backbone/backbone.0/backbone.0.2/HardSwish]"},
+        {"Name": "/model/blocks.1/ffn/ffn.1/Gelu", "LayerType": "PointWiseV2",
+         "Inputs": [t("a", "Row major linear FP16 format")], "Outputs": [t("b", "Row major linear FP16 format")],
+         "Metadata": "[ONNX Layer: /model/blocks.1/ffn/ffn.1/Gelu]"},
+        {"Name": "/model/blocks.1/attn/softmax/Softmax", "LayerType": "SoftMax",
+         "Inputs": [t("s", f"Row major linear {softmax_type} format")],
+         "Outputs": [t("p", f"Row major linear {softmax_type} format")],
+         "Metadata": "[ONNX Layer: /model/blocks.1/attn/softmax/Softmax]"},
+        {"Name": "{ForeignNode[/model/audio_encoder/gru/GRU...]}", "LayerType": "Myelin",
+         "Inputs": [t("g", "Row major linear FP32 format")], "Outputs": [t("h", "Row major linear FP32 format")],
+         "Metadata": "[ONNX Layer: /model/audio_encoder/gru/GRU]\x1e[ONNX Layer: /model/audio_encoder/proj/MatMul]"},
+    ], "Bindings": ["frames", "mfcc", "logits", "offset_logits", "attention"]})
+
+
 class _Recorder:
     """A fake ``tensorrt`` module (API-shape test only)."""
 
-    def __init__(self, layer_names, major="10.3.0"):
+    def __init__(self, layer_names, major="10.3.0", inspector_json=None):
         self.__version__ = major
         self.calls = []
         rec = self
+        info = inspector_json or _inspector_json()
 
         class Flag:
             STRONGLY_TYPED = 5
@@ -121,6 +149,10 @@ class _Recorder:
                 return b"cache-bytes"
 
         class Config:
+            def __init__(self):
+                rec.config = self
+                self.profiling_verbosity = "LAYER_NAMES_ONLY"
+
             def set_memory_pool_limit(self, pool, size):
                 rec.calls.append(("pool", pool, size))
 
@@ -139,6 +171,29 @@ class _Recorder:
 
             def get_timing_cache(self):
                 return Cache()
+
+        class ProfilingVerbosity:
+            DETAILED, LAYER_NAMES_ONLY = "DETAILED", "LAYER_NAMES_ONLY"
+
+        class LayerInformationFormat:
+            JSON, ONELINE = "JSON", "ONELINE"
+
+        class Inspector:
+            def get_engine_information(self, fmt):
+                rec.calls.append(("engine_information", fmt))
+                return info
+
+        class Engine:
+            def create_engine_inspector(self):
+                return Inspector()
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                rec.calls.append(("deserialize", bytes(data)))
+                return Engine()
 
         class Profile:
             def __init__(self):
@@ -177,6 +232,8 @@ class _Recorder:
         self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
         self.NetworkDefinitionCreationFlag, self.BuilderFlag, self.MemoryPoolType = Flag, BuilderFlag, MemoryPoolType
         self.float32, self.float16, self.int32 = "float32", "float16", "int32"
+        self.ProfilingVerbosity, self.LayerInformationFormat, self.Runtime = (ProfilingVerbosity,
+                                                                               LayerInformationFormat, Runtime)
 
 
 def test_build_engine_strongly_typed_api_shape(tmp_path):
@@ -192,6 +249,7 @@ def test_build_engine_strongly_typed_api_shape(tmp_path):
     assert profile["mfcc"] == ((1, 64, 13), (1, 64, 13), (4, 64, 13))
     assert not [c for c in trt.calls if c[0] == "flag"]  # no precision flags when strongly typed
     assert cache.read_bytes() == b"cache-bytes" and facts["strongly_typed"] is True
+    assert trt.config.profiling_verbosity == "DETAILED"  # the inspector can then report per-layer types
 
 
 def test_build_engine_weak_typing_pins_plan_layers_api_shape(tmp_path):
@@ -248,6 +306,35 @@ def test_trt_manifest_fields_with_fake_tensorrt(student, tmp_path, monkeypatch):
     assert man.tool_versions["tensorrt"] == "10.3.0"
     assert any(e["kind"] == "gru" for e in man.precision_plan["float_layers"])
     assert ("parse", "fp16.onnx") in fake.calls
+    # the precision per layer is read back from the built engine with the inspector into the manifest
+    assert ("deserialize", b"engine-bytes") in fake.calls and ("engine_information", "JSON") in fake.calls
+    engine = man.precision_plan["graph_precision"]["tensorrt_engine"]
+    assert engine["summary"] == {"fp16": 1, "fp32": 2, "int8": 1} and engine["violations"] == []
+    assert man.precision_plan["graph_precision"]["artefact"]["violations"] == []  # the FP16 ONNX it was built from
+
+
+def _softmax_plan() -> PrecisionPlan:
+    return PrecisionPlan("int8", [
+        FloatEntry("audio_encoder.gru", "r", "gru", onnx_nodes=["/model/audio_encoder/gru/GRU"]),
+        FloatEntry("blocks.1.attn.softmax", "r", "softmax", onnx_nodes=["/model/blocks.1/attn/softmax/Softmax"]),
+    ])
+
+
+def test_engine_inspector_json_gives_per_layer_precision():
+    from pinlite_edge.export.tensorrt import engine_layer_precisions
+
+    report = engine_layer_precisions(_inspector_json(), _softmax_plan())
+    by_type = {r["type"]: r for r in report["layers"]}
+    assert by_type["CaskConvolution"]["compute"] == "int8"  # Q/DQ'd conv fused to an int8 kernel
+    assert by_type["PointWiseV2"]["compute"] == "fp16"  # no Q/DQ: FP16 (the FP16 + QDQ ONNX)
+    assert by_type["SoftMax"]["compute"] == "fp32" and by_type["SoftMax"]["kinds"] == ["softmax"]
+    assert report["violations"] == []
+    # the GRU fused with a non-protected node into one Myelin layer: reported, not claimed verified
+    assert report["fused_with_protected"] == ["{ForeignNode[/model/audio_encoder/gru/GRU...]}"]
+    bad = engine_layer_precisions(_inspector_json(softmax_type="FP16"), _softmax_plan())
+    assert len(bad["violations"]) == 1 and "Softmax" in bad["violations"][0]
+    with pytest.raises(ExportError, match="DETAILED"):
+        engine_layer_precisions('{"Layers": ["/model/blocks.1/attn/softmax/Softmax"]}', _softmax_plan())
 
 
 def test_weak_typing_refused_on_tensorrt_11(student, tmp_path, monkeypatch):
@@ -301,3 +388,6 @@ def test_trt_int8_builds_from_a_tensorrt_parsable_qdq_onnx(student, tmp_path, mo
     assert not [n for n in qdq if n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT32]
     assert not [n for n in qdq if n.name.endswith("_w8_DQ")]
     assert res.extra["onnx"]["weight_only"] == "none" and res.extra["onnx"]["quantize_bias"] is False
+    # FP16 + QDQ (#14 item 4): opset 19 so Q/DQ carry FP16 scales; layers without Q/DQ are FP16 in the ONNX
+    assert res.extra["onnx"]["fp16_qdq"] is True and max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 19
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
