@@ -102,6 +102,83 @@ def test_new_files_get_normal_permissions(tmp_path):
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+# --------------------------------------------------------------------------------------------- write only regular files
+def test_atomic_write_refuses_a_symlink_and_leaves_its_target_alone(tmp_path):
+    """The old writer replaced the symlink itself (and, as root, a device node) with a regular file."""
+    from pinlite_edge.errors import WriteError
+
+    target = tmp_path / "real.txt"
+    target.write_text("precious")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with pytest.raises(WriteError, match="symbolic link"):
+        atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "precious" and temp_leftovers(tmp_path) == []
+
+
+def test_atomic_write_refuses_fifos_folders_and_device_nodes(tmp_path):
+    import stat as stat_
+
+    from pinlite_edge.errors import WriteError
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(WriteError, match="FIFO"):
+        atomic_write_bytes(fifo, b"x")
+    assert stat_.S_ISFIFO(os.lstat(fifo).st_mode)
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(WriteError, match="folder"):
+        atomic_write_bytes(tmp_path / "dir", b"x")
+    try:
+        os.mknod(tmp_path / "null", 0o666 | stat_.S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here (not root)")
+    with pytest.raises(WriteError, match="device node"):
+        atomic_write_bytes(tmp_path / "null", b"x")
+    assert stat_.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+
+
+def test_temporary_names_are_unique_per_process_and_stale_ones_are_cleaned(tmp_path):
+    target = tmp_path / "file.json"
+    stale = tmp_path / f".file.json.{2 ** 22 + 777}.deadbeef.part"  # above pid_max: its writer is gone
+    stale.write_bytes(b"half written by a killed process")
+    live = tmp_path / f".file.json.{os.getppid()}.deadbeef.part"  # a live process's temp: kept
+    live.write_bytes(b"in progress")
+    names = []
+    with atomic_path(target) as tmp:
+        names.append(tmp.name)
+        tmp.write_text("{}")
+    assert f".{os.getpid()}." in names[0] and names[0].endswith(".part")
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+def test_write_failures_are_write_errors_naming_the_file(tmp_path, monkeypatch, err):
+    """A full device, read-only media, no permission (simulated: the test may run as root): a WriteError naming
+    the file and what to do, the old file untouched, no temporary left."""
+    from pinlite_edge.errors import WriteError
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def fail(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(atomic.os, "replace", fail)
+    with pytest.raises(WriteError, match="out.json") as info:
+        atomic_write_text(target, "new")
+    assert isinstance(info.value, OSError)
+    monkeypatch.undo()
+    assert target.read_text() == "old" and temp_leftovers(tmp_path) == []
+
+
+def test_a_name_too_long_is_a_write_error(tmp_path):
+    from pinlite_edge.errors import WriteError
+
+    with pytest.raises(WriteError, match="too long"):
+        atomic_write_text(tmp_path / ("x" * 300 + ".json"), "{}")
+
+
 # --------------------------------------------------------------------------------------------- SIGKILL worker
 WORKER = textwrap.dedent(r'''
     import json, os, random, signal, sys, time
