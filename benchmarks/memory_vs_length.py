@@ -4,7 +4,7 @@ file under 10 MB may push memory past 2 GB).
 Clips are generated with PyAV at low resolution and bitrate (a square moving over a dark background, H.264; a tone
 sweep as 48 kHz stereo AAC, so the resampler and the downmix run), one per length, plus two adversarial files from
 the issue: a 720p clip of moving frames, and a Matroska file with 3 s of content and one long timestamp gap. Each clip
-is scored in a fresh subprocess (``Detector.load(model, threads=1).detect(clip)``) and its peak resident set size
+is scored in a fresh subprocess (``Detector.load(model, threads=1, timeout_s=None).detect(clip)``) and its peak resident set size
 (``VmHWM`` of /proc/self/status) is read there, beside the RSS after loading the model (what ``detect`` itself adds is the difference).
 The model is the tiny student, untrained, exported to ONNX (the memory does not depend on its weights).
 
@@ -115,7 +115,7 @@ def child(model: str, clip: str) -> None:
     from pinlite_edge.detector import Detector
     from pinlite_edge.errors import PinliteError
 
-    det = Detector.load(model, threads=1)
+    det = Detector.load(model, threads=1, timeout_s=None)  # long clips decode for minutes on a loaded machine
     after_load = _status_bytes("VmRSS")
     t0 = time.perf_counter()
     out: dict[str, Any] = {"rss_after_load": after_load}
@@ -145,7 +145,7 @@ def _mb(n: int | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Peak memory of `Detector.detect` against clip length", "",
-             "Each clip scored in a fresh subprocess (`Detector.load(model, threads=1).detect(clip)`, tiny student, "
+             "Each clip scored in a fresh subprocess (`Detector.load(model, threads=1, timeout_s=None).detect(clip)`, tiny student, "
              "ONNX Runtime); peak RSS = the process's `VmHWM` (model and libraries included), `detect` adds = "
              "peak minus the RSS after loading the model.", "",
              "| clip | length (s) | file (MB) | windows | peak RSS (MB) | after load (MB) | detect adds (MB) | "

@@ -18,7 +18,8 @@ import numpy as np
 
 from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
-from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS
+from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
+from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -247,10 +248,17 @@ class Detector:
 
     def __init__(self, runner: Any, *, threshold: float = 0.5, aggregate: str = "max",
                  stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
-                 max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
         from pinlite_edge.features.limits import DecodeLimits
 
         _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
+        if timeout_s is not None:
+            try:
+                timeout_s = check_positive("timeout_s", timeout_s)
+            except InputError as exc:
+                raise InputError(f"Detector option {exc} (None: no limit)") from None
+        self.timeout_s = timeout_s
         try:
             self.limits = DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
         except InputError as exc:
@@ -272,7 +280,7 @@ class Detector:
     def load(cls, artifact: str | Path, *, threshold: float = 0.5, aggregate: str = "max",
              stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
              max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
-             **runner_options: Any) -> "Detector":
+             timeout_s: float | None = DEFAULT_TIMEOUT_S, **runner_options: Any) -> "Detector":
         """Load any artefact (``.onnx``, ``.pte``, engine, ``.safetensors``); ``runner_options`` such as
         ``device="cuda"`` or ``threads=2`` go to :func:`pinlite_edge.runtimes.load_runner` (checked there: a bad value
         raises a ``RunnerOptionError`` naming it). The Detector's own options are checked before the artefact is
@@ -283,11 +291,13 @@ class Detector:
         _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
         try:
             DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
+            if timeout_s is not None:
+                check_positive("timeout_s", timeout_s)
         except InputError as exc:
             raise InputError(f"Detector option {exc}") from None
         return cls(load_runner(artifact, **runner_options), threshold=threshold, aggregate=aggregate,
                    stride_seconds=stride_seconds, face_crop=face_crop, batch_size=batch_size,
-                   max_duration_s=max_duration_s, max_pixels=max_pixels)
+                   max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s)
 
     @property
     def contract(self) -> InputContract:
@@ -306,13 +316,14 @@ class Detector:
     # --- scoring --------------------------------------------------------------------------------------------
     def detect(self, video_path: str | Path) -> DetectionResult:
         """Decode a video file (frames + audio track) and score it, window by window while decoding: memory does not
-        grow with the clip's length (``max_duration_s``, default one hour, bounds time; ``max_pixels`` the frame
-        size). Decoding failures and limits raise ``DecodeError`` naming the file."""
+        grow with the clip's length (``max_duration_s``, default one hour, bounds the media; ``max_pixels`` the
+        frame size; ``timeout_s``, default 60 s, the decoding time, scoring not counted). Decoding failures and
+        limits raise ``DecodeError`` naming the file."""
         from pinlite_edge.features import open_windows
 
         stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
                                        stride_seconds=self.stride_seconds, max_duration_s=self.limits.max_duration_s,
-                                       max_pixels=self.limits.max_pixels)
+                                       max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s)
         scores = self._score_stream(windows, str(video_path))
         self._warn_if_synthetic_only(video_path)
         return self._result(scores, face_found=stream.face_found, face_coverage=stream.face_coverage)

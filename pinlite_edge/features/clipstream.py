@@ -33,9 +33,10 @@ from pinlite_edge.features.windows import PreparedClip, Window, audio_segment, w
 
 log = logging.getLogger(__name__)
 
-#: One stream may run this many seconds ahead of the other in the buffers (demuxers interleave by time, so more
-#: means the other stream has ended); beyond that its frames or samples are counted but not kept.
-MAX_LAG_S = 10.0
+#: One stream may run this many seconds ahead of the other in the buffers (muxers interleave streams within a few
+#: seconds, FFmpeg's within 10 s, so more means the other stream has ended); beyond that its frames or samples are
+#: counted but not kept, and a window that needs them raises a DecodeError (a file interleaved that badly).
+MAX_LAG_S = 30.0
 
 
 def warn_on_degraded_audio(audio_seconds: float, video_seconds: float, peak: float, is_float: bool,
