@@ -15,6 +15,7 @@ from typing import Any
 
 from pinlite_edge.errors import BackendUnavailableError, ManifestError
 from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+from pinlite_edge.runtimes.base import check_choice
 
 INSTALL_HINT = INSTALL_HINTS["ort"]
 PROVIDERS = {
@@ -63,10 +64,8 @@ def create_session(model: str | Path | bytes, *, device: str = "cpu", threads: i
     Raises :class:`BackendUnavailableError` when the provider is missing or unused, :class:`ManifestError` when
     onnxruntime cannot load the model.
     """
-    if device not in PROVIDERS:
-        raise ValueError(f"onnxruntime device must be one of {sorted(PROVIDERS)}, got {device!r}")
-    if optimization not in OPT_LEVELS:
-        raise ValueError(f"onnxruntime optimization must be one of {list(OPT_LEVELS)}, got {optimization!r}")
+    check_choice("device", device, list(PROVIDERS), "ort")
+    check_choice("optimization", optimization, OPT_LEVELS, "ort")
     ort = import_onnxruntime()
     wanted = PROVIDERS[device]
     available = ort.get_available_providers()

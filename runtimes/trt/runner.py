@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class TrtRunner(BaseRunner):
-    """TensorRT engine runner (GPU only)."""
+    """TensorRT engine runner (GPU only). ``threads`` is accepted (and checked) for a uniform runner interface but
+    TensorRT's execution has no CPU thread pool to size."""
 
     backend = "trt"
 
