@@ -50,12 +50,15 @@ def workspace(base_workspace, tmp_path) -> Path:
 
 
 class FakeTrt:
-    """Stand-in for TensorRT on a GPU: ``tensorrt`` imports (version only), the GPU is detected, builds recorded."""
+    """Stand-in for TensorRT on a GPU: ``tensorrt`` imports (version only), the GPU is detected, builds recorded
+    (``export.tensorrt.build_engine`` and its engine inspector replaced)."""
 
     def __init__(self, monkeypatch, version: str = "10.3.0", gpu: tuple[str, str] = ("Fake Orin", "8.7")):
         self.monkeypatch, self.builds = monkeypatch, []
         self.set(version, gpu)
         monkeypatch.setattr(trt_export, "build_engine", self._build)
+        # the export reads each layer's precision back from the built engine (the inspector): none to report here
+        monkeypatch.setattr(trt_export, "engine_information", lambda trt, engine: '{"Layers": []}')
         monkeypatch.setattr(engine_cache, "BUILD_OPTIONS", TEST_BUILD)
 
     def set(self, version: str, gpu: tuple[str, str]) -> None:
@@ -241,38 +244,33 @@ def test_present_artefacts_are_not_rebuilt(workspace, monkeypatch):
 
 
 def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monkeypatch):
-    """No --artifacts and no finished default workspace: the CLI runs the quickstart (which resumes what exists),
-    announcing it; a finished workspace is left alone."""
+    """No --artifacts and a default workspace that ``quickstart.workspace_status`` finds incomplete: the CLI runs the
+    quickstart (which resumes what exists), announcing what is missing; a complete workspace is left alone."""
     from pinlite_edge import quickstart
-    from pinlite_edge.bench.workspace import export_path, missing_from_workspace
 
     monkeypatch.chdir(tmp_path)
-    runs = []
+    state = {"missing": ["teacher/ (missing: no training run in pinlite-workspace/teacher)", "summary.json (missing)"]}
+    runs, checked = [], []
+
+    def fake_status(workspace, export_formats):
+        checked.append((Path(workspace), [f for f, _ in export_formats]))
+        return types.SimpleNamespace(complete=not state["missing"], missing=list(state["missing"]))
 
     def fake_quickstart(cfg):
-        ws = Path(cfg.workspace)
-        runs.append(ws)
-        for stage in ("teacher", "distilled", "pruned"):
-            kind = create_teacher if stage == "teacher" else create_student
-            save_checkpoint(ws / stage / "best.safetensors", kind("tiny", pretrained=False), {"complete": True})
-        for fmt, _ in cfg.export_formats:
-            path = export_path(ws, fmt)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x")
-            Path(f"{path}.manifest.json").write_text("{}")
-        (ws / "summary.json").write_text("[]")
+        runs.append(Path(cfg.workspace))
+        state["missing"] = []
         return []
 
+    monkeypatch.setattr(quickstart, "workspace_status", fake_status)
     monkeypatch.setattr(quickstart, "run_quickstart", fake_quickstart)
     said: list[str] = []
     ws = Path("pinlite-workspace")
     prepare.ensure_quickstart_workspace(ws, said.append)
-    assert runs == [ws] and said[0].startswith("building the quickstart workspace at pinlite-workspace (missing: "
-                                               "the workspace pinlite-workspace)")
-    assert missing_from_workspace(ws, [f for f, _ in quickstart.EXPORT_FORMATS]) == []
+    assert runs == [ws] and checked[0] == (ws, [f for f, _ in quickstart.EXPORT_FORMATS])
+    assert said[0].startswith("building the quickstart workspace at pinlite-workspace (missing: teacher/ (missing")
+    assert said[-1] == "workspace pinlite-workspace is complete"
     prepare.ensure_quickstart_workspace(ws, said.append)
-    assert len(runs) == 1
-    # an unfinished stage (its record does not say complete) sends the quickstart back to work
-    save_checkpoint(ws / "pruned" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    assert len(runs) == 1  # complete: not run again
+    state["missing"] = ["pruned/ (unfinished: the run did not finish (epoch 0))"]
     prepare.ensure_quickstart_workspace(ws, said.append)
-    assert len(runs) == 2 and "pruned/ (finished training run)" in said[-2]
+    assert len(runs) == 2 and "pruned/ (unfinished" in said[-2]

@@ -22,8 +22,7 @@ from pinlite_edge.manifest import read_manifest
 from pinlite_edge.bench.core import BenchConfig
 from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
 from pinlite_edge.bench.workspace import (
-    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, is_workspace, missing_from_workspace,
-    source_checkpoint, stage_checkpoint,
+    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, is_workspace, source_checkpoint, stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -50,22 +49,23 @@ def _visible(logger_name: str) -> Iterator[None]:
 
 
 def ensure_quickstart_workspace(path: Path, say: Say) -> None:
-    """Build (or finish) the quickstart workspace at ``path`` when it lacks anything a finished one has."""
+    """Build (or finish) the quickstart workspace at ``path`` unless ``quickstart.workspace_status`` finds it complete
+    (checked by content: checkpoints verify and record finished runs, exports verify and come from the current
+    pruned checkpoint, the summary is newer than the checkpoints)."""
     from pinlite_edge import quickstart
 
     qcfg = quickstart.QuickstartConfig(workspace=str(path), progress=True)
-    formats = [fmt for fmt, _ in qcfg.export_formats]
-    missing = missing_from_workspace(path, formats)
-    if not missing:
+    status = quickstart.workspace_status(path, qcfg.export_formats)
+    if status.complete:
         return
-    say(f"building the quickstart workspace at {path} (missing: {', '.join(missing)}): teacher -> distilled "
+    say(f"building the quickstart workspace at {path} (missing: {'; '.join(status.missing)}): teacher -> distilled "
         "student -> pruned student -> exports, about 10 minutes on a 2-core CPU the first time; finished stages "
         "are reused")
     with _visible("pinlite_edge.quickstart"):
         quickstart.run_quickstart(qcfg)
-    still = missing_from_workspace(path, formats)
-    if still:  # e.g. an export that failed (the quickstart logs why); the bench says so and benches what exists
-        log.warning("the quickstart finished but %s still lacks: %s", path, ", ".join(still))
+    status = quickstart.workspace_status(path, qcfg.export_formats)
+    if not status.complete:  # e.g. an export that failed (the quickstart logs why): bench what exists
+        log.warning("the quickstart finished but %s is still incomplete: %s", path, "; ".join(status.missing))
     else:
         say(f"workspace {path} is complete")
 

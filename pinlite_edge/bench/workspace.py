@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import format_for, precisions_for
 from pinlite_edge.manifest import MANIFEST_SUFFIX, manifest_path_for
 
@@ -39,40 +39,6 @@ def is_workspace(path: Path) -> bool:
 def stage_checkpoint(workspace: Path, stage: str) -> Path | None:
     path = workspace / stage / "best.safetensors"
     return path if path.is_file() else None
-
-
-def stage_complete(workspace: Path, stage: str) -> bool:
-    """True when the stage's checkpoint records a finished training run (what the quickstart checks too)."""
-    from pinlite_edge.checkpoint import read_record
-
-    path = stage_checkpoint(workspace, stage)
-    if path is None:
-        return False
-    try:
-        return bool(read_record(path).get("complete"))
-    except CheckpointError:
-        return False
-
-
-def export_path(workspace: Path, fmt: str) -> Path:
-    """``<workspace>/exports/<fmt>/pinlite-student<suffix>`` (the quickstart's layout)."""
-    from pinlite_edge.export.formats import get_format
-
-    return workspace / "exports" / fmt / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
-
-
-def missing_from_workspace(workspace: Path, export_formats: tuple[str, ...] | list[str]) -> list[str]:
-    """What a finished quickstart workspace has and ``workspace`` lacks (empty: complete)."""
-    if not workspace.is_dir():
-        return [f"the workspace {workspace}"]
-    missing = [f"{s}/ (finished training run)" for s in STAGES if not stage_complete(workspace, s)]
-    for fmt in export_formats:
-        path = export_path(workspace, fmt)
-        if not (path.is_file() and manifest_path_for(path).is_file()):
-            missing.append(f"exports/{fmt}/{path.name}")
-    if not (workspace / "summary.json").is_file():
-        missing.append("summary.json")
-    return missing
 
 
 def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> tuple[Path | None, str | None]:
