@@ -65,8 +65,8 @@ class TrtRunner(BaseRunner):
     def activate_impl(self) -> None:
         trt = loader.import_tensorrt()
         cuda = self.cuda = select_binding(self.cuda_binding)
+        self._opened = True  # close() copes with an open() that failed half-way
         gpu_name, cc = cuda.open(self.device_index)
-        self._opened = True
         target = self.spec.manifest.target if self.spec.manifest else {}
         self.warnings = loader.check_engine_target(target, trt_version=trt.__version__, compute_capability=cc,
                                                    gpu_name=gpu_name, source=str(self.artifact))
