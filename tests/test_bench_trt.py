@@ -7,6 +7,7 @@ cache and the CLI. The TensorRT runner is replaced by the ONNX runner of the sam
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -274,3 +275,18 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
     state["missing"] = ["pruned/ (unfinished: the run did not finish (epoch 0))"]
     prepare.ensure_quickstart_workspace(ws, said.append)
     assert len(runs) == 2 and "pruned/ (unfinished" in said[-2]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+                    reason="TensorRT and a GPU are present: the missing-TensorRT path cannot be exercised")
+def test_design_card_command_as_written_without_tensorrt(tmp_path):
+    """`python -m pinlite_edge.bench --runtime trt` in a fresh process on this machine (no TensorRT / no GPU): one
+    line on stderr, exit code 2, nothing built."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "pinlite_edge.bench", "--runtime", "trt"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: backend 'trt' is unavailable:") and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not any(tmp_path.iterdir())
