@@ -60,7 +60,7 @@ class NodePrecision:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: v for k, v in d.items() if v not in (None, [], "")}
+        return {k: v for k, v in d.items() if k in ("name", "op", "compute") or v not in (None, [], "")}
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------------
