@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 KEY_FILE = "cache-key.json"
 #: export options of an engine built on first use (64 calibration clips, as the quickstart's INT8 ONNX)
 BUILD_OPTIONS: dict[str, Any] = {"calib_size": 64}
-GPU_HINT = "run it on a machine with an NVIDIA GPU and its driver (a Jetson with JetPack, or x86 with nvidia-smi working)"
+GPU_HINT = ("run it on a machine with an NVIDIA GPU and its driver (a Jetson with JetPack, or x86 with nvidia-smi "
+            "working)")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ reference shares its resident set. In that process:
   minus the baseline;
 - on a CUDA device: the driver's device-wide used memory (``cudaMemGetInfo`` total - free, through torch when it
   sees the GPU, else through the TensorRT runner's CUDA binding) before and after load and after every inference
-  (calls are synchronous: read between calls, never inside one), and for torch models the caching allocator's peak. On Jetson (integrated
-  GPU, unified memory) device-wide used memory is **all memory in use on the board** (CPU and GPU share it): the
-  deltas are the meaningful figures there, and other processes' allocations show up in them;
+  (calls are synchronous: read between calls, never inside one), and for torch models the caching allocator's peak.
+  On Jetson (integrated GPU, unified memory) device-wide used memory is **all memory in use on the board** (CPU and
+  GPU share it): the deltas are the meaningful figures there, and other processes' allocations show up in them;
 - ``tegrastats`` (Jetson): when the binary is on PATH, its RAM figure (board-wide, MB) before load and at peak.
 
 The sampler never runs inside a timed call: this pass is separate from the latency measurement.

@@ -90,8 +90,9 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
         out.append(line + ".")
     e2e = result.get("end_to_end")
     if e2e:
-        out.append(f"\nEnd to end: {e2e['num_videos']} video(s), {e2e['source']}; {e2e['seconds_of_video']['median']:.2f} "
-                   f"s each (median); featurisation alone (decode + face crop + MFCC, shared by every model) "
+        out.append(f"\nEnd to end: {e2e['num_videos']} video(s), {e2e['source']}; "
+                   f"{e2e['seconds_of_video']['median']:.2f} s each (median); featurisation alone (decode + face "
+                   "crop + MFCC, shared by every model) "
                    f"{e2e['featurise_s']['median']:.3f} s median, RTF {e2e['featurise_rtf_median']:.3f}.")
     if result.get("comparison"):
         out += ["", "## Agreement with the first artefact", "",
