@@ -576,3 +576,38 @@ def test_infer_does_not_sample_memory(student, monkeypatch):
         assert len(calls) == after_activate
         assert r.sample_memory() == 123 and len(calls) == after_activate + 1
     assert r.peak_memory_bytes == 123
+
+
+# --- the real cuda-python (installed beside torch) ----------------------------------------------------------------
+def _real_cuda_python():
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        pytest.skip("cuda-python (cuda.bindings) is not installed here: pip install 'pinlite-edge[tensorrt]'")
+    return runtime
+
+
+def test_cuda_python_standin_and_binding_use_names_the_real_library_has():
+    """Every runtime-API name the binding calls, and every one the stand-in provides, exists in the real
+    cuda.bindings.runtime (so neither invented an API)."""
+    import inspect
+
+    from pinlite_edge.runtimes.trt import cuda as cuda_mod
+
+    rt = _real_cuda_python()
+    called = set(__import__("re").findall(r"cudart\.(cuda\w+)", inspect.getsource(cuda_mod.CudaPythonBinding)))
+    standin = {n for n in vars(standins.cuda_python_module(standins.FakeGpu())) if n.startswith("cuda")}
+    assert called and called <= standin
+    missing = sorted(n for n in called | standin if not hasattr(rt, n))
+    assert not missing, f"not in the real cuda.bindings.runtime: {missing}"
+    for kind in ("cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"):
+        assert int(getattr(rt.cudaMemcpyKind, kind)) == int(getattr(standins.cudaMemcpyKind, kind))
+
+
+def test_real_cuda_python_without_a_gpu_is_backend_unavailable(standin_engine, monkeypatch):
+    rt = _real_cuda_python()
+    if int(rt.cudaSetDevice(0)[0]) == 0:
+        pytest.skip("a CUDA device works here: the no-driver path cannot be exercised")
+    monkeypatch.setitem(sys.modules, "tensorrt", standins.tensorrt_module(standins.FakeGpu()))
+    with pytest.raises(BackendUnavailableError, match=r"cudaSetDevice\(0\) failed: .*cudaError.*NVIDIA GPU"):
+        load_runner(standin_engine, cuda_binding="cuda-python").activate()
