@@ -116,8 +116,8 @@ def prepare(cfg: BenchConfig, say: Say) -> None:
     """Everything the CLI builds before :func:`run_bench` for ``cfg`` (nothing for ``--compare``)."""
     if cfg.compare:
         return
-    precision = cfg.resolved_precision
     cfg.validate()
+    precision = cfg.resolved_precision
     if cfg.runtime == "trt":
         detect_target(_cuda_index(cfg.device))  # TensorRT and a GPU, before anything is built
     root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
