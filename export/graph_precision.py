@@ -7,7 +7,8 @@ walks an ONNX graph (the artefact itself, or the graph onnxruntime runs after it
 * ``compute``: ``fp32`` / ``fp16`` / ``bf16`` (float math in that type), ``int8`` (an integer kernel: ``QLinearConv``,
   ``MatMulIntegerToFloat``, ``MatMulNBits`` with ``accuracy_level`` 4, or a Conv/MatMul/Gemm whose every non-constant
   input and weight arrive through DequantizeLinear -- the QDQ unit a runtime fuses into an int8 kernel),
-  ``quantize`` / ``dequantize`` / ``cast`` (conversions); nodes with no float tensor (shape arithmetic) are only counted;
+  ``quantize`` / ``dequantize`` / ``cast`` (conversions); nodes with no float tensor (shape arithmetic) are left
+  out;
 * ``quantized_inputs``: input positions fed by an *activation* DequantizeLinear (the tensor was rounded to int8);
 * ``weight_storage``: the stored type of its constant weight input (``int8`` behind DequantizeLinear or Cast * scale,
   ``fp16``, ``fp32``), or None.
@@ -267,12 +268,7 @@ def executorch_node_precisions(graph_module, root: str = "model") -> list[NodePr
 
 
 # --- the report ------------------------------------------------------------------------------------------------
-#: Op types of the protected path per plan kind (nodes of other op types in such an entry's scope, e.g. shape
-#: arithmetic, carry no precision of their own); None: every node of the scope.
-def _entry_ops(entry: FloatEntry) -> tuple[str, ...] | None:
-    return entry.ops
-
-
+#: torch op names that stand for an ONNX op type named by a plan entry's ``ops``.
 _ET_OPS = {"MatMul": ("matmul", "bmm", "baddbmm", "mm"), "Mul": ("mul",), "Add": ("add",),
            "Gather": ("index", "gather", "embedding"), "Softmax": ("softmax", "_softmax"),
            "Conv": ("conv1d", "conv2d", "convolution"), "Gemm": ("linear", "addmm")}

@@ -127,7 +127,8 @@ def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
     attn_modules = [n for n, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")
                     and hasattr(m, "softmax")]
     for name in attn_modules:
-        entries.append(FloatEntry(name, REASON_ATTN_SCORES, "attention_scores", ops=("Mul", "Add", "Gather", "Constant")))
+        entries.append(FloatEntry(name, REASON_ATTN_SCORES, "attention_scores",
+                                  ops=("Mul", "Add", "Gather", "Constant")))
         entries.append(FloatEntry(name, REASON_ATTN_MATMUL, "attention_matmul", ops=("MatMul",)))
     if attn_modules:
         last = attn_modules[-1]
