@@ -96,10 +96,12 @@ def artifact_path(fmt: ExportFormat, output_dir: str | Path, model: nn.Module, n
 
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
-                      training_data: dict[str, Any] | None = None, **options: Any) -> ExportResult:
+                      training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
+                      **options: Any) -> ExportResult:
     """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory);
     ``training_data`` is what the model was trained on (recorded in the manifest; :func:`export_model` takes it from
-    the checkpoint record)."""
+    the checkpoint record); so is ``operating_point``, the thresholds measured on genuine clips
+    (``python -m pinlite_edge.calibrate``)."""
     fmt = get_format(format)
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
@@ -146,6 +148,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         precision_plan=out.plan.to_dict() if out.plan else {"precision": fmt.precision, "float_layers": []},
         source_checkpoint=str(source_checkpoint) if source_checkpoint is not None else None,
         source_checkpoint_sha256=src_sha, calibration=out.calibration, training_data=training_data,
+        operating_point=operating_point,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
         extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
     )
@@ -165,4 +168,5 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
     check_options(fmt, set(options) - {"calibration"})
     model, record = load_checkpoint(checkpoint)
     return export_from_model(model, format, output_dir, source_checkpoint=checkpoint,
-                             training_data=training_data_from_record(record), **options)
+                             training_data=training_data_from_record(record),
+                             operating_point=record.get("operating_point"), **options)

@@ -32,16 +32,27 @@ class ClipScore:
     face_found: bool | None
 
 
-def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str]) -> list[Path]:
-    """The calibration clips: every video under ``root``, or the ``splits`` of ``split_file`` (missing ones refused)."""
-    from pinlite_edge.data.folder import find_videos
+def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str] | None) -> list[Path]:
+    """The calibration clips under ``root``: those of ``splits`` in ``split_file``; without a split file, those
+    ``folder:`` training puts in ``splits`` (a hash of each clip's speaker group, as ``pinlite_edge.data.folder``
+    splits a folder); every clip when ``splits`` is None. Clips a split file lists but the folder lacks are refused."""
+    from pinlite_edge.data.folder import find_videos, hash_split, provenance_groups
     from pinlite_edge.data.splits import read_split_file
 
     if not root.is_dir():
         raise InputError(f"--data {root} is not a folder of genuine clips")
+    unknown = sorted(set(splits or ()) - {"train", "dev", "test"})
+    if unknown:
+        raise InputError(f"unknown split(s) {unknown}: choose from train, dev, test (or 'all')")
     if split_file is None:
-        files = [root / f for f in find_videos(root)]
+        found = find_videos(root)
+        if splits is not None:
+            groups = provenance_groups(root, found)
+            found = [f for f in found if hash_split(groups.get(f) or f) in set(splits)]
+        files = [root / f for f in found]
     else:
+        if splits is None:
+            raise InputError("a split file needs the splits to calibrate on")
         records = read_split_file(split_file)
         wanted = set(splits)
         files = [root / rel for rel, rec in sorted(records.items()) if rec.split in wanted]
@@ -50,7 +61,7 @@ def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str]) -> 
             raise InputError(f"{len(missing)} clip(s) of split file {split_file} are missing under {root}, e.g. "
                              f"{missing[0]}")
     if not files:
-        raise InputError(f"no calibration clips under {root}" + (f" for splits {sorted(splits)}" if split_file else ""))
+        raise InputError(f"no calibration clips under {root}" + (f" in splits {sorted(splits)}" if splits else ""))
     return files
 
 
@@ -76,7 +87,7 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
 
 
 def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file: str | None = None,
-                         splits: Sequence[str] = ("train", "dev"), target_fpr: float = DEFAULT_TARGET_FPR,
+                         splits: Sequence[str] | None = ("train", "dev"), target_fpr: float = DEFAULT_TARGET_FPR,
                          threads: int | None = None, stride_seconds: float | None = None,
                          face_crop: bool = True, write: bool = True, progress: bool = True) -> OperatingPoint:
     """Measure the operating point of ``checkpoint`` on genuine clips and (``write``) store it in its record."""
@@ -88,7 +99,8 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
                                      face_crop=face_crop, progress=progress) if s.face_found is not False]
     if not scored:
         raise InputError(f"none of the {len(files)} clips under {root} could be scored with a face in view")
-    where = f"folder {root}" + (f", split file {split_file}, splits {'+'.join(splits)}" if split_file else "")
+    where = f"folder {root}" + (f", split file {split_file}" if split_file else "") + (
+        f", splits {'+'.join(splits)}" if splits else ", every clip")
     if not face_crop:
         where += " (no face crop)"
     point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored]},
@@ -111,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", default=None,
                    help="split file (path or shipped name, e.g. real_av) selecting the clips by --splits")
     p.add_argument("--splits", default="train,dev",
-                   help="comma-separated splits of --split-file to calibrate on (default: train,dev; keep your "
-                        "evaluation split out)")
+                   help="comma-separated splits to calibrate on (default: train,dev; keep your evaluation split "
+                        "out): those of --split-file, or without one those folder: training assigns by a hash of "
+                        "each clip's speaker group; 'all': every clip under --data")
     p.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR,
                    help=f"largest fraction of the genuine clips that may be called fake (default {DEFAULT_TARGET_FPR})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
@@ -127,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    splits: tuple[str, ...] | None = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    if splits == ("all",):
+        splits = None
     try:
         point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
                                      target_fpr=args.target_fpr, threads=args.threads,

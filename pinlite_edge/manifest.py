@@ -49,6 +49,8 @@ class Manifest:
     calibration: dict[str, Any] | None = None
     #: what the source model was trained on (the checkpoint record's summary; pinlite_edge.trained_on), None: unknown
     training_data: dict[str, Any] | None = None
+    #: the P(fake) thresholds measured on genuine clips (pinlite_edge.operating_point), None: not calibrated (0.5)
+    operating_point: dict[str, Any] | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)  # device an artefact is bound to (TensorRT engines)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +108,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
                            "created_at", "pinlite_edge_version", "host")},
     **{k: (dict,) for k in ("model_config", "input_contract", "precision_plan", "tool_versions", "target", "extra",
                             "external_data")},
-    **{k: (dict, type(None)) for k in ("calibration", "training_data")},
+    **{k: (dict, type(None)) for k in ("calibration", "training_data", "operating_point")},
     **{k: (str, type(None)) for k in ("source_checkpoint", "source_checkpoint_sha256", "content_sha256")},
     "input_names": (list,), "output_names": (list,), "dynamic_batch": (bool,), "max_batch": (int, type(None)),
     "schema_version": (int,),

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
-from pinlite_edge.errors import CheckpointError, ManifestError
+from pinlite_edge.errors import CheckpointError, InputError, ManifestError
 from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
+from pinlite_edge.operating_point import OperatingPoint
 from pinlite_edge.trained_on import training_data_from_record
 
 #: backend name -> what the user installs to get it (named in BackendUnavailableError)
@@ -52,6 +53,18 @@ class ArtifactSpec:
         if self.manifest is not None:
             return self.manifest.training_data if isinstance(self.manifest.training_data, dict) else None
         return training_data_from_record(self.record)
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        """The thresholds measured on genuine clips (manifest or checkpoint record); None: not calibrated."""
+        stored = self.manifest.operating_point if self.manifest is not None else (self.record or {}).get(
+            "operating_point")
+        if stored is None:
+            return None
+        try:
+            return OperatingPoint.from_dict(stored, source=str(self.path))
+        except InputError as exc:
+            raise ManifestError(str(exc)) from None
 
     @property
     def sha256(self) -> str | None:

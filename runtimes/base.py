@@ -206,6 +206,8 @@ class BaseRunner(ABC):
         self._gpu_memory_at_deactivate: int | None = None
         #: what the model was trained on (manifest / checkpoint record; pinlite_edge.trained_on); None: unknown
         self.training_data: dict[str, Any] | None = None
+        #: the P(fake) thresholds measured on genuine clips (pinlite_edge.operating_point); None: not calibrated
+        self.operating_point: Any = None
 
     # --- metadata -----------------------------------------------------------------------------------------
     @property

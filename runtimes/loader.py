@@ -56,4 +56,5 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
                                 f"({spec.path.name}); it takes {list(known)}")
     runner = runner_class(spec.backend)(spec, **options)
     runner.training_data = spec.training_data
+    runner.operating_point = spec.operating_point
     return runner

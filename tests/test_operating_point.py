@@ -70,7 +70,7 @@ def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, t
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {"epoch": 3})
     before, _ = load_checkpoint(ckpt)
-    assert main([str(ckpt), "--data", str(genuine_folder), "--target-fpr", "0", "--threads", "1",
+    assert main([str(ckpt), "--data", str(genuine_folder), "--target-fpr", "0", "--threads", "1", "--splits", "all",
                  "--no-face-crop"]) == 0
     record = read_record(ckpt)
     point = OperatingPoint.from_dict(record["operating_point"])
@@ -81,6 +81,22 @@ def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, t
         assert torch.equal(a, b), k
     assert "threshold" in capsys.readouterr().out
 
+    # export copies it into the manifest, the runner exposes it, and it is covered by the manifest's content hash
+    from pinlite_edge.errors import ManifestError
+    from pinlite_edge.export import export_model
+    from pinlite_edge.runtimes import load_runner
+
+    onnx = export_model(ckpt, "onnx", tmp_path / "onnx").artifact
+    runner = load_runner(onnx)
+    assert runner.operating_point == point
+    manifest_file = onnx.with_name(onnx.name + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["operating_point"]["thresholds"] == point.thresholds
+    manifest["operating_point"]["thresholds"]["max"] = 0.99
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError):
+        load_runner(onnx)
+
 
 def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
     from pinlite_edge.calibrate import main
@@ -90,3 +106,19 @@ def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main([str(ckpt), "--data", str(tmp_path / "empty")]) == 2
+
+
+def test_calibration_clips_follow_the_split(tmp_path):
+    """Without a split file, the clips folder: training assigns to train/dev by hash; the rest are left out."""
+    from pinlite_edge.calibrate import genuine_clips
+    from pinlite_edge.data.folder import hash_split
+
+    names = [f"c{i}.mp4" for i in range(40)]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    picked = {p.name for p in genuine_clips(tmp_path, None, ("train", "dev"))}
+    assert picked == {n for n in names if hash_split(n) in ("train", "dev")}
+    assert 0 < len(picked) < len(names)
+    assert {p.name for p in genuine_clips(tmp_path, None, None)} == set(names)
+    with pytest.raises(InputError, match="unknown split"):
+        genuine_clips(tmp_path, None, ("trian",))

@@ -123,6 +123,9 @@ def test_quickstart_smoke_with_real_data_records_it_in_checkpoints_and_manifests
     assert all(r["real_auc"] is None or 0.0 <= r["real_auc"] <= 1.0 for r in rows)
     manifest = json.loads((ws / "exports" / "onnx" / "pinlite-student.onnx.manifest.json").read_text())
     assert manifest["training_data"]["real_video"] is True
+    # cartoon faces have no face for the Haar detector: no genuine clip to calibrate on, said loudly, threshold 0.5
+    assert manifest["operating_point"] is None
+    assert "operating point NOT measured" in run.stderr + run.stdout
 
 
 def test_quickstart_refuses_a_real_data_path_that_is_not_a_folder(tmp_path):
