@@ -136,20 +136,24 @@ def is_scan_output(out: Path) -> bool:
 
 def check_output(out: Path, force: bool = False) -> None:
     """Refuse a results path that would destroy something: a folder, a symlink, a device node, or an existing file
-    that is not a scan results file (unless ``force``: it is then replaced, atomically, by an empty results file)."""
+    that is not a scan results file (unless ``force``: it is then replaced, atomically, by an empty results file).
+    A name the OS rejects (too long) is refused too: :class:`UsageError` naming ``--out``."""
     try:
-        check_writable_target(out)  # a folder, symlink, device node, FIFO
+        check_writable_target(out)  # a folder, symlink, device node, FIFO; a name too long
+        exists = out.exists()
+        parent = out.parent if str(out.parent) else Path(".")
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is not a folder")
     except WriteError as exc:
         raise UsageError(f"--out: {exc}") from None
-    if out.exists() and not is_scan_output(out):
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    if exists and not is_scan_output(out):
         if not force:
             raise UsageError(f"--out {out} exists and is not a scan results file (JSON lines written by this tool); "
                              "refusing to append to it: choose another file, or pass --force to replace it")
         log.warning("--force: replacing %s with a new results file", out)
         atomic_write_bytes(out, b"")
-    parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"--out {out}: {parent} is not a folder")
 
 
 def read_done(out: Path) -> set[str]:
@@ -346,7 +350,7 @@ def check_config(cfg: ScanConfig) -> None:
         problem = f"--threshold must be a probability in 0..1, got {cfg.threshold}"
     elif cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
         problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
-    elif cfg.out.exists() and cfg.out.is_dir():
+    elif os.path.isdir(cfg.out):
         problem = f"--out {cfg.out} is a folder: give a results file name (e.g. {cfg.out / 'results.jsonl'})"
     if problem is not None:
         raise UsageError(problem)

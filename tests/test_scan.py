@@ -208,3 +208,121 @@ def test_pinlite_errors_survive_pickling():
     for exc in (DecodeError("a.mp4", "truncated"), NoAudioError("b.mp4"), BackendUnavailableError("trt", "x", "y")):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
+
+
+# --------------------------------------------------------------------------------------------- #15: safe --out, CLI errors
+def _cli(*argv: str) -> list[str]:
+    return [*argv]
+
+
+def test_out_pointing_at_a_file_the_scan_did_not_write_is_refused(tree, model, tmp_path, capsys):
+    """``--out`` naming an existing video or notes file used to truncate and append to it."""
+    from pinlite_edge.scan import main
+
+    for name, content in (("notes.txt", b"my notes\nline two\n"), ("clip.mp4", (tree / "a" / "synth0.mp4").read_bytes()),
+                          ("half.txt", b"no newline at all")):
+        victim = tmp_path / name
+        victim.write_bytes(content)
+        code = main([str(tree), "--model", str(model), "--out", str(victim), "--no-face-crop", "--no-progress",
+                     "--workers", "0"])
+        err = capsys.readouterr().err
+        assert code == 2 and "--force" in err and str(victim) in err and len(err.strip().splitlines()) == 1, err
+        assert victim.read_bytes() == content
+
+
+def test_force_replaces_a_foreign_out_file_atomically(tree, model, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    summary = scan(cfg_for(tree, model, notes, force=True, extensions=("mkv",)))
+    assert summary.total == 1 and [Path(r["path"]).name for r in lines_of(notes)] == ["empty.mkv"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "fifo", "too_long"])
+def test_out_that_is_not_a_regular_file_is_a_usage_error(tree, model, tmp_path, capsys, kind):
+    from pinlite_edge.scan import main
+
+    out = tmp_path / "out.jsonl"
+    if kind == "folder":
+        out.mkdir()
+    elif kind == "symlink":
+        (tmp_path / "real.jsonl").write_text("")
+        out.symlink_to(tmp_path / "real.jsonl")
+    elif kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out = tmp_path / ("x" * 300 + ".jsonl")
+    code = main([str(tree), "--model", str(model), "--out", str(out), "--no-face-crop", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-inf", "-1"])
+def test_timeout_that_is_not_positive_and_finite_is_a_usage_error(tree, model, tmp_path, capsys, timeout):
+    from pinlite_edge.scan import main
+
+    out = tmp_path / "o.jsonl"
+    code = main([str(tree), "--model", str(model), "--out", str(out), "--no-face-crop", f"--timeout={timeout}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--timeout" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_bad_option_is_one_line_and_exit_2(tree, model, tmp_path, capsys):
+    from pinlite_edge.scan import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(tree), "--model", str(model), "--out", str(tmp_path / "o"), "--workers", "many"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--workers" in err, err
+
+
+def test_full_device_while_writing_results_is_one_line_and_exit_1(tree, model, tmp_path, capsys, monkeypatch):
+    """A full device (simulated: fsync raising ENOSPC) stops the scan with a WriteError naming the results file."""
+    import errno
+
+    import pinlite_edge.scan as scan_mod
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(scan_mod.os, "fsync", full)
+    out = tmp_path / "o.jsonl"
+    code = scan_mod.main([str(tree), "--model", str(model), "--out", str(out), "--no-face-crop", "--no-progress",
+                          "--workers", "0", "--extensions", "mkv"])
+    err = capsys.readouterr().err
+    assert code == 1 and "device is full" in err and str(out) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_symlink_loop_and_proc_file_in_the_tree_are_recorded_and_the_scan_goes_on(tree, model, tmp_path):
+    root = tmp_path / "videos"
+    shutil.copytree(tree / "a", root)
+    (root / "loop_a.mp4").symlink_to(root / "loop_b.mp4")
+    (root / "loop_b.mp4").symlink_to(root / "loop_a.mp4")
+    (root / "dirloop").symlink_to(root, target_is_directory=True)  # a folder loop: never followed
+    (root / "proc.mp4").symlink_to("/proc/self/status")
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(root, model, out))
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    assert summary.total == len(recs) == 5, sorted(recs)
+    for name in ("loop_a.mp4", "loop_b.mp4"):
+        assert recs[name]["error_type"] == "DecodeError" and "symbolic links" in recs[name]["error"]
+    assert "not a regular file" in recs["status"]["error"]  # resolved to /proc/self/status
+    assert all(recs[n]["error"] is None for n in ("synth0.mp4", "synth1.mp4"))
+
+
+def test_any_failure_while_scoring_one_file_is_recorded(tree, model, tmp_path, monkeypatch):
+    import pinlite_edge.scan as scan_mod
+
+    real = scan_mod._score
+
+    def flaky(detector, job):
+        if job["path"].endswith("synth0.mp4"):
+            raise ZeroDivisionError("boom")
+        return real(detector, job)
+
+    monkeypatch.setattr(scan_mod, "_score", flaky)
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(tree / "a", model, out))
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    assert summary.failed == 1 and summary.scored == 1
+    assert "ZeroDivisionError" in recs["synth0.mp4"]["error"] and recs["synth1.mp4"]["error"] is None
