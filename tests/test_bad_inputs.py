@@ -490,3 +490,60 @@ def test_detector_detect_bad_file_raises_pinlite_error_naming_it(detector, media
     with pytest.raises(PinliteError) as info:
         detector.detect(path)
     assert path.name in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------- #15: CLI failures
+def _one_line(err: str) -> bool:
+    return len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_export_output_pointing_at_a_file_is_a_usage_error(tiny_checkpoint, tmp_path, capsys):
+    from pinlite_edge.export.__main__ import main
+
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    code = main(["--checkpoint", str(tiny_checkpoint), "--format", "onnx", "--output", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a file, not a folder" in err and _one_line(err), err
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--opset", "3"], "opset"),
+    (["--calib-size", "8"], "calib"),  # an option format onnx does not take
+    (["--opset", "x"], "--opset"),  # argparse: one line too
+])
+def test_export_bad_options_are_one_line_usage_errors(tiny_checkpoint, tmp_path, capsys, argv, words):
+    from pinlite_edge.export.__main__ import main
+
+    try:
+        code = main(["--checkpoint", str(tiny_checkpoint), "--format", "onnx", "--output", str(tmp_path), *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and _one_line(err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_missing_checkpoint_is_a_usage_error_and_a_broken_one_a_failure(tmp_path, capsys):
+    from pinlite_edge.export.__main__ import main
+
+    code = main(["--checkpoint", str(tmp_path / "nope.safetensors"), "--format", "onnx", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.safetensors" in err and _one_line(err), err
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint at all")
+    code = main(["--checkpoint", str(broken), "--format", "onnx", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "broken.safetensors" in err and _one_line(err), err
+
+
+def test_detect_explain_into_an_unwritable_place_keeps_the_result(tiny_checkpoint, grid_clips, tmp_path, capsys):
+    """The result is printed first; the failed write is one line and exit 1 (it used to lose the result)."""
+    from pinlite_edge.detect import main
+
+    folder = tmp_path / "a_folder.png"
+    folder.mkdir()
+    code = main([str(grid_clips[0]), "--model", str(tiny_checkpoint), "--no-face-crop", "--explain", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "P(fake)" in out and "could not be written" in err and _one_line(err), (out, err)
