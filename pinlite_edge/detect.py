@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="P(fake) at or above which the verdict is fake (default: the model's operating point, "
+                        "measured on genuine clips by python -m pinlite_edge.calibrate; 0.5 for a model without one)")
     p.add_argument("--aggregate", choices=("max", "mean"), default="max")
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.video}: {result.verdict.upper()}  P(fake) max {result.fake_prob_max:.3f} "
               f"mean {result.fake_prob_mean:.3f} over {len(result.windows)} window(s); "
               f"audio offset estimate {result.offset_frames:+d} frames ({result.offset_confidence:.0%})")
+        print(f"  verdict on {result.aggregate} P(fake) >= {result.threshold:.3f}: {result.threshold_source}")
         if result.verdict == "no-face":
             print("  no face found in the clip (centre crop scored): the probabilities above say little")
         elif result.face_coverage is not None:

@@ -21,11 +21,11 @@ from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
+from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
 log = logging.getLogger(__name__)
 
-AGGREGATES = ("max", "mean")
 
 
 @dataclass
@@ -65,6 +65,8 @@ class DetectionResult:
     face_found: bool | None = None
     #: fraction of the frames searched where the tracked face was detected (None: not known)
     face_coverage: float | None = None
+    #: where ``threshold`` came from: "caller", "operating point (<clips it was measured on>)" or "default 0.5"
+    threshold_source: str = "caller"
 
     @property
     def fake_prob(self) -> float:
@@ -83,7 +85,8 @@ class DetectionResult:
         d: dict[str, Any] = {
             "source": self.source, "model": self.model, "verdict": self.verdict, "fake_prob": self.fake_prob,
             "fake_prob_max": self.fake_prob_max, "fake_prob_mean": self.fake_prob_mean, "aggregate": self.aggregate,
-            "threshold": self.threshold, "offset_frames": self.offset_frames,
+            "threshold": self.threshold, "threshold_source": self.threshold_source,
+            "offset_frames": self.offset_frames,
             "offset_confidence": self.offset_confidence,
             "windows": [w.__dict__ for w in self.windows],
             "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
@@ -175,9 +178,10 @@ def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_secon
     """Detector options: an :class:`InputError` (also a ``ValueError``) naming the option."""
     from pinlite_edge.features.limits import check_stride
 
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
-            or not np.isfinite(threshold) or not 0.0 <= float(threshold) <= 1.0:
-        raise InputError(f"Detector option threshold must be a number in [0, 1], got {threshold!r}")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))
+                                  or not np.isfinite(threshold) or not 0.0 <= float(threshold) <= 1.0):
+        raise InputError(f"Detector option threshold must be a number in [0, 1] (or None: the model's operating "
+                         f"point), got {threshold!r}")
     if not isinstance(aggregate, str) or aggregate not in AGGREGATES:
         raise InputError(f"Detector option aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -202,6 +206,17 @@ def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
         if peak > MAX_FEATURE_ABS:
             raise InputError(f"{source}: window {name} reach |x| = {peak:.3g}, far outside normalised features "
                              f"(|x| <= {MAX_FEATURE_ABS:g}); make windows with pinlite_edge.features")
+
+
+def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any) -> tuple[float, str]:
+    """The verdict threshold and where it came from: the caller's, else the model's operating point for
+    ``aggregate`` (measured on genuine clips, :mod:`pinlite_edge.operating_point`), else 0.5."""
+    if threshold is not None:
+        return float(threshold), "caller"
+    point = getattr(runner, "operating_point", None)
+    if point is not None and aggregate in point.thresholds:
+        return point.threshold(aggregate), f"operating point ({point.clips} genuine clips: {point.data})"
+    return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (the model has no operating point)"
 
 
 class _Scores:
@@ -246,7 +261,7 @@ class Detector:
     the face detector is per thread, and a call keeps its state on its own stack).
     """
 
-    def __init__(self, runner: Any, *, threshold: float = 0.5, aggregate: str = "max",
+    def __init__(self, runner: Any, *, threshold: float | None = None, aggregate: str = "max",
                  stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
                  max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
                  timeout_s: float | None = DEFAULT_TIMEOUT_S):
@@ -264,8 +279,8 @@ class Detector:
         except InputError as exc:
             raise InputError(f"Detector option {exc}") from None
         self.runner = runner
-        self.threshold = float(threshold)
         self.aggregate = aggregate
+        self.threshold, self.threshold_source = _resolve_threshold(threshold, aggregate, runner)
         self.stride_seconds = None if stride_seconds is None else float(stride_seconds)
         self.face_crop = bool(face_crop)
         self.batch_size = int(batch_size)
@@ -277,7 +292,7 @@ class Detector:
             runner.activate()
 
     @classmethod
-    def load(cls, artifact: str | Path, *, threshold: float = 0.5, aggregate: str = "max",
+    def load(cls, artifact: str | Path, *, threshold: float | None = None, aggregate: str = "max",
              stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
              max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
              timeout_s: float | None = DEFAULT_TIMEOUT_S, **runner_options: Any) -> "Detector":
@@ -398,7 +413,8 @@ class Detector:
             verdict = "no-face"
         return DetectionResult(
             verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
-            aggregate=self.aggregate, threshold=self.threshold, offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
+            aggregate=self.aggregate, threshold=self.threshold, threshold_source=self.threshold_source,
+            offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
             offset_confidence=float(mean_offset.max()), windows=windows, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
             explain_frames=_display_frames(scores.best_frames, c),

@@ -122,3 +122,30 @@ def test_calibration_clips_follow_the_split(tmp_path):
     assert {p.name for p in genuine_clips(tmp_path, None, None)} == set(names)
     with pytest.raises(InputError, match="unknown split"):
         genuine_clips(tmp_path, None, ("trian",))
+
+
+def test_detector_threshold_comes_from_the_operating_point(genuine_folder, tmp_path):
+    """No threshold given: the model's operating point for the chosen aggregate; a caller's threshold wins; a model
+    without one uses 0.5 and says so."""
+    from pinlite_edge import Detector
+    from pinlite_edge.calibrate import calibrate_checkpoint
+
+    torch.manual_seed(1)
+    plain = save_checkpoint(tmp_path / "plain" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    clip = sorted(genuine_folder.glob("*.mp4"))[0]
+    with Detector.load(plain, threads=1, face_crop=False) as det:
+        r = det.detect(clip)
+    assert r.threshold == 0.5 and "no operating point" in r.threshold_source
+
+    calibrated = save_checkpoint(tmp_path / "cal" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    point = calibrate_checkpoint(calibrated, genuine_folder, splits=None, target_fpr=0.0, face_crop=False,
+                                 progress=False)
+    for aggregate in ("max", "mean"):
+        with Detector.load(calibrated, threads=1, face_crop=False, aggregate=aggregate) as det:
+            r = det.detect(clip)
+        assert r.threshold == point.threshold(aggregate) and r.threshold_source.startswith("operating point")
+        assert r.verdict == "real"  # a calibration clip, at target FPR 0
+        assert r.to_dict()["threshold_source"] == r.threshold_source
+    with Detector.load(calibrated, threads=1, face_crop=False, threshold=0.0) as det:
+        r = det.detect(clip)
+    assert (r.threshold, r.threshold_source, r.verdict) == (0.0, "caller", "fake")
