@@ -332,14 +332,3 @@ def read_manifest(artifact: str | Path, verify: bool = True, check_content: bool
         if check_content:
             verify_content(manifest, artifact, path)
     return manifest
-
-
-def check_compatible(manifest: Manifest, *, preset: str | None = None, contract: InputContract | None = None,
-                     source: str = "artefact") -> None:
-    """Refuse a manifest built for another preset or input contract."""
-    if preset is not None and manifest.preset != preset:
-        raise ManifestError(f"{source} was built for preset {manifest.preset!r}, expected {preset!r}")
-    if contract is not None and manifest.contract != contract:
-        raise ManifestError(
-            f"{source} was built for input contract {manifest.input_contract}, expected {contract.to_dict()}"
-        )

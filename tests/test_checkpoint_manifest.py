@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from pinlite_edge.checkpoint import RECORD_KEY, load_checkpoint, record_path, save_checkpoint
 from pinlite_edge.contract import PAPER_CONTRACT, TINY_CONTRACT
 from pinlite_edge.errors import CheckpointError, ManifestError
-from pinlite_edge.manifest import Manifest, check_compatible, manifest_path_for, publish_artifact, read_manifest
+from pinlite_edge.manifest import Manifest, manifest_path_for, publish_artifact, read_manifest
 from pinlite_edge.models import count_parameters, create_student
 
 
@@ -104,12 +104,18 @@ def test_manifest_missing_or_for_other_artifact(tmp_path):
 
 
 def test_manifest_for_other_preset_or_contract_is_refused(tmp_path):
+    from pinlite_edge.runtimes import inspect_artifact
+
+    art = tmp_path / "m.onnx.bin"
+    art.write_bytes(b"x")
     m = _manifest()
-    check_compatible(m, preset="tiny", contract=TINY_CONTRACT)
+    m.runtime = "ort"
+    attach(art, m)
+    inspect_artifact(art, expected_preset="tiny", expected_contract=TINY_CONTRACT)
     with pytest.raises(ManifestError, match="preset"):
-        check_compatible(m, preset="paper")
+        inspect_artifact(art, expected_preset="paper")
     with pytest.raises(ManifestError, match="input contract"):
-        check_compatible(m, contract=PAPER_CONTRACT)
+        inspect_artifact(art, expected_contract=PAPER_CONTRACT)
 
 
 def test_publish_artifact_is_consistent_at_every_interruption_point(tmp_path, monkeypatch):
