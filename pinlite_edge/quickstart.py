@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Sequence
 import torch
 
 from pinlite_edge.checkpoint import load_checkpoint
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.utils.atomic import atomic_write_json
 
 log = logging.getLogger("pinlite_edge.quickstart")
@@ -127,7 +126,7 @@ def resolve_real_data(value: str | None) -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise PinliteError(f"--real-data {value}: not a folder of video clips")
+        raise UsageError(f"--real-data {value}: not a folder of video clips")
     return path.resolve()
 
 
@@ -465,7 +464,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     from pinlite_edge.training.teacher import train_teacher
 
     if not 0.0 < cfg.real_weight < 1.0:
-        raise PinliteError(f"real_weight must be between 0 and 1 (its share of each epoch), got {cfg.real_weight}")
+        raise UsageError(f"real_weight must be between 0 and 1 (its share of each epoch), got {cfg.real_weight}")
     ws = Path(cfg.workspace)
     ws.mkdir(parents=True, exist_ok=True)
     real = resolve_real_data(cfg.real_data)
@@ -502,8 +501,10 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pinlite_edge.utils.cli import OneLineParser, report
+
+    p = OneLineParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", default="pinlite-workspace", help="workspace folder (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="a handful of clips, one epoch per stage (seconds; CI)")
     p.add_argument("--force", action="store_true", help="redo finished stages instead of reusing them")
@@ -526,8 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = run_quickstart(cfg)
     except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, "python -m pinlite_edge.quickstart")  # 2: a usage error; 1: a stage failed
     wall = time.perf_counter() - t0
     print(format_table(rows))
     print(f"summary: {Path(cfg.workspace) / 'summary.json'}")
