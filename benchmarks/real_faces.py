@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -283,15 +283,21 @@ def youden_threshold(original: Sequence[float], manipulated: Sequence[float]) ->
     return float(best[2])
 
 
-def summarise(per_clip: Sequence[dict[str, ConditionScore]], threshold: float) -> dict[str, Any]:
-    """One table row: AUCs (mean = primary, max), FPR on originals at ``threshold``, offset accuracies."""
-    row: dict[str, Any] = {"num_clips": len(per_clip), "threshold": threshold}
+def summarise(per_clip: Sequence[dict[str, ConditionScore]], threshold: float | Mapping[str, float]) -> dict[str, Any]:
+    """One table row: AUCs (mean = primary, max), FPR on originals and detection rate (TPR) of each manipulated
+    condition at ``threshold`` (one value, or one per aggregate: a model's operating point), offset accuracies."""
+    thresholds = dict(threshold) if isinstance(threshold, Mapping) else {a: float(threshold) for a in AGGREGATES}
+    row: dict[str, Any] = {"num_clips": len(per_clip)}
     for agg in AGGREGATES:
         orig = [getattr(c["original"], agg) for c in per_clip]
         suffix = "" if agg == PRIMARY else f"_{agg}"
+        thr = thresholds[agg]
+        row[f"threshold{suffix}"] = thr
         for cond in MANIPULATED:
-            row[f"auc_{cond}{suffix}"] = auc_vs_original(orig, [getattr(c[cond], agg) for c in per_clip if cond in c])
-        row[f"fpr{suffix}"] = float(np.mean([x >= threshold for x in orig])) if orig else None
+            fake = [getattr(c[cond], agg) for c in per_clip if cond in c]
+            row[f"auc_{cond}{suffix}"] = auc_vs_original(orig, fake)
+            row[f"tpr_{cond}{suffix}"] = float(np.mean([x >= thr for x in fake])) if fake else None
+        row[f"fpr{suffix}"] = float(np.mean([x >= thr for x in orig])) if orig else None
     row["offset_acc_200"] = offset_accuracy([(c[k].offset, CONDITIONS[k]) for c in per_clip  # type: ignore[misc]
                                              for k in ("delay200", "advance200")])
     row["offset_acc_80"] = offset_accuracy([(c["delay80"].offset, CONDITIONS["delay80"]) for c in per_clip])
@@ -332,7 +338,7 @@ class EvalConfig:
     baseline_preset: str = "paper"
     stride_seconds: float | None = None  # None: half a window
     margin_frames: int = MARGIN_FRAMES
-    threshold: float = 0.5
+    threshold: float | None = None  # None: each model's operating point, else 0.5
     batch_size: int = 16
     device: str = "cpu"
     threads: int | None = 1
@@ -431,6 +437,17 @@ def _model_scorer(runner: Any, contract: InputContract, batch_size: int, timing:
     return score
 
 
+def model_threshold(runner: Any, given: float | None) -> tuple[float | dict[str, float], str]:
+    """A model's verdict threshold(s) as ``Detector`` picks them: ``given`` (--threshold), else its operating point
+    per aggregate (measured on genuine clips, ``python -m pinlite_edge.calibrate``), else 0.5."""
+    if given is not None:
+        return float(given), "--threshold"
+    point = getattr(runner, "operating_point", None)
+    if point is not None and all(a in point.thresholds for a in AGGREGATES):
+        return {a: point.threshold(a) for a in AGGREGATES}, f"operating point ({point.clips} clips: {point.data})"
+    return 0.5, "0.5 (no operating point)"
+
+
 def _scored(run: SplitRun, method: str) -> list[dict[str, ConditionScore]]:
     return [run.scores[method][i] for i in sorted(run.scores[method])]
 
@@ -457,7 +474,8 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
             with runner:
                 _evaluate_method(run, cfg, store, contract, spec.name,
                                  _model_scorer(runner, contract, cfg.batch_size, timing))
-            row = {"method": spec.name, **summarise(_scored(run, spec.name), cfg.threshold)}
+            threshold, source = model_threshold(runner, cfg.threshold)
+            row = {"method": spec.name, **summarise(_scored(run, spec.name), threshold), "threshold_source": source}
             rows.append(row)
             models_meta.append({"name": spec.name, "path": repo_relative(spec.path), "backend": runner.name,
                                 "sha256": sha256_file(spec.path) if spec.path.is_file() else None,
@@ -492,7 +510,8 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
             }
             if cfg.split == "train":
                 threshold_note["warning"] = "evaluated on the split the threshold was chosen on (in-sample)"
-        rows.append({"method": BASELINE_NAME, **summarise(_scored(run, BASELINE_NAME), threshold)})
+        rows.append({"method": BASELINE_NAME, **summarise(_scored(run, BASELINE_NAME), threshold),
+                     "threshold_source": threshold_note["source"]})
         baseline_meta = {"config": bcfg.to_dict(), "threshold": threshold, "threshold_choice": threshold_note,
                          "preset_frame_size": base_contract.frame_size,
                          "score": "max_{|lag|>exclude_lag} corr - corr(0); not a probability"}
@@ -598,8 +617,9 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"fingerprint `{d['fingerprint'][:16]}…`; skipped: "
              f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}", "",
              "Clip score = mean of window P(fake) (windows every half window, 5-frame margins); AUC: originals vs "
-             "each manipulated condition; FPR on originals at the threshold (0.5 for models, the train-chosen cut "
-             "for the baseline); offset = argmax of the window-averaged offset distribution, right within ±1 frame.",
+             "each manipulated condition; FPR on originals at the threshold (a model's operating point, measured "
+             "on genuine clips outside this split, else 0.5; the train-chosen cut for the baseline); offset = argmax "
+             "of the window-averaged offset distribution, right within ±1 frame.",
              "", "| method | " + " | ".join(h for _, h in _COLUMNS) + " |",
              "|---|" + "---|" * len(_COLUMNS)]
     for row in report["table"]:
@@ -611,6 +631,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_max")) for k in
                                                             ("auc_delay200", "auc_advance200", "auc_delay80",
                                                              "auc_swap", "fpr")) + " |")
+    lines += ["", "At each method's threshold (mean / max aggregate): false positives on originals and detection "
+              "rate of each manipulation:", "",
+              "| method | threshold | FPR | TPR delay200 | TPR advance200 | TPR delay80 | TPR swap | threshold from |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in report["table"]:
+        cells = [f"{_fmt(row.get(k))} / {_fmt(row.get(k + '_max'))}" for k in
+                 ("threshold", "fpr", "tpr_delay200", "tpr_advance200", "tpr_delay80", "tpr_swap")]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {row.get('threshold_source', '')} |")
     if report.get("targets"):
         lines += ["", "## Targets (issue #12)", "", "| check | value | target | met | missed by |", "|---|---|---|---|---|"]
         for c in report["targets"]:
@@ -669,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-preset", default="paper", choices=["paper", "tiny"],
                    help="crop size the baseline's frames are prepared at (default paper, 128 px)")
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default half a window)")
-    p.add_argument("--threshold", type=float, default=0.5, help="models' P(fake) threshold for the FPR (0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="models' P(fake) threshold for FPR/TPR (default: each model's operating point, as Detector "
+                        "uses it; 0.5 for a model without one)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="runner device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1,

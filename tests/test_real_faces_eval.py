@@ -151,6 +151,24 @@ def test_summarise_rows():
     assert row["auc_delay80"] == 0.25 and row["auc_swap"] == 0.75
     assert row["fpr"] == 0.5 and row["fpr_max"] == 0.5
     assert row["offset_acc_200"] == 0.75 and row["offset_acc_80"] == 0.5
+    assert row["tpr_delay200"] == 1.0 and row["tpr_delay80"] == 0.5 and row["tpr_swap"] == 0.5
+    # a model's operating point: one threshold per aggregate
+    row = rf.summarise(clips, threshold={"mean": 0.65, "max": 0.95})
+    assert (row["threshold"], row["threshold_max"]) == (0.65, 0.95)
+    assert row["fpr"] == 0.0 and row["tpr_delay200"] == 1.0 and row["tpr_swap"] == 0.5
+    assert row["fpr_max"] == 0.0 and row["tpr_delay200_max"] == 0.5 and row["tpr_delay80_max"] == 0.0
+
+
+def test_model_threshold_follows_the_detector():
+    from types import SimpleNamespace
+
+    from pinlite_edge.operating_point import fit_operating_point
+
+    point = fit_operating_point({"max": [0.7, 0.8], "mean": [0.55, 0.6]}, target_fpr=0.0, data="unit")
+    thr, source = rf.model_threshold(SimpleNamespace(operating_point=point), None)
+    assert thr == point.thresholds and source.startswith("operating point")
+    assert rf.model_threshold(SimpleNamespace(operating_point=point), 0.3) == (0.3, "--threshold")
+    assert rf.model_threshold(SimpleNamespace(operating_point=None), None)[0] == 0.5
 
 
 def test_parse_model_spec_errors(tmp_path):
