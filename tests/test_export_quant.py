@@ -12,11 +12,12 @@ from pinlite_edge.export.onnx_fp16 import cast_islands
 from pinlite_edge.export.onnx_formats import ort_optimized_graph
 from pinlite_edge.export.plan import build_plan, fixed_float_entries, onnx_node_scope, quantizable_layers
 from pinlite_edge.export.sensitivity import fake_quant_weight, layer_sensitivity
+from pinlite_edge.runtimes.ort.loader import create_session
 from pinlite_edge.manifest import read_manifest
 from pinlite_edge.models import create_student
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,7 @@ def fp16(student, cal, tmp_path_factory):
 
 
 def _run(path, frames, mfcc):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        None, {"frames": frames, "mfcc": mfcc})
+    return create_session(path).run(None, {"frames": frames, "mfcc": mfcc})
 
 
 def test_onnx_scope_names_map_to_modules():
