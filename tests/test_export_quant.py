@@ -12,9 +12,9 @@ from pinlite_edge.export.onnx_fp16 import cast_islands
 from pinlite_edge.export.onnx_formats import ort_optimized_graph
 from pinlite_edge.export.plan import build_plan, fixed_float_entries, onnx_node_scope, quantizable_layers
 from pinlite_edge.export.sensitivity import fake_quant_weight, layer_sensitivity
-from pinlite_edge.runtimes.ort.loader import create_session
 from pinlite_edge.manifest import read_manifest
 from pinlite_edge.models import create_student
+from pinlite_edge.runtimes.ort.loader import create_session
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
