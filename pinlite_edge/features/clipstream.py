@@ -12,6 +12,7 @@ of windows, whatever the clip's length.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from pathlib import Path
@@ -33,9 +34,9 @@ from pinlite_edge.features.windows import PreparedClip, Window, audio_segment, w
 
 log = logging.getLogger(__name__)
 
-#: One stream may run this many seconds ahead of the other in the buffers (muxers interleave streams within a few
-#: seconds, FFmpeg's within 10 s, so more means the other stream has ended); beyond that its frames or samples are
-#: counted but not kept, and a window that needs them raises a DecodeError (a file interleaved that badly).
+#: Distinct video frames may run this many seconds ahead of the audio in the buffers (muxers interleave streams
+#: within a few seconds, FFmpeg's within 10 s, so more means the audio has ended); beyond that they are counted but
+#: not kept, and a window that needs them raises a DecodeError (a file interleaved that badly).
 MAX_LAG_S = 30.0
 
 
@@ -65,30 +66,33 @@ class Windower:
         self.abase = 0
         self.n_audio = 0  # samples received (kept or not)
         self.kept_frames = 0  # frames kept: n_frames unless the video ran MAX_LAG_S ahead of the audio
-        self.kept_audio = 0
+        self._new_at: list[int] = []  # frame index where each kept distinct crop starts
+        self.kept_audio = 0  # always n_audio (kept for symmetry in _check_kept)
         self.k = 0  # next regular window
 
     # ------------------------------------------------------------------ input
     def add_frame(self, crop: np.ndarray, count: int) -> None:
-        for _ in range(count):
-            if self.kept_frames == self.n_frames and \
-                    self.n_frames / self.fps - self.n_audio / self.c.sample_rate <= MAX_LAG_S:
-                self.frames.append(crop)
-                self.kept_frames += 1
-            self.n_frames += 1
+        """``crop`` shown for ``count`` ticks (repeats share the array: a timestamp gap costs references only)."""
+        if count <= 0:
+            return
+        if self.kept_frames == self.n_frames:
+            # distinct crops kept beyond the audio's end: at most MAX_LAG_S of them
+            audio_frame = int(self.n_audio / self.c.sample_rate * self.fps)
+            ahead = len(self._new_at) - bisect.bisect_left(self._new_at, audio_frame)
+            if ahead <= MAX_LAG_S * self.fps:
+                self._new_at.append(self.n_frames)
+                self.frames.extend([crop] * count)
+                self.kept_frames += count
+        self.n_frames += count
 
     def add_audio(self, samples: np.ndarray) -> None:
-        if not samples.size:
-            return
-        room = samples.size
-        if self.kept_audio == self.n_audio:
-            ahead = self.n_audio / self.c.sample_rate - self.n_frames / self.fps
-            room = max(0, int((MAX_LAG_S - ahead) * self.c.sample_rate)) if ahead + samples.size / \
-                self.c.sample_rate > MAX_LAG_S else samples.size
-            if room:
-                self._audio.append(samples[:room])
-                self.kept_audio += min(room, samples.size)
-        self.n_audio += samples.size
+        """Samples are always kept until windows have read them: audio ahead of the video costs 64 KB per second
+        (at 16 kHz), bounded by ``max_duration_s``; it happens over a timestamp gap filled with silence before the
+        video's frames after the gap arrive."""
+        if samples.size:
+            self._audio.append(samples)
+            self.kept_audio += samples.size
+            self.n_audio += samples.size
 
     def _check_kept(self, frames_to: int, audio_to: int) -> None:
         if frames_to > self.kept_frames or audio_to > self.kept_audio:
@@ -146,6 +150,7 @@ class Windower:
         if f_lo > self.fbase:
             del self.frames[:f_lo - self.fbase]
             self.fbase = f_lo
+            del self._new_at[:max(0, bisect.bisect_left(self._new_at, f_lo) - 1)]
         a_lo = int(math.floor(keep_from * c.sample_rate)) - 2
         if a_lo > self.abase:
             audio = self._audio_array()
