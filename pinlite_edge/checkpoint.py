@@ -18,6 +18,7 @@ from pinlite_edge import __version__
 from pinlite_edge.errors import CheckpointError
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model
 from pinlite_edge.utils.atomic import atomic_write_bytes, atomic_write_json
+from pinlite_edge.utils.files import input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,11 @@ def _sidecar(path: Path) -> dict[str, Any] | None:
 
 
 def _read(path: Path, allow_unverified: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not path.exists():
+    problem = input_file_problem(path)  # missing, a folder, a device, a /proc file, a name too long...
+    if problem == "file does not exist":
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a regular file")
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
     header, meta, verified = _read_verified(path)
     sidecar = _sidecar(path)
     file_sha = sha256_file(path)

@@ -15,6 +15,7 @@ from pinlite_edge.errors import CheckpointError, InputError, ManifestError
 from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
 from pinlite_edge.operating_point import OperatingPoint
 from pinlite_edge.trained_on import training_data_from_record
+from pinlite_edge.utils.files import input_file_problem
 
 #: backend name -> what the user installs to get it (named in BackendUnavailableError)
 INSTALL_HINTS = {
@@ -46,6 +47,8 @@ class ArtifactSpec:
     format: str
     manifest: Manifest | None  # None for a plain checkpoint
     record: dict[str, Any] | None  # the checkpoint record for .safetensors
+    #: False when inspected with verify=False: a runner then loads a checkpoint with allow_unverified=True
+    verified: bool = True
 
     @property
     def training_data(self) -> dict[str, Any] | None:
@@ -110,15 +113,19 @@ def _checkpoint_spec(path: Path, allow_unverified: bool = False) -> ArtifactSpec
         raise CheckpointError(str(exc)) from None
     return ArtifactSpec(path=path, backend="torch", precision="fp32", preset=cfg["preset"], model_kind=cfg["kind"],
                         contract=contract, dynamic_batch=True, max_batch=None, format="checkpoint",
-                        manifest=None, record=record)
+                        manifest=None, record=record, verified=not allow_unverified)
 
 
 def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: str | None = None,
                      expected_contract: InputContract | None = None) -> ArtifactSpec:
-    """Read and check an artefact's manifest (or a checkpoint's record) without loading any backend."""
+    """Read and check an artefact's manifest (or a checkpoint's record) without loading any backend.
+
+    ``verify=False`` skips the hashes: the artefact's sha256 and the manifest's content hash, and for a checkpoint
+    its embedded hash (``allow_unverified=True``; the spec's ``verified`` is then False)."""
     path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"artefact {path} does not exist")
+    problem = input_file_problem(path)  # missing, a folder, a device, a /proc file, a name too long...
+    if problem is not None:
+        raise ManifestError(f"artefact {path}: {problem}")
     if path.suffix == ".safetensors" and not manifest_path_for(path).is_file():
         spec = _checkpoint_spec(path, allow_unverified=not verify)
     else:
@@ -136,7 +143,7 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
                             model_kind=manifest.model_kind, contract=manifest.contract,
                             dynamic_batch=bool(manifest.dynamic_batch),
                             max_batch=manifest.max_batch if manifest.dynamic_batch else (manifest.max_batch or 1),
-                            format=manifest.format, manifest=manifest, record=None)
+                            format=manifest.format, manifest=manifest, record=None, verified=verify)
     if expected_preset is not None and spec.preset != expected_preset:
         raise ManifestError(f"{path} was built for preset {spec.preset!r}, expected {expected_preset!r}")
     if expected_contract is not None and spec.contract != expected_contract:

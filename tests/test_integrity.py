@@ -707,3 +707,15 @@ def test_checkpoint_tensor_offsets_are_checked_against_the_file_size(exported, t
     ckpt.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
     with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
         load_checkpoint(ckpt, allow_unverified=True)
+
+
+@pytest.mark.parametrize("name", ["x" * 5000 + ".onnx", "x" * 5000 + ".safetensors", "/proc/self/status",
+                                  "/dev/null"])
+def test_unusable_artefact_paths_are_pinlite_errors(name):
+    """A name too long (OSError from the OS), a /proc file (size 0 with content), a device node."""
+    from pinlite_edge.checkpoint import load_checkpoint
+
+    path = Path(name) if name.startswith("/") else Path("/tmp") / name
+    for load in [*loaders().values(), load_checkpoint]:
+        with pytest.raises(PinliteError):
+            load(path)
