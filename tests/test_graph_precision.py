@@ -241,10 +241,10 @@ def test_pte_int8_protected_path_fp32(student, cal, tmp_path):
     last = _last_block(student)
     nodes = report["nodes"]
     softmax = [n for n in nodes if n["op"] in ("softmax", "_softmax")]
-    matmuls = [n for n in nodes if n["op"] in ("matmul", "bmm") and n["module"].endswith(".attn")]
-    scores = [n for n in nodes if n["op"] in ("mul", "add") and n["module"].endswith(".attn")]
-    gru = [n for n in nodes if n["module"].startswith("audio_encoder.gru")]
-    qk = [n for n in nodes if n["module"] in (f"blocks.{last}.attn.q_proj", f"blocks.{last}.attn.k_proj")]
+    matmuls = [n for n in nodes if n["op"] in ("matmul", "bmm") and n.get("module", "").endswith(".attn")]
+    scores = [n for n in nodes if n["op"] in ("mul", "add") and n.get("module", "").endswith(".attn")]
+    gru = [n for n in nodes if n.get("module", "").startswith("audio_encoder.gru")]
+    qk = [n for n in nodes if n.get("module", "") in (f"blocks.{last}.attn.q_proj", f"blocks.{last}.attn.k_proj")]
     assert len(softmax) == len(student.blocks) and len(matmuls) == 2 * len(student.blocks)
     assert scores and gru and qk
     for n in softmax + matmuls + scores + gru + qk:
