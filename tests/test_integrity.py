@@ -719,3 +719,16 @@ def test_unusable_artefact_paths_are_pinlite_errors(name):
     for load in [*loaders().values(), load_checkpoint]:
         with pytest.raises(PinliteError):
             load(path)
+
+
+def test_read_verified_bytes_refuses_a_file_changed_after_inspection(exported, tmp_path):
+    """What a runner hands to a native loader is the verified bytes, read once: a file swapped between
+    ``load_runner`` and activation is refused instead of reaching ExecuTorch / TensorRT."""
+    from pinlite_edge.runtimes.artifact import inspect_artifact, read_verified_bytes
+
+    art = copy_artifact(exported["onnx"], tmp_path)
+    spec = inspect_artifact(art)
+    assert read_verified_bytes(spec) == art.read_bytes()
+    flip_byte(art)
+    with pytest.raises(ManifestError, match="sha256"):
+        read_verified_bytes(spec)
