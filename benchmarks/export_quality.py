@@ -1,9 +1,10 @@
 """Export quality: accuracy, quantization EPS, size and ORT latency of every CPU export format of one checkpoint.
 
     python benchmarks/export_quality.py --checkpoint CKPT --eval-data synthetic --eval-size 200 \
-        [--formats onnx,onnx-fp16,onnx-int8,onnx-int8-qop,pte,pte-int8] [--paper-sizes] --out benchmarks/results
+        [--formats onnx,onnx-fp16,onnx-int8,onnx-int8-qop,pte,pte-int8] [--paper-sizes]
 
-Writes ``export_quality.json`` and ``export_quality.md``. EPS here is the *quantization EPS*: the attention of each
+Writes ``benchmarks/results/export_quality/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
+``--out`` is the results root). EPS here is the *quantization EPS*: the attention of each
 artefact against the attention of the FP32 torch model it was exported from (SPEC §4).
 
 Every artefact (and the FP32 torch reference) is run through ``pinlite_edge.runtimes.load_runner`` with one thread:
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._record import RESULTS_DIR, build_record, fingerprint_arrays, write_result  # noqa: E402
 from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model, load_calibration
 from pinlite_edge.metrics import explainability_preservation_score
 from pinlite_edge.runtimes import BaseRunner, load_runner
 from pinlite_edge.runtimes.torch import TorchRunner
-from pinlite_edge.utils.atomic import atomic_write_text
 
 VARIANTS = {
     "onnx": ("onnx", {}),
@@ -47,21 +52,6 @@ VARIANTS = {
 }
 #: The done-when of the export work (SPEC §6 targets for the INT8 artefacts).
 TARGETS = {"accuracy_drop_max": 0.01, "quant_eps_min": 0.9, "int8_onnx_size_ratio_max": 0.35}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
-    except (OSError, StopIteration):
-        isa = []
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "load_avg_1m_at_start": os.getloadavg()[0]}
 
 
 def activate(path: Path) -> BaseRunner:
@@ -90,7 +80,7 @@ def latency_ms(runner: BaseRunner, frames, mfcc, reps: int = 30) -> dict:
     return {"min": float(np.min(ts)), "median": float(np.median(ts))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--eval-data", default="synthetic")
@@ -101,8 +91,9 @@ def main() -> None:
                                         "pte,pte-int8")
     p.add_argument("--note", default="", help="what the checkpoint is (training, provenance): written to the results")
     p.add_argument("--paper-sizes", action="store_true", help="also export a random-init paper student (sizes, speed)")
-    p.add_argument("--out", default="benchmarks/results")
-    args = p.parse_args()
+    p.add_argument("--out", default=str(RESULTS_DIR), help="results root: writes OUT/export_quality/<machine>.*")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, _ = load_checkpoint(args.checkpoint)
     contract = model.config.contract
@@ -112,9 +103,10 @@ def main() -> None:
         ref_logits, ref_attn = evaluate(reference, ev.frames, ev.mfcc)
     ref_acc = float((ref_logits.argmax(1) == labels).mean())
     rows = [{"variant": "torch-fp32", "accuracy": ref_acc, "agreement_with_fp32": 1.0, "eps_vs_fp32": 1.0}]
-    results = {"command": "python benchmarks/export_quality.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else (f"--{k.replace('_', '-')}" if v else "")
-        for k, v in vars(args).items()).strip(), "machine": machine(), "checkpoint": args.checkpoint,
+    record = build_record("export_quality", "benchmarks/export_quality.py", argv,
+                          data={**ev.describe(), "fingerprint": fingerprint_arrays(ev.frames, ev.mfcc, labels),
+                                "fingerprint_of": "the evaluation clips' frames, MFCCs and labels"})
+    results = {"load_average_1m_at_start": os.getloadavg()[0], "checkpoint": args.checkpoint,
         "preset": model.config.preset, "note": args.note, "eval": ev.describe(), "rows": rows}
     tmp = Path(tempfile.mkdtemp(prefix="export-quality-"))
     sizes = {}
@@ -150,11 +142,8 @@ def main() -> None:
     results["done_when"] = done_when(rows)
     if args.paper_sizes:
         results["paper_student"] = paper_sizes(tmp / "paper", args.calib_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "export_quality.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "export_quality.md", markdown(results))
-    print(f"wrote {out / 'export_quality.json'} and {out / 'export_quality.md'}")
+    json_path, md_path = write_result(record, results, markdown(results), results_dir=args.out)
+    print(f"wrote {json_path} and {md_path}")
 
 
 def done_when(rows: list[dict]) -> dict:
@@ -212,12 +201,9 @@ def paper_sizes(tmp: Path, calib_size: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     lines = [f"# Export quality ({results['preset']} student)", "",
-             f"Command: `{results['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), Python {m['python']}, "
-             f"torch {m['torch']}; 1 inference thread; shared machine (load average {m['load_avg_1m_at_start']:.1f} "
-             "at start), so latencies are noisy.", "",
+             f"1 inference thread; the machine may be shared (load average "
+             f"{results['load_average_1m_at_start']:.1f} at start), so latencies are noisy.", "",
              f"Checkpoint: `{results['checkpoint']}` ({results['preset']} preset). {results.get('note', '')}", "",
              f"Evaluation: {results['eval']}. Quantization EPS = EPS of the artefact's attention against the FP32 "
              "torch model's attention.", "",
