@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,30 @@ def test_results_follow_the_naming_scheme():
             assert md.read_text().startswith("Re-run from the repository root: `python "), md
 
 
+#: options whose value is a scratch or output folder: a temporary path there does not stop a re-run
+SCRATCH_OPTIONS = ("--work", "--workdir", "--artifact-dir", "--out", "--out-dir", "--results", "--results-dir")
+
+
+def temporary_inputs(command: str) -> list[str]:
+    """Arguments of ``command`` in /tmp that are not the value of a scratch/output option."""
+    words = shlex.split(command.replace("&&", " && "))
+    found = []
+    for i, word in enumerate(words):
+        if "/tmp/" not in word:
+            continue
+        option, _, value = word.partition("=")
+        if (value and option in SCRATCH_OPTIONS) or (i > 0 and words[i - 1] in SCRATCH_OPTIONS):
+            continue
+        found.append(word)
+    return found
+
+
+def test_temporary_inputs_are_found():
+    assert temporary_inputs("python b.py --checkpoint /tmp/qs/best.safetensors --out /tmp/o") == [
+        "/tmp/qs/best.safetensors"]
+    assert temporary_inputs("python b.py --work /tmp/w --results=/tmp/r x.mp4") == []
+
+
 @pytest.mark.parametrize("path", RESULT_JSONS, ids=lambda p: p.relative_to(RESULTS).as_posix())
 def test_every_result_json_has_the_record(path):
     doc = json.loads(path.read_text())
@@ -33,7 +58,8 @@ def test_every_result_json_has_the_record(path):
     missing = [k for k in RECORD_KEYS if k not in record]
     assert not missing, f"{path}: record lacks {missing}"
     assert record["bench"] == path.parent.name and record["machine_slug"] == path.stem
-    assert record["command"].startswith("python ") and "/tmp/" not in record["command"]
+    assert record["command"].startswith("python ")
+    assert not temporary_inputs(record["command"]), "inputs in a temporary folder cannot be re-run from the repo"
     assert str(REPO) not in record["command"]  # repository-relative
     assert "fingerprint" in record["data"] and {"commit", "dirty"} <= set(record["git"])
     if record.get("predates_record_format"):
