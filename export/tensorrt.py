@@ -1,11 +1,16 @@
-"""TensorRT engines (SPEC §6), built from the FP16 or QDQ ONNX of this package.
+"""TensorRT engines (SPEC §6), built from the FP16 or the FP16 + QDQ ONNX of this package.
 
 Default: a *strongly typed* network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): TensorRT takes every tensor's
-type from the ONNX (FP16 with FP32 Cast islands, or Q/DQ around INT8 layers), so the precision plan lives in the ONNX
-file and the same build works on TensorRT 10.x (JetPack 6 ships 10.3) and 11.x (which removed the builder precision
+type from the ONNX (FP16 with FP32 Cast islands; for INT8 the same FP16 graph with Q/DQ around the INT8 layers, opset
+19 so the Q/DQ scales are FP16: layers without Q/DQ run FP16, the plan's layers FP32), so the precision plan lives in
+the ONNX file and the same build works on TensorRT 10.x (JetPack 6 ships 10.3) and 11.x (which removed the builder precision
 flags, precision constraints and calibrators). ``weak_typing=True`` (TensorRT 10 only) instead builds the FP32 ONNX
 (fp16) or the QDQ ONNX (int8) with ``BuilderFlag.FP16``/``INT8`` and pins the plan's layers (GRU loop, softmax,
 attention) to FP32 with ``OBEY_PRECISION_CONSTRAINTS``.
+
+After the build the engine is deserialized and its engine inspector (``ProfilingVerbosity.DETAILED`` at build,
+``get_engine_information(LayerInformationFormat.JSON)``) gives each layer's input/output types: they go into the
+manifest (``precision_plan.graph_precision.tensorrt_engine``), and a protected layer below FP32 fails the export.
 
 An engine is bound to the GPU model and TensorRT version it was built with: the manifest records both, and the
 compute capability. ``tensorrt`` is imported only when a ``trt-*`` format runs.
