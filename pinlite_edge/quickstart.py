@@ -68,7 +68,7 @@ class QuickstartConfig:
     prune_lr: float = 1e-5
     prune_steps: int = 2
     #: "ablation", not SPEC's "l1": on the tiny student the L1 norms of the heads are nearly equal and pick a head
-    #: whose removal costs about 10 points (benchmarks/results/pruning.md)
+    #: whose removal costs about 10 points (benchmarks/results/pruning/)
     prune_importance: str = "ablation"
     num_workers: int = 0
     progress: bool = True

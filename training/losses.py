@@ -9,7 +9,7 @@ The alignment term is an addition to SPEC §3: on clips whose audio offset ``k``
 clips: 0; audio shifted by ``k`` frames), audio token ``t`` is in sync with frame ``t − k``, and the term is the
 negative log of the attention the returned (last-layer, head-averaged) map puts there. Without it the tiny models
 trained on a CPU for minutes stay at chance on the synthetic task (they memorise clips instead of learning
-audio-visual correspondence); with it they learn it in a few epochs (benchmarks/results/learnability.md).
+audio-visual correspondence); with it they learn it in a few epochs (benchmarks/results/learnability/).
 """
 from __future__ import annotations
 

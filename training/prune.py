@@ -2,7 +2,7 @@
 
 Each iteration (1) scores every remaining head with ``Σ_layers ‖W_Q,h‖₁ + ‖W_K,h‖₁ + ‖W_V,h‖₁``
 (``model.head_importance()``; or, with ``--importance ablation``, by how much the training loss on the compensation
-clips rises when only that head is removed: benchmarks/results/pruning.md shows that on the tiny student the L1
+clips rises when only that head is removed: benchmarks/results/pruning/ shows that on the tiny student the L1
 norms are nearly equal and pick a head whose removal costs 10 points, where ablation picks a harmless one),
 (2) PHYSICALLY removes the globally least important head (``model.prune_heads``: the Q/K/V rows and
 output-projection columns are deleted, so the model really gets smaller; no masks), and (3) fine-tunes for

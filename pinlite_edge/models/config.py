@@ -28,7 +28,7 @@ class ModelConfig:
     relative_position_bias: bool = True  # learned audio-step-to-frame distance bias in every attention layer
     #: the frame CNN sees each frame AND its difference to the previous frame (6 input channels): lip motion is then
     #: a first-layer feature. Without it the tiny models memorise the few real training speakers instead of learning
-    #: lip-audio synchrony (benchmarks/results/real_faces.md). False for configs saved before the option existed.
+    #: lip-audio synchrony (benchmarks/results/real_faces/). False for configs saved before the option existed.
     motion_input: bool = False
     contract: InputContract = field(default_factory=InputContract)
 
@@ -84,7 +84,7 @@ def teacher_config(preset: str = "paper") -> ModelConfig:
     # nothing frozen. The per-frame CNN is what costs CPU time (16 frames a clip), so it is kept narrow; the per-clip
     # parts (BiGRU, fusion FFN) are wider, which keeps the teacher larger than the tiny student (~349 k vs ~313 k
     # params) at about half the training cost of a 1/4-width CNN. No dropout: the synthetic task is learnt in a few
-    # epochs and regularisation only slows that down (benchmarks/results/learnability.md).
+    # epochs and regularisation only slows that down (benchmarks/results/learnability/).
     return ModelConfig(kind="teacher", preset=preset, backbone="resnet_narrow", backbone_width=0.125, embed_dim=64,
                        heads_per_layer=(8, 8, 8), head_dim=8, ffn_dim=256, gru_hidden=96, conv_channels=(32, 64),
                        frozen_blocks=0, dropout=0.0, motion_input=True, contract=contract)
