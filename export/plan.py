@@ -176,7 +176,7 @@ def add_float_entries(plan: PrecisionPlan, entries: Sequence[FloatEntry]) -> Non
 
 
 # --- ONNX node resolution ---------------------------------------------------------------------------------------
-#: The exporter wraps the model in a module whose attribute ``model`` holds it (see ``onnx_export._TupleOutputs``).
+#: The exporter wraps the model in a module whose attribute ``model`` holds it (see ``prepare.TupleOutputs``).
 EXPORT_ROOT = "model"
 
 
