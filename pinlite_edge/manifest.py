@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -20,6 +21,8 @@ from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target,
 from pinlite_edge.utils.files import input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
+
+log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
 #: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes
@@ -200,9 +203,15 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no cross-process lock
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise write_error(folder, exc, "cannot open the folder of") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock on folders (some network mounts): publish unlocked
+            log.warning("cannot lock %s; publishing without a lock (avoid concurrent exports into it)", folder)
         yield
     finally:
         os.close(fd)  # releases the lock
