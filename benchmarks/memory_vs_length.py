@@ -4,14 +4,16 @@ file under 10 MB may push memory past 2 GB).
 Clips are generated with PyAV at low resolution and bitrate (a square moving over a dark background, H.264; a tone
 sweep as 48 kHz stereo AAC, so the resampler and the downmix run), one per length, plus two adversarial files from
 the issue: a 720p clip of moving frames, and a Matroska file with 3 s of content and one long timestamp gap. Each clip
-is scored in a fresh subprocess (``Detector.load(model, threads=1, timeout_s=None).detect(clip)``) and its peak resident set size
-(``VmHWM`` of /proc/self/status) is read there, beside the RSS after loading the model (what ``detect`` itself adds is the difference).
+is scored in a fresh subprocess (``Detector.load(model, threads=1, timeout_s=None).detect(clip)``) and its peak
+resident set size (``VmHWM`` of /proc/self/status) is read there, beside the RSS after loading the model (what
+``detect`` itself adds is the difference).
 The model is the tiny student, untrained, exported to ONNX (the memory does not depend on its weights).
 
     python benchmarks/memory_vs_length.py                     # 1 s, 10 s, 1 min, 5 min, 30 min + adversarial
     python benchmarks/memory_vs_length.py --lengths 1 10 --no-adversarial   # quick
 
-Writes ``benchmarks/results/memory_vs_length/<machine>.{json,md}`` (``benchmarks/_record.py``). The machine may be
+Writes ``benchmarks/results/memory_vs_length/<machine>.{json,md}`` (``benchmarks/_record.py``); ``--work`` keeps the
+generated clips and model. The machine may be
 shared with other work: memory is per process and not affected, times are.
 """
 from __future__ import annotations
@@ -145,9 +147,9 @@ def _mb(n: int | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Peak memory of `Detector.detect` against clip length", "",
-             "Each clip scored in a fresh subprocess (`Detector.load(model, threads=1, timeout_s=None).detect(clip)`, tiny student, "
-             "ONNX Runtime); peak RSS = the process's `VmHWM` (model and libraries included), `detect` adds = "
-             "peak minus the RSS after loading the model.", "",
+             "Each clip scored in a fresh subprocess (`Detector.load(model, threads=1, timeout_s=None).detect(clip)`, "
+             "tiny student, ONNX Runtime); peak RSS = the process's `VmHWM` (model and libraries included), "
+             "`detect` adds = peak minus the RSS after loading the model.", "",
              "| clip | length (s) | file (MB) | windows | peak RSS (MB) | after load (MB) | detect adds (MB) | "
              "detect time (s) | error |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["clips"]:

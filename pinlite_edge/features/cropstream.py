@@ -82,7 +82,8 @@ class CropStream:
         return out
 
     def finish(self) -> tuple[np.ndarray, ClipFaces | None]:
-        """All crops not drained; raises :class:`~pinlite_edge.errors.InputError` when ``require_face`` and no face was found."""
+        """All crops not drained; raises :class:`~pinlite_edge.errors.InputError` when ``require_face`` and no face
+        was found."""
         faces = None
         if self._track is not None:
             if self._pending:

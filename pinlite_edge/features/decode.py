@@ -318,21 +318,3 @@ def _check_pixels(path: Path, width: int, height: int, limits: DecodeLimits) -> 
         raise DecodeError(path, f"its frames are {width}x{height} = {width * height} pixels, more than max_pixels = "
                                 f"{limits.max_pixels} (the limit on frame size); scale the video down or pass a larger "
                                 "max_pixels")
-
-
-def align_audio(samples: np.ndarray, sample_rate: int, audio_start: float | None, video_start: float | None,
-                source: str = "clip") -> np.ndarray:
-    """Shift ``samples`` so sample 0 plays with the first video frame: zeros prepended when the audio stream starts
-    later than the video, leading samples dropped when it starts earlier (stream timestamps)."""
-    if audio_start is None or video_start is None:
-        return samples
-    offset = int(round((audio_start - video_start) * sample_rate))
-    if offset == 0:
-        return samples
-    if abs(offset) > sample_rate // 1000:  # more than 1 ms
-        log.info("%s: audio stream starts %+.3f s after the video; aligned by timestamps", source,
-                 offset / float(sample_rate))
-    if offset > 0:
-        pad = np.zeros((offset,) + samples.shape[1:], dtype=samples.dtype)
-        return np.concatenate([pad, samples])
-    return samples[-offset:]

@@ -10,7 +10,7 @@ import numpy as np
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.audio import check_file
-from pinlite_edge.features.clipstream import FileStream
+from pinlite_edge.features.clipstream import FileStream, warn_on_degraded_audio
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
 from pinlite_edge.features.facecrop import FaceCropConfig, centre_box, track_frames
 from pinlite_edge.features.frames import resize_square
@@ -74,15 +74,9 @@ def _check_crop_memory(n: int, contract: InputContract) -> None:
 
 def _warn_on_degraded_audio(audio: np.ndarray, sample_rate: int, video_seconds: float, contract: InputContract,
                             source: str) -> None:
-    """Warn when the result degrades: tracks of very different length, or a digitally silent audio track."""
-    audio_seconds = audio.shape[0] / float(sample_rate)
-    if abs(audio_seconds - video_seconds) > contract.window_seconds:
-        log.warning("%s: audio lasts %.2f s but video %.2f s; only the %.2f s covered by both are scored",
-                    source, audio_seconds, video_seconds, min(audio_seconds, video_seconds))
-    peak = float(np.abs(audio).max())
-    if peak == 0.0 or (np.issubdtype(audio.dtype, np.floating) and peak < 1e-6):
-        log.warning("%s: the audio track is digitally silent; the lip-sync evidence is missing, so scores on this "
-                    "clip say little", source)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    warn_on_degraded_audio(audio.shape[0] / float(sample_rate), video_seconds, peak,
+                           bool(np.issubdtype(audio.dtype, np.floating)), contract, source)
 
 
 def prepare_arrays(
