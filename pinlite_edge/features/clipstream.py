@@ -6,7 +6,8 @@
 (:class:`~pinlite_edge.features.streams.FramePlacer`) and the new audio
 (:class:`~pinlite_edge.features.streams.MonoAudio`) is appended. In streaming mode a :class:`Windower` cuts every
 window as soon as the frames and samples it reads have arrived and the clip is certain to contain it, then drops
-what no later window can read; the tail window and short clips are settled at the end with :func:`~pinlite_edge.features.windows.window_starts`, as for a whole clip.
+what no later window can read; the tail window and short clips are settled at the end with
+:func:`~pinlite_edge.features.windows.window_starts`, as for a whole clip.
 Memory holds the face track's lookahead (about 1.3 s of frames), about one window of crops and samples, and one batch
 of windows, whatever the clip's length.
 """
