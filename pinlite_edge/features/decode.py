@@ -170,6 +170,9 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
             media: DecodedMedia = stop.value
             break
     if media.sample_rate is not None:
+        if len({c.shape[1] for c in sink.chunks}) > 1:
+            raise DecodeError(path, "its audio track changes its channel count mid-stream (remux it, or use "
+                                    "Detector.detect / open_windows, which downmix each chunk to mono)")
         media.audio = np.ascontiguousarray(np.concatenate(sink.chunks))
     return media
 
