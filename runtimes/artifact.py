@@ -168,13 +168,18 @@ def check_io_shapes(path: Path, contract: InputContract, actual: dict[str, tuple
 def read_verified_bytes(spec: ArtifactSpec) -> bytes:
     """The artefact's bytes, read once and checked against the manifest's sha256: what a runner hands to a native
     loader (``executorch.runtime``'s ``load_program``, TensorRT's ``deserialize_cuda_engine``), so the bytes that
-    are loaded are the bytes that were verified, even if the file changed since :func:`inspect_artifact`."""
+    are loaded are the bytes that were verified, even if the file changed since :func:`inspect_artifact`.
+
+    A spec inspected with ``verify=False`` (``spec.verified`` False: the caller chose to skip the hashes) gets the
+    bytes unchecked."""
     import hashlib
 
     try:
         data = spec.path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"cannot read {spec.path}: {exc.strerror or exc}") from None
+    if not spec.verified:
+        return data
     want = spec.sha256
     if want is None:
         raise ManifestError(f"{spec.path} has no recorded sha256 to verify before loading it")

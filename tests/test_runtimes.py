@@ -329,6 +329,37 @@ def test_contract_mismatch_is_refused(student, tmp_path):
     assert not r.is_active
 
 
+@pytest.mark.parametrize("backend", ["executorch", "trt"])
+def test_native_loaders_get_the_bytes_verified_at_activation(student, backend, tmp_path, monkeypatch, request):
+    """ExecuTorch's load_program and TensorRT's deserialize_cuda_engine get the bytes read once and checked against
+    the manifest's sha256: a file changed between load_runner and activation is refused, not loaded."""
+    if backend == "executorch":
+        src = request.getfixturevalue("standin_pte")[0]
+        from executorch.runtime import Runtime as native
+        method = "load_program"
+    else:
+        src = request.getfixturevalue("standin_engine")
+        native = standins.install(monkeypatch, standins.FakeGpu(), ("cuda-python",))["tensorrt"].Runtime
+        method = "deserialize_cuda_engine"
+    received = []
+    real = getattr(native, method)
+    monkeypatch.setattr(native, method, lambda self, data, *a, **kw: received.append(data) or real(self, data, *a,
+                                                                                                      **kw))
+    p = _copy(src, tmp_path)
+    original = p.read_bytes()
+    runner = load_runner(p)
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 0x01
+    p.write_bytes(bytes(changed))  # after inspection, before activation
+    with pytest.raises(ManifestError, match="does not match its manifest"):
+        runner.activate()
+    assert not runner.is_active and received == []
+    p.write_bytes(original)
+    with runner:
+        assert runner.infer(*inputs(1))["logits"].shape == (1, 2)
+    assert len(received) == 1 and isinstance(received[0], bytes) and received[0] == original
+
+
 def test_runtime_and_suffix_must_agree(student, tmp_path):
     p = _copy(student["ort"], tmp_path)
     _edit_manifest(p, runtime="executorch")

@@ -1,6 +1,6 @@
 """Loading for the ExecuTorch backend: the ``executorch.runtime`` import with its install hint, the quantized
 kernels an INT8 program needs, and the program's ``forward`` method. This is the only module that loads a program
-(``Runtime.get().load_program``).
+(``Runtime.get().load_program``, from a path or from the bytes a runner verified).
 
 Inputs are passed as contiguous tensors because ``execute`` ignores strides.
 """
@@ -35,16 +35,20 @@ def register_quantized_kernels() -> None:
                                       INSTALL_HINT) from None
 
 
-def load_method(path: str | Path, *, quantized: bool = True) -> Any:
-    """The ``forward`` method of the ``.pte`` at ``path`` (quantized kernels registered first unless
-    ``quantized=False``). Raises :class:`ManifestError` when ExecuTorch cannot load it."""
+def load_method(program: str | Path | bytes, *, quantized: bool = True, source: str | None = None) -> Any:
+    """The ``forward`` method of a ``.pte`` program: a path, or the program's bytes (a runner hands over the bytes
+    it verified, :func:`pinlite_edge.runtimes.artifact.read_verified_bytes`; ``load_program`` keeps them alive
+    with the program). Quantized kernels are registered first unless ``quantized=False``. ``source`` names the
+    program in errors. Raises :class:`ManifestError` when ExecuTorch cannot load it."""
     Runtime = import_runtime()  # noqa: N806 - the class, named as executorch names it
     if quantized:
         register_quantized_kernels()
+    name = source or (str(program) if not isinstance(program, bytes) else "the program")
     try:
-        return Runtime.get().load_program(Path(path)).load_method("forward")
+        data = program if isinstance(program, bytes) else Path(program)
+        return Runtime.get().load_program(data).load_method("forward")
     except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
-        raise ManifestError(f"ExecuTorch cannot load {path}: {exc}") from None
+        raise ManifestError(f"ExecuTorch cannot load {name}: {exc}") from None
 
 
 def execute(method: Any, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from pinlite_edge.contract import OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError
-from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes
+from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
 from pinlite_edge.runtimes.base import BaseRunner, check_choice
 from pinlite_edge.runtimes.executorch import loader
 from pinlite_edge.runtimes.torch import loader as torch_loader
@@ -41,7 +41,9 @@ class ExecuTorchRunner(BaseRunner):
         self._previous_threads: int | None = None
 
     def activate_impl(self) -> None:
-        method = loader.load_method(self.artifact, quantized=self.precision == "int8")
+        # the bytes checked against the manifest's sha256 are the bytes ExecuTorch loads
+        method = loader.load_method(read_verified_bytes(self.spec), quantized=self.precision == "int8",
+                                    source=str(self.artifact))
         meta = method.metadata
         if meta.num_inputs() != 2 or meta.num_outputs() != len(OUTPUT_NAMES):
             raise ManifestError(f"{self.artifact}: forward has {meta.num_inputs()} inputs and {meta.num_outputs()} "

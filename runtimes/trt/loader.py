@@ -7,7 +7,6 @@ mismatch is a clear :class:`ManifestError` instead of a crash inside TensorRT.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pinlite_edge.errors import BackendUnavailableError, ManifestError
@@ -67,12 +66,14 @@ def check_engine_target(target: dict[str, Any], *, trt_version: str, compute_cap
     return warnings
 
 
-def deserialize_engine(trt: Any, path: Path) -> Any:
-    """``Runtime(Logger(WARNING)).deserialize_cuda_engine(bytes)``; :class:`ManifestError` when TensorRT refuses."""
+def deserialize_engine(trt: Any, data: bytes, source: str) -> Any:
+    """``Runtime(Logger(WARNING)).deserialize_cuda_engine(data)`` on the engine's bytes (a runner hands over the bytes
+    it verified, :func:`pinlite_edge.runtimes.artifact.read_verified_bytes`); :class:`ManifestError` naming
+    ``source`` when TensorRT refuses."""
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise ManifestError(f"TensorRT could not deserialise {path} (see the TensorRT log above)")
+        raise ManifestError(f"TensorRT could not deserialise {source} (see the TensorRT log above)")
     return engine
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError, PinliteError
-from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes
+from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_cuda_device
 from pinlite_edge.runtimes.trt import loader
 from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS, CudaBinding, select_binding
@@ -72,7 +72,8 @@ class TrtRunner(BaseRunner):
                                                    gpu_name=gpu_name, source=str(self.artifact))
         for w in self.warnings:
             log.warning(w)
-        self.engine = loader.deserialize_engine(trt, self.artifact)
+        # the bytes checked against the manifest's sha256 are the bytes TensorRT deserialises
+        self.engine = loader.deserialize_engine(trt, read_verified_bytes(self.spec), str(self.artifact))
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise PinliteError(f"TensorRT could not create an execution context for {self.artifact} "
