@@ -613,6 +613,11 @@ def test_checkpoint_without_embedded_hash_is_refused_unless_allowed(exported, tm
         load_runner(bare)
     model, _ = load_checkpoint(bare, allow_unverified=True)
     assert model.config.preset == "tiny"
+    # load_runner(verify=False) is the runner's allow_unverified: inspected and loaded at activation
+    with load_runner(bare, verify=False) as r:
+        out = r.infer(np.zeros(TINY_CONTRACT.frames_shape(1), np.float32),
+                      np.zeros(TINY_CONTRACT.mfcc_shape(1), np.float32))
+    assert out["logits"].shape == (1, 2)
 
 
 def test_checkpoint_with_a_flipped_head_is_refused_by_the_sidecar_hash(exported, tmp_path):
@@ -732,3 +737,5 @@ def test_read_verified_bytes_refuses_a_file_changed_after_inspection(exported, t
     flip_byte(art)
     with pytest.raises(ManifestError, match="sha256"):
         read_verified_bytes(spec)
+    # inspected with verify=False: the caller skipped the hashes, the bytes come unchecked
+    assert read_verified_bytes(inspect_artifact(art, verify=False)) == art.read_bytes()

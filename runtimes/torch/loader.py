@@ -46,10 +46,11 @@ def restore_threads(torch: Any, previous: int | None) -> None:
         torch.set_num_threads(previous)
 
 
-def load_model(artifact: Path, device: str, model: Any = None) -> Any:
-    """The checkpoint's model (or ``model`` when given) on ``device``, in eval mode."""
+def load_model(artifact: Path, device: str, model: Any = None, *, allow_unverified: bool = False) -> Any:
+    """The checkpoint's model (or ``model`` when given) on ``device``, in eval mode. ``allow_unverified`` loads a
+    checkpoint that has no hash to verify against (only for an artefact inspected with ``verify=False``)."""
     if model is None:
         from pinlite_edge.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(artifact)
+        model, _ = load_checkpoint(artifact, allow_unverified=allow_unverified)
     return model.to(device).eval()

@@ -50,7 +50,9 @@ class TorchRunner(BaseRunner):
     def activate_impl(self) -> None:
         torch = self._torch = loader.import_torch()
         loader.check_device(torch, self.device)
-        self.model = loader.load_model(self.artifact, self.device, self._given_model)
+        # a spec inspected with verify=False loads a checkpoint without a hash too (load_runner(..., verify=False))
+        self.model = loader.load_model(self.artifact, self.device, self._given_model,
+                                       allow_unverified=not self.spec.verified)
         self._previous_threads = loader.set_threads(torch, self.threads)
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
