@@ -242,7 +242,7 @@ ORIN = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "
 
 
 def test_engine_target_matching_device_passes():
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     assert check_engine_target(ORIN, trt_version="10.3.0.30", compute_capability="8.7", gpu_name="Orin") == []
 
@@ -254,14 +254,14 @@ def test_engine_target_matching_device_passes():
     ({"trt_version": "10.3.0", "compute_capability": "11.0", "gpu_name": "Thor"}, "compute capability 8.7"),
 ])
 def test_engine_target_mismatch_is_refused(device, words):
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     with pytest.raises(ManifestError, match=re.escape(words)):
         check_engine_target(ORIN, source="model.engine", **device)
 
 
 def test_engine_target_same_capability_other_gpu_warns():
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     warnings = check_engine_target({**ORIN, "compute_capability": [8, 7]}, trt_version="10.3.1",
                                    compute_capability="8.7", gpu_name="Orin NX")
@@ -269,7 +269,7 @@ def test_engine_target_same_capability_other_gpu_warns():
 
 
 def test_engine_target_version_compatible():
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     target = {**ORIN, "version_compatible": True}
     assert check_engine_target(target, trt_version="10.8.0", compute_capability="8.7", gpu_name="Orin") == []
@@ -281,7 +281,7 @@ def test_engine_target_version_compatible():
 
 @pytest.mark.parametrize("target", [{}, {"compute_capability": "8.7"}, {"tensorrt_version": "10.3.0"}])
 def test_engine_target_incomplete_is_refused(target):
-    from pinlite_edge.runtimes.trt_runner import check_engine_target
+    from pinlite_edge.runtimes.trt.loader import check_engine_target
 
     with pytest.raises(ManifestError):
         check_engine_target(target, trt_version="10.3.0", compute_capability="8.7", gpu_name="Orin")
