@@ -403,8 +403,11 @@ def test_missing_tensorrt_names_jetpack(student, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     r = load_runner(p)
     assert r.device == "cuda"
-    with pytest.raises(BackendUnavailableError, match="JetPack"):
+    with pytest.raises(BackendUnavailableError) as info:
         r.activate()
+    for words in ("pip install tensorrt --extra-index-url https://pypi.nvidia.com", "JetPack 6",
+                  "do not pip install it there", "pycuda or cuda-python", "pip install pinlite-edge[tensorrt]"):
+        assert words in str(info.value)
 
 
 def test_missing_ort_provider_is_not_a_silent_fallback(student):
