@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: auto (default) keeps float the layers measured to run faster float in onnxruntime "
                         "on the CPU (depthwise convs, early high-resolution stages); none quantizes all it may")
     g.add_argument("--weight-only", dest="weight_only", choices=WEIGHT_ONLY_MODES,
-                   help="onnx-int8: float layers whose weights are stored int8 behind DequantizeLinear while they "
-                        "still compute in FP32: float (default: every float layer with a weight), gru, none")
+                   help="onnx-int8: float layers whose weights are stored int8 (Cast * scale) while they still "
+                        "compute in FP32: float (default: every float layer with a weight except the GRU), "
+                        "float+gru and gru also / only round the GRU's weights to int8 (opt-in), none")
     g = p.add_argument_group("TensorRT")
     g.add_argument("--opt-batch", dest="opt_batch", type=int, help="optimisation profile opt batch (default 1)")
     g.add_argument("--workspace-mb", dest="workspace_mb", type=int, help="workspace memory pool (default 1024)")

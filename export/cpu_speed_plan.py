@@ -1,7 +1,9 @@
 """Layers an onnxruntime-CPU INT8 artefact keeps float because they run *faster* float (``--speed-float auto``).
 
 Measured on the paper-preset student (MobileNetV3-Small frames, 16 x 128 x 128), onnxruntime 1.32, 1 thread, x86_64
-with AVX-512 VNNI (benchmarks/results/ort_int8_speed/):
+with AVX-512 VNNI: benchmarks/results/ort_int8_speed/ (this speed plan against quantizing all, per activation type)
+and benchmarks/results/ort_int8_plan/ (the INT8 artefact with the fixed precision plan and this speed plan: size,
+speed and agreement against FP32):
 
 * onnxruntime's CPU int8 depthwise kernels ran 2-3x slower than its blocked (NCHWc) FP32 depthwise convolutions
   (e.g. 88 channels at 16 x 16: 0.32 ms int8 against 0.14 ms FP32);

@@ -60,7 +60,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  "tensorrt:export_trt_fp16", "TensorRT engine, strongly typed from the FP16 ONNX"),
     ExportFormat("trt-int8", ".int8.engine", "trt", "int8", True,
                  _ONNX | _CALIB | _TRT | {"calib_method", "per_channel", "weak_typing"},
-                 "tensorrt:export_trt_int8", "TensorRT engine, strongly typed from the QDQ ONNX"),
+                 "tensorrt:export_trt_int8", "TensorRT engine, strongly typed from the FP16 + QDQ ONNX"),
     ExportFormat("pte", ".pte", "executorch", "fp32", False, frozenset({"batch"}),
                  "executorch:export_pte", "ExecuTorch program, XNNPACK delegate, static batch"),
     ExportFormat("pte-int8", ".int8.pte", "executorch", "int8", False, _CALIB | {"batch"},
