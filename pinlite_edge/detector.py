@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -339,9 +339,10 @@ class Detector:
         stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
                                        stride_seconds=self.stride_seconds, max_duration_s=self.limits.max_duration_s,
                                        max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s)
-        scores = self._score_stream(windows, str(video_path))
+        result = self.score_stream(windows, str(video_path),
+                                   face_info=lambda: (stream.face_found, stream.face_coverage))
         self._warn_if_synthetic_only(video_path)
-        return self._result(scores, face_found=stream.face_found, face_coverage=stream.face_coverage)
+        return result
 
     def _score_stream(self, windows: Any, source: str) -> _Scores:
         scores = _Scores(self, source)
@@ -390,7 +391,18 @@ class Detector:
         """
         if not windows:
             raise InputError(f"{source}: no window to score")
+        return self.score_stream(windows, source, face_info=lambda: (face_found, face_coverage))
+
+    def score_stream(self, windows: Iterable[Any], source: str = "windows", *,
+                     face_info: Callable[[], tuple[bool | None, float | None]] | None = None) -> DetectionResult:
+        """Score windows as they arrive (any iterable, e.g. streamed from a decoding process), ``batch_size`` at a
+        time: only one batch and the per-window scores are held, so memory does not grow with the clip's length.
+
+        ``face_info`` is called once the windows are exhausted and returns ``(face_found, face_coverage)`` (a stream
+        knows them only at its end); ``None``: not known. An error raised by the iterable propagates unchanged.
+        """
         scores = self._score_stream(iter(windows), source)
+        face_found, face_coverage = face_info() if face_info is not None else (None, None)
         return self._result(scores, face_found=face_found, face_coverage=face_coverage)
 
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None) -> DetectionResult:

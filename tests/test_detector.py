@@ -146,3 +146,48 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert "NO-FACE" not in out and ("REAL" in out or "FAKE" in out)
     assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2
     assert "cannot decode" in capsys.readouterr().err
+
+
+def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, synthetic_video):
+    """``score_stream`` pulls windows a batch at a time (never the whole stream first) and asks for the face
+    information only once the stream is exhausted; its result equals ``detect`` on the same file."""
+    from pinlite_edge import Detector
+    from pinlite_edge.features import open_windows
+
+    path, _ = synthetic_video
+    with Detector.load(model_files["onnx"], threads=1, face_crop=False, batch_size=2) as det:
+        expected = det.detect(path)
+        _, windows = open_windows(path, det.contract, face_crop=False)
+        pulled: list[int] = []  # windows pulled from the stream when each model call ran
+        real_infer = det.runner.infer
+
+        def infer(frames, mfcc):
+            pulled.append(count)
+            return real_infer(frames, mfcc)
+
+        def counted():
+            nonlocal count
+            for w in windows:
+                count += 1
+                yield w
+
+        count = 0
+        det.runner.infer = infer
+        try:
+            result = det.score_stream(counted(), str(path), face_info=lambda: (True, float(count)))
+        finally:
+            det.runner.infer = real_infer
+    n = len(expected.windows)
+    assert n >= 3 and pulled == [min(2 * (i + 1), n) for i in range(len(pulled))]  # one batch held at a time
+    assert result.face_found is True and result.face_coverage == n  # face_info called after the last window
+    assert result.fake_prob_max == pytest.approx(expected.fake_prob_max, abs=1e-6)
+    assert result.fake_prob_mean == pytest.approx(expected.fake_prob_mean, abs=1e-6)
+    assert [w.start_seconds for w in result.windows] == [w.start_seconds for w in expected.windows]
+
+    def failing():
+        yield next(iter(open_windows(path, det.contract, face_crop=False)[1]))
+        raise DecodeError(path, "cut short")
+
+    with Detector.load(model_files["onnx"], threads=1, face_crop=False) as det2:
+        with pytest.raises(DecodeError, match="cut short"):  # a stream's error propagates unchanged
+            det2.score_stream(failing(), str(path))
