@@ -13,6 +13,7 @@ from pinlite_edge.errors import PinliteError
 from pinlite_edge.training.config import TrainConfig
 
 C = TypeVar("C", bound=TrainConfig)
+R = TypeVar("R")
 
 DDP_HELP = """\
 Multi-GPU: launch with torchrun, e.g.
@@ -167,3 +168,16 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     args = p.parse_args(argv)
     setup_logging(args.verbose)
     return args
+
+
+def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: type[C], train: Callable[[C], R],
+               report: Callable[[R], None], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The command line of one training stage: parse ``argv`` (``prog`` renames the parser in help texts, e.g. when
+    run as ``python -m pinlite_edge.training distill``), fill ``config_cls``, ``train`` it and ``report`` the result;
+    :func:`run_cli` turns a :class:`PinliteError` into one line and exit status 2."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parse(parser, argv)
+    cfg = config_from_args(config_cls, args)
+    return run_cli(lambda: report(train(cfg)))

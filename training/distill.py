@@ -25,7 +25,7 @@ import torch
 from pinlite_edge.errors import CheckpointError
 from pinlite_edge.models import AVSyncDetector, ModelOutput
 
-from pinlite_edge.training.cli import add_distill_args, base_parser, config_from_args, parse, run_cli
+from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
 from pinlite_edge.training.config import DistillConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split
@@ -118,22 +118,16 @@ def build_parser():
     return p
 
 
+def print_result(res: FitResult) -> None:
+    m = res.best_metrics
+    print(f"best student: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, accuracy "
+          f"{m.get('accuracy', float('nan')):.4f}, "
+          f"EPS {m.get('eps', float('nan')):.3f}, epoch {m.get('epoch')})")
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line (``prog`` renames it in help texts, e.g. when run as ``python -m pinlite_edge.training distill``)."""
-    parser = build_parser()
-    if prog:
-        parser.prog = prog
-    args = parse(parser, argv)
-    cfg = config_from_args(DistillConfig, args)
-
-    def run():
-        res = distill(cfg)
-        m = res.best_metrics
-        print(f"best student: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, accuracy "
-              f"{m.get('accuracy', float('nan')):.4f}, "
-              f"EPS {m.get('eps', float('nan')):.3f}, epoch {m.get('epoch')})")
-
-    return run_cli(run)
+    return stage_main(build_parser, DistillConfig, distill, print_result, argv, prog)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
 
-from pinlite_edge.training.cli import add_distill_args, base_parser, config_from_args, parse, run_cli
+from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
 from pinlite_edge.training.config import PruneConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split, make_loader
@@ -254,23 +254,17 @@ def build_parser():
     return p
 
 
+def print_result(res: PruneResult) -> None:
+    print(f"{'step':>4} {'heads':>10} {'params':>8} {'val_acc':>8} {'val_eps':>8}")
+    for s in res.steps:
+        print(f"{s['step']:>4} {str(s['heads_per_layer']):>10} {s['params']:>8} {s['val_accuracy']:>8.4f} "
+              f"{s['val_eps']:>8.3f}")
+    print(f"pruned student: {res.best_path}")
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line (``prog`` renames it in help texts, e.g. when run as ``python -m pinlite_edge.training prune``)."""
-    parser = build_parser()
-    if prog:
-        parser.prog = prog
-    args = parse(parser, argv)
-    cfg = config_from_args(PruneConfig, args)
-
-    def run():
-        res = prune(cfg)
-        print(f"{'step':>4} {'heads':>10} {'params':>8} {'val_acc':>8} {'val_eps':>8}")
-        for s in res.steps:
-            print(f"{s['step']:>4} {str(s['heads_per_layer']):>10} {s['params']:>8} {s['val_accuracy']:>8.4f} "
-                  f"{s['val_eps']:>8.3f}")
-        print(f"pruned student: {res.best_path}")
-
-    return run_cli(run)
+    return stage_main(build_parser, PruneConfig, prune, print_result, argv, prog)
 
 
 if __name__ == "__main__":

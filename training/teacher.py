@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from pinlite_edge.training.cli import base_parser, config_from_args, parse, run_cli
+from pinlite_edge.training.cli import base_parser, stage_main
 from pinlite_edge.training.config import TeacherConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.engine import FitResult, check_output, fit
@@ -49,22 +49,16 @@ def build_parser():
     return p
 
 
+def print_result(res: FitResult) -> None:
+    m = res.best_metrics
+    print(f"best teacher: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, loss "
+          f"{m.get('loss', float('nan')):.4f}, accuracy {m.get('accuracy', float('nan')):.4f}, "
+          f"epoch {m.get('epoch')})")
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line (``prog`` renames it in help texts, e.g. when run as ``python -m pinlite_edge.training teacher``)."""
-    parser = build_parser()
-    if prog:
-        parser.prog = prog
-    args = parse(parser, argv)
-    cfg = config_from_args(TeacherConfig, args)
-
-    def run():
-        res = train_teacher(cfg)
-        m = res.best_metrics
-        print(f"best teacher: {res.best_path} (val AUC {m.get('auc', float('nan')):.4f}, loss "
-              f"{m.get('loss', float('nan')):.4f}, accuracy {m.get('accuracy', float('nan')):.4f}, "
-              f"epoch {m.get('epoch')})")
-
-    return run_cli(run)
+    return stage_main(build_parser, TeacherConfig, train_teacher, print_result, argv, prog)
 
 
 if __name__ == "__main__":
