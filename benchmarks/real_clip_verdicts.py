@@ -51,6 +51,7 @@ def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> 
                          "fake_prob_max": round(r.fake_prob_max, 4), "fake_prob_mean": round(r.fake_prob_mean, 4),
                          "offset_frames": r.offset_frames, "face_found": r.face_found,
                          "face_coverage": r.face_coverage, "windows": len(r.windows),
+                         "threshold": round(r.threshold, 4), "threshold_source": r.threshold_source,
                          "seconds": round(time.perf_counter() - t0, 3)})
             log.info("%s: %s max %.3f mean %.3f", rel, r.verdict, r.fake_prob_max, r.fake_prob_mean)
     return rows
@@ -60,11 +61,17 @@ def render(report: dict[str, Any]) -> str:
     rows = report["clips"]
     scored = [r for r in rows if "fake_prob_max" in r]
     over = [r for r in scored if r["fake_prob_max"] >= LIMIT]
+    thresholds = sorted({(r["threshold"], r["threshold_source"]) for r in scored})
+    held_out = [r for r in scored if r["split"] == "test"]
     lines = ["# Verdicts of the shipped model on every genuine clip of ../shared/data/real-av", "",
              f"Model: `{report['artifact']}` (training data: {report['training_data']})", "",
              f"{len(over)} of {len(scored)} clips reach max-aggregate P(fake) >= {LIMIT} (target: none); "
-             f"{sum(r['verdict'] == 'fake' for r in scored)} are called fake at the default threshold 0.5 "
-             f"(max aggregate); {sum(r['verdict'] == 'no-face' for r in scored)} say no-face.", "",
+             f"{sum(r['verdict'] == 'fake' for r in scored)} are called fake at the Detector's default threshold "
+             f"(max aggregate; " + "; ".join(f"{t:.4f}: {src}" for t, src in thresholds) + "), of them "
+             f"{sum(r['verdict'] == 'fake' for r in held_out)} of the {len(held_out)} test-split clips (neither "
+             f"trained nor calibrated on); {sum(r['verdict'] == 'no-face' for r in scored)} say no-face. Train and "
+             "dev clips were seen in training (train) or checkpoint selection (dev) and, when the model has an "
+             "operating point, in its calibration.", "",
              "| clip | split | verdict | P(fake) max | P(fake) mean | offset | face coverage |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -295,3 +295,4 @@ def test_real_clip_verdicts_reports_every_clip_and_the_p09_count(tmp_path):
     md = json_path.with_suffix(".md").read_text()
     over = int(by_file["talking/a.mp4"]["fake_prob_max"] >= rcv.LIMIT)
     assert f"{over} of 1 clips reach max-aggregate P(fake) >= 0.9" in md
+    assert by_file["talking/a.mp4"]["threshold"] == 0.5 and "no operating point" in md  # uncalibrated model
