@@ -20,3 +20,20 @@ def grid_clips() -> list[Path]:
     if not clips:
         pytest.skip(f"real GRID clips not found in {GRID_DIR}")
     return clips
+
+
+@pytest.fixture(scope="module")
+def student():
+    """A random-init tiny student (seed 0), one per test module. Modules with another ``student`` define their own."""
+    from pinlite_edge.models import create_student
+
+    torch.manual_seed(0)
+    return create_student("tiny", pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def cal(student):
+    """8 synthetic train clips of the student's contract, for export calibration."""
+    from pinlite_edge.export.calibration import load_calibration
+
+    return load_calibration("synthetic", student.config.contract, 8, "train")

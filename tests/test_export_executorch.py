@@ -13,15 +13,8 @@ import torch
 from pinlite_edge.export import export_from_model
 from pinlite_edge.export.calibration import from_arrays
 from pinlite_edge.manifest import read_manifest
-from pinlite_edge.models import create_student
 
 pytest.importorskip("executorch", reason="executorch not installed (pip install 'pinlite-edge[executorch]')")
-
-
-@pytest.fixture(scope="module")
-def student():
-    torch.manual_seed(0)
-    return create_student("tiny", pretrained=False).eval()
 
 
 def _inputs(model, n=1, seed=5):

@@ -23,12 +23,6 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def student():
-    torch.manual_seed(0)
-    return create_student("tiny", pretrained=False).eval()
-
-
-@pytest.fixture(scope="module")
 def checkpoint(student, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
     save_checkpoint(path, student, {"note": "test"})

@@ -7,28 +7,15 @@ import torch
 
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export import export_from_model
-from pinlite_edge.export.calibration import load_calibration
 from pinlite_edge.export.onnx_fp16 import cast_islands
 from pinlite_edge.export.onnx_formats import ort_optimized_graph
 from pinlite_edge.export.plan import build_plan, fixed_float_entries, onnx_node_scope, quantizable_layers
 from pinlite_edge.export.sensitivity import fake_quant_weight, layer_sensitivity
 from pinlite_edge.manifest import read_manifest
-from pinlite_edge.models import create_student
 from pinlite_edge.runtimes.ort.loader import create_session
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def student():
-    torch.manual_seed(0)
-    return create_student("tiny", pretrained=False).eval()
-
-
-@pytest.fixture(scope="module")
-def cal(student):
-    return load_calibration("synthetic", student.config.contract, 8, "train")
 
 
 @pytest.fixture(scope="module")

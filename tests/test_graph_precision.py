@@ -18,13 +18,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from pinlite_edge.export import export_from_model
 from pinlite_edge.export.graph_precision import onnx_node_precisions
 from pinlite_edge.export.plan import PROTECTED_KINDS
 from pinlite_edge.manifest import read_manifest
-from pinlite_edge.models import create_student
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,19 +30,6 @@ pytest.importorskip("onnxruntime")
 FLOAT, FLOAT16 = 1, 10
 MATMULS = {"MatMul", "FusedMatMul", "MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "MatMulNBits"}
 PASS = {"Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze"}  # walked through
-
-
-@pytest.fixture(scope="module")
-def student():
-    torch.manual_seed(0)
-    return create_student("tiny", pretrained=False).eval()
-
-
-@pytest.fixture(scope="module")
-def cal(student):
-    from pinlite_edge.export.calibration import load_calibration
-
-    return load_calibration("synthetic", student.config.contract, 8, "train")
 
 
 @pytest.fixture(scope="module")
