@@ -266,6 +266,27 @@ def test_static_batch_artefact_splits_or_rejects(standin_pte):
         r.infer(f, m)
 
 
+def test_executorch_program_outlives_its_loading(standin_pte):
+    """The runner loads the verified bytes; the program holding them must live as long as the method, or the next
+    execute reads freed memory. Run in a child process: the failure is a segfault."""
+    import subprocess
+
+    code = ("import gc, numpy as np, sys\n"
+            "from pinlite_edge.runtimes import load_runner\n"
+            f"r = load_runner({str(standin_pte[0])!r}, threads=1)\n"
+            "r.activate()\n"
+            "shape = {m.name: m.shape for m in r.info.inputs}\n"
+            "f = np.zeros((1, *shape['frames'][1:]), np.float32)\n"
+            "m = np.zeros((1, *shape['mfcc'][1:]), np.float32)\n"
+            "first = r.infer(f, m)['logits']\n"
+            "for _ in range(20):\n"
+            "    gc.collect(); junk = [bytearray(1 << 16) for _ in range(64)]\n"
+            "    np.testing.assert_allclose(r.infer(f, m)['logits'], first)\n"
+            "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "ok" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
 # --- agreement ----------------------------------------------------------------------------------------------------
 def test_comparator_ort_fp32_matches_torch_fp32(student):
     f, m = inputs(4, seed=3)

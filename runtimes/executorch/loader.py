@@ -46,9 +46,26 @@ def load_method(program: str | Path | bytes, *, quantized: bool = True, source: 
     name = source or (str(program) if not isinstance(program, bytes) else "the program")
     try:
         data = program if isinstance(program, bytes) else Path(program)
-        return Runtime.get().load_program(data).load_method("forward")
+        loaded = Runtime.get().load_program(data)
+        return LoadedMethod(loaded.load_method("forward"), loaded)
     except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
         raise ManifestError(f"ExecuTorch cannot load {name}: {exc}") from None
+
+
+class LoadedMethod:
+    """A program's method together with the program it came from. ``Program`` holds the bytes a program was loaded
+    from, but a ``Method`` does not hold its ``Program``: dropping the program frees the bytes under the method and
+    the next ``execute`` reads freed memory (a segfault, seen with ``load_program(bytes)``)."""
+
+    def __init__(self, method: Any, program: Any):
+        self.method = method
+        self.program = program
+
+    def execute(self, inputs: Any) -> Any:
+        return self.method.execute(inputs)
+
+    def __getattr__(self, name: str) -> Any:  # metadata, ... of the method
+        return getattr(self.method, name)
 
 
 def execute(method: Any, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
