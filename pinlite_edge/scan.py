@@ -3,7 +3,12 @@
 Walks ``DIR`` (recursively) for videos, decodes and featurises them in parallel worker processes, scores them with
 :class:`pinlite_edge.detector.Detector` (the runner picked from the artefact's manifest) and appends one JSON line per
 file to ``--out``, flushed and fsynced line by line. A file that cannot be decoded is recorded with its error and
-the scan goes on.
+the scan goes on; so is a file whose decoder kills its worker process (``"error_type": "WorkerCrash"``).
+
+Files are streamed as ``Detector.detect`` streams them: a worker sends a file's windows a batch at a time (at most
+:data:`AHEAD_BATCHES` ahead of the scorer) and the scanning process scores each batch as it arrives
+(``Detector.score_stream``), so memory does not grow with a clip's length; clips up to the Detector's
+``max_duration_s`` (one hour) are scored, with the results ``Detector.detect`` gives.
 
 Resume: files already recorded in ``--out`` are skipped, so re-running the same command after a crash or a kill
 finishes the job; a crash loses only the files in flight (decoded but not yet written), and a line cut short by a
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import concurrent.futures as cf
+import itertools
 import json
 import logging
 import math
@@ -32,7 +37,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -206,37 +210,130 @@ class JsonlWriter:
 
 
 # --------------------------------------------------------------------------------------------- decoding jobs
-def featurise_job(path: str, contract: dict[str, Any], face_crop: bool, stride: float | None,
-                  timeout_s: float | None) -> dict[str, Any]:
-    """Worker-process job: featurise one file. Never raises: errors come back as data (exception objects do not
-    all survive pickling across processes)."""
+#: Batches a decoding process may have ready ahead of the scoring process (bounded memory: a fast decoder waits).
+AHEAD_BATCHES = 4
+#: Files given to one decoding process at a time (the next one decodes while the scorer reads the last).
+FILES_PER_WORKER = 2
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a decoding job needs (picklable: it travels to the worker processes)."""
+
+    contract: dict[str, Any]
+    face_crop: bool
+    stride: float | None
+    timeout_s: float | None
+    batch: int
+    max_duration_s: float
+    max_pixels: int
+
+
+#: ``("batch", path, (frames, mfcc, starts))``, then ``("end", path, info)`` or ``("error", path, info)``.
+Message = tuple[str, str, Any]
+JobFn = Callable[[str, JobOptions], Iterator[Message]]
+
+
+def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
+    """Stream one file's windows in batches of ``opts.batch`` (:func:`~pinlite_edge.features.open_windows`, the
+    streaming decoder ``Detector.detect`` uses), then an ``"end"`` message with the face information. Never raises:
+    errors come back as an ``"error"`` message (exception objects do not all survive pickling across processes).
+    ``seconds`` counts the time spent decoding, not the time waiting for the scorer to take a batch."""
     import numpy as np
 
     from pinlite_edge.contract import InputContract
-    from pinlite_edge.features import prepare_windows
+    from pinlite_edge.features import open_windows
 
-    start = time.perf_counter()
+    busy = 0.0
+    resumed = time.perf_counter()
+
+    def error(msg: str, kind: str) -> Message:
+        return "error", path, {"error": msg, "error_type": kind, "seconds": busy + time.perf_counter() - resumed}
+
     problem = input_file_problem(path)
     if problem is not None:  # e.g. a /proc file reporting size 0, a symlink loop: refused before decoding
-        return {"path": path, "error": str(DecodeError(path, problem)), "error_type": "DecodeError",
-                "seconds": time.perf_counter() - start}
+        yield error(str(DecodeError(path, problem)), "DecodeError")
+        return
     try:
-        clip, windows = prepare_windows(path, InputContract.from_dict(contract), face_crop=face_crop,
-                                        stride_seconds=stride, timeout_s=timeout_s)
+        stream, windows = open_windows(path, InputContract.from_dict(opts.contract), face_crop=opts.face_crop,
+                                       stride_seconds=opts.stride, timeout_s=opts.timeout_s,
+                                       max_duration_s=opts.max_duration_s, max_pixels=opts.max_pixels)
+        batch: list[Any] = []
+        for w in itertools.chain(windows, [None]):
+            if w is not None:
+                batch.append(w)
+            if batch and (w is None or len(batch) == opts.batch):
+                msg = ("batch", path, (np.stack([b.frames for b in batch]), np.stack([b.mfcc for b in batch]),
+                                       [b.start_seconds for b in batch]))
+                batch = []
+                busy += time.perf_counter() - resumed
+                yield msg
+                resumed = time.perf_counter()
     except PinliteError as exc:
-        return {"path": path, "error": str(exc), "error_type": type(exc).__name__,
-                "seconds": time.perf_counter() - start}
+        yield error(str(exc), type(exc).__name__)
+        return
     except Exception as exc:  # a library failure the features module did not wrap: recorded, never fatal
         log.debug("unexpected error decoding %s", path, exc_info=True)
-        return {"path": path, "error": f"unexpected {type(exc).__name__} while decoding {path}: {exc}",
-                "error_type": type(exc).__name__, "seconds": time.perf_counter() - start}
-    return {"path": path, "frames": np.stack([w.frames for w in windows]),
-            "mfcc": np.stack([w.mfcc for w in windows]), "starts": [w.start_seconds for w in windows],
-            "face_found": clip.face_found, "face_coverage": clip.face_coverage,
-            "seconds": time.perf_counter() - start}
+        yield error(f"unexpected {type(exc).__name__} while decoding {path}: {exc}", type(exc).__name__)
+        return
+    yield "end", path, {"face_found": stream.face_found, "face_coverage": stream.face_coverage,
+                        "seconds": busy + time.perf_counter() - resumed}
 
 
-JobFn = Callable[..., dict[str, Any]]
+class WorkerCrashed(Exception):
+    """The decoding process died (a decoder segfault, the OOM killer) before the end of a file's stream."""
+
+
+class FileStream:
+    """One file's messages as the scorer reads them: :meth:`windows` for ``Detector.score_stream``, then
+    :attr:`info` (face information and decode seconds, or the decoding error) for the record."""
+
+    def __init__(self, path: str, messages: Iterator[Message], retry: bool = False):
+        self.path = path
+        self.retry = retry  # a crash of its worker re-runs it alone (no record now)
+        self.info: dict[str, Any] = {"path": path}
+        self.crashed = False
+        self._messages = messages
+        self._ended = False
+        self._start = time.perf_counter()
+
+    def windows(self) -> Iterator[Any]:
+        """The windows, batch by batch as they arrive; a decoding error raises :class:`_DecodeFailed` (its message is
+        in :attr:`info`), a dead worker :class:`WorkerCrashed`."""
+        from pinlite_edge.features import Window
+
+        for kind, path, payload in self._read():
+            if kind == "batch":
+                frames, mfcc, starts = payload
+                yield from (Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(frames, mfcc, starts))
+            elif kind == "error":
+                raise _DecodeFailed(self.info["error"])
+
+    def face_info(self) -> tuple[bool | None, float | None]:
+        return self.info.get("face_found"), self.info.get("face_coverage")
+
+    def close(self) -> None:
+        """Read what is left of this file's stream (scoring stopped early) so the next file's messages come next."""
+        with contextlib.suppress(WorkerCrashed):
+            for _ in self._read():
+                pass
+
+    def _read(self) -> Iterator[Message]:
+        while not self._ended:
+            try:
+                msg = next(self._messages)
+            except (WorkerCrashed, StopIteration):
+                self._ended = self.crashed = True
+                self.info.update(_crash_record(self.path, time.perf_counter() - self._start))
+                raise WorkerCrashed(self.path) from None
+            if msg[0] != "batch":
+                self._ended = True
+                self.info.update(msg[2])
+            yield msg
+
+
+class _DecodeFailed(Exception):
+    pass
 
 
 def _crash_record(path: str, seconds: float) -> dict[str, Any]:
@@ -244,68 +341,133 @@ def _crash_record(path: str, seconds: float) -> dict[str, Any]:
             "error_type": "WorkerCrash", "seconds": seconds}
 
 
-def _isolated(job: JobFn, job_args: tuple[Any, ...]) -> dict[str, Any]:
-    """Run one job alone in a fresh worker process; a crash of that process becomes an error record."""
-    start = time.perf_counter()
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        try:
-            return pool.submit(job, *job_args).result()
-        except BrokenProcessPool:
-            return _crash_record(job_args[0], time.perf_counter() - start)
+def _worker_main(job: JobFn, opts: JobOptions, tasks: Any, results: Any) -> None:
+    """Decoding process: decode the files that arrive on ``tasks`` one after the other; a sender thread ships the
+    messages on ``results`` while the next batch decodes, at most :data:`AHEAD_BATCHES` waiting (bounded memory)."""
+    import queue
+    import threading
+
+    outbox: queue.Queue = queue.Queue(maxsize=AHEAD_BATCHES)
+
+    def send() -> None:
+        while (msg := outbox.get()) is not None:
+            results.send(msg)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        while (path := tasks.recv()) is not None:
+            for msg in job(path, opts):
+                outbox.put(msg)
+    outbox.put(None)
+    sender.join()
 
 
-def _jobs(paths: Sequence[Path], cfg: ScanConfig, contract: dict[str, Any],
-          job: JobFn = featurise_job) -> Iterator[dict[str, Any]]:
-    """Featurised files in completion order; at most ``2 * workers`` in flight (bounded memory).
+class _Worker:
+    """A decoding process with its own task and result pipes. The parent holds only the read end of ``results``,
+    so the death of the process reads as end of file (``EOFError``), never as a hang."""
 
-    With worker processes, a file that kills its worker (a decoder segfault, the OOM killer) cannot take the scan
-    down: the pool breaks, every file that was in flight is re-run alone in a fresh process, the one that crashes
-    again is recorded as a ``WorkerCrash`` error, and the scan goes on with a new pool. (With ``--workers`` 0 or 1
-    decoding runs in the scanning process itself, which such a file would kill.)
+    def __init__(self, job: JobFn, opts: JobOptions):
+        ctx = mp.get_context("spawn")  # the parent has torch / onnxruntime thread pools, which must not be forked
+        tasks_r, self.tasks = ctx.Pipe(duplex=False)
+        self.results, results_w = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_worker_main, args=(job, opts, tasks_r, results_w), daemon=True)
+        self.proc.start()
+        tasks_r.close()
+        results_w.close()
+        self.assigned: collections.deque[str] = collections.deque()  # files given to it, not yet read to their end
+
+    def assign(self, path: str) -> None:
+        self.assigned.append(path)
+        with contextlib.suppress(OSError):  # a dead process: found when its messages are read
+            self.tasks.send(path)
+
+    def messages(self) -> Iterator[Message]:
+        while True:
+            try:
+                msg = self.results.recv()
+            except (EOFError, OSError):
+                raise WorkerCrashed(self.assigned[0]) from None
+            if msg[0] != "batch":
+                self.assigned.popleft()
+            yield msg
+            if msg[0] != "batch":
+                return
+
+    def close(self) -> None:
+        """Stop the process: an idle one exits when told; one still decoding (the scan stopped early) is killed."""
+        if not self.assigned:
+            with contextlib.suppress(OSError):
+                self.tasks.send(None)
+            self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.tasks.close()
+        self.results.close()
+
+
+def _streams(paths: Sequence[Path], opts: JobOptions, processes: int, job: JobFn | None = None,
+             retry: bool = True) -> Iterator[FileStream]:
+    """Every file's :class:`FileStream`, in order; read each (or :meth:`FileStream.close` it) before the next.
+
+    With ``processes`` >= 1, that many processes decode (:data:`FILES_PER_WORKER` files each in flight, each at most
+    :data:`AHEAD_BATCHES` batches ahead). A file that kills its process (a decoder segfault, the OOM killer) cannot
+    take the scan down: that process is replaced, and its files are re-run one by one, each alone in a fresh
+    process, once the others are done; a file that crashes again gets a ``WorkerCrash`` record (``FileStream.info``)
+    and the scan goes on. With ``processes`` 0 decoding runs in the scanning process itself, which such a file
+    would kill (``--workers`` 0 or 1).
     """
-    args = lambda p: (str(p), contract, cfg.face_crop, cfg.stride, cfg.timeout_s)  # noqa: E731
-    if cfg.workers <= 1:
+    job = job or featurise_job
+    if processes < 1:
         for p in paths:
-            yield job(*args(p))
+            yield FileStream(str(p), job(str(p), opts))
         return
-    queue = collections.deque(paths)
-    while queue:
-        suspects: list[Path] = []
-        # spawn: the parent has torch / onnxruntime thread pools, which must not be forked
-        with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            pending: dict[cf.Future, Path] = {}
-            while queue or pending:
-                while queue and len(pending) < 2 * cfg.workers:
-                    p = queue.popleft()
-                    pending[pool.submit(job, *args(p))] = p
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                results = []
-                for fut in done:
-                    p = pending.pop(fut)
-                    try:
-                        results.append(fut.result())
-                    except BrokenProcessPool:
-                        suspects.append(p)
-                yield from results
-                if suspects:
-                    suspects += list(pending.values())
-                    for fut in pending:
-                        fut.cancel()
-                    break
-        if suspects:
-            log.warning("a decoding worker crashed; re-running the %d files that were in flight one by one",
-                        len(suspects))
-            for p in suspects:
-                yield _isolated(job, args(p))
+    suspects: list[str] = []
+    workers = [_Worker(job, opts) for _ in range(processes)]
+    try:
+        queue = collections.deque(str(p) for p in paths)
+        order: collections.deque[_Worker] = collections.deque()  # the worker of each file in flight, in order
+        while queue or order:
+            for w in workers:
+                while queue and len(w.assigned) < FILES_PER_WORKER:
+                    w.assign(queue.popleft())
+                    order.append(w)
+            w = order.popleft()
+            path = w.assigned[0]
+            stream = FileStream(path, w.messages(), retry=retry)
+            yield stream
+            stream.close()
+            if stream.crashed and retry:
+                lost = list(w.assigned)  # the file read and those queued behind it on the dead process
+                suspects += lost
+                order = collections.deque(o for o in order if o is not w)
+                w.close()
+                workers[workers.index(w)] = _Worker(job, opts)
+                log.warning("a decoding worker crashed on %s; re-running %s alone at the end", path,
+                            ", ".join(lost))
+    finally:
+        for w in workers:
+            w.close()
+    for p in suspects:
+        yield from _streams([Path(p)], opts, 1, job, retry=False)
 
 
 # --------------------------------------------------------------------------------------------- scoring
-def _score(detector: Any, job: dict[str, Any]) -> Any:
-    from pinlite_edge.features import Window
-
-    windows = [Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(job["frames"], job["mfcc"], job["starts"])]
-    return detector.score_windows(windows, job["path"], face_found=job.get("face_found"),
-                                  face_coverage=job.get("face_coverage"))
+def _score(detector: Any, stream: FileStream) -> tuple[Any, BaseException | None]:
+    """Score one file as its windows arrive: ``(result, None)``, or ``(None, error)`` for a failure while scoring.
+    A decoding error or a crashed worker gives ``(None, None)``: the error is in ``stream.info``."""
+    try:
+        return detector.score_stream(stream.windows(), stream.path, face_info=stream.face_info), None
+    except (_DecodeFailed, WorkerCrashed):
+        return None, None
+    except PinliteError as exc:  # e.g. a runner rejecting this file's features: record, go on
+        return None, exc
+    except Exception as exc:  # noqa: BLE001 - any failure on one file is recorded, the scan goes on
+        log.debug("unexpected error scoring %s", stream.path, exc_info=True)
+        return None, RuntimeError(f"unexpected {type(exc).__name__} while scoring {stream.path}: {exc}")
+    finally:
+        stream.close()  # what scoring left unread (an error mid-file)
 
 
 def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
@@ -391,29 +553,26 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="video", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
-        contract = detector.contract.to_dict()
-        for job in _jobs(todo, cfg, contract):
-            result = None
-            error: BaseException | None = None
-            if job.get("error") is None:
-                try:
-                    result = _score(detector, job)
-                except PinliteError as exc:  # e.g. a runner rejecting this file's features: record, go on
-                    error = exc
-                except Exception as exc:  # noqa: BLE001 - any failure on one file is recorded, the scan goes on
-                    log.debug("unexpected error scoring %s", job["path"], exc_info=True)
-                    error = RuntimeError(f"unexpected {type(exc).__name__} while scoring {job['path']}: {exc}")
-            rec = record_for(job, result, error)
-            writer.write(rec)
-            if rec["error"] is None:
-                scored += 1
-                fake += rec["verdict"] == "fake"
-                no_face += rec["verdict"] == "no-face"
-            else:
-                failed += 1
-                log.info("%s: %s", job["path"], rec["error"])
-            bar.update(1)
-            bar.set_postfix(fake=fake, errors=failed, refresh=False)
+        opts = JobOptions(contract=detector.contract.to_dict(), face_crop=cfg.face_crop, stride=cfg.stride,
+                          timeout_s=cfg.timeout_s, batch=cfg.batch, max_duration_s=detector.limits.max_duration_s,
+                          max_pixels=detector.limits.max_pixels)
+        with contextlib.closing(_streams(todo, opts, cfg.workers if cfg.workers >= 2 else 0)) as streams:
+            for stream in streams:
+                result, error = _score(detector, stream)
+                if stream.crashed and stream.retry:
+                    continue  # re-run alone at the end
+                job = stream.info
+                rec = record_for(job, result, error)
+                writer.write(rec)
+                if rec["error"] is None:
+                    scored += 1
+                    fake += rec["verdict"] == "fake"
+                    no_face += rec["verdict"] == "no-face"
+                else:
+                    failed += 1
+                    log.info("%s: %s", job["path"], rec["error"])
+                bar.update(1)
+                bar.set_postfix(fake=fake, errors=failed, refresh=False)
         bar.close()
     finally:
         writer.close()

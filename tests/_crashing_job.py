@@ -1,11 +1,28 @@
-"""A scan job that kills its own worker process on files named ``CRASH*`` (imported by spawned workers in
-tests/test_scan.py, so it must live in an importable module, not in the test file)."""
+"""Scan jobs for tests/test_scan.py, imported by spawned decoding processes (so they must live in an importable
+module, not in the test file)."""
 import os
+import time
+
+import numpy as np
 
 from pinlite_edge.scan import featurise_job
 
 
-def crash_on_marked_files(path, *args):
-    if os.path.basename(path).startswith("CRASH"):
-        os._exit(3)  # what a segfaulting decoder or the OOM killer looks like to the pool
-    return featurise_job(path, *args)
+def crash_on_marked_files(path, opts):
+    """``featurise_job``, except that files named ``CRASH*`` kill their process after their first batch."""
+    for msg in featurise_job(path, opts):
+        yield msg
+        if os.path.basename(path).startswith("CRASH"):
+            time.sleep(0.2)  # let the sender thread ship the batch: the crash comes mid-stream
+            os._exit(3)  # what a segfaulting decoder or the OOM killer looks like to the scan
+
+
+def many_batches(path, opts):
+    """40 batches of 256 KiB (more than an OS pipe buffer holds) as fast as possible; ``path`` + ".progress" counts
+    those handed over so far."""
+    progress = path + ".progress"
+    for k in range(40):
+        yield "batch", path, (np.full((1, 1 << 16), k, np.float32), np.zeros((1, 2), np.float32), [float(k)])
+        with open(progress, "w") as fh:
+            fh.write(str(k + 1))
+    yield "end", path, {"face_found": None, "face_coverage": None, "seconds": 0.0}

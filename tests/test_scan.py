@@ -123,21 +123,80 @@ def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
             np.testing.assert_allclose(a[k]["window_fake_probs"], b[k]["window_fake_probs"], atol=1e-5)
 
 
-def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(tree, tmp_path):
+def test_a_file_that_kills_its_worker_is_recorded_and_the_scan_goes_on(tree, model, tmp_path, monkeypatch, serial):
+    """A worker that dies mid-stream: its files are re-run alone; the one that crashes again is a WorkerCrash record,
+    the others (including the one queued behind it on the dead worker) are scored as usual."""
     from _crashing_job import crash_on_marked_files
 
-    from pinlite_edge.scan import _jobs
+    import pinlite_edge.scan as scan_mod
 
-    files = sorted((tree / "a").glob("*.mp4")) + [tree / "b" / "bad" / "text.mp4"]
-    crash = tmp_path / "CRASH.mp4"
-    shutil.copyfile(files[0], crash)
-    paths = [files[0], crash, *files[1:]]
-    cfg = ScanConfig(root=tree, model=Path("unused"), out=tmp_path / "o.jsonl", workers=2, face_crop=False)
-    jobs = {j["path"]: j for j in _jobs(paths, cfg, TINY_CONTRACT.to_dict(), job=crash_on_marked_files)}
-    assert sorted(jobs) == sorted(str(p) for p in paths)  # every file once, none lost with the broken pool
-    assert jobs[str(crash)]["error_type"] == "WorkerCrash" and str(crash) in jobs[str(crash)]["error"]
-    assert jobs[str(files[-1])]["error_type"] == "DecodeError"
-    assert all(jobs[str(p)].get("error") is None and jobs[str(p)]["frames"].shape[0] >= 1 for p in files[:-1])
+    root = tmp_path / "videos"
+    root.mkdir()
+    for p in [*(tree / "a").glob("*.mp4"), tree / "b" / "bad" / "text.mp4", next((tree / "grid").iterdir())]:
+        shutil.copyfile(p, root / p.name)
+    shutil.copyfile(next((tree / "grid").iterdir()), root / "CRASH.mpg")  # several batches: dies after the first
+    monkeypatch.setattr(scan_mod, "featurise_job", crash_on_marked_files)
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(root, model, out, workers=2, batch=1, extensions=(".mp4", ".mpg")))
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    assert len(lines_of(out)) == len(recs) == 5 and summary.scored == 3 and summary.failed == 2  # each file once
+    assert recs["CRASH.mpg"]["error_type"] == "WorkerCrash" and "CRASH.mpg" in recs["CRASH.mpg"]["error"]
+    assert recs["CRASH.mpg"]["windows"] == 0 and recs["CRASH.mpg"]["verdict"] is None
+    assert recs["text.mp4"]["error_type"] == "DecodeError"
+    before = {Path(r["path"]).name: r for r in lines_of(serial[0])}
+    for name in ("synth0.mp4", "synth1.mp4", next((tree / "grid").iterdir()).name):
+        assert recs[name]["error"] is None
+        np.testing.assert_allclose(recs[name]["window_fake_probs"], before[name]["window_fake_probs"], atol=1e-5)
+
+
+def test_a_decoding_worker_stays_a_few_batches_ahead_of_the_scorer(tmp_path):
+    """Bounded memory: a decoder faster than the scorer waits once AHEAD_BATCHES batches are ready, and the scorer
+    holds one batch at a time."""
+    from _crashing_job import many_batches
+
+    from pinlite_edge.scan import AHEAD_BATCHES, JobOptions, _streams
+
+    path = tmp_path / "fast.mp4"
+    opts = JobOptions(contract=TINY_CONTRACT.to_dict(), face_crop=False, stride=None, timeout_s=None, batch=1,
+                      max_duration_s=3600.0, max_pixels=4096 * 4096)
+    streams = _streams([path], opts, 1, job=many_batches)
+    try:
+        stream = next(streams)
+        windows = stream.windows()
+        first = next(windows)
+        time.sleep(2.0)  # the decoder could produce all 40 batches in this time
+        handed_over = int(Path(str(path) + ".progress").read_text())
+        # AHEAD_BATCHES waiting, one in the sender thread, one in the pipe, one being made
+        assert handed_over <= AHEAD_BATCHES + 3, handed_over
+        rest = [w.start_seconds for w in windows]
+        assert [first.start_seconds, *rest] == [float(k) for k in range(40)]
+        assert stream.info["seconds"] == 0.0 and not stream.crashed
+    finally:
+        streams.close()
+
+
+def test_a_clip_longer_than_the_whole_clip_limit_is_scored_like_detect(tree, model, tmp_path, monkeypatch):
+    """Scan streams each file (as Detector.detect does): a clip whose windows exceed the whole-clip limit
+    (MAX_WINDOW_BYTES, lowered here to 1.5 windows so that a 3 s clip is "too long") is scored, with the results of
+    Detector.detect, serially and with worker processes."""
+    import pinlite_edge.features.limits as limits
+    from pinlite_edge.detector import Detector
+
+    contract = TINY_CONTRACT
+    per_window = 4 * (int(np.prod(contract.frames_shape())) + int(np.prod(contract.mfcc_shape())))
+    monkeypatch.setattr(limits, "MAX_WINDOW_BYTES", int(1.5 * per_window))
+    grid = tree / "grid"
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(grid, model, out, batch=2))
+    (rec,) = lines_of(out)
+    assert summary.scored == 1 and rec["error"] is None, rec["error"]
+    with Detector.load(model, face_crop=False) as det:
+        res = det.detect(next(grid.iterdir()))
+    assert rec["windows"] == len(res.windows) >= 3
+    assert rec["fake_prob_max"] == pytest.approx(res.fake_prob_max, abs=1e-5)
+    assert rec["fake_prob_mean"] == pytest.approx(res.fake_prob_mean, abs=1e-5)
+    assert rec["offset_frames"] == res.offset_frames
+    np.testing.assert_allclose(rec["window_fake_probs"], [w.fake_prob for w in res.windows], atol=1e-5)
 
 
 def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path, serial):
@@ -311,16 +370,16 @@ def test_symlink_loop_and_proc_file_in_the_tree_are_recorded_and_the_scan_goes_o
 
 
 def test_any_failure_while_scoring_one_file_is_recorded(tree, model, tmp_path, monkeypatch):
-    import pinlite_edge.scan as scan_mod
+    from pinlite_edge.detector import Detector
 
-    real = scan_mod._score
+    real = Detector.score_stream
 
-    def flaky(detector, job):
-        if job["path"].endswith("synth0.mp4"):
+    def flaky(self, windows, source, **kw):
+        if source.endswith("synth0.mp4"):
             raise ZeroDivisionError("boom")
-        return real(detector, job)
+        return real(self, windows, source, **kw)
 
-    monkeypatch.setattr(scan_mod, "_score", flaky)
+    monkeypatch.setattr(Detector, "score_stream", flaky)
     out = tmp_path / "o.jsonl"
     summary = scan(cfg_for(tree / "a", model, out))
     recs = {Path(r["path"]).name: r for r in lines_of(out)}
