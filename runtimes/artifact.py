@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
-from pinlite_edge.errors import CheckpointError, InputError, ManifestError
+from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
 from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
 from pinlite_edge.operating_point import OperatingPoint
 from pinlite_edge.trained_on import training_data_from_record
@@ -26,6 +26,19 @@ INSTALL_HINTS = {
            "pycuda or cuda-python (`pip install pinlite-edge[tensorrt]`); see docs/jetson.md",
     "executorch": "pip install pinlite-edge[executorch]",
 }
+
+
+
+def import_backend_module(backend: str, module: str) -> Any:
+    """Import ``module`` for ``backend`` (lazily: a missing library fails only when its backend is used), or raise
+    :class:`BackendUnavailableError` naming it with the backend's install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailableError(backend, f"{module} does not import ({exc})", INSTALL_HINTS[backend]) from None
+
 
 #: manifest "runtime" values and file suffixes -> backend names used by load_runner
 RUNTIME_ALIASES = {"torch": "torch", "pytorch": "torch", "ort": "ort", "onnxruntime": "ort", "onnx": "ort",

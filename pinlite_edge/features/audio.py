@@ -16,7 +16,7 @@ import numpy as np
 
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
-from pinlite_edge.features.decode import container_open_error, decode_media
+from pinlite_edge.features.decode import decode_media
 
 log = logging.getLogger(__name__)
 

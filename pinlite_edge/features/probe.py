@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinlite_edge.errors import DecodeError, NoAudioError
-from pinlite_edge.features.audio import check_file, container_open_error
+from pinlite_edge.features.audio import check_file
+from pinlite_edge.features.decode import container_open_error
 from pinlite_edge.features.video import sane_fps
 
 

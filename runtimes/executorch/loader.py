@@ -11,28 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from pinlite_edge.errors import BackendUnavailableError, ManifestError
-from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+from pinlite_edge.errors import ManifestError
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 
 INSTALL_HINT = INSTALL_HINTS["executorch"]
 
 
 def import_runtime() -> Any:
     """``executorch.runtime.Runtime``, or :class:`BackendUnavailableError` saying how to install it."""
-    try:
-        from executorch.runtime import Runtime
-    except ImportError as exc:
-        raise BackendUnavailableError("executorch", f"executorch does not import: {exc}", INSTALL_HINT) from None
-    return Runtime
+    return import_backend_module("executorch", "executorch.runtime").Runtime
 
 
 def register_quantized_kernels() -> None:
     """Register the quantized out-variants an INT8 program uses (before it is loaded)."""
-    try:
-        import executorch.kernels.quantized  # noqa: F401
-    except ImportError as exc:
-        raise BackendUnavailableError("executorch", f"quantized kernels do not import: {exc}",
-                                      INSTALL_HINT) from None
+    import_backend_module("executorch", "executorch.kernels.quantized")
 
 
 def load_method(program: str | Path | bytes, *, quantized: bool = True, source: str | None = None) -> Any:

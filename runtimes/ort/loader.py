@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge.errors import BackendUnavailableError, ManifestError
-from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 from pinlite_edge.runtimes.base import check_choice
 
 INSTALL_HINT = INSTALL_HINTS["ort"]
@@ -28,11 +28,7 @@ OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 def import_onnxruntime() -> Any:
     """The ``onnxruntime`` module, or :class:`BackendUnavailableError` saying how to install it."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailableError("ort", f"onnxruntime does not import: {exc}", INSTALL_HINT) from None
-    return ort
+    return import_backend_module("ort", "onnxruntime")
 
 
 def session_options(ort: Any, *, threads: int | None = None, inter_op_threads: int | None = None,

@@ -6,18 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge.errors import BackendUnavailableError
-from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 
 INSTALL_HINT = INSTALL_HINTS["torch"]
 
 
 def import_torch() -> Any:
     """The ``torch`` module, or :class:`BackendUnavailableError` saying how to install it."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailableError("torch", f"torch does not import: {exc}", INSTALL_HINT) from None
-    return torch
+    return import_backend_module("torch", "torch")
 
 
 def check_device(torch: Any, device: str) -> None:

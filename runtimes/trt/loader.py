@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pinlite_edge.errors import BackendUnavailableError, ManifestError
-from pinlite_edge.runtimes.artifact import INSTALL_HINTS
+from pinlite_edge.errors import ManifestError
+from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 
 INSTALL_HINT = INSTALL_HINTS["trt"]
 
 
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or :class:`BackendUnavailableError` saying how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailableError("trt", f"the tensorrt Python package is not importable ({exc})",
-                                      INSTALL_HINT) from None
-    return trt
+    return import_backend_module("trt", "tensorrt")
 
 
 def _major_minor(version: str) -> tuple[int, ...]:
