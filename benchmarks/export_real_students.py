@@ -19,7 +19,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from pinlite_edge.errors import PinliteError  # noqa: E402
-from pinlite_edge.quickstart import QuickstartConfig, _calibration, real_options, resolve_real_data  # noqa: E402
+from pinlite_edge.quickstart import (  # noqa: E402
+    QuickstartConfig, _calibration, export_artifact_path, real_options, resolve_real_data,
+)
+from pinlite_edge.workspace_layout import ARTEFACT_STEM  # noqa: E402
 
 log = logging.getLogger("export_real_students")
 
@@ -37,18 +40,18 @@ def export_students(workspace: Path, real_data: str | None, force: bool = False)
     options = real_options(QuickstartConfig(), real) if real is not None else {}
     written = []
     for fmt, calib in FORMATS:
-        existing = sorted((workspace / "exports" / fmt).glob("pinlite-student*.pte"))
+        artefact = export_artifact_path(workspace, fmt)
+        existing = [artefact] if artefact.is_file() else []
         if existing and not force:
             log.info("%s: keeping %s", fmt, existing[0])
             written.append(existing[0])
             continue
-        artefact = workspace / "exports" / fmt / "pinlite-student.pte"
         extra = {}
         if calib is not None:
             extra = ({"calibration": _calibration(calib, real, options)} if real is not None
                      else {"calib_size": calib})
         log.info("exporting %s (minutes: ExecuTorch lowering)", fmt)
-        written.append(export_model(checkpoint, fmt, artefact.parent, name="pinlite-student", force=True,
+        written.append(export_model(checkpoint, fmt, artefact.parent, name=ARTEFACT_STEM, force=True,
                                     **extra).artifact)
     return written
 

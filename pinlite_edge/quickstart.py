@@ -37,12 +37,13 @@ import torch
 from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, STAGES
+from pinlite_edge.workspace_layout import export_artifact_path as _layout_artifact_path
 
 log = logging.getLogger("pinlite_edge.quickstart")
 
 SUMMARY_KEYS = ("model", "params", "size_mb", "gflops", "latency_ms", "accuracy", "precision", "recall", "f1", "auc",
                 "eps", "real_auc")
-STAGES = ("teacher", "distilled", "pruned")
 #: Formats the quickstart exports (CPU-buildable ones; TensorRT needs a GPU) and their options.
 EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}), ("onnx-int8", {"calib_size": 64}))
 SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
@@ -52,7 +53,7 @@ SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
 class QuickstartConfig:
     """Sizes and schedules of the quickstart (defaults: the full run; :meth:`smoke` the CI run)."""
 
-    workspace: str = "pinlite-workspace"
+    workspace: str = str(DEFAULT_WORKSPACE)
     force: bool = False
     seed: int = 0
     device: str = "auto"
@@ -231,7 +232,7 @@ def export_artifact_path(ws: Path, fmt: str) -> Path:
     """``<workspace>/exports/<fmt>/pinlite-student<suffix>``."""
     from pinlite_edge.export.formats import get_format
 
-    return ws / "exports" / fmt / f"pinlite-student{get_format(fmt).suffix}"
+    return _layout_artifact_path(ws, get_format(fmt).suffix, fmt)
 
 
 def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str]:
@@ -344,7 +345,7 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
             # calibrate on what the model sees: half synthetic clips, half real mouth crops (un-augmented)
             options["calibration"] = _calibration(int(options.pop("calib_size")), real, folder_options or {})
         try:
-            res = export_model(checkpoint, fmt, out_dir, name="pinlite-student", force=True, **options)
+            res = export_model(checkpoint, fmt, out_dir, name=ARTEFACT_STEM, force=True, **options)
         except PinliteError as exc:
             log.warning("export %s FAILED: %s", fmt, exc)
             results.append({"format": fmt, "error": str(exc)})
@@ -505,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = OneLineParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workspace", default="pinlite-workspace", help="workspace folder (default: %(default)s)")
+    p.add_argument("--workspace", default=str(DEFAULT_WORKSPACE), help="workspace folder (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="a handful of clips, one epoch per stage (seconds; CI)")
     p.add_argument("--force", action="store_true", help="redo finished stages instead of reusing them")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default: %(default)s)")

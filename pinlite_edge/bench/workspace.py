@@ -13,16 +13,12 @@ from typing import Any
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import format_for, precisions_for
 from pinlite_edge.manifest import MANIFEST_SUFFIX, manifest_path_for
+from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKSPACE = Path("pinlite-workspace")
-#: workspace checkpoints of each model stage
-STAGES = ("teacher", "distilled", "pruned")
 #: the workspace's FP32 ONNX: what the runtimes' other artefacts (TensorRT engines) are built from
-SOURCE_ONNX = ("onnx", "pinlite-student.onnx")
-#: the stem of every artefact the quickstart and the bench build in a workspace
-ARTEFACT_STEM = "pinlite-student"
+SOURCE_ONNX = ("onnx", f"{ARTEFACT_STEM}.onnx")
 BUILD_HINT = ("build it with `python -m pinlite_edge.quickstart` (or run `python -m pinlite_edge.bench` without "
               "--artifacts, which builds the default workspace first)")
 
