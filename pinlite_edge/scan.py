@@ -350,8 +350,11 @@ def _worker_main(job: JobFn, opts: JobOptions, tasks: Any, results: Any) -> None
     outbox: queue.Queue = queue.Queue(maxsize=AHEAD_BATCHES)
 
     def send() -> None:
-        while (msg := outbox.get()) is not None:
-            results.send(msg)
+        try:
+            while (msg := outbox.get()) is not None:
+                results.send(msg)
+        except OSError:  # the scanning process is gone (killed): nobody will read, so stop decoding too
+            os._exit(1)
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()

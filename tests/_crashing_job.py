@@ -26,3 +26,19 @@ def many_batches(path, opts):
         with open(progress, "w") as fh:
             fh.write(str(k + 1))
     yield "end", path, {"face_found": None, "face_coverage": None, "seconds": 0.0}
+
+
+def hold_one_window(path):
+    """Run in a child interpreter by a test: start one decoding worker on ``many_batches``, take one window, print
+    the worker's pid, then wait to be killed."""
+    import multiprocessing as mp
+
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.scan import JobOptions, _streams
+
+    opts = JobOptions(contract=TINY_CONTRACT.to_dict(), face_crop=False, stride=None, timeout_s=None, batch=1,
+                      max_duration_s=3600.0, max_pixels=4096 * 4096)
+    streams = _streams([path], opts, 1, job=many_batches)  # kept: closing it stops the worker
+    next(next(streams).windows())
+    print(" ".join(str(p.pid) for p in mp.active_children()), flush=True)
+    time.sleep(120)

@@ -175,6 +175,25 @@ def test_a_decoding_worker_stays_a_few_batches_ahead_of_the_scorer(tmp_path):
         streams.close()
 
 
+def test_decoding_workers_exit_when_the_scan_is_killed(tmp_path):
+    """SIGKILL of the scanning process mid-stream: its decoding worker (blocked sending a batch) exits too."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); from _crashing_job import hold_one_window; "
+            f"hold_one_window({str(tmp_path / 'fast.mp4')!r})")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        (worker,) = map(int, proc.stdout.readline().split())
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{worker}").exists() and "zombie" not in Path(f"/proc/{worker}/status").read_text():
+        if time.monotonic() > deadline:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the decoding worker outlived the killed scan")
+        time.sleep(0.1)
+
+
 def test_a_clip_longer_than_the_whole_clip_limit_is_scored_like_detect(tree, model, tmp_path, monkeypatch):
     """Scan streams each file (as Detector.detect does): a clip whose windows exceed the whole-clip limit
     (MAX_WINDOW_BYTES, lowered here to 1.5 windows so that a 3 s clip is "too long") is scored, with the results of
