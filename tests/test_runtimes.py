@@ -666,3 +666,16 @@ def test_real_cuda_python_without_a_gpu_is_backend_unavailable(standin_engine, m
     monkeypatch.setitem(sys.modules, "tensorrt", standins.tensorrt_module(standins.FakeGpu()))
     with pytest.raises(BackendUnavailableError, match=r"cudaSetDevice\(0\) failed: .*cudaError.*NVIDIA GPU"):
         load_runner(standin_engine, cuda_binding="cuda-python").activate()
+
+
+def test_runtime_suffix_table_agrees_with_the_format_table():
+    """runtimes/ cannot import export/ (a runner needs no exporter), so it keeps its own suffix -> backend map; it
+    must agree with export/formats.py on every format."""
+    from pinlite_edge.export.formats import FORMATS
+    from pinlite_edge.runtimes import BACKENDS
+    from pinlite_edge.runtimes.artifact import RUNTIME_ALIASES, SUFFIX_BACKENDS
+
+    for fmt in FORMATS.values():
+        ext = "." + fmt.suffix.rsplit(".", 1)[-1]
+        assert SUFFIX_BACKENDS[ext] == RUNTIME_ALIASES[fmt.runtime] == fmt.runtime, fmt.name
+        assert fmt.runtime in BACKENDS
