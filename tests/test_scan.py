@@ -404,3 +404,40 @@ def test_any_failure_while_scoring_one_file_is_recorded(tree, model, tmp_path, m
     recs = {Path(r["path"]).name: r for r in lines_of(out)}
     assert summary.failed == 1 and summary.scored == 1
     assert "ZeroDivisionError" in recs["synth0.mp4"]["error"] and recs["synth1.mp4"]["error"] is None
+
+
+def test_scoring_failure_mid_stream_with_workers_leaves_the_other_files_right(tree, model, tmp_path, monkeypatch,
+                                                                              serial):
+    """Scoring stops after one window of a multi-window file: the rest of its stream is read off, so the next
+    files' windows are not mixed up with it."""
+    from pinlite_edge.detector import Detector
+
+    real = Detector.score_stream
+
+    def flaky(self, windows, source, **kw):
+        if source.endswith(".mpg"):
+            next(iter(windows))
+            raise ZeroDivisionError("boom")
+        return real(self, windows, source, **kw)
+
+    monkeypatch.setattr(Detector, "score_stream", flaky)
+    root = tmp_path / "videos"
+    root.mkdir()
+    for p in [next((tree / "grid").iterdir()), *(tree / "a").glob("*.mp4")]:
+        shutil.copyfile(p, root / p.name)
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(root, model, out, workers=2, batch=1))
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    before = {Path(r["path"]).name: r for r in lines_of(serial[0])}
+    assert summary.failed == 1 and summary.scored == 2
+    assert "ZeroDivisionError" in next(r for n, r in recs.items() if n.endswith(".mpg"))["error"]
+    for name in ("synth0.mp4", "synth1.mp4"):
+        assert recs[name]["window_starts"] == before[name]["window_starts"]
+        np.testing.assert_allclose(recs[name]["window_fake_probs"], before[name]["window_fake_probs"], atol=1e-5)
+
+
+def test_decoding_time_limit_is_recorded(tree, model, tmp_path):
+    out = tmp_path / "o.jsonl"
+    summary = scan(cfg_for(tree / "grid", model, out, timeout_s=1e-4))
+    (rec,) = lines_of(out)
+    assert summary.failed == 1 and rec["error_type"] == "DecodeError" and "time limit" in rec["error"], rec
