@@ -383,7 +383,8 @@ class Detector:
 
     def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
                       face_coverage: float | None = None) -> DetectionResult:
-        """Score already-featurised windows (e.g. decoded in worker processes, as `pinlite_edge.scan` does).
+        """Score a list of already-featurised windows (:meth:`score_stream` scores them as they arrive, as
+        ``pinlite_edge.scan`` does with the windows its worker processes decode).
 
         ``face_found=False`` (the clip has no face) gives the verdict ``"no-face"``: the probabilities are still
         reported, but a lip-sync verdict without lips would be a guess. Windows whose features are not finite or far
