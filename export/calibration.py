@@ -47,11 +47,8 @@ def load_calibration(spec: str, contract: InputContract, size: int, split: str =
     ``options`` go to the dataset (e.g. ``{"sync_pairs": True, "split_file": "real_av"}`` for a folder of real clips);
     video datasets are read without training augmentation (``augment=False``) unless ``options`` says otherwise.
     """
-    try:
-        from pinlite_edge.data.registry import build_dataset
-    except ImportError as exc:
-        raise ExportError(f"calibration needs pinlite_edge.data.registry.build_dataset, which is not importable: "
-                          f"{exc}") from None
+    from pinlite_edge.data.registry import build_dataset
+
     try:
         opts = dict(options or {})
         if not spec.strip().lower().startswith("synthetic"):

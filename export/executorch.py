@@ -23,18 +23,16 @@ from pinlite_edge.export.api import ExportContext, HandlerOutput
 from pinlite_edge.export.plan import EXPORT_ROOT, FloatEntry, PrecisionPlan
 from pinlite_edge.export.prepare import TupleOutputs, make_plan, prepare_for_export
 from pinlite_edge.models.inputs import example_inputs
+from pinlite_edge.runtimes.artifact import import_backend_module
+from pinlite_edge.runtimes.executorch.loader import register_quantized_kernels
 from pinlite_edge.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-INSTALL_HINT = "pip install 'pinlite-edge[executorch]' (executorch>=1.0 with its XNNPACK backend)"
 
 
 def _require_executorch() -> None:
-    try:
-        import executorch  # noqa: F401
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
-    except ImportError as exc:
-        raise BackendUnavailableError("executorch", f"cannot import executorch: {exc}", INSTALL_HINT) from None
+    """ExecuTorch with its XNNPACK backend, or BackendUnavailableError with the runtimes' install hint."""
+    import_backend_module("executorch", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
 
 
 def _delegation(edge) -> dict[str, Any]:
@@ -99,8 +97,7 @@ def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None 
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")
             if plan is not None and plan.precision == "int8":
-                import executorch.kernels.quantized  # noqa: F401  (registers the quantized ops)
-
+                register_quantized_kernels()
                 wrapped = _quantize_pt2e(wrapped, example, plan, cal)
             program = torch.export.export(wrapped, example, strict=False)
             if plan is not None and plan.precision == "int8":
