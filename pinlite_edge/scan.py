@@ -62,7 +62,7 @@ class ScanConfig:
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     face_crop: bool = True
     timeout_s: float | None = 60.0
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model's operating point (else 0.5), as Detector decides
     aggregate: str = "max"
     device: str | None = None
     threads: int | None = None
@@ -475,14 +475,15 @@ def _score(detector: Any, stream: FileStream) -> tuple[Any, BaseException | None
 
 def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
-                           "offset_frames": None, "offset_confidence": None, "windows": 0,
+                           "threshold": None, "offset_frames": None, "offset_confidence": None, "windows": 0,
                            "window_fake_probs": [], "window_starts": [], "face_found": job.get("face_found"),
                            "face_coverage": job.get("face_coverage"), "error": job.get("error"),
                            "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
     if error is not None:
         rec["error"], rec["error_type"] = str(error), type(error).__name__
     if result is not None:
-        rec.update(verdict=result.verdict, fake_prob_max=round(result.fake_prob_max, 6),
+        rec.update(verdict=result.verdict, threshold=round(result.threshold, 6),
+                   fake_prob_max=round(result.fake_prob_max, 6),
                    fake_prob_mean=round(result.fake_prob_mean, 6), offset_frames=result.offset_frames,
                    offset_confidence=round(result.offset_confidence, 6), windows=len(result.windows),
                    window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
@@ -511,7 +512,7 @@ def check_config(cfg: ScanConfig) -> None:
                    f"{cfg.timeout_s}")
     elif cfg.stride is not None and not (math.isfinite(cfg.stride) and cfg.stride > 0):
         problem = f"--stride must be positive finite seconds, got {cfg.stride}"
-    elif not (math.isfinite(cfg.threshold) and 0.0 <= cfg.threshold <= 1.0):
+    elif cfg.threshold is not None and not (math.isfinite(cfg.threshold) and 0.0 <= cfg.threshold <= 1.0):
         problem = f"--threshold must be a probability in 0..1, got {cfg.threshold}"
     elif cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
         problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
@@ -608,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face-crop", action="store_true", help="videos are already face crops (centre crop only)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed to decode one file (default: "
                    "%(default)s; 0 disables the limit)")
-    p.add_argument("--threshold", type=float, default=0.5, help="fake verdict threshold (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fake verdict threshold (default: the model's operating point, measured on genuine clips by "
+                        "python -m pinlite_edge.calibrate; 0.5 for a model without one)")
     p.add_argument("--aggregate", choices=("max", "mean"), default="max",
                    help="window aggregate the verdict uses (default: %(default)s); both are recorded")
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")

@@ -149,3 +149,18 @@ def test_detector_threshold_comes_from_the_operating_point(genuine_folder, tmp_p
     with Detector.load(calibrated, threads=1, face_crop=False, threshold=0.0) as det:
         r = det.detect(clip)
     assert (r.threshold, r.threshold_source, r.verdict) == (0.0, "caller", "fake")
+
+
+def test_scan_uses_the_operating_point_by_default(genuine_folder, tmp_path):
+    from pinlite_edge.calibrate import calibrate_checkpoint
+    from pinlite_edge.scan import ScanConfig, scan
+
+    torch.manual_seed(2)
+    ckpt = save_checkpoint(tmp_path / "m" / "best.safetensors", create_student("tiny", pretrained=False), {})
+    point = calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.0, face_crop=False, progress=False)
+    out = tmp_path / "scan.jsonl"
+    scan(ScanConfig(root=genuine_folder, model=ckpt, out=out, workers=0, face_crop=False, progress=False))
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    records = [r for r in records if "path" in r]
+    assert len(records) == 3
+    assert all(r["threshold"] == round(point.threshold("max"), 6) and r["verdict"] == "real" for r in records)
