@@ -292,20 +292,19 @@ def select_binding(name: str = "auto") -> CudaBinding:
         from pinlite_edge.runtimes.base import RunnerOptionError
 
         raise RunnerOptionError(f"runner option cuda_binding must be one of {list(CUDA_BINDINGS)}, got {name!r}")
+    # in order of preference for "auto": pycuda first, as on JetPack
+    candidates = (("pycuda", _import_pycuda, PycudaBinding, PYCUDA_HINT),
+                  ("cuda-python", _import_cuda_python, CudaPythonBinding, CUDA_PYTHON_HINT))
     errors = []
-    if name in ("auto", "pycuda"):
+    for label, load, binding, hint in candidates:
+        if name not in ("auto", label):
+            continue
         try:
-            return PycudaBinding(_import_pycuda())
+            return binding(load())
         except ImportError as exc:
-            if name == "pycuda":
-                raise BackendUnavailableError("trt", f"pycuda does not import: {exc}", PYCUDA_HINT) from None
-            errors.append(f"pycuda: {exc}")
-    try:
-        return CudaPythonBinding(_import_cuda_python())
-    except ImportError as exc:
-        if name == "cuda-python":
-            raise BackendUnavailableError("trt", f"cuda-python does not import: {exc}", CUDA_PYTHON_HINT) from None
-        errors.append(f"cuda-python: {exc}")
+            if name == label:
+                raise BackendUnavailableError("trt", f"{label} does not import: {exc}", hint) from None
+            errors.append(f"{label}: {exc}")
     raise BackendUnavailableError("trt", "neither CUDA binding imports (" + "; ".join(errors) + ")",
                                   "install one: pycuda (JetPack) or `pip install 'pinlite-edge[tensorrt]'` "
                                   "(cuda-python)")
