@@ -19,10 +19,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from pinlite_edge.errors import PinliteError  # noqa: E402
-from pinlite_edge.quickstart import (  # noqa: E402
-    QuickstartConfig, _calibration, export_artifact_path, real_options, resolve_real_data,
-)
-from pinlite_edge.workspace_layout import ARTEFACT_STEM  # noqa: E402
+from pinlite_edge.quickstart import QuickstartConfig, _calibration, real_options, resolve_real_data  # noqa: E402
+from pinlite_edge.workspace_layout import ARTEFACT_STEM, export_artifact_path  # noqa: E402
 
 log = logging.getLogger("export_real_students")
 

@@ -38,7 +38,7 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.utils.atomic import atomic_write_json
 from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, STAGES
-from pinlite_edge.workspace_layout import export_artifact_path as _layout_artifact_path
+from pinlite_edge.workspace_layout import export_artifact_path
 
 log = logging.getLogger("pinlite_edge.quickstart")
 
@@ -226,13 +226,6 @@ def stage_status(out: Path) -> tuple[str, str]:
     if not record.get("complete"):
         return UNFINISHED, f"the run in {out} did not finish (epoch {record.get('epoch', '?')})"
     return COMPLETE, str(best)
-
-
-def export_artifact_path(ws: Path, fmt: str) -> Path:
-    """``<workspace>/exports/<fmt>/pinlite-student<suffix>``."""
-    from pinlite_edge.export.formats import get_format
-
-    return _layout_artifact_path(ws, get_format(fmt).suffix, fmt)
 
 
 def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str]:

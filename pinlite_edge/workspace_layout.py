@@ -15,9 +15,11 @@ STAGES = ("teacher", "distilled", "pruned")
 ARTEFACT_STEM = "pinlite-student"
 
 
-def export_artifact_path(workspace: str | Path, suffix: str, fmt: str) -> Path:
-    """``<workspace>/exports/<fmt>/pinlite-student<suffix>``."""
-    return Path(workspace) / "exports" / fmt / f"{ARTEFACT_STEM}{suffix}"
+def export_artifact_path(workspace: str | Path, fmt: str) -> Path:
+    """``<workspace>/exports/<fmt>/pinlite-student<suffix of fmt>``."""
+    from pinlite_edge.export.formats import get_format
+
+    return Path(workspace) / "exports" / fmt / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
 
 
 __all__ = ["ARTEFACT_STEM", "DEFAULT_WORKSPACE", "STAGES", "export_artifact_path"]
