@@ -17,10 +17,12 @@ Sign convention (``pinlite_edge.data.syncpairs``): delay ``k`` frames = the wind
 shifted audio stays inside the clip; a clip shorter than one window plus both margins is skipped (noted in the report).
 
 Per model (``NAME=PATH``: a ``.safetensors`` checkpoint or an ``.onnx`` / ``.pte`` / engine artefact, loaded with
-``pinlite_edge.runtimes.load_runner``) each condition of each clip is scored with the window P(fake), aggregated per
-clip by mean (primary) and max; the report gives the ROC AUC of originals vs each manipulated condition, the
-false-positive rate on originals at the threshold (0.5), and the offset accuracy within +-1 frame (clip offset = argmax
-of the window-averaged offset softmax) on the +-200 ms clips and on the 80 ms clips.  The training-free baseline
+``pinlite_edge.runtimes.load_runner``) each condition of each clip is scored as ``Detector`` scores a file
+(``Detector.score_windows``): the offset scan's P(fake) (primary, the Detector's default verdict;
+``pinlite_edge/offset_scan.py``) and the mean and max of the window P(fake). The report gives the ROC AUC of originals
+vs each manipulated condition, the false-positive rate on originals at the model's threshold (its operating point,
+else 0.5), and the offset accuracy within +-1 frame (clip offset = the scan's best shift; the offset head's own
+estimate is reported beside it) on the +-200 ms clips and on the 80 ms clips.  The training-free baseline
 (``benchmarks/sync_baseline.py``) is one more row on the same windows; its threshold is chosen on the TRAIN split
 (the cut between train originals and all train manipulations that maximises TPR - FPR, Youden's J, on the mean
 aggregate), unless ``--baseline-threshold`` gives one.
@@ -55,7 +57,8 @@ from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  
 from pinlite_edge.contract import MAX_OFFSET, InputContract, contract_for_preset  # noqa: E402
 from pinlite_edge.errors import DatasetError, InputError, PinliteError  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, Window, window_at, window_starts  # noqa: E402
-from pinlite_edge.metrics import roc_auc, softmax, softmax_fake_prob  # noqa: E402
+from pinlite_edge.metrics import roc_auc  # noqa: E402
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces")
@@ -68,8 +71,9 @@ CONDITIONS: dict[str, int | None] = {"original": 0, "delay200": 5, "advance200":
 MANIPULATED = ("delay200", "advance200", "delay80", "swap")
 MARGIN_FRAMES = 5
 BASELINE_NAME = "sync-baseline"
-AGGREGATES = ("mean", "max")
-PRIMARY = "mean"
+#: clip scores: the offset scan's P(fake) (what Detector decides on by default), the mean and max window P(fake)
+AGGREGATES = ("scan", "mean", "max")
+PRIMARY = "scan"
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -175,8 +179,9 @@ def swap_audio_start(start: float, partner: PreparedClip, window_seconds: float)
 
 
 def condition_windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
-                      partner: PreparedClip | None = None) -> list[Window]:
-    """Model windows of ``clip`` under ``condition`` (see :data:`CONDITIONS`)."""
+                      partner: PreparedClip | None = None, scan_offsets: tuple[int, ...] = ()) -> list[Window]:
+    """Model windows of ``clip`` under ``condition`` (see :data:`CONDITIONS`), with the offset scan's shifted-audio
+    MFCCs when ``scan_offsets`` are given (shifted from the condition's audio, as Detector shifts a file's)."""
     if condition not in CONDITIONS:
         raise InputError(f"unknown condition {condition!r}; choose from {list(CONDITIONS)}")
     shift = CONDITIONS[condition]
@@ -184,38 +189,46 @@ def condition_windows(clip: PreparedClip, contract: InputContract, starts: Seque
         if partner is None:
             raise InputError("the swap condition needs a partner clip of another speaker")
         return [window_at(clip, contract, s, audio=partner.audio,
-                          audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds))
+                          audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds),
+                          scan_offsets=scan_offsets)
                 for s in starts]
-    return [window_at(clip, contract, s, audio_start_seconds=s - shift / clip.fps) for s in starts]
+    return [window_at(clip, contract, s, audio_start_seconds=s - shift / clip.fps, scan_offsets=scan_offsets)
+            for s in starts]
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------
 @dataclass
 class ConditionScore:
-    """Clip-level scores of one condition: aggregates of the window scores and the clip's offset estimate."""
+    """Clip-level scores of one condition: the clip scores of :data:`AGGREGATES` and the clip's offset estimate
+    (the offset scan's for models; ``offset_head``: the offset head's, for comparison)."""
 
+    scan: float
     mean: float
     max: float
     offset: int | None
     window_scores: list[float] = field(default_factory=list)
+    offset_head: int | None = None
+    scan_curve: dict[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "max": self.max, "offset": self.offset,
+        return {"scan": self.scan, "mean": self.mean, "max": self.max, "offset": self.offset,
+                "offset_head": self.offset_head,
+                "scan_curve": None if self.scan_curve is None else {str(k): round(v, 5)
+                                                                   for k, v in self.scan_curve.items()},
                 "window_scores": [round(float(x), 6) for x in self.window_scores]}
 
 
 def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16) -> ConditionScore:
-    """Run ``windows`` through a runner in batches; P(fake) per window and the clip's offset (frames)."""
-    probs, offsets = [], []
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i:i + batch_size]
-        out = runner.infer(np.stack([w.frames for w in chunk]), np.stack([w.mfcc for w in chunk]))
-        probs.append(softmax_fake_prob(out["logits"]))
-        offsets.append(softmax(out["offset_logits"]))
-    p = np.concatenate(probs)
-    mean_offset = np.concatenate(offsets).mean(axis=0)
-    return ConditionScore(mean=float(p.mean()), max=float(p.max()),
-                          offset=int(np.argmax(mean_offset)) - MAX_OFFSET, window_scores=p.tolist())
+    """Score ``windows`` (made with ``scan_offsets=DEFAULT_SCAN_OFFSETS``) exactly as ``Detector`` scores a file:
+    window P(fake), their mean and max, the offset scan's P(fake) and offset, and the offset head's offset."""
+    from pinlite_edge.detector import Detector
+
+    r = Detector(runner, threshold=0.5, aggregate="scan", batch_size=batch_size,
+                 scan_offsets=DEFAULT_SCAN_OFFSETS).score_windows(list(windows))
+    assert r.scan is not None and r.fake_prob_scan is not None
+    return ConditionScore(scan=r.fake_prob_scan, mean=r.fake_prob_mean, max=r.fake_prob_max, offset=r.offset_frames,
+                          window_scores=r.fake_prob_per_window.tolist(), offset_head=r.offset_head_frames,
+                          scan_curve=r.scan.curve)
 
 
 def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
@@ -242,7 +255,10 @@ def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequ
     if lags is not None and np.isfinite(mean_curve).any():
         offset = int(lags[int(np.nanargmax(mean_curve))])
     arr = np.asarray(scores, np.float64)
-    return ConditionScore(mean=float(arr.mean()), max=float(arr.max()), offset=offset, window_scores=arr.tolist())
+    # the baseline's clip score is already a scan over lags (max off-zero correlation - correlation at 0): its "scan"
+    # column is that score's mean over windows, as its "mean" column
+    return ConditionScore(scan=float(arr.mean()), mean=float(arr.mean()), max=float(arr.max()), offset=offset,
+                          window_scores=arr.tolist())
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
@@ -302,6 +318,9 @@ def summarise(per_clip: Sequence[dict[str, ConditionScore]], threshold: float | 
                                              for k in ("delay200", "advance200")])
     row["offset_acc_80"] = offset_accuracy([(c["delay80"].offset, CONDITIONS["delay80"]) for c in per_clip])
     row["offset_acc_original"] = offset_accuracy([(c["original"].offset, 0) for c in per_clip])
+    heads = [(c[k].offset_head, CONDITIONS[k]) for c in per_clip for k in ("delay200", "advance200")
+             if c[k].offset_head is not None]
+    row["offset_acc_200_head"] = offset_accuracy(heads) if heads else None  # type: ignore[arg-type]
     return row
 
 
@@ -426,7 +445,7 @@ def _model_scorer(runner: Any, contract: InputContract, batch_size: int, timing:
                   ) -> Callable[[PreparedClip, list[float], str, PreparedClip | None], ConditionScore]:
     def score(clip: PreparedClip, starts: list[float], cond: str, partner: PreparedClip | None) -> ConditionScore:
         t0 = time.perf_counter()
-        windows = condition_windows(clip, contract, starts, cond, partner)
+        windows = condition_windows(clip, contract, starts, cond, partner, scan_offsets=DEFAULT_SCAN_OFFSETS)
         t1 = time.perf_counter()
         out = score_windows(runner, windows, batch_size)
         timing["window_featurise_s"] = timing.get("window_featurise_s", 0.0) + t1 - t0
@@ -443,8 +462,11 @@ def model_threshold(runner: Any, given: float | None) -> tuple[float | dict[str,
     if given is not None:
         return float(given), "--threshold"
     point = getattr(runner, "operating_point", None)
-    if point is not None and all(a in point.thresholds for a in AGGREGATES):
-        return {a: point.threshold(a) for a in AGGREGATES}, f"operating point ({point.clips} clips: {point.data})"
+    if point is not None and any(a in point.thresholds for a in AGGREGATES):
+        missing = [a for a in AGGREGATES if a not in point.thresholds]
+        note = f"; 0.5 for {'/'.join(missing)} (not calibrated)" if missing else ""
+        return ({a: point.threshold(a) if a in point.thresholds else 0.5 for a in AGGREGATES},
+                f"operating point ({point.clips} clips: {point.data}){note}")
     return 0.5, "0.5 (no operating point)"
 
 
@@ -554,7 +576,7 @@ def _rate(values: Sequence[Any]) -> float | None:
 
 _COLUMNS = (("auc_delay200", "AUC delay200"), ("auc_advance200", "AUC advance200"), ("auc_delay80", "AUC delay80"),
             ("auc_swap", "AUC swap"), ("fpr", "FPR@thr"), ("offset_acc_200", "offset acc ±1 (±200 ms)"),
-            ("offset_acc_80", "offset acc ±1 (80 ms)"))
+            ("offset_acc_80", "offset acc ±1 (80 ms)"), ("offset_acc_200_head", "offset head acc ±1 (±200 ms)"))
 
 
 def _fmt(x: Any) -> str:
@@ -616,27 +638,33 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Data: {d['num_clips']} clips of `{d['split_file']}` split `{report['split']}` under `{d['root']}`, "
              f"fingerprint `{d['fingerprint'][:16]}…`; skipped: "
              f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}", "",
-             "Clip score = mean of window P(fake) (windows every half window, 5-frame margins); AUC: originals vs "
-             "each manipulated condition; FPR on originals at the threshold (a model's operating point, measured "
-             "on genuine clips outside this split, else 0.5; the train-chosen cut for the baseline); offset = argmax "
-             "of the window-averaged offset distribution, right within ±1 frame.",
+             "Clip score = the offset scan's P(fake), what `Detector` decides on by default "
+             "(`pinlite_edge/offset_scan.py`: each window re-scored with its audio shifted by "
+             f"{', '.join(f'{k:+d}' for k in DEFAULT_SCAN_OFFSETS)} frames; P(fake) = 1 - exp(-(best shift's margin "
+             "- given alignment's margin))); windows every half window, 5-frame margins. AUC: originals vs each "
+             "manipulated condition; FPR on originals at the threshold (a model's operating point, measured on "
+             "genuine clips outside this split, else 0.5; the train-chosen cut for the baseline); offset = the scan's "
+             "best shift (models) or the baseline's best lag, right within ±1 frame (the offset head's own estimate: "
+             "last column). The baseline's score is its lag scan (max off-zero correlation - correlation at 0), "
+             "averaged over windows.",
              "", "| method | " + " | ".join(h for _, h in _COLUMNS) + " |",
              "|---|" + "---|" * len(_COLUMNS)]
     for row in report["table"]:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS) + " |")
-    lines += ["", "Max aggregate (same clips):", "",
-              "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap | FPR@thr |",
-              "|---|---|---|---|---|---|"]
-    for row in report["table"]:
-        lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_max")) for k in
-                                                            ("auc_delay200", "auc_advance200", "auc_delay80",
-                                                             "auc_swap", "fpr")) + " |")
-    lines += ["", "At each method's threshold (mean / max aggregate): false positives on originals and detection "
-              "rate of each manipulation:", "",
+    for agg in AGGREGATES[1:]:
+        lines += ["", f"Clip score = {agg} of the window P(fake) (same clips and windows):", "",
+                  "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap | FPR@thr |",
+                  "|---|---|---|---|---|---|"]
+        for row in report["table"]:
+            lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(f"{k}_{agg}")) for k in
+                                                                ("auc_delay200", "auc_advance200", "auc_delay80",
+                                                                 "auc_swap", "fpr")) + " |")
+    lines += ["", "At each method's threshold (" + " / ".join(AGGREGATES) + "): false positives on originals and "
+              "detection rate of each manipulation:", "",
               "| method | threshold | FPR | TPR delay200 | TPR advance200 | TPR delay80 | TPR swap | threshold from |",
               "|---|---|---|---|---|---|---|---|"]
     for row in report["table"]:
-        cells = [f"{_fmt(row.get(k))} / {_fmt(row.get(k + '_max'))}" for k in
+        cells = [" / ".join(_fmt(row.get(k + ("" if a == PRIMARY else f"_{a}"))) for a in AGGREGATES) for k in
                  ("threshold", "fpr", "tpr_delay200", "tpr_advance200", "tpr_delay80", "tpr_swap")]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {row.get('threshold_source', '')} |")
     if report.get("targets"):

@@ -29,6 +29,7 @@ class ClipScore:
     file: str
     fake_prob_max: float
     fake_prob_mean: float
+    fake_prob_scan: float
     face_found: bool | None
 
 
@@ -82,7 +83,8 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
             except DecodeError as exc:
                 log.warning("skipping %s: %s", f, exc)
                 continue
-            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.face_found))
+            assert r.fake_prob_scan is not None  # Detector's default scans
+            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found))
     return scores
 
 
@@ -103,7 +105,8 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
         f", splits {'+'.join(splits)}" if splits else ", every clip")
     if not face_crop:
         where += " (no face crop)"
-    point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored]},
+    point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored],
+                                 "scan": [s.fake_prob_scan for s in scored]},
                                 target_fpr=target_fpr, data=where, stride_seconds=stride_seconds)
     if write:
         model, record = load_checkpoint(checkpoint)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from pinlite_edge.errors import PinliteError
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
+from pinlite_edge.operating_point import AGGREGATES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="P(fake) at or above which the verdict is fake (default: the model's operating point, "
                         "measured on genuine clips by python -m pinlite_edge.calibrate; 0.5 for a model without one)")
-    p.add_argument("--aggregate", choices=("max", "mean"), default="max")
+    p.add_argument("--aggregate", choices=AGGREGATES, default="scan",
+                   help="what the verdict uses: 'scan' (default), the offset scan's P(fake): the audio re-aligned "
+                        "every other frame up to +-6 frames, does another alignment fit the lips better than the "
+                        "given one?; 'max' / 'mean': the window P(fake) aggregated over the clip")
+    p.add_argument("--no-offset-scan", action="store_true",
+                   help="skip the offset scan (7x fewer model calls; needs --aggregate max or mean; the offset "
+                        "estimate then comes from the offset head)")
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
     p.add_argument("--device", default=None, help="cpu (default), cuda; TensorRT engines always use cuda")
@@ -31,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.no_offset_scan and args.aggregate == "scan":
+        print("error: --no-offset-scan needs --aggregate max or mean (the default verdict, 'scan', is the offset "
+              "scan's P(fake))", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pinlite_edge.detector import Detector
 
@@ -40,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         options["device"] = args.device
     try:
         with Detector.load(args.model, threshold=args.threshold, aggregate=args.aggregate,
-                           stride_seconds=args.stride, face_crop=not args.no_face_crop, **options) as det:
+                           stride_seconds=args.stride, face_crop=not args.no_face_crop,
+                           scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
             result = det.detect(args.video)
     except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
         print(f"error: {exc}", file=sys.stderr)
@@ -48,16 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(f"{args.video}: {result.verdict.upper()}  P(fake) max {result.fake_prob_max:.3f} "
+        scan = "" if result.fake_prob_scan is None else f"scan {result.fake_prob_scan:.3f}, "
+        print(f"{args.video}: {result.verdict.upper()}  P(fake) {scan}max {result.fake_prob_max:.3f} "
               f"mean {result.fake_prob_mean:.3f} over {len(result.windows)} window(s); "
-              f"audio offset estimate {result.offset_frames:+d} frames ({result.offset_confidence:.0%})")
+              f"audio offset estimate {result.offset_frames:+d} frames ({result.offset_source}, "
+              f"{result.offset_confidence:.0%})")
+        if result.scan is not None:
+            print("  offset scan (frames: real-vs-fake margin): "
+                  + "  ".join(f"{k:+d}: {v:+.2f}" for k, v in result.scan.curve.items()))
         print(f"  verdict on {result.aggregate} P(fake) >= {result.threshold:.3f}: {result.threshold_source}")
         if result.verdict == "no-face":
             print("  no face found in the clip (centre crop scored): the probabilities above say little")
         elif result.face_coverage is not None:
             print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
         for w in result.windows:
-            print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset {w.offset_frames:+d}")
+            print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset head {w.offset_frames:+d}")
     if args.explain:  # after the result is printed: a failed write does not lose it
         try:
             result.save_explanation(args.explain)

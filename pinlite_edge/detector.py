@@ -1,10 +1,13 @@
 """Detector: the API apps use. ``Detector.load(artifact).detect("clip.mp4")`` -> :class:`DetectionResult`.
 
 A clip is cut into 0.64 s windows (SPEC §1; stride configurable), every window is scored by the runner chosen from
-the artefact's manifest, and the per-window fake probabilities are aggregated (max and mean are both reported; the
-verdict uses ``aggregate``, default max: a manipulated word anywhere makes the clip fake). The explanation is the
-attention of the last cross-attention layer: its column sums say how much each of the 16 sampled frames was
-looked at (per-frame saliency).
+the artefact's manifest, and the per-window fake probabilities are aggregated (max and mean are both reported).
+By default every window is also scored with its audio shifted a few frames either way (the offset scan,
+:mod:`pinlite_edge.offset_scan`): the clip's offset estimate is the best-agreeing shift, and the verdict (aggregate
+``"scan"``) says how much better another alignment explains the lips than the given one. ``aggregate="max"`` /
+``"mean"`` decide on the window probabilities instead (``scan_offsets=None`` then skips the scan, 7x fewer model
+calls). The explanation is the attention of the last cross-attention layer: its column sums say how much each of the
+16 sampled frames was looked at (per-frame saliency).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -21,6 +24,7 @@ from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -45,7 +49,10 @@ class DetectionResult:
     fake_prob_mean: float
     aggregate: str
     threshold: float
-    offset_frames: int  # clip-level offset estimate: argmax of the window-averaged offset distribution
+    #: clip-level offset estimate (frames; audio delayed by k frames gives +k): the offset scan's best shift, or
+    #: without a scan the argmax of the window-averaged offset-head distribution (``offset_source`` says which)
+    offset_frames: int
+    #: the scan's posterior of that shift among those scanned (softmax of the curve), else the offset head's
     offset_confidence: float
     windows: list[WindowScore]
     #: (num_windows, num_frames) column sums of each window's attention: how much every sampled frame was attended
@@ -67,10 +74,20 @@ class DetectionResult:
     face_coverage: float | None = None
     #: where ``threshold`` came from: "caller", "operating point (<clips it was measured on>)" or "default 0.5"
     threshold_source: str = "caller"
+    #: P(fake) of the offset scan (None: no scan): 1 - exp(-(best alignment's margin - given alignment's margin))
+    fake_prob_scan: float | None = None
+    #: the offset scan behind ``fake_prob_scan`` and ``offset_frames`` (None: no scan)
+    scan: ScanResult | None = None
+    offset_source: str = "offset head"  # "offset scan" | "offset head"
+    #: the offset head's clip estimate (argmax of the window-averaged offset distribution), with or without a scan
+    offset_head_frames: int | None = None
 
     @property
     def fake_prob(self) -> float:
         """The aggregate the verdict is based on."""
+        if self.aggregate == "scan":
+            assert self.fake_prob_scan is not None
+            return self.fake_prob_scan
         return self.fake_prob_max if self.aggregate == "max" else self.fake_prob_mean
 
     @property
@@ -84,10 +101,13 @@ class DetectionResult:
     def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
             "source": self.source, "model": self.model, "verdict": self.verdict, "fake_prob": self.fake_prob,
-            "fake_prob_max": self.fake_prob_max, "fake_prob_mean": self.fake_prob_mean, "aggregate": self.aggregate,
+            "fake_prob_max": self.fake_prob_max, "fake_prob_mean": self.fake_prob_mean,
+            "fake_prob_scan": self.fake_prob_scan, "aggregate": self.aggregate,
             "threshold": self.threshold, "threshold_source": self.threshold_source,
             "offset_frames": self.offset_frames,
-            "offset_confidence": self.offset_confidence,
+            "offset_confidence": self.offset_confidence, "offset_source": self.offset_source,
+            "offset_head_frames": self.offset_head_frames,
+            "offset_scan": None if self.scan is None else self.scan.to_dict(),
             "windows": [w.__dict__ for w in self.windows],
             "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
             "frame_times": np.round(self.frame_times, 4).tolist(),
@@ -174,8 +194,10 @@ MAX_FEATURE_ABS = 1e3
 MAX_BATCH_SIZE = 1024
 
 
-def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_seconds: Any, face_crop: Any) -> None:
-    """Detector options: an :class:`InputError` (also a ``ValueError``) naming the option."""
+def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_seconds: Any, face_crop: Any,
+                   scan_offsets: Any) -> tuple[int, ...]:
+    """Detector options: an :class:`InputError` (also a ``ValueError``) naming the option; returns the validated
+    scan offsets."""
     from pinlite_edge.features.limits import check_stride
 
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))
@@ -193,6 +215,14 @@ def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_secon
         raise InputError(f"Detector option {exc}") from None
     if not isinstance(face_crop, (bool, np.bool_)):
         raise InputError(f"Detector option face_crop must be True or False, got {face_crop!r}")
+    try:
+        offsets = check_scan_offsets(scan_offsets)
+    except InputError as exc:
+        raise InputError(f"Detector option {exc}") from None
+    if aggregate == "scan" and not offsets:
+        raise InputError("Detector option aggregate='scan' needs the offset scan; give scan_offsets (default "
+                         f"{DEFAULT_SCAN_OFFSETS}) or choose aggregate 'max' or 'mean'")
+    return offsets
 
 
 def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
@@ -216,6 +246,9 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any) -> 
     point = getattr(runner, "operating_point", None)
     if point is not None and aggregate in point.thresholds:
         return point.threshold(aggregate), f"operating point ({point.clips} genuine clips: {point.data})"
+    if point is not None:
+        return DEFAULT_THRESHOLD, (f"default {DEFAULT_THRESHOLD} (the model's operating point has no {aggregate!r} "
+                                   "threshold; recalibrate with python -m pinlite_edge.calibrate)")
     return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (the model has no operating point)"
 
 
@@ -232,6 +265,8 @@ class _Scores:
         self.attention: list[np.ndarray] = []
         self.best = -1.0
         self.best_frames: np.ndarray | None = None
+        offsets = detector.scan_offsets
+        self.scan = ScanCurve(offsets) if offsets else None
 
     def add(self, windows: list[Any]) -> None:
         frames = np.stack([w.frames for w in windows])
@@ -252,6 +287,38 @@ class _Scores:
         self.logits.append(logits)
         self.offsets.append(np.asarray(out["offset_logits"]))
         self.attention.append(np.asarray(out["attention"]))
+        if self.scan is not None:
+            self._scan(windows, frames, logits)
+
+    def _scan(self, windows: list[Any], frames: np.ndarray, logits: np.ndarray) -> None:
+        """Score the windows' shifted-audio MFCCs (batch_size inputs per model call) into the scan curve."""
+        assert self.scan is not None
+        offsets = self.scan.offsets
+        shifted = [getattr(w, "mfcc_shifts", None) for w in windows]
+        want = (len(offsets), *self.detector.contract.mfcc_shape())
+        if any(m is None or tuple(np.shape(m)) != want for m in shifted):
+            raise InputError(f"{self.source}: the offset scan needs each window's shifted-audio MFCCs {want}; make "
+                             f"windows with scan_offsets={offsets} (pinlite_edge.features.open_windows / window_at), "
+                             "or use Detector(scan_offsets=None, aggregate='max')")
+        mfcc = np.stack(shifted)  # (B, offsets, steps, n)
+        check_windows(frames[:1], mfcc, self.source)
+        margins = np.empty((len(windows), len(offsets)), np.float64)
+        zero = offsets.index(0)
+        margins[:, zero] = logits[:, 0] - logits[:, 1]
+        others = [i for i in range(len(offsets)) if i != zero]
+        pairs = [(w, i) for w in range(len(windows)) for i in others]
+        step = self.detector.batch_size
+        for lo in range(0, len(pairs), step):
+            chunk = pairs[lo:lo + step]
+            rows = np.array([w for w, _ in chunk])
+            cols = np.array([i for _, i in chunk])
+            out = np.asarray(self.detector.runner.infer(frames[rows], mfcc[rows, cols])["logits"])
+            if not np.isfinite(out).all():
+                from pinlite_edge.runtimes.base import RunnerOutputError
+
+                raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
+            margins[rows, cols] = out[:, 0] - out[:, 1]
+        self.scan.add(margins, [bool(getattr(w, "shifts_in_track", True)) for w in windows])
 
 
 class Detector:
@@ -261,13 +328,14 @@ class Detector:
     the face detector is per thread, and a call keeps its state on its own stack).
     """
 
-    def __init__(self, runner: Any, *, threshold: float | None = None, aggregate: str = "max",
+    def __init__(self, runner: Any, *, threshold: float | None = None, aggregate: str = "scan",
                  stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
                  max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 scan_offsets: Sequence[int] | None = DEFAULT_SCAN_OFFSETS):
         from pinlite_edge.features.limits import DecodeLimits
 
-        _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
+        self.scan_offsets = _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop, scan_offsets)
         if timeout_s is not None:
             try:
                 timeout_s = check_positive("timeout_s", timeout_s)
@@ -292,10 +360,11 @@ class Detector:
             runner.activate()
 
     @classmethod
-    def load(cls, artifact: str | Path, *, threshold: float | None = None, aggregate: str = "max",
+    def load(cls, artifact: str | Path, *, threshold: float | None = None, aggregate: str = "scan",
              stride_seconds: float | None = None, face_crop: bool = True, batch_size: int = 8,
              max_duration_s: float = DEFAULT_MAX_DURATION_S, max_pixels: int = DEFAULT_MAX_PIXELS,
-             timeout_s: float | None = DEFAULT_TIMEOUT_S, **runner_options: Any) -> "Detector":
+             timeout_s: float | None = DEFAULT_TIMEOUT_S, scan_offsets: Sequence[int] | None = DEFAULT_SCAN_OFFSETS,
+             **runner_options: Any) -> "Detector":
         """Load any artefact (``.onnx``, ``.pte``, engine, ``.safetensors``); ``runner_options`` such as
         ``device="cuda"`` or ``threads=2`` go to :func:`pinlite_edge.runtimes.load_runner` (checked there: a bad value
         raises a ``RunnerOptionError`` naming it). The Detector's own options are checked before the artefact is
@@ -303,7 +372,7 @@ class Detector:
         from pinlite_edge.features.limits import DecodeLimits
         from pinlite_edge.runtimes import load_runner
 
-        _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop)
+        _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop, scan_offsets)
         try:
             DecodeLimits(max_duration_s=max_duration_s, max_pixels=max_pixels)
             if timeout_s is not None:
@@ -312,7 +381,8 @@ class Detector:
             raise InputError(f"Detector option {exc}") from None
         return cls(load_runner(artifact, **runner_options), threshold=threshold, aggregate=aggregate,
                    stride_seconds=stride_seconds, face_crop=face_crop, batch_size=batch_size,
-                   max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s)
+                   max_duration_s=max_duration_s, max_pixels=max_pixels, timeout_s=timeout_s,
+                   scan_offsets=scan_offsets)
 
     @property
     def contract(self) -> InputContract:
@@ -338,7 +408,8 @@ class Detector:
 
         stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
                                        stride_seconds=self.stride_seconds, max_duration_s=self.limits.max_duration_s,
-                                       max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s)
+                                       max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
+                                       scan_offsets=self.scan_offsets)
         result = self.score_stream(windows, str(video_path),
                                    face_info=lambda: (stream.face_found, stream.face_coverage))
         self._warn_if_synthetic_only(video_path)
@@ -377,7 +448,7 @@ class Detector:
         clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
                               source="input arrays")
         starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps, source="input arrays")
-        windows = (window_at(clip, self.contract, s) for s in starts)
+        windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
         return self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
                             face_coverage=clip.face_coverage)
 
@@ -417,7 +488,15 @@ class Detector:
                    for s, p, op in zip(scores.starts, probs, offset_probs)]
         mean_offset = offset_probs.mean(axis=0)
         p_max, p_mean = float(probs.max()), float(probs.mean())
-        decisive = p_max if self.aggregate == "max" else p_mean
+        scan = scores.scan.result() if scores.scan is not None else None
+        decisive = {"max": p_max, "mean": p_mean, "scan": None if scan is None else scan.fake_prob}[self.aggregate]
+        assert decisive is not None  # aggregate "scan" implies a scan (_check_options)
+        head_offset = int(np.argmax(mean_offset)) - MAX_OFFSET
+        if scan is not None:
+            curve = np.array(list(scan.curve.values()))
+            offset, offset_conf, offset_source = scan.offset_frames, float(softmax(curve).max()), "offset scan"
+        else:
+            offset, offset_conf, offset_source = head_offset, float(mean_offset.max()), "offset head"
         # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
         step = c.window_seconds / c.num_frames
         times = np.array([[s + k * step for k in range(c.num_frames)] for s in scores.starts])
@@ -427,8 +506,9 @@ class Detector:
         return DetectionResult(
             verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
             aggregate=self.aggregate, threshold=self.threshold, threshold_source=self.threshold_source,
-            offset_frames=int(np.argmax(mean_offset)) - MAX_OFFSET,
-            offset_confidence=float(mean_offset.max()), windows=windows, frame_saliency=attention.sum(axis=1),
+            offset_frames=offset, offset_confidence=offset_conf, offset_source=offset_source,
+            offset_head_frames=head_offset,
+            fake_prob_scan=None if scan is None else scan.fake_prob, scan=scan, windows=windows, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
             explain_frames=_display_frames(scores.best_frames, c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,

@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from pinlite_edge.errors import InputError
 
-AGGREGATES = ("max", "mean")
+#: window aggregates ("max", "mean" of the window P(fake)) and the offset scan's P(fake) (pinlite_edge.offset_scan)
+AGGREGATES = ("max", "mean", "scan")
 #: the threshold a model without an operating point uses, and the floor of a calibrated one
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_FPR = 0.05
@@ -28,7 +29,7 @@ DEFAULT_TARGET_FPR = 0.05
 class OperatingPoint:
     """Per-aggregate thresholds and the genuine clips they were measured on."""
 
-    thresholds: dict[str, float]  # aggregate ("max" | "mean") -> P(fake) threshold
+    thresholds: dict[str, float]  # aggregate ("max" | "mean" | "scan") -> P(fake) threshold
     target_fpr: float  # at most this fraction of the calibration clips is called fake
     clips: int  # genuine clips scored (no-face clips excluded)
     data: str  # where the clips came from (folder, split file, splits)

@@ -353,10 +353,15 @@ def _calibrate_stage(checkpoint: Path, real: Path, cfg: QuickstartConfig, redo: 
     exports copy it into their manifests); returns whether it ran. A checkpoint that has one is reused."""
     from pinlite_edge.calibrate import calibrate_checkpoint
     from pinlite_edge.checkpoint import read_record
+    from pinlite_edge.operating_point import AGGREGATES
 
-    if not redo and read_record(checkpoint).get("operating_point") is not None:
+    stored = read_record(checkpoint).get("operating_point") or {}
+    if not redo and set(AGGREGATES) <= set(stored.get("thresholds") or {}):
         log.info("operating point: reusing the one in %s", checkpoint)
         return False
+    if stored and not redo:
+        log.info("operating point in %s lacks thresholds for %s: measuring it again", checkpoint,
+                 sorted(set(AGGREGATES) - set(stored.get("thresholds") or {})))
     t0 = time.perf_counter()
     try:
         point = calibrate_checkpoint(checkpoint, real, split_file=_shipped_split_for(real), splits=("train", "dev"),

@@ -17,7 +17,8 @@ kill is dropped (the file is truncated back to its last complete line) before ne
 One JSON line per file::
 
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
-     "offset_frames": 3, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
+     "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
+     "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
      "window_starts": [...], "face_found": true, "face_coverage": 0.97, "error": null, "error_type": null,
      "seconds": 0.41}
 
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pinlite_edge.errors import DecodeError, PinliteError, UsageError, WriteError
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
+from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
 from pinlite_edge.utils.cli import OneLineParser, report
 from pinlite_edge.utils.files import input_file_problem
@@ -63,12 +66,13 @@ class ScanConfig:
     face_crop: bool = True
     timeout_s: float | None = 60.0
     threshold: float | None = None  # None: the model's operating point (else 0.5), as Detector decides
-    aggregate: str = "max"
+    aggregate: str = "scan"
     device: str | None = None
     threads: int | None = None
     progress: bool = True
     #: replace an existing --out that is not a scan results file (atomically) instead of refusing
     force: bool = False
+    offset_scan: bool = True  # False: no offset scan (aggregate must be "max" or "mean")
 
 
 @dataclass
@@ -227,9 +231,10 @@ class JobOptions:
     batch: int
     max_duration_s: float
     max_pixels: int
+    scan_offsets: tuple[int, ...] = ()  # the Detector's offset scan: windows carry shifted-audio MFCCs
 
 
-#: ``("batch", path, (frames, mfcc, starts))``, then ``("end", path, info)`` or ``("error", path, info)``.
+#: ``("batch", path, (frames, mfcc, starts, mfcc_shifts, shifts_in_track))`` (the last two None without a scan), then ``("end", path, info)`` or ``("error", path, info)``.
 Message = tuple[str, str, Any]
 JobFn = Callable[[str, JobOptions], Iterator[Message]]
 
@@ -257,14 +262,17 @@ def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
     try:
         stream, windows = open_windows(path, InputContract.from_dict(opts.contract), face_crop=opts.face_crop,
                                        stride_seconds=opts.stride, timeout_s=opts.timeout_s,
-                                       max_duration_s=opts.max_duration_s, max_pixels=opts.max_pixels)
+                                       max_duration_s=opts.max_duration_s, max_pixels=opts.max_pixels,
+                                       scan_offsets=opts.scan_offsets)
         batch: list[Any] = []
         for w in itertools.chain(windows, [None]):
             if w is not None:
                 batch.append(w)
             if batch and (w is None or len(batch) == opts.batch):
+                shifts = (np.stack([b.mfcc_shifts for b in batch]), [b.shifts_in_track for b in batch]) \
+                    if opts.scan_offsets else (None, None)
                 msg = ("batch", path, (np.stack([b.frames for b in batch]), np.stack([b.mfcc for b in batch]),
-                                       [b.start_seconds for b in batch]))
+                                       [b.start_seconds for b in batch], *shifts))
                 batch = []
                 busy += time.perf_counter() - resumed
                 yield msg
@@ -304,8 +312,11 @@ class FileStream:
 
         for kind, path, payload in self._read():
             if kind == "batch":
-                frames, mfcc, starts = payload
-                yield from (Window(frames=f, mfcc=m, start_seconds=s) for f, m, s in zip(frames, mfcc, starts))
+                frames, mfcc, starts, shifts, inside = payload
+                for i, (f, m, s) in enumerate(zip(frames, mfcc, starts)):
+                    yield Window(frames=f, mfcc=m, start_seconds=s,
+                                 mfcc_shifts=None if shifts is None else shifts[i],
+                                 shifts_in_track=True if inside is None else bool(inside[i]))
             elif kind == "error":
                 raise _DecodeFailed(self.info["error"])
 
@@ -475,7 +486,8 @@ def _score(detector: Any, stream: FileStream) -> tuple[Any, BaseException | None
 
 def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
-                           "threshold": None, "offset_frames": None, "offset_confidence": None, "windows": 0,
+                           "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
+                           "offset_frames": None, "offset_confidence": None, "windows": 0,
                            "window_fake_probs": [], "window_starts": [], "face_found": job.get("face_found"),
                            "face_coverage": job.get("face_coverage"), "error": job.get("error"),
                            "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
@@ -484,7 +496,9 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
     if result is not None:
         rec.update(verdict=result.verdict, threshold=round(result.threshold, 6),
                    fake_prob_max=round(result.fake_prob_max, 6),
-                   fake_prob_mean=round(result.fake_prob_mean, 6), offset_frames=result.offset_frames,
+                   fake_prob_mean=round(result.fake_prob_mean, 6), aggregate=result.aggregate,
+                   fake_prob_scan=None if result.fake_prob_scan is None else round(result.fake_prob_scan, 6),
+                   offset_source=result.offset_source, offset_frames=result.offset_frames,
                    offset_confidence=round(result.offset_confidence, 6), windows=len(result.windows),
                    window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
                    window_starts=[round(w.start_seconds, 4) for w in result.windows],
@@ -516,6 +530,10 @@ def check_config(cfg: ScanConfig) -> None:
         problem = f"--threshold must be a probability in 0..1, got {cfg.threshold}"
     elif cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
         problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
+    elif cfg.aggregate not in AGGREGATES:
+        problem = f"--aggregate must be one of {list(AGGREGATES)}, got {cfg.aggregate!r}"
+    elif cfg.aggregate == "scan" and not cfg.offset_scan:
+        problem = "--no-offset-scan needs --aggregate max or mean (the 'scan' verdict is the offset scan's P(fake))"
     elif os.path.isdir(cfg.out):
         problem = f"--out {cfg.out} is a folder: give a results file name (e.g. {cfg.out / 'results.jsonl'})"
     if problem is not None:
@@ -550,7 +568,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     if cfg.threads:
         options["threads"] = cfg.threads
     detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
-                             face_crop=cfg.face_crop, batch_size=cfg.batch, **options)
+                             face_crop=cfg.face_crop, batch_size=cfg.batch,
+                             scan_offsets=DEFAULT_SCAN_OFFSETS if cfg.offset_scan else None, **options)
     scored = failed = fake = no_face = 0
     writer = JsonlWriter(cfg.out)
     try:
@@ -559,7 +578,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         bar = tqdm(total=len(todo), unit="video", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
         opts = JobOptions(contract=detector.contract.to_dict(), face_crop=cfg.face_crop, stride=cfg.stride,
                           timeout_s=cfg.timeout_s, batch=cfg.batch, max_duration_s=detector.limits.max_duration_s,
-                          max_pixels=detector.limits.max_pixels)
+                          max_pixels=detector.limits.max_pixels, scan_offsets=detector.scan_offsets)
         with contextlib.closing(_streams(todo, opts, cfg.workers if cfg.workers >= 2 else 0)) as streams:
             for stream in streams:
                 result, error = _score(detector, stream)
@@ -612,8 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="fake verdict threshold (default: the model's operating point, measured on genuine clips by "
                         "python -m pinlite_edge.calibrate; 0.5 for a model without one)")
-    p.add_argument("--aggregate", choices=("max", "mean"), default="max",
-                   help="window aggregate the verdict uses (default: %(default)s); both are recorded")
+    p.add_argument("--aggregate", choices=AGGREGATES, default="scan",
+                   help="what the verdict uses: 'scan' (default), the offset scan's P(fake) (the audio re-aligned "
+                        "a few frames either way: does another alignment fit the lips better?); 'max' / 'mean' of "
+                        "the window P(fake). All are recorded")
+    p.add_argument("--no-offset-scan", action="store_true",
+                   help="skip the offset scan (7x fewer model calls; needs --aggregate max or mean)")
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -627,6 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ScanConfig(root=args.folder, model=args.model, out=args.out, workers=args.workers, batch=args.batch,
                      stride=args.stride, extensions=tuple(args.extensions), face_crop=not args.no_face_crop,
                      timeout_s=args.timeout or None, threshold=args.threshold, aggregate=args.aggregate,
+                     offset_scan=not args.no_offset_scan,
                      device=args.device, threads=args.threads, progress=not args.no_progress, force=args.force)
     try:
         summary = scan(cfg)

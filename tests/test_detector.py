@@ -54,7 +54,12 @@ def _check_result(result, num_frames: int = 16) -> None:
         assert result.verdict == "no-face"
     else:
         assert result.verdict == ("fake" if result.fake_prob >= result.threshold else "real")
-    assert -5 <= result.offset_frames <= 5 and all(-5 <= w.offset_frames <= 5 for w in result.windows)
+    assert all(-5 <= w.offset_frames <= 5 for w in result.windows)  # per window: the offset head's classes
+    if result.scan is not None:  # the default: the clip's offset is the scan's best shift
+        assert result.offset_source == "offset scan" and result.offset_frames in result.scan.curve
+        assert result.fake_prob_scan == result.scan.fake_prob and 0.0 <= result.fake_prob_scan <= 1.0
+    else:
+        assert result.offset_source == "offset head" and -5 <= result.offset_frames <= 5
     assert result.frame_saliency.shape == (n, num_frames)
     # attention rows (audio tokens) each sum to 1, so the frame saliencies of a window sum to the token count
     np.testing.assert_allclose(result.frame_saliency.sum(axis=1), result.attention.shape[1], rtol=1e-4)
@@ -140,7 +145,12 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert png.stat().st_size > 0
     assert main([str(path), "--model", str(model_files["onnx"])]) == 0
     out = capsys.readouterr().out
-    assert "NO-FACE" in out and "P(fake) max" in out and "no face found" in out
+    assert "NO-FACE" in out and "P(fake) scan" in out and "offset scan" in out and "no face found" in out
+    assert main([str(path), "--model", str(model_files["onnx"]), "--no-offset-scan", "--aggregate", "max"]) == 0
+    out = capsys.readouterr().out
+    assert "P(fake) max" in out and "scan" not in out.splitlines()[0] and "offset head" in out
+    assert main([str(path), "--model", str(model_files["onnx"]), "--no-offset-scan"]) == 2
+    assert "--no-offset-scan needs --aggregate max or mean" in capsys.readouterr().err
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-face-crop"]) == 0
     out = capsys.readouterr().out
     assert "NO-FACE" not in out and ("REAL" in out or "FAKE" in out)
@@ -157,7 +167,7 @@ def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, syn
     path, _ = synthetic_video
     with Detector.load(model_files["onnx"], threads=1, face_crop=False, batch_size=2) as det:
         expected = det.detect(path)
-        _, windows = open_windows(path, det.contract, face_crop=False)
+        _, windows = open_windows(path, det.contract, face_crop=False, scan_offsets=det.scan_offsets)
         pulled: list[int] = []  # windows pulled from the stream when each model call ran
         real_infer = det.runner.infer
 
@@ -178,14 +188,17 @@ def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, syn
         finally:
             det.runner.infer = real_infer
     n = len(expected.windows)
-    assert n >= 3 and pulled == [min(2 * (i + 1), n) for i in range(len(pulled))]  # one batch held at a time
+    # one batch held at a time (the offset scan calls the model again on the same batch's shifted audio)
+    assert n >= 3 and sorted(set(pulled)) == [min(2 * (i + 1), n) for i in range((n + 1) // 2)]
+    assert pulled == sorted(pulled)
+    assert result.fake_prob_scan == pytest.approx(expected.fake_prob_scan, abs=1e-6)
     assert result.face_found is True and result.face_coverage == n  # face_info called after the last window
     assert result.fake_prob_max == pytest.approx(expected.fake_prob_max, abs=1e-6)
     assert result.fake_prob_mean == pytest.approx(expected.fake_prob_mean, abs=1e-6)
     assert [w.start_seconds for w in result.windows] == [w.start_seconds for w in expected.windows]
 
     def failing():
-        yield next(iter(open_windows(path, det.contract, face_crop=False)[1]))
+        yield next(iter(open_windows(path, det.contract, face_crop=False, scan_offsets=det.scan_offsets)[1]))
         raise DecodeError(path, "cut short")
 
     with Detector.load(model_files["onnx"], threads=1, face_crop=False) as det2:

@@ -140,7 +140,8 @@ def test_detector_threshold_comes_from_the_operating_point(genuine_folder, tmp_p
     calibrated = save_checkpoint(tmp_path / "cal" / "best.safetensors", create_student("tiny", pretrained=False), {})
     point = calibrate_checkpoint(calibrated, genuine_folder, splits=None, target_fpr=0.0, face_crop=False,
                                  progress=False)
-    for aggregate in ("max", "mean"):
+    assert set(point.thresholds) == {"max", "mean", "scan"}
+    for aggregate in ("max", "mean", "scan"):
         with Detector.load(calibrated, threads=1, face_crop=False, aggregate=aggregate) as det:
             r = det.detect(clip)
         assert r.threshold == point.threshold(aggregate) and r.threshold_source.startswith("operating point")
@@ -163,4 +164,7 @@ def test_scan_uses_the_operating_point_by_default(genuine_folder, tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     records = [r for r in records if "path" in r]
     assert len(records) == 3
-    assert all(r["threshold"] == round(point.threshold("max"), 6) and r["verdict"] == "real" for r in records)
+    # the scan decides as Detector does by default: the offset scan's P(fake) at the model's "scan" threshold
+    assert all(r["threshold"] == round(point.threshold("scan"), 6) and r["verdict"] == "real" for r in records)
+    assert all(r["aggregate"] == "scan" and r["offset_source"] == "offset scan" and 0.0 <= r["fake_prob_scan"] <= 1
+               for r in records)

@@ -138,7 +138,7 @@ def test_auc_threshold_and_offset_accuracy_on_hand_made_scores():
 
 def test_summarise_rows():
     def cs(mean, offset=0):
-        return rf.ConditionScore(mean=mean, max=mean + 0.1, offset=offset)
+        return rf.ConditionScore(scan=mean, mean=mean, max=mean + 0.1, offset=offset)
 
     clips = [
         {"original": cs(0.2), "delay200": cs(0.9, 5), "advance200": cs(0.8, -4), "delay80": cs(0.1, 0),
@@ -149,12 +149,13 @@ def test_summarise_rows():
     row = rf.summarise(clips, threshold=0.5)
     assert row["auc_delay200"] == 1.0 and row["auc_advance200"] == 1.0
     assert row["auc_delay80"] == 0.25 and row["auc_swap"] == 0.75
-    assert row["fpr"] == 0.5 and row["fpr_max"] == 0.5
+    assert row["fpr"] == 0.5 and row["fpr_max"] == 0.5 and row["fpr_mean"] == 0.5
     assert row["offset_acc_200"] == 0.75 and row["offset_acc_80"] == 0.5
     assert row["tpr_delay200"] == 1.0 and row["tpr_delay80"] == 0.5 and row["tpr_swap"] == 0.5
     # a model's operating point: one threshold per aggregate
-    row = rf.summarise(clips, threshold={"mean": 0.65, "max": 0.95})
-    assert (row["threshold"], row["threshold_max"]) == (0.65, 0.95)
+    row = rf.summarise(clips, threshold={"scan": 0.65, "mean": 0.1, "max": 0.95})
+    assert (row["threshold"], row["threshold_mean"], row["threshold_max"]) == (0.65, 0.1, 0.95)
+    assert row["fpr_mean"] == 1.0
     assert row["fpr"] == 0.0 and row["tpr_delay200"] == 1.0 and row["tpr_swap"] == 0.5
     assert row["fpr_max"] == 0.0 and row["tpr_delay200_max"] == 0.5 and row["tpr_delay80_max"] == 0.0
 
@@ -164,9 +165,14 @@ def test_model_threshold_follows_the_detector():
 
     from pinlite_edge.operating_point import fit_operating_point
 
-    point = fit_operating_point({"max": [0.7, 0.8], "mean": [0.55, 0.6]}, target_fpr=0.0, data="unit")
+    point = fit_operating_point({"max": [0.7, 0.8], "mean": [0.55, 0.6], "scan": [0.1, 0.6]}, target_fpr=0.0,
+                                data="unit")
     thr, source = rf.model_threshold(SimpleNamespace(operating_point=point), None)
     assert thr == point.thresholds and source.startswith("operating point")
+    # a point calibrated before the offset scan existed: its thresholds, and 0.5 (said) for the scan
+    old = fit_operating_point({"max": [0.7, 0.8], "mean": [0.55, 0.6]}, target_fpr=0.0, data="unit")
+    thr, source = rf.model_threshold(SimpleNamespace(operating_point=old), None)
+    assert thr == {**old.thresholds, "scan": 0.5} and "0.5 for scan" in source
     assert rf.model_threshold(SimpleNamespace(operating_point=point), 0.3) == (0.3, "--threshold")
     assert rf.model_threshold(SimpleNamespace(operating_point=None), None)[0] == 0.5
 

@@ -92,7 +92,8 @@ def test_scan_records_every_file_once_and_bad_files_with_errors(serial):
             assert r["error"] is None and r["verdict"] in ("real", "fake")
             assert 0.0 <= r["fake_prob_mean"] <= r["fake_prob_max"] <= 1.0
             assert r["windows"] == len(r["window_fake_probs"]) == len(r["window_starts"]) >= 1
-            assert -5 <= r["offset_frames"] <= 5
+            assert -6 <= r["offset_frames"] <= 6 and r["offset_source"] == "offset scan"  # the default scan's range
+            assert 0.0 <= r["fake_prob_scan"] <= 1.0 and r["aggregate"] == "scan"
             assert r["fake_prob_max"] == pytest.approx(max(r["window_fake_probs"]), abs=1e-6)
 
 
@@ -108,6 +109,7 @@ def test_scan_matches_the_detector_api(tree, model, serial):
             assert recs[name]["fake_prob_max"] == pytest.approx(res.fake_prob_max, abs=1e-5)
             assert recs[name]["fake_prob_mean"] == pytest.approx(res.fake_prob_mean, abs=1e-5)
             assert recs[name]["offset_frames"] == res.offset_frames
+            assert recs[name]["fake_prob_scan"] == pytest.approx(res.fake_prob_scan, abs=1e-5)
 
 
 def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):

@@ -31,7 +31,8 @@ from pinlite_edge.features.frames import normalise_frames, sample_indices
 from pinlite_edge.features.limits import DecodeLimits, check_stride, declared_bound
 from pinlite_edge.features.mfcc import compute_mfcc
 from pinlite_edge.features.streams import FramePlacer, MonoAudio
-from pinlite_edge.features.windows import PreparedClip, Window, audio_segment, window_starts
+from pinlite_edge.features.windows import (PreparedClip, Window, audio_segment, shift_samples, shifted_mfccs,
+                                           window_starts)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ def warn_on_degraded_audio(audio_seconds: float, video_seconds: float, peak: flo
 class Windower:
     """Cuts windows out of frames and samples that arrive in order, keeping only what later windows may read."""
 
-    def __init__(self, contract: InputContract, fps: float, stride_seconds: float | None, source: str):
+    def __init__(self, contract: InputContract, fps: float, stride_seconds: float | None, source: str,
+                 scan_offsets: tuple[int, ...] = ()):
         self.c = contract
+        #: offset scan: each window also carries the MFCCs of its audio shifted by these frames, so audio is kept
+        #: ``lead`` samples before a window and a window waits for ``lag`` samples after it
+        self.scan_offsets = scan_offsets
+        self.lead = shift_samples(max(0, -min(scan_offsets, default=0)), contract)
+        self.lag = shift_samples(max(0, max(scan_offsets, default=0)), contract)
         self.fps = fps
         self.stride = contract.window_seconds if stride_seconds is None else float(stride_seconds)
         self.source = source
@@ -115,7 +122,11 @@ class Windower:
             lo, hi = max(s0, self.abase), min(s0 + c.window_samples, self.abase + audio.size)
             if hi > lo:
                 seg[lo - s0:hi - s0] = audio[lo - self.abase:hi - self.abase]
-        return Window(frames=frames, mfcc=compute_mfcc(seg, c), start_seconds=float(start))
+        window = Window(frames=frames, mfcc=compute_mfcc(seg, c), start_seconds=float(start))
+        if self.scan_offsets:
+            window.mfcc_shifts, window.shifts_in_track = shifted_mfccs(
+                audio, s0, c, self.scan_offsets, window.mfcc, signal_start=self.abase, total_samples=a_total)
+        return window
 
     def _audio_array(self) -> np.ndarray:
         if len(self._audio) != 1:
@@ -131,8 +142,8 @@ class Windower:
             if start + c.window_seconds > have - 1e-6:
                 break
             idx = sample_indices(start, self.fps, self.kept_frames, c)
-            if int(idx.max()) >= self.kept_frames or int(round(start * c.sample_rate)) + c.window_samples > \
-                    self.kept_audio:
+            if int(idx.max()) >= self.kept_frames or int(round(start * c.sample_rate)) + c.window_samples + \
+                    self.lag > self.kept_audio:
                 break
             window = self._window(start, self.kept_frames, self.kept_audio)
             self.k += 1
@@ -152,7 +163,7 @@ class Windower:
             del self.frames[:f_lo - self.fbase]
             self.fbase = f_lo
             del self._new_at[:max(0, bisect.bisect_left(self._new_at, f_lo) - 1)]
-        a_lo = int(math.floor(keep_from * c.sample_rate)) - 2
+        a_lo = int(math.floor(keep_from * c.sample_rate)) - 2 - self.lead
         if a_lo > self.abase:
             audio = self._audio_array()
             self._audio = [audio[a_lo - self.abase:].copy()] if a_lo - self.abase < audio.size else []
@@ -220,13 +231,14 @@ class FileStream:
             yield from pairs
 
     # ------------------------------------------------------------------ the two modes
-    def windows(self, stride_seconds: float | None = None) -> Iterator[Window]:
-        """Every window of the clip, in order, cut while decoding (bounded memory)."""
+    def windows(self, stride_seconds: float | None = None, scan_offsets: tuple[int, ...] = ()) -> Iterator[Window]:
+        """Every window of the clip, in order, cut while decoding (bounded memory); ``scan_offsets``: each window
+        also carries its shifted-audio MFCCs (:mod:`pinlite_edge.offset_scan`)."""
         stride = check_stride(stride_seconds)
         windower: Windower | None = None
         for _ in self._decode():
             if windower is None and self.fps:
-                windower = Windower(self.contract, self.fps, stride, str(self.path))
+                windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets)
             if windower is not None:
                 for crop, count in self._placed():
                     windower.add_frame(crop, count)

@@ -137,19 +137,20 @@ def open_windows(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
     max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = DEFAULT_MAX_DURATION_S,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS, scan_offsets: tuple[int, ...] = (),
 ) -> tuple[FileStream, Iterator[Window]]:
     """Stream the windows of ``path`` in bounded memory: ``(stream, windows)``; iterate ``windows`` (each window is
     cut as soon as the file has been decoded past its end), then read ``stream.face_found`` / ``face_coverage``.
 
     The same windows as :func:`prepare_windows`; memory does not grow with the clip's length, so
     ``max_duration_s`` (default one hour) bounds time only. The decoding time limit does not count the time the
-    caller spends between windows. Raises :class:`DecodeError` naming the file (while iterating).
+    caller spends between windows. Raises :class:`DecodeError` naming the file (while iterating). ``scan_offsets``:
+    each window also carries the MFCCs of its audio shifted by those frames (:mod:`pinlite_edge.offset_scan`).
     """
     check_stride(stride_seconds)
     stream = _file_stream(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
                           max_side=max_side, max_duration_s=max_duration_s, max_pixels=max_pixels)
-    return stream, stream.windows(stride_seconds)
+    return stream, stream.windows(stride_seconds, scan_offsets)
 
 
 def featurise_arrays(

@@ -30,6 +30,11 @@ class Window:
     frames: np.ndarray
     mfcc: np.ndarray
     start_seconds: float
+    #: offset scan (:mod:`pinlite_edge.offset_scan`): float32 (len(offsets), mfcc_steps, num_mfcc), the MFCCs of the
+    #: window's audio read k video frames later for each scan offset k; None when no scan was asked for
+    mfcc_shifts: np.ndarray | None = None
+    #: every shifted read stayed inside the audio track (False for the first / last windows of a clip)
+    shifts_in_track: bool = True
 
 
 @dataclass
@@ -92,28 +97,60 @@ def audio_segment(audio: np.ndarray, start_sample: int, length: int) -> np.ndarr
     return out
 
 
+def shift_samples(offset_frames: int, contract: InputContract) -> int:
+    """Audio samples in ``offset_frames`` video frames of the contract (640 at 16 kHz and 25 fps)."""
+    return int(round(offset_frames * contract.sample_rate / contract.fps))
+
+
+def shifted_mfccs(signal: np.ndarray, start_sample: int, contract: InputContract, offsets: tuple[int, ...],
+                  base_mfcc: np.ndarray, *, signal_start: int = 0, total_samples: int | None = None
+                  ) -> tuple[np.ndarray, bool]:
+    """MFCCs of the window's audio read ``k`` frames later for each ``k`` of ``offsets`` (``k = 0`` is
+    ``base_mfcc``), each computed exactly as :func:`compute_mfcc` computes a window, and whether every read stayed
+    inside ``[0, total_samples)``. ``signal`` holds samples ``signal_start..``; reads outside it are zero-padded."""
+    total = signal_start + signal.shape[0] if total_samples is None else total_samples
+    out = np.empty((len(offsets), contract.mfcc_steps, contract.num_mfcc), np.float32)
+    inside = True
+    for i, k in enumerate(offsets):
+        if k == 0:
+            out[i] = base_mfcc
+            continue
+        s = start_sample + shift_samples(k, contract)
+        inside = inside and s >= 0 and s + contract.window_samples <= total
+        out[i] = compute_mfcc(audio_segment(signal, s - signal_start, contract.window_samples), contract)
+    return out, inside
+
+
 def window_at(clip: PreparedClip, contract: InputContract, start_seconds: float, *,
-              audio: np.ndarray | None = None, audio_start_seconds: float | None = None) -> Window:
-    """The window starting at ``start_seconds``; audio may come from another signal / another start (sync pairs)."""
+              audio: np.ndarray | None = None, audio_start_seconds: float | None = None,
+              scan_offsets: tuple[int, ...] = ()) -> Window:
+    """The window starting at ``start_seconds``; audio may come from another signal / another start (sync pairs).
+    ``scan_offsets`` (validated by :func:`pinlite_edge.offset_scan.check_scan_offsets`): also the MFCCs of the audio
+    shifted by each offset (``Window.mfcc_shifts``)."""
     idx = sample_indices(start_seconds, clip.fps, clip.frames.shape[0], contract)
     frames = normalise_frames(clip.frames[idx], contract)
     sig = clip.audio if audio is None else audio
     a_start = start_seconds if audio_start_seconds is None else audio_start_seconds
-    seg = audio_segment(sig, int(round(a_start * clip.sample_rate)), contract.window_samples)
-    return Window(frames=frames, mfcc=compute_mfcc(seg, contract), start_seconds=float(start_seconds))
+    s0 = int(round(a_start * clip.sample_rate))
+    mfcc = compute_mfcc(audio_segment(sig, s0, contract.window_samples), contract)
+    window = Window(frames=frames, mfcc=mfcc, start_seconds=float(start_seconds))
+    if scan_offsets:
+        window.mfcc_shifts, window.shifts_in_track = shifted_mfccs(sig, s0, contract, scan_offsets, mfcc)
+    return window
 
 
 def clip_windows(clip: PreparedClip, contract: InputContract, stride_seconds: float | None = None,
-                 *, source: str = "clip") -> list[Window]:
+                 *, source: str = "clip", scan_offsets: tuple[int, ...] = ()) -> list[Window]:
     """Every window of ``clip`` in a list; refused (:class:`InputError`) when the list would exceed
     :data:`~pinlite_edge.features.limits.MAX_WINDOW_BYTES` (stream with ``open_windows`` or use a larger stride)."""
     from pinlite_edge.features.limits import MAX_WINDOW_BYTES, check_stride
 
     check_stride(stride_seconds)
     starts = window_starts(clip.duration, contract, stride_seconds, fps=clip.fps, source=source)
-    per_window = 4 * (int(np.prod(contract.frames_shape())) + int(np.prod(contract.mfcc_shape())))
+    per_window = 4 * (int(np.prod(contract.frames_shape()))
+                      + int(np.prod(contract.mfcc_shape())) * max(1, len(scan_offsets)))
     if len(starts) * per_window > MAX_WINDOW_BYTES:
         raise InputError(f"{source}: {len(starts)} windows would need {len(starts) * per_window / 2**30:.1f} GiB "
                          f"(more than {MAX_WINDOW_BYTES / 2**30:.0f} GiB held at once); use a larger stride, or "
                          "pinlite_edge.features.open_windows / Detector.detect, which stream windows")
-    return [window_at(clip, contract, s) for s in starts]
+    return [window_at(clip, contract, s, scan_offsets=scan_offsets) for s in starts]
