@@ -11,6 +11,11 @@ speed and agreement against FP32):
   boundary (QuantizeLinear / DequantizeLinear over a full-size feature map, plus NHWC <-> NCHWc layout changes)
   costs more than the int8 convolutions there save.
 
+* the squeeze-and-excitation convolutions (``fc1``/``fc2``) run on globally pooled 1 x 1 maps: int8 saves no
+  arithmetic there, and each costs a QuantizeLinear / DequantizeLinear pair, two layout transposes and the FP32
+  Conv + HardSigmoid / Relu fusion (on the Intel Xeon of benchmarks/results/ort_int8_plan/: the same median time
+  float as int8, and the file 1% of FP32 smaller, as their int32 biases and bias scales give way to FP16 biases).
+
 Quantizing everything the SPEC allows made the INT8 model 40% *slower* than FP32; keeping these float made it faster.
 The rule is written for the MobileNetV3 frame backbone it was measured on; other backbones get no speed entries.
 TensorRT (GPU int8 depthwise kernels) and XNNPACK builds do not use it.
@@ -24,6 +29,8 @@ from pinlite_edge.export.plan import FloatEntry
 
 REASON_DEPTHWISE = ("speed (onnxruntime CPU): depthwise conv; onnxruntime's int8 depthwise kernels measured 2-3x "
                     "slower than its NCHWc FP32 ones")
+REASON_SE = ("speed (onnxruntime CPU): squeeze-and-excitation conv on a pooled 1 x 1 map; int8 saves no arithmetic "
+             "there and costs Q/DQ, layout transposes and the FP32 activation fusion")
 REASON_HIGH_RES = ("speed (onnxruntime CPU): early high-resolution stage (output stride <= {stride}); its int8 convs "
                    "do not repay the Q/DQ and layout conversions of full-size feature maps")
 #: Backbones the rule was measured on.
@@ -50,7 +57,8 @@ def stage_strides(backbone: nn.Sequential, frame_size: int) -> list[int]:
 
 def cpu_speed_entries(model: nn.Module, max_stride: int = 8) -> list[FloatEntry]:
     """Float entries (kind ``speed``) for the MobileNetV3 frame backbone: every stage whose output stride is at most
-    ``max_stride``, and every depthwise convolution of the later stages. Empty for other backbones."""
+    ``max_stride``, and every depthwise and squeeze-and-excitation convolution of the later stages. Empty for other
+    backbones."""
     config = getattr(model, "config", None)
     if config is None or config.backbone not in MEASURED_BACKBONES:
         return []
@@ -62,7 +70,18 @@ def cpu_speed_entries(model: nn.Module, max_stride: int = 8) -> list[FloatEntry]
         if stride <= max_stride:
             entries.append(FloatEntry(scope, REASON_HIGH_RES.format(stride=max_stride), "speed"))
             continue
+        se_convs = {f"{name}.{child}" for name, module in stage.named_modules() if _is_squeeze_excitation(module)
+                    for child in ("fc1", "fc2")}
         for name, module in stage.named_modules():
-            if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            if not isinstance(module, nn.Conv2d):
+                continue
+            if module.groups > 1 and module.groups == module.in_channels:
                 entries.append(FloatEntry(f"{scope}.{name}", REASON_DEPTHWISE, "speed", ops=("Conv",)))
+            elif name in se_convs:
+                entries.append(FloatEntry(f"{scope}.{name}", REASON_SE, "speed", ops=("Conv",)))
     return entries
+
+
+def _is_squeeze_excitation(module: nn.Module) -> bool:
+    """torchvision's SqueezeExcitation: an average pool and two 1 x 1 convolutions ``fc1`` / ``fc2``."""
+    return all(isinstance(getattr(module, n, None), nn.Conv2d) for n in ("fc1", "fc2")) and hasattr(module, "avgpool")

@@ -15,7 +15,9 @@ Which input is the weight, and which axis is its output channel:
   int8 only on request: ``weight_only="float+gru"`` / ``"gru"``).
 - ``Conv``: ``W (O, I, k...)``, axis 0.
 - ``MatMul`` with a 2-D initializer as input B ``(K, N)``: axis 1. ``Gemm`` input B: axis 0 if ``transB`` else 1.
-A weight shared with a node outside the chosen set is left alone.
+A weight shared with a node outside the chosen set is left alone. The added nodes get short names (``w8c<k>`` Cast,
+``w8m<k>`` Mul, ``w8r<k>`` Reshape: on the paper student the module-scoped names cost ~10 kB);
+:func:`weight_only_nodes` finds the rewritten nodes by structure (``Cast`` of an int8 initializer, then ``Mul``).
 """
 from __future__ import annotations
 
@@ -105,18 +107,19 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
             axis = 0 if t.lead_axes else t.axis
             q, scale = quantize_weight(stored, axis)
             base = f"{node.name}/W{t.input_index}{SUFFIX}"
+            k = len(done)
             out = base + "_dequantized"
             g.initializer.append(numpy_helper.from_array(q, base + "_quantized"))
             bshape = [1] * stored.ndim
             bshape[axis] = -1
             g.initializer.append(numpy_helper.from_array(scale.reshape(bshape), base + "_scale"))
-            inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=base + "_Cast",
+            inserted += [helper.make_node("Cast", [base + "_quantized"], [base + "_float"], name=f"w8c{k}",
                                           to=TensorProto.FLOAT),
-                         helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=base + "_Mul")]
+                         helper.make_node("Mul", [base + "_float", base + "_scale"], [out], name=f"w8m{k}")]
             if t.lead_axes:
                 g.initializer.append(numpy_helper.from_array(np.asarray(w.shape, dtype=np.int64), base + "_shape"))
                 inserted.append(helper.make_node("Reshape", [out, base + "_shape"], [base + "_reshaped"],
-                                                 name=base + "_Reshape"))
+                                                 name=f"w8r{k}"))
                 out = base + "_reshaped"
             done[name] = out
             node.input[t.input_index] = out
@@ -135,15 +138,18 @@ def store_weights_int8(model: onnx.ModelProto, node_names: Iterable[str],
 
 
 def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only ``Cast * scale``."""
+    """Names of the nodes whose weight input comes (possibly via Reshape) from an int8 weight-only ``Cast * scale``
+    (a ``Mul`` whose first input is a ``Cast`` of an int8 initializer)."""
     producers = {o: n for n in model.graph.node for o in n.output}
+    int8 = {i.name for i in model.graph.initializer if i.data_type == TensorProto.INT8}
     out = []
     for n in model.graph.node:
         for i in n.input[1:3]:
             p = producers.get(i)
             if p is not None and p.op_type == "Reshape":
                 p = producers.get(p.input[0])
-            if p is not None and p.op_type == "Mul" and p.name.endswith(SUFFIX + "_Mul"):
+            cast = producers.get(p.input[0]) if p is not None and p.op_type == "Mul" else None
+            if cast is not None and cast.op_type == "Cast" and cast.input[0] in int8:
                 out.append(n.name)
                 break
     return out
