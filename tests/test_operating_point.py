@@ -36,6 +36,17 @@ def test_threshold_refuses_bad_input(scores, fpr):
         threshold_at_fpr(scores, fpr)
 
 
+def test_scan_threshold_is_the_calibration_quantile_without_the_half_floor():
+    """The scan's score has no 50% point: its threshold sits just above the genuine clips that must pass, even
+    below 0.5; the window aggregates keep the 0.5 floor; an unknown aggregate is refused."""
+    point = fit_operating_point({"scan": [0.0, 0.0, 0.05, 0.2], "max": [0.1, 0.2, 0.3, 0.4]}, target_fpr=0.0,
+                                data="unit")
+    assert 0.2 < point.threshold("scan") < 0.2001 and point.threshold("max") == 0.5
+    assert point.fpr_at_threshold["scan"] == 0.0 and point.fpr_at_default["scan"] == 0.0
+    with pytest.raises(InputError, match="unknown aggregate"):
+        fit_operating_point({"median": [0.1]}, data="unit")
+
+
 def test_fit_reports_fpr_before_and_after():
     point = fit_operating_point({"max": [0.8, 0.7, 0.6, 0.55], "mean": [0.45, 0.5, 0.52, 0.4]}, target_fpr=0.0,
                                 data="unit test")
@@ -74,7 +85,7 @@ def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, t
                  "--no-face-crop"]) == 0
     record = read_record(ckpt)
     point = OperatingPoint.from_dict(record["operating_point"])
-    assert point.clips == 3 and point.fpr_at_threshold == {"max": 0.0, "mean": 0.0}
+    assert point.clips == 3 and point.fpr_at_threshold == {"max": 0.0, "mean": 0.0, "scan": 0.0}
     assert record["epoch"] == 3  # the rest of the record is kept
     after, _ = load_checkpoint(ckpt)
     for (k, a), b in zip(before.state_dict().items(), after.state_dict().values()):

@@ -2,8 +2,10 @@
 
 A video is scored the way an app scores it, through the SDK's own path: :class:`pinlite_edge.detector.Detector`
 (``detect(path)``: one PyAV decode pass, face track + mouth crop, resampling, MFCC, windows, then the model on every
-window). Per video the bench also times the featurisation alone (``pinlite_edge.features.prepare_windows``, shared
-by every model) and the model alone on those windows (``Detector.score_windows``). The real-time factor is
+window and, as Detector does by default, on every window's shifted audio for the offset scan: 7 model calls per
+window, :mod:`pinlite_edge.offset_scan`). Per video the bench also times the featurisation alone
+(``pinlite_edge.features.prepare_windows`` with the scan's shifted MFCCs, shared by every model) and the model alone
+on those windows (``Detector.score_windows``, scan included). The real-time factor is
 end-to-end time / video duration (below 1: faster than real time). One untimed featurisation of the first video
 warms the decoder and loads the face detector first; the models are warm from the latency pass.
 
@@ -93,7 +95,7 @@ def measure_end_to_end(runners: Sequence[BaseRunner], videos: Videos, contract: 
     durations, featurise, per_runner = [], [], [{"model_s": [], "e2e_s": [], "rtf": []} for _ in runners]
     for path in videos.paths:
         t0 = time.perf_counter()
-        clip, windows = prepare_windows(path, contract)
+        clip, windows = prepare_windows(path, contract, scan_offsets=detectors[0].scan_offsets if detectors else ())
         featurise.append(time.perf_counter() - t0)
         durations.append(clip.duration)
         for det, acc in zip(detectors, per_runner):

@@ -170,15 +170,16 @@ def prepare_windows(
     path: str | Path, contract: InputContract, *, face_crop: bool = True, stride_seconds: float | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S, face_config: FaceCropConfig | None = None,
     max_side: int | None = CROP_SOURCE_MAX_SIDE, max_duration_s: float = WHOLE_CLIP_MAX_DURATION_S,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS, scan_offsets: tuple[int, ...] = (),
 ) -> tuple[PreparedClip, list[Window]]:
     """:func:`prepare_file` and the windows cut from it (callers that report ``face_found`` / ``face_coverage``).
-    Holds the whole clip and all its windows; :func:`open_windows` streams them."""
+    Holds the whole clip and all its windows; :func:`open_windows` streams them. ``scan_offsets``: as for
+    :func:`open_windows`."""
     check_stride(stride_seconds)
     clip = prepare_file(path, contract, face_crop=face_crop, face_config=face_config, timeout_s=timeout_s,
                         max_side=max_side, max_duration_s=max_duration_s, max_pixels=max_pixels)
     try:
-        return clip, clip_windows(clip, contract, stride_seconds, source=str(path))
+        return clip, clip_windows(clip, contract, stride_seconds, source=str(path), scan_offsets=scan_offsets)
     except InputError as exc:
         raise DecodeError(path, str(exc)) from None
 
