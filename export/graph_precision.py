@@ -6,7 +6,9 @@ walks an ONNX graph (the artefact itself, or the graph onnxruntime runs after it
 
 * ``compute``: ``fp32`` / ``fp16`` / ``bf16`` (float math in that type), ``int8`` (an integer kernel: ``QLinearConv``,
   ``MatMulIntegerToFloat``, ``MatMulNBits`` with ``accuracy_level`` 4, or a Conv/MatMul/Gemm whose every non-constant
-  input and weight arrive through DequantizeLinear -- the QDQ unit a runtime fuses into an int8 kernel),
+  input and weight arrive through DequantizeLinear -- the QDQ unit a runtime fuses into an int8 kernel -- unless the
+  graph is one onnxruntime already optimized (it holds its fused or integer kernels): a QDQ unit it left unfused
+  there runs FP32 on the dequantized, int8-rounded inputs and is reported as such),
   ``quantize`` / ``dequantize`` / ``cast`` (conversions); nodes with no float tensor (shape arithmetic) are left
   out;
 * ``quantized_inputs``: input positions fed by an *activation* DequantizeLinear (the tensor was rounded to int8);
@@ -45,6 +47,8 @@ BASE_OP = {"FusedMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul", "QLinearMa
            "QLinearConv": "Conv", "FusedConv": "Conv", "ConvInteger": "Conv", "QGemm": "Gemm", "FusedGemm": "Gemm",
            "QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearSoftmax": "Softmax"}
 _QDQ_UNIT_OPS = frozenset({"Conv", "MatMul", "Gemm"})
+#: Kernels only onnxruntime's optimizer writes (their presence marks an optimized graph).
+_ORT_FUSED = frozenset({"FusedConv", "FusedMatMul", "FusedGemm", "NhwcConv", "QuickGelu", "BiasGelu"})
 _CONST_PASS = frozenset({"DequantizeLinear", "Cast", "Reshape", "Mul", "Transpose", "Identity", "Unsqueeze",
                          "Squeeze", "Gather", "Concat", "Div"})
 
@@ -168,6 +172,9 @@ def onnx_node_precisions(model) -> list[NodePrecision]:
         p = producers.get(t)
         return p is not None and p.op_type == "DequantizeLinear"
 
+    # A graph holding onnxruntime's fused / integer kernels has had its QDQ fusions: what it left unfused runs float.
+    runtime_fused = any(n.op_type in INT8_OPS or n.op_type in _ORT_FUSED or n.domain == "com.microsoft"
+                        for n in g.node)
     out = []
     for n in g.node:
         op = n.op_type
@@ -193,7 +200,7 @@ def onnx_node_precisions(model) -> list[NodePrecision]:
             compute = "dequantize"
         elif op == "Cast":
             compute = "cast"
-        elif op in _QDQ_UNIT_OPS and q_inputs and all(from_dq(i) for i in n.input[:2] if i):
+        elif op in _QDQ_UNIT_OPS and q_inputs and all(from_dq(i) for i in n.input[:2] if i) and not runtime_fused:
             compute = "int8"  # QDQ unit: activation and weight (or both operands) through DequantizeLinear
         elif float_in or float_out:
             dtypes = set(float_in or float_out)
