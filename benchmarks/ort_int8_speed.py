@@ -7,6 +7,9 @@ ONNX and as INT8 ONNX in two variants -- the default (GRU weights FP32, as the S
 them in turns on one batch-1 input (1 thread, each turn one untimed call then ``--block`` timed ones), computes the
 quantization EPS (SPEC §4, INT8 attention vs FP32 attention) and FP32/INT8 agreement on ``--clips`` synthetic clips,
 and reads from each manifest the protected-path facts of ``graph_precision`` and onnxruntime's int8/float kernels.
+Then it breaks the default INT8 file down byte by byte (:func:`size_breakdown`): every initializer by the module it
+belongs to (GRU, frame-encoder convs by kind, attention projections, FFN, heads, positional tables, ...), its role
+(weight, bias, scale, zero point, table) and stored type, plus the graph's own bytes (nodes, names, attributes).
 
     python benchmarks/ort_int8_speed.py [--iters 60] [--clips 64]
 
@@ -54,6 +57,147 @@ def build(art: Path, seed: int, checkpoint: Path | None, calib_size: int) -> lis
                            sensitivity=False, **opts)
         out.append((label, res.artifact, read_manifest(res.artifact).to_dict()))
     return out
+
+
+#: Nodes the exporter adds around a constant (storage conversions) and walks through to the layer that uses it.
+_STORAGE_OPS = ("Cast", "Mul", "Reshape", "DequantizeLinear")
+_DTYPES = {1: "fp32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 10: "fp16"}
+
+
+def _module_group(node: Any) -> str:
+    """Which part of the student a node belongs to, from its module-scoped name (``/model/blocks.1/ffn/...``)."""
+    import re
+
+    name = node.name if node is not None else ""
+    if "/gru/" in name:
+        return "GRU (protected, FP32)"
+    if "/backbone" in name:
+        if node.op_type != "Conv":
+            return "frame backbone: other"
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if "/fc1/" in name or "/fc2/" in name:
+            return "frame convs: squeeze-excitation"
+        if re.search(r"backbone\.0/", name):
+            return "frame convs: stem"
+        return "frame convs: depthwise" if group > 1 else "frame convs: pointwise"
+    for key, label in (("frame_encoder/proj", "frame projection"), ("audio_encoder/convs", "audio convs"),
+                       ("audio_encoder/proj", "audio projection"), ("/ffn/", "FFN"), ("_head/", "heads"),
+                       ("norm", "norms")):
+        if key in name:
+            return label
+    if re.search(r"attn/(q|k|v|out)_proj", name):
+        return "attention projections"
+    if "/attn/" in name:
+        return "attention scores (protected)"
+    if re.search(r"^/model/Add(_\d+)?$", name):
+        return "positional tables"
+    return "other"
+
+
+def size_breakdown(path: Path) -> dict[str, Any]:
+    """Bytes of the ONNX file at ``path`` by (module group, role, stored dtype): each initializer is followed through
+    the storage nodes in front of it (Cast, Cast * scale, DequantizeLinear) to the layer that uses it."""
+    import collections
+
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list[tuple[Any, int]]] = collections.defaultdict(list)
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            consumers[i].append((n, k))
+
+    def layer(t: str, depth: int = 0) -> tuple[Any, int]:
+        """The first non-storage node that ``t`` reaches, and the input slot there."""
+        for n, k in consumers.get(t, []):
+            if n.op_type in _STORAGE_OPS and not n.name.startswith("/model/") and depth < 6:
+                return layer(n.output[0], depth + 1)
+            return n, k
+        return None, -1
+
+    producers = {o: n for n in g.node for o in n.output}
+
+    def constant(t: str, depth: int = 0) -> bool:
+        p = producers.get(t)
+        return t in inits or (p is not None and p.op_type in _STORAGE_OPS and depth < 6
+                              and all(constant(i, depth + 1) for i in p.input if i))
+
+    def role(name: str) -> tuple[str, Any]:
+        uses = consumers.get(name, [])
+        if not uses:
+            return "unused", None
+        n, k = uses[0]
+        if n.op_type == "QuantizeLinear" or (n.op_type == "DequantizeLinear" and not constant(n.input[0])):
+            return "activation scale / zero point", n
+        if n.op_type == "Cast" and not n.name.startswith("/model/"):
+            return role_of_output(n.output[0], name)
+        if n.op_type == "DequantizeLinear":
+            target, slot = layer(n.output[0])
+            what = "bias" if slot == 2 else "weight"
+            return {0: what, 1: f"{what} scale", 2: f"{what} zero point"}[k], target
+        if n.op_type == "Mul" and not n.name.startswith("/model/"):
+            if all(i in inits for i in n.input):  # bias scale = activation scale x weight scale
+                target, _ = layer(n.output[0])
+                return "bias scale factor (shared)", target
+            target, slot = layer(n.output[0])
+            base = "table" if target is not None and target.op_type == "Add" else "weight"
+            return (f"{base} scale (int8 storage)" if k == 1 else f"{base} (int8 storage)"), target
+        if n.op_type == "Reshape" and k == 1 and not n.name.startswith("/model/"):
+            return "shape", layer(n.output[0])[0]
+        if n.op_type in ("Conv", "Gemm", "MatMul"):
+            return {1: "weight", 2: "bias"}.get(k, "other"), n
+        if n.op_type == "GRU":
+            return {1: "weight W", 2: "weight R", 3: "bias"}.get(k, "other"), n
+        if n.op_type == "LayerNormalization":
+            return "norm scale / bias", n
+        if n.op_type == "Add":
+            return "bias / table (Add)", n
+        return f"constant ({n.op_type})", n
+
+    def role_of_output(out: str, name: str) -> tuple[str, Any]:
+        saved = consumers.get(name)
+        consumers[name] = consumers.get(out, [])
+        try:
+            return role(name)
+        finally:
+            consumers[name] = saved
+
+    rows: dict[tuple[str, str, str], int] = collections.Counter()
+    for name, init in inits.items():
+        what, node = role(name)
+        group = "activation quantization" if what.startswith("activation") else _module_group(node)
+        rows[(group, what, _DTYPES.get(init.data_type, str(init.data_type)))] += len(init.SerializeToString())
+    constants = sum(len(n.SerializeToString()) for n in g.node if n.op_type == "Constant")
+    nodes = sum(len(n.SerializeToString()) for n in g.node) - constants
+    total = path.stat().st_size
+    rows[("graph", "Constant nodes", "-")] += constants
+    rows[("graph", f"{len(g.node)} nodes (names, inputs, attributes)", "-")] += nodes
+    rows[("graph", "model header, inputs/outputs", "-")] += total - sum(rows.values())
+    table = [{"group": k[0], "role": k[1], "dtype": k[2], "bytes": v} for k, v in
+             sorted(rows.items(), key=lambda kv: -kv[1])]
+    groups = collections.Counter()
+    for r in table:
+        groups[r["group"]] += r["bytes"]
+    return {"file_bytes": total, "rows": table, "groups": dict(groups.most_common())}
+
+
+def _breakdown_markdown(bd: dict[str, Any], fp32_bytes: int) -> list[str]:
+    total = bd["file_bytes"]
+    lines = ["", f"## Where the default INT8 file's {total / 1e6:.3f} MB go", "",
+             "Every initializer followed to the layer that uses it (through its Cast / Cast * scale / DequantizeLinear "
+             "storage nodes), by module and role, plus the graph's own bytes. Share = of the INT8 file; the last "
+             "column is the same bytes as a share of the FP32 file.", "",
+             "| module | bytes | share | of FP32 |", "|---|---|---|---|"]
+    lines += [f"| {g} | {b:,} | {b / total:.1%} | {b / fp32_bytes:.2%} |" for g, b in bd["groups"].items()]
+    lines += ["", "| module | role | stored as | bytes |", "|---|---|---|---|"]
+    lines += [f"| {r['group']} | {r['role']} | {r['dtype']} | {r['bytes']:,} |" for r in bd["rows"]
+              if r["bytes"] >= 500]
+    small = [r for r in bd["rows"] if r["bytes"] < 500]
+    if small:
+        lines.append(f"| (other {len(small)} rows) | | | {sum(r['bytes'] for r in small):,} |")
+    return lines
 
 
 def _outputs(path: Path, frames: np.ndarray, mfcc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                 "violations": {k: g["violations"] for k, g in graphs.items()},
             })
         rows.append(row)
+    breakdown = size_breakdown(entries[1][1])
     result = {"iters": args.iters, "block": args.block, "threads": 1, "weights": str(args.checkpoint or "random"),
-              "rows": rows}
+              "rows": rows, "default_int8_size_breakdown": breakdown}
     lines = ["# onnxruntime INT8 of the paper student with the fixed precision plan", "",
              f"Batch 1, 1 thread, {args.iters} timed calls per model in turns (1 untimed + {args.block} timed); "
              f"load average {record['machine'].get('load_average_1m')} at start. Weights: "
@@ -168,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{(default['artifact_bytes'] - gru_int8['artifact_bytes']) / 1e6:.2f} MB "
               f"({(default['size_vs_fp32'] - gru_int8['size_vs_fp32']) * 100:.1f} points of FP32 size), "
               f"{default['median_ms'] - gru_int8['median_ms']:+.2f} ms median"]
+    lines += _breakdown_markdown(breakdown, fp32_bytes)
     json_path, md_path = write_result(record, result, "\n".join(lines) + "\n", args.results_dir)
     print("\n".join(lines))
     _say(f"wrote {json_path} and {md_path}")

@@ -320,3 +320,61 @@ def test_uint8_activations_get_7bit_weights_unless_full_range(student, cal, int8
                              reduce_range=False)
     assert full.extra["reduce_range"] is False
     assert max(_static_weight_ranges(full.artifact, set(full.plan.float_onnx_nodes()))) > 64
+
+
+def test_onnxruntime_shrink_pass_keeps_kernels_and_numbers(student, cal, int8, tmp_path, monkeypatch):
+    """The onnxruntime-only size pass (onnx_compact.shrink_for_onnxruntime) makes the file smaller without changing
+    which kernels onnxruntime runs, and moves the outputs by FP16 rounding of scales / biases only."""
+    import pinlite_edge.export.onnx_compact as compact
+
+    monkeypatch.setattr(compact, "drop_weight_zero_points", lambda model: {})  # the pass off
+    plain = export_from_model(student, "onnx-int8", tmp_path, calibration=cal, calib_size=8, sensitivity_size=4,
+                              keep_float=2)
+    assert plain.plan.float_modules == int8.plan.float_modules
+    assert int8.extra["fp16_stored_constants"] > 0 and int8.extra["dropped_weight_zero_points"] > 0
+    assert int8.extra["bias_scales_as_products"] > 0 and int8.extra["constants_as_initializers"] > 0
+    assert int8.artifact.stat().st_size < 0.95 * plain.artifact.stat().st_size
+    assert int8.extra["ort_cpu_kernels"] == plain.extra["ort_cpu_kernels"]
+    frames, mfcc = cal.frames[:4], cal.mfcc[:4]
+    small, ref = _run(int8.artifact, frames, mfcc), _run(plain.artifact, frames, mfcc)
+    assert np.abs(small[0] - ref[0]).max() < 0.05 and np.abs(small[2] - ref[2]).max() < 5e-3
+
+
+def test_protected_constants_are_never_stored_in_lower_precision(int8):
+    """GRU inputs, the score path (scaling, relative-position table) and the q/k projections feeding a score MatMul
+    keep FP32 initializers after the shrink pass."""
+    from pinlite_edge.export.onnx_compact import attention_score_nodes
+
+    m = onnx.load(str(int8.artifact))
+    inits = {i.name: i for i in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    protected = attention_score_nodes(m.graph)
+    assert {n.op_type for n in m.graph.node if n.name in protected} >= {"GRU", "Softmax", "MatMul", "Add", "Mul"}
+    for n in m.graph.node:
+        if n.name not in protected:
+            continue
+        for i in n.input:
+            p = producers.get(i)
+            if p is not None and p.op_type == "Cast" and p.input[0] in inits:
+                assert inits[p.input[0]].data_type == onnx.TensorProto.FLOAT, (n.name, i)
+            if i in inits:
+                assert inits[i].data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), (n.name, i)
+
+
+@pytest.mark.timeout(300)
+def test_paper_int8_is_at_most_35_percent_of_fp32(tmp_path):
+    """#14 size target on the paper preset: the default INT8 ONNX (GRU weights FP32) <= 35% of the FP32 ONNX.
+    Random weights: the file's bytes do not depend on the values (a trained-like checkpoint measured 34.87% vs 34.84%)."""
+    from pinlite_edge.export.calibration import from_arrays
+    from pinlite_edge.models import create_student
+    from pinlite_edge.models.inputs import example_inputs
+
+    torch.manual_seed(0)
+    model = create_student("paper", pretrained=False).eval()
+    frames, mfcc = example_inputs(model, 2, seed=0)
+    cal = from_arrays(frames.numpy(), mfcc.numpy())
+    fp32 = export_from_model(model, "onnx", tmp_path / "fp32").artifact
+    res = export_from_model(model, "onnx-int8", tmp_path / "int8", calibration=cal, calib_size=2, sensitivity=False)
+    ratio = res.artifact.stat().st_size / fp32.stat().st_size
+    assert ratio <= 0.35, f"INT8 ONNX is {ratio:.2%} of FP32"
+    assert next(e for e in res.plan.float_layers if e.kind == "gru").weight_storage == "float"
