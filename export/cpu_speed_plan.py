@@ -9,23 +9,20 @@ speed and agreement against FP32):
   (e.g. 88 channels at 16 x 16: 0.32 ms int8 against 0.14 ms FP32);
 * the 3-channel stem was slower in int8 than in FP32, and in the early high-resolution stages every float <-> int8
   boundary (QuantizeLinear / DequantizeLinear over a full-size feature map, plus NHWC <-> NCHWc layout changes)
-  costs more than the int8 convolutions there save.
-
+  costs more than the int8 convolutions there save;
 * the squeeze-and-excitation convolutions (``fc1``/``fc2``) run on globally pooled 1 x 1 maps: int8 saves no
   arithmetic there, and each costs a QuantizeLinear / DequantizeLinear pair, two layout transposes and the FP32
   Conv + HardSigmoid / Relu fusion (on the Intel Xeon of benchmarks/results/ort_int8_plan/: the same median time
-  float as int8, and the file 1% of FP32 smaller, as their int32 biases and bias scales give way to FP16 biases).
-
+  float as int8, and the file 26 kB (0.4 points of FP32 size) smaller: their int32 biases, bias scales and zero points
+  give way to plain biases);
 * a pointwise convolution followed by HardSwish (the expand convs of the HardSwish stages, the last 1 x 1 conv):
   onnxruntime has no int8 HardSwish and does not fuse it into QLinearConv, so the int8 output is transposed back to
   NCHW, dequantized and run through HardSigmoid + Mul (~0.9 ms on the paper student), where the FP32 NCHWc conv fuses
   the HardSwish; float, they made the model 2-4% faster (the plan that keeps them int8 measured 0.97-0.99x of FP32,
-  this one 1.01-1.04x, in turns on the same loaded machine).
-
+  this one 1.01-1.05x, in turns on the same loaded machine);
 * with those float, the projection conv of a block without a residual connection (stride 2 or a channel change)
   feeds a float conv directly: its output gets no QuantizeLinear, so onnxruntime cannot fuse it into QLinearConv and
-  would run it FP32 on int8-rounded inputs -- it is kept float (int8 weight storage) instead.
-
+  would run it FP32 on int8-rounded inputs -- it is kept float (int8 weight storage) instead;
 * outside the backbone, a Linear layer applied to a 2-D input (exported as ``Gemm``: the frame projection of the pooled
   backbone features, the classification / offset heads) whose output is not quantized again: onnxruntime 1.32 leaves
   that DequantizeLinear -> Gemm unfused (FP32 on int8-rounded inputs, the weight dequantized on every call), so it is
@@ -48,8 +45,9 @@ REASON_SE = ("speed (onnxruntime CPU): squeeze-and-excitation conv on a pooled 1
              "there and costs Q/DQ, layout transposes and the FP32 activation fusion")
 REASON_HARDSWISH = ("speed (onnxruntime CPU): pointwise conv followed by HardSwish; onnxruntime has no int8 HardSwish "
                     "and runs it unfused after a dequantize and a layout transpose, the FP32 conv fuses it")
-REASON_NO_RESIDUAL = ("speed (onnxruntime CPU): projection conv of a block without a residual connection; its output "
-                      "feeds a float conv, so onnxruntime cannot fuse it into an int8 kernel (no output QuantizeLinear)")
+REASON_NO_RESIDUAL = ("speed (onnxruntime CPU): projection conv of a block without a residual connection; its "
+                      "output feeds a float conv, so onnxruntime cannot fuse it into an int8 kernel (no output "
+                      "QuantizeLinear)")
 REASON_GEMM = ("speed (onnxruntime CPU): Linear on a 2-D input (ONNX Gemm) with a float consumer; onnxruntime leaves "
                "DequantizeLinear -> Gemm unfused (FP32 on int8-rounded inputs)")
 REASON_HIGH_RES = ("speed (onnxruntime CPU): early high-resolution stage (output stride <= {stride}); its int8 convs "

@@ -3,21 +3,32 @@
 On the tiny student, ``quantize_static`` output is ~40% names and shape annotations: every activation gets a
 ``_QuantizeLinear_Output`` / ``_DequantizeLinear_Output`` tensor named after the original (long, module-scoped)
 tensor, each with scale and zero-point initializers named the same way, plus a ``value_info`` entry per tensor.
-This pass renames every *tensor* except the graph inputs/outputs to a short (base-36) id and drops ``value_info`` (onnxruntime
-and TensorRT infer shapes themselves). Node names of the original graph are kept -- the precision plan refers to
-them -- and only the Q/DQ nodes added by the quantizer get short names. The computation is unchanged.
+This pass renames every *tensor* except the graph inputs/outputs to a short (base-36) id and drops ``value_info``
+(onnxruntime and TensorRT infer shapes themselves). Node names of the original graph are kept -- the precision plan
+refers to them -- and only the Q/DQ nodes added by the quantizer get short names. The computation is unchanged.
 
 :func:`shrink_for_onnxruntime` (onnxruntime artefacts only; ``drop_weight_zero_points`` is the name its caller uses)
-removes the all-zero ``zero_point`` input of every ``DequantizeLinear`` on an int8 weight or int32 bias initializer
-(optional since opset 13; the type comes from the data) and stores the small FP32 constants that only scale or shift a
-layer -- per-channel quantization scales, the biases and scales of weight-only layers, LayerNorm parameters, the
-additive bias / positional tables of ``Add`` nodes -- as FP16 behind a ``Cast`` to FP32
-(:func:`store_constants_fp16`). onnxruntime constant-folds those Casts when it loads the model (before its QDQ
-fusions), so every node still computes in FP32 from FP32 constants; only the file shrinks. Constants of the
-protected attention path (the GRU's inputs, anything between a score MatMul and its Softmax, the q/k projections that
-feed a score MatMul) are never touched, and a constant that FP16 cannot hold to 1e-3 relative (per value for scales,
-of the tensor's largest value for biases and tables) stays FP32. TensorRT builds skip this pass: some TensorRT parsers
-require all three DequantizeLinear inputs.
+takes out the bytes that are neither weights nor the protected path, in place and without changing what any node
+computes beyond the FP16 / int8 storage rounding of some constants:
+
+* all-zero ``zero_point`` inputs of ``DequantizeLinear`` on int8 weights and int32 biases (optional since opset 13);
+* attributes that spell out the ONNX default, and ``Constant`` nodes (outside attention modules, whose constants the
+  precision plan lists by node name) as initializers;
+* each int32 bias's per-channel scale, when it is exactly activation scale x weight scale (as the quantizer defines
+  it), as a ``Mul`` of those two instead of a stored copy; int32 biases whose values fit int16 stored int16 + ``Cast``
+  (lossless);
+* additive tables of rank >= 2 (the positional embeddings) stored int8 per row behind ``Cast * scale``, like
+  weight-only layers (:func:`store_tables_int8`);
+* the small FP32 constants that only scale or shift a layer -- per-channel quantization scales, the biases and scales
+  of weight-only layers, LayerNorm parameters, Linear biases -- stored FP16 behind a ``Cast`` to FP32
+  (:func:`store_constants_fp16`) when FP16 holds them to 1e-3 (per value for scales, of the tensor's largest value
+  for biases and tables).
+
+onnxruntime constant-folds those Casts and Muls of constants when it loads the model, before its QDQ fusions, so every
+node still computes in FP32 from FP32 constants (or int8 in the same fused kernels); only the file shrinks. Constants
+of the protected attention path (:func:`attention_score_nodes`: the GRU's inputs, anything between a score MatMul and
+its Softmax, the q/k projections that feed a score MatMul) are never touched. TensorRT builds skip this pass: some
+TensorRT parsers require all three DequantizeLinear inputs.
 """
 from __future__ import annotations
 
@@ -26,7 +37,6 @@ import itertools
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
 
 
 def _base36(i: int) -> str:
@@ -79,8 +89,8 @@ _PASS = frozenset({"Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squ
 
 
 def shrink_for_onnxruntime(model: onnx.ModelProto) -> dict[str, int]:
-    """The onnxruntime-only size pass, in place: drop all-zero weight/bias zero points, then FP16 storage of the
-    small scaling/shifting constants (see the module doc). Returns counts and bytes for the manifest."""
+    """The onnxruntime-only size pass, in place (the steps are listed in the module doc). Returns counts and bytes
+    for the manifest."""
     info = _drop_zero_points(model)
     info.update(drop_default_attributes(model))
     info.update(constants_as_initializers(model))
