@@ -21,6 +21,7 @@ from pinlite_edge.data.synthetic import write_clip_video  # noqa: E402
 from pinlite_edge.errors import InputError  # noqa: E402
 from pinlite_edge.features.mfcc import compute_mfcc  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, audio_segment, window_at  # noqa: E402
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 from pinlite_edge.utils.hashing import sha256_file  # noqa: E402
 
 from conftest import GRID_DIR  # noqa: E402
@@ -229,8 +230,11 @@ def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
             assert set(conds) == set(rf.CONDITIONS)
             assert len(conds["original"]["window_scores"]) == clip["num_windows"] >= 2
             if method == "tiny":
-                assert all(0.0 <= conds[k]["mean"] <= 1.0 for k in conds)
-                assert -5 <= conds["original"]["offset"] <= 5
+                assert all(0.0 <= conds[k]["mean"] <= 1.0 and 0.0 <= conds[k]["scan"] <= 1.0 for k in conds)
+                # the clip offset is the offset scan's best shift (as Detector gives); the offset head's is beside it
+                assert conds["original"]["offset"] in DEFAULT_SCAN_OFFSETS
+                assert set(conds["original"]["scan_curve"]) == {str(k) for k in DEFAULT_SCAN_OFFSETS}
+                assert -5 <= conds["original"]["offset_head"] <= 5
     md = json_path.with_suffix(".md").read_text()
     assert "| method | AUC delay200 | AUC advance200 | AUC delay80 | AUC swap |" in md
     assert "| tiny |" in md and f"| {rf.BASELINE_NAME} |" in md
