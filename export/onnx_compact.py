@@ -7,7 +7,7 @@ This pass renames every *tensor* except the graph inputs/outputs to a short (bas
 (onnxruntime and TensorRT infer shapes themselves). Node names of the original graph are kept -- the precision plan
 refers to them -- and only the Q/DQ nodes added by the quantizer get short names. The computation is unchanged.
 
-:func:`shrink_for_onnxruntime` (onnxruntime artefacts only; ``drop_weight_zero_points`` is the name its caller uses)
+:func:`shrink_for_onnxruntime` (onnxruntime artefacts only; called by ``onnx_formats._compact``)
 takes out the bytes that are neither weights nor the protected path, in place and without changing what any node
 computes beyond the FP16 / int8 storage rounding of some constants:
 
@@ -100,11 +100,6 @@ def shrink_for_onnxruntime(model: onnx.ModelProto) -> dict[str, int]:
     info.update(store_constants_fp16(model))
     _drop_unused_initializers(model.graph)
     return info
-
-
-def drop_weight_zero_points(model: onnx.ModelProto) -> dict[str, int]:
-    """:func:`shrink_for_onnxruntime` under the name ``onnx_formats._compact`` calls it by."""
-    return shrink_for_onnxruntime(model)
 
 
 def _drop_zero_points(model: onnx.ModelProto) -> dict[str, int]:

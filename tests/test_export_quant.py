@@ -327,7 +327,7 @@ def test_onnxruntime_shrink_pass_keeps_kernels_and_numbers(student, cal, int8, t
     which kernels onnxruntime runs, and moves the outputs by FP16 rounding of scales / biases only."""
     import pinlite_edge.export.onnx_compact as compact
 
-    monkeypatch.setattr(compact, "drop_weight_zero_points", lambda model: {})  # the pass off
+    monkeypatch.setattr(compact, "shrink_for_onnxruntime", lambda model: {})  # the pass off
     plain = export_from_model(student, "onnx-int8", tmp_path, calibration=cal, calib_size=8, sensitivity_size=4,
                               keep_float=2)
     assert plain.plan.float_modules == int8.plan.float_modules
