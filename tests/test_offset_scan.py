@@ -15,6 +15,8 @@ from pinlite_edge.features.mfcc import compute_mfcc
 from pinlite_edge.features.windows import PreparedClip, audio_segment, shift_samples, window_at
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS, ScanCurve, check_scan_offsets, scan_fake_prob
 
+from _standin_runner import StandInRunner  # noqa: E402
+
 C = TINY_CONTRACT
 SPF = shift_samples(1, C)  # audio samples per video frame (640)
 
@@ -93,22 +95,15 @@ def test_streamed_windows_carry_the_same_shifts_as_a_prepared_clip(tmp_path):
             np.testing.assert_array_equal(a.mfcc, b.mfcc)
 
 
-class AlignmentOracle:
+class AlignmentOracle(StandInRunner):
     """A runner stand-in: logit_real - logit_fake = -10 x the MFCC distance between the window's audio and the
     original audio at the window's frames (the frames' grey level is their frame index)."""
 
     name = "oracle"
-    operating_point = None
-    training_data = None
 
     def __init__(self, audio: np.ndarray, contract: InputContract = C):
-        self.audio, self.contract, self.is_active, self.calls = audio, contract, False, 0
-
-    def activate(self) -> None:
-        self.is_active = True
-
-    def deactivate(self) -> None:
-        self.is_active = False
+        super().__init__(contract)
+        self.audio = audio
 
     def infer(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1

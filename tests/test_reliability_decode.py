@@ -22,6 +22,8 @@ import pytest
 from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.errors import DecodeError, InputError, PinliteError
 
+from _standin_runner import StandInRunner  # noqa: E402
+
 C = TINY_CONTRACT
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,23 +166,14 @@ def test_opencv_never_gets_a_file_name(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- bounded memory
-class _StubRunner:
+class _StubRunner(StandInRunner):
     """A runner following BaseRunner's interface that scores without a model (fast; memory is what is measured)."""
 
     name = "stub"
-    is_active = True
-    training_data = None
 
     def __init__(self, outputs: Any = None):
-        self.contract = C
-        self.calls = 0
+        super().__init__(C, active=True)
         self.outputs = outputs
-
-    def activate(self) -> None:
-        self.is_active = True
-
-    def deactivate(self) -> None:
-        self.is_active = False
 
     def infer(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
