@@ -145,7 +145,8 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     ax = fig.add_subplot(grid[0, :])
     starts = [w.start_seconds for w in result.windows]
     ax.plot(starts, result.fake_prob_per_window, "o-", color="tab:red")
-    ax.axhline(result.threshold, color="grey", ls="--", lw=1)
+    if result.aggregate != "scan":  # the threshold applies to these window probabilities' aggregate
+        ax.axhline(result.threshold, color="grey", ls="--", lw=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("window start (s)")
     ax.set_ylabel("P(fake)")
@@ -163,15 +164,26 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
             spine.set_edgecolor(plt.cm.inferno(weight[k]))
             spine.set_linewidth(1 + 4 * weight[k])
         axk.set_title(f"{sal[k]:.2f}", fontsize=6)
-    ax_att = fig.add_subplot(grid[2, : n // 2])
+    scan = result.scan
+    split = n // 3 if scan is not None else n // 2  # with a scan, the bottom row holds three panels
+    ax_att = fig.add_subplot(grid[2, :split])
     ax_att.imshow(result.attention[top], cmap="magma", aspect="auto")
     ax_att.set_xlabel("frame")
     ax_att.set_ylabel("audio token")
     ax_att.set_title(f"attention, window at {result.windows[top].start_seconds:.2f} s", fontsize=9)
-    ax_sal = fig.add_subplot(grid[2, n // 2 + 1:])
+    ax_sal = fig.add_subplot(grid[2, split + 1:(2 * split if scan is not None else n)])
     ax_sal.bar(range(n), sal, color=plt.cm.inferno(weight))
     ax_sal.set_xlabel("frame")
     ax_sal.set_ylabel("saliency (attention column sum)")
+    if scan is not None:  # the offset scan: how well each audio shift fits the lips, the given alignment at 0
+        ax_scan = fig.add_subplot(grid[2, 2 * split + 1:])
+        ks, margins = list(scan.curve), list(scan.curve.values())
+        ax_scan.plot(ks, margins, "o-", color="tab:blue")
+        ax_scan.axvline(0, color="grey", ls="--", lw=1)
+        ax_scan.plot([scan.offset_frames], [scan.curve[scan.offset_frames]], "o", ms=10, mfc="none", color="tab:red")
+        ax_scan.set_xlabel("audio shift (frames)")
+        ax_scan.set_ylabel("real-vs-fake margin")
+        ax_scan.set_title(f"offset scan: best {scan.offset_frames:+d}, P(fake) {scan.fake_prob:.2f}", fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.08, hspace=0.45, wspace=0.15)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
