@@ -3,9 +3,11 @@
     python benchmarks/export_quality.py --checkpoint CKPT --eval-data synthetic --eval-size 200 \
         [--formats onnx,onnx-fp16,onnx-int8,onnx-int8-qop,pte,pte-int8] [--paper-sizes]
 
-Writes ``benchmarks/results/export_quality/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
-``--out`` is the results root). EPS here is the *quantization EPS*: the attention of each
-artefact against the attention of the FP32 torch model it was exported from (SPEC §4).
+Writes ``benchmarks/results/<stem>/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
+``--out`` is the results root, ``--stem`` the folder: ``export_quality`` by default, e.g. ``export_quality_paper`` for a
+paper-preset checkpoint so the tiny-preset record is kept). ``--eval-option num_test=400`` sizes the synthetic test
+split (200 clips by default; ``--eval-size`` alone cannot go beyond the split). EPS here is the *quantization EPS*: the
+attention of each artefact against the attention of the FP32 torch model it was exported from (SPEC §4).
 
 Every artefact (and the FP32 torch reference) is run through ``pinlite_edge.runtimes.load_runner`` with one thread:
 the figures are those of what users run (input checks, batch splitting of a batch-1 ``.pte`` included).
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,23 +95,36 @@ def main(argv: list[str] | None = None) -> None:
                                         "pte,pte-int8")
     p.add_argument("--note", default="", help="what the checkpoint is (training, provenance): written to the results")
     p.add_argument("--paper-sizes", action="store_true", help="also export a random-init paper student (sizes, speed)")
-    p.add_argument("--out", default=str(RESULTS_DIR), help="results root: writes OUT/export_quality/<machine>.*")
+    p.add_argument("--eval-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+                   help="option of the evaluation dataset (repeatable; values parsed as JSON when possible), e.g. "
+                        "num_test=400 for 400 synthetic test clips")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="results root: writes OUT/STEM/<machine>.*")
+    p.add_argument("--stem", default="export_quality", type=_parse_stem,
+                   help="results folder under --out and the record's bench name (default: export_quality); e.g. "
+                        "export_quality_paper for a paper-preset checkpoint")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, _ = load_checkpoint(args.checkpoint)
     contract = model.config.contract
-    ev = load_calibration(args.eval_data, contract, args.eval_size, args.eval_split)
+    ev = load_calibration(args.eval_data, contract, args.eval_size, args.eval_split,
+                          options=dict(args.eval_option) or None)
+    if len(ev) < args.eval_size:
+        print(f"evaluation set has {len(ev)} clips, fewer than --eval-size {args.eval_size} (the split is smaller; "
+              f"for synthetic data pass --eval-option num_{args.eval_split}={args.eval_size})", file=sys.stderr)
     labels = ev.labels
     with TorchRunner.from_model(model, name=args.checkpoint, threads=1) as reference:
         ref_logits, ref_attn = evaluate(reference, ev.frames, ev.mfcc)
     ref_acc = float((ref_logits.argmax(1) == labels).mean())
     rows = [{"variant": "torch-fp32", "accuracy": ref_acc, "agreement_with_fp32": 1.0, "eps_vs_fp32": 1.0}]
-    record = build_record("export_quality", "benchmarks/export_quality.py", argv,
+    record = build_record(args.stem, "benchmarks/export_quality.py", argv, code_paths=CODE_PATHS,
                           data={**ev.describe(), "fingerprint": fingerprint_arrays(ev.frames, ev.mfcc, labels),
                                 "fingerprint_of": "the evaluation clips' frames, MFCCs and labels"})
     results = {"load_average_1m_at_start": os.getloadavg()[0], "checkpoint": args.checkpoint,
-        "preset": model.config.preset, "note": args.note, "eval": ev.describe(), "rows": rows}
+        "preset": model.config.preset, "note": args.note,
+        "eval": {**ev.describe(), "options": dict(args.eval_option)},
+        "code": {"commit": record["git"]["commit"], "uncommitted_changes": record["git"].get("code_changed")},
+        "rows": rows}
     tmp = Path(tempfile.mkdtemp(prefix="export-quality-"))
     sizes = {}
     for variant in [v for v in args.formats.split(",") if v]:
@@ -144,6 +161,26 @@ def main(argv: list[str] | None = None) -> None:
         results["paper_student"] = paper_sizes(tmp / "paper", args.calib_size)
     json_path, md_path = write_result(record, results, markdown(results), results_dir=args.out)
     print(f"wrote {json_path} and {md_path}")
+
+
+#: the code this benchmark measures: the record lists uncommitted changes among them (``git.code_changed``)
+CODE_PATHS = ("benchmarks/export_quality.py", "benchmarks/_record.py", "export/", "runtimes/", "pinlite_edge/")
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--eval-option needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _parse_stem(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"--stem must be a plain folder name (letters, digits, _ . -), not {text!r}")
+    return text
 
 
 def done_when(rows: list[dict]) -> dict:
@@ -200,11 +237,21 @@ def paper_sizes(tmp: Path, calib_size: int) -> dict:
     return out
 
 
+def _code_line(code: dict | None) -> str:
+    if not code:
+        return "Code: not recorded."
+    changed = code.get("uncommitted_changes")
+    state = ("no uncommitted changes" if changed == [] else "uncommitted changes not known" if changed is None
+             else "uncommitted changes to " + ", ".join(changed))
+    return f"Code measured: commit {str(code.get('commit'))[:12]}, {state} in {', '.join(CODE_PATHS)}."
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Export quality ({results['preset']} student)", "",
              f"1 inference thread; the machine may be shared (load average "
              f"{results['load_average_1m_at_start']:.1f} at start), so latencies are noisy.", "",
              f"Checkpoint: `{results['checkpoint']}` ({results['preset']} preset). {results.get('note', '')}", "",
+             _code_line(results.get("code")), "",
              f"Evaluation: {results['eval']}. Quantization EPS = EPS of the artefact's attention against the FP32 "
              "torch model's attention.", "",
              "| variant | size | vs FP32 (same runtime) | accuracy | agreement w/ FP32 | max logit err | quant. EPS | "
