@@ -52,12 +52,18 @@ def repo_relative(path: str | Path) -> str:
 def rerun_command(script: str, argv: Sequence[str]) -> str:
     """``python SCRIPT ARGV`` with every argument that names an existing path made repository-relative (also the
     value of ``NAME=PATH`` and ``--flag=PATH`` arguments)."""
+    def exists(text: str) -> bool:  # a free-text argument (e.g. a long --note) is no path, not an error
+        try:
+            return Path(text).exists()
+        except (OSError, ValueError):
+            return False
+
     parts = []
     for arg in argv:
         name, sep, value = arg.partition("=")
-        if sep and value and Path(value).exists():
+        if sep and value and exists(value):
             parts.append(f"{name}={repo_relative(value)}")
-        elif not arg.startswith("-") and arg and Path(arg).exists():
+        elif not arg.startswith("-") and arg and exists(arg):
             parts.append(repo_relative(arg))
         else:
             parts.append(arg)

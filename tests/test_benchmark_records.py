@@ -22,9 +22,12 @@ def test_results_follow_the_naming_scheme():
     assert RESULT_JSONS
     loose = [p.relative_to(REPO).as_posix() for p in RESULTS.iterdir() if p.is_file()]
     assert not loose, f"results outside benchmarks/results/<bench>/: {loose}"
-    for md in RESULTS.glob("*/*.md"):  # every Markdown result starts with its re-run command
-        if md.name != "notes.md":  # real_faces/notes.md is an input of --notes
-            assert md.read_text().startswith("Re-run from the repository root: `python "), md
+    results_md = [md for md in RESULTS.glob("*/*.md") if md.with_suffix(".json").is_file()]
+    assert results_md
+    for md in results_md:  # every Markdown result (beside its JSON record) starts with its re-run command
+        assert md.read_text().startswith("Re-run from the repository root: `python "), md
+    for md in set(RESULTS.glob("*/*.md")) - set(results_md):  # notes beside results (e.g. notes.md, the input of
+        assert md.name.endswith(".md") and md.read_text().strip(), md  # real_faces --notes): not empty
 
 
 #: options whose value is a scratch or output folder: a temporary path there does not stop a re-run
@@ -115,3 +118,9 @@ def test_rerun_command_makes_paths_repository_relative(tmp_path):
     cmd = rerun_command("benchmarks/x.py", [str(inside), f"m={inside}", f"--out={inside}", "--n", "3", "a b"])
     assert cmd == ("python benchmarks/x.py benchmarks/_record.py m=benchmarks/_record.py "
                    "--out=benchmarks/_record.py --n 3 'a b'")
+
+
+def test_rerun_command_takes_long_free_text_arguments():
+    """A --note longer than a file name may be (255 bytes) is text, not a path: no OSError."""
+    note = "x" * 400
+    assert rerun_command("benchmarks/x.py", ["--note", note]).endswith(note)
