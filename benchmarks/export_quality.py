@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from pinlite_edge.export import export_from_model, load_calibration
 from pinlite_edge.metrics import explainability_preservation_score
 from pinlite_edge.runtimes import BaseRunner, load_runner
 from pinlite_edge.runtimes.torch import TorchRunner
+from pinlite_edge.utils.cli import key_value
 
 VARIANTS = {
     "onnx": ("onnx", {}),
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                                         "pte,pte-int8")
     p.add_argument("--note", default="", help="what the checkpoint is (training, provenance): written to the results")
     p.add_argument("--paper-sizes", action="store_true", help="also export a random-init paper student (sizes, speed)")
-    p.add_argument("--eval-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    p.add_argument("--eval-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="option of the evaluation dataset (repeatable; values parsed as JSON when possible), e.g. "
                         "num_test=400 for 400 synthetic test clips")
     p.add_argument("--out", default=str(RESULTS_DIR), help="results root: writes OUT/STEM/<machine>.*")
@@ -165,16 +165,6 @@ def main(argv: list[str] | None = None) -> None:
 
 #: the code this benchmark measures: the record lists uncommitted changes among them (``git.code_changed``)
 CODE_PATHS = ("benchmarks/export_quality.py", "benchmarks/_record.py", "export/", "runtimes/", "pinlite_edge/")
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--eval-option needs KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def _parse_stem(text: str) -> str:

@@ -54,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
 from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  # noqa: E402
-from pinlite_edge.contract import MAX_OFFSET, InputContract, contract_for_preset  # noqa: E402
+from pinlite_edge.contract import InputContract, contract_for_preset  # noqa: E402
 from pinlite_edge.errors import DatasetError, InputError, PinliteError  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, Window, window_at, window_starts  # noqa: E402
 from pinlite_edge.metrics import roc_auc  # noqa: E402

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import fields
 from typing import Any, Callable, Sequence, TypeVar
 
 from pinlite_edge.errors import PinliteError
+from pinlite_edge.utils.cli import key_value
 
 from pinlite_edge.training.config import TrainConfig
 
@@ -23,16 +23,6 @@ and writes the checkpoints. On CPU, torchrun uses the gloo backend.
 """
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--data-option needs KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def base_parser(description: str, module: str, defaults: TrainConfig) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
                                 epilog=DDP_HELP.format(module=module),
@@ -42,7 +32,7 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                    help="dataset: 'synthetic' (generated, no download), 'lavdf:PATH' or 'folder:PATH' (a folder of "
                         "videos, searched recursively); repeat to train on a mix, e.g. --data folder:DIR --data "
                         "synthetic (default: %s)" % defaults.data)
-    g.add_argument("--data-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    g.add_argument("--data-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="dataset option (repeatable); values are parsed as JSON when possible. synthetic: "
                         "num_train=2000, fake_fraction=0.5, ...; folder: sync_pairs=true or sync_pairs='{\"far_per_"
                         "window\": 2, ...}' (shifted/swapped fakes from in-sync real videos), split_file=real_av (or a "
@@ -63,7 +53,7 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                    help="model/input preset: 'paper' (SPEC sizes, 128 px) or 'tiny' (64 px, for tests and the "
                         "quickstart) (default: %(default)s)")
     if hasattr(defaults, "model_options"):
-        g.add_argument("--model-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+        g.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="override a ModelConfig field of the preset (repeatable), e.g. --model-option "
                             "dropout=0.0; stored in the checkpoint so load_checkpoint rebuilds the same model")
     g.add_argument("--cache-dir", default=defaults.cache_dir, help="feature cache folder for video datasets")

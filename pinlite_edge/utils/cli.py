@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pinlite_edge.errors import PinliteError, UsageError
 
@@ -23,3 +24,15 @@ def report(exc: PinliteError, prog: str) -> int:
     message = " ".join(str(exc).split())  # one line, whatever the message holds
     print(f"{prog}: error: {message}", file=sys.stderr)
     return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """argparse ``type`` of a repeatable ``KEY=VALUE`` option: the value parsed as JSON when it is JSON (numbers,
+    booleans, objects), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
