@@ -1,4 +1,4 @@
-"""``python -m pinlite_edge.detect VIDEO --model ARTIFACT [--explain out.png] [--json]``."""
+"""``python -m pinlite_edge.detect VIDEO [--model ARTIFACT] [--explain out.png] [--json]``."""
 from __future__ import annotations
 
 import argparse
@@ -7,17 +7,19 @@ import logging
 import sys
 from pathlib import Path
 
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
+from pinlite_edge.workspace_layout import DEFAULT_MODEL_FORMAT, DEFAULT_WORKSPACE, default_model, export_artifact_path
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pinlite_edge.detect",
                                 description="Score a video for audio-visual (lip-sync) manipulation.")
     p.add_argument("video", type=Path)
-    p.add_argument("--model", type=Path, required=True,
-                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
+    p.add_argument("--model", type=Path, default=None,
+                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest "
+                        f"(default: the quickstart's ONNX student, {export_artifact_path(DEFAULT_WORKSPACE, DEFAULT_MODEL_FORMAT)})")
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--threshold", type=float, default=None,
@@ -48,11 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pinlite_edge.detector import Detector
 
+    try:
+        model = args.model if args.model is not None else default_model()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = {"threads": args.threads}
     if args.device:
         options["device"] = args.device
     try:
-        with Detector.load(args.model, threshold=args.threshold, aggregate=args.aggregate,
+        with Detector.load(model, threshold=args.threshold, aggregate=args.aggregate,
                            stride_seconds=args.stride, face_crop=not args.no_face_crop,
                            scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
             result = det.detect(args.video)

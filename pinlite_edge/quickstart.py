@@ -78,6 +78,9 @@ class QuickstartConfig:
     export_formats: tuple[tuple[str, dict[str, Any]], ...] = EXPORT_FORMATS
     #: folder of in-sync real talking-face clips: "auto" (../shared/data/real-av when present), a path, or None
     real_data: str | None = "auto"
+    #: speaker-disjoint split of the real clips (a split file's path or a shipped split's name, e.g. for a
+    #: cross-validation fold); None: the shipped ``real_av`` split when the folder holds its clips, else a hash split
+    split_file: str | None = None
     #: share of every training epoch drawn from the real sync pairs (the rest: the synthetic generator)
     real_weight: float = 0.5
     #: window stride over the real clips (seconds): every window gives a real sample and its shifted/swapped fakes
@@ -142,11 +145,16 @@ def _shipped_split_for(root: Path) -> str | None:
     return "real_av" if all((root / name).is_file() for name in records) else None
 
 
+def _split_for(cfg: QuickstartConfig, real: Path) -> str | None:
+    """The split file the real clips are split by: ``cfg.split_file``, else the shipped one when it fits."""
+    return cfg.split_file if cfg.split_file is not None else _shipped_split_for(real)
+
+
 def real_options(cfg: QuickstartConfig, real: Path) -> dict[str, Any]:
     """Options of the real-clip ``folder:`` dataset (sync pairs, strides, split file), as every stage uses them."""
     options: dict[str, Any] = {"sync_pairs": dict(cfg.real_sync_pairs), "stride_seconds": cfg.real_stride_seconds,
                                "train_stride_seconds": cfg.real_train_stride_seconds}
-    split = _shipped_split_for(real)
+    split = _split_for(cfg, real)
     if split is not None:
         options["split_file"] = split
     return options
@@ -364,7 +372,7 @@ def _calibrate_stage(checkpoint: Path, real: Path, cfg: QuickstartConfig, redo: 
                  sorted(set(AGGREGATES) - set(stored.get("thresholds") or {})))
     t0 = time.perf_counter()
     try:
-        point = calibrate_checkpoint(checkpoint, real, split_file=_shipped_split_for(real), splits=("train", "dev"),
+        point = calibrate_checkpoint(checkpoint, real, split_file=_split_for(cfg, real), splits=("train", "dev"),
                                      target_fpr=cfg.target_fpr, progress=cfg.progress)
     except PinliteError as exc:
         log.warning("operating point NOT measured (%s): the student keeps the uncalibrated threshold 0.5, which "
@@ -467,6 +475,13 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     ws = Path(cfg.workspace)
     ws.mkdir(parents=True, exist_ok=True)
     real = resolve_real_data(cfg.real_data)
+    if cfg.split_file is not None:
+        if real is None:
+            raise UsageError(f"--split-file {cfg.split_file} splits the real clips, but there are none (--real-data "
+                             f"{cfg.real_data}): give --real-data DIR")
+        from pinlite_edge.data.splits import read_split_file
+
+        read_split_file(cfg.split_file)  # a malformed file fails here, not half-way through the teacher stage
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
     def size(n: int) -> int | None:
@@ -516,11 +531,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="folder of in-sync real talking-face clips to train on besides the synthetic generator "
                         "(searched recursively); 'auto' uses %s when it exists, 'none' trains on synthetic data only "
                         "(default: %%(default)s)" % DEFAULT_REAL_DATA)
+    p.add_argument("--split-file", default=None, metavar="FILE",
+                   help="speaker-disjoint split of the real clips: train / dev (checkpoint selection, operating "
+                        "point) / test (never used here), as JSON like pinlite_edge/data/splits/real_av.json "
+                        "(default: that file when --real-data holds its clips, else a hash of each clip's speaker "
+                        "group)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
-                progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data)
+                progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data,
+                split_file=args.split_file)
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
     t0 = time.perf_counter()
     try:

@@ -1,4 +1,4 @@
-"""Batch scanning: ``python -m pinlite_edge.scan DIR --model ARTIFACT --out results.jsonl``.
+"""Batch scanning: ``python -m pinlite_edge.scan DIR [--model ARTIFACT] --out results.jsonl``.
 
 Walks ``DIR`` (recursively) for videos, decodes and featurises them in parallel worker processes, scores them with
 :class:`pinlite_edge.detector.Detector` (the runner picked from the artefact's manifest) and appends one JSON line per
@@ -48,6 +48,7 @@ from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
 from pinlite_edge.utils.cli import OneLineParser, report
 from pinlite_edge.utils.files import input_file_problem
+from pinlite_edge.workspace_layout import DEFAULT_MODEL_FORMAT, DEFAULT_WORKSPACE, default_model, export_artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -611,8 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scan a folder tree of videos with a PIN-Lite artefact; one JSON line per file. Re-running "
                     "the same command resumes: files already in --out are skipped.")
     p.add_argument("folder", type=Path, help="folder to scan (recursively)")
-    p.add_argument("--model", type=Path, required=True,
-                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest")
+    p.add_argument("--model", type=Path, default=None,
+                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest "
+                        "(default: the quickstart's ONNX student, "
+                        f"{export_artifact_path(DEFAULT_WORKSPACE, DEFAULT_MODEL_FORMAT)})")
     p.add_argument("--out", type=Path, required=True,
                    help="results file (JSON lines; appended to, resumable). An existing file that is not a scan "
                         "results file is refused")
@@ -647,7 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    cfg = ScanConfig(root=args.folder, model=args.model, out=args.out, workers=args.workers, batch=args.batch,
+    try:
+        model = args.model if args.model is not None else default_model()
+    except PinliteError as exc:
+        return report(exc, "python -m pinlite_edge.scan")
+    cfg = ScanConfig(root=args.folder, model=model, out=args.out, workers=args.workers, batch=args.batch,
                      stride=args.stride, extensions=tuple(args.extensions), face_crop=not args.no_face_crop,
                      timeout_s=args.timeout or None, threshold=args.threshold, aggregate=args.aggregate,
                      offset_scan=not args.no_offset_scan,

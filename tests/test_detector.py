@@ -158,6 +158,24 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert "cannot decode" in capsys.readouterr().err
 
 
+def test_detect_cli_without_model_uses_the_quickstart_student_or_says_how_to_build_it(
+        model_files, synthetic_video, tmp_path, monkeypatch, capsys):
+    """``python -m pinlite_edge.detect VIDEO`` (no ``--model``) loads the quickstart workspace's ONNX student from the
+    working directory; without a workspace it exits 2 naming the missing file and the command that builds it."""
+    from pinlite_edge.detect import main
+
+    path, _ = synthetic_video
+    monkeypatch.chdir(tmp_path)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pinlite-workspace/exports/onnx/pinlite-student.onnx" in err and "python -m pinlite_edge.quickstart" in err
+    assert model_files["onnx"].name == "pinlite-student.onnx"
+    (tmp_path / "pinlite-workspace" / "exports").mkdir(parents=True)
+    (tmp_path / "pinlite-workspace" / "exports" / "onnx").symlink_to(model_files["onnx"].parent)
+    assert main([str(path), "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "no-face"
+
+
 def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, synthetic_video):
     """``score_stream`` pulls windows a batch at a time (never the whole stream first) and asks for the face
     information only once the stream is exhausted; its result equals ``detect`` on the same file."""

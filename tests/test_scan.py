@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pinlite_edge.contract import TINY_CONTRACT
-from pinlite_edge.scan import ScanConfig, find_videos, read_done, scan
+from pinlite_edge.scan import DEFAULT_EXTENSIONS, ScanConfig, find_videos, read_done, scan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -279,6 +279,23 @@ def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
                  "--timeout", "-5"]) == 2
     assert "--timeout must be positive" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_without_model_uses_the_quickstart_student(tree, model, tmp_path, monkeypatch, capsys):
+    """No ``--model``: the quickstart workspace's ONNX student in the working directory, else exit 2 naming it."""
+    from pinlite_edge.scan import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o.jsonl"
+    assert main([str(tree), "--out", str(out), "--no-face-crop", "--no-progress"]) == 2
+    assert "no quickstart model at pinlite-workspace/exports/onnx/pinlite-student.onnx" in capsys.readouterr().err
+    assert not out.exists()
+    from pinlite_edge.export import export_model
+
+    onnx = export_model(model, "onnx", tmp_path / "pinlite-workspace" / "exports" / "onnx").artifact
+    assert onnx.name == "pinlite-student.onnx"  # the quickstart's name for it
+    assert main([str(tree), "--out", str(out), "--no-face-crop", "--no-progress", "--workers", "0"]) == 0
+    assert len(out.read_text().splitlines()) == len(find_videos(tree, DEFAULT_EXTENSIONS))  # one record per video
 
 
 def test_pinlite_errors_survive_pickling():

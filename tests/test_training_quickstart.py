@@ -131,3 +131,36 @@ def test_quickstart_smoke_with_real_data_records_it_in_checkpoints_and_manifests
 def test_quickstart_refuses_a_real_data_path_that_is_not_a_folder(tmp_path):
     run = _quickstart(tmp_path / "ws", "--real-data", str(tmp_path / "missing"))
     assert run.returncode == 2 and "not a folder" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_quickstart_split_file_decides_the_real_split_and_bad_ones_are_refused_before_training(tmp_path):
+    """``--split-file`` (e.g. a cross-validation fold): the real clips are split as the file says, which the
+    checkpoints record; a split file without real clips, or a malformed one, stops the run before any stage."""
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    real = tmp_path / "real"
+    real.mkdir()
+    splits = {"a.mp4": "train", "b.mp4": "train", "c.mp4": "train", "d.mp4": "dev", "e.mp4": "test"}
+    for seed, name in enumerate(splits):
+        write_clip_video(real / name, seed=seed, contract=TINY_CONTRACT, duration_s=1.6, manipulation="real")
+    split_file = tmp_path / "fold.json"
+    split_file.write_text(json.dumps({"clips": [{"file": f, "split": s, "speaker_group": f[0]}
+                                                for f, s in splits.items()]}))
+    ws = tmp_path / "ws"
+    run = _quickstart(ws, "--real-data", str(real), "--split-file", str(split_file), "--no-export")
+    assert run.returncode == 0, run.stdout + run.stderr
+    source = next(s for s in json.loads((ws / "teacher" / "best.json").read_text())["training_data"]["sources"]
+                  if s["real_video"])
+    assert source["split_file"] == str(split_file)
+    assert {k: v["clips"] for k, v in source["splits"].items()} == {"train": 3, "dev": 1, "test": 1}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"file": "a.mp4", "split": "train", "speaker_group": "x"},
+                               {"file": "b.mp4", "split": "test", "speaker_group": "x"}]))
+    for extra, message in ((["--real-data", "none", "--split-file", str(split_file)], "give --real-data DIR"),
+                           (["--real-data", str(real), "--split-file", str(bad)], "bad.json")):
+        run = _quickstart(tmp_path / "ws2", *extra)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert not (tmp_path / "ws2" / "teacher").exists()
+

@@ -1,0 +1,253 @@
+"""Speaker-disjoint cross-validation of the quickstart recipe on the real clips outside the test split (issue #12).
+
+    python benchmarks/real_faces_cv.py [--folds 5] [--work runs/real-faces-cv] [--root ../shared/data/real-av]
+
+Why: the report of ``benchmarks/real_faces.py`` scores 6 held-out test clips, so one clip pair moves an AUC by 0.028
+and differences below ~0.1 are noise; and every method choice made after looking at those 6 clips spends them.
+This script estimates the same numbers on more speakers *without touching the test split*: the talking-face clips of
+the shipped split's train + dev (14 speakers, one clip each) are dealt round-robin into ``--folds`` folds. For fold
+``k`` a split file puts fold ``k`` in test, fold ``k+1`` in dev (checkpoint selection and the operating point, as in
+the quickstart) and the other talking clips plus every GRID clip in train; the shipped test clips are left out of
+every fold file. ``python -m pinlite_edge.quickstart --split-file`` trains the teacher, distilled and pruned students
+of that fold with the quickstart's recipe (no export), and ``benchmarks/real_faces.py``'s scoring scores the fold's
+held-out clips (teacher and distilled student: the scan, mean and max aggregates, offsets; the training-free
+baseline). Every held-out clip is scored by models that never saw its speaker.
+
+Pooled over the folds, each row compares every held-out original with every held-out manipulated clip (the folds'
+models differ, so pooled AUCs also pay for scores that are not calibrated across models; the per-fold AUCs are in the
+JSON). The FPR counts originals called fake at their own fold's operating point. Clips where no face was found are
+left out of the pooled rows and listed.
+
+Each fold costs one quickstart build without exports (about 5 minutes on a 2-core CPU) plus its scoring. A fold whose
+workspace and scores exist is reused, so an interrupted run resumes; ``--force`` redoes everything.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
+from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT, DEFAULT_SPLIT_FILE,  # noqa: E402
+                                   MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, evaluate,
+                                   summarise)
+from pinlite_edge.utils.atomic import atomic_write_json  # noqa: E402
+
+log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv")
+
+STEM = "real_faces_cv"
+#: the fold models scored (quickstart stage folders); only the pruned (shipped) student gets an operating point
+MODELS = ("teacher", "distilled", "pruned")
+
+
+def make_folds(split_doc: dict[str, Any], folds: int) -> list[list[dict[str, Any]]]:
+    """The talking-face clips of the train and dev splits (one speaker group each), sorted by speaker group and
+    dealt round-robin into ``folds`` folds. Refuses a speaker group with clips in two folds' reach (more than one
+    clip per group) so no speaker is ever on both sides."""
+    pool = [c for c in split_doc["clips"] if c["split"] in ("train", "dev") and c["file"].startswith("talking/")]
+    groups = [c["speaker_group"] for c in pool]
+    if len(set(groups)) != len(groups):
+        raise ValueError("a speaker group has several talking clips: deal groups, not clips, into folds")
+    if not 2 <= folds <= len(pool) // 2:
+        raise ValueError(f"--folds must be between 2 and {len(pool) // 2} for {len(pool)} clips, got {folds}")
+    pool.sort(key=lambda c: c["speaker_group"])
+    return [pool[k::folds] for k in range(folds)]
+
+
+def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: int) -> dict[str, Any]:
+    """Fold ``k``'s split file: fold ``k`` test, fold ``k+1`` dev, the rest of the pool and every GRID clip train;
+    the shipped test clips are not listed (so no fold ever reads them)."""
+    test = {c["file"] for c in folds[k]}
+    dev = {c["file"] for c in folds[(k + 1) % len(folds)]}
+    clips = []
+    for c in split_doc["clips"]:
+        if c["split"] == "test":
+            continue
+        split = "test" if c["file"] in test else "dev" if c["file"] in dev else "train"
+        clips.append({**c, "split": split})
+    return {"name": f"real-av-cv-fold{k}", "description": f"fold {k} of {len(folds)} of {STEM} (benchmarks/"
+            "real_faces_cv.py): the shipped train+dev talking clips dealt into folds; shipped test clips left out",
+            "clips": clips}
+
+
+def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool) -> dict[str, Any]:
+    """Build fold ``k``'s models (quickstart, no export) and score its held-out clips; cached in the workspace."""
+    scores_path = workspace / "fold_scores.json"
+    if scores_path.is_file() and not force:
+        log.info("fold %d: reusing %s", k, scores_path)
+        return json.loads(scores_path.read_text())
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "pinlite_edge.quickstart", "--workspace", str(workspace), "--real-data", str(root),
+           "--split-file", str(split_file), "--no-export", "--no-progress", *(["--force"] if force else [])]
+    log.info("fold %d: %s", k, " ".join(cmd))
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    build_s = time.perf_counter() - t0
+    cfg = EvalConfig(root=root, split_file=split_file, split="test",
+                     models=[ModelSpec(m, workspace / m / "best.safetensors") for m in MODELS],
+                     baseline_threshold=0.0)  # AUCs and offsets only: no train pass to choose its threshold
+    report = evaluate(cfg)
+    report = {"fold": k, "build_seconds": round(build_s, 1), "score_seconds": round(time.perf_counter() - t0 -
+                                                                                     build_s, 1), **report}
+    atomic_write_json(scores_path, _jsonable(report))
+    return report
+
+
+def _condition(d: dict[str, Any]) -> ConditionScore:
+    return ConditionScore(scan=d["scan"], mean=d["mean"], max=d["max"], offset=d["offset"],
+                          offset_head=d.get("offset_head"))
+
+
+def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per method over every fold's held-out clips with a face (and the files left out for no face)."""
+    per_method: dict[str, list[dict[str, ConditionScore]]] = {}
+    fpr_hits: dict[str, list[bool]] = {}
+    no_face: list[str] = []
+    for rep in reports:
+        calibrated = {row["method"]: row["threshold"] for row in rep["table"]
+                      if str(row.get("threshold_source", "")).startswith("operating point")}
+        for clip in rep["clips"]:
+            if clip.get("face_found") is False:
+                no_face.append(clip["file"])
+                continue
+            for method, conds in clip.get("scores", {}).items():
+                per_method.setdefault(method, []).append({c: _condition(v) for c, v in conds.items()})
+                if method in calibrated and "original" in conds:
+                    fpr_hits.setdefault(method, []).append(conds["original"]["scan"] >= calibrated[method])
+    rows = []
+    for method, per_clip in per_method.items():
+        row = {"method": method, **summarise(per_clip, 0.5)}
+        for agg in AGGREGATES:  # thresholds differ per fold: TPR/FPR at one pooled threshold mean nothing here
+            suffix = "" if agg == "scan" else f"_{agg}"
+            row.pop(f"threshold{suffix}", None)
+            row.pop(f"fpr{suffix}", None)
+            for cond in MANIPULATED:
+                row.pop(f"tpr_{cond}{suffix}", None)
+        hits = fpr_hits.get(method)
+        row["fpr_at_fold_operating_point"] = float(np.mean(hits)) if hits else None
+        rows.append(row)
+    return rows, sorted(set(no_face))
+
+
+_COLUMNS = [("auc_delay200", "delay200"), ("auc_advance200", "advance200"), ("auc_delay80", "delay80"),
+            ("auc_swap", "swap")]
+
+
+def _f(x: Any) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    lines = ["# Real faces: speaker-disjoint cross-validation outside the test split", "",
+             f"{result['folds']} folds over {result['pool_clips']} talking-face clips of the shipped train + dev "
+             f"splits (one speaker each); GRID clips always in train; the {result['test_clips_left_out']} shipped "
+             "test clips in no fold. Every clip below was scored by models that never saw its speaker. Models: the "
+             "quickstart recipe per fold (`python -m pinlite_edge.quickstart --split-file FOLD --no-export`).", "",
+             f"Pooled over {result['pooled_clips']} held-out clips with a face (left out, no face found: "
+             f"{', '.join(result['no_face']) or 'none'}). One original/manipulated pair moves an AUC by "
+             f"{1 / max(1, result['pooled_clips']) ** 2:.4f}.", "",
+             "## Clip-level AUC, real vs manipulated (pooled)", "",
+             "| method | aggregate | " + " | ".join(c for _, c in _COLUMNS) + " |",
+             "|---|---|" + "---|" * len(_COLUMNS)]
+    for row in result["pooled"]:
+        for agg in AGGREGATES:
+            suffix = "" if agg == "scan" else f"_{agg}"
+            label = agg if row["method"] != BASELINE_NAME else ("sync score" if agg == "mean" else None)
+            if label is None:
+                continue
+            lines.append(f"| {row['method']} | {label} | "
+                         + " | ".join(_f(row.get(k + suffix)) for k, _ in _COLUMNS) + " |")
+    lines += ["", "## Offsets and false positives (pooled)", "",
+              "| method | offset within ±1 frame, ±200 ms clips | offset head alone | in-sync FPR at the fold's "
+              "operating point (scan) |", "|---|---|---|---|"]
+    for row in result["pooled"]:
+        lines.append(f"| {row['method']} | {_f(row.get('offset_acc_200'))} | {_f(row.get('offset_acc_200_head'))} | "
+                     f"{_f(row.get('fpr_at_fold_operating_point'))} |")
+    lines += ["", "## Per fold", "", "| fold | held-out clips | build s | " + " | ".join(
+        f"distilled scan {c}" for _, c in _COLUMNS) + " |", "|---|---|---|" + "---|" * len(_COLUMNS)]
+    for fold in result["per_fold"]:
+        row = next((r for r in fold["table"] if r["method"] == "distilled"), {})
+        lines.append(f"| {fold['fold']} | {', '.join(fold['held_out'])} | {fold['build_seconds']} | "
+                     + " | ".join(_f(row.get(k)) for k, _ in _COLUMNS) + " |")
+    if result.get("notes"):
+        lines += ["", "## Notes", "", result["notes"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default: %(default)s)")
+    p.add_argument("--root", type=Path, default=None, help=f"the real-av folder (default {DEFAULT_ROOT})")
+    p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE,
+                   help="the shipped split whose train + dev talking clips are folded (default: %(default)s)")
+    p.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "real-faces-cv",
+                   help="fold split files and workspaces (default: %(default)s; kept out of git)")
+    p.add_argument("--force", action="store_true", help="rebuild and rescore every fold")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results root (default: benchmarks/results)")
+    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = args.root if args.root is not None else DEFAULT_ROOT
+    if not root.is_dir():
+        if args.root is None:
+            log.warning("real-av data not found at %s: nothing evaluated (pass --root DIR)", root)
+            return 0
+        log.error("--root %s is not a directory", root)
+        return 2
+    split_doc = json.loads(args.split_file.read_text())
+    try:
+        folds = make_folds(split_doc, args.folds)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    reports = []
+    t0 = time.perf_counter()
+    for k in range(len(folds)):
+        split_file = args.work / f"fold{k}.json"
+        atomic_write_json(split_file, fold_split(split_doc, folds, k))
+        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force))
+    pooled, no_face = pooled_rows(reports)
+    pool = [c for f in folds for c in f]
+    result = {
+        "folds": len(folds), "pool_clips": len(pool),
+        "test_clips_left_out": sum(c["split"] == "test" for c in split_doc["clips"]),
+        "pooled_clips": pooled[0]["num_clips"] if pooled else 0, "no_face": no_face,
+        "conditions": {k: v for k, v in CONDITIONS.items()},
+        "pooled": pooled,
+        "per_fold": [{"fold": r["fold"], "held_out": [c["file"].split("/")[-1] for c in r["clips"]],
+                      "build_seconds": r["build_seconds"], "score_seconds": r["score_seconds"],
+                      "table": r["table"], "models": r["models"]} for r in reports],
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "notes": args.notes.read_text() if args.notes else None,
+    }
+    files = sorted((c["file"], c["sha256"]) for c in pool)
+    record = build_record(STEM, "benchmarks/real_faces_cv.py", argv,
+                          data={"root": repo_relative(root), "split_file": repo_relative(args.split_file),
+                                "fingerprint": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
+                                "fingerprint_of": "sorted (file, sha256) of the folded clips",
+                                "folds": [[c["file"] for c in f] for f in folds]})
+    json_path, md_path = write_result(record, _jsonable(result), render_markdown(result), results_dir=args.out_dir)
+    log.info("wrote %s and %s", json_path, md_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
