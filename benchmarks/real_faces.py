@@ -706,6 +706,20 @@ def write_report(record: dict[str, Any], report: dict[str, Any], out_dir: Path) 
     return write_result(record, _jsonable(report), render_markdown(report), results_dir=out_dir)
 
 
+def real_av_root(given: Path | None) -> Path | int:
+    """The real-av folder to read (``--root``, else :data:`DEFAULT_ROOT`), or the exit status when there is none: 0
+    when the default folder is absent (a warning: nothing to evaluate on this machine), 2 when ``--root`` is not a
+    folder."""
+    root = given if given is not None else DEFAULT_ROOT
+    if root.is_dir():
+        return root
+    if given is None:
+        log.warning("real-av data not found at %s: nothing evaluated (pass --root DIR)", root)
+        return 0
+    log.error("--root %s is not a directory; pass the real-av folder (with grid/ and talking/)", root)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -750,13 +764,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = args.root if args.root is not None else DEFAULT_ROOT
-    if not root.is_dir():
-        if args.root is None:
-            log.warning("real-av data not found at %s: nothing evaluated (pass --root DIR)", root)
-            return 0
-        log.error("--root %s is not a directory; pass the real-av folder (with grid/ and talking/)", root)
-        return 2
+    root = real_av_root(args.root)
+    if isinstance(root, int):
+        return root
     try:
         models = [] if args.baseline_only else [parse_model_spec(m) for m in [*args.models, *args.model]]
         if args.models_only and not models:

@@ -42,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
 from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT, DEFAULT_SPLIT_FILE,  # noqa: E402
                                    MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, evaluate,
-                                   summarise)
+                                   real_av_root, summarise)
 from pinlite_edge.utils.atomic import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv")
@@ -204,13 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = args.root if args.root is not None else DEFAULT_ROOT
-    if not root.is_dir():
-        if args.root is None:
-            log.warning("real-av data not found at %s: nothing evaluated (pass --root DIR)", root)
-            return 0
-        log.error("--root %s is not a directory", root)
-        return 2
+    root = real_av_root(args.root)
+    if isinstance(root, int):
+        return root
     split_doc = json.loads(args.split_file.read_text())
     try:
         folds = make_folds(split_doc, args.folds)

@@ -309,3 +309,49 @@ def test_real_clip_verdicts_reports_every_clip_and_the_p09_count(tmp_path):
     assert f"{over} of 1 clips reach P(fake) >= 0.9 on the Detector's default verdict (scan aggregate" in md
     assert f"with the max of the window P(fake) instead: {int(clip['fake_prob_max'] >= rcv.LIMIT)}" in md
     assert by_file["talking/a.mp4"]["threshold"] == 0.5 and "no operating point" in md  # uncalibrated model
+
+
+# --- cross-validation outside the test split (benchmarks/real_faces_cv.py) ---------------------------------------
+def test_cv_folds_are_speaker_disjoint_and_never_list_a_test_clip():
+    from benchmarks import real_faces_cv as cv
+
+    doc = json.loads(rf.DEFAULT_SPLIT_FILE.read_text())
+    folds = cv.make_folds(doc, 5)
+    pool = [c["file"] for f in folds for c in f]
+    shipped = {c["file"]: c["split"] for c in doc["clips"]}
+    assert len(pool) == len(set(pool)) == sum(s != "test" and f.startswith("talking/") for f, s in shipped.items())
+    for k in range(len(folds)):
+        split = {c["file"]: c["split"] for c in cv.fold_split(doc, folds, k)["clips"]}
+        assert not [f for f in split if shipped[f] == "test"]  # the shipped test clips are in no fold file
+        assert {f for f, s in split.items() if s == "test"} == {c["file"] for c in folds[k]}
+        assert {f for f, s in split.items() if s == "dev"} == {c["file"] for c in folds[(k + 1) % 5]}
+        assert all(s == "train" for f, s in split.items() if f.startswith("grid/"))
+        groups: dict[str, set[str]] = {}
+        for c in cv.fold_split(doc, folds, k)["clips"]:
+            groups.setdefault(c["speaker_group"], set()).add(c["split"])
+        assert all(len(s) == 1 for s in groups.values())  # no speaker on two sides
+    with pytest.raises(ValueError, match="--folds"):
+        cv.make_folds(doc, 1)
+
+
+def test_cv_pools_held_out_clips_and_counts_fpr_at_each_folds_operating_point():
+    from benchmarks import real_faces_cv as cv
+
+    def cond(scan: float, offset: int = 0) -> dict:
+        return {"scan": scan, "mean": scan, "max": scan, "offset": offset, "offset_head": 0}
+
+    def clip(orig: float, fake: float, face: bool = True) -> dict:
+        conds = {"original": cond(orig), "delay200": cond(fake, 5), "advance200": cond(fake, -5),
+                 "delay80": cond(fake, 2), "swap": cond(fake)}
+        return {"file": f"talking/{orig}.mp4", "face_found": face, "scores": {"pruned": conds}}
+
+    reports = [{"table": [{"method": "pruned", "threshold": 0.3, "threshold_source": "operating point (3 clips)"}],
+                "clips": [clip(0.1, 0.9), clip(0.5, 0.8)]},  # 0.5 >= 0.3: one false positive
+               {"table": [{"method": "pruned", "threshold": 0.6, "threshold_source": "operating point (3 clips)"}],
+                "clips": [clip(0.5, 0.7), clip(0.99, 0.0, face=False)]}]  # 0.5 < 0.6; the no-face clip is left out
+    rows, no_face = cv.pooled_rows(reports)
+    assert no_face == ["talking/0.99.mp4"]
+    (row,) = rows
+    assert row["num_clips"] == 3 and row["auc_delay200"] == 1.0 and row["offset_acc_200"] == 1.0
+    assert row["fpr_at_fold_operating_point"] == pytest.approx(1 / 3)
+    assert "tpr_delay200" not in row and "threshold" not in row  # one pooled threshold would mean nothing
