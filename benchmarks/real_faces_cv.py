@@ -41,8 +41,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
 from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT, DEFAULT_SPLIT_FILE,  # noqa: E402
-                                   MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, evaluate,
-                                   real_av_root, summarise)
+                                   MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, auc_vs_original,
+                                   evaluate, real_av_root, summarise)
 from pinlite_edge.utils.atomic import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv")
@@ -109,8 +109,10 @@ def _condition(d: dict[str, Any]) -> ConditionScore:
                           offset_head=d.get("offset_head"))
 
 
-def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per method over every fold's held-out clips with a face (and the files left out for no face)."""
+def pooled_clips(reports: Sequence[dict[str, Any]]
+                 ) -> tuple[dict[str, list[dict[str, ConditionScore]]], dict[str, list[bool]], list[str]]:
+    """Every fold's held-out clips with a face, per method (in the same clip order for every method); per calibrated
+    method whether each original passed its fold's operating point; the files left out for no face."""
     per_method: dict[str, list[dict[str, ConditionScore]]] = {}
     fpr_hits: dict[str, list[bool]] = {}
     no_face: list[str] = []
@@ -125,6 +127,12 @@ def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]]
                 per_method.setdefault(method, []).append({c: _condition(v) for c, v in conds.items()})
                 if method in calibrated and "original" in conds:
                     fpr_hits.setdefault(method, []).append(conds["original"]["scan"] >= calibrated[method])
+    return per_method, fpr_hits, sorted(set(no_face))
+
+
+def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per method over every fold's held-out clips with a face (and the files left out for no face)."""
+    per_method, fpr_hits, no_face = pooled_clips(reports)
     rows = []
     for method, per_clip in per_method.items():
         row = {"method": method, **summarise(per_clip, 0.5)}
@@ -137,7 +145,44 @@ def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]]
         hits = fpr_hits.get(method)
         row["fpr_at_fold_operating_point"] = float(np.mean(hits)) if hits else None
         rows.append(row)
-    return rows, sorted(set(no_face))
+    return rows, no_face
+
+
+#: clip resamples of the paired bootstrap
+BOOTSTRAP = 2000
+
+
+def paired_bootstrap(per_method: dict[str, list[dict[str, ConditionScore]]], reference: str, aggregate: str = "scan",
+                     reps: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+    """95% intervals of each method's pooled AUC per manipulation, and of its difference to ``reference`` (the
+    baseline), resampling held-out clips with replacement: every method is scored on the same resampled clips, so
+    the difference keeps the pairing (the same speakers are easy or hard for every method)."""
+    rng = np.random.default_rng(seed)
+    n = len(per_method[reference])
+    if any(len(v) != n for v in per_method.values()):
+        raise ValueError("every method must have scored the same clips for a paired bootstrap")
+
+    def auc(rows: list[dict[str, ConditionScore]], idx: np.ndarray, cond: str, agg: str) -> float:
+        orig = [getattr(rows[i]["original"], agg) for i in idx]
+        fake = [getattr(rows[i][cond], agg) for i in idx if cond in rows[i]]
+        return float(auc_vs_original(orig, fake) or np.nan)
+
+    out: dict[str, Any] = {"reps": reps, "seed": seed, "aggregate": aggregate, "reference": reference, "clips": n,
+                           "methods": {}}
+    draws = [rng.integers(0, n, n) for _ in range(reps)]
+    for method, rows in per_method.items():
+        agg = "mean" if method == reference else aggregate  # the baseline's one score sits in every aggregate
+        entry: dict[str, Any] = {}
+        for cond in MANIPULATED:
+            own = np.array([auc(rows, idx, cond, agg) for idx in draws])
+            ref = np.array([auc(per_method[reference], idx, cond, "mean") for idx in draws])
+            diff = own - ref
+            entry[cond] = {"auc_ci95": [float(np.nanpercentile(own, 2.5)), float(np.nanpercentile(own, 97.5))],
+                           f"minus_{reference}_ci95": [float(np.nanpercentile(diff, 2.5)),
+                                                      float(np.nanpercentile(diff, 97.5))],
+                           f"share_above_{reference}": float(np.nanmean(diff > 0))}
+        out["methods"][method] = entry
+    return out
 
 
 _COLUMNS = [("auc_delay200", "delay200"), ("auc_advance200", "advance200"), ("auc_delay80", "delay80"),
@@ -168,6 +213,25 @@ def render_markdown(result: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {row['method']} | {label} | "
                          + " | ".join(_f(row.get(k + suffix)) for k, _ in _COLUMNS) + " |")
+    boot = result.get("bootstrap")
+    if boot:
+        ref = boot["reference"]
+        lines += ["", f"## Uncertainty: paired clip bootstrap ({boot['reps']} resamples of the {boot['clips']} "
+                  f"held-out clips; models' {boot['aggregate']} score vs the {ref})", "",
+                  "95% interval of the pooled AUC, and of the model's AUC minus the baseline's on the same resampled "
+                  "clips (share of resamples where the model is ahead in brackets).", "",
+                  "| method | " + " | ".join(c for _, c in _COLUMNS) + " |", "|---|" + "---|" * len(_COLUMNS)]
+        for method, entry in boot["methods"].items():
+            cells = []
+            for _, cond in _COLUMNS:
+                e = entry[cond]
+                lo, hi = e["auc_ci95"]
+                cell = f"{lo:.2f}–{hi:.2f}"
+                if method != ref:
+                    dlo, dhi = e[f"minus_{ref}_ci95"]
+                    cell += f"; vs baseline {dlo:+.2f} to {dhi:+.2f} ({e[f'share_above_{ref}']:.0%})"
+                cells.append(cell)
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "## Offsets and false positives (pooled)", "",
               "| method | offset within ±1 frame, ±200 ms clips | offset head alone | in-sync FPR at the fold's "
               "operating point (scan) |", "|---|---|---|---|"]
@@ -221,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(split_file, fold_split(split_doc, folds, k))
         reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force))
     pooled, no_face = pooled_rows(reports)
+    per_method, _, _ = pooled_clips(reports)
+    bootstrap = paired_bootstrap(per_method, BASELINE_NAME) if BASELINE_NAME in per_method else None
     pool = [c for f in folds for c in f]
     result = {
         "folds": len(folds), "pool_clips": len(pool),
@@ -228,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "pooled_clips": pooled[0]["num_clips"] if pooled else 0, "no_face": no_face,
         "conditions": {k: v for k, v in CONDITIONS.items()},
         "pooled": pooled,
+        "bootstrap": bootstrap,
         "per_fold": [{"fold": r["fold"], "held_out": [c["file"].split("/")[-1] for c in r["clips"]],
                       "build_seconds": r["build_seconds"], "score_seconds": r["score_seconds"],
                       "table": r["table"], "models": r["models"]} for r in reports],
