@@ -82,7 +82,8 @@ def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: 
             "clips": clips}
 
 
-def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool) -> dict[str, Any]:
+def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
+             quickstart_args: Sequence[str] = ()) -> dict[str, Any]:
     """Build fold ``k``'s models (quickstart, no export) and score its held-out clips; cached in the workspace."""
     scores_path = workspace / "fold_scores.json"
     if scores_path.is_file() and not force:
@@ -90,7 +91,8 @@ def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool)
         return json.loads(scores_path.read_text())
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "pinlite_edge.quickstart", "--workspace", str(workspace), "--real-data", str(root),
-           "--split-file", str(split_file), "--no-export", "--no-progress", *(["--force"] if force else [])]
+           "--split-file", str(split_file), "--no-export", "--no-progress", *quickstart_args,
+           *(["--force"] if force else [])]
     log.info("fold %d: %s", k, " ".join(cmd))
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
     build_s = time.perf_counter() - t0
@@ -198,7 +200,8 @@ def render_markdown(result: dict[str, Any]) -> str:
              f"{result['folds']} folds over {result['pool_clips']} talking-face clips of the shipped train + dev "
              f"splits (one speaker each); GRID clips always in train; the {result['test_clips_left_out']} shipped "
              "test clips in no fold. Every clip below was scored by models that never saw its speaker. Models: the "
-             "quickstart recipe per fold (`python -m pinlite_edge.quickstart --split-file FOLD --no-export`).", "",
+             "quickstart recipe per fold (`python -m pinlite_edge.quickstart --split-file FOLD --no-export"
+             + "".join(f" --model-option {o}" for o in result.get("model_options") or []) + "`).", "",
              f"Pooled over {result['pooled_clips']} held-out clips with a face (left out, no face found: "
              f"{', '.join(result['no_face']) or 'none'}). One original/manipulated pair moves an AUC by "
              f"{1 / max(1, result['pooled_clips']) ** 2:.4f}.", "",
@@ -259,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "real-faces-cv",
                    help="fold split files and workspaces (default: %(default)s; kept out of git)")
     p.add_argument("--force", action="store_true", help="rebuild and rescore every fold")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every fold's quickstart (a recipe variant, e.g. appearance_input=false; give it "
+                        "its own --work and --stem)")
+    p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results root (default: benchmarks/results)")
     p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
     return p
@@ -283,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(len(folds)):
         split_file = args.work / f"fold{k}.json"
         atomic_write_json(split_file, fold_split(split_doc, folds, k))
-        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force))
+        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force,
+                                [f"--model-option={o}" for o in args.model_option]))
     pooled, no_face = pooled_rows(reports)
     per_method, _, _ = pooled_clips(reports)
     bootstrap = paired_bootstrap(per_method, BASELINE_NAME) if BASELINE_NAME in per_method else None
@@ -298,11 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         "per_fold": [{"fold": r["fold"], "held_out": [c["file"].split("/")[-1] for c in r["clips"]],
                       "build_seconds": r["build_seconds"], "score_seconds": r["score_seconds"],
                       "table": r["table"], "models": r["models"]} for r in reports],
+        "model_options": args.model_option,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "notes": args.notes.read_text() if args.notes else None,
     }
     files = sorted((c["file"], c["sha256"]) for c in pool)
-    record = build_record(STEM, "benchmarks/real_faces_cv.py", argv,
+    record = build_record(args.stem, "benchmarks/real_faces_cv.py", argv,
                           data={"root": repo_relative(root), "split_file": repo_relative(args.split_file),
                                 "fingerprint": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
                                 "fingerprint_of": "sorted (file, sha256) of the folded clips",

@@ -49,6 +49,10 @@ EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}), ("onnx-i
 SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
 
 
+#: the model preset the quickstart trains (CPU-sized)
+PRESET = "tiny"
+
+
 @dataclass
 class QuickstartConfig:
     """Sizes and schedules of the quickstart (defaults: the full run; :meth:`smoke` the CI run)."""
@@ -81,6 +85,9 @@ class QuickstartConfig:
     #: speaker-disjoint split of the real clips (a split file's path or a shipped split's name, e.g. for a
     #: cross-validation fold); None: the shipped ``real_av`` split when the folder holds its clips, else a hash split
     split_file: str | None = None
+    #: ModelConfig field overrides of the teacher and the student (e.g. ``{"appearance_input": False}``); a stage
+    #: in the workspace built with other values for these fields is rebuilt
+    model_options: dict[str, Any] = field(default_factory=dict)
     #: share of every training epoch drawn from the real sync pairs (the rest: the synthetic generator)
     real_weight: float = 0.5
     #: window stride over the real clips (seconds): every window gives a real sample and its shifted/swapped fakes
@@ -172,7 +179,7 @@ def _data(cfg: QuickstartConfig, real: Path | None) -> tuple[str | list[str], di
 
 def _common(cfg: QuickstartConfig, ws: Path, real: Path | None = None) -> dict[str, Any]:
     data, options = _data(cfg, real)
-    return dict(data=data, preset="tiny", batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+    return dict(data=data, preset=PRESET, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
                 num_workers=cfg.num_workers, data_options=options, progress=cfg.progress,
                 cache_dir=str(ws / "cache"), in_memory="yes")
 
@@ -293,7 +300,20 @@ def workspace_status(workspace: str | Path,
 
 
 # --------------------------------------------------------------------------------------------- stages
-def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False) -> tuple[Path, bool]:
+def _model_options_differ(out: Path, model_options: dict[str, Any]) -> str | None:
+    """How the stage's recorded model config differs from ``model_options`` (None: it agrees, or has no record)."""
+    if not model_options:
+        return None
+    try:
+        config = json.loads((out / "best.json").read_text(encoding="utf-8"))["model_config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no readable record: stage_status decides
+    differ = [f"{k}={config.get(k)!r}, asked for {v!r}" for k, v in model_options.items() if config.get(k) != v]
+    return "; ".join(differ) or None
+
+
+def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False,
+               model_options: dict[str, Any] | None = None) -> tuple[Path, bool]:
     """Run one training stage unless its checkpoint is complete; returns (best checkpoint, whether it ran)."""
     out = _stage_dir(ws, name)
     state, detail = stage_status(out)
@@ -304,6 +324,8 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: boo
         redo = f"its checkpoint does not verify ({detail})"
     elif upstream_rebuilt and state != MISSING:
         redo = "the stage it starts from was rebuilt in this run"
+    elif state != MISSING and (differ := _model_options_differ(out, model_options or {})):
+        redo = f"it was built with other model options ({differ})"
     if redo is not None:
         log.info("stage %s: redoing it from scratch: %s", name, redo)
         shutil.rmtree(out)
@@ -482,6 +504,14 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
         from pinlite_edge.data.splits import read_split_file
 
         read_split_file(cfg.split_file)  # a malformed file fails here, not half-way through the teacher stage
+    if cfg.model_options:  # a bad option fails here, before any finished stage is redone for it
+        from pinlite_edge.training.models import build_model
+
+        for kind in ("teacher", "student"):
+            try:
+                build_model(kind, PRESET, dict(cfg.model_options))
+            except PinliteError as exc:
+                raise UsageError(f"--model-option: {exc}") from None
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
     def size(n: int) -> int | None:
@@ -489,10 +519,12 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
     teacher, ran = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume,
-        epoch_size=size(cfg.teacher_epoch_size))))
+        epoch_size=size(cfg.teacher_epoch_size), model_options=dict(cfg.model_options))),
+        model_options=cfg.model_options)
     distilled, ran_d = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
         **common, epochs=cfg.distill_epochs, lr=cfg.distill_lr, output=str(out), resume=resume,
-        teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size))), upstream_rebuilt=ran)
+        teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size), model_options=dict(cfg.model_options))),
+        upstream_rebuilt=ran, model_options=cfg.model_options)
     ran = ran or ran_d
     pruned, ran_p = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
@@ -515,7 +547,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pinlite_edge.utils.cli import OneLineParser, report
+    from pinlite_edge.utils.cli import OneLineParser, key_value, report
 
     p = OneLineParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -536,12 +568,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "point) / test (never used here), as JSON like pinlite_edge/data/splits/real_av.json "
                         "(default: that file when --real-data holds its clips, else a hash of each clip's speaker "
                         "group)")
+    p.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="override a field of the teacher's and the student's model config (repeatable; VALUE is "
+                        "JSON where it parses, e.g. appearance_input=false); stages built otherwise are rebuilt")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
                 progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data,
-                split_file=args.split_file)
+                split_file=args.split_file, model_options=dict(args.model_option))
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
     t0 = time.perf_counter()
     try:

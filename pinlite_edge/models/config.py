@@ -30,6 +30,10 @@ class ModelConfig:
     #: a first-layer feature. Without it the tiny models memorise the few real training speakers instead of learning
     #: lip-audio synchrony (benchmarks/results/real_faces/). False for configs saved before the option existed.
     motion_input: bool = False
+    #: with ``motion_input``, whether the frame itself is fed beside its difference; False feeds the difference only
+    #: (3 channels): an appearance-free input, so the identity of the few real training speakers cannot be memorised
+    #: (an option to test that idea; off in every preset)
+    appearance_input: bool = True
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -39,6 +43,8 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
         if not self.heads_per_layer or min(self.heads_per_layer) < 1:
             raise ValueError(f"every layer needs at least one head, got {self.heads_per_layer}")
+        if not self.appearance_input and not self.motion_input:
+            raise ValueError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
 
     @property
     def num_layers(self) -> int:

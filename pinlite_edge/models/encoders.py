@@ -12,14 +12,16 @@ class FrameEncoder(nn.Module):
     """Per-frame CNN, global average pool, linear projection: ``(B, T, 3, S, S) -> (B, T, D)``.
 
     With ``config.motion_input`` the CNN's input is each frame stacked with its difference to the previous frame
-    (zero for the first), 6 channels: lip motion, what lip-sync hinges on, is visible to the first layer.
+    (zero for the first), 6 channels: lip motion, what lip-sync hinges on, is visible to the first layer. With
+    ``config.appearance_input`` False as well, the difference alone (3 channels).
     """
 
     def __init__(self, config: ModelConfig, pretrained: bool | None = None):
         super().__init__()
         backbone = build_backbone(config.backbone, config.backbone_width, pretrained)
         self.motion_input = config.motion_input
-        if self.motion_input:
+        self.appearance_input = config.appearance_input
+        if self.motion_input and self.appearance_input:
             widen_stem(backbone.blocks, 6)
         self.backbone = backbone.blocks
         self.pretrained = backbone.pretrained
@@ -40,7 +42,8 @@ class FrameEncoder(nn.Module):
         b, t = frames.shape[:2]
         if self.motion_input:
             previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-            frames = torch.cat([frames, frames - previous], dim=2)
+            motion = frames - previous
+            frames = torch.cat([frames, motion], dim=2) if self.appearance_input else motion
         x = self.backbone(frames.reshape(b * t, *frames.shape[2:]))
         x = self.pool(x).flatten(1)
         return self.proj(x).reshape(b, t, -1)
