@@ -127,3 +127,33 @@ def test_motion_input_sees_frame_differences_and_old_configs_load_without_it():
     assert restored.motion_input is False
     legacy = create_model(restored)
     assert next(m for m in legacy.frame_encoder.backbone.modules() if isinstance(m, nn.Conv2d)).in_channels == 3
+
+
+def test_appearance_free_input_sees_only_frame_differences():
+    """``appearance_input=False``: the stem takes 3 channels, the frame differences, so a model cannot tell two clips
+    apart whose frames differ by a constant image (same motion, another face); configs saved before the option
+    existed load with appearance on; the option is refused without ``motion_input``."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    from pinlite_edge.models import ModelConfig, create_model, student_config
+
+    cfg = replace(student_config("tiny"), appearance_input=False)
+    model = create_model(cfg).eval()
+    stem = next(m for m in model.frame_encoder.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == 3
+    s = cfg.contract.frame_size
+    frames, mfcc = torch.randn(2, 16, 3, s, s), torch.randn(2, 64, 13)
+    other_face = torch.randn(1, 1, 3, s, s)
+    torch.testing.assert_close(model(frames, mfcc).logits, model(frames + other_face, mfcc).logits)
+    shuffled = frames[:, torch.randperm(16)]
+    assert not torch.allclose(model(frames, mfcc).logits, model(shuffled, mfcc).logits)  # motion still counts
+    with_appearance = create_model(student_config("tiny")).eval()
+    assert not torch.allclose(with_appearance(frames, mfcc).logits, with_appearance(frames + other_face, mfcc).logits)
+    old = cfg.to_dict()
+    del old["appearance_input"]
+    assert ModelConfig.from_dict(old).appearance_input is True
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="needs motion_input"):
+        replace(cfg, motion_input=False)

@@ -164,3 +164,19 @@ def test_quickstart_split_file_decides_the_real_split_and_bad_ones_are_refused_b
         assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert not (tmp_path / "ws2" / "teacher").exists()
 
+
+
+def test_quickstart_model_option_rebuilds_stages_built_otherwise_and_bad_options_stop_before_any_stage(tmp_path):
+    ws = tmp_path / "ws"
+    run = _quickstart(ws, "--real-data", "none", "--no-export")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((ws / "teacher" / "best.json").read_text())["model_config"]["appearance_input"] is True
+    run = _quickstart(ws, "--real-data", "none", "--no-export", "--model-option", "appearance_input=false")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "built with other model options (appearance_input=True, asked for False)" in run.stderr
+    for stage in ("teacher", "distilled", "pruned"):
+        assert json.loads((ws / stage / "best.json").read_text())["model_config"]["appearance_input"] is False
+    before = (ws / "teacher" / "best.safetensors").stat().st_mtime_ns
+    run = _quickstart(ws, "--real-data", "none", "--no-export", "--model-option", "no_such_field=1")
+    assert run.returncode == 2 and "--model-option" in run.stderr and "no_such_field" in run.stderr, run.stderr
+    assert (ws / "teacher" / "best.safetensors").stat().st_mtime_ns == before  # nothing redone or lost
