@@ -132,9 +132,9 @@ def pooled_clips(reports: Sequence[dict[str, Any]]
     return per_method, fpr_hits, sorted(set(no_face))
 
 
-def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per method over every fold's held-out clips with a face (and the files left out for no face)."""
-    per_method, fpr_hits, no_face = pooled_clips(reports)
+def pooled_rows(per_method: dict[str, list[dict[str, ConditionScore]]],
+                fpr_hits: dict[str, list[bool]]) -> list[dict[str, Any]]:
+    """One row per method over the pooled held-out clips (:func:`pooled_clips`)."""
     rows = []
     for method, per_clip in per_method.items():
         row = {"method": method, **summarise(per_clip, 0.5)}
@@ -147,7 +147,7 @@ def pooled_rows(reports: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]]
         hits = fpr_hits.get(method)
         row["fpr_at_fold_operating_point"] = float(np.mean(hits)) if hits else None
         rows.append(row)
-    return rows, no_face
+    return rows
 
 
 #: clip resamples of the paired bootstrap
@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(split_file, fold_split(split_doc, folds, k))
         reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force,
                                 [f"--model-option={o}" for o in args.model_option]))
-    pooled, no_face = pooled_rows(reports)
-    per_method, _, _ = pooled_clips(reports)
+    per_method, fpr_hits, no_face = pooled_clips(reports)
+    pooled = pooled_rows(per_method, fpr_hits)
     bootstrap = paired_bootstrap(per_method, BASELINE_NAME) if BASELINE_NAME in per_method else None
     pool = [c for f in folds for c in f]
     result = {

@@ -10,16 +10,14 @@ from pathlib import Path
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
-from pinlite_edge.workspace_layout import DEFAULT_MODEL_FORMAT, DEFAULT_WORKSPACE, default_model, export_artifact_path
+from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pinlite_edge.detect",
                                 description="Score a video for audio-visual (lip-sync) manipulation.")
     p.add_argument("video", type=Path)
-    p.add_argument("--model", type=Path, default=None,
-                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest "
-                        f"(default: the quickstart's ONNX student, {export_artifact_path(DEFAULT_WORKSPACE, DEFAULT_MODEL_FORMAT)})")
+    add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--threshold", type=float, default=None,
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from pinlite_edge.detector import Detector
 
     try:
-        model = args.model if args.model is not None else default_model()
+        model = resolve_model(args.model)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
 from pinlite_edge.utils.cli import OneLineParser, report
 from pinlite_edge.utils.files import input_file_problem
-from pinlite_edge.workspace_layout import DEFAULT_MODEL_FORMAT, DEFAULT_WORKSPACE, default_model, export_artifact_path
+from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -612,10 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scan a folder tree of videos with a PIN-Lite artefact; one JSON line per file. Re-running "
                     "the same command resumes: files already in --out are skipped.")
     p.add_argument("folder", type=Path, help="folder to scan (recursively)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest "
-                        "(default: the quickstart's ONNX student, "
-                        f"{export_artifact_path(DEFAULT_WORKSPACE, DEFAULT_MODEL_FORMAT)})")
+    add_model_argument(p)
     p.add_argument("--out", type=Path, required=True,
                    help="results file (JSON lines; appended to, resumable). An existing file that is not a scan "
                         "results file is refused")
@@ -651,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        model = args.model if args.model is not None else default_model()
+        model = resolve_model(args.model)
     except PinliteError as exc:
         return report(exc, "python -m pinlite_edge.scan")
     cfg = ScanConfig(root=args.folder, model=model, out=args.out, workers=args.workers, batch=args.batch,

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pinlite_edge.errors import UsageError
@@ -26,9 +27,19 @@ def export_artifact_path(workspace: str | Path, fmt: str) -> Path:
     return Path(workspace) / "exports" / fmt / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
 
 
-def default_model(workspace: str | Path = DEFAULT_WORKSPACE) -> Path:
-    """The quickstart workspace's ONNX student (the model the README's main command builds); a
-    :class:`~pinlite_edge.errors.UsageError` saying how to get one when it is not there."""
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model ARTEFACT`` of the scoring CLIs (``detect``, ``scan``), optional: :func:`resolve_model` fills it in."""
+    parser.add_argument("--model", type=Path, default=None,
+                        help="artefact (.onnx, .pte, TensorRT engine, or .safetensors checkpoint) with its manifest "
+                             "(default: the quickstart's ONNX student, "
+                             f"{export_artifact_path(DEFAULT_WORKSPACE, DEFAULT_MODEL_FORMAT)})")
+
+
+def resolve_model(given: Path | None, workspace: str | Path = DEFAULT_WORKSPACE) -> Path:
+    """``given`` (``--model``), else the quickstart workspace's ONNX student (the model the README's main command
+    builds); a :class:`~pinlite_edge.errors.UsageError` saying how to get one when it is not there."""
+    if given is not None:
+        return given
     path = export_artifact_path(workspace, DEFAULT_MODEL_FORMAT)
     if not path.is_file():
         raise UsageError(f"no --model given and no quickstart model at {path} (relative to {Path.cwd()}): build it "
@@ -38,5 +49,5 @@ def default_model(workspace: str | Path = DEFAULT_WORKSPACE) -> Path:
     return path
 
 
-__all__ = ["ARTEFACT_STEM", "DEFAULT_MODEL_FORMAT", "DEFAULT_WORKSPACE", "STAGES", "default_model",
-           "export_artifact_path"]
+__all__ = ["ARTEFACT_STEM", "DEFAULT_MODEL_FORMAT", "DEFAULT_WORKSPACE", "STAGES", "add_model_argument",
+           "export_artifact_path", "resolve_model"]

@@ -349,7 +349,8 @@ def test_cv_pools_held_out_clips_and_counts_fpr_at_each_folds_operating_point():
                 "clips": [clip(0.1, 0.9), clip(0.5, 0.8)]},  # 0.5 >= 0.3: one false positive
                {"table": [{"method": "pruned", "threshold": 0.6, "threshold_source": "operating point (3 clips)"}],
                 "clips": [clip(0.5, 0.7), clip(0.99, 0.0, face=False)]}]  # 0.5 < 0.6; the no-face clip is left out
-    rows, no_face = cv.pooled_rows(reports)
+    per_method, fpr_hits, no_face = cv.pooled_clips(reports)
+    rows = cv.pooled_rows(per_method, fpr_hits)
     assert no_face == ["talking/0.99.mp4"]
     (row,) = rows
     assert row["num_clips"] == 3 and row["auc_delay200"] == 1.0 and row["offset_acc_200"] == 1.0
