@@ -201,7 +201,8 @@ def render_markdown(result: dict[str, Any]) -> str:
              f"splits (one speaker each); GRID clips always in train; the {result['test_clips_left_out']} shipped "
              "test clips in no fold. Every clip below was scored by models that never saw its speaker. Models: the "
              "quickstart recipe per fold (`python -m pinlite_edge.quickstart --split-file FOLD --no-export"
-             + "".join(f" --model-option {o}" for o in result.get("model_options") or []) + "`).", "",
+             + "".join(f" --model-option {o}" for o in result.get("model_options") or [])
+             + (f" --pair-weight {result['pair_weight']}" if result.get("pair_weight") else "") + "`).", "",
              f"Pooled over {result['pooled_clips']} held-out clips with a face (left out, no face found: "
              f"{', '.join(result['no_face']) or 'none'}). One original/manipulated pair moves an AUC by "
              f"{1 / max(1, result['pooled_clips']) ** 2:.4f}.", "",
@@ -265,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to every fold's quickstart (a recipe variant, e.g. appearance_input=false; give it "
                         "its own --work and --stem)")
+    p.add_argument("--pair-weight", type=float, default=None, metavar="W",
+                   help="passed to every fold's quickstart (the pair-ranking loss, a recipe variant; give it its own "
+                        "--work and --stem)")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results root (default: benchmarks/results)")
     p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
@@ -285,13 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
+    quickstart_args = [f"--model-option={o}" for o in args.model_option]
+    if args.pair_weight is not None:
+        quickstart_args.append(f"--pair-weight={args.pair_weight}")
     reports = []
     t0 = time.perf_counter()
     for k in range(len(folds)):
         split_file = args.work / f"fold{k}.json"
         atomic_write_json(split_file, fold_split(split_doc, folds, k))
-        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force,
-                                [f"--model-option={o}" for o in args.model_option]))
+        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force, quickstart_args))
     per_method, fpr_hits, no_face = pooled_clips(reports)
     pooled = pooled_rows(per_method, fpr_hits)
     bootstrap = paired_bootstrap(per_method, BASELINE_NAME) if BASELINE_NAME in per_method else None
@@ -307,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                       "build_seconds": r["build_seconds"], "score_seconds": r["score_seconds"],
                       "table": r["table"], "models": r["models"]} for r in reports],
         "model_options": args.model_option,
+        "pair_weight": args.pair_weight,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "notes": args.notes.read_text() if args.notes else None,
     }

@@ -88,6 +88,9 @@ class QuickstartConfig:
     #: ModelConfig field overrides of the teacher and the student (e.g. ``{"appearance_input": False}``); a stage
     #: in the workspace built with other values for these fields is rebuilt
     model_options: dict[str, Any] = field(default_factory=dict)
+    #: weight of the pair-ranking loss in every stage (pinlite_edge.training.losses; 0: off); a stage in the workspace
+    #: built with another weight is rebuilt
+    pair_weight: float = 0.0
     #: share of every training epoch drawn from the real sync pairs (the rest: the synthetic generator)
     real_weight: float = 0.5
     #: window stride over the real clips (seconds): every window gives a real sample and its shifted/swapped fakes
@@ -181,7 +184,7 @@ def _common(cfg: QuickstartConfig, ws: Path, real: Path | None = None) -> dict[s
     data, options = _data(cfg, real)
     return dict(data=data, preset=PRESET, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
                 num_workers=cfg.num_workers, data_options=options, progress=cfg.progress,
-                cache_dir=str(ws / "cache"), in_memory="yes")
+                cache_dir=str(ws / "cache"), in_memory="yes", pair_weight=cfg.pair_weight)
 
 
 def _stage_dir(ws: Path, stage: str) -> Path:
@@ -300,20 +303,25 @@ def workspace_status(workspace: str | Path,
 
 
 # --------------------------------------------------------------------------------------------- stages
-def _model_options_differ(out: Path, model_options: dict[str, Any]) -> str | None:
-    """How the stage's recorded model config differs from ``model_options`` (None: it agrees, or has no record)."""
-    if not model_options:
-        return None
+def _recipe_differs(out: Path, model_options: dict[str, Any], train_options: dict[str, Any]) -> str | None:
+    """How the stage's recorded model config differs from ``model_options``, and its training config from
+    ``train_options`` (``{field: (value asked for, value of a record without the field)}``); None: it agrees, or
+    has no readable record."""
     try:
-        config = json.loads((out / "best.json").read_text(encoding="utf-8"))["model_config"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads((out / "best.json").read_text(encoding="utf-8"))
+        model, train = record["model_config"], record.get("config") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no readable record: stage_status decides
-    differ = [f"{k}={config.get(k)!r}, asked for {v!r}" for k, v in model_options.items() if config.get(k) != v]
+    differ = [f"model option {k}={model.get(k)!r}, asked for {v!r}" for k, v in model_options.items()
+              if model.get(k) != v]
+    differ += [f"{k}={train.get(k, missing)!r}, asked for {v!r}" for k, (v, missing) in train_options.items()
+               if train.get(k, missing) != v]
     return "; ".join(differ) or None
 
 
 def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False,
-               model_options: dict[str, Any] | None = None) -> tuple[Path, bool]:
+               model_options: dict[str, Any] | None = None,
+               train_options: dict[str, tuple[Any, Any]] | None = None) -> tuple[Path, bool]:
     """Run one training stage unless its checkpoint is complete; returns (best checkpoint, whether it ran)."""
     out = _stage_dir(ws, name)
     state, detail = stage_status(out)
@@ -324,8 +332,8 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: boo
         redo = f"its checkpoint does not verify ({detail})"
     elif upstream_rebuilt and state != MISSING:
         redo = "the stage it starts from was rebuilt in this run"
-    elif state != MISSING and (differ := _model_options_differ(out, model_options or {})):
-        redo = f"it was built with other model options ({differ})"
+    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {})):
+        redo = f"it was built with another recipe ({differ})"
     if redo is not None:
         log.info("stage %s: redoing it from scratch: %s", name, redo)
         shutil.rmtree(out)
@@ -512,24 +520,27 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
                 build_model(kind, PRESET, dict(cfg.model_options))
             except PinliteError as exc:
                 raise UsageError(f"--model-option: {exc}") from None
+    if not (math.isfinite(cfg.pair_weight) and cfg.pair_weight >= 0):
+        raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {cfg.pair_weight}")
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
+    recipe = {"pair_weight": (cfg.pair_weight, 0.0)}  # training options a finished stage must have been built with
     def size(n: int) -> int | None:
         return n if real is not None else None  # synthetic only: every clip once per epoch, as before
 
     teacher, ran = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume,
         epoch_size=size(cfg.teacher_epoch_size), model_options=dict(cfg.model_options))),
-        model_options=cfg.model_options)
+        model_options=cfg.model_options, train_options=recipe)
     distilled, ran_d = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
         **common, epochs=cfg.distill_epochs, lr=cfg.distill_lr, output=str(out), resume=resume,
         teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size), model_options=dict(cfg.model_options))),
-        upstream_rebuilt=ran, model_options=cfg.model_options)
+        upstream_rebuilt=ran, model_options=cfg.model_options, train_options=recipe)
     ran = ran or ran_d
     pruned, ran_p = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps, importance=cfg.prune_importance,
-        epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran)
+        epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran, train_options=recipe)
     ran = ran or ran_p
     if real is not None:
         ran = _calibrate_stage(pruned, real, cfg, redo=cfg.force or ran_p) or ran
@@ -571,12 +582,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="override a field of the teacher's and the student's model config (repeatable; VALUE is "
                         "JSON where it parses, e.g. appearance_input=false); stages built otherwise are rebuilt")
+    p.add_argument("--pair-weight", type=float, default=QuickstartConfig.pair_weight, metavar="W",
+                   help="weight of the pair-ranking loss in every stage: a real window must fit its own audio better "
+                        "than the same window's shifted or swapped audio (0: off; stages built with another weight "
+                        "are rebuilt) (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
                 progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data,
-                split_file=args.split_file, model_options=dict(args.model_option))
+                split_file=args.split_file, model_options=dict(args.model_option), pair_weight=args.pair_weight)
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
     t0 = time.perf_counter()
     try:

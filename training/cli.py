@@ -76,6 +76,10 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                    help="weight of the attention-alignment loss: on clips with a known audio offset k the attention "
                         "of audio step t is pulled to frame t-k; 0 gives the plain SPEC objective (default: "
                         "%(default)s)")
+    g.add_argument("--pair-weight", type=float, default=defaults.pair_weight,
+                   help="weight of the pair-ranking loss: a real window's real-vs-fake margin must beat the same "
+                        "window's with shifted or swapped audio (what the Detector's offset scan compares); > 0 also "
+                        "draws each sync-pair fake next to its real window. 0: off (default: %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="seed of init, data order and dropout; two CPU runs "
                                                                    "with one seed are identical (default: %(default)s)")
     g = p.add_argument_group("execution")

@@ -36,6 +36,9 @@ class TrainConfig:
     offset_weight: float = 0.5
     #: attention-alignment NLL on clips with a known offset (training/losses.py; an addition to SPEC §3)
     align_weight: float = 1.0
+    #: pair ranking of a real window against the same window with wrong audio (training/losses.py; an addition to
+    #: SPEC §3); > 0 also makes the sampler put each drawn fake next to its real window (training/sampling.py)
+    pair_weight: float = 0.0
     cache_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     in_memory: str = "auto"  # auto | yes | no

@@ -48,7 +48,8 @@ def check_compatible(student: AVSyncDetector, teachers: Sequence[AVSyncDetector]
 def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Split, device: torch.device,
                            cache_dir: Path | None, dist_info: Any) -> Objective:
     """The loss closure used by :func:`fit`: teacher outputs from the cache, or recomputed per batch."""
-    weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight, cfg.align_weight)
+    weights = DistillWeights(cfg.alpha, cfg.beta, cfg.temperature, cfg.offset_weight, cfg.align_weight,
+                             cfg.pair_weight)
     if cfg.cache_teacher and train.augmented:
         log.info("the training data is augmented per epoch: the teacher runs on every batch instead of being cached")
     if cfg.cache_teacher and not train.augmented:
@@ -62,7 +63,8 @@ def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Spli
 
         def cached(out: ModelOutput, batch: dict[str, Any]):
             t_logits, t_attn = targets.batch(batch["index"], device)
-            return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights)
+            return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights,
+                                     batch.get("clip_id"))
 
         return cached
 
@@ -71,7 +73,8 @@ def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Spli
             outs = [t(batch["frames"], batch["mfcc"]) for t in teachers]
         t_logits = torch.stack([o.logits.float() for o in outs])
         t_attn = torch.stack([o.attention.float() for o in outs]).mean(dim=0)
-        return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights)
+        return distillation_loss(out, batch["label"], batch["offset_class"], t_logits, t_attn, weights,
+                                     batch.get("clip_id"))
 
     return live
 
@@ -100,6 +103,7 @@ def distill(cfg: DistillConfig) -> FitResult:
         record = {"kind": "student", "teachers": teacher_record(cfg.teachers),
                   "distillation": {"alpha": cfg.alpha, "beta": cfg.beta, "temperature": cfg.temperature,
                                    "offset_weight": cfg.offset_weight, "align_weight": cfg.align_weight,
+                                   "pair_weight": cfg.pair_weight,
                                    "teacher_cache": cfg.cache_teacher and not ctx.train.augmented},
                   "backbone_pretrained": student.backbone_pretrained,
                   "eps_reference": "teacher" if len(cfg.teachers) == 1 else "teacher ensemble (mean attention)"}

@@ -28,7 +28,7 @@ from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.data.augment import set_data_epoch
 from pinlite_edge.data.provenance import training_data_summary
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
 from pinlite_edge.training.config import TrainConfig
@@ -110,6 +110,9 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
     """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
     dist = dist or DistInfo()
+    pair_weight = getattr(cfg, "pair_weight", 0.0)
+    if not (isinstance(pair_weight, (int, float)) and math.isfinite(pair_weight) and pair_weight >= 0):
+        raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {pair_weight!r}")
     out_dir = Path(cfg.output)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = sampling_plan(train.source if train.source is not None else train.dataset, getattr(cfg, "balance", "auto"),
-                         spec_label(cfg.data), getattr(cfg, "epoch_size", None))
+                         spec_label(cfg.data), getattr(cfg, "epoch_size", None),
+                         pairs=pair_weight > 0)
     epoch_size = plan.size if plan is not None else len(train)
     sampling = plan.describe() if plan is not None else {"mode": getattr(cfg, "balance", "auto"),
                                                          "epoch_size": epoch_size, "sources": None}

@@ -15,6 +15,11 @@ Per source (one ``--data``):
 - ``weight`` (``--data-option KIND.weight=W`` on every source): the epoch keeps its total size (the sum of the
   sources' own sizes) and each source gets the share ``W / sum(W)`` of it.
 - ``epoch_size`` (``--epoch-size N``): the epoch draws N samples instead of its natural size (shares as above).
+- ``pairs`` (``--pair-weight W > 0``): in a balanced source whose samples name the in-sync window they were made
+  from (sync-pair data, :func:`pinlite_edge.data.sample.pair_key`), every drawn fake brings its own real window
+  instead of an independently drawn real, and the two sit next to each other in the epoch's order, so that a batch
+  holds (real window, same window with wrong audio) pairs for the pair-ranking loss (``training/losses.py``). The
+  class balance and the spread of the fakes over their kinds stay as above; the reals follow the fakes.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class Strata:
     source_names: tuple[str, ...]
     weights: tuple[float | None, ...]
     balance_default: tuple[bool, ...]
+    #: per sample, the in-sync window it was made from (``pair_key``); None for a sample of a source that cannot say
+    keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -77,7 +84,7 @@ def dataset_strata(dataset: Dataset, name: str = "data") -> Strata | None:
         pairs = list(zip(parts, [s.spec for s in sources], [s.weight for s in sources]))
     else:
         pairs = [(base, name, None)]
-    src, labels, kinds, names, weights, defaults = [], [], [], [], [], []
+    src, labels, kinds, names, weights, defaults, keys = [], [], [], [], [], [], []
     for n, (part, part_name, weight) in enumerate(pairs):
         part = _unwrap(part)
         strata = getattr(part, "strata", None)
@@ -91,8 +98,10 @@ def dataset_strata(dataset: Dataset, name: str = "data") -> Strata | None:
         weights.append(weight)
         by_default = getattr(part, "balance_by_default", None)
         defaults.append(bool(by_default()) if callable(by_default) else False)
+        pair_keys = getattr(part, "pair_keys", None)
+        keys.append(np.asarray(pair_keys() if callable(pair_keys) else [None] * len(lab), dtype=object))
     return Strata(np.concatenate(src), np.concatenate(labels), np.concatenate(kinds), tuple(names), tuple(weights),
-                  tuple(defaults))
+                  tuple(defaults), np.concatenate(keys))
 
 
 def _spread(total: int, sizes: list[int]) -> list[int]:
@@ -135,7 +144,7 @@ class _Pool:
 class SamplingPlan:
     """The per-epoch draw of a training split (see the module docstring)."""
 
-    def __init__(self, strata: Strata, mode: str = "auto", epoch_size: int | None = None):
+    def __init__(self, strata: Strata, mode: str = "auto", epoch_size: int | None = None, pairs: bool = False):
         if epoch_size is not None and epoch_size < 1:
             raise PinliteError(f"epoch_size must be a positive number of samples, got {epoch_size}")
         if mode not in BALANCE_MODES:
@@ -177,6 +186,22 @@ class SamplingPlan:
                 for k, idx, take in zip(kinds, pools, _spread(half[label], [len(p) for p in pools])):
                     self.pools.append(_Pool(s, label, k, idx, take))
         self.size = sum(p.take for p in self.pools)
+        #: per source that pairs (balanced, its samples name their window): pair key -> index of the real window
+        self.real_of: dict[int, dict[Any, int]] = {}
+        if pairs:
+            for s in range(n_src):
+                if not self.balanced[s] or strata.keys is None:
+                    continue
+                reals = np.flatnonzero((strata.sources == s) & (strata.labels == 0))
+                real_of = {strata.keys[i]: int(i) for i in reals if strata.keys[i] is not None}
+                fakes = np.flatnonzero((strata.sources == s) & (strata.labels == 1))
+                if real_of and any(strata.keys[i] in real_of for i in fakes):
+                    self.real_of[s] = real_of
+            if not self.real_of:
+                log.warning("pairing fakes with their real windows (--pair-weight): no balanced source of %s holds "
+                            "fakes made from its own real windows (sync pairs); the epochs are drawn unpaired",
+                            ", ".join(strata.source_names))
+        self.pairs = bool(self.real_of)
 
     @property
     def trivial(self) -> bool:
@@ -198,10 +223,39 @@ class SamplingPlan:
 
     def epoch_indices(self, seed: int, epoch: int) -> list[int]:
         """Dataset indices of epoch ``epoch`` in training order (a pure function of ``seed`` and ``epoch``)."""
-        drawn = np.concatenate([self._draw(p, seed, epoch) for p in self.pools]) if self.pools \
-            else np.zeros(0, dtype=np.int64)
-        order = np.random.default_rng([seed & 0xFFFFFFFF, int(epoch), 0x5A3B]).permutation(len(drawn))
-        return drawn[order].tolist()
+        draws = [self._draw(p, seed, epoch) for p in self.pools]
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, int(epoch), 0x5A3B])
+        if self.pairs:
+            units = self._pair_units(draws)
+            return [i for u in rng.permutation(len(units)) for i in units[u]]
+        drawn = np.concatenate(draws) if draws else np.zeros(0, dtype=np.int64)
+        return drawn[rng.permutation(len(drawn))].tolist()
+
+    def _pair_units(self, draws: list[np.ndarray]) -> list[tuple[int, ...]]:
+        """The epoch's draw as units: (real, fake) pairs in pairing sources, single samples otherwise.
+
+        A pairing source's fakes keep their draw; each takes the place of one drawn real with its own window (a
+        fake whose window has no real sample in the split keeps a drawn real beside it instead), so the epoch's
+        size and class balance do not change."""
+        units: list[tuple[int, ...]] = []
+        for s in range(len(self.strata.source_names)):
+            mine = [(p, d) for p, d in zip(self.pools, draws) if p.source == s]
+            if s not in self.real_of:
+                units += [(int(i),) for _, d in mine for i in d]
+                continue
+            reals = [int(i) for p, d in mine if p.label == 0 for i in d]
+            fakes = [int(i) for p, d in mine if p.label == 1 for i in d]
+            real_of = self.real_of[s]
+            left = reals[::-1]  # drawn reals not yet replaced by a pair's own real
+            for f in fakes:
+                r = real_of.get(self.strata.keys[f])  # type: ignore[index]
+                if r is not None and left:
+                    left.pop()
+                    units.append((r, f))
+                else:
+                    units.append((f,))
+            units += [(r,) for r in left[::-1]]
+        return units
 
     def describe(self) -> dict[str, Any]:
         """What the checkpoint records (and what a resumed run must match)."""
@@ -216,11 +270,14 @@ class SamplingPlan:
                             "samples": int((self.strata.sources == s).sum()),
                             "classes": self.strata.class_counts(s), "per_epoch": self.per_source[s],
                             "draws": draws})
-        return {"mode": self.mode, "epoch_size": self.size, "sources": sources}
+        out = {"mode": self.mode, "epoch_size": self.size, "sources": sources}
+        if self.pairs:  # only when on, so plans recorded before pairing existed still compare equal on resume
+            out["pairs"] = sorted(self.strata.source_names[s] for s in self.real_of)
+        return out
 
 
 def sampling_plan(dataset: Dataset, mode: str = "auto", name: str = "data",
-                  epoch_size: int | None = None) -> SamplingPlan | None:
+                  epoch_size: int | None = None, pairs: bool = False) -> SamplingPlan | None:
     """The plan for training on ``dataset``; None when every sample is simply drawn once per epoch.
 
     ``epoch_size``: samples per epoch (default: the natural size, see the module docstring); the draw stream goes on
@@ -234,6 +291,9 @@ def sampling_plan(dataset: Dataset, mode: str = "auto", name: str = "data",
         if mode == "classes":
             log.warning("--balance classes: the dataset %s cannot list its labels without decoding; not balancing",
                         name)
+        if pairs:
+            log.warning("--pair-weight: the dataset %s cannot list its samples without decoding; the epochs are "
+                        "drawn unpaired", name)
         return None
-    plan = SamplingPlan(strata, mode, epoch_size)
+    plan = SamplingPlan(strata, mode, epoch_size, pairs)
     return None if plan.trivial else plan

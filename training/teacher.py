@@ -32,7 +32,8 @@ def train_teacher(cfg: TeacherConfig) -> FitResult:
         model = build_model("teacher", cfg.preset, cfg.model_options, cfg.pretrained)
 
         def objective(out, batch):
-            return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight, cfg.align_weight)
+            return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight, cfg.align_weight,
+                                cfg.pair_weight, batch.get("clip_id"))
 
         return fit(model, objective, ctx.train, ctx.val, cfg, ctx.device, dist=ctx.dist, stage="teacher",
                    record={"kind": "teacher", "backbone_pretrained": model.backbone_pretrained})

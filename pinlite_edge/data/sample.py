@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,18 @@ def make_sample(window: Window, label: int, manipulation: int, offset_class: int
         "offset_class": torch.tensor(int(offset_class), dtype=torch.int64),
         "clip_id": clip_id,
     }
+
+
+#: a window's clip id (``<clip>@<start>``) and the optional ``#<fake>`` suffix of a sync-pair fake made from it
+_WINDOW_ID = re.compile(r"(.*?@\d+\.\d+)(#.*)?$", re.DOTALL)
+
+
+def pair_key(clip_id: str) -> str:
+    """The in-sync window a sample was made from: a sync-pair fake (``clip@1.20#shift+3``, ``clip@1.20#swap0:other``)
+    and its real window (``clip@1.20``) share it (a ``#`` inside the clip's own name is kept); any other sample's
+    key is its whole clip id, so it pairs with nothing."""
+    m = _WINDOW_ID.match(clip_id)
+    return m.group(1) if m else clip_id
 
 
 def ref_kind(ref: "WindowRef") -> str:
@@ -136,6 +149,10 @@ class WindowDataset(Dataset):
     def strata(self) -> tuple[list[int], list[str]]:
         """``(labels, kinds)`` of every sample without decoding (what the balancing sampler draws from)."""
         return [r.label for r in self.refs], [ref_kind(r) for r in self.refs]
+
+    def pair_keys(self) -> list[str]:
+        """:func:`pair_key` of every sample without decoding (what the pairing sampler groups by)."""
+        return [pair_key(r.clip_id) for r in self.refs]
 
     def balance_by_default(self) -> bool:
         """Whether training balances this dataset's classes by default (``--balance auto``)."""
