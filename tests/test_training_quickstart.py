@@ -166,17 +166,26 @@ def test_quickstart_split_file_decides_the_real_split_and_bad_ones_are_refused_b
 
 
 
-def test_quickstart_model_option_rebuilds_stages_built_otherwise_and_bad_options_stop_before_any_stage(tmp_path):
+def test_quickstart_recipe_options_rebuild_stages_built_otherwise_and_bad_options_stop_before_any_stage(tmp_path):
     ws = tmp_path / "ws"
     run = _quickstart(ws, "--real-data", "none", "--no-export")
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads((ws / "teacher" / "best.json").read_text())["model_config"]["appearance_input"] is True
     run = _quickstart(ws, "--real-data", "none", "--no-export", "--model-option", "appearance_input=false")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "built with other model options (appearance_input=True, asked for False)" in run.stderr
+    assert "built with another recipe (model option appearance_input=True, asked for False)" in run.stderr
     for stage in ("teacher", "distilled", "pruned"):
         assert json.loads((ws / stage / "best.json").read_text())["model_config"]["appearance_input"] is False
+    run = _quickstart(ws, "--real-data", "none", "--no-export", "--model-option", "appearance_input=false",
+                      "--pair-weight", "0.5")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "built with another recipe (pair_weight=0.0, asked for 0.5)" in run.stderr
+    assert "no balanced source" in run.stderr  # synthetic data only: nothing to pair, said out loud
+    for stage in ("teacher", "distilled", "pruned"):
+        assert json.loads((ws / stage / "best.json").read_text())["config"]["pair_weight"] == 0.5
     before = (ws / "teacher" / "best.safetensors").stat().st_mtime_ns
-    run = _quickstart(ws, "--real-data", "none", "--no-export", "--model-option", "no_such_field=1")
-    assert run.returncode == 2 and "--model-option" in run.stderr and "no_such_field" in run.stderr, run.stderr
+    for bad, message in ((["--model-option", "no_such_field=1"], "no_such_field"),
+                         (["--pair-weight", "-0.5"], "--pair-weight must be a number >= 0")):
+        run = _quickstart(ws, "--real-data", "none", "--no-export", *bad)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert (ws / "teacher" / "best.safetensors").stat().st_mtime_ns == before  # nothing redone or lost

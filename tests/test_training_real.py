@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pinlite_edge.checkpoint import read_record
 from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX, TINY_CONTRACT
 from pinlite_edge.data import build_dataset
 from pinlite_edge.data.augment import AugmentConfig, augment_frames, augmentation_rng, draw
+from pinlite_edge.data.sample import pair_key
 from pinlite_edge.data.folder import FolderDataset
 from pinlite_edge.data.splits import REAL_AV_SPLIT, read_split_file
 from pinlite_edge.data.synthetic import write_clip_video
@@ -31,7 +33,9 @@ from pinlite_edge.errors import DatasetError, PinliteError
 from pinlite_edge.features import compute_mfcc
 from pinlite_edge.training.config import TeacherConfig
 from pinlite_edge.training.data import EpochSampler, load_split
+from pinlite_edge.models import ModelOutput
 from pinlite_edge.training.engine import _better
+from pinlite_edge.training.losses import batch_pairs, pair_ranking_loss, teacher_loss
 from pinlite_edge.training.sampling import SamplingPlan, Strata
 from pinlite_edge.training.teacher import train_teacher
 
@@ -276,6 +280,95 @@ def test_epoch_size_sets_the_draw_per_epoch_and_keeps_shares_and_the_stream():
     assert unweighted.size == 8 and Counter(strata.labels[unweighted.epoch_indices(0, 0)].tolist())
     with pytest.raises(PinliteError, match="epoch_size"):
         SamplingPlan(strata, "auto", epoch_size=0)
+
+
+# --- pair ranking -------------------------------------------------------------------------------------------------
+def test_pair_keys_tie_each_sync_pair_fake_to_its_own_real_window(talking_root):
+    ds = _folder(talking_root, "train", sync_pairs=dict(FEW_PAIRS))
+    keys = ds.pair_keys()
+    real_key = {(r.path, r.start): k for r, k in zip(ds.refs, keys) if r.label == 0}
+    assert len(set(real_key.values())) == len(real_key)  # one key per real window
+    for r, k in zip(ds.refs, keys):
+        assert k == real_key[(r.path, r.start)]  # shifts, far shifts and swaps: the window they were made from
+    assert pair_key("a#b.mp4@1.20#swap0:c#d.mp4") == pair_key("a#b.mp4@1.20") == "a#b.mp4@1.20"
+    assert pair_key("a#b.mp4@1.20") != pair_key("a#b.mp4@1.52")
+    assert pair_key("synthetic/train/000012") == "synthetic/train/000012"  # no window id: pairs with nothing
+
+
+def _paired_strata() -> Strata:
+    """Source 0: 6 real windows w0..w5, each with 3 near shifts, 1 far shift, 1 swap (sync pairs); source 1:
+    synthetic samples (no keys)."""
+    src, labels, kinds, keys = [], [], [], []
+    for w in range(6):
+        for kind, n in (("real", 1), ("near_shift", 3), ("far_shift", 1), ("swap", 1)):
+            src += [0] * n
+            labels += [0 if kind == "real" else 1] * n
+            kinds += [kind] * n
+            keys += [f"clip.mp4@{w}.00"] * n
+    src += [1] * 8
+    labels += [0, 1] * 4
+    kinds += ["real", "audio_shift"] * 4
+    keys += [None] * 8
+    return Strata(np.asarray(src), np.asarray(labels), np.asarray(kinds, dtype=object), ("folder:x", "synthetic"),
+                  (None, None), (True, False), np.asarray(keys, dtype=object))
+
+
+def test_pair_sampler_puts_each_fake_next_to_its_own_real_and_keeps_the_balance():
+    strata = _paired_strata()
+    plain, paired = SamplingPlan(strata, "auto"), SamplingPlan(strata, "auto", pairs=True)
+    assert paired.pairs and "pairs" in paired.describe() and "pairs" not in plain.describe()
+    assert paired.size == plain.size == 20
+    for epoch in range(3):
+        order = paired.epoch_indices(seed=3, epoch=epoch)
+        assert order == paired.epoch_indices(seed=3, epoch=epoch)  # a pure function of (seed, epoch)
+        unpaired = plain.epoch_indices(seed=3, epoch=epoch)
+        assert Counter(strata.labels[order].tolist()) == Counter(strata.labels[unpaired].tolist())  # same balance
+        fakes = [i for i in order if strata.sources[i] == 0 and strata.labels[i] == 1]
+        assert sorted(fakes) == sorted(i for i in unpaired if strata.sources[i] == 0 and strata.labels[i] == 1)
+        for f in fakes:  # right before each fake: the real window it was made from
+            before = order[order.index(f) - 1]
+            assert strata.labels[before] == 0 and strata.keys[before] == strata.keys[f]
+        assert sorted(i for i in order if strata.sources[i] == 1) == list(range(36, 44))  # synthetic: unchanged
+
+
+def test_pair_sampler_without_pairable_source_warns_and_draws_unpaired(caplog):
+    strata = _strata([{"real": 10, "near_shift": 30}])  # no keys
+    with caplog.at_level(logging.WARNING):
+        plan = SamplingPlan(strata, "auto", pairs=True)
+    assert not plan.pairs and "pairs" not in plan.describe()
+    assert plan.epoch_indices(0, 0) == SamplingPlan(strata, "auto").epoch_indices(0, 0)
+    assert any("no balanced source" in r.getMessage() for r in caplog.records)
+
+
+def test_pair_ranking_loss_compares_a_window_with_its_own_wrong_audio():
+    logits = torch.tensor([[2.0, 0.0], [0.5, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    label = torch.tensor([0, 1, 1, 0, 1])
+    ids = ["v.mp4@1.00", "v.mp4@1.00#shift+3", "v.mp4@1.00#swap0:w.mp4", "v.mp4@2.00", "v.mp4@9.00#shift-2"]
+    assert batch_pairs(ids, label) == ([0, 0], [1, 2])  # the last fake's real window is not in the batch
+    loss = pair_ranking_loss(logits, label, ids)
+    expected = (F.softplus(torch.tensor(0.5 - 2.0)) + F.softplus(torch.tensor(-1.0 - 2.0))) / 2
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 0] < 0 < logits.grad[1, 0]  # descent raises the real window's margin, lowers the fake's
+    assert logits.grad[3].abs().sum() == 0 and logits.grad[4].abs().sum() == 0  # unpaired samples: no gradient
+    none = pair_ranking_loss(logits, label, ["a", "b", "c", "d", "e"])
+    assert float(none) == 0.0 and none.requires_grad
+
+    out = ModelOutput(logits.detach(), torch.zeros(5, 11), torch.full((5, 4, 4), 0.25))
+    offsets = torch.full((5,), OFFSET_IGNORE_INDEX)
+    base, parts = teacher_loss(out, label, offsets, align_weight=0.0)
+    total, parts = teacher_loss(out, label, offsets, align_weight=0.0, pair_weight=0.5, clip_ids=ids)
+    assert float(total - base) == pytest.approx(0.5 * float(expected), rel=1e-5) and "pairs" in parts
+    with pytest.raises(ValueError, match="clip ids"):
+        teacher_loss(out, label, offsets, pair_weight=0.5)
+
+
+def test_negative_pair_weight_is_a_usage_error(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "pinlite_edge.training", "teacher", "--pair-weight", "-1",
+                          "--output", str(tmp_path / "t"), "--no-progress"], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=300)
+    assert run.returncode == 2 and "--pair-weight must be a number >= 0" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_training_split_with_one_class_is_an_error(talking_root, caplog):
