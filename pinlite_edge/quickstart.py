@@ -495,7 +495,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     stage was rebuilt in this run) is redone; an export whose manifest verifies and names the current pruned
     checkpoint is reused, any other is rebuilt; the summary is reused when nothing changed. Every decision is logged.
     """
-    from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
+    from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig, TrainConfig, check_pair_weight
     from pinlite_edge.training.distill import distill
     from pinlite_edge.training.prune import prune
     from pinlite_edge.training.teacher import train_teacher
@@ -520,11 +520,11 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
                 build_model(kind, PRESET, dict(cfg.model_options))
             except PinliteError as exc:
                 raise UsageError(f"--model-option: {exc}") from None
-    if not (math.isfinite(cfg.pair_weight) and cfg.pair_weight >= 0):
-        raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {cfg.pair_weight}")
+    check_pair_weight(cfg.pair_weight)  # before any stage, not when the teacher stage starts training
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
-    recipe = {"pair_weight": (cfg.pair_weight, 0.0)}  # training options a finished stage must have been built with
+    # training options a finished stage must have been built with: (asked for, what a record without the field used)
+    recipe = {"pair_weight": (cfg.pair_weight, TrainConfig.pair_weight)}
     def size(n: int) -> int | None:
         return n if real is not None else None  # synthetic only: every clip once per epoch, as before
 

@@ -1,8 +1,18 @@
 """Dataclass configs of the three training commands (the CLIs are thin wrappers that fill these)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pinlite_edge.errors import UsageError
+
+
+def check_pair_weight(value: Any) -> float:
+    """``--pair-weight``: a finite number >= 0 (0: off), else a :class:`UsageError` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {value!r}")
+    return float(value)
 
 
 @dataclass

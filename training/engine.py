@@ -28,10 +28,10 @@ from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.data.augment import set_data_epoch
 from pinlite_edge.data.provenance import training_data_summary
-from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
+from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
-from pinlite_edge.training.config import TrainConfig
+from pinlite_edge.training.config import TrainConfig, check_pair_weight
 from pinlite_edge.training.data import EpochSampler, Split, make_loader, spec_label
 from pinlite_edge.training.evaluate import evaluate
 from pinlite_edge.training.runtime import DistInfo, barrier
@@ -110,9 +110,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
     """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
     dist = dist or DistInfo()
-    pair_weight = getattr(cfg, "pair_weight", 0.0)
-    if not (isinstance(pair_weight, (int, float)) and math.isfinite(pair_weight) and pair_weight >= 0):
-        raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {pair_weight!r}")
+    pair_weight = check_pair_weight(getattr(cfg, "pair_weight", 0.0))
     out_dir = Path(cfg.output)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -178,8 +178,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
             reference = predict(model, val_loader, ctx.device)[2]
 
             def objective(out, batch):
-                return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight, cfg.align_weight,
-                                cfg.pair_weight, batch.get("clip_id"))
+                return teacher_loss(out, batch["label"], batch["offset_class"], cfg.offset_weight,
+                                    cfg.align_weight, cfg.pair_weight, batch.get("clip_id"))
 
             eps_reference = "unpruned student"
 
