@@ -34,6 +34,11 @@ class ModelConfig:
     #: (3 channels): an appearance-free input, so the identity of the few real training speakers cannot be memorised
     #: (an option to test that idea; off in every preset)
     appearance_input: bool = True
+    #: > 0: the model also sees the Pearson correlations of mouth motion with audio energy at lags -L..L video
+    #: frames inside each window (``models.sync_features``: the classical synchrony cue, computed in the graph, no
+    #: weights), fed through a small MLP into the pooled features both heads read. 0 (off) for configs saved before
+    #: the option existed.
+    sync_lags: int = 0
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -45,6 +50,8 @@ class ModelConfig:
             raise ValueError(f"every layer needs at least one head, got {self.heads_per_layer}")
         if not self.appearance_input and not self.motion_input:
             raise ValueError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
+        if isinstance(self.sync_lags, bool) or not isinstance(self.sync_lags, int) or self.sync_lags < 0:
+            raise ValueError(f"sync_lags must be a non-negative integer (0: off), got {self.sync_lags!r}")
 
     @property
     def num_layers(self) -> int:

@@ -10,6 +10,7 @@ from pinlite_edge.contract import NUM_OFFSET_CLASSES
 from pinlite_edge.models.blocks import GatedCrossAttentionBlock
 from pinlite_edge.models.config import ModelConfig
 from pinlite_edge.models.encoders import AudioEncoder, FrameEncoder
+from pinlite_edge.models.sync_features import LaggedSyncFeatures
 
 
 class ModelOutput(NamedTuple):
@@ -37,6 +38,10 @@ class AVSyncDetector(nn.Module):
             for h in config.heads_per_layer
         )
         self.norm = nn.LayerNorm(d)
+        # the classical synchrony cue (config.sync_lags > 0): lagged correlations -> MLP -> added to the pooled features
+        self.sync_features = LaggedSyncFeatures(config.contract, config.sync_lags) if config.sync_lags else None
+        self.sync_proj = (nn.Sequential(nn.Linear(self.sync_features.num_features, d), nn.GELU(), nn.Linear(d, d))
+                          if self.sync_features is not None else None)
         self.cls_head = nn.Linear(d, 2)
         self.offset_head = nn.Linear(d, NUM_OFFSET_CLASSES)
 
@@ -55,6 +60,8 @@ class AVSyncDetector(nn.Module):
         for block in self.blocks:
             audio, attn = block(audio, video)
         pooled = self.norm(audio).mean(dim=1)
+        if self.sync_features is not None and self.sync_proj is not None:
+            pooled = pooled + self.sync_proj(self.sync_features(frames, mfcc))
         assert attn is not None
         return ModelOutput(self.cls_head(pooled), self.offset_head(pooled), attn.mean(dim=1))
 

@@ -1,0 +1,86 @@
+"""Lagged mouth-motion / audio-energy correlations of one window: the classical synchrony cue as a model input.
+
+The training-free baseline of ``benchmarks/sync_baseline.py`` (FaceSync / Hershey & Movellan style: the mouth moves
+while the voice is loud) beats models that must discover lip-audio synchrony from 19-22 real training speakers
+(``benchmarks/results/real_faces_cv/``). :class:`LaggedSyncFeatures` computes that cue inside the graph from the
+model's own inputs, with no weights, so a model can learn how far to trust it beside its attention evidence:
+
+- **mouth motion** per frame: the mean absolute grey-level change to the previous frame in the lower centre of the
+  mouth crop (the baseline's region of interest, rows 0.45..0.90, columns 0.25..0.75). The frames arrive normalised
+  per channel (``(x - mean) / std``), so the grey weights are multiplied by ``std``; the mean cancels in a difference.
+  Frame 0 copies frame 1.
+- **audio energy** per frame: the first MFCC coefficient (python_speech_features' log frame energy) averaged over the
+  ``mfcc_steps / num_frames`` MFCC steps of each video frame.
+- the Pearson correlation of ``motion[t]`` with ``energy[t + k]`` on their overlap, for ``k`` in ``-L..L``: lag
+  ``k > 0`` pairs the picture with audio ``k`` frames later, the project's sign convention for a delayed track. A
+  constant side (a still mouth, digital silence) gives 0, not NaN.
+
+Only element-wise ops, slices and reductions: it exports to ONNX, ExecuTorch and TensorRT as plain float ops and has
+nothing a quantiser would make int8.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pinlite_edge.contract import InputContract
+
+#: ITU-R BT.601 luma weights, as in the baseline
+_GREY = (0.299, 0.587, 0.114)
+#: the baseline's mouth region of interest, as fractions of the crop (rows, columns)
+ROI_ROWS = (0.45, 0.90)
+ROI_COLS = (0.25, 0.75)
+#: added to the correlation's denominator: a constant signal gives a correlation of 0
+_EPS = 1e-6
+
+
+class LaggedSyncFeatures(nn.Module):
+    """``(frames (B, T, 3, S, S), mfcc (B, M, C)) -> (B, 2 * max_lag + 1)`` correlations at lags ``-max_lag..max_lag``."""
+
+    def __init__(self, contract: InputContract, max_lag: int):
+        super().__init__()
+        t = contract.num_frames
+        if not 1 <= max_lag <= t - 4:
+            raise ValueError(f"sync_lags must be between 1 and {t - 4} for {t}-frame windows (each lag needs at "
+                             f"least 4 frame pairs), got {max_lag}")
+        if contract.mfcc_steps < t:
+            raise ValueError(f"need at least one MFCC step per video frame, got {contract.mfcc_steps} for {t} frames")
+        self.max_lag = int(max_lag)
+        self.num_frames = t
+        self.steps_per_frame = contract.mfcc_steps // t
+        s = contract.frame_size
+        self.rows = (int(round(ROI_ROWS[0] * s)), int(round(ROI_ROWS[1] * s)))
+        self.cols = (int(round(ROI_COLS[0] * s)), int(round(ROI_COLS[1] * s)))
+        weights = torch.tensor(_GREY) * torch.tensor(contract.std, dtype=torch.float32)
+        self.register_buffer("grey", weights.reshape(1, 1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_features(self) -> int:
+        return 2 * self.max_lag + 1
+
+    def mouth_motion(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` mean absolute grey change in the mouth region (frame 0 copies frame 1)."""
+        (r0, r1), (c0, c1) = self.rows, self.cols
+        roi = frames[:, :, :, r0:r1, c0:c1]
+        diff = ((roi[:, 1:] - roi[:, :-1]) * self.grey).sum(dim=2).abs().mean(dim=(2, 3))
+        return torch.cat([diff[:, :1], diff], dim=1)
+
+    def audio_energy(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` first MFCC coefficient averaged over each video frame's MFCC steps."""
+        b = mfcc.shape[0]
+        n = self.num_frames * self.steps_per_frame
+        return mfcc[:, :n, 0].reshape(b, self.num_frames, self.steps_per_frame).mean(dim=2)
+
+    def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        motion, energy = self.mouth_motion(frames), self.audio_energy(mfcc)
+        t = self.num_frames
+        out = []
+        for k in range(-self.max_lag, self.max_lag + 1):
+            # pairs (motion[j], energy[j + k]) for 0 <= j, j + k < T
+            v = motion[:, max(0, -k):t - max(0, k)]
+            a = energy[:, max(0, k):t - max(0, -k)]
+            v = v - v.mean(dim=1, keepdim=True)
+            a = a - a.mean(dim=1, keepdim=True)
+            den = torch.sqrt((v * v).sum(dim=1) * (a * a).sum(dim=1) + _EPS)
+            out.append((v * a).sum(dim=1) / den)
+        return torch.stack(out, dim=1)
