@@ -36,6 +36,7 @@ import torch
 
 from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
 from pinlite_edge.utils.atomic import atomic_write_json
 from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, STAGES
 from pinlite_edge.workspace_layout import export_artifact_path
@@ -303,17 +304,25 @@ def workspace_status(workspace: str | Path,
 
 
 # --------------------------------------------------------------------------------------------- stages
-def _recipe_differs(out: Path, model_options: dict[str, Any], train_options: dict[str, Any]) -> str | None:
-    """How the stage's recorded model config differs from ``model_options``, and its training config from
-    ``train_options`` (``{field: (value asked for, value of a record without the field)}``); None: it agrees, or
-    has no readable record."""
+def _recipe_differs(out: Path, model_options: dict[str, Any], train_options: dict[str, Any],
+                    kind: str | None = None) -> str | None:
+    """How the stage's recorded model config differs from ``model_options``, or (``kind`` given) from the
+    ``kind``'s preset config with those options (every field but the heads, which pruning changes), and its training
+    config from ``train_options`` (``{field: (value asked for, value of a record without the field)}``); None: it
+    agrees, or has no readable record. Records written before a config field existed read as that field's
+    ``ModelConfig.from_dict`` default, so a preset that gained a field rebuilds workspaces built without it."""
     try:
         record = json.loads((out / "best.json").read_text(encoding="utf-8"))
         model, train = record["model_config"], record.get("config") or {}
+        model = ModelConfig.from_dict(model).to_dict()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no readable record: stage_status decides
     differ = [f"model option {k}={model.get(k)!r}, asked for {v!r}" for k, v in model_options.items()
               if model.get(k) != v]
+    if kind is not None:
+        preset = (teacher_config if kind == "teacher" else student_config)(PRESET).to_dict()
+        differ += [f"model {k}={model.get(k)!r}, the {PRESET} {kind} preset now has {v!r}" for k, v in preset.items()
+                   if k not in model_options and k != "heads_per_layer" and model.get(k) != v]
     differ += [f"{k}={train.get(k, missing)!r}, asked for {v!r}" for k, (v, missing) in train_options.items()
                if train.get(k, missing) != v]
     return "; ".join(differ) or None
@@ -321,7 +330,7 @@ def _recipe_differs(out: Path, model_options: dict[str, Any], train_options: dic
 
 def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False,
                model_options: dict[str, Any] | None = None,
-               train_options: dict[str, tuple[Any, Any]] | None = None) -> tuple[Path, bool]:
+               train_options: dict[str, tuple[Any, Any]] | None = None, kind: str | None = None) -> tuple[Path, bool]:
     """Run one training stage unless its checkpoint is complete; returns (best checkpoint, whether it ran)."""
     out = _stage_dir(ws, name)
     state, detail = stage_status(out)
@@ -332,7 +341,7 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: boo
         redo = f"its checkpoint does not verify ({detail})"
     elif upstream_rebuilt and state != MISSING:
         redo = "the stage it starts from was rebuilt in this run"
-    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {})):
+    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {}, kind)):
         redo = f"it was built with another recipe ({differ})"
     if redo is not None:
         log.info("stage %s: redoing it from scratch: %s", name, redo)
@@ -531,16 +540,17 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     teacher, ran = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume,
         epoch_size=size(cfg.teacher_epoch_size), model_options=dict(cfg.model_options))),
-        model_options=cfg.model_options, train_options=recipe)
+        model_options=cfg.model_options, train_options=recipe, kind="teacher")
     distilled, ran_d = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
         **common, epochs=cfg.distill_epochs, lr=cfg.distill_lr, output=str(out), resume=resume,
         teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size), model_options=dict(cfg.model_options))),
-        upstream_rebuilt=ran, model_options=cfg.model_options, train_options=recipe)
+        upstream_rebuilt=ran, model_options=cfg.model_options, train_options=recipe, kind="student")
     ran = ran or ran_d
     pruned, ran_p = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps, importance=cfg.prune_importance,
-        epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran, train_options=recipe)
+        epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran, train_options=recipe,
+        model_options=cfg.model_options, kind="student")
     ran = ran or ran_p
     if real is not None:
         ran = _calibrate_stage(pruned, real, cfg, redo=cfg.force or ran_p) or ran

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.sync_baseline import BaselineConfig, lagged_correlation, mouth_motion
 from pinlite_edge.contract import TINY_CONTRACT
-from pinlite_edge.models import ModelConfig, create_model, student_config
+from pinlite_edge.models import ModelConfig, create_model, student_config, teacher_config
 from pinlite_edge.models.sync_features import LaggedSyncFeatures
 
 
@@ -87,8 +87,9 @@ def test_model_with_sync_lags_reads_the_cue_and_old_configs_load_without_it():
     in_sync, mfcc = _talking_window(0)
     _, delayed = _talking_window(4)
     out, shifted = model(in_sync, mfcc), model(in_sync, delayed)
-    plain = create_model(student_config("tiny")).eval()
+    plain = create_model(replace(cfg, sync_lags=0)).eval()
     assert plain.sync_features is None and plain.sync_proj is None
+    assert {f(p).sync_lags for f in (student_config, teacher_config) for p in ("tiny", "paper")} == {5}
     # the cue reaches the heads: zeroing its MLP's last layer changes the logits
     with torch.no_grad():
         before = model(in_sync, mfcc).logits.clone()

@@ -189,3 +189,31 @@ def test_quickstart_recipe_options_rebuild_stages_built_otherwise_and_bad_option
         run = _quickstart(ws, "--real-data", "none", "--no-export", *bad)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert (ws / "teacher" / "best.safetensors").stat().st_mtime_ns == before  # nothing redone or lost
+
+
+def test_a_stage_built_before_its_preset_changed_is_rebuilt(tmp_path):
+    """A workspace trained before a preset gained a field (here the sync cue, ``sync_lags``) is not reused as if it
+    were today's model: the stage's record is compared with the preset, every field but the heads."""
+    from dataclasses import replace
+
+    from pinlite_edge.models import student_config, teacher_config
+    from pinlite_edge.quickstart import _recipe_differs
+
+    def stage(config) -> Path:
+        out = tmp_path / config.kind
+        out.mkdir(exist_ok=True)
+        d = config.to_dict()
+        (out / "best.json").write_text(json.dumps({"model_config": d, "config": {}}))
+        return out
+
+    assert _recipe_differs(stage(teacher_config("tiny")), {}, {}, "teacher") is None
+    pruned = student_config("tiny").with_heads((2, 3))
+    assert _recipe_differs(stage(pruned), {}, {}, "student") is None  # pruning's heads are not a recipe change
+    old = teacher_config("tiny").to_dict()
+    del old["sync_lags"]  # written before the field existed
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "best.json").write_text(json.dumps({"model_config": old, "config": {}}))
+    assert _recipe_differs(out, {}, {}, "teacher") == "model sync_lags=0, the tiny teacher preset now has 5"
+    asked = _recipe_differs(stage(replace(student_config("tiny"), sync_lags=0)), {"sync_lags": 0}, {}, "student")
+    assert asked is None  # an option asked for is compared with the option, not with the preset
