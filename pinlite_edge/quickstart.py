@@ -52,6 +52,8 @@ SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
 
 #: the model preset the quickstart trains (CPU-sized)
 PRESET = "tiny"
+#: the model kind each training stage builds
+STAGE_KINDS = {"teacher": "teacher", "distilled": "student", "pruned": "student"}
 
 
 @dataclass
@@ -208,6 +210,9 @@ class WorkspaceStatus:
     stages: dict[str, tuple[str, str]]
     exports: dict[str, tuple[str, str]]
     summary: tuple[str, str]
+    #: complete stages built with another recipe than today's preset (stage -> how it differs): usable, but
+    #: not what ``python -m pinlite_edge.quickstart`` builds now (it rebuilds them)
+    outdated: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -300,7 +305,9 @@ def workspace_status(workspace: str | Path,
     pruned = _stage_dir(ws, "pruned") / "best.safetensors"
     pruned_ok = stages["pruned"][0] == COMPLETE
     exports = {fmt: export_status(ws, fmt, pruned if pruned_ok else None) for fmt, _ in export_formats}
-    return WorkspaceStatus(ws, stages, exports, summary_status(ws))
+    outdated = {stage: differ for stage, (state, _) in stages.items() if state == COMPLETE
+                and (differ := _recipe_differs(_stage_dir(ws, stage), {}, {}, STAGE_KINDS[stage]))}
+    return WorkspaceStatus(ws, stages, exports, summary_status(ws), outdated)
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -330,7 +337,7 @@ def _recipe_differs(out: Path, model_options: dict[str, Any], train_options: dic
 
 def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: bool = False,
                model_options: dict[str, Any] | None = None,
-               train_options: dict[str, tuple[Any, Any]] | None = None, kind: str | None = None) -> tuple[Path, bool]:
+               train_options: dict[str, tuple[Any, Any]] | None = None) -> tuple[Path, bool]:
     """Run one training stage unless its checkpoint is complete; returns (best checkpoint, whether it ran)."""
     out = _stage_dir(ws, name)
     state, detail = stage_status(out)
@@ -341,7 +348,7 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: boo
         redo = f"its checkpoint does not verify ({detail})"
     elif upstream_rebuilt and state != MISSING:
         redo = "the stage it starts from was rebuilt in this run"
-    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {}, kind)):
+    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {}, STAGE_KINDS[name])):
         redo = f"it was built with another recipe ({differ})"
     if redo is not None:
         log.info("stage %s: redoing it from scratch: %s", name, redo)
@@ -540,17 +547,17 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     teacher, ran = _run_stage("teacher", ws, cfg.force, lambda out, resume: train_teacher(TeacherConfig(
         **common, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, output=str(out), resume=resume,
         epoch_size=size(cfg.teacher_epoch_size), model_options=dict(cfg.model_options))),
-        model_options=cfg.model_options, train_options=recipe, kind="teacher")
+        model_options=cfg.model_options, train_options=recipe)
     distilled, ran_d = _run_stage("distilled", ws, cfg.force, lambda out, resume: distill(DistillConfig(
         **common, epochs=cfg.distill_epochs, lr=cfg.distill_lr, output=str(out), resume=resume,
         teachers=[str(teacher)], epoch_size=size(cfg.distill_epoch_size), model_options=dict(cfg.model_options))),
-        upstream_rebuilt=ran, model_options=cfg.model_options, train_options=recipe, kind="student")
+        upstream_rebuilt=ran, model_options=cfg.model_options, train_options=recipe)
     ran = ran or ran_d
     pruned, ran_p = _run_stage("pruned", ws, cfg.force, lambda out, resume: prune(PruneConfig(
         **common, epochs=cfg.prune_epochs, lr=cfg.prune_lr, output=str(out), resume=resume, student=str(distilled),
         teachers=[str(teacher)], prune_steps=cfg.prune_steps, importance=cfg.prune_importance,
         epoch_size=size(cfg.prune_epoch_size))), upstream_rebuilt=ran, train_options=recipe,
-        model_options=cfg.model_options, kind="student")
+        model_options=cfg.model_options)
     ran = ran or ran_p
     if real is not None:
         ran = _calibrate_stage(pruned, real, cfg, redo=cfg.force or ran_p) or ran

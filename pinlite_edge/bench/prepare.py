@@ -57,6 +57,9 @@ def ensure_quickstart_workspace(path: Path, say: Say) -> None:
     qcfg = quickstart.QuickstartConfig(workspace=str(path), progress=True)
     status = quickstart.workspace_status(path, qcfg.export_formats)
     if status.complete:
+        for stage, differ in status.outdated.items():
+            log.warning("%s/%s was built with another recipe than today's preset (%s): benchmarking it as built; "
+                        "`python -m pinlite_edge.quickstart --workspace %s` rebuilds it", path, stage, differ, path)
         return
     say(f"building the quickstart workspace at {path} (missing: {'; '.join(status.missing)}): teacher -> distilled "
         "student -> pruned student -> exports, about 10 minutes on a 2-core CPU the first time; finished stages "
