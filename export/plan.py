@@ -16,18 +16,21 @@ from typing import Any, Iterable, Sequence
 from torch import nn
 
 from pinlite_edge.export.rewrite import MatmulGRU
+from pinlite_edge.models.sync_features import LaggedSyncFeatures
 
 REASON_GRU = "recurrent: the GRU stays float (ORT does not quantize it, TensorRT loops are FP32/FP16 only)"
 REASON_SOFTMAX = "softmax: attention probabilities need float range"
 REASON_ATTN_MATMUL = "attention MatMul (activation x activation): produces / consumes the attention probabilities"
 REASON_ATTN_SCORES = "score scaling (Mul) and relative-position bias (Gather + Add) feeding the softmax"
 REASON_ATTN_OUTPUT = "computes the exported attention output (last block's query/key path)"
+REASON_SYNC_CUE = ("sync cue: Pearson correlations of activations (means, products, a square root, a division over "
+                   "small motion values) need FP32 range and precision")
 REASON_SENSITIVE = "sensitivity: among the {n} layers whose quantization changes logits/attention most"
 
 
 #: Kinds of float entries. The protected path (``PROTECTED_KINDS``) stays FP32 in every artefact, with no Q/DQ on its
 #: inputs; the other kinds are float by choice (sensitivity, onnxruntime CPU speed).
-PROTECTED_KINDS = ("gru", "softmax", "attention_scores", "attention_matmul", "attention_output")
+PROTECTED_KINDS = ("gru", "softmax", "attention_scores", "attention_matmul", "attention_output", "sync_cue")
 KINDS = (*PROTECTED_KINDS, "attention_input", "sensitivity", "speed")
 
 
@@ -116,7 +119,7 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
     """The SPEC's always-float layers for this model (GRU, softmax, score scaling/bias, attention MatMuls, attention
-    output path). ``ops`` entries match nodes directly in the attention module's scope (``blocks.1.attn``), not in
+    output path) and the sync cue (``models.sync_features``). ``ops`` entries match nodes directly in the attention module's scope (``blocks.1.attn``), not in
     its projections'."""
     entries: list[FloatEntry] = []
     for name, module in model.named_modules():
@@ -124,6 +127,8 @@ def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
             entries.append(FloatEntry(name, REASON_GRU, "gru"))
         elif isinstance(module, nn.Softmax):
             entries.append(FloatEntry(name, REASON_SOFTMAX, "softmax"))
+        elif isinstance(module, LaggedSyncFeatures):
+            entries.append(FloatEntry(name, REASON_SYNC_CUE, "sync_cue"))
     attn_modules = [n for n, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")
                     and hasattr(m, "softmax")]
     for name in attn_modules:

@@ -53,6 +53,14 @@ class LaggedSyncFeatures(nn.Module):
         self.cols = (int(round(ROI_COLS[0] * s)), int(round(ROI_COLS[1] * s)))
         weights = torch.tensor(_GREY) * torch.tensor(contract.std, dtype=torch.float32)
         self.register_buffer("grey", weights.reshape(1, 1, 3, 1, 1), persistent=False)
+        # every lag at once: row i pairs motion[j] with energy[j + k_i] where 0 <= j + k_i < T (mask), so one
+        # gather and a few masked reductions replace a loop of slices (a small graph in every export format)
+        lags = torch.arange(-self.max_lag, self.max_lag + 1)
+        index = torch.arange(t)[None, :] + lags[:, None]  # (K, T)
+        mask = ((index >= 0) & (index < t)).float()
+        self.register_buffer("index", index.clamp(0, t - 1).reshape(-1), persistent=False)
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("count", mask.sum(dim=1), persistent=False)
 
     @property
     def num_features(self) -> int:
@@ -73,14 +81,10 @@ class LaggedSyncFeatures(nn.Module):
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         motion, energy = self.mouth_motion(frames), self.audio_energy(mfcc)
-        t = self.num_frames
-        out = []
-        for k in range(-self.max_lag, self.max_lag + 1):
-            # pairs (motion[j], energy[j + k]) for 0 <= j, j + k < T
-            v = motion[:, max(0, -k):t - max(0, k)]
-            a = energy[:, max(0, k):t - max(0, -k)]
-            v = v - v.mean(dim=1, keepdim=True)
-            a = a - a.mean(dim=1, keepdim=True)
-            den = torch.sqrt((v * v).sum(dim=1) * (a * a).sum(dim=1) + _EPS)
-            out.append((v * a).sum(dim=1) / den)
-        return torch.stack(out, dim=1)
+        b, t = motion.shape
+        a = torch.index_select(energy, 1, self.index).reshape(b, -1, t)  # (B, K, T): energy[j + k]
+        v = motion.unsqueeze(1)  # (B, 1, T)
+        dv = (v - ((v * self.mask).sum(dim=2) / self.count).unsqueeze(2)) * self.mask
+        da = (a - ((a * self.mask).sum(dim=2) / self.count).unsqueeze(2)) * self.mask
+        den = torch.sqrt((dv * dv).sum(dim=2) * (da * da).sum(dim=2) + _EPS)
+        return (dv * da).sum(dim=2) / den
