@@ -129,7 +129,7 @@ def _record_precision(plan: PrecisionPlan, program) -> None:
 
     nodes = executorch_node_precisions(program.graph_module, root=EXPORT_ROOT)
     report = precision_report(nodes, plan, "exported_program", required_kinds=("gru", "softmax", "attention_scores",
-                                                                                 "attention_matmul"))
+                                                                                 "attention_matmul", "sync_cue"))
     require_consistent(report, "the .pte program")
     plan.graph_precision["exported_program"] = report
 
