@@ -255,7 +255,7 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
 
     def fake_status(workspace, export_formats):
         checked.append((Path(workspace), [f for f, _ in export_formats]))
-        return types.SimpleNamespace(complete=not state["missing"], missing=list(state["missing"]))
+        return types.SimpleNamespace(complete=not state["missing"], missing=list(state["missing"]), outdated={})
 
     def fake_quickstart(cfg):
         runs.append(Path(cfg.workspace))

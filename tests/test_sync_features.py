@@ -123,3 +123,32 @@ def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path):
         want = model(frames, mfcc).logits.numpy()
     got = create_session(art.artifact).run(["logits"], {"frames": frames.numpy(), "mfcc": mfcc.numpy()})[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_the_cue_stays_float_in_the_executorch_int8_program():
+    """PT2E INT8 (XNNPACKQuantizer) with the export's plan: no Q/DQ touches the cue (``_record_precision`` raises on
+    any; the full .pte export is a slow test). The quantizer annotates every ``cat`` whatever module it sits in,
+    which once rounded the cue's motion signal to int8."""
+    pytest.importorskip("executorch")
+    from pinlite_edge.export import executorch as ex
+    from pinlite_edge.export.plan import build_plan
+    from pinlite_edge.export.prepare import TupleOutputs, prepare_for_export
+    from pinlite_edge.models.inputs import example_inputs
+    from pinlite_edge.runtimes.executorch.loader import register_quantized_kernels
+
+    torch.manual_seed(0)
+    model = create_model(student_config("tiny")).eval()
+    plan = build_plan(model, "int8", extra=ex.attention_input_entries(model))
+
+    class Calibration:
+        def batches(self, batch):
+            for seed in range(2):
+                yield (t.numpy() for t in _talking_window(seed % 3, seed=seed))
+
+    wrapped = TupleOutputs(prepare_for_export(model, gru="matmul")).eval()
+    example = tuple(t.contiguous() for t in example_inputs(model, 1))
+    register_quantized_kernels()
+    quantized = ex._quantize_pt2e(wrapped, example, plan, Calibration())
+    ex._record_precision(plan, torch.export.export(quantized, example, strict=False))
+    report = plan.graph_precision["exported_program"]
+    assert "sync_cue:sync_features" in report["verifies"] and report["violations"] == []

@@ -61,6 +61,9 @@ class LaggedSyncFeatures(nn.Module):
         self.register_buffer("index", index.clamp(0, t - 1).reshape(-1), persistent=False)
         self.register_buffer("mask", mask, persistent=False)
         self.register_buffer("count", mask.sum(dim=1), persistent=False)
+        # frame t's motion is the difference t-1 -> t, frame 0 copies frame 1's: a gather, not a concatenation (the
+        # XNNPACK quantizer annotates every cat, float module or not)
+        self.register_buffer("motion_index", torch.tensor([0, *range(t - 1)]), persistent=False)
 
     @property
     def num_features(self) -> int:
@@ -71,7 +74,7 @@ class LaggedSyncFeatures(nn.Module):
         (r0, r1), (c0, c1) = self.rows, self.cols
         roi = frames[:, :, :, r0:r1, c0:c1]
         diff = ((roi[:, 1:] - roi[:, :-1]) * self.grey).sum(dim=2).abs().mean(dim=(2, 3))
-        return torch.cat([diff[:, :1], diff], dim=1)
+        return torch.index_select(diff, 1, self.motion_index)
 
     def audio_energy(self, mfcc: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` first MFCC coefficient averaged over each video frame's MFCC steps."""
