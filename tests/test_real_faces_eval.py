@@ -3,6 +3,7 @@
 AUC/threshold/offset metrics on hand-made scores, and an end-to-end run on two GRID clips."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -356,3 +357,36 @@ def test_cv_pools_held_out_clips_and_counts_fpr_at_each_folds_operating_point():
     assert row["num_clips"] == 3 and row["auc_delay200"] == 1.0 and row["offset_acc_200"] == 1.0
     assert row["fpr_at_fold_operating_point"] == pytest.approx(1 / 3)
     assert "tpr_delay200" not in row and "threshold" not in row  # one pooled threshold would mean nothing
+
+
+def _report(originals: list[float], shifted: list[float], threshold: float) -> dict:
+    """A scored group of held-out clips in the shape of ``real_faces.evaluate``: every method gives the same scan
+    scores (the baseline via its mean), the pruned student has an operating point."""
+    from benchmarks.real_faces_cv import MODELS
+
+    conds = ("original", "delay200", "advance200", "delay80", "swap")
+    clips = []
+    for i, (o, f) in enumerate(zip(originals, shifted)):
+        score = {c: {"scan": o if c == "original" else f, "mean": o if c == "original" else f, "max": 0.0,
+                     "offset": 0, "offset_head": None} for c in conds}
+        clips.append({"file": f"talking/c{threshold}_{i}.mp4", "sha256": str(i), "face_found": True,
+                      "scores": {m: score for m in (*MODELS, rf.BASELINE_NAME)}})
+    table = [{"method": "pruned", "threshold": threshold, "threshold_source": "operating point (test)"}]
+    return {"clips": clips, "table": table}
+
+
+def test_pooling_held_out_clips_counts_within_model_pairs_and_false_positives():
+    from benchmarks import real_faces_pooled as pooled
+
+    # model A ranks its own clips perfectly, model B too, but B's scores sit far above A's: pooled they mix
+    a = _report([0.1, 0.2], [0.3, 0.4], threshold=0.15)
+    b = _report([0.7, 0.8], [0.9, 0.95], threshold=0.75)
+    assert pooled.within_model_auc([a, b], "distilled", "delay200") == 1.0
+    summary = pooled.summarise_variant([a, b])
+    row = next(r for r in summary["rows"] if r["method"] == "pruned")
+    assert row["clips"] == 4 and row["within_model_auc_mean"] == 1.0
+    # pooled: B's originals (0.7, 0.8) outrank A's manipulated (0.3, 0.4): 4 of the 16 pairs are wrong
+    assert row["pooled_auc_delay200"] == pytest.approx(12 / 16)
+    assert row["false_positives"] == "2 of 4"  # 0.2 >= 0.15 and 0.8 >= 0.75
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=CV_WORK:TEST_RECORD"):
+        pooled._variant("no-colon")

@@ -1,0 +1,171 @@
+"""Every held-out real clip at once: the cross-validation's clips and the test split's, per recipe (issue #12).
+
+    python benchmarks/real_faces_pooled.py --variant "no cue=runs/real-faces-cv:benchmarks/results/real_faces/A.json" \\
+        --variant "cue=runs/real-faces-cv-sync:benchmarks/results/real_faces/B.json"
+
+Why: a recipe is chosen on the cross-validation (13 held-out clips, ``benchmarks/real_faces_cv.py``) and reported
+on the 6 test clips (``benchmarks/real_faces.py``), and both are small enough to disagree. Each scores every clip with
+models that never saw its speaker (the folds' models, and the quickstart models that never saw the test split), so
+together they are 19 held-out clips per recipe. This script pools them, read-only: nothing is trained or re-scored.
+
+Per recipe and model (teacher, distilled, pruned, the training-free baseline), on the ``scan`` verdict (the
+baseline: its sync score):
+
+- **pooled AUC**: every held-out original against every manipulated clip, whichever model scored them (the
+  models' score scales differ, which this also pays for);
+- **within-model AUC**: only pairs of clips scored by the same model (one fold, or the test split), the share of
+  such pairs ranked right;
+- **in-sync FPR** of the pruned (shipped) student: originals at or above their own model's operating point.
+
+A variant is ``NAME=CV_WORK:TEST_RECORD``: the CV work folder (its ``fold*/fold_scores.json``) and the real_faces JSON
+record of the same recipe's quickstart models. Clips where no face was found are left out, as in both sources.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._record import build_record, write_result  # noqa: E402
+from benchmarks.real_faces import BASELINE_NAME, MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
+from benchmarks.real_faces_cv import MODELS, pooled_clips  # noqa: E402
+
+log = logging.getLogger("pinlite_edge.benchmarks.real_faces_pooled")
+
+STEM = "real_faces_pooled"
+METHODS = (*MODELS, BASELINE_NAME)
+
+
+def _score(method: str, cond: dict[str, Any]) -> float:
+    return cond.mean if method == BASELINE_NAME else cond.scan  # the baseline's one score sits in every aggregate
+
+
+def load_reports(cv_work: Path, test_record: Path) -> list[dict[str, Any]]:
+    """The CV folds' score files and the test split's record, each one model group's held-out clips."""
+    folds = sorted(cv_work.glob("fold*/fold_scores.json"))
+    if not folds:
+        raise FileNotFoundError(f"no fold*/fold_scores.json under {cv_work}: run benchmarks/real_faces_cv.py first")
+    reports = [json.loads(p.read_text()) for p in folds]
+    test = json.loads(test_record.read_text())
+    test.pop("record", None)
+    return [*reports, test]
+
+
+def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) -> float | None:
+    """Share of (original, manipulated) pairs scored by the same report's model ranked right (ties count half)."""
+    right = total = 0.0
+    for rep in reports:
+        per_method, _, _ = pooled_clips([rep])
+        clips = per_method.get(method, [])
+        orig = [_score(method, c["original"]) for c in clips]
+        fake = [_score(method, c[cond]) for c in clips if cond in c]
+        auc = auc_vs_original(orig, fake)
+        if auc is not None:
+            right += auc * len(orig) * len(fake)
+            total += len(orig) * len(fake)
+    return right / total if total else None
+
+
+def summarise_variant(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    per_method, fpr_hits, no_face = pooled_clips(reports)
+    missing = [m for m in METHODS if m not in per_method]
+    if missing:
+        raise ValueError(f"methods {missing} are not in every source")
+    rows = []
+    for method in METHODS:
+        clips = per_method[method]
+        row: dict[str, Any] = {"method": method, "clips": len(clips)}
+        for cond in MANIPULATED:
+            orig = [_score(method, c["original"]) for c in clips]
+            row[f"pooled_auc_{cond}"] = auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c])
+            row[f"within_model_auc_{cond}"] = within_model_auc(reports, method, cond)
+        for kind in ("pooled", "within_model"):
+            vals = [row[f"{kind}_auc_{c}"] for c in MANIPULATED if row[f"{kind}_auc_{c}"] is not None]
+            row[f"{kind}_auc_mean"] = float(np.mean(vals)) if vals else None
+        hits = fpr_hits.get(method)
+        if method == "pruned" and hits:
+            row["fpr_at_operating_point"] = float(np.mean(hits))
+            row["false_positives"] = f"{int(np.sum(hits))} of {len(hits)}"
+        rows.append(row)
+    return {"sources": len(reports), "no_face": no_face, "rows": rows}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    lines = ["# Real faces: every held-out clip, per recipe (CV folds + test split)", "",
+             "Read-only pooling of `benchmarks/real_faces_cv.py` fold scores and `benchmarks/real_faces.py` test-split "
+             "records: each clip scored by a model that never saw its speaker. Scan verdict (baseline: its sync "
+             "score). Columns delay200 / advance200 / delay80 / swap, then their mean.", ""]
+    for name, v in result["variants"].items():
+        lines += [f"## {name}", "", f"Sources: `{v['cv_work']}` ({v['sources'] - 1} folds) and `{v['test_record']}`; "
+                  f"no face (left out): {', '.join(v['no_face']) or 'none'}.", "",
+                  "| method | clips | pooled AUC | mean | within-model AUC | mean | in-sync FPR at the operating point |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in v["rows"]:
+            def cells(kind: str) -> str:
+                return " / ".join("—" if r[f"{kind}_auc_{c}"] is None else f"{r[f'{kind}_auc_{c}']:.2f}"
+                                  for c in MANIPULATED)
+            fpr = f"{r['fpr_at_operating_point']:.2f} ({r['false_positives']})" if "false_positives" in r else "—"
+            lines.append(f"| {r['method']} | {r['clips']} | {cells('pooled')} | {r['pooled_auc_mean']:.2f} | "
+                         f"{cells('within_model')} | {r['within_model_auc_mean']:.2f} | {fpr} |")
+        lines.append("")
+    if result.get("notes"):
+        lines += ["## Notes", "", result["notes"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _variant(text: str) -> tuple[str, Path, Path]:
+    name, sep, rest = text.partition("=")
+    cv, sep2, test = rest.rpartition(":")
+    if not (sep and sep2 and name and cv and test):
+        raise argparse.ArgumentTypeError(f"expected NAME=CV_WORK:TEST_RECORD, got {text!r}")
+    return name, Path(cv), Path(test)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", action="append", type=_variant, required=True, metavar="NAME=CV_WORK:TEST_RECORD",
+                   help="one recipe: its CV work folder and its test-split record (repeat per recipe)")
+    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
+    p.add_argument("--out-dir", type=Path, default=None, help="results root (default: benchmarks/results)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    variants: dict[str, Any] = {}
+    digest = hashlib.sha256()
+    for name, cv_work, test_record in args.variant:
+        try:
+            reports = load_reports(cv_work, test_record)
+            summary = summarise_variant(reports)
+        except (OSError, ValueError) as exc:
+            log.error("variant %s: %s", name, exc)
+            return 2
+        for rep in reports:
+            digest.update(json.dumps(sorted((c["file"], c.get("sha256")) for c in rep["clips"])).encode())
+        variants[name] = {"cv_work": str(cv_work), "test_record": str(test_record), **summary}
+    result = {"variants": variants, "notes": args.notes.read_text() if args.notes else None}
+    record = build_record(STEM, "benchmarks/real_faces_pooled.py", argv,
+                          data={"fingerprint": digest.hexdigest(),
+                                "fingerprint_of": "each source's sorted (file, sha256) of its held-out clips",
+                                "sources": {n: [v["cv_work"], v["test_record"]] for n, v in variants.items()}})
+    json_path, md_path = write_result(record, _jsonable(result), render_markdown(result), results_dir=args.out_dir)
+    log.info("wrote %s and %s", json_path, md_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
