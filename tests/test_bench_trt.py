@@ -277,6 +277,23 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
     assert len(runs) == 2 and "pruned/ (unfinished" in said[-2]
 
 
+def test_cli_warns_before_benchmarking_a_workspace_built_with_an_older_preset(tmp_path, monkeypatch, caplog):
+    """A complete workspace whose stages an older preset built is benchmarked as built (nothing is retrained behind
+    the user's back), with a warning per stage saying how it differs and how to rebuild it."""
+    from pinlite_edge import quickstart
+
+    outdated = {"teacher": "model sync_lags=0, the tiny teacher preset now has 5"}
+    monkeypatch.setattr(quickstart, "workspace_status", lambda workspace, export_formats: types.SimpleNamespace(
+        complete=True, missing=[], outdated=outdated))
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda cfg: pytest.fail("rebuilt a complete workspace"))
+    with caplog.at_level("WARNING"):
+        prepare.ensure_quickstart_workspace(Path("pinlite-workspace"), lambda msg: pytest.fail(msg))
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "pinlite-workspace/teacher was built with another recipe" in record.getMessage()
+    assert "sync_lags=0, the tiny teacher preset now has 5" in record.getMessage()
+    assert "python -m pinlite_edge.quickstart --workspace pinlite-workspace" in record.getMessage()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
                     reason="TensorRT and a GPU are present: the missing-TensorRT path cannot be exercised")
 def test_design_card_command_as_written_without_tensorrt(tmp_path):
