@@ -152,3 +152,31 @@ def test_the_cue_stays_float_in_the_executorch_int8_program():
     ex._record_precision(plan, torch.export.export(quantized, example, strict=False))
     report = plan.graph_precision["exported_program"]
     assert "sync_cue:sync_features" in report["verifies"] and report["violations"] == []
+
+
+def test_sync_dropout_zeroes_the_cue_of_whole_samples_in_training_only():
+    cfg = replace(student_config("tiny"), sync_dropout=0.5)
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    cues, pooled = [], []
+    model.sync_proj.register_forward_hook(lambda _m, _a, out: cues.append(out.detach()))
+    model.cls_head.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].detach()))
+    frames, mfcc = _talking_window(1)
+    frames, mfcc = frames.repeat(64, 1, 1, 1, 1), mfcc.repeat(64, 1, 1)
+    model.train()  # 64 identical samples: their features differ only by whether the cue was kept
+    model(frames, mfcc)
+    rows, cue = pooled[0], cues[0][0]
+    same_as_first = torch.isclose(rows, rows[:1], atol=1e-6).all(dim=1)
+    other = rows[~same_as_first]
+    assert 10 < other.shape[0] < 54  # about half of the samples lost the cue
+    diff = rows[0] - other[0]
+    assert torch.allclose(diff.abs(), cue.abs(), atol=1e-5)  # they differ by exactly the cue, whole samples
+    model.eval()
+    pooled.clear()
+    model(frames, mfcc)
+    assert torch.isclose(pooled[0], pooled[0][:1], atol=1e-6).all()  # inference: every sample keeps it
+    with pytest.raises(ValueError, match="sync_dropout must be a number in"):
+        replace(cfg, sync_dropout=1.0)
+    old = cfg.to_dict()
+    del old["sync_dropout"]
+    assert ModelConfig.from_dict(old).sync_dropout == 0.0

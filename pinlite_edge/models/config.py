@@ -41,6 +41,9 @@ class ModelConfig:
     #: positives at the operating point from 4 to 0 (benchmarks/results/real_faces_cv_sync/). 0 (off) for configs
     #: saved before the option existed.
     sync_lags: int = 0
+    #: in training only, the share of samples whose sync cue is zeroed (the rest of the model must then decide alone,
+    #: so it cannot lean on the cue where the cue says nothing); 0 (off) in every preset, and for older configs
+    sync_dropout: float = 0.0
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,9 @@ class ModelConfig:
             raise ValueError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
         if isinstance(self.sync_lags, bool) or not isinstance(self.sync_lags, int) or self.sync_lags < 0:
             raise ValueError(f"sync_lags must be a non-negative integer (0: off), got {self.sync_lags!r}")
+        if isinstance(self.sync_dropout, bool) or not isinstance(self.sync_dropout, (int, float)) \
+                or not 0.0 <= self.sync_dropout < 1.0:
+            raise ValueError(f"sync_dropout must be a number in [0, 1), got {self.sync_dropout!r}")
 
     @property
     def num_layers(self) -> int:

@@ -61,7 +61,11 @@ class AVSyncDetector(nn.Module):
             audio, attn = block(audio, video)
         pooled = self.norm(audio).mean(dim=1)
         if self.sync_features is not None and self.sync_proj is not None:
-            pooled = pooled + self.sync_proj(self.sync_features(frames, mfcc))
+            cue = self.sync_proj(self.sync_features(frames, mfcc))
+            if self.training and self.config.sync_dropout > 0:  # whole samples lose the cue, unscaled: at inference
+                keep = torch.rand(cue.shape[0], 1, device=cue.device) >= self.config.sync_dropout  # it is always on
+                cue = cue * keep.to(cue.dtype)
+            pooled = pooled + cue
         assert attn is not None
         return ModelOutput(self.cls_head(pooled), self.offset_head(pooled), attn.mean(dim=1))
 
