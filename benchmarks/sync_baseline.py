@@ -41,19 +41,20 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from pinlite_edge.errors import InputError  # noqa: E402
+from pinlite_edge.features.facecrop import LUMA_WEIGHTS, MOUTH_ROI_COLS, MOUTH_ROI_ROWS  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip, audio_segment  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.sync_baseline")
 
-_GREY = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+_GREY = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
     """Knobs of the synchrony score (fractions of the crop for the ROI; lags in video frames)."""
 
-    roi_rows: tuple[float, float] = (0.45, 0.90)
-    roi_cols: tuple[float, float] = (0.25, 0.75)
+    roi_rows: tuple[float, float] = MOUTH_ROI_ROWS
+    roi_cols: tuple[float, float] = MOUTH_ROI_COLS
     max_lag: int = 15
     exclude_lag: int = 2  # the off-sync reference is the best correlation at |lag| > exclude_lag
     min_overlap: int = 8  # fewest frame pairs a lag must have to be scored (limits the lags of short windows)

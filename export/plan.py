@@ -119,8 +119,8 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
     """The SPEC's always-float layers for this model (GRU, softmax, score scaling/bias, attention MatMuls, attention
-    output path) and the sync cue (``models.sync_features``). ``ops`` entries match nodes directly in the attention module's scope (``blocks.1.attn``), not in
-    its projections'."""
+    output path) and the sync cue (``models.sync_features``). ``ops`` entries match nodes directly in the attention
+    module's scope (``blocks.1.attn``), not in its projections'."""
     entries: list[FloatEntry] = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.GRU, MatmulGRU)):

@@ -348,7 +348,8 @@ def _run_stage(name: str, ws: Path, force: bool, run: Any, upstream_rebuilt: boo
         redo = f"its checkpoint does not verify ({detail})"
     elif upstream_rebuilt and state != MISSING:
         redo = "the stage it starts from was rebuilt in this run"
-    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {}, STAGE_KINDS[name])):
+    elif state != MISSING and (differ := _recipe_differs(out, model_options or {}, train_options or {},
+                                                         STAGE_KINDS[name])):
         redo = f"it was built with another recipe ({differ})"
     if redo is not None:
         log.info("stage %s: redoing it from scratch: %s", name, redo)

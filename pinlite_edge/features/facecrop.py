@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 
 CASCADE_FILE = FRONTAL_CASCADE  # kept for callers of the earlier module
 
+#: where the lips move inside the mouth crop, as fractions of its side (rows, columns): the lower centre, i.e. most
+#: of the lips and chin. The classical sync cue reads motion here, in the baseline (``benchmarks/sync_baseline.py``)
+#: and in the model (``models.sync_features``).
+MOUTH_ROI_ROWS = (0.45, 0.90)
+MOUTH_ROI_COLS = (0.25, 0.75)
+#: ITU-R BT.601 luma weights (R, G, B) for the grey level that motion is measured on
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
 
 @dataclass(frozen=True)
 class FaceCropConfig:

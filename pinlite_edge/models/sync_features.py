@@ -6,9 +6,9 @@ while the voice is loud) beats models that must discover lip-audio synchrony fro
 model's own inputs, with no weights, so a model can learn how far to trust it beside its attention evidence:
 
 - **mouth motion** per frame: the mean absolute grey-level change to the previous frame in the lower centre of the
-  mouth crop (the baseline's region of interest, rows 0.45..0.90, columns 0.25..0.75). The frames arrive normalised
-  per channel (``(x - mean) / std``), so the grey weights are multiplied by ``std``; the mean cancels in a difference.
-  Frame 0 copies frame 1.
+  mouth crop (the baseline's region of interest, ``features.facecrop.MOUTH_ROI_ROWS`` / ``MOUTH_ROI_COLS``). The
+  frames arrive normalised per channel (``(x - mean) / std``), so the grey weights are multiplied by ``std``; the
+  mean cancels in a difference. Frame 0 copies frame 1.
 - **audio energy** per frame: the first MFCC coefficient (python_speech_features' log frame energy) averaged over the
   ``mfcc_steps / num_frames`` MFCC steps of each video frame.
 - the Pearson correlation of ``motion[t]`` with ``energy[t + k]`` on their overlap, for ``k`` in ``-L..L``: lag
@@ -24,18 +24,15 @@ import torch
 from torch import nn
 
 from pinlite_edge.contract import InputContract
+from pinlite_edge.features.facecrop import LUMA_WEIGHTS, MOUTH_ROI_COLS, MOUTH_ROI_ROWS
 
-#: ITU-R BT.601 luma weights, as in the baseline
-_GREY = (0.299, 0.587, 0.114)
-#: the baseline's mouth region of interest, as fractions of the crop (rows, columns)
-ROI_ROWS = (0.45, 0.90)
-ROI_COLS = (0.25, 0.75)
 #: added to the correlation's denominator: a constant signal gives a correlation of 0
 _EPS = 1e-6
 
 
 class LaggedSyncFeatures(nn.Module):
-    """``(frames (B, T, 3, S, S), mfcc (B, M, C)) -> (B, 2 * max_lag + 1)`` correlations at lags ``-max_lag..max_lag``."""
+    """``(frames (B, T, 3, S, S), mfcc (B, M, C)) -> (B, 2 * max_lag + 1)``: correlations at lags
+    ``-max_lag..max_lag``."""
 
     def __init__(self, contract: InputContract, max_lag: int):
         super().__init__()
@@ -49,9 +46,9 @@ class LaggedSyncFeatures(nn.Module):
         self.num_frames = t
         self.steps_per_frame = contract.mfcc_steps // t
         s = contract.frame_size
-        self.rows = (int(round(ROI_ROWS[0] * s)), int(round(ROI_ROWS[1] * s)))
-        self.cols = (int(round(ROI_COLS[0] * s)), int(round(ROI_COLS[1] * s)))
-        weights = torch.tensor(_GREY) * torch.tensor(contract.std, dtype=torch.float32)
+        self.rows = (int(round(MOUTH_ROI_ROWS[0] * s)), int(round(MOUTH_ROI_ROWS[1] * s)))
+        self.cols = (int(round(MOUTH_ROI_COLS[0] * s)), int(round(MOUTH_ROI_COLS[1] * s)))
+        weights = torch.tensor(LUMA_WEIGHTS) * torch.tensor(contract.std, dtype=torch.float32)
         self.register_buffer("grey", weights.reshape(1, 1, 3, 1, 1), persistent=False)
         # every lag at once: row i pairs motion[j] with energy[j + k_i] where 0 <= j + k_i < T (mask), so one
         # gather and a few masked reductions replace a loop of slices (a small graph in every export format)
