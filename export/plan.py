@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 from torch import nn
 
 from pinlite_edge.export.rewrite import MatmulGRU
-from pinlite_edge.models.sync_features import LaggedSyncFeatures
+from pinlite_edge.models.sync_features import LaggedSyncFeatures, SyncPeakContrast
 
 REASON_GRU = "recurrent: the GRU stays float (ORT does not quantize it, TensorRT loops are FP32/FP16 only)"
 REASON_SOFTMAX = "softmax: attention probabilities need float range"
@@ -127,7 +127,7 @@ def fixed_float_entries(model: nn.Module) -> list[FloatEntry]:
             entries.append(FloatEntry(name, REASON_GRU, "gru"))
         elif isinstance(module, nn.Softmax):
             entries.append(FloatEntry(name, REASON_SOFTMAX, "softmax"))
-        elif isinstance(module, LaggedSyncFeatures):
+        elif isinstance(module, (LaggedSyncFeatures, SyncPeakContrast)):
             entries.append(FloatEntry(name, REASON_SYNC_CUE, "sync_cue"))
     attn_modules = [n for n, m in model.named_modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")
                     and hasattr(m, "softmax")]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.sync_baseline import BaselineConfig, lagged_correlation, mouth_motion
+from benchmarks.sync_baseline import BaselineConfig, lagged_correlation, mouth_motion, score_correlation
 from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.models import ModelConfig, create_model, student_config, teacher_config
-from pinlite_edge.models.sync_features import LaggedSyncFeatures
+from pinlite_edge.models.sync_features import LaggedSyncFeatures, SyncPeakContrast
 
 
 def _normalise(crops: np.ndarray) -> torch.Tensor:
@@ -104,7 +104,8 @@ def test_model_with_sync_lags_reads_the_cue_and_old_configs_load_without_it():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path):
+@pytest.mark.parametrize("contrast", [False, True])
+def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path, contrast):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from pinlite_edge.checkpoint import save_checkpoint
@@ -112,7 +113,7 @@ def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path):
     from pinlite_edge.runtimes.ort.loader import create_session
 
     torch.manual_seed(0)
-    model = create_model(replace(student_config("tiny"), sync_lags=5)).eval()
+    model = create_model(replace(student_config("tiny"), sync_lags=5, sync_contrast=contrast)).eval()
     ckpt = tmp_path / "best.safetensors"
     save_checkpoint(ckpt, model, {"note": "test"})
     art = export_model(ckpt, "onnx", tmp_path / "onnx")
@@ -125,7 +126,8 @@ def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_the_cue_stays_float_in_the_executorch_int8_program():
+@pytest.mark.parametrize("contrast", [False, True])
+def test_the_cue_stays_float_in_the_executorch_int8_program(contrast):
     """PT2E INT8 (XNNPACKQuantizer) with the export's plan: no Q/DQ touches the cue (``_record_precision`` raises on
     any; the full .pte export is a slow test). The quantizer annotates every ``cat`` whatever module it sits in,
     which once rounded the cue's motion signal to int8."""
@@ -137,7 +139,7 @@ def test_the_cue_stays_float_in_the_executorch_int8_program():
     from pinlite_edge.runtimes.executorch.loader import register_quantized_kernels
 
     torch.manual_seed(0)
-    model = create_model(student_config("tiny")).eval()
+    model = create_model(replace(student_config("tiny"), sync_contrast=contrast)).eval()
     plan = build_plan(model, "int8", extra=ex.attention_input_entries(model))
 
     class Calibration:
@@ -152,6 +154,7 @@ def test_the_cue_stays_float_in_the_executorch_int8_program():
     ex._record_precision(plan, torch.export.export(quantized, example, strict=False))
     report = plan.graph_precision["exported_program"]
     assert "sync_cue:sync_features" in report["verifies"] and report["violations"] == []
+    assert ("sync_cue:sync_contrast" in report["verifies"]) == contrast
 
 
 def test_sync_dropout_zeroes_the_cue_of_whole_samples_in_training_only():
@@ -180,3 +183,41 @@ def test_sync_dropout_zeroes_the_cue_of_whole_samples_in_training_only():
     old = cfg.to_dict()
     del old["sync_dropout"]
     assert ModelConfig.from_dict(old).sync_dropout == 0.0
+
+
+def test_peak_contrast_is_the_baselines_sync_score():
+    torch.manual_seed(0)
+    corr = torch.rand(6, 11) * 2 - 1
+    corr[0] = 0.0  # no evidence either way: 0
+    got = SyncPeakContrast(5)(corr)[:, 0].numpy()
+    lags = np.arange(-5, 6)
+    want = [score_correlation(lags, c.double().numpy(), BaselineConfig(exclude_lag=2)).sync_score for c in corr]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # in sync it is low; audio delayed past the excluded lags makes it high
+    feats = LaggedSyncFeatures(TINY_CONTRACT, 5)
+    in_sync, delayed = (SyncPeakContrast(5)(feats(*_talking_window(d))).item() for d in (0, 4))
+    assert in_sync < 0 < delayed
+    with pytest.raises(ValueError, match="sync_lags must be at least 3"):
+        SyncPeakContrast(2)
+
+
+def test_model_with_sync_contrast_reads_it_and_old_configs_load_without_it():
+    cfg = replace(student_config("tiny"), sync_contrast=True)
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    frames, mfcc = _talking_window(4)
+    with torch.no_grad():
+        before = model(frames, mfcc).logits.clone()
+        model.sync_contrast_proj.weight.zero_()
+        model.sync_contrast_proj.bias.zero_()
+        after = model(frames, mfcc).logits
+    assert not torch.allclose(before, after)  # the contrast reaches the heads
+    assert create_model(replace(cfg, sync_contrast=False)).sync_contrast is None
+    with pytest.raises(ValueError, match="sync_lags >= 3"):
+        replace(cfg, sync_lags=2)
+    with pytest.raises(ValueError, match="sync_contrast must be true or false"):
+        replace(cfg, sync_contrast=1)
+    old = cfg.to_dict()
+    del old["sync_contrast"]
+    assert ModelConfig.from_dict(old).sync_contrast is False
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

@@ -44,6 +44,10 @@ class ModelConfig:
     #: in training only, the share of samples whose sync cue is zeroed (the rest of the model must then decide alone,
     #: so it cannot lean on the cue where the cue says nothing); 0 (off) in every preset, and for older configs
     sync_dropout: float = 0.0
+    #: with ``sync_lags``, the cue's peak contrast (the best correlation at a lag beyond +-2 frames minus the one at
+    #: lag 0: the training-free baseline's own score, ``models.sync_features.SyncPeakContrast``) also reaches the
+    #: pooled features, through one linear layer. False for configs saved before the option existed.
+    sync_contrast: bool = False
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,11 @@ class ModelConfig:
         if isinstance(self.sync_dropout, bool) or not isinstance(self.sync_dropout, (int, float)) \
                 or not 0.0 <= self.sync_dropout < 1.0:
             raise ValueError(f"sync_dropout must be a number in [0, 1), got {self.sync_dropout!r}")
+        if not isinstance(self.sync_contrast, bool):
+            raise ValueError(f"sync_contrast must be true or false, got {self.sync_contrast!r}")
+        if self.sync_contrast and self.sync_lags < 3:
+            raise ValueError(f"sync_contrast needs the sync cue at lags beyond +-2 frames: sync_lags >= 3, got "
+                             f"{self.sync_lags}")
 
     @property
     def num_layers(self) -> int:

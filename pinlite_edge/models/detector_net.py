@@ -10,7 +10,7 @@ from pinlite_edge.contract import NUM_OFFSET_CLASSES
 from pinlite_edge.models.blocks import GatedCrossAttentionBlock
 from pinlite_edge.models.config import ModelConfig
 from pinlite_edge.models.encoders import AudioEncoder, FrameEncoder
-from pinlite_edge.models.sync_features import LaggedSyncFeatures
+from pinlite_edge.models.sync_features import LaggedSyncFeatures, SyncPeakContrast
 
 
 class ModelOutput(NamedTuple):
@@ -42,6 +42,9 @@ class AVSyncDetector(nn.Module):
         self.sync_features = LaggedSyncFeatures(config.contract, config.sync_lags) if config.sync_lags else None
         self.sync_proj = (nn.Sequential(nn.Linear(self.sync_features.num_features, d), nn.GELU(), nn.Linear(d, d))
                           if self.sync_features is not None else None)
+        # its peak contrast (config.sync_contrast), the baseline's decision statistic, added linearly
+        self.sync_contrast = SyncPeakContrast(config.sync_lags) if config.sync_contrast else None
+        self.sync_contrast_proj = nn.Linear(1, d) if self.sync_contrast is not None else None
         self.cls_head = nn.Linear(d, 2)
         self.offset_head = nn.Linear(d, NUM_OFFSET_CLASSES)
 
@@ -61,7 +64,10 @@ class AVSyncDetector(nn.Module):
             audio, attn = block(audio, video)
         pooled = self.norm(audio).mean(dim=1)
         if self.sync_features is not None and self.sync_proj is not None:
-            cue = self.sync_proj(self.sync_features(frames, mfcc))
+            corr = self.sync_features(frames, mfcc)
+            cue = self.sync_proj(corr)
+            if self.sync_contrast is not None and self.sync_contrast_proj is not None:
+                cue = cue + self.sync_contrast_proj(self.sync_contrast(corr))
             if self.training and self.config.sync_dropout > 0:  # whole samples lose the cue, unscaled: at inference
                 keep = torch.rand(cue.shape[0], 1, device=cue.device) >= self.config.sync_dropout  # it is always on
                 cue = cue * keep.to(cue.dtype)

@@ -17,6 +17,12 @@ model's own inputs, with no weights, so a model can learn how far to trust it be
 
 Only element-wise ops, slices and reductions: it exports to ONNX, ExecuTorch and TensorRT as plain float ops and has
 nothing a quantiser would make int8.
+
+:class:`SyncPeakContrast` turns those correlations into the baseline's own decision statistic (its ``sync_score``):
+the best correlation at a lag beyond ``exclude_lag`` minus the correlation at lag 0. In-sync speech peaks at lag 0 and
+scores low; audio shifted by more than ``exclude_lag`` frames, or another speaker's audio, does not. A small MLP on
+the correlation vector can only approximate a max over lags from few examples; this gives it to the model as one
+number.
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ from pinlite_edge.features.facecrop import LUMA_WEIGHTS, MOUTH_ROI_COLS, MOUTH_R
 
 #: added to the correlation's denominator: a constant signal gives a correlation of 0
 _EPS = 1e-6
+#: lags within this many frames of 0 do not count as "another alignment" in the peak contrast (the baseline's
+#: ``BaselineConfig.exclude_lag``): the correlation of a lip-motion signal with its own audio is broad around 0
+EXCLUDE_LAG = 2
 
 
 class LaggedSyncFeatures(nn.Module):
@@ -88,3 +97,21 @@ class LaggedSyncFeatures(nn.Module):
         da = (a - ((a * self.mask).sum(dim=2) / self.count).unsqueeze(2)) * self.mask
         den = torch.sqrt((dv * dv).sum(dim=2) * (da * da).sum(dim=2) + _EPS)
         return (dv * da).sum(dim=2) / den
+
+
+class SyncPeakContrast(nn.Module):
+    """``(B, 2 * max_lag + 1)`` correlations at lags ``-max_lag..max_lag`` -> ``(B, 1)``: the best correlation at
+    ``|lag| > exclude_lag`` minus the correlation at lag 0 (``benchmarks/sync_baseline.py``'s ``sync_score``)."""
+
+    def __init__(self, max_lag: int, exclude_lag: int = EXCLUDE_LAG):
+        super().__init__()
+        if not 0 <= exclude_lag < max_lag:
+            raise ValueError(f"the peak contrast needs lags beyond exclude_lag={exclude_lag}: sync_lags must be at "
+                             f"least {exclude_lag + 1}, got {max_lag}")
+        self.zero = int(max_lag)
+        off = [i for i, lag in enumerate(range(-max_lag, max_lag + 1)) if abs(lag) > exclude_lag]
+        self.register_buffer("off_index", torch.tensor(off), persistent=False)
+
+    def forward(self, corr: torch.Tensor) -> torch.Tensor:
+        off = torch.index_select(corr, 1, self.off_index).amax(dim=1, keepdim=True)
+        return off - corr[:, self.zero:self.zero + 1]
