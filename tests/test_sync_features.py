@@ -104,8 +104,11 @@ def test_model_with_sync_lags_reads_the_cue_and_old_configs_load_without_it():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("contrast", [False, True])
-def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path, contrast):
+VARIANTS = [{}, {"sync_contrast": True}, {"sync_learned_audio": True}]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=["cue", "contrast", "learned-audio"])
+def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path, options):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from pinlite_edge.checkpoint import save_checkpoint
@@ -113,7 +116,10 @@ def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path, contrast):
     from pinlite_edge.runtimes.ort.loader import create_session
 
     torch.manual_seed(0)
-    model = create_model(replace(student_config("tiny"), sync_lags=5, sync_contrast=contrast)).eval()
+    model = create_model(replace(student_config("tiny"), sync_lags=5, **options)).eval()
+    if model.sync_features.audio_weights is not None:  # away from the start, so the export must carry the weights
+        with torch.no_grad():
+            model.sync_features.audio_weights.add_(torch.linspace(-0.5, 0.5, TINY_CONTRACT.num_mfcc))
     ckpt = tmp_path / "best.safetensors"
     save_checkpoint(ckpt, model, {"note": "test"})
     art = export_model(ckpt, "onnx", tmp_path / "onnx")
@@ -126,8 +132,8 @@ def test_onnx_export_of_a_model_with_the_cue_matches_torch(tmp_path, contrast):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-@pytest.mark.parametrize("contrast", [False, True])
-def test_the_cue_stays_float_in_the_executorch_int8_program(contrast):
+@pytest.mark.parametrize("options", VARIANTS, ids=["cue", "contrast", "learned-audio"])
+def test_the_cue_stays_float_in_the_executorch_int8_program(options):
     """PT2E INT8 (XNNPACKQuantizer) with the export's plan: no Q/DQ touches the cue (``_record_precision`` raises on
     any; the full .pte export is a slow test). The quantizer annotates every ``cat`` whatever module it sits in,
     which once rounded the cue's motion signal to int8."""
@@ -139,7 +145,7 @@ def test_the_cue_stays_float_in_the_executorch_int8_program(contrast):
     from pinlite_edge.runtimes.executorch.loader import register_quantized_kernels
 
     torch.manual_seed(0)
-    model = create_model(replace(student_config("tiny"), sync_contrast=contrast)).eval()
+    model = create_model(replace(student_config("tiny"), **options)).eval()
     plan = build_plan(model, "int8", extra=ex.attention_input_entries(model))
 
     class Calibration:
@@ -154,7 +160,7 @@ def test_the_cue_stays_float_in_the_executorch_int8_program(contrast):
     ex._record_precision(plan, torch.export.export(quantized, example, strict=False))
     report = plan.graph_precision["exported_program"]
     assert "sync_cue:sync_features" in report["verifies"] and report["violations"] == []
-    assert ("sync_cue:sync_contrast" in report["verifies"]) == contrast
+    assert ("sync_cue:sync_contrast" in report["verifies"]) == bool(options.get("sync_contrast"))
 
 
 def test_sync_dropout_zeroes_the_cue_of_whole_samples_in_training_only():
@@ -221,3 +227,21 @@ def test_model_with_sync_contrast_reads_it_and_old_configs_load_without_it():
     del old["sync_contrast"]
     assert ModelConfig.from_dict(old).sync_contrast is False
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_learned_audio_starts_at_the_first_coefficient_and_learns():
+    fixed = LaggedSyncFeatures(TINY_CONTRACT, 5)
+    learned = LaggedSyncFeatures(TINY_CONTRACT, 5, learned_audio=True)
+    frames, mfcc = _talking_window(3)
+    torch.testing.assert_close(learned(frames, mfcc), fixed(frames, mfcc))  # same cue before training
+    learned(frames, mfcc)[0, 5 + 3].backward()
+    assert learned.audio_weights.grad is not None and learned.audio_weights.grad[1:].abs().sum() > 0
+    cfg = replace(student_config("tiny"), sync_learned_audio=True)
+    model = create_model(cfg)
+    assert any(name == "sync_features.audio_weights" for name, _ in model.named_parameters())
+    assert create_model(student_config("tiny")).sync_features.audio_weights is None
+    old = cfg.to_dict()
+    del old["sync_learned_audio"]
+    assert ModelConfig.from_dict(old).sync_learned_audio is False
+    with pytest.raises(ValueError, match="sync_learned_audio must be true or false"):
+        replace(cfg, sync_learned_audio="yes")

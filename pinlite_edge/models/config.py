@@ -48,6 +48,9 @@ class ModelConfig:
     #: lag 0: the training-free baseline's own score, ``models.sync_features.SyncPeakContrast``) also reaches the
     #: pooled features, through one linear layer. False for configs saved before the option existed.
     sync_contrast: bool = False
+    #: with ``sync_lags``, the cue's audio signal is a learned weighting of the MFCC coefficients (13 weights,
+    #: starting at the first coefficient alone) instead of the first coefficient. False for older configs.
+    sync_learned_audio: bool = False
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
@@ -64,8 +67,9 @@ class ModelConfig:
         if isinstance(self.sync_dropout, bool) or not isinstance(self.sync_dropout, (int, float)) \
                 or not 0.0 <= self.sync_dropout < 1.0:
             raise ValueError(f"sync_dropout must be a number in [0, 1), got {self.sync_dropout!r}")
-        if not isinstance(self.sync_contrast, bool):
-            raise ValueError(f"sync_contrast must be true or false, got {self.sync_contrast!r}")
+        for name in ("sync_contrast", "sync_learned_audio"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.sync_contrast and self.sync_lags < 3:
             raise ValueError(f"sync_contrast needs the sync cue at lags beyond +-2 frames: sync_lags >= 3, got "
                              f"{self.sync_lags}")

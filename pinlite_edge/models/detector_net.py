@@ -39,7 +39,8 @@ class AVSyncDetector(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         # the classical synchrony cue (config.sync_lags > 0): lagged correlations -> MLP -> added to the pooled features
-        self.sync_features = LaggedSyncFeatures(config.contract, config.sync_lags) if config.sync_lags else None
+        self.sync_features = (LaggedSyncFeatures(config.contract, config.sync_lags, config.sync_learned_audio)
+                              if config.sync_lags else None)
         self.sync_proj = (nn.Sequential(nn.Linear(self.sync_features.num_features, d), nn.GELU(), nn.Linear(d, d))
                           if self.sync_features is not None else None)
         # its peak contrast (config.sync_contrast), the baseline's decision statistic, added linearly

@@ -10,7 +10,10 @@ model's own inputs, with no weights, so a model can learn how far to trust it be
   frames arrive normalised per channel (``(x - mean) / std``), so the grey weights are multiplied by ``std``; the
   mean cancels in a difference. Frame 0 copies frame 1.
 - **audio energy** per frame: the first MFCC coefficient (python_speech_features' log frame energy) averaged over the
-  ``mfcc_steps / num_frames`` MFCC steps of each video frame.
+  ``mfcc_steps / num_frames`` MFCC steps of each video frame. With ``learned_audio`` it is a learned weighting of all
+  the coefficients instead (one weight per coefficient, starting at the first alone): the baseline's speech-band
+  energy correlates better with lip motion than whole-band energy, and the per-window normalised MFCCs cannot give
+  that band directly, so the model is let find its own mix.
 - the Pearson correlation of ``motion[t]`` with ``energy[t + k]`` on their overlap, for ``k`` in ``-L..L``: lag
   ``k > 0`` pairs the picture with audio ``k`` frames later, the project's sign convention for a delayed track. A
   constant side (a still mouth, digital silence) gives 0, not NaN.
@@ -43,7 +46,7 @@ class LaggedSyncFeatures(nn.Module):
     """``(frames (B, T, 3, S, S), mfcc (B, M, C)) -> (B, 2 * max_lag + 1)``: correlations at lags
     ``-max_lag..max_lag``."""
 
-    def __init__(self, contract: InputContract, max_lag: int):
+    def __init__(self, contract: InputContract, max_lag: int, learned_audio: bool = False):
         super().__init__()
         t = contract.num_frames
         if not 1 <= max_lag <= t - 4:
@@ -53,6 +56,12 @@ class LaggedSyncFeatures(nn.Module):
             raise ValueError(f"need at least one MFCC step per video frame, got {contract.mfcc_steps} for {t} frames")
         self.max_lag = int(max_lag)
         self.num_frames = t
+        # learned_audio: the audio signal's weight per MFCC coefficient, starting at the first (log energy) alone
+        self.audio_weights = None
+        if learned_audio:
+            start = torch.zeros(contract.num_mfcc)
+            start[0] = 1.0
+            self.audio_weights = nn.Parameter(start)
         self.steps_per_frame = contract.mfcc_steps // t
         s = contract.frame_size
         self.rows = (int(round(MOUTH_ROI_ROWS[0] * s)), int(round(MOUTH_ROI_ROWS[1] * s)))
@@ -83,10 +92,15 @@ class LaggedSyncFeatures(nn.Module):
         return torch.index_select(diff, 1, self.motion_index)
 
     def audio_energy(self, mfcc: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` first MFCC coefficient averaged over each video frame's MFCC steps."""
+        """``(B, T)`` the audio signal (first MFCC coefficient, or the learned mix) averaged over each video frame's
+        MFCC steps."""
         b = mfcc.shape[0]
         n = self.num_frames * self.steps_per_frame
-        return mfcc[:, :n, 0].reshape(b, self.num_frames, self.steps_per_frame).mean(dim=2)
+        if self.audio_weights is None:
+            signal = mfcc[:, :n, 0]
+        else:
+            signal = (mfcc[:, :n, :] * self.audio_weights).sum(dim=2)
+        return signal.reshape(b, self.num_frames, self.steps_per_frame).mean(dim=2)
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         motion, energy = self.mouth_motion(frames), self.audio_energy(mfcc)
