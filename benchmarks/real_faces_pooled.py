@@ -16,6 +16,11 @@ baseline: its sync score):
 - **within-model AUC**: only pairs of clips scored by the same model (one fold, or the test split), the share of
   such pairs ranked right;
 - **in-sync FPR** of the pruned (shipped) student: originals at or above their own model's operating point.
+- **the test split against the CV**: is the test split's result what a draw of as many clips from the CV's held-out
+  clips gives? For random subsets of the CV clips of the test split's size (drawn without replacement), the mean
+  pooled AUC over the four manipulations: its 95% range, and the share of subsets at or below the test split's own
+  mean AUC (small: the test split is unusually hard for that model; the subsets mix the folds' models, as the
+  pooled CV AUC does).
 
 A variant is ``NAME=CV_WORK:TEST_RECORD``: the CV work folder (its ``fold*/fold_scores.json``) and the real_faces JSON
 record of the same recipe's quickstart models. Clips where no face was found are left out, as in both sources.
@@ -44,6 +49,8 @@ log = logging.getLogger("pinlite_edge.benchmarks.real_faces_pooled")
 
 STEM = "real_faces_pooled"
 METHODS = (*MODELS, BASELINE_NAME)
+#: random test-sized subsets of the CV clips drawn for the test-vs-CV comparison
+SUBSETS = 2000
 
 
 def _score(method: str, cond: dict[str, Any]) -> float:
@@ -76,6 +83,33 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
     return right / total if total else None
 
 
+def _mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
+    """Mean over the manipulations of the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries)."""
+    orig = [_score(method, c["original"]) for c in clips]
+    aucs = [auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED]
+    vals = [a for a in aucs if a is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def test_against_cv(reports: Sequence[dict[str, Any]], method: str, subsets: int = SUBSETS,
+                    seed: int = 0) -> dict[str, Any] | None:
+    """The last report (the test split) against random subsets of the others' clips (the CV folds) of the same size:
+    the test's mean pooled AUC, the subsets' 2.5 / 50 / 97.5 percentiles, and the share of subsets at or below it."""
+    test_clips = pooled_clips(reports[-1:])[0].get(method, [])
+    cv_clips = pooled_clips(reports[:-1])[0].get(method, [])
+    k = len(test_clips)
+    test_auc = _mean_auc(test_clips, method)
+    if test_auc is None or k < 2 or len(cv_clips) < k:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [_mean_auc([cv_clips[i] for i in rng.choice(len(cv_clips), k, replace=False)], method)
+             for _ in range(subsets)]
+    vals = np.array([d for d in draws if d is not None])
+    return {"test_clips": k, "cv_clips": len(cv_clips), "subsets": int(vals.size), "test_mean_auc": test_auc,
+            "cv_subset_mean_auc_p2_5_p50_p97_5": [float(np.percentile(vals, q)) for q in (2.5, 50, 97.5)],
+            "share_of_cv_subsets_at_or_below_test": float(np.mean(vals <= test_auc + 1e-12))}
+
+
 def summarise_variant(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     per_method, fpr_hits, no_face = pooled_clips(reports)
     missing = [m for m in METHODS if m not in per_method]
@@ -92,6 +126,7 @@ def summarise_variant(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for kind in ("pooled", "within_model"):
             vals = [row[f"{kind}_auc_{c}"] for c in MANIPULATED if row[f"{kind}_auc_{c}"] is not None]
             row[f"{kind}_auc_mean"] = float(np.mean(vals)) if vals else None
+        row["test_against_cv"] = test_against_cv(reports, method)
         hits = fpr_hits.get(method)
         if method == "pruned" and hits:
             row["fpr_at_operating_point"] = float(np.mean(hits))
@@ -117,6 +152,16 @@ def render_markdown(result: dict[str, Any]) -> str:
             fpr = f"{r['fpr_at_operating_point']:.2f} ({r['false_positives']})" if "false_positives" in r else "—"
             lines.append(f"| {r['method']} | {r['clips']} | {cells('pooled')} | {r['pooled_auc_mean']:.2f} | "
                          f"{cells('within_model')} | {r['within_model_auc_mean']:.2f} | {fpr} |")
+        lines += ["", "The test split against the CV: mean AUC of the test split's clips, and of random subsets of "
+                  "the CV's held-out clips of the same size (95% range, median; share at or below the test's).", "",
+                  "| method | test clips | test mean AUC | CV subsets: 2.5% / median / 97.5% | share at or below |",
+                  "|---|---|---|---|---|"]
+        for r in v["rows"]:
+            t = r.get("test_against_cv")
+            if t:
+                lo, mid, hi = t["cv_subset_mean_auc_p2_5_p50_p97_5"]
+                lines.append(f"| {r['method']} | {t['test_clips']} | {t['test_mean_auc']:.2f} | {lo:.2f} / {mid:.2f} / "
+                             f"{hi:.2f} | {t['share_of_cv_subsets_at_or_below_test']:.3f} |")
         lines.append("")
     if result.get("notes"):
         lines += ["## Notes", "", result["notes"].strip()]

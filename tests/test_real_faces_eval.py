@@ -390,3 +390,20 @@ def test_pooling_held_out_clips_counts_within_model_pairs_and_false_positives():
     assert row["false_positives"] == "2 of 4"  # 0.2 >= 0.15 and 0.8 >= 0.75
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=CV_WORK:TEST_RECORD"):
         pooled._variant("no-colon")
+
+
+def test_the_test_split_is_compared_with_cv_subsets_of_its_size():
+    from benchmarks import real_faces_pooled as pooled
+
+    # CV: six clips, every one ranked right (AUC 1 in every subset); test: two clips ranked wrong (AUC 0)
+    cv = _report([0.1, 0.2, 0.1, 0.2, 0.1, 0.2], [0.8, 0.9, 0.8, 0.9, 0.8, 0.9], threshold=0.5)
+    test = _report([0.9, 0.8], [0.1, 0.2], threshold=0.5)
+    got = pooled.test_against_cv([cv, test], "distilled", subsets=50)
+    assert got["test_clips"] == 2 and got["cv_clips"] == 6 and got["test_mean_auc"] == 0.0
+    assert got["cv_subset_mean_auc_p2_5_p50_p97_5"] == [1.0, 1.0, 1.0]
+    assert got["share_of_cv_subsets_at_or_below_test"] == 0.0
+    # a test split like the CV is not unusual: every subset is at or below its AUC of 1
+    same = pooled.test_against_cv([cv, _report([0.1, 0.2], [0.8, 0.9], threshold=0.5)], "distilled", subsets=50)
+    assert same["share_of_cv_subsets_at_or_below_test"] == 1.0
+    assert "share at or below" in pooled.render_markdown(
+        {"variants": {"v": {"cv_work": "w", "test_record": "t", "sources": 2, **pooled.summarise_variant([cv, test])}}})
