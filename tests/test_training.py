@@ -277,3 +277,24 @@ def test_torchrun_gloo_two_processes_train_one_model(tmp_path):
     assert rec["complete"] and model.config.kind == "teacher"
     # each rank took half of the 8 training clips: 2 steps of batch 2 per epoch instead of 4
     assert rec["world_size"] == 2 and rec["steps_per_epoch"] == 2
+
+
+@pytest.mark.parametrize("stage,extra", [("teacher", []), ("distill", ["--teacher", "missing.safetensors"])])
+def test_a_bad_model_option_is_a_one_line_error_before_any_data_is_prepared(tmp_path, capsys, monkeypatch, stage,
+                                                                            extra):
+    """``sync_lags=20`` passes the config's own checks and fails only when the model is built (16-frame windows):
+    still one line naming the option, and no dataset is touched."""
+    import importlib
+
+    from pinlite_edge.training import context
+
+    module = importlib.import_module(f"pinlite_edge.training.{stage}")
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data was prepared before the model options were checked")
+
+    monkeypatch.setattr(context, "load_data", no_data)
+    rc = module.main([*extra, "--model-option", "sync_lags=20", "--output", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "sync_lags must be between 1 and 12" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()

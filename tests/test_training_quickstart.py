@@ -185,6 +185,7 @@ def test_quickstart_recipe_options_rebuild_stages_built_otherwise_and_bad_option
         assert json.loads((ws / stage / "best.json").read_text())["config"]["pair_weight"] == 0.5
     before = (ws / "teacher" / "best.safetensors").stat().st_mtime_ns
     for bad, message in ((["--model-option", "no_such_field=1"], "no_such_field"),
+                         (["--model-option", "sync_lags=20"], "sync_lags must be between 1 and 12"),
                          (["--pair-weight", "-0.5"], "--pair-weight must be a number >= 0")):
         run = _quickstart(ws, "--real-data", "none", "--no-export", *bad)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -174,4 +174,13 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
         parser.prog = prog
     args = parse(parser, argv)
     cfg = config_from_args(config_cls, args)
-    return run_cli(lambda: report(train(cfg)))
+
+    def run() -> None:
+        kind = getattr(cfg, "model_kind", None)
+        if kind is not None:  # a bad --model-option fails before any data is prepared
+            from pinlite_edge.training.models import check_model_options
+
+            check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None))
+        report(train(cfg))
+
+    return run_cli(run)

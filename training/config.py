@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pinlite_edge.errors import UsageError
 
@@ -68,6 +68,7 @@ class TrainConfig:
 class TeacherConfig(TrainConfig):
     """``python -m pinlite_edge.training.teacher``: PinPoint trained with CE(real/fake) + offset CE."""
 
+    model_kind: ClassVar[str] = "teacher"  # the model this stage builds (its --model-option are checked against it)
     output: str = "runs/teacher"
     pretrained: bool = False  # use ImageNet backbone weights if on disk (paper preset only)
     model_options: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. dropout
@@ -77,6 +78,7 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """``python -m pinlite_edge.training.distill``: PIN-Lite from one teacher or an ensemble (SPEC §3)."""
 
+    model_kind: ClassVar[str] = "student"
     output: str = "runs/distilled"
     teachers: list[str] = field(default_factory=list)
     alpha: float = 0.5
