@@ -407,3 +407,31 @@ def test_the_test_split_is_compared_with_cv_subsets_of_its_size():
     assert same["share_of_cv_subsets_at_or_below_test"] == 1.0
     assert "share at or below" in pooled.render_markdown(
         {"variants": {"v": {"cv_work": "w", "test_record": "t", "sources": 2, **pooled.summarise_variant([cv, test])}}})
+
+
+def test_recipes_on_the_same_folds_are_compared_clip_by_clip(tmp_path):
+    from benchmarks import real_faces_cv_compare as compare
+
+    def work(name: str, reports: list[dict]) -> Path:
+        for k, rep in enumerate(reports):
+            (tmp_path / name / f"fold{k}").mkdir(parents=True)
+            (tmp_path / name / f"fold{k}" / "fold_scores.json").write_text(json.dumps(rep))
+        return tmp_path / name
+
+    # two folds (the threshold names the clips: 0.5 -> fold 0's, 0.6 -> fold 1's), the same clips in both recipes
+    good = work("good", [_report([0.1, 0.2], [0.8, 0.9], 0.5), _report([0.1, 0.3], [0.7, 0.9], 0.6)])
+    bad = work("bad", [_report([0.8, 0.9], [0.1, 0.2], 0.5), _report([0.7, 0.9], [0.1, 0.3], 0.6)])
+    ref, var = compare.load_scores(bad), compare.load_scores(good)
+    assert len(ref) == 4 and set(ref) == set(var)  # clips matched by file across recipes
+    row = compare.paired_difference(ref, var, "pruned", reps=50)
+    assert row["difference"] == 1.0 and row["difference_ci95"] == [1.0, 1.0] and row["share_variant_ahead"] == 1.0
+    # a recipe against itself, on clips of mixed difficulty (each draw's AUC differs): paired, every difference is 0
+    mixed = work("mixed", [_report([0.1, 0.9], [0.5, 0.2], 0.5), _report([0.3, 0.1], [0.6, 0.05], 0.6)])
+    same = compare.paired_difference(compare.load_scores(mixed), compare.load_scores(mixed), "pruned", reps=200)
+    assert same["difference"] == 0.0 and same["difference_ci95"] == [0.0, 0.0] and same["share_variant_ahead"] == 0.0
+    # a clip only one recipe scored is left out
+    del var[sorted(var)[0]]
+    assert compare.paired_difference(ref, var, "pruned", reps=5)["clips"] == 3
+    with pytest.raises(FileNotFoundError, match="fold_scores.json"):
+        compare.load_scores(tmp_path / "empty")
+    assert compare._named("cue (sync_lags=5)=runs/x") == ("cue (sync_lags=5)", Path("runs/x"))

@@ -1,0 +1,159 @@
+"""Paired comparison of recipes cross-validated on the same folds: is a variant's change larger than the noise?
+
+    python benchmarks/real_faces_cv_compare.py --reference "cue=runs/real-faces-cv-sync" \\
+        --variant "peak contrast=runs/real-faces-cv-sync-contrast" --variant "learned audio=runs/..."
+
+Why: each recipe variant of issue #12 is decided on ``benchmarks/real_faces_cv.py``'s 13 held-out clips. The
+intervals in each CV report are those of one recipe's AUC; a variant and its reference score the *same* clips with
+models trained on the *same* folds, so their difference is better judged paired. This script reads the folds' score
+files (``WORK/fold*/fold_scores.json``; read-only, nothing is trained or re-scored), matches clips by file and, for
+each model, resamples the held-out clips with replacement (the same draw for both recipes) to give the 95% interval
+of the difference in mean scan AUC over the four manipulations (the measure the pre-registered rules use), and the
+share of draws where the variant is ahead. Clips without a face, or missing from either recipe, are left out.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks._record import build_record, write_result  # noqa: E402
+from benchmarks.real_faces import MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
+from benchmarks.real_faces_cv import MODELS  # noqa: E402
+
+log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv_compare")
+
+STEM = "real_faces_cv_compare"
+REPS = 2000
+
+#: per clip file, per model, per condition: the scan score
+ClipScores = dict[str, dict[str, dict[str, float]]]
+
+
+def load_scores(work: Path) -> ClipScores:
+    """The held-out clips (with a face) of every fold of the CV work folder ``work``."""
+    files = sorted(Path(work).glob("fold*/fold_scores.json"))
+    if not files:
+        raise FileNotFoundError(f"no fold*/fold_scores.json under {work}: run benchmarks/real_faces_cv.py first")
+    out: ClipScores = {}
+    for path in files:
+        for clip in json.loads(path.read_text())["clips"]:
+            if clip.get("face_found") is False:
+                continue
+            out[clip["file"]] = {m: {c: float(v["scan"]) for c, v in conds.items()}
+                                 for m, conds in clip.get("scores", {}).items() if m in MODELS}
+    return out
+
+
+def clip_fingerprint(work: Path) -> str:
+    """sha256 over the sorted ``(file, sha256)`` of every held-out clip of ``work``'s folds."""
+    pairs = sorted((c["file"], c.get("sha256")) for path in sorted(Path(work).glob("fold*/fold_scores.json"))
+                   for c in json.loads(path.read_text())["clips"])
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
+def mean_auc(scores: ClipScores, files: Sequence[str], method: str) -> float:
+    """Mean over the manipulations of the pooled AUC of ``files`` (repeats allowed: a bootstrap draw)."""
+    orig = [scores[f][method]["original"] for f in files]
+    aucs = [auc_vs_original(orig, [scores[f][method][c] for f in files if c in scores[f][method]])
+            for c in MANIPULATED]
+    vals = [a for a in aucs if a is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def paired_difference(reference: ClipScores, variant: ClipScores, method: str, reps: int = REPS,
+                      seed: int = 0) -> dict[str, Any]:
+    """Variant minus reference mean AUC of ``method`` on their common clips, with its paired-bootstrap interval."""
+    files = sorted(f for f in set(reference) & set(variant)
+                   if method in reference[f] and method in variant[f])
+    if len(files) < 2:
+        raise ValueError(f"{method}: fewer than 2 clips scored by both recipes")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(reps):
+        draw = [files[i] for i in rng.integers(0, len(files), len(files))]
+        diffs.append(mean_auc(variant, draw, method) - mean_auc(reference, draw, method))
+    d = np.array(diffs)
+    d = d[np.isfinite(d)]
+    ref, var = mean_auc(reference, files, method), mean_auc(variant, files, method)
+    return {"method": method, "clips": len(files), "reference_mean_auc": ref, "variant_mean_auc": var,
+            "difference": var - ref, "difference_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
+            "share_variant_ahead": float(np.mean(d > 0)), "reps": int(d.size)}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    lines = ["# Real faces: recipe variants against their reference, paired on the same CV clips", "",
+             f"Reference `{result['reference']['name']}` (`{result['reference']['work']}`). Mean scan AUC over the four "
+             f"manipulations on the clips both recipes scored; 95% interval of the difference from {REPS} paired "
+             "bootstrap draws of the clips (the same draw for both recipes).", "",
+             "| variant | model | clips | reference | variant | difference | 95% interval | share of draws ahead |",
+             "|---|---|---|---|---|---|---|---|"]
+    for v in result["variants"]:
+        for r in v["rows"]:
+            lo, hi = r["difference_ci95"]
+            lines.append(f"| {v['name']} | {r['method']} | {r['clips']} | {r['reference_mean_auc']:.3f} | "
+                         f"{r['variant_mean_auc']:.3f} | {r['difference']:+.3f} | {lo:+.3f} to {hi:+.3f} | "
+                         f"{r['share_variant_ahead']:.2f} |")
+    lines.append("")
+    if result.get("notes"):
+        lines += ["## Notes", "", result["notes"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, work = text.rpartition("=")  # the name may hold "=", the path should not
+    if not (sep and name and work):
+        raise argparse.ArgumentTypeError(f"expected NAME=CV_WORK, got {text!r}")
+    return name, Path(work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reference", type=_named, required=True, metavar="NAME=CV_WORK",
+                   help="the reference recipe's CV work folder")
+    p.add_argument("--variant", type=_named, action="append", required=True, metavar="NAME=CV_WORK",
+                   help="a variant's CV work folder, cross-validated on the same folds (repeatable)")
+    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
+    p.add_argument("--out-dir", type=Path, default=None, help="results root (default: benchmarks/results)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ref_name, ref_work = args.reference
+    try:
+        reference = load_scores(ref_work)
+        variants = []
+        for name, work in args.variant:
+            scores = load_scores(work)
+            variants.append({"name": name, "work": str(work),
+                             "rows": [paired_difference(reference, scores, m) for m in MODELS]})
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("%s", exc)
+        return 2
+    result = {"reference": {"name": ref_name, "work": str(ref_work)}, "variants": variants,
+              "notes": args.notes.read_text() if args.notes else None}
+    record = build_record(STEM, "benchmarks/real_faces_cv_compare.py", argv,
+                          data={"fingerprint": clip_fingerprint(ref_work),
+                                "fingerprint_of": "sorted (file, sha256) of the reference's held-out clips",
+                                "sources": [str(ref_work), *(v["work"] for v in variants)]})
+    json_path, md_path = write_result(record, _jsonable(result), render_markdown(result), results_dir=args.out_dir)
+    log.info("wrote %s and %s", json_path, md_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
