@@ -38,8 +38,9 @@ class ModelConfig:
     #: frames inside each window (``models.sync_features``: the classical synchrony cue, computed in the graph, no
     #: weights), fed through a small MLP into the pooled features both heads read. 5 in every preset: on 13 speakers
     #: held out by cross-validation it raised the students' mean scan AUC by 0.10-0.14 and cut the in-sync false
-    #: positives at the operating point from 4 to 0 (benchmarks/results/real_faces_cv_sync/). 0 (off) for configs
-    #: saved before the option existed.
+    #: positives at the operating point from 4 to 0 (benchmarks/results/real_faces_cv_sync/; paired clip by clip the
+    #: AUC gain's 95% interval is -0.17 to +0.34, benchmarks/results/real_faces_cv_compare/, and the 6-clip test split
+    #: contradicts it). 0 (off) for configs saved before the option existed.
     sync_lags: int = 0
     #: in training only, the share of samples whose sync cue is zeroed (the rest of the model must then decide alone,
     #: so it cannot lean on the cue where the cue says nothing); 0 (off) in every preset, and for older configs
