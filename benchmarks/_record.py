@@ -14,9 +14,11 @@ argv, the git commit and whether tracked files had uncommitted changes, package 
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.metadata
 import json
+import logging
 import shlex
 import subprocess
 import sys
@@ -180,3 +182,21 @@ def write_result(record: dict[str, Any], result: dict[str, Any], markdown: str,
     atomic_write_json(json_path, {"record": record, **result})
     atomic_write_text(md_path, markdown_header(record) + markdown.lstrip("\n"))
     return json_path, md_path
+
+
+def report_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark script's parser: description and epilog from its module ``doc``, and the ``--notes`` / ``--out-dir``
+    every recorded result takes (the script adds its own arguments)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
+    p.add_argument("--out-dir", type=Path, default=None, help="results root (default: benchmarks/results)")
+    return p
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[list[str], argparse.Namespace]:
+    """``argv`` as recorded (``sys.argv[1:]`` by default) and its parsed arguments; INFO logging with timestamps."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args_list, args

@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks._record import RESULTS_DIR, build_record, repo_relative, write_result  # noqa: E402
+from benchmarks._record import build_record, parse_cli, repo_relative, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT, DEFAULT_SPLIT_FILE,  # noqa: E402
                                    MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, auc_vs_original,
                                    evaluate, real_av_root, summarise)
@@ -254,8 +254,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report_parser(__doc__)
     p.add_argument("--folds", type=int, default=5, help="number of folds (default: %(default)s)")
     p.add_argument("--root", type=Path, default=None, help=f"the real-av folder (default {DEFAULT_ROOT})")
     p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE,
@@ -270,15 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passed to every fold's quickstart (the pair-ranking loss, a recipe variant; give it its own "
                         "--work and --stem)")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results root (default: benchmarks/results)")
-    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv, args = parse_cli(build_parser(), argv)
     root = real_av_root(args.root)
     if isinstance(root, int):
         return root

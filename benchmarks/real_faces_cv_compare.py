@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks._record import build_record, write_result  # noqa: E402
+from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
 from benchmarks.real_faces_cv import MODELS  # noqa: E402
 
@@ -118,21 +118,16 @@ def _named(text: str) -> tuple[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report_parser(__doc__)
     p.add_argument("--reference", type=_named, required=True, metavar="NAME=CV_WORK",
                    help="the reference recipe's CV work folder")
     p.add_argument("--variant", type=_named, action="append", required=True, metavar="NAME=CV_WORK",
                    help="a variant's CV work folder, cross-validated on the same folds (repeatable)")
-    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
-    p.add_argument("--out-dir", type=Path, default=None, help="results root (default: benchmarks/results)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv, args = parse_cli(build_parser(), argv)
     ref_name, ref_work = args.reference
     try:
         reference = load_scores(ref_work)

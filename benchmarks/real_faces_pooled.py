@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks._record import build_record, write_result  # noqa: E402
+from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import BASELINE_NAME, MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
 from benchmarks.real_faces_cv import MODELS, pooled_clips  # noqa: E402
 
@@ -177,19 +177,14 @@ def _variant(text: str) -> tuple[str, Path, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report_parser(__doc__)
     p.add_argument("--variant", action="append", type=_variant, required=True, metavar="NAME=CV_WORK:TEST_RECORD",
                    help="one recipe: its CV work folder and its test-split record (repeat per recipe)")
-    p.add_argument("--notes", type=Path, default=None, help="Markdown findings to include in the report")
-    p.add_argument("--out-dir", type=Path, default=None, help="results root (default: benchmarks/results)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv, args = parse_cli(build_parser(), argv)
     variants: dict[str, Any] = {}
     digest = hashlib.sha256()
     for name, cv_work, test_record in args.variant:
