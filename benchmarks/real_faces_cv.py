@@ -268,8 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-weight", type=float, default=None, metavar="W",
                    help="passed to every fold's quickstart (the pair-ranking loss, a recipe variant; give it its own "
                         "--work and --stem)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="passed to every fold's quickstart (default: the quickstart's, 0); another seed of the same "
+                        "recipe measures how much of a difference training noise alone makes")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     return p
+
+
+def recipe_args(args: argparse.Namespace) -> list[str]:
+    """The quickstart arguments every fold gets: the recipe variant (model options, pair weight) and the seed."""
+    out = [f"--model-option={o}" for o in args.model_option]
+    if args.pair_weight is not None:
+        out.append(f"--pair-weight={args.pair_weight}")
+    if args.seed is not None:
+        out.append(f"--seed={args.seed}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    quickstart_args = [f"--model-option={o}" for o in args.model_option]
-    if args.pair_weight is not None:
-        quickstart_args.append(f"--pair-weight={args.pair_weight}")
+    quickstart_args = recipe_args(args)
     reports = []
     t0 = time.perf_counter()
     for k in range(len(folds)):
@@ -309,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                       "table": r["table"], "models": r["models"]} for r in reports],
         "model_options": args.model_option,
         "pair_weight": args.pair_weight,
+        "seed": args.seed,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "notes": args.notes.read_text() if args.notes else None,
     }

@@ -435,3 +435,11 @@ def test_recipes_on_the_same_folds_are_compared_clip_by_clip(tmp_path):
     with pytest.raises(FileNotFoundError, match="fold_scores.json"):
         compare.load_scores(tmp_path / "empty")
     assert compare._named("cue (sync_lags=5)=runs/x") == ("cue (sync_lags=5)", Path("runs/x"))
+
+
+def test_cv_passes_the_recipe_and_the_seed_to_every_folds_quickstart():
+    from benchmarks import real_faces_cv as cv
+
+    args = cv.build_parser().parse_args(["--model-option", "sync_contrast=true", "--pair-weight", "0.5", "--seed", "1"])
+    assert cv.recipe_args(args) == ["--model-option=sync_contrast=true", "--pair-weight=0.5", "--seed=1"]
+    assert cv.recipe_args(cv.build_parser().parse_args([])) == []  # the quickstart's own defaults
