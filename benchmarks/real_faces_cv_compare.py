@@ -28,16 +28,17 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
-from benchmarks.real_faces import MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
-from benchmarks.real_faces_cv import MODELS  # noqa: E402
+from benchmarks.real_faces import ConditionScore, _jsonable  # noqa: E402
+from benchmarks.real_faces_cv import MODELS, _condition  # noqa: E402
+from benchmarks.real_faces_pooled import mean_auc  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv_compare")
 
 STEM = "real_faces_cv_compare"
 REPS = 2000
 
-#: per clip file, per model, per condition: the scan score
-ClipScores = dict[str, dict[str, dict[str, float]]]
+#: per clip file, per model, per condition: the clip's scores (``real_faces_cv.pooled_clips``' entries, keyed by file)
+ClipScores = dict[str, dict[str, dict[str, ConditionScore]]]
 
 
 def load_scores(work: Path) -> ClipScores:
@@ -50,7 +51,7 @@ def load_scores(work: Path) -> ClipScores:
         for clip in json.loads(path.read_text())["clips"]:
             if clip.get("face_found") is False:
                 continue
-            out[clip["file"]] = {m: {c: float(v["scan"]) for c, v in conds.items()}
+            out[clip["file"]] = {m: {c: _condition(v) for c, v in conds.items()}
                                  for m, conds in clip.get("scores", {}).items() if m in MODELS}
     return out
 
@@ -62,15 +63,6 @@ def clip_fingerprint(work: Path) -> str:
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
-def mean_auc(scores: ClipScores, files: Sequence[str], method: str) -> float:
-    """Mean over the manipulations of the pooled AUC of ``files`` (repeats allowed: a bootstrap draw)."""
-    orig = [scores[f][method]["original"] for f in files]
-    aucs = [auc_vs_original(orig, [scores[f][method][c] for f in files if c in scores[f][method]])
-            for c in MANIPULATED]
-    vals = [a for a in aucs if a is not None]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
 def paired_difference(reference: ClipScores, variant: ClipScores, method: str, reps: int = REPS,
                       seed: int = 0) -> dict[str, Any]:
     """Variant minus reference mean AUC of ``method`` on their common clips, with its paired-bootstrap interval."""
@@ -80,12 +72,16 @@ def paired_difference(reference: ClipScores, variant: ClipScores, method: str, r
         raise ValueError(f"{method}: fewer than 2 clips scored by both recipes")
     rng = np.random.default_rng(seed)
     diffs = []
+    def recipe_auc(scores: ClipScores, draw: Sequence[str]) -> float:
+        auc = mean_auc([scores[f][method] for f in draw], method)
+        return float("nan") if auc is None else auc
+
     for _ in range(reps):
         draw = [files[i] for i in rng.integers(0, len(files), len(files))]
-        diffs.append(mean_auc(variant, draw, method) - mean_auc(reference, draw, method))
+        diffs.append(recipe_auc(variant, draw) - recipe_auc(reference, draw))
     d = np.array(diffs)
     d = d[np.isfinite(d)]
-    ref, var = mean_auc(reference, files, method), mean_auc(variant, files, method)
+    ref, var = recipe_auc(reference, files), recipe_auc(variant, files)
     return {"method": method, "clips": len(files), "reference_mean_auc": ref, "variant_mean_auc": var,
             "difference": var - ref, "difference_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
             "share_variant_ahead": float(np.mean(d > 0)), "reps": int(d.size)}

@@ -83,7 +83,7 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
     return right / total if total else None
 
 
-def _mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
+def mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
     """Mean over the manipulations of the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries)."""
     orig = [_score(method, c["original"]) for c in clips]
     aucs = [auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED]
@@ -98,11 +98,11 @@ def test_against_cv(reports: Sequence[dict[str, Any]], method: str, subsets: int
     test_clips = pooled_clips(reports[-1:])[0].get(method, [])
     cv_clips = pooled_clips(reports[:-1])[0].get(method, [])
     k = len(test_clips)
-    test_auc = _mean_auc(test_clips, method)
+    test_auc = mean_auc(test_clips, method)
     if test_auc is None or k < 2 or len(cv_clips) < k:
         return None
     rng = np.random.default_rng(seed)
-    draws = [_mean_auc([cv_clips[i] for i in rng.choice(len(cv_clips), k, replace=False)], method)
+    draws = [mean_auc([cv_clips[i] for i in rng.choice(len(cv_clips), k, replace=False)], method)
              for _ in range(subsets)]
     vals = np.array([d for d in draws if d is not None])
     return {"test_clips": k, "cv_clips": len(cv_clips), "subsets": int(vals.size), "test_mean_auc": test_auc,

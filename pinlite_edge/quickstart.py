@@ -530,11 +530,11 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
         read_split_file(cfg.split_file)  # a malformed file fails here, not half-way through the teacher stage
     if cfg.model_options:  # a bad option fails here, before any finished stage is redone for it
-        from pinlite_edge.training.models import build_model
+        from pinlite_edge.training.models import check_model_options
 
         for kind in ("teacher", "student"):
             try:
-                build_model(kind, PRESET, dict(cfg.model_options))
+                check_model_options(kind, PRESET, dict(cfg.model_options))
             except PinliteError as exc:
                 raise UsageError(f"--model-option: {exc}") from None
     check_pair_weight(cfg.pair_weight)  # before any stage, not when the teacher stage starts training
