@@ -34,14 +34,22 @@ def clip_files(root: Path) -> list[Path]:
 
 
 def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> list[dict[str, Any]]:
-    from pinlite_edge import Detector
+    """``Detector.detect`` on every clip under ``root``, each row tagged with its split."""
     from pinlite_edge.data.splits import read_split_file
 
     splits = {name: rec.split for name, rec in read_split_file(split_file).items()}
+    return detect_files(artifact, [(p.relative_to(root).as_posix(), p) for p in clip_files(root)], splits, threads)
+
+
+def detect_files(artifact: Path, files: list[tuple[str, Path]], splits: dict[str, str], threads: int = 1
+                 ) -> list[dict[str, Any]]:
+    """One row per ``(name, path)``: ``Detector.detect(path)`` with the artefact's defaults (verdict, the P(fake) it
+    used, max / mean window P(fake), offset, face found), or the error that file raised."""
+    from pinlite_edge import Detector
+
     rows = []
     with Detector.load(artifact, threads=threads) as det:
-        for path in clip_files(root):
-            rel = path.relative_to(root).as_posix()
+        for rel, path in files:
             t0 = time.perf_counter()
             try:
                 r = det.detect(path)

@@ -53,6 +53,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import real_faces as rf  # noqa: E402
+from benchmarks.real_clip_verdicts import LIMIT, detect_files  # noqa: E402
 from benchmarks._record import (build_record, fingerprint_json, parse_cli, report_parser, repo_relative,  # noqa: E402
                                 write_result)  # noqa: E402
 from pinlite_edge.errors import DecodeError, InputError, PinliteError  # noqa: E402
@@ -270,57 +271,79 @@ def _score(d: dict[str, Any]) -> rf.ConditionScore:
                              offset_head=d.get("offset_head"))
 
 
-def _originals(report: dict[str, Any], method: str) -> dict[str, float]:
-    return {c["file"]: c["scores"][method]["original"]["scan"] for c in report["clips"] if method in c["scores"]}
+def _moves(scores: dict[str, float], reference: dict[str, float] | None) -> dict[str, float | None] | None:
+    """How far each file's score moved from ``reference`` (its as-is score): median |move|, largest up and down."""
+    if reference is None:
+        return None
+    moves = [scores[f] - reference[f] for f in scores if f in reference]
+    if not moves:
+        return {"median_abs": None, "max_up": None, "max_down": None}
+    return {"median_abs": float(np.median(np.abs(moves))), "max_up": float(np.max(moves)),
+            "max_down": float(np.min(moves))}
+
+
+def verdict_counts(rows: Sequence[dict[str, Any]], reference: dict[str, float] | None) -> dict[str, Any]:
+    """``Detector.detect`` rows of genuine clips (``benchmarks/real_clip_verdicts.detect_files``): how many were called
+    fake, reached P(fake) >= ``LIMIT`` (0.9, issue #12), had no face or failed; how far their P(fake) moved from ``reference``."""
+    scored = [r for r in rows if "fake_prob" in r]
+    return {"num_clips": len(rows),
+            "called_fake": sum(r["verdict"] == "fake" for r in scored),
+            "called_fake_files": sorted(r["file"] for r in scored if r["verdict"] == "fake"),
+            "at_p09": sum(r["fake_prob"] >= LIMIT for r in scored),
+            "no_face": sum(r["verdict"] == "no-face" for r in scored),
+            "errors": [{"file": r["file"], "error": r["error"]} for r in rows if "error" in r],
+            "move": _moves({r["file"]: r["fake_prob"] for r in scored}, reference)}
 
 
 def summarise_transform(reports: dict[str, dict[str, Any]], reference: dict[str, dict[str, float]] | None
                         ) -> dict[str, Any]:
-    """One transform's rows: per method the test split's harness row and, over every clip of every split, the
-    genuine clips called fake (at the method's threshold and, for models, at P >= 0.9) and the P(fake) moves
-    against ``reference`` (``method -> {file: as-is original score}``)."""
+    """One transform's harness rows per method: the TEST split's row, AUCs over every clip of every split, and (used
+    for the baseline, which has no Detector) the originals at or above the method's threshold and how far each
+    original's score moved against ``reference`` (``method -> {file: as-is original score}``)."""
     test = reports["test"]
     out: dict[str, Any] = {}
     for row in test["table"]:
         method = row["method"]
         clips = [c for r in reports.values() for c in r["clips"] if method in c["scores"]]
         per_clip = [{k: _score(v) for k, v in c["scores"][method].items()} for c in clips]
-        threshold = next(r for r in test["table"] if r["method"] == method)["threshold"]
         originals = {c["file"]: c["scores"][method]["original"]["scan"] for c in clips}
-        entry = {"test": row, "all": rf.summarise(per_clip, threshold), "num_clips_all": len(clips),
-                 "genuine_called_fake": sum(v >= threshold for v in originals.values()),
-                 "genuine_called_fake_files": sorted(f for f, v in originals.items() if v >= threshold)}
-        if method != rf.BASELINE_NAME:
-            entry["genuine_at_p09"] = sum(v >= 0.9 for v in originals.values())
-        if reference is not None and method in reference:
-            moves = [originals[f] - reference[method][f] for f in originals if f in reference[method]]
-            entry["original_move"] = {"median_abs": float(np.median(np.abs(moves))) if moves else None,
-                                      "max_up": float(np.max(moves)) if moves else None,
-                                      "max_down": float(np.min(moves)) if moves else None}
-        out[method] = entry
+        out[method] = {"test": row, "all": rf.summarise(per_clip, row["threshold"]), "num_clips_all": len(clips),
+                       "originals_at_threshold": sum(v >= row["threshold"] for v in originals.values()),
+                       "original_move": _moves(originals, None if reference is None else reference.get(method))}
     return out
 
 
 def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[str, Any]:
-    """Every transform on every split (the harness's ``evaluate``); the baseline's threshold from the as-is train
-    split unless ``cfg.baseline_threshold`` is given."""
+    """Every transform on every split (the harness's ``evaluate``) and every model's ``Detector.detect`` on every
+    copy; the baseline's threshold from the as-is train split unless ``cfg.baseline_threshold`` is given."""
     if cfg.run_baseline and cfg.baseline_threshold is None:
         train = rf.evaluate(replace(cfg, split="train", run_models=False), ReencodedStore(AS_IS, work_dir))
         cfg = replace(cfg, baseline_threshold=float(train["baseline"]["threshold"]))
         log.info("baseline threshold %.4f (as-is train split)", cfg.baseline_threshold)
+    clips = {split: rf.load_split(cfg.split_file, cfg.root, split) for split in SPLITS}
+    split_of = {c.file: split for split, cs in clips.items() for c in cs}
     results: dict[str, Any] = {}
-    reference: dict[str, dict[str, float]] | None = None
+    harness_ref: dict[str, dict[str, float]] | None = None
+    detect_ref: dict[str, dict[str, float]] = {}
     for name in [AS_IS, *[t for t in transforms if t != AS_IS]]:
         store = ReencodedStore(name, work_dir)
         t0 = time.perf_counter()
         reports = {split: rf.evaluate(replace(cfg, split=split), store) for split in SPLITS}
-        rows = summarise_transform(reports, reference)
+        rows = summarise_transform(reports, harness_ref)
+        files = [(c.file, store.copy_of(c.path)) for cs in clips.values() for c in cs]
+        detections = {}
+        for spec in cfg.models if cfg.run_models else []:
+            found = detect_files(spec.path, files, split_of, threads=cfg.threads or 1)
+            detections[spec.name] = {"counts": verdict_counts(found, detect_ref.get(spec.name)), "clips": found}
+            if name == AS_IS:
+                detect_ref[spec.name] = {r["file"]: r["fake_prob"] for r in found if "fake_prob" in r}
         if name == AS_IS:
-            reference = {m: {f: v for r in reports.values() for f, v in _originals(r, m).items()} for m in rows}
+            harness_ref = {m: {c["file"]: c["scores"][m]["original"]["scan"] for r in reports.values()
+                               for c in r["clips"] if m in c["scores"]} for m in rows}
         results[name] = {"description": "the clip file itself" if name == AS_IS else TRANSFORMS[name].description,
                          "encoding": None if name == AS_IS else TRANSFORMS[name].to_dict(),
                          "seconds": round(time.perf_counter() - t0, 1), "encode_seconds": round(store.encode_seconds, 1),
-                         "methods": rows,
+                         "methods": rows, "detect": detections,
                          "skipped": [s for r in reports.values() for s in r["data"]["skipped"]],
                          "fingerprints": {s: r["data"]["fingerprint"] for s, r in reports.items()},
                          "clips": {s: r["clips"] for s, r in reports.items()}}
@@ -333,34 +356,46 @@ def _f(x: Any, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _mean_auc(row: dict[str, Any]) -> float | None:
+    aucs = [row.get(f"auc_{k}") for k in rf.MANIPULATED]
+    known = [a for a in aucs if a is not None]
+    return float(np.mean(known)) if known else None
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Re-encoded genuine clips", "",
              "Each transform re-encodes every clip of the real split, then the real-faces harness runs on the copies "
-             "(`benchmarks/real_faces_reencode.py`, module doc). TEST: the 6 test clips, never seen in training. "
-             "ALL: every clip of train, dev and test (25 of them seen in training: stability, not accuracy). "
-             "Scores: the offset scan's P(fake) for models (Detector's default verdict), the sync score for the "
-             "baseline.", ""]
-    methods = list(next(iter(report["transforms"].values()))["methods"])
-    for method in methods:
-        is_model = method != rf.BASELINE_NAME
-        lines += [f"## {method}", "",
-                  "| transform | TEST AUC delay200 | advance200 | delay80 | swap | TEST FPR | ALL mean AUC | "
-                  "ALL genuine called fake | " + ("ALL genuine at P >= 0.9 | " if is_model else "")
-                  + "median abs move of a genuine clip's score |",
-                  "|---|---|---|---|---|---|---|---|" + ("---|" if is_model else "") + "---|"]
+             "and each model's `Detector.detect` runs on every copy (`benchmarks/real_faces_reencode.py`, module "
+             "doc). TEST: the 6 test clips, never seen in training. ALL: every clip of train, dev and test (25 of "
+             "them seen in training: stability, not accuracy). AUCs: the offset scan's P(fake) for models, the sync "
+             "score for the baseline. Verdicts: `Detector.detect` on each genuine copy with the artefact's "
+             "defaults (a `fake` verdict is a false positive).", ""]
+    first = next(iter(report["transforms"].values()))
+    for method in first["methods"]:
+        is_model = method in first["detect"]
+        if is_model:
+            head = ("| transform | TEST AUC delay200 | advance200 | delay80 | swap | TEST FPR | ALL mean AUC | "
+                    "genuine called fake (Detector) | at P >= 0.9 | no face | median abs move of P(fake) |")
+        else:
+            head = ("| transform | TEST AUC delay200 | advance200 | delay80 | swap | TEST FPR | ALL mean AUC | "
+                    "originals at its threshold | median abs move of the score |")
+        lines += [f"## {method}", "", head, "|" + "---|" * (head.count("|") - 1)]
         for name, t in report["transforms"].items():
             e = t["methods"].get(method)
             if e is None:
                 continue
-            row, every = e["test"], e["all"]
-            aucs = [every.get(f"auc_{k}") for k in rf.MANIPULATED]
-            mean_all = float(np.mean([a for a in aucs if a is not None])) if any(a is not None for a in aucs) else None
-            move = (e.get("original_move") or {}).get("median_abs")
-            cells = [name, *[_f(row.get(f"auc_{k}")) for k in rf.MANIPULATED], _f(row.get("fpr")), _f(mean_all),
-                     f"{e['genuine_called_fake']} of {e['num_clips_all']}"]
+            row = e["test"]
+            cells = [name, *[_f(row.get(f"auc_{k}")) for k in rf.MANIPULATED], _f(row.get("fpr")),
+                     _f(_mean_auc(e["all"]))]
             if is_model:
-                cells.append(f"{e['genuine_at_p09']} of {e['num_clips_all']}")
-            cells.append("reference" if name == AS_IS else _f(move, 3))
+                d = t["detect"][method]["counts"]
+                move = (d.get("move") or {}).get("median_abs")
+                cells += [f"{d['called_fake']} of {d['num_clips']}", f"{d['at_p09']} of {d['num_clips']}",
+                          str(d["no_face"]), "reference" if name == AS_IS else _f(move, 3)]
+            else:
+                move = (e.get("original_move") or {}).get("median_abs")
+                cells += [f"{e['originals_at_threshold']} of {e['num_clips_all']}",
+                          "reference" if name == AS_IS else _f(move, 3)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Transforms", "", "| transform | what | seconds (encode) | clips skipped |", "|---|---|---|---|"]

@@ -138,34 +138,55 @@ def _report(split: str, files: dict[str, float], threshold: float) -> dict:
             "data": {"skipped": [], "fingerprint": split}}
 
 
-def test_the_summary_counts_genuine_clips_called_fake_and_how_far_they_moved():
+def test_the_harness_summary_pools_every_split_and_measures_moves():
     reports = {"train": _report("train", {"a": 0.1, "b": 0.7}, 0.6), "test": _report("test", {"c": 0.92}, 0.6)}
-    reference = {"m": {"a": 0.1, "b": 0.5, "c": 0.3}}
-    out = rr.summarise_transform(reports, reference)["m"]
-    assert out["num_clips_all"] == 3 and out["genuine_called_fake"] == 2 and out["genuine_at_p09"] == 1
-    assert out["genuine_called_fake_files"] == ["b", "c"]
+    out = rr.summarise_transform(reports, {"m": {"a": 0.1, "b": 0.5, "c": 0.3}})["m"]
+    assert out["num_clips_all"] == 3 and out["originals_at_threshold"] == 2
     assert out["original_move"]["median_abs"] == pytest.approx(0.2)
     assert out["original_move"]["max_up"] == pytest.approx(0.62) and out["original_move"]["max_down"] == 0.0
     assert out["all"]["auc_delay200"] == pytest.approx(1.0) and out["test"] == reports["test"]["table"][0]
+    assert rr.summarise_transform(reports, None)["m"]["original_move"] is None
+
+
+def test_detector_verdicts_count_false_alarms_the_p09_limit_and_no_face():
+    rows = [{"file": "a", "verdict": "real", "fake_prob": 0.2}, {"file": "b", "verdict": "fake", "fake_prob": 0.7},
+            {"file": "c", "verdict": "fake", "fake_prob": 0.95}, {"file": "d", "verdict": "no-face", "fake_prob": 0.0},
+            {"file": "e", "error": "DecodeError: truncated"}]
+    out = rr.verdict_counts(rows, {"a": 0.1, "b": 0.7, "c": 0.5})
+    assert (out["num_clips"], out["called_fake"], out["at_p09"], out["no_face"]) == (5, 2, 1, 1)
+    assert out["called_fake_files"] == ["b", "c"] and out["errors"] == [{"file": "e", "error": "DecodeError: truncated"}]
+    assert out["move"]["median_abs"] == pytest.approx(0.1) and out["move"]["max_up"] == pytest.approx(0.45)
 
 
 def test_a_run_on_two_grid_clips_writes_a_record(grid_clips, tmp_path):
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student
+
     clips = grid_clips[:2]
     entries = [{"file": f"grid/{p.name}", "sha256": sha256_file(p), "speaker_group": f"g{i}", "split": split}
-               for split in rr.SPLITS for i, p in enumerate(clips)]
+               for i, (p, split) in enumerate(zip(grid_clips[:3], rr.SPLITS))]
+    entries += [{"file": f"grid/{clips[1].name}", "sha256": sha256_file(clips[1]), "speaker_group": "g9",
+                 "split": "test"}]  # the test split needs two clips for the swap condition
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"clips": entries}))
-    rc = rr.main(["--baseline-only", "--transform", "mirror", "--root", str(GRID_DIR.parent), "--split-file",
+    ckpt = save_checkpoint(tmp_path / "m" / "tiny.safetensors", create_student("tiny", pretrained=False).eval(),
+                           {"note": "random init for the benchmark test"})
+    rc = rr.main([f"tiny={ckpt}", "--transform", "mirror", "--root", str(GRID_DIR.parent), "--split-file",
                   str(split_file), "--out-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")])
     assert rc == 0
     (json_path,) = (tmp_path / "out" / "real_faces_reencode").glob("*.json")
     report = json.loads(json_path.read_text())
     assert list(report["transforms"]) == [rr.AS_IS, "mirror"]
-    assert len(list((tmp_path / "work" / "mirror").glob("*.mp4"))) == 2  # each clip re-encoded once, not per split
-    row = report["transforms"]["mirror"]["methods"][rf.BASELINE_NAME]
-    assert row["num_clips_all"] == 6 and row["original_move"]["median_abs"] >= 0.0
-    assert report["record"]["command"].startswith("python benchmarks/real_faces_reencode.py --baseline-only")
-    assert "| mirror |" in json_path.with_suffix(".md").read_text()
+    assert len(list((tmp_path / "work" / "mirror").glob("*.mp4"))) == 3  # each clip re-encoded once
+    mirror = report["transforms"]["mirror"]
+    assert mirror["methods"][rf.BASELINE_NAME]["num_clips_all"] == 4
+    counts = mirror["detect"]["tiny"]["counts"]
+    assert counts["num_clips"] == 4 and counts["move"]["median_abs"] >= 0.0 and not counts["errors"]
+    assert {c["file"] for c in mirror["detect"]["tiny"]["clips"]} == {e["file"] for e in entries}
+    assert report["transforms"][rr.AS_IS]["detect"]["tiny"]["counts"]["move"] is None  # the reference itself
+    assert report["record"]["command"].startswith("python benchmarks/real_faces_reencode.py tiny=")
+    md = json_path.with_suffix(".md").read_text()
+    assert "| mirror |" in md and "genuine called fake (Detector)" in md
 
 
 def test_no_model_and_no_baseline_only_is_a_clear_error(tmp_path, caplog):
