@@ -218,13 +218,14 @@ class ConditionScore:
                 "window_scores": [round(float(x), 6) for x in self.window_scores]}
 
 
-def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16) -> ConditionScore:
-    """Score ``windows`` (made with ``scan_offsets=DEFAULT_SCAN_OFFSETS``) exactly as ``Detector`` scores a file:
-    window P(fake), their mean and max, the offset scan's P(fake) and offset, and the offset head's offset."""
+def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16,
+                  scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS) -> ConditionScore:
+    """Score ``windows`` (made with the same ``scan_offsets``) exactly as ``Detector`` scores a file: window P(fake),
+    their mean and max, the offset scan's P(fake) and offset, and the offset head's offset."""
     from pinlite_edge.detector import Detector
 
     r = Detector(runner, threshold=0.5, aggregate="scan", batch_size=batch_size,
-                 scan_offsets=DEFAULT_SCAN_OFFSETS).score_windows(list(windows))
+                 scan_offsets=scan_offsets).score_windows(list(windows))
     assert r.scan is not None and r.fake_prob_scan is not None
     return ConditionScore(scan=r.fake_prob_scan, mean=r.fake_prob_mean, max=r.fake_prob_max, offset=r.offset_frames,
                           window_scores=r.fake_prob_per_window.tolist(), offset_head=r.offset_head_frames,
@@ -362,6 +363,7 @@ class EvalConfig:
     device: str = "cpu"
     threads: int | None = 1
     verify_hashes: bool = True
+    scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS  # the offset scan's shifts (frames), as Detector takes them
 
 
 @dataclass
@@ -441,13 +443,14 @@ def _baseline_scorer(contract: InputContract, config: BaselineConfig
     return score
 
 
-def _model_scorer(runner: Any, contract: InputContract, batch_size: int, timing: dict[str, float]
+def _model_scorer(runner: Any, contract: InputContract, batch_size: int, timing: dict[str, float],
+                  scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS
                   ) -> Callable[[PreparedClip, list[float], str, PreparedClip | None], ConditionScore]:
     def score(clip: PreparedClip, starts: list[float], cond: str, partner: PreparedClip | None) -> ConditionScore:
         t0 = time.perf_counter()
-        windows = condition_windows(clip, contract, starts, cond, partner, scan_offsets=DEFAULT_SCAN_OFFSETS)
+        windows = condition_windows(clip, contract, starts, cond, partner, scan_offsets=scan_offsets)
         t1 = time.perf_counter()
-        out = score_windows(runner, windows, batch_size)
+        out = score_windows(runner, windows, batch_size, scan_offsets)
         timing["window_featurise_s"] = timing.get("window_featurise_s", 0.0) + t1 - t0
         timing["model_s"] = timing.get("model_s", 0.0) + time.perf_counter() - t1
         timing["windows"] = timing.get("windows", 0) + len(windows)
@@ -495,7 +498,7 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
             log.info("scoring %s (%s) on %d clips", spec.name, spec.path, len(run.clips))
             with runner:
                 _evaluate_method(run, cfg, store, contract, spec.name,
-                                 _model_scorer(runner, contract, cfg.batch_size, timing))
+                                 _model_scorer(runner, contract, cfg.batch_size, timing, cfg.scan_offsets))
             threshold, source = model_threshold(runner, cfg.threshold)
             row = {"method": spec.name, **summarise(_scored(run, spec.name), threshold), "threshold_source": source}
             rows.append(row)
@@ -556,6 +559,7 @@ def evaluate(cfg: EvalConfig, store: ClipStore | None = None) -> dict[str, Any]:
         "windows": {"stride_seconds": cfg.stride_seconds, "stride_default": "half a window",
                     "margin_frames": cfg.margin_frames, "primary_aggregate": PRIMARY},
         "threshold": cfg.threshold,
+        "scan_offsets": list(cfg.scan_offsets),
         "data": {"root": repo_relative(cfg.root), "split_file": repo_relative(cfg.split_file),
                  "fingerprint": data_fingerprint(used), "fingerprint_of": "sorted (file, sha256) of the clips scored",
                  "num_clips": len(used),
@@ -640,7 +644,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{', '.join(s['file'] + ' (' + s['reason'] + ')' for s in d['skipped']) or 'none'}", "",
              "Clip score = the offset scan's P(fake), what `Detector` decides on by default "
              "(`pinlite_edge/offset_scan.py`: each window re-scored with its audio shifted by "
-             f"{', '.join(f'{k:+d}' for k in DEFAULT_SCAN_OFFSETS)} frames; P(fake) = 1 - exp(-(best shift's margin "
+             f"{', '.join(f'{k:+d}' for k in report.get('scan_offsets', DEFAULT_SCAN_OFFSETS))} frames; "
+             "P(fake) = 1 - exp(-(best shift's margin "
              "- given alignment's margin))); windows every half window, 5-frame margins. AUC: originals vs each "
              "manipulated condition; FPR on originals at the threshold (a model's operating point, measured on "
              "genuine clips outside this split, else 0.5; the train-chosen cut for the baseline); offset = the scan's "
@@ -720,6 +725,17 @@ def real_av_root(given: Path | None) -> Path | int:
     return 2
 
 
+def scan_offsets_arg(text: str) -> tuple[int, ...]:
+    """``--scan-offsets -6,-4,...`` -> validated offsets (argparse reports an :class:`InputError` as a usage error)."""
+    from pinlite_edge.offset_scan import check_scan_offsets
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+        return check_scan_offsets(values)
+    except (ValueError, InputError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -750,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results root: writes OUT_DIR/STEM/<machine>.{json,md}")
     p.add_argument("--stem", default=None, help="bench name (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
+    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
+                   help="the offset scan's audio shifts in frames, 0 included (default: Detector's, "
+                        f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
     p.add_argument("--student", default=None, metavar="NAME",
                    help="model whose issue-#12 targets are checked in the report (e.g. distilled)")
     p.add_argument("--int8-pair", action="append", default=[], metavar="INT8=FP32",
@@ -775,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
                          run_models=not args.baseline_only, run_baseline=not args.models_only,
                          baseline_threshold=args.baseline_threshold, baseline_preset=args.baseline_preset,
                          stride_seconds=args.stride, threshold=args.threshold, batch_size=args.batch_size,
-                         device=args.device, threads=args.threads or None, verify_hashes=not args.no_hash_check)
+                         device=args.device, threads=args.threads or None, verify_hashes=not args.no_hash_check,
+                         scan_offsets=args.scan_offsets)
         t0 = time.perf_counter()
         report = evaluate(cfg)
     except PinliteError as exc:

@@ -40,9 +40,11 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import build_record, parse_cli, repo_relative, report_parser, write_result  # noqa: E402
-from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT, DEFAULT_SPLIT_FILE,  # noqa: E402
-                                   MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable, auc_vs_original,
-                                   evaluate, real_av_root, summarise)
+from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT,  # noqa: E402
+                                   DEFAULT_SPLIT_FILE, MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable,
+                                   auc_vs_original, evaluate, real_av_root, scan_offsets_arg, summarise)
+from pinlite_edge.errors import InputError  # noqa: E402
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 from pinlite_edge.utils.atomic import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv")
@@ -83,24 +85,33 @@ def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: 
 
 
 def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
-             quickstart_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Build fold ``k``'s models (quickstart, no export) and score its held-out clips; cached in the workspace."""
+             quickstart_args: Sequence[str] = (), *, models_from: Path | None = None,
+             scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS) -> dict[str, Any]:
+    """Build fold ``k``'s models (quickstart, no export) and score its held-out clips; cached in the workspace.
+    ``models_from``: the fold's workspace of another run whose models are scored instead (nothing is built)."""
     scores_path = workspace / "fold_scores.json"
     if scores_path.is_file() and not force:
         log.info("fold %d: reusing %s", k, scores_path)
         return json.loads(scores_path.read_text())
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "pinlite_edge.quickstart", "--workspace", str(workspace), "--real-data", str(root),
-           "--split-file", str(split_file), "--no-export", "--no-progress", *quickstart_args,
-           *(["--force"] if force else [])]
-    log.info("fold %d: %s", k, " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    if models_from is None:
+        cmd = [sys.executable, "-m", "pinlite_edge.quickstart", "--workspace", str(workspace), "--real-data",
+               str(root), "--split-file", str(split_file), "--no-export", "--no-progress", *quickstart_args,
+               *(["--force"] if force else [])]
+        log.info("fold %d: %s", k, " ".join(cmd))
+        subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    models_dir = models_from or workspace
+    missing = [m for m in MODELS if not (models_dir / m / "best.safetensors").is_file()]
+    if missing:
+        raise InputError(f"fold {k}: no {', '.join(missing)} model under {models_dir} (build that run first)")
     build_s = time.perf_counter() - t0
     cfg = EvalConfig(root=root, split_file=split_file, split="test",
-                     models=[ModelSpec(m, workspace / m / "best.safetensors") for m in MODELS],
-                     baseline_threshold=0.0)  # AUCs and offsets only: no train pass to choose its threshold
+                     models=[ModelSpec(m, models_dir / m / "best.safetensors") for m in MODELS],
+                     baseline_threshold=0.0,  # AUCs and offsets only: no train pass to choose its threshold
+                     scan_offsets=scan_offsets)
     report = evaluate(cfg)
-    report = {"fold": k, "build_seconds": round(build_s, 1), "score_seconds": round(time.perf_counter() - t0 -
+    report = {"fold": k, "models_from": None if models_from is None else repo_relative(models_from),
+              "build_seconds": round(build_s, 1), "score_seconds": round(time.perf_counter() - t0 -
                                                                                      build_s, 1), **report}
     atomic_write_json(scores_path, _jsonable(report))
     return report
@@ -271,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="passed to every fold's quickstart (default: the quickstart's, 0); another seed of the same "
                         "recipe measures how much of a difference training noise alone makes")
+    p.add_argument("--models-from", type=Path, default=None, metavar="WORK",
+                   help="score the fold models of another run's --work folder instead of building (a scoring "
+                        "variant, e.g. with --scan-offsets; give it its own --work and --stem)")
+    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
+                   help="the offset scan's shifts in frames for the fold models (default: Detector's, "
+                        f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     return p
 
@@ -296,14 +313,31 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    args.work.mkdir(parents=True, exist_ok=True)
     quickstart_args = recipe_args(args)
+    if args.models_from is not None and quickstart_args:
+        log.error("--models-from scores models that are already built: recipe options (%s) would not apply",
+                  " ".join(quickstart_args))
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
     reports = []
     t0 = time.perf_counter()
     for k in range(len(folds)):
         split_file = args.work / f"fold{k}.json"
-        atomic_write_json(split_file, fold_split(split_doc, folds, k))
-        reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force, quickstart_args))
+        fold_doc = fold_split(split_doc, folds, k)
+        if args.models_from is not None:
+            theirs = args.models_from / f"fold{k}.json"
+            if not theirs.is_file() or json.loads(theirs.read_text()) != json.loads(json.dumps(fold_doc)):
+                log.error("fold %d: %s is not this run's fold (other folds would put a model's own speakers in its "
+                          "held-out clips); use the same --split-file and --folds as that run", k, theirs)
+                return 2
+        atomic_write_json(split_file, fold_doc)
+        try:
+            reports.append(run_fold(k, split_file, args.work / f"fold{k}", root, args.force, quickstart_args,
+                                    models_from=None if args.models_from is None else args.models_from / f"fold{k}",
+                                    scan_offsets=args.scan_offsets))
+        except InputError as exc:
+            log.error("%s", exc)
+            return 2
     per_method, fpr_hits, no_face = pooled_clips(reports)
     pooled = pooled_rows(per_method, fpr_hits)
     bootstrap = paired_bootstrap(per_method, BASELINE_NAME) if BASELINE_NAME in per_method else None
@@ -321,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         "model_options": args.model_option,
         "pair_weight": args.pair_weight,
         "seed": args.seed,
+        "models_from": None if args.models_from is None else repo_relative(args.models_from),
+        "scan_offsets": list(args.scan_offsets),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "notes": args.notes.read_text() if args.notes else None,
     }
