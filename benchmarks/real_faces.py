@@ -767,7 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default=None, help="bench name (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
     p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
-                   help="the offset scan's audio shifts in frames, 0 included (default: Detector's, "
+                   help="the offset scan's audio shifts in frames, 0 included; write --scan-offsets=-6,...,6 (default: "
+                        "Detector's, "
                         f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
     p.add_argument("--student", default=None, metavar="NAME",
                    help="model whose issue-#12 targets are checked in the report (e.g. distilled)")

@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the fold models of another run's --work folder instead of building (a scoring "
                         "variant, e.g. with --scan-offsets; give it its own --work and --stem)")
     p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
-                   help="the offset scan's shifts in frames for the fold models (default: Detector's, "
+                   help="the offset scan's shifts in frames for the fold models; write --scan-offsets=-6,...,6 "
+                        "(default: Detector's, "
                         f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     return p

@@ -443,3 +443,67 @@ def test_cv_passes_the_recipe_and_the_seed_to_every_folds_quickstart():
     args = cv.build_parser().parse_args(["--model-option", "sync_contrast=true", "--pair-weight", "0.5", "--seed", "1"])
     assert cv.recipe_args(args) == ["--model-option=sync_contrast=true", "--pair-weight=0.5", "--seed=1"]
     assert cv.recipe_args(cv.build_parser().parse_args([])) == []  # the quickstart's own defaults
+
+
+def test_scan_offsets_are_validated_on_the_command_line(capsys):
+    assert rf.build_parser().parse_args(["--scan-offsets=-6,-5,-4,-3,-2,-1,0,1,2,3,4,5,6"]).scan_offsets == \
+        tuple(range(-6, 7))
+    assert rf.build_parser().parse_args([]).scan_offsets == DEFAULT_SCAN_OFFSETS
+    for bad, why in (("1,2,3", "must include 0"), ("0,a", "invalid literal"), ("-40,0,40", "within")):
+        with pytest.raises(SystemExit):
+            rf.build_parser().parse_args([f"--scan-offsets={bad}"])
+        assert why in capsys.readouterr().err
+
+
+def test_the_harness_scans_the_offsets_it_is_given(synthetic_clips, student):
+    from pinlite_edge.runtimes.torch.runner import TorchRunner
+
+    clip = synthetic_clips[0]
+    starts = rf.condition_starts(clip, TINY_CONTRACT, None)[:2]
+    grid = (-3, -1, 0, 1, 3)
+    with TorchRunner.from_model(student) as runner:
+        score = rf._model_scorer(runner, TINY_CONTRACT, 4, {}, grid)(clip, starts, "delay200", None)
+        default = rf._model_scorer(runner, TINY_CONTRACT, 4, {})(clip, starts, "original", None)
+    assert set(score.scan_curve) == set(grid) and score.offset in grid
+    assert set(default.scan_curve) == set(DEFAULT_SCAN_OFFSETS)
+
+
+def test_cv_scores_another_runs_fold_models_without_building(tmp_path, monkeypatch):
+    from benchmarks import real_faces_cv as cv
+
+    models = tmp_path / "their-run" / "fold0"
+    for m in cv.MODELS:
+        (models / m).mkdir(parents=True)
+        (models / m / "best.safetensors").write_bytes(b"x")
+    seen = {}
+
+    def no_build(*a, **k):
+        raise AssertionError("built a fold although its models were given")
+
+    def fake_evaluate(cfg):
+        seen["cfg"] = cfg
+        return {"table": [], "clips": []}
+
+    monkeypatch.setattr(cv.subprocess, "run", no_build)
+    monkeypatch.setattr(cv, "evaluate", fake_evaluate)
+    report = cv.run_fold(0, tmp_path / "fold0.json", tmp_path / "mine" / "fold0", tmp_path, False,
+                         models_from=models, scan_offsets=(-1, 0, 1))
+    assert [s.path for s in seen["cfg"].models] == [models / m / "best.safetensors" for m in cv.MODELS]
+    assert seen["cfg"].scan_offsets == (-1, 0, 1) and report["build_seconds"] < 5
+    assert (tmp_path / "mine" / "fold0" / "fold_scores.json").is_file()  # the scores are this run's
+    (models / "pruned" / "best.safetensors").unlink()
+    with pytest.raises(InputError, match="no pruned model"):
+        cv.run_fold(0, tmp_path / "fold0.json", tmp_path / "mine2" / "fold0", tmp_path, False, models_from=models)
+
+
+def test_cv_models_from_refuses_recipe_options_and_other_folds(tmp_path, caplog):
+    from benchmarks import real_faces_cv as cv
+
+    root = tmp_path / "real-av"
+    root.mkdir()
+    assert cv.main(["--models-from", str(tmp_path), "--seed", "1", "--root", str(root)]) == 2
+    assert "recipe options (--seed=1) would not apply" in caplog.text
+    (tmp_path / "fold0.json").write_text(json.dumps({"clips": []}))
+    assert cv.main(["--models-from", str(tmp_path), "--root", str(root), "--work", str(tmp_path / "w"),
+                    "--out-dir", str(tmp_path / "o")]) == 2
+    assert "is not this run's fold" in caplog.text
