@@ -13,8 +13,8 @@ Run it on one core, as the target (<= 0.1 s per second of 720p 25 fps video) is 
     taskset -c 0 python benchmarks/featurise_real.py --repeats 3
 
 With ``--model ARTIFACT`` (the contract is then the model's) it also times the whole ``Detector.detect(path)`` per
-clip, end to end as an app runs it: with the offset scan (the default, 7 model calls per window) and without it
-(``scan_offsets=None``), the model on one thread.
+clip, end to end as an app runs it: with the offset scan (the default, 7 model calls per window; ``--scan-offsets``
+another grid) and without it (``scan_offsets=None``), the model on one thread.
 
 Threads of OpenCV / BLAS are set to 1 here. The machine may be shared: the load average before and after is recorded.
 Writes ``benchmarks/results/featurise_real/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
@@ -43,10 +43,12 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import RESULTS_DIR, build_record, fingerprint_files, repo_relative, write_result  # noqa: E402
+from benchmarks.real_faces import scan_offsets_arg  # noqa: E402
 from pinlite_edge.contract import contract_for_preset  # noqa: E402
 from pinlite_edge.features import FaceCropConfig, prepare_windows  # noqa: E402
 from pinlite_edge.features.deadline import Deadline  # noqa: E402
 from pinlite_edge.features.decode import decode_media  # noqa: E402
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 
 log = logging.getLogger("featurise_real")
 
@@ -344,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="also time Detector.detect end to end with this artefact (offset scan on and off); the "
                         "contract is then the model's")
+    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
+                   help="the offset scan's shifts in frames for the end-to-end time; write --scan-offsets=-6,...,6 "
+                        f"(default: Detector's, {','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
     return p
 
 
@@ -367,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model is not None:
         from pinlite_edge.detector import Detector
 
-        detectors = (Detector.load(args.model, threads=1, timeout_s=None),
+        detectors = (Detector.load(args.model, threads=1, timeout_s=None, scan_offsets=args.scan_offsets),
                      Detector.load(args.model, threads=1, timeout_s=None, aggregate="max", scan_offsets=None))
         contract = detectors[0].contract
         detectors[0].detect(clips[0])  # warm-up: model session, face detector
@@ -393,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "library_versions": versions(), "load_before": load_before, "load_after": load_average(),
         "preset": args.preset if args.model is None else f"the model's ({args.model})",
         "model": None if args.model is None else repo_relative(args.model),
+        "scan_offsets": list(args.scan_offsets),
         "frame_size": contract.frame_size, "repeats": args.repeats,
         "face_config": asdict(config), "target_s_per_s_720p": TARGET_S_PER_S,
         "summary": summary(results),

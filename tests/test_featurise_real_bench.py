@@ -25,3 +25,26 @@ def test_breakdown_times_every_part_of_the_pipeline(tmp_path):
         assert parts[key] > 0, (key, parts)
     decode_pass = parts["decode pass (demux + decode audio/video + frame and audio consumers)"]
     assert parts["frame consumer (planes, face track, crops)"] <= decode_pass <= parts["total"] * 1.05
+
+
+def test_the_end_to_end_time_uses_the_scan_grid_it_is_given(tmp_path, monkeypatch):
+    import pinlite_edge.detector as detector
+
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "a.mpg").write_bytes(b"x")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def load(path, **kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(detector.Detector, "load", staticmethod(load))
+    try:
+        fr.main(["--data", str(tmp_path), "--model", str(tmp_path / "m.onnx"), "--scan-offsets=-1,0,1"])
+    except Stop:
+        pass
+    assert calls[0]["scan_offsets"] == (-1, 0, 1)
+    assert fr.build_parser().parse_args([]).scan_offsets == fr.DEFAULT_SCAN_OFFSETS
