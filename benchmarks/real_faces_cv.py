@@ -213,7 +213,12 @@ def render_markdown(result: dict[str, Any]) -> str:
              "test clips in no fold. Every clip below was scored by models that never saw its speaker. Models: the "
              "quickstart recipe per fold (`python -m pinlite_edge.quickstart --split-file FOLD --no-export"
              + "".join(f" --model-option {o}" for o in result.get("model_options") or [])
-             + (f" --pair-weight {result['pair_weight']}" if result.get("pair_weight") else "") + "`).", "",
+             + (f" --pair-weight {result['pair_weight']}" if result.get("pair_weight") else "") + "`)"
+             + (f", built by the run in `{result['models_from']}` and only re-scored here" if result.get("models_from")
+                else "")
+             + (f"; offset scan at {', '.join(f'{k:+d}' for k in result['scan_offsets'])} frames"
+                if result.get("scan_offsets") and tuple(result["scan_offsets"]) != DEFAULT_SCAN_OFFSETS else "")
+             + ".", "",
              f"Pooled over {result['pooled_clips']} held-out clips with a face (left out, no face found: "
              f"{', '.join(result['no_face']) or 'none'}). One original/manipulated pair moves an AUC by "
              f"{1 / max(1, result['pooled_clips']) ** 2:.4f}.", "",
