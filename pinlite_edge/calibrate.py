@@ -1,8 +1,11 @@
 """``python -m pinlite_edge.calibrate CHECKPOINT --data DIR``: measure a model's operating point on genuine clips.
 
 Every clip under ``DIR`` (or those of ``--splits`` in ``--split-file``) must be genuine and in sync. Each is scored as
-:class:`pinlite_edge.Detector` scores a file (same featurisation, windows and aggregates); per aggregate the threshold
-is the lowest one at which at most ``--target-fpr`` of them would be called fake, never below 0.5
+:class:`pinlite_edge.Detector` scores a file (same featurisation, windows and aggregates), and so is each of its
+``--reencode`` copies (by default re-encoded at CRF 35, at half resolution, and with 44.1 kHz stereo AAC audio:
+a genuine clip's score moves by about 0.1 under such re-encoding, ``benchmarks/results/real_faces_reencode/``, and
+the videos users check have been re-encoded on their way); per aggregate the threshold is the lowest one at which
+at most ``--target-fpr`` of all of them would be called fake, never below 0.5 for the window probabilities
 (:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
 and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
 
@@ -14,11 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from pinlite_edge.errors import DecodeError, InputError, PinliteError
+from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS
+from pinlite_edge.errors import InputError, PinliteError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, fit_operating_point
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ class ClipScore:
     fake_prob_mean: float
     fake_prob_scan: float
     face_found: bool | None
+    reencoding: str | None = None  # the clip as it is (None), or the name of the copy's re-encoding
 
 
 def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str] | None) -> list[Path]:
@@ -67,47 +73,68 @@ def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str] | No
 
 
 def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None = None,
-                stride_seconds: float | None = None, face_crop: bool = True,
+                stride_seconds: float | None = None, face_crop: bool = True, reencodings: Sequence[str] = (),
                 progress: bool = True) -> list[ClipScore]:
-    """Score each clip with the model as :class:`Detector` does; undecodable clips are skipped with a warning."""
+    """Score each clip with the model as :class:`Detector` does, and each of its ``reencodings`` (copies written to a
+    temporary folder, :func:`pinlite_edge.data.reencode.reencode`, scored and deleted); undecodable clips and copies
+    that cannot be made are skipped with a warning."""
     from tqdm import tqdm
 
+    from pinlite_edge.data.reencode import TRANSFORMS, check_reencodings, reencode
     from pinlite_edge.detector import Detector
 
+    names = check_reencodings(reencodings)
     options = {} if threads is None else {"threads": threads}
     scores: list[ClipScore] = []
-    with Detector.load(checkpoint, stride_seconds=stride_seconds, face_crop=face_crop, **options) as det:
-        for f in tqdm(files, desc="scoring genuine clips", unit="clip", disable=not progress):
+    jobs = [(f, name) for f in files for name in (None, *names)]
+    with Detector.load(checkpoint, stride_seconds=stride_seconds, face_crop=face_crop, **options) as det, \
+            tempfile.TemporaryDirectory(prefix="pinlite-calibrate-") as tmp:
+        for i, (f, name) in enumerate(tqdm(jobs, desc="scoring genuine clips" + (" and copies" if names else ""),
+                                           unit="clip", disable=not progress)):
             try:
-                r = det.detect(f)
-            except DecodeError as exc:
-                log.warning("skipping %s: %s", f, exc)
+                path = f if name is None else reencode(f, Path(tmp) / f"{i}.mp4", TRANSFORMS[name],
+                                                       seed=sum(f.name.encode()))
+                r = det.detect(path)
+            except PinliteError as exc:
+                log.warning("skipping %s%s: %s", f, "" if name is None else f" re-encoded ({name})", exc)
                 continue
+            finally:
+                if name is not None:
+                    (Path(tmp) / f"{i}.mp4").unlink(missing_ok=True)
             assert r.fake_prob_scan is not None  # Detector's default scans
-            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found))
+            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found, name))
     return scores
 
 
 def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file: str | None = None,
                          splits: Sequence[str] | None = ("train", "dev"), target_fpr: float = DEFAULT_TARGET_FPR,
                          threads: int | None = None, stride_seconds: float | None = None,
-                         face_crop: bool = True, write: bool = True, progress: bool = True) -> OperatingPoint:
-    """Measure the operating point of ``checkpoint`` on genuine clips and (``write``) store it in its record."""
+                         face_crop: bool = True, reencodings: Sequence[str] = (), write: bool = True,
+                         progress: bool = True) -> OperatingPoint:
+    """Measure the operating point of ``checkpoint`` on genuine clips (and ``reencodings`` of each: copies re-encoded
+    as videos are on their way to a user, so the threshold holds for them too) and (``write``) store it in its
+    record."""
     from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+    from pinlite_edge.data.reencode import check_reencodings
 
     checkpoint, root = Path(checkpoint), Path(data)
+    names = check_reencodings(reencodings)
     files = genuine_clips(root, split_file, splits)
     scored = [s for s in score_clips(checkpoint, files, threads=threads, stride_seconds=stride_seconds,
-                                     face_crop=face_crop, progress=progress) if s.face_found is not False]
+                                     face_crop=face_crop, reencodings=names, progress=progress)
+              if s.face_found is not False]
     if not scored:
         raise InputError(f"none of the {len(files)} clips under {root} could be scored with a face in view")
     where = f"folder {root}" + (f", split file {split_file}" if split_file else "") + (
         f", splits {'+'.join(splits)}" if splits else ", every clip")
+    if names:
+        where += f", each clip also re-encoded ({', '.join(names)})"
     if not face_crop:
         where += " (no face crop)"
     point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored],
                                  "scan": [s.fake_prob_scan for s in scored]},
-                                target_fpr=target_fpr, data=where, stride_seconds=stride_seconds)
+                                target_fpr=target_fpr, data=where, stride_seconds=stride_seconds,
+                                reencodings=names)
     if write:
         model, record = load_checkpoint(checkpoint)
         record = {k: v for k, v in record.items() if k != "weights_sha256"}
@@ -136,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window stride (default: the model's, as Detector uses)")
     p.add_argument("--no-face-crop", action="store_true",
                    help="score whole frames, as Detector(face_crop=False) does (default: face tracking + mouth crop)")
+    p.add_argument("--reencode", default=",".join(CALIBRATION_REENCODINGS), metavar="NAME[,NAME...]",
+                   help="also score each clip re-encoded these ways, so the threshold holds for videos that were "
+                        f"re-encoded on their way to you ({', '.join(TRANSFORMS)}; 'none' for the clips alone; "
+                        "default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the checkpoint")
     return p
 
@@ -146,17 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits: tuple[str, ...] | None = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     if splits == ("all",):
         splits = None
+    reencodings = () if args.reencode.strip() in ("", "none") else tuple(
+        n.strip() for n in args.reencode.split(",") if n.strip())
     try:
         point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
                                      target_fpr=args.target_fpr, threads=args.threads,
                                      stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
-                                     write=not args.dry_run)
+                                     reencodings=reencodings, write=not args.dry_run)
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
     for agg, thr in point.thresholds.items():
         print(f"{agg:>4}: threshold {thr:.4f}  (genuine clips called fake: {point.fpr_at_threshold[agg]:.2f} here, "
-              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.clips} clips)")
+              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.clips} clips"
+              + (f" and copies: {', '.join(point.reencodings)}" if point.reencodings else "") + ")")
     print("written into " + str(args.checkpoint) if not args.dry_run else "dry run: checkpoint unchanged")
     return 0
 

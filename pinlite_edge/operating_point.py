@@ -43,6 +43,8 @@ class OperatingPoint:
     stride_seconds: float | None = None  # window stride used (None: the contract's default, as Detector uses)
     fpr_at_threshold: dict[str, float] = field(default_factory=dict)  # measured on the calibration clips
     fpr_at_default: dict[str, float] = field(default_factory=dict)  # the same clips at 0.5, for comparison
+    #: re-encoded copies of each clip scored besides it (pinlite_edge.data.reencode; ``clips`` counts them too)
+    reencodings: tuple[str, ...] = ()
 
     def threshold(self, aggregate: str) -> float:
         try:
@@ -75,7 +77,8 @@ class OperatingPoint:
                        data=str(d.get("data", "")),
                        stride_seconds=None if d.get("stride_seconds") is None else float(d["stride_seconds"]),
                        fpr_at_threshold={str(k): float(v) for k, v in dict(d.get("fpr_at_threshold") or {}).items()},
-                       fpr_at_default={str(k): float(v) for k, v in dict(d.get("fpr_at_default") or {}).items()})
+                       fpr_at_default={str(k): float(v) for k, v in dict(d.get("fpr_at_default") or {}).items()},
+                       reencodings=tuple(str(x) for x in (d.get("reencodings") or ())))
         except (TypeError, ValueError) as exc:
             raise InputError(f"{source}: malformed operating_point: {exc}") from None
 
@@ -105,7 +108,8 @@ def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
 
 
 def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: float = DEFAULT_TARGET_FPR,
-                        data: str = "", stride_seconds: float | None = None) -> OperatingPoint:
+                        data: str = "", stride_seconds: float | None = None,
+                        reencodings: Sequence[str] = ()) -> OperatingPoint:
     """``scores`` maps an aggregate to the genuine clips' aggregated P(fake); one threshold per aggregate."""
     unknown = sorted(set(scores) - set(AGGREGATES))
     if unknown:
@@ -116,7 +120,7 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
         raise InputError("every aggregate must be scored on the same clips")
     return OperatingPoint(
         thresholds=thresholds, target_fpr=float(target_fpr), clips=counts.pop(), data=data,
-        stride_seconds=stride_seconds,
+        stride_seconds=stride_seconds, reencodings=tuple(reencodings),
         fpr_at_threshold={agg: false_positive_rate(v, thresholds[agg]) for agg, v in scores.items()},
         fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()})
 

@@ -41,7 +41,7 @@ def test_results_follow_the_naming_scheme():
 
 
 #: options whose value is a scratch or output folder: a temporary path there does not stop a re-run
-SCRATCH_OPTIONS = ("--work", "--workdir", "--artifact-dir", "--out", "--out-dir", "--results", "--results-dir")
+SCRATCH_OPTIONS = ("--work", "--workdir", "--work-dir", "--artifact-dir", "--out", "--out-dir", "--results", "--results-dir")
 
 
 def temporary_inputs(command: str) -> list[str]:

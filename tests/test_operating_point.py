@@ -82,10 +82,11 @@ def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, t
     ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {"epoch": 3})
     before, _ = load_checkpoint(ckpt)
     assert main([str(ckpt), "--data", str(genuine_folder), "--target-fpr", "0", "--threads", "1", "--splits", "all",
-                 "--no-face-crop"]) == 0
+                 "--no-face-crop", "--reencode", "none"]) == 0
     record = read_record(ckpt)
     point = OperatingPoint.from_dict(record["operating_point"])
     assert point.clips == 3 and point.fpr_at_threshold == {"max": 0.0, "mean": 0.0, "scan": 0.0}
+    assert point.reencodings == ()
     assert record["epoch"] == 3  # the rest of the record is kept
     after, _ = load_checkpoint(ckpt)
     for (k, a), b in zip(before.state_dict().items(), after.state_dict().values()):
@@ -179,3 +180,50 @@ def test_scan_uses_the_operating_point_by_default(genuine_folder, tmp_path):
     assert all(r["threshold"] == round(point.threshold("scan"), 6) and r["verdict"] == "real" for r in records)
     assert all(r["aggregate"] == "scan" and r["offset_source"] == "offset scan" and 0.0 <= r["fake_prob_scan"] <= 1
                for r in records)
+
+
+def test_calibration_also_scores_re_encoded_copies(genuine_folder, tmp_path, capsys):
+    """Each clip and each of its copies is one calibration score; the copies are named in the record, and the
+    threshold sits above all of them at a 0 % target."""
+    from pinlite_edge.calibrate import calibrate_checkpoint, main, score_clips
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    files = sorted(genuine_folder.glob("*.mp4"))[:2]
+    scores = score_clips(ckpt, files, threads=1, face_crop=False, reencodings=("crf35", "mirror"), progress=False)
+    assert [(Path(s.file).name, s.reencoding) for s in scores] == [
+        (f.name, name) for f in files for name in (None, "crf35", "mirror")]
+    assert len({round(s.fake_prob_mean, 6) for s in scores}) > 2  # the copies are other videos, not the clip again
+    point = calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.0, threads=1, face_crop=False,
+                                 reencodings=("crf35", "mirror"), progress=False, write=False)
+    assert point.clips == 9 and point.reencodings == ("crf35", "mirror")
+    assert "each clip also re-encoded (crf35, mirror)" in point.data
+    assert point.fpr_at_threshold["scan"] == 0.0
+    assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
+    assert main([str(ckpt), "--data", str(genuine_folder), "--splits", "all", "--reencode", "crf35,blur"]) == 2
+    assert "unknown re-encoding(s) ['blur']" in capsys.readouterr().err
+
+
+def test_a_record_from_before_re_encoded_calibration_loads_without_copies():
+    point = OperatingPoint.from_dict({"thresholds": {"scan": 0.6}, "clips": 25, "data": "folder x"})
+    assert point.reencodings == ()
+
+
+def test_the_quickstart_measures_the_operating_point_again_when_its_copies_change(tmp_path, monkeypatch):
+    import pinlite_edge.calibrate as calibrate
+    from pinlite_edge.quickstart import QuickstartConfig, _calibrate_stage
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {
+        "operating_point": fit_operating_point({a: [0.1, 0.2] for a in ("max", "mean", "scan")}, data="old").to_dict()})
+    asked = []
+
+    def fake(checkpoint, real, **kw):
+        asked.append(kw["reencodings"])
+        return fit_operating_point({a: [0.1] for a in ("max", "mean", "scan")}, reencodings=kw["reencodings"])
+
+    monkeypatch.setattr(calibrate, "calibrate_checkpoint", fake)
+    cfg = QuickstartConfig(progress=False)
+    assert _calibrate_stage(ckpt, tmp_path, cfg, redo=False) is True  # stored without copies: measured again
+    assert asked == [cfg.calibration_reencodings] and cfg.calibration_reencodings
+    same = QuickstartConfig(progress=False, calibration_reencodings=())
+    assert _calibrate_stage(ckpt, tmp_path, same, redo=False) is False  # the stored one was made without copies

@@ -18,6 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import real_faces as rf  # noqa: E402
 from benchmarks import real_faces_reencode as rr  # noqa: E402
+from pinlite_edge.data import reencode as reenc  # noqa: E402
 from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
 from pinlite_edge.data.synthetic import write_clip_video  # noqa: E402
 from pinlite_edge.features.pipeline import prepare_file  # noqa: E402
@@ -43,7 +44,7 @@ def source(tmp_path_factory) -> Path:
 
 
 def test_a_reencoded_copy_keeps_audio_and_frames_where_the_sdk_saw_them(source, tmp_path):
-    copy = rr.reencode(source, tmp_path / "copy.mp4", rr.TRANSFORMS["reencode"])
+    copy = reenc.reencode(source, tmp_path / "copy.mp4", reenc.TRANSFORMS["reencode"])
     a, b = prepare_file(source, TINY_CONTRACT, face_crop=False), prepare_file(copy, TINY_CONTRACT, face_crop=False)
     assert b.fps == a.fps and b.frames.shape == a.frames.shape
     assert abs(_lag(a.audio, b.audio)) <= 2  # 16 kHz samples: the audio did not move against the frames
@@ -54,7 +55,7 @@ def test_streams_that_start_apart_are_lined_up_as_the_sdk_lines_them_up(source, 
     """Video starting 0.48 s after the audio: the copy starts both at 0 with the same pairing of sound and picture."""
     import av
 
-    clip = rr.decode_clip(source)
+    clip = reenc.decode_clip(source)
     rate = clip.sample_rate
     lead = np.random.default_rng(0).standard_normal((int(0.48 * rate), clip.audio.shape[1])).astype(np.float32) * 0.1
     late = tmp_path / "late.mkv"
@@ -77,7 +78,7 @@ def test_streams_that_start_apart_are_lined_up_as_the_sdk_lines_them_up(source, 
             c.mux(ast.encode(af))
         c.mux(ast.encode())
     sdk = prepare_file(late, TINY_CONTRACT, face_crop=False)
-    copy = prepare_file(rr.reencode(late, tmp_path / "late.mp4", rr.TRANSFORMS["reencode"]), TINY_CONTRACT,
+    copy = prepare_file(reenc.reencode(late, tmp_path / "late.mp4", reenc.TRANSFORMS["reencode"]), TINY_CONTRACT,
                         face_crop=False)
     assert abs(_lag(sdk.audio, copy.audio)) <= 2
     original = prepare_file(source, TINY_CONTRACT, face_crop=False)
@@ -85,46 +86,46 @@ def test_streams_that_start_apart_are_lined_up_as_the_sdk_lines_them_up(source, 
 
 
 def test_frame_rate_conversion_shows_the_frame_on_screen_mid_frame(source, tmp_path):
-    clip = rr.decode_clip(source)
-    frames, fps = rr.transform_frames(clip.frames, clip.fps, rr.TRANSFORMS["fps-convert"])
+    clip = reenc.decode_clip(source)
+    frames, fps = reenc.transform_frames(clip.frames, clip.fps, reenc.TRANSFORMS["fps-convert"])
     assert clip.fps == 25.0 and fps == 30.0 and len(frames) == len(clip.frames) * 6 // 5
     for j in (0, 5, 6, 7, 29, len(frames) - 1):
         assert np.array_equal(frames[j], clip.frames[int((j + 0.5) * 25 / 30)])
-    back, fps_back = rr.transform_frames(frames, fps, rr.TRANSFORMS["fps-convert"])
+    back, fps_back = reenc.transform_frames(frames, fps, reenc.TRANSFORMS["fps-convert"])
     assert fps_back == 25.0 and len(back) == len(clip.frames)
     assert all(np.array_equal(x, y) for x, y in zip(back, clip.frames))  # repeat then drop gives the source back
-    copy = prepare_file(rr.reencode(source, tmp_path / "30.mp4", rr.TRANSFORMS["fps-convert"]), TINY_CONTRACT,
+    copy = prepare_file(reenc.reencode(source, tmp_path / "30.mp4", reenc.TRANSFORMS["fps-convert"]), TINY_CONTRACT,
                         face_crop=False)
     assert copy.fps == pytest.approx(30.0) and copy.frames.shape[0] == len(frames)
 
 
 def test_mirror_and_half_resolution(source):
-    clip = rr.decode_clip(source)
-    mirrored, _ = rr.transform_frames(clip.frames, clip.fps, rr.TRANSFORMS["mirror"])
+    clip = reenc.decode_clip(source)
+    mirrored, _ = reenc.transform_frames(clip.frames, clip.fps, reenc.TRANSFORMS["mirror"])
     assert np.array_equal(mirrored[3], clip.frames[3][:, ::-1])
-    half, _ = rr.transform_frames(clip.frames, clip.fps, rr.TRANSFORMS["half-res"])
+    half, _ = reenc.transform_frames(clip.frames, clip.fps, reenc.TRANSFORMS["half-res"])
     assert half[0].shape == (48, 48, 3)
-    odd, _ = rr.transform_frames([np.zeros((101, 77, 3), np.uint8)], 25.0, rr.TRANSFORMS["half-res"])
+    odd, _ = reenc.transform_frames([np.zeros((101, 77, 3), np.uint8)], 25.0, reenc.TRANSFORMS["half-res"])
     assert odd[0].shape[0] % 2 == 0 and odd[0].shape[1] % 2 == 0  # H.264 4:2:0 needs even sides
 
 
 def test_audio_transforms(source, tmp_path):
     import av
 
-    clip = rr.decode_clip(source)
-    stereo, rate = rr.transform_audio(clip.audio, clip.sample_rate, rr.TRANSFORMS["audio-44k-stereo"])
+    clip = reenc.decode_clip(source)
+    stereo, rate = reenc.transform_audio(clip.audio, clip.sample_rate, reenc.TRANSFORMS["audio-44k-stereo"])
     assert rate == 44_100 and stereo.shape[1] == 2
     assert stereo.shape[0] == pytest.approx(clip.audio.shape[0] * 44_100 / clip.sample_rate, abs=2)
-    copy = rr.reencode(source, tmp_path / "44k.mp4", rr.TRANSFORMS["audio-44k-stereo"])
+    copy = reenc.reencode(source, tmp_path / "44k.mp4", reenc.TRANSFORMS["audio-44k-stereo"])
     with av.open(str(copy)) as c:
         assert c.streams.audio[0].rate == 44_100 and c.streams.audio[0].channels == 2
-    noisy, rate = rr.transform_audio(clip.audio, clip.sample_rate, rr.TRANSFORMS["audio-noise-10db"])
+    noisy, rate = reenc.transform_audio(clip.audio, clip.sample_rate, reenc.TRANSFORMS["audio-noise-10db"])
     assert rate == clip.sample_rate
     gain = float(np.dot(noisy[:, 0], clip.audio[:, 0]) / np.dot(clip.audio[:, 0], clip.audio[:, 0]))
     noise = noisy[:, 0] - gain * clip.audio[:, 0]
     snr = 10 * np.log10(np.mean((gain * clip.audio[:, 0]) ** 2) / np.mean(noise ** 2))
     assert snr == pytest.approx(10.0, abs=0.5)  # gain: the copy may be scaled down to stay in [-1, 1]
-    assert np.array_equal(rr.transform_audio(clip.audio, clip.sample_rate, rr.TRANSFORMS["audio-noise-10db"])[0],
+    assert np.array_equal(reenc.transform_audio(clip.audio, clip.sample_rate, reenc.TRANSFORMS["audio-noise-10db"])[0],
                           noisy)  # seeded: the same noise every run
 
 

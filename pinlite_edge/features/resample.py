@@ -67,9 +67,16 @@ def resample_audio(audio: np.ndarray, sample_rate: int, target_rate: int = 16000
         raise InputError(f"sample_rate must be an integer number of Hz, got {sample_rate!r}")
     check_sample_rate(int(sample_rate))
     mono = to_mono(audio)
-    sample_rate = int(sample_rate)
-    if sample_rate == target_rate or mono.size == 0:
+    if mono.size == 0:
         return mono
+    return resample_rate(mono, int(sample_rate), target_rate)
+
+
+def resample_rate(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """float32 ``samples`` (time along axis 0, any channels) from ``sample_rate`` to ``target_rate``
+    (scipy ``resample_poly``; unchanged when the rates are equal)."""
+    if sample_rate == target_rate:
+        return np.asarray(samples, dtype=np.float32)
     g = gcd(sample_rate, target_rate)
-    out = resample_poly(mono.astype(np.float64), target_rate // g, sample_rate // g)
+    out = resample_poly(np.asarray(samples, dtype=np.float64), target_rate // g, sample_rate // g, axis=0)
     return out.astype(np.float32)
