@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = [rf.parse_model_spec(m) for m in args.models]
         if args.clips < 2:
-            raise InputError(f"--clips must be at least 2 (an AUC needs both classes, swap a partner), got {args.clips}")
+            raise InputError(f"--clips must be at least 2 (an AUC needs both classes, swap a partner), "
+                             f"got {args.clips}")
         setting = Setting(rates=tuple(args.rate or DEFAULT_RATES), clips=args.clips, seed=args.seed,
                           generator=() if args.easy else tuple(HARD.items()))
         t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 
 Real clips reach the detector re-encoded, scaled, mirrored, converted to another frame rate, with their audio
 resampled or recorded in noise; the clips the project is judged on come from sources it has not seen. This benchmark
-re-encodes every clip of ``pinlite_edge/data/splits/real_av.json`` with each transform of :data:`TRANSFORMS` (one
-table), then runs the real-faces harness (``benchmarks/real_faces.py``: the same conditions, windows, offset scan,
+re-encodes every clip of ``pinlite_edge/data/splits/real_av.json`` with each transform of
+``pinlite_edge.data.reencode.TRANSFORMS`` (the one table; the operating point's calibration uses three of them,
+``CALIBRATION_REENCODINGS``, the other four it never sees), then runs the real-faces harness (``benchmarks/real_faces.py``: the same conditions, windows, offset scan,
 operating point and training-free baseline) on the re-encoded files, and compares with the clips as they are:
 
 ==================  ====================================================================================
@@ -18,15 +19,14 @@ audio-44k-stereo    audio resampled to 44.1 kHz, two channels, AAC 64 kb/s
 audio-noise-10db    white noise added to the audio at 10 dB SNR (a noisy room)
 ==================  ====================================================================================
 
-How a clip is re-encoded: one decode with the SDK's own decoder (``pinlite_edge.features.decode``: display rotation
-applied, audio placed by the streams' timestamps), the audio trimmed or padded so that it starts with the first
-video frame, frames written at the stream's declared rate by their order (the clips are constant frame rate), then
-the transform. The re-encoded files are cached in ``--work-dir`` (default a temporary folder).
+How a clip is re-encoded: ``pinlite_edge.data.reencode.reencode`` (one decode with the SDK's own decoder, audio
+lined up with the first video frame, H.264 + AAC). The re-encoded files are cached in ``--work-dir`` (default a
+temporary folder).
 
 What it reports per transform, for each model and the baseline: on the TEST split (6 clips the models never saw) the
 harness's AUCs, in-sync false-positive rate and offset accuracy; over ALL 31 clips (25 of them seen in training,
-so this is about stability, not accuracy) the genuine clips called fake at the operating point and at P >= 0.9,
-and how far each genuine clip's P(fake) moved from its as-is value. A condition's shift is 5 frames of the
+so this is about stability, not accuracy) the genuine clips ``Detector.detect`` calls fake (at the model's
+operating point) and at P >= 0.9, and how far each genuine clip's P(fake) moved from its as-is value. A condition's shift is 5 frames of the
 re-encoded clip: 200 ms at 25 fps, 167 ms at 30 fps (so ``fps-convert`` also changes the shifts of the clips it
 converts). The baseline's threshold is chosen once, on the as-is train split.
 
@@ -110,7 +110,8 @@ def _moves(scores: dict[str, float], reference: dict[str, float] | None) -> dict
 
 def verdict_counts(rows: Sequence[dict[str, Any]], reference: dict[str, float] | None) -> dict[str, Any]:
     """``Detector.detect`` rows of genuine clips (``benchmarks/real_clip_verdicts.detect_files``): how many were called
-    fake, reached P(fake) >= ``LIMIT`` (0.9, issue #12), had no face or failed; how far their P(fake) moved from ``reference``."""
+    fake, reached P(fake) >= ``LIMIT`` (0.9, issue #12), had no face or failed; how far their P(fake) moved from
+    ``reference``."""
     scored = [r for r in rows if "fake_prob" in r]
     return {"num_clips": len(rows),
             "called_fake": sum(r["verdict"] == "fake" for r in scored),
@@ -168,7 +169,8 @@ def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[s
                                for c in r["clips"] if m in c["scores"]} for m in rows}
         results[name] = {"description": "the clip file itself" if name == AS_IS else TRANSFORMS[name].description,
                          "encoding": None if name == AS_IS else TRANSFORMS[name].to_dict(),
-                         "seconds": round(time.perf_counter() - t0, 1), "encode_seconds": round(store.encode_seconds, 1),
+                         "seconds": round(time.perf_counter() - t0, 1),
+                         "encode_seconds": round(store.encode_seconds, 1),
                          "methods": rows, "detect": detections,
                          "skipped": [s for r in reports.values() for s in r["data"]["skipped"]],
                          "fingerprints": {s: r["data"]["fingerprint"] for s, r in reports.items()},

@@ -1,7 +1,7 @@
-"""The re-encoding benchmark (benchmarks/real_faces_reencode.py): a re-encoded copy keeps audio and video where the
-SDK saw them (also for a file whose streams start at different times), each transform does what its row says, the
-summary counts genuine clips called fake and how far their scores moved, and a run on two GRID clips writes a
-record."""
+"""Re-encoding (pinlite_edge/data/reencode.py) and its benchmark (benchmarks/real_faces_reencode.py): a re-encoded
+copy keeps audio and video where the SDK saw them (also for a file whose streams start at different times), each
+transform does what its row says, the summary counts genuine clips called fake and how far their scores moved, and
+a run on GRID clips writes a record."""
 from __future__ import annotations
 
 import json
@@ -155,7 +155,8 @@ def test_detector_verdicts_count_false_alarms_the_p09_limit_and_no_face():
             {"file": "e", "error": "DecodeError: truncated"}]
     out = rr.verdict_counts(rows, {"a": 0.1, "b": 0.7, "c": 0.5})
     assert (out["num_clips"], out["called_fake"], out["at_p09"], out["no_face"]) == (5, 2, 1, 1)
-    assert out["called_fake_files"] == ["b", "c"] and out["errors"] == [{"file": "e", "error": "DecodeError: truncated"}]
+    assert out["called_fake_files"] == ["b", "c"]
+    assert out["errors"] == [{"file": "e", "error": "DecodeError: truncated"}]
     assert out["move"]["median_abs"] == pytest.approx(0.1) and out["move"]["max_up"] == pytest.approx(0.45)
 
 
