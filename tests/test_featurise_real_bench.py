@@ -1,6 +1,7 @@
 """benchmarks/featurise_real.py: the time breakdown patches the functions the pipeline really calls."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -42,9 +43,13 @@ def test_the_end_to_end_time_uses_the_scan_grid_it_is_given(tmp_path, monkeypatc
         raise Stop
 
     monkeypatch.setattr(detector.Detector, "load", staticmethod(load))
-    try:
+    package_logger = logging.getLogger("pinlite_edge")
+    level = package_logger.level
+    try:  # main() quietens the package's logger for its table: give the other tests their logging back
         fr.main(["--data", str(tmp_path), "--model", str(tmp_path / "m.onnx"), "--scan-offsets=-1,0,1"])
     except Stop:
         pass
+    finally:
+        package_logger.setLevel(level)
     assert calls[0]["scan_offsets"] == (-1, 0, 1)
     assert fr.build_parser().parse_args([]).scan_offsets == fr.DEFAULT_SCAN_OFFSETS
