@@ -196,3 +196,11 @@ def test_no_model_and_no_baseline_only_is_a_clear_error(tmp_path, caplog):
     root.mkdir()
     assert rr.main(["--root", str(root), "--out-dir", str(tmp_path)]) == 2
     assert "give at least one model" in caplog.text
+
+
+def test_a_clip_too_large_to_hold_is_refused_before_it_fills_memory(source):
+    from pinlite_edge.errors import InputError
+
+    with pytest.raises(InputError, match="too long or too large to re-encode in memory"):
+        reenc.decode_clip(source, max_bytes=96 * 96 * 3 * 10)  # ten frames' worth
+    assert len(reenc.decode_clip(source).frames) == 75

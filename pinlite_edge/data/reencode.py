@@ -44,7 +44,7 @@ class Encoding:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["fps"] = None if self.fps is None else "25 <-> 30"
+        d["fps"] = None if self.fps is None else (self.fps.__doc__ or self.fps.__name__).strip()
         return d
 
 
@@ -53,7 +53,7 @@ def _swap_25_30(fps: float) -> float:
     return 30.0 if abs(fps - 25.0) < 0.5 else 25.0
 
 
-#: The one table of transforms (name -> encoding); :data:`AS_IS` is the clip file itself.
+#: The one table of transforms (name -> encoding).
 TRANSFORMS: dict[str, Encoding] = {
     "reencode": Encoding("one more generation: H.264 CRF 18, AAC 128 kb/s"),
     "crf35": Encoding("heavy H.264 compression (CRF 35)", crf=35),
@@ -79,9 +79,11 @@ class DecodedClip:
 class _KeepFrames:
     """Video consumer holding every decoded frame upright (full size)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
         self.frames: list[np.ndarray] = []
         self.declared_fps: float | None = None
+        self.bytes = 0
 
     def start(self, declared_fps: float | None) -> None:
         self.declared_fps = declared_fps
@@ -89,14 +91,25 @@ class _KeepFrames:
     def add(self, frame: Any, seconds: float, turns: int) -> None:
         from pinlite_edge.features.yuvframe import rgb_frame
 
-        self.frames.append(rgb_frame(frame, turns, None))
+        rgb = rgb_frame(frame, turns, None)
+        self.bytes += rgb.nbytes
+        if self.bytes > self.max_bytes:
+            raise InputError(f"{self.path}: too long or too large to re-encode in memory (more than "
+                             f"{self.max_bytes / 2**30:.1f} GiB of {rgb.shape[1]}x{rgb.shape[0]} frames after "
+                             f"{len(self.frames)} frames); use shorter clips, or calibrate with --reencode none")
+        self.frames.append(rgb)
 
 
-def decode_clip(path: Path) -> DecodedClip:
-    """Decode ``path`` once with the SDK's decoder and line its audio up with its first video frame."""
+#: the decoded frames one re-encoding may hold (a 10 s 720p clip at 25 fps is 0.7 GB)
+MAX_REENCODE_BYTES = 2 * 2**30
+
+
+def decode_clip(path: Path, max_bytes: int = MAX_REENCODE_BYTES) -> DecodedClip:
+    """Decode ``path`` once with the SDK's decoder and line its audio up with its first video frame. The frames are
+    held in memory: a clip whose frames exceed ``max_bytes`` is refused (:class:`InputError`) as soon as they do."""
     from pinlite_edge.features.decode import decode_media
 
-    sink = _KeepFrames()
+    sink = _KeepFrames(path, max_bytes)
     media = decode_media(path, Deadline(path, None), video=sink, require_video=True)
     if not sink.declared_fps or media.audio is None or media.sample_rate is None:
         raise DecodeError(path, "needs a declared frame rate and an audio track to be re-encoded")
