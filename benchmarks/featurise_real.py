@@ -43,12 +43,11 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import RESULTS_DIR, build_record, fingerprint_files, repo_relative, write_result  # noqa: E402
-from benchmarks.real_faces import scan_offsets_arg  # noqa: E402
+from benchmarks.real_faces import add_scan_offsets_argument  # noqa: E402
 from pinlite_edge.contract import contract_for_preset  # noqa: E402
 from pinlite_edge.features import FaceCropConfig, prepare_windows  # noqa: E402
 from pinlite_edge.features.deadline import Deadline  # noqa: E402
 from pinlite_edge.features.decode import decode_media  # noqa: E402
-from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 
 log = logging.getLogger("featurise_real")
 
@@ -346,9 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="also time Detector.detect end to end with this artefact (offset scan on and off); the "
                         "contract is then the model's")
-    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
-                   help="the offset scan's shifts in frames for the end-to-end time; write --scan-offsets=-6,...,6 "
-                        f"(default: Detector's, {','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
+    add_scan_offsets_argument(p, "for the end-to-end time")
     return p
 
 

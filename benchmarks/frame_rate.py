@@ -39,10 +39,10 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks import real_faces as rf  # noqa: E402
 from benchmarks._record import build_record, fingerprint_json, parse_cli, report_parser, write_result  # noqa: E402
-from benchmarks.sync_baseline import BaselineConfig, mouth_motion, window_sync  # noqa: E402
+from benchmarks.sync_baseline import BaselineConfig, mouth_motion  # noqa: E402
 from pinlite_edge.contract import InputContract  # noqa: E402
 from pinlite_edge.errors import InputError, PinliteError  # noqa: E402
-from pinlite_edge.features.windows import PreparedClip, window_at, window_starts  # noqa: E402
+from pinlite_edge.features.windows import PreparedClip, window_starts  # noqa: E402
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.frame_rate")
@@ -85,31 +85,6 @@ def render_clips(rate: float, contract: InputContract, setting: Setting) -> list
     return out
 
 
-def _windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float], shift: float | None,
-             partner: PreparedClip) -> list[Any]:
-    if shift is None:
-        return [window_at(clip, contract, s, audio=partner.audio,
-                          audio_start_seconds=rf.swap_audio_start(s, partner, contract.window_seconds),
-                          scan_offsets=DEFAULT_SCAN_OFFSETS) for s in starts]
-    return [window_at(clip, contract, s, audio_start_seconds=s - shift, scan_offsets=DEFAULT_SCAN_OFFSETS)
-            for s in starts]
-
-
-def _baseline(clip: PreparedClip, contract: InputContract, starts: Sequence[float], shift: float | None,
-              partner: PreparedClip, motion: np.ndarray) -> float:
-    n = int(round(contract.window_seconds * clip.fps))
-    cfg = BaselineConfig()
-    scores = []
-    for s in starts:
-        if shift is None:
-            r = window_sync(clip, s, n, cfg, audio=partner.audio,
-                            audio_start_seconds=rf.swap_audio_start(s, partner, contract.window_seconds), motion=motion)
-        else:
-            r = window_sync(clip, s, n, cfg, audio_start_seconds=s - shift, motion=motion)
-        scores.append(r.sync_score)
-    return float(np.mean(scores))
-
-
 def score_rate(clips: Sequence[PreparedClip], contract: InputContract, runners: dict[str, Any]
                ) -> dict[str, dict[str, Any]]:
     """Per method (each runner, and the baseline): AUCs, originals' mean score, offset accuracy."""
@@ -122,13 +97,14 @@ def score_rate(clips: Sequence[PreparedClip], contract: InputContract, runners: 
                                                              fps=clip.fps)]
         motion = mouth_motion(clip.frames)
         for cond, shift in CONDITIONS.items():
-            windows = _windows(clip, contract, starts, shift, partner)
+            windows = rf.delayed_windows(clip, contract, starts, shift, partner, DEFAULT_SCAN_OFFSETS)
             for name, runner in runners.items():
                 cs = rf.score_windows(runner, windows)
                 scores[name][cond].append(cs.scan)
                 if cond in ("delay200", "advance200"):
                     offsets[name].append((cs.offset, 5 if shift and shift > 0 else -5))
-            scores[rf.BASELINE_NAME][cond].append(_baseline(clip, contract, starts, shift, partner, motion))
+            scores[rf.BASELINE_NAME][cond].append(
+                rf.delayed_baseline(clip, contract, starts, shift, partner, BaselineConfig(), motion).mean)
     out: dict[str, dict[str, Any]] = {}
     for method, by_cond in scores.items():
         out[method] = {f"auc_{k}": rf.auc_vs_original(by_cond["original"], by_cond[k]) for k in MANIPULATED}

@@ -178,22 +178,44 @@ def swap_audio_start(start: float, partner: PreparedClip, window_seconds: float)
     return start if start <= room else float(start % room)
 
 
-def condition_windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
-                      partner: PreparedClip | None = None, scan_offsets: tuple[int, ...] = ()) -> list[Window]:
-    """Model windows of ``clip`` under ``condition`` (see :data:`CONDITIONS`), with the offset scan's shifted-audio
-    MFCCs when ``scan_offsets`` are given (shifted from the condition's audio, as Detector shifts a file's)."""
+def window_audio(clip: PreparedClip, start: float, delay_seconds: float | None, partner: PreparedClip | None,
+                 window_seconds: float) -> tuple[np.ndarray | None, float]:
+    """Where the audio of the window starting at ``start`` comes from: ``(signal, start in it)``. A delay in seconds
+    reads the clip's own audio from ``start - delay`` (signal None: the clip's); ``None`` reads the partner's audio
+    (another speaker) over the same time span."""
+    if delay_seconds is not None:
+        return None, start - delay_seconds
+    if partner is None:
+        raise InputError("the swap condition needs a partner clip of another speaker")
+    return partner.audio, swap_audio_start(start, partner, window_seconds)
+
+
+def delayed_windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float],
+                    delay_seconds: float | None, partner: PreparedClip | None = None,
+                    scan_offsets: tuple[int, ...] = ()) -> list[Window]:
+    """Model windows of ``clip`` with the audio delayed by ``delay_seconds`` (``None``: the partner's audio, see
+    :func:`window_audio`), with the offset scan's shifted-audio MFCCs when ``scan_offsets`` are given (shifted from
+    that audio, as Detector shifts a file's)."""
+    windows = []
+    for s in starts:
+        audio, audio_start = window_audio(clip, s, delay_seconds, partner, contract.window_seconds)
+        windows.append(window_at(clip, contract, s, audio=audio, audio_start_seconds=audio_start,
+                                 scan_offsets=scan_offsets))
+    return windows
+
+
+def condition_delay(clip: PreparedClip, condition: str) -> float | None:
+    """The audio delay in seconds of ``condition`` (see :data:`CONDITIONS`) for ``clip``; None for swapped audio."""
     if condition not in CONDITIONS:
         raise InputError(f"unknown condition {condition!r}; choose from {list(CONDITIONS)}")
     shift = CONDITIONS[condition]
-    if shift is None:
-        if partner is None:
-            raise InputError("the swap condition needs a partner clip of another speaker")
-        return [window_at(clip, contract, s, audio=partner.audio,
-                          audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds),
-                          scan_offsets=scan_offsets)
-                for s in starts]
-    return [window_at(clip, contract, s, audio_start_seconds=s - shift / clip.fps, scan_offsets=scan_offsets)
-            for s in starts]
+    return None if shift is None else shift / clip.fps
+
+
+def condition_windows(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
+                      partner: PreparedClip | None = None, scan_offsets: tuple[int, ...] = ()) -> list[Window]:
+    """Model windows of ``clip`` under ``condition`` (see :data:`CONDITIONS`; :func:`delayed_windows`)."""
+    return delayed_windows(clip, contract, starts, condition_delay(clip, condition), partner, scan_offsets)
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------
@@ -217,6 +239,11 @@ class ConditionScore:
                                                                    for k, v in self.scan_curve.items()},
                 "window_scores": [round(float(x), 6) for x in self.window_scores]}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ConditionScore":
+        """The clip-level scores back from :meth:`to_dict` as stored in a report (windows and curve left out)."""
+        return cls(scan=d["scan"], mean=d["mean"], max=d["max"], offset=d["offset"], offset_head=d.get("offset_head"))
+
 
 def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16,
                   scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS) -> ConditionScore:
@@ -232,22 +259,16 @@ def score_windows(runner: Any, windows: Sequence[Window], batch_size: int = 16,
                           scan_curve=r.scan.curve)
 
 
-def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
-                       partner: PreparedClip | None, config: BaselineConfig, motion: np.ndarray) -> ConditionScore:
-    """The sync baseline on the same windows (native frames of each window's span); clip offset = argmax of the
-    window-averaged correlation curve."""
-    shift = CONDITIONS[condition]
+def delayed_baseline(clip: PreparedClip, contract: InputContract, starts: Sequence[float],
+                     delay_seconds: float | None, partner: PreparedClip | None, config: BaselineConfig,
+                     motion: np.ndarray) -> ConditionScore:
+    """The sync baseline on the same windows as :func:`delayed_windows` (native frames of each window's span); clip
+    offset = argmax of the window-averaged correlation curve."""
     n = int(round(contract.window_seconds * clip.fps))
     scores, curves, lags = [], [], None
     for s in starts:
-        if shift is None:
-            if partner is None:
-                raise InputError("the swap condition needs a partner clip of another speaker")
-            res = window_sync(clip, s, n, config, audio=partner.audio,
-                              audio_start_seconds=swap_audio_start(s, partner, contract.window_seconds),
-                              motion=motion)
-        else:
-            res = window_sync(clip, s, n, config, audio_start_seconds=s - shift / clip.fps, motion=motion)
+        audio, audio_start = window_audio(clip, s, delay_seconds, partner, contract.window_seconds)
+        res = window_sync(clip, s, n, config, audio=audio, audio_start_seconds=audio_start, motion=motion)
         scores.append(res.sync_score)
         curves.append(res.corr)
         lags = res.lags
@@ -260,6 +281,12 @@ def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequ
     # column is that score's mean over windows, as its "mean" column
     return ConditionScore(scan=float(arr.mean()), mean=float(arr.mean()), max=float(arr.max()), offset=offset,
                           window_scores=arr.tolist())
+
+
+def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequence[float], condition: str,
+                       partner: PreparedClip | None, config: BaselineConfig, motion: np.ndarray) -> ConditionScore:
+    """The sync baseline under ``condition`` (:func:`delayed_baseline`)."""
+    return delayed_baseline(clip, contract, starts, condition_delay(clip, condition), partner, config, motion)
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
@@ -736,6 +763,14 @@ def scan_offsets_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def add_scan_offsets_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """``--scan-offsets`` (:func:`scan_offsets_arg`, default Detector's grid), the one definition every benchmark that
+    scores with the offset scan takes; ``what`` says what the grid is used for."""
+    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
+                   help=f"the offset scan's audio shifts in frames, 0 included, {what}; write --scan-offsets=-6,...,6 "
+                        f"(default: Detector's, {','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -766,10 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results root: writes OUT_DIR/STEM/<machine>.{json,md}")
     p.add_argument("--stem", default=None, help="bench name (default real_faces, or real_faces_<split>)")
     p.add_argument("--no-hash-check", action="store_true", help="do not re-hash the clips against the split file")
-    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
-                   help="the offset scan's audio shifts in frames, 0 included; write --scan-offsets=-6,...,6 (default: "
-                        "Detector's, "
-                        f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
+    add_scan_offsets_argument(p, "for the models")
     p.add_argument("--student", default=None, metavar="NAME",
                    help="model whose issue-#12 targets are checked in the report (e.g. distilled)")
     p.add_argument("--int8-pair", action="append", default=[], metavar="INT8=FP32",

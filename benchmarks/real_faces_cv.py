@@ -42,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks._record import build_record, parse_cli, repo_relative, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import (AGGREGATES, BASELINE_NAME, CONDITIONS, DEFAULT_ROOT,  # noqa: E402
                                    DEFAULT_SPLIT_FILE, MANIPULATED, ConditionScore, EvalConfig, ModelSpec, _jsonable,
-                                   auc_vs_original, evaluate, real_av_root, scan_offsets_arg, summarise)
+                                   add_scan_offsets_argument, auc_vs_original, evaluate, real_av_root, summarise)
 from pinlite_edge.errors import InputError  # noqa: E402
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 from pinlite_edge.utils.atomic import atomic_write_json  # noqa: E402
@@ -117,11 +117,6 @@ def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
     return report
 
 
-def _condition(d: dict[str, Any]) -> ConditionScore:
-    return ConditionScore(scan=d["scan"], mean=d["mean"], max=d["max"], offset=d["offset"],
-                          offset_head=d.get("offset_head"))
-
-
 def pooled_clips(reports: Sequence[dict[str, Any]]
                  ) -> tuple[dict[str, list[dict[str, ConditionScore]]], dict[str, list[bool]], list[str]]:
     """Every fold's held-out clips with a face, per method (in the same clip order for every method); per calibrated
@@ -137,7 +132,7 @@ def pooled_clips(reports: Sequence[dict[str, Any]]
                 no_face.append(clip["file"])
                 continue
             for method, conds in clip.get("scores", {}).items():
-                per_method.setdefault(method, []).append({c: _condition(v) for c, v in conds.items()})
+                per_method.setdefault(method, []).append({c: ConditionScore.from_dict(v) for c, v in conds.items()})
                 if method in calibrated and "original" in conds:
                     fpr_hits.setdefault(method, []).append(conds["original"]["scan"] >= calibrated[method])
     return per_method, fpr_hits, sorted(set(no_face))
@@ -290,10 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-from", type=Path, default=None, metavar="WORK",
                    help="score the fold models of another run's --work folder instead of building (a scoring "
                         "variant, e.g. with --scan-offsets; give it its own --work and --stem)")
-    p.add_argument("--scan-offsets", type=scan_offsets_arg, default=DEFAULT_SCAN_OFFSETS, metavar="K,K,...",
-                   help="the offset scan's shifts in frames for the fold models; write --scan-offsets=-6,...,6 "
-                        "(default: Detector's, "
-                        f"{','.join(str(k) for k in DEFAULT_SCAN_OFFSETS)})")
+    add_scan_offsets_argument(p, "for the fold models")
     p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     return p
 

@@ -29,7 +29,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import ConditionScore, _jsonable  # noqa: E402
-from benchmarks.real_faces_cv import MODELS, _condition  # noqa: E402
+from benchmarks.real_faces_cv import MODELS  # noqa: E402
 from benchmarks.real_faces_pooled import mean_auc  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv_compare")
@@ -51,7 +51,7 @@ def load_scores(work: Path) -> ClipScores:
         for clip in json.loads(path.read_text())["clips"]:
             if clip.get("face_found") is False:
                 continue
-            out[clip["file"]] = {m: {c: _condition(v) for c, v in conds.items()}
+            out[clip["file"]] = {m: {c: ConditionScore.from_dict(v) for c, v in conds.items()}
                                  for m, conds in clip.get("scores", {}).items() if m in MODELS}
     return out
 
@@ -70,12 +70,12 @@ def paired_difference(reference: ClipScores, variant: ClipScores, method: str, r
                    if method in reference[f] and method in variant[f])
     if len(files) < 2:
         raise ValueError(f"{method}: fewer than 2 clips scored by both recipes")
-    rng = np.random.default_rng(seed)
-    diffs = []
     def recipe_auc(scores: ClipScores, draw: Sequence[str]) -> float:
         auc = mean_auc([scores[f][method] for f in draw], method)
         return float("nan") if auc is None else auc
 
+    rng = np.random.default_rng(seed)
+    diffs = []
     for _ in range(reps):
         draw = [files[i] for i in rng.integers(0, len(files), len(files))]
         diffs.append(recipe_auc(variant, draw) - recipe_auc(reference, draw))

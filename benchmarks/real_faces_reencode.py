@@ -92,11 +92,6 @@ class ReencodedStore(rf.ClipStore):
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
-def _score(d: dict[str, Any]) -> rf.ConditionScore:
-    return rf.ConditionScore(scan=d["scan"], mean=d["mean"], max=d["max"], offset=d["offset"],
-                             offset_head=d.get("offset_head"))
-
-
 def _moves(scores: dict[str, float], reference: dict[str, float] | None) -> dict[str, float | None] | None:
     """How far each file's score moved from ``reference`` (its as-is score): median |move|, largest up and down."""
     if reference is None:
@@ -132,7 +127,7 @@ def summarise_transform(reports: dict[str, dict[str, Any]], reference: dict[str,
     for row in test["table"]:
         method = row["method"]
         clips = [c for r in reports.values() for c in r["clips"] if method in c["scores"]]
-        per_clip = [{k: _score(v) for k, v in c["scores"][method].items()} for c in clips]
+        per_clip = [{k: rf.ConditionScore.from_dict(v) for k, v in c["scores"][method].items()} for c in clips]
         originals = {c["file"]: c["scores"][method]["original"]["scan"] for c in clips}
         out[method] = {"test": row, "all": rf.summarise(per_clip, row["threshold"]), "num_clips_all": len(clips),
                        "originals_at_threshold": sum(v >= row["threshold"] for v in originals.values()),
@@ -143,8 +138,9 @@ def summarise_transform(reports: dict[str, dict[str, Any]], reference: dict[str,
 def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[str, Any]:
     """Every transform on every split (the harness's ``evaluate``) and every model's ``Detector.detect`` on every
     copy; the baseline's threshold from the as-is train split unless ``cfg.baseline_threshold`` is given."""
+    as_is = ReencodedStore(AS_IS, work_dir)  # one store: the as-is clips are prepared once for both uses below
     if cfg.run_baseline and cfg.baseline_threshold is None:
-        train = rf.evaluate(replace(cfg, split="train", run_models=False), ReencodedStore(AS_IS, work_dir))
+        train = rf.evaluate(replace(cfg, split="train", run_models=False), as_is)
         cfg = replace(cfg, baseline_threshold=float(train["baseline"]["threshold"]))
         log.info("baseline threshold %.4f (as-is train split)", cfg.baseline_threshold)
     clips = {split: rf.load_split(cfg.split_file, cfg.root, split) for split in SPLITS}
@@ -153,7 +149,7 @@ def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[s
     harness_ref: dict[str, dict[str, float]] | None = None
     detect_ref: dict[str, dict[str, float]] = {}
     for name in [AS_IS, *[t for t in transforms if t != AS_IS]]:
-        store = ReencodedStore(name, work_dir)
+        store = as_is if name == AS_IS else ReencodedStore(name, work_dir)
         t0 = time.perf_counter()
         reports = {split: rf.evaluate(replace(cfg, split=split), store) for split in SPLITS}
         rows = summarise_transform(reports, harness_ref)

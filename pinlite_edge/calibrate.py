@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS
+from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
 from pinlite_edge.errors import InputError, PinliteError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, fit_operating_point
 
@@ -80,7 +80,6 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
     that cannot be made are skipped with a warning."""
     from tqdm import tqdm
 
-    from pinlite_edge.data.reencode import TRANSFORMS, check_reencodings, reencode
     from pinlite_edge.detector import Detector
 
     names = check_reencodings(reencodings)
@@ -115,7 +114,6 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
     as videos are on their way to a user, so the threshold holds for them too) and (``write``) store it in its
     record."""
     from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
-    from pinlite_edge.data.reencode import check_reencodings
 
     checkpoint, root = Path(checkpoint), Path(data)
     names = check_reencodings(reencodings)

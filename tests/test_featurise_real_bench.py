@@ -12,6 +12,7 @@ if str(REPO) not in sys.path:
 from benchmarks import featurise_real as fr  # noqa: E402
 from pinlite_edge.contract import TINY_CONTRACT  # noqa: E402
 from pinlite_edge.features import FaceCropConfig  # noqa: E402
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
 
 
 def test_breakdown_times_every_part_of_the_pipeline(tmp_path):
@@ -52,4 +53,4 @@ def test_the_end_to_end_time_uses_the_scan_grid_it_is_given(tmp_path, monkeypatc
     finally:
         package_logger.setLevel(level)
     assert calls[0]["scan_offsets"] == (-1, 0, 1)
-    assert fr.build_parser().parse_args([]).scan_offsets == fr.DEFAULT_SCAN_OFFSETS
+    assert fr.build_parser().parse_args([]).scan_offsets == DEFAULT_SCAN_OFFSETS

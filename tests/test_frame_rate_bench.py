@@ -29,11 +29,11 @@ def test_clips_at_a_rate_hold_its_frames_and_the_shifts_are_seconds(rate):
     assert clips[0].frames.shape[0] == int(fr.CLIP_SECONDS * rate)
     assert clips[0].audio.shape[0] == int(fr.CLIP_SECONDS * TINY_CONTRACT.sample_rate)
     start = 1.0
-    (delayed,) = fr._windows(clips[0], TINY_CONTRACT, [start], 0.2, clips[1])
+    (delayed,) = rf.delayed_windows(clips[0], TINY_CONTRACT, [start], 0.2, clips[1])
     expected = compute_mfcc(audio_segment(clips[0].audio, int(round((start - 0.2) * 16000)),
                                           TINY_CONTRACT.window_samples), TINY_CONTRACT)
     np.testing.assert_allclose(delayed.mfcc, expected, atol=1e-5)  # 200 ms at any rate
-    (swapped,) = fr._windows(clips[0], TINY_CONTRACT, [start], None, clips[1])
+    (swapped,) = rf.delayed_windows(clips[0], TINY_CONTRACT, [start], None, clips[1])
     assert not np.allclose(swapped.mfcc, delayed.mfcc)
 
 
