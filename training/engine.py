@@ -141,6 +141,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
         "package_version": __version__, "params": count_parameters(model),
         "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, "sampling": sampling,
+        "runtime": {"device": str(device), "amp": use_amp,
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "selection": SELECTION, "training_data": training_data_summary(
             {"train": train.source if train.source is not None else train.dataset,
              "val": val.source if val.source is not None else val.dataset}), **(record or {}),
@@ -212,6 +214,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
 
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}",
                        dynamic_ncols=True, leave=False)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         for batch in loader:
             batch = _to_device(batch, device)
@@ -250,6 +254,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
                  "train_accuracy": running["correct"] / max(1, running["count"]),
                  "lr": float(scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0,
                  **{f"val_{k}": v for k, v in result.metrics.items()}}
+        if device.type == "cuda":  # the caching allocator's peak over the epoch's training and validation
+            entry["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         history.append(entry)
         val_metrics = result.metrics
         improved = _better(val_metrics, best)
