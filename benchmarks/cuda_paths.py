@@ -15,7 +15,12 @@ every step, so a machine that goes away mid-run still leaves the steps done so f
 4. ``bench-trt``: the card's command ``python -m pinlite_edge.bench --runtime trt`` on a GPU machine without TensorRT:
    expected to exit 2 with one line naming what is missing.
 5. ``train-{preset}-{amp,fp32}``: the teacher trained on synthetic clips with AMP (fp16 autocast + GradScaler) and
-   without, same seed and data: seconds per epoch, validation AUC and loss, the CUDA allocator's peak per epoch.
+   without, same seed and data: seconds per epoch (training and validation), validation AUC and loss, the CUDA
+   allocator's peak over each epoch's training steps.
+6. ``amp-steps``: one training step of the teacher (forward under autocast as the trainer does, the teacher loss,
+   backward, AdamW) on a batch already on the GPU, so no data loading is in it: median milliseconds per step and
+   the allocator's peak, AMP vs FP32, per preset and batch size. Step 5 times the trainer as users run it (its data
+   loading included); this step shows what AMP changes in the GPU work alone.
 
     python benchmarks/cuda_paths.py --artifacts pinlite-workspace
 
@@ -32,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
@@ -86,6 +93,61 @@ def training_summary(out_dir: Path) -> dict[str, Any] | None:
             "history": [{k: e.get(k) for k in keep} for e in rec.get("history", [])]}
 
 
+def amp_step_probe(presets: Sequence[str], batches: Sequence[int], steps: int = 20, warmup: int = 5,
+                   device_name: str = "cuda") -> list[dict[str, Any]]:
+    """Step 6 (module doc): median ms per training step and allocator peak, AMP vs FP32, data already on the GPU.
+    ``device_name="cpu"`` runs the FP32 rows only (a dry run of this code without a GPU)."""
+    import torch
+
+    from pinlite_edge.contract import NUM_OFFSET_CLASSES
+    from pinlite_edge.models import create_teacher
+    from pinlite_edge.training.losses import teacher_loss
+
+    device = torch.device(device_name)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rows = []
+    for preset in presets:
+        for batch in batches:
+            for amp in ((True, False) if cuda else (False,)):
+                torch.manual_seed(0)
+                model = create_teacher(preset, pretrained=False).to(device).train()
+                c = model.config.contract
+                frames = torch.randn(batch, *c.frames_shape(), device=device)
+                mfcc = torch.randn(batch, *c.mfcc_shape(), device=device)
+                label = torch.randint(0, 2, (batch,), device=device)
+                offset = torch.randint(0, NUM_OFFSET_CLASSES, (batch,), device=device)
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                scaler = torch.amp.GradScaler("cuda", enabled=amp)
+                sync()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated() if cuda else 0
+                times = []
+                for i in range(warmup + steps):
+                    t0 = time.perf_counter()
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                        out = model(frames, mfcc)
+                    loss, _ = teacher_loss(out, label, offset)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sync()
+                    if i >= warmup:
+                        times.append(time.perf_counter() - t0)
+                rows.append({"preset": preset, "batch": batch, "amp": amp,
+                             "median_ms": round(1000 * float(np.median(times)), 3),
+                             "min_ms": round(1000 * min(times), 3),
+                             "allocator_peak_mb": round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+                             if cuda else None,
+                             "loss_finite": bool(torch.isfinite(loss).item())})
+                del model, opt, frames, mfcc, out, loss
+                if cuda:
+                    torch.cuda.empty_cache()
+    return rows
+
+
 def onnxruntime_providers() -> list[str] | str:
     try:
         import onnxruntime as ort
@@ -108,6 +170,12 @@ def markdown(result: dict[str, Any]) -> str:
              "", "| step | exit | seconds |", "|---|---|---|"]
     for name, step in result["steps"].items():
         lines.append(f"| {name} | {step['exit_code']} | {step['seconds']} |")
+    if result.get("amp_steps"):
+        lines += ["", "### amp-steps (one teacher training step, batch on the GPU)", "",
+                  "| preset | batch | AMP | median ms/step | min ms | allocator peak MB |", "|---|---|---|---|---|---|"]
+        for r in result["amp_steps"]:
+            lines.append(f"| {r['preset']} | {r['batch']} | {'yes' if r['amp'] else 'no'} | {r['median_ms']} | "
+                         f"{r['min_ms']} | {r['allocator_peak_mb']} |")
     for name, step in result["steps"].items():
         if step.get("bench"):
             lines += ["", f"### {name}", "", "| model | device | ms/clip p50 | clips/s | GPU load MB | GPU inference peak MB | torch allocator peak MB | "
@@ -144,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="workspace whose models the bench steps use (default ./pinlite-workspace)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per AMP / FP32 run (default 3)")
     p.add_argument("--presets", default="tiny,paper", help="teacher presets trained in step 5 (default tiny,paper)")
+    p.add_argument("--no-e2e", action="store_true",
+                   help="pass --no-e2e to the bench steps (where the face crop's OpenCV 4 or PyAV is missing)")
+    p.add_argument("--amp-batches", default="32,128", help="batch sizes of step 6 (default 32,128)")
     p.add_argument("--skip", default="", help="comma-separated step names to skip")
     args_list, args = parse_cli(p, argv)
     import torch
@@ -169,14 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           args.out_dir)
         log.info("wrote %s, %s", json_path, md_path)
 
-    bench = [py, "-m", "pinlite_edge.bench", "--artifacts", str(args.artifacts), "--no-plots"]
+    bench = [py, "-m", "pinlite_edge.bench", "--artifacts", str(args.artifacts), "--no-plots",
+             *(["--no-e2e"] if args.no_e2e else [])]
     steps: list[tuple[str, list[str], float]] = [
         ("gpu-tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda_gpu.py", "-rs"], 300),
         ("bench-torch-cuda", [*bench, "--runtime", "torch", "--device", "cuda", "--out", str(work / "b1")], 300),
-        ("bench-torch-cuda-b32", [*bench, "--runtime", "torch", "--device", "cuda", "--batch", "32", "--no-e2e",
+        ("bench-torch-cuda-b32", [*bench, "--runtime", "torch", "--device", "cuda", "--batch", "32",
                                   "--out", str(work / "b32")], 300),
-        ("bench-ort-cuda", [*bench, "--runtime", "ort", "--device", "cuda", "--no-e2e", "--out", str(work / "ort")],
-         300),
+        ("bench-ort-cuda", [*bench, "--runtime", "ort", "--device", "cuda", "--out", str(work / "ort")], 300),
         ("bench-trt", [py, "-m", "pinlite_edge.bench", "--runtime", "trt", "--artifacts", str(args.artifacts),
                        "--out", str(work / "trt")], 120),
     ]
@@ -199,6 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name.startswith("train-"):
             step["training"] = training_summary(Path(cmd[cmd.index("--output") + 1]))
         result["steps"][name] = step
+        save()
+    if "amp-steps" not in skip:
+        t0 = time.perf_counter()
+        try:
+            result["amp_steps"] = amp_step_probe([s for s in args.presets.split(",") if s],
+                                                 [int(b) for b in args.amp_batches.split(",") if b])
+        except Exception as exc:  # noqa: BLE001 - recorded: the steps before it are kept either way
+            result["amp_steps_error"] = f"{type(exc).__name__}: {exc}"
+            log.exception("amp-steps failed")
+        result["steps"]["amp-steps"] = {"command": "in-process (amp_step_probe)",
+                                        "exit_code": 0 if "amp_steps" in result else 1,
+                                        "seconds": round(time.perf_counter() - t0, 2), "output_tail": ""}
         save()
     return 0
 

@@ -173,6 +173,27 @@ def test_missing_artefact_is_a_clear_error(workspace, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_missing_face_detector_fails_before_any_measurement(workspace, tmp_path, capsys, monkeypatch):
+    """Seen on a GPU machine with OpenCV 5 (no CascadeClassifier): the end-to-end pass failed only after the accuracy
+    and latency passes, losing them. Now it fails first, in one line that names --no-e2e, and --no-e2e runs."""
+    from pinlite_edge.bench import core
+    from pinlite_edge.errors import BackendUnavailableError
+    from pinlite_edge.features import facetrack
+
+    def missing(name):
+        raise BackendUnavailableError("opencv-haar (cv2 5.0.0)", "cv2.CascadeClassifier is missing", "hint")
+
+    monkeypatch.setattr(facetrack, "load_cascade", missing)
+    monkeypatch.setattr(core, "load_eval_data", lambda *a, **k: pytest.fail("data loaded before the e2e check"))
+    assert main(["--runtime", "torch", "--artifacts", str(workspace), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "opencv-haar" in err and "end-to-end timing needs it" in err and "--no-e2e" in err
+    assert "face_crop=False" not in err  # not an option of the bench
+    monkeypatch.undo()
+    assert main(["--runtime", "torch", "--artifacts", str(workspace), "--out", str(tmp_path), *FAST]) == 0
+
+
 def test_run_bench_never_builds_a_missing_workspace(tmp_path, monkeypatch):
     """``run_bench`` on a missing workspace raises an error that says how to build it, and trains nothing."""
     from pinlite_edge import quickstart

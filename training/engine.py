@@ -248,14 +248,15 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
                 save_state()
         if bar is not None:
             bar.close()
+        train_peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
         result = evaluate(model, val_loader, device, reference_attention=val_reference_attention)
         entry = {"epoch": epoch + 1, "train_loss": running["loss"] / max(1, running["count"]),
                  "train_accuracy": running["correct"] / max(1, running["count"]),
                  "lr": float(scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0,
                  **{f"val_{k}": v for k, v in result.metrics.items()}}
-        if device.type == "cuda":  # the caching allocator's peak over the epoch's training and validation
-            entry["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if train_peak_mb is not None:  # the caching allocator's peak over the epoch's training steps
+            entry["cuda_peak_mb"] = train_peak_mb
         history.append(entry)
         val_metrics = result.metrics
         improved = _better(val_metrics, best)

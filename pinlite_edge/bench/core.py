@@ -30,7 +30,7 @@ from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS
 from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.bench.data import EvalData, load_eval_data
-from pinlite_edge.bench.endtoend import find_videos, measure_end_to_end
+from pinlite_edge.bench.endtoend import check_end_to_end_backends, find_videos, measure_end_to_end
 from pinlite_edge.bench.machine import describe_machine
 from pinlite_edge.bench.memory import measure_isolated
 from pinlite_edge.bench.modelstats import params_and_flops
@@ -196,6 +196,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     options = [runner_options(s.backend, cfg) for s in specs]
     runners: list[BaseRunner] = [load_runner(s.path, **o) for s, o in zip(specs, options)]
     ref_device = reference_device([o["device"] for o in options], notes)
+    if cfg.e2e:  # what the artefacts need is checked first; this one in seconds, not after the accuracy and latency
+        check_end_to_end_backends()
 
     cache_dir = cfg.cache_dir or ((workspace / "cache" / "bench") if workspace else cfg.out / "cache")
     data = load_eval_data(cfg.data, cfg.split, contract, limit=cfg.limit,

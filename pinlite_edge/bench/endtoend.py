@@ -79,6 +79,25 @@ def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputCo
     raise PinliteError(f"--e2e-data {spec!r} is neither 'auto', 'synthetic', a folder nor a video file")
 
 
+def check_end_to_end_backends() -> None:
+    """Fail before any measurement when the end-to-end pass cannot run: it decodes with PyAV and crops faces with
+    OpenCV's Haar cascades. :class:`BackendUnavailableError` naming what is missing and ``--no-e2e``."""
+    from pinlite_edge.errors import BackendUnavailableError
+    from pinlite_edge.features.facetrack import CASCADE_INSTALL_HINT, FRONTAL_CASCADE, PROFILE_CASCADE, load_cascade
+
+    try:
+        import av  # noqa: F401, PLC0415 - only checked here
+
+        load_cascade(FRONTAL_CASCADE)
+        load_cascade(PROFILE_CASCADE)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(exc.backend, f"end-to-end timing needs it: {exc.reason}",
+                                      f"{CASCADE_INSTALL_HINT}; or pass --no-e2e to bench the model alone") from None
+    except ImportError as exc:
+        raise BackendUnavailableError("av (PyAV)", f"end-to-end timing decodes with it: {exc}",
+                                      "pip install av; or pass --no-e2e to bench the model alone") from None
+
+
 def _summary(values: Sequence[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}

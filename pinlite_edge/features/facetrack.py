@@ -54,8 +54,10 @@ FOLLOW_SIZES = (0.88, 1.15)
 #: A candidate continues the track when its IoU with the last tracked box is at least this.
 MIN_IOU = 0.25
 
-_CASCADE_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); OpenCV 5 moved "
-                 "CascadeClassifier to contrib and its wheels ship no cascade files. Or pass face_crop=False.")
+#: how to get the face detector back (OpenCV 4.x's wheels ship CascadeClassifier and its cascade files)
+CASCADE_INSTALL_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); OpenCV 5 moved "
+                        "CascadeClassifier to contrib and its wheels ship no cascade files")
+_CASCADE_HINT = CASCADE_INSTALL_HINT + ". Or pass face_crop=False."
 
 
 _PER_THREAD = threading.local()
