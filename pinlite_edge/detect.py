@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             print("  no face found in the clip (centre crop scored): the probabilities above say little")
         elif result.face_coverage is not None:
             print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
+        if result.windows:
+            basis = ("the verdict above is the clip's offset scan, not these" if result.aggregate == "scan"
+                     else f"the verdict above is their {result.aggregate}")
+            print(f"  per window: the classifier's P(fake) at the given alignment and its offset head ({basis})")
         for w in result.windows:
             print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset head {w.offset_frames:+d}")
     if args.explain:  # after the result is printed: a failed write does not lose it

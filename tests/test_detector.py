@@ -146,9 +146,12 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert main([str(path), "--model", str(model_files["onnx"])]) == 0
     out = capsys.readouterr().out
     assert "NO-FACE" in out and "P(fake) scan" in out and "offset scan" in out and "no face found" in out
+    assert "per window: the classifier's P(fake) at the given alignment" in out
+    assert "the verdict above is the clip's offset scan, not these" in out  # a window's 0.9 is not the verdict
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-offset-scan", "--aggregate", "max"]) == 0
     out = capsys.readouterr().out
     assert "P(fake) max" in out and "scan" not in out.splitlines()[0] and "offset head" in out
+    assert "the verdict above is their max" in out
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-offset-scan"]) == 2
     assert "--no-offset-scan needs --aggregate max or mean" in capsys.readouterr().err
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-face-crop"]) == 0
