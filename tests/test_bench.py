@@ -178,12 +178,12 @@ def test_missing_face_detector_fails_before_any_measurement(workspace, tmp_path,
     and latency passes, losing them. Now it fails first, in one line that names --no-e2e, and --no-e2e runs."""
     from pinlite_edge.bench import core
     from pinlite_edge.errors import BackendUnavailableError
-    from pinlite_edge.features import facetrack
+    from pinlite_edge.features import facecrop
 
     def missing(name):
         raise BackendUnavailableError("opencv-haar (cv2 5.0.0)", "cv2.CascadeClassifier is missing", "hint")
 
-    monkeypatch.setattr(facetrack, "load_cascade", missing)
+    monkeypatch.setattr(facecrop, "load_cascade", missing)
     monkeypatch.setattr(core, "load_eval_data", lambda *a, **k: pytest.fail("data loaded before the e2e check"))
     assert main(["--runtime", "torch", "--artifacts", str(workspace), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

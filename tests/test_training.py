@@ -189,6 +189,9 @@ def test_teacher_checkpoint_record(teacher_ckpt):
     assert len(rec["history"]) == 1 and "val_accuracy" in rec["history"][0]
     assert set(rec["dataset_fingerprint"]) == {"train", "val"}
     assert rec["package_version"] and rec["config"]["seed"] == 0
+    # where it ran, as run (the config's "auto" resolved); CUDA runs add the GPU and each epoch's allocator peak
+    assert rec["runtime"] == {"device": "cpu", "amp": False, "gpu": None}
+    assert "cuda_peak_mb" not in rec["history"][0]
     model, _ = load_checkpoint(teacher_ckpt)
     assert model.config.kind == "teacher"
     assert (teacher_ckpt.parent / "last.state.safetensors").is_file()

@@ -83,13 +83,13 @@ def check_end_to_end_backends() -> None:
     """Fail before any measurement when the end-to-end pass cannot run: it decodes with PyAV and crops faces with
     OpenCV's Haar cascades. :class:`BackendUnavailableError` naming what is missing and ``--no-e2e``."""
     from pinlite_edge.errors import BackendUnavailableError
-    from pinlite_edge.features.facetrack import CASCADE_INSTALL_HINT, FRONTAL_CASCADE, PROFILE_CASCADE, load_cascade
+    from pinlite_edge.features.facecrop import require_face_detector
+    from pinlite_edge.features.facetrack import CASCADE_INSTALL_HINT
 
     try:
         import av  # noqa: F401, PLC0415 - only checked here
 
-        load_cascade(FRONTAL_CASCADE)
-        load_cascade(PROFILE_CASCADE)
+        require_face_detector()
     except BackendUnavailableError as exc:
         raise BackendUnavailableError(exc.backend, f"end-to-end timing needs it: {exc.reason}",
                                       f"{CASCADE_INSTALL_HINT}; or pass --no-e2e to bench the model alone") from None

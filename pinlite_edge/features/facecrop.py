@@ -78,11 +78,17 @@ class ClipFaces:
     coverage: float  # fraction of probed frames with a detection of the tracked face
 
 
+def require_face_detector() -> None:
+    """:class:`BackendUnavailableError` unless OpenCV's Haar cascade class and its bundled frontal and profile models
+    are present."""
+    load_cascade(FRONTAL_CASCADE)
+    load_cascade(PROFILE_CASCADE)
+
+
 def face_detector_available() -> bool:
-    """True when OpenCV's Haar cascade class and its bundled frontal and profile models are present."""
+    """True when :func:`require_face_detector` passes."""
     try:
-        load_cascade(FRONTAL_CASCADE)
-        load_cascade(PROFILE_CASCADE)
+        require_face_detector()
     except BackendUnavailableError:
         return False
     return True
