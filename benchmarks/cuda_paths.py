@@ -178,15 +178,17 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{r['min_ms']} | {r['allocator_peak_mb']} |")
     for name, step in result["steps"].items():
         if step.get("bench"):
-            lines += ["", f"### {name}", "", "| model | device | ms/clip p50 | clips/s | GPU load MB | GPU inference peak MB | torch allocator peak MB | "
-                      "e2e s/video | AUC | EPS vs teacher |", "|---|---|---|---|---|---|---|---|---|---|"]
+            lines += ["", f"### {name}", "", "| model | device | ms/clip p50 | clips/s | GPU load MB | "
+                      "GPU inference peak MB | torch allocator peak MB | e2e s/video | AUC | EPS vs teacher |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for row in step["bench"]["rows"]:
                 gpu = (row.get("memory") or {}).get("gpu") or {}
                 lat = row["latency"]["per_clip"]["median_ms"]
                 e2e = ((row.get("end_to_end") or {}).get("end_to_end_s") or {}).get("median")
                 lines.append(f"| {row['name']} | {row['device']} | {lat:.3f} | "
                              f"{row['latency']['throughput_clips_per_s']:.0f} | {_mb(gpu.get('load_delta_bytes'))} | "
-                             f"{_mb(gpu.get('inference_peak_delta_bytes'))} | {_mb(gpu.get('torch_allocator_peak_bytes'))} | {e2e if e2e is None else f'{e2e:.3f}'} | "
+                             f"{_mb(gpu.get('inference_peak_delta_bytes'))} | "
+                             f"{_mb(gpu.get('torch_allocator_peak_bytes'))} | {e2e if e2e is None else f'{e2e:.3f}'} | "
                              f"{(row.get('metrics') or {}).get('auc', float('nan')):.3f} | "
                              f"{(row.get('eps_vs_teacher') or {}).get('eps_mean', float('nan')):.3f} |")
         if step.get("training"):
