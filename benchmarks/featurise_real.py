@@ -3,7 +3,9 @@
 For each clip (``grid/*.mpg`` and ``talking/*.mp4``) it runs what ``Detector.detect`` runs before the model:
 ``pinlite_edge.features.prepare_windows`` = one PyAV decode of audio + video, face tracking, mouth crop, audio
 alignment and resampling, and the MFCC + frame normalisation of every window (default stride). It reports per clip
-``face_found`` and ``face_coverage`` (fraction of the frames the detector ran on where it found the tracked face), and
+``face_found``, ``face_coverage`` (fraction of the frames the detector ran on where it found the tracked face),
+``faces_in_view`` (the most faces the tracker's whole-image searches saw at once: more than one, and the verdict
+follows one person of several), and
 the wall time per second of video: the median over ``--repeats`` runs, beside this process's CPU time (robust to other
 processes sharing the core) and the wall time of the decode alone (the same PyAV pass with no consumer), so the share
 of decoding is visible.
@@ -77,6 +79,7 @@ class ClipResult:
     decode_seconds: list[float]  # decode-only wall time of each repeat
     e2e_seconds: list[float] | None = None  # Detector.detect wall time (offset scan on), with --model
     e2e_noscan_seconds: list[float] | None = None  # the same with the scan off
+    faces_in_view: int | None = None  # most faces seen at once by the tracker's whole-image searches
 
     @property
     def s_per_s(self) -> float:
@@ -144,7 +147,8 @@ def measure(path: Path, contract: Any, repeats: int, config: FaceCropConfig,
                       face_coverage=None if clip.face_coverage is None else round(clip.face_coverage, 4),
                       seconds=[round(t, 4) for t in times], cpu_seconds=[round(t, 4) for t in cpu_times],
                       decode_seconds=[round(t, 4) for t in decode_times],
-                      e2e_seconds=e2e or None, e2e_noscan_seconds=e2e_noscan or None)
+                      e2e_seconds=e2e or None, e2e_noscan_seconds=e2e_noscan or None,
+                      faces_in_view=clip.faces_in_view)
 
 
 def breakdown(path: Path, contract: Any, config: FaceCropConfig) -> dict[str, float]:
@@ -250,6 +254,7 @@ def summary(results: list[ClipResult]) -> dict[str, Any]:
         return {"clips": len(rs), "face_found": sum(bool(r.face_found) for r in rs),
                 "face_found_rate": round(sum(bool(r.face_found) for r in rs) / len(rs), 4) if rs else None,
                 "mean_face_coverage": round(float(np.mean(cov)), 4) if cov else None,
+                "several_faces": sum((r.faces_in_view or 0) > 1 for r in rs),
                 "median_s_per_s": round(float(np.median([r.s_per_s for r in rs])), 4) if rs else None,
                 "median_cpu_s_per_s": round(float(np.median([r.cpu_s_per_s for r in rs])), 4) if rs else None}
 
@@ -289,14 +294,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        "| set | clips | face found | mean face coverage | median s per s of video (wall) | (CPU) |",
-        "|---|---|---|---|---|---|",
+        "| set | clips | face found | mean face coverage | clips with several faces in view | median s per s of "
+        "video (wall) | (CPU) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key in ("grid", "talking", "all"):
         if key in s:
             r = s[key]
             lines.append(f"| {key} | {r['clips']} | {r['face_found']}/{r['clips']} | {r['mean_face_coverage']} | "
-                         f"{r['median_s_per_s']} | {r['median_cpu_s_per_s']} |")
+                         f"{r.get('several_faces', 'n/a')} | {r['median_s_per_s']} | {r['median_cpu_s_per_s']} |")
     lines.append("")
     for key in ("720p", "1080p"):
         if key in s:
@@ -311,12 +317,13 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"  - end to end with `{report.get('model')}` (`Detector.detect`, offset scan on): "
                              f"{r['e2e_s_per_s']} s per second{e2e_target}; scan off: {r['e2e_noscan_s_per_s']}")
     lines += ["", "## Per clip", "",
-              "| folder | clip | size | fps | s | windows | face found | coverage | s/s wall | s/s CPU | decode s/s "
-              "| end to end s/s (scan / no scan) | runs wall (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| folder | clip | size | fps | s | windows | face found | coverage | faces in view | s/s wall | s/s CPU "
+              "| decode s/s | end to end s/s (scan / no scan) | runs wall (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["clips"]:
         lines.append(f"| {r['folder']} | {r['name']} | {r['width']}x{r['height']} | {r['fps']} | {r['video_seconds']} "
-                     f"| {r['windows']} | {r['face_found']} | {r['face_coverage']} | {r['s_per_s']:.4f} | "
+                     f"| {r['windows']} | {r['face_found']} | {r['face_coverage']} | {r.get('faces_in_view')} "
+                     f"| {r['s_per_s']:.4f} | "
                      f"{r['cpu_s_per_s']:.4f} | {r['decode_s_per_s']:.4f} | {r.get('e2e', 'n/a')} | "
                      f"{', '.join(f'{t:.3f}' for t in r['seconds'])} |")
     if report.get("breakdown"):

@@ -72,6 +72,10 @@ class DetectionResult:
     face_found: bool | None = None
     #: fraction of the frames searched where the tracked face was detected (None: not known)
     face_coverage: float | None = None
+    #: most faces seen at once in the face tracker's whole-image searches (every 2 s; None: not known). More than
+    #: one: the verdict follows the tracked face only, and in a genuine clip another person's speech does not move
+    #: its lips (a two-person interview can look out of sync)
+    faces_in_view: int | None = None
     #: where ``threshold`` came from: "caller", "operating point (<clips it was measured on>)" or "default 0.5"
     threshold_source: str = "caller"
     #: P(fake) of the offset scan (None: no scan): 1 - exp(-(best alignment's margin - given alignment's margin))
@@ -113,7 +117,7 @@ class DetectionResult:
             "frame_times": np.round(self.frame_times, 4).tolist(),
             "model_training_data": self.model_training_data,
             "model_trained_on_real_video": self.model_trained_on_real_video,
-            "face_found": self.face_found, "face_coverage": self.face_coverage,
+            "face_found": self.face_found, "face_coverage": self.face_coverage, "faces_in_view": self.faces_in_view,
         }
         if include_attention:
             d["attention"] = np.round(self.attention, 6).tolist()
@@ -423,7 +427,7 @@ class Detector:
                                        max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
                                        scan_offsets=self.scan_offsets)
         result = self.score_stream(windows, str(video_path),
-                                   face_info=lambda: (stream.face_found, stream.face_coverage))
+                                   face_info=lambda: (stream.face_found, stream.face_coverage, stream.faces_in_view))
         self._warn_if_synthetic_only(video_path)
         return result
 
@@ -462,10 +466,10 @@ class Detector:
         starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps, source="input arrays")
         windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
         return self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
-                            face_coverage=clip.face_coverage)
+                            face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view)
 
     def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
-                      face_coverage: float | None = None) -> DetectionResult:
+                      face_coverage: float | None = None, faces_in_view: int | None = None) -> DetectionResult:
         """Score a list of already-featurised windows (:meth:`score_stream` scores them as they arrive, as
         ``pinlite_edge.scan`` does with the windows its worker processes decode).
 
@@ -475,21 +479,26 @@ class Detector:
         """
         if not windows:
             raise InputError(f"{source}: no window to score")
-        return self.score_stream(windows, source, face_info=lambda: (face_found, face_coverage))
+        return self.score_stream(windows, source, face_info=lambda: (face_found, face_coverage, faces_in_view))
 
     def score_stream(self, windows: Iterable[Any], source: str = "windows", *,
-                     face_info: Callable[[], tuple[bool | None, float | None]] | None = None) -> DetectionResult:
+                     face_info: Callable[[], tuple[Any, ...]] | None = None) -> DetectionResult:
         """Score windows as they arrive (any iterable, e.g. streamed from a decoding process), ``batch_size`` at a
         time: only one batch and the per-window scores are held, so memory does not grow with the clip's length.
 
-        ``face_info`` is called once the windows are exhausted and returns ``(face_found, face_coverage)`` (a stream
-        knows them only at its end); ``None``: not known. An error raised by the iterable propagates unchanged.
+        ``face_info`` is called once the windows are exhausted and returns ``(face_found, face_coverage)`` or
+        ``(face_found, face_coverage, faces_in_view)`` (a stream knows them only at its end); ``None``: not known. An
+        error raised by the iterable propagates unchanged.
         """
         scores = self._score_stream(iter(windows), source)
-        face_found, face_coverage = face_info() if face_info is not None else (None, None)
-        return self._result(scores, face_found=face_found, face_coverage=face_coverage)
+        info = tuple(face_info()) if face_info is not None else ()
+        if len(info) not in (0, 2, 3):
+            raise InputError(f"face_info must return (face_found, face_coverage[, faces_in_view]), got {info!r}")
+        face_found, face_coverage, faces_in_view = (info + (None,) * 3)[:3]
+        return self._result(scores, face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view)
 
-    def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None) -> DetectionResult:
+    def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
+                faces_in_view: int | None = None) -> DetectionResult:
         logits = np.concatenate(scores.logits)
         offset_probs = softmax(np.concatenate(scores.offsets))
         attention = np.concatenate(scores.attention)
@@ -524,5 +533,5 @@ class Detector:
             frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
             explain_frames=_display_frames(scores.best_frames, c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
-            face_found=face_found, face_coverage=face_coverage,
+            face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view,
         )

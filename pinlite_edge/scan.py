@@ -19,8 +19,8 @@ One JSON line per file::
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
      "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
-     "window_starts": [...], "face_found": true, "face_coverage": 0.97, "error": null, "error_type": null,
-     "seconds": 0.41}
+     "window_starts": [...], "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null,
+     "error_type": null, "seconds": 0.41}
 
 A clip where no face is found anywhere has ``"verdict": "no-face"`` (its probabilities are still recorded). Bad files
 have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
@@ -286,7 +286,7 @@ def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
         yield error(f"unexpected {type(exc).__name__} while decoding {path}: {exc}", type(exc).__name__)
         return
     yield "end", path, {"face_found": stream.face_found, "face_coverage": stream.face_coverage,
-                        "seconds": busy + time.perf_counter() - resumed}
+                        "faces_in_view": stream.faces_in_view, "seconds": busy + time.perf_counter() - resumed}
 
 
 class WorkerCrashed(Exception):
@@ -321,8 +321,8 @@ class FileStream:
             elif kind == "error":
                 raise _DecodeFailed(self.info["error"])
 
-    def face_info(self) -> tuple[bool | None, float | None]:
-        return self.info.get("face_found"), self.info.get("face_coverage")
+    def face_info(self) -> tuple[bool | None, float | None, int | None]:
+        return self.info.get("face_found"), self.info.get("face_coverage"), self.info.get("faces_in_view")
 
     def close(self) -> None:
         """Read what is left of this file's stream (scoring stopped early) so the next file's messages come next."""
@@ -490,7 +490,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                            "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
                            "window_fake_probs": [], "window_starts": [], "face_found": job.get("face_found"),
-                           "face_coverage": job.get("face_coverage"), "error": job.get("error"),
+                           "face_coverage": job.get("face_coverage"), "faces_in_view": job.get("faces_in_view"),
+                           "error": job.get("error"),
                            "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
     if error is not None:
         rec["error"], rec["error_type"] = str(error), type(error).__name__
@@ -504,7 +505,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                    window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
                    window_starts=[round(w.start_seconds, 4) for w in result.windows],
                    face_found=result.face_found,
-                   face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4))
+                   face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),
+                   faces_in_view=result.faces_in_view)
     return rec
 
 

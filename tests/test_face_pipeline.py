@@ -180,6 +180,70 @@ def test_clip_without_a_face_says_so(faceless, caplog, tmp_path):
     assert 0.0 <= result.fake_prob <= 1.0 and result.to_dict()["verdict"] == "no-face"
 
 
+def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
+    """Faces are counted in whole-image searches every CENSUS_SECONDS, beside the track: the most seen at once in two
+    searches (a single Haar false positive does not make a second person). The track itself is unchanged."""
+    from pinlite_edge.features import facetrack
+
+    box = np.array([10.0, 10.0, 40.0, 40.0])
+    other = np.array([120.0, 10.0, 40.0, 40.0])
+    per_search: list[int] = []
+
+    def fake_detect(gray, **kw):
+        n = per_search.pop(0) if per_search else 1
+        return [box * 200 / 160, other * 200 / 160][:n]  # detection-image pixels (160 px wide frames -> 200)
+
+    monkeypatch.setattr(facetrack, "detect_faces", fake_detect)
+    monkeypatch.setattr(facetrack.FaceTrack, "_near", lambda self, luma, b: [b.copy()])  # follow: always found
+    params = TrackParams(search_every=10, follow_every=4, redetect_every=None, max_gap=25, smooth_radius=0,
+                         census_every=50)
+    luma = np.zeros((160, 160), np.uint8)
+
+    def run(counts: list[int], frames: int = 160) -> FaceTrack:
+        per_search[:] = counts
+        track = FaceTrack(params, (200, 200))
+        for i in range(frames):
+            track.observe(i, luma)
+        return track
+
+    one_fp = run([1, 2, 1, 1])  # search at 0, censuses at 50, 100, 150: the 2 at frame 50 is alone
+    assert len(one_fp._census) == 4 and one_fp.faces_in_view == 1
+    two = run([1, 2, 2, 1])
+    assert two.faces_in_view == 2
+    assert np.allclose(two.boxes(0, 160), one_fp.boxes(0, 160))  # the census never moves the track
+    assert run([2], frames=40).faces_in_view == 2  # a short clip: its one search decides
+
+
+def test_two_people_in_view_are_reported(grid_clips, tmp_path, capsys):
+    """Two real speakers side by side (two GRID clips, the left one's audio), as in a split-screen interview: the
+    result says 2 faces are in view, through the file and the array paths, and the CLI says what it means; one
+    speaker alone says 1."""
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.data.reencode import decode_clip
+    from pinlite_edge.detect import main as detect_main
+    from pinlite_edge.detector import Detector
+    from pinlite_edge.models import create_student
+
+    left, right = decode_clip(grid_clips[0]), decode_clip(grid_clips[1])
+    n = min(len(left.frames), len(right.frames))
+    pair = np.stack([np.concatenate([a, b], axis=1) for a, b in zip(left.frames[:n], right.frames[:n])])
+    path = write_clip(tmp_path / "two.mkv", pair, left.audio, left.sample_rate)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    with Detector.load(ckpt, threads=1) as det:
+        both = det.detect(path)
+        arrays = det.detect_arrays(pair, left.audio, left.sample_rate, fps=left.fps)
+        alone = det.detect(grid_clips[0])
+    assert both.faces_in_view == 2 and arrays.faces_in_view == 2 and both.to_dict()["faces_in_view"] == 2
+    assert alone.faces_in_view == 1
+    assert detect_main([str(path), "--model", str(ckpt), "--threads", "1"]) == 0
+    assert "2 faces in view: the verdict follows one of them" in capsys.readouterr().out
+    assert detect_main([str(grid_clips[0]), "--model", str(ckpt), "--threads", "1"]) == 0
+    assert "faces in view" not in capsys.readouterr().out
+
+
 def test_face_coverage_survives_the_feature_cache(grid, tmp_path):
     from pinlite_edge.data.cache import FeatureCache
 
@@ -189,6 +253,7 @@ def test_face_coverage_survives_the_feature_cache(grid, tmp_path):
     cache.put("ab" * 32, "cd" * 8, clip)
     back = cache.get("ab" * 32, "cd" * 8)
     assert back.face_found is True and back.face_coverage == pytest.approx(clip.face_coverage)
+    assert clip.faces_in_view == 1 and back.faces_in_view == 1
 
 
 # --------------------------------------------------------------------------------------------- tracking and crop

@@ -58,9 +58,11 @@ class FeatureCache:
             with np.load(path, allow_pickle=False) as z:
                 face = int(z["face_found"])
                 coverage = float(z["face_coverage"])
+                faces = int(z["faces_in_view"]) if "faces_in_view" in z.files else -1  # entries before the count
                 return PreparedClip(frames=z["frames"], fps=float(z["fps"]), audio=z["audio"],
                                     sample_rate=int(z["sample_rate"]), face_found=None if face < 0 else bool(face),
-                                    face_coverage=None if coverage < 0 else coverage)
+                                    face_coverage=None if coverage < 0 else coverage,
+                                    faces_in_view=None if faces < 0 else faces)
         except Exception as exc:  # a damaged entry must never break training: rebuild it
             log.warning("feature cache entry %s is unreadable (%s); rebuilding it", path, exc)
             return None
@@ -69,10 +71,11 @@ class FeatureCache:
         path = self.entry(file_sha256, cfg_hash)
         face = -1 if clip.face_found is None else int(clip.face_found)
         coverage = -1.0 if clip.face_coverage is None else float(clip.face_coverage)
+        faces = -1 if clip.faces_in_view is None else int(clip.faces_in_view)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, frames=clip.frames, audio=clip.audio, fps=np.float64(clip.fps),
                                 sample_rate=np.int64(clip.sample_rate), face_found=np.int64(face),
-                                face_coverage=np.float64(coverage))
+                                face_coverage=np.float64(coverage), faces_in_view=np.int64(faces))
         return path
 
 

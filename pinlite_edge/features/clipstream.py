@@ -179,7 +179,7 @@ class Windower:
 
 class FileStream:
     """Decode ``path`` once (see the module doc). Iterate :meth:`windows` (streaming) or call :meth:`prepare`
-    (whole clip); afterwards ``face_found``, ``face_coverage``, ``fps`` describe the clip."""
+    (whole clip); afterwards ``face_found``, ``face_coverage``, ``faces_in_view``, ``fps`` describe the clip."""
 
     def __init__(self, path: Path, contract: InputContract, *, face_crop: bool = True,
                  face_config: FaceCropConfig | None = None, deadline: Deadline, max_side: int | None,
@@ -194,6 +194,7 @@ class FileStream:
         self.placer: FramePlacer | None = None
         self.face_found: bool | None = None
         self.face_coverage: float | None = None
+        self.faces_in_view: int | None = None
         self.fps = 0.0
         self._declared: float | None = None
         self._pending: list[np.ndarray] = []  # crops waiting for their tick count
@@ -273,7 +274,8 @@ class FileStream:
         size = self.contract.frame_size
         return PreparedClip(frames=np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8),
                             fps=self.fps, audio=np.concatenate(audio), sample_rate=self.contract.sample_rate,
-                            face_found=self.face_found, face_coverage=self.face_coverage)
+                            face_found=self.face_found, face_coverage=self.face_coverage,
+                            faces_in_view=self.faces_in_view)
 
     # ------------------------------------------------------------------ shared steps
     def _decode(self) -> Iterator[None]:
@@ -297,7 +299,7 @@ class FileStream:
             raise DecodeError(self.path, str(exc)) from None
         self._pending.extend(self.crops.drain())
         if faces is not None:
-            self.face_found, self.face_coverage = faces.found, faces.coverage
+            self.face_found, self.face_coverage, self.faces_in_view = faces.found, faces.coverage, faces.faces_in_view
 
     def _check_audio(self, n_frames: int) -> None:
         media = self.media

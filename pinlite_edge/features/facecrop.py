@@ -76,6 +76,7 @@ class ClipFaces:
     boxes: list[FaceBox]
     found: bool  # a face was detected in at least one frame
     coverage: float  # fraction of probed frames with a detection of the tracked face
+    faces_in_view: int = 0  # most faces seen at once in whole-image searches (FaceTrack.faces_in_view)
 
 
 def require_face_detector() -> None:
@@ -124,7 +125,7 @@ def finish(track: FaceTrack, boxes: list[FaceBox], cfg: FaceCropConfig, source: 
             raise InputError(f"no face found in {source} ({sum(track.probed)} frames searched)")
         log.warning("no face found in %s (%d frames searched); using a centre crop, so the lip-sync evidence is "
                     "missing and its result says no-face", source, sum(track.probed))
-    return ClipFaces(boxes=boxes, found=track.found, coverage=track.coverage)
+    return ClipFaces(boxes=boxes, found=track.found, coverage=track.coverage, faces_in_view=track.faces_in_view)
 
 
 def track_frames(frames: np.ndarray, fps: float, config: FaceCropConfig | None = None, *,

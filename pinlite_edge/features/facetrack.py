@@ -18,6 +18,11 @@ detection are filled by linear interpolation between detections at most ``max_ga
 nearest detection is held. Centre and size are then smoothed with a centred moving median followed by a centred moving
 mean (``smooth_seconds`` each), so the crop does not jitter from frame to frame.
 
+Other faces are counted, not followed: every ``CENSUS_SECONDS`` (and in every search) the whole image is searched
+and its faces counted. :attr:`FaceTrack.faces_in_view` is the most faces seen at once in two such searches (one lone
+false positive does not count). More than one means the verdict follows one of several people: in a two-person
+interview the other one's speech does not move the tracked lips.
+
 Everything a frame's box depends on lies at most :meth:`FaceTrack.lookahead_frames` frames ahead, so a streaming
 decoder can emit each frame's crop that many frames after it was decoded (bounded memory), and gets the same boxes
 as a pass over the whole clip (except frames before a first detection more than that far into the clip: they get no
@@ -53,6 +58,8 @@ FOLLOW_MARGIN = 0.5
 FOLLOW_SIZES = (0.88, 1.15)
 #: A candidate continues the track when its IoU with the last tracked box is at least this.
 MIN_IOU = 0.25
+#: Whole-image face counts (the census behind ``faces_in_view``) at least this far apart; they do not move the track.
+CENSUS_SECONDS = 2.0
 
 #: how to get the face detector back (OpenCV 4.x's wheels ship CascadeClassifier and its cascade files)
 CASCADE_INSTALL_HINT = ("face crop needs OpenCV 4.x (pip install 'opencv-python-headless>=4.8,<5'); OpenCV 5 moved "
@@ -164,6 +171,7 @@ class TrackParams:
     redetect_every: int | None
     max_gap: int
     smooth_radius: int
+    census_every: int = 50
 
     @classmethod
     def from_config(cls, cfg: "object", fps: float) -> "TrackParams":
@@ -171,7 +179,8 @@ class TrackParams:
         return cls(search_every=frames(cfg.search_seconds), follow_every=max(1, int(cfg.follow_every)),
                    redetect_every=None if cfg.redetect_seconds is None else frames(cfg.redetect_seconds),
                    max_gap=frames(cfg.max_gap_seconds),
-                   smooth_radius=max(0, int(round(cfg.smooth_seconds * fps / 2.0))))
+                   smooth_radius=max(0, int(round(cfg.smooth_seconds * fps / 2.0))),
+                   census_every=frames(CENSUS_SECONDS))
 
 
 class FaceTrack:
@@ -194,6 +203,8 @@ class FaceTrack:
         self._prev: list[int] = []  # index of the last detection at or before each frame, -1: none
         self._next: list[int] = []  # index of the first detection at or after each frame, -1: none yet
         self._pending: tuple[int, np.ndarray] | None = None  # a new face waiting for its confirmation
+        self._last_census = -10**9
+        self._census: list[int] = []  # faces found by each whole-image search
 
     # ---------------------------------------------------------------- detection
     def lookahead_frames(self) -> int:
@@ -229,11 +240,11 @@ class FaceTrack:
             luma = luma()
         if mode == "search":
             self._last_search = i
-            scale = self.detect_size[0] / float(luma.shape[1])
-            cands = [c / scale for c in detect_faces(equalised_grey(luma, self.detect_size),
-                                                     min_neighbors=self.min_neighbors)]
+            cands = self._whole_image(luma)
         elif mode is not None:  # follow the track, or confirm a new face: near that box only
             cands = self._near(luma, self._last if mode == "follow" else self._pending[1])
+        if mode != "search" and i - self._last_census >= self.params.census_every:
+            self._whole_image(luma() if callable(luma) else luma)  # counted only
         det = self._associate(i, cands, mode) if mode else None
         self.raw.append(None)
         self.probed.append(mode is not None)
@@ -241,6 +252,15 @@ class FaceTrack:
         self._next.append(-1)
         if det is not None:
             self._record(i, det)
+
+    def _whole_image(self, luma: np.ndarray) -> list[np.ndarray]:
+        """Faces in the whole image (source pixels), counted for :attr:`faces_in_view`."""
+        self._last_census = len(self.raw)
+        scale = self.detect_size[0] / float(luma.shape[1])
+        found = [c / scale for c in detect_faces(equalised_grey(luma, self.detect_size),
+                                                 min_neighbors=self.min_neighbors)]
+        self._census.append(len(found))
+        return found
 
     def _record(self, j: int, box: np.ndarray) -> None:
         """A detection of the tracked face at frame ``j`` (the newest frame, or the one just before it)."""
@@ -318,6 +338,12 @@ class FaceTrack:
     @property
     def found(self) -> bool:
         return self._last is not None
+
+    @property
+    def faces_in_view(self) -> int:
+        """The most faces seen at once in at least two whole-image searches (the only search when there was one)."""
+        counts = sorted(self._census)
+        return counts[-2] if len(counts) >= 2 else (counts[0] if counts else 0)
 
     @property
     def coverage(self) -> float:

@@ -91,10 +91,11 @@ def prepare_arrays(
     _warn_on_degraded_audio(audio, sample_rate, n / float(fps), contract, source)
     face_found: bool | None = None
     face_coverage: float | None = None
+    faces_in_view: int | None = None
     if face_crop:
         faces = track_frames(frames_uint8, float(fps), face_config, source=source)
         boxes = faces.boxes
-        face_found, face_coverage = faces.found, faces.coverage
+        face_found, face_coverage, faces_in_view = faces.found, faces.coverage, faces.faces_in_view
     else:
         boxes = [centre_box(height, width)] * n  # pre-cropped data: square centre crop (a no-op on square frames)
     size = contract.frame_size
@@ -103,7 +104,7 @@ def prepare_arrays(
         out[i] = resize_square(boxes[i].crop(frames_uint8[i]), size)
     mono16k = resample_audio(audio, int(sample_rate), contract.sample_rate)
     return PreparedClip(frames=out, fps=float(fps), audio=mono16k, sample_rate=contract.sample_rate,
-                        face_found=face_found, face_coverage=face_coverage)
+                        face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view)
 
 
 def prepare_file(

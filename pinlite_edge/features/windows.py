@@ -50,6 +50,9 @@ class PreparedClip:
     sample_rate: int
     face_found: bool | None = None  # None: face crop was off; False: no face anywhere (centre crop)
     face_coverage: float | None = None  # fraction of probed frames where the tracked face was detected
+    #: most faces seen at once in the face tracker's whole-image searches (None: face crop off, or not recorded);
+    #: more than one: the crop follows one of them
+    faces_in_view: int | None = None
 
     @property
     def video_seconds(self) -> float:
