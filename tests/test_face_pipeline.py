@@ -188,8 +188,10 @@ def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
     box = np.array([10.0, 10.0, 40.0, 40.0])
     other = np.array([120.0, 10.0, 40.0, 40.0])
     per_search: list[int] = []
+    calls: list[dict] = []
 
     def fake_detect(gray, **kw):
+        calls.append(kw)
         n = per_search.pop(0) if per_search else 1
         return [box * 200 / 160, other * 200 / 160][:n]  # detection-image pixels (160 px wide frames -> 200)
 
@@ -208,6 +210,9 @@ def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
 
     one_fp = run([1, 2, 1, 1])  # search at 0, censuses at 50, 100, 150: the 2 at frame 50 is alone
     assert len(one_fp._census) == 4 and one_fp.faces_in_view == 1
+    # the search places the track (all cascades, fine steps); the censuses only count, with the cheaper pass
+    assert calls[0].get("profiles", True) is True and calls[0].get("scale_factor", 1.1) == 1.1
+    assert all(k["profiles"] is False and k["scale_factor"] == facetrack.CENSUS_SCALE_FACTOR for k in calls[1:])
     two = run([1, 2, 2, 1])
     assert two.faces_in_view == 2
     assert np.allclose(two.boxes(0, 160), one_fp.boxes(0, 160))  # the census never moves the track
