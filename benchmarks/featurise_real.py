@@ -18,6 +18,10 @@ With ``--model ARTIFACT`` (the contract is then the model's) it also times the w
 clip, end to end as an app runs it: with the offset scan (the default, 7 model calls per window; ``--scan-offsets``
 another grid) and without it (``scan_offsets=None``), the model on one thread.
 
+With ``--model`` it also measures what counting the faces in view costs (``faces_in_view``: the tracker's census,
+a cheaper whole-image pass every ``facetrack.CENSUS_SECONDS``): ``Detector.detect`` on the 720p clip with the census
+on and off, alternating, ``--repeats`` times each, in the same run.
+
 Threads of OpenCV / BLAS are set to 1 here. The machine may be shared: the load average before and after is recorded.
 Writes ``benchmarks/results/featurise_real/<machine>.{json,md}`` with the run's record (``benchmarks/_record.py``;
 ``--out-dir`` is the results root, ``--stem`` the bench name).
@@ -326,6 +330,14 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {r['s_per_s']:.4f} | "
                      f"{r['cpu_s_per_s']:.4f} | {r['decode_s_per_s']:.4f} | {r.get('e2e', 'n/a')} | "
                      f"{', '.join(f'{t:.3f}' for t in r['seconds'])} |")
+    if report.get("census_cost"):
+        c = report["census_cost"]
+        lines += ["", f"## What counting the faces in view costs: `{c['clip']}`, end to end", "",
+                  f"`Detector.detect` with the face census (a frontal-only whole-image pass every "
+                  f"{c['census_seconds']:g} s) on and off, alternating, {c['repeats']} runs each (median): "
+                  f"{c['e2e_s_per_s_census_on']} vs {c['e2e_s_per_s_census_off']} s per second of video, a cost of "
+                  f"{c['cost_s_per_s']} s/s. Faces in view: {c['faces_in_view_census_on']} with it, "
+                  f"{c['faces_in_view_census_off']} from the track's own searches alone."]
     if report.get("breakdown"):
         b = report["breakdown"]
         lines += ["", f"## Where the time goes: `{b['clip']}` (CPU s per second of video, one run)", "",
@@ -334,6 +346,32 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def census_cost(path: Path, detector: Any, repeats: int, video_seconds: float) -> dict[str, Any]:
+    """``Detector.detect(path)`` timed with the face census on and off (``facetrack.CENSUS_SECONDS``; the searches
+    the track needs still count faces), alternating, ``repeats`` times each: what counting the faces in view costs,
+    measured in one run so the machine's drift between runs does not enter."""
+    from pinlite_edge.features import facetrack
+
+    default = facetrack.CENSUS_SECONDS
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    faces: dict[str, int | None] = {}
+    try:
+        for _ in range(repeats):
+            for mode in ("off", "on"):
+                facetrack.CENSUS_SECONDS = default if mode == "on" else None
+                t0 = time.perf_counter()
+                result = detector.detect(path)
+                times[mode].append(time.perf_counter() - t0)
+                faces[mode] = result.faces_in_view
+    finally:
+        facetrack.CENSUS_SECONDS = default
+    clip_s = float(video_seconds)
+    return {"clip": path.name, "census_seconds": default, "repeats": repeats,
+            **{f"e2e_s_per_s_census_{m}": round(float(np.median(v)) / clip_s, 4) for m, v in times.items()},
+            "cost_s_per_s": round((float(np.median(times["on"])) - float(np.median(times["off"]))) / clip_s, 4),
+            **{f"faces_in_view_census_{m}": v for m, v in faces.items()}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,12 +429,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s: face %s coverage %s, %.4f s/s (decode %.4f)", path.name, r.face_found, r.face_coverage,
                  r.s_per_s, r.decode_s_per_s)
         results.append(r)
+    census = None
+    key = [r for r in results if r.name == KEY_CLIPS["720p"]]
+    if detectors is not None and key:
+        census = census_cost(args.data / "talking" / key[0].name, detectors[0], args.repeats, key[0].video_seconds)
     parts = None
     hits = [c for c in clips if args.breakdown and c.name == args.breakdown]
     if hits:
         parts = {"clip": hits[0].name, "parts": breakdown(hits[0], contract, config)}
     report = {
-        "breakdown": parts,
+        "breakdown": parts, "census_cost": census,
         "code_changed": record["git"]["code_changed"] or [],
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "library_versions": versions(), "load_before": load_before, "load_after": load_average(),

@@ -72,7 +72,7 @@ class DetectionResult:
     face_found: bool | None = None
     #: fraction of the frames searched where the tracked face was detected (None: not known)
     face_coverage: float | None = None
-    #: most faces seen at once in the face tracker's whole-image searches (every 4 s; None: not known). More than
+    #: most faces seen at once in the face tracker's whole-image searches (None: not known). More than
     #: one: the verdict follows the tracked face only, and in a genuine clip another person's speech does not move
     #: its lips (a two-person interview can look out of sync)
     faces_in_view: int | None = None

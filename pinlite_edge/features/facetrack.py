@@ -60,7 +60,8 @@ FOLLOW_SIZES = (0.88, 1.15)
 #: A candidate continues the track when its IoU with the last tracked box is at least this.
 MIN_IOU = 0.25
 #: Whole-image face counts (the census behind ``faces_in_view``) at least this far apart; they do not move the track.
-CENSUS_SECONDS = 4.0
+#: None: no census, only the searches the track needs count faces.
+CENSUS_SECONDS: float | None = 8.0
 #: The census's scale step (searches use 1.1): it counts faces, it does not place a crop.
 CENSUS_SCALE_FACTOR = 1.3
 
@@ -175,7 +176,7 @@ class TrackParams:
     redetect_every: int | None
     max_gap: int
     smooth_radius: int
-    census_every: int = 50
+    census_every: int | None = 200  # None: no census between searches
 
     @classmethod
     def from_config(cls, cfg: "object", fps: float) -> "TrackParams":
@@ -184,7 +185,7 @@ class TrackParams:
                    redetect_every=None if cfg.redetect_seconds is None else frames(cfg.redetect_seconds),
                    max_gap=frames(cfg.max_gap_seconds),
                    smooth_radius=max(0, int(round(cfg.smooth_seconds * fps / 2.0))),
-                   census_every=frames(CENSUS_SECONDS))
+                   census_every=None if CENSUS_SECONDS is None else frames(CENSUS_SECONDS))
 
 
 class FaceTrack:
@@ -247,7 +248,8 @@ class FaceTrack:
             cands = self._whole_image(luma)
         elif mode is not None:  # follow the track, or confirm a new face: near that box only
             cands = self._near(luma, self._last if mode == "follow" else self._pending[1])
-        if mode != "search" and i - self._last_census >= self.params.census_every:
+        census = self.params.census_every
+        if mode != "search" and census is not None and i - self._last_census >= census:
             self._whole_image(luma() if callable(luma) else luma, census=True)  # counted only
         det = self._associate(i, cands, mode) if mode else None
         self.raw.append(None)
