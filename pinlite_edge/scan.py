@@ -85,6 +85,7 @@ class ScanSummary:
     fake: int
     seconds: float
     no_face: int = 0  # scored, but no face anywhere in the clip (verdict "no-face")
+    several_faces: int = 0  # scored with more than one face in view: the verdict follows one of them
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -573,7 +574,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
                              face_crop=cfg.face_crop, batch_size=cfg.batch,
                              scan_offsets=DEFAULT_SCAN_OFFSETS if cfg.offset_scan else None, **options)
-    scored = failed = fake = no_face = 0
+    scored = failed = fake = no_face = several_faces = 0
     writer = JsonlWriter(cfg.out)
     try:
         from tqdm import tqdm
@@ -594,6 +595,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                     scored += 1
                     fake += rec["verdict"] == "fake"
                     no_face += rec["verdict"] == "no-face"
+                    several_faces += (rec.get("faces_in_view") or 0) > 1
                 else:
                     failed += 1
                     log.info("%s: %s", job["path"], rec["error"])
@@ -604,7 +606,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         writer.close()
         detector.close()
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
-                       seconds=time.perf_counter() - start, no_face=no_face)
+                       seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -663,7 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PinliteError as exc:
         return report(exc, "python -m pinlite_edge.scan")  # 2: a usage error; 1: the scan failed
     no_face = f", {summary.no_face} without a face" if summary.no_face else ""
-    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}), {summary.failed} failed, "
+    several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
+               "\"faces_in_view\" in the results)") if summary.several_faces else ""
+    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
+          f"{summary.failed} failed, "
           f"{summary.skipped} already in {args.out}; {summary.seconds:.1f} s")
     return 0
 

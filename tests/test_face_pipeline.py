@@ -5,6 +5,7 @@ Media are built with PyAV in temporary folders from one GRID clip of ../shared (
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from fractions import Fraction
@@ -247,6 +248,15 @@ def test_two_people_in_view_are_reported(grid_clips, tmp_path, capsys):
     assert "2 faces in view: the verdict follows one of them" in capsys.readouterr().out
     assert detect_main([str(grid_clips[0]), "--model", str(ckpt), "--threads", "1"]) == 0
     assert "faces in view" not in capsys.readouterr().out
+    from pinlite_edge.scan import main as scan_main
+
+    (tmp_path / "videos").mkdir()
+    path.rename(tmp_path / "videos" / "two.mkv")
+    out = tmp_path / "scan.jsonl"
+    assert scan_main([str(tmp_path / "videos"), "--model", str(ckpt), "--out", str(out), "--workers", "1",
+                      "--no-progress"]) == 0
+    assert json.loads(out.read_text().splitlines()[0])["faces_in_view"] == 2
+    assert "1 with several faces in view" in capsys.readouterr().out
 
 
 def test_face_coverage_survives_the_feature_cache(grid, tmp_path):
