@@ -20,9 +20,9 @@ mean (``smooth_seconds`` each), so the crop does not jitter from frame to frame.
 
 Other faces are counted, not followed: in every search, and every ``CENSUS_SECONDS`` in between with a cheaper pass
 (frontal cascade only, coarser scale steps: ~17 ms on a 720p frame against ~40 ms for a search, one core), the whole
-image is searched and its faces counted. :attr:`FaceTrack.faces_in_view` is the most faces seen at once in two such searches (one lone
-false positive does not count). More than one means the verdict follows one of several people: in a two-person
-interview the other one's speech does not move the tracked lips.
+image is searched and its faces counted. :attr:`FaceTrack.faces_in_view` is the most faces seen at once in two such
+searches (one lone false positive does not count). More than one means the verdict follows one of several people: in
+a two-person interview the other one's speech does not move the tracked lips.
 
 Everything a frame's box depends on lies at most :meth:`FaceTrack.lookahead_frames` frames ahead, so a streaming
 decoder can emit each frame's crop that many frames after it was decoded (bounded memory), and gets the same boxes
