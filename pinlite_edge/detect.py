@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if result.windows:
             basis = ("the verdict above is the clip's offset scan, not these" if result.aggregate == "scan"
                      else f"the verdict above is their {result.aggregate}")
-            print(f"  per window: the classifier's P(fake) at the given alignment and its offset head ({basis})")
+            print(f"  per window: the classifier's P(fake) at the given alignment and its offset head ({basis})"
+                  + ("; local scan: the offset scan over the window and its neighbours, a hint where the clip looks "
+                     "out of sync, not a located manipulation" if result.scan is not None else ""))
         for w in result.windows:
-            print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}  offset head {w.offset_frames:+d}")
+            local = "" if w.fake_prob_local_scan is None else f"  local scan {w.fake_prob_local_scan:.3f}"
+            print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}{local}  offset head {w.offset_frames:+d}")
     if args.explain:  # after the result is printed: a failed write does not lose it
         try:
             result.save_explanation(args.explain)

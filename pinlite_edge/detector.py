@@ -24,7 +24,8 @@ from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
-from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets
+from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets,
+                                      local_fake_probs)
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -38,6 +39,9 @@ class WindowScore:
     fake_prob: float
     offset_frames: int  # estimated audio offset of this window, -5..+5 video frames
     offset_confidence: float
+    #: the offset scan over this window and its neighbours (offset_scan.local_fake_probs): where the clip looks out of
+    #: sync, a hint rather than a located manipulation (benchmarks/results/localisation/). None: no scan
+    fake_prob_local_scan: float | None = None
 
 
 @dataclass
@@ -504,12 +508,14 @@ class Detector:
         attention = np.concatenate(scores.attention)
         probs = softmax_fake_prob(logits)
         c = self.contract
+        scan = scores.scan.result() if scores.scan is not None else None
+        local = ([None] * len(probs) if scan is None else
+                 local_fake_probs(scan.window_margins, self.scan_offsets.index(0)).tolist())
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
-                               offset_confidence=float(op.max()))
-                   for s, p, op in zip(scores.starts, probs, offset_probs)]
+                               offset_confidence=float(op.max()), fake_prob_local_scan=lp)
+                   for s, p, op, lp in zip(scores.starts, probs, offset_probs, local)]
         mean_offset = offset_probs.mean(axis=0)
         p_max, p_mean = float(probs.max()), float(probs.mean())
-        scan = scores.scan.result() if scores.scan is not None else None
         decisive = {"max": p_max, "mean": p_mean, "scan": None if scan is None else scan.fake_prob}[self.aggregate]
         assert decisive is not None  # aggregate "scan" implies a scan (_check_options)
         head_offset = int(np.argmax(mean_offset)) - MAX_OFFSET

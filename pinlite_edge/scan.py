@@ -19,6 +19,7 @@ One JSON line per file::
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
      "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
+     "window_local_scan_probs": [...],
      "window_starts": [...], "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null,
      "error_type": null, "seconds": 0.41}
 
@@ -490,7 +491,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
                            "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
-                           "window_fake_probs": [], "window_starts": [], "face_found": job.get("face_found"),
+                           "window_fake_probs": [], "window_local_scan_probs": [], "window_starts": [],
+                           "face_found": job.get("face_found"),
                            "face_coverage": job.get("face_coverage"), "faces_in_view": job.get("faces_in_view"),
                            "error": job.get("error"),
                            "error_type": job.get("error_type"), "seconds": round(float(job["seconds"]), 4)}
@@ -504,6 +506,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                    offset_source=result.offset_source, offset_frames=result.offset_frames,
                    offset_confidence=round(result.offset_confidence, 6), windows=len(result.windows),
                    window_fake_probs=[round(w.fake_prob, 6) for w in result.windows],
+                   window_local_scan_probs=[None if w.fake_prob_local_scan is None else round(w.fake_prob_local_scan, 6)
+                                            for w in result.windows],
                    window_starts=[round(w.start_seconds, 4) for w in result.windows],
                    face_found=result.face_found,
                    face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),

@@ -58,8 +58,15 @@ def _check_result(result, num_frames: int = 16) -> None:
     if result.scan is not None:  # the default: the clip's offset is the scan's best shift
         assert result.offset_source == "offset scan" and result.offset_frames in result.scan.curve
         assert result.fake_prob_scan == result.scan.fake_prob and 0.0 <= result.fake_prob_scan <= 1.0
+        # every window has its local scan, from the scan's margins of that window and its neighbours
+        from pinlite_edge.offset_scan import local_fake_probs
+
+        assert result.scan.window_margins.shape == (n, len(result.scan.curve))
+        np.testing.assert_allclose([w.fake_prob_local_scan for w in result.windows],
+                                   local_fake_probs(result.scan.window_margins, list(result.scan.curve).index(0)))
     else:
         assert result.offset_source == "offset head" and -5 <= result.offset_frames <= 5
+        assert all(w.fake_prob_local_scan is None for w in result.windows)
     assert result.frame_saliency.shape == (n, num_frames)
     # attention rows (audio tokens) each sum to 1, so the frame saliencies of a window sum to the token count
     np.testing.assert_allclose(result.frame_saliency.sum(axis=1), result.attention.shape[1], rtol=1e-4)
@@ -147,6 +154,7 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "NO-FACE" in out and "P(fake) scan" in out and "offset scan" in out and "no face found" in out
     assert "per window: the classifier's P(fake) at the given alignment" in out
+    assert "local scan: the offset scan over the window and its neighbours" in out and "  local scan 0." in out
     assert "the verdict above is the clip's offset scan, not these" in out  # a window's 0.9 is not the verdict
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-offset-scan", "--aggregate", "max"]) == 0
     out = capsys.readouterr().out

@@ -43,6 +43,11 @@ def test_scan_curve_prefers_windows_whose_shifts_stay_in_the_track():
     curve.add(np.array([[5.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), [False, True])
     r = curve.result()
     assert r.complete_only and r.windows_used == 1 and r.offset_frames == 0 and r.fake_prob == 0.0
+    curve.add(np.array([[0.0, 0.0, 3.0]]), [True])  # a second batch: every window's row kept, in order
+    np.testing.assert_array_equal(curve.result().window_margins,
+                                  np.array([[5.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]], np.float32))
+    r = curve.result()
+    assert r.windows_used == 2 and "window_margins" not in r.to_dict()
     edge_only = ScanCurve((-2, 0, 2))
     edge_only.add(np.array([[5.0, 0.0, 0.0]]), [False])  # a clip too short for a complete window: use what there is
     r = edge_only.result()
@@ -188,3 +193,22 @@ def test_windower_keeps_the_audio_the_shifts_read(audio_first):
     for a, b in zip(out, whole):
         np.testing.assert_array_equal(a.mfcc_shifts, b.mfcc_shifts)
         assert a.shifts_in_track == b.shifts_in_track
+
+
+def test_local_scan_is_the_scan_of_each_windows_neighbourhood():
+    """local_fake_probs(m, zero, R)[i] is scan_fake_prob of the margins averaged over windows i-R..i+R (clipped at
+    the ends); R=0 scores each window alone; a window whose neighbours agree best at another shift scores high."""
+    from pinlite_edge.offset_scan import local_fake_probs, scan_fake_prob
+
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(9, 7))
+    for radius in (0, 1, 3, 20):
+        want = [scan_fake_prob(m[max(0, i - radius):i + radius + 1].mean(axis=0), 3) for i in range(9)]
+        np.testing.assert_allclose(local_fake_probs(m, 3, radius), want, atol=1e-12)
+    half = np.zeros((8, 3))
+    half[4:, 0] = 2.0  # the second half agrees best at the first shift: out of sync there
+    p = local_fake_probs(half, 1, 1)
+    assert p[:3].max() == 0.0 and p[5:].min() == pytest.approx(1 - np.exp(-2.0))
+    with pytest.raises(InputError, match="local scan"):
+        local_fake_probs(np.zeros(5), 0)
+
