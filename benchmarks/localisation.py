@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     radii = [int(r) for r in args.radii.split(",") if r]
     store = rf.ClipStore()
-    report: dict[str, Any] = {"model": repo_relative(args.model), "radii": radii, "min_windows": args.min_windows, "subsets": {}, "clips": {}}
+    report: dict[str, Any] = {"model": repo_relative(args.model), "radii": radii, "min_windows": args.min_windows,
+                              "subsets": {}, "clips": {}}
     fingerprints: list[str] = []
     plan = [(subset, args.model, args.split_file, splits) for subset, splits in SPLITS.items()]
     if args.cv_run is not None:
