@@ -220,6 +220,20 @@ def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
     assert run([2], frames=40).faces_in_view == 2  # a short clip: its one search decides
 
 
+def test_the_census_never_changes_a_crop(grid_clips, monkeypatch):
+    """Counting faces runs the cascade on extra frames with other settings; the crops stay those of the track alone
+    (a CascadeClassifier keeps scratch state between calls, so this is checked, not assumed)."""
+    from pinlite_edge.features import facetrack
+
+    path = grid_clips[2]
+    monkeypatch.setattr(facetrack, "CENSUS_SECONDS", None)
+    alone = prepare_file(path, C)
+    monkeypatch.setattr(facetrack, "CENSUS_SECONDS", 1.0)  # a census every second of this 3 s clip
+    counted = prepare_file(path, C)
+    assert alone.faces_in_view == 1 and counted.faces_in_view == 1
+    np.testing.assert_array_equal(counted.frames, alone.frames)
+
+
 def test_two_people_in_view_are_reported(grid_clips, tmp_path, capsys):
     """Two real speakers side by side (two GRID clips, the left one's audio), as in a split-screen interview: the
     result says 2 faces are in view, through the file and the array paths, and the CLI says what it means; one
