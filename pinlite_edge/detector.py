@@ -152,7 +152,11 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     grid = fig.add_gridspec(3, n, height_ratios=[1.0, 1.1, 1.6])
     ax = fig.add_subplot(grid[0, :])
     starts = [w.start_seconds for w in result.windows]
-    ax.plot(starts, result.fake_prob_per_window, "o-", color="tab:red")
+    ax.plot(starts, result.fake_prob_per_window, "o-", color="tab:red", label="window classifier")
+    if result.scan is not None:  # where the clip looks out of sync (a hint: benchmarks/results/localisation/)
+        ax.plot(starts, [w.fake_prob_local_scan for w in result.windows], "s-", color="tab:blue", ms=3,
+                label="local offset scan")
+        ax.legend(loc="upper right", fontsize=7)
     if result.aggregate != "scan":  # the threshold applies to these window probabilities' aggregate
         ax.axhline(result.threshold, color="grey", ls="--", lw=1)
     ax.set_ylim(-0.02, 1.02)
