@@ -14,7 +14,7 @@ ROC AUC, pooled over clips and as a mean of per-clip AUCs, for:
 
 - ``classifier``: the window's own P(fake) (what ``detect`` prints per window, and what picks the explanation's window);
 - ``scan R=k``: a local offset scan, ``1 - exp(-(max - margin at 0))`` of the scan margins averaged over the window
-  and its ``k`` neighbours on each side (``ScanResult.window_margins``), the verdict's own statistic made local.
+  and its ``k`` neighbours on each side (``ScanResult.local_fake_probs``), the verdict's own statistic made local.
 
 0.5 is chance. The train and dev clips were seen in training by the shipped model; the test clips were not. With
 ``--cv-run`` (a ``benchmarks/real_faces_cv.py`` work folder) each fold's pruned student also scores its own held-out
@@ -40,7 +40,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import real_faces as rf  # noqa: E402
-from pinlite_edge.offset_scan import local_fake_probs  # noqa: E402
 from benchmarks._record import (build_record, fingerprint_json, parse_cli, repo_relative, report_parser,  # noqa: E402
                                 write_result)
 
@@ -71,11 +70,11 @@ def clip_scores(detector: Any, clip: Any, partner: Any, contract: Any, min_windo
             continue
         windows = rf.condition_windows(clip, contract, starts, condition, partner, detector.scan_offsets)
         result = detector.score_windows(windows)
-        out[condition] = {"p": result.fake_prob_per_window, "margins": result.scan.window_margins}
+        out[condition] = {"p": result.fake_prob_per_window, "scan": result.scan}
     return out
 
 
-def auc_rows(per_clip: Sequence[dict[str, Any]], radii: Sequence[int], zero_index: int) -> dict[str, dict[str, Any]]:
+def auc_rows(per_clip: Sequence[dict[str, Any]], radii: Sequence[int]) -> dict[str, dict[str, Any]]:
     """{manipulation: {method: {pooled_auc, mean_clip_auc, clips}}}."""
     from pinlite_edge.metrics.classification import roc_auc
 
@@ -88,8 +87,7 @@ def auc_rows(per_clip: Sequence[dict[str, Any]], radii: Sequence[int], zero_inde
             g, x = scores["original"], scores[m]
             variants = {"classifier": (g["p"], x["p"])}
             for r in radii:
-                variants[f"scan R={r}"] = (local_fake_probs(g["margins"], zero_index, r),
-                                           local_fake_probs(x["margins"], zero_index, r))
+                variants[f"scan R={r}"] = (g["scan"].local_fake_probs(r), x["scan"].local_fake_probs(r))
             for name, (gv, xv) in variants.items():
                 values, labels = half_and_half(np.asarray(gv), np.asarray(xv))
                 acc = methods.setdefault(name, {"values": [], "labels": []})
@@ -155,10 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         plan += [(CV_SUBSET, args.cv_run / f.stem / "pruned" / "best.safetensors", f, ("test",)) for f in folds]
     per_subset: dict[str, list[dict[str, Any]]] = {}
-    zero = 0
     for subset, model, split_file, splits in plan:
         with Detector.load(model, threads=args.threads, threshold=0.5) as det:
-            zero = det.scan_offsets.index(0)
             for split in splits:
                 clips = rf.load_split(split_file, root, split)
                 fingerprints.append(rf.data_fingerprint(clips))
@@ -174,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         report["clips"].setdefault(subset, {})[sc.file] = {
                             "split": split, "model": repo_relative(model), "windows": len(scores["original"]["p"])}
     for subset, per_clip in per_subset.items():
-        report["subsets"][subset] = auc_rows(per_clip, radii, zero)
+        report["subsets"][subset] = auc_rows(per_clip, radii)
         log.info("%s: %d clips", subset, len(per_clip))
     if args.notes:
         report["notes"] = args.notes.read_text()

@@ -24,8 +24,7 @@ from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
-from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets,
-                                      local_fake_probs)
+from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -513,8 +512,7 @@ class Detector:
         probs = softmax_fake_prob(logits)
         c = self.contract
         scan = scores.scan.result() if scores.scan is not None else None
-        local = ([None] * len(probs) if scan is None else
-                 local_fake_probs(scan.window_margins, self.scan_offsets.index(0)).tolist())
+        local = [None] * len(probs) if scan is None else scan.local_fake_probs().tolist()
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
                                offset_confidence=float(op.max()), fake_prob_local_scan=lp)
                    for s, p, op, lp in zip(scores.starts, probs, offset_probs, local)]

@@ -105,6 +105,12 @@ class ScanResult:
     #: analysis of the clip reads (benchmarks/localisation.py)
     window_margins: np.ndarray | None = field(default=None, repr=False)
 
+    def local_fake_probs(self, radius: int = LOCAL_SCAN_RADIUS) -> np.ndarray:
+        """:func:`local_fake_probs` of every window scanned (``window_margins``, shift 0 where the curve has it)."""
+        if self.window_margins is None:
+            raise InputError("this scan result holds no window margins")
+        return local_fake_probs(self.window_margins, list(self.curve).index(0), radius)
+
     def to_dict(self) -> dict[str, Any]:
         return {"offset_frames": self.offset_frames, "fake_prob": self.fake_prob,
                 "curve": {str(k): round(v, 5) for k, v in self.curve.items()}, "windows_used": self.windows_used,

@@ -3,11 +3,11 @@ through the runner contract, and AMP training. Each test skips with its reason w
 ``benchmarks/cuda_paths.py`` runs them on a GPU machine and records what they saw."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
+
+from pinlite_edge.runtimes.trt import cuda as cuda_bindings
 
 pytestmark = pytest.mark.gpu
 
@@ -15,20 +15,19 @@ HAVE_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAVE_CUDA, reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
 
 
-def _cuda_python_imports() -> bool:
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except ModuleNotFoundError:
-            continue
-    return False
+def _imports(load) -> bool:
+    """Whether the TensorRT runner's own import of a CUDA binding succeeds here."""
+    try:
+        load()
+    except ImportError:
+        return False
+    return True
 
 
 BINDINGS = [
-    pytest.param("cuda-python", marks=pytest.mark.skipif(not _cuda_python_imports(),
+    pytest.param("cuda-python", marks=pytest.mark.skipif(not _imports(cuda_bindings._import_cuda_python),
                                                          reason="cuda-python is not installed")),
-    pytest.param("pycuda", marks=pytest.mark.skipif(importlib.util.find_spec("pycuda") is None,
+    pytest.param("pycuda", marks=pytest.mark.skipif(not _imports(cuda_bindings._import_pycuda),
                                                     reason="pycuda is not installed")),
 ]
 

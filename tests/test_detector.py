@@ -64,6 +64,7 @@ def _check_result(result, num_frames: int = 16) -> None:
         assert result.scan.window_margins.shape == (n, len(result.scan.curve))
         np.testing.assert_allclose([w.fake_prob_local_scan for w in result.windows],
                                    local_fake_probs(result.scan.window_margins, list(result.scan.curve).index(0)))
+        np.testing.assert_array_equal(result.scan.local_fake_probs(), [w.fake_prob_local_scan for w in result.windows])
     else:
         assert result.offset_source == "offset head" and -5 <= result.offset_frames <= 5
         assert all(w.fake_prob_local_scan is None for w in result.windows)
