@@ -1,5 +1,10 @@
 """FP32 ONNX export (SPEC §6): opset >= 17, inputs ``frames``/``mfcc``, three named outputs, dynamic batch.
 
+With a dynamic batch the classic graph has two batch axes: ``batch`` (frames) and ``audio_batch`` (mfcc and the
+outputs), so one frames row can serve several mfcc rows and is encoded once (``contract.FRAMES_BATCH_AXIS``: the
+offset scan's frame sharing). The dynamo graph keeps one axis for both (torch.export cannot state that one batch is
+a multiple of the other): it runs the scan with the frames repeated, as a static-batch artefact does.
+
 Two exporters are offered. Measured on the paper-preset student, batch 1, 1 ORT thread on the 2-core AVX2 dev box,
 the classic (TorchScript) graph and the dynamo graph ran at the same speed (~31 ms each; the MobileNetV3 backbone
 dominates), while the dynamo export takes 35-60 s instead of ~2 s: ``classic`` is the default. The classic graph's
@@ -17,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
+from pinlite_edge.contract import AUDIO_BATCH_AXIS, FRAMES_BATCH_AXIS, INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export.prepare import TupleOutputs
 from pinlite_edge.models.inputs import example_inputs
@@ -46,14 +51,18 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
                                             dynamic_shapes=dynamic_shapes, verbose=False, **names)
                 program.save(str(path))
             else:
-                dynamic_axes = {n: {0: "batch"} for n in (*INPUT_NAMES, *OUTPUT_NAMES)} if dynamic_batch else None
+                dynamic_axes = {n: {0: AUDIO_BATCH_AXIS} for n in (*INPUT_NAMES, *OUTPUT_NAMES)} if dynamic_batch \
+                    else None
+                if dynamic_axes is not None:
+                    dynamic_axes[INPUT_NAMES[0]] = {0: FRAMES_BATCH_AXIS}
                 torch.onnx.export(wrapped, args, str(path), dynamo=False, opset_version=opset,
                                   dynamic_axes=dynamic_axes, do_constant_folding=True, **names)
     except Exception as exc:  # torch.onnx raises many types; report one clear error
         raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: {type(exc).__name__}: {exc}") from exc
     with torch.no_grad():
         shapes = [tuple(t.shape[1:]) for t in wrapped(*args)]
-    finalize_graph(path, shapes, "batch" if dynamic_batch else example_batch)
+    out_batch = (AUDIO_BATCH_AXIS if exporter == "classic" else FRAMES_BATCH_AXIS) if dynamic_batch else example_batch
+    finalize_graph(path, shapes, out_batch)
     check_onnx(path)
 
 
@@ -72,7 +81,7 @@ def finalize_graph(path: Path, shapes: list[tuple[int, ...]], batch: int | str) 
 
 
 def fix_output_shapes(m: Any, shapes: list[tuple[int, ...]], batch: int | str, label: str = "the graph") -> None:
-    """Name the batch axis and write the static output dims (the classic exporter leaves generated dim names)."""
+    """Name the outputs' batch axis and write their static dims (the classic exporter leaves generated dim names)."""
     for out, shape in zip(m.graph.output, shapes):
         dims = out.type.tensor_type.shape.dim
         values: list[int | str] = [batch, *shape]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,33 @@ def ort_parity(path: Path, model, batch: int = 2) -> dict[str, float]:
     return {name: float(np.abs(o - r.numpy()).max()) for name, o, r in zip(ref._fields, outs, ref)}
 
 
+def frame_sharing(path: Path, model, k: int = 3) -> dict[str, Any]:
+    """Whether the graph at ``path`` lets a frames row serve several mfcc rows, read back from the graph (its inputs'
+    batch axes, ``contract.shares_frames``) and, when it says so, checked by running it: 2 frames rows with ``k``
+    mfcc rows each must give what the frames repeated ``k`` times give. A graph that declares it and computes
+    anything else fails the export."""
+    import onnx
+
+    from pinlite_edge.contract import shares_frames
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = [i.type.tensor_type.shape.dim[0] for i in graph.input]
+    shared = shares_frames(*[d.dim_param if d.HasField("dim_param") else d.dim_value for d in dims])
+    if not shared:
+        return {"shared_frames": False}
+    frames, _ = example_inputs(model, 2, seed=2)
+    _, mfcc = example_inputs(model, 2 * k, seed=3)
+    session = ort_session(path)
+    a = session.run(None, {"frames": frames.numpy(), "mfcc": mfcc.numpy()})
+    b = session.run(None, {"frames": np.repeat(frames.numpy(), k, axis=0), "mfcc": mfcc.numpy()})
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    if diff > 1e-4:
+        raise ExportError(f"{path.name} declares frame sharing (frames batch {dims[0].dim_param!r}, mfcc batch "
+                          f"{dims[1].dim_param!r}) but 2 frames rows with {k} mfcc rows each differ from the frames "
+                          f"repeated by {diff:.3g}")
+    return {"shared_frames": True, "frame_sharing_max_abs": diff}
+
+
 def _batch_fields(ctx: ExportContext) -> tuple[bool, int | None]:
     return ctx.options.dynamic_batch, ctx.options.batch
 
@@ -44,13 +72,14 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
     with atomic_path(ctx.artifact) as tmp:
         write_fp32_onnx(ctx, tmp, exporter=o.exporter)
         parity = ort_parity(tmp, ctx.model)
+        sharing = frame_sharing(tmp, ctx.model)
     if max(parity.values()) > 1e-3:
         log.warning("ORT vs torch parity of %s is %s (expected <= 1e-4)", ctx.artifact, parity)
     dyn, max_batch = _batch_fields(ctx)
     plan = PrecisionPlan(precision="fp32", notes=["every node is FP32"])
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          extra={"exporter": o.exporter, "gru": o.gru, "ort_parity_max_abs": parity,
-                                "opset": o.opset})
+                                "opset": o.opset, **sharing})
 
 
 # --- shared by the mixed-precision formats ------------------------------------------------------------------------
@@ -250,6 +279,7 @@ def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
     plan's layers computing in float (their weights stored int8 per ``weight_only``); compact names."""
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_int8_onnx(ctx, tmp)
+        extra.update(frame_sharing(tmp, ctx.model))
     dyn, max_batch = _batch_fields(ctx)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          calibration=_calibration_info(ctx, ctx.options.calib_method), extra=extra)
@@ -281,6 +311,7 @@ def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
     """FP16 graph with FP32 islands (Casts) for the plan's layers; FP32 inputs/outputs."""
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_fp16_onnx(ctx, tmp)
+        extra.update(frame_sharing(tmp, ctx.model))
     dyn, max_batch = _batch_fields(ctx)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          calibration=_calibration_info(ctx) if ctx.options.sensitivity else None, extra=extra)

@@ -21,6 +21,18 @@ MANIPULATIONS = ("real", "audio_shift", "audio_replace", "visual_replace", "both
 
 INPUT_NAMES = ("frames", "mfcc")
 OUTPUT_NAMES = ("logits", "offset_logits", "attention")
+#: Batch axes of a dynamic-batch graph: frames rows, and audio rows (mfcc and every output). A graph whose two input
+#: batch axes are separate lets each frames row serve ``k`` consecutive mfcc rows (mfcc batch ``k * B``, outputs one
+#: row per mfcc row) and encodes the frames once for all ``k``: the offset scan's frame sharing
+#: (``models.detector_net.AVSyncDetector``); with one shared axis both batches are equal.
+FRAMES_BATCH_AXIS = "batch"
+AUDIO_BATCH_AXIS = "audio_batch"
+
+
+def shares_frames(frames_batch: object, mfcc_batch: object) -> bool:
+    """Whether a graph's inputs let one frames row serve several mfcc rows, read from their batch dims as the graph
+    declares them (ONNX ``dim_param`` strings, ints for fixed sizes): both dynamic and different."""
+    return isinstance(frames_batch, str) and isinstance(mfcc_batch, str) and frames_batch != mfcc_batch
 
 
 @dataclass(frozen=True)

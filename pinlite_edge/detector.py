@@ -5,9 +5,12 @@ the artefact's manifest, and the per-window fake probabilities are aggregated (m
 By default every window is also scored with its audio shifted a few frames either way (the offset scan,
 :mod:`pinlite_edge.offset_scan`): the clip's offset estimate is the best-agreeing shift, and the verdict (aggregate
 ``"scan"``) says how much better another alignment explains the lips than the given one. ``aggregate="max"`` /
-``"mean"`` decide on the window probabilities instead (``scan_offsets=None`` then skips the scan, 7x fewer model
-calls). The explanation is the attention of the last cross-attention layer: its column sums say how much each of the
-16 sampled frames was looked at (per-frame saliency).
+``"mean"`` decide on the window probabilities instead (``scan_offsets=None`` then skips the scan). The scan scores a
+window's frames against its audio at every shift in one call (frame sharing, :mod:`pinlite_edge.runtimes.base`): an
+artefact that shares frames encodes them once, so the scan costs little more model time than no scan instead of 7x
+(the frame encoder is nearly all of the model; measured in ``benchmarks/results/scan_cost/``). The explanation is the
+attention of the last cross-attention layer: its column sums say how much each of the 16 sampled frames was looked
+at (per-frame saliency).
 """
 from __future__ import annotations
 
@@ -295,26 +298,32 @@ class _Scores:
         frames = np.stack([w.frames for w in windows])
         mfcc = np.stack([w.mfcc for w in windows])
         check_windows(frames, mfcc, self.source)
-        out = self.detector.runner.infer(frames, mfcc)
-        logits = np.asarray(out["logits"])
-        if not (np.isfinite(logits).all() and np.isfinite(out["offset_logits"]).all()
-                and np.isfinite(out["attention"]).all()):
-            from pinlite_edge.runtimes.base import RunnerOutputError
-
-            raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
+        if self.scan is None:
+            out = self._infer(frames, mfcc)
+        else:
+            out = self._infer_with_scan(windows, frames, mfcc)
+        logits = out["logits"]
         probs = softmax_fake_prob(logits)
         top = int(np.argmax(probs))
         if float(probs[top]) > self.best:  # strictly greater: the first maximum wins, as np.argmax over the clip
             self.best, self.best_frames = float(probs[top]), windows[top].frames.copy()
         self.starts.extend(float(w.start_seconds) for w in windows)
         self.logits.append(logits)
-        self.offsets.append(np.asarray(out["offset_logits"]))
-        self.attention.append(np.asarray(out["attention"]))
-        if self.scan is not None:
-            self._scan(windows, frames, logits)
+        self.offsets.append(out["offset_logits"])
+        self.attention.append(out["attention"])
 
-    def _scan(self, windows: list[Any], frames: np.ndarray, logits: np.ndarray) -> None:
-        """Score the windows' shifted-audio MFCCs (batch_size inputs per model call) into the scan curve."""
+    def _infer(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        out = {k: np.asarray(v) for k, v in self.detector.runner.infer(frames, mfcc).items()}
+        if not all(np.isfinite(v).all() for v in out.values()):
+            from pinlite_edge.runtimes.base import RunnerOutputError
+
+            raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
+        return out
+
+    def _infer_with_scan(self, windows: list[Any], frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        """One model call for the windows at every scan shift: each frames row serves its window's shifted-audio
+        MFCCs (frame sharing, ``runtimes.base``: frames encoded once where the artefact shares them). Adds the
+        margins to the scan curve; returns the outputs at the given alignment (the windows' own ``mfcc``)."""
         assert self.scan is not None
         offsets = self.scan.offsets
         shifted = [getattr(w, "mfcc_shifts", None) for w in windows]
@@ -323,25 +332,21 @@ class _Scores:
             raise InputError(f"{self.source}: the offset scan needs each window's shifted-audio MFCCs {want}; make "
                              f"windows with scan_offsets={offsets} (pinlite_edge.features.open_windows / window_at), "
                              "or use Detector(scan_offsets=None, aggregate='max')")
-        mfcc = np.stack(shifted)  # (B, offsets, steps, n)
-        check_windows(frames[:1], mfcc, self.source)
-        margins = np.empty((len(windows), len(offsets)), np.float64)
+        rows = np.stack(shifted)  # (B, offsets, steps, n)
+        check_windows(frames[:1], rows, self.source)
         zero = offsets.index(0)
-        margins[:, zero] = logits[:, 0] - logits[:, 1]
-        others = [i for i in range(len(offsets)) if i != zero]
-        pairs = [(w, i) for w in range(len(windows)) for i in others]
-        step = self.detector.batch_size
-        for lo in range(0, len(pairs), step):
-            chunk = pairs[lo:lo + step]
-            rows = np.array([w for w, _ in chunk])
-            cols = np.array([i for _, i in chunk])
-            out = np.asarray(self.detector.runner.infer(frames[rows], mfcc[rows, cols])["logits"])
-            if not np.isfinite(out).all():
-                from pinlite_edge.runtimes.base import RunnerOutputError
-
-                raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
-            margins[rows, cols] = out[:, 0] - out[:, 1]
-        self.scan.add(margins, [bool(getattr(w, "shifts_in_track", True)) for w in windows])
+        rows[:, zero] = mfcc
+        n, k = len(windows), len(offsets)
+        rows = rows.reshape(n * k, *want[1:])
+        # without frame sharing the runner repeats each frames row k times: batch_size model rows per call, as
+        # before, so that memory does not grow k-fold
+        step = n if getattr(self.detector.runner, "shares_frames", False) else max(1, self.detector.batch_size // k)
+        parts = [self._infer(frames[i:i + step], rows[i * k:(i + step) * k]) for i in range(0, n, step)]
+        per_shift = {name: np.concatenate([p[name] for p in parts]).reshape(n, k, *parts[0][name].shape[1:])
+                     for name in parts[0]}
+        logits = per_shift["logits"]
+        self.scan.add(logits[..., 0] - logits[..., 1], [bool(getattr(w, "shifts_in_track", True)) for w in windows])
+        return {name: np.ascontiguousarray(v[:, zero]) for name, v in per_shift.items()}
 
 
 class Detector:

@@ -14,6 +14,12 @@ Batch policy: a batch larger than the artefact's ``max_batch`` (e.g. a static ba
 chunks and the outputs concatenated when ``batch_policy="split"`` (default), or refused with :class:`InputError`
 when ``batch_policy="reject"``.
 
+Frame sharing: ``mfcc`` may hold ``k`` rows per ``frames`` row (batch ``k * B``; mfcc rows ``i * k .. i * k + k - 1``
+pair with frames row ``i``), and the outputs then have one row per mfcc row: how the offset scan scores a window
+against its audio at several shifts. A runner whose artefact shares frames (:attr:`BaseRunner.shares_frames`, read
+from the artefact itself) encodes each frames row once; any other runner gets the frames repeated ``k`` times, the
+same answer at ``k`` times the frame encoder's cost. ``max_batch`` counts mfcc rows.
+
 Options (``threads``, ``device``, ``batch_policy``, a backend's own) are checked when the runner is built and a bad
 one raises :class:`RunnerOptionError` naming it. Outputs are checked after every call: a missing output, a wrong
 shape, or NaN/inf values (an FP16 overflow, a broken kernel) raise :class:`RunnerOutputError` instead of handing
@@ -178,6 +184,9 @@ class BaseRunner(ABC):
     """Load an artefact, activate it, infer; subclasses implement :meth:`activate_impl` and :meth:`infer_impl`."""
 
     backend: str = "base"
+    #: the artefact encodes a frames row once for all the mfcc rows it serves (module doc, "Frame sharing"); set by a
+    #: backend from what the artefact itself declares, never assumed
+    shares_frames: bool = False
 
     def __init__(self, artifact: str | Path, contract: InputContract, *, precision: str, device: str,
                  preset: str, model_kind: str, max_batch: int | None = None, fmt: str = "",
@@ -305,32 +314,41 @@ class BaseRunner(ABC):
 
     # --- inference ----------------------------------------------------------------------------------------
     def validate(self, frames: Any, mfcc: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Both inputs checked (:func:`validate_input`) and their batches: mfcc has one row per frames row, or
+        ``k`` (module doc, "Frame sharing")."""
         f = validate_input(frames, INPUT_NAMES[0], self.contract.frames_shape())
         m = validate_input(mfcc, INPUT_NAMES[1], self.contract.mfcc_shape())
-        if f.shape[0] != m.shape[0]:
-            raise InputError(f"frames and mfcc batch sizes differ: {f.shape[0]} vs {m.shape[0]}")
-        if self.max_batch is not None and f.shape[0] > self.max_batch and self.batch_policy == "reject":
-            raise InputError(f"batch {f.shape[0]} exceeds this artefact's max batch {self.max_batch} "
+        if m.shape[0] % f.shape[0]:
+            raise InputError(f"frames and mfcc batch sizes differ: {f.shape[0]} vs {m.shape[0]} (mfcc needs one row "
+                             "per frames row, or the same whole number k of rows per frames row: rows i*k..i*k+k-1 "
+                             "pair with frames row i)")
+        if self.max_batch is not None and m.shape[0] > self.max_batch and self.batch_policy == "reject":
+            raise InputError(f"batch {m.shape[0]} exceeds this artefact's max batch {self.max_batch} "
                              f"({self.artifact.name}); use batch_policy='split' or smaller batches")
         return f, m
 
     def infer(self, frames: Any, mfcc: Any) -> dict[str, np.ndarray]:
-        """Validate once, run the backend, return ``{"logits", "offset_logits", "attention"}`` float32 arrays."""
+        """Validate once, run the backend, return ``{"logits", "offset_logits", "attention"}`` float32 arrays (one
+        row per mfcc row)."""
         if not self.is_active:
             raise RunnerStateError(f"{self.name} is not active: use `with runner:` or call runner.activate() first")
         f, m = self.validate(frames, mfcc)
-        batch = f.shape[0]
+        k = m.shape[0] // f.shape[0]
+        if k > 1 and not self.shares_frames:
+            f, k = np.repeat(f, k, axis=0), 1
+        batch = m.shape[0]
         start = time.perf_counter()
         if self.max_batch is None or batch <= self.max_batch:
             out = self.infer_impl(f, m)
             device_time = self.last_device_time_s
         else:
             parts, device_time = [], 0.0
-            for i in range(0, batch, self.max_batch):
-                parts.append(self.infer_impl(f[i:i + self.max_batch], m[i:i + self.max_batch]))
+            rows = max(1, self.max_batch // k)  # frames rows per call: at most max_batch mfcc rows unless k exceeds it
+            for i in range(0, f.shape[0], rows):
+                parts.append(self.infer_impl(f[i:i + rows], m[i * k:(i + rows) * k]))
                 device_time = None if self.last_device_time_s is None or device_time is None \
                     else device_time + self.last_device_time_s
-            out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
+            out = {name: np.concatenate([p[name] for p in parts]) for name in OUTPUT_NAMES}
         self.last_inference_time_s = time.perf_counter() - start
         self.last_device_time_s = device_time
         return self._check_outputs(out, batch)

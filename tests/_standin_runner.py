@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pinlite_edge.contract import TINY_CONTRACT, InputContract
 
 
@@ -24,3 +26,9 @@ class StandInRunner:
 
     def deactivate(self) -> None:
         self.is_active = False
+
+    @staticmethod
+    def one_frames_row_per_mfcc_row(frames: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
+        """``frames`` repeated to one row per mfcc row: the runner contract lets ``k`` mfcc rows share a frames row
+        (``runtimes.base``, "Frame sharing"), and a stand-in that does not share answers as if repeated."""
+        return np.repeat(frames, mfcc.shape[0] // frames.shape[0], axis=0)

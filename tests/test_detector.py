@@ -234,3 +234,30 @@ def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, syn
     with Detector.load(model_files["onnx"], threads=1, face_crop=False) as det2:
         with pytest.raises(DecodeError, match="cut short"):  # a stream's error propagates unchanged
             det2.score_stream(failing(), str(path))
+
+
+def test_the_scan_shares_each_windows_frames_and_repeating_them_gives_the_same_answer(model_files, synthetic_video):
+    """The offset scan sends each window's frames once with its audio at every shift (frame sharing): the ONNX graph
+    encodes them once per window, one model call per batch of windows. A runner without sharing gets the frames
+    repeated, batch_size rows per call, and the same verdict."""
+    from pinlite_edge import Detector
+
+    path, _ = synthetic_video
+    seen: dict[str, list[tuple[int, int]]] = {"shared": [], "repeated": []}
+    results = {}
+    for mode in seen:
+        with Detector.load(model_files["onnx"], threads=1, batch_size=8) as det:
+            runner = det.runner
+            if mode == "repeated":
+                runner.shares_frames = False
+            impl = runner.infer_impl
+            runner.infer_impl = lambda f, m, impl=impl, log=seen[mode]: (log.append((len(f), len(m))), impl(f, m))[1]
+            results[mode] = det.detect(path)
+    a, b = results["shared"], results["repeated"]
+    n, k = len(a.windows), len(a.scan.curve)
+    assert seen["shared"] == [(min(8, n - i), min(8, n - i) * k) for i in range(0, n, 8)]
+    assert seen["repeated"] == [(k, k)] * n  # batch_size 8 // 7 shifts: one window per call
+    assert a.fake_prob == pytest.approx(b.fake_prob, abs=1e-5) and a.offset_frames == b.offset_frames
+    np.testing.assert_allclose(list(a.scan.curve.values()), list(b.scan.curve.values()), atol=1e-4)
+    np.testing.assert_allclose(a.fake_prob_per_window, b.fake_prob_per_window, atol=1e-5)
+    np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)

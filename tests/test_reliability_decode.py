@@ -177,6 +177,7 @@ class _StubRunner(StandInRunner):
 
     def infer(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
+        frames = self.one_frames_row_per_mfcc_row(frames, mfcc)
         b = frames.shape[0]
         if self.outputs is not None:
             return self.outputs(b)
@@ -357,11 +358,15 @@ def test_out_of_range_windows_never_reach_the_model():
     with pytest.raises(InputError, match="normalised"):
         det.score_windows([ok, huge])
     assert runner.calls == 0
-    nan = Detector(_StubRunner(lambda b: {"logits": np.full((b, 2), np.nan, np.float32),
-                                          "offset_logits": np.zeros((b, 11), np.float32),
-                                          "attention": np.zeros((b, 16, 16), np.float32)}))
+    def nan_outputs(b: int) -> dict[str, np.ndarray]:
+        return {"logits": np.full((b, 2), np.nan, np.float32), "offset_logits": np.zeros((b, 11), np.float32),
+                "attention": np.zeros((b, 16, 16), np.float32)}
+
     with pytest.raises(PinliteError, match="NaN"):
-        nan.score_windows([ok])
+        Detector(_StubRunner(nan_outputs), aggregate="max", scan_offsets=None).score_windows([ok])
+    ok.mfcc_shifts = np.zeros((7, *C.mfcc_shape()), np.float32)  # what the offset scan scores besides
+    with pytest.raises(PinliteError, match="NaN"):
+        Detector(_StubRunner(nan_outputs)).score_windows([ok])
 
 
 def test_detector_is_thread_safe(grid_clips, tmp_path):

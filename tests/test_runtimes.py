@@ -201,6 +201,75 @@ def test_batch_above_max_is_split_or_rejected(runner):
         np.testing.assert_allclose(whole[key], np.concatenate([p[key] for p in parts]), atol=1e-6)
 
 
+# --- frame sharing: k mfcc rows per frames row -------------------------------------------------------------------
+#: which runners encode a frames row once for its k mfcc rows (read from the artefact), and which get it repeated
+SHARES_FRAMES = {"torch": True, "ort": True, "executorch": False, "trt-pycuda": False, "trt-cuda-python": False}
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_k_mfcc_rows_per_frames_row_give_the_repeated_frames_answer(runner, request, limit):
+    """What the offset scan sends: 3 windows, each with 5 audio variants. Every backend answers as if each frames
+    row were repeated 5 times (sharing ones encode it once); with a max batch the call is split by whole windows."""
+    backend = request.node.callspec.params["runner"]
+    f, _ = inputs(3, seed=5)
+    _, m = inputs(15, seed=6)
+    if limit is not None:
+        runner.max_batch = runner.max_batch or limit  # dynamic-batch artefacts: pretend a limit
+    with runner:
+        assert runner.shares_frames is SHARES_FRAMES[backend]
+        shared = runner.infer(f, m)
+        repeated = runner.infer(np.repeat(f, 5, axis=0), m)
+    assert shared["logits"].shape == (15, 2) and shared["attention"].shape == (15, 16, 16)
+    for key in OUTPUT_NAMES:
+        np.testing.assert_allclose(shared[key], repeated[key], atol=1e-5)
+
+
+def test_torch_runner_encodes_each_frames_row_once(student):
+    from pinlite_edge.runtimes.torch.runner import TorchRunner
+
+    model = student["model"]
+    rows = []
+    hook = model.frame_encoder.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    try:
+        with TorchRunner.from_model(model) as r:
+            r.infer(inputs(2)[0], inputs(14)[1])
+    finally:
+        hook.remove()
+    assert rows == [2]
+
+
+def test_onnx_manifest_records_frame_sharing_read_back_from_the_graph(student):
+    from pinlite_edge.manifest import read_manifest
+
+    extra = read_manifest(student["ort"]).extra
+    assert extra["shared_frames"] is True and extra["frame_sharing_max_abs"] <= 1e-4
+
+
+def test_a_manifest_that_contradicts_the_graphs_frame_sharing_is_refused(student):
+    import dataclasses
+
+    from pinlite_edge.runtimes.artifact import inspect_artifact
+    from pinlite_edge.runtimes.ort.runner import OrtRunner, graph_shares_frames
+
+    spec = inspect_artifact(student["ort"])
+    wrong = dataclasses.replace(spec, manifest=dataclasses.replace(
+        spec.manifest, extra={**spec.manifest.extra, "shared_frames": False}))
+    with pytest.raises(ManifestError, match="shared_frames=False but the graph"):
+        OrtRunner(wrong, threads=1).activate()
+    # an older manifest without the record: the graph decides, both ways
+    old = dataclasses.replace(spec, manifest=dataclasses.replace(spec.manifest, extra={}))
+    assert graph_shares_frames(old, {"frames": ("batch",), "mfcc": ("audio_batch",)}) is True
+    assert graph_shares_frames(old, {"frames": ("batch",), "mfcc": ("batch",)}) is False
+    assert graph_shares_frames(old, {"frames": (1,), "mfcc": (1,)}) is False
+
+
+def test_mfcc_rows_that_are_not_a_whole_multiple_are_refused(student):
+    f, _ = inputs(2)
+    _, m = inputs(5)
+    with load_runner(student["ort"], threads=1) as r, pytest.raises(InputError, match="same whole number k"):
+        r.infer(f, m)
+
+
 # --- input validation (done once, in BaseRunner) -----------------------------------------------------------------
 @pytest.mark.parametrize("case, match", [
     ("unbatched", "add a batch axis"),

@@ -10,6 +10,7 @@ from pinlite_edge.contract import NUM_OFFSET_CLASSES
 from pinlite_edge.models.blocks import GatedCrossAttentionBlock
 from pinlite_edge.models.config import ModelConfig
 from pinlite_edge.models.encoders import AudioEncoder, FrameEncoder
+from pinlite_edge.models.inputs import share_rows
 from pinlite_edge.models.sync_features import LaggedSyncFeatures, SyncPeakContrast
 
 
@@ -20,7 +21,13 @@ class ModelOutput(NamedTuple):
 
 
 class AVSyncDetector(nn.Module):
-    """Frame encoder + audio encoder -> gated cross-attention (audio queries, video keys) -> pooled heads."""
+    """Frame encoder + audio encoder -> gated cross-attention (audio queries, video keys) -> pooled heads.
+
+    ``forward(frames (B, ...), mfcc (k * B, ...))``: each frames row may serve ``k`` audio rows (mfcc rows
+    ``i * k .. i * k + k - 1`` pair with frames row ``i``; the outputs have ``k * B`` rows). The frames are then encoded
+    once, not ``k`` times: the offset scan scores each window against its audio at several shifts, and the frame encoder
+    is nearly all of the model's compute (97% of the tiny student's CPU time). ``k = 1`` is the plain contract.
+    """
 
     def __init__(self, config: ModelConfig, pretrained: bool | None = None):
         super().__init__()
@@ -58,7 +65,10 @@ class AVSyncDetector(nn.Module):
         return self.frame_encoder.pretrained
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> ModelOutput:
-        video = self.frame_encoder(frames) + self.video_pos
+        if isinstance(frames.shape[0], int) and isinstance(mfcc.shape[0], int) and mfcc.shape[0] % frames.shape[0]:
+            raise ValueError(f"mfcc batch {mfcc.shape[0]} is not a multiple of frames batch {frames.shape[0]}: "
+                             "each frames row serves the same number of audio rows")
+        video = share_rows(self.frame_encoder(frames) + self.video_pos, mfcc.shape[0])
         audio = self.audio_encoder(mfcc) + self.audio_pos
         attn = None
         for block in self.blocks:

@@ -34,6 +34,7 @@ from torch import nn
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.features.facecrop import LUMA_WEIGHTS, MOUTH_ROI_COLS, MOUTH_ROI_ROWS
+from pinlite_edge.models.inputs import share_rows
 
 #: added to the correlation's denominator: a constant signal gives a correlation of 0
 _EPS = 1e-6
@@ -103,7 +104,9 @@ class LaggedSyncFeatures(nn.Module):
         return signal.reshape(b, self.num_frames, self.steps_per_frame).mean(dim=2)
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        motion, energy = self.mouth_motion(frames), self.audio_energy(mfcc)
+        """Correlations per mfcc row; a frames row may serve several consecutive mfcc rows
+        (:func:`pinlite_edge.models.inputs.share_rows`)."""
+        motion, energy = share_rows(self.mouth_motion(frames), mfcc.shape[0]), self.audio_energy(mfcc)
         b, t = motion.shape
         a = torch.index_select(energy, 1, self.index).reshape(b, -1, t)  # (B, K, T): energy[j + k]
         v = motion.unsqueeze(1)  # (B, 1, T)

@@ -7,13 +7,25 @@ from typing import Any
 
 import numpy as np
 
-from pinlite_edge.contract import OUTPUT_NAMES
+from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, shares_frames
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_threads
 from pinlite_edge.runtimes.ort import loader
 
 log = logging.getLogger(__name__)
+
+
+def graph_shares_frames(spec: ArtifactSpec, inputs: dict[str, tuple[Any, ...]]) -> bool:
+    """Whether the graph lets a frames row serve several mfcc rows (``contract.shares_frames`` of its inputs' batch
+    dims); a manifest that says otherwise (``extra.shared_frames``, written at export) is refused."""
+    shared = shares_frames(inputs[INPUT_NAMES[0]][0], inputs[INPUT_NAMES[1]][0])
+    declared = (spec.manifest.extra if spec.manifest is not None else {}).get("shared_frames")
+    if declared is not None and bool(declared) != shared:
+        raise ManifestError(f"{spec.path}: the manifest says shared_frames={declared} but the graph's input batch axes "
+                            f"are {inputs[INPUT_NAMES[0]][0]!r} (frames) and {inputs[INPUT_NAMES[1]][0]!r} (mfcc): "
+                            "the manifest does not describe this graph; re-export the artefact")
+    return shared
 
 
 class OrtRunner(BaseRunner):
@@ -47,6 +59,7 @@ class OrtRunner(BaseRunner):
         outputs = [o.name for o in session.get_outputs()]
         if sorted(outputs) != sorted(OUTPUT_NAMES):
             raise ManifestError(f"{self.artifact} has outputs {outputs}, expected {list(OUTPUT_NAMES)}")
+        self.shares_frames = graph_shares_frames(self.spec, inputs)
         self.session = session
         self.providers = list(session.get_providers())
 

@@ -23,6 +23,7 @@ class TorchRunner(BaseRunner):
     previous count is restored on deactivation."""
 
     backend = "torch"
+    shares_frames = True  # AVSyncDetector.forward encodes each frames row once for the mfcc rows it serves
 
     def __init__(self, spec: ArtifactSpec, *, device: str = "cpu", threads: int | None = None,
                  batch_policy: str = "split", model: Any = None):
