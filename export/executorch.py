@@ -35,10 +35,10 @@ def _require_executorch() -> None:
     import_backend_module("executorch", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
 
 
-def _delegation(edge) -> dict[str, Any]:
+def _delegation(edge, method: str = "forward") -> dict[str, Any]:
     from executorch.devtools.backend_debug import get_delegation_info
 
-    info = get_delegation_info(edge.exported_program().graph_module)
+    info = get_delegation_info(edge.exported_program(method).graph_module)
     by_op = {k: {"delegated": v.delegated, "non_delegated": v.non_delegated}
              for k, v in sorted(info.delegation_by_operator.items())}
     return {"backend": "XnnpackBackend", "delegated_subgraphs": info.num_delegated_subgraphs,
@@ -47,7 +47,8 @@ def _delegation(edge) -> dict[str, Any]:
             "non_delegated_ops": sorted(k for k, v in by_op.items() if v["non_delegated"]), "by_operator": by_op}
 
 
-def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan, cal) -> torch.nn.Module:
+def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan, cal,
+                   rows_per_frames: int = 1) -> torch.nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config,
     )
@@ -72,38 +73,58 @@ def _quantize_pt2e(wrapped: torch.nn.Module, example: tuple, plan: PrecisionPlan
         quantizer.module_name_config[f"{EXPORT_ROOT}.{entry.module}"] = None
     prepared = prepare_pt2e(graph, quantizer)
     batch = example[0].shape[0]
-    with torch.no_grad():
+    with torch.no_grad():  # the same clips for every method: each window's mfcc repeated for a shared method
         for frames, mfcc in cal.batches(batch):
             if len(frames) == batch:
-                prepared(torch.from_numpy(frames), torch.from_numpy(mfcc))
+                prepared(torch.from_numpy(frames), torch.from_numpy(np.repeat(mfcc, rows_per_frames, axis=0)))
     return convert_pt2e(prepared)
 
 
-def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None = None,
-                 cal=None) -> tuple[bytes, dict[str, Any]]:
-    """torch.export -> (PT2E INT8) -> to_edge_transform_and_lower(XNNPACK) -> .pte bytes, delegation summary.
+def method_examples(model: torch.nn.Module, batch: int, shared_rows: int = 1) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs of each method of the program: ``forward`` (``batch`` frames and mfcc rows) and, with
+    ``shared_rows > 1``, ``forward_shared`` (the same frames with ``shared_rows`` mfcc rows each)."""
+    from pinlite_edge.runtimes.executorch.loader import SHARED_METHOD
 
-    With an INT8 ``plan``, ``plan.graph_precision["exported_program"]`` records what the quantized program computes
-    node by node (the graph handed to the XNNPACK partitioner: a node with int8 inputs and weights becomes an int8
-    XNNPACK kernel); the export fails if it contradicts the plan."""
+    frames, mfcc = example_inputs(model, batch)
+    out = {"forward": (frames, mfcc)}
+    if shared_rows > 1:
+        out[SHARED_METHOD] = (frames, example_inputs(model, batch * shared_rows, seed=1)[1])
+    return {name: tuple(t.contiguous() for t in ex) for name, ex in out.items()}
+
+
+def lower_to_pte(model: torch.nn.Module, batch: int, plan: PrecisionPlan | None = None,
+                 cal=None, shared_rows: int = 1) -> tuple[bytes, dict[str, Any]]:
+    """torch.export -> (PT2E INT8) -> to_edge_transform_and_lower(XNNPACK) -> .pte bytes, delegation summary per
+    method (:func:`method_examples`: ``forward``, and ``forward_shared`` when ``shared_rows > 1``).
+
+    With an INT8 ``plan``, ``plan.graph_precision["exported_program"]`` (and ``exported_program_forward_shared``)
+    records what the quantized program computes node by node (the graph handed to the XNNPACK partitioner: a node with
+    int8 inputs and weights becomes an int8 XNNPACK kernel); the export fails if it contradicts the plan."""
     _require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     wrapped = TupleOutputs(prepare_for_export(model, gru="matmul")).eval()
-    example = tuple(t.contiguous() for t in example_inputs(model, batch))
+    examples = method_examples(model, batch, shared_rows)
+    int8 = plan is not None and plan.precision == "int8"
     sink = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")
-            if plan is not None and plan.precision == "int8":
-                register_quantized_kernels()
-                wrapped = _quantize_pt2e(wrapped, example, plan, cal)
-            program = torch.export.export(wrapped, example, strict=False)
-            if plan is not None and plan.precision == "int8":
-                _record_precision(plan, program)
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-            delegation = _delegation(edge)
+            programs = {}
+            for name, example in examples.items():
+                module = wrapped
+                if int8:
+                    assert plan is not None
+                    register_quantized_kernels()
+                    rows = example[1].shape[0] // example[0].shape[0]
+                    module = _quantize_pt2e(wrapped, example, plan, cal, rows)
+                programs[name] = torch.export.export(module, example, strict=False)
+                if int8:
+                    assert plan is not None
+                    _record_precision(plan, programs[name], name)
+            edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+            delegation = {name: _delegation(edge, name) for name in programs}
             buffer = edge.to_executorch().buffer
     except (BackendUnavailableError, ExportError):
         raise
@@ -124,41 +145,59 @@ def attention_input_entries(model: torch.nn.Module) -> list[FloatEntry]:
             for proj in ("q_proj", "k_proj", "v_proj")]
 
 
-def _record_precision(plan: PrecisionPlan, program) -> None:
+def _record_precision(plan: PrecisionPlan, program, method: str = "forward") -> None:
     from pinlite_edge.export.graph_precision import executorch_node_precisions, precision_report, require_consistent
 
+    label = "exported_program" if method == "forward" else f"exported_program_{method}"
     nodes = executorch_node_precisions(program.graph_module, root=EXPORT_ROOT)
-    report = precision_report(nodes, plan, "exported_program", required_kinds=("gru", "softmax", "attention_scores",
-                                                                                 "attention_matmul", "sync_cue"))
-    require_consistent(report, "the .pte program")
-    plan.graph_precision["exported_program"] = report
+    report = precision_report(nodes, plan, label, required_kinds=("gru", "softmax", "attention_scores",
+                                                                  "attention_matmul", "sync_cue"))
+    require_consistent(report, f"the .pte program's {method} method")
+    plan.graph_precision[label] = report
 
 
 def run_pte(path, frames: np.ndarray, mfcc: np.ndarray) -> list[np.ndarray]:
-    """Run a .pte with ``executorch.runtime`` (inputs made contiguous: ``execute`` ignores strides)."""
+    """Run a .pte's ``forward`` with ``executorch.runtime`` (inputs made contiguous: ``execute`` ignores strides)."""
     from pinlite_edge.runtimes.executorch import loader  # the runtime's program loading (what users run)
 
     _require_executorch()
     return loader.execute(loader.load_method(path), frames, mfcc)
 
 
-def _parity(path, model, batch: int) -> dict[str, float]:
-    frames, mfcc = example_inputs(model, batch, seed=1)
-    with torch.no_grad():
-        ref = model(frames, mfcc)
-    outs = run_pte(path, frames.numpy(), mfcc.numpy())
-    return {name: float(np.abs(o - r.numpy()).max()) for name, o, r in zip(ref._fields, outs, ref)}
+def _parity(path, model, batch: int, shared_rows: int) -> dict[str, Any]:
+    """Max abs difference per output of each method against eager torch, and what the written program's methods
+    take, read back from it (``shared_frames``: the forward_shared method's mfcc rows per frames row, or None)."""
+    from pinlite_edge.runtimes.executorch import loader
+
+    _require_executorch()
+    methods = loader.load_methods(path)
+    parity: dict[str, Any] = {}
+    for name, (frames, mfcc) in method_examples(model, batch, shared_rows).items():
+        if name not in methods:
+            raise ExportError(f"the written program has no {name} method (methods: {sorted(methods)})")
+        with torch.no_grad():
+            ref = model(frames, mfcc)
+        outs = loader.execute(methods[name], frames.numpy(), mfcc.numpy())
+        key = "forward" if name == "forward" else name
+        parity[key] = {out: float(np.abs(o - r.numpy()).max()) for out, o, r in zip(ref._fields, outs, ref)}
+    shared = None
+    if loader.SHARED_METHOD in methods:
+        meta = methods[loader.SHARED_METHOD].metadata
+        f_rows, m_rows = meta.input_tensor_meta(0).sizes()[0], meta.input_tensor_meta(1).sizes()[0]
+        shared = {"method": loader.SHARED_METHOD, "frames_rows": int(f_rows), "mfcc_rows_per_frames_row":
+                  int(m_rows) // int(f_rows)}
+    return {"parity": parity, "shared_frames": shared}
 
 
-def _write(ctx: ExportContext, buffer: bytes, batch: int) -> dict[str, float]:
+def _write(ctx: ExportContext, buffer: bytes, batch: int) -> dict[str, Any]:
     with atomic_path(ctx.artifact) as tmp:
         tmp.write_bytes(buffer)
         import shutil
 
         probe = ctx.work_dir / "probe.pte"  # executorch.runtime wants a .pte path
         shutil.copyfile(tmp, probe)
-        parity = _parity(probe, ctx.model, batch)
-    return parity
+        checked = _parity(probe, ctx.model, batch, ctx.options.shared_rows)
+    return checked
 
 
 def _versions() -> dict[str, str]:
@@ -171,15 +210,28 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _extra(delegation: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's facts: delegation and parity per method, and ``shared_frames`` read back from the program."""
+    out: dict[str, Any] = {"delegation": delegation["forward"], "gru": "matmul",
+                           "torch_parity_max_abs": checked["parity"]["forward"],
+                           "shared_frames": checked["shared_frames"]}
+    for name in delegation:
+        if name != "forward":
+            out[f"delegation_{name}"] = delegation[name]
+            out[f"torch_parity_max_abs_{name}"] = checked["parity"][name]
+    return out
+
+
 def export_pte(ctx: ExportContext) -> HandlerOutput:
     batch = ctx.options.batch or 1
-    buffer, delegation = lower_to_pte(ctx.model, batch)
-    parity = _write(ctx, buffer, batch)
-    if max(parity.values()) > 1e-3:
-        log.warning(".pte vs torch parity is %s", parity)
+    buffer, delegation = lower_to_pte(ctx.model, batch, shared_rows=ctx.options.shared_rows)
+    checked = _write(ctx, buffer, batch)
+    worst = max(v for p in checked["parity"].values() for v in p.values())
+    if worst > 1e-3:
+        log.warning(".pte vs torch parity is %s", checked["parity"])
     plan = PrecisionPlan(precision="fp32", notes=["every op FP32; GRU rewritten as matmuls (same weights)"])
     return HandlerOutput(plan=plan, dynamic_batch=False, max_batch=batch, tool_versions=_versions(),
-                         extra={"delegation": delegation, "gru": "matmul", "torch_parity_max_abs": parity})
+                         extra=_extra(delegation, checked))
 
 
 def export_pte_int8(ctx: ExportContext) -> HandlerOutput:
@@ -187,8 +239,8 @@ def export_pte_int8(ctx: ExportContext) -> HandlerOutput:
     batch = o.batch or 1
     plan = make_plan(ctx, "int8", "int8", extra=attention_input_entries(ctx.model))
     plan.notes.append("softmax and the attention matmuls are not annotated by XNNPACKQuantizer: they stay float")
-    buffer, delegation = lower_to_pte(ctx.model, batch, plan, ctx.calibration())
-    parity = _write(ctx, buffer, batch)
+    buffer, delegation = lower_to_pte(ctx.model, batch, plan, ctx.calibration(), shared_rows=o.shared_rows)
+    checked = _write(ctx, buffer, batch)
     return HandlerOutput(plan=plan, dynamic_batch=False, max_batch=batch, tool_versions=_versions(),
                          calibration={**ctx.calibration().describe(), "method": "minmax (PT2E observers)"},
-                         extra={"delegation": delegation, "gru": "matmul", "torch_parity_max_abs": parity})
+                         extra=_extra(delegation, checked))

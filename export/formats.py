@@ -61,9 +61,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("trt-int8", ".int8.engine", "trt", "int8", True,
                  _ONNX | _CALIB | _TRT | {"calib_method", "per_channel", "weak_typing"},
                  "tensorrt:export_trt_int8", "TensorRT engine, strongly typed from the FP16 + QDQ ONNX"),
-    ExportFormat("pte", ".pte", "executorch", "fp32", False, frozenset({"batch"}),
+    ExportFormat("pte", ".pte", "executorch", "fp32", False, frozenset({"batch", "shared_rows"}),
                  "executorch:export_pte", "ExecuTorch program, XNNPACK delegate, static batch"),
-    ExportFormat("pte-int8", ".int8.pte", "executorch", "int8", False, _CALIB | {"batch"},
+    ExportFormat("pte-int8", ".int8.pte", "executorch", "int8", False, _CALIB | {"batch", "shared_rows"},
                  "executorch:export_pte_int8", "ExecuTorch program, PT2E INT8 (XNNPACKQuantizer), GRU/softmax float"),
 ]}
 

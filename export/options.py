@@ -61,6 +61,9 @@ class ExportOptions:
     timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
     weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed
     opt_batch: int | None = None  # TensorRT optimisation profile "opt" batch
+    #: .pte: mfcc rows per frames row of the program's second method ``forward_shared`` (frame sharing: the offset
+    #: scan's 7 audio shifts with the window's frames encoded once); 1: no second method
+    shared_rows: int = 7
     device: int = 0  # CUDA device index (TensorRT)
     seed: int = 0
 
@@ -76,6 +79,8 @@ class ExportOptions:
             (self.gru in GRU_MODES, f"gru must be one of {GRU_MODES}, got {self.gru!r}"),
             (self.batch is None or self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
             (self.opt_batch is None or self.opt_batch >= 1, f"opt_batch must be >= 1, got {self.opt_batch}"),
+            (1 <= self.shared_rows <= 64, f"shared_rows must be 1..64 (1: no forward_shared method), got "
+                                          f"{self.shared_rows}"),
             (self.calib_size >= 1, f"calib_size must be >= 1, got {self.calib_size}"),
             (self.calib_method in CALIB_METHODS, f"calib_method must be one of {CALIB_METHODS}, got "
                                                  f"{self.calib_method!r}"),

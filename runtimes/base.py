@@ -18,7 +18,8 @@ Frame sharing: ``mfcc`` may hold ``k`` rows per ``frames`` row (batch ``k * B``;
 pair with frames row ``i``), and the outputs then have one row per mfcc row: how the offset scan scores a window
 against its audio at several shifts. A runner whose artefact shares frames (:attr:`BaseRunner.shares_frames`, read
 from the artefact itself) encodes each frames row once; any other runner gets the frames repeated ``k`` times, the
-same answer at ``k`` times the frame encoder's cost. ``max_batch`` counts mfcc rows.
+same answer at ``k`` times the frame encoder's cost. ``max_batch`` counts frames rows per call, each with its ``k``
+mfcc rows.
 
 Options (``threads``, ``device``, ``batch_policy``, a backend's own) are checked when the runner is built and a bad
 one raises :class:`RunnerOptionError` naming it. Outputs are checked after every call: a missing output, a wrong
@@ -310,7 +311,8 @@ class BaseRunner(ABC):
 
     @abstractmethod
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one batch (``batch <= max_batch``) of validated float32 C-contiguous inputs."""
+        """Run one batch (at most ``max_batch`` frames rows) of validated float32 C-contiguous inputs: mfcc has one
+        row per frames row, or ``k`` where :meth:`frames_shared_for` says so."""
 
     # --- inference ----------------------------------------------------------------------------------------
     def validate(self, frames: Any, mfcc: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -322,10 +324,12 @@ class BaseRunner(ABC):
             raise InputError(f"frames and mfcc batch sizes differ: {f.shape[0]} vs {m.shape[0]} (mfcc needs one row "
                              "per frames row, or the same whole number k of rows per frames row: rows i*k..i*k+k-1 "
                              "pair with frames row i)")
-        if self.max_batch is not None and m.shape[0] > self.max_batch and self.batch_policy == "reject":
-            raise InputError(f"batch {m.shape[0]} exceeds this artefact's max batch {self.max_batch} "
-                             f"({self.artifact.name}); use batch_policy='split' or smaller batches")
         return f, m
+
+    def frames_shared_for(self, k: int) -> bool:
+        """Whether this runner encodes a frames row once for ``k`` mfcc rows (:attr:`shares_frames`; a backend whose
+        artefact shares frames for some ``k`` only overrides this)."""
+        return self.shares_frames
 
     def infer(self, frames: Any, mfcc: Any) -> dict[str, np.ndarray]:
         """Validate once, run the backend, return ``{"logits", "offset_logits", "attention"}`` float32 arrays (one
@@ -334,24 +338,27 @@ class BaseRunner(ABC):
             raise RunnerStateError(f"{self.name} is not active: use `with runner:` or call runner.activate() first")
         f, m = self.validate(frames, mfcc)
         k = m.shape[0] // f.shape[0]
-        if k > 1 and not self.shares_frames:
+        if k > 1 and not self.frames_shared_for(k):
             f, k = np.repeat(f, k, axis=0), 1
-        batch = m.shape[0]
+        rows = f.shape[0]  # max_batch counts frames rows, each with its k mfcc rows
+        if self.max_batch is not None and rows > self.max_batch and self.batch_policy == "reject":
+            raise InputError(f"batch {rows} exceeds this artefact's max batch {self.max_batch} "
+                             f"({self.artifact.name}); use batch_policy='split' or smaller batches")
         start = time.perf_counter()
-        if self.max_batch is None or batch <= self.max_batch:
+        if self.max_batch is None or rows <= self.max_batch:
             out = self.infer_impl(f, m)
             device_time = self.last_device_time_s
         else:
             parts, device_time = [], 0.0
-            rows = max(1, self.max_batch // k)  # frames rows per call: at most max_batch mfcc rows unless k exceeds it
-            for i in range(0, f.shape[0], rows):
-                parts.append(self.infer_impl(f[i:i + rows], m[i * k:(i + rows) * k]))
+            step = self.max_batch
+            for i in range(0, rows, step):
+                parts.append(self.infer_impl(f[i:i + step], m[i * k:(i + step) * k]))
                 device_time = None if self.last_device_time_s is None or device_time is None \
                     else device_time + self.last_device_time_s
             out = {name: np.concatenate([p[name] for p in parts]) for name in OUTPUT_NAMES}
         self.last_inference_time_s = time.perf_counter() - start
         self.last_device_time_s = device_time
-        return self._check_outputs(out, batch)
+        return self._check_outputs(out, m.shape[0])
 
     def _check_outputs(self, out: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         expected = {"logits": (batch, 2), "offset_logits": (batch, NUM_OFFSET_CLASSES),

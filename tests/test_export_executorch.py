@@ -44,6 +44,42 @@ def test_pte_fp32_roundtrip(student, tmp_path):
     logits, _, attention = run_pte(res.artifact, frames.numpy(), mfcc.numpy())
     assert np.abs(logits - ref.logits.numpy()).max() <= 1e-4
     assert np.abs(attention - ref.attention.numpy()).max() <= 1e-4
+    # the second method: one frames row with the offset scan's 7 mfcc rows, the frames encoded once, read back
+    assert man.extra["shared_frames"] == {"method": "forward_shared", "frames_rows": 1, "mfcc_rows_per_frames_row": 7}
+    assert max(man.extra["torch_parity_max_abs_forward_shared"].values()) <= 1e-4
+    _, shifted = _inputs(student, 7, seed=6)
+    from pinlite_edge.runtimes import load_runner
+
+    with load_runner(res.artifact, threads=1) as runner:
+        assert runner.shares_frames and runner.frames_shared_for(7) and not runner.frames_shared_for(3)
+        calls = []
+        impl = runner.infer_impl
+        runner.infer_impl = lambda f, m: (calls.append((len(f), len(m))), impl(f, m))[1]
+        out = runner.infer(np.repeat(frames.numpy(), 2, axis=0), np.concatenate([shifted.numpy()] * 2))
+        assert calls == [(1, 7), (1, 7)]  # static batch 1: one window per call, its 7 rows in one
+        shorter = runner.infer(frames.numpy(), shifted.numpy()[:3])  # another k: the frames repeated, forward
+        assert calls[2:] == [(1, 1)] * 3
+    with torch.no_grad():
+        ref7 = student(frames.repeat(7, 1, 1, 1, 1), shifted)
+    np.testing.assert_allclose(out["logits"][:7], ref7.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(out["logits"][7:], ref7.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(shorter["logits"], ref7.logits.numpy()[:3], atol=1e-4)
+
+
+def test_pte_without_a_shared_method_repeats_the_frames(student, tmp_path):
+    """shared_rows=1: one method, as before; the runner repeats frames for every k."""
+    from pinlite_edge.runtimes import load_runner
+
+    res = export_from_model(student, "pte", tmp_path, shared_rows=1)
+    assert read_manifest(res.artifact).extra["shared_frames"] is None
+    frames, _ = _inputs(student)
+    _, shifted = _inputs(student, 7, seed=6)
+    with load_runner(res.artifact, threads=1) as runner:
+        assert not runner.shares_frames and not runner.frames_shared_for(7)
+        out = runner.infer(frames.numpy(), shifted.numpy())
+    with torch.no_grad():
+        ref = student(frames.repeat(7, 1, 1, 1, 1), shifted)
+    np.testing.assert_allclose(out["logits"], ref.logits.numpy(), atol=1e-4)
 
 
 @pytest.mark.slow
@@ -61,6 +97,8 @@ def test_pte_int8_runs_with_plan(student, tmp_path):
         ref = student(f1, m1)
     logits, _, attention = run_pte(res.artifact, f1.numpy(), m1.numpy())
     assert np.abs(attention - ref.attention.numpy()).max() < 0.05
+    assert man.extra["shared_frames"]["mfcc_rows_per_frames_row"] == 7
+    assert "exported_program_forward_shared" in man.precision_plan["graph_precision"]
     assert np.allclose(attention.sum(-1), 1.0, atol=1e-3)
     # the XNNPACK delegate holds the quantized convolutions / linears; the GRU and softmax stay float
     delegation = man.extra["delegation"]

@@ -27,11 +27,22 @@ def register_quantized_kernels() -> None:
     import_backend_module("executorch", "executorch.kernels.quantized")
 
 
+#: the program's method that takes k mfcc rows per frames row and encodes the frames once (frame sharing:
+#: ``runtimes.base``); written by ``pinlite_edge.export.executorch`` unless ``shared_rows=1``
+SHARED_METHOD = "forward_shared"
+
+
 def load_method(program: str | Path | bytes, *, quantized: bool = True, source: str | None = None) -> Any:
-    """The ``forward`` method of a ``.pte`` program: a path, or the program's bytes (a runner hands over the bytes
-    it verified, :func:`pinlite_edge.runtimes.artifact.read_verified_bytes`; ``load_program`` keeps them alive
-    with the program). Quantized kernels are registered first unless ``quantized=False``. ``source`` names the
-    program in errors. Raises :class:`ManifestError` when ExecuTorch cannot load it."""
+    """The ``forward`` method of a ``.pte`` program (:func:`load_methods`)."""
+    return load_methods(program, quantized=quantized, source=source)["forward"]
+
+
+def load_methods(program: str | Path | bytes, *, quantized: bool = True, source: str | None = None) -> dict[str, Any]:
+    """``forward`` and, when the program has it, :data:`SHARED_METHOD` of a ``.pte`` program: a path, or the
+    program's bytes (a runner hands over the bytes it verified, :func:`pinlite_edge.runtimes.artifact.
+    read_verified_bytes`; ``load_program`` keeps them alive with the program). Quantized kernels are registered first
+    unless ``quantized=False``. ``source`` names the program in errors. Raises :class:`ManifestError` when ExecuTorch
+    cannot load it."""
     Runtime = import_runtime()  # noqa: N806 - the class, named as executorch names it
     if quantized:
         register_quantized_kernels()
@@ -39,7 +50,12 @@ def load_method(program: str | Path | bytes, *, quantized: bool = True, source: 
     try:
         data = program if isinstance(program, bytes) else Path(program)
         loaded = Runtime.get().load_program(data)
-        return LoadedMethod(loaded.load_method("forward"), loaded)
+        names = set(loaded.method_names)
+        if "forward" not in names:
+            raise ManifestError(f"ExecuTorch program {name} has no forward method (methods: {sorted(names)})")
+        return {m: LoadedMethod(loaded.load_method(m), loaded) for m in ("forward", SHARED_METHOD) if m in names}
+    except ManifestError:
+        raise
     except Exception as exc:  # pybind RuntimeError with an ExecuTorch error code
         raise ManifestError(f"ExecuTorch cannot load {name}: {exc}") from None
 

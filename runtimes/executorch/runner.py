@@ -4,6 +4,11 @@
 The ``forward`` method takes ``(frames, mfcc)`` and returns the outputs in the manifest's ``output_names`` order.
 ``.pte`` files are usually exported with a static batch (1): the manifest says so (``dynamic_batch: false``,
 ``max_batch``) and :class:`BaseRunner` splits larger batches (or rejects them with ``batch_policy="reject"``).
+
+A program exported with ``shared_rows=k`` (the default, 7: the offset scan's shifts) also has the method
+``forward_shared``: the same batch of frames with ``k`` mfcc rows each, the frames encoded once (frame sharing,
+:mod:`pinlite_edge.runtimes.base`). Its ``k`` is read from the method's own input shapes; calls with that many mfcc
+rows per frames row go to it, any other ``k`` gets the frames repeated and runs ``forward``.
 """
 from __future__ import annotations
 
@@ -36,36 +41,68 @@ class ExecuTorchRunner(BaseRunner):
                          batch_policy=batch_policy, threads=threads)
         self.spec = spec
         self.method: Any = None
+        self.shared_method: Any = None
+        #: mfcc rows per frames row of the program's forward_shared method (0: the program has none)
+        self.shared_rows = 0
         self.output_names = list(spec.manifest.output_names) if spec.manifest else list(OUTPUT_NAMES)
         self._torch: Any = None
         self._previous_threads: int | None = None
 
     def activate_impl(self) -> None:
         # the bytes checked against the manifest's sha256 are the bytes ExecuTorch loads
-        method = loader.load_method(read_verified_bytes(self.spec), quantized=self.precision == "int8",
-                                    source=str(self.artifact))
-        meta = method.metadata
-        if meta.num_inputs() != 2 or meta.num_outputs() != len(OUTPUT_NAMES):
-            raise ManifestError(f"{self.artifact}: forward has {meta.num_inputs()} inputs and {meta.num_outputs()} "
-                                f"outputs, expected 2 and {len(OUTPUT_NAMES)}")
-        shapes = {"frames": tuple(meta.input_tensor_meta(0).sizes()), "mfcc": tuple(meta.input_tensor_meta(1).sizes())}
-        check_io_shapes(self.artifact, self.contract, shapes)
+        methods = loader.load_methods(read_verified_bytes(self.spec), quantized=self.precision == "int8",
+                                      source=str(self.artifact))
+        shapes = self._method_shapes("forward", methods["forward"])
         static_batch = shapes["frames"][0]
+        if shapes["mfcc"][0] != static_batch:
+            raise ManifestError(f"{self.artifact}: forward takes {static_batch} frames rows but {shapes['mfcc'][0]} "
+                                "mfcc rows; expected one mfcc row per frames row")
         if not self.spec.dynamic_batch and self.max_batch is not None and static_batch < self.max_batch:
             raise ManifestError(f"{self.artifact}: program batch {static_batch} is smaller than the manifest's "
                                 f"max_batch {self.max_batch}")
-        self.method = method
+        self.shared_rows = 0
+        if loader.SHARED_METHOD in methods:
+            shared = self._method_shapes(loader.SHARED_METHOD, methods[loader.SHARED_METHOD])
+            rows = shared["mfcc"][0] // shared["frames"][0]
+            if shared["frames"][0] != static_batch or shared["mfcc"][0] != rows * static_batch or rows < 2:
+                raise ManifestError(f"{self.artifact}: {loader.SHARED_METHOD} takes {shared['frames'][0]} frames rows "
+                                    f"and {shared['mfcc'][0]} mfcc rows; expected {static_batch} frames rows with the "
+                                    "same whole number (>= 2) of mfcc rows each")
+            self.shared_rows = rows
+            self.shared_method = methods[loader.SHARED_METHOD]
+        declared = (self.spec.manifest.extra if self.spec.manifest is not None else {}).get("shared_frames")
+        if declared is not None and int((declared or {}).get("mfcc_rows_per_frames_row", 0)) != self.shared_rows:
+            raise ManifestError(f"{self.artifact}: the manifest says shared_frames={declared} but the program's "
+                                f"{loader.SHARED_METHOD} method takes {self.shared_rows or 'no'} mfcc rows per frames "
+                                "row: the manifest does not describe this program; re-export it")
+        self.shares_frames = self.shared_rows > 0
+        self.method = methods["forward"]
         self._torch = torch_loader.import_torch()
         self._previous_threads = torch_loader.set_threads(self._torch, self.threads)
 
+    def _method_shapes(self, name: str, method: Any) -> dict[str, tuple[int, ...]]:
+        meta = method.metadata
+        if meta.num_inputs() != 2 or meta.num_outputs() != len(OUTPUT_NAMES):
+            raise ManifestError(f"{self.artifact}: {name} has {meta.num_inputs()} inputs and {meta.num_outputs()} "
+                                f"outputs, expected 2 and {len(OUTPUT_NAMES)}")
+        shapes = {"frames": tuple(meta.input_tensor_meta(0).sizes()), "mfcc": tuple(meta.input_tensor_meta(1).sizes())}
+        check_io_shapes(self.artifact, self.contract, shapes)
+        return shapes
+
+    def frames_shared_for(self, k: int) -> bool:
+        """Only for the ``k`` of the program's ``forward_shared`` method (its static input shapes)."""
+        return self.shares_frames and k == self.shared_rows
+
     def deactivate_impl(self) -> None:
         self.method = None
+        self.shared_method = None
         if self._torch is not None:
             torch_loader.restore_threads(self._torch, self._previous_threads)
             self._previous_threads = None
 
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, loader.execute(self.method, frames, mfcc)))
+        method = self.method if mfcc.shape[0] == frames.shape[0] else self.shared_method
+        return dict(zip(self.output_names, loader.execute(method, frames, mfcc)))
 
     def extra_info(self) -> dict[str, Any]:
-        return {"threads": self.threads}
+        return {"threads": self.threads, "shared_rows": self.shared_rows}
