@@ -7,7 +7,7 @@ By default every window is also scored with its audio shifted a few frames eithe
 ``"scan"``) says how much better another alignment explains the lips than the given one. ``aggregate="max"`` /
 ``"mean"`` decide on the window probabilities instead (``scan_offsets=None`` then skips the scan). The scan scores a
 window's frames against its audio at every shift in one call (frame sharing, :mod:`pinlite_edge.runtimes.base`): an
-artefact that shares frames encodes them once, so the scan costs little more model time than no scan instead of 7x
+artefact that shares frames encodes them once, so the scan costs 1.06-1.35x the model time of no scan instead of 7x
 (the frame encoder is nearly all of the model; measured in ``benchmarks/results/scan_cost/``). The explanation is the
 attention of the last cross-attention layer: its column sums say how much each of the 16 sampled frames was looked
 at (per-frame saliency).
@@ -27,7 +27,8 @@ from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.metrics import softmax, softmax_fake_prob
-from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS, ScanCurve, ScanResult, check_scan_offsets
+from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, ScanCurve, ScanResult,
+                                      check_scan_offsets, local_fake_probs)
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 
@@ -106,6 +107,10 @@ class DetectionResult:
 
     @property
     def most_suspicious_window(self) -> int:
+        """The window the explanation shows: behind the verdict's own statistic. With the scan verdict, the highest
+        local offset scan (``WindowScore.fake_prob_local_scan``); else the highest window P(fake). First one on ties."""
+        if self.aggregate == "scan" and self.scan is not None:
+            return int(np.argmax([w.fake_prob_local_scan for w in self.windows]))
         return int(np.argmax(self.fake_prob_per_window))
 
     def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
@@ -209,7 +214,7 @@ def _display_frames(frames: np.ndarray, contract: InputContract) -> np.ndarray:
     """Undo the ImageNet normalisation of ``(T, 3, S, S)`` model frames -> uint8 ``(T, S, S, 3)``."""
     mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
     std = np.asarray(contract.std, np.float32)[None, :, None, None]
-    rgb = np.clip((frames * std + mean) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.clip(np.rint((frames * std + mean) * 255.0), 0, 255).astype(np.uint8)  # rounded: 112 stays 112
     return rgb.transpose(0, 2, 3, 1)
 
 
@@ -278,9 +283,31 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any) -> 
     return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (the model has no operating point)"
 
 
+class _ExplainedWindow:
+    """Keeps the frames of the window the explanation will show (:attr:`DetectionResult.most_suspicious_window`)
+    while windows stream past, without holding the clip: the best one so far by its score, plus, for the local offset
+    scan, the last ``LOCAL_SCAN_RADIUS`` windows, whose score is not final until the neighbours after them are
+    scored."""
+
+    def __init__(self) -> None:
+        self.best = -1.0
+        self.frames: np.ndarray | None = None
+        self._pending: dict[int, np.ndarray] = {}  # window index -> frames, score not final yet
+
+    def offer(self, first: int, frames: list[np.ndarray], scores: np.ndarray, final_below: int) -> None:
+        """Windows ``first..`` with their ``frames``; ``scores`` of every window so far; those below ``final_below``
+        are final. Strictly greater wins: the first maximum, as ``np.argmax`` over the clip."""
+        for i, f in enumerate(frames):
+            self._pending[first + i] = f
+        for i in sorted(k for k in self._pending if k < final_below):
+            f = self._pending.pop(i)
+            if float(scores[i]) > self.best:
+                self.best, self.frames = float(scores[i]), f.copy()
+
+
 class _Scores:
-    """Model outputs of a clip's windows, accumulated batch by batch (only the most suspicious window's frames are
-    kept, for the explanation)."""
+    """Model outputs of a clip's windows, accumulated batch by batch (only the frames of the window the explanation
+    shows are kept: :class:`_ExplainedWindow`)."""
 
     def __init__(self, detector: "Detector", source: str):
         self.detector = detector
@@ -289,10 +316,11 @@ class _Scores:
         self.logits: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.attention: list[np.ndarray] = []
-        self.best = -1.0
-        self.best_frames: np.ndarray | None = None
         offsets = detector.scan_offsets
         self.scan = ScanCurve(offsets) if offsets else None
+        #: the explanation follows the verdict's statistic: the local offset scan with the scan verdict
+        self.by_local_scan = self.scan is not None and detector.aggregate == "scan"
+        self.explained = _ExplainedWindow()
 
     def add(self, windows: list[Any]) -> None:
         frames = np.stack([w.frames for w in windows])
@@ -303,10 +331,14 @@ class _Scores:
         else:
             out = self._infer_with_scan(windows, frames, mfcc)
         logits = out["logits"]
-        probs = softmax_fake_prob(logits)
-        top = int(np.argmax(probs))
-        if float(probs[top]) > self.best:  # strictly greater: the first maximum wins, as np.argmax over the clip
-            self.best, self.best_frames = float(probs[top]), windows[top].frames.copy()
+        first = len(self.starts)
+        if self.by_local_scan:
+            assert self.scan is not None
+            local = local_fake_probs(self.scan.window_margins(), self.scan.offsets.index(0))
+            self.explained.offer(first, [w.frames for w in windows], local, len(local) - LOCAL_SCAN_RADIUS)
+        else:
+            probs = np.concatenate([np.full(first, -np.inf), softmax_fake_prob(logits)])
+            self.explained.offer(first, [w.frames for w in windows], probs, len(probs))
         self.starts.extend(float(w.start_seconds) for w in windows)
         self.logits.append(logits)
         self.offsets.append(out["offset_logits"])
@@ -340,7 +372,8 @@ class _Scores:
         rows = rows.reshape(n * k, *want[1:])
         # without frame sharing the runner repeats each frames row k times: batch_size model rows per call, as
         # before, so that memory does not grow k-fold
-        step = n if getattr(self.detector.runner, "shares_frames", False) else max(1, self.detector.batch_size // k)
+        shared = getattr(self.detector.runner, "frames_shared_for", None)
+        step = n if shared is not None and shared(k) else max(1, self.detector.batch_size // k)
         parts = [self._infer(frames[i:i + step], rows[i * k:(i + step) * k]) for i in range(0, n, step)]
         per_shift = {name: np.concatenate([p[name] for p in parts]).reshape(n, k, *parts[0][name].shape[1:])
                      for name in parts[0]}
@@ -518,6 +551,8 @@ class Detector:
         c = self.contract
         scan = scores.scan.result() if scores.scan is not None else None
         local = [None] * len(probs) if scan is None else scan.local_fake_probs().tolist()
+        if scores.by_local_scan:  # the last windows' local scan is final now that the clip has ended
+            scores.explained.offer(len(local), [], np.asarray(local), len(local))
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
                                offset_confidence=float(op.max()), fake_prob_local_scan=lp)
                    for s, p, op, lp in zip(scores.starts, probs, offset_probs, local)]
@@ -544,7 +579,7 @@ class Detector:
             offset_head_frames=head_offset,
             fake_prob_scan=None if scan is None else scan.fake_prob, scan=scan, windows=windows, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
-            explain_frames=_display_frames(scores.best_frames, c),
+            explain_frames=_display_frames(scores.explained.frames, c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
             face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view,
         )

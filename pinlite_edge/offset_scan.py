@@ -149,6 +149,12 @@ class ScanCurve:
         self._n_complete += int(mask.sum())
         self._rows.append(margins.astype(np.float32))
 
+    def window_margins(self) -> np.ndarray:
+        """``(windows, offsets)`` float32 margins of every window added so far, in order."""
+        if not self._rows:
+            return np.zeros((0, len(self.offsets)), np.float32)
+        return np.concatenate(self._rows)
+
     def result(self) -> ScanResult:
         if self._n_all == 0:
             raise InputError("no window was scanned")
@@ -158,7 +164,7 @@ class ScanCurve:
         return ScanResult(offset_frames=self.offsets[best], fake_prob=scan_fake_prob(curve, self.offsets.index(0)),
                           curve={k: float(v) for k, v in zip(self.offsets, curve)},
                           windows_used=self._n_complete if complete_only else self._n_all,
-                          complete_only=complete_only, window_margins=np.concatenate(self._rows))
+                          complete_only=complete_only, window_margins=self.window_margins())
 
 
 __all__ = ["DEFAULT_SCAN_OFFSETS", "LOCAL_SCAN_RADIUS", "MAX_SCAN_FRAMES", "ScanCurve", "ScanResult",

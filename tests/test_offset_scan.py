@@ -213,3 +213,33 @@ def test_local_scan_is_the_scan_of_each_windows_neighbourhood():
     with pytest.raises(InputError, match="local scan"):
         local_fake_probs(np.zeros(5), 0)
 
+
+
+@pytest.mark.parametrize("aggregate", ["scan", "max"])
+def test_the_explanation_shows_the_window_behind_the_verdict_however_the_windows_are_batched(aggregate):
+    """Audio in sync except from 3.0 to 5.5 s, where it is delayed by 4 frames. With the scan verdict the
+    explanation's window is the one with the highest local offset scan (inside the delayed stretch), with 'max' the
+    highest window P(fake); its frames are kept while the windows stream past in batches of any size. A window's local
+    scan is final only once the 3 windows after it are scored: at the stretch's last window, the 4 windows scored so
+    far are all delayed, more than any final neighbourhood of 7, so a tracker that decided early would keep it."""
+    from pinlite_edge.detector import Detector
+
+    audio = _speech_like(8.0, seed=2)
+    given = audio.copy()
+    a, b = 3 * C.sample_rate, int(5.5 * C.sample_rate)
+    given[a:b] = np.roll(audio, 4 * SPF)[a:b]
+    tops, firsts = set(), set()
+    for batch in (1, 2, 3, 64):
+        det = Detector(AlignmentOracle(audio), face_crop=False, batch_size=batch, threshold=0.5, aggregate=aggregate)
+        r = det.detect_arrays(_indexed_frames(200), given, C.sample_rate, fps=25.0)
+        local = np.array([w.fake_prob_local_scan for w in r.windows])
+        stat = local if aggregate == "scan" else r.fake_prob_per_window
+        top = r.most_suspicious_window
+        assert top == int(np.argmax(stat))
+        first_frame = int(round(r.windows[top].start_seconds * 25.0))
+        assert int(r.explain_frames[0, 0, 0, 0]) == first_frame  # the frames carry their own frame index
+        tops.add(top)
+        firsts.add(first_frame)
+    assert len(tops) == len(firsts) == 1
+    if aggregate == "scan":
+        assert 3.0 - 0.64 <= r.windows[top].start_seconds <= 5.5 and local[top] > 0.5
