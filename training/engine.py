@@ -230,9 +230,14 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scale = scaler.get_scale() if use_amp else 0.0
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            # GradScaler skips the optimizer step when the scaled gradients overflow and lowers its scale: the schedule
+            # then waits too, so that warmup counts real steps (and torch does not warn that the scheduler stepped
+            # before the optimizer, as it did when the first AMP step overflowed)
+            if not (use_amp and scaler.get_scale() < scale):
+                scheduler.step()
             step_in_epoch += 1
             global_step += 1
             n = int(batch["label"].numel())
