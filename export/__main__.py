@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed batch axis (size --batch) instead of a dynamic one")
     g.add_argument("--batch", type=int, help="ONNX: max batch recorded (or the static batch); TensorRT: profile max "
                                              "batch (default 8); .pte: static batch (default 1)")
-    g = p.add_argument_group("ExecuTorch")
+    g = p.add_argument_group("ExecuTorch and TensorRT")
     g.add_argument("--shared-rows", dest="shared_rows", type=int,
-                   help=".pte: mfcc rows per frames row of the program's second method forward_shared, which encodes "
-                        "a window's frames once for all of them (the offset scan: 7, the default); 1: no second "
-                        "method")
+                   help="frame sharing: mfcc rows per frames row that the .pte's second method forward_shared takes, "
+                        "or that a TensorRT engine's profile allows, so that a window's frames are encoded once for "
+                        "all of them (the offset scan: 7, the default); 1: no sharing")
     g = p.add_argument_group("quantization / mixed precision")
     g.add_argument("--calib-data", dest="calib_data", help="calibration dataset: synthetic (default), lavdf:PATH, "
                                                           "folder:PATH")

@@ -18,7 +18,7 @@ from pinlite_edge.errors import ExportError
 
 _ONNX = frozenset({"opset", "gru"})
 _CALIB = frozenset({"calib_data", "calib_split", "calib_size", "keep_float", "sensitivity", "sensitivity_size"})
-_TRT = frozenset({"batch", "opt_batch", "workspace_mb", "timing_cache", "device"})
+_TRT = frozenset({"batch", "opt_batch", "workspace_mb", "timing_cache", "device", "shared_rows"})
 COMMON = frozenset({"force", "name", "seed"})
 
 

@@ -35,20 +35,31 @@ def ort_parity(path: Path, model, batch: int = 2) -> dict[str, float]:
     return {name: float(np.abs(o - r.numpy()).max()) for name, o, r in zip(ref._fields, outs, ref)}
 
 
+def input_batch_axes(path: Path) -> list[str | int]:
+    """Each input's batch axis as the ONNX graph at ``path`` declares it: a ``dim_param`` name or a fixed size."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = [i.type.tensor_type.shape.dim[0] for i in graph.input]
+    return [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in dims]
+
+
+def onnx_shares_frames(path: Path) -> bool:
+    """Whether the graph at ``path`` lets a frames row serve several mfcc rows, from its inputs' batch axes
+    (``contract.shares_frames``)."""
+    from pinlite_edge.contract import shares_frames
+
+    return shares_frames(*input_batch_axes(path))
+
+
 def frame_sharing(path: Path, model, k: int = 3) -> dict[str, Any]:
     """Whether the graph at ``path`` lets a frames row serve several mfcc rows, read back from the graph (its inputs'
     batch axes, ``contract.shares_frames``) and, when it says so, checked by running it: 2 frames rows with ``k``
     mfcc rows each must give what the frames repeated ``k`` times give. A graph that declares it and computes
     anything else fails the export."""
-    import onnx
-
-    from pinlite_edge.contract import shares_frames
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    dims = [i.type.tensor_type.shape.dim[0] for i in graph.input]
-    shared = shares_frames(*[d.dim_param if d.HasField("dim_param") else d.dim_value for d in dims])
-    if not shared:
+    if not onnx_shares_frames(path):
         return {"shared_frames": False}
+    axes = input_batch_axes(path)
     frames, _ = example_inputs(model, 2, seed=2)
     _, mfcc = example_inputs(model, 2 * k, seed=3)
     session = ort_session(path)
@@ -56,8 +67,8 @@ def frame_sharing(path: Path, model, k: int = 3) -> dict[str, Any]:
     b = session.run(None, {"frames": np.repeat(frames.numpy(), k, axis=0), "mfcc": mfcc.numpy()})
     diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
     if diff > 1e-4:
-        raise ExportError(f"{path.name} declares frame sharing (frames batch {dims[0].dim_param!r}, mfcc batch "
-                          f"{dims[1].dim_param!r}) but 2 frames rows with {k} mfcc rows each differ from the frames "
+        raise ExportError(f"{path.name} declares frame sharing (frames batch {axes[0]!r}, mfcc batch "
+                          f"{axes[1]!r}) but 2 frames rows with {k} mfcc rows each differ from the frames "
                           f"repeated by {diff:.3g}")
     return {"shared_frames": True, "frame_sharing_max_abs": diff}
 

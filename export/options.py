@@ -61,8 +61,9 @@ class ExportOptions:
     timing_cache: str | None = None  # TensorRT timing cache file (read if present, written after the build)
     weak_typing: bool = False  # TensorRT 10 only: builder flags + per-layer precision instead of strongly typed
     opt_batch: int | None = None  # TensorRT optimisation profile "opt" batch
-    #: .pte: mfcc rows per frames row of the program's second method ``forward_shared`` (frame sharing: the offset
-    #: scan's 7 audio shifts with the window's frames encoded once); 1: no second method
+    #: .pte: mfcc rows per frames row of the program's second method ``forward_shared``; TensorRT: the most mfcc rows
+    #: per frames row the optimisation profile takes (frame sharing: the offset scan's 7 audio shifts with the window's
+    #: frames encoded once); 1: no sharing
     shared_rows: int = 7
     device: int = 0  # CUDA device index (TensorRT)
     seed: int = 0

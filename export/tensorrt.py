@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from pinlite_edge.contract import INPUT_NAMES
 from pinlite_edge.errors import BackendUnavailableError, ExportError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
 from pinlite_edge.export.plan import PROTECTED_KINDS, PrecisionPlan
@@ -96,17 +97,24 @@ def layer_precisions(plan: PrecisionPlan, layer_names: Iterable[str]) -> dict[st
     return out
 
 
-def profile_shapes(input_shapes: dict[str, tuple[int, ...]], max_batch: int,
-                   opt_batch: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """(min, opt, max) shape per input for a batch of 1..max_batch (the batch axis is 0)."""
+def profile_shapes(input_shapes: dict[str, tuple[int, ...]], max_batch: int, opt_batch: int,
+                   audio_rows: int = 1) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) shape per input for a batch of 1..max_batch (the batch axis is 0). ``audio_rows > 1``: the
+    ``mfcc`` rows go up to ``audio_rows`` per frames row (frame sharing, for a graph with separate batch axes), tuned
+    for that many (the offset scan's calls)."""
     if not 1 <= opt_batch <= max_batch:
         raise ExportError(f"opt_batch {opt_batch} must lie in 1..{max_batch} (max batch)")
-    return {name: ((1, *shape), (opt_batch, *shape), (max_batch, *shape)) for name, shape in input_shapes.items()}
+    out = {}
+    for name, shape in input_shapes.items():
+        rows = audio_rows if name == INPUT_NAMES[1] else 1
+        out[name] = ((1, *shape), (opt_batch * rows, *shape), (max_batch * rows, *shape))
+    return out
 
 
 def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...]], max_batch: int, opt_batch: int,
                  workspace_mb: int, strongly_typed: bool = True, weak_precision: str | None = None,
-                 plan: PrecisionPlan | None = None, timing_cache: Path | None = None) -> tuple[bytes, dict[str, Any]]:
+                 plan: PrecisionPlan | None = None, timing_cache: Path | None = None,
+                 audio_rows: int = 1) -> tuple[bytes, dict[str, Any]]:
     """Parse ``onnx_path`` and build a serialized engine; returns (engine bytes, build facts for the manifest)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -125,7 +133,7 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
     # DETAILED: the engine inspector then reports each layer's input/output types (read back into the manifest)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     profile = builder.create_optimization_profile()
-    shapes = profile_shapes(input_shapes, max_batch, opt_batch)
+    shapes = profile_shapes(input_shapes, max_batch, opt_batch, audio_rows)
     for i in range(network.num_inputs):
         name = network.get_input(i).name
         if name not in shapes:
@@ -169,16 +177,26 @@ def build_engine(trt, onnx_path: Path, *, input_shapes: dict[str, tuple[int, ...
     return bytes(serialized), facts
 
 
-def engine_information(trt, engine_bytes: bytes) -> str:
-    """The engine inspector's JSON description of every layer of a serialized engine
+def engine_information(trt, engine_bytes: bytes) -> tuple[str, dict[str, list[list[int]]]]:
+    """What a serialized engine does, read back from it: the engine inspector's JSON description of every layer
     (``Runtime.deserialize_cuda_engine`` -> ``ICudaEngine.create_engine_inspector()`` ->
-    ``get_engine_information(LayerInformationFormat.JSON)``; detailed when built with ProfilingVerbosity.DETAILED)."""
+    ``get_engine_information(LayerInformationFormat.JSON)``; detailed when built with ProfilingVerbosity.DETAILED),
+    and each input's optimisation profile (``get_tensor_profile_shape(name, 0)``: min, opt, max)."""
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None:
         raise ExportError("TensorRT could not deserialize the engine it just built (see the TensorRT log above)")
     inspector = engine.create_engine_inspector()
-    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    profiles = {name: [[int(d) for d in shape] for shape in engine.get_tensor_profile_shape(name, 0)]
+                for name in INPUT_NAMES}
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON)), profiles
+
+
+def shared_frames_of(profiles: dict[str, list[list[int]]]) -> dict[str, int] | None:
+    """The manifest's ``shared_frames`` from an engine's profiles: its mfcc rows per frames row when the profile takes
+    at least 2 (the runner reads the same from the engine), else None."""
+    frames, mfcc = profiles[INPUT_NAMES[0]][2][0], profiles[INPUT_NAMES[1]][2][0]
+    return {"mfcc_rows_per_frames_row": mfcc // frames} if mfcc >= 2 * frames else None
 
 
 _DTYPE = re.compile(r"\b(FP32|FP16|BF16|FP8|Int8|Int32|Int64|UInt8|Bool|Float|Half)\b", re.IGNORECASE)
@@ -256,7 +274,7 @@ def engine_layer_precisions(info_json: str, plan: PrecisionPlan) -> dict[str, An
 
 
 def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
-    from pinlite_edge.export.onnx_formats import build_fp16_onnx, build_int8_onnx
+    from pinlite_edge.export.onnx_formats import build_fp16_onnx, build_int8_onnx, onnx_shares_frames
     from pinlite_edge.export.prepare import write_fp32_onnx
 
     o = ctx.options
@@ -280,12 +298,16 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
             write_fp32_onnx(ctx, build_from)
     contract = ctx.model.config.contract
     max_batch = o.batch or DEFAULT_MAX_BATCH
+    # frame sharing where the graph has separate batch axes (read from it): the profile takes shared_rows mfcc rows
+    # per frames row, so the offset scan encodes each window's frames once
+    audio_rows = o.shared_rows if onnx_shares_frames(build_from) else 1
     engine, facts = build_engine(
         trt, build_from, input_shapes={"frames": contract.frames_shape(), "mfcc": contract.mfcc_shape()},
         max_batch=max_batch, opt_batch=o.opt_batch or 1, workspace_mb=o.workspace_mb,
         strongly_typed=not o.weak_typing, weak_precision=precision, plan=plan,
-        timing_cache=Path(o.timing_cache) if o.timing_cache else None)
-    report = engine_layer_precisions(engine_information(trt, engine), plan)
+        timing_cache=Path(o.timing_cache) if o.timing_cache else None, audio_rows=audio_rows)
+    info, profiles = engine_information(trt, engine)
+    report = engine_layer_precisions(info, plan)
     if report["violations"]:
         raise ExportError(f"the TensorRT engine runs protected layers below FP32: {report['violations'][:4]}")
     plan.graph_precision["tensorrt_engine"] = report
@@ -298,7 +320,8 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
         calibration["method"] = o.calib_method
     return HandlerOutput(plan=plan, dynamic_batch=True, max_batch=max_batch, calibration=calibration, target=target,
                          tool_versions={"tensorrt": str(trt.__version__)},
-                         extra={"source_onnx": build_from.name, "onnx": onnx_facts, "build": facts})
+                         extra={"source_onnx": build_from.name, "onnx": onnx_facts, "build": facts,
+                                "engine_profile": profiles, "shared_frames": shared_frames_of(profiles)})
 
 
 def export_trt_fp16(ctx: ExportContext) -> HandlerOutput:

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "given one?; 'max' / 'mean': the window P(fake) aggregated over the clip")
     p.add_argument("--no-offset-scan", action="store_true",
                    help="skip the offset scan (it adds 6-35%% to the model time of ONNX, .pte and torch artefacts, "
-                        "which encode each window's frames once, and 7x on a TensorRT engine; needs --aggregate max or "
+                        "which encode each window's frames once, and 7x on artefacts exported before that; needs --aggregate max or "
                         "mean; the offset estimate then comes from the offset head)")
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")

@@ -59,7 +59,7 @@ class FakeTrt:
         self.set(version, gpu)
         monkeypatch.setattr(trt_export, "build_engine", self._build)
         # the export reads each layer's precision back from the built engine (the inspector): none to report here
-        monkeypatch.setattr(trt_export, "engine_information", lambda trt, engine: '{"Layers": []}')
+        monkeypatch.setattr(trt_export, "engine_information", self._information)
         monkeypatch.setattr(engine_cache, "BUILD_OPTIONS", TEST_BUILD)
 
     def set(self, version: str, gpu: tuple[str, str]) -> None:
@@ -69,6 +69,12 @@ class FakeTrt:
     def _build(self, trt, onnx_path, **kwargs):
         self.builds.append({"onnx": Path(onnx_path).name, **kwargs})
         return f"engine for {trt.__version__} #{len(self.builds)}".encode(), {"strongly_typed": True}
+
+    def _information(self, trt, engine):
+        """No layers to report; the profile the last build was given, as the engine would read it back."""
+        b = self.builds[-1]
+        shapes = trt_export.profile_shapes(b["input_shapes"], b["max_batch"], b["opt_batch"], b.get("audio_rows", 1))
+        return '{"Layers": []}', {name: [list(s) for s in v] for name, v in shapes.items()}
 
 
 def test_one_table_gives_runtimes_and_default_precisions():

@@ -47,6 +47,9 @@ def test_profile_covers_batch_1_to_max():
     shapes = profile_shapes({"frames": (16, 3, 64, 64), "mfcc": (64, 13)}, max_batch=8, opt_batch=2)
     assert shapes["mfcc"] == ((1, 64, 13), (2, 64, 13), (8, 64, 13))
     assert shapes["frames"][2] == (8, 16, 3, 64, 64)
+    # frame sharing: up to 7 mfcc rows per frames row, tuned for the offset scan's 7
+    shared = profile_shapes({"frames": (16, 3, 64, 64), "mfcc": (64, 13)}, max_batch=8, opt_batch=2, audio_rows=7)
+    assert shared["mfcc"] == ((1, 64, 13), (14, 64, 13), (56, 64, 13)) and shared["frames"] == shapes["frames"]
 
 
 def _plan() -> PrecisionPlan:
@@ -187,6 +190,10 @@ class _Recorder:
             def create_engine_inspector(self):
                 return Inspector()
 
+            def get_tensor_profile_shape(self, name, index):  # what the build was given (the last profile added)
+                profile = [c[1] for c in rec.calls if c[0] == "profile"][-1]
+                return [tuple(shape) for shape in profile[name]]
+
         class Runtime:
             def __init__(self, logger):
                 pass
@@ -311,6 +318,10 @@ def test_trt_manifest_fields_with_fake_tensorrt(student, tmp_path, monkeypatch):
     engine = man.precision_plan["graph_precision"]["tensorrt_engine"]
     assert engine["summary"] == {"fp16": 1, "fp32": 2, "int8": 1} and engine["violations"] == []
     assert man.precision_plan["graph_precision"]["artefact"]["violations"] == []  # the FP16 ONNX it was built from
+    # the ONNX it was built from has separate batch axes: the profile takes 7 mfcc rows per frames row, read back
+    assert man.extra["engine_profile"]["mfcc"][2] == [28, 64, 13] and man.extra["engine_profile"]["frames"][2][0] == 4
+    assert man.extra["shared_frames"] == {"mfcc_rows_per_frames_row": 7}
+    assert next(c[1] for c in fake.calls if c[0] == "profile")["mfcc"][2] == (28, 64, 13)
 
 
 def _softmax_plan() -> PrecisionPlan:
@@ -367,12 +378,15 @@ def test_trt_int8_builds_from_a_tensorrt_parsable_qdq_onnx(student, tmp_path, mo
     from pinlite_edge.export.calibration import from_arrays
 
     seen = {}
+    recorder = _Recorder([])
 
     def fake_build(trt, onnx_path, **kwargs):
         seen["model"] = onnx.load(str(onnx_path))
+        recorder.calls.append(("profile", profile_shapes(kwargs["input_shapes"], kwargs["max_batch"],
+                                                         kwargs["opt_batch"], kwargs.get("audio_rows", 1))))
         return b"engine", {"strongly_typed": kwargs.get("strongly_typed", True)}
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder([]))
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder)
     monkeypatch.setattr(trt_mod, "cuda_device", lambda index=0: trt_mod.GpuInfo("Fake Orin", "8.7", index))
     monkeypatch.setattr(trt_mod, "build_engine", fake_build)
     c = student.config.contract

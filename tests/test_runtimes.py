@@ -100,15 +100,16 @@ def inputs(batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_engine(student, path: Path, *, max_batch: int = 4, static_batch: int | None = None,
                  nan_rows: tuple[int, ...] = (), target: dict | None = None, manifest_max_batch: int | None = None,
-                 precision: str = "fp16") -> Path:
+                 precision: str = "fp16", audio_rows: int = 1, extra: dict | None = None) -> Path:
     """A stand-in engine file computing the StandIn model, with its manifest (runtime trt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(standins.engine_bytes(standins.standin_weights(StandIn().eval()), max_batch=max_batch,
-                                           static_batch=static_batch, nan_rows=nan_rows))
+                                           static_batch=static_batch, nan_rows=nan_rows, audio_rows=audio_rows))
     write_manifest(path, student_manifest(student["model"], f"trt-{precision}", "trt", precision,
                                           target=dict(ORIN) if target is None else target,
                                           dynamic_batch=static_batch is None,
-                                          max_batch=manifest_max_batch or static_batch or max_batch))
+                                          max_batch=manifest_max_batch or static_batch or max_batch,
+                                          extra=extra or {}))
     return path
 
 
@@ -222,6 +223,31 @@ def test_k_mfcc_rows_per_frames_row_give_the_repeated_frames_answer(runner, requ
     assert shared["logits"].shape == (15, 2) and shared["attention"].shape == (15, 16, 16)
     for key in OUTPUT_NAMES:
         np.testing.assert_allclose(shared[key], repeated[key], atol=1e-5)
+
+
+def test_trt_engine_with_a_sharing_profile_takes_k_mfcc_rows_per_frames_row(student, tmp_path, gpu):
+    """An engine whose profile takes 7 mfcc rows per frames row (built from the sharing ONNX graph): k <= 7 runs the
+    frames once per window, k = 8 gets them repeated; the answers are those of the frames repeated, the mfcc and
+    output buffers are sized for 7 rows per frames row, and a manifest saying otherwise is refused."""
+    engine = write_engine(student, tmp_path / "shared.engine", max_batch=4, audio_rows=7,
+                          extra={"shared_frames": {"mfcc_rows_per_frames_row": 7}})
+    f, _ = inputs(6, seed=7)
+    _, m = inputs(6 * 8, seed=8)
+    with load_runner(engine) as r:
+        assert r.shares_frames and r.shared_rows == 7
+        assert r.frames_shared_for(7) and r.frames_shared_for(3) and not r.frames_shared_for(8)
+        assert r._host["frames"].shape[0] == 4 and r._host["mfcc"].shape[0] == 28 and r._host["logits"].shape[0] == 28
+        out = {k: r.infer(f, m[:6 * k]) for k in (1, 3, 7, 8)}
+        rows_run = r.engine.frames_rows_run
+        want = {k: r.infer(np.repeat(f, k, axis=0), m[:6 * k]) for k in (1, 3, 7, 8)}
+    assert rows_run == 6 + 6 + 6 + 48  # shared for k = 3 and 7: each window's frames once
+    for k in out:
+        for key in OUTPUT_NAMES:
+            np.testing.assert_allclose(out[k][key], want[k][key], atol=1e-6)
+    wrong = write_engine(student, tmp_path / "wrong.engine", max_batch=4, audio_rows=7,
+                         extra={"shared_frames": None})
+    with pytest.raises(ManifestError, match="does not describe this engine"):
+        load_runner(wrong).activate()
 
 
 def test_torch_runner_encodes_each_frames_row_once(student):

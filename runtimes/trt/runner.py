@@ -8,6 +8,11 @@ engine), deserialise, create the execution context, check the I/O against the co
 size pinned host and device buffers once for the largest batch (the optimisation profile's maximum, or the static
 batch), create the stream and two events.
 
+Frame sharing (``runtimes.base``): an engine whose optimisation profile takes more ``mfcc`` rows than ``frames`` rows
+(built from an ONNX graph with separate batch axes: ``export/tensorrt.py``, ``shared_rows``) takes up to that many
+mfcc rows per frames row and encodes the frames once; the buffers of ``mfcc`` and the outputs are sized for it. Any
+other engine gets the frames repeated by :class:`BaseRunner`.
+
 Per call: inputs are copied into the pinned host buffers, then host->device, ``set_input_shape`` +
 ``set_tensor_address`` + ``execute_async_v3`` on the stream, device->host, synchronise. The events around the enqueue
 give ``last_device_time_s``.
@@ -59,6 +64,8 @@ class TrtRunner(BaseRunner):
         self._device: dict[str, int] = {}
         self._used_after_load: int | None = None
         self._activation_bytes: int | None = None
+        #: most mfcc rows per frames row the engine's profile takes (0: no frame sharing)
+        self.shared_rows = 0
         self.warnings: list[str] = []
 
     # --- loading ------------------------------------------------------------------------------------------
@@ -80,8 +87,10 @@ class TrtRunner(BaseRunner):
                                "(out of GPU memory?)")
         names = self._check_io(trt)
         self.max_batch = self._engine_max_batch()
+        self.shared_rows = self._engine_shared_rows()
+        self.shares_frames = self.shared_rows > 0
         for n in names:
-            shape = self._shape(n, self.max_batch)
+            shape = self._shape(n, self._rows(n, self.max_batch))
             self._host[n] = cuda.alloc_host(shape, np.float32)
             self._device[n] = cuda.alloc(int(np.prod(shape)) * 4)
         self.stream = cuda.stream_create()
@@ -120,6 +129,30 @@ class TrtRunner(BaseRunner):
                                 f"engine takes at most {engine_max}")
         return min(self._manifest_max_batch or engine_max, engine_max)
 
+    def _engine_shared_rows(self) -> int:
+        """Most mfcc rows per frames row of the profile (``mfcc`` max rows over ``frames`` max rows, when at least
+        2), checked against the manifest's ``extra.shared_frames`` where export wrote it."""
+        def most(name: str) -> int:
+            static = int(tuple(self.engine.get_tensor_shape(name))[0])
+            return static if static > 0 else int(tuple(self.engine.get_tensor_profile_shape(name, 0)[2])[0])
+
+        frames, mfcc = most(INPUT_NAMES[0]), most(INPUT_NAMES[1])
+        rows = mfcc // frames if mfcc >= 2 * frames else 0
+        declared = (self.spec.manifest.extra if self.spec.manifest is not None else {}).get("shared_frames", "absent")
+        if declared != "absent" and int((declared or {}).get("mfcc_rows_per_frames_row", 0)) != rows:
+            raise ManifestError(f"{self.artifact}: the manifest says shared_frames={declared} but the engine's profile "
+                                f"takes up to {mfcc} mfcc rows for {frames} frames rows: the manifest does not describe "
+                                "this engine; re-export it")
+        return rows
+
+    def frames_shared_for(self, k: int) -> bool:
+        """Up to the profile's mfcc rows per frames row (:attr:`shared_rows`)."""
+        return self.shares_frames and k <= self.shared_rows
+
+    def _rows(self, name: str, frames_rows: int) -> int:
+        """Buffer rows of tensor ``name`` for ``frames_rows`` frames rows: mfcc and outputs hold the shared rows."""
+        return frames_rows if name == INPUT_NAMES[0] else frames_rows * max(1, self.shared_rows)
+
     def _shape(self, name: str, batch: int) -> tuple[int, ...]:
         return (batch, *tuple(int(d) for d in self.engine.get_tensor_shape(name))[1:])
 
@@ -145,6 +178,8 @@ class TrtRunner(BaseRunner):
         self.context = self.engine = self.stream = self.cuda = None
         self._opened = False
         self.max_batch = self._manifest_max_batch
+        self.shared_rows = 0
+        self.shares_frames = False
 
     def gpu_memory_bytes(self) -> int | None:
         return self._used_after_load
@@ -152,9 +187,9 @@ class TrtRunner(BaseRunner):
     # --- inference ----------------------------------------------------------------------------------------
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         cuda, ctx, stream = self.cuda, self.context, self.stream
-        batch = frames.shape[0]
+        batch = mfcc.shape[0]  # the outputs have one row per mfcc row (frame sharing: k per frames row)
         for name, arr in ((INPUT_NAMES[0], frames), (INPUT_NAMES[1], mfcc)):
-            host = self._host[name][:batch]
+            host = self._host[name][:arr.shape[0]]
             host[...] = arr
             cuda.memcpy_htod_async(self._device[name], host, stream)
             if not ctx.set_input_shape(name, arr.shape):
