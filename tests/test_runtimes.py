@@ -92,6 +92,30 @@ def standin_pte(student, tmp_path_factory):
     return path, module
 
 
+def test_static_batch_2_program_takes_a_last_chunk_of_1(student, tmp_path):
+    """A .pte exported with a static batch of 2 (max_batch 2): 3 rows are split 2 + 1, the 1 padded to the program's
+    batch and its outputs cut (before: ExecuTorch's raw 'Attempted to resize a static tensor' RuntimeError)."""
+    if not HAS_EXECUTORCH:
+        pytest.skip("executorch is not installed (pip install pinlite-edge[executorch])")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    module = StandIn().eval()
+    ex = (torch.randn(2, *C.frames_shape()), torch.randn(2, *C.mfcc_shape()))
+    prog = to_edge_transform_and_lower(torch.export.export(module, ex),
+                                       partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path / "standin2.pte"
+    path.write_bytes(prog.buffer)
+    write_manifest(path, student_manifest(student["model"], "pte", "executorch", dynamic_batch=False, max_batch=2))
+    f, m = inputs(3, seed=9)
+    with load_runner(path, threads=1) as r:
+        out = r.infer(f, m)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(f), torch.from_numpy(m))
+    assert out["logits"].shape == (3, 2)
+    np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-5)
+
+
 def inputs(batch: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((batch, *C.frames_shape())).astype(np.float32),

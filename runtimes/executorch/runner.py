@@ -44,6 +44,8 @@ class ExecuTorchRunner(BaseRunner):
         self.shared_method: Any = None
         #: mfcc rows per frames row of the program's forward_shared method (0: the program has none)
         self.shared_rows = 0
+        #: the program's static batch (frames rows per call), read from its forward method at activation
+        self.static_batch = 1
         self.output_names = list(spec.manifest.output_names) if spec.manifest else list(OUTPUT_NAMES)
         self._torch: Any = None
         self._previous_threads: int | None = None
@@ -76,6 +78,7 @@ class ExecuTorchRunner(BaseRunner):
                                 f"{loader.SHARED_METHOD} method takes {self.shared_rows or 'no'} mfcc rows per frames "
                                 "row: the manifest does not describe this program; re-export it")
         self.shares_frames = self.shared_rows > 0
+        self.static_batch = int(static_batch)
         self.method = methods["forward"]
         self._torch = torch_loader.import_torch()
         self._previous_threads = torch_loader.set_threads(self._torch, self.threads)
@@ -101,8 +104,15 @@ class ExecuTorchRunner(BaseRunner):
             self._previous_threads = None
 
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
-        method = self.method if mfcc.shape[0] == frames.shape[0] else self.shared_method
-        return dict(zip(self.output_names, loader.execute(method, frames, mfcc)))
+        rows, audio = frames.shape[0], mfcc.shape[0]
+        method = self.method if audio == rows else self.shared_method
+        pad = self.static_batch - rows
+        if pad > 0:  # a static program takes exactly its batch: the last chunk of a split call is padded, then cut
+            k = audio // rows
+            frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
+            mfcc = np.concatenate([mfcc, np.tile(mfcc[-k:], (pad, 1, 1))])
+        outs = loader.execute(method, frames, mfcc)
+        return {name: o[:audio] for name, o in zip(self.output_names, outs)}
 
     def extra_info(self) -> dict[str, Any]:
         return {"threads": self.threads, "shared_rows": self.shared_rows}
