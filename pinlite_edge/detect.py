@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every other frame up to +-6 frames, does another alignment fit the lips better than the "
                         "given one?; 'max' / 'mean': the window P(fake) aggregated over the clip")
     p.add_argument("--no-offset-scan", action="store_true",
-                   help="skip the offset scan (it adds 6-35%% to the model time of ONNX, .pte and torch artefacts, "
+                   help="skip the offset scan (it adds 5-35%% to the model time of ONNX, .pte and torch artefacts, "
                         "which encode each window's frames once, and 7x on artefacts exported before that; needs --aggregate max or "
                         "mean; the offset estimate then comes from the offset head)")
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")

@@ -7,7 +7,7 @@ By default every window is also scored with its audio shifted a few frames eithe
 ``"scan"``) says how much better another alignment explains the lips than the given one. ``aggregate="max"`` /
 ``"mean"`` decide on the window probabilities instead (``scan_offsets=None`` then skips the scan). The scan scores a
 window's frames against its audio at every shift in one call (frame sharing, :mod:`pinlite_edge.runtimes.base`): an
-artefact that shares frames encodes them once, so the scan costs 1.06-1.35x the model time of no scan instead of 7x
+artefact that shares frames encodes them once, so the scan costs 1.05-1.35x the model time of no scan instead of 7x
 (the frame encoder is nearly all of the model; measured in ``benchmarks/results/scan_cost/``). The explanation is the
 attention of the last cross-attention layer: its column sums say how much each of the 16 sampled frames was looked
 at (per-frame saliency).

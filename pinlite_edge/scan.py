@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a few frames either way: does another alignment fit the lips better?); 'max' / 'mean' of "
                         "the window P(fake). All are recorded")
     p.add_argument("--no-offset-scan", action="store_true",
-                   help="skip the offset scan (it adds 6-35%% to the model time of ONNX, .pte and torch artefacts, "
+                   help="skip the offset scan (it adds 5-35%% to the model time of ONNX, .pte and torch artefacts, "
                         "which encode each window's frames once, and 7x on artefacts exported before that; needs --aggregate max or "
                         "mean)")
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
