@@ -75,38 +75,32 @@ def student(tmp_path_factory):
     return {"model": model, "root": root, "torch": ckpt, "ort": onnx}
 
 
-@pytest.fixture(scope="module")
-def standin_pte(student, tmp_path_factory):
+def write_standin_pte(student, path: Path, batch: int) -> tuple[Path, torch.nn.Module]:
+    """The StandIn model lowered to a static-batch .pte at ``path``, with its manifest; skips without ExecuTorch."""
     if not HAS_EXECUTORCH:
         pytest.skip("executorch is not installed (pip install pinlite-edge[executorch])")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     module = StandIn().eval()
-    ex = (torch.randn(1, *C.frames_shape()), torch.randn(1, *C.mfcc_shape()))
+    ex = (torch.randn(batch, *C.frames_shape()), torch.randn(batch, *C.mfcc_shape()))
     prog = to_edge_transform_and_lower(torch.export.export(module, ex),
                                        partitioner=[XnnpackPartitioner()]).to_executorch()
-    path = tmp_path_factory.mktemp("pte") / "standin.pte"
     path.write_bytes(prog.buffer)
-    write_manifest(path, student_manifest(student["model"], "pte", "executorch", dynamic_batch=False, max_batch=1))
+    write_manifest(path, student_manifest(student["model"], "pte", "executorch", dynamic_batch=False,
+                                          max_batch=batch))
     return path, module
+
+
+@pytest.fixture(scope="module")
+def standin_pte(student, tmp_path_factory):
+    return write_standin_pte(student, tmp_path_factory.mktemp("pte") / "standin.pte", 1)
 
 
 def test_static_batch_2_program_takes_a_last_chunk_of_1(student, tmp_path):
     """A .pte exported with a static batch of 2 (max_batch 2): 3 rows are split 2 + 1, the 1 padded to the program's
     batch and its outputs cut (before: ExecuTorch's raw 'Attempted to resize a static tensor' RuntimeError)."""
-    if not HAS_EXECUTORCH:
-        pytest.skip("executorch is not installed (pip install pinlite-edge[executorch])")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    module = StandIn().eval()
-    ex = (torch.randn(2, *C.frames_shape()), torch.randn(2, *C.mfcc_shape()))
-    prog = to_edge_transform_and_lower(torch.export.export(module, ex),
-                                       partitioner=[XnnpackPartitioner()]).to_executorch()
-    path = tmp_path / "standin2.pte"
-    path.write_bytes(prog.buffer)
-    write_manifest(path, student_manifest(student["model"], "pte", "executorch", dynamic_batch=False, max_batch=2))
+    path, module = write_standin_pte(student, tmp_path / "standin2.pte", 2)
     f, m = inputs(3, seed=9)
     with load_runner(path, threads=1) as r:
         out = r.infer(f, m)
