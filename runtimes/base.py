@@ -12,7 +12,8 @@ with :class:`InputError`: integer frames almost always mean un-normalised uint8 
 
 Batch policy: a batch larger than the artefact's ``max_batch`` (e.g. a static batch-1 ``.pte``) is split into
 chunks and the outputs concatenated when ``batch_policy="split"`` (default), or refused with :class:`InputError`
-when ``batch_policy="reject"``.
+when ``batch_policy="reject"``. A static-batch backend pads a shorter last chunk to its batch (:func:`pad_to_batch`)
+and cuts the outputs.
 
 Frame sharing: ``mfcc`` may hold ``k`` rows per ``frames`` row (batch ``k * B``; mfcc rows ``i * k .. i * k + k - 1``
 pair with frames row ``i``), and the outputs then have one row per mfcc row: how the offset scan scores a window
@@ -179,6 +180,17 @@ def validate_input(x: Any, name: str, expected: tuple[int, ...]) -> np.ndarray:
     if not np.isfinite(a).all():
         raise InputError(f"{name} contains NaN or inf")
     return np.ascontiguousarray(a)
+
+
+def pad_to_batch(frames: np.ndarray, mfcc: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk of fewer than ``batch`` frames rows padded to ``batch`` for a static-batch artefact: its last frames
+    row repeated, with that row's ``k`` mfcc rows. The outputs' first ``len(mfcc)`` rows are the chunk's answer."""
+    pad = batch - frames.shape[0]
+    if pad <= 0:
+        return frames, mfcc
+    k = mfcc.shape[0] // frames.shape[0]
+    return (np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)]),
+            np.concatenate([mfcc, np.tile(mfcc[-k:], (pad, 1, 1))]))
 
 
 class BaseRunner(ABC):

@@ -611,6 +611,19 @@ def test_trt_runner_static_batch_engine_splits(student, tmp_path, gpu):
     assert gpu.launches == 3
 
 
+def test_trt_static_batch_2_engine_takes_a_last_chunk_of_1(student, tmp_path, gpu):
+    """3 rows on a static batch-2 engine: split 2 + 1, the 1 padded to the engine's batch and its outputs cut
+    (before: 'TensorRT refused input shape (1, ...)')."""
+    engine = write_engine(student, tmp_path / "b2.engine", static_batch=2)
+    f, m = inputs(3, seed=6)
+    with load_runner(engine) as r:
+        out = r.infer(f, m)
+    with torch.no_grad():
+        ref = StandIn().eval()(torch.from_numpy(f), torch.from_numpy(m))
+    assert out["logits"].shape == (3, 2) and gpu.launches == 2
+    np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-5)
+
+
 def test_trt_runner_refuses_a_manifest_batch_above_the_engine(student, tmp_path, gpu):
     engine = write_engine(student, tmp_path / "m.engine", max_batch=2, manifest_max_batch=8)
     r = load_runner(engine)

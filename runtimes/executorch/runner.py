@@ -20,7 +20,7 @@ import numpy as np
 from pinlite_edge.contract import OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
-from pinlite_edge.runtimes.base import BaseRunner, check_choice
+from pinlite_edge.runtimes.base import BaseRunner, check_choice, pad_to_batch
 from pinlite_edge.runtimes.executorch import loader
 from pinlite_edge.runtimes.torch import loader as torch_loader
 
@@ -106,11 +106,8 @@ class ExecuTorchRunner(BaseRunner):
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         rows, audio = frames.shape[0], mfcc.shape[0]
         method = self.method if audio == rows else self.shared_method
-        pad = self.static_batch - rows
-        if pad > 0:  # a static program takes exactly its batch: the last chunk of a split call is padded, then cut
-            k = audio // rows
-            frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
-            mfcc = np.concatenate([mfcc, np.tile(mfcc[-k:], (pad, 1, 1))])
+        # a static program takes exactly its batch: the last chunk of a split call is padded, its outputs cut
+        frames, mfcc = pad_to_batch(frames, mfcc, self.static_batch)
         outs = loader.execute(method, frames, mfcc)
         return {name: o[:audio] for name, o in zip(self.output_names, outs)}
 

@@ -31,7 +31,7 @@ import numpy as np
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError, PinliteError
 from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
-from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_cuda_device
+from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_cuda_device, pad_to_batch
 from pinlite_edge.runtimes.trt import loader
 from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS, CudaBinding, select_binding
 
@@ -66,6 +66,7 @@ class TrtRunner(BaseRunner):
         self._activation_bytes: int | None = None
         #: most mfcc rows per frames row the engine's profile takes (0: no frame sharing)
         self.shared_rows = 0
+        self.static_batch = 0
         self.warnings: list[str] = []
 
     # --- loading ------------------------------------------------------------------------------------------
@@ -87,6 +88,8 @@ class TrtRunner(BaseRunner):
                                "(out of GPU memory?)")
         names = self._check_io(trt)
         self.max_batch = self._engine_max_batch()
+        #: a static engine's batch (frames rows every call must have), 0 for a dynamic profile
+        self.static_batch = max(0, int(tuple(self.engine.get_tensor_shape(INPUT_NAMES[0]))[0]))
         self.shared_rows = self._engine_shared_rows()
         self.shares_frames = self.shared_rows > 0
         for n in names:
@@ -180,6 +183,7 @@ class TrtRunner(BaseRunner):
         self.max_batch = self._manifest_max_batch
         self.shared_rows = 0
         self.shares_frames = False
+        self.static_batch = 0
 
     def gpu_memory_bytes(self) -> int | None:
         return self._used_after_load
@@ -187,6 +191,9 @@ class TrtRunner(BaseRunner):
     # --- inference ----------------------------------------------------------------------------------------
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         cuda, ctx, stream = self.cuda, self.context, self.stream
+        wanted = mfcc.shape[0]
+        # a static engine takes exactly its batch: the last chunk of a split call is padded, its outputs cut
+        frames, mfcc = pad_to_batch(frames, mfcc, self.static_batch)
         batch = mfcc.shape[0]  # the outputs have one row per mfcc row (frame sharing: k per frames row)
         for name, arr in ((INPUT_NAMES[0], frames), (INPUT_NAMES[1], mfcc)):
             host = self._host[name][:arr.shape[0]]
@@ -211,7 +218,7 @@ class TrtRunner(BaseRunner):
             cuda.memcpy_dtoh_async(hosts[name], self._device[name], stream)
         cuda.stream_synchronize(stream)
         self.last_device_time_s = cuda.event_elapsed_ms(start, end) / 1e3
-        return {name: host.copy() for name, host in hosts.items()}
+        return {name: host[:wanted].copy() for name, host in hosts.items()}
 
     def extra_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"cuda_binding": self.cuda.name if self.cuda is not None else self.cuda_binding}
