@@ -163,7 +163,10 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     if result.scan is not None:  # where the clip looks out of sync (a hint: benchmarks/results/localisation/)
         ax.plot(starts, [w.fake_prob_local_scan for w in result.windows], "s-", color="tab:blue", ms=3,
                 label="local offset scan")
-        ax.legend(loc="upper right", fontsize=7)
+    why = "highest local offset scan" if result.aggregate == "scan" and result.scan is not None \
+        else "highest window P(fake)"
+    ax.axvline(starts[top], color="tab:orange", lw=1.5, alpha=0.7, label=f"window shown below ({why})")
+    ax.legend(loc="upper right", fontsize=7)
     if result.aggregate != "scan":  # the threshold applies to these window probabilities' aggregate
         ax.axhline(result.threshold, color="grey", ls="--", lw=1)
     ax.set_ylim(-0.02, 1.02)
