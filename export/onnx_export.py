@@ -51,10 +51,8 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
                                             dynamic_shapes=dynamic_shapes, verbose=False, **names)
                 program.save(str(path))
             else:
-                dynamic_axes = {n: {0: AUDIO_BATCH_AXIS} for n in (*INPUT_NAMES, *OUTPUT_NAMES)} if dynamic_batch \
-                    else None
-                if dynamic_axes is not None:
-                    dynamic_axes[INPUT_NAMES[0]] = {0: FRAMES_BATCH_AXIS}
+                dynamic_axes = {n: {0: FRAMES_BATCH_AXIS if n == INPUT_NAMES[0] else AUDIO_BATCH_AXIS}
+                                for n in (*INPUT_NAMES, *OUTPUT_NAMES)} if dynamic_batch else None
                 torch.onnx.export(wrapped, args, str(path), dynamo=False, opset_version=opset,
                                   dynamic_axes=dynamic_axes, do_constant_folding=True, **names)
     except Exception as exc:  # torch.onnx raises many types; report one clear error

@@ -57,9 +57,11 @@ def frame_sharing(path: Path, model, k: int = 3) -> dict[str, Any]:
     batch axes, ``contract.shares_frames``) and, when it says so, checked by running it: 2 frames rows with ``k``
     mfcc rows each must give what the frames repeated ``k`` times give. A graph that declares it and computes
     anything else fails the export."""
-    if not onnx_shares_frames(path):
-        return {"shared_frames": False}
+    from pinlite_edge.contract import shares_frames
+
     axes = input_batch_axes(path)
+    if not shares_frames(*axes):
+        return {"shared_frames": False}
     frames, _ = example_inputs(model, 2, seed=2)
     _, mfcc = example_inputs(model, 2 * k, seed=3)
     session = ort_session(path)

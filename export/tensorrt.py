@@ -195,8 +195,10 @@ def engine_information(trt, engine_bytes: bytes) -> tuple[str, dict[str, list[li
 def shared_frames_of(profiles: dict[str, list[list[int]]]) -> dict[str, int] | None:
     """The manifest's ``shared_frames`` from an engine's profiles: its mfcc rows per frames row when the profile takes
     at least 2 (the runner reads the same from the engine), else None."""
-    frames, mfcc = profiles[INPUT_NAMES[0]][2][0], profiles[INPUT_NAMES[1]][2][0]
-    return {"mfcc_rows_per_frames_row": mfcc // frames} if mfcc >= 2 * frames else None
+    from pinlite_edge.runtimes.trt.loader import shared_rows
+
+    rows = shared_rows(profiles[INPUT_NAMES[0]][2][0], profiles[INPUT_NAMES[1]][2][0])
+    return {"mfcc_rows_per_frames_row": rows} if rows else None
 
 
 _DTYPE = re.compile(r"\b(FP32|FP16|BF16|FP8|Int8|Int32|Int64|UInt8|Bool|Float|Half)\b", re.IGNORECASE)

@@ -297,15 +297,17 @@ class _ExplainedWindow:
         self.frames: np.ndarray | None = None
         self._pending: dict[int, np.ndarray] = {}  # window index -> frames, score not final yet
 
-    def offer(self, first: int, frames: list[np.ndarray], scores: np.ndarray, final_below: int) -> None:
-        """Windows ``first..`` with their ``frames``; ``scores`` of every window so far; those below ``final_below``
-        are final. Strictly greater wins: the first maximum, as ``np.argmax`` over the clip."""
+    def offer(self, first: int, frames: list[np.ndarray], scores: np.ndarray, scores_from: int,
+              final_below: int) -> None:
+        """Windows ``first..`` with their ``frames``; ``scores[j]`` is window ``scores_from + j``'s score (covering
+        every window still pending); those below ``final_below`` are final. Strictly greater wins: the first
+        maximum, as ``np.argmax`` over the clip."""
         for i, f in enumerate(frames):
             self._pending[first + i] = f
         for i in sorted(k for k in self._pending if k < final_below):
             f = self._pending.pop(i)
-            if float(scores[i]) > self.best:
-                self.best, self.frames = float(scores[i]), f.copy()
+            if float(scores[i - scores_from]) > self.best:
+                self.best, self.frames = float(scores[i - scores_from]), f.copy()
 
 
 class _Scores:
@@ -335,13 +337,16 @@ class _Scores:
             out = self._infer_with_scan(windows, frames, mfcc)
         logits = out["logits"]
         first = len(self.starts)
+        frames_in = [w.frames for w in windows]
         if self.by_local_scan:
             assert self.scan is not None
-            local = local_fake_probs(self.scan.window_margins(), self.scan.offsets.index(0))
-            self.explained.offer(first, [w.frames for w in windows], local, len(local) - LOCAL_SCAN_RADIUS)
-        else:
-            probs = np.concatenate([np.full(first, -np.inf), softmax_fake_prob(logits)])
-            self.explained.offer(first, [w.frames for w in windows], probs, len(probs))
+            # the windows still pending start at first - R; their local scans read R windows before them
+            lo = max(0, first - 2 * LOCAL_SCAN_RADIUS)
+            local = local_fake_probs(self.scan.window_margins()[lo:], self.scan.offsets.index(0))
+            end = lo + len(local)
+            self.explained.offer(first, frames_in, local, lo, end - LOCAL_SCAN_RADIUS)
+        else:  # a window's P(fake) is final at once
+            self.explained.offer(first, frames_in, softmax_fake_prob(logits), first, first + len(windows))
         self.starts.extend(float(w.start_seconds) for w in windows)
         self.logits.append(logits)
         self.offsets.append(out["offset_logits"])
@@ -555,7 +560,7 @@ class Detector:
         scan = scores.scan.result() if scores.scan is not None else None
         local = [None] * len(probs) if scan is None else scan.local_fake_probs().tolist()
         if scores.by_local_scan:  # the last windows' local scan is final now that the clip has ended
-            scores.explained.offer(len(local), [], np.asarray(local), len(local))
+            scores.explained.offer(len(local), [], np.asarray(local), 0, len(local))
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
                                offset_confidence=float(op.max()), fake_prob_local_scan=lp)
                    for s, p, op, lp in zip(scores.starts, probs, offset_probs, local)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
@@ -164,6 +164,22 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
         raise ManifestError(f"{path} was built for input contract {spec.contract.to_dict()}, "
                             f"expected {expected_contract.to_dict()}")
     return spec
+
+
+def check_declared_sharing(spec: ArtifactSpec, matches: Callable[[Any], bool], what: str, found: str) -> None:
+    """Refuse an artefact whose manifest's ``extra.shared_frames`` (frame sharing, written at export from the artefact
+    itself) does not describe it: ``matches(declared)`` is False; ``what`` names the artefact (graph, program,
+    engine), ``found`` says what it has. A manifest without the record (exported before frame sharing) is not
+    checked: the artefact alone decides."""
+    extra = spec.manifest.extra if spec.manifest is not None else {}
+    if "shared_frames" in extra and not matches(extra["shared_frames"]):
+        raise ManifestError(f"{spec.path}: the manifest says shared_frames={extra['shared_frames']} but {found}: the "
+                            f"manifest does not describe this {what}; re-export it")
+
+
+def declared_shared_rows(declared: Any) -> int:
+    """The mfcc rows per frames row of a ``.pte`` or TensorRT manifest's ``shared_frames`` record (None: 0)."""
+    return int((declared or {}).get("mfcc_rows_per_frames_row", 0))
 
 
 def check_io_shapes(path: Path, contract: InputContract, actual: dict[str, tuple[Any, ...]]) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from pinlite_edge.contract import OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError
-from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
+from pinlite_edge.runtimes.artifact import (ArtifactSpec, check_declared_sharing, check_io_shapes, declared_shared_rows,
+                                             read_verified_bytes)
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, pad_to_batch
 from pinlite_edge.runtimes.executorch import loader
 from pinlite_edge.runtimes.torch import loader as torch_loader
@@ -72,11 +73,9 @@ class ExecuTorchRunner(BaseRunner):
                                     "same whole number (>= 2) of mfcc rows each")
             self.shared_rows = rows
             self.shared_method = methods[loader.SHARED_METHOD]
-        declared = (self.spec.manifest.extra if self.spec.manifest is not None else {}).get("shared_frames")
-        if declared is not None and int((declared or {}).get("mfcc_rows_per_frames_row", 0)) != self.shared_rows:
-            raise ManifestError(f"{self.artifact}: the manifest says shared_frames={declared} but the program's "
-                                f"{loader.SHARED_METHOD} method takes {self.shared_rows or 'no'} mfcc rows per frames "
-                                "row: the manifest does not describe this program; re-export it")
+        check_declared_sharing(self.spec, lambda declared: declared_shared_rows(declared) == self.shared_rows,
+                               "program", f"the program's {loader.SHARED_METHOD} method takes {self.shared_rows or 'no'} mfcc "
+                               "rows per frames row")
         self.shares_frames = self.shared_rows > 0
         self.static_batch = int(static_batch)
         self.method = methods["forward"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, shares_frames
 from pinlite_edge.errors import ManifestError
-from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes
+from pinlite_edge.runtimes.artifact import ArtifactSpec, check_declared_sharing, check_io_shapes
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_threads
 from pinlite_edge.runtimes.ort import loader
 
@@ -20,11 +20,9 @@ def graph_shares_frames(spec: ArtifactSpec, inputs: dict[str, tuple[Any, ...]]) 
     """Whether the graph lets a frames row serve several mfcc rows (``contract.shares_frames`` of its inputs' batch
     dims); a manifest that says otherwise (``extra.shared_frames``, written at export) is refused."""
     shared = shares_frames(inputs[INPUT_NAMES[0]][0], inputs[INPUT_NAMES[1]][0])
-    declared = (spec.manifest.extra if spec.manifest is not None else {}).get("shared_frames")
-    if declared is not None and bool(declared) != shared:
-        raise ManifestError(f"{spec.path}: the manifest says shared_frames={declared} but the graph's input batch axes "
-                            f"are {inputs[INPUT_NAMES[0]][0]!r} (frames) and {inputs[INPUT_NAMES[1]][0]!r} (mfcc): "
-                            "the manifest does not describe this graph; re-export the artefact")
+    check_declared_sharing(spec, lambda declared: bool(declared) == shared, "graph",
+                           f"the graph's input batch axes are {inputs[INPUT_NAMES[0]][0]!r} (frames) and "
+                           f"{inputs[INPUT_NAMES[1]][0]!r} (mfcc)")
     return shared
 
 

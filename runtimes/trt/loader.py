@@ -61,6 +61,13 @@ def check_engine_target(target: dict[str, Any], *, trt_version: str, compute_cap
     return warnings
 
 
+def shared_rows(frames_rows: int, mfcc_rows: int) -> int:
+    """Most mfcc rows per frames row an engine takes (frame sharing), from the largest ``frames`` and ``mfcc``
+    batches its profile allows: ``mfcc_rows // frames_rows`` when that is at least 2, else 0 (no sharing). The rule
+    the runner reads an engine with and export records in the manifest."""
+    return mfcc_rows // frames_rows if mfcc_rows >= 2 * frames_rows else 0
+
+
 def deserialize_engine(trt: Any, data: bytes, source: str) -> Any:
     """``Runtime(Logger(WARNING)).deserialize_cuda_engine(data)`` on the engine's bytes (a runner hands over the bytes
     it verified, :func:`pinlite_edge.runtimes.artifact.read_verified_bytes`); :class:`ManifestError` naming

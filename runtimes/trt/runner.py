@@ -30,7 +30,8 @@ import numpy as np
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES
 from pinlite_edge.errors import ManifestError, PinliteError
-from pinlite_edge.runtimes.artifact import ArtifactSpec, check_io_shapes, read_verified_bytes
+from pinlite_edge.runtimes.artifact import (ArtifactSpec, check_declared_sharing, check_io_shapes, declared_shared_rows,
+                                             read_verified_bytes)
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, check_cuda_device, pad_to_batch
 from pinlite_edge.runtimes.trt import loader
 from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS, CudaBinding, select_binding
@@ -121,12 +122,13 @@ class TrtRunner(BaseRunner):
                                     f"{tuple(engine.get_tensor_shape(n))}")
         return names
 
+    def _most_rows(self, name: str) -> int:
+        """The largest batch input ``name`` takes: its static size, or its profile's maximum."""
+        static = int(tuple(self.engine.get_tensor_shape(name))[0])
+        return static if static > 0 else int(tuple(self.engine.get_tensor_profile_shape(name, 0)[2])[0])
+
     def _engine_max_batch(self) -> int:
-        static = int(tuple(self.engine.get_tensor_shape(INPUT_NAMES[0]))[0])
-        if static > 0:
-            engine_max = static
-        else:
-            engine_max = int(tuple(self.engine.get_tensor_profile_shape(INPUT_NAMES[0], 0)[2])[0])
+        engine_max = self._most_rows(INPUT_NAMES[0])
         if self._manifest_max_batch is not None and self._manifest_max_batch > engine_max:
             raise ManifestError(f"{self.artifact}: the manifest says max_batch {self._manifest_max_batch}, the "
                                 f"engine takes at most {engine_max}")
@@ -135,17 +137,10 @@ class TrtRunner(BaseRunner):
     def _engine_shared_rows(self) -> int:
         """Most mfcc rows per frames row of the profile (``mfcc`` max rows over ``frames`` max rows, when at least
         2), checked against the manifest's ``extra.shared_frames`` where export wrote it."""
-        def most(name: str) -> int:
-            static = int(tuple(self.engine.get_tensor_shape(name))[0])
-            return static if static > 0 else int(tuple(self.engine.get_tensor_profile_shape(name, 0)[2])[0])
-
-        frames, mfcc = most(INPUT_NAMES[0]), most(INPUT_NAMES[1])
-        rows = mfcc // frames if mfcc >= 2 * frames else 0
-        declared = (self.spec.manifest.extra if self.spec.manifest is not None else {}).get("shared_frames", "absent")
-        if declared != "absent" and int((declared or {}).get("mfcc_rows_per_frames_row", 0)) != rows:
-            raise ManifestError(f"{self.artifact}: the manifest says shared_frames={declared} but the engine's profile "
-                                f"takes up to {mfcc} mfcc rows for {frames} frames rows: the manifest does not describe "
-                                "this engine; re-export it")
+        frames, mfcc = self._most_rows(INPUT_NAMES[0]), self._most_rows(INPUT_NAMES[1])
+        rows = loader.shared_rows(frames, mfcc)
+        check_declared_sharing(self.spec, lambda declared: declared_shared_rows(declared) == rows, "engine",
+                               f"the engine's profile takes up to {mfcc} mfcc rows for {frames} frames rows")
         return rows
 
     def frames_shared_for(self, k: int) -> bool:
