@@ -10,6 +10,11 @@ files (``WORK/fold*/fold_scores.json``; read-only, nothing is trained or re-scor
 each model, resamples the held-out clips with replacement (the same draw for both recipes) to give the 95% interval
 of the difference in mean scan AUC over the four manipulations (the measure the pre-registered rules use), and the
 share of draws where the variant is ahead. Clips without a face, or missing from either recipe, are left out.
+
+``--statistic`` compares *scoring* variants instead of recipes: each variant's clip score is recomputed from the scan
+curve its folds stored (``scan_curve``: the window-averaged margin per offset), with the statistic named, while the
+reference keeps the score it was recorded with. ``--variant NAME=SAME_WORK --statistic confidence`` thus asks what
+the same fold models would have scored with that verdict statistic (:data:`STATISTICS`).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,21 +33,46 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
-from benchmarks.real_faces import ConditionScore, _jsonable  # noqa: E402
+from benchmarks.real_faces import MANIPULATED, ConditionScore, _jsonable  # noqa: E402
 from benchmarks.real_faces_cv import MODELS  # noqa: E402
-from benchmarks.real_faces_pooled import mean_auc  # noqa: E402
+from benchmarks.real_faces_pooled import mean_auc, pooled_aucs  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_cv_compare")
 
 STEM = "real_faces_cv_compare"
 REPS = 2000
 
+
+
+def confidence_fake_prob(curve: dict[int, float]) -> float:
+    """``sigmoid(median_k curve[k] - curve[0])``: the sync confidence at the given alignment (SyncNet's median minus
+    the value at the offset asked about), as a fake-likeness in (0, 1). The candidate statistic of
+    ``benchmarks/results/real_faces_cv_sync_confidence/notes.md``."""
+    values = np.array(list(curve.values()), np.float64)
+    return float(1.0 / (1.0 + np.exp(-(np.median(values) - curve[0]))))
+
+
+#: verdict statistics a variant's clip scores can be recomputed with from a stored scan curve (``--statistic``)
+STATISTICS: dict[str, Callable[[dict[int, float]], float]] = {"confidence": confidence_fake_prob}
+
 #: per clip file, per model, per condition: the clip's scores (``real_faces_cv.pooled_clips``' entries, keyed by file)
 ClipScores = dict[str, dict[str, dict[str, ConditionScore]]]
 
 
-def load_scores(work: Path) -> ClipScores:
-    """The held-out clips (with a face) of every fold of the CV work folder ``work``."""
+def _rescored(stored: dict[str, Any], statistic: str | None) -> ConditionScore:
+    score = ConditionScore.from_dict(stored)
+    if statistic is None:
+        return score
+    curve = stored.get("scan_curve")
+    if not curve:
+        raise ValueError(f"--statistic {statistic}: a stored score has no scan_curve to recompute it from")
+    score.scan = STATISTICS[statistic]({int(k): float(v) for k, v in curve.items()})
+    return score
+
+
+def load_scores(work: Path, statistic: str | None = None) -> ClipScores:
+    """The held-out clips (with a face) of every fold of the CV work folder ``work``; with ``statistic`` (a key of
+    :data:`STATISTICS`) each clip's scan score is recomputed from its stored scan curve."""
     files = sorted(Path(work).glob("fold*/fold_scores.json"))
     if not files:
         raise FileNotFoundError(f"no fold*/fold_scores.json under {work}: run benchmarks/real_faces_cv.py first")
@@ -51,7 +81,7 @@ def load_scores(work: Path) -> ClipScores:
         for clip in json.loads(path.read_text())["clips"]:
             if clip.get("face_found") is False:
                 continue
-            out[clip["file"]] = {m: {c: ConditionScore.from_dict(v) for c, v in conds.items()}
+            out[clip["file"]] = {m: {c: _rescored(v, statistic) for c, v in conds.items()}
                                  for m, conds in clip.get("scores", {}).items() if m in MODELS}
     return out
 
@@ -82,9 +112,16 @@ def paired_difference(reference: ClipScores, variant: ClipScores, method: str, r
     d = np.array(diffs)
     d = d[np.isfinite(d)]
     ref, var = recipe_auc(reference, files), recipe_auc(variant, files)
+    per_condition = {name: pooled_aucs([scores[f][method] for f in files], method)
+                     for name, scores in (("reference", reference), ("variant", variant))}
     return {"method": method, "clips": len(files), "reference_mean_auc": ref, "variant_mean_auc": var,
+            "reference_auc": per_condition["reference"], "variant_auc": per_condition["variant"],
             "difference": var - ref, "difference_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
             "share_variant_ahead": float(np.mean(d > 0)), "reps": int(d.size)}
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -100,6 +137,12 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {v['name']} | {r['method']} | {r['clips']} | {r['reference_mean_auc']:.3f} | "
                          f"{r['variant_mean_auc']:.3f} | {r['difference']:+.3f} | {lo:+.3f} to {hi:+.3f} | "
                          f"{r['share_variant_ahead']:.2f} |")
+    lines += ["", "AUC per manipulation (reference -> variant):", "",
+              "| variant | model | " + " | ".join(MANIPULATED) + " |", "|---|---|" + "---|" * len(MANIPULATED)]
+    for v in result["variants"]:
+        for r in v["rows"]:
+            cells = [f"{_f(r['reference_auc'][c])} -> {_f(r['variant_auc'][c])}" for c in MANIPULATED]
+            lines.append(f"| {v['name']} | {r['method']} | " + " | ".join(cells) + " |")
     lines.append("")
     if result.get("notes"):
         lines += ["## Notes", "", result["notes"].strip()]
@@ -119,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the reference recipe's CV work folder")
     p.add_argument("--variant", type=_named, action="append", required=True, metavar="NAME=CV_WORK",
                    help="a variant's CV work folder, cross-validated on the same folds (repeatable)")
+    p.add_argument("--statistic", choices=sorted(STATISTICS), default=None,
+                   help="recompute the variants' clip scores from their stored scan curves with this verdict "
+                        "statistic (a scoring variant; the reference keeps its recorded scores)")
+    p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s)")
     return p
 
 
@@ -129,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         reference = load_scores(ref_work)
         variants = []
         for name, work in args.variant:
-            scores = load_scores(work)
-            variants.append({"name": name, "work": str(work),
+            scores = load_scores(work, args.statistic)
+            variants.append({"name": name, "work": str(work), "statistic": args.statistic,
                              "rows": [paired_difference(reference, scores, m) for m in MODELS]})
     except (OSError, ValueError, KeyError) as exc:
         log.error("%s", exc)
         return 2
     result = {"reference": {"name": ref_name, "work": str(ref_work)}, "variants": variants,
               "notes": args.notes.read_text() if args.notes else None}
-    record = build_record(STEM, "benchmarks/real_faces_cv_compare.py", argv,
+    record = build_record(args.stem, "benchmarks/real_faces_cv_compare.py", argv,
                           data={"fingerprint": clip_fingerprint(ref_work),
                                 "fingerprint_of": "sorted (file, sha256) of the reference's held-out clips",
                                 "sources": [str(ref_work), *(v["work"] for v in variants)]})

@@ -83,11 +83,15 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
     return right / total if total else None
 
 
+def pooled_aucs(clips: Sequence[dict[str, Any]], method: str) -> dict[str, float | None]:
+    """Per manipulation, the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries) against their originals."""
+    orig = [_score(method, c["original"]) for c in clips]
+    return {cond: auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED}
+
+
 def mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
     """Mean over the manipulations of the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries)."""
-    orig = [_score(method, c["original"]) for c in clips]
-    aucs = [auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED]
-    vals = [a for a in aucs if a is not None]
+    vals = [a for a in pooled_aucs(clips, method).values() if a is not None]
     return float(np.mean(vals)) if vals else None
 
 

@@ -437,6 +437,35 @@ def test_recipes_on_the_same_folds_are_compared_clip_by_clip(tmp_path):
     assert compare._named("cue (sync_lags=5)=runs/x") == ("cue (sync_lags=5)", Path("runs/x"))
 
 
+def test_a_scoring_variant_is_recomputed_from_the_stored_scan_curves(tmp_path):
+    from benchmarks import real_faces_cv_compare as compare
+
+    peak = {-2: 0.0, 0: 3.0, 2: 0.0}  # the given alignment fits far better than the others: a genuine clip
+    flat = {-2: 1.0, 0: 0.9, 2: 1.1}  # nothing fits better than anything else: swapped audio
+    rep = _report([0.5, 0.5], [0.2, 0.2], 0.5)  # recorded scan scores rank every manipulation below its original
+    for clip in rep["clips"]:
+        clip["scores"] = {m: {c: dict(score, scan_curve={str(k): v for k, v in (peak if c == "original" else
+                                                                                  flat).items()})
+                              for c, score in conds.items()} for m, conds in clip["scores"].items()}
+    (tmp_path / "w" / "fold0").mkdir(parents=True)
+    (tmp_path / "w" / "fold0" / "fold_scores.json").write_text(json.dumps(rep))
+    recorded = compare.load_scores(tmp_path / "w")
+    rescored = compare.load_scores(tmp_path / "w", "confidence")
+    clip = sorted(rescored)[0]
+    assert recorded[clip]["pruned"]["swap"].scan == 0.2  # the reference keeps its recorded score
+    # sigmoid(median - curve[0]): sigmoid(-3) for the peak, sigmoid(0.1) for the flat curve
+    assert rescored[clip]["pruned"]["original"].scan == pytest.approx(1 / (1 + np.exp(3.0)))
+    assert rescored[clip]["pruned"]["swap"].scan == pytest.approx(1 / (1 + np.exp(-0.1)))
+    row = compare.paired_difference(recorded, rescored, "pruned", reps=5)
+    assert row["reference_auc"] == {c: 0.0 for c in rf.MANIPULATED} and row["variant_auc"]["swap"] == 1.0
+    assert row["difference"] == 1.0
+    # a record without curves cannot be rescored, and says so
+    del rep["clips"][0]["scores"]["pruned"]["swap"]["scan_curve"]
+    (tmp_path / "w" / "fold0" / "fold_scores.json").write_text(json.dumps(rep))
+    with pytest.raises(ValueError, match="no scan_curve"):
+        compare.load_scores(tmp_path / "w", "confidence")
+
+
 def test_cv_passes_the_recipe_and_the_seed_to_every_folds_quickstart():
     from benchmarks import real_faces_cv as cv
 
