@@ -52,6 +52,10 @@ def confidence_fake_prob(curve: dict[int, float]) -> float:
     return float(1.0 / (1.0 + np.exp(-(np.median(values) - curve[0]))))
 
 
+#: the reference's name when each variant is compared with its own recorded scores (``--statistic`` without
+#: ``--reference``)
+OWN_SCORES = "each variant's own recorded scan scores"
+
 #: verdict statistics a variant's clip scores can be recomputed with from a stored scan curve (``--statistic``)
 STATISTICS: dict[str, Callable[[dict[int, float]], float]] = {"confidence": confidence_fake_prob}
 
@@ -125,12 +129,15 @@ def _f(x: float | None) -> str:
 
 
 def render_markdown(result: dict[str, Any]) -> str:
+    reference = (f"Reference: {OWN_SCORES}." if result["reference"]["work"] is None else
+                 f"Reference `{result['reference']['name']}` (`{result['reference']['work']}`).")
     lines = ["# Real faces: recipe variants against their reference, paired on the same CV clips", "",
-             f"Reference `{result['reference']['name']}` (`{result['reference']['work']}`). Mean scan AUC over the four "
-             f"manipulations on the clips both recipes scored; 95% interval of the difference from {REPS} paired "
-             "bootstrap draws of the clips (the same draw for both recipes).", "",
-             "| variant | model | clips | reference | variant | difference | 95% interval | share of draws ahead |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{reference} Mean scan AUC over the four manipulations on the clips both recipes scored; 95% interval "
+             f"of the difference from {REPS} paired bootstrap draws of the clips (the same draw for both recipes).", ""]
+    lines += [f"Variant `{v['name']}` (`{v['work']}`): its clip scores recomputed from the stored scan curves with the "
+              f"statistic `{v['statistic']}` (nothing re-run).\n" for v in result["variants"] if v.get("statistic")]
+    lines += ["| variant | model | clips | reference | variant | difference | 95% interval | share of draws ahead |",
+              "|---|---|---|---|---|---|---|---|"]
     for v in result["variants"]:
         for r in v["rows"]:
             lo, hi = r["difference_ci95"]
@@ -158,8 +165,9 @@ def _named(text: str) -> tuple[str, Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = report_parser(__doc__)
-    p.add_argument("--reference", type=_named, required=True, metavar="NAME=CV_WORK",
-                   help="the reference recipe's CV work folder")
+    p.add_argument("--reference", type=_named, default=None, metavar="NAME=CV_WORK",
+                   help="the reference recipe's CV work folder (required unless --statistic: then, without it, each "
+                        "variant is compared with its own recorded scores)")
     p.add_argument("--variant", type=_named, action="append", required=True, metavar="NAME=CV_WORK",
                    help="a variant's CV work folder, cross-validated on the same folds (repeatable)")
     p.add_argument("--statistic", choices=sorted(STATISTICS), default=None,
@@ -170,24 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv, args = parse_cli(build_parser(), argv)
-    ref_name, ref_work = args.reference
+    parser = build_parser()
+    argv, args = parse_cli(parser, argv)
+    if args.reference is None and args.statistic is None:
+        parser.error("--reference is required unless --statistic compares each variant with its own recorded scores")
     try:
-        reference = load_scores(ref_work)
+        reference = None if args.reference is None else load_scores(args.reference[1])
         variants = []
         for name, work in args.variant:
             scores = load_scores(work, args.statistic)
+            ref_scores = load_scores(work) if reference is None else reference
             variants.append({"name": name, "work": str(work), "statistic": args.statistic,
-                             "rows": [paired_difference(reference, scores, m) for m in MODELS]})
+                             "rows": [paired_difference(ref_scores, scores, m) for m in MODELS]})
     except (OSError, ValueError, KeyError) as exc:
         log.error("%s", exc)
         return 2
-    result = {"reference": {"name": ref_name, "work": str(ref_work)}, "variants": variants,
-              "notes": args.notes.read_text() if args.notes else None}
+    ref_name, ref_work = args.reference or (OWN_SCORES, None)
+    result = {"reference": {"name": ref_name, "work": None if ref_work is None else str(ref_work)},
+              "variants": variants, "notes": args.notes.read_text() if args.notes else None}
+    fingerprint_work = ref_work or Path(variants[0]["work"])
     record = build_record(args.stem, "benchmarks/real_faces_cv_compare.py", argv,
-                          data={"fingerprint": clip_fingerprint(ref_work),
-                                "fingerprint_of": "sorted (file, sha256) of the reference's held-out clips",
-                                "sources": [str(ref_work), *(v["work"] for v in variants)]})
+                          data={"fingerprint": clip_fingerprint(fingerprint_work),
+                                "fingerprint_of": f"sorted (file, sha256) of the held-out clips of {fingerprint_work}",
+                                "sources": sorted({str(fingerprint_work), *(v["work"] for v in variants)})})
     json_path, md_path = write_result(record, _jsonable(result), render_markdown(result), results_dir=args.out_dir)
     log.info("wrote %s and %s", json_path, md_path)
     return 0

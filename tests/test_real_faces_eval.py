@@ -459,6 +459,14 @@ def test_a_scoring_variant_is_recomputed_from_the_stored_scan_curves(tmp_path):
     row = compare.paired_difference(recorded, rescored, "pruned", reps=5)
     assert row["reference_auc"] == {c: 0.0 for c in rf.MANIPULATED} and row["variant_auc"]["swap"] == 1.0
     assert row["difference"] == 1.0
+    # the command line: without --reference, each variant is paired with its own recorded scores
+    assert compare.main(["--variant", f"v={tmp_path / 'w'}", "--statistic", "confidence", "--stem", "conf",
+                         "--out-dir", str(tmp_path / "out")]) == 0
+    written = json.loads(next((tmp_path / "out" / "conf").glob("*.json")).read_text())
+    assert written["reference"]["work"] is None and written["variants"][0]["statistic"] == "confidence"
+    assert {r["method"]: r["difference"] for r in written["variants"][0]["rows"]}["pruned"] == 1.0
+    with pytest.raises(SystemExit):
+        compare.main(["--variant", f"v={tmp_path / 'w'}"])  # neither a reference nor a statistic
     # a record without curves cannot be rescored, and says so
     del rep["clips"][0]["scores"]["pruned"]["swap"]["scan_curve"]
     (tmp_path / "w" / "fold0" / "fold_scores.json").write_text(json.dumps(rep))
