@@ -342,7 +342,7 @@ class _Scores:
             assert self.scan is not None
             # the windows still pending start at first - R; their local scans read R windows before them
             lo = max(0, first - 2 * LOCAL_SCAN_RADIUS)
-            local = local_fake_probs(self.scan.window_margins()[lo:], self.scan.offsets.index(0))
+            local = local_fake_probs(self.scan.window_margins(lo), self.scan.offsets.index(0))
             end = lo + len(local)
             self.explained.offer(first, frames_in, local, lo, end - LOCAL_SCAN_RADIUS)
         else:  # a window's P(fake) is final at once

@@ -149,11 +149,21 @@ class ScanCurve:
         self._n_complete += int(mask.sum())
         self._rows.append(margins.astype(np.float32))
 
-    def window_margins(self) -> np.ndarray:
-        """``(windows, offsets)`` float32 margins of every window added so far, in order."""
-        if not self._rows:
+    def window_margins(self, start: int = 0) -> np.ndarray:
+        """``(windows, offsets)`` float32 margins of the windows added so far from window ``start`` on, in order
+        (only the batches that hold them are joined: a streaming caller reading its last few windows pays for those)."""
+        if start < 0:
+            raise InputError(f"start must be >= 0, got {start}")
+        tail: list[np.ndarray] = []
+        first = self._n_all  # index of the first window of the batch looked at, walking back from the end
+        for rows in reversed(self._rows):
+            if first <= start:
+                break
+            first -= rows.shape[0]
+            tail.append(rows[max(start - first, 0):])
+        if not tail:
             return np.zeros((0, len(self.offsets)), np.float32)
-        return np.concatenate(self._rows)
+        return np.concatenate(tail[::-1])
 
     def result(self) -> ScanResult:
         if self._n_all == 0:

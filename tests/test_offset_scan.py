@@ -58,6 +58,19 @@ def test_scan_curve_prefers_windows_whose_shifts_stay_in_the_track():
         ScanCurve((-2, 0, 2)).result()
 
 
+def test_scan_curve_gives_the_margins_from_any_window_on():
+    """A streaming reader (the Detector's explanation) asks for its last few windows: the same rows as slicing the
+    whole clip's margins, whatever the batches were."""
+    margins = np.arange(30, dtype=np.float32).reshape(10, 3)
+    curve = ScanCurve((-2, 0, 2))
+    for lo, hi in ((0, 3), (3, 4), (4, 9), (9, 10)):
+        curve.add(margins[lo:hi], [True] * (hi - lo))
+    for start in range(12):
+        np.testing.assert_array_equal(curve.window_margins(start), margins[start:])
+    with pytest.raises(InputError, match="start"):
+        curve.window_margins(-1)
+
+
 def _speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     """Noise under a syllable-rate envelope: MFCCs that change from frame to frame, as speech does."""
     rng = np.random.default_rng(seed)
