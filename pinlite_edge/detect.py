@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
-from pinlite_edge.operating_point import AGGREGATES
+from pinlite_edge.utils.cli import add_verdict_arguments, verdict_argument_problem
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
@@ -20,17 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="P(fake) at or above which the verdict is fake (default: the model's operating point, "
-                        "measured on genuine clips by python -m pinlite_edge.calibrate; 0.5 for a model without one)")
-    p.add_argument("--aggregate", choices=AGGREGATES, default="scan",
-                   help="what the verdict uses: 'scan' (default), the offset scan's P(fake): the audio re-aligned "
-                        "every other frame up to +-6 frames, does another alignment fit the lips better than the "
-                        "given one?; 'max' / 'mean': the window P(fake) aggregated over the clip")
-    p.add_argument("--no-offset-scan", action="store_true",
-                   help="skip the offset scan (it adds 5-35%% to the model time of ONNX, .pte and torch artefacts, "
-                        "which encode each window's frames once, and 7x on artefacts exported before that; needs --aggregate max or "
-                        "mean; the offset estimate then comes from the offset head)")
+    add_verdict_arguments(p)
     p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
     p.add_argument("--device", default=None, help="cpu (default), cuda; TensorRT engines always use cuda")
@@ -42,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.no_offset_scan and args.aggregate == "scan":
-        print("error: --no-offset-scan needs --aggregate max or mean (the default verdict, 'scan', is the offset "
-              "scan's P(fake))", file=sys.stderr)
+    problem = verdict_argument_problem(args.aggregate, not args.no_offset_scan)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pinlite_edge.detector import Detector

@@ -47,7 +47,7 @@ from pinlite_edge.errors import DecodeError, PinliteError, UsageError, WriteErro
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
-from pinlite_edge.utils.cli import OneLineParser, report
+from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
 from pinlite_edge.utils.files import input_file_problem
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
@@ -540,8 +540,8 @@ def check_config(cfg: ScanConfig) -> None:
         problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
     elif cfg.aggregate not in AGGREGATES:
         problem = f"--aggregate must be one of {list(AGGREGATES)}, got {cfg.aggregate!r}"
-    elif cfg.aggregate == "scan" and not cfg.offset_scan:
-        problem = "--no-offset-scan needs --aggregate max or mean (the 'scan' verdict is the offset scan's P(fake))"
+    elif (why := verdict_argument_problem(cfg.aggregate, cfg.offset_scan)) is not None:
+        problem = why
     elif os.path.isdir(cfg.out):
         problem = f"--out {cfg.out} is a folder: give a results file name (e.g. {cfg.out / 'results.jsonl'})"
     if problem is not None:
@@ -636,17 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face-crop", action="store_true", help="videos are already face crops (centre crop only)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed to decode one file (default: "
                    "%(default)s; 0 disables the limit)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="fake verdict threshold (default: the model's operating point, measured on genuine clips by "
-                        "python -m pinlite_edge.calibrate; 0.5 for a model without one)")
-    p.add_argument("--aggregate", choices=AGGREGATES, default="scan",
-                   help="what the verdict uses: 'scan' (default), the offset scan's P(fake) (the audio re-aligned "
-                        "a few frames either way: does another alignment fit the lips better?); 'max' / 'mean' of "
-                        "the window P(fake). All are recorded")
-    p.add_argument("--no-offset-scan", action="store_true",
-                   help="skip the offset scan (it adds 5-35%% to the model time of ONNX, .pte and torch artefacts, "
-                        "which encode each window's frames once, and 7x on artefacts exported before that; needs --aggregate max or "
-                        "mean)")
+    add_verdict_arguments(p)
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -371,6 +371,11 @@ def test_bad_option_is_one_line_and_exit_2(tree, model, tmp_path, capsys):
         main([str(tree), "--model", str(model), "--out", str(tmp_path / "o"), "--workers", "many"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--workers" in err, err
+    # the verdict options detect shares: the default verdict is the offset scan, so skipping it needs another one
+    code = main([str(tree), "--model", str(model), "--out", str(tmp_path / "o"), "--no-offset-scan"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--no-offset-scan needs --aggregate" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_full_device_while_writing_results_is_one_line_and_exit_1(tree, model, tmp_path, capsys, monkeypatch):

@@ -36,3 +36,34 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+#: what ``--no-offset-scan`` with the default verdict is told (``detect`` and ``scan``)
+NO_SCAN_NEEDS_WINDOW_AGGREGATE = ("--no-offset-scan needs --aggregate max or mean (the default verdict, 'scan', is the "
+                                  "offset scan's P(fake))")
+
+
+def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--threshold``, ``--aggregate`` and ``--no-offset-scan``: how a CLI that runs the ``Detector`` (``detect``,
+    ``scan``) turns scores into a verdict. :func:`verdict_argument_problem` checks their combination."""
+    from pinlite_edge.operating_point import AGGREGATES
+
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="P(fake) at or above which the verdict is fake (default: the model's operating point, "
+                             "measured on genuine clips by python -m pinlite_edge.calibrate; 0.5 for a model without "
+                             "one)")
+    parser.add_argument("--aggregate", choices=AGGREGATES, default="scan",
+                        help="what the verdict uses: 'scan' (default), the offset scan's P(fake): the audio "
+                             "re-aligned every other frame up to +-6 frames, does another alignment fit the lips "
+                             "better than the given one?; 'max' / 'mean': the window P(fake) aggregated over the "
+                             "clip. All three are reported")
+    parser.add_argument("--no-offset-scan", action="store_true",
+                        help="skip the offset scan (it adds 5-35%% to the model time of ONNX, .pte and torch "
+                             "artefacts, which encode each window's frames once, and 7x on artefacts exported before "
+                             "that; needs --aggregate max or mean; the offset estimate then comes from the offset "
+                             "head)")
+
+
+def verdict_argument_problem(aggregate: str, offset_scan: bool) -> str | None:
+    """What is wrong with a verdict's ``--aggregate`` / ``--no-offset-scan`` combination, or None."""
+    return NO_SCAN_NEEDS_WINDOW_AGGREGATE if aggregate == "scan" and not offset_scan else None
