@@ -303,6 +303,36 @@ def test_variable_frame_rate_is_handled_or_warned(media, caplog):
         f"starts {[w.start_seconds for w in windows]}, warnings {text!r}")
 
 
+def test_implausible_declared_frame_rate_places_frames_by_their_timestamps(tmp_path, caplog):
+    """A 30 fps stream whose container declares 500 fps (browser recordings can declare their time base's rate): the
+    rate is not believed, so every frame is placed by its timestamp on the 25 fps fallback grid. Each frame carries
+    its own index as its grey level; at every tick the frame shown must be the one a 30 fps player shows then, and
+    the clip must keep its 3 s (read in decoding order at 25 fps it would last 3.6 s and drift 0.6 s from its audio)."""
+    from pinlite_edge.features import prepare_file
+
+    n = 90  # 3 s at 30 fps
+    levels = ((np.arange(n) % 30) * 8).astype(np.uint8)  # frame i's grey level: i mod 30, 8 apart
+    frames = np.broadcast_to(levels[:, None, None, None], (n, 48, 64, 3)).copy()
+    audio = (0.1 * np.random.default_rng(1).standard_normal((3 * 16000, 1))).astype(np.float32)
+    path = write_av(tmp_path / "declared500.mkv", frames, audio, rate=16000, fps=500,
+                    pts_ms=np.round(np.arange(n) * 1000 / 30), vcodec="ffv1")
+    caplog.set_level(logging.WARNING)
+    clip = prepare_file(path, C, face_crop=False)
+    assert "implausible frame rate (500.0)" in warnings_of(caplog)
+    assert clip.fps == 25.0 and abs(clip.video_seconds - 3.0) <= 0.04 + 1e-9, (clip.fps, clip.video_seconds)
+    def shown_index(grey: np.ndarray) -> np.ndarray:  # frame index mod 30: the nearest level (YUV <-> RGB rounding)
+        return np.abs(grey.astype(int)[:, None] - levels[None, :30].astype(int)).argmin(axis=1)
+
+    shown = shown_index(clip.frames[:, 0, 0, 0])
+    ticks = np.arange(len(shown)) * 40.0  # ms
+    expected = np.minimum(np.floor(ticks * 30 / 1000 + 1e-6).astype(int), n - 1)  # the 30 fps frame shown then
+    np.testing.assert_array_equal(shown, expected % 30)
+    # decode_video (whole frames) places them the same way
+    whole = decode_video(path)
+    assert whole.fps == 25.0 and len(whole.frames) == len(shown)
+    np.testing.assert_array_equal(shown_index(whole.frames[:, 0, 0, 0]), expected % 30)
+
+
 @pytest.mark.parametrize("name", ["audio8k.mp4", "audio48k.mp4", "audio_stereo.mp4", "audio51.mp4"])
 def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
     path = media(name)

@@ -31,6 +31,7 @@ from pinlite_edge.features.frames import normalise_frames, sample_indices
 from pinlite_edge.features.limits import DecodeLimits, check_stride, declared_bound
 from pinlite_edge.features.mfcc import compute_mfcc
 from pinlite_edge.features.streams import FramePlacer, MonoAudio
+from pinlite_edge.features.video import plausible_fps
 from pinlite_edge.features.windows import (PreparedClip, Window, audio_segment, shift_samples, shifted_mfccs,
                                            window_starts)
 
@@ -197,6 +198,7 @@ class FileStream:
         self.faces_in_view: int | None = None
         self.fps = 0.0
         self._declared: float | None = None
+        self._rate_believed = False  # the container's declared frame rate is plausible (set by start)
         self._pending: list[np.ndarray] = []  # crops waiting for their tick count
         self._counts: list[int] = []
 
@@ -209,13 +211,15 @@ class FileStream:
     def start(self, declared_fps: float | None) -> None:
         self.crops.start(declared_fps)
         self.fps = self.crops.fps
+        self._rate_believed = plausible_fps(declared_fps)
 
     def add(self, frame: object, seconds: float, turns: int) -> None:
         if self.placer is None:
             if not self.fps:
                 self.start(None)
             self.placer = FramePlacer(self.fps, bound_s=declared_bound(self._declared), max_duration_s=
-                                      self.limits.max_duration_s, source=str(self.path))
+                                      self.limits.max_duration_s, source=str(self.path),
+                                      by_timestamps=not self._rate_believed)
             self.audio.video_started(seconds)
         self.placer.stamp(seconds)
         self.crops.add(frame, seconds, 0 if turns is None else turns)

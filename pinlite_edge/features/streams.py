@@ -159,14 +159,18 @@ class FramePlacer:
     frame arrives).
     """
 
-    def __init__(self, fps: float, *, bound_s: float | None, max_duration_s: float, source: str = "clip"):
+    def __init__(self, fps: float, *, bound_s: float | None, max_duration_s: float, source: str = "clip",
+                 by_timestamps: bool = False):
         self.fps = float(fps)
         self.step = 1000.0 / self.fps  # ms
         self.bound_ticks = None if bound_s is None else int(np.floor(bound_s * self.fps + 1e-6))
         self.max_ticks = int(np.floor(max_duration_s * self.fps + 1e-6))
         self.max_duration_s = max_duration_s
         self.source = source
-        self.mode = "constant"  # "constant" (1 tick per frame), "order" (timestamps unusable), "timestamps"
+        #: "constant" (1 tick per frame), "order" (timestamps unusable), "timestamps". ``by_timestamps``: from the
+        #: first frame on (``fps`` is a fallback, not the stream's rate: :func:`~pinlite_edge.features.video.sane_fps`)
+        self.mode = "timestamps" if by_timestamps else "constant"
+        self._by_timestamps = by_timestamps
         self.ticks = 0  # ticks given to frames so far
         self.frames = 0
         self._t0: float | None = None
@@ -225,6 +229,8 @@ class FramePlacer:
             return
         if self.mode == "timestamps":
             self._give(max(1, self._timestamp_ticks(self._prev + self.step)))
+            if self._by_timestamps:  # sane_fps has said so
+                return
             log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to "
                         "%.3g fps", self.source, self._gap_min, self._gap_max, self.fps)
         else:

@@ -26,10 +26,18 @@ class DecodedVideo:
     fps: float
 
 
+def plausible_fps(fps: float | None) -> bool:
+    """Whether a container's declared frame rate can be believed: a finite number within 1..240."""
+    return fps is not None and math.isfinite(fps) and 1.0 <= fps <= 240.0
+
+
 def sane_fps(fps: float | None, source: str = "video") -> float:
-    """Return ``fps`` if it is a plausible frame rate (1..240), else :data:`FALLBACK_FPS` with a warning."""
-    if fps is None or not math.isfinite(fps) or not (1.0 <= fps <= 240.0):
-        log.warning("%s reports an implausible frame rate (%r); assuming %.0f fps", source, fps, FALLBACK_FPS)
+    """Return ``fps`` if :func:`plausible_fps`, else :data:`FALLBACK_FPS` with a warning. A declared rate that cannot
+    be believed says nothing about the frames either, so the decoders then place every frame by its timestamp on the
+    fallback grid (a 30 fps stream declared as 1000 fps keeps its duration and its sync with the audio)."""
+    if not plausible_fps(fps):
+        log.warning("%s reports an implausible frame rate (%r); frames placed by their timestamps at %.0f fps",
+                    source, fps, FALLBACK_FPS)
         return FALLBACK_FPS
     return float(fps)
 
@@ -72,29 +80,35 @@ def decode_video(
     frames = sink.frames
     if not frames:
         raise DecodeError(path, "no video frames could be decoded")
-    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path))
+    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path),
+                                by_timestamps=not plausible_fps(media.declared_fps))
     if order is not None:
         frames = [frames[i] for i in order]
     return DecodedVideo(frames=np.stack(frames), fps=fps)
 
 
-def constant_rate_order(stamps_ms: np.ndarray, fps: float, source: str = "video") -> np.ndarray | None:
+def constant_rate_order(stamps_ms: np.ndarray, fps: float, source: str = "video", *,
+                        by_timestamps: bool = False) -> np.ndarray | None:
     """For a variable-frame-rate stream, the frame shown at each tick of a constant ``fps`` grid; else None.
 
     Frames are placed by their presentation timestamps (the last frame shown at or before each tick), so the
     clip keeps its real duration and audio stays aligned. Unusable timestamps (missing, non-monotonic) -> None.
+    ``by_timestamps``: place them so even when their gaps are regular (the stream's declared rate was not
+    believed, :func:`sane_fps`, so ``fps`` is not the stream's rate).
     """
-    if stamps_ms.size < 3:
+    if stamps_ms.size < (2 if by_timestamps else 3):
         return None
     gaps = np.diff(stamps_ms)
     if (gaps <= 0).any():
         return None
     median = float(np.median(gaps))
-    if gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median:
+    regular = gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median
+    if regular and not by_timestamps:
         return None  # constant rate (within jitter)
     step = 1000.0 / fps
     ticks = stamps_ms[0] + np.arange(0.0, stamps_ms[-1] - stamps_ms[0] + median, step)
     order = np.clip(np.searchsorted(stamps_ms, ticks + 1e-6, side="right") - 1, 0, stamps_ms.size - 1)
-    log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to %.3g fps",
-                source, gaps.min(), gaps.max(), fps)
+    if not regular:
+        log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to "
+                    "%.3g fps", source, gaps.min(), gaps.max(), fps)
     return order
