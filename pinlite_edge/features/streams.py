@@ -8,7 +8,8 @@ on the clip's constant frame grid, and mono audio at the contract's rate aligned
   ``resample_poly`` call over the whole track).
 * :class:`FramePlacer`: how many ticks of the constant grid (the stream's frame rate) each decoded frame fills. A
   stream whose frame gaps stay within 0.5..1.5 frame periods is constant-rate: one tick per frame, in decoding order.
-  From the first gap outside that range on, frames are placed by timestamp (the last frame shown at or before each
+  From the first gap outside that range on (or once the timestamps drift more than half a frame period from one
+  tick per frame: regular gaps at another rate than the declared one), frames are placed by timestamp (the last frame shown at or before each
   tick: repeated over a gap, dropped when two fall within one tick). Missing or non-monotonic timestamps before that
   keep decoding order. The grid never runs past the container's declared duration (with slack, so a timestamp gap
   cannot stretch a clip; frames beyond it are not used, with a warning) nor past ``max_duration_s`` (an error).
@@ -170,7 +171,9 @@ class FramePlacer:
         #: "constant" (1 tick per frame), "order" (timestamps unusable), "timestamps". ``by_timestamps``: from the
         #: first frame on (``fps`` is a fallback, not the stream's rate: :func:`~pinlite_edge.features.video.sane_fps`)
         self.mode = "timestamps" if by_timestamps else "constant"
-        self._by_timestamps = by_timestamps
+        #: why frames are placed by timestamp: "declared" (by_timestamps), "gaps" (a gap outside 0.5..1.5 frame
+        #: periods) or the drift message (regular gaps at another rate than the declared one); None: they are not
+        self._why: str | None = "declared" if by_timestamps else None
         self.ticks = 0  # ticks given to frames so far
         self.frames = 0
         self._t0: float | None = None
@@ -211,10 +214,16 @@ class FramePlacer:
         else:
             gap = ms - self._prev
             if self.mode == "constant":
+                expected = self._t0 + self.frames * self.step  # where one tick per frame puts this frame
                 if gap <= 0:
                     self.mode = "order"
                 elif not 0.5 * self.step <= gap <= 1.5 * self.step:
+                    self.mode, self._why = "timestamps", "gaps"
+                elif abs(ms - expected) > 0.5 * self.step:  # regular gaps, another rate: the sync would drift
                     self.mode = "timestamps"
+                    self._why = (f"its frame timestamps drift from the declared {self.fps:.4g} fps (frame "
+                                 f"{self.frames} at {ms - self._t0:.0f} ms, {expected - self._t0:.0f} ms at that "
+                                 "rate)")
             if self.mode == "timestamps":
                 self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
                 self._give(self._timestamp_ticks(ms))
@@ -229,10 +238,11 @@ class FramePlacer:
             return
         if self.mode == "timestamps":
             self._give(max(1, self._timestamp_ticks(self._prev + self.step)))
-            if self._by_timestamps:  # sane_fps has said so
-                return
-            log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to "
-                        "%.3g fps", self.source, self._gap_min, self._gap_max, self.fps)
+            if self._why == "gaps":
+                log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp "
+                            "to %.3g fps", self.source, self._gap_min, self._gap_max, self.fps)
+            elif self._why != "declared":  # sane_fps has said why for "declared"
+                log.warning("%s: %s; frames resampled by timestamp to %.3g fps", self.source, self._why, self.fps)
         else:
             self._give(1)
 

@@ -102,13 +102,17 @@ def constant_rate_order(stamps_ms: np.ndarray, fps: float, source: str = "video"
     if (gaps <= 0).any():
         return None
     median = float(np.median(gaps))
-    regular = gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median
-    if regular and not by_timestamps:
-        return None  # constant rate (within jitter)
     step = 1000.0 / fps
+    regular = gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median
+    drift = float(np.abs(stamps_ms - stamps_ms[0] - np.arange(stamps_ms.size) * step).max())
+    if regular and drift <= 0.5 * step and not by_timestamps:
+        return None  # constant rate (within jitter) at the declared rate
     ticks = stamps_ms[0] + np.arange(0.0, stamps_ms[-1] - stamps_ms[0] + median, step)
     order = np.clip(np.searchsorted(stamps_ms, ticks + 1e-6, side="right") - 1, 0, stamps_ms.size - 1)
     if not regular:
         log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to "
                     "%.3g fps", source, gaps.min(), gaps.max(), fps)
+    elif not by_timestamps:
+        log.warning("%s: its frame timestamps drift from the declared %.4g fps (by up to %.0f ms); frames resampled "
+                    "by timestamp to %.3g fps", source, fps, drift, fps)
     return order
