@@ -120,8 +120,10 @@ class _Null:
 def _clip_geometry(path: Path) -> tuple[int, int]:
     import av
 
+    from pinlite_edge.features.decode import main_streams
+
     with av.open(str(path)) as c:
-        ctx = c.streams.video[0].codec_context
+        ctx = main_streams(c)[0].codec_context
         return int(ctx.width), int(ctx.height)
 
 

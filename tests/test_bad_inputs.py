@@ -374,6 +374,44 @@ def test_a_declared_rate_the_timestamps_contradict_is_not_followed(tmp_path, cap
     assert warnings_of(caplog) == ""
 
 
+def test_cover_art_before_the_video_is_not_taken_for_the_video(tmp_path, grid_media):
+    """A container whose first video stream is a still (cover art, a thumbnail) and whose second is the clip: the
+    clip is decoded, as a player would play it, not the still (before: a one-frame, 1 fps "video" scored silently)."""
+    import av
+
+    from pinlite_edge.features import prepare_file
+    from pinlite_edge.features.probe import probe_video
+
+    _, fr, au = grid_media
+    path = tmp_path / "cover_first.mkv"
+    with av.open(str(path), "w") as c:
+        still = c.add_stream("mjpeg", rate=1)
+        still.width, still.height, still.pix_fmt = 64, 48, "yuvj420p"
+        video = c.add_stream("mpeg4", rate=25)
+        video.width, video.height, video.pix_fmt = fr.shape[2], fr.shape[1], "yuv420p"
+        audio = c.add_stream("aac", rate=GRID_RATE, layout="stereo")
+        cover = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
+        cover.pts = 0
+        c.mux(still.encode(cover))
+        c.mux(still.encode())
+        for i, img in enumerate(fr[:50]):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts = i
+            c.mux(video.encode(f))
+        c.mux(video.encode())
+        planar = np.ascontiguousarray(au[:int(2.0 * GRID_RATE)].T)
+        for s in range(0, planar.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, s:s + 1024]), format="fltp", layout="stereo")
+            af.sample_rate, af.pts = GRID_RATE, s
+            c.mux(audio.encode(af))
+        c.mux(audio.encode())
+    clip = prepare_file(path, C, face_crop=False)
+    assert clip.fps == 25.0 and len(clip.frames) == 50
+    probe = probe_video(path)
+    assert probe.fps == 25.0 and abs(probe.duration - 2.0) < 0.1
+    assert len(decode_video(path).frames) == 50
+
+
 @pytest.mark.parametrize("name", ["audio8k.mp4", "audio48k.mp4", "audio_stereo.mp4", "audio51.mp4"])
 def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
     path = media(name)

@@ -123,13 +123,20 @@ class _CollectAudio:
         self.chunks.append(samples)
 
 
+def main_streams(container: Any) -> tuple[Any | None, Any | None]:
+    """The video and the audio stream a player would play (FFmpeg's ``av_find_best_stream``: the default track, a
+    moving picture before a still): not simply the first of each, which may be cover art (an ``attached_pic`` still)
+    or a commentary track. None where the container has no stream of that kind."""
+    return container.streams.best("video"), container.streams.best("audio")
+
+
 def declared_duration(container: Any) -> float | None:
     """Seconds the container's header declares (the container's duration, else its longest stream's), or None."""
     values = []
     if container.duration is not None and container.duration > 0:
         values.append(container.duration / 1_000_000)
-    for s in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
-        if s.duration is not None and s.time_base is not None and s.duration > 0:
+    for s in main_streams(container):
+        if s is not None and s.duration is not None and s.time_base is not None and s.duration > 0:
             values.append(float(s.duration * s.time_base))
     return max(values) if values else None
 
@@ -190,8 +197,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
     container = open_container(path, deadline)
     try:
         consumer = video
-        video = container.streams.video[0] if container.streams.video else None
-        astream = container.streams.audio[0] if container.streams.audio else None
+        video, astream = main_streams(container)
         if require_video and video is None:
             raise DecodeError(path, "not a video (no video stream)")
         streams = [s for s in (astream, video) if s is not None]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pinlite_edge.errors import DecodeError, NoAudioError
 from pinlite_edge.features.audio import check_file
-from pinlite_edge.features.decode import container_open_error
+from pinlite_edge.features.decode import container_open_error, main_streams
 from pinlite_edge.features.video import sane_fps
 
 
@@ -23,17 +23,18 @@ def probe_video(path: str | Path) -> Probe:
     path = check_file(path)
     try:
         with av.open(str(path)) as c:
-            if not c.streams.video:
+            video, audio = main_streams(c)
+            if video is None:
                 raise DecodeError(path, "not a video (no video stream)")
-            if not c.streams.audio:
+            if audio is None:
                 raise NoAudioError(path)
             durations = []
-            for s in (c.streams.video[0], c.streams.audio[0]):
+            for s in (video, audio):
                 if s.duration is not None and s.time_base is not None:
                     durations.append(float(s.duration * s.time_base))
             if not durations and c.duration is not None:
                 durations.append(c.duration / 1_000_000)
-            rate = c.streams.video[0].average_rate
+            rate = video.average_rate
             fps = sane_fps(float(rate) if rate else None, source=str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise container_open_error(path, exc) from None
