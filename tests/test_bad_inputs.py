@@ -412,6 +412,56 @@ def test_cover_art_before_the_video_is_not_taken_for_the_video(tmp_path, grid_me
     assert len(decode_video(path).frames) == 50
 
 
+def test_anamorphic_video_is_decoded_with_square_pixels(tmp_path):
+    """A stream with a 4:3 sample aspect ratio (as DV, DVD and HDV 1440x1080 store widescreen video) holds a patch 36
+    pixels wide and 48 high that a player shows square. Faces must keep their real proportions for the face detector
+    and the mouth crop, so frames are scaled to square pixels (the height by 3/4: never enlarged). Square-pixel
+    streams and nonsense ratios are left as stored."""
+    from fractions import Fraction
+
+    import av
+
+    from pinlite_edge.features import prepare_file
+
+    def clip(name: str, sar: Fraction) -> Path:
+        img = np.zeros((64, 96, 3), np.uint8)
+        img[8:56, 30:66] = 255  # 36 x 48 stored
+        path = tmp_path / name
+        with av.open(str(path), "w") as c:
+            vs = c.add_stream("libx264", rate=25)
+            vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+            vs.codec_context.sample_aspect_ratio = sar
+            a = c.add_stream("aac", rate=16000, layout="mono")
+            for i in range(25):
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts = i
+                c.mux(vs.encode(f))
+            c.mux(vs.encode())
+            tone = (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)[None]
+            for k in range(0, 16000, 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp",
+                                                layout="mono")
+                af.sample_rate, af.pts = 16000, k
+                c.mux(a.encode(af))
+            c.mux(a.encode())
+        return path
+
+    def patch(frame: np.ndarray) -> tuple[int, int]:
+        rows, cols = np.nonzero(frame[..., 0] > 128)
+        return cols.max() - cols.min() + 1, rows.max() - rows.min() + 1  # width, height
+
+    wide = clip("sar4x3.mp4", Fraction(4, 3))
+    whole = decode_video(wide)
+    assert whole.frames.shape[1:3] == (48, 96)
+    w, h = patch(whole.frames[0])
+    assert abs(w - h) <= 2, (w, h)  # stored 36 x 48: square as shown
+    crop = prepare_file(wide, C, face_crop=False).frames[0]  # the centre square of the 96 x 48 frame
+    w, h = patch(crop)
+    assert abs(w - h) <= 3, (w, h)
+    for name, sar in (("sar1.mp4", Fraction(1, 1)), ("sar50.mp4", Fraction(50, 1))):
+        assert decode_video(clip(name, sar)).frames.shape[1:3] == (64, 96), name
+
+
 @pytest.mark.parametrize("name", ["audio8k.mp4", "audio48k.mp4", "audio_stereo.mp4", "audio51.mp4"])
 def test_audio_rates_and_layouts_give_16k_mono_features(media, name):
     path = media(name)

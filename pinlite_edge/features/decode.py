@@ -130,6 +130,30 @@ def main_streams(container: Any) -> tuple[Any | None, Any | None]:
     return container.streams.best("video"), container.streams.best("audio")
 
 
+#: sample aspect ratios beyond these are taken for broken metadata, not anamorphic video, and ignored
+SAR_RANGE = (0.25, 4.0)
+
+
+def square_pixel_size(width: int, height: int, sar: Any, source: str = "video") -> tuple[int, int] | None:
+    """For an anamorphic stream (sample aspect ratio ``sar`` not 1: DV, DVD, HDV 1440x1080, some broadcast), the
+    even frame size with square pixels, shrinking the side the SAR stretches the other way (never enlarging): faces
+    must have their real proportions for the face detector and the crop. None for square pixels or an unknown SAR."""
+    try:
+        ratio = float(sar) if sar else 1.0
+    except (TypeError, ValueError, ZeroDivisionError):
+        ratio = 1.0
+    if abs(ratio - 1.0) < 1e-3:
+        return None
+    if not SAR_RANGE[0] <= ratio <= SAR_RANGE[1]:
+        log.warning("%s declares a sample aspect ratio of %s; ignored (square pixels assumed)", source, sar)
+        return None
+    w, h = (width, height / ratio) if ratio > 1 else (width * ratio, height)
+    size = (max(2, int(round(w)) // 2 * 2), max(2, int(round(h)) // 2 * 2))
+    log.info("%s: sample aspect ratio %s: frames scaled from %dx%d to %dx%d (square pixels)", source, sar, width,
+             height, *size)
+    return size
+
+
 def declared_duration(container: Any) -> float | None:
     """Seconds the container's header declares (the container's duration, else its longest stream's), or None."""
     values = []
@@ -230,6 +254,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
         audio_samples = 0
         audio_start: float | None = None
         first: tuple[int, int, int] | None = None  # width, height, quarter turns of the first video frame
+        square: tuple[int, int] | None = None  # the size that gives an anamorphic stream's frames square pixels
         if consumer is not None and video is not None:
             consumer.start(declared)
         resampler = _packed_resampler(av, astream) if astream is not None else None
@@ -268,9 +293,13 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                                 first = (frame.width, frame.height, display_turns(frame, video, str(path)))
                                 if first[2]:
                                     log.info("%s: display rotation %d degrees applied", path, first[2] * 90)
-                            elif (frame.width, frame.height) != first[:2]:
-                                _check_pixels(path, frame.width, frame.height, limits)
-                                frame = frame.reformat(width=first[0], height=first[1])
+                                square = square_pixel_size(frame.width, frame.height, video.sample_aspect_ratio,
+                                                           str(path))
+                            if square is not None or (frame.width, frame.height) != first[:2]:
+                                if (frame.width, frame.height) != first[:2]:
+                                    _check_pixels(path, frame.width, frame.height, limits)
+                                width, height = square or first[:2]
+                                frame = frame.reformat(width=width, height=height)
                             consumer.add(frame, float(t), first[2])
                     else:
                         if audio_start is None and frame.time is not None:
