@@ -68,9 +68,16 @@ def make_folds(split_doc: dict[str, Any], folds: int) -> list[list[dict[str, Any
     return [pool[k::folds] for k in range(folds)]
 
 
-def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: int) -> dict[str, Any]:
+#: seeds the choice of the talking-face training speakers a fold keeps with ``--train-talking``
+TRAIN_TALKING_SEED = 0
+
+
+def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: int,
+               train_talking: int | None = None) -> dict[str, Any]:
     """Fold ``k``'s split file: fold ``k`` test, fold ``k+1`` dev, the rest of the pool and every GRID clip train;
-    the shipped test clips are not listed (so no fold ever reads them)."""
+    the shipped test clips are not listed (so no fold ever reads them). ``train_talking``: keep only that many of the
+    fold's talking-face training speakers (a fixed seeded choice; the others are not listed), for a learning curve
+    over real speakers; GRID, dev and test are unchanged."""
     test = {c["file"] for c in folds[k]}
     dev = {c["file"] for c in folds[(k + 1) % len(folds)]}
     clips = []
@@ -79,9 +86,18 @@ def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: 
             continue
         split = "test" if c["file"] in test else "dev" if c["file"] in dev else "train"
         clips.append({**c, "split": split})
-    return {"name": f"real-av-cv-fold{k}", "description": f"fold {k} of {len(folds)} of {STEM} (benchmarks/"
-            "real_faces_cv.py): the shipped train+dev talking clips dealt into folds; shipped test clips left out",
-            "clips": clips}
+    description = (f"fold {k} of {len(folds)} of {STEM} (benchmarks/real_faces_cv.py): the shipped train+dev talking "
+                   "clips dealt into folds; shipped test clips left out")
+    if train_talking is not None:
+        talking = sorted(c["file"] for c in clips if c["split"] == "train" and c["file"].startswith("talking/"))
+        if not 0 <= train_talking <= len(talking):
+            raise ValueError(f"--train-talking must be between 0 and {len(talking)} (fold {k}'s talking-face "
+                             f"training speakers), got {train_talking}")
+        order = np.random.default_rng([TRAIN_TALKING_SEED, k]).permutation(len(talking))
+        dropped = {talking[i] for i in order[train_talking:]}
+        clips = [c for c in clips if c["file"] not in dropped]
+        description += f"; {train_talking} of its {len(talking)} talking-face training speakers kept"
+    return {"name": f"real-av-cv-fold{k}", "description": description, "clips": clips}
 
 
 def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
@@ -282,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="passed to every fold's quickstart (default: the quickstart's, 0); another seed of the same "
                         "recipe measures how much of a difference training noise alone makes")
+    p.add_argument("--train-talking", type=int, default=None, metavar="N",
+                   help="keep only N of each fold's talking-face training speakers (a fixed seeded choice; GRID, dev "
+                        "and held-out clips unchanged): a learning curve over real speakers; give it its own --work "
+                        "and --stem")
     p.add_argument("--models-from", type=Path, default=None, metavar="WORK",
                    help="score the fold models of another run's --work folder instead of building (a scoring "
                         "variant, e.g. with --scan-offsets; give it its own --work and --stem)")
@@ -321,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for k in range(len(folds)):
         split_file = args.work / f"fold{k}.json"
-        fold_doc = fold_split(split_doc, folds, k)
+        try:
+            fold_doc = fold_split(split_doc, folds, k, args.train_talking)
+        except ValueError as exc:
+            log.error("%s", exc)
+            return 2
         if args.models_from is not None:
             theirs = args.models_from / f"fold{k}.json"
             if not theirs.is_file() or json.loads(theirs.read_text()) != json.loads(json.dumps(fold_doc)):
@@ -353,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_options": args.model_option,
         "pair_weight": args.pair_weight,
         "seed": args.seed,
+        "train_talking": args.train_talking,
         "models_from": None if args.models_from is None else repo_relative(args.models_from),
         "scan_offsets": list(args.scan_offsets),
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -335,6 +335,28 @@ def test_cv_folds_are_speaker_disjoint_and_never_list_a_test_clip():
         cv.make_folds(doc, 1)
 
 
+def test_cv_learning_curve_thins_only_the_talking_training_speakers():
+    from benchmarks import real_faces_cv as cv
+
+    doc = json.loads(rf.DEFAULT_SPLIT_FILE.read_text())
+    folds = cv.make_folds(doc, 5)
+    for k in range(len(folds)):
+        full = {c["file"]: c["split"] for c in cv.fold_split(doc, folds, k)["clips"]}
+        talking = {f for f, s in full.items() if s == "train" and f.startswith("talking/")}
+        kept = {}
+        for n in (0, 4, len(talking)):
+            thin = {c["file"]: c["split"] for c in cv.fold_split(doc, folds, k, n)["clips"]}
+            kept[n] = {f for f, s in thin.items() if s == "train" and f.startswith("talking/")}
+            assert len(kept[n]) == n and kept[n] <= talking
+            # GRID, dev and the held-out clips are those of the full fold
+            assert {f: s for f, s in thin.items() if f not in talking} == {f: s for f, s in full.items()
+                                                                          if f not in talking}
+        assert kept[0] <= kept[4] <= kept[len(talking)] == talking  # one order: the smaller set is in the larger
+        assert cv.fold_split(doc, folds, k, 4) == cv.fold_split(doc, folds, k, 4)  # a fixed choice
+        with pytest.raises(ValueError, match="--train-talking"):
+            cv.fold_split(doc, folds, k, len(talking) + 1)
+
+
 def test_cv_pools_held_out_clips_and_counts_fpr_at_each_folds_operating_point():
     from benchmarks import real_faces_cv as cv
 
