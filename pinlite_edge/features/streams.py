@@ -9,15 +9,17 @@ on the clip's constant frame grid, and mono audio at the contract's rate aligned
 * :class:`FramePlacer`: how many ticks of the constant grid (the stream's frame rate) each decoded frame fills. A
   stream whose frame gaps stay within 0.5..1.5 frame periods is constant-rate: one tick per frame, in decoding order.
   From the first gap outside that range on (or once the timestamps drift more than half a frame period from one
-  tick per frame: regular gaps at another rate than the declared one), frames are placed by timestamp (the last frame shown at or before each
-  tick: repeated over a gap, dropped when two fall within one tick). Missing or non-monotonic timestamps before that
-  keep decoding order. The grid never runs past the container's declared duration (with slack, so a timestamp gap
+  tick per frame: regular gaps at another rate than the declared one), frames are placed by timestamp (the last
+  frame shown at or before each tick: repeated over a gap, dropped when two fall within one tick); from the first
+  frame on when the declared rate is not believed. Missing or non-monotonic timestamps before that keep decoding
+  order. The grid never runs past the container's declared duration (with slack, so a timestamp gap
   cannot stretch a clip; frames beyond it are not used, with a warning) nor past ``max_duration_s`` (an error).
 """
 from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Sequence
 
 import numpy as np
 
@@ -249,3 +251,16 @@ class FramePlacer:
     def counts(self) -> list[int]:
         out, self._ready = self._ready, []
         return out
+
+
+def place_frames(stamps_s: Sequence[float], fps: float, *, bound_s: float | None, max_duration_s: float,
+                 source: str = "clip", by_timestamps: bool = False) -> np.ndarray:
+    """Index of the frame shown at each tick of the constant ``fps`` grid, for frames decoded at ``stamps_s``
+    (seconds, decoding order): :class:`FramePlacer` over a whole clip at once (``decode_video``'s whole frames)."""
+    placer = FramePlacer(fps, bound_s=bound_s, max_duration_s=max_duration_s, source=source,
+                         by_timestamps=by_timestamps)
+    for t in stamps_s:
+        placer.stamp(t)
+    placer.finish()
+    counts = placer.counts()
+    return np.repeat(np.arange(len(counts)), counts)

@@ -71,6 +71,8 @@ def decode_video(
     :func:`pinlite_edge.features.prepare_file` does not call this (it crops while decoding, without whole frames).
     """
     from pinlite_edge.features.decode import decode_media
+    from pinlite_edge.features.limits import DecodeLimits, declared_bound
+    from pinlite_edge.features.streams import place_frames
 
     path = check_file(path)
     deadline = deadline or Deadline(path, timeout_s)
@@ -80,39 +82,8 @@ def decode_video(
     frames = sink.frames
     if not frames:
         raise DecodeError(path, "no video frames could be decoded")
-    order = constant_rate_order(np.asarray(media.video_stamps) * 1000.0, fps, source=str(path),
-                                by_timestamps=not plausible_fps(media.declared_fps))
-    if order is not None:
-        frames = [frames[i] for i in order]
+    order = place_frames(media.video_stamps, fps, bound_s=declared_bound(media.declared_seconds),
+                         max_duration_s=DecodeLimits().max_duration_s, source=str(path),
+                         by_timestamps=not plausible_fps(media.declared_fps))
+    frames = [frames[i] for i in order]
     return DecodedVideo(frames=np.stack(frames), fps=fps)
-
-
-def constant_rate_order(stamps_ms: np.ndarray, fps: float, source: str = "video", *,
-                        by_timestamps: bool = False) -> np.ndarray | None:
-    """For a variable-frame-rate stream, the frame shown at each tick of a constant ``fps`` grid; else None.
-
-    Frames are placed by their presentation timestamps (the last frame shown at or before each tick), so the
-    clip keeps its real duration and audio stays aligned. Unusable timestamps (missing, non-monotonic) -> None.
-    ``by_timestamps``: place them so even when their gaps are regular (the stream's declared rate was not
-    believed, :func:`sane_fps`, so ``fps`` is not the stream's rate).
-    """
-    if stamps_ms.size < (2 if by_timestamps else 3):
-        return None
-    gaps = np.diff(stamps_ms)
-    if (gaps <= 0).any():
-        return None
-    median = float(np.median(gaps))
-    step = 1000.0 / fps
-    regular = gaps.max() <= 1.5 * median and gaps.min() >= 0.5 * median
-    drift = float(np.abs(stamps_ms - stamps_ms[0] - np.arange(stamps_ms.size) * step).max())
-    if regular and drift <= 0.5 * step and not by_timestamps:
-        return None  # constant rate (within jitter) at the declared rate
-    ticks = stamps_ms[0] + np.arange(0.0, stamps_ms[-1] - stamps_ms[0] + median, step)
-    order = np.clip(np.searchsorted(stamps_ms, ticks + 1e-6, side="right") - 1, 0, stamps_ms.size - 1)
-    if not regular:
-        log.warning("%s has a variable frame rate (frame gaps %.0f..%.0f ms); frames resampled by timestamp to "
-                    "%.3g fps", source, gaps.min(), gaps.max(), fps)
-    elif not by_timestamps:
-        log.warning("%s: its frame timestamps drift from the declared %.4g fps (by up to %.0f ms); frames resampled "
-                    "by timestamp to %.3g fps", source, fps, drift, fps)
-    return order
