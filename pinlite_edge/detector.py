@@ -31,6 +31,7 @@ from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, S
                                       check_scan_offsets, local_fake_probs)
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
+from pinlite_edge.utils.logcapture import captured_warnings
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class DetectionResult:
     offset_source: str = "offset head"  # "offset scan" | "offset head"
     #: the offset head's clip estimate (argmax of the window-averaged offset distribution), with or without a scan
     offset_head_frames: int | None = None
+    #: what qualifies the verdict: the WARNING messages the SDK logged while reading and scoring this input (a
+    #: variable frame rate, digitally silent audio, tracks of different lengths, several faces in view...), in order
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fake_prob(self) -> float:
@@ -129,6 +133,7 @@ class DetectionResult:
             "model_training_data": self.model_training_data,
             "model_trained_on_real_video": self.model_trained_on_real_video,
             "face_found": self.face_found, "face_coverage": self.face_coverage, "faces_in_view": self.faces_in_view,
+            "warnings": list(self.warnings),
         }
         if include_attention:
             d["attention"] = np.round(self.attention, 6).tolist()
@@ -475,13 +480,16 @@ class Detector:
         limits raise ``DecodeError`` naming the file."""
         from pinlite_edge.features import open_windows
 
-        stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
-                                       stride_seconds=self.stride_seconds, max_duration_s=self.limits.max_duration_s,
-                                       max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
-                                       scan_offsets=self.scan_offsets)
-        result = self.score_stream(windows, str(video_path),
-                                   face_info=lambda: (stream.face_found, stream.face_coverage, stream.faces_in_view))
-        self._warn_if_synthetic_only(video_path)
+        with captured_warnings() as warnings:
+            stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
+                                           stride_seconds=self.stride_seconds,
+                                           max_duration_s=self.limits.max_duration_s,
+                                           max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
+                                           scan_offsets=self.scan_offsets)
+            result = self.score_stream(windows, str(video_path), face_info=lambda: (
+                stream.face_found, stream.face_coverage, stream.faces_in_view))
+            self._warn_if_synthetic_only(video_path)
+        result.warnings = warnings
         return result
 
     def _score_stream(self, windows: Any, source: str) -> _Scores:
@@ -514,12 +522,16 @@ class Detector:
         at a time."""
         from pinlite_edge.features import prepare_arrays, window_at, window_starts
 
-        clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
-                              source="input arrays")
-        starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps, source="input arrays")
-        windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
-        return self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
-                            face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view)
+        with captured_warnings() as warnings:
+            clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
+                                  source="input arrays")
+            starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps,
+                                   source="input arrays")
+            windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
+            result = self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
+                                  face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view)
+        result.warnings = warnings
+        return result
 
     def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
                       face_coverage: float | None = None, faces_in_view: int | None = None) -> DetectionResult:
@@ -543,12 +555,16 @@ class Detector:
         ``(face_found, face_coverage, faces_in_view)`` (a stream knows them only at its end); ``None``: not known. An
         error raised by the iterable propagates unchanged.
         """
-        scores = self._score_stream(iter(windows), source)
-        info = tuple(face_info()) if face_info is not None else ()
-        if len(info) not in (0, 2, 3):
-            raise InputError(f"face_info must return (face_found, face_coverage[, faces_in_view]), got {info!r}")
-        face_found, face_coverage, faces_in_view = (info + (None,) * 3)[:3]
-        return self._result(scores, face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view)
+        with captured_warnings() as warnings:
+            scores = self._score_stream(iter(windows), source)
+            info = tuple(face_info()) if face_info is not None else ()
+            if len(info) not in (0, 2, 3):
+                raise InputError(f"face_info must return (face_found, face_coverage[, faces_in_view]), got {info!r}")
+            face_found, face_coverage, faces_in_view = (info + (None,) * 3)[:3]
+            result = self._result(scores, face_found=face_found, face_coverage=face_coverage,
+                                  faces_in_view=faces_in_view)
+        result.warnings = warnings
+        return result
 
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
                 faces_in_view: int | None = None) -> DetectionResult:

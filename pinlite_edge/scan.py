@@ -49,6 +49,7 @@ from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
 from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
 from pinlite_edge.utils.files import input_file_problem
+from pinlite_edge.utils.logcapture import captured_warnings
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 log = logging.getLogger(__name__)
@@ -254,41 +255,48 @@ def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
 
     busy = 0.0
     resumed = time.perf_counter()
+    warnings: list[str] = []  # what the SDK logs about this file while decoding it: the record's "warnings"
 
     def error(msg: str, kind: str) -> Message:
-        return "error", path, {"error": msg, "error_type": kind, "seconds": busy + time.perf_counter() - resumed}
+        return "error", path, {"error": msg, "error_type": kind, "seconds": busy + time.perf_counter() - resumed,
+                               "warnings": list(warnings)}
 
     problem = input_file_problem(path)
     if problem is not None:  # e.g. a /proc file reporting size 0, a symlink loop: refused before decoding
         yield error(str(DecodeError(path, problem)), "DecodeError")
         return
-    try:
-        stream, windows = open_windows(path, InputContract.from_dict(opts.contract), face_crop=opts.face_crop,
-                                       stride_seconds=opts.stride, timeout_s=opts.timeout_s,
-                                       max_duration_s=opts.max_duration_s, max_pixels=opts.max_pixels,
-                                       scan_offsets=opts.scan_offsets)
-        batch: list[Any] = []
-        for w in itertools.chain(windows, [None]):
-            if w is not None:
-                batch.append(w)
-            if batch and (w is None or len(batch) == opts.batch):
-                shifts = (np.stack([b.mfcc_shifts for b in batch]), [b.shifts_in_track for b in batch]) \
-                    if opts.scan_offsets else (None, None)
-                msg = ("batch", path, (np.stack([b.frames for b in batch]), np.stack([b.mfcc for b in batch]),
-                                       [b.start_seconds for b in batch], *shifts))
-                batch = []
-                busy += time.perf_counter() - resumed
-                yield msg
-                resumed = time.perf_counter()
-    except PinliteError as exc:
-        yield error(str(exc), type(exc).__name__)
-        return
-    except Exception as exc:  # a library failure the features module did not wrap: recorded, never fatal
-        log.debug("unexpected error decoding %s", path, exc_info=True)
-        yield error(f"unexpected {type(exc).__name__} while decoding {path}: {exc}", type(exc).__name__)
+    failure: tuple[str, str] | None = None
+    with captured_warnings() as warnings:
+        try:
+            stream, windows = open_windows(path, InputContract.from_dict(opts.contract), face_crop=opts.face_crop,
+                                           stride_seconds=opts.stride, timeout_s=opts.timeout_s,
+                                           max_duration_s=opts.max_duration_s, max_pixels=opts.max_pixels,
+                                           scan_offsets=opts.scan_offsets)
+            batch: list[Any] = []
+            for w in itertools.chain(windows, [None]):
+                if w is not None:
+                    batch.append(w)
+                if batch and (w is None or len(batch) == opts.batch):
+                    shifts = (np.stack([b.mfcc_shifts for b in batch]), [b.shifts_in_track for b in batch]) \
+                        if opts.scan_offsets else (None, None)
+                    msg = ("batch", path, (np.stack([b.frames for b in batch]), np.stack([b.mfcc for b in batch]),
+                                           [b.start_seconds for b in batch], *shifts))
+                    batch = []
+                    busy += time.perf_counter() - resumed
+                    yield msg
+                    resumed = time.perf_counter()
+        except PinliteError as exc:
+            failure = (str(exc), type(exc).__name__)
+        except Exception as exc:  # a library failure the features module did not wrap: recorded, never fatal
+            log.debug("unexpected error decoding %s", path, exc_info=True)
+            failure = (f"unexpected {type(exc).__name__} while decoding {path}: {exc}", type(exc).__name__)
+    # the last message leaves the capture first: a caller that stops reading after it must not leave it collecting
+    if failure is not None:
+        yield error(*failure)
         return
     yield "end", path, {"face_found": stream.face_found, "face_coverage": stream.face_coverage,
-                        "faces_in_view": stream.faces_in_view, "seconds": busy + time.perf_counter() - resumed}
+                        "faces_in_view": stream.faces_in_view, "seconds": busy + time.perf_counter() - resumed,
+                        "warnings": list(warnings)}
 
 
 class WorkerCrashed(Exception):
@@ -512,6 +520,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                    face_found=result.face_found,
                    face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),
                    faces_in_view=result.faces_in_view)
+    # decoding's (the worker's) and scoring's, once each, in order
+    rec["warnings"] = list(dict.fromkeys([*job.get("warnings", []), *(result.warnings if result is not None else [])]))
     return rec
 
 

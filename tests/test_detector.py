@@ -97,6 +97,34 @@ def test_detect_arrays_matches_file_layout(detector, synthetic_video):
     assert result.source == "arrays"
 
 
+def test_the_result_carries_the_warnings_about_its_own_input(detector, synthetic_video):
+    """What qualifies a verdict is in the result (and its JSON), not only in the log: here no face (the drawn
+    synthetic face) and digitally silent audio. Eight threads share the Detector, half of them on silent audio: each
+    result holds its own input's warnings only."""
+    import threading
+
+    path, clip = synthetic_video
+    d = json.loads(detector.detect(path).to_json())
+    assert any("no face found" in w and str(path) in w for w in d["warnings"]), d["warnings"]
+    assert not any("digitally silent" in w for w in d["warnings"])
+    silent = np.zeros_like(clip.audio)
+    results: dict[int, list[str]] = {}
+
+    def work(k: int) -> None:
+        for _ in range(2):
+            audio = silent if k % 2 else clip.audio
+            results[k] = detector.detect_arrays(clip.frames, audio, clip.sample_rate, fps=clip.fps).warnings
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, warnings in results.items():
+        assert any("digitally silent" in w for w in warnings) == bool(k % 2), (k, warnings)
+        assert len(warnings) == len(set(warnings))  # once each
+
+
 def test_detect_arrays_rejects_bad_input(detector, synthetic_video):
     _, clip = synthetic_video
     with pytest.raises(InputError):

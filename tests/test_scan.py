@@ -112,6 +112,25 @@ def test_scan_matches_the_detector_api(tree, model, serial):
             assert recs[name]["fake_prob_scan"] == pytest.approx(res.fake_prob_scan, abs=1e-5)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_record_carries_the_warnings_about_its_own_file(grid_clips, model, tmp_path, workers):
+    """A clip with digitally silent audio beside a clean GRID clip: the silent clip's record says so in "warnings"
+    (logged in a decoding process, or in the scan's own with --workers 0), the GRID clip's record has none."""
+    from test_bad_inputs import write_av
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (25, 48, 64, 3), dtype=np.uint8)
+    write_av(root / "silent.mkv", frames, np.zeros((16000, 1), np.float32), vcodec="mpeg4", acodec="pcm_s16le")
+    shutil.copyfile(grid_clips[0], root / grid_clips[0].name)
+    out = tmp_path / "r.jsonl"
+    summary = scan(cfg_for(root, model, out, workers=workers))
+    assert summary.scored == 2
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    assert any("digitally silent" in w for w in recs["silent.mkv"]["warnings"]), recs["silent.mkv"]["warnings"]
+    assert recs[grid_clips[0].name]["warnings"] == []
+
+
 def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
     parallel = tmp_path / "p.jsonl"
     summary = scan(cfg_for(tree / "b", model, parallel, workers=2, batch=1))  # 2 good + 3 bad files
