@@ -43,7 +43,6 @@ STEM = "real_faces_cv_compare"
 REPS = 2000
 
 
-
 def confidence_fake_prob(curve: dict[int, float]) -> float:
     """``sigmoid(median_k curve[k] - curve[0])``: the sync confidence at the given alignment (SyncNet's median minus
     the value at the offset asked about), as a fake-likeness in (0, 1). The candidate statistic of
