@@ -226,12 +226,8 @@ class FramePlacer:
                     self._why = (f"its frame timestamps drift from the declared {self.fps:.4g} fps (frame "
                                  f"{self.frames} at {ms - self._t0:.0f} ms, {expected - self._t0:.0f} ms at that "
                                  "rate)")
-            if self.mode == "timestamps":
-                self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
-                self._give(self._timestamp_ticks(ms))
-            else:
-                self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
-                self._give(1)
+            self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
+            self._give(self._timestamp_ticks(ms) if self.mode == "timestamps" else 1)
         self._prev = ms
         self.frames += 1
 
