@@ -73,18 +73,31 @@ def test_retrieval_follows_reordered_audio(tone_clip):
     assert np.array_equal(res.clip.audio, lr.driving_track(_tones(order), len(tone_clip.audio)))
 
 
-def test_the_blend_keeps_the_upper_face_and_pastes_the_lower(tone_clip):
-    cfg = lr.RewriteConfig(mask_top=0.5, mask_ramp=0.125)
+def test_the_blend_pastes_the_band_and_keeps_the_rest(tone_clip):
+    cfg = lr.RewriteConfig(paste_top=0.25, paste_bottom=0.75, ramp=0.125)
     res = lr.rewrite_clip(tone_clip, _tones((3, 2, 1, 0)), TINY_CONTRACT, cfg)
     src = tone_clip.frames[res.source_frames]
-    h = tone_clip.frames.shape[1]
-    assert np.array_equal(res.clip.frames[:, : int(h * 0.375)], tone_clip.frames[:, : int(h * 0.375)])
-    assert np.array_equal(res.clip.frames[:, h // 2:], src[:, h // 2:])
-    ramp = res.clip.frames[:, int(h * 0.375): h // 2].astype(int)
-    lo = np.minimum(tone_clip.frames, src)[:, int(h * 0.375): h // 2].astype(int)
-    hi = np.maximum(tone_clip.frames, src)[:, int(h * 0.375): h // 2].astype(int)
-    assert np.all((ramp >= lo) & (ramp <= hi))  # a blend of the two, nothing else
-    assert not np.array_equal(res.clip.frames, tone_clip.frames)
+    h = tone_clip.frames.shape[1]  # 64 rows: 0-7 and 56-63 original, 16-47 pasted, ramps between
+    assert np.array_equal(res.clip.frames[:, :8], tone_clip.frames[:, :8])
+    assert np.array_equal(res.clip.frames[:, 56:], tone_clip.frames[:, 56:])
+    assert np.array_equal(res.clip.frames[:, 16:48], src[:, 16:48])
+    for ramp in (slice(8, 16), slice(48, 56)):
+        got = res.clip.frames[:, ramp].astype(int)
+        lo = np.minimum(tone_clip.frames, src)[:, ramp].astype(int)
+        hi = np.maximum(tone_clip.frames, src)[:, ramp].astype(int)
+        assert np.all((got >= lo) & (got <= hi))  # a blend of the two, nothing else
+    assert h == 64 and not np.array_equal(res.clip.frames, tone_clip.frames)
+
+
+def test_the_default_band_is_the_face_box_lower_half_in_crop_coordinates():
+    from pinlite_edge.features.facecrop import FaceCropConfig
+
+    # crop side 0.6 box sides, centred 0.32 below the box centre: the crop starts 0.02 below the centre, and the
+    # box's bottom edge (0.5 below the centre) is 0.48 / 0.6 = 0.8 of the way down
+    assert lr.lower_face_rows(FaceCropConfig(crop_size=0.6, crop_centre_y=0.32)) == pytest.approx((0.0, 0.8))
+    assert lr.lower_face_rows(FaceCropConfig(crop_size=1.0, crop_centre_y=0.0)) == pytest.approx((0.5, 1.0))
+    cfg = lr.RewriteConfig()
+    assert (cfg.paste_top, cfg.paste_bottom) == pytest.approx(lr.lower_face_rows())
 
 
 def test_driving_track_cuts_or_repeats():
@@ -96,8 +109,8 @@ def test_driving_track_cuts_or_repeats():
 
 
 def test_bad_config_and_input_are_named():
-    with pytest.raises(InputError, match="mask_top"):
-        lr.RewriteConfig(mask_top=1.2)
+    with pytest.raises(InputError, match="paste_top"):
+        lr.RewriteConfig(paste_top=0.9, paste_bottom=0.5)
     with pytest.raises(InputError, match="jump_cost"):
         lr.RewriteConfig(jump_cost=-1)
     one = PreparedClip(frames=np.zeros((1, 8, 8, 3), np.uint8), fps=FPS, audio=np.zeros(640, np.float32),

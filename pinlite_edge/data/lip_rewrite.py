@@ -17,9 +17,11 @@ follow new audio, and blends them into the original face. This module does that 
    the jumped-to mouth looks from the natural next frame), found exactly by dynamic programming (Viterbi). Runs of
    consecutive frames cost nothing extra, so the mouth moves naturally between jumps. Costs are in units of their
    medians, so the defaults do not depend on the clip's loudness or resolution.
-3. **Blending** -- the chosen frame's lower part (rows below ``mask_top`` of the crop, a linear ramp of
-   ``mask_ramp`` above it) replaces the original's; the upper face (eyes, blinks, head motion) stays the original's
-   at its own time, as a generator that pastes the lower face does.
+3. **Blending** -- the chosen frame's pixels replace the original's over the rows that a Wav2Lip-style generator
+   redraws: the lower half of the face box (from the box's centre to its bottom edge, :func:`lower_face_rows`, in
+   the mouth crop's coordinates: rows 0 to 0.8 of today's crop, so every row but the chin's bottom and the neck),
+   with a linear ramp of ``ramp`` rows beyond each edge. What lies below the face box stays the original's at its own
+   time, so the seam moves with the head as a generator's does.
 
 The result is a new clip with the driving audio and the rewritten frames (:func:`rewrite_clip`), plus diagnostics
 (:class:`RewriteResult`): how well the chosen frames' own audio matches the driving audio compared with the
@@ -39,7 +41,7 @@ import numpy as np
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import InputError
-from pinlite_edge.features.facecrop import LUMA_WEIGHTS
+from pinlite_edge.features.facecrop import LUMA_WEIGHTS, FaceCropConfig
 from pinlite_edge.features.mfcc import normalise_mfcc, raw_mfcc
 from pinlite_edge.features.windows import PreparedClip
 
@@ -48,6 +50,18 @@ log = logging.getLogger(__name__)
 _GREY = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 #: side (px) of the grey thumbnails of the mouth region that the concatenation cost compares
 _THUMB = 16
+
+
+def lower_face_rows(crop: FaceCropConfig | None = None) -> tuple[float, float]:
+    """The lower half of the face box (its centre to its bottom edge), as fractions of the mouth crop's height,
+    clipped to the crop: where a generator that redraws the lower face (Wav2Lip) pastes, in crop coordinates."""
+    crop = crop or FaceCropConfig()
+    top_of_crop = crop.crop_centre_y - crop.crop_size / 2  # in face-box sides below the box centre
+    rows = ((0.0 - top_of_crop) / crop.crop_size, (0.5 - top_of_crop) / crop.crop_size)
+    return (min(max(rows[0], 0.0), 1.0), min(max(rows[1], 0.0), 1.0))
+
+
+_LOWER_FACE = lower_face_rows()
 
 
 @dataclass(frozen=True)
@@ -60,10 +74,11 @@ class RewriteConfig:
     jump_cost: float = 1.0
     #: weight of the appearance difference between the jumped-to frame and the natural next one (units: its median)
     visual_cost: float = 1.0
-    #: crop rows above this fraction keep the original frame
-    mask_top: float = 0.5
-    #: fraction of the crop's height over which the blend ramps from original to retrieved
-    mask_ramp: float = 0.1
+    #: the band of crop rows (fractions of its height) that is pasted: by default the face box's lower half
+    paste_top: float = _LOWER_FACE[0]
+    paste_bottom: float = _LOWER_FACE[1]
+    #: fraction of the crop's height beyond each edge of the band over which the blend ramps down to the original
+    ramp: float = 0.05
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,9 +86,9 @@ class RewriteConfig:
             problems.append(f"context_frames must be >= 0, got {self.context_frames}")
         if self.jump_cost < 0 or self.visual_cost < 0:
             problems.append(f"jump_cost and visual_cost must be >= 0, got {self.jump_cost}, {self.visual_cost}")
-        if not 0.0 <= self.mask_top < 1.0 or not 0.0 <= self.mask_ramp <= self.mask_top:
-            problems.append(f"need 0 <= mask_ramp <= mask_top < 1, got mask_top={self.mask_top}, "
-                            f"mask_ramp={self.mask_ramp}")
+        if not 0.0 <= self.paste_top < self.paste_bottom <= 1.0 or not 0.0 <= self.ramp <= 0.5:
+            problems.append(f"need 0 <= paste_top < paste_bottom <= 1 and 0 <= ramp <= 0.5, got paste_top="
+                            f"{self.paste_top}, paste_bottom={self.paste_bottom}, ramp={self.ramp}")
         if problems:
             raise InputError("invalid RewriteConfig: " + "; ".join(problems))
 
@@ -122,10 +137,10 @@ def frame_audio_features(audio: np.ndarray, contract: InputContract, fps: float,
     return np.concatenate([padded[k:k + num_frames] for k in range(2 * c + 1)], axis=1)
 
 
-def mouth_thumbnails(frames: np.ndarray, mask_top: float) -> np.ndarray:
-    """Grey ``_THUMB x _THUMB`` thumbnails of each crop's rows below ``mask_top`` (float32, 0..1)."""
+def mouth_thumbnails(frames: np.ndarray, config: RewriteConfig) -> np.ndarray:
+    """Grey ``_THUMB x _THUMB`` thumbnails of each crop's pasted band (float32, 0..1)."""
     n, h, w = frames.shape[:3]
-    lower = frames[:, int(h * mask_top):]
+    lower = frames[:, int(h * config.paste_top):max(int(np.ceil(h * config.paste_bottom)), int(h * config.paste_top) + 1)]
     grey = lower.astype(np.float32) @ _GREY / 255.0
     rows = np.linspace(0, grey.shape[1] - 1, _THUMB).round().astype(int)
     cols = np.linspace(0, w - 1, _THUMB).round().astype(int)
@@ -170,13 +185,14 @@ def viterbi_path(unary: np.ndarray, transition: np.ndarray) -> np.ndarray:
 
 
 def blend_mask(height: int, config: RewriteConfig) -> np.ndarray:
-    """Per-row weight of the retrieved frame, ``(height, 1, 1)``: 0 above the ramp, 1 below ``mask_top``."""
+    """Per-row weight of the retrieved frame, ``(height, 1, 1)``: 1 inside the pasted band, falling linearly to 0
+    over ``ramp`` beyond each of its edges."""
     rows = (np.arange(height) + 0.5) / height
-    lo = config.mask_top - config.mask_ramp
-    if config.mask_ramp > 0:
-        w = np.clip((rows - lo) / config.mask_ramp, 0.0, 1.0)
+    outside = np.maximum(config.paste_top - rows, rows - config.paste_bottom)  # > 0 outside the band
+    if config.ramp > 0:
+        w = np.clip(1.0 - outside / config.ramp, 0.0, 1.0)
     else:
-        w = (rows >= config.mask_top).astype(np.float64)
+        w = (outside <= 0).astype(np.float64)
     return w.astype(np.float32)[:, None, None]
 
 
@@ -198,7 +214,7 @@ def rewrite_clip(clip: PreparedClip, driving_audio: np.ndarray, contract: InputC
     b = frame_audio_features(driving, contract, clip.fps, n, config.context_frames)
     unary = ((b[:, None, :] - a[None, :, :]) ** 2).mean(axis=2)  # (t, source frame)
     unary = _median_scaled(unary)
-    path = viterbi_path(unary, transition_costs(mouth_thumbnails(frames, config.mask_top), config))
+    path = viterbi_path(unary, transition_costs(mouth_thumbnails(frames, config), config))
     mask = blend_mask(frames.shape[1], config)
     out = frames.astype(np.float32) * (1.0 - mask) + frames[path].astype(np.float32) * mask
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
