@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-weight", type=float, default=None, metavar="W",
                    help="passed to every fold's quickstart (the pair-ranking loss, a recipe variant; give it its own "
                         "--work and --stem)")
+    p.add_argument("--sync-pairs", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every fold's quickstart (the fakes made from each real window, e.g. "
+                        "rewrites_per_window=1; a recipe variant; give it its own --work and --stem)")
     p.add_argument("--seed", type=int, default=None,
                    help="passed to every fold's quickstart (default: the quickstart's, 0); another seed of the same "
                         "recipe measures how much of a difference training noise alone makes")
@@ -311,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def recipe_args(args: argparse.Namespace) -> list[str]:
-    """The quickstart arguments every fold gets: the recipe variant (model options, pair weight) and the seed."""
-    out = [f"--model-option={o}" for o in args.model_option]
+    """The quickstart arguments every fold gets: the recipe variant (model options, sync pairs, pair weight) and the
+    seed."""
+    out = [f"--model-option={o}" for o in args.model_option] + [f"--sync-pairs={o}" for o in args.sync_pairs]
     if args.pair_weight is not None:
         out.append(f"--pair-weight={args.pair_weight}")
     if args.seed is not None:

@@ -546,10 +546,20 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
             except PinliteError as exc:
                 raise UsageError(f"--model-option: {exc}") from None
     check_pair_weight(cfg.pair_weight)  # before any stage, not when the teacher stage starts training
+    from pinlite_edge.data.syncpairs import SyncPairConfig
+
+    try:  # bad sync-pair fields fail here, before any finished stage is redone for them
+        SyncPairConfig.from_value(dict(cfg.real_sync_pairs), "--sync-pairs")
+    except PinliteError as exc:
+        raise UsageError(f"--sync-pairs: {exc}") from None
+    if real is None and cfg.real_sync_pairs != QuickstartConfig().real_sync_pairs:
+        raise UsageError("--sync-pairs sets the fakes made from real clips, but there are none (--real-data "
+                         f"{cfg.real_data}): give --real-data DIR")
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
     # training options a finished stage must have been built with: (asked for, what a record without the field used)
-    recipe = {"pair_weight": (cfg.pair_weight, TrainConfig.pair_weight)}
+    recipe = {"pair_weight": (cfg.pair_weight, TrainConfig.pair_weight),
+              "data_options": (json.loads(json.dumps(common["data_options"])), None)}
     def size(n: int) -> int | None:
         return n if real is not None else None  # synthetic only: every clip once per epoch, as before
 
@@ -612,12 +622,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="weight of the pair-ranking loss in every stage: a real window must fit its own audio better "
                         "than the same window's shifted or swapped audio (0: off; stages built with another weight "
                         "are rebuilt) (default: %(default)s)")
+    p.add_argument("--sync-pairs", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="override a field of the fakes made from each real window (pinlite_edge.data.syncpairs."
+                        "SyncPairConfig; repeatable, VALUE is JSON where it parses), e.g. rewrites_per_window=1 adds "
+                        "a lip-sync-style fake per window; defaults: %s; stages built otherwise are rebuilt"
+                        % ", ".join(f"{k}={v}" for k, v in QuickstartConfig().real_sync_pairs.items()))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
                 progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data,
                 split_file=args.split_file, model_options=dict(args.model_option), pair_weight=args.pair_weight)
+    if args.sync_pairs:
+        opts["real_sync_pairs"] = {**QuickstartConfig().real_sync_pairs, **dict(args.sync_pairs)}
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
     t0 = time.perf_counter()
     try:

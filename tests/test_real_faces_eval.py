@@ -499,8 +499,10 @@ def test_a_scoring_variant_is_recomputed_from_the_stored_scan_curves(tmp_path):
 def test_cv_passes_the_recipe_and_the_seed_to_every_folds_quickstart():
     from benchmarks import real_faces_cv as cv
 
-    args = cv.build_parser().parse_args(["--model-option", "sync_contrast=true", "--pair-weight", "0.5", "--seed", "1"])
-    assert cv.recipe_args(args) == ["--model-option=sync_contrast=true", "--pair-weight=0.5", "--seed=1"]
+    args = cv.build_parser().parse_args(["--model-option", "sync_contrast=true", "--pair-weight", "0.5", "--seed", "1",
+                                         "--sync-pairs", "rewrites_per_window=1"])
+    assert cv.recipe_args(args) == ["--model-option=sync_contrast=true", "--sync-pairs=rewrites_per_window=1",
+                                    "--pair-weight=0.5", "--seed=1"]
     assert cv.recipe_args(cv.build_parser().parse_args([])) == []  # the quickstart's own defaults
 
 

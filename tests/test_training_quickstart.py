@@ -186,10 +186,28 @@ def test_quickstart_recipe_options_rebuild_stages_built_otherwise_and_bad_option
     before = (ws / "teacher" / "best.safetensors").stat().st_mtime_ns
     for bad, message in ((["--model-option", "no_such_field=1"], "no_such_field"),
                          (["--model-option", "sync_lags=20"], "sync_lags must be between 1 and 12"),
-                         (["--pair-weight", "-0.5"], "--pair-weight must be a number >= 0")):
+                         (["--pair-weight", "-0.5"], "--pair-weight must be a number >= 0"),
+                         (["--sync-pairs", "rewrites_per_window=-1"], "rewrites_per_window must be >= 0"),
+                         (["--sync-pairs", "rewrites_per_window=1"], "sets the fakes made from real clips, but there "
+                                                                     "are none")):
         run = _quickstart(ws, "--real-data", "none", "--no-export", *bad)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert (ws / "teacher" / "best.safetensors").stat().st_mtime_ns == before  # nothing redone or lost
+
+
+def test_a_stage_built_with_other_sync_pairs_is_rebuilt(tmp_path):
+    """--sync-pairs changes the data options a stage records; such a stage is not reused as if it were asked for."""
+    from pinlite_edge.models import teacher_config
+    from pinlite_edge.quickstart import _recipe_differs
+
+    out = tmp_path / "teacher"
+    out.mkdir()
+    options = {"folder.sync_pairs": {"shifts_per_window": 3, "swaps_per_window": 1}, "folder.weight": 0.5}
+    (out / "best.json").write_text(json.dumps({"model_config": teacher_config("tiny").to_dict(),
+                                               "config": {"data_options": options}}))
+    assert _recipe_differs(out, {}, {"data_options": (json.loads(json.dumps(options)), None)}) is None
+    asked = {**options, "folder.sync_pairs": {**options["folder.sync_pairs"], "rewrites_per_window": 1}}
+    assert "rewrites_per_window" in _recipe_differs(out, {}, {"data_options": (asked, None)})
 
 
 def test_a_stage_built_before_its_preset_changed_is_rebuilt(tmp_path):

@@ -106,6 +106,40 @@ def test_sync_pairs_cover_every_offset_far_shifts_and_cross_speaker_swaps(talkin
                                atol=1e-5)
 
 
+def test_rewrite_fakes_follow_another_speakers_audio_and_are_computed_once_per_pair(talking_root, tmp_path):
+    from pinlite_edge.data.lip_rewrite import driving_track
+
+    cache = str(tmp_path / "cache")
+    plain = _folder(talking_root, "all", sync_pairs=dict(FEW_PAIRS), cache_dir=cache)
+    ds = _folder(talking_root, "all", sync_pairs={**FEW_PAIRS, "rewrites_per_window": 1}, cache_dir=cache)
+    assert [r for r in ds.refs if not r.rewrite] == plain.refs  # the other fakes are drawn as before
+    reals = [r for r in ds.refs if r.label == 0]
+    rewrites = [r for r in ds.refs if r.rewrite]
+    assert len(rewrites) == len(reals) and set(ds.strata()[1]) == {"real", "near_shift", "far_shift", "swap",
+                                                                      "rewrite"}
+    group = {talking_root / rel: g for rel, g in GROUPS.items()}
+    partners: dict[Path, set[Path]] = {}
+    for r in rewrites:
+        partners.setdefault(r.path, set()).add(r.audio_path)
+        assert r.label == 1 and r.offset_class == OFFSET_IGNORE_INDEX and r.manipulation == 4  # both_replace
+    assert all(len(p) == 1 and group[k] != group[next(iter(p))] for k, p in partners.items())  # one, another speaker
+
+    i = ds.refs.index(rewrites[1])
+    r = ds.refs[i]
+    sample = ds[i]
+    real = plain[plain.refs.index(next(q for q in reals if q.path == r.path and q.start == r.start))]
+    clip, partner = ds.loader.load(r.path), ds.loader.load(r.audio_path)
+    track = driving_track(partner.audio, int(round(clip.frames.shape[0] / clip.fps * clip.sample_rate)))
+    a0 = int(round(r.start * clip.sample_rate))
+    np.testing.assert_allclose(sample["mfcc"].numpy(), compute_mfcc(track[a0:a0 + C.window_samples], C), atol=1e-5)
+    assert not torch.equal(sample["frames"], real["frames"])  # the mouth was redrawn
+    ds[ds.refs.index(next(q for q in rewrites if q.path == r.path and q is not r))]
+    assert ds.loader.rewrites == 1  # one rewrite per (clip, partner), not per window
+
+    again = _folder(talking_root, "all", sync_pairs={**FEW_PAIRS, "rewrites_per_window": 1}, cache_dir=cache)
+    assert torch.equal(again[i]["frames"], sample["frames"]) and again.loader.rewrites == 0  # read from the cache
+
+
 def test_sync_pair_config_from_options(talking_root):
     ds = _folder(talking_root, "train", sync_pairs=dict(FEW_PAIRS))
     count = Counter(ds.strata()[1])

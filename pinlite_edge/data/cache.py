@@ -95,8 +95,10 @@ class ClipLoader:
         self.cache = FeatureCache(cache_dir) if cache_dir is not None else None
         self.memory_clips = memory_clips
         self._memory: OrderedDict[Path, PreparedClip] = OrderedDict()
+        self._rewrites: OrderedDict[tuple[Path, Path], PreparedClip] = OrderedDict()
         self._sha: dict[tuple[str, int, int], str] = {}
         self.decodes = 0  # number of real decodes (tests and logs)
+        self.rewrites = 0  # number of lip-sync rewrites computed (tests and logs)
 
     def file_sha256(self, path: Path) -> str:
         st = path.stat()
@@ -125,4 +127,32 @@ class ClipLoader:
             self._memory[path] = clip
             while len(self._memory) > self.memory_clips:
                 self._memory.popitem(last=False)
+        return clip
+
+    def rewritten(self, path: str | Path, driver: str | Path) -> PreparedClip:
+        """``path``'s clip rewritten to follow ``driver``'s audio (:func:`pinlite_edge.data.lip_rewrite.rewrite_clip`,
+        default config), kept like a decoded clip: in-memory LRU -> on-disk cache (keyed by both files' sha256 and
+        the rewrite's config) -> computed (up to seconds for a long clip)."""
+        from pinlite_edge.data.lip_rewrite import RewriteConfig, rewrite_clip
+
+        key = (Path(path), Path(driver))
+        if key in self._rewrites:
+            self._rewrites.move_to_end(key)
+            return self._rewrites[key]
+        config = RewriteConfig()
+        entry = None
+        clip = None
+        if self.cache is not None:
+            entry = hashlib.sha256(json.dumps(["rewrite", self.file_sha256(key[0]), self.file_sha256(key[1]),
+                                               asdict(config)], sort_keys=True).encode()).hexdigest()
+            clip = self.cache.get(entry, self.config_hash)
+        if clip is None:
+            clip = rewrite_clip(self.load(key[0]), self.load(key[1]).audio, self.contract, config).clip
+            self.rewrites += 1
+            if entry is not None and self.cache is not None:
+                self.cache.put(entry, self.config_hash, clip)
+        if self.memory_clips > 0:
+            self._rewrites[key] = clip
+            while len(self._rewrites) > self.memory_clips:
+                self._rewrites.popitem(last=False)
         return clip

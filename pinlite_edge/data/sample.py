@@ -69,6 +69,8 @@ def ref_kind(ref: "WindowRef") -> str:
     ``far_shift`` (shifted further, offset undefined), ``swap`` (audio of another clip) or the manipulation's name."""
     if ref.label == 0:
         return "real"
+    if ref.rewrite:
+        return "rewrite"
     if ref.audio_path is not None:
         return "swap"
     if ref.audio_shift_frames:
@@ -81,7 +83,8 @@ class WindowRef:
     """One sample of a real-video dataset, resolved lazily (decoding happens in ``__getitem__``).
 
     ``audio_shift_frames`` k > 0 delays the audio by k video frames (the window's audio is taken from
-    ``start - k / fps``); ``audio_path`` takes the audio from another clip instead (audio swap).
+    ``start - k / fps``); ``audio_path`` takes the audio from another clip instead (audio swap), and with ``rewrite``
+    the frames too are rewritten to follow that audio (:mod:`pinlite_edge.data.lip_rewrite`).
     """
 
     path: Path
@@ -92,6 +95,7 @@ class WindowRef:
     clip_id: str
     audio_shift_frames: int = 0
     audio_path: Path | None = None
+    rewrite: bool = False
 
 
 class WindowDataset(Dataset):
@@ -127,7 +131,12 @@ class WindowDataset(Dataset):
         # Metadata durations can differ slightly from what decodes: keep the window inside the clip.
         start = max(0.0, min(ref.start, clip.duration - win))
         signal, a_start = clip.audio, start
-        if ref.audio_path is not None:
+        if ref.rewrite:
+            if ref.audio_path is None:
+                raise DatasetError(f"{ref.clip_id}: a rewrite fake needs the clip whose audio it follows")
+            clip = self.loader.rewritten(ref.path, ref.audio_path)  # frames follow the driving audio it carries
+            signal = clip.audio
+        elif ref.audio_path is not None:
             other = self.loader.load(ref.audio_path)
             signal, a_start = other.audio, max(0.0, min(start, other.audio_seconds - win))
         elif ref.audio_shift_frames:

@@ -11,6 +11,10 @@ Per in-sync window (kinds as the balancing sampler sees them, :func:`ref_kind`):
   beyond the offset head's ±5 classes). Only shifts whose audio stays inside the clip are drawn.
 - ``swap``: the audio of another clip of the split (another speaker when speaker groups are known),
   ``swaps_per_window`` of them; offset undefined.
+- ``rewrite`` (off by default): a lip-sync-style fake, the window of the clip rewritten to follow another clip's
+  audio (:mod:`pinlite_edge.data.lip_rewrite`: the speaker's own lower-face images re-ordered by audio), with that
+  audio; ``rewrites_per_window`` of them, each from one of as many partner clips fixed per clip (so each clip is
+  rewritten that many times, not once per window); manipulation ``both_replace``, offset undefined.
 
 Window starts keep a margin of ``max |k|`` near-shift frames at both ends so near-shifted audio stays inside the clip.
 What a window gets is drawn deterministically from ``seed`` and the window id. The fake:real ratio is far from 1
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHIFTS = tuple(k for k in range(-MAX_OFFSET, MAX_OFFSET + 1) if k != 0)
 #: Sample kinds of sync-pair data (what the balancing sampler spreads the fakes over).
-SYNC_KINDS = ("real", "near_shift", "far_shift", "swap")
+SYNC_KINDS = ("real", "near_shift", "far_shift", "swap", "rewrite")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class SyncPairConfig:
     far_per_window: int = 2
     #: audio-swap fakes per window (needs >= 2 clips in the split)
     swaps_per_window: int = 2
+    #: lip-sync-style rewrite fakes per window (needs >= 2 clips in the split; 0: none)
+    rewrites_per_window: int = 0
     include_real: bool = True
     seed: int = 0
 
@@ -69,7 +75,7 @@ class SyncPairConfig:
         if len(self.far_shift_range) != 2 or not MAX_OFFSET < self.far_shift_range[0] <= self.far_shift_range[1]:
             problems.append(f"far_shift_range must be [lo, hi] with {MAX_OFFSET} < lo <= hi (frames), "
                             f"got {list(self.far_shift_range)}")
-        for name in ("far_per_window", "swaps_per_window"):
+        for name in ("far_per_window", "swaps_per_window", "rewrites_per_window"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not isinstance(self.include_real, bool):
@@ -105,7 +111,7 @@ class SyncPairConfig:
 
 _DEFAULTS = {"shifts": list(DEFAULT_SHIFTS), "shifts_per_window": None,
              "far_shift_range": [MAX_OFFSET + 1, 25], "far_per_window": 2, "swaps_per_window": 2,
-             "include_real": True, "seed": 0}
+             "rewrites_per_window": 0, "include_real": True, "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -146,12 +152,14 @@ def _far_shifts(cfg: SyncPairConfig, start: float, src: SourceClip, window: floa
 
 def sync_pair_refs(sources: list[SourceClip], contract: InputContract, config: SyncPairConfig | None = None,
                    stride_seconds: float | None = None) -> list[WindowRef]:
-    """Window references (real + near shifts + far shifts + swaps) for in-sync ``sources``."""
+    """Window references (real + near shifts + far shifts + swaps + rewrites) for in-sync ``sources``."""
     cfg = config or SyncPairConfig()
     shift_manip, swap_manip = manipulation_index("audio_shift"), manipulation_index("audio_swap")
+    rewrite_manip = manipulation_index("both_replace")
     swaps = cfg.swaps_per_window if len(sources) >= 2 else 0
-    if cfg.swaps_per_window and len(sources) < 2:
-        log.warning("audio_swap needs at least 2 clips; generating none for this split")
+    rewrites = cfg.rewrites_per_window if len(sources) >= 2 else 0
+    if (cfg.swaps_per_window or cfg.rewrites_per_window) and len(sources) < 2:
+        log.warning("audio_swap and rewrite fakes need at least 2 clips; generating none for this split")
     win = contract.window_seconds
     refs: list[WindowRef] = []
     no_far = 0
@@ -164,6 +172,8 @@ def sync_pair_refs(sources: list[SourceClip], contract: InputContract, config: S
             log.warning("skipping %s for sync pairs: %s", src.path, exc)
             continue
         candidates = _swap_candidates(sources, i)
+        partners = ([sources[int(o)] for o in _rng(cfg.seed, f"{src.clip_name}#rewrite").choice(
+            np.asarray(candidates), size=min(rewrites, len(candidates)), replace=False)] if rewrites else [])
         for s in (round(margin + x, 6) for x in inner):
             base = f"{src.clip_name}@{s:.2f}"
             if cfg.include_real:
@@ -189,6 +199,9 @@ def sync_pair_refs(sources: list[SourceClip], contract: InputContract, config: S
                     other = sources[int(o)]
                     refs.append(WindowRef(src.path, s, 1, swap_manip, OFFSET_IGNORE_INDEX,
                                           f"{base}#swap{j}:{other.clip_name}", audio_path=other.path))
+            for j, other in enumerate(partners):
+                refs.append(WindowRef(src.path, s, 1, rewrite_manip, OFFSET_IGNORE_INDEX,
+                                      f"{base}#rewrite{j}:{other.clip_name}", audio_path=other.path, rewrite=True))
     if no_far:
         log.info("sync pairs: %d window(s) got fewer than %d far shifts (clip too short for shifts of %d-%d frames)",
                  no_far, cfg.far_per_window, *cfg.far_shift_range)
