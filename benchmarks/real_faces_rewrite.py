@@ -27,7 +27,8 @@ gives, per source and pooled over the CV folds, the ROC AUC of originals against
 resampling clips, and the paired difference rewrite - swap. The generator's own check per clip: how well the
 rewritten frames' audio matches the driving audio against the original frames' (``RewriteResult``).
 
-Writes ``benchmarks/results/real_faces_rewrite/<machine>.{json,md}`` (``--out-dir`` changes the results root).
+Writes ``benchmarks/results/real_faces_rewrite/<machine>.{json,md}`` (``--out-dir`` changes the results root,
+``--stem`` the folder).
 """
 from __future__ import annotations
 
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="runner threads (default 1; 0 = the backend's default)")
     add_scan_offsets_argument(p, "for the models")
+    p.add_argument("--stem", default=STEM, help="results folder name (default: %(default)s; another for a recipe "
+                                                "variant's fold models)")
     return p
 
 
@@ -352,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     digest = hashlib.sha256()
     for file, sha in sorted({(e["file"], e["sha256"]) for e in every}):
         digest.update(f"{file}\t{sha}\n".encode())
-    record = build_record(STEM, "benchmarks/real_faces_rewrite.py", argv,
+    record = build_record(args.stem, "benchmarks/real_faces_rewrite.py", argv,
                           data={"root": repo_relative(root), "fingerprint": digest.hexdigest(),
                                 "fingerprint_of": "sorted (file, sha256) of every clip of the sources",
                                 "num_clips": len({e["file"] for e in every}),
