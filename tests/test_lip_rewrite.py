@@ -163,3 +163,11 @@ def test_end_to_end_on_two_grid_clips(grid_clips, tmp_path):
         assert set(clip["rewrite"]) == {"64", "128"}  # the student's crop and the baseline's
     assert report["record"]["command"].startswith("python benchmarks/real_faces_rewrite.py")
     assert "| tiny | 2 |" in json_path.with_suffix(".md").read_text()
+
+
+def test_pairwise_distances_in_chunks_equal_the_direct_ones(monkeypatch):
+    rng = np.random.default_rng(2)
+    x, y = rng.random((37, 65)), rng.random((41, 65))
+    monkeypatch.setattr(lr, "_CHUNK_ELEMENTS", 1000)  # several chunks
+    assert np.array_equal(lr.pairwise_mean(x, y, 1), np.abs(x[:, None] - y[None]).mean(axis=2))
+    assert np.array_equal(lr.pairwise_mean(x, y, 2), ((x[:, None] - y[None]) ** 2).mean(axis=2))

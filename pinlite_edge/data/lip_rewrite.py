@@ -147,6 +147,21 @@ def mouth_thumbnails(frames: np.ndarray, config: RewriteConfig) -> np.ndarray:
     return grey[:, rows][:, :, cols].reshape(n, -1)
 
 
+#: elements of the largest temporary array a pairwise distance makes (rows are done in chunks below it)
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def pairwise_mean(x: np.ndarray, y: np.ndarray, power: int) -> np.ndarray:
+    """``d[i, j] = mean(|x[i] - y[j]| ** power)`` for row vectors (power 1 or 2), a chunk of rows at a time so that
+    no temporary holds more than ``_CHUNK_ELEMENTS`` values (a long clip's frames squared would not fit)."""
+    out = np.empty((x.shape[0], y.shape[0]), np.result_type(x, y, np.float32))
+    step = max(1, _CHUNK_ELEMENTS // max(1, y.shape[0] * y.shape[1]))
+    for lo in range(0, x.shape[0], step):
+        diff = np.abs(x[lo:lo + step, None, :] - y[None, :, :])
+        out[lo:lo + step] = (diff if power == 1 else diff ** 2).mean(axis=2)
+    return out
+
+
 def _median_scaled(x: np.ndarray) -> np.ndarray:
     m = float(np.median(x))
     return x / m if m > 1e-12 else x
@@ -156,7 +171,7 @@ def transition_costs(thumbs: np.ndarray, config: RewriteConfig) -> np.ndarray:
     """``cost[i, j]`` of showing frame ``j`` after frame ``i``: 0 for ``j = i + 1``; otherwise ``jump_cost`` plus
     ``visual_cost`` times the (median-scaled) difference between ``j`` and ``i``'s natural successor."""
     n = thumbs.shape[0]
-    diff = np.abs(thumbs[:, None, :] - thumbs[None, :, :]).mean(axis=2)  # (n, n)
+    diff = pairwise_mean(thumbs, thumbs, 1)  # (n, n) mean absolute grey difference
     off = diff[~np.eye(n, dtype=bool)]
     scale = float(np.median(off)) if off.size else 1.0
     diff = diff / scale if scale > 1e-12 else diff
@@ -212,7 +227,7 @@ def rewrite_clip(clip: PreparedClip, driving_audio: np.ndarray, contract: InputC
     driving = driving_track(driving_audio, num_samples)
     a = frame_audio_features(own, contract, clip.fps, n, config.context_frames)
     b = frame_audio_features(driving, contract, clip.fps, n, config.context_frames)
-    unary = ((b[:, None, :] - a[None, :, :]) ** 2).mean(axis=2)  # (t, source frame)
+    unary = pairwise_mean(b, a, 2)  # (t, source frame)
     unary = _median_scaled(unary)
     path = viterbi_path(unary, transition_costs(mouth_thumbnails(frames, config), config))
     mask = blend_mask(frames.shape[1], config)
