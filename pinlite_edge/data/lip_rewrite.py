@@ -14,13 +14,14 @@ follow new audio, and blends them into the original face. This module does that 
 2. **Retrieval** -- for every output frame ``t``, one of the clip's own frames is chosen: the path through the
    clip's frames that minimises the audio-match cost (driving features at ``t`` against the clip's features at the
    chosen frame) plus a concatenation cost at every jump (``jump_cost``, plus ``visual_cost`` times how different
-   the jumped-to mouth looks from the natural next frame), found exactly by dynamic programming (Viterbi). Runs of
+   the jumped-to mouth looks from the natural next frame), found exactly by dynamic programming (Viterbi: time
+   grows with the cube of the clip's frames, about 0.5 s for an 8 s clip; memory with their square). Runs of
    consecutive frames cost nothing extra, so the mouth moves naturally between jumps. Costs are in units of their
    medians, so the defaults do not depend on the clip's loudness or resolution.
 3. **Blending** -- the chosen frame's pixels replace the original's over the rows that a Wav2Lip-style generator
    redraws: the lower half of the face box (from the box's centre to its bottom edge, :func:`lower_face_rows`, in
    the mouth crop's coordinates: rows 0 to 0.8 of today's crop, so every row but the chin's bottom and the neck),
-   with a linear ramp of ``ramp`` rows beyond each edge. What lies below the face box stays the original's at its own
+   with a linear ramp over ``ramp`` of the crop's height beyond each edge. What lies below the face box stays the original's at its own
    time, so the seam moves with the head as a generator's does.
 
 The result is a new clip with the driving audio and the rewritten frames (:func:`rewrite_clip`), plus diagnostics
