@@ -106,7 +106,8 @@ def test_sync_pairs_cover_every_offset_far_shifts_and_cross_speaker_swaps(talkin
                                atol=1e-5)
 
 
-def test_rewrite_fakes_follow_another_speakers_audio_and_are_computed_once_per_pair(talking_root, tmp_path):
+def test_rewrite_fakes_follow_another_speakers_audio_and_are_computed_once_per_pair(talking_root, tmp_path,
+                                                                                     monkeypatch):
     from pinlite_edge.data.lip_rewrite import driving_track
 
     cache = str(tmp_path / "cache")
@@ -138,6 +139,12 @@ def test_rewrite_fakes_follow_another_speakers_audio_and_are_computed_once_per_p
 
     again = _folder(talking_root, "all", sync_pairs={**FEW_PAIRS, "rewrites_per_window": 1}, cache_dir=cache)
     assert torch.equal(again[i]["frames"], sample["frames"]) and again.loader.rewrites == 0  # read from the cache
+    import pinlite_edge.data.lip_rewrite as lip_rewrite
+
+    monkeypatch.setattr(lip_rewrite, "REWRITE_VERSION", lip_rewrite.REWRITE_VERSION + 1)
+    changed = _folder(talking_root, "all", sync_pairs={**FEW_PAIRS, "rewrites_per_window": 1}, cache_dir=cache)
+    changed[i]
+    assert changed.loader.rewrites == 1  # another generator version: not reused
 
 
 def test_sync_pair_config_from_options(talking_root):

@@ -131,9 +131,9 @@ class ClipLoader:
 
     def rewritten(self, path: str | Path, driver: str | Path) -> PreparedClip:
         """``path``'s clip rewritten to follow ``driver``'s audio (:func:`pinlite_edge.data.lip_rewrite.rewrite_clip`,
-        default config), kept like a decoded clip: in-memory LRU -> on-disk cache (keyed by both files' sha256 and
-        the rewrite's config) -> computed (up to seconds for a long clip)."""
-        from pinlite_edge.data.lip_rewrite import RewriteConfig, rewrite_clip
+        default config), kept like a decoded clip: in-memory LRU -> on-disk cache (keyed by both files' sha256, the
+        rewrite's config and ``REWRITE_VERSION``) -> computed (up to seconds for a long clip)."""
+        from pinlite_edge.data.lip_rewrite import REWRITE_VERSION, RewriteConfig, rewrite_clip
 
         key = (Path(path), Path(driver))
         if key in self._rewrites:
@@ -143,8 +143,9 @@ class ClipLoader:
         entry = None
         clip = None
         if self.cache is not None:
-            entry = hashlib.sha256(json.dumps(["rewrite", self.file_sha256(key[0]), self.file_sha256(key[1]),
-                                               asdict(config)], sort_keys=True).encode()).hexdigest()
+            entry = hashlib.sha256(json.dumps(["rewrite", REWRITE_VERSION, self.file_sha256(key[0]),
+                                               self.file_sha256(key[1]), asdict(config)],
+                                              sort_keys=True).encode()).hexdigest()
             clip = self.cache.get(entry, self.config_hash)
         if clip is None:
             clip = rewrite_clip(self.load(key[0]), self.load(key[1]).audio, self.contract, config).clip

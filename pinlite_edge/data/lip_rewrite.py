@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 _GREY = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 #: side (px) of the grey thumbnails of the mouth region that the concatenation cost compares
 _THUMB = 16
+#: bump when the algorithm changes in a way its config does not show, so cached rewrites are not reused
+REWRITE_VERSION = 1
 
 
 def lower_face_rows(crop: FaceCropConfig | None = None) -> tuple[float, float]:
