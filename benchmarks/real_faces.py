@@ -290,6 +290,12 @@ def baseline_condition(clip: PreparedClip, contract: InputContract, starts: Sequ
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
+def verdict_score(method: str, cond: ConditionScore) -> float:
+    """A clip's score as its method decides on it: a model's offset-scan P(fake); the baseline's one sync score (it
+    sits in every aggregate; read from ``mean``)."""
+    return cond.mean if method == BASELINE_NAME else cond.scan
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 

@@ -100,6 +100,11 @@ def fold_split(split_doc: dict[str, Any], folds: list[list[dict[str, Any]]], k: 
     return {"name": f"real-av-cv-fold{k}", "description": description, "clips": clips}
 
 
+def fold_models(models_dir: Path) -> list[ModelSpec]:
+    """The models a fold's quickstart builds (:data:`MODELS`), each its stage's ``best.safetensors``."""
+    return [ModelSpec(m, models_dir / m / "best.safetensors") for m in MODELS]
+
+
 def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
              quickstart_args: Sequence[str] = (), *, models_from: Path | None = None,
              scan_offsets: tuple[int, ...] = DEFAULT_SCAN_OFFSETS) -> dict[str, Any]:
@@ -117,12 +122,12 @@ def run_fold(k: int, split_file: Path, workspace: Path, root: Path, force: bool,
         log.info("fold %d: %s", k, " ".join(cmd))
         subprocess.run(cmd, check=True, cwd=REPO_ROOT)
     models_dir = models_from or workspace
-    missing = [m for m in MODELS if not (models_dir / m / "best.safetensors").is_file()]
+    models = fold_models(models_dir)
+    missing = [m.name for m in models if not m.path.is_file()]
     if missing:
         raise InputError(f"fold {k}: no {', '.join(missing)} model under {models_dir} (build that run first)")
     build_s = time.perf_counter() - t0
-    cfg = EvalConfig(root=root, split_file=split_file, split="test",
-                     models=[ModelSpec(m, models_dir / m / "best.safetensors") for m in MODELS],
+    cfg = EvalConfig(root=root, split_file=split_file, split="test", models=models,
                      baseline_threshold=0.0,  # AUCs and offsets only: no train pass to choose its threshold
                      scan_offsets=scan_offsets)
     report = evaluate(cfg)

@@ -42,7 +42,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._record import build_record, parse_cli, report_parser, write_result  # noqa: E402
-from benchmarks.real_faces import BASELINE_NAME, MANIPULATED, _jsonable, auc_vs_original  # noqa: E402
+from benchmarks.real_faces import BASELINE_NAME, MANIPULATED, _jsonable, auc_vs_original, verdict_score  # noqa: E402
 from benchmarks.real_faces_cv import MODELS, pooled_clips  # noqa: E402
 
 log = logging.getLogger("pinlite_edge.benchmarks.real_faces_pooled")
@@ -51,10 +51,6 @@ STEM = "real_faces_pooled"
 METHODS = (*MODELS, BASELINE_NAME)
 #: random test-sized subsets of the CV clips drawn for the test-vs-CV comparison
 SUBSETS = 2000
-
-
-def _score(method: str, cond: dict[str, Any]) -> float:
-    return cond.mean if method == BASELINE_NAME else cond.scan  # the baseline's one score sits in every aggregate
 
 
 def load_reports(cv_work: Path, test_record: Path) -> list[dict[str, Any]]:
@@ -74,8 +70,8 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
     for rep in reports:
         per_method, _, _ = pooled_clips([rep])
         clips = per_method.get(method, [])
-        orig = [_score(method, c["original"]) for c in clips]
-        fake = [_score(method, c[cond]) for c in clips if cond in c]
+        orig = [verdict_score(method, c["original"]) for c in clips]
+        fake = [verdict_score(method, c[cond]) for c in clips if cond in c]
         auc = auc_vs_original(orig, fake)
         if auc is not None:
             right += auc * len(orig) * len(fake)
@@ -85,8 +81,8 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
 
 def pooled_aucs(clips: Sequence[dict[str, Any]], method: str) -> dict[str, float | None]:
     """Per manipulation, the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries) against their originals."""
-    orig = [_score(method, c["original"]) for c in clips]
-    return {cond: auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED}
+    orig = [verdict_score(method, c["original"]) for c in clips]
+    return {cond: auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED}
 
 
 def mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
@@ -124,8 +120,8 @@ def summarise_variant(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         clips = per_method[method]
         row: dict[str, Any] = {"method": method, "clips": len(clips)}
         for cond in MANIPULATED:
-            orig = [_score(method, c["original"]) for c in clips]
-            row[f"pooled_auc_{cond}"] = auc_vs_original(orig, [_score(method, c[cond]) for c in clips if cond in c])
+            orig = [verdict_score(method, c["original"]) for c in clips]
+            row[f"pooled_auc_{cond}"] = auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips if cond in c])
             row[f"within_model_auc_{cond}"] = within_model_auc(reports, method, cond)
         for kind in ("pooled", "within_model"):
             vals = [row[f"{kind}_auc_{c}"] for c in MANIPULATED if row[f"{kind}_auc_{c}"] is not None]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -51,12 +50,15 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks._record import build_record, parse_cli, repo_relative, report_parser, write_result  # noqa: E402
 from benchmarks.real_faces import (BASELINE_NAME, DEFAULT_SPLIT_FILE, ClipStore, ConditionScore,  # noqa: E402
-                                   ModelSpec, _jsonable, add_scan_offsets_argument, auc_vs_original,
-                                   condition_starts, delayed_baseline, delayed_windows, load_split,
-                                   parse_model_spec, real_av_root, score_windows, swap_partners)
+                                   ModelSpec, SplitClip, _jsonable, add_scan_offsets_argument, auc_vs_original,
+                                   condition_starts, data_fingerprint, delayed_baseline, delayed_windows,
+                                   load_split, parse_model_spec, real_av_root, score_windows, swap_partners,
+                                   verdict_score)
+from benchmarks.real_faces_cv import MODELS as CV_MODELS  # noqa: E402
+from benchmarks.real_faces_cv import fold_models  # noqa: E402
 from benchmarks.sync_baseline import BaselineConfig, mouth_motion  # noqa: E402
 from pinlite_edge.contract import InputContract, contract_for_preset  # noqa: E402
-from pinlite_edge.data.lip_rewrite import RewriteConfig, RewriteResult, driving_track, rewrite_clip  # noqa: E402
+from pinlite_edge.data.lip_rewrite import RewriteConfig, RewriteResult, rewrite_clip  # noqa: E402
 from pinlite_edge.errors import InputError, PinliteError  # noqa: E402
 from pinlite_edge.features.windows import PreparedClip  # noqa: E402
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS  # noqa: E402
@@ -66,8 +68,6 @@ log = logging.getLogger("pinlite_edge.benchmarks.real_faces_rewrite")
 STEM = "real_faces_rewrite"
 CONDITIONS = ("original", "swap", "rewrite")
 FAKES = ("swap", "rewrite")
-#: the fold models of a real_faces_cv run
-CV_MODELS = ("teacher", "distilled", "pruned")
 BOOTSTRAP = 2000
 
 
@@ -82,13 +82,10 @@ class ClipConditions:
 
 def build_conditions(clip: PreparedClip, partner: PreparedClip, contract: InputContract,
                      config: RewriteConfig) -> ClipConditions:
-    """``original``, ``swap`` (the partner's audio cut or repeated to the clip's length) and ``rewrite`` (the same
-    audio, frames rewritten to follow it)."""
-    samples = int(round(clip.frames.shape[0] / clip.fps * clip.sample_rate))
-    swap = dataclasses.replace(clip, audio=driving_track(partner.audio, samples))
+    """``original``, ``rewrite`` (the partner's audio cut or repeated to the clip's length, frames rewritten to
+    follow it) and ``swap`` (the clip's own frames with the rewrite's very audio track)."""
     rewritten = rewrite_clip(clip, partner.audio, contract, config)
-    if not np.array_equal(rewritten.clip.audio, swap.audio):
-        raise AssertionError("swap and rewrite must share their driving audio")
+    swap = dataclasses.replace(clip, audio=rewritten.clip.audio)
     return ClipConditions({"original": clip, "swap": swap, "rewrite": rewritten.clip}, rewritten)
 
 
@@ -126,7 +123,7 @@ def cv_sources(work: Path) -> list[Source]:
         raise InputError(f"no foldK.json under {work}: run benchmarks/real_faces_cv.py --work {work} first")
     sources = []
     for split_file in folds:
-        models = [ModelSpec(m, work / split_file.stem / m / "best.safetensors") for m in CV_MODELS]
+        models = fold_models(work / split_file.stem)
         missing = [str(m.path) for m in models if not m.path.is_file()]
         if missing:
             raise InputError(f"{split_file.stem}: missing fold models {missing}; finish the CV run first")
@@ -197,14 +194,9 @@ def score_source(source: Source, root: Path, cache: ConditionCache, baseline_con
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
-def _score(method: str, cond: dict[str, Any]) -> float:
-    """A clip score: the scan verdict for models; the baseline's one score (its mean over windows)."""
-    return float(cond["mean"] if method == BASELINE_NAME else cond["scan"])
-
-
 def method_rows(clips: Sequence[dict[str, Any]], method: str) -> list[dict[str, float]]:
     """``{condition: score}`` of every clip ``method`` scored."""
-    return [{c: _score(method, e["scores"][method][c]) for c in CONDITIONS}
+    return [{c: float(verdict_score(method, ConditionScore.from_dict(e["scores"][method][c]))) for c in CONDITIONS}
             for e in clips if method in e.get("scores", {})]
 
 
@@ -352,13 +344,11 @@ def main(argv: list[str] | None = None) -> int:
               "models": {s.name: {m.name: repo_relative(m.path) for m in s.models} for s in sources},
               "wall_seconds": round(time.perf_counter() - t0, 1),
               "notes": args.notes.read_text() if args.notes else None}
-    digest = hashlib.sha256()
-    for file, sha in sorted({(e["file"], e["sha256"]) for e in every}):
-        digest.update(f"{file}\t{sha}\n".encode())
+    scored = {e["file"]: SplitClip(e["file"], root / e["file"], e["sha256"], e["speaker_group"]) for e in every}
     record = build_record(args.stem, "benchmarks/real_faces_rewrite.py", argv,
-                          data={"root": repo_relative(root), "fingerprint": digest.hexdigest(),
+                          data={"root": repo_relative(root), "fingerprint": data_fingerprint(list(scored.values())),
                                 "fingerprint_of": "sorted (file, sha256) of every clip of the sources",
-                                "num_clips": len({e["file"] for e in every}),
+                                "num_clips": len(scored),
                                 "sources": {s.name: repo_relative(s.split_file) for s in sources}})
     json_path, md_path = write_result(record, _jsonable(result), render_markdown(result), results_dir=args.out_dir)
     for group, rows in groups.items():

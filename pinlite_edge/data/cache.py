@@ -123,11 +123,15 @@ class ClipLoader:
             self.decodes += 1
             if self.cache is not None:
                 self.cache.put(sha or self.file_sha256(path), self.config_hash, clip)
-        if self.memory_clips > 0:
-            self._memory[path] = clip
-            while len(self._memory) > self.memory_clips:
-                self._memory.popitem(last=False)
+        self._remember(self._memory, path, clip)
         return clip
+
+    def _remember(self, store: OrderedDict, key: Any, clip: PreparedClip) -> None:
+        """Keep ``clip`` in the in-memory LRU ``store``, at most ``memory_clips`` entries."""
+        if self.memory_clips > 0:
+            store[key] = clip
+            while len(store) > self.memory_clips:
+                store.popitem(last=False)
 
     def rewritten(self, path: str | Path, driver: str | Path) -> PreparedClip:
         """``path``'s clip rewritten to follow ``driver``'s audio (:func:`pinlite_edge.data.lip_rewrite.rewrite_clip`,
@@ -152,8 +156,5 @@ class ClipLoader:
             self.rewrites += 1
             if entry is not None and self.cache is not None:
                 self.cache.put(entry, self.config_hash, clip)
-        if self.memory_clips > 0:
-            self._rewrites[key] = clip
-            while len(self._rewrites) > self.memory_clips:
-                self._rewrites.popitem(last=False)
+        self._remember(self._rewrites, key, clip)
         return clip
