@@ -274,9 +274,12 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
             if audio is not None:
                 audio.add_audio(chunk, audio_start)
 
+        read = {s.index: 0 for s in streams}  # packets with data demuxed per stream (the index check below)
         try:
             for packet in container.demux(*streams):
                 deadline.check()
+                if packet.size:
+                    read[packet.stream.index] += 1
                 for frame in packet.decode():
                     if packet.stream is video:
                         t = frame.time
@@ -335,6 +338,8 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                     add_audio(out)
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"truncated or corrupt media data ({exc.strerror or exc})") from None
+        for s in streams:
+            _check_index(path, s, read[s.index])
         if require_video and not stamps:
             raise DecodeError(path, "the video stream has no decodable frames")
         if astream is None:
@@ -349,6 +354,27 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                             audio_samples=audio_samples)
     finally:
         container.close()
+
+
+#: packets an index may list beyond those demuxed before the file counts as truncated: at least this many, and
+#: this share of the listed ones (an MP4 edit list can leave a few listed audio packets unread in a whole file)
+INDEX_SLACK_PACKETS = 2
+INDEX_SLACK_SHARE = 0.02
+
+
+def _check_index(path: Path, stream: Any, read: int) -> None:
+    """A container with an index (MP4/MOV: ``stream.frames``, the packets its sample table lists) cut short.
+
+    A file whose index comes first (``movflags=faststart``, how phones and web uploads write MP4) still opens when
+    its end is cut off; the demuxer stops at the end of the data, and with frame threading FFmpeg drops the error on
+    the last, partial packet, so ``err_detect=explode`` never fires. Without this check such a file was scored on
+    what survived. Containers without an index (``stream.frames`` 0: MPEG-PS/TS, Matroska, fragmented MP4) are
+    checked by the decoders alone."""
+    listed = int(getattr(stream, "frames", 0) or 0)
+    missing = listed - read
+    if listed > 0 and missing > max(INDEX_SLACK_PACKETS, INDEX_SLACK_SHARE * listed):
+        raise DecodeError(path, f"truncated or corrupt media data (its index lists {listed} {stream.type} packets, "
+                                f"only {read} could be read)")
 
 
 def _check_pixels(path: Path, width: int, height: int, limits: DecodeLimits) -> None:
