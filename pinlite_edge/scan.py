@@ -12,7 +12,11 @@ Files are streamed as ``Detector.detect`` streams them: a worker sends a file's 
 
 Resume: files already recorded in ``--out`` are skipped, so re-running the same command after a crash or a kill
 finishes the job; a crash loses only the files in flight (decoded but not yet written), and a line cut short by a
-kill is dropped (the file is truncated back to its last complete line) before new lines are appended.
+kill is dropped (the file is truncated back to its last complete line) before new lines are appended. Every
+record carries the ``settings`` that decided its verdict (model path and sha256, threshold, aggregate, stride, face
+crop, offset scan); resuming with other settings is refused rather than mixing verdicts made two ways in one file.
+Files recorded with an error are not retried. A name that is not UTF-8 is written with JSON's ASCII escapes (it reads
+back as the same ``os.fsdecode`` name).
 
 One JSON line per file::
 
@@ -21,7 +25,9 @@ One JSON line per file::
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
      "window_local_scan_probs": [...],
      "window_starts": [...], "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null,
-     "error_type": null, "seconds": 0.41}
+     "error_type": null, "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx",
+     "model_sha256": "...", "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true,
+     "offset_scan": true}}
 
 A clip where no face is found anywhere has ``"verdict": "no-face"`` (its probabilities are still recorded). Bad files
 have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
@@ -88,6 +94,7 @@ class ScanSummary:
     seconds: float
     no_face: int = 0  # scored, but no face anywhere in the clip (verdict "no-face")
     several_faces: int = 0  # scored with more than one face in view: the verdict follows one of them
+    skipped_fake: int = 0  # "fake" verdicts among the records already in the results file
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -170,8 +177,24 @@ def check_output(out: Path, force: bool = False) -> None:
 
 def read_done(out: Path) -> set[str]:
     """Paths already recorded in ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
+    return read_results(out).paths
+
+
+@dataclass
+class PriorResults:
+    """What an existing results file holds: the paths recorded, the distinct ``settings`` its records were made
+    with (records of scans before settings were recorded have none) and their verdicts."""
+
+    paths: set[str]
+    settings: list[dict[str, Any]]
+    verdicts: collections.Counter
+
+
+def read_results(out: Path) -> PriorResults:
+    """:class:`PriorResults` of ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
+    prior = PriorResults(set(), [], collections.Counter())
     if not out.is_file():
-        return set()
+        return prior
     data = out.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
@@ -180,15 +203,40 @@ def read_done(out: Path) -> set[str]:
             fh.truncate(end)
             fh.flush()
             os.fsync(fh.fileno())
-    done: set[str] = set()
     for i, line in enumerate(data[:end].splitlines(), 1):
         if not line.strip():
             continue
         try:
-            done.add(str(json.loads(line)["path"]))
+            rec = json.loads(line)
+            prior.paths.add(str(rec["path"]))
         except (ValueError, KeyError, TypeError):
             log.warning("%s line %d is not a scan record; ignoring it", out, i)
-    return done
+            continue
+        settings = rec.get("settings")
+        if isinstance(settings, dict) and settings not in prior.settings:
+            prior.settings.append(settings)
+        prior.verdicts[rec.get("verdict") if rec.get("error") is None else "error"] += 1
+    return prior
+
+
+def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
+    """What decides a record's verdict, stored in every record: resuming with other settings would mix verdicts
+    made two ways in one file (:func:`check_resume`)."""
+    from pinlite_edge.utils.hashing import sha256_file
+
+    return {"model": str(cfg.model.resolve()), "model_sha256": sha256_file(cfg.model),
+            "threshold": round(float(detector.threshold), 6), "aggregate": cfg.aggregate, "stride": cfg.stride,
+            "face_crop": cfg.face_crop, "offset_scan": cfg.offset_scan}
+
+
+def check_resume(out: Path, prior: PriorResults, settings: dict[str, Any]) -> None:
+    """:class:`UsageError` when ``out`` holds records made with other settings than this scan's."""
+    for earlier in prior.settings:
+        changed = [f"{k} {earlier.get(k)!r} -> {settings[k]!r}" for k in settings if earlier.get(k) != settings[k]]
+        if changed:
+            raise UsageError(f"--out {out} holds results made with other settings ({'; '.join(changed)}); "
+                             "resuming would mix verdicts made two ways in one file: re-run with the settings it was "
+                             "made with, or write to another --out")
 
 
 class JsonlWriter:
@@ -205,8 +253,13 @@ class JsonlWriter:
             raise write_error(path, exc, "cannot write results to") from None
 
     def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False)
         try:
-            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate-escaped bytes): ASCII escapes round-trip
+            line = json.dumps(record)
+        try:
+            self.fh.write(line + "\n")
             self.fh.flush()
             os.fsync(self.fh.fileno())
         except OSError as exc:
@@ -576,8 +629,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     videos = find_videos(cfg.root, cfg.extensions)
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
-    done = read_done(cfg.out)
-    todo = [v for v in videos if str(v) not in done]
+    prior = read_results(cfg.out)
+    todo = [v for v in videos if str(v) not in prior.paths]
     log.info("%d videos under %s, %d already in %s, %d to scan", len(videos), cfg.root, len(videos) - len(todo),
              cfg.out, len(todo))
     options: dict[str, Any] = {}
@@ -588,6 +641,12 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
                              face_crop=cfg.face_crop, batch_size=cfg.batch,
                              scan_offsets=DEFAULT_SCAN_OFFSETS if cfg.offset_scan else None, **options)
+    try:
+        settings = scan_settings(cfg, detector)
+        check_resume(cfg.out, prior, settings)
+    except BaseException:
+        detector.close()
+        raise
     scored = failed = fake = no_face = several_faces = 0
     writer = JsonlWriter(cfg.out)
     try:
@@ -604,6 +663,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                     continue  # re-run alone at the end
                 job = stream.info
                 rec = record_for(job, result, error)
+                rec["settings"] = settings
                 writer.write(rec)
                 if rec["error"] is None:
                     scored += 1
@@ -620,7 +680,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         writer.close()
         detector.close()
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
-                       seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces)
+                       seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,
+                       skipped_fake=prior.verdicts["fake"])
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -670,12 +731,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = scan(cfg)
     except PinliteError as exc:
         return report(exc, "python -m pinlite_edge.scan")  # 2: a usage error; 1: the scan failed
+    except KeyboardInterrupt:
+        print(f"python -m pinlite_edge.scan: interrupted; every file finished so far is in {args.out}: re-run the "
+              "same command to resume", file=sys.stderr)
+        return 130
     no_face = f", {summary.no_face} without a face" if summary.no_face else ""
     several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
                "\"faces_in_view\" in the results)") if summary.several_faces else ""
     print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
           f"{summary.failed} failed, "
-          f"{summary.skipped} already in {args.out}; {summary.seconds:.1f} s")
+          f"{summary.skipped} already in {args.out}"
+          f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}; {summary.seconds:.1f} s")
     return 0
 
 

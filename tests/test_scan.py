@@ -255,6 +255,40 @@ def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path
     assert sorted(r["path"] for r in recs) == sorted(json.loads(ln)["path"] for ln in raw)
 
 
+def test_resume_with_other_settings_is_refused_naming_them(tree, model, tmp_path, serial):
+    """A resumed scan with another threshold or aggregate used to skip every recorded file silently, leaving one
+    results file with verdicts made two ways."""
+    from pinlite_edge.errors import UsageError
+
+    out = tmp_path / "results.jsonl"
+    shutil.copyfile(serial[0], out)
+    settings = {json.dumps(r["settings"], sort_keys=True) for r in lines_of(out)}
+    assert len(settings) == 1 and json.loads(settings.pop())["model_sha256"]
+    with pytest.raises(UsageError, match=r"threshold .*-> 0\.1.*another --out"):
+        scan(cfg_for(tree, model, out, threshold=0.1))
+    with pytest.raises(UsageError, match="aggregate 'scan' -> 'max'"):
+        scan(cfg_for(tree, model, out, aggregate="max"))
+    assert scan(cfg_for(tree, model, out)).skipped == 8  # the same settings resume
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path, model):
+    """``bad\\xff\\xfe.mp4``: the record used to raise UnicodeEncodeError and end the scan, at the same file on
+    every re-run."""
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    root = tmp_path / "v"
+    root.mkdir()
+    write_clip_video(root / "ok.mp4", seed=0, contract=TINY_CONTRACT, duration_s=0.7)
+    bad = os.fsdecode(bytes(root) + b"/bad\xff\xfe.mp4")
+    shutil.copyfile(root / "ok.mp4", bad)
+    out = tmp_path / "r.jsonl"
+    summary = scan(cfg_for(root, model, out))
+    assert summary.scored == 2 and summary.failed == 0
+    recs = lines_of(out)
+    assert bad in {r["path"] for r in recs} and all(r["verdict"] in ("real", "fake") for r in recs)
+    assert scan(cfg_for(root, model, out)).skipped == 2  # read back as the same name
+
+
 def test_extensions_option(tree, model, tmp_path):
     out = tmp_path / "mkv.jsonl"
     summary = scan(cfg_for(tree, model, out, extensions=("MKV",)))
@@ -284,6 +318,29 @@ def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_pat
     assert "8 videos" in done.stdout
     paths = [r["path"] for r in lines_of(out)]
     assert len(paths) == 8 and len(set(paths)) == 8
+
+
+def test_cli_ctrl_c_is_one_line_exit_130_and_resumable(tree, model, tmp_path):
+    """SIGINT (Ctrl-C) used to print a 45-line traceback from inside the runner."""
+    out = tmp_path / "int.jsonl"
+    cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
+           "--workers", "0", "--batch", "2", "--no-face-crop", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_file() and out.read_text().count("\n") >= 1):
+        assert proc.poll() is None, f"scan exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the scan finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err and "resume" in err
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert len({r["path"] for r in lines_of(out)}) == len(lines_of(out)) == 8
 
 
 def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
