@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,66 @@ def test_teacher_cache_for_other_data_is_refused(workspace, tmp_path, capsys):
                  "--no-plots", "--limit", "3", "--iters", "1", "--warmup", "0"])
     assert code == 2
     assert "computed on other data" in capsys.readouterr().err
+
+
+def test_unreadable_reference_cache_is_one_line_and_the_automatic_one_is_recomputed(workspace, tmp_path, capsys):
+    """An empty or truncated .npz used to end the bench in EOFError / BadZipFile tracebacks."""
+    from pinlite_edge.bench.references import ReferenceCacheError, load_reference
+
+    empty, garbage = tmp_path / "empty.npz", tmp_path / "garbage.npz"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"PK\x03\x04" + b"x" * 100)
+    for bad in (empty, garbage):
+        with pytest.raises(ReferenceCacheError, match="unreadable"):
+            load_reference(bad, data_fingerprint="f")
+    code = main(["--artifacts", str(workspace), "--teacher-cache", str(empty), "--out", str(tmp_path / "o"),
+                 "--no-plots", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unreadable" in err and "Traceback" not in err and "allow_pickle" not in err
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    caches = list((ws / "cache" / "bench").glob("reference-*.npz"))
+    if not caches:  # the first test did not run (e.g. -k): make them
+        assert main(["--artifacts", str(ws), "--out", str(tmp_path / "x"), "--no-plots", *FAST]) == 0
+        caches = list((ws / "cache" / "bench").glob("reference-*.npz"))
+    for c in caches:
+        c.write_bytes(c.read_bytes()[: c.stat().st_size // 2])
+    assert main(["--artifacts", str(ws), "--out", str(tmp_path / "y"), "--no-plots", *FAST]) == 0
+
+
+def test_bad_out_wrong_device_and_a_student_as_teacher_fail_before_measuring(workspace, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Each of these used to cost the whole run first (--out: a traceback at the end) or to pass silently
+    (ExecuTorch on the CPU although --device cuda was asked; the student itself taken as the FP32 teacher)."""
+    from pinlite_edge.bench import core
+
+    monkeypatch.setattr(core, "load_eval_data", lambda *a, **k: pytest.fail("measured before refusing"))
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    assert main(["--artifacts", str(workspace), "--out", str(a_file), *FAST]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["--runtime", "executorch", "--device", "cuda", "--artifacts", str(workspace),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "runs on the CPU (XNNPACK) only" in capsys.readouterr().err
+    student = resolve_artefacts(workspace, "ort", "fp32")[0]
+    assert main(["--artifacts", str(workspace), "--teacher", str(student), "--out", str(tmp_path / "o"),
+                 *FAST]) == 2
+    assert "is a student, not the FP32 teacher" in capsys.readouterr().err
+
+
+def test_half_built_workspace_errors_say_what_to_run_for_that_workspace(workspace, tmp_path, capsys):
+    """The hints used to name the default workspace's quickstart, and an ONNX left without its manifest led to
+    "pass --force", which the bench does not have."""
+    only_teacher = tmp_path / "t"
+    shutil.copytree(workspace / "teacher", only_teacher / "teacher")
+    assert main(["--artifacts", str(only_teacher), "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert f"python -m pinlite_edge.quickstart --workspace {only_teacher}" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    shutil.copytree(workspace, cut)
+    next((cut / "exports" / "onnx").rglob("*.manifest.json")).unlink()
+    assert main(["--artifacts", str(cut), "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "has no manifest beside it" in err and "--force" not in err
 
 
 def test_compare_ort_fp32_agrees_with_torch_fp32(workspace, tmp_path):

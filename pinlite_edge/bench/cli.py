@@ -19,7 +19,7 @@ from pinlite_edge.runtimes import BACKENDS
 
 from pinlite_edge.bench.core import CUDA_BINDINGS, BenchConfig, run_bench
 from pinlite_edge.bench.prepare import prepare
-from pinlite_edge.bench.report import terminal_table, write_reports
+from pinlite_edge.bench.report import check_out_dir, terminal_table, write_reports
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     try:
+        check_out_dir(cfg.out)
         prepare(cfg, say)
         result = run_bench(cfg, progress=say)
     except PinliteError as exc:
@@ -105,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
               f"EPS {c['eps_mean']:.3f}")
     for note in data["notes"]:
         print(f"note: {note}")
-    jpath, mpath = write_reports(data, cfg.out)
-    written = [jpath, mpath]
-    if cfg.plots:
-        from pinlite_edge.bench.plots import write_plots
+    try:
+        jpath, mpath = write_reports(data, cfg.out)
+        written = [jpath, mpath]
+        if cfg.plots:
+            from pinlite_edge.bench.plots import write_plots
 
-        written += write_plots(data, result.attention_samples, cfg.out)
+            written += write_plots(data, result.attention_samples, cfg.out)
+    except OSError as exc:  # e.g. the device filled up during the run: the table above is printed already
+        print(f"error: cannot write the reports to {cfg.out} ({exc.strerror or exc})", file=sys.stderr)
+        return 1
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

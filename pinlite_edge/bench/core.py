@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pinlite_edge.contract import InputContract
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.export.formats import default_precision, precisions_for
 from pinlite_edge.metrics import classification_metrics, softmax_fake_prob
 from pinlite_edge.runtimes import BACKENDS, BaseRunner, Comparator, compare_outputs, inspect_artifact, load_runner
@@ -89,6 +89,11 @@ class BenchConfig:
                                  f"choose from {list(precisions_for(self.runtime))}")
         if self.cuda_binding not in CUDA_BINDINGS:
             raise PinliteError(f"--cuda-binding must be one of {CUDA_BINDINGS}, got {self.cuda_binding!r}")
+        if not self.compare and self.device and _device_for(self.runtime, self.device) != self.device \
+                and not (self.runtime == "torch" and self.device == "tensorrt"):
+            where = "the CPU (XNNPACK)" if self.runtime == "executorch" else "a CUDA GPU"
+            raise UsageError(f"--runtime {self.runtime} runs on {where} only; --device {self.device} does not apply "
+                             "(leave --device out)")
         for name in ("batch", "eval_batch", "iters", "block", "memory_calls", "e2e_clips"):
             if getattr(self, name) < 1:
                 raise PinliteError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -190,10 +195,17 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     notes: list[str] = []
     paths, workspace = _artefact_paths(cfg)
     specs = [inspect_artifact(p) for p in paths]
+    if cfg.teacher is not None and (kind := inspect_artifact(cfg.teacher).model_kind) != "teacher":
+        raise UsageError(f"--teacher {cfg.teacher} is a {kind}, not the FP32 teacher: EPS and agreement against it "
+                         "would compare the student with itself (give the teacher's checkpoint, e.g. "
+                         "pinlite-workspace/teacher/best.safetensors)")
     if len({s.contract for s in specs}) != 1:
         raise WorkspaceError("the artefacts were built for different input contracts; bench them separately")
     contract: InputContract = specs[0].contract
     options = [runner_options(s.backend, cfg) for s in specs]
+    for s, o in zip(specs, options):  # --compare: one --device for backends that run in different places
+        if cfg.device and o["device"] != cfg.device:
+            notes.append(f"{s.path.name} ({s.backend}) runs on {o['device']}, not on --device {cfg.device}")
     runners: list[BaseRunner] = [load_runner(s.path, **o) for s, o in zip(specs, options)]
     ref_device = reference_device([o["device"] for o in options], notes)
     if cfg.e2e:  # what the artefacts need is checked first; this one in seconds, not after the accuracy and latency

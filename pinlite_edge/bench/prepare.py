@@ -22,7 +22,8 @@ from pinlite_edge.manifest import read_manifest
 from pinlite_edge.bench.core import BenchConfig
 from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
 from pinlite_edge.bench.workspace import (
-    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, is_workspace, source_checkpoint, stage_checkpoint,
+    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, build_hint, is_workspace, source_checkpoint,
+    stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _export_source(workspace: Path) -> Path:
     ckpt = ckpt or stage_checkpoint(workspace, "pruned")
     if ckpt is None:
         raise WorkspaceError(f"{workspace} has no checkpoint to export from ({why}; no pruned/best.safetensors): "
-                             "build it with `python -m pinlite_edge.quickstart`")
+                             f"{build_hint(workspace)}")
     return ckpt
 
 
@@ -101,6 +102,10 @@ def ensure_runtime_artefact(workspace: Path, runtime: str, precision: str, say: 
     folder = workspace / "exports" / kind.name
     if artefacts_in(folder):
         return
+    orphans = sorted(folder.rglob(f"*{kind.suffix}")) if folder.is_dir() else []
+    if orphans:  # a file without its manifest: an export cut short, or one made by hand
+        raise WorkspaceError(f"{orphans[0]} has no manifest beside it (an interrupted export?), so it cannot be "
+                             "verified or benched: delete it and re-run, and the bench exports it again")
     from pinlite_edge.export import export_model
 
     ckpt = _export_source(workspace)

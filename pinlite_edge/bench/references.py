@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,11 @@ def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | Non
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["meta"]).decode())
             outputs = {k: np.asarray(npz[k], np.float32) for k in OUTPUT_NAMES}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise ReferenceCacheError(f"reference cache {path} is unreadable: {exc}") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        # numpy's own message for a non-npz file suggests loading it unsafely (allow_pickle): never say that here
+        why = "not an .npz of arrays" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
+        raise ReferenceCacheError(f"reference cache {path} is unreadable (empty, truncated or not written by the "
+                                  f"bench; {why})") from None
     if meta.get("data_fingerprint") != data_fingerprint:
         raise ReferenceCacheError(f"reference cache {path} was computed on other data (fingerprint "
                                   f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")

@@ -1,8 +1,11 @@
 """Bench output: a terminal table, ``bench.json`` and ``bench.md``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+from pinlite_edge.errors import UsageError
 
 from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -103,6 +106,19 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
     if result.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(out) + "\n"
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` now, before anything is measured: :class:`UsageError` naming ``--out`` when it is a file,
+    cannot be created or is not writable (found after the whole run, that used to end in a traceback)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {out_dir} is a file, not a folder: give a folder for the reports") from None
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot create the reports folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: the reports folder is not writable")
 
 
 def write_reports(result: dict[str, Any], out_dir: Path, stem: str = "bench") -> tuple[Path, Path]:

@@ -23,6 +23,18 @@ BUILD_HINT = ("build it with `python -m pinlite_edge.quickstart` (or run `python
               "--artifacts, which builds the default workspace first)")
 
 
+def build_hint(workspace: Path) -> str:
+    """How to build or finish ``workspace``: the quickstart command that writes *that* folder."""
+    if Path(workspace) == DEFAULT_WORKSPACE:
+        return BUILD_HINT
+    return f"build or finish it with `python -m pinlite_edge.quickstart --workspace {workspace}`"
+
+
+def _on(workspace: Path) -> str:
+    """The bench's ``--artifacts`` argument for ``workspace`` (none for the default one)."""
+    return "" if Path(workspace) == DEFAULT_WORKSPACE else f" --artifacts {workspace}"
+
+
 class WorkspaceError(PinliteError):
     """The bench cannot find the workspace or the artefacts it was asked for."""
 
@@ -102,17 +114,18 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
         if runtime == "torch":
             found = [p for p in (stage_checkpoint(artifacts, s) for s in ("distilled", "pruned")) if p]
             where = f"{artifacts}/distilled|pruned/best.safetensors"
-            hint = BUILD_HINT
+            hint = build_hint(artifacts)
         elif runtime == "trt":
             from pinlite_edge.bench.engine_cache import find_engine
 
             engine, where = find_engine(artifacts, precision)
             found = [engine] if engine else []
-            hint = "`python -m pinlite_edge.bench --runtime trt` builds it on first use"
+            hint = f"`python -m pinlite_edge.bench --runtime trt{_on(artifacts)}` builds it on first use"
         else:
             found = artefacts_in(artifacts / "exports" / kind.name)
             where = f"{artifacts}/exports/{kind.name}/"
-            hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}` builds it on first "
+            hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}{_on(artifacts)}` builds "
+                    "it on first "
                     f"use, or export one (python -m pinlite_edge.export --format {kind.name} ...)")
         if not found:
             raise WorkspaceError(f"no {runtime} {precision} artefact in {where}: {hint}")
