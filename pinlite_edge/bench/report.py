@@ -109,16 +109,22 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` now, before anything is measured: :class:`UsageError` naming ``--out`` when it is a file,
-    cannot be created or is not writable (found after the whole run, that used to end in a traceback)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"--out {out_dir} is a file, not a folder: give a folder for the reports") from None
-    except OSError as exc:
-        raise UsageError(f"--out {out_dir}: cannot create the reports folder ({exc.strerror or exc})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: the reports folder is not writable")
+    """Before anything is measured, and without creating anything: :class:`UsageError` naming ``--out`` when it is
+    a file, or when the folder would have to be made under something that is not a writable folder (found only
+    after the whole run, this used to end in a traceback)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UsageError(f"--out {out_dir} is a file, not a folder: give a folder for the reports")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out_dir}: the reports folder is not writable")
+        return
+    parent = out_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: cannot create the reports folder there ({parent} is not a writable "
+                         "folder)")
 
 
 def write_reports(result: dict[str, Any], out_dir: Path, stem: str = "bench") -> tuple[Path, Path]:
