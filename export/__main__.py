@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Iterable
 
 from pathlib import Path
 
@@ -14,14 +15,23 @@ from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORT
 from pinlite_edge.utils.cli import OneLineParser, report
 
 
-def _format_table() -> str:
+def _format_table(flags: dict[str, str]) -> str:
+    """The format table, each option named by its flag (``flags``: option name -> flag)."""
+    def names(options: Iterable[str]) -> str:
+        return ", ".join(sorted(flags.get(o, "--" + o.replace("_", "-")) for o in options))
+
     rows = [f"  {'format':<10} {'suffix':<13} {'runtime':<11} {'GPU':<4} options"]
     for f in FORMATS.values():
-        opts = ", ".join(sorted(o.replace("_", "-") for o in f.options))
-        rows.append(f"  {f.name:<10} {f.suffix:<13} {f.runtime:<11} {'yes' if f.needs_gpu else 'no':<4} {opts}")
+        rows.append(f"  {f.name:<10} {f.suffix:<13} {f.runtime:<11} {'yes' if f.needs_gpu else 'no':<4} "
+                    f"{names(f.options)}")
         rows.append(f"  {'':<10} {f.description}")
-    rows.append(f"  every format also takes: {', '.join(sorted(o.replace('_', '-') for o in COMMON))}")
+    rows.append(f"  every format also takes: {names(COMMON)}")
     return "\n".join(rows)
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's flag (its longest spelling): ``dynamic_batch`` -> ``--static-batch``."""
+    return {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a PIN-Lite / PinPoint checkpoint to ONNX (FP32/FP16/INT8), TensorRT or ExecuTorch. "
                     "Every artefact gets a manifest (X.manifest.json) with the precision plan, the source "
                     "checkpoint hash, calibration set and tool versions.",
-        epilog="formats:\n" + _format_table() + "\n\nAn option a format does not take is an error. Existing "
-               "artefacts are kept unless --force.",
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors with its .json record)")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="artefact format (table below)")
@@ -46,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gru", choices=GRU_MODES, help="GRU as one ONNX GRU node (native, default) or explicit "
                                                    "matmuls (same weights)")
     g.add_argument("--static-batch", dest="dynamic_batch", action="store_false",
-                   help="fixed batch axis (size --batch) instead of a dynamic one")
+                   help="format onnx: a fixed batch axis (size --batch, default 1) instead of a dynamic one")
     g.add_argument("--batch", type=int, help="ONNX: max batch recorded (or the static batch); TensorRT: profile max "
                                              "batch (default 8); .pte: static batch (default 1)")
     g = p.add_argument_group("ExecuTorch and TensorRT")
@@ -94,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT 10 only: builder precision flags + per-layer constraints instead of strong typing")
     g.add_argument("--device", type=int, help="CUDA device index (default 0)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    p.epilog = ("formats:\n" + _format_table(_flags(p)) + "\n\nAn option a format does not take is an error. "
+                "Existing artefacts are kept unless --force.")
     return p
 
 
@@ -119,7 +129,8 @@ def check_arguments(checkpoint: str, fmt: str, output: str, options: dict) -> No
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} is a file, not a folder: give a folder for the artefact and its manifest")
     f = get_format(fmt)
-    check_options(f, set(options))
+    flags = _flags(build_parser())
+    check_options(f, set(options), spell=lambda name: flags.get(name, name))
     opts = ExportOptions(**options)
     opts.validate()
     artifact = out / f"{opts.name or 'pinlite-' + _kind_of(ckpt)}{f.suffix}"

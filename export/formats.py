@@ -47,10 +47,10 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  _ONNX | {"exporter", "dynamic_batch", "batch"},
                  "onnx_formats:export_onnx", "FP32 ONNX, dynamic batch (onnxruntime, TensorRT input)"),
     ExportFormat("onnx-fp16", ".fp16.onnx", "ort", "fp16", False,
-                 _ONNX | _CALIB | {"dynamic_batch", "batch"},
+                 _ONNX | _CALIB | {"batch"},
                  "onnx_formats:export_onnx_fp16", "FP16 ONNX with FP32 islands (Cast) for the precision plan"),
     ExportFormat("onnx-int8", ".int8.onnx", "ort", "int8", False,
-                 _ONNX | _CALIB | {"dynamic_batch", "batch", "calib_method", "quant_format", "per_channel",
+                 _ONNX | _CALIB | {"batch", "calib_method", "quant_format", "per_channel",
                                    "weight_only", "symmetric_activations", "activation_type", "speed_float",
                                    "reduce_range"},
                  "onnx_formats:export_onnx_int8", "INT8 ONNX for onnxruntime (static; symmetric per-channel weights, "
@@ -129,14 +129,15 @@ def get_format(name: str) -> ExportFormat:
         raise ExportError(f"unknown export format {name!r}; choose one of {', '.join(FORMATS)}") from None
 
 
-def check_options(fmt: ExportFormat, given: set[str]) -> None:
-    """Reject options the format does not take (with the list of those it does)."""
+def check_options(fmt: ExportFormat, given: set[str], spell: Callable[[str], str] = str) -> None:
+    """Reject options the format does not take (with the list of those it does); ``spell`` names an option the way
+    the caller knows it (the CLI: its flag)."""
     from pinlite_edge.export.options import ExportOptions
 
     unknown = sorted(given - ExportOptions.field_names())
     if unknown:
-        raise ExportError(f"unknown export option(s) {unknown}")
+        raise ExportError(f"unknown export option(s) {[spell(o) for o in unknown]}")
     rejected = sorted(given - fmt.allowed_options)
     if rejected:
-        raise ExportError(f"format {fmt.name!r} does not take option(s) {rejected}; it takes "
-                          f"{sorted(fmt.allowed_options)}")
+        raise ExportError(f"format {fmt.name!r} does not take option(s) {[spell(o) for o in rejected]}; it takes "
+                          f"{sorted(spell(o) for o in fmt.allowed_options)}")

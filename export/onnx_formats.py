@@ -25,9 +25,12 @@ def ort_session(path: Path | str, threads: int = 1):
 
 
 def ort_parity(path: Path, model, batch: int = 2) -> dict[str, float]:
-    """Max abs difference per output between ORT (CPU) on ``path`` and eager torch, on a seeded random batch."""
+    """Max abs difference per output between ORT (CPU) on ``path`` and eager torch, on a seeded random batch (of
+    ``batch`` rows, or of the graph's own size where its batch axis is fixed: ``--static-batch``)."""
     import torch
 
+    fixed = [a for a in input_batch_axes(path) if isinstance(a, int) and a > 0]
+    batch = fixed[0] if fixed else batch
     frames, mfcc = example_inputs(model, batch, seed=1)
     with torch.no_grad():
         ref = model(frames, mfcc)
@@ -75,8 +78,13 @@ def frame_sharing(path: Path, model, k: int = 3) -> dict[str, Any]:
     return {"shared_frames": True, "frame_sharing_max_abs": diff}
 
 
-def _batch_fields(ctx: ExportContext) -> tuple[bool, int | None]:
-    return ctx.options.dynamic_batch, ctx.options.batch
+def _batch_fields(ctx: ExportContext, path: Path) -> tuple[bool, int | None]:
+    """``dynamic_batch`` and ``max_batch`` for the manifest, read back from the graph at ``path``: a fixed batch axis
+    is its own max batch; a dynamic one records ``--batch`` (None: unbounded)."""
+    axes = input_batch_axes(path)
+    if all(isinstance(a, str) for a in axes):
+        return True, ctx.options.batch
+    return False, max(int(a) for a in axes if isinstance(a, int))
 
 
 def export_onnx(ctx: ExportContext) -> HandlerOutput:
@@ -86,9 +94,9 @@ def export_onnx(ctx: ExportContext) -> HandlerOutput:
         write_fp32_onnx(ctx, tmp, exporter=o.exporter)
         parity = ort_parity(tmp, ctx.model)
         sharing = frame_sharing(tmp, ctx.model)
+        dyn, max_batch = _batch_fields(ctx, tmp)
     if max(parity.values()) > 1e-3:
         log.warning("ORT vs torch parity of %s is %s (expected <= 1e-4)", ctx.artifact, parity)
-    dyn, max_batch = _batch_fields(ctx)
     plan = PrecisionPlan(precision="fp32", notes=["every node is FP32"])
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          extra={"exporter": o.exporter, "gru": o.gru, "ort_parity_max_abs": parity,
@@ -293,7 +301,7 @@ def export_onnx_int8(ctx: ExportContext) -> HandlerOutput:
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_int8_onnx(ctx, tmp)
         extra.update(frame_sharing(tmp, ctx.model))
-    dyn, max_batch = _batch_fields(ctx)
+        dyn, max_batch = _batch_fields(ctx, tmp)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          calibration=_calibration_info(ctx, ctx.options.calib_method), extra=extra)
 
@@ -325,6 +333,6 @@ def export_onnx_fp16(ctx: ExportContext) -> HandlerOutput:
     with atomic_path(ctx.artifact) as tmp:
         plan, extra = build_fp16_onnx(ctx, tmp)
         extra.update(frame_sharing(tmp, ctx.model))
-    dyn, max_batch = _batch_fields(ctx)
+        dyn, max_batch = _batch_fields(ctx, tmp)
     return HandlerOutput(plan=plan, dynamic_batch=dyn, max_batch=max_batch,
                          calibration=_calibration_info(ctx) if ctx.options.sensitivity else None, extra=extra)
