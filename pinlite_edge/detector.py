@@ -26,6 +26,7 @@ from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
+from pinlite_edge.features.windows import FACE_WINDOW_MIN
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, ScanCurve, ScanResult,
                                       check_scan_offsets, local_fake_probs)
@@ -46,6 +47,9 @@ class WindowScore:
     #: the offset scan over this window and its neighbours (offset_scan.local_fake_probs): where the clip looks out of
     #: sync, a hint rather than a located manipulation (benchmarks/results/localisation/). None: no scan
     fake_prob_local_scan: float | None = None
+    #: share of the window's frames where the face tracker had the face (None: not known); a window below
+    #: FACE_WINDOW_MIN does not count in the verdict when the clip has windows with the face
+    face_fraction: float | None = None
 
 
 @dataclass
@@ -315,6 +319,17 @@ class _ExplainedWindow:
                 self.best, self.frames = float(scores[i - scores_from]), f.copy()
 
 
+def _face_fraction(window: Any, source: str) -> float | None:
+    """``window.face_fraction`` checked: None (not known) or a share in 0..1."""
+    fraction = getattr(window, "face_fraction", None)
+    if fraction is None:
+        return None
+    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.number)) \
+            or not 0.0 <= float(fraction) <= 1.0:
+        raise InputError(f"{source}: window face_fraction must be None or a share in 0..1, got {fraction!r}")
+    return float(fraction)
+
+
 class _Scores:
     """Model outputs of a clip's windows, accumulated batch by batch (only the frames of the window the explanation
     shows are kept: :class:`_ExplainedWindow`)."""
@@ -326,6 +341,8 @@ class _Scores:
         self.logits: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.attention: list[np.ndarray] = []
+        self.faces: list[bool] = []  # per window: the face tracker had the face (unknown counts as having it)
+        self.face_fractions: list[float | None] = []
         offsets = detector.scan_offsets
         self.scan = ScanCurve(offsets) if offsets else None
         #: the explanation follows the verdict's statistic: the local offset scan with the scan verdict
@@ -333,13 +350,15 @@ class _Scores:
         self.explained = _ExplainedWindow()
 
     def add(self, windows: list[Any]) -> None:
+        fractions = [_face_fraction(w, self.source) for w in windows]
+        faces = [f is None or f >= FACE_WINDOW_MIN for f in fractions]  # windows that count in the verdict
         frames = np.stack([w.frames for w in windows])
         mfcc = np.stack([w.mfcc for w in windows])
         check_windows(frames, mfcc, self.source)
         if self.scan is None:
             out = self._infer(frames, mfcc)
         else:
-            out = self._infer_with_scan(windows, frames, mfcc)
+            out = self._infer_with_scan(windows, frames, mfcc, faces)
         logits = out["logits"]
         first = len(self.starts)
         frames_in = [w.frames for w in windows]
@@ -353,6 +372,8 @@ class _Scores:
         else:  # a window's P(fake) is final at once
             self.explained.offer(first, frames_in, softmax_fake_prob(logits), first, first + len(windows))
         self.starts.extend(float(w.start_seconds) for w in windows)
+        self.faces.extend(faces)
+        self.face_fractions.extend(fractions)
         self.logits.append(logits)
         self.offsets.append(out["offset_logits"])
         self.attention.append(out["attention"])
@@ -365,7 +386,8 @@ class _Scores:
             raise RunnerOutputError(f"{self.detector.runner.name} returned NaN/inf outputs for {self.source}")
         return out
 
-    def _infer_with_scan(self, windows: list[Any], frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer_with_scan(self, windows: list[Any], frames: np.ndarray, mfcc: np.ndarray,
+                         faces: list[bool]) -> dict[str, np.ndarray]:
         """One model call for the windows at every scan shift: each frames row serves its window's shifted-audio
         MFCCs (frame sharing, ``runtimes.base``: frames encoded once where the artefact shares them). Adds the
         margins to the scan curve; returns the outputs at the given alignment (the windows' own ``mfcc``)."""
@@ -391,7 +413,8 @@ class _Scores:
         per_shift = {name: np.concatenate([p[name] for p in parts]).reshape(n, k, *parts[0][name].shape[1:])
                      for name in parts[0]}
         logits = per_shift["logits"]
-        self.scan.add(logits[..., 0] - logits[..., 1], [bool(getattr(w, "shifts_in_track", True)) for w in windows])
+        self.scan.add(logits[..., 0] - logits[..., 1], [bool(getattr(w, "shifts_in_track", True)) for w in windows],
+                      faces)
         return {name: np.ascontiguousarray(v[:, zero]) for name, v in per_shift.items()}
 
 
@@ -578,10 +601,15 @@ class Detector:
         if scores.by_local_scan:  # the last windows' local scan is final now that the clip has ended
             scores.explained.offer(len(local), [], np.asarray(local), 0, len(local))
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
-                               offset_confidence=float(op.max()), fake_prob_local_scan=lp)
-                   for s, p, op, lp in zip(scores.starts, probs, offset_probs, local)]
-        mean_offset = offset_probs.mean(axis=0)
-        p_max, p_mean = float(probs.max()), float(probs.mean())
+                               offset_confidence=float(op.max()), fake_prob_local_scan=lp, face_fraction=ff)
+                   for s, p, op, lp, ff in zip(scores.starts, probs, offset_probs, local, scores.face_fractions)]
+        faces = np.asarray(scores.faces, bool)
+        counted = faces if faces.any() else np.ones_like(faces)  # windows without the face do not count
+        if not counted.all():
+            log.warning("%s: the face tracker lost the face in %d of %d windows; they do not count in the verdict",
+                        scores.source, int((~counted).sum()), len(counted))
+        mean_offset = offset_probs[counted].mean(axis=0)
+        p_max, p_mean = float(probs[counted].max()), float(probs[counted].mean())
         decisive = {"max": p_max, "mean": p_mean, "scan": None if scan is None else scan.fake_prob}[self.aggregate]
         assert decisive is not None  # aggregate "scan" implies a scan (_check_options)
         head_offset = int(np.argmax(mean_offset)) - MAX_OFFSET

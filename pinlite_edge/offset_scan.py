@@ -119,35 +119,41 @@ class ScanResult:
 
 @dataclass
 class ScanCurve:
-    """Accumulates window margins per offset: two sums for the curve, and each window's margins (float32, one row of
-    ``len(offsets)`` per window: 28 bytes per window with the default grid)."""
+    """Accumulates each window's margins (float32, one row of ``len(offsets)`` per window: 28 bytes per window with
+    the default grid) and whether it is complete (its shifted audio stayed in the track) and shows the face."""
 
     offsets: tuple[int, ...]
-    _complete: np.ndarray = field(init=False)
-    _all: np.ndarray = field(init=False)
-    _n_complete: int = 0
     _n_all: int = 0
     _rows: list[np.ndarray] = field(init=False)
+    _complete: list[bool] = field(init=False)
+    _face: list[bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.offsets = check_scan_offsets(self.offsets)
         if not self.offsets:
             raise InputError("a scan needs offsets")
-        self._complete = np.zeros(len(self.offsets), np.float64)
-        self._all = np.zeros(len(self.offsets), np.float64)
-        self._rows = []
+        self._rows, self._complete, self._face = [], [], []
 
-    def add(self, margins: np.ndarray, complete: Sequence[bool]) -> None:
-        """``margins`` (windows, offsets): ``logit_real - logit_fake`` per window and offset."""
+    def add(self, margins: np.ndarray, complete: Sequence[bool], face: Sequence[bool] | None = None) -> None:
+        """``margins`` (windows, offsets): ``logit_real - logit_fake`` per window and offset; ``face``: per window,
+        whether the face tracker had the face in it (None: every window does)."""
         margins = np.asarray(margins, np.float64)
         if margins.ndim != 2 or margins.shape[1] != len(self.offsets) or margins.shape[0] != len(complete):
             raise InputError(f"scan margins must be (windows, {len(self.offsets)}), got {margins.shape}")
-        mask = np.asarray(complete, bool)
-        self._all += margins.sum(axis=0)
+        face = [True] * len(complete) if face is None else list(face)
+        if len(face) != len(complete):
+            raise InputError(f"scan face flags must be one per window ({len(complete)}), got {len(face)}")
         self._n_all += margins.shape[0]
-        self._complete += margins[mask].sum(axis=0)
-        self._n_complete += int(mask.sum())
-        self._rows.append(margins.astype(np.float32))
+        self._complete.extend(bool(c) for c in complete)
+        self._face.extend(bool(f) for f in face)
+        self._rows.append(margins)  # float64: the curve is averaged from these
+
+    def used(self) -> np.ndarray:
+        """Which windows the curve averages: those with the face, else all; of those, the complete ones when there
+        are any (a clip too short for a complete window uses them all)."""
+        face, complete = np.asarray(self._face, bool), np.asarray(self._complete, bool)
+        pool = face if face.any() else np.ones_like(face)
+        return pool & complete if (pool & complete).any() else pool
 
     def window_margins(self, start: int = 0) -> np.ndarray:
         """``(windows, offsets)`` float32 margins of the windows added so far from window ``start`` on, in order
@@ -163,18 +169,19 @@ class ScanCurve:
             tail.append(rows[max(start - first, 0):])
         if not tail:
             return np.zeros((0, len(self.offsets)), np.float32)
-        return np.concatenate(tail[::-1])
+        return np.concatenate(tail[::-1]).astype(np.float32)
 
     def result(self) -> ScanResult:
         if self._n_all == 0:
             raise InputError("no window was scanned")
-        complete_only = self._n_complete > 0
-        curve = self._complete / self._n_complete if complete_only else self._all / self._n_all
+        used = self.used()
+        rows = np.concatenate(self._rows)
+        curve = rows[used].mean(axis=0)
         best = int(np.argmax(curve))
         return ScanResult(offset_frames=self.offsets[best], fake_prob=scan_fake_prob(curve, self.offsets.index(0)),
                           curve={k: float(v) for k, v in zip(self.offsets, curve)},
-                          windows_used=self._n_complete if complete_only else self._n_all,
-                          complete_only=complete_only, window_margins=self.window_margins())
+                          windows_used=int(used.sum()), complete_only=bool(np.asarray(self._complete)[used].all()),
+                          window_margins=self.window_margins())
 
 
 __all__ = ["DEFAULT_SCAN_OFFSETS", "LOCAL_SCAN_RADIUS", "MAX_SCAN_FRAMES", "ScanCurve", "ScanResult",

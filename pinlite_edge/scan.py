@@ -291,7 +291,8 @@ class JobOptions:
     scan_offsets: tuple[int, ...] = ()  # the Detector's offset scan: windows carry shifted-audio MFCCs
 
 
-#: ``("batch", path, (frames, mfcc, starts, mfcc_shifts, shifts_in_track))`` (the last two None without a scan), then ``("end", path, info)`` or ``("error", path, info)``.
+#: ``("batch", path, (frames, mfcc, starts, mfcc_shifts, shifts_in_track, face_fractions))`` (mfcc_shifts and
+#: shifts_in_track None without a scan), then ``("end", path, info)`` or ``("error", path, info)``.
 Message = tuple[str, str, Any]
 JobFn = Callable[[str, JobOptions], Iterator[Message]]
 
@@ -333,7 +334,8 @@ def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
                     shifts = (np.stack([b.mfcc_shifts for b in batch]), [b.shifts_in_track for b in batch]) \
                         if opts.scan_offsets else (None, None)
                     msg = ("batch", path, (np.stack([b.frames for b in batch]), np.stack([b.mfcc for b in batch]),
-                                           [b.start_seconds for b in batch], *shifts))
+                                           [b.start_seconds for b in batch], *shifts,
+                                           [b.face_fraction for b in batch]))
                     batch = []
                     busy += time.perf_counter() - resumed
                     yield msg
@@ -376,11 +378,11 @@ class FileStream:
 
         for kind, path, payload in self._read():
             if kind == "batch":
-                frames, mfcc, starts, shifts, inside = payload
+                frames, mfcc, starts, shifts, inside, faces = payload
                 for i, (f, m, s) in enumerate(zip(frames, mfcc, starts)):
                     yield Window(frames=f, mfcc=m, start_seconds=s,
                                  mfcc_shifts=None if shifts is None else shifts[i],
-                                 shifts_in_track=True if inside is None else bool(inside[i]))
+                                 shifts_in_track=True if inside is None else bool(inside[i]), face_fraction=faces[i])
             elif kind == "error":
                 raise _DecodeFailed(self.info["error"])
 

@@ -23,7 +23,7 @@ def many_batches(path, opts):
     progress = path + ".progress"
     for k in range(40):
         yield "batch", path, (np.full((1, 1 << 16), k, np.float32), np.zeros((1, 2), np.float32), [float(k)], None,
-                              None)
+                              None, [None])
         with open(progress, "w") as fh:
             fh.write(str(k + 1))
     yield "end", path, {"face_found": None, "face_coverage": None, "seconds": 0.0}

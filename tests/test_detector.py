@@ -125,6 +125,16 @@ def test_the_result_carries_the_warnings_about_its_own_input(detector, synthetic
         assert len(warnings) == len(set(warnings))  # once each
 
 
+def test_channels_first_audio_gives_the_same_result_without_a_false_warning(detector, synthetic_video):
+    """A (2, N) audio array was scored right but warned "audio lasts 0.00 s" (its sample count read from axis 0)."""
+    _, clip = synthetic_video
+    stereo = np.stack([clip.audio, clip.audio], axis=1)
+    last = detector.detect_arrays(clip.frames, stereo, clip.sample_rate, fps=clip.fps)
+    first = detector.detect_arrays(clip.frames, np.ascontiguousarray(stereo.T), clip.sample_rate, fps=clip.fps)
+    assert first.fake_prob == pytest.approx(last.fake_prob) and first.warnings == last.warnings
+    assert not any("audio lasts" in w for w in first.warnings)
+
+
 def test_detect_arrays_rejects_bad_input(detector, synthetic_video):
     _, clip = synthetic_video
     with pytest.raises(InputError):

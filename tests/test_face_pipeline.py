@@ -181,6 +181,40 @@ def test_clip_without_a_face_says_so(faceless, caplog, tmp_path):
     assert 0.0 <= result.fake_prob <= 1.0 and result.to_dict()["verdict"] == "no-face"
 
 
+def test_windows_without_the_face_do_not_count_in_the_verdict(grid, tmp_path, caplog):
+    """2 s of noise, then the GRID speaker (audio of the whole clip kept). The tracker holds the first face's box
+    back over the lead-in, so those windows used to be scored as if they showed lips, and could decide the verdict.
+    Now they carry their face share, do not count in the max / mean / scan, and a warning says so."""
+    import torch
+
+    from pinlite_edge import Detector
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.features import open_windows
+    from pinlite_edge.models import create_student
+
+    _, frames, audio, rate = grid
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, size=(50, 36, 45, 3), dtype=np.uint8)
+    noise = np.stack([cv2.resize(f, (360, 288), interpolation=cv2.INTER_NEAREST) for f in noise])
+    clip = write_clip(tmp_path / "leadin.mkv", np.concatenate([noise, frames]),
+                      np.concatenate([audio[:2 * rate], audio]), rate)
+    _, windows = open_windows(clip, C)
+    fractions = [w.face_fraction for w in windows]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and any(f < 0.5 for f in fractions[1:3]), fractions
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    caplog.set_level(logging.WARNING)
+    with Detector.load(ckpt, threads=1) as det:
+        result = det.detect(clip)
+    counted = [w for w in result.windows if w.face_fraction >= 0.5]
+    assert 0 < len(counted) < len(result.windows)
+    assert result.fake_prob_max == pytest.approx(max(w.fake_prob for w in counted))
+    assert result.fake_prob_mean == pytest.approx(np.mean([w.fake_prob for w in counted]))
+    complete_with_face = [w for w in counted if w.start_seconds > 0.3 and w.start_seconds + 0.64 < 4.7]
+    assert result.scan.windows_used == len(complete_with_face)
+    assert any("lost the face in" in w for w in result.warnings)
+
+
 def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
     """Faces are counted in whole-image searches every CENSUS_SECONDS, beside the track: the most seen at once in two
     searches (a single Haar false positive does not make a second person). The track itself is unchanged."""

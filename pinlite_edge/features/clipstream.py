@@ -69,6 +69,7 @@ class Windower:
         self.stride = contract.window_seconds if stride_seconds is None else float(stride_seconds)
         self.source = source
         self.frames: list[np.ndarray] = []  # frames fbase.. (references: a frame repeated by placement is shared)
+        self.found: list[bool] = []  # per frame fbase..: the face tracker had the face there
         self.fbase = 0
         self.n_frames = 0  # frames received (kept or not)
         self._audio: list[np.ndarray] = []
@@ -80,8 +81,9 @@ class Windower:
         self.k = 0  # next regular window
 
     # ------------------------------------------------------------------ input
-    def add_frame(self, crop: np.ndarray, count: int) -> None:
-        """``crop`` shown for ``count`` ticks (repeats share the array: a timestamp gap costs references only)."""
+    def add_frame(self, crop: np.ndarray, count: int, found: bool = True) -> None:
+        """``crop`` shown for ``count`` ticks (repeats share the array: a timestamp gap costs references only);
+        ``found``: the face tracker had the face in it (windows carry the share of such frames)."""
         if count <= 0:
             return
         if self.kept_frames == self.n_frames:
@@ -91,6 +93,7 @@ class Windower:
             if ahead <= MAX_LAG_S * self.fps:
                 self._new_at.append(self.n_frames)
                 self.frames.extend([crop] * count)
+                self.found.extend([found] * count)
                 self.kept_frames += count
         self.n_frames += count
 
@@ -123,7 +126,8 @@ class Windower:
             lo, hi = max(s0, self.abase), min(s0 + c.window_samples, self.abase + audio.size)
             if hi > lo:
                 seg[lo - s0:hi - s0] = audio[lo - self.abase:hi - self.abase]
-        window = Window(frames=frames, mfcc=compute_mfcc(seg, c), start_seconds=float(start))
+        window = Window(frames=frames, mfcc=compute_mfcc(seg, c), start_seconds=float(start),
+                        face_fraction=float(np.mean([self.found[i - self.fbase] for i in idx])))
         if self.scan_offsets:
             window.mfcc_shifts, window.shifts_in_track = shifted_mfccs(
                 audio, s0, c, self.scan_offsets, window.mfcc, signal_start=self.abase, total_samples=a_total)
@@ -162,6 +166,7 @@ class Windower:
         f_lo = max(self.fbase, int(math.floor(keep_from * self.fps)) - 2)
         if f_lo > self.fbase:
             del self.frames[:f_lo - self.fbase]
+            del self.found[:f_lo - self.fbase]
             self.fbase = f_lo
             del self._new_at[:max(0, bisect.bisect_left(self._new_at, f_lo) - 1)]
         a_lo = int(math.floor(keep_from * c.sample_rate)) - 2 - self.lead
@@ -199,7 +204,7 @@ class FileStream:
         self.fps = 0.0
         self._declared: float | None = None
         self._rate_believed = False  # the container's declared frame rate is plausible (set by start)
-        self._pending: list[np.ndarray] = []  # crops waiting for their tick count
+        self._pending: list[tuple[np.ndarray, bool]] = []  # (crop, face found) waiting for their tick count
         self._counts: list[int] = []
 
     def _opened(self, info: StreamInfo) -> None:
@@ -224,8 +229,8 @@ class FileStream:
         self.placer.stamp(seconds)
         self.crops.add(frame, seconds, 0 if turns is None else turns)
 
-    def _placed(self) -> Iterator[tuple[np.ndarray, int]]:
-        """Crops paired with their tick counts, as both become known."""
+    def _placed(self) -> Iterator[tuple[tuple[np.ndarray, bool], int]]:
+        """``(crop, face found)`` paired with their tick counts, as both become known."""
         self._pending.extend(self.crops.drain())
         if self.placer is not None:
             self._counts.extend(self.placer.counts())
@@ -245,15 +250,15 @@ class FileStream:
             if windower is None and self.fps:
                 windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets)
             if windower is not None:
-                for crop, count in self._placed():
-                    windower.add_frame(crop, count)
+                for (crop, found), count in self._placed():
+                    windower.add_frame(crop, count, found)
                 windower.add_audio(self.audio.take())
                 yield from windower.ready()
         self._finish_streams()
         if windower is None:  # no frame at all: decode raised already
             raise DecodeError(self.path, "the video stream has no decodable frames")
-        for crop, count in self._placed():
-            windower.add_frame(crop, count)
+        for (crop, found), count in self._placed():
+            windower.add_frame(crop, count, found)
         windower.add_audio(self.audio.take())
         yield from windower.ready()
         self._check_audio(windower.n_frames)
@@ -267,11 +272,11 @@ class FileStream:
         frames: list[np.ndarray] = []
         audio: list[np.ndarray] = []
         for _ in self._decode():
-            for crop, count in self._placed():
+            for (crop, _found), count in self._placed():
                 frames.extend([crop] * count)
             audio.append(self.audio.take())
         self._finish_streams()
-        for crop, count in self._placed():
+        for (crop, _found), count in self._placed():
             frames.extend([crop] * count)
         audio.append(self.audio.take())
         self._check_audio(len(frames))

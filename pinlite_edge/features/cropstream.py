@@ -37,6 +37,8 @@ class CropStream:
         self.source = source
         self.fps = 0.0
         self.crops: list[np.ndarray] = []
+        #: per crop not drained: whether the tracker had the face there (True without face crop: pre-cropped data)
+        self.found: list[bool] = []
         self.boxes: list[FaceBox] = []
         self._pending: deque[YuvFrame] = deque()
         self._track: FaceTrack | None = None
@@ -55,6 +57,7 @@ class CropStream:
             if self.keep_boxes:
                 self.boxes.append(box)
             self.crops.append(yuv.crop_rgb(box, self.size))
+            self.found.append(True)
             self.emitted += 1
             return
         if self._track is None:
@@ -68,17 +71,21 @@ class CropStream:
     def _emit(self, count: int, *, final: bool) -> None:
         lo = self.emitted
         faces = self._track.boxes(lo, lo + count, final=final)
-        for face in faces:
+        present = self._track.present(lo, lo + count)
+        for face, here in zip(faces, present):
             yuv = self._pending.popleft()
             box = mouth_box(face, yuv.height, yuv.width, self.config)
             if self.keep_boxes:
                 self.boxes.append(box)
             self.crops.append(yuv.crop_rgb(box, self.size))
+            self.found.append(bool(here and box.found))
             self.emitted += 1
 
-    def drain(self) -> list[np.ndarray]:
-        """The crops made since the last call (decoding order); they are not kept (streaming callers)."""
-        out, self.crops = self.crops, []
+    def drain(self) -> list[tuple[np.ndarray, bool]]:
+        """``(crop, face found)`` for the crops made since the last call (decoding order); they are not kept
+        (streaming callers)."""
+        out = list(zip(self.crops, self.found))
+        self.crops, self.found = [], []
         return out
 
     def finish(self) -> tuple[np.ndarray, ClipFaces | None]:

@@ -374,6 +374,21 @@ class FaceTrack:
             return self.raw[nxt]
         return np.full(4, np.nan)
 
+    def present(self, lo: int, hi: int) -> np.ndarray:
+        """Per frame ``lo..hi-1``: the face was there as far as the track knows: detected there, between two
+        detections at most ``max_gap`` apart (what the track interpolates over), or within ``search_every`` frames
+        of a detection (how often the detector looks while it has no face). Elsewhere :meth:`boxes` holds the
+        nearest detection, so a clip's lead-in without a face gets the later face's crop: a window there shows no
+        face. Final once :meth:`boxes` of the same frames is."""
+        p = self.params
+        out = np.zeros(max(0, hi - lo), bool)
+        for k, j in enumerate(range(lo, hi)):
+            prev, nxt = self._prev[j], self._next[j]
+            bridged = prev >= 0 and nxt >= 0 and nxt - prev <= p.max_gap
+            near = (prev >= 0 and j - prev <= p.search_every) or (nxt >= 0 and nxt - j <= p.search_every)
+            out[k] = bridged or near
+        return out
+
     def boxes(self, lo: int, hi: int, *, final: bool = True) -> np.ndarray:
         """Smoothed ``[cx, cy, side]`` (source pixels) of frames ``lo..hi-1``: NaN rows where no face is known.
 

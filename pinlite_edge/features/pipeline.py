@@ -24,7 +24,7 @@ from pinlite_edge.features.limits import (
     check_sample_rate,
     check_stride,
 )
-from pinlite_edge.features.resample import check_audio_dtype, resample_audio
+from pinlite_edge.features.resample import check_audio_dtype, resample_audio, to_mono
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_starts
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ def _check_crop_memory(n: int, contract: InputContract) -> None:
 def _warn_on_degraded_audio(audio: np.ndarray, sample_rate: int, video_seconds: float, contract: InputContract,
                             source: str) -> None:
     peak = float(np.abs(audio).max()) if audio.size else 0.0
-    warn_on_degraded_audio(audio.shape[0] / float(sample_rate), video_seconds, peak,
+    samples = to_mono(audio).size  # channels-first arrays too (to_mono recognises and transposes them)
+    warn_on_degraded_audio(samples / float(sample_rate), video_seconds, peak,
                            bool(np.issubdtype(audio.dtype, np.floating)), contract, source)
 
 

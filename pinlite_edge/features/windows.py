@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 MIN_FRACTION = 0.5
 
 
+#: a window counts as showing the face when the tracker had it in at least this share of the window's frames
+FACE_WINDOW_MIN = 0.5
+
+
 @dataclass
 class Window:
     """One model input: ``frames`` float32 (num_frames, 3, S, S), ``mfcc`` float32 (mfcc_steps, num_mfcc)."""
@@ -35,6 +39,10 @@ class Window:
     mfcc_shifts: np.ndarray | None = None
     #: every shifted read stayed inside the audio track (False for the first / last windows of a clip)
     shifts_in_track: bool = True
+    #: share of the window's frames in which the face tracker had the face (windows streamed from a file; 1.0
+    #: without face crop); None: not known (arrays). Windows below FACE_WINDOW_MIN do not count in a verdict when
+    #: the clip has windows with the face (``Detector``)
+    face_fraction: float | None = None
 
 
 @dataclass
