@@ -5,15 +5,16 @@ import copy
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pinlite_edge.checkpoint import load_checkpoint, read_record
+from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.contract import OFFSET_IGNORE_INDEX
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import ModelOutput, count_parameters, create_student
 from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
 from pinlite_edge.training.data import EpochSampler
@@ -210,6 +211,21 @@ def test_refuses_to_overwrite_a_run_without_resume(teacher_ckpt):
         train_teacher(TeacherConfig(**tiny_kwargs(teacher_ckpt.parent)))
 
 
+def test_resume_with_changed_settings_is_refused_naming_them(teacher_ckpt, tmp_path):
+    """--resume with another --lr (or model option, teacher...) used to restore the old optimizer state and write a
+    record naming the new settings."""
+    from pinlite_edge.errors import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(teacher_ckpt.parent, run)
+    with pytest.raises(CheckpointError, match=r"settings changed .*lr 0\.001 -> 0\.1"):
+        train_teacher(TeacherConfig(**tiny_kwargs(run), lr=0.1, resume=True))
+    with pytest.raises(CheckpointError, match="model_options"):
+        train_teacher(TeacherConfig(**tiny_kwargs(run), lr=1e-3, resume=True, model_options={"dropout": 0.3}))
+    # where it runs and how it reports may change
+    train_teacher(TeacherConfig(**{**tiny_kwargs(run), "progress": True, "num_workers": 0}, lr=1e-3, resume=True))
+
+
 def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt):
     cache = tmp_path / "cache"
     cfg = DistillConfig(**tiny_kwargs(tmp_path / "student"), teachers=[str(teacher_ckpt), str(teacher_ckpt)],
@@ -234,6 +250,14 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     out = pruned(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13))
     assert out.logits.shape == (2, 2) and out.attention.shape == (2, 16, 16)
     json.dumps(prec)  # the record is plain JSON
+
+    # resumed with another student, the finished steps (made from the first one) used to be reused, and the record
+    # named the second student as the source
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, create_student("tiny", pretrained=False), {})
+    with pytest.raises(CheckpointError, match="cannot reuse the finished prune step .*student"):
+        prune(PruneConfig(**tiny_kwargs(tmp_path / "pruned"), student=str(other), teachers=[str(teacher_ckpt)],
+                          cache_dir=str(cache), prune_steps=2, importance="ablation", resume=True))
 
 
 def test_cli_help_lists_the_shared_flags():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,31 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+#: settings a resumed run may change: where it runs and how it reports, not what it computes (the data are checked
+#: by their fingerprint, the sampling and the parameter count separately)
+RESUME_FREE_SETTINGS = frozenset({"resume", "device", "num_workers", "progress", "cache_dir", "in_memory",
+                                  "in_memory_limit_gb", "eval_batch_size", "output", "checkpoint_every", "data",
+                                  "data_options", "train_split", "val_split", "amp"})
+
+
+def config_changes(before: dict[str, Any] | None, now: dict[str, Any],
+                   also_free: frozenset[str] = frozenset()) -> list[str]:
+    """``"key old -> new"`` for each training setting that differs between a saved run's config and this one's
+    (checkpoint paths compared as real paths; ``also_free``: more keys that may differ); none for a state saved
+    without its config."""
+    if not isinstance(before, dict):
+        return []
+
+    def norm(key: str, value: Any) -> Any:
+        if key in ("teachers", "student") and value:
+            paths = [value] if isinstance(value, str) else list(value)
+            return [os.path.realpath(str(p)) for p in paths]
+        return value
+
+    return [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if k not in RESUME_FREE_SETTINGS | also_free and norm(k, before.get(k)) != norm(k, now.get(k))]
+
+
 def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, cfg: TrainConfig, device: torch.device,
         *, record: dict[str, Any] | None = None, dist: DistInfo | None = None,
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
@@ -167,6 +193,12 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
             raise CheckpointError(f"cannot resume {state_path}: the model ({meta.get('params')} parameters) differs "
                                   f"from the one built now ({base_record['params']}); the preset or model options "
                                   "changed: use a fresh --output (quickstart: --force)")
+        changed = config_changes(meta.get("config"), base_record["config"])
+        if changed:
+            raise CheckpointError(f"cannot resume {state_path}: the training settings changed since it was started "
+                                  f"({'; '.join(changed)}); the optimizer state and the record would mix two "
+                                  "configurations: re-run with the settings it was started with, or use a fresh "
+                                  "--output")
         model.load_state_dict(parts["model"])
         optimizer.load_state_dict(parts["optimizer"])
         sched_state = parts["scheduler"]

@@ -38,9 +38,10 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
 
 from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
@@ -48,7 +49,7 @@ from pinlite_edge.training.config import PruneConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split, make_loader
 from pinlite_edge.training.distill import check_compatible, distillation_objective, teacher_record
-from pinlite_edge.training.engine import STATE_FILE, check_output, fit, is_complete
+from pinlite_edge.training.engine import STATE_FILE, check_output, config_changes, fit, is_complete
 from pinlite_edge.training.evaluate import evaluate, predict
 from pinlite_edge.training.losses import teacher_loss
 from pinlite_edge.training.runtime import cleanup_distributed
@@ -193,6 +194,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
                      row["heads_per_layer"], row["params"], row["val_accuracy"], row["val_eps"])
             return row
 
+        student_sha = sha256_file(cfg.student)
         steps = [report(0, None)]
         # the same clips every iteration (only the model changes); not loaded when neither feature needs them
         needs_calibration = cfg.importance == "ablation" or int(cfg.compensation_clips) > 0
@@ -207,13 +209,15 @@ def prune(cfg: PruneConfig) -> PruneResult:
             removed = {"layer": layer, "head": head, "importance": value, "criterion": cfg.importance,
                        "importance_all": [[float(v) for v in row] for row in scores],
                        "replaced_by": "mean output" if means is not None else "zero"}
+            step_cfg = replace(cfg, output=str(step_dir), resume=cfg.resume and (step_dir / STATE_FILE).exists())
             if is_complete(step_dir):
+                _check_done_step(step_dir, step_cfg, student_sha)
                 log.info("prune step %d already done in %s", k, step_dir)
             else:
-                step_cfg = replace(cfg, output=str(step_dir), resume=cfg.resume and (step_dir / STATE_FILE).exists())
                 check_output(step_dir, step_cfg.resume)
                 fit(model, objective, ctx.train, ctx.val, step_cfg, ctx.device, dist=ctx.dist, stage=f"prune{k}",
-                    record={"kind": "student", "pruned_from": cfg.student, "removed": removed},
+                    record={"kind": "student", "pruned_from": cfg.student, "pruned_from_sha256": student_sha,
+                            "removed": removed},
                     val_reference_attention=reference)
             model, _ = load_checkpoint(step_dir / "best.safetensors", map_location=ctx.device)
             steps.append(report(k, removed))
@@ -233,6 +237,21 @@ def prune(cfg: PruneConfig) -> PruneResult:
         return PruneResult(final, steps)
     finally:
         cleanup_distributed(ctx.dist)
+
+
+def _check_done_step(step_dir: Path, step_cfg: PruneConfig, student_sha: str) -> None:
+    """A finished step is reused only if it was made from this student with these settings: otherwise its weights
+    would descend from another model than the record names (:class:`CheckpointError` naming what differs)."""
+    done = read_record(step_dir / "best.safetensors")
+    made_from = done.get("pruned_from_sha256")
+    # how many steps follow does not change how this one was made
+    changed = config_changes(done.get("config"), step_cfg.to_dict(), frozenset({"prune_steps", "target_heads"}))
+    if made_from is not None and made_from != student_sha:
+        changed.insert(0, f"student {done.get('pruned_from')} (sha256 {made_from[:12]}) -> {step_cfg.student} "
+                          f"(sha256 {student_sha[:12]})")
+    if changed:
+        raise CheckpointError(f"cannot reuse the finished prune step in {step_dir}: it was made with other settings "
+                              f"({'; '.join(changed)}); use a fresh --output, or the settings it was made with")
 
 
 def build_parser():
