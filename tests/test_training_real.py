@@ -162,12 +162,27 @@ def test_sync_pair_config_from_options(talking_root):
     ({"augment": {"min_scale": 0.1}}, r"'augment'.*min_scale"),
     ({"face_crop": "maybe"}, r"'face_crop'.*true or false"),
     ({"stride_seconds": "fast"}, r"'stride_seconds'.*a number"),
+    ({"stride_seconds": 1e-6}, r"stride_seconds.*at least"),  # used to grow memory without end
+    ({"train_stride_seconds": 0}, r"train_stride_seconds.*positive"),
     ({"colour": "blue"}, r"unknown option.*colour.*allowed"),
     ({"split_file": "/no/such/split.json"}, r"split file /no/such/split.json not found.*real_av"),
 ])
 def test_bad_folder_options_name_the_option_and_the_allowed_values(talking_root, options, match):
     with pytest.raises(DatasetError, match=match):
         _folder(talking_root, "train", **options)
+
+
+def test_a_clip_skipped_for_sync_pairs_gives_no_audio_to_other_clips_swaps(tmp_path):
+    """A clip too short for a window was skipped, but still drawn as the audio donor of other clips' swap fakes,
+    so training died later decoding it."""
+    from pinlite_edge.data.syncpairs import SourceClip, sync_pair_refs
+
+    sources = [SourceClip(tmp_path / f"{n}.mp4", n, duration, 25.0, n) for n, duration in
+               (("a", 3.0), ("b", 3.0), ("short", 0.2))]
+    refs = sync_pair_refs(sources, C, SyncPairConfig(swaps_per_window=1))
+    donors = {r.audio_path for r in refs if r.audio_path is not None}
+    assert donors == {tmp_path / "a.mp4", tmp_path / "b.mp4"}
+    assert all(r.path != tmp_path / "short.mp4" for r in refs)
 
 
 def test_bad_synthetic_options_are_dataset_errors():
@@ -181,6 +196,23 @@ def _cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pinlite_edge.training", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1"),  # was ZeroDivisionError
+    (["--lr", "-1"], "--lr must be a number >= 0"),  # was torch's ValueError
+    (["--offset-weight", "-1"], "--offset-weight must be a number >= 0"),  # trained silently, ascending
+    (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--model-option", "dropout=abc"], "dropout='abc': must be a number"),  # was TypeError
+    (["--model-option", "head_dim=0"], "cannot be built"),  # was ZeroDivisionError
+    (["--model-option", "motion_input=maybe"], "must be true or false"),  # was stored as the string
+])
+def test_cli_bad_training_flag_is_a_one_line_error(tmp_path, flags, words):
+    res = _cli("teacher", "--data", "synthetic", "--data-option", "num_train=4", "--data-option", "num_val=2",
+               "--device", "cpu", "--epochs", "1", "--output", str(tmp_path / "run"), "--no-progress", *flags)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], res.stderr
 
 
 @pytest.mark.parametrize("option, words", [

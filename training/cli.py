@@ -176,6 +176,7 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
     cfg = config_from_args(config_cls, args)
 
     def run() -> None:
+        cfg.check()  # option values no run can use, before any data is prepared
         kind = getattr(cfg, "model_kind", None)
         if kind is not None:  # a bad --model-option fails before any data is prepared
             from pinlite_edge.training.models import check_model_options

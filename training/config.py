@@ -15,6 +15,24 @@ def check_pair_weight(value: Any) -> float:
     return float(value)
 
 
+#: (option, lowest value, what it must be) checked by TrainConfig.check; options a stage lacks are skipped
+_RANGES: tuple[tuple[str, float, str], ...] = (
+    ("epochs", 1, "an integer >= 1"), ("batch_size", 1, "an integer >= 1"),
+    ("eval_batch_size", 1, "an integer >= 1"), ("lr", 0.0, "a number >= 0"),
+    ("weight_decay", 0.0, "a number >= 0"), ("warmup_steps", 0, "an integer >= 0"),
+    ("grad_clip", 0.0, "a number >= 0 (0: no clipping)"), ("num_workers", 0, "an integer >= 0"),
+    ("checkpoint_every", 0, "an integer >= 0 (0: at epoch ends only)"), ("offset_weight", 0.0, "a number >= 0"),
+    ("align_weight", 0.0, "a number >= 0"), ("epoch_size", 1, "an integer >= 1"),
+    ("in_memory_limit_gb", 0.0, "a number >= 0"), ("alpha", 0.0, "a number in 0..1"), ("beta", 0.0, "a number >= 0"),
+    ("temperature", 1e-6, "a number > 0"), ("prune_steps", 1, "an integer >= 1"), ("target_heads", 1,
+                                                                                    "an integer >= 1"),
+    ("compensation_clips", 0, "an integer >= 0 (0: plain removal)"),
+)
+_INTEGERS = frozenset({"epochs", "batch_size", "eval_batch_size", "warmup_steps", "num_workers", "checkpoint_every",
+                       "epoch_size", "prune_steps", "target_heads", "compensation_clips"})
+_MAY_BE_NONE = frozenset({"epoch_size", "target_heads"})
+
+
 @dataclass
 class TrainConfig:
     """Options every training command shares.
@@ -62,6 +80,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self) -> None:
+        """:class:`UsageError` naming the flag for a value no run can use (before any data is prepared; several of
+        these used to end in a library traceback, or to train silently: a negative loss weight ascends)."""
+        problems = []
+        for name, low, why in _RANGES:
+            if not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if value is None and name in _MAY_BE_NONE:
+                continue
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                  and value >= low and (name not in _INTEGERS or float(value).is_integer())
+                  and (name != "alpha" or value <= 1))
+            if not ok:
+                problems.append(f"--{name.replace('_', '-')} must be {why}, got {value!r}")
+        if problems:
+            raise UsageError("; ".join(problems))
 
 
 @dataclass

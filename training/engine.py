@@ -136,6 +136,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
     """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
     dist = dist or DistInfo()
+    cfg.check()
     pair_weight = check_pair_weight(getattr(cfg, "pair_weight", 0.0))
     out_dir = Path(cfg.output)
     if dist.is_main:

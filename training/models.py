@@ -1,6 +1,7 @@
 """Build the teacher / student of a preset with optional ModelConfig overrides (stored in the checkpoint)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,10 +20,38 @@ def model_config(kind: str, preset: str, options: dict[str, Any] | None = None) 
     if unknown or "contract" in options or "kind" in options or "preset" in options:
         raise PinliteError(f"cannot override model option(s) {unknown or ['contract/kind/preset']}; choose from "
                            f"{sorted(set(ModelConfig.__dataclass_fields__) - {'contract', 'kind', 'preset'})}")
+    defaults = config.to_dict()
+    for name, value in options.items():
+        problem = _option_problem(value, defaults.get(name))
+        if problem:
+            raise PinliteError(f"invalid model option {name}={value!r}: {problem} (the preset has "
+                               f"{defaults.get(name)!r})")
     try:
-        return ModelConfig.from_dict({**config.to_dict(), **options})
+        return ModelConfig.from_dict({**defaults, **options})
     except (TypeError, ValueError) as exc:
         raise PinliteError(f"invalid model options {options}: {exc}") from None
+
+
+def _option_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot replace a field whose preset value is ``default`` (None: it can): the same kind of value
+    (a flag for a flag, a number for a number, a list for a list), numbers finite and not negative."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if isinstance(default, int) and not float(value).is_integer():
+            return "must be an integer"
+        if not math.isfinite(value) or value < 0:
+            return "must be finite and not negative"
+        return None
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "must be a list"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "must be a string"
+    return None
 
 
 def build_model(kind: str, preset: str, options: dict[str, Any] | None = None,
@@ -32,8 +61,9 @@ def build_model(kind: str, preset: str, options: dict[str, Any] | None = None,
     config = model_config(kind, preset, options)
     try:
         return create_model(config, pretrained=True if pretrained else False)
-    except ValueError as exc:
-        raise PinliteError(f"invalid model options {options}: {exc}") from None
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # e.g. a zero head size
+        raise PinliteError(f"invalid model options {options}: the model cannot be built with them "
+                           f"({type(exc).__name__}: {exc})") from None
 
 
 def check_model_options(kind: str, preset: str, options: dict[str, Any] | None) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pinlite_edge.errors import BackendUnavailableError
+from pinlite_edge.errors import BackendUnavailableError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    raise UsageError(f"unknown device {name!r}; use auto, cpu or cuda (or cuda:N)")
 
 
 def seed_everything(seed: int) -> None:

@@ -41,6 +41,7 @@ from pinlite_edge.data.splits import read_split_file, resolve_split_file
 from pinlite_edge.data.syncpairs import SourceClip, SyncPairConfig, sync_pair_refs
 from pinlite_edge.errors import DatasetError, InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
+from pinlite_edge.features.limits import check_stride
 from pinlite_edge.features.probe import probe_video
 from pinlite_edge.features.windows import window_starts
 from pinlite_edge.utils.hashing import sha256_file
@@ -126,6 +127,11 @@ class FolderDataset(WindowDataset):
         if not root.is_dir():
             raise DatasetError(f"video folder {root} is not a folder")
         split = canonical_split(split)
+        for name, value in (("stride_seconds", stride_seconds), ("train_stride_seconds", train_stride_seconds)):
+            try:
+                check_stride(value)
+            except InputError as exc:  # a stride below one frame used to grow memory without end, silently
+                raise DatasetError(f"folder:{root}: data option {name}: {exc}") from None
         if split == "train" and train_stride_seconds is not None:
             # dense windows for training (many distinct window/shift pairs: nothing to memorise per window) while
             # validation and test keep the coarser stride_seconds (they are held in memory and scored every epoch)

@@ -127,10 +127,10 @@ def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little"))
 
 
-def _swap_candidates(sources: list[SourceClip], i: int) -> list[int]:
-    """Other clips, preferring another speaker when speaker groups are known."""
+def _swap_candidates(sources: list[SourceClip], i: int, among: list[int] | None = None) -> list[int]:
+    """Other clips (of ``among``: the usable ones), preferring another speaker when speaker groups are known."""
     me = sources[i].speaker_group
-    others = [j for j in range(len(sources)) if j != i]
+    others = [j for j in (range(len(sources)) if among is None else among) if j != i]
     if me is None:
         return others
     different = [j for j in others if sources[j].speaker_group != me]
@@ -156,22 +156,26 @@ def sync_pair_refs(sources: list[SourceClip], contract: InputContract, config: S
     cfg = config or SyncPairConfig()
     shift_manip, swap_manip = manipulation_index("audio_shift"), manipulation_index("audio_swap")
     rewrite_manip = manipulation_index("both_replace")
-    swaps = cfg.swaps_per_window if len(sources) >= 2 else 0
-    rewrites = cfg.rewrites_per_window if len(sources) >= 2 else 0
-    if (cfg.swaps_per_window or cfg.rewrites_per_window) and len(sources) < 2:
-        log.warning("audio_swap and rewrite fakes need at least 2 clips; generating none for this split")
     win = contract.window_seconds
-    refs: list[WindowRef] = []
-    no_far = 0
-    for i, src in enumerate(sources):
+    inners: dict[int, list[float]] = {}  # the usable clips' window starts (a clip too short is skipped entirely:
+    for i, src in enumerate(sources):    # neither windows of its own nor audio for another clip's swaps)
         margin = cfg.max_near_shift / src.fps
         try:
-            inner = window_starts(src.duration - 2 * margin, contract, stride_seconds, fps=src.fps,
-                                  source=str(src.path))
+            inners[i] = window_starts(src.duration - 2 * margin, contract, stride_seconds, fps=src.fps,
+                                      source=str(src.path))
         except InputError as exc:
             log.warning("skipping %s for sync pairs: %s", src.path, exc)
-            continue
-        candidates = _swap_candidates(sources, i)
+    usable = list(inners)
+    swaps = cfg.swaps_per_window if len(usable) >= 2 else 0
+    rewrites = cfg.rewrites_per_window if len(usable) >= 2 else 0
+    if (cfg.swaps_per_window or cfg.rewrites_per_window) and len(usable) < 2:
+        log.warning("audio_swap and rewrite fakes need at least 2 usable clips; generating none for this split")
+    refs: list[WindowRef] = []
+    no_far = 0
+    for i in usable:
+        src, inner = sources[i], inners[i]
+        margin = cfg.max_near_shift / src.fps
+        candidates = _swap_candidates(sources, i, usable)
         partners = ([sources[int(o)] for o in _rng(cfg.seed, f"{src.clip_name}#rewrite").choice(
             np.asarray(candidates), size=min(rewrites, len(candidates)), replace=False)] if rewrites else [])
         for s in (round(margin + x, 6) for x in inner):
