@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.errors import DecodeError, PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.utils.cli import add_verdict_arguments, verdict_argument_problem
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
@@ -15,17 +17,22 @@ from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pinlite_edge.detect",
-                                description="Score a video for audio-visual (lip-sync) manipulation.")
-    p.add_argument("video", type=Path)
+                                description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 "
+                                            "scored, 1 the video could not be scored (e.g. a corrupt file), 2 a usage "
+                                            "error (an option, a missing file or model).")
+    p.add_argument("video", type=Path, help="the video file (any container PyAV/FFmpeg reads, with an audio track; "
+                                            "decoding stops after 60 s of work)")
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_verdict_arguments(p)
-    p.add_argument("--stride", type=float, default=None, help="window stride in seconds (default: one window)")
+    p.add_argument("--stride", type=float, default=None,
+                   help="window stride in seconds (default: one window, 0.64 s, no overlap)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
     p.add_argument("--device", default=None, help="cpu (default), cuda; TensorRT engines always use cuda")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads (default: the runtime's own choice)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log decoding and model details")
     return p
 
 
@@ -44,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not args.video.exists():
+        print(f"error: {args.video} does not exist", file=sys.stderr)
+        return 2
     options = {"threads": args.threads}
     if args.device:
         options["device"] = args.device
@@ -54,7 +64,26 @@ def main(argv: list[str] | None = None) -> int:
             result = det.detect(args.video)
     except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, DecodeError) else 2  # the video could not be scored / a usage error
+    try:
+        _print_result(args, result)
+        sys.stdout.flush()  # inside the try: a pipe's buffer is written here, not at exit
+    except BrokenPipeError:  # piped into head & co.: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if args.explain:  # after the result is printed: a failed write does not lose it
+        try:
+            result.save_explanation(args.explain)
+        except (PinliteError, OSError) as exc:
+            print(f"error: the result above was computed, but the explanation could not be written to "
+                  f"{args.explain}: {exc}", file=sys.stderr)
+            return 1
+        if not args.json:
+            print(f"explanation written to {args.explain}")
+    return 0
+
+
+def _print_result(args: argparse.Namespace, result: Any) -> None:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -83,16 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         for w in result.windows:
             local = "" if w.fake_prob_local_scan is None else f"  local scan {w.fake_prob_local_scan:.3f}"
             print(f"  {w.start_seconds:7.2f} s  P(fake) {w.fake_prob:.3f}{local}  offset head {w.offset_frames:+d}")
-    if args.explain:  # after the result is printed: a failed write does not lose it
-        try:
-            result.save_explanation(args.explain)
-        except (PinliteError, OSError) as exc:
-            print(f"error: the result above was computed, but the explanation could not be written to "
-                  f"{args.explain}: {exc}", file=sys.stderr)
-            return 1
-        if not args.json:
-            print(f"explanation written to {args.explain}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -204,8 +204,26 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert main([str(path), "--model", str(model_files["onnx"]), "--no-face-crop"]) == 0
     out = capsys.readouterr().out
     assert "NO-FACE" not in out and ("REAL" in out or "FAKE" in out)
-    assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2
+    assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2  # usage
+    assert "missing.mp4 does not exist" in capsys.readouterr().err
+    (tmp_path / "text.mp4").write_text("not a video\n" * 50)
+    assert main([str(tmp_path / "text.mp4"), "--model", str(model_files["onnx"])]) == 1  # could not be scored
     assert "cannot decode" in capsys.readouterr().err
+
+
+def test_detect_cli_piped_into_a_reader_that_stops_early(model_files, synthetic_video):
+    """``detect VIDEO | head -1`` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    path, _ = synthetic_video
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "pinlite_edge.detect", str(path), "--model",
+                             str(model_files["onnx"]), "--threads", "1", "--no-face-crop"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_detect_cli_without_model_uses_the_quickstart_student_or_says_how_to_build_it(
