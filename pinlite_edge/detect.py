@@ -98,6 +98,9 @@ def _print_result(args: argparse.Namespace, result: Any) -> None:
         print(f"  verdict on {result.aggregate} P(fake) >= {result.threshold:.3f}: {result.threshold_source}")
         if result.verdict == "no-face":
             print("  no face found in the clip (centre crop scored): the probabilities above say little")
+        elif result.verdict == "silent-audio":
+            print("  the audio track is digitally silent: no lip-sync evidence, so no verdict (the probabilities "
+                  "above say nothing about the lips)")
         elif result.face_coverage is not None:
             print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
         if result.faces_in_view is not None and result.faces_in_view > 1:

@@ -26,6 +26,7 @@ from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
+from pinlite_edge.features.clipstream import audio_is_silent
 from pinlite_edge.features.windows import FACE_WINDOW_MIN
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, ScanCurve, ScanResult,
@@ -56,7 +57,9 @@ class WindowScore:
 class DetectionResult:
     """Verdict, per-window scores and the explanation of one clip."""
 
-    verdict: str  # "fake" | "real" | "no-face" (no face anywhere in the clip: probabilities say little)
+    #: "fake" | "real" | "no-face" (no face anywhere in the clip) | "silent-audio" (a digitally silent audio track):
+    #: in the last two the probabilities are still reported but say little, so no verdict is given
+    verdict: str
     fake_prob_max: float
     fake_prob_mean: float
     aggregate: str
@@ -510,7 +513,7 @@ class Detector:
                                            max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
                                            scan_offsets=self.scan_offsets)
             result = self.score_stream(windows, str(video_path), face_info=lambda: (
-                stream.face_found, stream.face_coverage, stream.faces_in_view))
+                stream.face_found, stream.face_coverage, stream.faces_in_view, stream.audio_silent))
             self._warn_if_synthetic_only(video_path)
         result.warnings = warnings
         return result
@@ -551,13 +554,16 @@ class Detector:
             starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps,
                                    source="input arrays")
             windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
+            silent = audio_is_silent(float(np.abs(clip.audio).max()) if clip.audio.size else 0.0, True)
             result = self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
-                                  face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view)
+                                  face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view,
+                                  audio_silent=silent)
         result.warnings = warnings
         return result
 
     def score_windows(self, windows: list[Any], source: str = "windows", *, face_found: bool | None = None,
-                      face_coverage: float | None = None, faces_in_view: int | None = None) -> DetectionResult:
+                      face_coverage: float | None = None, faces_in_view: int | None = None,
+                      audio_silent: bool | None = None) -> DetectionResult:
         """Score a list of already-featurised windows (:meth:`score_stream` scores them as they arrive, as
         ``pinlite_edge.scan`` does with the windows its worker processes decode).
 
@@ -567,7 +573,8 @@ class Detector:
         """
         if not windows:
             raise InputError(f"{source}: no window to score")
-        return self.score_stream(windows, source, face_info=lambda: (face_found, face_coverage, faces_in_view))
+        return self.score_stream(windows, source,
+                                 face_info=lambda: (face_found, face_coverage, faces_in_view, audio_silent))
 
     def score_stream(self, windows: Iterable[Any], source: str = "windows", *,
                      face_info: Callable[[], tuple[Any, ...]] | None = None) -> DetectionResult:
@@ -581,16 +588,17 @@ class Detector:
         with captured_warnings() as warnings:
             scores = self._score_stream(iter(windows), source)
             info = tuple(face_info()) if face_info is not None else ()
-            if len(info) not in (0, 2, 3):
-                raise InputError(f"face_info must return (face_found, face_coverage[, faces_in_view]), got {info!r}")
-            face_found, face_coverage, faces_in_view = (info + (None,) * 3)[:3]
+            if len(info) not in (0, 2, 3, 4):
+                raise InputError("face_info must return (face_found, face_coverage[, faces_in_view[, audio_silent]]), "
+                                 f"got {info!r}")
+            face_found, face_coverage, faces_in_view, audio_silent = (info + (None,) * 4)[:4]
             result = self._result(scores, face_found=face_found, face_coverage=face_coverage,
-                                  faces_in_view=faces_in_view)
+                                  faces_in_view=faces_in_view, audio_silent=audio_silent)
         result.warnings = warnings
         return result
 
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
-                faces_in_view: int | None = None) -> DetectionResult:
+                faces_in_view: int | None = None, audio_silent: bool | None = None) -> DetectionResult:
         logits = np.concatenate(scores.logits)
         offset_probs = softmax(np.concatenate(scores.offsets))
         attention = np.concatenate(scores.attention)
@@ -624,6 +632,8 @@ class Detector:
         verdict = "fake" if decisive >= self.threshold else "real"
         if face_found is False:
             verdict = "no-face"
+        elif audio_silent:  # no lip-sync evidence: a confident "real" here was a wrong answer (e.g. audio removed)
+            verdict = "silent-audio"
         return DetectionResult(
             verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
             aggregate=self.aggregate, threshold=self.threshold, threshold_source=self.threshold_source,

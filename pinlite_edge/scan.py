@@ -350,6 +350,7 @@ def featurise_job(path: str, opts: JobOptions) -> Iterator[Message]:
         yield error(*failure)
         return
     yield "end", path, {"face_found": stream.face_found, "face_coverage": stream.face_coverage,
+                        "audio_silent": stream.audio_silent,
                         "faces_in_view": stream.faces_in_view, "seconds": busy + time.perf_counter() - resumed,
                         "warnings": list(warnings)}
 
@@ -386,8 +387,9 @@ class FileStream:
             elif kind == "error":
                 raise _DecodeFailed(self.info["error"])
 
-    def face_info(self) -> tuple[bool | None, float | None, int | None]:
-        return self.info.get("face_found"), self.info.get("face_coverage"), self.info.get("faces_in_view")
+    def face_info(self) -> tuple[bool | None, float | None, int | None, bool | None]:
+        return (self.info.get("face_found"), self.info.get("face_coverage"), self.info.get("faces_in_view"),
+                self.info.get("audio_silent"))
 
     def close(self) -> None:
         """Read what is left of this file's stream (scoring stopped early) so the next file's messages come next."""

@@ -125,6 +125,23 @@ def test_the_result_carries_the_warnings_about_its_own_input(detector, synthetic
         assert len(warnings) == len(set(warnings))  # once each
 
 
+def test_digitally_silent_audio_gives_no_verdict(model_files, synthetic_video):
+    """Audio removed to zeros used to give a confident "real" (P(fake) 0.000: a flat scan curve)."""
+    from pinlite_edge import Detector
+    from pinlite_edge.features import clip_windows, prepare_arrays
+
+    _, clip = synthetic_video
+    silent_audio = np.zeros_like(clip.audio)
+    with Detector.load(model_files["onnx"], face_crop=False, threads=1) as det:  # the drawn face is no face to Haar
+        assert det.detect_arrays(clip.frames, silent_audio, clip.sample_rate, fps=clip.fps).verdict == "silent-audio"
+        assert det.detect_arrays(clip.frames, clip.audio, clip.sample_rate, fps=clip.fps).verdict in ("real", "fake")
+        prepared = prepare_arrays(clip.frames, silent_audio, clip.sample_rate, clip.fps, det.contract,
+                                  face_crop=False)
+        windows = list(clip_windows(prepared, det.contract, scan_offsets=det.scan_offsets))
+        assert det.score_windows(windows, audio_silent=True).verdict == "silent-audio"
+        assert det.score_windows(windows).verdict in ("real", "fake")
+
+
 def test_channels_first_audio_gives_the_same_result_without_a_false_warning(detector, synthetic_video):
     """A (2, N) audio array was scored right but warned "audio lasts 0.00 s" (its sample count read from axis 0)."""
     _, clip = synthetic_video

@@ -43,13 +43,19 @@ log = logging.getLogger(__name__)
 MAX_LAG_S = 30.0
 
 
+def audio_is_silent(peak: float, is_float: bool) -> bool:
+    """Digital silence: a peak of 0 (below 1e-6 for float audio). No lip-sync evidence at all: ``Detector`` gives the
+    verdict ``"silent-audio"``."""
+    return peak == 0.0 or (is_float and peak < 1e-6)
+
+
 def warn_on_degraded_audio(audio_seconds: float, video_seconds: float, peak: float, is_float: bool,
                            contract: InputContract, source: str) -> None:
     """Warn when the result degrades: tracks of very different length, or a digitally silent audio track."""
     if abs(audio_seconds - video_seconds) > contract.window_seconds:
         log.warning("%s: audio lasts %.2f s but video %.2f s; only the %.2f s covered by both are scored",
                     source, audio_seconds, video_seconds, min(audio_seconds, video_seconds))
-    if peak == 0.0 or (is_float and peak < 1e-6):
+    if audio_is_silent(peak, is_float):
         log.warning("%s: the audio track is digitally silent; the lip-sync evidence is missing, so scores on this "
                     "clip say little", source)
 
@@ -201,6 +207,7 @@ class FileStream:
         self.face_found: bool | None = None
         self.face_coverage: float | None = None
         self.faces_in_view: int | None = None
+        self.audio_silent: bool | None = None  # known once the stream has ended: the track is digitally silent
         self.fps = 0.0
         self._declared: float | None = None
         self._rate_believed = False  # the container's declared frame rate is plausible (set by start)
@@ -315,5 +322,6 @@ class FileStream:
         if self.audio.samples == 0:
             raise DecodeError(self.path, f"the audio track ends before the first video frame "
                                          f"({media.audio_start:.3f} s vs {media.video_start:.3f} s)")
+        self.audio_silent = audio_is_silent(self.audio.peak, True)
         warn_on_degraded_audio(self.audio.seconds, n_frames / self.fps, self.audio.peak, True, self.contract,
                                str(self.path))
