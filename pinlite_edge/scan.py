@@ -29,7 +29,8 @@ One JSON line per file::
      "model_sha256": "...", "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true,
      "offset_scan": true}}
 
-A clip where no face is found anywhere has ``"verdict": "no-face"`` (its probabilities are still recorded). Bad files
+A clip where no face is found anywhere has ``"verdict": "no-face"``, one with a digitally silent audio track
+``"silent-audio"`` (their probabilities are still recorded). Bad files
 have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
 """
 from __future__ import annotations
@@ -93,6 +94,7 @@ class ScanSummary:
     fake: int
     seconds: float
     no_face: int = 0  # scored, but no face anywhere in the clip (verdict "no-face")
+    silent_audio: int = 0  # scored, but the audio track is digitally silent (verdict "silent-audio")
     several_faces: int = 0  # scored with more than one face in view: the verdict follows one of them
     skipped_fake: int = 0  # "fake" verdicts among the records already in the results file
 
@@ -651,7 +653,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     except BaseException:
         detector.close()
         raise
-    scored = failed = fake = no_face = several_faces = 0
+    scored = failed = fake = no_face = silent_audio = several_faces = 0
     writer = JsonlWriter(cfg.out)
     try:
         from tqdm import tqdm
@@ -673,6 +675,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                     scored += 1
                     fake += rec["verdict"] == "fake"
                     no_face += rec["verdict"] == "no-face"
+                    silent_audio += rec["verdict"] == "silent-audio"
                     several_faces += (rec.get("faces_in_view") or 0) > 1
                 else:
                     failed += 1
@@ -685,6 +688,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         detector.close()
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
                        seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,
+                       silent_audio=silent_audio,
                        skipped_fake=prior.verdicts["fake"])
 
 
@@ -740,6 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "same command to resume", file=sys.stderr)
         return 130
     no_face = f", {summary.no_face} without a face" if summary.no_face else ""
+    no_face += f", {summary.silent_audio} with silent audio" if summary.silent_audio else ""
     several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
                "\"faces_in_view\" in the results)") if summary.several_faces else ""
     print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
