@@ -211,6 +211,42 @@ def test_refuses_to_overwrite_a_run_without_resume(teacher_ckpt):
         train_teacher(TeacherConfig(**tiny_kwargs(teacher_ckpt.parent)))
 
 
+def test_checkpoint_arguments_name_the_mistake(teacher_ckpt, tmp_path, caplog):
+    """A run folder given as --teacher said "do not exist"; too many prune steps said "cannot prune to -92 heads";
+    a student given as a teacher passed without a word."""
+    import logging
+
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint.*best\.safetensors"):
+        distill(DistillConfig(**tiny_kwargs(tmp_path / "d"), teachers=[str(teacher_ckpt.parent)]))
+    with pytest.raises(PinliteError, match=r"--prune-steps 100 would leave .*--prune-steps can be 1\.\.6"):
+        planned_steps([4, 4], 100, None)
+    student = save_checkpoint(tmp_path / "s.safetensors", create_student("tiny", pretrained=False),
+                              {"kind": "student"})
+    caplog.set_level(logging.WARNING)
+    from pinlite_edge.training.distill import warn_unless_kind
+
+    warn_unless_kind([str(student)], "teacher", "--teacher")
+    warn_unless_kind([str(teacher_ckpt)], "teacher", "--teacher")
+    warned = [r.getMessage() for r in caplog.records if "holds a" in r.getMessage()]
+    assert len(warned) == 1 and "holds a student, not a teacher" in warned[0]
+
+
+def test_ctrl_c_says_whether_there_is_anything_to_resume(tmp_path, capsys):
+    """Ctrl-C during data preparation said "continue with --resume" with nothing saved."""
+    from pinlite_edge.training.cli import run_cli
+    from pinlite_edge.training.engine import STATE_FILE
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert run_cli(interrupted, tmp_path) == 130
+    assert "nothing was saved" in capsys.readouterr().err
+    (tmp_path / "step1").mkdir()
+    (tmp_path / "step1" / STATE_FILE).write_bytes(b"x")
+    assert run_cli(interrupted, tmp_path) == 130
+    assert "continue with --resume" in capsys.readouterr().err
+
+
 def test_resume_with_changed_settings_is_refused_naming_them(teacher_ckpt, tmp_path):
     """--resume with another --lr (or model option, teacher...) used to restore the old optimizer state and write a
     record naming the new settings."""

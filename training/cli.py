@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from pinlite_edge.errors import PinliteError
@@ -129,15 +130,21 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def run_cli(main: Callable[[], Any]) -> int:
-    """Run a command; :class:`PinliteError` becomes a one-line message and exit status 2 (no traceback)."""
+def run_cli(main: Callable[[], Any], output: str | Path | None = None) -> int:
+    """Run a command; :class:`PinliteError` becomes a one-line message and exit status 2 (no traceback). On Ctrl-C
+    it says whether ``output`` holds anything ``--resume`` can continue."""
     try:
         main()
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr)
+        from pinlite_edge.training.engine import STATE_FILE
+
+        saved = output is None or any(Path(output).rglob(STATE_FILE)) or any(Path(output).rglob("best.safetensors"))
+        print("\n" + ("interrupted; continue with --resume" if saved else
+                      "interrupted before the first checkpoint: nothing was saved, so re-run the same command "
+                      "(without --resume)"), file=sys.stderr)
         return 130
     return 0
 
@@ -184,4 +191,4 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
             check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None))
         report(train(cfg))
 
-    return run_cli(run)
+    return run_cli(run, getattr(cfg, "output", None))

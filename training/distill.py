@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pinlite_edge.errors import CheckpointError
+from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput
 
 from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
@@ -83,13 +83,39 @@ def teacher_record(paths: Sequence[str]) -> list[dict[str, str]]:
     return [{"path": str(p), "weights_sha256": teacher_hash(p)} for p in paths]
 
 
+def missing_checkpoints(paths: Sequence[str]) -> None:
+    """:class:`CheckpointError` for a checkpoint path that is not a file: a folder (a run's output folder: name its
+    ``best.safetensors``) or nothing at all."""
+    folders = [p for p in paths if Path(p).is_dir()]
+    if folders:
+        raise CheckpointError(f"{folders[0]} is a folder, not a checkpoint: give the checkpoint in it, e.g. "
+                              f"{Path(folders[0]) / 'best.safetensors'}")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint(s) {missing} do not exist")
+
+
+def warn_unless_kind(paths: Sequence[str], kind: str, role: str) -> None:
+    """Warn when a checkpoint given as ``role`` holds another kind of network than ``kind`` (a student as a teacher:
+    self-distillation, allowed but rarely meant)."""
+    from pinlite_edge.checkpoint import read_record
+
+    for path in paths:
+        try:
+            found = read_record(path).get("model_config", {}).get("kind")
+        except PinliteError:
+            continue  # a bad checkpoint is reported where it is loaded
+        if found not in (None, kind):
+            log.warning("%s %s holds a %s, not a %s: check the path (this run goes on with it)", role, path, found,
+                        kind)
+
+
 def distill(cfg: DistillConfig) -> FitResult:
     """Train a student by distillation as configured; returns the best checkpoint path and metrics."""
     if not cfg.teachers:
         raise CheckpointError("distillation needs at least one teacher checkpoint (--teacher PATH)")
-    missing = [t for t in cfg.teachers if not Path(t).is_file()]
-    if missing:
-        raise CheckpointError(f"teacher checkpoint(s) {missing} do not exist")
+    missing_checkpoints(cfg.teachers)
+    warn_unless_kind(cfg.teachers, "teacher", "--teacher")
     check_output(Path(cfg.output), cfg.resume)
     ctx = prepare(cfg)
     try:

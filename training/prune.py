@@ -48,7 +48,8 @@ from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
 from pinlite_edge.training.config import PruneConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split, make_loader
-from pinlite_edge.training.distill import check_compatible, distillation_objective, teacher_record
+from pinlite_edge.training.distill import (check_compatible, distillation_objective, missing_checkpoints,
+                                           teacher_record, warn_unless_kind)
 from pinlite_edge.training.engine import STATE_FILE, check_output, config_changes, fit, is_complete
 from pinlite_edge.training.evaluate import evaluate, predict
 from pinlite_edge.training.losses import teacher_loss
@@ -139,8 +140,11 @@ def planned_steps(heads_per_layer: Sequence[int], prune_steps: int, target_heads
     total = int(sum(heads_per_layer))
     target = total - int(prune_steps) if target_heads is None else int(target_heads)
     if target < len(heads_per_layer):
-        raise PinliteError(f"cannot prune to {target} heads: each of the {len(heads_per_layer)} layers keeps at least "
-                           f"one (model has {list(heads_per_layer)})")
+        most = total - len(heads_per_layer)
+        asked = f"--prune-steps {prune_steps}" if target_heads is None else f"--target-heads {target_heads}"
+        raise PinliteError(f"{asked} would leave {target} heads, but each of the {len(heads_per_layer)} layers keeps "
+                           f"at least one (the model has {list(heads_per_layer)}): --prune-steps can be 1..{most}, "
+                           f"--target-heads {len(heads_per_layer)}..{total - 1}")
     if target >= total:
         raise PinliteError(f"nothing to prune: target {target} heads, the model has {total}")
     return total - target
@@ -150,9 +154,9 @@ def prune(cfg: PruneConfig) -> PruneResult:
     """Prune ``cfg.student`` as configured; returns the final checkpoint and the per-step report."""
     if not cfg.student:
         raise CheckpointError("pruning needs the distilled student checkpoint (--student PATH)")
-    missing = [t for t in [cfg.student, *cfg.teachers] if not Path(t).is_file()]
-    if missing:
-        raise CheckpointError(f"checkpoint(s) {missing} do not exist")
+    missing_checkpoints([cfg.student, *cfg.teachers])
+    warn_unless_kind([cfg.student], "student", "--student")
+    warn_unless_kind(cfg.teachers, "teacher", "--teacher")
     out_dir = Path(cfg.output)
     if not cfg.resume and ((out_dir / "best.safetensors").exists() or any(out_dir.glob("step*"))):
         raise PinliteError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "
