@@ -327,6 +327,9 @@ def read_manifest(artifact: str | Path, verify: bool = True, check_content: bool
     """
     artifact = Path(artifact)
     _check_regular_input(artifact, "artefact")
+    if artifact.name.endswith(MANIFEST_SUFFIX):
+        raise ManifestError(f"{artifact} is a manifest: pass the artefact it describes "
+                            f"({artifact.name[:-len(MANIFEST_SUFFIX)]}), not its manifest")
     path, data = _current_manifest(artifact)
     manifest = Manifest.from_dict(data, source=str(path))
     if manifest.artifact != artifact.name:

@@ -48,7 +48,7 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
     if backend is not None and backend_name(backend) != spec.backend:
         from pinlite_edge.errors import ManifestError
 
-        raise ManifestError(f"{path} is a {spec.backend} artefact ({spec.format}), not a {backend_name(backend)} one")
+        raise ManifestError(f"{path} is an artefact for {spec.backend} ({spec.format}), not for {backend_name(backend)}")
     known = runner_options(spec.backend)
     unknown = sorted(set(options) - set(known))
     if unknown:

@@ -225,3 +225,14 @@ def test_staging_names_are_unique_and_stale_ones_are_cleaned(tmp_path):
     part.write_bytes(b"half")
     staging_path_for(art)
     assert not dead.exists() and not part.exists()
+
+
+def test_a_manifest_passed_as_the_artefact_says_so(tmp_path):
+    """It used to say "expected …manifest.json.manifest.json"."""
+    from pinlite_edge.errors import ManifestError
+    from pinlite_edge.manifest import read_manifest
+
+    given = tmp_path / "pinlite-student.onnx.manifest.json"
+    given.write_text("{}")
+    with pytest.raises(ManifestError, match=r"is a manifest: pass the artefact it describes \(pinlite-student\.onnx\)"):
+        read_manifest(given)

@@ -499,7 +499,7 @@ def test_runtime_and_suffix_must_agree(student, tmp_path):
     _edit_manifest(p, runtime="executorch")
     with pytest.raises(ManifestError, match="runtime 'executorch'"):
         load_runner(p)
-    with pytest.raises(ManifestError, match="not a executorch"):
+    with pytest.raises(ManifestError, match="not for executorch"):
         load_runner(student["ort"], backend="executorch")
     bare = tmp_path / "bare.onnx"
     shutil.copy(student["ort"], bare)
