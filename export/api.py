@@ -1,6 +1,7 @@
 """Python API: ``export_model(checkpoint, format, output_dir, **options)`` and ``export_from_model(model, ...)``."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import tempfile
@@ -116,6 +117,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     if artifact.exists() and not opts.force:
         raise ExportError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
     check_writable_target(artifact)  # never replace a symlink, folder or device node
+    made = _missing_parents(output_dir)  # folders this call creates: removed again if the export fails
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -135,6 +137,9 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
             out: HandlerOutput = handler(ctx)
     except BaseException:
         staged.unlink(missing_ok=True)
+        for folder in made:  # innermost first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     seconds = time.perf_counter() - start
     if not staged.is_file():
@@ -158,6 +163,15 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         staged.unlink(missing_ok=True)  # published: already renamed away; failed: not left behind
     log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)
     return ExportResult(artifact, manifest_file, fmt.name, fmt.precision, out.plan, seconds, out.extra)
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **options: Any) -> ExportResult:

@@ -189,3 +189,13 @@ def test_inline_initializer_identities_keeps_the_numbers():
     y, z = sess.run(None, {"x": np.ones(3, np.float32)})
     np.testing.assert_array_equal(y, [1, 2, 3])
     np.testing.assert_array_equal(z, [0, 1, 2])
+
+
+def test_a_failed_export_leaves_no_empty_output_folders(student, tmp_path):
+    """Failed exports used to leave the folders they had created behind."""
+    from pinlite_edge.errors import PinliteError
+
+    out = tmp_path / "new" / "sub"
+    with pytest.raises(PinliteError, match="does not exist"):
+        export_from_model(student, "onnx-int8", out, calib_data=f"folder:{tmp_path / 'nowhere'}")
+    assert not (tmp_path / "new").exists()
