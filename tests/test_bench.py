@@ -181,6 +181,9 @@ def test_bad_out_wrong_device_and_a_student_as_teacher_fail_before_measuring(wor
     assert main(["--artifacts", str(workspace), "--teacher", str(student), "--out", str(tmp_path / "o"),
                  *FAST]) == 2
     assert "is a student, not the FP32 teacher" in capsys.readouterr().err
+    assert main(["--artifacts", str(workspace), "--e2e-data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "--e2e-data" in capsys.readouterr().err
 
 
 def test_half_built_workspace_errors_say_what_to_run_for_that_workspace(workspace, tmp_path, capsys):

@@ -97,6 +97,9 @@ class BenchConfig:
         for name in ("batch", "eval_batch", "iters", "block", "memory_calls", "e2e_clips"):
             if getattr(self, name) < 1:
                 raise PinliteError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.e2e and self.e2e_data not in (None, "auto", "synthetic") and not Path(self.e2e_data).exists():
+            raise UsageError(f"--e2e-data {self.e2e_data} does not exist (a folder or file of videos, auto or "
+                             "synthetic)")
         for name in ("warmup", "turn_warmup"):
             if getattr(self, name) < 0:
                 raise PinliteError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
