@@ -353,6 +353,15 @@ class _Scores:
         self.explained = _ExplainedWindow()
 
     def add(self, windows: list[Any]) -> None:
+        c = self.detector.contract
+        for w in windows:  # shapes before stacking: a wrong one used to surface as a numpy broadcast error
+            if not all(hasattr(w, name) for name in ("frames", "mfcc", "start_seconds")):
+                raise InputError(f"{self.source}: a window must have frames, mfcc and start_seconds "
+                                 f"(pinlite_edge.features.Window), got {type(w).__name__}")
+            for name, want in (("frames", c.frames_shape()), ("mfcc", c.mfcc_shape())):
+                if tuple(np.shape(getattr(w, name))) != tuple(want):
+                    raise InputError(f"{self.source}: window {name} must have shape {tuple(want)}, got "
+                                     f"{tuple(np.shape(getattr(w, name)))}")
         fractions = [_face_fraction(w, self.source) for w in windows]
         faces = [f is None or f >= FACE_WINDOW_MIN for f in fractions]  # windows that count in the verdict
         frames = np.stack([w.frames for w in windows])
@@ -403,7 +412,10 @@ class _Scores:
                              f"windows with scan_offsets={offsets} (pinlite_edge.features.open_windows / window_at), "
                              "or use Detector(scan_offsets=None, aggregate='max')")
         rows = np.stack(shifted)  # (B, offsets, steps, n)
-        check_windows(frames[:1], rows, self.source)
+        try:
+            check_windows(frames[:1], rows, self.source)
+        except InputError as exc:  # name the field the caller set
+            raise InputError(str(exc).replace("window mfcc", "window mfcc_shifts")) from None
         zero = offsets.index(0)
         rows[:, zero] = mfcc
         n, k = len(windows), len(offsets)
@@ -592,6 +604,9 @@ class Detector:
                 raise InputError("face_info must return (face_found, face_coverage[, faces_in_view[, audio_silent]]), "
                                  f"got {info!r}")
             face_found, face_coverage, faces_in_view, audio_silent = (info + (None,) * 4)[:4]
+            for name, flag in (("face_found", face_found), ("audio_silent", audio_silent)):
+                if flag is not None and not isinstance(flag, (bool, np.bool_)):  # "no" used to count as true
+                    raise InputError(f"{name} must be True, False or None, got {flag!r}")
             result = self._result(scores, face_found=face_found, face_coverage=face_coverage,
                                   faces_in_view=faces_in_view, audio_silent=audio_silent)
         result.warnings = warnings

@@ -334,3 +334,26 @@ def test_the_scan_shares_each_windows_frames_and_repeating_them_gives_the_same_a
     np.testing.assert_allclose(list(a.scan.curve.values()), list(b.scan.curve.values()), atol=1e-4)
     np.testing.assert_allclose(a.fake_prob_per_window, b.fake_prob_per_window, atol=1e-5)
     np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
+
+
+def test_malformed_windows_are_input_errors_naming_the_field(model_files):
+    """Each of these used to end deep in numpy (a broadcast error, an AttributeError), name the wrong field, or be
+    accepted ("no" as face_found counted as true)."""
+    from pinlite_edge import Detector
+    from pinlite_edge.errors import InputError
+    from pinlite_edge.features import Window
+
+    with Detector.load(model_files["onnx"], threads=1) as det:
+        c = det.contract
+        frames, mfcc = np.zeros(c.frames_shape(), np.float32), np.zeros(c.mfcc_shape(), np.float32)
+        shifts = np.zeros((len(det.scan_offsets), *c.mfcc_shape()), np.float32)
+        ok = Window(frames=frames, mfcc=mfcc, start_seconds=0.0, mfcc_shifts=shifts)
+        with pytest.raises(InputError, match="must have frames, mfcc"):
+            det.score_windows([None])
+        with pytest.raises(InputError, match=r"window mfcc must have shape \(64, 13\), got \(64, 12\)"):
+            det.score_windows([Window(frames=frames, mfcc=mfcc[:, :12], start_seconds=0.0, mfcc_shifts=shifts)])
+        with pytest.raises(InputError, match="mfcc_shifts contain NaN"):
+            det.score_windows([Window(frames=frames, mfcc=mfcc, start_seconds=0.0, mfcc_shifts=shifts + np.nan)])
+        with pytest.raises(InputError, match="face_found must be True, False or None"):
+            det.score_windows([ok], face_found="no")
+        assert det.score_windows([ok]).verdict in ("real", "fake")
