@@ -298,9 +298,9 @@ def test_extensions_option(tree, model, tmp_path):
     assert summary.total == 1 and [Path(r["path"]).name for r in lines_of(out)] == ["empty.mkv"]
 
 
-def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_path):
-    """SIGKILL the CLI after its first result line; the rerun completes the scan without duplicates."""
-    out = tmp_path / "cli.jsonl"
+def _cli_scan_after_its_first_line(tree: Path, model: Path, out: Path) -> tuple[subprocess.Popen, list[str], dict]:
+    """The scan CLI started on ``tree`` and left running once its first result line is written: (process, command,
+    environment). Killed if the line does not come."""
     cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
            "--workers", "0", "--batch", "2", "--no-face-crop", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -311,9 +311,19 @@ def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_pat
             assert proc.poll() is None, f"scan exited early: {proc.communicate()}"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
+    except BaseException:
+        proc.kill()
         proc.wait()
+        raise
+    return proc, cmd, env
+
+
+def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_path):
+    """SIGKILL the CLI after its first result line; the rerun completes the scan without duplicates."""
+    out = tmp_path / "cli.jsonl"
+    proc, cmd, env = _cli_scan_after_its_first_line(tree, model, out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     first = out.read_text().count("\n")
     assert first < 8, "the scan finished before it could be killed; the test proves nothing"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -326,15 +336,7 @@ def test_cli_kill_and_rerun_records_every_file_exactly_once(tree, model, tmp_pat
 def test_cli_ctrl_c_is_one_line_exit_130_and_resumable(tree, model, tmp_path):
     """SIGINT (Ctrl-C) used to print a 45-line traceback from inside the runner."""
     out = tmp_path / "int.jsonl"
-    cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
-           "--workers", "0", "--batch", "2", "--no-face-crop", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out.is_file() and out.read_text().count("\n") >= 1):
-        assert proc.poll() is None, f"scan exited early: {proc.communicate()}"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    proc, cmd, env = _cli_scan_after_its_first_line(tree, model, out)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
