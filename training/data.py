@@ -155,7 +155,8 @@ _ONE_CLASS_FIX = {
     "folder": "add --data-option sync_pairs=true to generate shifted and swapped fakes from in-sync real videos, or "
               "list fake videos in the folder's labels.csv",
     "lavdf": "use a split that holds real and fake clips (LAV-DF metadata: n_fakes > 0 and = 0)",
-    "synthetic": "set --data-option fake_fraction to a value between 0 and 1",
+    "synthetic": "draw more clips (each clip's class is drawn at random, so a split of a few clips can hold one class "
+                 "by chance: num_train / num_val; quickstart --smoke uses 4), and keep fake_fraction between 0 and 1",
 }
 
 
