@@ -226,7 +226,7 @@ def test_manifest_runtime_must_match_the_file_type(exported, tmp_path):
     edit_manifest(art, runtime="executorch")
     with pytest.raises(ManifestError, match="runtime"):
         loaders()["load_runner"](art)
-    with pytest.raises(ManifestError, match="not a trt"):
+    with pytest.raises(ManifestError, match="not for trt"):
         loaders()["load_runner"](exported["onnx"], backend="trt")
 
 

@@ -338,8 +338,8 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                     add_audio(out)
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"truncated or corrupt media data ({exc.strerror or exc})") from None
-        for s in streams:
-            _check_index(path, s, read[s.index])
+        if video is not None:
+            _check_index(path, video, read[video.index])
         if require_video and not stamps:
             raise DecodeError(path, "the video stream has no decodable frames")
         if astream is None:
@@ -356,14 +356,15 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
         container.close()
 
 
-#: packets an index may list beyond those demuxed before the file counts as truncated: at least this many, and
-#: this share of the listed ones (an MP4 edit list can leave a few listed audio packets unread in a whole file)
+#: video packets an index may list beyond those demuxed before the file counts as truncated: at least this many, and
+#: this share of the listed ones (an MP4 edit list can leave a few listed packets unread in a whole file)
 INDEX_SLACK_PACKETS = 2
 INDEX_SLACK_SHARE = 0.02
 
 
 def _check_index(path: Path, stream: Any, read: int) -> None:
-    """A container with an index (MP4/MOV: ``stream.frames``, the packets its sample table lists) cut short.
+    """A container with an index (MP4/MOV: ``stream.frames``, the frames its sample table lists) cut short; video
+    only, since for PCM audio the table counts samples, not packets.
 
     A file whose index comes first (``movflags=faststart``, how phones and web uploads write MP4) still opens when
     its end is cut off; the demuxer stops at the end of the data, and with frame threading FFmpeg drops the error on
