@@ -580,8 +580,9 @@ class Detector:
         ``pinlite_edge.scan`` does with the windows its worker processes decode).
 
         ``face_found=False`` (the clip has no face) gives the verdict ``"no-face"``: the probabilities are still
-        reported, but a lip-sync verdict without lips would be a guess. Windows whose features are not finite or far
-        outside the normalised range raise ``InputError`` before the model runs.
+        reported, but a lip-sync verdict without lips would be a guess; ``audio_silent=True`` (a digitally silent
+        track) gives ``"silent-audio"`` for the same reason. Windows of the wrong shape, or whose features are not
+        finite or far outside the normalised range, raise ``InputError`` before the model runs.
         """
         if not windows:
             raise InputError(f"{source}: no window to score")
