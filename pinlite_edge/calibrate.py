@@ -78,7 +78,7 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
     """Score each clip with the model as :class:`Detector` does, and each of its ``reencodings`` (copies written to a
     temporary folder, :func:`pinlite_edge.data.reencode.reencode`, scored and deleted); undecodable clips and copies
     that cannot be made are skipped with a warning."""
-    from tqdm import tqdm
+    from pinlite_edge.utils.progress import progress_bar
 
     from pinlite_edge.detector import Detector
 
@@ -88,8 +88,8 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
     jobs = [(f, name) for f in files for name in (None, *names)]
     with Detector.load(checkpoint, stride_seconds=stride_seconds, face_crop=face_crop, **options) as det, \
             tempfile.TemporaryDirectory(prefix="pinlite-calibrate-") as tmp:
-        for i, (f, name) in enumerate(tqdm(jobs, desc="scoring genuine clips" + (" and copies" if names else ""),
-                                           unit="clip", disable=not progress)):
+        for i, (f, name) in enumerate(progress_bar(jobs, desc="scoring genuine clips" + (" and copies" if names else ""),
+                                                   unit="clip", enabled=progress)):
             try:
                 path = f if name is None else reencode(f, Path(tmp) / f"{i}.mp4", TRANSFORMS[name],
                                                        seed=sum(f.name.encode()))

@@ -656,9 +656,9 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     scored = failed = fake = no_face = silent_audio = several_faces = 0
     writer = JsonlWriter(cfg.out)
     try:
-        from tqdm import tqdm
+        from pinlite_edge.utils.progress import progress_bar
 
-        bar = tqdm(total=len(todo), unit="video", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(total=len(todo), unit="video", enabled=cfg.progress, file=sys.stderr)
         opts = JobOptions(contract=detector.contract.to_dict(), face_crop=cfg.face_crop, stride=cfg.stride,
                           timeout_s=cfg.timeout_s, batch=cfg.batch, max_duration_s=detector.limits.max_duration_s,
                           max_pixels=detector.limits.max_pixels, scan_offsets=detector.scan_offsets)

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pinlite_edge.utils.progress import progress_bar
 from pinlite_edge.contract import InputContract
 from pinlite_edge.data import dataset_fingerprint, describe_dataset
 from pinlite_edge.data.augment import is_augmented
@@ -225,6 +226,4 @@ def make_loader(split: Split, batch_size: int, *, sampler: Sampler[int] | None =
 def _maybe_tqdm(iterable: Any, enabled: bool, desc: str) -> Any:
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(iterable, desc=desc, leave=False)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pinlite_edge.utils.progress import progress_bar
 from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.data.augment import set_data_epoch
@@ -243,10 +244,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         model.train()
         bar = None
         if cfg.progress and dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}",
-                       dynamic_ncols=True, leave=False)
+            bar = progress_bar(total=steps_per_epoch, initial=step_in_epoch,
+                               desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()

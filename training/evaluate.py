@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pinlite_edge.utils.progress import progress_bar
 from pinlite_edge.contract import OFFSET_IGNORE_INDEX
 from pinlite_edge.metrics import classification_metrics, explainability_preservation_score, softmax_fake_prob
 
@@ -32,9 +33,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, progress
     logits, offsets, attention, labels, offset_cls = [], [], [], [], []
     iterable: Any = loader
     if progress:
-        from tqdm.auto import tqdm
-
-        iterable = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+        iterable = progress_bar(loader, desc=desc, leave=False)
     try:
         for batch in iterable:
             out = model(batch["frames"].to(device, non_blocking=True), batch["mfcc"].to(device, non_blocking=True))
