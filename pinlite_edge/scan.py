@@ -23,9 +23,8 @@ One JSON line per file::
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
      "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
-     "window_local_scan_probs": [...],
-     "window_starts": [...], "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null,
-     "error_type": null, "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx",
+     "window_local_scan_probs": [...], "window_starts": [...], "window_face_fractions": [...],
+     "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null, "error_type": null, "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx",
      "model_sha256": "...", "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true,
      "offset_scan": true}}
 
@@ -559,6 +558,7 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                            "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
                            "window_fake_probs": [], "window_local_scan_probs": [], "window_starts": [],
+                           "window_face_fractions": [],
                            "face_found": job.get("face_found"),
                            "face_coverage": job.get("face_coverage"), "faces_in_view": job.get("faces_in_view"),
                            "error": job.get("error"),
@@ -576,6 +576,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                    window_local_scan_probs=[None if w.fake_prob_local_scan is None else round(w.fake_prob_local_scan, 6)
                                             for w in result.windows],
                    window_starts=[round(w.start_seconds, 4) for w in result.windows],
+                   window_face_fractions=[None if w.face_fraction is None else round(w.face_fraction, 4)
+                                          for w in result.windows],
                    face_found=result.face_found,
                    face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),
                    faces_in_view=result.faces_in_view)

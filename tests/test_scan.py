@@ -92,6 +92,7 @@ def test_scan_records_every_file_once_and_bad_files_with_errors(serial):
             assert r["error"] is None and r["verdict"] in ("real", "fake")
             assert 0.0 <= r["fake_prob_mean"] <= r["fake_prob_max"] <= 1.0
             assert r["windows"] == len(r["window_fake_probs"]) == len(r["window_starts"]) >= 1
+            assert r["window_face_fractions"] == [1.0] * r["windows"]  # no face crop: every frame counts
             assert -6 <= r["offset_frames"] <= 6 and r["offset_source"] == "offset scan"  # the default scan's range
             assert 0.0 <= r["fake_prob_scan"] <= 1.0 and r["aggregate"] == "scan"
             assert r["fake_prob_max"] == pytest.approx(max(r["window_fake_probs"]), abs=1e-6)
