@@ -24,9 +24,9 @@ One JSON line per file::
      "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
      "window_local_scan_probs": [...], "window_starts": [...], "window_face_fractions": [...],
-     "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null, "error_type": null, "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx",
-     "model_sha256": "...", "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true,
-     "offset_scan": true}}
+     "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null, "error_type": null,
+     "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx", "model_sha256": "...",
+     "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true, "offset_scan": true}}
 
 A clip where no face is found anywhere has ``"verdict": "no-face"``, one with a digitally silent audio track
 ``"silent-audio"`` (their probabilities are still recorded). Bad files
