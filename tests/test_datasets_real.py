@@ -190,3 +190,20 @@ def test_registry_rejects_bad_paths_and_options(tmp_path, lavdf_root):
         build_dataset(f"lavdf:{lavdf_root}", "train", C, colour="blue")
     with pytest.raises(DatasetError, match="unknown split"):
         build_dataset(f"lavdf:{lavdf_root}", "holdout", C)
+
+
+def test_a_clip_that_fails_to_decode_in_training_says_how_to_go_on(grid_folder, tmp_path):
+    """A file whose header probes fine but whose media is corrupt fails only when training reads it; the error
+    used to name the file and stop there."""
+    from pinlite_edge.errors import DatasetError
+
+    folder = tmp_path / "f"
+    shutil.copytree(grid_folder, folder)
+    victim = sorted(folder.glob("*.mpg"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 4096] = b"\xff" * 4096  # garbled media, intact header
+    victim.write_bytes(bytes(data))
+    ds = build_dataset(f"folder:{folder}", "all", C, cache_dir=tmp_path / "cache", face_crop=False, sync_pairs=True)
+    bad = next(i for i, r in enumerate(ds.refs) if r.path == victim and r.audio_path is None)
+    with pytest.raises(DatasetError, match=r"cannot decode .*every clip of a training set must decode: move this file"):
+        ds[bad]

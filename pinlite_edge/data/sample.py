@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pinlite_edge.contract import MANIPULATIONS, MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
-from pinlite_edge.errors import DatasetError
+from pinlite_edge.errors import DatasetError, DecodeError
 from pinlite_edge.features.windows import Window, audio_segment, window_at
 
 if TYPE_CHECKING:
@@ -124,9 +124,17 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.refs)
 
+    def _load(self, path: Any) -> Any:
+        """The prepared clip; a file that cannot be decoded says how to go on (a training set decodes in full)."""
+        try:
+            return self.loader.load(path)
+        except DecodeError as exc:
+            raise DatasetError(f"{exc}; every clip of a training set must decode: move this file out of the folder "
+                               "(or leave it out of the split file) and start the run again") from None
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
-        clip = self.loader.load(ref.path)
+        clip = self._load(ref.path)
         win = self.contract.window_seconds
         # Metadata durations can differ slightly from what decodes: keep the window inside the clip.
         start = max(0.0, min(ref.start, clip.duration - win))
@@ -137,7 +145,7 @@ class WindowDataset(Dataset):
             clip = self.loader.rewritten(ref.path, ref.audio_path)  # frames follow the driving audio it carries
             signal = clip.audio
         elif ref.audio_path is not None:
-            other = self.loader.load(ref.audio_path)
+            other = self._load(ref.audio_path)
             signal, a_start = other.audio, max(0.0, min(start, other.audio_seconds - win))
         elif ref.audio_shift_frames:
             a_start = start - ref.audio_shift_frames / clip.fps
