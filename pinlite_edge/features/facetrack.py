@@ -34,9 +34,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -403,11 +402,20 @@ class FaceTrack:
         f = np.stack([self._filled(j) for j in range(a, b)])
         c = np.stack([f[:, 0] + f[:, 2] / 2, f[:, 1] + f[:, 3] / 2, np.maximum(f[:, 2], f[:, 3])], axis=1)
         if r:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (no face known) stay NaN
-                c = np.nanmedian(_windows(c, r), axis=-1)
-                c = np.nanmean(_windows(c, r), axis=-1)
+            c = _nan_reduce(np.nanmedian, _windows(c, r))
+            c = _nan_reduce(np.nanmean, _windows(c, r))
         return c[lo - a:hi - a]
+
+
+def _nan_reduce(reduce: Any, w: np.ndarray) -> np.ndarray:
+    """``reduce(w, axis=-1)`` of a NaN-aware numpy reduction, NaN where a window holds no number (no face known),
+    without the RuntimeWarning numpy gives there. Not ``warnings.catch_warnings``: it swaps process-wide state, which
+    is not thread-safe, and ``Detector`` scores clips from several threads."""
+    out = np.full(w.shape[:-1], np.nan)
+    known = np.isfinite(w).any(axis=-1)
+    if known.any():
+        out[known] = reduce(w[known], axis=-1)
+    return out
 
 
 def _windows(x: np.ndarray, r: int) -> np.ndarray:
