@@ -82,7 +82,8 @@ def within_model_auc(reports: Sequence[dict[str, Any]], method: str, cond: str) 
 def pooled_aucs(clips: Sequence[dict[str, Any]], method: str) -> dict[str, float | None]:
     """Per manipulation, the pooled AUC of ``clips`` (one method's ``pooled_clips`` entries) against their originals."""
     orig = [verdict_score(method, c["original"]) for c in clips]
-    return {cond: auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips if cond in c]) for cond in MANIPULATED}
+    return {cond: auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips if cond in c])
+            for cond in MANIPULATED}
 
 
 def mean_auc(clips: Sequence[dict[str, Any]], method: str) -> float | None:
@@ -121,7 +122,8 @@ def summarise_variant(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row: dict[str, Any] = {"method": method, "clips": len(clips)}
         for cond in MANIPULATED:
             orig = [verdict_score(method, c["original"]) for c in clips]
-            row[f"pooled_auc_{cond}"] = auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips if cond in c])
+            row[f"pooled_auc_{cond}"] = auc_vs_original(orig, [verdict_score(method, c[cond]) for c in clips
+                                                               if cond in c])
             row[f"within_model_auc_{cond}"] = within_model_auc(reports, method, cond)
         for kind in ("pooled", "within_model"):
             vals = [row[f"{kind}_auc_{c}"] for c in MANIPULATED if row[f"{kind}_auc_{c}"] is not None]

@@ -120,16 +120,16 @@ def _print_sensitivity(result) -> None:
               f"{r.attention_max_abs:>9.4f} {r.score:>8.3f}  {'yes' if r.module in kept else ''}")
 
 
-def check_arguments(checkpoint: str, fmt: str, output: str, options: dict) -> None:
+def check_arguments(checkpoint: str, fmt: str, output: str, options: dict, flags: dict[str, str]) -> None:
     """Usage errors, found before anything is loaded: a missing checkpoint, an output that is a file, an option the
-    format does not take or an out-of-range value, an existing artefact without --force."""
+    format does not take or an out-of-range value, an existing artefact without --force. ``flags`` names each option
+    as the command line spells it (:func:`_flags`)."""
     ckpt, out = Path(checkpoint), Path(output)
     if not ckpt.is_file():
         raise UsageError(f"--checkpoint {ckpt}: {'not a regular file' if ckpt.exists() else 'no such file'}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} is a file, not a folder: give a folder for the artefact and its manifest")
     f = get_format(fmt)
-    flags = _flags(build_parser())
     check_options(f, set(options), spell=lambda name: flags.get(name, name))
     opts = ExportOptions(**options)
     opts.validate()
@@ -149,13 +149,14 @@ def _kind_of(checkpoint: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
     verbose = args.pop("verbose", False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     checkpoint, fmt, output = args.pop("checkpoint"), args.pop("format"), args.pop("output")
     prog = "python -m pinlite_edge.export"
     try:
-        check_arguments(checkpoint, fmt, output, args)
+        check_arguments(checkpoint, fmt, output, args, _flags(parser))
     except PinliteError as exc:
         return report(exc if isinstance(exc, UsageError) else UsageError(str(exc)), prog)  # exit 2
     from pinlite_edge.export.api import export_model

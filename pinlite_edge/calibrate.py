@@ -88,8 +88,8 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
     jobs = [(f, name) for f in files for name in (None, *names)]
     with Detector.load(checkpoint, stride_seconds=stride_seconds, face_crop=face_crop, **options) as det, \
             tempfile.TemporaryDirectory(prefix="pinlite-calibrate-") as tmp:
-        for i, (f, name) in enumerate(progress_bar(jobs, desc="scoring genuine clips" + (" and copies" if names else ""),
-                                                   unit="clip", enabled=progress)):
+        desc = "scoring genuine clips" + (" and copies" if names else "")
+        for i, (f, name) in enumerate(progress_bar(jobs, desc=desc, unit="clip", enabled=progress)):
             try:
                 path = f if name is None else reencode(f, Path(tmp) / f"{i}.mp4", TRANSFORMS[name],
                                                        seed=sum(f.name.encode()))

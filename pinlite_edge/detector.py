@@ -333,6 +333,11 @@ def _face_fraction(window: Any, source: str) -> float | None:
     return float(fraction)
 
 
+def _counts(face_fraction: float | None) -> bool:
+    """Whether a window with this face share shows the face (not known: it does)."""
+    return face_fraction is None or face_fraction >= FACE_WINDOW_MIN
+
+
 class _Scores:
     """Model outputs of a clip's windows, accumulated batch by batch (only the frames of the window the explanation
     shows are kept: :class:`_ExplainedWindow`)."""
@@ -344,8 +349,7 @@ class _Scores:
         self.logits: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.attention: list[np.ndarray] = []
-        self.faces: list[bool] = []  # per window: the face tracker had the face (unknown counts as having it)
-        self.face_fractions: list[float | None] = []
+        self.face_fractions: list[float | None] = []  # per window (None: not known)
         offsets = detector.scan_offsets
         self.scan = ScanCurve(offsets) if offsets else None
         #: the explanation follows the verdict's statistic: the local offset scan with the scan verdict
@@ -363,14 +367,13 @@ class _Scores:
                     raise InputError(f"{self.source}: window {name} must have shape {tuple(want)}, got "
                                      f"{tuple(np.shape(getattr(w, name)))}")
         fractions = [_face_fraction(w, self.source) for w in windows]
-        faces = [f is None or f >= FACE_WINDOW_MIN for f in fractions]  # windows that count in the verdict
         frames = np.stack([w.frames for w in windows])
         mfcc = np.stack([w.mfcc for w in windows])
         check_windows(frames, mfcc, self.source)
         if self.scan is None:
             out = self._infer(frames, mfcc)
         else:
-            out = self._infer_with_scan(windows, frames, mfcc, faces)
+            out = self._infer_with_scan(windows, frames, mfcc, [_counts(f) for f in fractions])
         logits = out["logits"]
         first = len(self.starts)
         frames_in = [w.frames for w in windows]
@@ -384,7 +387,6 @@ class _Scores:
         else:  # a window's P(fake) is final at once
             self.explained.offer(first, frames_in, softmax_fake_prob(logits), first, first + len(windows))
         self.starts.extend(float(w.start_seconds) for w in windows)
-        self.faces.extend(faces)
         self.face_fractions.extend(fractions)
         self.logits.append(logits)
         self.offsets.append(out["offset_logits"])
@@ -627,7 +629,7 @@ class Detector:
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
                                offset_confidence=float(op.max()), fake_prob_local_scan=lp, face_fraction=ff)
                    for s, p, op, lp, ff in zip(scores.starts, probs, offset_probs, local, scores.face_fractions)]
-        faces = np.asarray(scores.faces, bool)
+        faces = np.asarray([_counts(f) for f in scores.face_fractions], bool)
         counted = faces if faces.any() else np.ones_like(faces)  # windows without the face do not count
         if not counted.all():
             log.warning("%s: the face tracker lost the face in %d of %d windows; they do not count in the verdict",

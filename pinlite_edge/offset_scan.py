@@ -119,11 +119,10 @@ class ScanResult:
 
 @dataclass
 class ScanCurve:
-    """Accumulates each window's margins (float32, one row of ``len(offsets)`` per window: 28 bytes per window with
+    """Accumulates each window's margins (float64, one row of ``len(offsets)`` per window: 56 bytes per window with
     the default grid) and whether it is complete (its shifted audio stayed in the track) and shows the face."""
 
     offsets: tuple[int, ...]
-    _n_all: int = 0
     _rows: list[np.ndarray] = field(init=False)
     _complete: list[bool] = field(init=False)
     _face: list[bool] = field(init=False)
@@ -143,7 +142,6 @@ class ScanCurve:
         face = [True] * len(complete) if face is None else list(face)
         if len(face) != len(complete):
             raise InputError(f"scan face flags must be one per window ({len(complete)}), got {len(face)}")
-        self._n_all += margins.shape[0]
         self._complete.extend(bool(c) for c in complete)
         self._face.extend(bool(f) for f in face)
         self._rows.append(margins)  # float64: the curve is averaged from these
@@ -161,7 +159,8 @@ class ScanCurve:
         if start < 0:
             raise InputError(f"start must be >= 0, got {start}")
         tail: list[np.ndarray] = []
-        first = self._n_all  # index of the first window of the batch looked at, walking back from the end
+        # index of the first window of the batch looked at, walking back from the end (all windows added so far)
+        first = len(self._complete)
         for rows in reversed(self._rows):
             if first <= start:
                 break
@@ -172,7 +171,7 @@ class ScanCurve:
         return np.concatenate(tail[::-1]).astype(np.float32)
 
     def result(self) -> ScanResult:
-        if self._n_all == 0:
+        if not self._complete:
             raise InputError("no window was scanned")
         used = self.used()
         rows = np.concatenate(self._rows)
@@ -181,7 +180,7 @@ class ScanCurve:
         return ScanResult(offset_frames=self.offsets[best], fake_prob=scan_fake_prob(curve, self.offsets.index(0)),
                           curve={k: float(v) for k, v in zip(self.offsets, curve)},
                           windows_used=int(used.sum()), complete_only=bool(np.asarray(self._complete)[used].all()),
-                          window_margins=self.window_margins())
+                          window_margins=rows.astype(np.float32))
 
 
 __all__ = ["DEFAULT_SCAN_OFFSETS", "LOCAL_SCAN_RADIUS", "MAX_SCAN_FRAMES", "ScanCurve", "ScanResult",

@@ -48,7 +48,8 @@ def load_runner(path: str | Path, *, backend: str | None = None, verify: bool = 
     if backend is not None and backend_name(backend) != spec.backend:
         from pinlite_edge.errors import ManifestError
 
-        raise ManifestError(f"{path} is an artefact for {spec.backend} ({spec.format}), not for {backend_name(backend)}")
+        raise ManifestError(f"{path} is an artefact for {spec.backend} ({spec.format}), not for "
+                            f"{backend_name(backend)}")
     known = runner_options(spec.backend)
     unknown = sorted(set(options) - set(known))
     if unknown:

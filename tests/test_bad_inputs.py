@@ -650,7 +650,8 @@ def test_detector_detect_arrays_good_input_is_finite(detector, good_arrays):
     assert np.isfinite(result.attention).all()
 
 
-@pytest.mark.parametrize("name", ["empty.mp4", "text.mp4", "truncated.mpg", "truncated_faststart.mp4", "no_audio.mp4", "frames5.mp4"])
+@pytest.mark.parametrize("name", ["empty.mp4", "text.mp4", "truncated.mpg", "truncated_faststart.mp4", "no_audio.mp4",
+                                  "frames5.mp4"])
 def test_detector_detect_bad_file_raises_pinlite_error_naming_it(detector, media, name):
     path = media(name)
     with pytest.raises(PinliteError) as info:

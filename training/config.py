@@ -15,18 +15,20 @@ def check_pair_weight(value: Any) -> float:
     return float(value)
 
 
-#: (option, lowest value, what it must be) checked by TrainConfig.check; options a stage lacks are skipped
-_RANGES: tuple[tuple[str, float, str], ...] = (
-    ("epochs", 1, "an integer >= 1"), ("batch_size", 1, "an integer >= 1"),
-    ("eval_batch_size", 1, "an integer >= 1"), ("lr", 0.0, "a number >= 0"),
-    ("weight_decay", 0.0, "a number >= 0"), ("warmup_steps", 0, "an integer >= 0"),
-    ("grad_clip", 0.0, "a number >= 0 (0: no clipping)"), ("num_workers", 0, "an integer >= 0"),
-    ("checkpoint_every", 0, "an integer >= 0 (0: at epoch ends only)"), ("offset_weight", 0.0, "a number >= 0"),
-    ("align_weight", 0.0, "a number >= 0"), ("epoch_size", 1, "an integer >= 1"),
-    ("in_memory_limit_gb", 0.0, "a number >= 0"), ("alpha", 0.0, "a number in 0..1"), ("beta", 0.0, "a number >= 0"),
-    ("temperature", 1e-6, "a number > 0"), ("prune_steps", 1, "an integer >= 1"), ("target_heads", 1,
-                                                                                    "an integer >= 1"),
-    ("compensation_clips", 0, "an integer >= 0 (0: plain removal)"),
+#: (option, lowest value, highest value, what it must be) checked by TrainConfig.check; options a stage lacks are
+#: skipped
+_RANGES: tuple[tuple[str, float, float, str], ...] = (
+    ("epochs", 1, math.inf, "an integer >= 1"), ("batch_size", 1, math.inf, "an integer >= 1"),
+    ("eval_batch_size", 1, math.inf, "an integer >= 1"), ("lr", 0.0, math.inf, "a number >= 0"),
+    ("weight_decay", 0.0, math.inf, "a number >= 0"), ("warmup_steps", 0, math.inf, "an integer >= 0"),
+    ("grad_clip", 0.0, math.inf, "a number >= 0 (0: no clipping)"), ("num_workers", 0, math.inf, "an integer >= 0"),
+    ("checkpoint_every", 0, math.inf, "an integer >= 0 (0: at epoch ends only)"),
+    ("offset_weight", 0.0, math.inf, "a number >= 0"), ("align_weight", 0.0, math.inf, "a number >= 0"),
+    ("epoch_size", 1, math.inf, "an integer >= 1"), ("in_memory_limit_gb", 0.0, math.inf, "a number >= 0"),
+    ("alpha", 0.0, 1.0, "a number in 0..1"), ("beta", 0.0, math.inf, "a number >= 0"),
+    ("temperature", 1e-6, math.inf, "a number > 0"), ("prune_steps", 1, math.inf, "an integer >= 1"),
+    ("target_heads", 1, math.inf, "an integer >= 1"),
+    ("compensation_clips", 0, math.inf, "an integer >= 0 (0: plain removal)"),
 )
 _INTEGERS = frozenset({"epochs", "batch_size", "eval_batch_size", "warmup_steps", "num_workers", "checkpoint_every",
                        "epoch_size", "prune_steps", "target_heads", "compensation_clips"})
@@ -85,15 +87,14 @@ class TrainConfig:
         """:class:`UsageError` naming the flag for a value no run can use (before any data is prepared; several of
         these used to end in a library traceback, or to train silently: a negative loss weight ascends)."""
         problems = []
-        for name, low, why in _RANGES:
+        for name, low, high, why in _RANGES:
             if not hasattr(self, name):
                 continue
             value = getattr(self, name)
             if value is None and name in _MAY_BE_NONE:
                 continue
             ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-                  and value >= low and (name not in _INTEGERS or float(value).is_integer())
-                  and (name != "alpha" or value <= 1))
+                  and low <= value <= high and (name not in _INTEGERS or float(value).is_integer()))
             if not ok:
                 problems.append(f"--{name.replace('_', '-')} must be {why}, got {value!r}")
         if problems:

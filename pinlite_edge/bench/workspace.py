@@ -124,8 +124,8 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
         else:
             found = artefacts_in(artifacts / "exports" / kind.name)
             where = f"{artifacts}/exports/{kind.name}/"
-            hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}{_on(artifacts)}` builds "
-                    "it on first "
+            hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}"
+                    f"{_on(artifacts)}` builds it on first "
                     f"use, or export one (python -m pinlite_edge.export --format {kind.name} ...)")
         if not found:
             raise WorkspaceError(f"no {runtime} {precision} artefact in {where}: {hint}")

@@ -21,8 +21,8 @@ follow new audio, and blends them into the original face. This module does that 
 3. **Blending** -- the chosen frame's pixels replace the original's over the rows that a Wav2Lip-style generator
    redraws: the lower half of the face box (from the box's centre to its bottom edge, :func:`lower_face_rows`, in
    the mouth crop's coordinates: rows 0 to 0.8 of today's crop, so every row but the chin's bottom and the neck),
-   with a linear ramp over ``ramp`` of the crop's height beyond each edge. What lies below the face box stays the original's at its own
-   time, so the seam moves with the head as a generator's does.
+   with a linear ramp over ``ramp`` of the crop's height beyond each edge. What lies below the face box stays the
+   original's at its own time, so the seam moves with the head as a generator's does.
 
 The result is a new clip with the driving audio and the rewritten frames (:func:`rewrite_clip`), plus diagnostics
 (:class:`RewriteResult`): how well the chosen frames' own audio matches the driving audio compared with the

@@ -78,7 +78,7 @@ class CropStream:
             if self.keep_boxes:
                 self.boxes.append(box)
             self.crops.append(yuv.crop_rgb(box, self.size))
-            self.found.append(bool(here and box.found))
+            self.found.append(bool(here))  # a detection near: the box is the face's, never the centre fallback
             self.emitted += 1
 
     def drain(self) -> list[tuple[np.ndarray, bool]]:

@@ -274,12 +274,12 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
             if audio is not None:
                 audio.add_audio(chunk, audio_start)
 
-        read = {s.index: 0 for s in streams}  # packets with data demuxed per stream (the index check below)
+        video_read = 0  # video packets with data demuxed (the index check below)
         try:
             for packet in container.demux(*streams):
                 deadline.check()
-                if packet.size:
-                    read[packet.stream.index] += 1
+                if packet.size and packet.stream is video:
+                    video_read += 1
                 for frame in packet.decode():
                     if packet.stream is video:
                         t = frame.time
@@ -339,7 +339,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
         except av.error.FFmpegError as exc:
             raise DecodeError(path, f"truncated or corrupt media data ({exc.strerror or exc})") from None
         if video is not None:
-            _check_index(path, video, read[video.index])
+            _check_index(path, video, video_read)
         if require_video and not stamps:
             raise DecodeError(path, "the video stream has no decodable frames")
         if astream is None:
