@@ -15,7 +15,8 @@ finishes the job; a crash loses only the files in flight (decoded but not yet wr
 kill is dropped (the file is truncated back to its last complete line) before new lines are appended. Every
 record carries the ``settings`` that decided its verdict (model path and sha256, threshold, aggregate, stride, face
 crop, offset scan); resuming with other settings is refused rather than mixing verdicts made two ways in one file.
-Files recorded with an error are not retried. A name that is not UTF-8 is written with JSON's ASCII escapes (it reads
+Files recorded with an error are not retried unless ``--retry-errors`` is given (their error records are then taken
+out of ``--out``, atomically, before they are scanned again, so each file keeps one line). A name that is not UTF-8 is written with JSON's ASCII escapes (it reads
 back as the same ``os.fsdecode`` name).
 
 One JSON line per file::
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -81,6 +83,8 @@ class ScanConfig:
     progress: bool = True
     #: replace an existing --out that is not a scan results file (atomically) instead of refusing
     force: bool = False
+    #: on resume, scan again the files recorded with an error (a fixed file, a timeout on a busy machine)
+    retry_errors: bool = False
     offset_scan: bool = True  # False: no offset scan (aggregate must be "max" or "mean")
 
 
@@ -96,6 +100,7 @@ class ScanSummary:
     silent_audio: int = 0  # scored, but the audio track is digitally silent (verdict "silent-audio")
     several_faces: int = 0  # scored with more than one face in view: the verdict follows one of them
     skipped_fake: int = 0  # "fake" verdicts among the records already in the results file
+    retried: int = 0  # files recorded with an error earlier and scanned again (--retry-errors)
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -183,12 +188,14 @@ def read_done(out: Path) -> set[str]:
 
 @dataclass
 class PriorResults:
-    """What an existing results file holds: the paths recorded, the distinct ``settings`` its records were made
-    with (records of scans before settings were recorded have none) and their verdicts."""
+    """What an existing results file holds: the paths recorded, those recorded with an error, the distinct
+    ``settings`` its records were made with (records of scans before settings were recorded have none) and their
+    verdicts."""
 
     paths: set[str]
     settings: list[dict[str, Any]]
     verdicts: collections.Counter
+    errors: set[str] = dataclasses.field(default_factory=set)
 
 
 def read_results(out: Path) -> PriorResults:
@@ -216,8 +223,28 @@ def read_results(out: Path) -> PriorResults:
         settings = rec.get("settings")
         if isinstance(settings, dict) and settings not in prior.settings:
             prior.settings.append(settings)
-        prior.verdicts[rec.get("verdict") if rec.get("error") is None else "error"] += 1
+        if rec.get("error") is None:
+            prior.verdicts[rec.get("verdict")] += 1
+        else:
+            prior.verdicts["error"] += 1
+            prior.errors.add(str(rec["path"]))
     return prior
+
+
+def drop_error_records(out: Path, paths: set[str]) -> None:
+    """Rewrite ``out`` (atomically) without the error records of ``paths``: they are about to be scanned again,
+    and each file keeps one line. A kill before the rename leaves ``out`` as it was; one after it leaves those
+    files unrecorded, and the next run scans them."""
+    kept = []
+    for line in out.read_bytes().splitlines(keepends=True):
+        try:
+            rec = json.loads(line)
+            drop = rec.get("error") is not None and str(rec["path"]) in paths
+        except (ValueError, KeyError, TypeError, AttributeError):
+            drop = False  # not a record: read_results warned about it; it stays as it was
+        if not drop:
+            kept.append(line)
+    atomic_write_bytes(out, b"".join(kept))
 
 
 def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
@@ -638,7 +665,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
     prior = read_results(cfg.out)
-    todo = [v for v in videos if str(v) not in prior.paths]
+    retry = {str(v) for v in videos if str(v) in prior.errors} if cfg.retry_errors else set()
+    todo = [v for v in videos if str(v) not in prior.paths or str(v) in retry]
     log.info("%d videos under %s, %d already in %s, %d to scan", len(videos), cfg.root, len(videos) - len(todo),
              cfg.out, len(todo))
     options: dict[str, Any] = {}
@@ -652,6 +680,9 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     try:
         settings = scan_settings(cfg, detector)
         check_resume(cfg.out, prior, settings)
+        if retry:
+            log.info("--retry-errors: %d files recorded with an error are scanned again", len(retry))
+            drop_error_records(cfg.out, retry)
     except BaseException:
         detector.close()
         raise
@@ -691,7 +722,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
                        seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,
                        silent_audio=silent_audio,
-                       skipped_fake=prior.verdicts["fake"])
+                       skipped_fake=prior.verdicts["fake"], retried=len(retry))
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -712,6 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="windows per inference call (default: %(default)s)")
     p.add_argument("--stride", type=float, default=None,
                    help="window stride in seconds (default: one window, 0.64 s, no overlap)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="when resuming, scan again the files --out records with an error (their error lines are "
+                        "replaced); without it they are skipped like every recorded file")
     p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
                    help="video file extensions to scan (default: %(default)s)")
     p.add_argument("--no-face-crop", action="store_true", help="videos are already face crops (centre crop only)")
@@ -736,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      stride=args.stride, extensions=tuple(args.extensions), face_crop=not args.no_face_crop,
                      timeout_s=args.timeout or None, threshold=args.threshold, aggregate=args.aggregate,
                      offset_scan=not args.no_offset_scan,
-                     device=args.device, threads=args.threads, progress=not args.no_progress, force=args.force)
+                     device=args.device, threads=args.threads, progress=not args.no_progress, force=args.force,
+                     retry_errors=args.retry_errors)
     try:
         summary = scan(cfg)
     except PinliteError as exc:
@@ -752,7 +787,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
           f"{summary.failed} failed, "
           f"{summary.skipped} already in {args.out}"
-          f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}; {summary.seconds:.1f} s")
+          f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}"
+          f"{f', {summary.retried} recorded with an error scanned again' if summary.retried else ''}; "
+          f"{summary.seconds:.1f} s")
     return 0
 
 

@@ -275,6 +275,30 @@ def test_resume_with_other_settings_is_refused_naming_them(tree, model, tmp_path
     assert scan(cfg_for(tree, model, out)).skipped == 8  # the same settings resume
 
 
+def test_retry_errors_scans_a_fixed_file_again_and_keeps_one_line_per_file(model, tmp_path, capsys):
+    """A file recorded with an error (since repaired, or timed out on a busy machine) used to stay an error for
+    every resumed run: ``--retry-errors`` scans it again and replaces its error line."""
+    from pinlite_edge.data.synthetic import write_clip_video
+    from pinlite_edge.scan import main
+
+    root = tmp_path / "videos"
+    write_clip_video(root / "good.mp4", seed=0, contract=TINY_CONTRACT, duration_s=0.7)
+    (root / "later.mp4").write_text("not a video yet\n" * 20)
+    out = tmp_path / "results.jsonl"
+    args = [str(root), "--model", str(model), "--out", str(out), "--no-face-crop", "--no-progress", "--workers", "0"]
+    assert main(args) == 0 and "1 failed" in capsys.readouterr().out
+    write_clip_video(root / "later.mp4", seed=1, contract=TINY_CONTRACT, duration_s=0.7)  # repaired
+    assert main(args) == 0 and "2 already in" in capsys.readouterr().out  # without the flag: skipped
+    assert [r["error_type"] for r in lines_of(out)] == [None, "DecodeError"]
+    assert main([*args, "--retry-errors"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 already in" in printed and "1 recorded with an error scanned again" in printed
+    recs = lines_of(out)
+    assert sorted(Path(r["path"]).name for r in recs) == ["good.mp4", "later.mp4"]  # one line each
+    assert all(r["error"] is None and r["verdict"] in {"real", "fake"} for r in recs)
+    assert main([*args, "--retry-errors"]) == 0 and "2 already in" in capsys.readouterr().out  # nothing left
+
+
 def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path, model):
     """``bad\\xff\\xfe.mp4``: the record used to raise UnicodeEncodeError and end the scan, at the same file on
     every re-run."""
