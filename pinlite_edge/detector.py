@@ -528,7 +528,7 @@ class Detector:
                                            scan_offsets=self.scan_offsets)
             result = self.score_stream(windows, str(video_path), face_info=lambda: (
                 stream.face_found, stream.face_coverage, stream.faces_in_view, stream.audio_silent))
-            self._warn_if_synthetic_only(video_path)
+            self.warn_if_synthetic_only(video_path)
         result.warnings = warnings
         return result
 
@@ -546,8 +546,9 @@ class Detector:
             raise InputError(f"{source}: no window to score")
         return scores
 
-    def _warn_if_synthetic_only(self, source: str | Path) -> None:
-        """Once per Detector: a model trained on synthetic clips only is being used on a real video file."""
+    def warn_if_synthetic_only(self, source: str | Path) -> None:
+        """Once per Detector: a model trained on synthetic clips only is being used on a real video file (``detect``
+        calls it; ``scan`` once for its folder)."""
         if self.trained_on_real_video is False and not self._warned_synthetic_only:
             self._warned_synthetic_only = True
             log.warning("%s was trained on synthetic clips only; its verdicts on real footage such as %s are not "

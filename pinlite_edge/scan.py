@@ -25,7 +25,8 @@ One JSON line per file::
      "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
      "window_local_scan_probs": [...], "window_starts": [...], "window_face_fractions": [...],
-     "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "error": null, "error_type": null,
+     "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "model_training_data": "real video + synthetic",
+     "model_trained_on_real_video": true, "error": null, "error_type": null,
      "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx", "model_sha256": "...",
      "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true, "offset_scan": true}}
 
@@ -607,7 +608,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                                           for w in result.windows],
                    face_found=result.face_found,
                    face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),
-                   faces_in_view=result.faces_in_view)
+                   faces_in_view=result.faces_in_view, model_training_data=result.model_training_data,
+                   model_trained_on_real_video=result.model_trained_on_real_video)
     # decoding's (the worker's) and scoring's, once each, in order
     rec["warnings"] = list(dict.fromkeys([*job.get("warnings", []), *(result.warnings if result is not None else [])]))
     return rec
@@ -680,6 +682,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     try:
         settings = scan_settings(cfg, detector)
         check_resume(cfg.out, prior, settings)
+        if todo:
+            detector.warn_if_synthetic_only(cfg.root)
         if retry:
             log.info("--retry-errors: %d files recorded with an error are scanned again", len(retry))
             drop_error_records(cfg.out, retry)

@@ -37,7 +37,7 @@ def _kind(description: Any) -> str | None:
 
 def _parts(description: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The component descriptions of a (possibly mixed) dataset description."""
-    for key in ("datasets", "parts", "components"):
+    for key in ("sources", "datasets", "parts", "components"):  # "sources": pinlite_edge.data.mix's description
         parts = description.get(key)
         if isinstance(parts, list) and parts:
             return [p for p in parts if isinstance(p, Mapping)]
@@ -80,7 +80,7 @@ def describe_training_data(training_data: Mapping[str, Any] | None) -> str:
     if real is None:
         return "unknown (the artefact records no training data)"
     kinds = training_data.get("kinds") if isinstance(training_data, Mapping) else None
-    synthetic = isinstance(kinds, list) and "synthetic" in kinds
+    synthetic = training_data.get("synthetic") is True or (isinstance(kinds, list) and "synthetic" in kinds)
     if not real:
         return "synthetic only"
     return "real video + synthetic" if synthetic else "real video"

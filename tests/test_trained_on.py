@@ -22,6 +22,10 @@ def test_summary_is_read_from_the_record_and_derived_for_older_records():
     legacy_real = training_data_from_record({"dataset": {"train": {"kind": "folder", "root": "/x"}}})
     assert legacy_real["real_video"] is True
     assert training_data_from_record({}) is None
+    # a mixed dataset describes its parts under "sources" (pinlite_edge.data.mix): it used to read as synthetic only
+    mix = training_data_from_record({"dataset": {"train": {"kind": "mix", "sources": [
+        {"spec": "synthetic", "kind": "SyntheticDataset"}, {"spec": "folder:/x", "kind": "folder"}]}}})
+    assert mix["real_video"] is True and mix["kinds"] == ["folder", "synthetic"]
     assert training_data_from_record(None) is None
 
 
@@ -31,6 +35,23 @@ def test_real_video_flag_and_description():
     assert trained_on_real_video(None) is None
     assert describe_training_data({"real_video": False, "kinds": ["synthetic"]}) == "synthetic only"
     assert describe_training_data(REAL) == "real video + synthetic"
+    # the summary training writes today (pinlite_edge.data.provenance) has flags, not kinds
+    assert describe_training_data({"real_video": True, "synthetic": True, "sources": []}) == "real video + synthetic"
+    assert describe_training_data({"real_video": True, "synthetic": False, "sources": []}) == "real video"
+
+
+def test_a_pruned_model_keeps_the_training_data_of_the_student_it_was_pruned_from():
+    """Pruning a real-data student on synthetic clips used to record the model as synthetic only (the Detector then
+    warned, wrongly, that it had never seen real video)."""
+    from pinlite_edge.data.provenance import fine_tuned_summary
+
+    pruning = {"real_video": False, "synthetic": True, "sources": [{"kind": "synthetic"}]}
+    source = {"real_video": True, "synthetic": False, "sources": [{"kind": "folder"}]}
+    merged = fine_tuned_summary(pruning, source)
+    assert merged["real_video"] is True and merged["synthetic"] is True and merged["fine_tuned_from"] == source
+    assert merged["sources"] == pruning["sources"]  # the pruning run's own data is still what it says
+    assert describe_training_data(merged) == "real video + synthetic"
+    assert fine_tuned_summary(pruning, None) == pruning  # an unknown source adds nothing
     assert describe_training_data(None).startswith("unknown")
 
 
@@ -91,3 +112,23 @@ def test_detector_warns_once_when_a_synthetic_only_model_scores_a_video_file(tmp
         assert result.model_trained_on_real_video is real
         assert result.to_dict()["model_trained_on_real_video"] is real
         assert result.model_training_data == describe_training_data(summary)
+
+
+@pytest.mark.parametrize("summary, real", [({"real_video": False, "kinds": ["synthetic"]}, False), (REAL, True)])
+def test_scan_warns_about_a_synthetic_only_model_and_records_what_it_was_trained_on(tmp_path, synthetic_video,
+                                                                                    caplog, summary, real):
+    """``scan`` scores through ``Detector.score_stream``, which does not warn: it used to score a folder of real
+    videos with a synthetic-only model without a word, and its records said nothing of the model's training data."""
+    from pinlite_edge.scan import ScanConfig, scan
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_model(student_config("tiny")),
+                           {"training_data": summary})
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(synthetic_video.read_bytes())
+    out = tmp_path / "results.jsonl"
+    with caplog.at_level("WARNING", logger="pinlite_edge.detector"):
+        scan(ScanConfig(root=tmp_path / "videos", model=ckpt, out=out, workers=0, face_crop=False, progress=False))
+    assert len([r for r in caplog.records if "synthetic clips only" in r.getMessage()]) == (0 if real else 1)
+    rec = json.loads(out.read_text())
+    assert rec["model_trained_on_real_video"] is real
+    assert rec["model_training_data"] == describe_training_data(summary)

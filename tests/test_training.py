@@ -269,6 +269,8 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     res = distill(cfg)
     rec = read_record(res.best_path)
     assert rec["complete"] and len(rec["teachers"]) == 2 and rec["distillation"]["alpha"] == 0.5
+    # each teacher's own training data is in the student's record (it used to be its path and hash alone)
+    assert rec["teachers"][0]["training_data"] == read_record(teacher_ckpt)["training_data"]
     assert "val_eps" in rec["history"][0] and -1.0 <= rec["history"][0]["val_eps"] <= 1.0
     assert len(list(cache.glob("teacher-*.safetensors"))) == 2  # train + val outputs of the (one) teacher
 
@@ -286,6 +288,8 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     out = pruned(torch.randn(2, 16, 3, 64, 64), torch.randn(2, 64, 13))
     assert out.logits.shape == (2, 2) and out.attention.shape == (2, 16, 16)
     json.dumps(prec)  # the record is plain JSON
+    # the pruned weights keep what the source student learned: its training data is part of the pruned model's
+    assert prec["training_data"]["fine_tuned_from"] == rec["training_data"]
 
     # resumed with another student, the finished steps (made from the first one) used to be reused, and the record
     # named the second student as the source

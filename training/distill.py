@@ -79,8 +79,19 @@ def distillation_objective(cfg: Any, teachers: list[AVSyncDetector], train: Spli
     return live
 
 
-def teacher_record(paths: Sequence[str]) -> list[dict[str, str]]:
-    return [{"path": str(p), "weights_sha256": teacher_hash(p)} for p in paths]
+def teacher_record(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Each teacher's path, weights hash and what it was trained on (its ``training_data``, None when its record
+    has none): a student distilled on synthetic clips from a teacher that saw real faces says so."""
+    from pinlite_edge.checkpoint import read_record
+    from pinlite_edge.trained_on import training_data_from_record
+
+    def trained_on(path: str) -> dict[str, Any] | None:
+        try:
+            return training_data_from_record(read_record(path, allow_unverified=True))
+        except PinliteError:
+            return None  # a bad checkpoint is reported where it is loaded
+
+    return [{"path": str(p), "weights_sha256": teacher_hash(p), "training_data": trained_on(p)} for p in paths]
 
 
 def missing_checkpoints(paths: Sequence[str]) -> None:

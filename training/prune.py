@@ -39,8 +39,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
-from pinlite_edge.data.provenance import training_data_summary
+from pinlite_edge.data.provenance import fine_tuned_summary, training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.trained_on import training_data_from_record
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
 
@@ -229,8 +230,9 @@ def prune(cfg: PruneConfig) -> PruneResult:
         final = out_dir / "best.safetensors"
         if ctx.dist.is_main:
             record = {**{k: v for k, v in source_record.items() if k in ("dataset", "dataset_fingerprint")},
-                      "training_data": training_data_summary({"train": _built(ctx.train), "val": _built(ctx.val)}),
-                      "source_training_data": source_record.get("training_data"),
+                      "training_data": fine_tuned_summary(
+                          training_data_summary({"train": _built(ctx.train), "val": _built(ctx.val)}),
+                          training_data_from_record(source_record)),
                       "stage": "prune", "kind": "student", "config": cfg.to_dict(), "source_student": cfg.student,
                       "teachers": teacher_record(cfg.teachers), "prune_steps": steps,
                       "params": count_parameters(model), "heads_per_layer": list(model.config.heads_per_layer),

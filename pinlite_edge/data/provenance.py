@@ -69,3 +69,16 @@ def training_data_summary(datasets: Mapping[str, Dataset]) -> dict[str, Any]:
     return {"real_video": any(r is True for r in real),
             "synthetic": any(s.get("kind") == "synthetic" for s in sources),
             "sources": sources}
+
+
+def fine_tuned_summary(summary: Mapping[str, Any], source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``training_data`` of a model fine-tuned (pruned) from weights trained on ``source``: the weights keep
+    what they learned there, so ``real_video`` and ``synthetic`` are true when either run's are; the source's own
+    summary is kept whole under ``fine_tuned_from``. An unknown source (None) leaves ``summary`` as it is."""
+    merged = dict(summary)
+    if isinstance(source, Mapping):
+        for flag in ("real_video", "synthetic"):
+            merged[flag] = merged.get(flag) is True or source.get(flag) is True
+        merged["fine_tuned_from"] = dict(source)
+    return merged
+
