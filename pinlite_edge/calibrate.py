@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Sequence
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
 from pinlite_edge.errors import InputError, PinliteError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, fit_operating_point
+from pinlite_edge.utils.cli import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +116,24 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
     as videos are on their way to a user, so the threshold holds for them too) and (``write``) store it in its
     record."""
     from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+    from pinlite_edge.utils.hashing import sha256_file
 
     checkpoint, root = Path(checkpoint), Path(data)
     names = check_reencodings(reencodings)
+    check_target_fpr(target_fpr)
+    check_checkpoint(checkpoint)
     files = genuine_clips(root, split_file, splits)
+    scored_sha256 = sha256_file(checkpoint)
     scored = [s for s in score_clips(checkpoint, files, threads=threads, stride_seconds=stride_seconds,
                                      face_crop=face_crop, reencodings=names, progress=progress)
               if s.face_found is not False]
     if not scored:
         raise InputError(f"none of the {len(files)} clips under {root} could be scored with a face in view")
+    originals = len({s.file for s in scored})
+    if originals < needed_clips(target_fpr):
+        log.warning("only %d genuine clip(s) with a face: a false-positive rate of %g cannot be measured on fewer "
+                    "than %d; the thresholds only keep these clips below them", originals, target_fpr,
+                    needed_clips(target_fpr))
     where = f"folder {root}" + (f", split file {split_file}" if split_file else "") + (
         f", splits {'+'.join(splits)}" if splits else ", every clip")
     if names:
@@ -132,13 +143,45 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
     point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored],
                                  "scan": [s.fake_prob_scan for s in scored]},
                                 target_fpr=target_fpr, data=where, stride_seconds=stride_seconds,
-                                reencodings=names)
+                                reencodings=names, originals=originals, face_crop=face_crop)
     if write:
+        if sha256_file(checkpoint) != scored_sha256:
+            raise PinliteError(f"{checkpoint} changed while its clips were being scored (another training run or "
+                               "calibration wrote it?): the operating point measured is not that model's; nothing "
+                               "was written, re-run calibrate")
         model, record = load_checkpoint(checkpoint)
         record = {k: v for k, v in record.items() if k != "weights_sha256"}
         record["operating_point"] = point.to_dict()
         save_checkpoint(checkpoint, model, record)
     return point
+
+
+def check_target_fpr(target_fpr: float) -> None:
+    if not (isinstance(target_fpr, (int, float)) and 0.0 <= target_fpr < 1.0):
+        raise InputError(f"--target-fpr must be a fraction in [0, 1), got {target_fpr}")
+
+
+def needed_clips(target_fpr: float) -> int:
+    """The fewest clips on which a false-positive rate of ``target_fpr`` can be told apart from 0 (one clip in
+    ``1 / target_fpr``)."""
+    return math.ceil(1.0 / target_fpr - 1e-9) if target_fpr > 0 else 1
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """:class:`InputError` before any clip is scored when ``checkpoint`` is not a training checkpoint whose record
+    can take the operating point (an exported artefact, a missing or corrupt file)."""
+    from pinlite_edge.checkpoint import read_record
+
+    if not checkpoint.is_file():
+        raise InputError(f"checkpoint {checkpoint} does not exist or is not a file")
+    if checkpoint.suffix != ".safetensors":
+        raise InputError(f"{checkpoint} is not a training checkpoint (.safetensors): calibrate writes the operating "
+                         "point into the checkpoint an artefact is exported from (its manifest's "
+                         "source_checkpoint); calibrate that, then export again")
+    try:
+        read_record(checkpoint)
+    except PinliteError as exc:
+        raise InputError(f"cannot calibrate {checkpoint}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,18 +221,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     reencodings = () if args.reencode.strip() in ("", "none") else tuple(
         n.strip() for n in args.reencode.split(",") if n.strip())
     try:
-        point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
-                                     target_fpr=args.target_fpr, threads=args.threads,
-                                     stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
-                                     reencodings=reencodings, write=not args.dry_run)
+        with interrupt_on_sigterm():
+            point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
+                                         target_fpr=args.target_fpr, threads=args.threads,
+                                         stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
+                                         reencodings=reencodings, write=not args.dry_run)
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        print(f"\npython -m pinlite_edge.calibrate: interrupted; {args.checkpoint} is unchanged (it is written only "
+              "at the end)", file=sys.stderr)
+        return 130
     for agg, thr in point.thresholds.items():
         print(f"{agg:>4}: threshold {thr:.4f}  (genuine clips called fake: {point.fpr_at_threshold[agg]:.2f} here, "
-              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.clips} clips"
-              + (f" and copies: {', '.join(point.reencodings)}" if point.reencodings else "") + ")")
-    print("written into " + str(args.checkpoint) if not args.dry_run else "dry run: checkpoint unchanged")
+              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.describe_clips()}"
+              + ")")
+    if args.dry_run:
+        print("dry run: checkpoint unchanged")
+    else:
+        print(f"written into {args.checkpoint}. Artefacts exported from it before keep their old threshold: export "
+              "them again (python -m pinlite_edge.export; the quickstart rebuilds its own)")
     return 0
 
 

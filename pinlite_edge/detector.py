@@ -284,14 +284,24 @@ def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
                              f"(|x| <= {MAX_FEATURE_ABS:g}); make windows with pinlite_edge.features")
 
 
-def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any) -> tuple[float, str]:
+def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, stride_seconds: float | None = None,
+                       face_crop: bool = True) -> tuple[float, str]:
     """The verdict threshold and where it came from: the caller's, else the model's operating point for
-    ``aggregate`` (measured on genuine clips, :mod:`pinlite_edge.operating_point`), else 0.5."""
+    ``aggregate`` (measured on genuine clips, :mod:`pinlite_edge.operating_point`), else 0.5. An operating point
+    measured with another stride or face-crop setting than the Detector's is used with a warning saying so."""
     if threshold is not None:
         return float(threshold), "caller"
     point = getattr(runner, "operating_point", None)
     if point is not None and aggregate in point.thresholds:
-        return point.threshold(aggregate), f"operating point ({point.clips} genuine clips: {point.data})"
+        source = f"operating point ({point.describe_clips()}: {point.data})"
+        differences = point.setting_differences(stride_seconds, face_crop)
+        if differences:
+            note = (f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "
+                    "not carry over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass "
+                    "threshold=")
+            log.warning("%s: %s", getattr(runner, "name", "model"), note)
+            source += f"; {note}"
+        return point.threshold(aggregate), source
     if point is not None:
         return DEFAULT_THRESHOLD, (f"default {DEFAULT_THRESHOLD} (the model's operating point has no {aggregate!r} "
                                    "threshold; recalibrate with python -m pinlite_edge.calibrate)")
@@ -462,9 +472,10 @@ class Detector:
             raise InputError(f"Detector option {exc}") from None
         self.runner = runner
         self.aggregate = aggregate
-        self.threshold, self.threshold_source = _resolve_threshold(threshold, aggregate, runner)
         self.stride_seconds = None if stride_seconds is None else float(stride_seconds)
         self.face_crop = bool(face_crop)
+        self.threshold, self.threshold_source = _resolve_threshold(threshold, aggregate, runner, self.stride_seconds,
+                                                                   self.face_crop)
         self.batch_size = int(batch_size)
         training_data = getattr(runner, "training_data", None)
         self.trained_on_real_video = trained_on_real_video(training_data)

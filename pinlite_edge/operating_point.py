@@ -45,6 +45,31 @@ class OperatingPoint:
     fpr_at_default: dict[str, float] = field(default_factory=dict)  # the same clips at 0.5, for comparison
     #: re-encoded copies of each clip scored besides it (pinlite_edge.data.reencode; ``clips`` counts them too)
     reencodings: tuple[str, ...] = ()
+    #: distinct genuine clips among ``clips`` (None: a record written before it was counted)
+    originals: int | None = None
+    #: whether the clips were scored with the face crop (the Detector default) or as whole frames
+    face_crop: bool = True
+
+    def describe_clips(self) -> str:
+        """E.g. ``"25 genuine clips"``, or with re-encoded copies ``"98 scores: 25 genuine clips and re-encoded
+        copies"`` (``data`` names the re-encodings)."""
+        if not self.reencodings:
+            return f"{self.clips} genuine clips"
+        clips = f"{self.originals} genuine clips" if self.originals is not None else "genuine clips"
+        return f"{self.clips} scores: {clips} and re-encoded copies"
+
+    def setting_differences(self, stride_seconds: float | None, face_crop: bool) -> list[str]:
+        """How a Detector's windowing differs from the one these thresholds were measured with (empty: none)."""
+        def stride(value: float | None) -> str:
+            return "the default stride" if value is None else f"stride {value:g} s"
+
+        out = []
+        if stride_seconds != self.stride_seconds:
+            out.append(f"at {stride(self.stride_seconds)} (this Detector: {stride(stride_seconds)})")
+        if face_crop != self.face_crop:
+            out.append(f"{'with' if self.face_crop else 'without'} the face crop (this Detector: "
+                       f"{'with' if face_crop else 'without'})")
+        return out
 
     def threshold(self, aggregate: str) -> float:
         try:
@@ -78,7 +103,9 @@ class OperatingPoint:
                        stride_seconds=None if d.get("stride_seconds") is None else float(d["stride_seconds"]),
                        fpr_at_threshold={str(k): float(v) for k, v in dict(d.get("fpr_at_threshold") or {}).items()},
                        fpr_at_default={str(k): float(v) for k, v in dict(d.get("fpr_at_default") or {}).items()},
-                       reencodings=tuple(str(x) for x in (d.get("reencodings") or ())))
+                       reencodings=tuple(str(x) for x in (d.get("reencodings") or ())),
+                       originals=None if d.get("originals") is None else int(d["originals"]),
+                       face_crop=bool(d.get("face_crop", "(no face crop)" not in str(d.get("data", "")))))
         except (TypeError, ValueError) as exc:
             raise InputError(f"{source}: malformed operating_point: {exc}") from None
 
@@ -109,7 +136,8 @@ def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
 
 def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: float = DEFAULT_TARGET_FPR,
                         data: str = "", stride_seconds: float | None = None,
-                        reencodings: Sequence[str] = ()) -> OperatingPoint:
+                        reencodings: Sequence[str] = (), originals: int | None = None,
+                        face_crop: bool = True) -> OperatingPoint:
     """``scores`` maps an aggregate to the genuine clips' aggregated P(fake); one threshold per aggregate."""
     unknown = sorted(set(scores) - set(AGGREGATES))
     if unknown:
@@ -120,7 +148,7 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
         raise InputError("every aggregate must be scored on the same clips")
     return OperatingPoint(
         thresholds=thresholds, target_fpr=float(target_fpr), clips=counts.pop(), data=data,
-        stride_seconds=stride_seconds, reencodings=tuple(reencodings),
+        stride_seconds=stride_seconds, reencodings=tuple(reencodings), originals=originals, face_crop=face_crop,
         fpr_at_threshold={agg: false_positive_rate(v, thresholds[agg]) for agg, v in scores.items()},
         fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()})
 

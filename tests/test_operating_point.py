@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import math
 from pathlib import Path
 
@@ -118,6 +119,111 @@ def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main([str(ckpt), "--data", str(tmp_path / "empty")]) == 2
+
+
+def test_calibrate_checks_its_arguments_before_scoring_any_clip(genuine_folder, tmp_path, capsys, monkeypatch):
+    """A bad --target-fpr and an exported artefact given as the checkpoint used to be refused only after every clip
+    (and its re-encoded copies) had been scored; the artefact as 'a corrupt safetensors file'."""
+    import pinlite_edge.calibrate as calibrate
+
+    def never(*args, **kwargs):
+        raise AssertionError("clips were scored before the arguments were checked")
+
+    monkeypatch.setattr(calibrate, "score_clips", never)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    assert calibrate.main([str(ckpt), "--data", str(genuine_folder), "--target-fpr", "1.5"]) == 2
+    assert "--target-fpr must be a fraction in [0, 1), got 1.5" in capsys.readouterr().err
+    onnx = tmp_path / "student.onnx"
+    onnx.write_bytes(b"\x08\x07" * 64)
+    assert calibrate.main([str(onnx), "--data", str(genuine_folder)]) == 2
+    err = capsys.readouterr().err
+    assert "not a training checkpoint (.safetensors)" in err and "source_checkpoint" in err
+    assert calibrate.main([str(tmp_path / "missing.safetensors"), "--data", str(genuine_folder)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_to_write_into_a_checkpoint_replaced_while_it_scored(genuine_folder, tmp_path,
+                                                                               monkeypatch):
+    """The checkpoint is read again at the end to store the record: a file replaced meanwhile (a training run's
+    new best, another calibration) used to receive the thresholds of the model that was scored."""
+    import pinlite_edge.calibrate as calibrate
+    from pinlite_edge.errors import PinliteError
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    scored = calibrate.score_clips
+    torch.manual_seed(1)
+    other = create_student("tiny", pretrained=False)
+
+    def score_then_replace(*args, **kwargs):
+        out = scored(*args, **kwargs)
+        save_checkpoint(ckpt, other, {"epoch": 9})
+        return out
+
+    monkeypatch.setattr(calibrate, "score_clips", score_then_replace)
+    with pytest.raises(PinliteError, match="changed while its clips were being scored"):
+        calibrate.calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.0, face_crop=False,
+                                       progress=False)
+    record = read_record(ckpt)
+    assert record["epoch"] == 9 and "operating_point" not in record  # the other model, untouched
+
+
+def test_calibrate_warns_when_too_few_clips_to_measure_the_target_rate(genuine_folder, tmp_path, caplog):
+    from pinlite_edge.calibrate import calibrate_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    with caplog.at_level("WARNING", logger="pinlite_edge.calibrate"):
+        point = calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.05, face_crop=False,
+                                     progress=False, write=False)
+    assert point.originals == 3 and not point.face_crop
+    assert "only 3 genuine clip(s) with a face: a false-positive rate of 0.05 cannot be measured on fewer than 20" \
+        in caplog.text
+
+
+def test_calibrate_interrupted_is_one_line_and_sigterm_cleans_up_like_ctrl_c(genuine_folder, tmp_path, capsys,
+                                                                              monkeypatch):
+    import os
+    import signal
+
+    import pinlite_edge.calibrate as calibrate
+    from pinlite_edge.utils.cli import interrupt_on_sigterm
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibrate, "calibrate_checkpoint", interrupted)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    assert calibrate.main([str(ckpt), "--data", str(genuine_folder)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "unchanged" in err and "Traceback" not in err
+    # a kill (SIGTERM) inside the block unwinds like Ctrl-C, so temporary folders are removed; the handler is restored
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_on_sigterm():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                cleaned.append(True)
+    assert cleaned == [True] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_operating_point_measured_with_other_detector_settings_is_used_with_a_warning(genuine_folder, tmp_path,
+                                                                                         caplog):
+    """Thresholds measured at another stride or without the face crop were applied silently."""
+    from pinlite_edge import Detector
+    from pinlite_edge.calibrate import calibrate_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.0, face_crop=False, progress=False)
+    with Detector.load(ckpt, threads=1, face_crop=False) as det:
+        assert "measured" not in det.threshold_source  # the same settings
+    with caplog.at_level("WARNING", logger="pinlite_edge.detector"):
+        with Detector.load(ckpt, threads=1, stride_seconds=0.32) as det:
+            source = det.threshold_source
+    assert "at the default stride (this Detector: stride 0.32 s)" in source
+    assert "without the face crop (this Detector: with)" in source and "recalibrate" in caplog.text
 
 
 def test_calibration_clips_follow_the_split(tmp_path):

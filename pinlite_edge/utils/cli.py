@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from typing import Any, NoReturn
+import threading
+from typing import Any, Iterator, NoReturn
 
 from pinlite_edge.errors import PinliteError, UsageError
 
@@ -24,6 +27,25 @@ def report(exc: PinliteError, prog: str) -> int:
     message = " ".join(str(exc).split())  # one line, whatever the message holds
     print(f"{prog}: error: {message}", file=sys.stderr)
     return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a job scheduler's stop) raises ``KeyboardInterrupt`` as Ctrl-C does, so
+    ``finally`` blocks and temporary folders are cleaned up instead of left behind. Main thread only (elsewhere a
+    no-op); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def key_value(text: str) -> tuple[str, Any]:
