@@ -21,6 +21,7 @@ import ctypes
 import enum
 import json
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -153,16 +154,16 @@ def cuda_python_module(gpu: FakeGpu) -> types.ModuleType:
     """``cuda.bindings.runtime`` over ``gpu``: every call returns ``(cudaError_t, *values)``."""
     rt = types.ModuleType("cuda.bindings.runtime")
     ok = cudaError_t.cudaSuccess
-    state = {"device": None}
+    state = threading.local()  # the runtime API's current device is per host thread
 
     def need_device() -> None:
-        if state["device"] is None:  # the runtime API would pick device 0 implicitly; the runner must set it
-            raise AssertionError("cudaSetDevice was not called before using the device")
+        if getattr(state, "device", None) is None:  # the runtime API would pick device 0 implicitly; set it
+            raise AssertionError("cudaSetDevice was not called on this thread before using the device")
 
     def set_device(i: int) -> tuple:
         if not 0 <= i < gpu.device_count:
             return (cudaError_t.cudaErrorInvalidDevice,)
-        state["device"] = i
+        state.device = i
         return (ok,)
 
     def props(i: int) -> tuple:
@@ -240,22 +241,28 @@ def pycuda_module(gpu: FakeGpu) -> types.ModuleType:
     class LogicError(Error):
         pass
 
-    state = {"initialised": False, "stack": [], "retained": 0}
+    state = {"initialised": False, "retained": 0}
+    stacks = threading.local()  # the driver API's context stack is per host thread
+
+    def stack() -> list:
+        if not hasattr(stacks, "contexts"):
+            stacks.contexts = []
+        return stacks.contexts
 
     def need_context(what: str) -> None:
         if not state["initialised"]:
             raise LogicError(f"{what} failed: cuInit has not been called")
-        if not state["stack"]:
-            raise LogicError(f"{what} failed: invalid device context (no current context)")
+        if not stack():
+            raise LogicError(f"{what} failed: invalid device context (no current context on this thread)")
 
     class Context:
         def push(self) -> None:
-            state["stack"].append(self)
+            stack().append(self)
 
         def pop(self) -> None:  # documented as a static method; an instance call pops the top of the stack
-            if not state["stack"]:
+            if not stack():
                 raise LogicError("cuCtxPopCurrent failed: no current context")
-            state["stack"].pop()
+            stack().pop()
 
         def detach(self) -> None:
             state["retained"] -= 1
@@ -368,7 +375,8 @@ def pycuda_module(gpu: FakeGpu) -> types.ModuleType:
     drv.pagelocked_empty = lambda shape, dtype, order="C", mem_flags=0: np.asarray(
         PagelockedHostAllocation(tuple(shape) if not isinstance(shape, int) else (shape,), dtype))
     drv.memcpy_htod_async, drv.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
-    drv.state = state  # for the tests: context stack and retain count
+    drv.state = state  # for the tests: retain count
+    drv.context_stack = stack  # for the tests: this thread's context stack
     return drv
 
 

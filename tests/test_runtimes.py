@@ -595,7 +595,7 @@ def test_trt_runner_computes_the_engine_model(student, standin_engine, monkeypat
         np.testing.assert_allclose(out[key], want.numpy(), atol=1e-5, err_msg=key)
     assert gpu.mem == {} and gpu.pinned == {}, "device or pinned host memory left allocated after deactivate"
     if binding == "pycuda":
-        assert mods["pycuda"].state["stack"] == [] and mods["pycuda"].state["retained"] == 0
+        assert mods["pycuda"].context_stack() == [] and mods["pycuda"].state["retained"] == 0
     assert runner.peak_gpu_memory_bytes > 0  # kept after deactivation for reports
 
 
@@ -641,7 +641,7 @@ def test_trt_failed_activation_releases_the_pycuda_context(student, tmp_path, mo
     r = load_runner(engine)
     with pytest.raises(ManifestError, match="could not deserialise"):
         r.activate()
-    assert mods["pycuda"].state["stack"] == [] and mods["pycuda"].state["retained"] == 0
+    assert mods["pycuda"].context_stack() == [] and mods["pycuda"].state["retained"] == 0
 
 
 def test_trt_non_finite_output_is_an_error_not_an_answer(student, tmp_path, gpu):
@@ -805,3 +805,44 @@ def test_runtime_suffix_table_agrees_with_the_format_table():
         ext = "." + fmt.suffix.rsplit(".", 1)[-1]
         assert SUFFIX_BACKENDS[ext] == RUNTIME_ALIASES[fmt.runtime] == fmt.runtime, fmt.name
         assert fmt.runtime in BACKENDS
+
+
+@pytest.mark.parametrize("binding", ["cuda-python", "pycuda"])
+def test_a_trt_runner_shared_by_threads_gives_each_caller_its_own_outputs(student, standin_engine, monkeypatch,
+                                                                          binding):
+    """A Detector may score from several threads. The TensorRT runner's execution context, stream and pinned
+    buffers are shared, and CUDA's current device/context is per thread: unguarded, concurrent calls returned other
+    callers' outputs and failed CUDA calls (the stand-ins' stream runs 2 ms after the enqueue, as a GPU's does)."""
+    import threading
+    import time
+
+    gpu = standins.FakeGpu()
+    standins.install(monkeypatch, gpu, (binding,))
+    synchronize = gpu.synchronize
+
+    def slow_synchronize(handle):
+        time.sleep(0.002)
+        synchronize(handle)
+
+    gpu.synchronize = slow_synchronize
+    data = [inputs(1, seed=100 + i) for i in range(4)]
+    with load_runner(standin_engine, cuda_binding=binding) as runner:
+        expected = [runner.infer(*d)["logits"].copy() for d in data]
+        wrong, errors = [], []
+
+        def work(i: int) -> None:
+            for _ in range(8):
+                try:
+                    out = runner.infer(*data[i])["logits"]
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    errors.append(repr(exc))
+                    return
+                if not np.allclose(out, expected[i], atol=1e-5):
+                    wrong.append(i)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(data))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors and not wrong, (errors[:2], len(wrong))

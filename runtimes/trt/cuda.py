@@ -20,9 +20,10 @@ what TensorRT's own samples use since 10.13. Both are written against their docu
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
-from typing import Any, Protocol
+from typing import Any, ContextManager, Iterator, Protocol
 
 import numpy as np
 
@@ -52,6 +53,10 @@ class CudaBinding(Protocol):
 
     def close(self) -> None:
         """Undo :meth:`open` (release the context)."""
+
+    def on_this_thread(self) -> ContextManager[None]:
+        """Make the opened device current on the calling thread for the block: CUDA's current context (driver
+        API) and current device (runtime API) are per host thread, and a Detector may score from several."""
 
     def mem_get_info(self) -> tuple[int, int]:
         """(free, total) device memory in bytes."""
@@ -129,6 +134,16 @@ class PycudaBinding:
             finally:
                 self._context = None
 
+    @contextlib.contextmanager
+    def on_this_thread(self) -> Iterator[None]:
+        if self._context is None:
+            raise CudaCallError("pycuda: the device is not open")
+        self._call("Context.push", self._context.push)
+        try:
+            yield
+        finally:
+            self._call("Context.pop", self._context.pop)
+
     def mem_get_info(self) -> tuple[int, int]:
         free, total = self._call("mem_get_info", self.driver.mem_get_info)
         return int(free), int(total)
@@ -192,6 +207,7 @@ class CudaPythonBinding:
     def __init__(self, cudart: Any):
         self.cudart = cudart
         self._host: dict[int, int] = {}  # id(array) -> pinned pointer
+        self._device_index: int | None = None
 
     def _check(self, result: Any, what: str, unavailable: bool = False) -> Any:
         """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
@@ -207,12 +223,20 @@ class CudaPythonBinding:
     def open(self, device_index: int) -> tuple[str, str]:
         rt = self.cudart
         self._check(rt.cudaSetDevice(device_index), f"cudaSetDevice({device_index})", unavailable=True)
+        self._device_index = device_index
         props = self._check(rt.cudaGetDeviceProperties(device_index), "cudaGetDeviceProperties", unavailable=True)
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
         return name, f"{props.major}.{props.minor}"
 
     def close(self) -> None:
         pass  # the runtime API's primary context stays with the process
+
+    @contextlib.contextmanager
+    def on_this_thread(self) -> Iterator[None]:
+        if self._device_index is None:
+            raise CudaCallError("cuda-python: the device is not open")
+        self._check(self.cudart.cudaSetDevice(self._device_index), f"cudaSetDevice({self._device_index})")
+        yield
 
     def mem_get_info(self) -> tuple[int, int]:
         free, total = self._check(self.cudart.cudaMemGetInfo(), "cudaMemGetInfo")

@@ -24,6 +24,7 @@ parts TensorRT and this runner know: the context's activation memory and the I/O
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ class TrtRunner(BaseRunner):
                          batch_policy=batch_policy, threads=threads)
         self.spec = spec
         self._manifest_max_batch = spec.max_batch
+        self._infer_lock = threading.Lock()
         #: the binding in use while active (the bench may read ``cuda.mem_get_info()`` through it)
         self.cuda: CudaBinding | None = None
         self._opened = False
@@ -185,6 +187,13 @@ class TrtRunner(BaseRunner):
 
     # --- inference ----------------------------------------------------------------------------------------
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        """One call at a time (the execution context, stream and I/O buffers are shared: TensorRT allows one thread
+        per execution context), with the device made current on the calling thread (a Detector's worker threads)."""
+        assert self.cuda is not None
+        with self._infer_lock, self.cuda.on_this_thread():
+            return self._infer_locked(frames, mfcc)
+
+    def _infer_locked(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         cuda, ctx, stream = self.cuda, self.context, self.stream
         wanted = mfcc.shape[0]
         # a static engine takes exactly its batch: the last chunk of a split call is padded, its outputs cut
