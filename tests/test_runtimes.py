@@ -379,6 +379,36 @@ def test_static_batch_artefact_splits_or_rejects(standin_pte):
         r.infer(f, m)
 
 
+def test_executorch_threads_size_executorch_s_own_threadpool(standin_pte):
+    """``threads`` used to set torch's thread count only: ExecuTorch's threadpool (XNNPACK's) kept its size, and
+    ``bench --threads 1`` recorded 1 thread for a run on every core. The pool is process-wide and a loaded program
+    holds it (resizing it then crashes that program), so it is sized before the process's first program and a later
+    runner asking for another size says so. A fresh process: this one may have loaded programs already."""
+    import subprocess
+
+    code = ("import logging, numpy as np\n"
+            "logging.basicConfig(level=logging.WARNING)\n"
+            "from pinlite_edge.runtimes import load_runner\n"
+            "from pinlite_edge.runtimes.executorch.loader import threadpool_size\n"
+            f"path = {str(standin_pte[0])!r}\n"
+            "first = load_runner(path, threads=1)\n"
+            "first.activate()\n"
+            "shape = {m.name: m.shape for m in first.info.inputs}\n"
+            "f = np.zeros((1, *shape['frames'][1:]), np.float32)\n"
+            "m = np.zeros((1, *shape['mfcc'][1:]), np.float32)\n"
+            "ref = first.infer(f, m)['logits']\n"
+            "print('pool', threadpool_size(), first.info.extra['threads'])\n"
+            "second = load_runner(path, threads=2)\n"
+            "second.activate()\n"
+            "np.testing.assert_allclose(first.infer(f, m)['logits'], ref)\n"  # the first program still runs
+            "np.testing.assert_allclose(second.infer(f, m)['logits'], ref)\n"
+            "print('second', threadpool_size(), second.info.extra['threads'], second.info.extra['threads_asked'])\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "pool 1 1" in run.stdout and "second 1 1 2" in run.stdout
+    assert "stays at 1 threads, not the 2 asked" in run.stderr
+
+
 def test_executorch_program_outlives_its_loading(standin_pte):
     """The runner loads the verified bytes; the program holding them must live as long as the method, or the next
     execute reads freed memory. Run in a child process: the failure is a segfault."""
@@ -708,13 +738,15 @@ def test_good_thread_counts_are_accepted(student):
 # --- thread counts are restored -------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["torch", "executorch"])
 def test_torch_threads_restored_on_deactivate(student, backend, request):
+    """torch's runner sets torch's thread count while active; ExecuTorch's leaves it alone (its own threadpool:
+    test_executorch_threads_size_executorch_s_own_threadpool)."""
     path = student["torch"] if backend == "torch" else request.getfixturevalue("standin_pte")[0]
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
     try:
         with load_runner(path, threads=wanted) as r:
             r.infer(*inputs(1))
-            assert torch.get_num_threads() == wanted
+            assert torch.get_num_threads() == (wanted if backend == "torch" else before)
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)

@@ -6,6 +6,8 @@ Inputs are passed as contiguous tensors because ``execute`` ignores strides.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 
 INSTALL_HINT = INSTALL_HINTS["executorch"]
 
+log = logging.getLogger(__name__)
+
 
 def import_runtime() -> Any:
     """``executorch.runtime.Runtime``, or :class:`BackendUnavailableError` saying how to install it."""
@@ -25,6 +29,44 @@ def import_runtime() -> Any:
 def register_quantized_kernels() -> None:
     """Register the quantized out-variants an INT8 program uses (before it is loaded)."""
     import_backend_module("executorch", "executorch.kernels.quantized")
+
+
+class _ProgramsLoaded:
+    """Whether this process has loaded a program yet. ExecuTorch's CPU threadpool is process-wide, and a loaded
+    program's XNNPACK runtime keeps a pointer to it: resizing it (``_unsafe_reset_threadpool`` replaces the pool)
+    after a program was loaded crashes that program's next call. So the pool is sized before the first load only."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.any = False
+
+
+_PROGRAMS = _ProgramsLoaded()
+
+
+def _portable_lib() -> Any:
+    return import_backend_module("executorch", "executorch.extension.pybindings.portable_lib")
+
+
+def threadpool_size() -> int:
+    """The threads ExecuTorch's CPU threadpool (the one XNNPACK's kernels run on) has now."""
+    return int(_portable_lib()._threadpool_get_thread_count())
+
+
+def size_threadpool(threads: int | None, source: str) -> int:
+    """Give ExecuTorch's CPU threadpool ``threads`` threads (None: leave it) if no program was loaded in this process
+    yet; otherwise it keeps its size, with a warning when that differs. Returns the size it has (what runs)."""
+    with _PROGRAMS.lock:
+        size = threadpool_size()
+        if threads and size != int(threads):
+            if _PROGRAMS.any:
+                log.warning("%s: ExecuTorch's threadpool is process-wide and already in use by a program loaded "
+                            "earlier: it stays at %d threads, not the %d asked (load the first ExecuTorch program "
+                            "with the thread count you want)", source, size, threads)
+            else:
+                _portable_lib()._unsafe_reset_threadpool(int(threads))
+                size = threadpool_size()
+        return size
 
 
 #: the program's method that takes k mfcc rows per frames row and encodes the frames once (frame sharing:
@@ -49,6 +91,8 @@ def load_methods(program: str | Path | bytes, *, quantized: bool = True, source:
     name = source or (str(program) if not isinstance(program, bytes) else "the program")
     try:
         data = program if isinstance(program, bytes) else Path(program)
+        with _PROGRAMS.lock:  # from now on the threadpool is in use (size_threadpool)
+            _PROGRAMS.any = True
         loaded = Runtime.get().load_program(data)
         names = set(loaded.method_names)
         if "forward" not in names:

@@ -23,14 +23,14 @@ from pinlite_edge.runtimes.artifact import (ArtifactSpec, check_declared_sharing
                                              read_verified_bytes)
 from pinlite_edge.runtimes.base import BaseRunner, check_choice, pad_to_batch
 from pinlite_edge.runtimes.executorch import loader
-from pinlite_edge.runtimes.torch import loader as torch_loader
 
 log = logging.getLogger(__name__)
 
 
 class ExecuTorchRunner(BaseRunner):
-    """Runs a ``.pte`` program on the CPU (XNNPACK and portable kernels). ``threads`` sets torch's thread count
-    while the runner is active (XNNPACK's threadpool follows it here) and restores the previous one afterwards."""
+    """Runs a ``.pte`` program on the CPU (XNNPACK and portable kernels). ``threads`` sizes ExecuTorch's CPU
+    threadpool, which is process-wide and can only be sized before the process loads its first program (later runners
+    asking for another size keep the pool's, with a warning); ``info.extra["threads"]`` is the size that runs."""
 
     backend = "executorch"
 
@@ -48,10 +48,12 @@ class ExecuTorchRunner(BaseRunner):
         #: the program's static batch (frames rows per call), read from its forward method at activation
         self.static_batch = 1
         self.output_names = list(spec.manifest.output_names) if spec.manifest else list(OUTPUT_NAMES)
-        self._torch: Any = None
-        self._previous_threads: int | None = None
+        #: the threads ExecuTorch's threadpool has while this runner is active (process-wide; what runs)
+        self.threadpool_threads: int | None = None
 
     def activate_impl(self) -> None:
+        # sized before the program is loaded: a loaded program holds the pool (loader.size_threadpool)
+        self.threadpool_threads = loader.size_threadpool(self.threads, str(self.artifact))
         # the bytes checked against the manifest's sha256 are the bytes ExecuTorch loads
         methods = loader.load_methods(read_verified_bytes(self.spec), quantized=self.precision == "int8",
                                       source=str(self.artifact))
@@ -79,8 +81,6 @@ class ExecuTorchRunner(BaseRunner):
         self.shares_frames = self.shared_rows > 0
         self.static_batch = int(static_batch)
         self.method = methods["forward"]
-        self._torch = torch_loader.import_torch()
-        self._previous_threads = torch_loader.set_threads(self._torch, self.threads)
 
     def _method_shapes(self, name: str, method: Any) -> dict[str, tuple[int, ...]]:
         meta = method.metadata
@@ -98,9 +98,6 @@ class ExecuTorchRunner(BaseRunner):
     def deactivate_impl(self) -> None:
         self.method = None
         self.shared_method = None
-        if self._torch is not None:
-            torch_loader.restore_threads(self._torch, self._previous_threads)
-            self._previous_threads = None
 
     def infer_impl(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         rows, audio = frames.shape[0], mfcc.shape[0]
@@ -111,4 +108,5 @@ class ExecuTorchRunner(BaseRunner):
         return {name: o[:audio] for name, o in zip(self.output_names, outs)}
 
     def extra_info(self) -> dict[str, Any]:
-        return {"threads": self.threads, "shared_rows": self.shared_rows}
+        return {"threads": self.threadpool_threads or self.threads, "threads_asked": self.threads,
+                "shared_rows": self.shared_rows}
