@@ -45,14 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pinlite_edge.detector import Detector
+    from pinlite_edge.utils.files import input_file_problem
 
     try:
         model = resolve_model(args.model)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not args.video.exists():
-        print(f"error: {args.video} does not exist", file=sys.stderr)
+    problem = input_file_problem(args.video)
+    if problem is not None:
+        print(f"error: {args.video}: {problem}", file=sys.stderr)
         return 2
     options = {"threads": args.threads}
     if args.device:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -481,6 +482,7 @@ class Detector:
         self.trained_on_real_video = trained_on_real_video(training_data)
         self.training_data_text = describe_training_data(training_data)
         self._warned_synthetic_only = False
+        self._closed = False
         if not runner.is_active:
             runner.activate()
 
@@ -514,8 +516,17 @@ class Detector:
         return self.runner.contract
 
     def close(self) -> None:
+        """Release the model (idempotent); scoring afterwards raises :class:`RunnerStateError`."""
         if self.runner.is_active:
             self.runner.deactivate()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from pinlite_edge.runtimes.base import RunnerStateError
+
+            raise RunnerStateError(f"this Detector ({self.runner.name}) is closed (close() or the end of its `with` "
+                                   "block): load another with Detector.load")
 
     def __enter__(self) -> "Detector":
         return self
@@ -531,15 +542,17 @@ class Detector:
         limits raise ``DecodeError`` naming the file."""
         from pinlite_edge.features import open_windows
 
+        self._check_open()
+        source = os.fsdecode(bytes(video_path)) if isinstance(video_path, (bytes, bytearray)) else str(video_path)
         with captured_warnings() as warnings:
             stream, windows = open_windows(video_path, self.contract, face_crop=self.face_crop,
                                            stride_seconds=self.stride_seconds,
                                            max_duration_s=self.limits.max_duration_s,
                                            max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
                                            scan_offsets=self.scan_offsets)
-            result = self.score_stream(windows, str(video_path), face_info=lambda: (
+            result = self.score_stream(windows, source, face_info=lambda: (
                 stream.face_found, stream.face_coverage, stream.faces_in_view, stream.audio_silent))
-            self.warn_if_synthetic_only(video_path)
+            self.warn_if_synthetic_only(source)
         result.warnings = warnings
         return result
 
@@ -574,6 +587,7 @@ class Detector:
         at a time."""
         from pinlite_edge.features import prepare_arrays, window_at, window_starts
 
+        self._check_open()
         with captured_warnings() as warnings:
             clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
                                   source="input arrays")
@@ -612,6 +626,7 @@ class Detector:
         ``(face_found, face_coverage, faces_in_view)`` (a stream knows them only at its end); ``None``: not known. An
         error raised by the iterable propagates unchanged.
         """
+        self._check_open()
         with captured_warnings() as warnings:
             scores = self._score_stream(iter(windows), source)
             info = tuple(face_info()) if face_info is not None else ()

@@ -7,6 +7,7 @@ transcoded with PyAV into short variants, plus arrays for the Detector and the r
 from __future__ import annotations
 
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -201,6 +202,38 @@ def test_missing_file_and_directory_are_decode_errors(tmp_path):
         featurise(tmp_path / "nope.mp4")
     with pytest.raises(DecodeError, match="not a regular file"):
         featurise(tmp_path)
+
+
+def test_paths_that_are_no_file_names_are_named_as_such(tmp_path, grid_clips):
+    """A name over the OS limit raised a raw OSError; file contents passed as bytes came back as a 200 KB message;
+    a URL was mangled into a missing path; an empty string was reported as the folder '.'."""
+    from pinlite_edge.errors import InputError
+
+    with pytest.raises(DecodeError, match="File name too long"):
+        featurise(tmp_path / ("b" * 300 + ".mp4"))
+    with pytest.raises(InputError, match="too many for a file name") as info:
+        featurise(grid_clips[0].read_bytes())
+    assert len(str(info.value)) < 300
+    with pytest.raises(InputError, match="URLs are not opened"):
+        featurise("https://example.com/clip.mp4")
+    with pytest.raises(InputError, match="the media path is empty"):
+        featurise("")
+    assert featurise(os.fsencode(str(grid_clips[0]))) is not None  # a bytes file name still works
+
+
+def test_a_closed_detector_says_so(tmp_path, grid_clips):
+    """It used to decode part of the file, then name an internal runner and tell the user to activate it."""
+    from pinlite_edge import Detector
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.models import create_student
+    from pinlite_edge.runtimes.base import RunnerStateError
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    with Detector.load(ckpt, threads=1, face_crop=False) as det:
+        result = det.detect(os.fsencode(str(grid_clips[0])))
+    assert result.source == str(grid_clips[0])  # not "b'...'"
+    with pytest.raises(RunnerStateError, match="this Detector .* is closed"):
+        det.detect(grid_clips[0])
 
 
 def test_video_without_audio_is_no_audio_error(media):

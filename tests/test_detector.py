@@ -222,7 +222,11 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "NO-FACE" not in out and ("REAL" in out or "FAKE" in out)
     assert main([str(tmp_path / "missing.mp4"), "--model", str(model_files["onnx"])]) == 2  # usage
-    assert "missing.mp4 does not exist" in capsys.readouterr().err
+    assert "missing.mp4: file does not exist" in capsys.readouterr().err
+    long_name = tmp_path / ("b" * 300 + ".mp4")  # over the OS's 255-byte name limit: was a raw OSError traceback
+    assert main([str(long_name), "--model", str(model_files["onnx"])]) == 2
+    err = capsys.readouterr().err
+    assert "File name too long" in err and "Traceback" not in err
     (tmp_path / "text.mp4").write_text("not a video\n" * 50)
     assert main([str(tmp_path / "text.mp4"), "--model", str(model_files["onnx"])]) == 1  # could not be scored
     assert "cannot decode" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
+from pinlite_edge.utils.files import input_file_problem
 from pinlite_edge.features.decode import decode_media
 
 log = logging.getLogger(__name__)
@@ -32,20 +34,33 @@ class DecodedAudio:
     start_seconds: float | None = None  # container time of the first sample (None: unknown / audio file)
 
 
+#: longer than any path the OS takes (PATH_MAX): bytes this long are file contents passed by mistake, not a name
+MAX_PATH_BYTES = 4096
+#: ``scheme://`` as URLs start (http, https, rtsp, file...)
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def check_file(path: str | bytes | Path) -> Path:
     """Existence / type / non-empty checks shared by every decoder. ``path`` may be bytes (a file name that is not
     valid UTF-8, as ``os.listdir(b".")`` gives it): it becomes a str with surrogate escapes, which PyAV opens."""
     if isinstance(path, (bytes, bytearray)):
+        if len(path) > MAX_PATH_BYTES:
+            raise InputError(f"got {len(path)} bytes, too many for a file name: pass the video's path (file contents "
+                             "are not read from memory; Detector.detect_arrays takes decoded frames and audio)")
         path = os.fsdecode(bytes(path))
     elif not isinstance(path, (str, os.PathLike)):
         raise InputError(f"a media path must be a str, bytes or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    if not path.exists():
-        raise DecodeError(path, "file does not exist")
-    if not path.is_file():
-        raise DecodeError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise DecodeError(path, "file is empty (0 bytes)")
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text:
+        raise InputError("the media path is empty")
+    if URL_SCHEME.match(text):
+        raise InputError(f"{text[:200]}: URLs are not opened; download the video and pass the file's path")
+    path = Path(text)
+    problem = input_file_problem(path)
+    if problem is not None:
+        raise DecodeError(path, problem)
     return path
 
 
