@@ -125,6 +125,25 @@ def test_the_result_carries_the_warnings_about_its_own_input(detector, synthetic
         assert len(warnings) == len(set(warnings))  # once each
 
 
+def test_an_app_that_silences_logging_is_told_its_results_lack_the_warnings(detector, synthetic_video):
+    """``basicConfig(level=ERROR)``, a common way to quiet libraries, stops the SDK's warnings before they exist:
+    results carried none, silently."""
+    import logging
+
+    path, _ = synthetic_video
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        warnings = detector.detect(path).warnings
+    finally:
+        root.setLevel(before)
+    assert not any("no face found" in w for w in warnings)
+    assert len(warnings) == 1 and "were not collected: logging for 'pinlite_edge' is set above WARNING (ERROR)" \
+        in warnings[0]
+    assert not any("not collected" in w for w in detector.detect(path).warnings)  # logging as it was: collected
+
+
 def test_digitally_silent_audio_gives_no_verdict(model_files, synthetic_video):
     """Audio removed to zeros used to give a confident "real" (P(fake) 0.000: a flat scan curve)."""
     from pinlite_edge import Detector

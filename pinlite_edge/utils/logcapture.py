@@ -40,7 +40,8 @@ class _ThreadCollector(logging.Handler):
 def captured_warnings(logger: str = "pinlite_edge") -> Iterator[list[str]]:
     """Yield a list that receives, in order and without repeats, the WARNING (and worse) messages logged under
     ``logger`` by this thread while the block runs. Messages a logging configuration suppresses (a level above
-    WARNING on the logger) are not logged, so not collected either."""
+    WARNING on ``logger`` or the root logger it inherits from, e.g. ``basicConfig(level=logging.ERROR)``) are never
+    logged, so they cannot be collected: the list then ends with a message saying so and how to keep them."""
     messages: list[str] = []
     handler = _ThreadCollector(threading.get_ident(), messages)
     target = logging.getLogger(logger)
@@ -51,6 +52,11 @@ def captured_warnings(logger: str = "pinlite_edge") -> Iterator[list[str]]:
         target.removeHandler(handler)
         if handler.dropped:
             messages.append(f"... and {handler.dropped} more warnings (see the log)")
+        if not target.isEnabledFor(logging.WARNING):
+            messages.append(f"warnings about this input were not collected: logging for {logger!r} is set above "
+                            f"WARNING ({logging.getLevelName(target.getEffectiveLevel())}); to keep them in results, "
+                            f"call logging.getLogger({logger!r}).setLevel(logging.WARNING) (and filter your handlers "
+                            "instead of the root logger's level)")
 
 
 __all__ = ["MAX_MESSAGES", "captured_warnings"]
