@@ -13,9 +13,10 @@ manifest records what it was trained on (``training_data``).
 Stages already finished in the workspace are reused (a stage interrupted half-way is resumed); ``--force`` redoes
 them. ``--smoke`` runs a handful of clips for one epoch per stage (a CI check that every stage runs, not a result).
 The summary is printed as a table shaped like the paper's Table 2 and written to ``<workspace>/summary.json`` (a list
-of rows with keys model, params, size_mb, gflops, latency_ms, accuracy, precision, recall, f1, auc, eps; metrics
-are fractions in 0..1 on the synthetic TEST split, EPS against the teacher's attention; latency is the median of
-batch-1 eager CPU runs; GFLOPs from torch's FlopCounterMode, 1 MAC = 2 FLOPs).
+of rows with keys model, params, size_mb, gflops, latency_ms, accuracy, precision, recall, f1, auc, eps, real_auc;
+metrics are fractions in 0..1 on the synthetic TEST split, EPS against the teacher's attention, ``real_auc`` the AUC
+on the real clips' test-split sync pairs, window level (None without real data); latency is the median of batch-1 eager CPU runs;
+GFLOPs from torch's FlopCounterMode, 1 MAC = 2 FLOPs).
 
 Workspace layout (docs/architecture.md): ``cache/``, ``teacher/``, ``distilled/``, ``pruned/``, ``exports/``,
 ``summary.json``.

@@ -252,6 +252,9 @@ def test_census_counts_faces_and_ignores_a_lone_false_positive(monkeypatch):
     assert two.faces_in_view == 2
     assert np.allclose(two.boxes(0, 160), one_fp.boxes(0, 160))  # the census never moves the track
     assert run([2], frames=40).faces_in_view == 2  # a short clip: its one search decides
+    # a close-up the cheaper census misses (0 faces counted) while the track holds the face: at least 1, not 0
+    # (PC-AVS Input__00098 reported face_found true, coverage 1.0 and faces_in_view 0)
+    assert run([1, 0, 0, 0]).faces_in_view == 1
 
 
 def test_the_census_never_changes_a_crop(grid_clips, monkeypatch):

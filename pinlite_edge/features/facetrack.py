@@ -348,9 +348,11 @@ class FaceTrack:
 
     @property
     def faces_in_view(self) -> int:
-        """The most faces seen at once in at least two whole-image searches (the only search when there was one)."""
+        """The most faces seen at once in at least two whole-image searches (the only search when there was one);
+        at least 1 when the track found a face (the cheaper census can miss a close-up face the tracker holds)."""
         counts = sorted(self._census)
-        return counts[-2] if len(counts) >= 2 else (counts[0] if counts else 0)
+        seen = counts[-2] if len(counts) >= 2 else (counts[0] if counts else 0)
+        return max(seen, 1) if self.found else seen
 
     @property
     def coverage(self) -> float:
