@@ -25,7 +25,8 @@ from typing import Sequence
 
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
 from pinlite_edge.errors import InputError, PinliteError
-from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, fit_operating_point
+from pinlite_edge.operating_point import (DEFAULT_TARGET_FPR, SHORT_CLIP_WINDOWS, OperatingPoint,
+                                          fit_operating_point)
 from pinlite_edge.utils.cli import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class ClipScore:
     fake_prob_scan: float
     face_found: bool | None
     reencoding: str | None = None  # the clip as it is (None), or the name of the copy's re-encoding
+    #: the windows each aggregate's verdict rests on (DetectionResult.evidence_windows): few make a short clip
+    windows: dict[str, int] | None = None
 
 
 def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str] | None) -> list[Path]:
@@ -103,7 +106,8 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
                 if name is not None:
                     (Path(tmp) / f"{i}.mp4").unlink(missing_ok=True)
             assert r.fake_prob_scan is not None  # Detector's default scans
-            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found, name))
+            scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found, name,
+                                    windows={agg: r.evidence_windows(agg) for agg in ("max", "mean", "scan")}))
     return scores
 
 
@@ -143,7 +147,9 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
     point = fit_operating_point({"max": [s.fake_prob_max for s in scored], "mean": [s.fake_prob_mean for s in scored],
                                  "scan": [s.fake_prob_scan for s in scored]},
                                 target_fpr=target_fpr, data=where, stride_seconds=stride_seconds,
-                                reencodings=names, originals=originals, face_crop=face_crop)
+                                reencodings=names, originals=originals, face_crop=face_crop,
+                                windows={agg: [(s.windows or {}).get(agg, SHORT_CLIP_WINDOWS) for s in scored]
+                                         for agg in ("max", "mean", "scan")})
     if write:
         if sha256_file(checkpoint) != scored_sha256:
             raise PinliteError(f"{checkpoint} changed while its clips were being scored (another training run or "
@@ -235,8 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     for agg, thr in point.thresholds.items():
         print(f"{agg:>4}: threshold {thr:.4f}  (genuine clips called fake: {point.fpr_at_threshold[agg]:.2f} here, "
-              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.describe_clips()}"
-              + ")")
+              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.describe_clips()})")
+        if agg in point.short_thresholds:
+            print(f"      short clips (verdict on < {point.short_clip_windows} windows): threshold "
+                  f"{point.short_thresholds[agg]:.4f}  ({point.fpr_short[agg]:.2f} of {point.short_clips[agg]} short "
+                  "scores called fake)")
     if args.dry_run:
         print("dry run: checkpoint unchanged")
     else:

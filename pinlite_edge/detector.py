@@ -105,6 +105,18 @@ class DetectionResult:
     #: variable frame rate, digitally silent audio, tracks of different lengths, several faces in view...), in order
     warnings: list[str] = field(default_factory=list)
 
+    def evidence_windows(self, aggregate: str | None = None) -> int:
+        """The windows a verdict on ``aggregate`` (default: this result's) rests on: the offset scan's windows, or
+        for ``max`` / ``mean`` the windows with the face (fewer than ``SHORT_CLIP_WINDOWS``: a short clip, with its
+        own thresholds in the operating point)."""
+        aggregate = aggregate or self.aggregate
+        if aggregate == "scan":
+            if self.scan is None:
+                raise InputError("this result has no offset scan")
+            return int(self.scan.windows_used)
+        counted = sum(1 for w in self.windows if _counts(w.face_fraction))
+        return counted or len(self.windows)
+
     @property
     def fake_prob(self) -> float:
         """The aggregate the verdict is based on."""
@@ -131,7 +143,7 @@ class DetectionResult:
             "fake_prob_max": self.fake_prob_max, "fake_prob_mean": self.fake_prob_mean,
             "fake_prob_scan": self.fake_prob_scan, "aggregate": self.aggregate,
             "threshold": self.threshold, "threshold_source": self.threshold_source,
-            "offset_frames": self.offset_frames,
+            "verdict_windows": self.evidence_windows(), "offset_frames": self.offset_frames,
             "offset_confidence": self.offset_confidence, "offset_source": self.offset_source,
             "offset_head_frames": self.offset_head_frames,
             "offset_scan": None if self.scan is None else self.scan.to_dict(),
@@ -477,6 +489,9 @@ class Detector:
         self.face_crop = bool(face_crop)
         self.threshold, self.threshold_source = _resolve_threshold(threshold, aggregate, runner, self.stride_seconds,
                                                                    self.face_crop)
+        #: the operating point behind ``threshold`` (None: the caller's threshold or 0.5): its short-clip thresholds
+        #: decide clips whose verdict rests on few windows
+        self.operating_point = getattr(runner, "operating_point", None) if threshold is None else None
         self.batch_size = int(batch_size)
         training_data = getattr(runner, "training_data", None)
         self.trained_on_real_video = trained_on_real_video(training_data)
@@ -642,6 +657,17 @@ class Detector:
         result.warnings = warnings
         return result
 
+    def _threshold_for(self, windows: int) -> tuple[float, str]:
+        """The threshold (and its source) for a verdict resting on ``windows`` windows: the operating point's
+        short-clip one below its ``short_clip_windows``, else :attr:`threshold`."""
+        point = self.operating_point
+        short = None if point is None else point.short_threshold(self.aggregate, windows)
+        if short is None:
+            return self.threshold, self.threshold_source
+        return short, (f"operating point for short clips (the verdict rests on {windows} window(s), fewer than "
+                       f"{point.short_clip_windows}; measured on {point.short_clips.get(self.aggregate, 0)} short "
+                       f"genuine scores: {point.data})")
+
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
                 faces_in_view: int | None = None, audio_silent: bool | None = None) -> DetectionResult:
         logits = np.concatenate(scores.logits)
@@ -674,14 +700,16 @@ class Detector:
         # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
         step = c.window_seconds / c.num_frames
         times = np.array([[s + k * step for k in range(c.num_frames)] for s in scores.starts])
-        verdict = "fake" if decisive >= self.threshold else "real"
+        evidence = scan.windows_used if self.aggregate == "scan" and scan is not None else int(counted.sum())
+        threshold, threshold_source = self._threshold_for(evidence)
+        verdict = "fake" if decisive >= threshold else "real"
         if face_found is False:
             verdict = "no-face"
         elif audio_silent:  # no lip-sync evidence: a confident "real" here was a wrong answer (e.g. audio removed)
             verdict = "silent-audio"
         return DetectionResult(
             verdict=verdict, fake_prob_max=p_max, fake_prob_mean=p_mean,
-            aggregate=self.aggregate, threshold=self.threshold, threshold_source=self.threshold_source,
+            aggregate=self.aggregate, threshold=threshold, threshold_source=threshold_source,
             offset_frames=offset, offset_confidence=offset_conf, offset_source=offset_source,
             offset_head_frames=head_offset,
             fake_prob_scan=None if scan is None else scan.fake_prob, scan=scan, windows=windows, frame_saliency=attention.sum(axis=1),

@@ -30,6 +30,11 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_FPR = 0.05
 #: the lowest threshold calibration may choose per aggregate (module doc): 0.5 for window probabilities, 0 for the scan
 THRESHOLD_FLOORS = {"max": DEFAULT_THRESHOLD, "mean": DEFAULT_THRESHOLD, "scan": 0.0}
+#: a clip whose verdict rests on fewer windows than this is "short" and gets the short-clip thresholds: the offset
+#: scan's complete windows (shifted audio inside the track) or, for max / mean, the windows with the face. A 3 s clip
+#: (GRID's length) gives 3 complete scan windows. Few windows make a noisier score: short genuine clips were called
+#: fake 4-6 times as often as the target rate allowed at the thresholds measured on whole clips.
+SHORT_CLIP_WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ class OperatingPoint:
     originals: int | None = None
     #: whether the clips were scored with the face crop (the Detector default) or as whole frames
     face_crop: bool = True
+    #: the thresholds for a clip whose verdict rests on fewer than ``short_clip_windows`` windows, measured on the
+    #: short scores among ``clips`` (excerpts; never below ``thresholds``); empty: none measured (a record from before
+    #: them, or no short score), and ``thresholds`` serve every clip
+    short_thresholds: dict[str, float] = field(default_factory=dict)
+    short_clip_windows: int = SHORT_CLIP_WINDOWS
+    #: per aggregate, the scores among ``clips`` on fewer windows (``thresholds`` are measured on the others)
+    short_clips: dict[str, int] = field(default_factory=dict)
+    fpr_short: dict[str, float] = field(default_factory=dict)  # of the short scores at ``short_thresholds``
 
     def describe_clips(self) -> str:
         """E.g. ``"25 genuine clips"``, or with re-encoded copies ``"98 scores: 25 genuine clips and re-encoded
@@ -78,6 +91,13 @@ class OperatingPoint:
             raise InputError(f"the operating point has no threshold for aggregate {aggregate!r} "
                              f"(it has {sorted(self.thresholds)})") from None
 
+    def short_threshold(self, aggregate: str, windows: int) -> float | None:
+        """The short-clip threshold for a verdict on ``windows`` windows, or None when the clip is not short or none
+        was measured for ``aggregate``."""
+        if windows >= self.short_clip_windows or aggregate not in self.short_thresholds:
+            return None
+        return float(self.short_thresholds[aggregate])
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -89,14 +109,8 @@ class OperatingPoint:
         thresholds = d.get("thresholds")
         if not isinstance(thresholds, Mapping) or not thresholds:
             raise InputError(f"{source}: operating_point.thresholds must map an aggregate to a threshold")
-        parsed: dict[str, float] = {}
-        for agg, value in thresholds.items():
-            if agg not in AGGREGATES:
-                raise InputError(f"{source}: operating_point has a threshold for unknown aggregate {agg!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise InputError(f"{source}: operating_point threshold for {agg!r} must be a number in [0, 1], "
-                                 f"got {value!r}")
-            parsed[agg] = float(value)
+        parsed = _thresholds(thresholds, source, "thresholds")
+        short = _thresholds(d.get("short_thresholds") or {}, source, "short_thresholds")
         try:
             return cls(thresholds=parsed, target_fpr=float(d.get("target_fpr", math.nan)), clips=int(d.get("clips", 0)),
                        data=str(d.get("data", "")),
@@ -105,9 +119,28 @@ class OperatingPoint:
                        fpr_at_default={str(k): float(v) for k, v in dict(d.get("fpr_at_default") or {}).items()},
                        reencodings=tuple(str(x) for x in (d.get("reencodings") or ())),
                        originals=None if d.get("originals") is None else int(d["originals"]),
-                       face_crop=bool(d.get("face_crop", "(no face crop)" not in str(d.get("data", "")))))
+                       face_crop=bool(d.get("face_crop", "(no face crop)" not in str(d.get("data", "")))),
+                       short_thresholds=short,
+                       short_clip_windows=int(d.get("short_clip_windows", SHORT_CLIP_WINDOWS)),
+                       short_clips={str(k): int(v) for k, v in dict(d.get("short_clips") or {}).items()},
+                       fpr_short={str(k): float(v) for k, v in dict(d.get("fpr_short") or {}).items()})
         except (TypeError, ValueError) as exc:
             raise InputError(f"{source}: malformed operating_point: {exc}") from None
+
+
+def _thresholds(thresholds: Any, source: str, key: str) -> dict[str, float]:
+    """``{aggregate: threshold}`` of a stored record, validated (:class:`InputError` naming ``source``)."""
+    if not isinstance(thresholds, Mapping):
+        raise InputError(f"{source}: operating_point.{key} must map an aggregate to a threshold")
+    parsed: dict[str, float] = {}
+    for agg, value in thresholds.items():
+        if agg not in AGGREGATES:
+            raise InputError(f"{source}: operating_point has a threshold for unknown aggregate {agg!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise InputError(f"{source}: operating_point.{key} for {agg!r} must be a number in [0, 1], got "
+                             f"{value!r}")
+        parsed[agg] = float(value)
+    return parsed
 
 
 def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = DEFAULT_THRESHOLD) -> float:
@@ -137,21 +170,41 @@ def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
 def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: float = DEFAULT_TARGET_FPR,
                         data: str = "", stride_seconds: float | None = None,
                         reencodings: Sequence[str] = (), originals: int | None = None,
-                        face_crop: bool = True) -> OperatingPoint:
-    """``scores`` maps an aggregate to the genuine clips' aggregated P(fake); one threshold per aggregate."""
+                        face_crop: bool = True, windows: Mapping[str, Sequence[int]] | None = None,
+                        short_clip_windows: int = SHORT_CLIP_WINDOWS) -> OperatingPoint:
+    """``scores`` maps an aggregate to the genuine clips' aggregated P(fake); one threshold per aggregate.
+
+    ``windows`` (same shape) gives the windows each score's verdict rests on: the scores on fewer than
+    ``short_clip_windows`` get thresholds of their own (``short_thresholds``, never below the others), and the
+    others are measured without them. Without ``windows`` (or without short scores) one threshold serves all."""
     unknown = sorted(set(scores) - set(AGGREGATES))
     if unknown:
         raise InputError(f"unknown aggregate(s) {unknown}; choose from {AGGREGATES}")
-    thresholds = {agg: threshold_at_fpr(vals, target_fpr, floor=THRESHOLD_FLOORS[agg]) for agg, vals in scores.items()}
     counts = {len(v) for v in scores.values()}
     if len(counts) != 1:
         raise InputError("every aggregate must be scored on the same clips")
+    if windows is not None and any(len(windows.get(agg, ())) != len(v) for agg, v in scores.items()):
+        raise InputError("windows must give one count per score of every aggregate")
+    thresholds, short, fpr, fpr_short, short_counts = {}, {}, {}, {}, {}
+    for agg, vals in scores.items():
+        short_mask = [w < short_clip_windows for w in windows[agg]] if windows is not None else [False] * len(vals)
+        long_vals = [v for v, m in zip(vals, short_mask) if not m] or list(vals)  # short clips only: one threshold
+        short_vals = [v for v, m in zip(vals, short_mask) if m]
+        thresholds[agg] = threshold_at_fpr(long_vals, target_fpr, floor=THRESHOLD_FLOORS[agg])
+        fpr[agg] = false_positive_rate(long_vals, thresholds[agg])
+        if short_vals and len(short_vals) < len(vals):
+            short_counts[agg] = len(short_vals)
+            short[agg] = max(thresholds[agg], threshold_at_fpr(short_vals, target_fpr, floor=THRESHOLD_FLOORS[agg]))
+            fpr_short[agg] = false_positive_rate(short_vals, short[agg])
     return OperatingPoint(
         thresholds=thresholds, target_fpr=float(target_fpr), clips=counts.pop(), data=data,
         stride_seconds=stride_seconds, reencodings=tuple(reencodings), originals=originals, face_crop=face_crop,
-        fpr_at_threshold={agg: false_positive_rate(v, thresholds[agg]) for agg, v in scores.items()},
-        fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()})
+        fpr_at_threshold=fpr,
+        fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()},
+        short_thresholds=short, short_clip_windows=short_clip_windows,
+        short_clips=short_counts, fpr_short=fpr_short)
 
 
-__all__ = ["AGGREGATES", "DEFAULT_TARGET_FPR", "DEFAULT_THRESHOLD", "THRESHOLD_FLOORS", "OperatingPoint",
+__all__ = ["AGGREGATES", "DEFAULT_TARGET_FPR", "DEFAULT_THRESHOLD", "SHORT_CLIP_WINDOWS", "THRESHOLD_FLOORS",
+           "OperatingPoint",
            "false_positive_rate", "fit_operating_point", "threshold_at_fpr"]

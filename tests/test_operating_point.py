@@ -333,3 +333,64 @@ def test_the_quickstart_measures_the_operating_point_again_when_its_copies_chang
     assert asked == [cfg.calibration_reencodings] and cfg.calibration_reencodings
     same = QuickstartConfig(progress=False, calibration_reencodings=())
     assert _calibrate_stage(ckpt, tmp_path, same, redo=False) is False  # the stored one was made without copies
+
+
+def test_short_clips_get_thresholds_measured_on_short_scores():
+    """Scores whose verdict rests on fewer than SHORT_CLIP_WINDOWS windows are calibrated apart: the audit's short
+    genuine clips were called fake 4-6 times as often as the whole-clip thresholds were measured to allow."""
+    from pinlite_edge.operating_point import SHORT_CLIP_WINDOWS
+
+    long_scan, short_scan = [0.1, 0.2, 0.3, 0.4], [0.5, 0.9]
+    scores = {"max": [0.6] * 6, "mean": [0.55] * 6, "scan": long_scan + short_scan}
+    windows = {agg: [5, 5, 4, 3, 1, 2] for agg in scores}
+    point = fit_operating_point(scores, target_fpr=0.0, windows=windows)
+    assert point.threshold("scan") == pytest.approx(0.4)  # the long scores alone
+    assert point.short_thresholds["scan"] == pytest.approx(0.9) and point.short_clips["scan"] == 2
+    assert point.short_threshold("scan", SHORT_CLIP_WINDOWS - 1) == point.short_thresholds["scan"]
+    assert point.short_threshold("scan", SHORT_CLIP_WINDOWS) is None  # not short
+    # never below the whole-clip threshold (a handful of short scores must not make short clips easier to call fake)
+    low = fit_operating_point({"scan": [0.5, 0.6, 0.1, 0.1]}, target_fpr=0.0, windows={"scan": [4, 4, 1, 1]})
+    assert low.short_thresholds["scan"] == low.thresholds["scan"]
+    # only short scores, or no window counts: one threshold for every clip, as before
+    only_short = fit_operating_point({"scan": [0.2, 0.3]}, target_fpr=0.0, windows={"scan": [1, 2]})
+    assert only_short.short_thresholds == {} and only_short.threshold("scan") == pytest.approx(0.3)
+    assert fit_operating_point(scores, target_fpr=0.0).short_thresholds == {}
+    assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
+    with pytest.raises(InputError, match="short_thresholds"):
+        OperatingPoint.from_dict({**point.to_dict(), "short_thresholds": {"scan": 2.0}})
+
+
+def test_the_detector_decides_a_short_clip_with_the_short_clip_threshold(tmp_path):
+    from pinlite_edge import Detector
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    short_clip, long_clip = tmp_path / "short.mp4", tmp_path / "long.mp4"
+    write_clip_video(short_clip, seed=0, contract=TINY_CONTRACT, duration_s=1.5)  # 2 windows, no complete one
+    write_clip_video(long_clip, seed=0, contract=TINY_CONTRACT, duration_s=4.5)  # 5 complete scan windows
+    point = OperatingPoint(thresholds={"max": 0.5, "mean": 0.5, "scan": 0.0}, target_fpr=0.05, clips=10, data="x",
+                           short_thresholds={"scan": 1.0}, short_clips={"scan": 4})
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False),
+                           {"operating_point": point.to_dict()})
+    with Detector.load(ckpt, threads=1, face_crop=False) as det:
+        short, whole = det.detect(short_clip), det.detect(long_clip)
+    assert short.evidence_windows() < 3 <= whole.evidence_windows()
+    assert (short.threshold, short.verdict) == (1.0, "real")
+    assert short.threshold_source.startswith("operating point for short clips (the verdict rests on")
+    assert short.to_dict()["verdict_windows"] == short.evidence_windows()
+    assert (whole.threshold, whole.verdict) == (0.0, "fake") and "short" not in whole.threshold_source
+    with Detector.load(ckpt, threads=1, face_crop=False, threshold=0.0) as det:  # a caller's threshold decides all
+        assert det.detect(short_clip).verdict == "fake"
+
+
+def test_an_excerpt_keeps_frames_and_audio_together(tmp_path):
+    import numpy as np
+
+    from pinlite_edge.data.reencode import DecodedClip, excerpt
+
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(50)]  # 2 s at 25 fps
+    audio = np.arange(32000, dtype=np.float32).reshape(-1, 1)  # 2 s at 16 kHz: sample value = its index
+    part = excerpt(DecodedClip(frames, 25.0, audio, 16000), 1.2)
+    assert len(part.frames) == 30 and int(part.frames[0][0, 0, 0]) == 10  # the middle 30 frames: 10..39
+    assert part.audio.shape[0] == 19200 and part.audio[0, 0] == 10 / 25 * 16000  # cut at the first frame's time
+    with pytest.raises(InputError, match="no 2 s excerpt"):
+        excerpt(DecodedClip(frames, 25.0, audio, 16000), 2.0)

@@ -41,6 +41,8 @@ class Encoding:
     audio_channels: int | None = None
     audio_bitrate: int = 128_000
     noise_snr_db: float | None = None
+    #: keep only this many seconds from the middle of the clip (a short clip, as users also check)
+    excerpt_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,6 +65,8 @@ TRANSFORMS: dict[str, Encoding] = {
     "audio-44k-stereo": Encoding("audio at 44.1 kHz, two channels, AAC 64 kb/s", audio_rate=44_100, audio_channels=2,
                                  audio_bitrate=64_000),
     "audio-noise-10db": Encoding("white noise added to the audio at 10 dB SNR", noise_snr_db=10.0),
+    "excerpt-1.2s": Encoding("the middle 1.2 s of the clip (H.264 CRF 18)", excerpt_seconds=1.2),
+    "excerpt-2s": Encoding("the middle 2 s of the clip (H.264 CRF 18)", excerpt_seconds=2.0),
 }
 
 
@@ -193,18 +197,34 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float, audio: np.nd
     return path
 
 
+def excerpt(clip: DecodedClip, seconds: float) -> DecodedClip:
+    """The middle ``seconds`` of ``clip`` (whole frames, the audio cut at the same times). A clip not longer than
+    that by a frame is refused (:class:`InputError`): its excerpt would be the clip itself."""
+    count = int(round(seconds * clip.fps))
+    if count < 1 or len(clip.frames) <= count:
+        raise InputError(f"the clip is {len(clip.frames) / clip.fps:.2f} s long: no {seconds:g} s excerpt to cut")
+    first = (len(clip.frames) - count) // 2
+    a0 = int(round(first / clip.fps * clip.sample_rate))
+    a1 = int(round((first + count) / clip.fps * clip.sample_rate))
+    return DecodedClip(frames=clip.frames[first:first + count], fps=clip.fps,
+                       audio=np.ascontiguousarray(clip.audio[a0:a1]), sample_rate=clip.sample_rate)
+
+
 def reencode(src: Path, dst: Path, enc: Encoding, seed: int = 0) -> Path:
     """Write ``src`` re-encoded as ``enc`` asks to ``dst`` (an mp4)."""
     clip = decode_clip(src)
+    if enc.excerpt_seconds is not None:
+        clip = excerpt(clip, enc.excerpt_seconds)
     frames, fps = transform_frames(clip.frames, clip.fps, enc)
     audio, rate = transform_audio(clip.audio, clip.sample_rate, enc, seed)
     return write_mp4(dst, frames, fps, audio, rate, crf=enc.crf, audio_bitrate=enc.audio_bitrate)
 
 
 #: the copies of each genuine clip the quickstart's operating point is also measured on: one per path a video takes
-#: (compression, resolution, the audio chain). The other transforms stay out of calibration, so that
+#: (compression, resolution, the audio chain), and two short excerpts (the thresholds for short clips,
+#: :mod:`pinlite_edge.operating_point`). The other transforms stay out of calibration, so that
 #: ``benchmarks/real_faces_reencode.py`` can measure false alarms under transforms calibration never saw.
-CALIBRATION_REENCODINGS: tuple[str, ...] = ("crf35", "half-res", "audio-44k-stereo")
+CALIBRATION_REENCODINGS: tuple[str, ...] = ("crf35", "half-res", "audio-44k-stereo", "excerpt-1.2s", "excerpt-2s")
 
 
 def check_reencodings(names: Sequence[str]) -> tuple[str, ...]:
@@ -216,4 +236,4 @@ def check_reencodings(names: Sequence[str]) -> tuple[str, ...]:
 
 
 __all__ = ["CALIBRATION_REENCODINGS", "TRANSFORMS", "DecodedClip", "Encoding", "check_reencodings", "decode_clip",
-           "reencode", "transform_audio", "transform_frames", "write_mp4"]
+           "excerpt", "reencode", "transform_audio", "transform_frames", "write_mp4"]
