@@ -11,8 +11,11 @@ Excerpts: lengths 1.2 s, 2 s and 3 s; cut from the clip's middle for the 6 test 
 quarter of the clip for the train + dev clips (the quickstart's calibration cut their middles, so these are partly
 in sample and reported apart). A clip too short for an excerpt (with 200 ms of audio before it) is left out.
 
-    python benchmarks/short_clips.py before=/tmp/before/onnx/pinlite-student.onnx \
-        after=pinlite-workspace/exports/onnx/pinlite-student.onnx
+    python benchmarks/short_clips.py whole-clip=pinlite-workspace/exports/onnx/pinlite-student.onnx \
+        shipped=pinlite-workspace/exports/onnx/pinlite-student.onnx --whole-clip-thresholds whole-clip
+
+``--whole-clip-thresholds NAME`` scores model ``NAME`` with its whole-clip thresholds for every clip (its operating
+point's short-clip thresholds ignored): the Detector before short clips had thresholds of their own.
 
 Writes ``benchmarks/results/short_clips/<machine>.{json,md}``; how to read it was fixed before the first run in
 ``benchmarks/results/short_clips/notes.md``.
@@ -88,7 +91,8 @@ def excerpts(root: Path, split_file: Path, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def score(models: dict[str, Path], rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def score(models: dict[str, Path], rows: list[dict[str, Any]], whole_clip: Sequence[str] = ()
+          ) -> dict[str, list[dict[str, Any]]]:
     from pinlite_edge import Detector
     from pinlite_edge.errors import PinliteError
 
@@ -96,6 +100,8 @@ def score(models: dict[str, Path], rows: list[dict[str, Any]]) -> dict[str, list
     for name, artifact in models.items():
         scored = []
         with Detector.load(artifact, threads=1) as det:
+            if name in whole_clip:
+                det.operating_point = None  # its short-clip thresholds are not used; the whole-clip one decides
             for row in rows:
                 entry = {k: v for k, v in row.items() if k != "path"}
                 try:
@@ -128,7 +134,9 @@ def summary(scored: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def render(report: dict[str, Any]) -> str:
     lines = ["# Short clips: excerpts of the genuine clips called fake", "",
-             "Models: " + "; ".join(f"`{n}` = `{p}`" for n, p in report["models"].items()), "",
+             "Models: " + "; ".join(f"`{n}` = `{p}`" for n, p in report["models"].items()) + ". "
+             + "".join(f"`{n}` is scored with its whole-clip thresholds for every clip. "
+                       for n in report.get("whole_clip_thresholds", [])), "",
              "Each cell: excerpts called fake / excerpts scored (no-face and silent-audio verdicts left out). "
              "In-sync excerpts are genuine: every one called fake is a false alarm; delayed ones are manipulated.",
              "", "| model | excerpts | length | in sync: called fake | audio delayed 200 ms: called fake |",
@@ -149,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("models", nargs="+", metavar="NAME=ARTEFACT", help="models to score the excerpts with")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
+    p.add_argument("--whole-clip-thresholds", action="append", default=[], metavar="NAME",
+                   help="score model NAME with its whole-clip thresholds for every clip (short-clip ones ignored)")
     args_list, args = parse_cli(p, argv)
     if not args.root.is_dir():
         log.warning("real-av data not found at %s: nothing to do", args.root)
@@ -161,8 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         models[name] = Path(path)
     with tempfile.TemporaryDirectory(prefix="pinlite-short-") as tmp:
         rows = excerpts(args.root, args.split_file, Path(tmp))
-        scored = score(models, rows)
-    report = {"models": {n: repo_relative(p) for n, p in models.items()}, "lengths": list(LENGTHS),
+        scored = score(models, rows, args.whole_clip_thresholds)
+    report = {"models": {n: repo_relative(p) for n, p in models.items()},
+              "whole_clip_thresholds": list(args.whole_clip_thresholds), "lengths": list(LENGTHS),
               "delay_s": DELAY_S, "summary": summary(scored), "excerpts": scored,
               "notes": args.notes.read_text() if args.notes else None}
     files = sorted({args.root / r["file"] for r in rows})

@@ -307,6 +307,10 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, str
     point = getattr(runner, "operating_point", None)
     if point is not None and aggregate in point.thresholds:
         source = f"operating point ({point.describe_clips()}: {point.data})"
+        precision = str(getattr(runner, "precision", "fp32") or "fp32")
+        if precision != "fp32":  # export copies the checkpoint's record: it was measured on the FP32 weights
+            source += (f"; measured on the FP32 checkpoint this {precision} artefact was exported from, whose "
+                       "probabilities differ a little (the false-positive rate is that checkpoint's)")
         differences = point.setting_differences(stride_seconds, face_crop)
         if differences:
             note = (f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "

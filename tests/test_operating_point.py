@@ -394,3 +394,18 @@ def test_an_excerpt_keeps_frames_and_audio_together(tmp_path):
     assert part.audio.shape[0] == 19200 and part.audio[0, 0] == 10 / 25 * 16000  # cut at the first frame's time
     with pytest.raises(InputError, match="no 2 s excerpt"):
         excerpt(DecodedClip(frames, 25.0, audio, 16000), 2.0)
+
+
+def test_a_quantised_artefact_says_its_operating_point_was_measured_on_the_fp32_checkpoint():
+    """Export copies the checkpoint's operating point into every manifest; an INT8 graph's probabilities differ, so
+    the thresholds' false-positive rate is the FP32 checkpoint's (an audit measured 2 of 24 calibration clips over
+    the max threshold with INT8, 0 with FP32): the source says so instead of implying it was measured on INT8."""
+    from types import SimpleNamespace
+
+    from pinlite_edge.detector import _resolve_threshold
+
+    point = OperatingPoint(thresholds={"scan": 0.7}, target_fpr=0.05, clips=10, data="x")
+    for precision, note in (("fp32", False), ("int8", True), ("fp16", True)):
+        runner = SimpleNamespace(operating_point=point, precision=precision, name="m")
+        threshold, source = _resolve_threshold(None, "scan", runner)
+        assert threshold == 0.7 and ("measured on the FP32 checkpoint" in source) == note, (precision, source)
