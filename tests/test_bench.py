@@ -342,3 +342,26 @@ def test_gpu_memory_figures_are_deltas_read_between_calls(monkeypatch):
     assert fig["calls"] == 2 and fig["samples"] > 0
     if shutil.which("tegrastats") is None:  # not a Jetson: no board-wide figure
         assert fig["tegrastats"] is None
+
+
+def test_the_source_checkpoint_is_found_from_another_folder(tmp_path, monkeypatch):
+    """The manifest records the checkpoint path as given to export (relative to that command's folder): bench run
+    from elsewhere (--compare without --artifacts) lost 'EPS vs source' although the checkpoint sat in the same
+    workspace as the artefact."""
+    from pinlite_edge.bench.workspace import source_checkpoint
+    from pinlite_edge.export import export_model
+    from pinlite_edge.manifest import read_manifest
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = save_checkpoint(Path("ws/pruned/best.safetensors"), create_student("tiny", pretrained=False), {})
+    onnx = export_model(ckpt, "onnx", Path("ws/exports/onnx")).artifact.resolve()
+    assert read_manifest(onnx).source_checkpoint == "ws/pruned/best.safetensors"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    found, why = source_checkpoint(onnx, read_manifest(onnx), None)
+    assert why is None and found.resolve() == (tmp_path / "ws" / "pruned" / "best.safetensors")
+    # another checkpoint at that place is not taken for it
+    save_checkpoint(tmp_path / "ws" / "pruned" / "best.safetensors", create_student("tiny", pretrained=False),
+                    {"epoch": 2})
+    found, why = source_checkpoint(onnx, read_manifest(onnx), None)
+    assert found is None and "does not match the manifest's sha256" in why

@@ -66,12 +66,20 @@ def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> 
     if not Path(src).is_absolute():
         candidates.append(artifact.parent / src)
     candidates.append(artifact.parent / Path(src).name)
-    for c in candidates:
+    # the path is recorded as given at export time (relative to that command's folder): from another folder, the
+    # checkpoint is found by its "<stage>/best.safetensors" in the folders above the artefact (a workspace's
+    # exports/<format>/ sits two levels below it)
+    candidates += [up / Path(*Path(src).parts[-2:]) for up in list(artifact.resolve().parents)[:4]]
+    want = getattr(manifest, "source_checkpoint_sha256", None)
+    mismatched = None
+    for c in dict.fromkeys(candidates):
         if c.is_file():
-            want = getattr(manifest, "source_checkpoint_sha256", None)
             if want and sha256_file(c) != want:
-                return None, f"source checkpoint {c} does not match the manifest's sha256"
+                mismatched = mismatched or c
+                continue
             return c, None
+    if mismatched is not None:
+        return None, f"source checkpoint {mismatched} does not match the manifest's sha256"
     return None, f"source checkpoint {src} not found"
 
 
