@@ -155,7 +155,8 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         source_checkpoint_sha256=src_sha, calibration=out.calibration, training_data=training_data,
         operating_point=operating_point,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
-        extra={"export_options": {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}, "export_seconds": round(seconds, 2), **out.extra},
+        extra={"export_options": _recorded_options(opts, fmt, calibration), "export_seconds": round(seconds, 2),
+               **out.extra},
     )
     try:
         manifest_file = publish_artifact(staged, artifact, manifest)
@@ -163,6 +164,18 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         staged.unlink(missing_ok=True)  # published: already renamed away; failed: not left behind
     log.info("exported %s -> %s (%.1f s)", fmt.name, artifact, seconds)
     return ExportResult(artifact, manifest_file, fmt.name, fmt.precision, out.plan, seconds, out.extra)
+
+
+def _recorded_options(opts: Any, fmt: Any, calibration: Any) -> dict[str, Any]:
+    """The options of ``fmt`` as used: with a calibration set given by the caller, where the calibration clips would
+    have come from (``calib_data``, ``calib_split``) was not used, and the manifest's ``calibration`` says what was
+    (the record used to name the synthetic default beside a calibration of real clips)."""
+    recorded = {k: v for k, v in opts.to_dict().items() if k in fmt.allowed_options}
+    if calibration is not None:
+        for key in ("calib_data", "calib_split"):
+            if key in recorded:
+                recorded[key] = "not used: a calibration set was given (the manifest's calibration says which)"
+    return recorded
 
 
 def _missing_parents(folder: Path) -> list[Path]:

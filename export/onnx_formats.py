@@ -1,6 +1,7 @@
 """Format functions for ``onnx``, ``onnx-fp16`` and ``onnx-int8`` (one function per format)."""
 from __future__ import annotations
 
+import collections
 import logging
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,7 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
         info.update(_to_fp16_qdq(out, plan))
     onnx_checker(out)
     graphs = {"artefact": _load(out)}
+    info.update(_facts_of_written_graph(plan, graphs["artefact"]))
     if not for_tensorrt:
         optimized = ort_optimized_graph(out)
         info["ort_cpu_kernels"] = ort_cpu_kernels(optimized)
@@ -227,6 +229,16 @@ def build_int8_onnx(ctx: ExportContext, out: Path, for_tensorrt: bool = False) -
                   "fp32_onnx_bytes": fp32.stat().st_size, "size_vs_fp32_onnx": round(out.stat().st_size /
                                                                                       fp32.stat().st_size, 4),
                   **info, "vs_fp32_onnx": quality}
+
+
+def _facts_of_written_graph(plan: PrecisionPlan, model: Any) -> dict:
+    """What the manifest states about the graph, read from the graph as written (after the weight-only, compaction
+    and FP16 passes that follow quantization): its op counts, and each float layer's ONNX nodes that are still nodes
+    (constants folded into initializers are no longer nodes)."""
+    present = {n.name for n in model.graph.node}
+    for entry in plan.float_layers:
+        entry.onnx_nodes = [n for n in entry.onnx_nodes if n in present]
+    return {"op_counts": dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))}
 
 
 #: Opset of the FP16 + QDQ graph for TensorRT: QuantizeLinear/DequantizeLinear take FP16 scales from opset 19.

@@ -174,6 +174,8 @@ def test_int8_manifest_records_plan_and_calibration(int8):
     man = read_manifest(int8.artifact)
     assert man.precision == "int8" and man.runtime == "ort"
     assert man.calibration == {"dataset": "synthetic", "split": "train", "size": 8, "method": "minmax"}
+    # the calibration set was given: the options do not claim the default source (it contradicted calibration)
+    assert man.extra["export_options"]["calib_data"].startswith("not used: a calibration set was given")
     plan = man.precision_plan
     kinds = {e["kind"] for e in plan["float_layers"]}
     assert {"gru", "softmax", "attention_scores", "attention_matmul", "attention_output", "sensitivity",
@@ -188,6 +190,16 @@ def test_int8_manifest_records_plan_and_calibration(int8):
     assert not set(in_float) & set(plan["quantized_layers"])
     kept = [e for e in plan["float_layers"] if e["kind"] == "sensitivity"]
     assert len(kept) == 2 and not any(e["module"].startswith("frame_encoder.backbone.0") for e in kept)
+    # what the manifest says of the graph is read from the graph as written (after the passes that follow
+    # quantization): op counts and float nodes used to be those of the graph before compaction
+    import collections
+
+    import onnx
+
+    graph = onnx.load(str(int8.artifact)).graph
+    assert man.extra["op_counts"] == dict(collections.Counter(n.op_type for n in graph.node))
+    named = {n.name for n in graph.node}
+    assert all(set(e["onnx_nodes"]) <= named for e in plan["float_layers"])
 
 
 def test_fp16_graph_has_fp32_islands_and_fp32_io(fp16, student, cal):
