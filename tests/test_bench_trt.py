@@ -175,6 +175,20 @@ def test_engine_cache_key_reuse_and_rebuild(workspace, monkeypatch):
     assert len(fake.builds) == 5
 
 
+def test_the_engine_benched_on_cuda_n_is_the_one_built_for_cuda_n(workspace, monkeypatch):
+    """``--device cuda:1`` built the engine for GPU 1 but looked it up for GPU 0: on a host with two GPU models it
+    reported no engine right after building it."""
+    FakeTrt(monkeypatch)
+    gpus = {0: ("Fake Orin", "8.7"), 1: ("Fake Thor", "11.0")}
+    monkeypatch.setattr(trt_export, "cuda_device", lambda index=0: trt_export.GpuInfo(*gpus[index], index))
+    built = engine_cache.ensure_engine(workspace, "fp16", target=engine_cache.detect_target(1))
+    assert built.parent.name.startswith("fake-thor-")
+    assert resolve_artefacts(workspace, "trt", "fp16", "cuda:1") == [built]
+    if engine_cache.find_engine(workspace, "fp16")[0] is None:  # GPU 0 has none of its own (unless built earlier)
+        with pytest.raises(WorkspaceError, match="builds it on first use"):
+            resolve_artefacts(workspace, "trt", "fp16", "cuda:0")
+
+
 def test_bench_runtime_trt_with_no_other_flag(workspace, monkeypatch, capsys):
     """The design card's command: FP16 engine built on first use, then benched (TensorRT runner stood in for by
     the ONNX runner of the same model); --cuda-binding reaches the runner; a second run reuses the engine."""

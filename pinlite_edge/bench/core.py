@@ -186,7 +186,7 @@ def _artefact_paths(cfg: BenchConfig) -> tuple[list[Path], Path | None]:
         workspace = cfg.artifacts if cfg.artifacts is not None and is_workspace(cfg.artifacts) else None
         return paths, workspace
     root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
-    paths = resolve_artefacts(root, cfg.runtime, cfg.resolved_precision)
+    paths = resolve_artefacts(root, cfg.runtime, cfg.resolved_precision, cfg.device)
     return paths, (root if is_workspace(root) else None)
 
 

@@ -22,8 +22,8 @@ from pinlite_edge.manifest import read_manifest
 from pinlite_edge.bench.core import BenchConfig
 from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
 from pinlite_edge.bench.workspace import (
-    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, build_hint, is_workspace, source_checkpoint,
-    stage_checkpoint,
+    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, build_hint, cuda_index, is_workspace,
+    source_checkpoint, stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,6 @@ def ensure_runtime_artefact(workspace: Path, runtime: str, precision: str, say: 
     say(f"exported {result.artifact} in {result.seconds:.0f} s")
 
 
-def _cuda_index(device: str | None) -> int:
-    return int(device.split(":")[1]) if device and device.startswith("cuda:") else 0
-
-
 def prepare(cfg: BenchConfig, say: Say) -> None:
     """Everything the CLI builds before :func:`run_bench` for ``cfg`` (nothing for ``--compare``)."""
     if cfg.compare:
@@ -127,9 +123,9 @@ def prepare(cfg: BenchConfig, say: Say) -> None:
     cfg.validate()
     precision = cfg.resolved_precision
     if cfg.runtime == "trt":
-        detect_target(_cuda_index(cfg.device))  # TensorRT and a GPU, before anything is built
+        detect_target(cuda_index(cfg.device))  # TensorRT and a GPU, before anything is built
     root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
     if cfg.artifacts is None:
         ensure_quickstart_workspace(root, say)
     if is_workspace(root):
-        ensure_runtime_artefact(root, cfg.runtime, precision, say, _cuda_index(cfg.device))
+        ensure_runtime_artefact(root, cfg.runtime, precision, say, cuda_index(cfg.device))

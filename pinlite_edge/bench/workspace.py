@@ -97,7 +97,12 @@ def _no_format_error(runtime: str, precision: str) -> WorkspaceError:
                           f"{list(precisions_for(runtime))}")
 
 
-def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Path]:
+def cuda_index(device: str | None) -> int:
+    """The CUDA device number of ``device`` ("cuda:1" -> 1; "cuda", "cpu" or None -> 0)."""
+    return int(device.split(":")[1]) if device and device.startswith("cuda:") else 0
+
+
+def resolve_artefacts(artifacts: Path, runtime: str, precision: str, device: str | None = None) -> list[Path]:
     """Artefacts to bench for ``runtime``/``precision``.
 
     ``artifacts`` is a workspace (then ``torch`` means the distilled and pruned checkpoints, ``trt`` the cached engine
@@ -126,7 +131,10 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str) -> list[Pat
         elif runtime == "trt":
             from pinlite_edge.bench.engine_cache import find_engine
 
-            engine, where = find_engine(artifacts, precision)
+            from pinlite_edge.bench.engine_cache import detect_target
+
+            # the engine built for the benched GPU (engines are cached per GPU model and TensorRT version)
+            engine, where = find_engine(artifacts, precision, detect_target(cuda_index(device)))
             found = [engine] if engine else []
             hint = f"`python -m pinlite_edge.bench --runtime trt{_on(artifacts)}` builds it on first use"
         else:
