@@ -67,8 +67,11 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
            f"(fingerprint `{data['fingerprint'][:12]}`)", ""]
     batch = result["rows"][0]["latency"]["batch"] if result["rows"] else "?"
     cfg = result.get("config", {})
-    turns = (f"models timed in turns ({cfg['turn_warmup']} untimed + {cfg['block']} timed calls each)"
-             if "block" in cfg else "models timed round-robin")
+    if len(result["rows"]) < 2:
+        turns = "one model, timed alone"
+    else:
+        turns = (f"models timed in turns ({cfg['turn_warmup']} untimed + {cfg['block']} timed calls each)"
+                 if "block" in cfg else "models timed round-robin")
     out.append(f"Latency: the model alone, host time per clip (one model input) at batch {batch} (batch latency / "
                f"batch), milliseconds, after warm-up; {turns}. Memory: each model loaded alone in a fresh process, "
                "measured outside the timed calls: load MB = resident-set increase when the model is loaded (its "

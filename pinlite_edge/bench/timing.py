@@ -52,7 +52,9 @@ class TimingResult:
 
     @property
     def throughput_clips_per_s(self) -> float:
-        return self.batch / (self.host.median_ms / 1e3) if self.host.median_ms > 0 else float("inf")
+        """Clips per second over the timed calls back to back (batch / mean batch latency): what the model sustains,
+        slow calls included (the median latency would overstate it on a loaded or throttling device)."""
+        return self.batch / (self.host.mean_ms / 1e3) if self.host.mean_ms > 0 else float("inf")
 
     def to_dict(self) -> dict[str, object]:
         return {"batch": self.batch, "per_batch": self.host.to_dict(), "per_clip": self.per_clip.to_dict(),
