@@ -592,7 +592,10 @@ def test_engine_target_checks():
     with pytest.raises(ManifestError, match="TensorRT 10.3.0, this machine has 10.7"):
         check_engine_target(target, trt_version="10.7.0", compute_capability="8.7", gpu_name="Orin")
     with pytest.raises(ManifestError, match="compute capability 8.7"):
-        check_engine_target(target, trt_version="10.3.1", compute_capability="9.0", gpu_name="H100")
+        check_engine_target(target, trt_version="10.3.0", compute_capability="9.0", gpu_name="H100")
+    # another patch release: refused here with the rebuild hint (it passed, then failed inside deserialisation)
+    with pytest.raises(ManifestError, match="TensorRT 10.3.0, this machine has 10.3.1: rebuild"):
+        check_engine_target(target, trt_version="10.3.1", compute_capability="8.7", gpu_name="Orin")
     warn = check_engine_target(target, trt_version="10.3.0", compute_capability="8.7", gpu_name="Orin Nano")
     assert warn and "Orin Nano" in warn[0]
     compat = dict(target, version_compatible=True)

@@ -20,17 +20,32 @@ def import_tensorrt() -> Any:
     return import_backend_module("trt", "tensorrt")
 
 
-def _major_minor(version: str) -> tuple[int, ...]:
+def _numbers(version: str, count: int = 4) -> tuple[int, ...]:
+    """The first ``count`` numeric parts of a version string ("10.3.0.26" -> (10, 3, 0, 26))."""
     parts = []
-    for p in str(version).split(".")[:2]:
+    for p in str(version).split(".")[:count]:
         digits = "".join(ch for ch in p if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
 
 
+def _major_minor(version: str) -> tuple[int, ...]:
+    return _numbers(version, 2)
+
+
+def same_release(built: str, running: str) -> bool:
+    """Whether an engine built with TensorRT ``built`` runs on ``running``: NVIDIA binds an engine that is not
+    version-compatible to the exact TensorRT version it was built with. Compared on the parts both strings give
+    (at least major.minor), so a JetPack "10.3.0" matches its own "10.3.0.30" build but not 10.3.1."""
+    a, b = _numbers(built), _numbers(running)
+    common = max(2, min(len(a), len(b)))
+    return a[:common] == b[:common]
+
+
 def check_engine_target(target: dict[str, Any], *, trt_version: str, compute_capability: str,
                         gpu_name: str, source: str = "engine") -> list[str]:
-    """Refuse an engine built for another TensorRT major.minor or GPU compute capability; return warnings.
+    """Refuse an engine built with another TensorRT version (NVIDIA: an engine runs only on the version that built it,
+    unless built version-compatible) or for another GPU compute capability; return warnings.
 
     ``target`` keys: ``tensorrt_version``, ``compute_capability`` ("8.7"), ``gpu_name``, optional
     ``version_compatible`` (built with TensorRT's version-compatible flag: any later version of the same major).
@@ -44,7 +59,7 @@ def check_engine_target(target: dict[str, Any], *, trt_version: str, compute_cap
         if _major_minor(built)[0] != _major_minor(trt_version)[0] or _major_minor(trt_version) < _major_minor(built):
             raise ManifestError(f"{source} was built (version-compatible) with TensorRT {built}, "
                                 f"this machine has {trt_version}")
-    elif _major_minor(built) != _major_minor(trt_version):
+    elif not same_release(built, trt_version):
         raise ManifestError(f"{source} was built with TensorRT {built}, this machine has {trt_version}: "
                             "rebuild the engine here (python -m pinlite_edge.export --format trt-fp16 ...)")
     cc = target.get("compute_capability")
