@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -377,3 +378,21 @@ def test_the_source_checkpoint_is_found_from_another_folder(tmp_path, monkeypatc
                     {"epoch": 2})
     found, why = source_checkpoint(onnx, read_manifest(onnx), None)
     assert found is None and "does not match the manifest's sha256" in why
+
+
+def test_a_jetson_records_its_release_and_power_mode(tmp_path, monkeypatch):
+    """Jetson latencies depend on the power mode (docs/jetson.md asks to set it before timing); the bench JSON did
+    not say which was set."""
+    from pinlite_edge.bench import machine
+
+    assert machine.jetson_state(tmp_path / "missing") is None  # not a Jetson
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64\n")
+    tool = tmp_path / "bin" / "nvpmodel"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho 'NV Power Mode: MAXN'\necho 0\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:{os.environ['PATH']}")
+    state = machine.jetson_state(release)
+    assert state == {"l4t_release": "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64",
+                     "power_mode": "NV Power Mode: MAXN / 0"}

@@ -5,6 +5,8 @@ import importlib.metadata
 import os
 import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,30 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+#: where a Jetson says its L4T release (JetPack's Linux), and the power-mode tool
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+NVPMODEL = "nvpmodel"
+
+
+def jetson_state(release_file: Path = TEGRA_RELEASE) -> dict[str, Any] | None:
+    """On a Jetson: its L4T release line and power mode (``nvpmodel -q``), which decide its clocks and so every
+    latency measured on it; None elsewhere. Whether ``jetson_clocks`` locked the clocks is not readable without
+    root, so it is not claimed."""
+    try:
+        release = release_file.read_text(errors="replace").splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+    state: dict[str, Any] = {"l4t_release": release, "power_mode": None}
+    if shutil.which(NVPMODEL):
+        try:
+            out = subprocess.run([NVPMODEL, "-q"], capture_output=True, text=True, timeout=10)
+            lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+            state["power_mode"] = " / ".join(lines[:2]) or None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return state
+
+
 def describe_machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "hostname": platform.node(), "os": f"{platform.system()} {platform.release()}",
@@ -70,6 +96,9 @@ def describe_machine() -> dict[str, Any]:
                            "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
     except Exception:  # no torch / no CUDA: CPU only
         pass
+    jetson = jetson_state()
+    if jetson is not None:
+        info["jetson"] = jetson
     return info
 
 
