@@ -2,8 +2,8 @@
 
 Window placement: starts at 0, ``stride`` apart, while a whole window fits; if the last window ends more than one
 video frame before the clip's end, one more window aligned to the clip's end is added so the tail is scored.
-A clip shorter than one window is padded (last frame repeated, audio zero-padded) with a warning when it lasts at
-least ``MIN_FRACTION`` of a window; shorter than that is an error.
+A clip shorter than one window is padded (last frame repeated; the audio track read on to the window's end, zeros
+where it ends) with a warning when it lasts at least ``MIN_FRACTION`` of a window; shorter than that is an error.
 """
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def window_starts(duration: float, contract: InputContract, stride_seconds: floa
         if duration + eps < MIN_FRACTION * win:
             raise InputError(f"{source} lasts {duration:.3f} s, less than {MIN_FRACTION:g} of one "
                              f"{win:g} s window; too short to score")
-        log.warning("%s lasts %.3f s, shorter than one %.2f s window: padding (last frame repeated, audio "
-                    "zero-padded)", source, duration, win)
+        log.warning("%s lasts %.3f s, shorter than one %.2f s window: padding (last frame repeated; the audio "
+                    "track is read on to the window's end, zeros where it ends)", source, duration, win)
         return [0.0]
     n = int(np.floor((duration - win) / stride + eps)) + 1
     starts = [round(i * stride, 6) for i in range(n)]
