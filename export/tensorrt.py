@@ -298,6 +298,14 @@ def _export_trt(ctx: ExportContext, precision: str) -> HandlerOutput:
         build_from = ctx.work_dir / "fp32.onnx"  # weak typing: FP32 graph + FP16 flag + FP32 pins
         if not build_from.is_file():
             write_fp32_onnx(ctx, build_from)
+        # what was read from the FP16 ONNX does not describe the graph the engine is built from: only the engine's
+        # own layer precisions (read back below) say what runs
+        plan.graph_precision.pop("artefact", None)
+        onnx_facts = {"built_from": build_from.name, "note": "weak typing: the FP32 ONNX with TensorRT's FP16 "
+                      "builder flag and FP32 constraints on the plan's layers; graph_precision.tensorrt_engine says "
+                      "what runs in which precision"}
+        plan.notes.append("weak typing: built from the FP32 ONNX (FP16 flag, plan layers constrained to FP32); "
+                          "precisions are those read from the engine")
     contract = ctx.model.config.contract
     max_batch = o.batch or DEFAULT_MAX_BATCH
     # frame sharing where the graph has separate batch axes (read from it): the profile takes shared_rows mfcc rows

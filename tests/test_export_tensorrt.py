@@ -323,6 +323,14 @@ def test_trt_manifest_fields_with_fake_tensorrt(student, tmp_path, monkeypatch):
     assert man.extra["shared_frames"] == {"mfcc_rows_per_frames_row": 7}
     assert next(c[1] for c in fake.calls if c[0] == "profile")["mfcc"][2] == (28, 64, 13)
 
+    # weak typing builds from the FP32 ONNX: the manifest no longer describes the FP16 ONNX it did not use
+    weak = export_from_model(student, "trt-fp16", tmp_path / "weak", calibration=cal, calib_size=2,
+                             sensitivity=False, batch=4, weak_typing=True)
+    wman = read_manifest(weak.artifact)
+    assert wman.extra["source_onnx"] == "fp32.onnx" and wman.extra["onnx"]["built_from"] == "fp32.onnx"
+    assert "artefact" not in wman.precision_plan["graph_precision"]
+    assert "tensorrt_engine" in wman.precision_plan["graph_precision"]
+
 
 def _softmax_plan() -> PrecisionPlan:
     return PrecisionPlan("int8", [
