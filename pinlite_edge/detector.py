@@ -109,13 +109,7 @@ class DetectionResult:
         """The windows a verdict on ``aggregate`` (default: this result's) rests on: the offset scan's windows, or
         for ``max`` / ``mean`` the windows with the face (fewer than ``SHORT_CLIP_WINDOWS``: a short clip, with its
         own thresholds in the operating point)."""
-        aggregate = aggregate or self.aggregate
-        if aggregate == "scan":
-            if self.scan is None:
-                raise InputError("this result has no offset scan")
-            return int(self.scan.windows_used)
-        counted = sum(1 for w in self.windows if _counts(w.face_fraction))
-        return counted or len(self.windows)
+        return verdict_windows(aggregate or self.aggregate, self.scan, [w.face_fraction for w in self.windows])
 
     @property
     def fake_prob(self) -> float:
@@ -363,6 +357,16 @@ def _face_fraction(window: Any, source: str) -> float | None:
 def _counts(face_fraction: float | None) -> bool:
     """Whether a window with this face share shows the face (not known: it does)."""
     return face_fraction is None or face_fraction >= FACE_WINDOW_MIN
+
+
+def verdict_windows(aggregate: str, scan: ScanResult | None, face_fractions: Sequence[float | None]) -> int:
+    """The windows a verdict on ``aggregate`` rests on: the offset scan's (``scan``), or for ``max`` / ``mean`` the
+    windows with the face (all of them when none has it, as the aggregates count them)."""
+    if aggregate == "scan":
+        if scan is None:
+            raise InputError("no offset scan: a verdict on 'scan' needs one")
+        return int(scan.windows_used)
+    return sum(1 for f in face_fractions if _counts(f)) or len(face_fractions)
 
 
 class _Scores:
@@ -704,8 +708,8 @@ class Detector:
         # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
         step = c.window_seconds / c.num_frames
         times = np.array([[s + k * step for k in range(c.num_frames)] for s in scores.starts])
-        evidence = scan.windows_used if self.aggregate == "scan" and scan is not None else int(counted.sum())
-        threshold, threshold_source = self._threshold_for(evidence)
+        threshold, threshold_source = self._threshold_for(
+            verdict_windows(self.aggregate, scan, scores.face_fractions))
         verdict = "fake" if decisive >= threshold else "real"
         if face_found is False:
             verdict = "no-face"
