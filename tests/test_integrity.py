@@ -250,6 +250,8 @@ def test_engine_target_matching_device_passes():
 @pytest.mark.parametrize("device, words", [
     ({"trt_version": "11.0.0", "compute_capability": "8.7", "gpu_name": "Orin"}, "TensorRT 10.3.0"),
     ({"trt_version": "10.7.0", "compute_capability": "8.7", "gpu_name": "Orin"}, "TensorRT 10.3.0"),
+    # another patch release: NVIDIA binds an engine to the release that built it
+    ({"trt_version": "10.3.1", "compute_capability": "8.7", "gpu_name": "Orin"}, "TensorRT 10.3.0"),
     ({"trt_version": "10.3.0", "compute_capability": "8.9", "gpu_name": "NVIDIA L4"}, "compute capability 8.7"),
     ({"trt_version": "10.3.0", "compute_capability": "11.0", "gpu_name": "Thor"}, "compute capability 8.7"),
 ])
@@ -263,7 +265,7 @@ def test_engine_target_mismatch_is_refused(device, words):
 def test_engine_target_same_capability_other_gpu_warns():
     from pinlite_edge.runtimes.trt.loader import check_engine_target
 
-    warnings = check_engine_target({**ORIN, "compute_capability": [8, 7]}, trt_version="10.3.1",
+    warnings = check_engine_target({**ORIN, "compute_capability": [8, 7]}, trt_version="10.3.0.30",
                                    compute_capability="8.7", gpu_name="Orin NX")
     assert len(warnings) == 1 and "Orin NX" in warnings[0]
 
