@@ -52,6 +52,9 @@ class WindowScore:
     #: share of the window's frames where the face tracker had the face (None: not known); a window below
     #: FACE_WINDOW_MIN does not count in the verdict when the clip has windows with the face
     face_fraction: float | None = None
+    #: whether the verdict rests on this window: the offset scan's windows (face, shifted audio inside the track), or
+    #: for max / mean the windows with the face
+    in_verdict: bool = True
 
 
 @dataclass
@@ -126,10 +129,16 @@ class DetectionResult:
     @property
     def most_suspicious_window(self) -> int:
         """The window the explanation shows: behind the verdict's own statistic. With the scan verdict, the highest
-        local offset scan (``WindowScore.fake_prob_local_scan``); else the highest window P(fake). First one on ties."""
+        local offset scan (``WindowScore.fake_prob_local_scan``); else the highest window P(fake); among the windows
+        the verdict rests on (``WindowScore.in_verdict``). First one on ties."""
         if self.aggregate == "scan" and self.scan is not None:
-            return int(np.argmax([w.fake_prob_local_scan for w in self.windows]))
-        return int(np.argmax(self.fake_prob_per_window))
+            scores = np.array([w.fake_prob_local_scan for w in self.windows], np.float64)
+        else:
+            scores = self.fake_prob_per_window
+        counted = np.array([w.in_verdict for w in self.windows], bool)
+        if counted.any():
+            scores = np.where(counted, scores, -np.inf)
+        return int(np.argmax(scores))
 
     def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -321,26 +330,35 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, str
 
 class _ExplainedWindow:
     """Keeps the frames of the window the explanation will show (:attr:`DetectionResult.most_suspicious_window`)
-    while windows stream past, without holding the clip: the best one so far by its score, plus, for the local offset
-    scan, the last ``LOCAL_SCAN_RADIUS`` windows, whose score is not final until the neighbours after them are
+    while windows stream past, without holding the clip. Which windows the verdict rests on is known only at the
+    clip's end (those with the face, if any; for the scan, of those the complete ones, if any), so the best window so
+    far is kept per kind (face, complete): the verdict's windows are always whole kinds. For the local offset scan
+    the last ``LOCAL_SCAN_RADIUS`` windows wait too: their score is final only once the neighbours after them are
     scored."""
 
     def __init__(self) -> None:
-        self.best = -1.0
-        self.frames: np.ndarray | None = None
-        self._pending: dict[int, np.ndarray] = {}  # window index -> frames, score not final yet
+        self._best: dict[tuple[bool, bool], tuple[float, int, np.ndarray]] = {}  # kind -> (score, index, frames)
+        self._pending: dict[int, tuple[np.ndarray, tuple[bool, bool]]] = {}  # index -> frames, kind; score not final
 
-    def offer(self, first: int, frames: list[np.ndarray], scores: np.ndarray, scores_from: int,
-              final_below: int) -> None:
-        """Windows ``first..`` with their ``frames``; ``scores[j]`` is window ``scores_from + j``'s score (covering
-        every window still pending); those below ``final_below`` are final. Strictly greater wins: the first
-        maximum, as ``np.argmax`` over the clip."""
-        for i, f in enumerate(frames):
-            self._pending[first + i] = f
+    def offer(self, first: int, frames: list[np.ndarray], kinds: list[tuple[bool, bool]], scores: np.ndarray,
+              scores_from: int, final_below: int) -> None:
+        """Windows ``first..`` with their ``frames`` and kinds ``(face, complete)``; ``scores[j]`` is window
+        ``scores_from + j``'s score (covering every window still pending); those below ``final_below`` are final.
+        Strictly greater wins: the first maximum, as ``np.argmax`` over the clip."""
+        for i, (f, kind) in enumerate(zip(frames, kinds)):
+            self._pending[first + i] = (f, kind)
         for i in sorted(k for k in self._pending if k < final_below):
-            f = self._pending.pop(i)
-            if float(scores[i - scores_from]) > self.best:
-                self.best, self.frames = float(scores[i - scores_from]), f.copy()
+            f, kind = self._pending.pop(i)
+            score = float(scores[i - scores_from])
+            if kind not in self._best or score > self._best[kind][0]:
+                self._best[kind] = (score, i, f.copy())
+
+    def frames(self, in_verdict: Sequence[bool]) -> np.ndarray | None:
+        """The frames of the best window among those the verdict rests on (``in_verdict`` per window)."""
+        kinds = [(score, index, f) for score, index, f in self._best.values() if in_verdict[index]]
+        if not kinds:
+            return None
+        return max(kinds, key=lambda t: (t[0], -t[1]))[2]  # the highest score, the first window on ties
 
 
 def _face_fraction(window: Any, source: str) -> float | None:
@@ -408,15 +426,17 @@ class _Scores:
         logits = out["logits"]
         first = len(self.starts)
         frames_in = [w.frames for w in windows]
+        kinds = [(_counts(f), self.scan is None or bool(getattr(w, "shifts_in_track", True)))
+                 for f, w in zip(fractions, windows)]
         if self.by_local_scan:
             assert self.scan is not None
             # the windows still pending start at first - R; their local scans read R windows before them
             lo = max(0, first - 2 * LOCAL_SCAN_RADIUS)
             local = local_fake_probs(self.scan.window_margins(lo), self.scan.offsets.index(0))
             end = lo + len(local)
-            self.explained.offer(first, frames_in, local, lo, end - LOCAL_SCAN_RADIUS)
+            self.explained.offer(first, frames_in, kinds, local, lo, end - LOCAL_SCAN_RADIUS)
         else:  # a window's P(fake) is final at once
-            self.explained.offer(first, frames_in, softmax_fake_prob(logits), first, first + len(windows))
+            self.explained.offer(first, frames_in, kinds, softmax_fake_prob(logits), first, first + len(windows))
         self.starts.extend(float(w.start_seconds) for w in windows)
         self.face_fractions.extend(fractions)
         self.logits.append(logits)
@@ -686,12 +706,15 @@ class Detector:
         scan = scores.scan.result() if scores.scan is not None else None
         local = [None] * len(probs) if scan is None else scan.local_fake_probs().tolist()
         if scores.by_local_scan:  # the last windows' local scan is final now that the clip has ended
-            scores.explained.offer(len(local), [], np.asarray(local), 0, len(local))
-        windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
-                               offset_confidence=float(op.max()), fake_prob_local_scan=lp, face_fraction=ff)
-                   for s, p, op, lp, ff in zip(scores.starts, probs, offset_probs, local, scores.face_fractions)]
+            scores.explained.offer(len(local), [], [], np.asarray(local), 0, len(local))
         faces = np.asarray([_counts(f) for f in scores.face_fractions], bool)
         counted = faces if faces.any() else np.ones_like(faces)  # windows without the face do not count
+        in_verdict = scan.used_mask if self.aggregate == "scan" and scan is not None else counted
+        windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
+                               offset_confidence=float(op.max()), fake_prob_local_scan=lp, face_fraction=ff,
+                               in_verdict=bool(u))
+                   for s, p, op, lp, ff, u in zip(scores.starts, probs, offset_probs, local, scores.face_fractions,
+                                                  in_verdict)]
         if not counted.all():
             log.warning("%s: the face tracker lost the face in %d of %d windows; they do not count in the verdict",
                         scores.source, int((~counted).sum()), len(counted))
@@ -722,7 +745,7 @@ class Detector:
             offset_head_frames=head_offset,
             fake_prob_scan=None if scan is None else scan.fake_prob, scan=scan, windows=windows, frame_saliency=attention.sum(axis=1),
             frame_times=times, attention=attention, source=scores.source, model=self.runner.name,
-            explain_frames=_display_frames(scores.explained.frames, c),
+            explain_frames=_display_frames(scores.explained.frames(list(in_verdict)), c),
             model_training_data=self.training_data_text, model_trained_on_real_video=self.trained_on_real_video,
             face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view,
         )

@@ -104,6 +104,8 @@ class ScanResult:
     #: (windows, offsets) float32 margins of every window scanned, in window order (not serialised): what a local
     #: analysis of the clip reads (benchmarks/localisation.py)
     window_margins: np.ndarray | None = field(default=None, repr=False)
+    #: (windows,) bool: which windows the curve averages (:meth:`ScanCurve.used`; not serialised)
+    used_mask: np.ndarray | None = field(default=None, repr=False)
 
     def local_fake_probs(self, radius: int = LOCAL_SCAN_RADIUS) -> np.ndarray:
         """:func:`local_fake_probs` of every window scanned (``window_margins``, shift 0 where the curve has it)."""
@@ -180,7 +182,7 @@ class ScanCurve:
         return ScanResult(offset_frames=self.offsets[best], fake_prob=scan_fake_prob(curve, self.offsets.index(0)),
                           curve={k: float(v) for k, v in zip(self.offsets, curve)},
                           windows_used=int(used.sum()), complete_only=bool(np.asarray(self._complete)[used].all()),
-                          window_margins=rows.astype(np.float32))
+                          window_margins=rows.astype(np.float32), used_mask=used)
 
 
 __all__ = ["DEFAULT_SCAN_OFFSETS", "LOCAL_SCAN_RADIUS", "MAX_SCAN_FRAMES", "ScanCurve", "ScanResult",

@@ -380,3 +380,41 @@ def test_malformed_windows_are_input_errors_naming_the_field(model_files):
         with pytest.raises(InputError, match="face_found must be True, False or None"):
             det.score_windows([ok], face_found="no")
         assert det.score_windows([ok]).verdict in ("real", "fake")
+
+
+def test_the_explanation_shows_a_window_the_verdict_rests_on(model_files, tmp_path):
+    """The picture showed the highest-scoring window of the whole clip: with the scan verdict usually the first or
+    last window, which the scan leaves out (its shifted audio leaves the track); with max, a window without the face
+    that the verdict does not count."""
+    from dataclasses import replace
+
+    from pinlite_edge import Detector
+    from pinlite_edge.data.synthetic import write_clip_video
+    from pinlite_edge.features import clip_windows, prepare_file
+
+    path = tmp_path / "clip.mp4"
+    write_clip_video(path, seed=5, contract=TINY_CONTRACT, duration_s=4.5)
+    with Detector.load(model_files["onnx"], threads=1, face_crop=False) as det:
+        result = det.detect(path)
+        used = [w.in_verdict for w in result.windows]
+        assert sum(used) == result.scan.windows_used and not used[0]  # the first window's audio shifts leave it
+        shown = result.most_suspicious_window
+        assert used[shown]
+        local = [w.fake_prob_local_scan for w in result.windows]
+        assert local[shown] == max(p for p, u in zip(local, used) if u)
+
+        # max: the best window loses its face; the picture moves to the best window the verdict counts
+        prepared = prepare_file(path, det.contract, face_crop=False)
+        windows = list(clip_windows(prepared, det.contract))
+    with Detector.load(model_files["onnx"], threads=1, face_crop=False, aggregate="max", scan_offsets=None) as det:
+        first = det.score_windows(windows)
+        best = first.most_suspicious_window
+        faceless = [replace(w, face_fraction=0.0 if i == best else 1.0) for i, w in enumerate(windows)]
+        second = det.score_windows(faceless)
+    probs = [w.fake_prob for w in second.windows]
+    shown = second.most_suspicious_window
+    assert shown != best and not second.windows[best].in_verdict
+    assert probs[shown] == max(p for i, p in enumerate(probs) if i != best) == second.fake_prob_max
+    from pinlite_edge.detector import _display_frames
+
+    np.testing.assert_array_equal(second.explain_frames, _display_frames(windows[shown].frames, det.contract))
