@@ -39,7 +39,8 @@ from pinlite_edge.bench.references import (
 )
 from pinlite_edge.bench.timing import TimingResult, measure_interleaved
 from pinlite_edge.bench.workspace import (
-    DEFAULT_WORKSPACE, WorkspaceError, is_workspace, resolve_artefacts, source_checkpoint, stage_checkpoint,
+    DEFAULT_WORKSPACE, WorkspaceError, cuda_index, is_workspace, resolve_artefacts, source_checkpoint,
+    stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     cfg_json = {k2: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
                 for k2, v in cfg.__dict__.items()}
     cfg_json["precision"] = None if cfg.compare else cfg.resolved_precision
-    return BenchResult(config=cfg_json, machine=describe_machine(),
+    gpu = cuda_index(cfg.device) if cfg.device and cfg.device.startswith("cuda") else None
+    return BenchResult(config=cfg_json, machine=describe_machine(gpu),
                        data={**data.describe(), "clip_ids_head": clip_ids[:k]}, rows=rows, teacher=teacher_info,
                        comparison=comparison, notes=notes, end_to_end=e2e_info, attention_samples=samples)
 

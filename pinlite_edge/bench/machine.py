@@ -68,7 +68,8 @@ def jetson_state(release_file: Path = TEGRA_RELEASE) -> dict[str, Any] | None:
     return state
 
 
-def describe_machine() -> dict[str, Any]:
+def describe_machine(gpu_index: int | None = None) -> dict[str, Any]:
+    """The machine; ``gpu_index``: the CUDA device measured on (default: torch's current device)."""
     info: dict[str, Any] = {
         "hostname": platform.node(), "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(),
@@ -90,7 +91,7 @@ def describe_machine() -> dict[str, Any]:
         import torch
 
         if torch.cuda.is_available():
-            i = torch.cuda.current_device()
+            i = torch.cuda.current_device() if gpu_index is None else gpu_index
             cap = torch.cuda.get_device_capability(i)
             info["gpu"] = {"name": torch.cuda.get_device_name(i), "compute_capability": f"{cap[0]}.{cap[1]}",
                            "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
