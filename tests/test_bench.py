@@ -396,3 +396,18 @@ def test_a_jetson_records_its_release_and_power_mode(tmp_path, monkeypatch):
     state = machine.jetson_state(release)
     assert state == {"l4t_release": "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64",
                      "power_mode": "NV Power Mode: MAXN / 0"}
+
+
+def test_the_machine_description_names_the_gpu_measured_on(monkeypatch):
+    """--device cuda:1 was described as torch's current device (0)."""
+    from types import SimpleNamespace
+
+    from pinlite_edge.bench.machine import describe_machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"GPU {i}")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (8, 7 + i))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=2**30 * (i + 1)))
+    assert describe_machine()["gpu"]["name"] == "GPU 0"
+    assert describe_machine(1)["gpu"] == {"name": "GPU 1", "compute_capability": "8.8", "memory_gb": 2.0}
