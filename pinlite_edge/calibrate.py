@@ -9,6 +9,11 @@ at most ``--target-fpr`` of all of them would be called fake, never below 0.5 fo
 (:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
 and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
 
+The copies are not bit-reproducible here: libx264 (through PyAV) gives slightly different H.264 streams for the same
+frames from call to call, so two runs on the same clips can measure somewhat different thresholds (an audit saw a
+one-clip calibration move by up to 0.16; with the quickstart's 25 clips and 142 scores each threshold rests on many
+scores). ``--reencode none`` is reproducible.
+
 Calibrate on clips that are NOT in your evaluation split: the quickstart uses the train and dev clips of the
 speaker-disjoint ``real_av`` split and reports on its test clips.
 """
