@@ -290,6 +290,8 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     json.dumps(prec)  # the record is plain JSON
     # the pruned weights keep what the source student learned: its training data is part of the pruned model's
     assert prec["training_data"]["fine_tuned_from"] == rec["training_data"]
+    for step in sorted(pres.best_path.parent.glob("step*/best.safetensors")):  # the steps' checkpoints too
+        assert read_record(step)["training_data"]["fine_tuned_from"] == rec["training_data"], step
 
     # resumed with another student, the finished steps (made from the first one) used to be reused, and the record
     # named the second student as the source

@@ -200,6 +200,9 @@ def prune(cfg: PruneConfig) -> PruneResult:
             return row
 
         student_sha = sha256_file(cfg.student)
+        # every step's weights keep what the source student learned: each checkpoint, the steps' too, says so
+        training_data = fine_tuned_summary(training_data_summary({"train": _built(ctx.train), "val": _built(ctx.val)}),
+                                           training_data_from_record(source_record))
         steps = [report(0, None)]
         # the same clips every iteration (only the model changes); not loaded when neither feature needs them
         needs_calibration = cfg.importance == "ablation" or int(cfg.compensation_clips) > 0
@@ -222,7 +225,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
                 check_output(step_dir, step_cfg.resume)
                 fit(model, objective, ctx.train, ctx.val, step_cfg, ctx.device, dist=ctx.dist, stage=f"prune{k}",
                     record={"kind": "student", "pruned_from": cfg.student, "pruned_from_sha256": student_sha,
-                            "removed": removed},
+                            "removed": removed, "training_data": training_data},
                     val_reference_attention=reference)
             model, _ = load_checkpoint(step_dir / "best.safetensors", map_location=ctx.device)
             steps.append(report(k, removed))
@@ -230,9 +233,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
         final = out_dir / "best.safetensors"
         if ctx.dist.is_main:
             record = {**{k: v for k, v in source_record.items() if k in ("dataset", "dataset_fingerprint")},
-                      "training_data": fine_tuned_summary(
-                          training_data_summary({"train": _built(ctx.train), "val": _built(ctx.val)}),
-                          training_data_from_record(source_record)),
+                      "training_data": training_data,
                       "stage": "prune", "kind": "student", "config": cfg.to_dict(), "source_student": cfg.student,
                       "teachers": teacher_record(cfg.teachers), "prune_steps": steps,
                       "params": count_parameters(model), "heads_per_layer": list(model.config.heads_per_layer),
