@@ -4,9 +4,10 @@ Every clip under ``DIR`` (or those of ``--splits`` in ``--split-file``) must be 
 :class:`pinlite_edge.Detector` scores a file (same featurisation, windows and aggregates), and so is each of its
 ``--reencode`` copies (by default re-encoded at CRF 35, at half resolution, and with 44.1 kHz stereo AAC audio:
 a genuine clip's score moves by about 0.1 under such re-encoding, ``benchmarks/results/real_faces_reencode/``, and
-the videos users check have been re-encoded on their way); per aggregate the threshold is the lowest one at which
-at most ``--target-fpr`` of all of them would be called fake, never below 0.5 for the window probabilities
-(:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
+the videos users check have been re-encoded on their way; and its middle 1.2 s and 2 s as short clips); per
+aggregate the threshold is the lowest one at which at most ``--target-fpr`` of the whole-clip scores would be called
+fake, never below 0.5 for the window probabilities, and the scores resting on fewer than 3 windows (short clips)
+get thresholds of their own the same way (:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
 and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
 
 The copies are not bit-reproducible here: libx264 (through PyAV) gives slightly different H.264 streams for the same
@@ -175,7 +176,7 @@ def check_target_fpr(target_fpr: float) -> None:
 def needed_clips(target_fpr: float) -> int:
     """The fewest clips on which a false-positive rate of ``target_fpr`` can be told apart from 0 (one clip in
     ``1 / target_fpr``)."""
-    return math.ceil(1.0 / target_fpr - 1e-9) if target_fpr > 0 else 1
+    return math.ceil(1.0 / target_fpr - 1e-9) if target_fpr > 1e-9 else 1  # (a rate of 1e-320 has no count)
 
 
 def check_checkpoint(checkpoint: Path) -> None:
@@ -245,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "at the end)", file=sys.stderr)
         return 130
     for agg, thr in point.thresholds.items():
-        print(f"{agg:>4}: threshold {thr:.4f}  (genuine clips called fake: {point.fpr_at_threshold[agg]:.2f} here, "
-              f"{point.fpr_at_default[agg]:.2f} at 0.5; {point.describe_clips()})")
+        whole = point.clips - point.short_clips.get(agg, 0)
+        print(f"{agg:>4}: threshold {thr:.4f}  (of {whole} whole-clip scores, called fake: "
+              f"{point.fpr_at_threshold[agg]:.2f} here, {point.fpr_at_default[agg]:.2f} at 0.5; "
+              f"{point.describe_clips()})")
         if agg in point.short_thresholds:
             print(f"      short clips (verdict on < {point.short_clip_windows} windows): threshold "
                   f"{point.short_thresholds[agg]:.4f}  ({point.fpr_short[agg]:.2f} of {point.short_clips[agg]} short "

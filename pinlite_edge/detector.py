@@ -314,7 +314,9 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, str
         if precision != "fp32":  # export copies the checkpoint's record: it was measured on the FP32 weights
             source += (f"; measured on the FP32 checkpoint this {precision} artefact was exported from, whose "
                        "probabilities differ a little (the false-positive rate is that checkpoint's)")
-        differences = point.setting_differences(stride_seconds, face_crop)
+        contract = getattr(runner, "contract", None)
+        differences = point.setting_differences(stride_seconds, face_crop,
+                                                getattr(contract, "window_seconds", None))
         if differences:
             note = (f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "
                     "not carry over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass "

@@ -33,11 +33,17 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_FPR = 0.05
 #: the lowest threshold calibration may choose per aggregate (module doc): 0.5 for window probabilities, 0 for the scan
 THRESHOLD_FLOORS = {"max": DEFAULT_THRESHOLD, "mean": DEFAULT_THRESHOLD, "scan": 0.0}
+#: how far above the highest genuine score that must pass a threshold sits: more than the float rounding by which
+#: a model's artefacts score the same clip apart (the ONNX and .pte exports are checked to 1e-4 in logits, a few 1e-6
+#: in probability on the clips seen), far less than the spread of genuine clips' scores
+THRESHOLD_MARGIN = 1e-5
 #: a clip whose verdict rests on fewer windows than this is "short" and gets the short-clip thresholds: the offset
 #: scan's complete windows (shifted audio inside the track) or, for max / mean, the windows with the face. A 3 s clip
 #: (GRID's length) gives 3 complete scan windows. Few windows make a noisier score: at the thresholds measured on
 #: whole clips, 17 of 56 genuine 1.2 s and 2 s excerpts were called fake (benchmarks/results/short_clips/).
 SHORT_CLIP_WINDOWS = 3
+#: the largest ``short_clip_windows`` a stored record may give (more would make most clips "short")
+MAX_SHORT_CLIP_WINDOWS = 32
 
 
 @dataclass(frozen=True)
@@ -74,13 +80,19 @@ class OperatingPoint:
         clips = f"{self.originals} genuine clips" if self.originals is not None else "genuine clips"
         return f"{self.clips} scores: {clips} and re-encoded copies"
 
-    def setting_differences(self, stride_seconds: float | None, face_crop: bool) -> list[str]:
-        """How a Detector's windowing differs from the one these thresholds were measured with (empty: none)."""
+    def setting_differences(self, stride_seconds: float | None, face_crop: bool,
+                            default_stride: float | None = None) -> list[str]:
+        """How a Detector's windowing differs from the one these thresholds were measured with (empty: none);
+        ``default_stride``: the stride None stands for (one window), so that giving it explicitly is no difference."""
         def stride(value: float | None) -> str:
             return "the default stride" if value is None else f"stride {value:g} s"
 
+        def same(a: float | None, b: float | None) -> bool:
+            a, b = (default_stride if a is None else a), (default_stride if b is None else b)
+            return a == b or (a is not None and b is not None and abs(a - b) < 1e-9)
+
         out = []
-        if stride_seconds != self.stride_seconds:
+        if not same(stride_seconds, self.stride_seconds):
             out.append(f"at {stride(self.stride_seconds)} (this Detector: {stride(stride_seconds)})")
         if face_crop != self.face_crop:
             out.append(f"{'with' if self.face_crop else 'without'} the face crop (this Detector: "
@@ -114,6 +126,15 @@ class OperatingPoint:
             raise InputError(f"{source}: operating_point.thresholds must map an aggregate to a threshold")
         parsed = _thresholds(thresholds, source, "thresholds")
         short = _thresholds(d.get("short_thresholds") or {}, source, "short_thresholds")
+        for agg, value in short.items():
+            if agg not in parsed or value < parsed[agg]:
+                raise InputError(f"{source}: operating_point.short_thresholds[{agg!r}] = {value} needs a whole-clip "
+                                 f"threshold for {agg!r} at or below it (got {parsed.get(agg)}): short clips are "
+                                 "never judged more readily than whole ones")
+        windows = d.get("short_clip_windows", SHORT_CLIP_WINDOWS)
+        if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_SHORT_CLIP_WINDOWS:
+            raise InputError(f"{source}: operating_point.short_clip_windows must be a whole number in "
+                             f"1..{MAX_SHORT_CLIP_WINDOWS}, got {windows!r}")
         try:
             return cls(thresholds=parsed, target_fpr=float(d.get("target_fpr", math.nan)), clips=int(d.get("clips", 0)),
                        data=str(d.get("data", "")),
@@ -124,7 +145,7 @@ class OperatingPoint:
                        originals=None if d.get("originals") is None else int(d["originals"]),
                        face_crop=bool(d.get("face_crop", "(no face crop)" not in str(d.get("data", "")))),
                        short_thresholds=short,
-                       short_clip_windows=int(d.get("short_clip_windows", SHORT_CLIP_WINDOWS)),
+                       short_clip_windows=windows,
                        short_clips={str(k): int(v) for k, v in dict(d.get("short_clips") or {}).items()},
                        fpr_short={str(k): float(v) for k, v in dict(d.get("fpr_short") or {}).items()})
         except (TypeError, ValueError) as exc:
@@ -150,7 +171,9 @@ def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = 
     """The lowest threshold ``t >= floor`` at which at most ``target_fpr`` of ``scores`` satisfy ``score >= t``.
 
     Verdicts call a clip fake when its score is ``>= threshold``, so the threshold sits just above the highest
-    score that must stay below it (the next float up, so the comparison is exact).
+    score that must stay below it: :data:`THRESHOLD_MARGIN` above it, because the same clip scored by the model's
+    artefacts (ONNX, ``.pte``, another CPU) moves by float rounding, and one float step above let a calibration clip
+    scored by the ONNX export land on the threshold (1.4e-8 above its checkpoint score: called fake).
     """
     if not scores:
         raise InputError("no genuine clip scores to calibrate on")
@@ -163,7 +186,7 @@ def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = 
     if allowed >= len(ranked):
         return floor
     must_pass = ranked[allowed]  # the highest score that must fall below the threshold
-    return max(floor, min(1.0, math.nextafter(must_pass, math.inf)))
+    return max(floor, min(1.0, must_pass + THRESHOLD_MARGIN))
 
 
 def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
@@ -188,13 +211,14 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
         raise InputError("every aggregate must be scored on the same clips")
     if windows is not None and any(len(windows.get(agg, ())) != len(v) for agg, v in scores.items()):
         raise InputError("windows must give one count per score of every aggregate")
-    thresholds, short, fpr, fpr_short, short_counts = {}, {}, {}, {}, {}
+    thresholds, short, fpr, fpr_short, short_counts, fpr_default = {}, {}, {}, {}, {}, {}
     for agg, vals in scores.items():
         short_mask = [w < short_clip_windows for w in windows[agg]] if windows is not None else [False] * len(vals)
         long_vals = [v for v, m in zip(vals, short_mask) if not m] or list(vals)  # short clips only: one threshold
         short_vals = [v for v, m in zip(vals, short_mask) if m]
         thresholds[agg] = threshold_at_fpr(long_vals, target_fpr, floor=THRESHOLD_FLOORS[agg])
         fpr[agg] = false_positive_rate(long_vals, thresholds[agg])
+        fpr_default[agg] = false_positive_rate(long_vals, DEFAULT_THRESHOLD)  # the same scores, at 0.5
         if short_vals and len(short_vals) < len(vals):
             short_counts[agg] = len(short_vals)
             short[agg] = max(thresholds[agg], threshold_at_fpr(short_vals, target_fpr, floor=THRESHOLD_FLOORS[agg]))
@@ -203,7 +227,7 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
         thresholds=thresholds, target_fpr=float(target_fpr), clips=counts.pop(), data=data,
         stride_seconds=stride_seconds, reencodings=tuple(reencodings), originals=originals, face_crop=face_crop,
         fpr_at_threshold=fpr,
-        fpr_at_default={agg: false_positive_rate(v, DEFAULT_THRESHOLD) for agg, v in scores.items()},
+        fpr_at_default=fpr_default,
         short_thresholds=short, short_clip_windows=short_clip_windows,
         short_clips=short_counts, fpr_short=fpr_short)
 

@@ -13,14 +13,16 @@ from pinlite_edge.checkpoint import read_record, save_checkpoint
 from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.errors import InputError
 from pinlite_edge.models import create_student
-from pinlite_edge.operating_point import OperatingPoint, fit_operating_point, threshold_at_fpr
+from pinlite_edge.operating_point import THRESHOLD_MARGIN, OperatingPoint, fit_operating_point, threshold_at_fpr
 
 
 def test_threshold_sits_just_above_the_scores_that_must_pass():
     scores = [0.9, 0.7, 0.6, 0.55, 0.52, 0.4, 0.3, 0.3, 0.2, 0.1]
     # 10 clips, 10 %: one clip may stay at or above the threshold, the second highest (0.7) must fall below it
     t = threshold_at_fpr(scores, 0.10)
-    assert 0.7 < t < 0.7 + 1e-9
+    assert t == pytest.approx(0.7 + THRESHOLD_MARGIN, abs=1e-12)
+    # the clip that must pass, scored by an export a float rounding higher (1.4e-8 was seen), still passes
+    assert 0.7 + 1.4e-8 < t
     assert sum(s >= t for s in scores) == 1
     # 0 %: every clip below the threshold
     assert sum(s >= threshold_at_fpr(scores, 0.0) for s in scores) == 0
@@ -176,6 +178,9 @@ def test_calibrate_warns_when_too_few_clips_to_measure_the_target_rate(genuine_f
         point = calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.05, face_crop=False,
                                      progress=False, write=False)
     assert point.originals == 3 and not point.face_crop
+    from pinlite_edge.calibrate import needed_clips
+
+    assert needed_clips(0.05) == 20 and needed_clips(0.0) == needed_clips(1e-320) == 1  # 1e-320 overflowed
     assert "only 3 genuine clip(s) with a face: a false-positive rate of 0.05 cannot be measured on fewer than 20" \
         in caplog.text
 
@@ -224,6 +229,9 @@ def test_an_operating_point_measured_with_other_detector_settings_is_used_with_a
             source = det.threshold_source
     assert "at the default stride (this Detector: stride 0.32 s)" in source
     assert "without the face crop (this Detector: with)" in source and "recalibrate" in caplog.text
+    # the default stride given explicitly (one window, 0.64 s) is the same stride, not a difference
+    with Detector.load(ckpt, threads=1, face_crop=False, stride_seconds=0.64) as det:
+        assert "measured" not in det.threshold_source
 
 
 def test_calibration_clips_follow_the_split(tmp_path):
@@ -344,8 +352,10 @@ def test_short_clips_get_thresholds_measured_on_short_scores():
     scores = {"max": [0.6] * 6, "mean": [0.55] * 6, "scan": long_scan + short_scan}
     windows = {agg: [5, 5, 4, 3, 1, 2] for agg in scores}
     point = fit_operating_point(scores, target_fpr=0.0, windows=windows)
-    assert point.threshold("scan") == pytest.approx(0.4)  # the long scores alone
-    assert point.short_thresholds["scan"] == pytest.approx(0.9) and point.short_clips["scan"] == 2
+    assert point.threshold("scan") == pytest.approx(0.4, abs=2e-5)  # the long scores alone
+    assert point.short_thresholds["scan"] == pytest.approx(0.9, abs=2e-5) and point.short_clips["scan"] == 2
+    # the rates printed side by side are over the same scores (the whole-clip ones)
+    assert point.fpr_at_threshold["scan"] == 0.0 and point.fpr_at_default["scan"] == 0.0
     assert point.short_threshold("scan", SHORT_CLIP_WINDOWS - 1) == point.short_thresholds["scan"]
     assert point.short_threshold("scan", SHORT_CLIP_WINDOWS) is None  # not short
     # never below the whole-clip threshold (a handful of short scores must not make short clips easier to call fake)
@@ -353,11 +363,20 @@ def test_short_clips_get_thresholds_measured_on_short_scores():
     assert low.short_thresholds["scan"] == low.thresholds["scan"]
     # only short scores, or no window counts: one threshold for every clip, as before
     only_short = fit_operating_point({"scan": [0.2, 0.3]}, target_fpr=0.0, windows={"scan": [1, 2]})
-    assert only_short.short_thresholds == {} and only_short.threshold("scan") == pytest.approx(0.3)
+    assert only_short.short_thresholds == {} and only_short.threshold("scan") == pytest.approx(0.3, abs=2e-5)
     assert fit_operating_point(scores, target_fpr=0.0).short_thresholds == {}
     assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
     with pytest.raises(InputError, match="short_thresholds"):
         OperatingPoint.from_dict({**point.to_dict(), "short_thresholds": {"scan": 2.0}})
+    # a hand-edited record: a short threshold below the whole-clip one, or for an aggregate without one, and window
+    # counts that are no count, are refused (they were used as given)
+    with pytest.raises(InputError, match="never judged more readily"):
+        OperatingPoint.from_dict({**point.to_dict(), "short_thresholds": {"scan": 0.1}})
+    with pytest.raises(InputError, match="never judged more readily"):
+        OperatingPoint.from_dict({**point.to_dict(), "thresholds": {"max": 0.6}, "short_thresholds": {"scan": 0.9}})
+    for bad in (0, -5, True, 2.7, 10 ** 9):
+        with pytest.raises(InputError, match="short_clip_windows"):
+            OperatingPoint.from_dict({**point.to_dict(), "short_clip_windows": bad})
 
 
 def test_the_detector_decides_a_short_clip_with_the_short_clip_threshold(tmp_path):
