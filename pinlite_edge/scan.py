@@ -22,13 +22,15 @@ back as the same ``os.fsdecode`` name).
 One JSON line per file::
 
     {"path": "/abs/clip.mp4", "verdict": "fake", "fake_prob_max": 0.91, "fake_prob_mean": 0.62,
-     "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.5, "offset_source": "offset scan",
+     "fake_prob_scan": 0.83, "aggregate": "scan", "threshold": 0.746, "offset_source": "offset scan",
      "offset_frames": 4, "offset_confidence": 0.7, "windows": 4, "window_fake_probs": [...],
      "window_local_scan_probs": [...], "window_starts": [...], "window_face_fractions": [...],
+     "threshold_source": "operating point (...)", "verdict_windows": 2,
      "face_found": true, "face_coverage": 0.97, "faces_in_view": 1, "model_training_data": "real video + synthetic",
      "model_trained_on_real_video": true, "error": null, "error_type": null,
      "seconds": 0.41, "warnings": [], "settings": {"model": "/abs/pinlite-student.onnx", "model_sha256": "...",
-     "threshold": 0.746, "aggregate": "scan", "stride": null, "face_crop": true, "offset_scan": true}}
+     "threshold": 0.746, "short_thresholds": {"max": 0.879, "mean": 0.736, "scan": 0.962}, "aggregate": "scan",
+     "stride": null, "face_crop": true, "offset_scan": true}}
 
 A clip where no face is found anywhere has ``"verdict": "no-face"``, one with a digitally silent audio track
 ``"silent-audio"`` (their probabilities are still recorded). Bad files
@@ -202,6 +204,7 @@ class PriorResults:
 def read_results(out: Path) -> PriorResults:
     """:class:`PriorResults` of ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
     prior = PriorResults(set(), [], collections.Counter())
+    scored: set[str] = set()
     if not out.is_file():
         return prior
     data = out.read_bytes()
@@ -226,9 +229,11 @@ def read_results(out: Path) -> PriorResults:
             prior.settings.append(settings)
         if rec.get("error") is None:
             prior.verdicts[rec.get("verdict")] += 1
+            scored.add(str(rec["path"]))
         else:
             prior.verdicts["error"] += 1
             prior.errors.add(str(rec["path"]))
+    prior.errors -= scored  # a file with a verdict is done, whatever else the file holds about it
     return prior
 
 
@@ -253,9 +258,14 @@ def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
     made two ways in one file (:func:`check_resume`)."""
     from pinlite_edge.utils.hashing import sha256_file
 
+    point = detector.operating_point
+    short = {k: round(float(v), 6) for k, v in point.short_thresholds.items()} if point is not None else {}
     return {"model": str(cfg.model.resolve()), "model_sha256": sha256_file(cfg.model),
-            "threshold": round(float(detector.threshold), 6), "aggregate": cfg.aggregate, "stride": cfg.stride,
-            "face_crop": cfg.face_crop, "offset_scan": cfg.offset_scan}
+            "threshold": round(float(detector.threshold), 6),
+            # short clips' thresholds (the operating point's; none with a caller's threshold): records made with and
+            # without them would judge short clips two ways in one file
+            "short_thresholds": short or None,
+            "aggregate": cfg.aggregate, "stride": cfg.stride, "face_crop": cfg.face_crop, "offset_scan": cfg.offset_scan}
 
 
 def check_resume(out: Path, prior: PriorResults, settings: dict[str, Any]) -> None:
@@ -581,7 +591,9 @@ def _score(detector: Any, stream: FileStream) -> tuple[Any, BaseException | None
         stream.close()  # what scoring left unread (an error mid-file)
 
 
-def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
+def record_for(job: dict[str, Any], result: Any = None, error: BaseException | None = None,
+               model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One results line; ``model``: what every record says of the model (its training data), failed files too."""
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
                            "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
@@ -595,6 +607,7 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
         rec["error"], rec["error_type"] = str(error), type(error).__name__
     if result is not None:
         rec.update(verdict=result.verdict, threshold=round(result.threshold, 6),
+                   threshold_source=result.threshold_source, verdict_windows=result.evidence_windows(),
                    fake_prob_max=round(result.fake_prob_max, 6),
                    fake_prob_mean=round(result.fake_prob_mean, 6), aggregate=result.aggregate,
                    fake_prob_scan=None if result.fake_prob_scan is None else round(result.fake_prob_scan, 6),
@@ -608,8 +621,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                                           for w in result.windows],
                    face_found=result.face_found,
                    face_coverage=None if result.face_coverage is None else round(result.face_coverage, 4),
-                   faces_in_view=result.faces_in_view, model_training_data=result.model_training_data,
-                   model_trained_on_real_video=result.model_trained_on_real_video)
+                   faces_in_view=result.faces_in_view)
+    rec.update(model or {})
     # decoding's (the worker's) and scoring's, once each, in order
     rec["warnings"] = list(dict.fromkeys([*job.get("warnings", []), *(result.warnings if result is not None else [])]))
     return rec
@@ -691,6 +704,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         detector.close()
         raise
     scored = failed = fake = no_face = silent_audio = several_faces = 0
+    model_info = {"model_training_data": detector.training_data_text,
+                  "model_trained_on_real_video": detector.trained_on_real_video}
     writer = JsonlWriter(cfg.out)
     try:
         from pinlite_edge.utils.progress import progress_bar
@@ -705,7 +720,7 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                 if stream.crashed and stream.retry:
                     continue  # re-run alone at the end
                 job = stream.info
-                rec = record_for(job, result, error)
+                rec = record_for(job, result, error, model_info)
                 rec["settings"] = settings
                 writer.write(rec)
                 if rec["error"] is None:

@@ -299,6 +299,56 @@ def test_retry_errors_scans_a_fixed_file_again_and_keeps_one_line_per_file(model
     assert main([*args, "--retry-errors"]) == 0 and "2 already in" in capsys.readouterr().out  # nothing left
 
 
+def test_retry_errors_leaves_a_file_that_has_a_verdict_alone(model, tmp_path):
+    """A results file holding both a verdict and an error line for one file (written by hand, or by two tools):
+    --retry-errors scanned it again and left two verdict lines."""
+    from pinlite_edge.data.synthetic import write_clip_video
+
+    root = tmp_path / "videos"
+    write_clip_video(root / "good.mp4", seed=0, contract=TINY_CONTRACT, duration_s=0.7)
+    out = tmp_path / "results.jsonl"
+    scan(cfg_for(root, model, out))
+    (good,) = lines_of(out)
+    with open(out, "a") as fh:
+        fh.write(json.dumps({**good, "verdict": None, "error": "an old failure", "error_type": "DecodeError"}) + "\n")
+    summary = scan(cfg_for(root, model, out, retry_errors=True))
+    assert summary.retried == 0 and summary.skipped == 1
+    assert [r["error"] for r in lines_of(out)] == [None, "an old failure"]
+
+
+def test_records_say_how_they_were_judged_and_a_resume_cannot_mix_threshold_rules(tmp_path, grid_clips):
+    """Every record carries its threshold's source, the windows its verdict rests on and the model's training data
+    (failed files too); a resume with a caller's threshold equal to the whole-clip one used to be accepted, though
+    short clips had been judged by the operating point's short-clip thresholds."""
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.errors import UsageError
+    from pinlite_edge.models import create_student
+    from pinlite_edge.operating_point import OperatingPoint
+
+    point = OperatingPoint(thresholds={"max": 0.6, "mean": 0.6, "scan": 0.5}, target_fpr=0.05, clips=9, data="x",
+                           short_thresholds={"scan": 0.9}, short_clips={"scan": 4})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False),
+                           {"operating_point": point.to_dict(), "training_data": {"real_video": True}})
+    root = tmp_path / "videos"
+    root.mkdir()
+    shutil.copyfile(grid_clips[0], root / grid_clips[0].name)
+    (root / "bad.mp4").write_text("not a video\n" * 20)
+    out = tmp_path / "results.jsonl"
+    scan(cfg_for(root, ckpt, out))
+    recs = {Path(r["path"]).name: r for r in lines_of(out)}
+    ok, bad = recs[grid_clips[0].name], recs["bad.mp4"]
+    assert ok["threshold_source"].startswith("operating point") and ok["verdict_windows"] >= 1
+    assert ok["settings"]["short_thresholds"] == {"scan": 0.9}
+    for r in (ok, bad):
+        assert r["model_trained_on_real_video"] is True and r["model_training_data"] == "real video"
+    (root / "more.mpg").write_bytes(grid_clips[1].read_bytes())
+    with pytest.raises(UsageError, match="short_thresholds"):
+        scan(cfg_for(root, ckpt, out, threshold=0.5))
+
+
 def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(tmp_path, model):
     """``bad\\xff\\xfe.mp4``: the record used to raise UnicodeEncodeError and end the scan, at the same file on
     every re-run."""
