@@ -300,6 +300,23 @@ def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
                              f"(|x| <= {MAX_FEATURE_ABS:g}); make windows with pinlite_edge.features")
 
 
+def _threshold_notes(runner: Any, point: Any, stride_seconds: float | None, face_crop: bool) -> list[str]:
+    """What qualifies an operating point's thresholds for this runner and these settings: measured on the FP32
+    checkpoint (a quantised artefact's probabilities differ a little), or with another stride / face crop."""
+    notes = []
+    precision = str(getattr(runner, "precision", "fp32") or "fp32")
+    if precision != "fp32":  # export copies the checkpoint's record: it was measured on the FP32 weights
+        notes.append(f"measured on the FP32 checkpoint this {precision} artefact was exported from, whose "
+                     "probabilities differ a little (the false-positive rate is that checkpoint's)")
+    contract = getattr(runner, "contract", None)
+    differences = point.setting_differences(stride_seconds, face_crop, getattr(contract, "window_seconds", None))
+    if differences:
+        notes.append(f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "
+                     "not carry over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass "
+                     "threshold=")
+    return notes
+
+
 def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, stride_seconds: float | None = None,
                        face_crop: bool = True) -> tuple[float, str]:
     """The verdict threshold and where it came from: the caller's, else the model's operating point for
@@ -309,21 +326,12 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, str
         return float(threshold), "caller"
     point = getattr(runner, "operating_point", None)
     if point is not None and aggregate in point.thresholds:
-        source = f"operating point ({point.describe_clips()}: {point.data})"
-        precision = str(getattr(runner, "precision", "fp32") or "fp32")
-        if precision != "fp32":  # export copies the checkpoint's record: it was measured on the FP32 weights
-            source += (f"; measured on the FP32 checkpoint this {precision} artefact was exported from, whose "
-                       "probabilities differ a little (the false-positive rate is that checkpoint's)")
-        contract = getattr(runner, "contract", None)
-        differences = point.setting_differences(stride_seconds, face_crop,
-                                                getattr(contract, "window_seconds", None))
-        if differences:
-            note = (f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "
-                    "not carry over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass "
-                    "threshold=")
-            log.warning("%s: %s", getattr(runner, "name", "model"), note)
-            source += f"; {note}"
-        return point.threshold(aggregate), source
+        notes = _threshold_notes(runner, point, stride_seconds, face_crop)
+        for note in notes:
+            if note.startswith("the operating point was measured"):
+                log.warning("%s: %s", getattr(runner, "name", "model"), note)
+        return point.threshold(aggregate), "; ".join([f"operating point ({point.describe_clips()}: {point.data})",
+                                                      *notes])
     if point is not None:
         return DEFAULT_THRESHOLD, (f"default {DEFAULT_THRESHOLD} (the model's operating point has no {aggregate!r} "
                                    "threshold; recalibrate with python -m pinlite_edge.calibrate)")
@@ -694,9 +702,11 @@ class Detector:
         short = None if point is None else point.short_threshold(self.aggregate, windows)
         if short is None:
             return self.threshold, self.threshold_source
-        return short, (f"operating point for short clips (the verdict rests on {windows} window(s), fewer than "
-                       f"{point.short_clip_windows}; measured on {point.short_clips.get(self.aggregate, 0)} short "
-                       f"genuine scores: {point.data})")
+        notes = _threshold_notes(self.runner, point, self.stride_seconds, self.face_crop)
+        return short, "; ".join([f"operating point for short clips (the verdict rests on {windows} window(s), fewer "
+                                 f"than {point.short_clip_windows}; measured on "
+                                 f"{point.short_clips.get(self.aggregate, 0)} short genuine scores: {point.data})",
+                                 *notes])
 
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
                 faces_in_view: int | None = None, audio_silent: bool | None = None) -> DetectionResult:

@@ -399,6 +399,11 @@ def test_the_detector_decides_a_short_clip_with_the_short_clip_threshold(tmp_pat
     assert (whole.threshold, whole.verdict) == (0.0, "fake") and "short" not in whole.threshold_source
     with Detector.load(ckpt, threads=1, face_crop=False, threshold=0.0) as det:  # a caller's threshold decides all
         assert det.detect(short_clip).verdict == "fake"
+    # the caveats of the whole-clip source (here: another stride) are kept for short clips (they were dropped)
+    with Detector.load(ckpt, threads=1, face_crop=False, stride_seconds=0.32) as det:
+        short = det.detect(short_clip)
+    assert short.threshold == 1.0 and "for short clips" in short.threshold_source
+    assert "stride 0.32 s" in short.threshold_source and "recalibrate" in short.threshold_source
 
 
 def test_an_excerpt_keeps_frames_and_audio_together(tmp_path):
