@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 "
                                             "scored, 1 the video could not be scored (e.g. a corrupt file), 2 a usage "
                                             "error (an option, a missing file or model).")
-    p.add_argument("video", type=Path, help="the video file (any container PyAV/FFmpeg reads, with an audio track; "
+    p.add_argument("video", help="the video file (any container PyAV/FFmpeg reads, with an audio track; "
                                             "decoding stops after 60 s of work)")
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
@@ -45,16 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from pinlite_edge.detector import Detector
-    from pinlite_edge.utils.files import input_file_problem
+    from pinlite_edge.features.audio import check_file
 
     try:
         model = resolve_model(args.model)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problem = input_file_problem(args.video)
-    if problem is not None:
-        print(f"error: {args.video}: {problem}", file=sys.stderr)
+    try:  # the checks Detector.detect makes, before the model is loaded (str: argparse's Path would turn "" into
+        video = check_file(args.video)  # "." and a URL's "//" into "/")
+    except PinliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     options = {"threads": args.threads}
     if args.device:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         with Detector.load(model, threshold=args.threshold, aggregate=args.aggregate,
                            stride_seconds=args.stride, face_crop=not args.no_face_crop,
                            scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
-            result = det.detect(args.video)
+            result = det.detect(video)
     except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, DecodeError) else 2  # the video could not be scored / a usage error

@@ -246,6 +246,11 @@ def test_detect_cli(model_files, synthetic_video, tmp_path, capsys):
     assert main([str(long_name), "--model", str(model_files["onnx"])]) == 2
     err = capsys.readouterr().err
     assert "File name too long" in err and "Traceback" not in err
+    # argparse's Path turned "" into "." (a folder) and a URL's "//" into "/" (a missing file)
+    assert main(["", "--model", str(model_files["onnx"])]) == 2
+    assert "the media path is empty" in capsys.readouterr().err
+    assert main(["https://example.com/clip.mp4", "--model", str(model_files["onnx"])]) == 2
+    assert "https://example.com/clip.mp4: URLs are not opened" in capsys.readouterr().err
     (tmp_path / "text.mp4").write_text("not a video\n" * 50)
     assert main([str(tmp_path / "text.mp4"), "--model", str(model_files["onnx"])]) == 1  # could not be scored
     assert "cannot decode" in capsys.readouterr().err
