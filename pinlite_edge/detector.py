@@ -76,7 +76,9 @@ class DetectionResult:
     windows: list[WindowScore]
     #: (num_windows, num_frames) column sums of each window's attention: how much every sampled frame was attended
     frame_saliency: np.ndarray
-    #: (num_windows, num_frames) time (s) of each sampled frame, for plotting saliency on the clip's time axis
+    #: (num_windows, num_frames) time (s) of each frame slot, window start + k * T / num_frames (SPEC §1), for
+    #: plotting saliency on the clip's time axis: the frame sampled there is the one on screen at that time, within
+    #: a frame period; in a clip shorter than one window the slots past its end show its last frame (padding)
     frame_times: np.ndarray
     attention: np.ndarray  # (num_windows, audio tokens, frames)
     source: str
