@@ -434,9 +434,11 @@ def _calibrate_stage(checkpoint: Path, real: Path, cfg: QuickstartConfig, redo: 
         log.warning("operating point NOT measured (%s): the student keeps the uncalibrated threshold 0.5, which "
                     "called most genuine clips fake in benchmarks/results/real_clip_verdicts", exc)
         return False
-    log.info("operating point: thresholds %s on %d genuine clips (called fake at 0.5: %s; at the thresholds: %s), "
-             "%.1f s", {k: round(v, 4) for k, v in point.thresholds.items()}, point.clips, point.fpr_at_default,
-             point.fpr_at_threshold, time.perf_counter() - t0)
+    log.info("operating point: thresholds %s, short clips %s, on %s (whole-clip scores called fake at 0.5: %s; at "
+             "the thresholds: %s), %.1f s", {k: round(v, 4) for k, v in point.thresholds.items()},
+             {k: round(v, 4) for k, v in point.short_thresholds.items()}, point.describe_clips(),
+             {k: round(v, 3) for k, v in point.fpr_at_default.items()},
+             {k: round(v, 3) for k, v in point.fpr_at_threshold.items()}, time.perf_counter() - t0)
     return True
 
 
