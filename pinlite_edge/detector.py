@@ -302,21 +302,33 @@ def check_windows(frames: np.ndarray, mfcc: np.ndarray, source: str) -> None:
                              f"(|x| <= {MAX_FEATURE_ABS:g}); make windows with pinlite_edge.features")
 
 
-def _threshold_notes(runner: Any, point: Any, stride_seconds: float | None, face_crop: bool) -> list[str]:
-    """What qualifies an operating point's thresholds for this runner and these settings: measured on the FP32
-    checkpoint (a quantised artefact's probabilities differ a little), or with another stride / face crop."""
-    notes = []
+def _precision_note(runner: Any) -> str | None:
+    """A quantised artefact's operating point was measured on the FP32 checkpoint it was exported from."""
     precision = str(getattr(runner, "precision", "fp32") or "fp32")
-    if precision != "fp32":  # export copies the checkpoint's record: it was measured on the FP32 weights
-        notes.append(f"measured on the FP32 checkpoint this {precision} artefact was exported from, whose "
-                     "probabilities differ a little (the false-positive rate is that checkpoint's)")
+    if precision == "fp32":
+        return None
+    return (f"measured on the FP32 checkpoint this {precision} artefact was exported from, whose probabilities "
+            "differ a little (the false-positive rate is that checkpoint's)")
+
+
+def _settings_note(runner: Any, point: Any, stride_seconds: float | None, face_crop: bool) -> str | None:
+    """An operating point measured with another stride or face crop than this Detector's."""
     contract = getattr(runner, "contract", None)
     differences = point.setting_differences(stride_seconds, face_crop, getattr(contract, "window_seconds", None))
-    if differences:
-        notes.append(f"the operating point was measured {' and '.join(differences)}: its false-positive rate does "
-                     "not carry over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass "
-                     "threshold=")
-    return notes
+    if not differences:
+        return None
+    return (f"the operating point was measured {' and '.join(differences)}: its false-positive rate does not carry "
+            "over; recalibrate with these settings (python -m pinlite_edge.calibrate) or pass threshold=")
+
+
+def _threshold_notes(runner: Any, point: Any, stride_seconds: float | None, face_crop: bool,
+                     warn: bool = False) -> list[str]:
+    """What qualifies an operating point's thresholds for this runner and these settings (both whole-clip and
+    short-clip ones); ``warn``: log the settings difference."""
+    settings = _settings_note(runner, point, stride_seconds, face_crop)
+    if settings is not None and warn:
+        log.warning("%s: %s", getattr(runner, "name", "model"), settings)
+    return [n for n in (_precision_note(runner), settings) if n is not None]
 
 
 def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, stride_seconds: float | None = None,
@@ -328,10 +340,7 @@ def _resolve_threshold(threshold: float | None, aggregate: str, runner: Any, str
         return float(threshold), "caller"
     point = getattr(runner, "operating_point", None)
     if point is not None and aggregate in point.thresholds:
-        notes = _threshold_notes(runner, point, stride_seconds, face_crop)
-        for note in notes:
-            if note.startswith("the operating point was measured"):
-                log.warning("%s: %s", getattr(runner, "name", "model"), note)
+        notes = _threshold_notes(runner, point, stride_seconds, face_crop, warn=True)
         return point.threshold(aggregate), "; ".join([f"operating point ({point.describe_clips()}: {point.data})",
                                                       *notes])
     if point is not None:
@@ -389,14 +398,21 @@ def _counts(face_fraction: float | None) -> bool:
     return face_fraction is None or face_fraction >= FACE_WINDOW_MIN
 
 
+def _counted(face_fractions: Sequence[float | None]) -> np.ndarray:
+    """Which windows the window aggregates (max, mean, the offset head) count: those with the face, all of them when
+    none has it."""
+    faces = np.asarray([_counts(f) for f in face_fractions], bool)
+    return faces if faces.any() else np.ones_like(faces)
+
+
 def verdict_windows(aggregate: str, scan: ScanResult | None, face_fractions: Sequence[float | None]) -> int:
     """The windows a verdict on ``aggregate`` rests on: the offset scan's (``scan``), or for ``max`` / ``mean`` the
-    windows with the face (all of them when none has it, as the aggregates count them)."""
+    windows the aggregates count (:func:`_counted`)."""
     if aggregate == "scan":
         if scan is None:
             raise InputError("no offset scan: a verdict on 'scan' needs one")
         return int(scan.windows_used)
-    return sum(1 for f in face_fractions if _counts(f)) or len(face_fractions)
+    return int(_counted(face_fractions).sum())
 
 
 class _Scores:
@@ -428,18 +444,19 @@ class _Scores:
                     raise InputError(f"{self.source}: window {name} must have shape {tuple(want)}, got "
                                      f"{tuple(np.shape(getattr(w, name)))}")
         fractions = [_face_fraction(w, self.source) for w in windows]
+        faces = [_counts(f) for f in fractions]
         frames = np.stack([w.frames for w in windows])
         mfcc = np.stack([w.mfcc for w in windows])
         check_windows(frames, mfcc, self.source)
         if self.scan is None:
             out = self._infer(frames, mfcc)
         else:
-            out = self._infer_with_scan(windows, frames, mfcc, [_counts(f) for f in fractions])
+            out = self._infer_with_scan(windows, frames, mfcc, faces)
         logits = out["logits"]
         first = len(self.starts)
         frames_in = [w.frames for w in windows]
-        kinds = [(_counts(f), self.scan is None or bool(getattr(w, "shifts_in_track", True)))
-                 for f, w in zip(fractions, windows)]
+        kinds = [(face, self.scan is None or bool(getattr(w, "shifts_in_track", True)))
+                 for face, w in zip(faces, windows)]
         if self.by_local_scan:
             assert self.scan is not None
             # the windows still pending start at first - R; their local scans read R windows before them
@@ -532,6 +549,9 @@ class Detector:
         #: the operating point behind ``threshold`` (None: the caller's threshold or 0.5): its short-clip thresholds
         #: decide clips whose verdict rests on few windows
         self.operating_point = getattr(runner, "operating_point", None) if threshold is None else None
+        #: their caveats (quantised artefact, other settings), said with the short-clip thresholds too
+        self._threshold_notes = ([] if self.operating_point is None else
+                                 _threshold_notes(runner, self.operating_point, self.stride_seconds, self.face_crop))
         self.batch_size = int(batch_size)
         training_data = getattr(runner, "training_data", None)
         self.trained_on_real_video = trained_on_real_video(training_data)
@@ -704,11 +724,10 @@ class Detector:
         short = None if point is None else point.short_threshold(self.aggregate, windows)
         if short is None:
             return self.threshold, self.threshold_source
-        notes = _threshold_notes(self.runner, point, self.stride_seconds, self.face_crop)
         return short, "; ".join([f"operating point for short clips (the verdict rests on {windows} window(s), fewer "
                                  f"than {point.short_clip_windows}; measured on "
                                  f"{point.short_clips.get(self.aggregate, 0)} short genuine scores: {point.data})",
-                                 *notes])
+                                 *self._threshold_notes])
 
     def _result(self, scores: _Scores, *, face_found: bool | None, face_coverage: float | None,
                 faces_in_view: int | None = None, audio_silent: bool | None = None) -> DetectionResult:
@@ -721,8 +740,7 @@ class Detector:
         local = [None] * len(probs) if scan is None else scan.local_fake_probs().tolist()
         if scores.by_local_scan:  # the last windows' local scan is final now that the clip has ended
             scores.explained.offer(len(local), [], [], np.asarray(local), 0, len(local))
-        faces = np.asarray([_counts(f) for f in scores.face_fractions], bool)
-        counted = faces if faces.any() else np.ones_like(faces)  # windows without the face do not count
+        counted = _counted(scores.face_fractions)  # windows without the face do not count
         in_verdict = scan.used_mask if self.aggregate == "scan" and scan is not None else counted
         windows = [WindowScore(start_seconds=s, fake_prob=float(p), offset_frames=int(np.argmax(op)) - MAX_OFFSET,
                                offset_confidence=float(op.max()), fake_prob_local_scan=lp, face_fraction=ff,
@@ -745,8 +763,7 @@ class Detector:
         # frame k of a window is sampled uniformly over the window (SPEC §1): its time is start + k * T / n
         step = c.window_seconds / c.num_frames
         times = np.array([[s + k * step for k in range(c.num_frames)] for s in scores.starts])
-        threshold, threshold_source = self._threshold_for(
-            verdict_windows(self.aggregate, scan, scores.face_fractions))
+        threshold, threshold_source = self._threshold_for(int(np.sum(in_verdict)))
         verdict = "fake" if decisive >= threshold else "real"
         if face_found is False:
             verdict = "no-face"
