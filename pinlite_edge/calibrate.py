@@ -25,14 +25,13 @@ import logging
 import math
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
 from pinlite_edge.errors import InputError, PinliteError
-from pinlite_edge.operating_point import (DEFAULT_TARGET_FPR, SHORT_CLIP_WINDOWS, OperatingPoint,
-                                          fit_operating_point)
+from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, check_target_fpr, fit_operating_point
 from pinlite_edge.utils.cli import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class ClipScore:
     face_found: bool | None
     reencoding: str | None = None  # the clip as it is (None), or the name of the copy's re-encoding
     #: the windows each aggregate's verdict rests on (DetectionResult.evidence_windows): few make a short clip
-    windows: dict[str, int] | None = None
+    windows: dict[str, int] = field(default_factory=dict)
 
 
 def genuine_clips(root: Path, split_file: str | None, splits: Sequence[str] | None) -> list[Path]:
@@ -130,7 +129,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
 
     checkpoint, root = Path(checkpoint), Path(data)
     names = check_reencodings(reencodings)
-    check_target_fpr(target_fpr)
+    check_target_fpr(target_fpr, "--target-fpr")
     check_checkpoint(checkpoint)
     files = genuine_clips(root, split_file, splits)
     scored_sha256 = sha256_file(checkpoint)
@@ -154,8 +153,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
                                  "scan": [s.fake_prob_scan for s in scored]},
                                 target_fpr=target_fpr, data=where, stride_seconds=stride_seconds,
                                 reencodings=names, originals=originals, face_crop=face_crop,
-                                windows={agg: [(s.windows or {}).get(agg, SHORT_CLIP_WINDOWS) for s in scored]
-                                         for agg in ("max", "mean", "scan")})
+                                windows={agg: [s.windows[agg] for s in scored] for agg in ("max", "mean", "scan")})
     if write:
         if sha256_file(checkpoint) != scored_sha256:
             raise PinliteError(f"{checkpoint} changed while its clips were being scored (another training run or "
@@ -166,11 +164,6 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
         record["operating_point"] = point.to_dict()
         save_checkpoint(checkpoint, model, record)
     return point
-
-
-def check_target_fpr(target_fpr: float) -> None:
-    if not (isinstance(target_fpr, (int, float)) and 0.0 <= target_fpr < 1.0):
-        raise InputError(f"--target-fpr must be a fraction in [0, 1), got {target_fpr}")
 
 
 def needed_clips(target_fpr: float) -> int:

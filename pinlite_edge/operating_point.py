@@ -167,6 +167,12 @@ def _thresholds(thresholds: Any, source: str, key: str) -> dict[str, float]:
     return parsed
 
 
+def check_target_fpr(target_fpr: Any, name: str = "target_fpr") -> None:
+    """:class:`InputError` unless ``target_fpr`` is a fraction in [0, 1) (``name``: how the caller spells it)."""
+    if not isinstance(target_fpr, (int, float)) or not 0.0 <= target_fpr < 1.0:
+        raise InputError(f"{name} must be a fraction in [0, 1), got {target_fpr}")
+
+
 def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = DEFAULT_THRESHOLD) -> float:
     """The lowest threshold ``t >= floor`` at which at most ``target_fpr`` of ``scores`` satisfy ``score >= t``.
 
@@ -177,8 +183,7 @@ def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = 
     """
     if not scores:
         raise InputError("no genuine clip scores to calibrate on")
-    if not 0.0 <= target_fpr < 1.0:
-        raise InputError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    check_target_fpr(target_fpr)
     ranked = sorted((float(s) for s in scores), reverse=True)
     if any(not math.isfinite(s) for s in ranked):
         raise InputError("a calibration score is not finite")
@@ -233,5 +238,5 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
 
 
 __all__ = ["AGGREGATES", "DEFAULT_TARGET_FPR", "DEFAULT_THRESHOLD", "SHORT_CLIP_WINDOWS", "THRESHOLD_FLOORS",
-           "OperatingPoint",
+           "OperatingPoint", "check_target_fpr",
            "false_positive_rate", "fit_operating_point", "threshold_at_fpr"]
