@@ -46,23 +46,19 @@ CONDITIONS = ("in-sync", "delay200")
 def cut(clip: Any, seconds: float, position: float, delay_s: float) -> Any | None:
     """The excerpt of ``clip`` of ``seconds`` starting at ``position`` of the room left (0.5: the middle), with its
     audio taken ``delay_s`` earlier (the audio delayed); None when the clip is too short for it."""
-    import numpy as np
-
-    from pinlite_edge.data.reencode import DecodedClip
+    from pinlite_edge.data.reencode import excerpt
+    from pinlite_edge.errors import InputError
 
     count = int(round(seconds * clip.fps))
     room = len(clip.frames) - count
     lead = int(round(DELAY_S * clip.fps)) + 1  # every condition's audio must exist before the frames
     if room <= lead:
         return None
-    first = lead + int(round((room - lead) * position))
-    first = min(first, room)
-    a0 = int(round((first / clip.fps - delay_s) * clip.sample_rate))
-    a1 = a0 + int(round(count / clip.fps * clip.sample_rate))
-    if a0 < 0 or a1 > clip.audio.shape[0]:
+    first = min(lead + int(round((room - lead) * position)), room)
+    try:
+        return excerpt(clip, seconds, first, delay_s)
+    except InputError:
         return None
-    return DecodedClip(frames=clip.frames[first:first + count], fps=clip.fps,
-                       audio=np.ascontiguousarray(clip.audio[a0:a1]), sample_rate=clip.sample_rate)
 
 
 def excerpts(root: Path, split_file: Path, work: Path) -> list[dict[str, Any]]:

@@ -199,15 +199,19 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float, audio: np.nd
     return path
 
 
-def excerpt(clip: DecodedClip, seconds: float) -> DecodedClip:
-    """The middle ``seconds`` of ``clip`` (whole frames, the audio cut at the same times). A clip not longer than
-    that by a frame is refused (:class:`InputError`): its excerpt would be the clip itself."""
+def excerpt(clip: DecodedClip, seconds: float, first: int | None = None, audio_delay_s: float = 0.0) -> DecodedClip:
+    """``seconds`` of ``clip`` from frame ``first`` (None: the middle), whole frames, with the audio cut at the same
+    times, or ``audio_delay_s`` earlier (the audio delayed). A clip not longer than the excerpt by a frame, or without
+    the audio it needs, is refused (:class:`InputError`)."""
     count = int(round(seconds * clip.fps))
     if count < 1 or len(clip.frames) <= count:
         raise InputError(f"the clip is {len(clip.frames) / clip.fps:.2f} s long: no {seconds:g} s excerpt to cut")
-    first = (len(clip.frames) - count) // 2
-    a0 = int(round(first / clip.fps * clip.sample_rate))
-    a1 = int(round((first + count) / clip.fps * clip.sample_rate))
+    first = (len(clip.frames) - count) // 2 if first is None else first
+    a0 = int(round((first / clip.fps - audio_delay_s) * clip.sample_rate))
+    a1 = int(round(((first + count) / clip.fps - audio_delay_s) * clip.sample_rate))
+    if first < 0 or first + count > len(clip.frames) or a0 < 0 or a1 > clip.audio.shape[0]:
+        raise InputError(f"no {seconds:g} s excerpt from frame {first} with the audio {audio_delay_s:g} s earlier in "
+                         f"a {len(clip.frames) / clip.fps:.2f} s clip")
     return DecodedClip(frames=clip.frames[first:first + count], fps=clip.fps,
                        audio=np.ascontiguousarray(clip.audio[a0:a1]), sample_rate=clip.sample_rate)
 
