@@ -106,9 +106,6 @@ def _print_result(args: argparse.Namespace, result: Any) -> None:
                   "above say nothing about the lips)")
         elif result.face_coverage is not None:
             print(f"  face detected in {result.face_coverage:.0%} of the frames searched")
-        if result.faces_in_view is not None and result.faces_in_view > 1:
-            print(f"  {result.faces_in_view} faces in view: the verdict follows one of them (the tracked face); "
-                  "in a genuine clip another person's speech does not move its lips, which can look out of sync")
         if result.windows:
             basis = ("the verdict above is the clip's offset scan, not these" if result.aggregate == "scan"
                      else f"the verdict above is their {result.aggregate}")

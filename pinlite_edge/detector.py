@@ -27,7 +27,6 @@ from pinlite_edge.contract import MAX_OFFSET, InputContract
 from pinlite_edge.errors import InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
-from pinlite_edge.features.clipstream import audio_is_silent
 from pinlite_edge.features.windows import FACE_WINDOW_MIN
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, ScanCurve, ScanResult,
@@ -152,7 +151,7 @@ class DetectionResult:
             "offset_confidence": self.offset_confidence, "offset_source": self.offset_source,
             "offset_head_frames": self.offset_head_frames,
             "offset_scan": None if self.scan is None else self.scan.to_dict(),
-            "windows": [w.__dict__ for w in self.windows],
+            "windows": [dict(w.__dict__) for w in self.windows],
             "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
             "frame_times": np.round(self.frame_times, 4).tolist(),
             "model_training_data": self.model_training_data,
@@ -443,6 +442,10 @@ class _Scores:
                 if tuple(np.shape(getattr(w, name))) != tuple(want):
                     raise InputError(f"{self.source}: window {name} must have shape {tuple(want)}, got "
                                      f"{tuple(np.shape(getattr(w, name)))}")
+            start = w.start_seconds
+            if isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, float, np.number)) \
+                    or not np.isfinite(start) or start < 0:
+                raise InputError(f"{self.source}: window start_seconds must be a finite number >= 0, got {start!r}")
         fractions = [_face_fraction(w, self.source) for w in windows]
         faces = [_counts(f) for f in fractions]
         frames = np.stack([w.frames for w in windows])
@@ -665,14 +668,13 @@ class Detector:
         self._check_open()
         with captured_warnings() as warnings:
             clip = prepare_arrays(frames, audio, sample_rate, fps, self.contract, face_crop=self.face_crop,
-                                  source="input arrays")
+                                  source="input arrays", limits=self.limits)
             starts = window_starts(clip.duration, self.contract, self.stride_seconds, fps=clip.fps,
                                    source="input arrays")
             windows = (window_at(clip, self.contract, s, scan_offsets=self.scan_offsets) for s in starts)
-            silent = audio_is_silent(float(np.abs(clip.audio).max()) if clip.audio.size else 0.0, True)
             result = self._result(self._score_stream(windows, "arrays"), face_found=clip.face_found,
                                   face_coverage=clip.face_coverage, faces_in_view=clip.faces_in_view,
-                                  audio_silent=silent)
+                                  audio_silent=clip.audio_silent)
         result.warnings = warnings
         return result
 
@@ -697,9 +699,10 @@ class Detector:
         """Score windows as they arrive (any iterable, e.g. streamed from a decoding process), ``batch_size`` at a
         time: only one batch and the per-window scores are held, so memory does not grow with the clip's length.
 
-        ``face_info`` is called once the windows are exhausted and returns ``(face_found, face_coverage)`` or
-        ``(face_found, face_coverage, faces_in_view)`` (a stream knows them only at its end); ``None``: not known. An
-        error raised by the iterable propagates unchanged.
+        ``face_info`` is called once the windows are exhausted and returns ``(face_found, face_coverage)``,
+        ``(face_found, face_coverage, faces_in_view)`` or ``(face_found, face_coverage, faces_in_view, audio_silent)``
+        (a stream knows them only at its end); ``None``: not known. ``face_coverage`` is a fraction (0..1),
+        ``faces_in_view`` a count (>= 0). An error raised by the iterable propagates unchanged.
         """
         self._check_open()
         with captured_warnings() as warnings:
@@ -712,6 +715,13 @@ class Detector:
             for name, flag in (("face_found", face_found), ("audio_silent", audio_silent)):
                 if flag is not None and not isinstance(flag, (bool, np.bool_)):  # "no" used to count as true
                     raise InputError(f"{name} must be True, False or None, got {flag!r}")
+            if face_coverage is not None and (isinstance(face_coverage, (bool, np.bool_))
+                                              or not isinstance(face_coverage, (int, float, np.number))
+                                              or not 0.0 <= face_coverage <= 1.0):
+                raise InputError(f"face_coverage must be a fraction from 0 to 1 or None, got {face_coverage!r}")
+            if faces_in_view is not None and (isinstance(faces_in_view, (bool, np.bool_))
+                                              or not isinstance(faces_in_view, (int, np.integer)) or faces_in_view < 0):
+                raise InputError(f"faces_in_view must be a count >= 0 or None, got {faces_in_view!r}")
             result = self._result(scores, face_found=face_found, face_coverage=face_coverage,
                                   faces_in_view=faces_in_view, audio_silent=audio_silent)
         result.warnings = warnings

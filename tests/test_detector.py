@@ -161,6 +161,51 @@ def test_digitally_silent_audio_gives_no_verdict(model_files, synthetic_video):
         assert det.score_windows(windows).verdict in ("real", "fake")
 
 
+def test_silence_is_judged_on_the_pcm_values_whatever_the_dtype(model_files, synthetic_video):
+    """The silent-audio verdict and its warning agree for integer PCM: uint8 silence sits at 128 (it was scored
+    "silent-audio" without the warning) and int16 -32768 clicks are full scale (they gave "real" with the warning;
+    np.abs(int16(-32768)) overflows to -32768)."""
+    from pinlite_edge import Detector
+
+    _, clip = synthetic_video
+    u8_silence = np.full(clip.audio.shape, 128, np.uint8)
+    clicks = np.zeros(clip.audio.shape, np.int16)
+    clicks[::400] = -32768
+    with Detector.load(model_files["onnx"], face_crop=False, threads=1) as det:
+        silent = det.detect_arrays(clip.frames, u8_silence, clip.sample_rate, fps=clip.fps)
+        loud = det.detect_arrays(clip.frames, clicks, clip.sample_rate, fps=clip.fps)
+    assert silent.verdict == "silent-audio" and any("digitally silent" in w for w in silent.warnings)
+    assert loud.verdict in ("real", "fake") and not any("digitally silent" in w for w in loud.warnings)
+
+
+def test_detect_arrays_honours_the_detectors_limits(model_files, synthetic_video):
+    """max_duration_s / max_pixels bound arrays as they bound files (they were checked against the defaults), and
+    channels-first audio is measured along its samples."""
+    from pinlite_edge import Detector
+
+    _, clip = synthetic_video  # 2 s
+    with Detector.load(model_files["onnx"], face_crop=False, threads=1, max_duration_s=1.0) as det:
+        with pytest.raises(InputError, match="more than max_duration_s = 1 s"):
+            det.detect_arrays(clip.frames, clip.audio, clip.sample_rate, fps=clip.fps)
+        long_audio = np.tile(clip.audio, 2)  # frames 2 s, audio 4 s: still over the limit, channels-first too
+        with pytest.raises(InputError, match="more than max_duration_s"):
+            det.detect_arrays(clip.frames[:10], np.stack([long_audio, long_audio]), clip.sample_rate, fps=clip.fps)
+    big = clip.frames.repeat(2, axis=1).repeat(2, axis=2)
+    pixels = big.shape[1] * big.shape[2]
+    with Detector.load(model_files["onnx"], face_crop=False, threads=1, max_pixels=pixels - 1) as det:
+        with pytest.raises(InputError, match=f"exceed max_pixels = {pixels - 1}"):
+            det.detect_arrays(big, clip.audio, clip.sample_rate, fps=clip.fps)
+
+
+def test_a_results_dict_is_a_copy(detector, synthetic_video):
+    """Editing what to_dict() returned left the result's own windows changed."""
+    _, clip = synthetic_video
+    result = detector.detect_arrays(clip.frames, clip.audio, clip.sample_rate, fps=clip.fps)
+    before = result.windows[0].fake_prob
+    result.to_dict()["windows"][0]["fake_prob"] = -1.0
+    assert result.windows[0].fake_prob == before and result.fake_prob_per_window[0] == before
+
+
 def test_channels_first_audio_gives_the_same_result_without_a_false_warning(detector, synthetic_video):
     """A (2, N) audio array was scored right but warned "audio lasts 0.00 s" (its sample count read from axis 0)."""
     _, clip = synthetic_video
@@ -315,7 +360,7 @@ def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, syn
         count = 0
         det.runner.infer = infer
         try:
-            result = det.score_stream(counted(), str(path), face_info=lambda: (True, float(count)))
+            result = det.score_stream(counted(), str(path), face_info=lambda: (True, count / 100))
         finally:
             det.runner.infer = real_infer
     n = len(expected.windows)
@@ -323,7 +368,7 @@ def test_score_stream_scores_windows_as_they_arrive_like_detect(model_files, syn
     assert n >= 3 and sorted(set(pulled)) == [min(2 * (i + 1), n) for i in range((n + 1) // 2)]
     assert pulled == sorted(pulled)
     assert result.fake_prob_scan == pytest.approx(expected.fake_prob_scan, abs=1e-6)
-    assert result.face_found is True and result.face_coverage == n  # face_info called after the last window
+    assert result.face_found is True and result.face_coverage == n / 100  # face_info called after the last window
     assert result.fake_prob_max == pytest.approx(expected.fake_prob_max, abs=1e-6)
     assert result.fake_prob_mean == pytest.approx(expected.fake_prob_mean, abs=1e-6)
     assert [w.start_seconds for w in result.windows] == [w.start_seconds for w in expected.windows]
@@ -384,7 +429,13 @@ def test_malformed_windows_are_input_errors_naming_the_field(model_files):
             det.score_windows([Window(frames=frames, mfcc=mfcc, start_seconds=0.0, mfcc_shifts=shifts + np.nan)])
         with pytest.raises(InputError, match="face_found must be True, False or None"):
             det.score_windows([ok], face_found="no")
-        assert det.score_windows([ok]).verdict in ("real", "fake")
+        with pytest.raises(InputError, match="face_coverage must be a fraction from 0 to 1"):
+            det.score_windows([ok], face_coverage=5.0)
+        with pytest.raises(InputError, match="faces_in_view must be a count >= 0"):
+            det.score_windows([ok], faces_in_view=-3)
+        with pytest.raises(InputError, match="start_seconds must be a finite number >= 0, got nan"):
+            det.score_windows([Window(frames=frames, mfcc=mfcc, start_seconds=float("nan"), mfcc_shifts=shifts)])
+        assert det.score_windows([ok], face_coverage=0.5, faces_in_view=1).verdict in ("real", "fake")
 
 
 def test_the_explanation_shows_a_window_the_verdict_rests_on(model_files, tmp_path):

@@ -49,9 +49,12 @@ class CropStream:
         self.fps = sane_fps(declared_fps, source=self.source)
 
     def add(self, frame: Any, seconds: float, turns: int) -> None:
+        self.add_yuv(YuvFrame.from_av(frame, turns, self.max_side))
+
+    def add_yuv(self, yuv: YuvFrame) -> None:
+        """The next frame, already as upright planes (:meth:`YuvFrame.from_rgb` for an app's arrays)."""
         if not self.fps:
             self.start(None)
-        yuv = YuvFrame.from_av(frame, turns, self.max_side)
         if self.config is None:
             box = centre_box(yuv.height, yuv.width)
             if self.keep_boxes:

@@ -125,6 +125,10 @@ def finish(track: FaceTrack, boxes: list[FaceBox], cfg: FaceCropConfig, source: 
             raise InputError(f"no face found in {source} ({sum(track.probed)} frames searched)")
         log.warning("no face found in %s (%d frames searched); using a centre crop, so the lip-sync evidence is "
                     "missing and its result says no-face", source, sum(track.probed))
+    if track.faces_in_view > 1:
+        log.warning("%s: %d faces in view; the crop follows one of them (the tracked face), and in a genuine clip "
+                    "another person's speech does not move its lips, which can look out of sync", source,
+                    track.faces_in_view)
     return ClipFaces(boxes=boxes, found=track.found, coverage=track.coverage, faces_in_view=track.faces_in_view)
 
 

@@ -10,10 +10,10 @@ import numpy as np
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.audio import check_file
-from pinlite_edge.features.clipstream import FileStream, warn_on_degraded_audio
+from pinlite_edge.features.clipstream import FileStream, audio_is_silent, warn_on_degraded_audio
+from pinlite_edge.features.cropstream import CropStream
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, Deadline
-from pinlite_edge.features.facecrop import FaceCropConfig, centre_box, track_frames
-from pinlite_edge.features.frames import resize_square
+from pinlite_edge.features.facecrop import FaceCropConfig
 from pinlite_edge.features.limits import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_MAX_PIXELS,
@@ -24,8 +24,9 @@ from pinlite_edge.features.limits import (
     check_sample_rate,
     check_stride,
 )
-from pinlite_edge.features.resample import check_audio_dtype, resample_audio, to_mono
+from pinlite_edge.features.resample import audio_samples, check_audio_dtype, resample_rate, to_mono
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_starts
+from pinlite_edge.features.yuvframe import YuvFrame
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 CROP_SOURCE_MAX_SIDE = 1920
 
 
-def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float) -> None:
-    """Raise :class:`InputError` for arrays an app passes that cannot be featurised."""
+def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float,
+                    limits: DecodeLimits | None = None) -> None:
+    """Raise :class:`InputError` for arrays an app passes that cannot be featurised, or that go over ``limits``
+    (default :class:`DecodeLimits`: one hour, :data:`DEFAULT_MAX_PIXELS`)."""
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"frames must be a numpy array (N, H, W, 3) RGB, got "
                          f"{getattr(frames, 'shape', type(frames).__name__)}")
@@ -55,13 +58,13 @@ def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps
         raise InputError(f"sample_rate must be a positive int, got {sample_rate!r}")
     check_sample_rate(sample_rate)
     fps = check_fps(fps)
-    n = frames.shape[0]
-    seconds = max(n / fps, audio.shape[0] / float(sample_rate))
-    if seconds > DEFAULT_MAX_DURATION_S:
-        raise InputError(f"the arrays last {seconds:.1f} s, more than max_duration_s = {DEFAULT_MAX_DURATION_S:g} s "
+    limits = limits or DecodeLimits()
+    seconds = max(frames.shape[0] / fps, audio_samples(audio) / float(sample_rate))
+    if seconds > limits.max_duration_s:
+        raise InputError(f"the arrays last {seconds:.1f} s, more than max_duration_s = {limits.max_duration_s:g} s "
                          "(the limit on frames and samples per clip); score the clip in parts")
-    if frames.shape[1] * frames.shape[2] > DEFAULT_MAX_PIXELS:
-        raise InputError(f"frames of {frames.shape[2]}x{frames.shape[1]} exceed max_pixels = {DEFAULT_MAX_PIXELS}; "
+    if frames.shape[1] * frames.shape[2] > limits.max_pixels:
+        raise InputError(f"frames of {frames.shape[2]}x{frames.shape[1]} exceed max_pixels = {limits.max_pixels}; "
                          "scale them down")
 
 
@@ -72,40 +75,33 @@ def _check_crop_memory(n: int, contract: InputContract) -> None:
                          f"{MAX_WINDOW_BYTES / 2**30:.0f} GiB); score the clip in parts")
 
 
-def _warn_on_degraded_audio(audio: np.ndarray, sample_rate: int, video_seconds: float, contract: InputContract,
-                            source: str) -> None:
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    samples = to_mono(audio).size  # channels-first arrays too (to_mono recognises and transposes them)
-    warn_on_degraded_audio(samples / float(sample_rate), video_seconds, peak,
-                           bool(np.issubdtype(audio.dtype, np.floating)), contract, source)
-
-
 def prepare_arrays(
     frames_uint8: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float, contract: InputContract, *,
     face_crop: bool = True, face_config: FaceCropConfig | None = None, source: str = "clip",
+    limits: DecodeLimits | None = None,
 ) -> PreparedClip:
-    """Validate, crop (tracked mouth crop, or centre crop with ``face_crop=False``), resize to
-    ``contract.frame_size`` and resample audio to the contract's rate."""
-    validate_arrays(frames_uint8, audio, sample_rate, fps)
-    n, height, width = frames_uint8.shape[:3]
+    """Validate (``limits``: see :func:`validate_arrays`), crop (tracked mouth crop, or centre crop with
+    ``face_crop=False``) as :func:`prepare_file` crops a file's frames, resize to ``contract.frame_size`` and resample
+    audio to the contract's rate."""
+    validate_arrays(frames_uint8, audio, sample_rate, fps, limits)
+    n = frames_uint8.shape[0]
     _check_crop_memory(n, contract)
-    _warn_on_degraded_audio(audio, sample_rate, n / float(fps), contract, source)
-    face_found: bool | None = None
-    face_coverage: float | None = None
-    faces_in_view: int | None = None
-    if face_crop:
-        faces = track_frames(frames_uint8, float(fps), face_config, source=source)
-        boxes = faces.boxes
-        face_found, face_coverage, faces_in_view = faces.found, faces.coverage, faces.faces_in_view
-    else:
-        boxes = [centre_box(height, width)] * n  # pre-cropped data: square centre crop (a no-op on square frames)
-    size = contract.frame_size
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    for i in range(n):
-        out[i] = resize_square(boxes[i].crop(frames_uint8[i]), size)
-    mono16k = resample_audio(audio, int(sample_rate), contract.sample_rate)
+    mono = to_mono(audio)  # PCM scaled to [-1, 1], channels-first arrays recognised
+    peak = float(np.abs(mono).max())
+    warn_on_degraded_audio(mono.size / float(sample_rate), n / float(fps), peak, True, contract, source)
+    # the file path's crop: frames as the 4:2:0 planes a decoder gives, face tracked on the luma plane
+    crops = CropStream(contract.frame_size, (face_config or FaceCropConfig()) if face_crop else None, max_side=None,
+                       source=source, keep_boxes=False)
+    crops.start(float(fps))
+    for frame in frames_uint8:
+        crops.add_yuv(YuvFrame.from_rgb(frame))
+    out, faces = crops.finish()
+    mono16k = resample_rate(mono, int(sample_rate), contract.sample_rate)
     return PreparedClip(frames=out, fps=float(fps), audio=mono16k, sample_rate=contract.sample_rate,
-                        face_found=face_found, face_coverage=face_coverage, faces_in_view=faces_in_view)
+                        face_found=None if faces is None else faces.found,
+                        face_coverage=None if faces is None else faces.coverage,
+                        faces_in_view=None if faces is None else faces.faces_in_view,
+                        audio_silent=audio_is_silent(peak, True))
 
 
 def prepare_file(

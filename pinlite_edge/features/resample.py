@@ -33,6 +33,17 @@ def check_audio_dtype(audio: np.ndarray) -> None:
                              f"{MAX_FLOAT_AUDIO:.3g}, integer full scale stored as float)")
 
 
+def _channels_first(audio: np.ndarray) -> bool:
+    """A 2-D ``(channels, samples)`` array as decoders often return it: a few channels, many samples."""
+    return audio.ndim == 2 and audio.shape[0] <= 8 and audio.shape[1] > audio.shape[0] * 16
+
+
+def audio_samples(audio: np.ndarray) -> int:
+    """Samples per channel of ``(samples,)``, ``(samples, channels)`` or ``(channels, samples)`` audio (as
+    :func:`to_mono` reads it)."""
+    return int(audio.shape[1] if _channels_first(audio) else audio.shape[0])
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels, LFE included).
 
@@ -45,8 +56,8 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         mono = audio
     elif audio.ndim == 2:
-        if audio.shape[0] <= 8 and audio.shape[1] > audio.shape[0] * 16:
-            audio = audio.T  # (channels, samples) as decoders often return it
+        if _channels_first(audio):
+            audio = audio.T
         mono = audio.mean(axis=1)
     else:
         raise InputError(f"audio must be (samples,) or (samples, channels), got shape {audio.shape}")

@@ -61,6 +61,8 @@ class PreparedClip:
     #: most faces seen at once in the face tracker's whole-image searches (None: face crop off, or not recorded);
     #: more than one: the crop follows one of them
     faces_in_view: int | None = None
+    #: the audio track is digitally silent (None: not known)
+    audio_silent: bool | None = None
 
     @property
     def video_seconds(self) -> float:

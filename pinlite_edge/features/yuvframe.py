@@ -69,6 +69,20 @@ class YuvFrame:
         y, u, v = (_plane(p) for p in frame.planes[:3])
         return cls(rotate(y, turns), rotate(u, turns), rotate(v, turns), full)
 
+    @classmethod
+    def from_rgb(cls, rgb: np.ndarray) -> "YuvFrame":
+        """An upright RGB uint8 ``(H, W, 3)`` frame (an app's arrays) as limited-range 4:2:0 planes, the form a decoder
+        gives, so arrays are tracked and cropped as files are. An odd side gets one repeated row or column."""
+        height, width = rgb.shape[:2]
+        if height % 2 or width % 2:
+            rgb = cv2.copyMakeBorder(rgb, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+            height, width = rgb.shape[:2]
+        flat = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420).reshape(-1)
+        luma, quarter = height * width, (height // 2) * (width // 2)
+        chroma = (height // 2, width // 2)
+        return cls(flat[:luma].reshape(height, width), flat[luma:luma + quarter].reshape(chroma),
+                   flat[luma + quarter:].reshape(chroma))
+
     @property
     def height(self) -> int:
         return self.y.shape[0]
