@@ -367,3 +367,44 @@ def test_a_bad_model_option_is_a_one_line_error_before_any_data_is_prepared(tmp_
     err = capsys.readouterr().err
     assert rc == 2 and "sync_lags must be between 1 and 12" in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("stage,extra", [("teacher", []), ("distill", ["--teacher", "missing.safetensors"])])
+def test_pretrained_on_a_backbone_without_imagenet_weights_names_the_flag(tmp_path, capsys, monkeypatch, stage, extra):
+    """``--pretrained --preset tiny``: the student blamed "invalid model options {}" after preparing the data, the
+    teacher ignored the flag. Now one line naming --pretrained, before any data."""
+    import importlib
+
+    from pinlite_edge.training import context
+
+    module = importlib.import_module(f"pinlite_edge.training.{stage}")
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data was prepared before --pretrained was checked")
+
+    monkeypatch.setattr(context, "load_data", no_data)
+    rc = module.main([*extra, "--preset", "tiny", "--pretrained", "--output", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--pretrained: no ImageNet weights exist for the tiny" in err and "Traceback" not in err, err
+    assert "model options" not in err
+
+
+def test_training_uses_imagenet_weights_found_on_disk_by_default(tmp_path, monkeypatch):
+    """SPEC §2: pretrained backbones are used when torchvision's weights are on disk. The training stages defaulted
+    to random weights (and then froze randomly initialised blocks) without a word; --no-pretrained still opts out."""
+    from torchvision import models as tvm
+
+    from pinlite_edge.training.config import DistillConfig, TeacherConfig
+    from pinlite_edge.training.models import build_model
+
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    stand_in = tvm.resnet18(weights=None).state_dict()  # stand-in ImageNet weights: only their presence matters
+    torch.save(stand_in, checkpoints / Path(tvm.ResNet18_Weights.IMAGENET1K_V1.url).name)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert TeacherConfig().pretrained is None and DistillConfig().pretrained is None
+    teacher = build_model("teacher", "paper", None, TeacherConfig().pretrained)
+    assert teacher.backbone_pretrained
+    torch.testing.assert_close(teacher.frame_encoder.backbone[1][0].conv1.weight, stand_in["layer1.0.conv1.weight"])
+    assert not build_model("teacher", "paper", None, False).backbone_pretrained

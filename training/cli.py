@@ -165,6 +165,18 @@ def add_distill_args(p: argparse.ArgumentParser, defaults: Any, required_teacher
                    help="recompute the teacher on every batch instead of caching its outputs once per dataset")
 
 
+def add_pretrained_args(p: argparse.ArgumentParser) -> None:
+    """``--pretrained`` / ``--no-pretrained``; neither: ImageNet backbone weights when torchvision's cache holds them."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pretrained", dest="pretrained", action="store_const", const=True, default=None,
+                   help="require ImageNet weights for the frame backbone (paper preset: ResNet-18 for the teacher, "
+                        "MobileNetV3-Small for the student) from torchvision's cache; never downloads, fails if "
+                        "absent. Default (neither flag): use them if they are there, random weights otherwise; the "
+                        "log and the checkpoint's backbone_pretrained say which")
+    g.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
+                   help="random backbone weights even where ImageNet weights are on disk")
+
+
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     setup_logging(args.verbose)
@@ -188,7 +200,7 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
         if kind is not None:  # a bad --model-option fails before any data is prepared
             from pinlite_edge.training.models import check_model_options
 
-            check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None))
+            check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None), getattr(cfg, "pretrained", None))
         report(train(cfg))
 
     return run_cli(run, getattr(cfg, "output", None))

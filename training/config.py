@@ -103,11 +103,14 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig(TrainConfig):
-    """``python -m pinlite_edge.training.teacher``: PinPoint trained with CE(real/fake) + offset CE."""
+    """``python -m pinlite_edge.training.teacher``: PinPoint trained with CE(real/fake) + offset CE + the attention
+    alignment term (``align_weight``)."""
 
     model_kind: ClassVar[str] = "teacher"  # the model this stage builds (its --model-option are checked against it)
     output: str = "runs/teacher"
-    pretrained: bool = False  # use ImageNet backbone weights if on disk (paper preset only)
+    #: ImageNet backbone weights (paper preset): None uses them when torchvision's cache holds them (SPEC §2), True
+    #: requires them, False starts from random weights; never downloaded
+    pretrained: bool | None = None
     model_options: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. dropout
 
 
@@ -122,7 +125,7 @@ class DistillConfig(TrainConfig):
     beta: float = 5.0
     temperature: float = 2.0
     cache_teacher: bool = True
-    pretrained: bool = False
+    pretrained: bool | None = None  # as TeacherConfig.pretrained
     model_options: dict[str, Any] = field(default_factory=dict)  # ModelConfig field overrides, e.g. dropout
 
 

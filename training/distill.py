@@ -1,7 +1,9 @@
 """Distil PIN-Lite from a frozen PinPoint teacher (or an ensemble of teachers), SPEC §3:
 
-    L = α·CE_hard + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)) + β·MSE(A_T, A_S) + w_off·CE_offset
+    L = α·CE_hard + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)) + β·MSE(A_T, A_S) + w_off·CE_offset + w_align·L_align
 
+(``L_align``, the attention alignment term of ``training/losses.py``, is an addition to the SPEC; ``--align-weight``,
+default 1)
 defaults α=0.5, β=5.0, T=2.0, AdamW + cosine schedule, gradient clipping, AMP on CUDA (fp32 on CPU).
 The KL is over the two-class (real, fake) distributions. With several ``--teacher`` checkpoints the softened
 probabilities and the attention maps are averaged over the teachers.
@@ -25,7 +27,7 @@ import torch
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput
 
-from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
+from pinlite_edge.training.cli import add_distill_args, add_pretrained_args, base_parser, stage_main
 from pinlite_edge.training.config import DistillConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split
@@ -155,8 +157,7 @@ def build_parser():
     d = DistillConfig()
     p = base_parser(__doc__, "pinlite_edge.training.distill", d)
     add_distill_args(p, d, required_teacher=True)
-    p.add_argument("--pretrained", action="store_true",
-                   help="initialise the paper preset's MobileNetV3-Small from ImageNet weights already on disk")
+    add_pretrained_args(p)
     return p
 
 

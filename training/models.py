@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model, student_config, teacher_config
+from pinlite_edge.models.backbones import backbone_has_imagenet_weights
 
 
 def model_config(kind: str, preset: str, options: dict[str, Any] | None = None) -> ModelConfig:
@@ -54,21 +55,37 @@ def _option_problem(value: Any, default: Any) -> str | None:
     return None
 
 
+def check_pretrained(kind: str, preset: str, options: dict[str, Any] | None, pretrained: bool | None) -> None:
+    """``pretrained=True`` (``--pretrained``) needs a backbone ImageNet weights exist for: a :class:`UsageError`
+    naming the flag otherwise, before any data is prepared."""
+    if pretrained is not True:
+        return
+    config = model_config(kind, preset, options)
+    if not backbone_has_imagenet_weights(config.backbone, config.backbone_width):
+        raise UsageError(f"--pretrained: no ImageNet weights exist for the {preset} {kind}'s backbone "
+                         f"({config.backbone}, width {config.backbone_width:g}); only the paper preset's ResNet-18 "
+                         "and MobileNetV3-Small (width 1) have them")
+
+
 def build_model(kind: str, preset: str, options: dict[str, Any] | None = None,
-                pretrained: bool = False) -> AVSyncDetector:
-    """``kind`` teacher|student of ``preset``; ``options`` replace fields of its :class:`ModelConfig`. A combination
+                pretrained: bool | None = False) -> AVSyncDetector:
+    """``kind`` teacher|student of ``preset``; ``options`` replace fields of its :class:`ModelConfig`;
+    ``pretrained``: ImageNet backbone weights if on disk (None), required (True) or not used (False). A combination
     the model cannot be built with (e.g. more sync lags than the window has frames for) is a :class:`PinliteError`."""
+    check_pretrained(kind, preset, options, pretrained)
     config = model_config(kind, preset, options)
     try:
-        return create_model(config, pretrained=True if pretrained else False)
+        return create_model(config, pretrained=pretrained)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:  # e.g. a zero head size
         raise PinliteError(f"invalid model options {options}: the model cannot be built with them "
                            f"({type(exc).__name__}: {exc})") from None
 
 
-def check_model_options(kind: str, preset: str, options: dict[str, Any] | None) -> None:
-    """Build the model on the meta device (no memory, no weights) so a bad ``options`` fails before any data is
-    prepared; raises :class:`PinliteError`."""
+def check_model_options(kind: str, preset: str, options: dict[str, Any] | None,
+                        pretrained: bool | None = None) -> None:
+    """Build the model on the meta device (no memory, no weights) so a bad ``options`` (or a ``pretrained=True`` no
+    weights exist for) fails before any data is prepared; raises :class:`PinliteError`."""
+    check_pretrained(kind, preset, options, pretrained)
     if options:
         with torch.device("meta"):
             build_model(kind, preset, options)

@@ -1,16 +1,18 @@
 """Iterative attention-head pruning of a distilled PIN-Lite student (SPEC §3).
 
-Each iteration (1) scores every remaining head with ``Σ_layers ‖W_Q,h‖₁ + ‖W_K,h‖₁ + ‖W_V,h‖₁``
-(``model.head_importance()``; or, with ``--importance ablation``, by how much the training loss on the compensation
+Each iteration (1) scores every remaining head ``h`` of every layer ``l`` with ``‖W_Q,l,h‖₁ + ‖W_K,l,h‖₁ + ‖W_V,l,h‖₁``
+(``model.head_importance()``: one score per (layer, head), compared across layers; the SPEC's
+``Σ_layers`` reads as that global comparison, since summing over layers would drop head ``h`` from every layer; or, with ``--importance ablation``, by how much the training loss on the compensation
 clips rises when only that head is removed: benchmarks/results/pruning/ shows that on the tiny student the L1
 norms are nearly equal and pick a head whose removal costs 10 points, where ablation picks a harmless one),
 (2) PHYSICALLY removes the globally least important head (``model.prune_heads``: the Q/K/V rows and
 output-projection columns are deleted, so the model really gets smaller; no masks), and (3) fine-tunes for
 ``--epochs`` epochs (default 3) at ``--lr`` (default 1e-5). A removed head is replaced by its mean output over
 ``--compensation-clips`` training clips (folded into the output projection's bias; an addition to the paper, which
-zeroes the head); alone it does not rescue a badly chosen head (pruning.md). Removing the head before fine-tuning
-is equivalent to the paper's masking (a masked head contributes nothing and receives no gradient) and lets the
-fine-tuning run on the smaller model.
+zeroes the head); alone it does not rescue a badly chosen head (pruning.md). With ``--compensation-clips 0``,
+removing the head before fine-tuning is equivalent to the paper's masking (a masked head contributes nothing and
+receives no gradient) and lets the fine-tuning run on the smaller model; with the default compensation the removed
+head's mean output stays in the bias, so the outputs differ from masking by that mean.
 
 How many heads go: ``--prune-steps N`` removes N heads, one per iteration (default 2: the paper's "4 -> 2 effective
 heads", i.e. two heads removed in total over two iterations). ``--target-heads M`` instead prunes until M heads

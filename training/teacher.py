@@ -1,4 +1,5 @@
-"""Train the PinPoint teacher: cross-entropy on real/fake + offset cross-entropy (SPEC §3).
+"""Train the PinPoint teacher: cross-entropy on real/fake + offset cross-entropy (SPEC §3), plus the attention
+alignment term (``--align-weight``, default 1; an addition to the SPEC described in ``training/losses.py``).
 
     python -m pinlite_edge.training.teacher --data synthetic --preset tiny --epochs 10 --output runs/teacher
     python -m pinlite_edge.training.teacher --output runs/teacher --resume      # after an interruption
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from pinlite_edge.training.cli import base_parser, stage_main
+from pinlite_edge.training.cli import add_pretrained_args, base_parser, stage_main
 from pinlite_edge.training.config import TeacherConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.engine import FitResult, check_output, fit
@@ -44,9 +45,7 @@ def train_teacher(cfg: TeacherConfig) -> FitResult:
 def build_parser():
     d = TeacherConfig()
     p = base_parser(__doc__, "pinlite_edge.training.teacher", d)
-    p.add_argument("--pretrained", action="store_true",
-                   help="initialise the paper preset's ResNet-18 from ImageNet weights already on disk (never "
-                        "downloads; fails if absent)")
+    add_pretrained_args(p)
     return p
 
 

@@ -86,7 +86,7 @@ def resnet_narrow_backbone(width: float = 0.25, layers: tuple[int, ...] = (1, 1,
 def mobilenet_v3_small_backbone(width: float = 1.0, pretrained: bool | None = None) -> Backbone:
     net = tvm.mobilenet_v3_small(weights=None, width_mult=width)
     used = False
-    if width == 1.0:
+    if backbone_has_imagenet_weights("mobilenet_v3_small", width):
         used = _load_pretrained(net, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, pretrained)
     elif pretrained:
         raise ValueError("ImageNet weights exist only for width 1.0 MobileNetV3-Small")
@@ -122,7 +122,19 @@ def widen_stem(blocks: nn.Sequential, in_channels: int) -> None:
     raise ValueError("the backbone has no convolution to widen")
 
 
+def backbone_has_imagenet_weights(name: str, width: float) -> bool:
+    """Whether torchvision has ImageNet weights for backbone ``name`` at ``width``."""
+    return name == "resnet18" or (name == "mobilenet_v3_small" and width == 1.0)
+
+
 def build_backbone(name: str, width: float, pretrained: bool | None) -> Backbone:
+    """The frame backbone ``name``: ImageNet weights if on disk (``pretrained=None``), required (True) or not (False);
+    a backbone they do not exist for starts from random weights, logged (SPEC §2: reported as such)."""
+    if pretrained is not False and not backbone_has_imagenet_weights(name, width):
+        if pretrained:
+            raise ValueError(f"ImageNet weights exist only for resnet18 and width 1.0 mobilenet_v3_small, not "
+                             f"{name} width {width:g}")
+        log.info("backbone %s (width %g) has no ImageNet weights: randomly initialised", name, width)
     if name == "resnet18":
         return resnet18_backbone(pretrained)
     if name == "resnet_narrow":
