@@ -207,3 +207,101 @@ def test_a_clip_that_fails_to_decode_in_training_says_how_to_go_on(grid_folder, 
     bad = next(i for i, r in enumerate(ds.refs) if r.path == victim and r.audio_path is None)
     with pytest.raises(DatasetError, match=r"cannot decode .*every clip of a training set must decode: move this file"):
         ds[bad]
+
+
+def _lavdf_with(tmp_path: Path, lavdf_root: Path, **changes) -> Path:
+    """A copy of ``lavdf_root`` whose second record (a fake) has ``changes``."""
+    root = tmp_path / "lavdf"
+    shutil.copytree(lavdf_root, root, symlinks=True)
+    records = json.loads((root / "metadata.min.json").read_text())
+    records[1].update(changes)
+    (root / "metadata.min.json").write_text(json.dumps(records))
+    return root
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"fake_periods": []}, "n_fakes is 1 but fake_periods is empty"),
+    ({"fake_periods": [[1.5, 0.5]]}, r"fake period \[1.5, 0.5\] is not a span within the clip's 0..2.98 s"),
+    ({"fake_periods": [[25, 40]]}, r"fake period \[25, 40\] is not a span"),  # frames, not seconds
+    ({"n_fakes": 0}, "n_fakes is 0 but it lists 1 fake period"),
+    ({"duration": float("nan")}, "duration nan is not a positive number of seconds"),
+])
+def test_lavdf_records_whose_labels_cannot_be_derived_are_refused(tmp_path, lavdf_root, changes, match):
+    """These fakes had every window labelled real, without a word (or a NaN duration ended in a numpy error)."""
+    root = _lavdf_with(tmp_path, lavdf_root, **changes)
+    with pytest.raises(DatasetError, match=rf"record 1 \(train/000002.mpg\): {match}"):
+        build_dataset(f"lavdf:{root}", "train", C)
+
+
+def test_lavdf_one_file_in_two_records_is_refused(tmp_path, lavdf_root):
+    """The same video as a train real and a test fake trained and tested on it under opposite labels."""
+    root = _lavdf_with(tmp_path, lavdf_root, file="./train/000001.mpg", split="test")
+    with pytest.raises(DatasetError, match="records 0 and 1 both list ./train/000001.mpg"):
+        build_dataset(f"lavdf:{root}", "train", C)
+
+
+def test_a_recorded_duration_longer_than_the_video_is_refused_when_read(tmp_path, lavdf_root):
+    """A 6 s duration on a 3 s clip made windows that all repeated the clip's last window, labelled by fake periods at
+    times the video does not have; a failed decode now says to remove the record, not to move the file."""
+    root = _lavdf_with(tmp_path, lavdf_root, duration=6.0, fake_periods=[[4.0, 5.0]])
+    ds = build_dataset(f"lavdf:{root}", "train", C, cache_dir=tmp_path / "cache")
+    late = next(i for i, r in enumerate(ds.refs) if r.start > 3.0)
+    with pytest.raises(DatasetError, match=r"decodes to 2.9\d s: its recorded duration is wrong.*remove its record "
+                                           r"from .*metadata.min.json"):
+        ds[late]
+    ds[0]  # windows inside the clip still load
+
+
+def test_a_video_replaced_under_its_name_changes_the_fingerprint(tmp_path, lavdf_root):
+    """Teacher-output caches and resumes are keyed by the fingerprint, which hashed only metadata and names: swapping
+    two videos' contents reused the old teacher targets."""
+    root = _lavdf_with(tmp_path, lavdf_root)
+    before = dataset_fingerprint(build_dataset(f"lavdf:{root}", "train", C))
+    assert dataset_fingerprint(build_dataset(f"lavdf:{root}", "train", C)) == before
+    a, b = root / "train" / "000001.mpg", root / "train" / "000002.mpg"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.unlink(), b.unlink()
+    a.write_bytes(data_b), b.write_bytes(data_a)
+    assert dataset_fingerprint(build_dataset(f"lavdf:{root}", "train", C)) != before
+
+
+def _labels_folder(tmp_path: Path, grid_folder: Path, text: str | bytes) -> Path:
+    root = tmp_path / "vids"
+    root.mkdir(exist_ok=True)
+    for n in NAMES:
+        if not (root / n).exists():
+            (root / n).symlink_to(grid_folder / n)
+    (root / "labels.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return root
+
+
+@pytest.mark.parametrize("text", [
+    "\ufefffile,label\n{0},0\n{1},1\n",  # Excel's "CSV UTF-8" starts with a BOM
+    "File, Label\n{0},0\n{1},1\n",
+])
+def test_labels_csv_headers_spreadsheets_write_are_read(tmp_path, grid_folder, text):
+    """These headers hold file and label, and were reported as missing them."""
+    root = _labels_folder(tmp_path, grid_folder, text.format(*NAMES))
+    assert {r.label for r in build_dataset(f"folder:{root}", "all", C, face_crop=False).refs} == {0, 1}
+
+
+@pytest.mark.parametrize("text, match", [
+    ("file;label\n{0};0\n", r"found columns \['file;label'\] and 1 row"),
+    ("file,label\n{0},0\n{0},1\n", r"1 video\(s\) listed more than once, e.g. {0}: row 1 \(.*label 0\), row 2 "
+                                   r"\(.*label 1\)"),
+    ("file,label,split\n{0},0,train\n./{0},0,test\n", "listed more than once"),
+    ("file,label,split\n{0},0,holdout\n", r"labels.csv: row 1: unknown split 'holdout'"),
+    ("file,label,manipulation\n{0},1,lipsync\n", r"labels.csv: row 1: unknown manipulation 'lipsync'"),
+    ("file,label,manipulation\n{0},0,audio_replace\n", "row 1: label '0' contradicts manipulation 'audio_replace'"),
+    ("file,label,manipulation\n{0},1,real\n", "row 1: label '1' contradicts manipulation 'real'"),
+    ("file,label,offset\n{0},0,3\n", "row 1: a real clip is in sync, so its offset is 0 or empty, got 3"),
+    ("file,label\n{0},0\n".encode("utf-16"), "is not UTF-8 text"),
+    ("file,label\ncaf\xe9.mpg,0\n".encode("latin-1"), "is not UTF-8 text"),
+])
+def test_labels_csv_mistakes_are_errors_naming_the_csv_and_row(tmp_path, grid_folder, text, match):
+    """Each of these trained silently on contradictory labels, leaked a file between splits, lost the CSV's name and
+    row, or ended in a UnicodeDecodeError traceback."""
+    text = text if isinstance(text, bytes) else text.format(*NAMES)
+    root = _labels_folder(tmp_path, grid_folder, text)
+    with pytest.raises(DatasetError, match=match.format(*NAMES)):
+        build_dataset(f"folder:{root}", "all", C, face_crop=False)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
+from pinlite_edge.contract import MANIPULATIONS, MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
 from pinlite_edge.data.augment import AugmentConfig
 from pinlite_edge.data.cache import ClipLoader
 from pinlite_edge.data.sample import IN_SYNC, WindowDataset, WindowRef, canonical_split, manipulation_index
@@ -62,13 +62,24 @@ def hash_split(name: str) -> str:
 
 
 def read_labels(csv_path: Path) -> list[dict[str, str]]:
+    """The CSV's rows, column names stripped and lower-cased (``File, Label`` works); UTF-8 with or without the BOM
+    spreadsheets write."""
     try:
-        with open(csv_path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            rows = list(reader)
     except OSError as exc:
         raise DatasetError(f"cannot read labels CSV {csv_path}: {exc}") from None
-    if not rows or "file" not in rows[0] or "label" not in rows[0]:
-        raise DatasetError(f"{csv_path} needs a header with at least 'file' and 'label' columns and one row")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"labels CSV {csv_path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                           "as 'CSV UTF-8'") from None
+    except csv.Error as exc:
+        raise DatasetError(f"labels CSV {csv_path} cannot be parsed: {exc}") from None
+    columns = list(rows[0]) if rows else list(reader.fieldnames or [])
+    if not rows or "file" not in columns or "label" not in columns:
+        raise DatasetError(f"{csv_path} needs a header with at least 'file' and 'label' columns and one row; found "
+                           f"columns {columns} and {len(rows)} row(s) (columns are separated by commas)")
     return rows
 
 
@@ -208,13 +219,27 @@ class FolderDataset(WindowDataset):
                 if rec is None:
                     unlisted.append(rel)
                     continue
-                row_split, group = rec.split, rec.speaker_group or group
-            elif (row.get("split") or "").strip():
-                row_split = canonical_split(row["split"])
+                group = rec.speaker_group or group
+            try:
+                row_split = canonical_split(row["split"]) if (row.get("split") or "").strip() else None
+                manip = manipulation_index((row.get("manipulation") or "").strip() or ("both_replace" if label
+                                                                                        else "real"))
+            except DatasetError as exc:
+                raise DatasetError(f"{csv_path}: row {n + 1}: {exc}") from None
+            if records is None:
+                row_split = row_split or hash_split(group if group else rel)
             else:
-                row_split = hash_split(group if group else rel)
-            manip = manipulation_index((row.get("manipulation") or "").strip() or ("both_replace" if label else "real"))
+                row_split = rec.split
+            if (manip == manipulation_index("real")) != (label == 0):
+                raise DatasetError(f"{csv_path}: row {n + 1}: label {row['label']!r} contradicts manipulation "
+                                   f"{MANIPULATIONS[manip]!r} (a real clip has manipulation 'real' or none)")
             clips.append(FolderClip(rel, n + 1, label, row_split, group, manip, _offset_class(row, label, csv_path, n)))
+        _refuse_duplicates(clips, where)
+        if csv_path.is_file():
+            extra = sorted(set(find_videos(root)) - set(files))
+            if extra:
+                log.info("%d video(s) under %s are not in %s and are not used, e.g. %s", len(extra), root,
+                         csv_path.name, extra[:3])
         if unlisted:
             log.warning("%d video(s) under %s are not in split file %s and are left out, e.g. %s", len(unlisted),
                         root, split_path, unlisted[:3])
@@ -232,6 +257,19 @@ class FolderDataset(WindowDataset):
     def balance_by_default(self) -> bool:
         """Sync-pair data is heavily fake-dominated: training balances its classes unless told otherwise."""
         return self.sync_pairs is not None
+
+
+def _refuse_duplicates(clips: list[FolderClip], where: Path) -> None:
+    """One file listed twice trained on both its labels, or leaked between splits."""
+    rows: dict[str, list[FolderClip]] = {}
+    for c in clips:
+        rows.setdefault(c.rel, []).append(c)
+    twice = {rel: cs for rel, cs in rows.items() if len(cs) > 1}
+    if twice:
+        rel, cs = next(iter(twice.items()))
+        listed = ", ".join(f"row {c.row} ({c.split}, label {c.label})" for c in cs)
+        raise DatasetError(f"{where}: {len(twice)} video(s) listed more than once, e.g. {rel}: {listed}; list each "
+                           "file once (one label, one split)")
 
 
 def _split_counts(clips: list[FolderClip]) -> dict[str, dict[str, Any]]:
@@ -254,4 +292,6 @@ def _offset_class(row: dict[str, str], label: int, csv_path: Path, n: int) -> in
         raise DatasetError(f"{csv_path}: row {n + 1}: offset {raw!r} is not an integer") from None
     if abs(k) > MAX_OFFSET:
         raise DatasetError(f"{csv_path}: row {n + 1}: offset {k} outside ±{MAX_OFFSET}")
+    if label == 0 and k != 0:
+        raise DatasetError(f"{csv_path}: row {n + 1}: a real clip is in sync, so its offset is 0 or empty, got {k}")
     return k + MAX_OFFSET

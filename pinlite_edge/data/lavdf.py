@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,28 @@ def manipulation_of(record: dict[str, Any]) -> str:
     return "both_replace"  # n_fakes > 0 without flags: unknown modality, counted as both
 
 
+#: Slack (s) between a record's ``duration`` and its fake periods' ends (timestamps rounded to frames).
+PERIOD_SLACK_S = 0.1
+
+
+def _check_record(meta_path: Path, n: int, rel: str, duration: float, periods: list[tuple[float, float]],
+                  n_fakes: int) -> None:
+    """A record whose labels cannot be derived: a fake without periods, periods outside the clip (e.g. written in
+    frames or milliseconds), or a duration that is not a positive number of seconds. Its windows were labelled real."""
+    where = f"{meta_path}: record {n} ({rel})"
+    if not math.isfinite(duration) or duration <= 0:
+        raise DatasetError(f"{where}: duration {duration!r} is not a positive number of seconds")
+    if n_fakes > 0 and not periods:
+        raise DatasetError(f"{where}: n_fakes is {n_fakes} but fake_periods is empty, so no window can be labelled "
+                           "fake")
+    if n_fakes == 0 and periods:
+        raise DatasetError(f"{where}: n_fakes is 0 but it lists {len(periods)} fake period(s)")
+    for a, b in periods:
+        if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b <= duration + PERIOD_SLACK_S):
+            raise DatasetError(f"{where}: fake period [{a:g}, {b:g}] is not a span within the clip's 0..{duration:g} "
+                               "s (periods and duration are in seconds)")
+
+
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
@@ -68,6 +91,7 @@ class LavdfDataset(WindowDataset):
         refs: list[WindowRef] = []
         missing: list[str] = []
         clips = 0
+        seen: dict[str, int] = {}
         for n, rec in enumerate(records):
             try:
                 rel = str(rec["file"])
@@ -77,21 +101,26 @@ class LavdfDataset(WindowDataset):
                 n_fakes = int(rec.get("n_fakes", len(periods)))
             except (KeyError, TypeError, ValueError, DatasetError) as exc:
                 raise DatasetError(f"{meta_path}: record {n} is malformed ({exc!r})") from None
+            _check_record(meta_path, n, rel, duration, periods, n_fakes)
+            key = Path(rel).as_posix()
+            if key in seen:  # one file under two labels, or in two splits
+                raise DatasetError(f"{meta_path}: records {seen[key]} and {n} both list {rel}; list each file once")
+            seen[key] = n
             if split != "all" and rec_split != split:
                 continue
             if max_clips is not None and clips >= max_clips:
-                break
+                continue
             path = root / rel
             if not path.is_file():
                 missing.append(rel)
                 continue
-            clips += 1
             fake_manip = manipulation_index(manipulation_of(rec))
             try:
                 starts = window_starts(duration, contract, stride_seconds, source=str(path))
             except InputError as exc:
                 log.warning("skipping %s: %s", path, exc)
                 continue
+            clips += 1
             for s in starts:
                 fake = n_fakes > 0 and any(
                     _overlap(s, s + contract.window_seconds, a, b) > min_overlap_seconds for a, b in periods)
@@ -108,5 +137,6 @@ class LavdfDataset(WindowDataset):
                        "face_crop": face_crop, "stride_seconds": stride_seconds,
                        "min_overlap_seconds": min_overlap_seconds, "max_clips": max_clips,
                        "preprocessing": loader.config_hash}
+        self.leave_out_hint = f"remove its record from {meta_path}"
         super().__init__(refs, contract, loader, split, description)
         log.info("LAV-DF %s: %d clips, %d windows (%d fake)", split, clips, len(refs), sum(self.labels()))

@@ -107,7 +107,8 @@ def _describe(dataset: Dataset) -> dict[str, Any]:
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """Stable sha256 describing a dataset (kind, source files' hashes, split, contract, options, sample index)."""
+    """Stable sha256 describing a dataset: kind, the hashes of its label/metadata/split files, its videos' paths,
+    sizes and modification times, split, contract, options and sample index."""
     fingerprint = getattr(dataset, "fingerprint", None)
     if callable(fingerprint):
         return str(fingerprint())

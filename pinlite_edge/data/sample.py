@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,8 @@ class WindowDataset(Dataset):
     """Base of the file-backed datasets: an index of :class:`WindowRef` plus a (cached) clip loader."""
 
     kind = "windows"
+    #: how to leave a clip out of this dataset (said when a clip cannot be used)
+    leave_out_hint = "move this file out of the folder (or leave it out of the split file)"
 
     def __init__(self, refs: list[WindowRef], contract: InputContract, loader: "Any", split: str,
                  description: dict[str, Any], augment: "AugmentConfig | None" = None):
@@ -129,13 +132,18 @@ class WindowDataset(Dataset):
         try:
             return self.loader.load(path)
         except DecodeError as exc:
-            raise DatasetError(f"{exc}; every clip of a training set must decode: move this file out of the folder "
-                               "(or leave it out of the split file) and start the run again") from None
+            raise DatasetError(f"{exc}; every clip of a training set must decode: {self.leave_out_hint} and start "
+                               "the run again") from None
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
         clip = self._load(ref.path)
         win = self.contract.window_seconds
+        if ref.start > clip.duration - win / 2:  # not a rounding difference: the recorded duration is wrong
+            raise DatasetError(f"{ref.clip_id}: a window at {ref.start:.2f} s, but {ref.path} decodes to "
+                               f"{clip.duration:.2f} s: its recorded duration is wrong (its windows would repeat the "
+                               f"clip's end under the labels of times it does not have); correct it or "
+                               f"{self.leave_out_hint}")
         # Metadata durations can differ slightly from what decodes: keep the window inside the clip.
         start = max(0.0, min(ref.start, clip.duration - win))
         signal, a_start = clip.audio, start
@@ -193,7 +201,22 @@ class WindowDataset(Dataset):
         return desc
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()
+        desc = self.describe()
+        desc["files"] = self._files_stamp()
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _files_stamp(self) -> str:
+        """sha256 over every video's path, size and modification time: a video replaced under the same name changes
+        the fingerprint (teacher-output caches and resumes are keyed by it)."""
+        paths = sorted({str(p) for r in self.refs for p in (r.path, r.audio_path) if p is not None})
+        lines = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+                lines.append(f"{p},{st.st_size},{st.st_mtime_ns}")
+            except OSError:
+                lines.append(f"{p},missing")
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 __all__ = ["IN_SYNC", "OFFSET_IGNORE_INDEX", "WindowDataset", "WindowRef", "canonical_split", "make_sample",
