@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +127,9 @@ def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, 
         assert (out / name).stat().st_size > 0
     report = (out / "bench.md").read_text()
     assert "| ort-fp32:pinlite-student.onnx |" in report
-    assert "one model, timed alone" in report and "in turns" not in report  # it said turns that did not happen
+    # one artefact and the teacher (--time-teacher) were timed in turns: it said "one model, timed alone"
+    assert "models timed in turns" in report and "timed alone" not in report
+    assert "called fake at P(fake) >= 0.5" in report and "MB (artefact size) = 10^6 bytes" in report
     caches = list((workspace / "cache" / "bench").glob("reference-*.npz"))
     assert len(caches) == 2  # teacher + distilled source
 
@@ -138,6 +142,8 @@ def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, 
                  "--no-plots", *FAST]) == 0
     row2 = json.loads((out2 / "bench.json").read_text())["rows"][0]
     assert row2["eps_vs_teacher"]["eps_mean"] == pytest.approx(row["eps_vs_teacher"]["eps_mean"])
+    report2 = (out2 / "bench.md").read_text()  # one artefact, teacher not timed
+    assert "one model, timed alone" in report2 and "in turns" not in report2
 
 
 def test_teacher_cache_for_other_data_is_refused(workspace, tmp_path, capsys):
@@ -236,6 +242,17 @@ def test_compare_ort_fp32_agrees_with_torch_fp32(workspace, tmp_path):
     assert max(cmp["max_abs_diff"].values()) <= 1e-4
     assert cmp["label_agreement"] == 1.0
     np.testing.assert_allclose(result["rows"][0]["metrics"]["accuracy"], result["rows"][1]["metrics"]["accuracy"])
+
+
+def test_compare_finds_the_teacher_of_the_workspace_its_artefacts_are_in(workspace, tmp_path):
+    """``--compare`` without ``--artifacts`` reported no EPS against the teacher although every artefact sat in one
+    workspace beside it (SPEC §7: EPS of every deployed model against the FP32 teacher)."""
+    onnx = resolve_artefacts(workspace, "ort", "fp32")[0]
+    assert main(["--compare", str(onnx), str(workspace / "distilled" / "best.safetensors"), "--out", str(tmp_path),
+                 "--no-plots", *FAST]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["teacher"]["checkpoint"] == str(workspace / "teacher" / "best.safetensors")
+    assert all(r["eps_vs_teacher"] is not None for r in result["rows"])
 
 
 def test_missing_artefact_is_a_clear_error(workspace, tmp_path, capsys):
@@ -411,3 +428,26 @@ def test_the_machine_description_names_the_gpu_measured_on(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=2**30 * (i + 1)))
     assert describe_machine()["gpu"]["name"] == "GPU 0"
     assert describe_machine(1)["gpu"] == {"name": "GPU 1", "compute_capability": "8.8", "memory_gb": 2.0}
+
+
+def test_memory_is_measured_alone_when_a_script_calls_the_bench(workspace, tmp_path):
+    """The memory pass's "fresh" process was a multiprocessing spawn child, which re-imports the caller's main script:
+    a script that imported torch (or had no ``__main__`` guard) gave a 750 MiB baseline for a 1 MB ONNX model, or ran
+    itself again inside the measurement. Now a clean interpreter measures the model whoever calls."""
+    onnx = next((workspace / "exports" / "onnx").rglob("*.onnx"))
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "import torch  # the caller's own heavy imports stay in the caller\n"
+        "from pinlite_edge.bench.memory import measure_isolated\n"
+        "from pinlite_edge.contract import TINY_CONTRACT as C\n"
+        "frames = np.zeros((1, *C.frames_shape()), np.float32)\n"
+        "mfcc = np.zeros((1, *C.mfcc_shape()), np.float32)\n"
+        "fig = measure_isolated(sys.argv[1], {'threads': 1}, frames, mfcc, calls=1)  # no __main__ guard\n"
+        "print('BASELINE', fig.baseline_rss_bytes, flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script), str(onnx)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BASELINE")]
+    assert len(lines) == 1, proc.stdout  # measured once, not re-run in the child
+    assert int(lines[0].split()[1]) < 300 * 2**20  # torch (about 400 MiB resident) is not in the measuring process

@@ -39,8 +39,8 @@ from pinlite_edge.bench.references import (
 )
 from pinlite_edge.bench.timing import TimingResult, measure_interleaved
 from pinlite_edge.bench.workspace import (
-    DEFAULT_WORKSPACE, WorkspaceError, cuda_index, is_workspace, resolve_artefacts, source_checkpoint,
-    stage_checkpoint,
+    DEFAULT_WORKSPACE, WorkspaceError, cuda_index, enclosing_workspace, is_workspace, resolve_artefacts,
+    source_checkpoint, stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,13 @@ def _reference(name: str, path: Path | None, sha: str | None, data: EvalData, ca
 def _artefact_paths(cfg: BenchConfig) -> tuple[list[Path], Path | None]:
     if cfg.compare:
         paths = [Path(p) for p in cfg.compare]
-        workspace = cfg.artifacts if cfg.artifacts is not None and is_workspace(cfg.artifacts) else None
+        if cfg.artifacts is not None:
+            return paths, (cfg.artifacts if is_workspace(cfg.artifacts) else None)
+        # artefacts of one workspace: its teacher (EPS vs teacher, SPEC §7) and caches, as with --artifacts
+        homes = {enclosing_workspace(p) for p in paths}
+        workspace = homes.pop() if len(homes) == 1 else None
+        if workspace is not None:
+            log.info("--compare: the artefacts are in workspace %s; its teacher and caches are used", workspace)
         return paths, workspace
     root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
     paths = resolve_artefacts(root, cfg.runtime, cfg.resolved_precision, cfg.device)

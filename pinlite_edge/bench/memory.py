@@ -23,15 +23,16 @@ The sampler never runs inside a timed call: this pass is separate from the laten
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
@@ -243,8 +244,42 @@ def measure_alone(artifact: str, runner_options: dict[str, Any], frames: np.ndar
 
 def measure_isolated(artifact: str | Path, runner_options: dict[str, Any], frames: np.ndarray, mfcc: np.ndarray,
                      calls: int = 3, timeout_s: float = 600.0) -> MemoryFigures:
-    """:func:`measure_alone` in a fresh (spawned) process that holds nothing but this model."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        figures = pool.submit(measure_alone, str(artifact), dict(runner_options), np.ascontiguousarray(frames),
-                              np.ascontiguousarray(mfcc), calls).result(timeout=timeout_s)
-    return MemoryFigures(**figures)
+    """:func:`measure_alone` in a fresh interpreter (``python -m pinlite_edge.bench.memory``) that holds nothing but
+    this model. Not a multiprocessing child: ``spawn`` re-imports the caller's main script, so a script calling
+    ``run_bench`` brought torch and the whole bench into the "fresh" process (or ran the bench again in it)."""
+    with tempfile.TemporaryDirectory(prefix="pinlite-memory-") as tmp:
+        inputs, result = Path(tmp) / "inputs.npz", Path(tmp) / "figures.json"
+        np.savez(inputs, frames=np.ascontiguousarray(frames), mfcc=np.ascontiguousarray(mfcc))
+        cmd = [sys.executable, "-m", "pinlite_edge.bench.memory", str(artifact), str(inputs), str(result),
+               "--calls", str(int(calls)), "--options", json.dumps(dict(runner_options))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the memory pass of {artifact} took more than {timeout_s:g} s") from None
+        if proc.returncode != 0 or not result.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            raise RuntimeError(f"the memory pass's process failed: {tail[0]}")
+        return MemoryFigures(**json.loads(result.read_text()))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """The fresh interpreter of :func:`measure_isolated`: measure one artefact, write its figures as JSON."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pinlite_edge.bench.memory",
+                                description="Memory of one artefact loaded alone (run by the bench).")
+    p.add_argument("artifact")
+    p.add_argument("inputs", help=".npz with frames and mfcc")
+    p.add_argument("out", help="where the figures go (JSON)")
+    p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--options", default="{}", help="runner options (JSON)")
+    args = p.parse_args(argv)
+    with np.load(args.inputs, allow_pickle=False) as z:
+        frames, mfcc = z["frames"], z["mfcc"]
+    figures = measure_alone(args.artifact, json.loads(args.options), frames, mfcc, args.calls)
+    Path(args.out).write_text(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -63,11 +63,12 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
            f"flags {', '.join(mach.get('cpu_flags', [])) or '—'})"
            + (f", GPU {mach['gpu']['name']}" if mach.get("gpu") else "") + f"; Python {mach.get('python')}; "
            + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items()),
-           f"Data: `{data['spec']}` split `{data['split']}`, {data['num_clips']} clips "
-           f"(fingerprint `{data['fingerprint'][:12]}`)", ""]
+           f"Data: `{data['spec']}` split `{data['split']}`, {data['num_clips']} clips (model inputs: 0.64 s "
+           f"windows, several per video) (fingerprint `{data['fingerprint'][:12]}`)", ""]
     batch = result["rows"][0]["latency"]["batch"] if result["rows"] else "?"
     cfg = result.get("config", {})
-    if len(result["rows"]) < 2:
+    timed = len(result["rows"]) + bool((result.get("teacher") or {}).get("latency"))  # --time-teacher: one more
+    if timed < 2:
         turns = "one model, timed alone"
     else:
         turns = (f"models timed in turns ({cfg['turn_warmup']} untimed + {cfg['block']} timed calls each)"
@@ -80,7 +81,10 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
                "during inference minus before load (on Jetson's unified memory: all memory in use on the board). "
                "e2e s/video: a video scored through the SDK (decode + face crop + MFCC + every window through the "
                "model), median over the videos; RTF = e2e time / video duration. GFLOPs per clip (1 MAC = 2 "
-               "FLOPs). EPS source: against the artefact's own FP32 checkpoint.")
+               "FLOPs). clips/s = batch / mean batch latency. Units: MB (artefact size) = 10^6 bytes; load, peak "
+               "and GPU MB = MiB (2^20 bytes). acc and F1: per clip (model input), called fake at P(fake) >= 0.5; "
+               "the Detector's operating point applies to whole videos' aggregates, not to these. Min and per-batch "
+               "latencies are in bench.json. EPS source: against the artefact's own FP32 checkpoint.")
     out.append("")
     out.append("| " + " | ".join(COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))

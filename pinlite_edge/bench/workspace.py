@@ -44,6 +44,15 @@ def is_workspace(path: Path) -> bool:
                               or (path / "teacher").is_dir())
 
 
+def enclosing_workspace(artifact: Path) -> Path | None:
+    """The quickstart-layout workspace holding ``artifact`` (the nearest folder above it with a teacher stage), if
+    any."""
+    for parent in Path(artifact).resolve().parents:
+        if is_workspace(parent) and (parent / "teacher").is_dir():
+            return parent
+    return None
+
+
 def stage_checkpoint(workspace: Path, stage: str) -> Path | None:
     path = workspace / stage / "best.safetensors"
     return path if path.is_file() else None
