@@ -451,3 +451,28 @@ def test_memory_is_measured_alone_when_a_script_calls_the_bench(workspace, tmp_p
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BASELINE")]
     assert len(lines) == 1, proc.stdout  # measured once, not re-run in the child
     assert int(lines[0].split()[1]) < 300 * 2**20  # torch (about 400 MiB resident) is not in the measuring process
+
+
+def test_real_video_data_cropped_unlike_the_models_training_data_is_noted(tmp_path, capsys):
+    """The bench always face-cropped ``folder:`` data, also for a model trained on pre-cropped faces
+    (``face_crop=false``), and had no ``--data-option`` to say otherwise: accuracy measured on other inputs, silently."""
+    from conftest import GRID_DIR
+
+    clips = sorted(GRID_DIR.glob("*.mpg"))[:2]
+    if len(clips) < 2:
+        pytest.skip(f"GRID sample clips not found at {GRID_DIR}")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for clip in clips:
+        (folder / clip.name).symlink_to(clip)
+    torch.manual_seed(0)
+    record = {"dataset": {"train": {"kind": "folder", "face_crop": False, "root": str(folder)}}}
+    ckpt = save_checkpoint(tmp_path / "m" / "best.safetensors", create_student("tiny", pretrained=False), record)
+    common = ["--compare", str(ckpt), "--data", f"folder:{folder}", "--split", "all", "--data-option",
+              "sync_pairs=true", "--no-plots", *FAST]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    notes = json.loads((tmp_path / "a" / "bench.json").read_text())["notes"]
+    assert any("read with face_crop=true, but" in n and "--data-option face_crop=false" in n for n in notes), notes
+    assert main([*common, "--data-option", "face_crop=false", "--out", str(tmp_path / "b")]) == 0
+    notes = json.loads((tmp_path / "b" / "bench.json").read_text())["notes"]
+    assert not any("face_crop" in n for n in notes), notes

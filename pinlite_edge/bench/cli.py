@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pinlite_edge.errors import PinliteError
+from pinlite_edge.utils.cli import key_value
 
 from pinlite_edge.export.formats import default_precision, precisions, precisions_for
 from pinlite_edge.runtimes import BACKENDS
@@ -41,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bench these artefacts together on the same inputs and report their agreement "
                         "(the first is the reference); overrides --runtime/--precision")
     p.add_argument("--data", default="synthetic", help="synthetic | lavdf:PATH | folder:PATH")
+    p.add_argument("--data-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="option of the --data dataset, as the training CLI takes them (value parsed as JSON when it "
+                        "is JSON), e.g. face_crop=false for a model trained on pre-cropped faces, stride_seconds=0.32")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N clips (model inputs: 0.64 s windows, several per video)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the latency measurement")
     p.add_argument("--eval-batch", type=int, default=8, help="batch size of the accuracy pass")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per model before timing (default 5)")
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     cfg = BenchConfig(runtime=args.runtime, precision=args.precision, artifacts=args.artifacts,
-                      compare=list(args.compare), data=args.data, split=args.split, limit=args.limit,
+                      compare=list(args.compare), data=args.data, data_options=dict(args.data_option),
+                      split=args.split, limit=args.limit,
                       batch=args.batch, eval_batch=args.eval_batch, warmup=args.warmup, iters=args.iters,
                       block=args.block, turn_warmup=args.turn_warmup,
                       threads=args.threads, device=args.device, cuda_binding=args.cuda_binding, out=args.out,

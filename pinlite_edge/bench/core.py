@@ -181,6 +181,34 @@ def _reference(name: str, path: Path | None, sha: str | None, data: EvalData, ca
     return None, load_runner(path, device=device, threads=threads)
 
 
+def _trained_face_crops(checkpoint: Path) -> set[bool]:
+    """The face_crop settings of the real-video datasets a checkpoint was trained on (its record), if recorded."""
+    from pinlite_edge.checkpoint import read_record
+
+    try:
+        train = (read_record(checkpoint).get("dataset") or {}).get("train") or {}
+    except Exception:  # an unreadable record is reported where the checkpoint is loaded
+        return set()
+    parts = train.get("sources") if isinstance(train.get("sources"), list) else [train]
+    return {bool(p["face_crop"]) for p in parts if isinstance(p, dict) and "face_crop" in p}
+
+
+def _note_face_crop_mismatch(data: Any, checkpoints: list[Path], notes: list[str]) -> None:
+    """Real-video evaluation data cropped otherwise than the models' real training data: their accuracy is measured
+    on inputs unlike the ones they learnt from (``--data-option face_crop=...`` sets it)."""
+    used = data.dataset.describe().get("face_crop") if hasattr(data.dataset, "describe") else None
+    if used is None:
+        return
+    for path in checkpoints:
+        trained = _trained_face_crops(path)
+        if trained and used not in trained:
+            note = (f"{data.spec} is read with face_crop={str(used).lower()}, but {path} was trained on real video "
+                    f"with face_crop={str(trained.pop()).lower()}: pass --data-option face_crop="
+                    f"{str(not used).lower()} to evaluate it on inputs like its training data")
+            log.warning(note)
+            notes.append(note)
+
+
 def _artefact_paths(cfg: BenchConfig) -> tuple[list[Path], Path | None]:
     if cfg.compare:
         paths = [Path(p) for p in cfg.compare]
@@ -258,6 +286,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         sha = _checkpoint_sha(path)
         sources[sha] = path
         source_of.append(sha)
+    _note_face_crop_mismatch(data, [p for p in (*sources.values(), *(s.path for s in specs if s.backend == "torch"))],
+                             notes)
     source_refs: dict[str, ReferenceOutputs] = {}
     source_runners: dict[str, BaseRunner] = {}
     for sha, path in sources.items():
