@@ -58,14 +58,27 @@ def save_checkpoint(path: str | Path, model: AVSyncDetector, record: dict[str, A
         **(record or {}),
     }
     metadata = {"format": "pt", "pinlite_edge_version": __version__, RECORD_KEY: json.dumps(full, default=str)}
-    blob = save(state, metadata=metadata)
+    save_hashed(path, state, metadata)
+    atomic_write_json(record_path(path), {**full, "weights_sha256": sha256_file(path)})
+    return path
+
+
+def save_hashed(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """A safetensors file of ``tensors`` and ``metadata`` carrying the sha256 of everything else in it
+    (:data:`HASH_KEY`), written atomically: what checkpoints, training states and teacher-output caches are."""
+    path = Path(path)
+    blob = save(tensors, metadata=metadata)
     header, data_start = _parse_header(memoryview(blob), len(blob), path)
     h = _header_hash(header)
     h.update(memoryview(blob)[data_start:])
-    metadata[HASH_KEY] = h.hexdigest()
-    atomic_write_bytes(path, save(state, metadata=metadata))
-    atomic_write_json(record_path(path), {**full, "weights_sha256": sha256_file(path)})
+    atomic_write_bytes(path, save(tensors, metadata={**metadata, HASH_KEY: h.hexdigest()}))
     return path
+
+
+def verify_hashed(path: str | Path) -> bool:
+    """Check a :func:`save_hashed` file against its embedded sha256: :class:`CheckpointError` when it is corrupt or
+    was modified, False when it carries no hash (written before it did), True when it verifies."""
+    return _read_verified(Path(path))[2]
 
 
 def _parse_header(head: bytes | memoryview, file_size: int, path: Path) -> tuple[dict[str, Any], int]:

@@ -150,8 +150,8 @@ def is_scan_output(out: Path) -> bool:
         return True
     complete = data[: data.rfind(b"\n") + 1]
     lines = [ln for ln in complete.splitlines() if ln.strip()]
-    if not lines:
-        return False
+    if not lines:  # only a first record cut short by a kill (every record starts with its path)
+        return not complete.strip() and data.lstrip().startswith(b'{"path": ')
     for line in lines:
         try:
             rec = json.loads(line)

@@ -182,6 +182,24 @@ def test_unreadable_reference_cache_is_one_line_and_the_automatic_one_is_recompu
     assert main(["--artifacts", str(ws), "--out", str(tmp_path / "y"), "--no-plots", *FAST]) == 0
 
 
+def test_a_reference_cache_with_damaged_compressed_data_is_unreadable_not_a_zlib_traceback(tmp_path):
+    """One flipped byte in a member's deflate stream ended the bench in zlib.error from inside zipfile."""
+    import zipfile
+
+    from pinlite_edge.bench.references import ReferenceCacheError, load_reference
+
+    path = tmp_path / "reference.npz"
+    np.savez_compressed(path, meta=np.frombuffer(b"{}", np.uint8), logits=np.zeros((64, 2), np.float32))
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("logits.npy")
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = np.frombuffer(bytes(data[info.header_offset + 26: info.header_offset + 30]), "<u2")
+    data[info.header_offset + 30 + int(name_len) + int(extra_len)] = 0x07  # a deflate block of the reserved type
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReferenceCacheError, match="unreadable .*error"):
+        load_reference(path, data_fingerprint="f")
+
+
 def test_bad_out_wrong_device_and_a_student_as_teacher_fail_before_measuring(workspace, tmp_path, capsys,
                                                                            monkeypatch):
     """Each of these used to cost the whole run first (--out: a traceback at the end) or to pass silently

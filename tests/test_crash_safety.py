@@ -150,6 +150,11 @@ def test_temporary_names_are_unique_per_process_and_stale_ones_are_cleaned(tmp_p
         tmp.write_text("{}")
     assert f".{os.getpid()}." in names[0] and names[0].endswith(".part")
     assert not stale.exists() and live.exists()
+    # a killed export's staging file rewritten atomically leaves a temporary of a temporary: it was never removed
+    dead = 2 ** 22 + 778
+    nested = tmp_path / f"..model.onnx.{dead}.e6b5ca1f.staging.{dead}.bba19b59.part"
+    nested.write_bytes(b"half written")
+    assert atomic.clean_stale_temporaries(tmp_path / "model.onnx") == [nested] and not nested.exists()
 
 
 @pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES

@@ -621,3 +621,17 @@ def test_decoding_time_limit_is_recorded(tree, model, tmp_path):
     summary = scan(cfg_for(tree / "grid", model, out, timeout_s=1e-4))
     (rec,) = lines_of(out)
     assert summary.failed == 1 and rec["error_type"] == "DecodeError" and "time limit" in rec["error"], rec
+
+
+def test_a_results_file_whose_only_record_was_cut_short_can_be_resumed(tmp_path):
+    """A kill while writing the first record left a file the resume refused ("not a scan results file ... --force"),
+    although a cut last line is allowed everywhere else."""
+    from pinlite_edge.scan import is_scan_output
+
+    out = tmp_path / "results.jsonl"
+    out.write_bytes(b'{"path": "/videos/clip.mp4", "verd')
+    assert is_scan_output(out)
+    out.write_bytes(b"hello, not a scan")
+    assert not is_scan_output(out)
+    out.write_bytes(b'{"path": "/videos/clip.mp4"}\n{"path": "/v')  # a complete line must be a whole record
+    assert not is_scan_output(out)

@@ -6,6 +6,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -241,10 +243,42 @@ def test_ctrl_c_says_whether_there_is_anything_to_resume(tmp_path, capsys):
 
     assert run_cli(interrupted, tmp_path) == 130
     assert "nothing was saved" in capsys.readouterr().err
-    (tmp_path / "step1").mkdir()
+    (tmp_path / "older-run").mkdir()  # another run below --output is not this run's checkpoint
+    (tmp_path / "older-run" / "best.safetensors").write_bytes(b"x")
+    assert run_cli(interrupted, tmp_path) == 130
+    assert "nothing was saved" in capsys.readouterr().err
+    (tmp_path / "step1").mkdir()  # a prune run's step
     (tmp_path / "step1" / STATE_FILE).write_bytes(b"x")
     assert run_cli(interrupted, tmp_path) == 130
     assert "continue with --resume" in capsys.readouterr().err
+
+    def terminated() -> None:  # kill, timeout, a scheduler's stop: it ended with exit 143 and no word
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    assert run_cli(terminated, tmp_path) == 143
+    assert "terminated; continue with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["state", "best"])
+def test_resume_refuses_damaged_saved_files_before_training(teacher_ckpt, tmp_path, damage):
+    """A training state with flipped bytes was resumed from silently (it carried no hash); a damaged best.safetensors
+    was found only after every remaining epoch, and its weights were lost."""
+    from pinlite_edge.errors import CheckpointError
+    from pinlite_edge.training.engine import STATE_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(teacher_ckpt.parent, run)
+    victim = run / (STATE_FILE if damage == "state" else "best.safetensors")
+    data = bytearray(victim.read_bytes())
+    if damage == "state":
+        data[-4096:] = b"\x7f" * 4096
+    else:
+        data = data[:len(data) // 2]
+    victim.write_bytes(bytes(data))
+    match = "cannot be resumed from" if damage == "state" else r"cannot resume: .*best.safetensors"
+    with pytest.raises(CheckpointError, match=match):
+        train_teacher(TeacherConfig(**tiny_kwargs(run), lr=1e-3, resume=True))
 
 
 def test_resume_with_changed_settings_is_refused_naming_them(teacher_ckpt, tmp_path):

@@ -7,6 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from pinlite_edge.checkpoint import save_hashed
+
 from pinlite_edge.contract import contract_for_preset
 from pinlite_edge.training import data as data_mod
 from pinlite_edge.training import teacher_cache
@@ -66,7 +68,7 @@ def test_teacher_outputs_cache_evicts_beyond_its_budget(tmp_path, monkeypatch):
     splits = [data_mod.Split(name, list(range(n)), f"fingerprint-{name}", {}) for name in ("train", "val")]
     for split in splits:  # outputs on disk, as a previous run left them
         key = hashlib.sha256(f"teacher-weights-sha:{split.fingerprint}".encode()).hexdigest()[:32]
-        save_file(out, str(tmp_path / f"teacher-{key}.safetensors"))
+        save_hashed(tmp_path / f"teacher-{key}.safetensors", out, {})
 
     def outputs(split):
         return teacher_cache._outputs("teacher.safetensors", split, torch.device("cpu"), 4, tmp_path, None)
@@ -76,3 +78,32 @@ def test_teacher_outputs_cache_evicts_beyond_its_budget(tmp_path, monkeypatch):
     outputs(splits[1])
     assert len(cache) == 1 and cache.nbytes == size  # the train split's outputs were evicted
     assert outputs(splits[0]) is not train  # read from disk again
+
+
+@pytest.mark.parametrize("damage", ["flipped", "inf", "unhashed"])
+def test_a_damaged_teacher_output_cache_is_recomputed(tmp_path, monkeypatch, damage):
+    """Only the row count was checked: 16 logits overwritten with inf (or any flipped bytes) were distilled from."""
+    n = 4
+    good = {"logits": torch.ones(n, 2), "attention": torch.full((n, 16, 16), 1 / 16)}
+    monkeypatch.setattr(teacher_cache, "TEACHER_OUTPUT_CACHE", ByteBudgetLRU("under test", 1 << 20,
+                                                                            teacher_cache._outputs_bytes))
+    monkeypatch.setattr(teacher_cache, "teacher_hash", lambda path: "teacher-weights-sha")
+    monkeypatch.setattr(teacher_cache, "load_teachers", lambda paths, device: [None])
+    computed = (good["logits"].numpy() * 2, None, good["attention"].numpy(), None, None)
+    monkeypatch.setattr(teacher_cache, "predict", lambda *a, **k: computed)
+    split = data_mod.Split("train", list(range(n)), "fingerprint-train", {})
+    key = hashlib.sha256(f"teacher-weights-sha:{split.fingerprint}".encode()).hexdigest()[:32]
+    file = tmp_path / f"teacher-{key}.safetensors"
+    bad = {"logits": good["logits"].clone(), "attention": good["attention"]}
+    if damage == "inf":
+        bad["logits"][0] = float("inf")
+        save_hashed(file, bad, {})  # hashed as written: the values themselves are refused
+    elif damage == "unhashed":
+        save_file(bad, str(file))  # no sha256 to verify it against
+    else:
+        save_hashed(file, good, {})
+        data = bytearray(file.read_bytes())
+        data[-8:] = b"\x7f" * 8
+        file.write_bytes(bytes(data))
+    out = teacher_cache._outputs("teacher.safetensors", split, torch.device("cpu"), 4, tmp_path, None)
+    torch.testing.assert_close(out["logits"], good["logits"] * 2)  # recomputed, not read

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from pinlite_edge.errors import PinliteError
-from pinlite_edge.utils.cli import key_value
+from pinlite_edge.utils.cli import interrupt_on_sigterm, key_value
 
 from pinlite_edge.training.config import TrainConfig
 
@@ -134,18 +135,24 @@ def run_cli(main: Callable[[], Any], output: str | Path | None = None) -> int:
     """Run a command; :class:`PinliteError` becomes a one-line message and exit status 2 (no traceback). On Ctrl-C
     it says whether ``output`` holds anything ``--resume`` can continue."""
     try:
-        main()
+        with interrupt_on_sigterm():  # kill, timeout, Slurm, docker stop: the same message as Ctrl-C
+            main()
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         from pinlite_edge.training.engine import STATE_FILE
 
-        saved = output is None or any(Path(output).rglob(STATE_FILE)) or any(Path(output).rglob("best.safetensors"))
-        print("\n" + ("interrupted; continue with --resume" if saved else
-                      "interrupted before the first checkpoint: nothing was saved, so re-run the same command "
-                      "(without --resume)"), file=sys.stderr)
-        return 130
+        # this run's files only: the output folder, or a prune run's step folders (not other runs below it)
+        out = Path(output) if output is not None else None
+        saved = out is None or any(p.is_file() for pattern in (STATE_FILE, "best.safetensors", f"step*/{STATE_FILE}",
+                                                              "step*/best.safetensors") for p in out.glob(pattern))
+        terminated = bool(exc.args) and exc.args[0] == f"signal {signal.SIGTERM}"
+        print("\n" + ("terminated" if terminated else "interrupted")
+              + ("; continue with --resume" if saved else
+                 " before the first checkpoint: nothing was saved, so re-run the same command (without --resume)"),
+              file=sys.stderr)
+        return 143 if terminated else 130
     return 0
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from pinlite_edge.utils.progress import progress_bar
 from pinlite_edge import __version__
-from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
+from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint, verify_hashed
 from pinlite_edge.data.augment import set_data_epoch
 from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
@@ -132,6 +132,23 @@ def config_changes(before: dict[str, Any] | None, now: dict[str, Any],
             if k not in RESUME_FREE_SETTINGS | also_free and norm(k, before.get(k)) != norm(k, now.get(k))]
 
 
+def _check_saved_checkpoints(out_dir: Path, has_best: bool) -> None:
+    """On resume: the best and last checkpoints the run wrote must still verify. The state holds only the current
+    weights, so a damaged best epoch was found only after every remaining epoch, and could not be recovered."""
+    for name in ("best.safetensors", "last.safetensors"):
+        path = out_dir / name
+        if not path.exists():
+            if name == "best.safetensors" and has_best:
+                raise CheckpointError(f"cannot resume: {path} is missing, but the run recorded a best epoch whose "
+                                      "weights only it held; start again with a fresh --output")
+            continue
+        try:
+            verify_hashed(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume: {exc}; the weights it held are not in the training state, so "
+                                  "start again with a fresh --output") from None
+
+
 def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, cfg: TrainConfig, device: torch.device,
         *, record: dict[str, Any] | None = None, dist: DistInfo | None = None,
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
@@ -211,7 +228,12 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         history, best, running = meta["history"], meta["best"], meta["running"]
         resumed = True
-        log.info("resumed %s from %s at epoch %d step %d", stage, state_path, epoch + 1, step_in_epoch)
+        _check_saved_checkpoints(out_dir, best is not None)
+        if epoch >= cfg.epochs:
+            log.info("resumed %s from %s: its %d epochs were done, finishing its checkpoints", stage, state_path,
+                     cfg.epochs)
+        else:
+            log.info("resumed %s from %s at epoch %d step %d", stage, state_path, epoch + 1, step_in_epoch)
     elif cfg.resume:
         log.warning("--resume: no %s in %s, starting from scratch", STATE_FILE, out_dir)
 

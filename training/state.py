@@ -8,6 +8,7 @@ safetensors metadata header. Nested structures are stored as a JSON skeleton in 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-
+from pinlite_edge.checkpoint import save_hashed, verify_hashed
 from pinlite_edge.errors import CheckpointError
-from pinlite_edge.utils.atomic import atomic_path, json_default
+from pinlite_edge.utils.atomic import json_default
+
+log = logging.getLogger(__name__)
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
@@ -98,9 +100,7 @@ def save_training_state(path: str | Path, parts: dict[str, Any], meta: dict[str,
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {name: flatten(value, name, tensors) for name, value in parts.items()}
     header = {"skeleton": json.dumps(skeleton), "meta": json.dumps(meta, default=json_default)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-    return path
+    return save_hashed(path, tensors, header)  # its sha256 inside: a damaged state is refused, not resumed from
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -108,6 +108,13 @@ def load_training_state(path: str | Path) -> tuple[dict[str, Any], dict[str, Any
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state {path} does not exist (nothing to resume)")
+    try:
+        verified = verify_hashed(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"training state {path} cannot be resumed from: {exc}; start again with a fresh "
+                              "--output (or without --resume)") from None
+    if not verified:
+        log.warning("training state %s carries no sha256 (written by an older version): resuming unverified", path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}

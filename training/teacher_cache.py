@@ -16,12 +16,11 @@ from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from pinlite_edge.checkpoint import load_checkpoint, read_record
+from pinlite_edge.checkpoint import load_checkpoint, read_record, save_hashed, verify_hashed
 from pinlite_edge.errors import CheckpointError
 from pinlite_edge.models import AVSyncDetector
-from pinlite_edge.utils.atomic import atomic_path
 from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.training.data import Split, make_loader
@@ -81,21 +80,24 @@ def _outputs(path: str | Path, split: Split, device: torch.device, batch_size: i
     file = cache_dir / f"teacher-{key}.safetensors" if cache_dir is not None else None
     if file is not None and file.is_file():
         try:
+            if not verify_hashed(file):
+                raise CheckpointError("it carries no sha256 (written by an older version)")
             out = load_file(str(file))
-            if out["logits"].shape[0] == len(split):
-                log.info("teacher outputs for %s / %s split from cache %s", path, split.name, file)
-                TEACHER_OUTPUT_CACHE.put(key, out)
-                return out
-            log.warning("teacher cache %s has the wrong size; recomputing", file)
-        except (SafetensorError, OSError, KeyError) as exc:
-            log.warning("teacher cache %s unreadable (%s); recomputing", file, exc)
+            if out["logits"].shape[0] != len(split):
+                raise CheckpointError(f"{out['logits'].shape[0]} rows for a split of {len(split)}")
+            if not all(torch.isfinite(t).all() for t in out.values()):
+                raise CheckpointError("it holds NaN or inf")
+            log.info("teacher outputs for %s / %s split from cache %s", path, split.name, file)
+            TEACHER_OUTPUT_CACHE.put(key, out)
+            return out
+        except (CheckpointError, SafetensorError, OSError, KeyError) as exc:
+            log.warning("teacher cache %s not used (%s); recomputing", file, exc)
     if model is None:
         model = load_teachers([path], device)[0]
     logits, _, attention, _, _ = predict(model, make_loader(split, batch_size), device, desc=f"teacher {split.name}")
     out = {"logits": torch.from_numpy(logits).float(), "attention": torch.from_numpy(attention).float()}
     if file is not None:
-        with atomic_path(file) as tmp:
-            save_file(out, str(tmp), metadata={"teacher": str(path), "dataset_fingerprint": split.fingerprint})
+        save_hashed(file, out, {"teacher": str(path), "dataset_fingerprint": split.fingerprint})
     TEACHER_OUTPUT_CACHE.put(key, out)
     return out
 

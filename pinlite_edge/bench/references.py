@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | Non
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["meta"]).decode())
             outputs = {k: np.asarray(npz[k], np.float32) for k in OUTPUT_NAMES}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as exc:
         # numpy's own message for a non-npz file suggests loading it unsafely (allow_pickle): never say that here
         why = "not an .npz of arrays" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise ReferenceCacheError(f"reference cache {path} is unreadable (empty, truncated or not written by the "

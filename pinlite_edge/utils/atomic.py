@@ -76,6 +76,14 @@ def temp_name(path: Path, kind: str = "part") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
 
 
+def _temp_target(name: str) -> str:
+    """The file a temporary's ``name`` group stands for: a temporary of a temporary (an exporter rewriting its
+    ``.staging`` file atomically) belongs to the final file too."""
+    while (m := _TEMP_RE.match(name)) is not None:
+        name = m.group("name")
+    return name
+
+
 def clean_stale_temporaries(path: str | Path) -> list[Path]:
     """Remove the temporaries of ``path`` (``.part`` / ``.staging``) whose writing process is gone; returns them."""
     path = Path(path)
@@ -86,7 +94,7 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
-        if m is None or m.group("name") != path.name or _pid_alive(int(m.group("pid"))):
+        if m is None or _temp_target(m.group("name")) != path.name or _pid_alive(int(m.group("pid"))):
             continue
         with contextlib.suppress(OSError):
             if entry.is_file(follow_symlinks=False):
