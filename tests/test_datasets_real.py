@@ -86,6 +86,8 @@ def test_lavdf_windows_labels_and_manipulations(lavdf_root):
     assert test.refs[0].manipulation == MANIPULATIONS.index("both_replace")
     assert dataset_fingerprint(test) != dataset_fingerprint(ds)
     assert dataset_fingerprint(ds) == dataset_fingerprint(build_dataset(f"lavdf:{lavdf_root}", "train", C))
+    # the training-data record counts every split of the metadata (it listed the loaded one only)
+    assert {k: v["clips"] for k, v in ds.provenance()["splits"].items()} == {"train": 2, "test": 1}
 
 
 def test_sync_pairs_labels_and_real_audio_shift(syncpair_dataset):

@@ -92,6 +92,7 @@ class LavdfDataset(WindowDataset):
         missing: list[str] = []
         clips = 0
         seen: dict[str, int] = {}
+        listed: dict[str, int] = {}  # records per split in the metadata (what provenance counts)
         for n, rec in enumerate(records):
             try:
                 rel = str(rec["file"])
@@ -106,6 +107,7 @@ class LavdfDataset(WindowDataset):
             if key in seen:  # one file under two labels, or in two splits
                 raise DatasetError(f"{meta_path}: records {seen[key]} and {n} both list {rel}; list each file once")
             seen[key] = n
+            listed[rec_split] = listed.get(rec_split, 0) + 1
             if split != "all" and rec_split != split:
                 continue
             if max_clips is not None and clips >= max_clips:
@@ -138,5 +140,14 @@ class LavdfDataset(WindowDataset):
                        "min_overlap_seconds": min_overlap_seconds, "max_clips": max_clips,
                        "preprocessing": loader.config_hash}
         self.leave_out_hint = f"remove its record from {meta_path}"
+        self.listed = listed
         super().__init__(refs, contract, loader, split, description)
         log.info("LAV-DF %s: %d clips, %d windows (%d fake)", split, clips, len(refs), sum(self.labels()))
+
+    def provenance(self) -> dict[str, Any]:
+        """Source summary: every split of the metadata (records listed), the loaded one as loaded."""
+        summary = super().provenance()
+        loaded = summary["splits"]
+        summary["splits"] = {name: loaded.get(name) or {"clips": count, "speakers": None, "speakers_known": False}
+                             for name, count in sorted(self.listed.items())}
+        return summary
