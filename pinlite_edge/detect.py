@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--crops", type=Path, default=None, metavar="FILE",
+                   help="also write the mouth-crop square of every decoded frame here (JSON: frame, x, y, side in "
+                        "upright frame pixels, face), to check a port of the face track (docs/android.md)")
     add_verdict_arguments(p)
     p.add_argument("--stride", type=float, default=None,
                    help="window stride in seconds (default: one window, 0.64 s, no overlap)")
@@ -74,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # piped into head & co.: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if args.crops:  # after the result is printed: a failed write does not lose it
+        from pinlite_edge.features import crop_squares
+        from pinlite_edge.utils.atomic import atomic_write_json
+
+        try:
+            squares = crop_squares(video, face_crop=not args.no_face_crop)
+            atomic_write_json(args.crops, {"video": str(video), "squares": squares})
+        except (PinliteError, OSError) as exc:
+            print(f"error: the result above was computed, but the crop squares could not be written to "
+                  f"{args.crops}: {exc}", file=sys.stderr)
+            return 1
     if args.explain:  # after the result is printed: a failed write does not lose it
         try:
             result.save_explanation(args.explain)

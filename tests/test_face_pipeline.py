@@ -19,6 +19,7 @@ import pytest
 from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.errors import DecodeError
 from pinlite_edge.features import (
+    CROP_SOURCE_MAX_SIDE,
     FaceCropConfig,
     decode_audio,
     decode_video,
@@ -468,3 +469,30 @@ def test_config_changes_are_honoured(grid):
     small = track_frames(frames[:30], 25.0).boxes[15].size
     large = track_frames(frames[:30], 25.0, replace(FaceCropConfig(), crop_size=1.2)).boxes[15].size
     assert large > 1.7 * small
+
+
+def test_detect_writes_the_crop_squares_a_port_can_check_against(grid, tmp_path, capsys):
+    """docs/android.md: a port of the face track checks its squares against the SDK's (the scores move with a few
+    pixels of crop placement); ``detect --crops`` writes the square of every decoded frame."""
+    import torch
+
+    from pinlite_edge.checkpoint import save_checkpoint
+    from pinlite_edge.detect import main as detect_main
+    from pinlite_edge.features import crop_squares
+    from pinlite_edge.features.cropstream import CropStream
+    from pinlite_edge.features.deadline import Deadline
+    from pinlite_edge.features.decode import decode_media
+    from pinlite_edge.models import create_student
+
+    path = grid[0]
+    stream = CropStream(C.frame_size, FaceCropConfig(), max_side=CROP_SOURCE_MAX_SIDE, source=str(path))
+    decode_media(path, Deadline(path, None), video=stream, require_video=True)
+    crops, _ = stream.finish()
+    squares = crop_squares(path)
+    assert [(s["x"], s["y"], s["side"]) for s in squares] == [(b.x, b.y, b.size) for b in stream.boxes]
+    assert len(squares) == len(crops) == 75 and any(s["face"] for s in squares)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    assert detect_main([str(path), "--model", str(ckpt), "--threads", "1", "--crops", str(tmp_path / "c.json")]) == 0
+    written = json.loads((tmp_path / "c.json").read_text())
+    assert written["squares"] == squares and written["video"] == str(path)

@@ -134,12 +134,17 @@ def finish(track: FaceTrack, boxes: list[FaceBox], cfg: FaceCropConfig, source: 
 
 def track_frames(frames: np.ndarray, fps: float, config: FaceCropConfig | None = None, *,
                  source: str = "clip") -> ClipFaces:
-    """Track the face over ``frames`` (uint8 RGB ``(N, H, W, 3)``) and return each frame's mouth crop square."""
+    """Track the face over ``frames`` (uint8 RGB ``(N, H, W, 3)``) and return each frame's mouth crop square: the
+    squares :func:`~pinlite_edge.features.prepare_arrays` cuts (the track runs on the luma plane of the frames'
+    4:2:0 conversion, as on a decoded file's)."""
+    from pinlite_edge.features.yuvframe import YuvFrame
+
     cfg = config or FaceCropConfig()
     n, height, width = frames.shape[:3]
+    height, width = height + height % 2, width + width % 2  # the planes' even sides
     track = new_track(height, width, fps, cfg)
     for i in range(n):
-        track.observe(i, lambda i=i: cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
+        track.observe(i, lambda i=i: YuvFrame.from_rgb(frames[i]).y)
     faces = track.boxes(0, n)
     boxes = [mouth_box(f, height, width, cfg) for f in faces]
     return finish(track, boxes, cfg, source)

@@ -151,6 +151,27 @@ def open_windows(
     return stream, stream.windows(stride_seconds, scan_offsets)
 
 
+def crop_squares(path: str | Path, *, face_crop: bool = True, face_config: FaceCropConfig | None = None,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S, max_side: int | None = CROP_SOURCE_MAX_SIDE,
+                 ) -> list[dict[str, int | bool]]:
+    """The crop square :func:`prepare_file` cuts from every decoded frame of ``path``, in decoding order:
+    ``{"frame", "x", "y", "side", "face"}`` in pixels of the upright frame bounded by ``max_side`` (``face``: the
+    tracker had a detection near that frame). For checking a port of the face track (docs/android.md) against this
+    one; it decodes the file again."""
+    from pinlite_edge.features.decode import decode_media
+
+    path = check_file(path)
+    stream = CropStream(2, (face_config or FaceCropConfig()) if face_crop else None, max_side=max_side,
+                        source=str(path))
+    decode_media(path, Deadline(path, timeout_s), video=stream, require_video=True, require_audio=False)
+    try:
+        stream.finish()
+    except InputError as exc:  # require_face and no face
+        raise DecodeError(path, str(exc)) from None
+    return [{"frame": i, "x": b.x, "y": b.y, "side": b.size, "face": bool(f)}
+            for i, (b, f) in enumerate(zip(stream.boxes, stream.found))]
+
+
 def featurise_arrays(
     frames_uint8: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float, contract: InputContract, *,
     face_crop: bool = True, stride_seconds: float | None = None, face_config: FaceCropConfig | None = None,
@@ -194,5 +215,5 @@ def featurise_file(
                            max_pixels=max_pixels)[1]
 
 
-__all__ = ["CROP_SOURCE_MAX_SIDE", "featurise_arrays", "featurise_file", "open_windows", "prepare_arrays",
+__all__ = ["CROP_SOURCE_MAX_SIDE", "crop_squares", "featurise_arrays", "featurise_file", "open_windows", "prepare_arrays",
            "prepare_file", "prepare_windows", "validate_arrays", "window_starts"]
