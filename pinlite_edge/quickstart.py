@@ -40,8 +40,8 @@ from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
 from pinlite_edge.utils.atomic import atomic_write_json
-from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, STAGES
-from pinlite_edge.workspace_layout import export_artifact_path
+from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
+                                           find_real_data, real_data_places)
 
 log = logging.getLogger("pinlite_edge.quickstart")
 
@@ -130,23 +130,17 @@ class QuickstartConfig:
         return cls(**base)
 
 
-#: where the real clips are looked for when ``real_data="auto"`` (relative to the working directory, then to the
-#: repository checkout this package runs from)
-DEFAULT_REAL_DATA = Path("..") / "shared" / "data" / "real-av"
-
-
 def resolve_real_data(value: str | None) -> Path | None:
-    """The real-clip folder to train on: ``"auto"`` finds :data:`DEFAULT_REAL_DATA`; ``None``/``"none"``: none."""
+    """The real-clip folder to train on: ``"auto"``: :func:`~pinlite_edge.workspace_layout.find_real_data`;
+    ``None``/``"none"``: none."""
     if value is None or str(value).strip().lower() in ("", "none", "off", "no"):
         return None
     if str(value).strip().lower() == "auto":
-        repo = Path(__file__).resolve().parents[1]
-        for candidate in (DEFAULT_REAL_DATA, repo / DEFAULT_REAL_DATA):
-            if candidate.is_dir():
-                return candidate.resolve()
-        log.info("no real clips found at %s: training on synthetic data only (pass --real-data DIR)",
-                 DEFAULT_REAL_DATA)
-        return None
+        found = find_real_data()
+        if found is None:
+            log.warning("no real clips found in %s: training on synthetic data only (pass --real-data DIR)",
+                        " or ".join(str(p.resolve()) for p in real_data_places()))
+        return found
     path = Path(value).expanduser()
     if not path.is_dir():
         raise UsageError(f"--real-data {value}: not a folder of video clips")
@@ -611,8 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
     p.add_argument("--real-data", default="auto", metavar="DIR",
                    help="folder of in-sync real talking-face clips to train on besides the synthetic generator "
-                        "(searched recursively); 'auto' uses %s when it exists, 'none' trains on synthetic data only "
-                        "(default: %%(default)s)" % DEFAULT_REAL_DATA)
+                        "(searched recursively); 'auto' uses %s when it exists, from the working directory or beside "
+                        "this checkout; 'none' trains on synthetic data only (default: %%(default)s)" % REAL_DATA)
     p.add_argument("--split-file", default=None, metavar="FILE",
                    help="speaker-disjoint split of the real clips: train / dev (checkpoint selection, operating "
                         "point) / test (never used here), as JSON like pinlite_edge/data/splits/real_av.json "

@@ -20,6 +20,25 @@ ARTEFACT_STEM = "pinlite-student"
 DEFAULT_MODEL_FORMAT = "onnx"
 
 
+#: the real talking-face clips "auto" looks for (quickstart training, the bench's end-to-end videos)
+REAL_DATA = Path("..") / "shared" / "data" / "real-av"
+
+
+def real_data_places() -> list[Path]:
+    """Where "auto" looks for :data:`REAL_DATA`: from the working directory, then beside the repository checkout this
+    package runs from (an editable install; a package installed into site-packages has no checkout)."""
+    places = [REAL_DATA]
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        places.append(checkout / REAL_DATA)
+    return places
+
+
+def find_real_data() -> Path | None:
+    """The first of :func:`real_data_places` that is a folder, resolved; None when there is none."""
+    return next((p.resolve() for p in real_data_places() if p.is_dir()), None)
+
+
 def export_artifact_path(workspace: str | Path, fmt: str) -> Path:
     """``<workspace>/exports/<fmt>/pinlite-student<suffix of fmt>``."""
     from pinlite_edge.export.formats import get_format

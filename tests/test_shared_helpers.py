@@ -63,3 +63,25 @@ def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file():
         assert (bar.mininterval == LOG_INTERVAL_S) == (name == "log")
     assert counts["log"] <= 3 < counts["terminal"], counts
     assert progress_bar(total=3, enabled=False, file=io.StringIO()).disable
+
+
+def test_auto_real_data_is_looked_for_from_the_working_directory_then_the_checkout(tmp_path, monkeypatch, caplog):
+    """One list of places for the quickstart's training data and the bench's end-to-end videos (there were two
+    copies); when none holds the clips, the warning names every place looked (it named a relative path at INFO)."""
+    import logging
+
+    from pinlite_edge import workspace_layout
+    from pinlite_edge.quickstart import resolve_real_data
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared" / "data" / "real-av").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert workspace_layout.find_real_data() == (tmp_path / "shared" / "data" / "real-av").resolve()
+    assert resolve_real_data("auto") == (tmp_path / "shared" / "data" / "real-av").resolve()
+    monkeypatch.setattr(workspace_layout, "real_data_places", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr("pinlite_edge.quickstart.real_data_places", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr("pinlite_edge.quickstart.find_real_data", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_real_data("auto") is None
+    assert f"no real clips found in {tmp_path / 'nowhere'}" in caplog.text

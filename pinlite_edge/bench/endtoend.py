@@ -25,13 +25,11 @@ import numpy as np
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.runtimes import BaseRunner
+from pinlite_edge.workspace_layout import real_data_places
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm")
-#: where the real clips are looked for: beside the working directory, then beside this checkout
-REAL_AV = (Path("..") / "shared" / "data" / "real-av", Path(__file__).resolve().parents[2].parent / "shared" / "data"
-           / "real-av")
 SYNTHETIC_SECONDS = 3.0
 SYNTHETIC_SIZE = 256  # px: a small phone video, bigger than the model's input so the crop has work to do
 
@@ -51,7 +49,7 @@ def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputCo
     if count < 1:
         raise PinliteError(f"--e2e-clips must be >= 1, got {count}")
     if spec in (None, "auto"):
-        for folder in REAL_AV:
+        for folder in real_data_places():
             found = _videos_in(folder) if folder.is_dir() else []
             if found:
                 return Videos(found[:count], f"real clips in {folder}")
