@@ -307,3 +307,20 @@ def test_labels_csv_mistakes_are_errors_naming_the_csv_and_row(tmp_path, grid_fo
     root = _labels_folder(tmp_path, grid_folder, text)
     with pytest.raises(DatasetError, match=match.format(*NAMES)):
         build_dataset(f"folder:{root}", "all", C, face_crop=False)
+
+
+def test_the_fingerprint_says_what_the_data_is_not_where_it_lies(grid_folder, tmp_path):
+    """A shipped split file has another absolute path in a pip-installed package than in the checkout: the same
+    data got another fingerprint, so a resume was refused as "another dataset" and teacher caches were thrown away."""
+    split = {"clips": [{"file": n, "split": "train" if i else "dev", "speaker_group": n} for i, n in enumerate(NAMES)]}
+    here, there = tmp_path / "a" / "data", tmp_path / "b" / "elsewhere"
+    for root in (here, there):
+        shutil.copytree(grid_folder, root)  # copy2: sizes and modification times kept, as a move keeps them
+        (root.parent / "split.json").write_text(json.dumps(split))
+    prints = [dataset_fingerprint(build_dataset(f"folder:{root}", "train", C, face_crop=False, sync_pairs=True,
+                                                split_file=str(root.parent / "split.json"))) for root in (here, there)]
+    assert prints[0] == prints[1]
+    (there / NAMES[1]).write_bytes((there / NAMES[2]).read_bytes())  # but not when a video changes
+    changed = build_dataset(f"folder:{there}", "train", C, face_crop=False, sync_pairs=True,
+                            split_file=str(there.parent / "split.json"))
+    assert dataset_fingerprint(changed) != prints[0]

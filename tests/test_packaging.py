@@ -33,3 +33,27 @@ def test_every_package_on_disk_is_declared_in_pyproject():
 def test_mapped_packages_import():
     for name in MAPPED.values():
         importlib.import_module(name)
+
+
+def test_every_data_file_in_the_packages_is_declared_as_package_data():
+    """The wheel ships only the .py files and package-data globs: a data file the code reads (the shipped split
+    files, py.typed) that no glob covers is missing from a non-editable install, and CI (editable) would not see it."""
+    import fnmatch
+    import subprocess
+
+    import pytest
+
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout (e.g. an unpacked sdist): the tracked files are unknown")
+    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    tracked = subprocess.run(["git", "ls-files", *MAPPED, "pinlite_edge"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    uncovered = []
+    for rel in tracked:
+        if rel.endswith(".py"):
+            continue
+        top, _, inner = rel.partition("/")
+        package = MAPPED.get(top, top)
+        if not any(fnmatch.fnmatch(inner, glob) for glob in package_data.get(package, [])):
+            uncovered.append(rel)
+    assert not uncovered, f"add these to [tool.setuptools.package-data] in pyproject.toml: {uncovered}"

@@ -200,22 +200,29 @@ class WindowDataset(Dataset):
             desc["augment"] = self.augment.to_dict()
         return desc
 
+    #: description entries that say where the data lies, not what it is: left out of the fingerprint (their
+    #: contents are in it: the files' stamp, the label / split files' sha256), so an installed package's copy of a
+    #: shipped split file, or a dataset folder moved elsewhere, keeps its fingerprint
+    LOCATION_KEYS = ("root", "split_file")
+
     def fingerprint(self) -> str:
-        desc = self.describe()
+        desc = {k: v for k, v in self.describe().items() if k not in self.LOCATION_KEYS}
         desc["files"] = self._files_stamp()
         return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
     def _files_stamp(self) -> str:
-        """sha256 over every video's path, size and modification time: a video replaced under the same name changes
-        the fingerprint (teacher-output caches and resumes are keyed by it)."""
-        paths = sorted({str(p) for r in self.refs for p in (r.path, r.audio_path) if p is not None})
+        """sha256 over every video's path (relative to the dataset's root), size and modification time: a video
+        replaced under the same name changes the fingerprint (teacher-output caches and resumes are keyed by it)."""
+        root = self._description.get("root")
+        paths = sorted({Path(p) for r in self.refs for p in (r.path, r.audio_path) if p is not None})
         lines = []
         for p in paths:
+            name = os.path.relpath(p.resolve(), root) if root else str(p)
             try:
-                st = os.stat(p)
-                lines.append(f"{p},{st.st_size},{st.st_mtime_ns}")
+                st = p.stat()
+                lines.append(f"{name},{st.st_size},{st.st_mtime_ns}")
             except OSError:
-                lines.append(f"{p},missing")
+                lines.append(f"{name},missing")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
