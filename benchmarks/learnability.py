@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._record import RESULTS_DIR, build_record, fingerprint_json, write_result  # noqa: E402
 from pinlite_edge.contract import MANIPULATIONS, contract_for_preset  # noqa: E402
-from pinlite_edge.training.cli import _parse_option  # noqa: E402
+from pinlite_edge.utils.cli import key_value  # noqa: E402
 from pinlite_edge.training.config import DistillConfig, TeacherConfig  # noqa: E402
 from pinlite_edge.training.context import load_data  # noqa: E402
 from pinlite_edge.training.data import make_loader  # noqa: E402
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-train", type=int, default=800)
     p.add_argument("--num-val", type=int, default=160)
     p.add_argument("--num-test", type=int, default=200)
-    p.add_argument("--data-option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    p.add_argument("--data-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="extra SyntheticConfig field, e.g. segment_frames=[5,10] or min_shift=3")
     p.add_argument("--teacher-epochs", type=int, default=8)
     p.add_argument("--student-epochs", type=int, default=8)
@@ -63,9 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", default=str(RESULTS_DIR), help="results root: writes RESULTS/STEM/<machine>.*")
     p.add_argument("--stem", default="learnability", help="bench name (default: %(default)s)")
     p.add_argument("--tag", default="", help="a label for this run in the results")
-    p.add_argument("--teacher-model", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    p.add_argument("--teacher-model", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="try another tiny teacher ModelConfig field (e.g. backbone_width=0.375, dropout=0.0)")
-    p.add_argument("--student-model", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
+    p.add_argument("--student-model", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="try another tiny student ModelConfig field (e.g. embed_dim=48)")
     return p.parse_args(argv)
 

@@ -134,3 +134,13 @@ def test_rerun_command_takes_long_free_text_arguments():
     """A --note longer than a file name may be (255 bytes) is text, not a path: no OSError."""
     note = "x" * 400
     assert rerun_command("benchmarks/x.py", ["--note", note]).endswith(note)
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in (REPO / "benchmarks").glob("*.py")
+                                          if not p.stem.startswith("_")))
+def test_every_benchmark_script_imports(script):
+    """A result is only as good as its re-run command: learnability.py imported a private helper that had been
+    removed, so its recorded command failed with an ImportError."""
+    import importlib
+
+    importlib.import_module(f"benchmarks.{script}")
