@@ -2,14 +2,29 @@
 
 ``export_model(checkpoint, format, output_dir, **options) -> ExportResult`` and ``export_from_model(model, ...)``;
 the formats and the options each takes are in :data:`FORMATS`. CLI: ``python -m pinlite_edge.export --help``.
-"""
-from pinlite_edge.export.api import ExportResult, export_from_model, export_model
-from pinlite_edge.export.calibration import CalibrationSet, from_arrays, load_calibration
-from pinlite_edge.export.formats import FORMATS, ExportFormat, get_format
-from pinlite_edge.export.options import ExportOptions
-from pinlite_edge.export.plan import FloatEntry, PrecisionPlan, SensitivityRow
 
-__all__ = [
-    "FORMATS", "CalibrationSet", "ExportFormat", "ExportOptions", "ExportResult", "FloatEntry", "PrecisionPlan",
-    "SensitivityRow", "export_from_model", "export_model", "from_arrays", "get_format", "load_calibration",
-]
+Attributes are imported lazily: the format table (``pinlite_edge.export.formats``, read by the scoring CLIs and the
+bench) does not bring torch and the exporters with it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_SOURCES = {
+    "ExportResult": "api", "export_from_model": "api", "export_model": "api",
+    "CalibrationSet": "calibration", "from_arrays": "calibration", "load_calibration": "calibration",
+    "FORMATS": "formats", "ExportFormat": "formats", "get_format": "formats",
+    "ExportOptions": "options",
+    "FloatEntry": "plan", "PrecisionPlan": "plan", "SensitivityRow": "plan",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pinlite_edge.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pinlite_edge.export.{module}"), name)

@@ -57,3 +57,16 @@ def test_every_data_file_in_the_packages_is_declared_as_package_data():
         if not any(fnmatch.fnmatch(inner, glob) for glob in package_data.get(package, [])):
             uncovered.append(rel)
     assert not uncovered, f"add these to [tool.setuptools.package-data] in pyproject.toml: {uncovered}"
+
+
+def test_scoring_an_onnx_model_never_imports_torch():
+    """Heavy backends load when used: the scoring CLIs read the export format table, whose package imported torch
+    and every exporter (3 s, and a failure where torch is missing); an ONNX Detector needs neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import pinlite_edge.detect as d, pinlite_edge.scan as s; d.build_parser(); s.build_parser();"
+            " from pinlite_edge import Detector; from pinlite_edge.export import FORMATS, get_format;"
+            " print(sorted(m for m in ('torch', 'torchvision', 'executorch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
