@@ -30,7 +30,9 @@ LIMIT = 0.9
 
 
 def clip_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mp4", ".mpg"))
+    from pinlite_edge.utils.files import find_videos
+
+    return find_videos(root)
 
 
 def verdicts(artifact: Path, root: Path, split_file: Path, threads: int = 1) -> list[dict[str, Any]]:

@@ -59,13 +59,14 @@ from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
 from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
-from pinlite_edge.utils.files import input_file_problem
+from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
+from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.logcapture import captured_warnings
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".m4v", ".flv", ".ts")
+DEFAULT_EXTENSIONS = VIDEO_EXTENSIONS
 
 
 @dataclass
@@ -108,22 +109,8 @@ class ScanSummary:
 
 # --------------------------------------------------------------------------------------------- files
 def find_videos(root: Path, extensions: Iterable[str]) -> list[Path]:
-    """Video files under ``root`` (recursive, sorted, hidden folders and files skipped), as absolute paths.
-
-    Symlinked folders are not followed (so a symlink loop cannot trap the walk); a folder that cannot be read is
-    skipped with a warning naming it."""
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found: list[Path] = []
-
-    def unreadable(exc: OSError) -> None:
-        log.warning("cannot read folder %s (%s); its files are not scanned", exc.filename, exc.strerror or exc)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                found.append(_absolute(Path(dirpath, name)))
-    return found
+    """Video files under ``root`` (:func:`pinlite_edge.utils.files.find_videos`), as absolute paths."""
+    return [_absolute(p) for p in walk_videos(root, extensions)]
 
 
 def _absolute(path: Path) -> Path:

@@ -8,6 +8,7 @@ from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.models import create_student
 from pinlite_edge.models.flops import count_flops
 from pinlite_edge.models.inputs import example_inputs
+from pinlite_edge.utils.files import VIDEO_EXTENSIONS
 
 
 def test_example_inputs_follow_the_contract_and_the_seed():
@@ -85,3 +86,21 @@ def test_auto_real_data_is_looked_for_from_the_working_directory_then_the_checko
     with caplog.at_level(logging.WARNING):
         assert resolve_real_data("auto") is None
     assert f"no real clips found in {tmp_path / 'nowhere'}" in caplog.text
+
+
+def test_every_folder_walk_finds_the_same_videos(tmp_path):
+    """Four lists of video suffixes and four walks disagreed: scan took .ts and .flv, the folder dataset neither, the
+    bench's end-to-end pass took macOS "._" copies and files in hidden folders but no .m4v."""
+    from pinlite_edge.bench.endtoend import find_videos as e2e_videos
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data.folder import find_videos as dataset_videos
+    from pinlite_edge.scan import find_videos as scan_videos
+
+    for name in ("a.mp4", "b.m4v", "c.ts", "d.flv", "._e.mp4", ".hidden/f.mp4", "sub/g.MPG", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    want = ["a.mp4", "b.m4v", "c.ts", "d.flv", "sub/g.MPG"]
+    assert dataset_videos(tmp_path) == want
+    assert [p.relative_to(tmp_path.resolve()).as_posix() for p in scan_videos(tmp_path, VIDEO_EXTENSIONS)] == want
+    got = e2e_videos(str(tmp_path), 10, tmp_path / "cache", TINY_CONTRACT).paths
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == want

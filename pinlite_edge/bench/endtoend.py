@@ -25,11 +25,12 @@ import numpy as np
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.runtimes import BaseRunner
+from pinlite_edge.utils.files import VIDEO_EXTENSIONS
+from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.workspace_layout import real_data_places
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm")
 SYNTHETIC_SECONDS = 3.0
 SYNTHETIC_SIZE = 256  # px: a small phone video, bigger than the model's input so the crop has work to do
 
@@ -40,17 +41,13 @@ class Videos:
     source: str
 
 
-def _videos_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-
-
 def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputContract) -> Videos:
     """``spec``: None/"auto" (real clips if present, else synthetic), "synthetic", a folder or a video file."""
     if count < 1:
         raise PinliteError(f"--e2e-clips must be >= 1, got {count}")
     if spec in (None, "auto"):
         for folder in real_data_places():
-            found = _videos_in(folder) if folder.is_dir() else []
+            found = walk_videos(folder) if folder.is_dir() else []
             if found:
                 return Videos(found[:count], f"real clips in {folder}")
         spec = "synthetic"
@@ -70,9 +67,9 @@ def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputCo
     if path.is_file():
         return Videos([path], str(path))
     if path.is_dir():
-        found = _videos_in(path)
+        found = walk_videos(path)
         if not found:
-            raise PinliteError(f"--e2e-data {path} holds no video ({', '.join(VIDEO_SUFFIXES)})")
+            raise PinliteError(f"--e2e-data {path} holds no video ({', '.join(VIDEO_EXTENSIONS)})")
         return Videos(found[:count], f"videos in {path}")
     raise PinliteError(f"--e2e-data {spec!r} is neither 'auto', 'synthetic', a folder nor a video file")
 

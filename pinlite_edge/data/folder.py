@@ -44,11 +44,12 @@ from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import check_stride
 from pinlite_edge.features.probe import probe_video
 from pinlite_edge.features.windows import window_starts
+from pinlite_edge.utils.files import VIDEO_EXTENSIONS
+from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mpg", ".mpeg", ".avi", ".mkv", ".mov", ".webm", ".m4v"})
 PROVENANCE_FILE = "PROVENANCE.json"
 SPLITS = ("train", "dev", "test")
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1, "false": 0, "true": 1}
@@ -84,15 +85,9 @@ def read_labels(csv_path: Path) -> list[dict[str, str]]:
 
 
 def find_videos(root: Path) -> list[str]:
-    """Video files under ``root`` (recursively, hidden folders skipped), as sorted '/'-separated relative paths."""
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
-            out.append(rel.as_posix())
-    return sorted(out)
+    """Video files under ``root`` (:func:`pinlite_edge.utils.files.find_videos`), as sorted '/'-separated paths
+    relative to ``root``."""
+    return sorted(p.relative_to(root).as_posix() for p in walk_videos(root))
 
 
 def provenance_groups(root: Path, files: list[str]) -> dict[str, str]:

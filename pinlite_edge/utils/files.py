@@ -1,9 +1,34 @@
-"""Checks on input files before they are opened: regular, readable, and of a size that can be trusted."""
+"""Input files: the checks before one is opened (regular, readable, of a size that can be trusted), and the one
+walk that finds the videos in a folder (scan, folder datasets, calibrate, the bench's end-to-end videos)."""
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+#: the file suffixes every folder walk takes as videos (``scan --extensions`` can change its own)
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".m4v", ".flv", ".ts")
+
+
+def find_videos(root: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video files under ``root`` (recursive, sorted), as ``root`` joined with their relative paths. Hidden folders
+    and files (names starting with ".", e.g. macOS "._" copies) are skipped; symlinked folders are not followed (a
+    symlink loop cannot trap the walk); a folder that cannot be read is skipped with a warning naming it."""
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        log.warning("cannot read folder %s (%s); its files are left out", exc.filename, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath, name) for name in sorted(filenames)
+                     if not name.startswith(".") and Path(name).suffix.lower() in exts)
+    return sorted(found)
 
 
 def input_file_problem(path: str | Path) -> str | None:
