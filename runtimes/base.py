@@ -224,7 +224,6 @@ class BaseRunner(ABC):
         self.last_device_time_s: float | None = None
         #: highest process RSS read at activation and by :meth:`sample_memory` (never inside ``infer``)
         self.peak_rss_bytes = 0
-        self.rss_before_activate_bytes = 0
         self._gpu_memory_at_deactivate: int | None = None
         #: what the model was trained on (manifest / checkpoint record; pinlite_edge.trained_on); None: unknown
         self.training_data: dict[str, Any] | None = None
@@ -278,7 +277,6 @@ class BaseRunner(ABC):
         if self.is_active:
             log.warning("%s is already active", self.name)
             return self
-        self.rss_before_activate_bytes = _process_rss()
         try:
             self.activate_impl()
         except BaseException:

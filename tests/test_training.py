@@ -442,3 +442,16 @@ def test_training_uses_imagenet_weights_found_on_disk_by_default(tmp_path, monke
     assert teacher.backbone_pretrained
     torch.testing.assert_close(teacher.frame_encoder.backbone[1][0].conv1.weight, stand_in["layer1.0.conv1.weight"])
     assert not build_model("teacher", "paper", None, False).backbone_pretrained
+
+
+def test_a_negative_pair_weight_fails_before_any_data_is_prepared(tmp_path, capsys, monkeypatch):
+    """--pair-weight was checked apart from the other options, after both splits had been prepared."""
+    from pinlite_edge.training import context, teacher
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data was prepared before --pair-weight was checked")
+
+    monkeypatch.setattr(context, "load_data", no_data)
+    rc = teacher.main(["--pair-weight", "-1", "--output", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--pair-weight must be a number >= 0 (0: off)" in err and "Traceback" not in err, err

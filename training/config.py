@@ -9,7 +9,8 @@ from pinlite_edge.errors import UsageError
 
 
 def check_pair_weight(value: Any) -> float:
-    """``--pair-weight``: a finite number >= 0 (0: off), else a :class:`UsageError` naming the option."""
+    """``--pair-weight`` of the quickstart (training stages check it with the other options in
+    :meth:`TrainConfig.check`): a finite number >= 0 (0: off), else a :class:`UsageError` naming the option."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {value!r}")
     return float(value)
@@ -29,6 +30,7 @@ _RANGES: tuple[tuple[str, float, float, str], ...] = (
     ("temperature", 1e-6, math.inf, "a number > 0"), ("prune_steps", 1, math.inf, "an integer >= 1"),
     ("target_heads", 1, math.inf, "an integer >= 1"),
     ("compensation_clips", 0, math.inf, "an integer >= 0 (0: plain removal)"),
+    ("pair_weight", 0.0, math.inf, "a number >= 0 (0: off)"),
 )
 _INTEGERS = frozenset({"epochs", "batch_size", "eval_batch_size", "warmup_steps", "num_workers", "checkpoint_every",
                        "epoch_size", "prune_steps", "target_heads", "compensation_clips"})

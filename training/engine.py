@@ -33,7 +33,7 @@ from pinlite_edge.data.provenance import training_data_summary
 from pinlite_edge.errors import CheckpointError, PinliteError
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
-from pinlite_edge.training.config import TrainConfig, check_pair_weight
+from pinlite_edge.training.config import TrainConfig
 from pinlite_edge.training.data import EpochSampler, Split, make_loader, spec_label
 from pinlite_edge.training.evaluate import evaluate
 from pinlite_edge.training.runtime import DistInfo, barrier
@@ -155,7 +155,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
     dist = dist or DistInfo()
     cfg.check()
-    pair_weight = check_pair_weight(getattr(cfg, "pair_weight", 0.0))
+    pair_weight = float(cfg.pair_weight)
     out_dir = Path(cfg.output)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,11 +163,11 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     use_amp = bool(cfg.amp and device.type == "cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plan = sampling_plan(train.source if train.source is not None else train.dataset, getattr(cfg, "balance", "auto"),
-                         spec_label(cfg.data), getattr(cfg, "epoch_size", None),
+    plan = sampling_plan(train.source if train.source is not None else train.dataset, cfg.balance,
+                         spec_label(cfg.data), cfg.epoch_size,
                          pairs=pair_weight > 0)
     epoch_size = plan.size if plan is not None else len(train)
-    sampling = plan.describe() if plan is not None else {"mode": getattr(cfg, "balance", "auto"),
+    sampling = plan.describe() if plan is not None else {"mode": cfg.balance,
                                                          "epoch_size": epoch_size, "sources": None}
     if plan is not None:
         log.info("%s: each epoch draws %d of %d training samples (%s)", stage, plan.size, len(train),

@@ -74,21 +74,6 @@ def _window_dataset_hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def dataset_option_names(kind: str) -> list[str]:
-    """The options a dataset kind accepts (for help texts)."""
-    if kind == "synthetic":
-        from pinlite_edge.data.synthetic import SyntheticConfig
-
-        return sorted(dataclass_hints(SyntheticConfig))
-    if kind == "lavdf":
-        from pinlite_edge.data.lavdf import LavdfDataset as cls
-    elif kind == "folder":
-        from pinlite_edge.data.folder import FolderDataset as cls
-    else:
-        raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
-    return sorted(_window_dataset_hints(cls))
-
-
 def _describe(dataset: Dataset) -> dict[str, Any]:
     describe = getattr(dataset, "describe", None)
     if callable(describe):

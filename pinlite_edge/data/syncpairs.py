@@ -38,8 +38,6 @@ from pinlite_edge.features.windows import window_starts
 log = logging.getLogger(__name__)
 
 DEFAULT_SHIFTS = tuple(k for k in range(-MAX_OFFSET, MAX_OFFSET + 1) if k != 0)
-#: Sample kinds of sync-pair data (what the balancing sampler spreads the fakes over).
-SYNC_KINDS = ("real", "near_shift", "far_shift", "swap", "rewrite")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ from pinlite_edge.features.facetrack import (
 
 log = logging.getLogger(__name__)
 
-CASCADE_FILE = FRONTAL_CASCADE  # kept for callers of the earlier module
-
 #: where the lips move inside the mouth crop, as fractions of its side (rows, columns): the lower centre, i.e. most
 #: of the lips and chin. The classical sync cue reads motion here, in the baseline (``benchmarks/sync_baseline.py``)
 #: and in the model (``models.sync_features``).

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 
 from pinlite_edge.contract import InputContract
@@ -19,12 +18,6 @@ def sample_indices(start_seconds: float, fps: float, num_available: int, contrac
     times = start_seconds + (np.arange(contract.num_frames) + 0.5) * dt
     idx = np.floor(times * fps + 1e-6).astype(np.int64)
     return np.clip(idx, 0, num_available - 1)
-
-
-def resize_square(frame: np.ndarray, size: int) -> np.ndarray:
-    """Resize an RGB uint8 frame (any aspect; callers crop squares first) to ``size`` x ``size``."""
-    interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(frame, (size, size), interpolation=interp)
 
 
 @functools.lru_cache(maxsize=8)

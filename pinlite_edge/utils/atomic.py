@@ -20,7 +20,6 @@ from typing import Any, Iterator
 
 from pinlite_edge.errors import WriteError
 
-TEMP_SUFFIX = ".part"
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|staging)$")
 
 _HINTS = {
