@@ -292,8 +292,10 @@ def test_resume_with_changed_settings_is_refused_naming_them(teacher_ckpt, tmp_p
         train_teacher(TeacherConfig(**tiny_kwargs(run), lr=0.1, resume=True))
     with pytest.raises(CheckpointError, match="model_options"):
         train_teacher(TeacherConfig(**tiny_kwargs(run), lr=1e-3, resume=True, model_options={"dropout": 0.3}))
-    # where it runs and how it reports may change
-    train_teacher(TeacherConfig(**{**tiny_kwargs(run), "progress": True, "num_workers": 0}, lr=1e-3, resume=True))
+    # where it runs and how it reports may change; and how the weights were initialised (a run started when the
+    # default was pretrained=False resumes under today's None: the weights come from the state)
+    train_teacher(TeacherConfig(**{**tiny_kwargs(run), "progress": True, "num_workers": 0}, lr=1e-3, resume=True,
+                                pretrained=False))
 
 
 def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt):

@@ -111,7 +111,8 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 #: by their fingerprint, the sampling and the parameter count separately)
 RESUME_FREE_SETTINGS = frozenset({"resume", "device", "num_workers", "progress", "cache_dir", "in_memory",
                                   "in_memory_limit_gb", "eval_batch_size", "output", "checkpoint_every", "data",
-                                  "data_options", "train_split", "val_split", "amp"})
+                                  "data_options", "train_split", "val_split", "amp",
+                                  "pretrained"})  # only initialises weights, which a resume loads from its state
 
 
 def config_changes(before: dict[str, Any] | None, now: dict[str, Any],
