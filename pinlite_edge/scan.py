@@ -136,17 +136,21 @@ def is_scan_output(out: Path) -> bool:
     if not data:
         return True
     complete = data[: data.rfind(b"\n") + 1]
-    lines = [ln for ln in complete.splitlines() if ln.strip()]
+    lines = [(raw, rec) for _, raw, rec in _lines(complete) if raw.strip()]
     if not lines:  # only a first record cut short by a kill (every record starts with its path)
         return not complete.strip() and data.lstrip().startswith(b'{"path": ')
-    for line in lines:
+    return all(rec is not None and RECORD_KEYS <= set(rec) for _, rec in lines)
+
+
+def _lines(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+    """``(line number, the line with its newline, its record)`` for every line of a results file; the record is None
+    for a line that is not one (not a JSON object with a ``path``): the one reading of the file's lines."""
+    for i, raw in enumerate(data.splitlines(keepends=True), 1):
         try:
-            rec = json.loads(line)
+            rec = json.loads(raw)
         except (ValueError, RecursionError):
-            return False
-        if not isinstance(rec, dict) or not RECORD_KEYS <= set(rec):
-            return False
-    return True
+            rec = None
+        yield i, raw, rec if isinstance(rec, dict) and "path" in rec else None
 
 
 def check_output(out: Path, force: bool = False) -> None:
@@ -169,11 +173,6 @@ def check_output(out: Path, force: bool = False) -> None:
                              "refusing to append to it: choose another file, or pass --force to replace it")
         log.warning("--force: replacing %s with a new results file", out)
         atomic_write_bytes(out, b"")
-
-
-def read_done(out: Path) -> set[str]:
-    """Paths already recorded in ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
-    return read_results(out).paths
 
 
 @dataclass
@@ -202,15 +201,12 @@ def read_results(out: Path) -> PriorResults:
             fh.truncate(end)
             fh.flush()
             os.fsync(fh.fileno())
-    for i, line in enumerate(data[:end].splitlines(), 1):
-        if not line.strip():
+    for i, raw, rec in _lines(data[:end]):
+        if rec is None:
+            if raw.strip():
+                log.warning("%s line %d is not a scan record; ignoring it", out, i)
             continue
-        try:
-            rec = json.loads(line)
-            prior.paths.add(str(rec["path"]))
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s line %d is not a scan record; ignoring it", out, i)
-            continue
+        prior.paths.add(str(rec["path"]))
         settings = rec.get("settings")
         if isinstance(settings, dict) and settings not in prior.settings:
             prior.settings.append(settings)
@@ -228,15 +224,8 @@ def drop_error_records(out: Path, paths: set[str]) -> None:
     """Rewrite ``out`` (atomically) without the error records of ``paths``: they are about to be scanned again,
     and each file keeps one line. A kill before the rename leaves ``out`` as it was; one after it leaves those
     files unrecorded, and the next run scans them."""
-    kept = []
-    for line in out.read_bytes().splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-            drop = rec.get("error") is not None and str(rec["path"]) in paths
-        except (ValueError, KeyError, TypeError, AttributeError):
-            drop = False  # not a record: read_results warned about it; it stays as it was
-        if not drop:
-            kept.append(line)
+    kept = [raw for _, raw, rec in _lines(out.read_bytes())  # a line that is no record stays as it was
+            if rec is None or rec.get("error") is None or str(rec["path"]) not in paths]
     atomic_write_bytes(out, b"".join(kept))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pinlite_edge.contract import TINY_CONTRACT
-from pinlite_edge.scan import DEFAULT_EXTENSIONS, ScanConfig, find_videos, read_done, scan
+from pinlite_edge.scan import DEFAULT_EXTENSIONS, ScanConfig, find_videos, read_results, scan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_resume_skips_recorded_files_and_redoes_a_cut_line(tree, model, tmp_path
     raw = out.read_text().splitlines(keepends=True)
     dropped = {json.loads(raw[3])["path"], json.loads(raw[-1])["path"]}
     out.write_text("".join(raw[:3] + raw[4:-1]) + raw[-1][: len(raw[-1]) // 2])
-    assert read_done(out) == {json.loads(ln)["path"] for ln in raw} - dropped
+    assert read_results(out).paths == {json.loads(ln)["path"] for ln in raw} - dropped
     summary = scan(cfg_for(tree, model, out))
     assert summary.skipped == 6 and summary.scored + summary.failed == 2
     recs = lines_of(out)  # every line parses: the half line was removed
