@@ -25,6 +25,15 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str) -> Any:
     module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pinlite_edge.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"pinlite_edge.export.{module}"), name)
+    if module is not None:
+        return getattr(importlib.import_module(f"pinlite_edge.export.{module}"), name)
+    try:  # a submodule (``pinlite_edge.export.api``) as an attribute, as before the attributes were lazy
+        return importlib.import_module(f"pinlite_edge.export.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"pinlite_edge.export.{name}":
+            raise
+    raise AttributeError(f"module 'pinlite_edge.export' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})

@@ -9,7 +9,7 @@ from typing import Iterable
 from pathlib import Path
 
 from pinlite_edge.errors import PinliteError, UsageError
-from pinlite_edge.export.formats import COMMON, FORMATS, check_options, get_format
+from pinlite_edge.export.formats import COMMON, FORMATS, artifact_path, check_options, get_format
 from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS,
                                          SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES, ExportOptions)
 from pinlite_edge.utils.cli import OneLineParser, report
@@ -133,7 +133,7 @@ def check_arguments(checkpoint: str, fmt: str, output: str, options: dict, flags
     check_options(f, set(options), spell=lambda name: flags.get(name, name))
     opts = ExportOptions(**options)
     opts.validate()
-    artifact = out / f"{opts.name or 'pinlite-' + _kind_of(ckpt)}{f.suffix}"
+    artifact = artifact_path(f, out, _kind_of(ckpt), opts.name)
     if artifact.exists() and not opts.force:
         raise UsageError(f"{artifact} already exists; pass --force to replace it")
 

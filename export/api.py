@@ -14,7 +14,7 @@ from torch import nn
 
 from pinlite_edge.errors import ExportError
 from pinlite_edge.export.calibration import CalibrationSet, load_calibration
-from pinlite_edge.export.formats import ExportFormat, check_options, get_format
+from pinlite_edge.export.formats import ExportFormat, artifact_path, check_options, get_format
 from pinlite_edge.export.options import ExportOptions
 from pinlite_edge.export.plan import PrecisionPlan
 from pinlite_edge.manifest import Manifest, publish_artifact, staging_path_for
@@ -90,11 +90,6 @@ def tool_versions(*extra: str) -> dict[str, str]:
     return out
 
 
-def artifact_path(fmt: ExportFormat, output_dir: str | Path, model: nn.Module, name: str | None) -> Path:
-    stem = name or f"pinlite-{model.config.kind}"
-    return Path(output_dir) / f"{stem}{fmt.suffix}"
-
-
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
                       training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
@@ -113,7 +108,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     if output_dir.exists() and not output_dir.is_dir():
         raise ExportError(f"output {output_dir} is a file, not a folder: give a folder for the artefact and its "
                           "manifest (--output DIR)")
-    artifact = artifact_path(fmt, output_dir, model, opts.name)
+    artifact = artifact_path(fmt, output_dir, model.config.kind, opts.name)
     if artifact.exists() and not opts.force:
         raise ExportError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
     check_writable_target(artifact)  # never replace a symlink, folder or device node

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from pinlite_edge.errors import ExportError
@@ -141,3 +142,9 @@ def check_options(fmt: ExportFormat, given: set[str], spell: Callable[[str], str
     if rejected:
         raise ExportError(f"format {fmt.name!r} does not take option(s) {[spell(o) for o in rejected]}; it takes "
                           f"{sorted(spell(o) for o in fmt.allowed_options)}")
+
+
+def artifact_path(fmt: ExportFormat, output_dir: str | Path, kind: str, name: str | None) -> Path:
+    """``<output_dir>/<name or pinlite-<kind>><the format's suffix>``: where an export of a ``kind`` model goes."""
+    stem = name or f"pinlite-{kind}"
+    return Path(output_dir) / f"{stem}{fmt.suffix}"

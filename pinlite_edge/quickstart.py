@@ -41,7 +41,7 @@ from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
 from pinlite_edge.utils.atomic import atomic_write_json
 from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
-                                           find_real_data, real_data_places)
+                                           exports_dir, find_real_data, real_data_places)
 
 log = logging.getLogger("pinlite_edge.quickstart")
 
@@ -380,7 +380,7 @@ def _export_stage(workspace: Path, checkpoint: Path, formats: Sequence[tuple[str
 
     results = []
     for fmt, options in formats:
-        out_dir = workspace / "exports" / fmt
+        out_dir = exports_dir(workspace, fmt)
         artefact = export_artifact_path(workspace, fmt)
         state, detail = export_status(workspace, fmt, checkpoint)
         if state == COMPLETE and not force:

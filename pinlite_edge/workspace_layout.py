@@ -39,11 +39,16 @@ def find_real_data() -> Path | None:
     return next((p.resolve() for p in real_data_places() if p.is_dir()), None)
 
 
+def exports_dir(workspace: str | Path, fmt: str) -> Path:
+    """``<workspace>/exports/<fmt>``: where a workspace keeps its artefacts of format ``fmt``."""
+    return Path(workspace) / "exports" / fmt
+
+
 def export_artifact_path(workspace: str | Path, fmt: str) -> Path:
     """``<workspace>/exports/<fmt>/pinlite-student<suffix of fmt>``."""
     from pinlite_edge.export.formats import get_format
 
-    return Path(workspace) / "exports" / fmt / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
+    return exports_dir(workspace, fmt) / f"{ARTEFACT_STEM}{get_format(fmt).suffix}"
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

@@ -324,3 +324,52 @@ def test_the_fingerprint_says_what_the_data_is_not_where_it_lies(grid_folder, tm
     changed = build_dataset(f"folder:{there}", "train", C, face_crop=False, sync_pairs=True,
                             split_file=str(there.parent / "split.json"))
     assert dataset_fingerprint(changed) != prints[0]
+
+
+def test_a_matroska_clip_whose_audio_outlasts_its_video_still_trains(tmp_path):
+    """Matroska and WebM carry no per-stream durations, so a folder dataset's windows come from the container's
+    (here the audio's 4 s) while the clip decodes to the 1.6 s both tracks cover: those windows are clamped into the
+    clip, as before (only LAV-DF's recorded durations, which label windows by time, make it an error)."""
+    from fractions import Fraction
+
+    import av
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    path, rate = root / "clip.mkv", 16000
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="matroska") as c:
+        vs = c.add_stream("mpeg4", rate=25)
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        audio_stream = c.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for i in range(40):  # 1.6 s of video
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+        samples = (rng.standard_normal(4 * rate) * 3000).astype(np.int16)  # 4 s of audio
+        for s in range(0, samples.size, 1600):
+            af = av.AudioFrame.from_ndarray(samples[s:s + 1600].reshape(1, -1), format="s16", layout="mono")
+            af.sample_rate, af.pts, af.time_base = rate, s, Fraction(1, rate)
+            c.mux(audio_stream.encode(af))
+        c.mux(audio_stream.encode())
+    (root / "labels.csv").write_text("file,label,split\nclip.mkv,0,train\n")
+    ds = build_dataset(f"folder:{root}", "train", C, cache_dir=tmp_path / "cache", face_crop=False)
+    assert max(r.start for r in ds.refs) > 1.6  # windows from the container's duration
+    for i in range(len(ds)):
+        _check_sample(ds[i])
+
+
+def test_a_folder_of_symlinks_copied_elsewhere_keeps_its_fingerprint(grid_folder, tmp_path):
+    """Video names were stamped relative to the root after resolving symlinks: a folder of links copied (cp -a) to
+    another depth got another fingerprint."""
+    root = tmp_path / "links"
+    root.mkdir()
+    for n in NAMES:
+        (root / n).symlink_to(grid_folder / n)
+    copy = tmp_path / "a" / "b" / "links"
+    shutil.copytree(root, copy, symlinks=True)
+    prints = {dataset_fingerprint(build_dataset(f"folder:{r}", "all", C, face_crop=False, sync_pairs=True))
+              for r in (root, copy)}
+    assert len(prints) == 1

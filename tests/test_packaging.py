@@ -70,3 +70,11 @@ def test_scoring_an_onnx_model_never_imports_torch():
             " print(sorted(m for m in ('torch', 'torchvision', 'executorch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_export_submodules_are_still_attributes_of_the_package():
+    """Lazy attributes hid the submodules: ``pinlite_edge.export.api`` as an attribute raised AttributeError."""
+    import pinlite_edge.export as export
+
+    assert export.api.__name__ == "pinlite_edge.export.api" and export.formats.FORMATS is export.FORMATS
+    assert {"FORMATS", "export_model"} <= set(dir(export))

@@ -204,7 +204,9 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         parts, meta = load_training_state(state_path)
         if meta.get("dataset_fingerprint") != base_record["dataset_fingerprint"]:
             raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
-                                  "differ); use a fresh --output")
+                                  "differ: other videos, labels or options; or a run started by pinlite-edge before "
+                                  "2026-12-05, whose fingerprints did not cover the videos' sizes and times); use a "
+                                  "fresh --output")
         if "sampling" in meta and meta["sampling"] != base_record["sampling"]:
             raise CheckpointError(f"cannot resume {state_path}: it drew its epochs another way (--balance or data "
                                   f"weights changed: {meta['sampling'].get('mode')} -> {sampling['mode']}); use the "

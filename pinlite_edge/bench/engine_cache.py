@@ -27,9 +27,10 @@ from typing import Any, Callable
 from pinlite_edge.errors import BackendUnavailableError, PinliteError
 from pinlite_edge.manifest import manifest_path_for, read_manifest
 from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.workspace_layout import export_artifact_path, exports_dir
 
 from pinlite_edge.bench.workspace import (
-    ARTEFACT_STEM, SOURCE_ONNX, WorkspaceError, source_checkpoint, stage_checkpoint,
+    ARTEFACT_STEM, SOURCE_FORMAT, WorkspaceError, source_checkpoint, stage_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def key_digest(key: dict[str, Any]) -> str:
 
 
 def source_onnx(workspace: Path) -> Path:
-    path = workspace.joinpath("exports", *SOURCE_ONNX)
+    path = export_artifact_path(workspace, SOURCE_FORMAT)
     if not (path.is_file() and manifest_path_for(path).is_file()):
         raise WorkspaceError(f"{workspace} has no FP32 ONNX ({path} with its manifest) to build a TensorRT engine "
                              "from: build the workspace with `python -m pinlite_edge.quickstart`")
@@ -131,9 +132,9 @@ def cache_entry(workspace: Path, precision: str, target: TrtTarget) -> CacheEntr
         log.warning("%s: %s; building the engine from %s", onnx, why, ckpt)
     key = cache_key(target, precision, manifest.artifact_sha256, manifest.source_checkpoint_sha256)
     fmt = get_format(f"trt-{precision}")
-    folder = workspace / "exports" / fmt.name / f"{target.slug}-{key_digest(key)}"
+    folder = exports_dir(workspace, fmt.name) / f"{target.slug}-{key_digest(key)}"
     return CacheEntry(key=key, folder=folder, engine=folder / f"{ARTEFACT_STEM}{fmt.suffix}", checkpoint=ckpt,
-                      timing_cache=workspace / "exports" / "trt-timing" / f"{target.slug}.cache")
+                      timing_cache=exports_dir(workspace, "trt-timing") / f"{target.slug}.cache")
 
 
 def find_engine(workspace: Path, precision: str, target: TrtTarget | None = None) -> tuple[Path | None, str]:

@@ -22,7 +22,7 @@ from pinlite_edge.manifest import read_manifest
 from pinlite_edge.bench.core import BenchConfig
 from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
 from pinlite_edge.bench.workspace import (
-    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, build_hint, cuda_index, is_workspace,
+    ARTEFACT_STEM, DEFAULT_WORKSPACE, WorkspaceError, artefacts_in, build_hint, cuda_index, exports_dir, is_workspace,
     source_checkpoint, stage_checkpoint,
 )
 
@@ -99,7 +99,7 @@ def ensure_runtime_artefact(workspace: Path, runtime: str, precision: str, say: 
     kind = format_for(runtime, precision)
     if kind is None:
         raise WorkspaceError(f"no {precision} artefact format for runtime {runtime!r}")
-    folder = workspace / "exports" / kind.name
+    folder = exports_dir(workspace, kind.name)
     if artefacts_in(folder):
         return
     orphans = sorted(folder.rglob(f"*{kind.suffix}")) if folder.is_dir() else []

@@ -13,12 +13,12 @@ from typing import Any
 from pinlite_edge.errors import PinliteError
 from pinlite_edge.export.formats import format_for, precisions_for
 from pinlite_edge.manifest import MANIFEST_SUFFIX, manifest_path_for
-from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE
+from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, exports_dir
 
 log = logging.getLogger(__name__)
 
-#: the workspace's FP32 ONNX: what the runtimes' other artefacts (TensorRT engines) are built from
-SOURCE_ONNX = ("onnx", f"{ARTEFACT_STEM}.onnx")
+#: the workspace's artefact the runtimes' other artefacts (TensorRT engines) are built from: its FP32 ONNX
+SOURCE_FORMAT = "onnx"
 BUILD_HINT = ("build it with `python -m pinlite_edge.quickstart` (or run `python -m pinlite_edge.bench` without "
               "--artifacts, which builds the default workspace first)")
 
@@ -147,7 +147,7 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str, device: str
             found = [engine] if engine else []
             hint = f"`python -m pinlite_edge.bench --runtime trt{_on(artifacts)}` builds it on first use"
         else:
-            found = artefacts_in(artifacts / "exports" / kind.name)
+            found = artefacts_in(exports_dir(artifacts, kind.name))
             where = f"{artifacts}/exports/{kind.name}/"
             hint = (f"`python -m pinlite_edge.bench --runtime {runtime} --precision {precision}"
                     f"{_on(artifacts)}` builds it on first "

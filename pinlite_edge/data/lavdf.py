@@ -73,6 +73,7 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 class LavdfDataset(WindowDataset):
     kind = "lavdf"
+    recorded_durations = True
 
     def __init__(self, root: str | Path, split: str, contract: InputContract, *, cache_dir: str | Path | None = None,
                  face_crop: bool = False, stride_seconds: float | None = None, min_overlap_seconds: float = 0.0,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +104,10 @@ class WindowDataset(Dataset):
     kind = "windows"
     #: how to leave a clip out of this dataset (said when a clip cannot be used)
     leave_out_hint = "move this file out of the folder (or leave it out of the split file)"
+    #: window times come from durations a metadata file records and label windows by time (LAV-DF's fake periods):
+    #: a window past the decoded end is then an error; probed durations (a container's, which can exceed what
+    #: decodes) only clamp the window into the clip
+    recorded_durations = False
 
     def __init__(self, refs: list[WindowRef], contract: InputContract, loader: "Any", split: str,
                  description: dict[str, Any], augment: "AugmentConfig | None" = None):
@@ -139,7 +142,7 @@ class WindowDataset(Dataset):
         ref = self.refs[i]
         clip = self._load(ref.path)
         win = self.contract.window_seconds
-        if ref.start > clip.duration - win / 2:  # not a rounding difference: the recorded duration is wrong
+        if self.recorded_durations and ref.start > clip.duration - win / 2:  # not rounding: the record is wrong
             raise DatasetError(f"{ref.clip_id}: a window at {ref.start:.2f} s, but {ref.path} decodes to "
                                f"{clip.duration:.2f} s: its recorded duration is wrong (its windows would repeat the "
                                f"clip's end under the labels of times it does not have); correct it or "
@@ -211,19 +214,18 @@ class WindowDataset(Dataset):
         return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
     def _files_stamp(self) -> str:
-        """sha256 over every video's path (relative to the dataset's root), size and modification time: a video
-        replaced under the same name changes the fingerprint (teacher-output caches and resumes are keyed by it)."""
-        root = self._description.get("root")
-        paths = sorted({Path(p) for r in self.refs for p in (r.path, r.audio_path) if p is not None})
+        """sha256 over every video's name, size and modification time (of the file a symlink points to): a video
+        replaced under the same name changes the fingerprint (teacher-output caches and resumes are keyed by it).
+        Names only: the index (in :meth:`describe`) holds each clip's path within the dataset, and where the dataset
+        lies is not what it is."""
         lines = []
-        for p in paths:
-            name = os.path.relpath(p.resolve(), root) if root else str(p)
+        for p in {Path(p) for r in self.refs for p in (r.path, r.audio_path) if p is not None}:
             try:
                 st = p.stat()
-                lines.append(f"{name},{st.st_size},{st.st_mtime_ns}")
+                lines.append(f"{p.name},{st.st_size},{st.st_mtime_ns}")
             except OSError:
-                lines.append(f"{name},missing")
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+                lines.append(f"{p.name},missing")
+        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 __all__ = ["IN_SYNC", "OFFSET_IGNORE_INDEX", "WindowDataset", "WindowRef", "canonical_split", "make_sample",
