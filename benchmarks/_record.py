@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
-import json
 import logging
 import shlex
 import subprocess
@@ -117,7 +116,9 @@ def fingerprint_files(paths: Iterable[str | Path]) -> str:
 
 def fingerprint_json(value: Any) -> str:
     """sha256 of ``value`` as canonical JSON (for generated data: the generator's settings and seed)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    from pinlite_edge.utils.hashing import json_sha256
+
+    return json_sha256(value)
 
 
 def fingerprint_arrays(*arrays: Any) -> str:

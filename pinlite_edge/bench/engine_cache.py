@@ -16,7 +16,6 @@ from it, with the precision plan); the timing cache is shared by every build on 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from pinlite_edge.errors import BackendUnavailableError, PinliteError
 from pinlite_edge.manifest import manifest_path_for, read_manifest
 from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.utils.hashing import json_sha256
 from pinlite_edge.workspace_layout import export_artifact_path, exports_dir
 
 from pinlite_edge.bench.workspace import (
@@ -87,7 +87,7 @@ def cache_key(target: TrtTarget, precision: str, onnx_sha256: str, checkpoint_sh
 
 
 def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return json_sha256(key)[:16]
 
 
 def source_onnx(workspace: Path) -> Path:

@@ -22,7 +22,7 @@ from pinlite_edge.features.facecrop import FaceCropConfig
 from pinlite_edge.features.pipeline import CROP_SOURCE_MAX_SIDE, prepare_file
 from pinlite_edge.features.windows import PreparedClip
 from pinlite_edge.utils.atomic import atomic_path
-from pinlite_edge.utils.hashing import sha256_file
+from pinlite_edge.utils.hashing import json_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def preprocessing_config(contract: InputContract, face_crop: bool, face_config: 
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return json_sha256(config)
 
 
 class FeatureCache:

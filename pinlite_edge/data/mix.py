@@ -10,8 +10,6 @@ epoch (give it to every source or to none; without weights each source contribut
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from torch.utils.data import Dataset
 
 from pinlite_edge.contract import InputContract
 from pinlite_edge.errors import DatasetError
+from pinlite_edge.utils.hashing import json_sha256
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class MixedDataset(Dataset):
         from pinlite_edge.data.registry import dataset_fingerprint
 
         parts = [[src.spec, src.weight, dataset_fingerprint(p)] for src, p in zip(self.sources, self.parts)]
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return json_sha256(parts)
 
 
 def build_sources(sources: Sequence[DataSource], split: str, contract: InputContract, *,

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from pinlite_edge.contract import InputContract
 from pinlite_edge.data.augment import AugmentConfig
 from pinlite_edge.data.options import check_options, dataclass_hints, parameter_hints
 from pinlite_edge.errors import DatasetError
+from pinlite_edge.utils.hashing import json_sha256
 
 KINDS = ("synthetic", "lavdf", "folder")
 
@@ -97,7 +96,7 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     fingerprint = getattr(dataset, "fingerprint", None)
     if callable(fingerprint):
         return str(fingerprint())
-    return hashlib.sha256(json.dumps(_describe(dataset), sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(_describe(dataset))
 
 
 def describe_dataset(dataset: Dataset) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch.utils.data import Dataset
 from pinlite_edge.contract import MANIPULATIONS, MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
 from pinlite_edge.errors import DatasetError, DecodeError
 from pinlite_edge.features.windows import Window, audio_segment, window_at
+from pinlite_edge.utils.hashing import json_sha256
 
 if TYPE_CHECKING:
     from pinlite_edge.data.augment import AugmentConfig
@@ -211,7 +211,7 @@ class WindowDataset(Dataset):
     def fingerprint(self) -> str:
         desc = {k: v for k, v in self.describe().items() if k not in self.LOCATION_KEYS}
         desc["files"] = self._files_stamp()
-        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+        return json_sha256(desc)
 
     def _files_stamp(self) -> str:
         """sha256 over every video's name, size and modification time (of the file a symlink points to): a video
