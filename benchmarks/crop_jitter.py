@@ -94,7 +94,8 @@ def summary(scored: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name in VARIANTS:
         if name == "unmoved":
             continue
-        deltas = [abs(v[name]["fake_prob"] - v["unmoved"]["fake_prob"]) for v in rows.values() if "fake_prob" in v[name]]
+        deltas = [abs(v[name]["fake_prob"] - v["unmoved"]["fake_prob"]) for v in rows.values()
+                  if "fake_prob" in v[name]]
         flips = [f for f, v in rows.items() if v[name].get("verdict") != v["unmoved"]["verdict"]]
         per_variant[name] = {"clips": len(deltas), "median_abs_change": round(statistics.median(deltas), 4),
                              "max_abs_change": round(max(deltas), 4), "verdicts_changed": len(flips)}

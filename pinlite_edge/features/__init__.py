@@ -39,8 +39,8 @@ from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, wi
 __all__ = [
     "CROP_SOURCE_MAX_SIDE", "ClipFaces", "DEFAULT_MAX_DURATION_S", "DEFAULT_MAX_PIXELS", "DEFAULT_TIMEOUT_S",
     "DecodeLimits", "WHOLE_CLIP_MAX_DURATION_S", "FALLBACK_FPS", "Deadline", "DecodedAudio", "DecodedVideo",
-    "FaceBox", "FaceCropConfig", "PreparedClip", "Window", "clip_windows", "compute_mfcc", "crop_squares", "decode_audio",
-    "decode_video", "detect_face_box", "face_detector_available", "featurise_arrays", "featurise_file",
+    "FaceBox", "FaceCropConfig", "PreparedClip", "Window", "clip_windows", "compute_mfcc", "crop_squares",
+    "decode_audio", "decode_video", "detect_face_box", "face_detector_available", "featurise_arrays", "featurise_file",
     "normalise_frames", "open_windows", "normalise_mfcc", "prepare_arrays", "prepare_file", "prepare_windows",
     "raw_mfcc", "resample_audio", "sample_indices", "to_mono", "track_frames", "validate_arrays", "window_at",
     "window_starts",

@@ -215,5 +215,5 @@ def featurise_file(
                            max_pixels=max_pixels)[1]
 
 
-__all__ = ["CROP_SOURCE_MAX_SIDE", "crop_squares", "featurise_arrays", "featurise_file", "open_windows", "prepare_arrays",
-           "prepare_file", "prepare_windows", "validate_arrays", "window_starts"]
+__all__ = ["CROP_SOURCE_MAX_SIDE", "crop_squares", "featurise_arrays", "featurise_file", "open_windows",
+           "prepare_arrays", "prepare_file", "prepare_windows", "validate_arrays", "window_starts"]
