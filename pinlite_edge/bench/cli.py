@@ -25,7 +25,7 @@ from pinlite_edge.bench.report import check_out_dir, terminal_table, write_repor
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pinlite_edge.bench",
+        prog="pinlite-bench" if Path(sys.argv[0]).name == "pinlite-bench" else "python -m pinlite_edge.bench",
         description="Latency, memory, end-to-end time, accuracy and EPS of PIN-Lite artefacts on this machine. "
                     "Without arguments: ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built or "
                     "finished by the quickstart first when incomplete), the synthetic test split. In a workspace, "
