@@ -881,3 +881,49 @@ def test_a_trt_runner_shared_by_threads_gives_each_caller_its_own_outputs(studen
         for t in threads:
             t.join()
     assert not errors and not wrong, (errors[:2], len(wrong))
+
+
+def test_torch_runners_share_the_process_thread_count_in_any_close_order(tmp_path):
+    """Each torch runner saved and restored "the previous" thread count: closing A (1 thread) while B (3) was open
+    left B on 2, and closing B then left the process on 1 thread for good."""
+    from pinlite_edge.runtimes import load_runner
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    original = torch.get_num_threads()
+    a = load_runner(ckpt, threads=1).activate()
+    b = load_runner(ckpt, threads=3).activate()
+    try:
+        assert torch.get_num_threads() == 3
+        a.deactivate()
+        assert torch.get_num_threads() == 3  # B is still open and asked for 3
+    finally:
+        a.deactivate()
+        b.deactivate()
+    assert torch.get_num_threads() == original
+
+
+def test_a_torch_model_run_multithreaded_before_a_fork_still_answers_in_the_child(tmp_path):
+    """gunicorn --preload / celery prefork: a checkpoint Detector warmed up on several threads, then os.fork(); the
+    child's first inference hung for ever in torch's OpenMP pool. Children now run torch on one thread."""
+    import subprocess
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, sys, numpy as np\n"
+        "from pinlite_edge.runtimes import load_runner\n"
+        "from pinlite_edge.contract import TINY_CONTRACT as C\n"
+        "r = load_runner(sys.argv[1], threads=2).activate()\n"
+        "f = np.random.default_rng(0).standard_normal((4, *C.frames_shape())).astype(np.float32)\n"
+        "m = np.random.default_rng(1).standard_normal((4, *C.mfcc_shape())).astype(np.float32)\n"
+        "parent = r.infer(f, m)['logits']\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    child = r.infer(f, m)['logits']\n"
+        "    os._exit(0 if np.allclose(child, parent, atol=1e-5) else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('child', os.waitstatus_to_exitcode(status))\n")
+    proc = subprocess.run([sys.executable, str(script), str(ckpt)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "child 0" in proc.stdout, proc.stdout + proc.stderr

@@ -1,7 +1,10 @@
 """Loading for the PyTorch backend: the torch import with its install hint, the device check, the process-wide
-thread count (set on activation, restored on deactivation) and the model itself."""
+thread count (held while a runner is active, :class:`ThreadRequests`; one thread in a forked child) and the model
+itself."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +30,66 @@ def check_device(torch: Any, device: str) -> None:
                                       "pick an index below that, or set CUDA_VISIBLE_DEVICES")
 
 
+class ThreadRequests:
+    """torch's intra-op thread count is process-wide (torch has no per-model pool), so the active runners that asked
+    for a count share it: the latest request holds while its runner is active; when it is released the count goes
+    back to the latest request still held, and to the process's own count when none is. (Each runner saving and
+    restoring "the previous" count left a still-active runner on another's count, and the process on 1 thread,
+    whenever runners closed in another order than they were opened.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[tuple[int, int]] = []  # (request id, threads), oldest first
+        self._original: int | None = None
+        self._next_id = 0
+
+    def hold(self, torch: Any, threads: int | None) -> int | None:
+        """Ask for ``threads`` (None/0: no request); returns the request's id for :meth:`release`."""
+        if not threads:
+            return None
+        with self._lock:
+            if not self._held:
+                self._original = int(torch.get_num_threads())
+            self._next_id += 1
+            self._held.append((self._next_id, int(threads)))
+            torch.set_num_threads(int(threads))
+            return self._next_id
+
+    def release(self, torch: Any, request: int | None) -> None:
+        if request is None:
+            return
+        with self._lock:
+            self._held = [(i, n) for i, n in self._held if i != request]
+            count = self._held[-1][1] if self._held else self._original
+            if count is not None:
+                torch.set_num_threads(count)
+
+
+#: the one registry of the process (the thread count it mirrors is the process's)
+THREAD_REQUESTS = ThreadRequests()
+_FORK_HOOK = False
+
+
 def set_threads(torch: Any, threads: int | None) -> int | None:
-    """Set torch's intra-op thread count (process-wide: torch has no per-model pool); return the previous count
-    to give to :func:`restore_threads`, or None when nothing was changed."""
-    if not threads:
-        return None
-    previous = int(torch.get_num_threads())
-    torch.set_num_threads(int(threads))
-    return previous
+    """Hold a thread-count request (:class:`ThreadRequests`); returns its id for :func:`restore_threads`."""
+    _single_threaded_after_fork(torch)
+    return THREAD_REQUESTS.hold(torch, threads)
 
 
-def restore_threads(torch: Any, previous: int | None) -> None:
-    if previous is not None:
-        torch.set_num_threads(previous)
+def restore_threads(torch: Any, request: int | None) -> None:
+    THREAD_REQUESTS.release(torch, request)
+
+
+def _single_threaded_after_fork(torch: Any) -> None:
+    """Once per process: a child made by ``os.fork()`` (gunicorn --preload, celery prefork, multiprocessing's
+    "fork") runs torch on one thread. torch's OpenMP pool does not survive fork: a model that had run
+    multi-threaded in the parent hung forever in the child's first inference (PyTorch's DataLoader workers do the
+    same)."""
+    global _FORK_HOOK
+    if _FORK_HOOK or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+    _FORK_HOOK = True
 
 
 def load_model(artifact: Path, device: str, model: Any = None, *, allow_unverified: bool = False) -> Any:

@@ -36,7 +36,7 @@ class TorchRunner(BaseRunner):
         self._given_model = model
         self.model: Any = None
         self._torch: Any = None
-        self._previous_threads: int | None = None
+        self._thread_request: int | None = None
 
     @classmethod
     def from_model(cls, model: Any, *, name: str = "in-memory", device: str = "cpu",
@@ -54,15 +54,15 @@ class TorchRunner(BaseRunner):
         # a spec inspected with verify=False loads a checkpoint without a hash too (load_runner(..., verify=False))
         self.model = loader.load_model(self.artifact, self.device, self._given_model,
                                        allow_unverified=not self.spec.verified)
-        self._previous_threads = loader.set_threads(torch, self.threads)
+        self._thread_request = loader.set_threads(torch, self.threads)
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def deactivate_impl(self) -> None:
         self.model = None
         if self._torch is not None:
-            loader.restore_threads(self._torch, self._previous_threads)
-            self._previous_threads = None
+            loader.restore_threads(self._torch, self._thread_request)
+            self._thread_request = None
             if self.device.startswith("cuda") and self._torch.cuda.is_available():
                 self._torch.cuda.empty_cache()
 
