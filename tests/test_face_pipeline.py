@@ -410,9 +410,9 @@ def test_streaming_boxes_equal_whole_clip_boxes(grid):
 
 
 def test_file_and_arrays_give_the_same_crops(grid):
-    """The crops cut while decoding (face track on the luma plane, crop from YUV planes) and those of prepare_arrays
-    (RGB frames in memory, grey from RGB) are the same squares up to detector noise: centres within 6% and sides
-    within 6% of the crop side on average."""
+    """The crops cut while decoding (face track on the decoder's luma plane, crop from its YUV planes) and those of
+    prepare_arrays (RGB frames in memory, converted back to 4:2:0 planes) are the same squares up to detector noise:
+    centres within 6% and sides within 6% of the crop side on average."""
     from pinlite_edge.features.cropstream import CropStream
     from pinlite_edge.features.deadline import Deadline
     from pinlite_edge.features.decode import decode_media

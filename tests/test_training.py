@@ -326,6 +326,8 @@ def test_distill_ensemble_with_cached_teacher_then_prune(tmp_path, teacher_ckpt)
     json.dumps(prec)  # the record is plain JSON
     # the pruned weights keep what the source student learned: its training data is part of the pruned model's
     assert prec["training_data"]["fine_tuned_from"] == rec["training_data"]
+    # the shipped (pruned) student says how its backbone started, as the distilled one it came from does
+    assert prec["backbone_pretrained"] is rec["backbone_pretrained"] is False
     for step in sorted(pres.best_path.parent.glob("step*/best.safetensors")):  # the steps' checkpoints too
         assert read_record(step)["training_data"]["fine_tuned_from"] == rec["training_data"], step
 

@@ -227,14 +227,17 @@ def prune(cfg: PruneConfig) -> PruneResult:
                 check_output(step_dir, step_cfg.resume)
                 fit(model, objective, ctx.train, ctx.val, step_cfg, ctx.device, dist=ctx.dist, stage=f"prune{k}",
                     record={"kind": "student", "pruned_from": cfg.student, "pruned_from_sha256": student_sha,
-                            "removed": removed, "training_data": training_data},
+                            "removed": removed, "training_data": training_data,
+                            "backbone_pretrained": source_record.get("backbone_pretrained")},
                     val_reference_attention=reference)
             model, _ = load_checkpoint(step_dir / "best.safetensors", map_location=ctx.device)
             steps.append(report(k, removed))
 
         final = out_dir / "best.safetensors"
         if ctx.dist.is_main:
-            record = {**{k: v for k, v in source_record.items() if k in ("dataset", "dataset_fingerprint")},
+            # what the source student was trained on and how its backbone started stay true of the pruned one
+            kept = ("dataset", "dataset_fingerprint", "backbone_pretrained")
+            record = {**{k: v for k, v in source_record.items() if k in kept},
                       "training_data": training_data,
                       "stage": "prune", "kind": "student", "config": cfg.to_dict(), "source_student": cfg.student,
                       "teachers": teacher_record(cfg.teachers), "prune_steps": steps,
