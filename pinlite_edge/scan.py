@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pinlite_edge.errors import DecodeError, PinliteError, UsageError, WriteError
+from pinlite_edge.errors import CheckpointError, DecodeError, ManifestError, PinliteError, UsageError, WriteError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
@@ -665,9 +665,12 @@ def scan(cfg: ScanConfig) -> ScanSummary:
         options["device"] = cfg.device
     if cfg.threads:
         options["threads"] = cfg.threads
-    detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate, stride_seconds=cfg.stride,
-                             face_crop=cfg.face_crop, batch_size=cfg.batch,
-                             scan_offsets=DEFAULT_SCAN_OFFSETS if cfg.offset_scan else None, **options)
+    try:
+        detector = Detector.load(cfg.model, threshold=cfg.threshold, aggregate=cfg.aggregate,
+                                 stride_seconds=cfg.stride, face_crop=cfg.face_crop, batch_size=cfg.batch,
+                                 scan_offsets=DEFAULT_SCAN_OFFSETS if cfg.offset_scan else None, **options)
+    except (ManifestError, CheckpointError) as exc:  # the --model argument, as detect and bench treat it (exit 2)
+        raise UsageError(f"--model: {exc}") from None
     try:
         settings = scan_settings(cfg, detector)
         check_resume(cfg.out, prior, settings)

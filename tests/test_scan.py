@@ -635,3 +635,22 @@ def test_a_results_file_whose_only_record_was_cut_short_can_be_resumed(tmp_path)
     assert not is_scan_output(out)
     out.write_bytes(b'{"path": "/videos/clip.mp4"}\n{"path": "/v')  # a complete line must be a whole record
     assert not is_scan_output(out)
+
+
+def test_a_model_without_its_manifest_is_a_usage_error_as_in_detect_and_bench(tree, model, tmp_path, capsys):
+    """The same bad --model (an artefact whose manifest is missing) exited 2 from detect and bench, 1 from scan."""
+    from pinlite_edge.detect import main as detect_main
+    from pinlite_edge.scan import main as scan_main
+
+    from pinlite_edge.export import export_model
+
+    onnx = export_model(model, "onnx", tmp_path / "onnx").artifact
+    bare = tmp_path / "bare" / onnx.name
+    bare.parent.mkdir()
+    shutil.copyfile(onnx, bare)  # the artefact alone, without the manifest beside it
+    code = scan_main([str(tree), "--model", str(bare), "--out", str(tmp_path / "out.jsonl"), "--workers", "0",
+                      "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model:" in err and len(err.strip().splitlines()) == 1, err
+    video = next(p for p in Path(tree).rglob("*") if p.suffix in (".mkv", ".mp4"))
+    assert detect_main([str(video), "--model", str(bare)]) == 2
