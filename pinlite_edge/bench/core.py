@@ -286,8 +286,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         sha = _checkpoint_sha(path)
         sources[sha] = path
         source_of.append(sha)
-    _note_face_crop_mismatch(data, [p for p in (*sources.values(), *(s.path for s in specs if s.backend == "torch"))],
-                             notes)
+    _note_face_crop_mismatch(data, [*sources.values(), *(s.path for s in specs if s.backend == "torch")], notes)
     source_refs: dict[str, ReferenceOutputs] = {}
     source_runners: dict[str, BaseRunner] = {}
     for sha, path in sources.items():
