@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -150,13 +150,122 @@ def _check_saved_checkpoints(out_dir: Path, has_best: bool) -> None:
                                   "start again with a fresh --output") from None
 
 
+def _fresh_running() -> dict[str, Any]:
+    return {"loss": 0.0, "correct": 0, "count": 0}
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what the training state saves besides the tensors, and what a resume restores."""
+
+    epoch: int = 0  # finished epochs
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    running: dict[str, Any] = field(default_factory=_fresh_running)  # this epoch's training loss / accuracy sums
+
+    def meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                "history": self.history, "best": self.best, "running": self.running}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "_Progress":
+        return cls(meta["epoch"], meta["step_in_epoch"], meta["global_step"], meta["history"], meta["best"],
+                   meta["running"])
+
+
+@dataclass
+class _Loop:
+    """What one training run optimises with, built once by :func:`fit`."""
+
+    model: AVSyncDetector
+    train_model: nn.Module  # the model, or its DDP wrapper
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+
+    def state_parts(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {},
+                "rng": rng_state()}
+
+    def load_state_parts(self, parts: dict[str, Any]) -> None:
+        self.model.load_state_dict(parts["model"])
+        self.optimizer.load_state_dict(parts["optimizer"])
+        self.scheduler.load_state_dict(parts["scheduler"])
+        if self.use_amp and parts.get("scaler"):
+            self.scaler.load_state_dict(parts["scaler"])
+        set_rng_state(parts["rng"])
+
+    def step(self, batch: dict[str, Any], objective: Objective, grad_clip: float, stage: str, at: str
+             ) -> tuple[torch.Tensor, ModelOutput]:
+        """One optimisation step on ``batch`` (on the device); ``stage`` and ``at`` (``"epoch E step S"``) name it in
+        the error a non-finite loss raises."""
+        with torch.autocast(device_type=batch["frames"].device.type, dtype=torch.float16, enabled=self.use_amp):
+            out = self.train_model(batch["frames"], batch["mfcc"])
+        loss, _parts = objective(out, batch)
+        if not torch.isfinite(loss):
+            raise PinliteError(f"{stage}: the loss became {loss.item()} at {at}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, grad_clip)
+        scale = self.scaler.get_scale() if self.use_amp else 0.0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # GradScaler skips the optimizer step when the scaled gradients overflow and lowers its scale: the schedule
+        # then waits too, so that warmup counts real steps (and torch does not warn that the scheduler stepped
+        # before the optimizer, as it did when the first AMP step overflowed)
+        if not (self.use_amp and self.scaler.get_scale() < scale):
+            self.scheduler.step()
+        return loss, out
+
+
+def _resume(loop: _Loop, state_path: Path, base_record: dict[str, Any], cfg: TrainConfig, stage: str) -> _Progress:
+    """The progress saved in ``state_path``, its tensors loaded into ``loop``; refused (:class:`CheckpointError`)
+    when the run was started on other data, sampling, model or settings, or its checkpoints no longer verify."""
+    parts, meta = load_training_state(state_path)
+    if meta.get("dataset_fingerprint") != base_record["dataset_fingerprint"]:
+        raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
+                              "differ: other videos, labels or options; or a run started by pinlite-edge before "
+                              "2026-12-05, whose fingerprints did not cover the videos' sizes and times); use a "
+                              "fresh --output")
+    if "sampling" in meta and meta["sampling"] != base_record["sampling"]:
+        raise CheckpointError(f"cannot resume {state_path}: it drew its epochs another way (--balance or data "
+                              f"weights changed: {meta['sampling'].get('mode')} -> {base_record['sampling']['mode']}); "
+                              "use the same options or a fresh --output")
+    if meta.get("params") != base_record["params"]:
+        raise CheckpointError(f"cannot resume {state_path}: the model ({meta.get('params')} parameters) differs "
+                              f"from the one built now ({base_record['params']}); the preset or model options "
+                              "changed: use a fresh --output (quickstart: --force)")
+    changed = config_changes(meta.get("config"), base_record["config"])
+    if changed:
+        raise CheckpointError(f"cannot resume {state_path}: the training settings changed since it was started "
+                              f"({'; '.join(changed)}); the optimizer state and the record would mix two "
+                              "configurations: re-run with the settings it was started with, or use a fresh "
+                              "--output")
+    loop.load_state_parts(parts)
+    progress = _Progress.from_meta(meta)
+    _check_saved_checkpoints(state_path.parent, progress.best is not None)
+    if progress.epoch >= cfg.epochs:
+        log.info("resumed %s from %s: its %d epochs were done, finishing its checkpoints", stage, state_path,
+                 cfg.epochs)
+    else:
+        log.info("resumed %s from %s at epoch %d step %d", stage, state_path, progress.epoch + 1,
+                 progress.step_in_epoch)
+    return progress
+
+
 def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, cfg: TrainConfig, device: torch.device,
         *, record: dict[str, Any] | None = None, dist: DistInfo | None = None,
         val_reference_attention: np.ndarray | None = None, stage: str = "train") -> FitResult:
     """Train ``model`` with ``objective`` for ``cfg.epochs`` epochs; see the module docstring for the files."""
     dist = dist or DistInfo()
     cfg.check()
-    pair_weight = float(cfg.pair_weight)
     out_dir = Path(cfg.output)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +274,7 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = sampling_plan(train.source if train.source is not None else train.dataset, cfg.balance,
-                         spec_label(cfg.data), cfg.epoch_size,
-                         pairs=pair_weight > 0)
+                         spec_label(cfg.data), cfg.epoch_size, pairs=float(cfg.pair_weight) > 0)
     epoch_size = plan.size if plan is not None else len(train)
     sampling = plan.describe() if plan is not None else {"mode": cfg.balance,
                                                          "epoch_size": epoch_size, "sources": None}
@@ -179,9 +287,9 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
     steps_per_epoch = math.ceil(steps_per_epoch / cfg.batch_size)
     if steps_per_epoch == 0:
         raise PinliteError(f"the training split has {len(train)} samples: too few for {dist.world_size} process(es)")
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps,
+                                                                        steps_per_epoch * cfg.epochs))
+    loop = _Loop(model, model, params, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
     base_record = {
         "stage": stage, "config": cfg.to_dict(), "dataset": {"train": train.description, "val": val.description},
         "dataset_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
@@ -194,146 +302,56 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
              "val": val.source if val.source is not None else val.dataset}), **(record or {}),
     }
 
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    history: list[dict[str, Any]] = []
-    best: dict[str, float] | None = None
-    running = {"loss": 0.0, "correct": 0, "count": 0}
     state_path = out_dir / STATE_FILE
-    resumed = False
-    if cfg.resume and state_path.exists():
-        parts, meta = load_training_state(state_path)
-        if meta.get("dataset_fingerprint") != base_record["dataset_fingerprint"]:
-            raise CheckpointError(f"cannot resume {state_path}: it was trained on another dataset (fingerprints "
-                                  "differ: other videos, labels or options; or a run started by pinlite-edge before "
-                                  "2026-12-05, whose fingerprints did not cover the videos' sizes and times); use a "
-                                  "fresh --output")
-        if "sampling" in meta and meta["sampling"] != base_record["sampling"]:
-            raise CheckpointError(f"cannot resume {state_path}: it drew its epochs another way (--balance or data "
-                                  f"weights changed: {meta['sampling'].get('mode')} -> {sampling['mode']}); use the "
-                                  "same options or a fresh --output")
-        if meta.get("params") != base_record["params"]:
-            raise CheckpointError(f"cannot resume {state_path}: the model ({meta.get('params')} parameters) differs "
-                                  f"from the one built now ({base_record['params']}); the preset or model options "
-                                  "changed: use a fresh --output (quickstart: --force)")
-        changed = config_changes(meta.get("config"), base_record["config"])
-        if changed:
-            raise CheckpointError(f"cannot resume {state_path}: the training settings changed since it was started "
-                                  f"({'; '.join(changed)}); the optimizer state and the record would mix two "
-                                  "configurations: re-run with the settings it was started with, or use a fresh "
-                                  "--output")
-        model.load_state_dict(parts["model"])
-        optimizer.load_state_dict(parts["optimizer"])
-        sched_state = parts["scheduler"]
-        scheduler.load_state_dict(sched_state)
-        if use_amp and parts.get("scaler"):
-            scaler.load_state_dict(parts["scaler"])
-        set_rng_state(parts["rng"])
-        epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-        history, best, running = meta["history"], meta["best"], meta["running"]
-        resumed = True
-        _check_saved_checkpoints(out_dir, best is not None)
-        if epoch >= cfg.epochs:
-            log.info("resumed %s from %s: its %d epochs were done, finishing its checkpoints", stage, state_path,
-                     cfg.epochs)
-        else:
-            log.info("resumed %s from %s at epoch %d step %d", stage, state_path, epoch + 1, step_in_epoch)
-    elif cfg.resume:
-        log.warning("--resume: no %s in %s, starting from scratch", STATE_FILE, out_dir)
+    resumed = bool(cfg.resume and state_path.exists())
+    if resumed:
+        progress = _resume(loop, state_path, base_record, cfg, stage)
+    else:
+        if cfg.resume:
+            log.warning("--resume: no %s in %s, starting from scratch", STATE_FILE, out_dir)
+        progress = _Progress()
 
-    train_model: nn.Module = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                          find_unused_parameters=True)
+        loop.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                               find_unused_parameters=True)
 
     def save_state() -> None:
-        if not dist.is_main:
-            return
-        parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-                 "rng": rng_state()}
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history,
-                "best": best, "running": running, "dataset_fingerprint": base_record["dataset_fingerprint"],
-                "sampling": base_record["sampling"],
-                "params": base_record["params"], "stage": stage, "config": cfg.to_dict()}
-        save_training_state(state_path, parts, meta)
+        if dist.is_main:
+            save_training_state(state_path, loop.state_parts(), {
+                **progress.meta(), "dataset_fingerprint": base_record["dataset_fingerprint"],
+                "sampling": base_record["sampling"], "params": base_record["params"], "stage": stage,
+                "config": cfg.to_dict()})
 
     val_loader = make_loader(val, cfg.eval_batch_size, num_workers=cfg.num_workers)
-    pin = device.type == "cuda"
-    while epoch < cfg.epochs:
-        sampler = EpochSampler(epoch_size, cfg.seed, epoch, start=step_in_epoch * cfg.batch_size,
-                               rank=dist.rank, world_size=dist.world_size, plan=plan)
-        set_data_epoch(train.dataset, cfg.seed, epoch)  # augmentation draws from (seed, epoch, index)
-        loader = make_loader(train, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin)
-        model.train()
-        bar = None
-        if cfg.progress and dist.is_main:
-            bar = progress_bar(total=steps_per_epoch, initial=step_in_epoch,
-                               desc=f"{stage} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+    while progress.epoch < cfg.epochs:
         t0 = time.perf_counter()
-        for batch in loader:
-            batch = _to_device(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                out = train_model(batch["frames"], batch["mfcc"])
-            loss, parts_ = objective(out, batch)
-            if not torch.isfinite(loss):
-                raise PinliteError(f"{stage}: the loss became {loss.item()} at epoch {epoch + 1} step "
-                                   f"{step_in_epoch}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scale = scaler.get_scale() if use_amp else 0.0
-            scaler.step(optimizer)
-            scaler.update()
-            # GradScaler skips the optimizer step when the scaled gradients overflow and lowers its scale: the schedule
-            # then waits too, so that warmup counts real steps (and torch does not warn that the scheduler stepped
-            # before the optimizer, as it did when the first AMP step overflowed)
-            if not (use_amp and scaler.get_scale() < scale):
-                scheduler.step()
-            step_in_epoch += 1
-            global_step += 1
-            n = int(batch["label"].numel())
-            running["loss"] += float(loss.item()) * n
-            running["correct"] += int((out.logits.argmax(-1) == batch["label"]).sum().item())
-            running["count"] += n
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{running['loss'] / running['count']:.4f}",
-                                acc=f"{running['correct'] / running['count']:.3f}")
-            if cfg.checkpoint_every > 0 and step_in_epoch % cfg.checkpoint_every == 0 \
-                    and step_in_epoch < steps_per_epoch:
-                save_state()
-        if bar is not None:
-            bar.close()
-        train_peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
+        train_peak_mb = _train_epoch(loop, objective, train, cfg, device, dist, plan, epoch_size, steps_per_epoch,
+                                     progress, save_state, stage)
         result = evaluate(model, val_loader, device, reference_attention=val_reference_attention)
-        entry = {"epoch": epoch + 1, "train_loss": running["loss"] / max(1, running["count"]),
-                 "train_accuracy": running["correct"] / max(1, running["count"]),
+        entry = {"epoch": progress.epoch + 1,
+                 "train_loss": progress.running["loss"] / max(1, progress.running["count"]),
+                 "train_accuracy": progress.running["correct"] / max(1, progress.running["count"]),
                  "lr": float(scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0,
                  **{f"val_{k}": v for k, v in result.metrics.items()}}
         if train_peak_mb is not None:  # the caching allocator's peak over the epoch's training steps
             entry["cuda_peak_mb"] = train_peak_mb
-        history.append(entry)
+        progress.history.append(entry)
         val_metrics = result.metrics
-        improved = _better(val_metrics, best)
+        improved = _better(val_metrics, progress.best)
         if improved:
-            best = {**val_metrics, "epoch": epoch + 1}
-        msg = (f"{stage} epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
-               f"acc {entry['train_accuracy']:.3f} | val loss {val_metrics['loss']:.4f} "
-               f"auc {val_metrics.get('auc', float('nan')):.3f} acc {val_metrics['accuracy']:.3f}" + (f" eps {val_metrics['eps']:.3f}" if "eps" in val_metrics else "")
-               + (" *" if improved else ""))
-        log.info(msg)
-        epoch += 1
-        step_in_epoch = 0
-        running = {"loss": 0.0, "correct": 0, "count": 0}
+            progress.best = {**val_metrics, "epoch": progress.epoch + 1}
+        log.info(f"{stage} epoch {progress.epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']:.4f} "
+                 f"acc {entry['train_accuracy']:.3f} | val loss {val_metrics['loss']:.4f} "
+                 f"auc {val_metrics.get('auc', float('nan')):.3f} acc {val_metrics['accuracy']:.3f}"
+                 + (f" eps {val_metrics['eps']:.3f}" if "eps" in val_metrics else "") + (" *" if improved else ""))
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+        progress.running = _fresh_running()
         if dist.is_main:
-            rec = {**base_record, "history": history, "best": best, "epoch": epoch, "complete": False}
+            rec = {**base_record, "history": progress.history, "best": progress.best, "epoch": progress.epoch,
+                   "complete": False}
             save_checkpoint(out_dir / "last.safetensors", model, rec)
             if improved:
                 save_checkpoint(out_dir / "best.safetensors", model, rec)
@@ -346,7 +364,49 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         for path in (best_path, out_dir / "last.safetensors"):
             done_model, rec = load_checkpoint(path)
             rec.pop("weights_sha256", None)
-            rec.update({"history": history, "best": best, "complete": True})
+            rec.update({"history": progress.history, "best": progress.best, "complete": True})
             save_checkpoint(path, done_model, rec)
     barrier(dist)
-    return FitResult(best_path, dict(best or {}), history, resumed)
+    return FitResult(best_path, dict(progress.best or {}), progress.history, resumed)
+
+
+def _train_epoch(loop: _Loop, objective: Objective, train: Split, cfg: TrainConfig, device: torch.device,
+                 dist: DistInfo, plan: Any, epoch_size: int, steps_per_epoch: int, progress: _Progress,
+                 save_state: Callable[[], None], stage: str) -> float | None:
+    """The training steps of epoch ``progress.epoch`` from ``progress.step_in_epoch`` on, the state saved every
+    ``cfg.checkpoint_every`` steps; the CUDA allocator's peak MiB over them (None off CUDA)."""
+    sampler = EpochSampler(epoch_size, cfg.seed, progress.epoch, start=progress.step_in_epoch * cfg.batch_size,
+                           rank=dist.rank, world_size=dist.world_size, plan=plan)
+    set_data_epoch(train.dataset, cfg.seed, progress.epoch)  # augmentation draws from (seed, epoch, index)
+    loader = make_loader(train, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                         pin_memory=device.type == "cuda")
+    loop.model.train()
+    bar = None
+    if cfg.progress and dist.is_main:
+        bar = progress_bar(total=steps_per_epoch, initial=progress.step_in_epoch,
+                           desc=f"{stage} epoch {progress.epoch + 1}/{cfg.epochs}", leave=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    running = progress.running
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device)
+            loss, out = loop.step(batch, objective, cfg.grad_clip, stage,
+                                  f"epoch {progress.epoch + 1} step {progress.step_in_epoch}")
+            progress.step_in_epoch += 1
+            progress.global_step += 1
+            n = int(batch["label"].numel())
+            running["loss"] += float(loss.item()) * n
+            running["correct"] += int((out.logits.argmax(-1) == batch["label"]).sum().item())
+            running["count"] += n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running['loss'] / running['count']:.4f}",
+                                acc=f"{running['correct'] / running['count']:.3f}")
+            if cfg.checkpoint_every > 0 and progress.step_in_epoch % cfg.checkpoint_every == 0 \
+                    and progress.step_in_epoch < steps_per_epoch:
+                save_state()
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
