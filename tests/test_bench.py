@@ -142,6 +142,8 @@ def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, 
                  "--no-plots", *FAST]) == 0
     row2 = json.loads((out2 / "bench.json").read_text())["rows"][0]
     assert row2["eps_vs_teacher"]["eps_mean"] == pytest.approx(row["eps_vs_teacher"]["eps_mean"])
+    # the source checkpoint's outputs come from its cache this time, and give the same EPS vs source
+    assert row2["eps_vs_source"]["eps_mean"] == pytest.approx(row["eps_vs_source"]["eps_mean"])
     report2 = (out2 / "bench.md").read_text()  # one artefact, teacher not timed
     assert "one model, timed alone" in report2 and "in turns" not in report2
 

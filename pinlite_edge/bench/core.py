@@ -254,7 +254,110 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
                           cache_dir=(workspace / "cache") if workspace else None, **cfg.data_options)
     say(f"data: {cfg.data} {cfg.split}, {data.num_clips} clips (fingerprint {data.fingerprint[:12]})")
 
-    # references: the FP32 teacher, and every artefact's FP32 source checkpoint (cached per device kind)
+    refs = _load_references(cfg, workspace, specs, data, cache_dir, ref_device, notes)
+    teacher_ref, teacher_runner, source_refs = refs.teacher_ref, refs.teacher_runner, refs.source_refs
+
+    # 1. evaluation pass: every model on the same batches, the data read once
+    evaluated: dict[str, BaseRunner] = {f"artefact:{i}": r for i, r in enumerate(runners)}
+    if teacher_runner is not None:
+        evaluated["teacher"] = teacher_runner
+    evaluated.update({f"source:{sha}": r for sha, r in refs.source_runners.items()})
+    labels: list[np.ndarray] = []
+    clip_ids: list[str] = []
+    start = time.perf_counter()
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in data.batches(cfg.eval_batch):
+            labels.append(batch["label"])
+            clip_ids.extend(batch["clip_id"])
+            yield batch["frames"], batch["mfcc"]
+            say(f"  evaluated {len(clip_ids)}/{data.num_clips} clips ({time.perf_counter() - start:.0f} s)")
+
+    active: list[BaseRunner] = []
+    try:
+        extra = ([refs.timing_teacher] if refs.timing_teacher else []) + list(refs.source_runners.values())
+        for r in runners + extra:
+            r.activate()
+            active.append(r)
+        report = Comparator(evaluated).run(batches=batches())
+        labels_all = np.concatenate(labels)
+        if teacher_runner is not None:
+            teacher_ref = ReferenceOutputs(refs.teacher_sha or "", data.fingerprint, report.outputs["teacher"],
+                                           clip_ids)
+            save_reference(cache_dir / cache_name(teacher_ref.model_sha256, data.fingerprint, ref_device), teacher_ref)
+        for sha in refs.source_runners:
+            source_refs[sha] = ReferenceOutputs(sha, data.fingerprint, report.outputs[f"source:{sha}"], clip_ids)
+            save_reference(cache_dir / cache_name(sha, data.fingerprint, ref_device), source_refs[sha])
+        if teacher_ref is not None and teacher_ref.num_clips != len(clip_ids):
+            raise ReferenceCacheError(f"teacher reference has {teacher_ref.num_clips} clips, data has {len(clip_ids)}")
+
+        # 2. latency
+        fixed = data.first_batch(cfg.batch)
+        timed = list(runners) + ([refs.timing_teacher] if (refs.timing_teacher and cfg.time_teacher) else [])
+        say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each"
+            + (f", in turns of {cfg.turn_warmup} untimed + {cfg.block} timed calls" if len(timed) > 1 else ""))
+        timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters,
+                                      block=cfg.block, turn_warmup=cfg.turn_warmup)
+
+        # 3. end to end, through the SDK's own featurisation and Detector
+        e2e_info, e2e_rows = None, [None] * len(runners)
+        if cfg.e2e:
+            videos = find_videos(cfg.e2e_data, cfg.e2e_clips, cache_dir, contract)
+            say(f"end to end: {len(videos.paths)} video(s), {videos.source}")
+            e2e_info, e2e_rows = measure_end_to_end(runners, videos, contract, batch_size=cfg.eval_batch)
+    finally:
+        for r in active:
+            r.deactivate()
+
+    memory = _measure_memory(cfg, specs, options, runners, fixed, say, notes) if cfg.memory else [None] * len(runners)
+    outputs = [report.outputs[f"artefact:{i}"] for i in range(len(runners))]
+    rows = [_row(specs[i], runners[i], outputs[i], labels_all, timings[i], teacher_ref,
+                 source_refs.get(refs.source_of[i] or ""), memory[i], e2e_rows[i]) for i in range(len(runners))]
+    teacher_info: dict[str, Any] = {"checkpoint": str(refs.teacher_path) if refs.teacher_path else None,
+                                    "sha256": refs.teacher_sha, "device": ref_device,
+                                    "cache": str(cfg.teacher_cache) if cfg.teacher_cache else None}
+    if teacher_ref is not None:
+        teacher_info["metrics"] = classification_metrics(
+            labels_all, softmax_fake_prob(teacher_ref.outputs["logits"])).to_dict()
+    if refs.timing_teacher and cfg.time_teacher:
+        teacher_info["latency"] = timings[-1].to_dict()
+        cfg_dict = refs.timing_teacher.spec.record.get("model_config") if refs.timing_teacher.spec.record else None
+        if cfg_dict:
+            teacher_info["params"], teacher_info["flops"] = params_and_flops(cfg_dict)
+    comparison = [compare_outputs(runners[0].name, outputs[0], runners[i].name, outputs[i]).to_dict()
+                  for i in range(1, len(runners))]
+    k = min(cfg.attention_clips, len(clip_ids))
+    samples = {r.name: outputs[i]["attention"][:k] for i, r in enumerate(runners)}
+    if teacher_ref is not None:
+        samples = {"teacher (FP32)": teacher_ref.outputs["attention"][:k], **samples}
+    cfg_json = {k2: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+                for k2, v in cfg.__dict__.items()}
+    cfg_json["precision"] = None if cfg.compare else cfg.resolved_precision
+    gpu = cuda_index(cfg.device) if cfg.device and cfg.device.startswith("cuda") else None
+    return BenchResult(config=cfg_json, machine=describe_machine(gpu),
+                       data={**data.describe(), "clip_ids_head": clip_ids[:k]}, rows=rows, teacher=teacher_info,
+                       comparison=comparison, notes=notes, end_to_end=e2e_info, attention_samples=samples)
+
+
+@dataclass
+class _References:
+    """What the bench compares the artefacts with: the FP32 teacher (outputs from a cache, or a runner for the
+    evaluation pass) and each artefact's FP32 source checkpoint (by sha256)."""
+
+    teacher_path: Path | None
+    teacher_sha: str | None
+    teacher_ref: ReferenceOutputs | None
+    teacher_runner: BaseRunner | None  # evaluated with the artefacts (its outputs were not cached)
+    timing_teacher: BaseRunner | None  # timed for the plots, even when its outputs came from a cache
+    source_of: list[str | None]  # per artefact: its source checkpoint's sha256 (None: no EPS vs source)
+    source_refs: dict[str, ReferenceOutputs]  # cached source outputs
+    source_runners: dict[str, BaseRunner]  # sources to evaluate with the artefacts
+
+
+def _load_references(cfg: BenchConfig, workspace: Path | None, specs: list[Any], data: EvalData, cache_dir: Path,
+                     ref_device: str, notes: list[str]) -> _References:
+    """The FP32 teacher and every artefact's FP32 source checkpoint: outputs cached per device kind, else runners
+    (why one is missing goes to ``notes``)."""
     teacher_path = cfg.teacher or (stage_checkpoint(workspace, "teacher") if workspace else None)
     teacher_sha = _checkpoint_sha(teacher_path) if teacher_path else None
     teacher_ref: ReferenceOutputs | None = None
@@ -298,94 +401,23 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             source_refs[sha] = ref
         elif runner is not None:
             source_runners[sha] = runner
+    return _References(teacher_path, teacher_sha, teacher_ref, teacher_runner, timing_teacher, source_of,
+                       source_refs, source_runners)
 
-    # 1. evaluation pass: every model on the same batches, the data read once
-    evaluated: dict[str, BaseRunner] = {f"artefact:{i}": r for i, r in enumerate(runners)}
-    if teacher_runner is not None:
-        evaluated["teacher"] = teacher_runner
-    evaluated.update({f"source:{sha}": r for sha, r in source_runners.items()})
-    labels: list[np.ndarray] = []
-    clip_ids: list[str] = []
-    start = time.perf_counter()
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in data.batches(cfg.eval_batch):
-            labels.append(batch["label"])
-            clip_ids.extend(batch["clip_id"])
-            yield batch["frames"], batch["mfcc"]
-            say(f"  evaluated {len(clip_ids)}/{data.num_clips} clips ({time.perf_counter() - start:.0f} s)")
-
-    active: list[BaseRunner] = []
-    try:
-        for r in runners + ([timing_teacher] if timing_teacher else []) + list(source_runners.values()):
-            r.activate()
-            active.append(r)
-        report = Comparator(evaluated).run(batches=batches())
-        labels_all = np.concatenate(labels)
-        if teacher_runner is not None:
-            teacher_ref = ReferenceOutputs(teacher_sha or "", data.fingerprint, report.outputs["teacher"], clip_ids)
-            save_reference(cache_dir / cache_name(teacher_ref.model_sha256, data.fingerprint, ref_device), teacher_ref)
-        for sha in source_runners:
-            source_refs[sha] = ReferenceOutputs(sha, data.fingerprint, report.outputs[f"source:{sha}"], clip_ids)
-            save_reference(cache_dir / cache_name(sha, data.fingerprint, ref_device), source_refs[sha])
-        if teacher_ref is not None and teacher_ref.num_clips != len(clip_ids):
-            raise ReferenceCacheError(f"teacher reference has {teacher_ref.num_clips} clips, data has {len(clip_ids)}")
-
-        # 2. latency
-        fixed = data.first_batch(cfg.batch)
-        timed = list(runners) + ([timing_teacher] if (timing_teacher and cfg.time_teacher) else [])
-        say(f"timing {len(timed)} model(s): batch {cfg.batch}, {cfg.warmup} warm-up + {cfg.iters} calls each"
-            + (f", in turns of {cfg.turn_warmup} untimed + {cfg.block} timed calls" if len(timed) > 1 else ""))
-        timings = measure_interleaved(timed, fixed["frames"], fixed["mfcc"], warmup=cfg.warmup, iters=cfg.iters,
-                                      block=cfg.block, turn_warmup=cfg.turn_warmup)
-
-        # 3. end to end, through the SDK's own featurisation and Detector
-        e2e_info, e2e_rows = None, [None] * len(runners)
-        if cfg.e2e:
-            videos = find_videos(cfg.e2e_data, cfg.e2e_clips, cache_dir, contract)
-            say(f"end to end: {len(videos.paths)} video(s), {videos.source}")
-            e2e_info, e2e_rows = measure_end_to_end(runners, videos, contract, batch_size=cfg.eval_batch)
-    finally:
-        for r in active:
-            r.deactivate()
-
-    # 4. memory: each model alone, in a fresh process, after every other pass
+def _measure_memory(cfg: BenchConfig, specs: list[Any], options: list[dict[str, Any]], runners: list[BaseRunner],
+                    fixed: dict[str, np.ndarray], say: Callable[[str], None],
+                    notes: list[str]) -> list[dict[str, Any] | None]:
+    """Pass 4: each model loaded alone in a fresh process, after every other pass; a failure is a note, never
+    hidden (the row then has no memory figure)."""
     memory: list[dict[str, Any] | None] = [None] * len(runners)
-    if cfg.memory:
-        for i, (s, o) in enumerate(zip(specs, options)):
-            say(f"memory: {runners[i].name} alone in a fresh process ({cfg.memory_calls} calls)")
-            try:
-                memory[i] = measure_isolated(s.path, o, fixed["frames"], fixed["mfcc"], cfg.memory_calls).to_dict()
-            except Exception as exc:  # reported, never hidden: the row shows no memory figure and a note says why
-                notes.append(f"memory of {runners[i].name} not measured: {type(exc).__name__}: {exc}")
-
-    outputs = [report.outputs[f"artefact:{i}"] for i in range(len(runners))]
-    rows = [_row(specs[i], runners[i], outputs[i], labels_all, timings[i], teacher_ref,
-                 source_refs.get(source_of[i] or ""), memory[i], e2e_rows[i]) for i in range(len(runners))]
-    teacher_info: dict[str, Any] = {"checkpoint": str(teacher_path) if teacher_path else None,
-                                    "sha256": teacher_sha, "device": ref_device,
-                                    "cache": str(cfg.teacher_cache) if cfg.teacher_cache else None}
-    if teacher_ref is not None:
-        teacher_info["metrics"] = classification_metrics(
-            labels_all, softmax_fake_prob(teacher_ref.outputs["logits"])).to_dict()
-    if timing_teacher and cfg.time_teacher:
-        teacher_info["latency"] = timings[-1].to_dict()
-        cfg_dict = timing_teacher.spec.record.get("model_config") if timing_teacher.spec.record else None
-        if cfg_dict:
-            teacher_info["params"], teacher_info["flops"] = params_and_flops(cfg_dict)
-    comparison = [compare_outputs(runners[0].name, outputs[0], runners[i].name, outputs[i]).to_dict()
-                  for i in range(1, len(runners))]
-    k = min(cfg.attention_clips, len(clip_ids))
-    samples = {r.name: outputs[i]["attention"][:k] for i, r in enumerate(runners)}
-    if teacher_ref is not None:
-        samples = {"teacher (FP32)": teacher_ref.outputs["attention"][:k], **samples}
-    cfg_json = {k2: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-                for k2, v in cfg.__dict__.items()}
-    cfg_json["precision"] = None if cfg.compare else cfg.resolved_precision
-    gpu = cuda_index(cfg.device) if cfg.device and cfg.device.startswith("cuda") else None
-    return BenchResult(config=cfg_json, machine=describe_machine(gpu),
-                       data={**data.describe(), "clip_ids_head": clip_ids[:k]}, rows=rows, teacher=teacher_info,
-                       comparison=comparison, notes=notes, end_to_end=e2e_info, attention_samples=samples)
+    for i, (s, o) in enumerate(zip(specs, options)):
+        say(f"memory: {runners[i].name} alone in a fresh process ({cfg.memory_calls} calls)")
+        try:
+            memory[i] = measure_isolated(s.path, o, fixed["frames"], fixed["mfcc"], cfg.memory_calls).to_dict()
+        except Exception as exc:  # reported, never hidden: the row shows no memory figure and a note says why
+            notes.append(f"memory of {runners[i].name} not measured: {type(exc).__name__}: {exc}")
+    return memory
 
 
 def _against(name: str, ref: ReferenceOutputs | None, other: str, out: dict[str, np.ndarray]) -> dict[str, Any] | None:
