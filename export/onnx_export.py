@@ -13,6 +13,7 @@ node names carry the torch module scope, which the precision plan uses to find n
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -53,8 +54,8 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
             else:
                 dynamic_axes = {n: {0: FRAMES_BATCH_AXIS if n == INPUT_NAMES[0] else AUDIO_BATCH_AXIS}
                                 for n in (*INPUT_NAMES, *OUTPUT_NAMES)} if dynamic_batch else None
-                torch.onnx.export(wrapped, args, str(path), dynamo=False, opset_version=opset,
-                                  dynamic_axes=dynamic_axes, do_constant_folding=True, **names)
+                torch.onnx.export(wrapped, args, str(path), opset_version=opset, dynamic_axes=dynamic_axes,
+                                  do_constant_folding=True, **names, **_classic_exporter())
     except Exception as exc:  # torch.onnx raises many types; report one clear error
         raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: {type(exc).__name__}: {exc}") from exc
     with torch.no_grad():
@@ -62,6 +63,13 @@ def export_onnx_fp32(model: nn.Module, path: Path, *, opset: int = 17, exporter:
     out_batch = (AUDIO_BATCH_AXIS if exporter == "classic" else FRAMES_BATCH_AXIS) if dynamic_batch else example_batch
     finalize_graph(path, shapes, out_batch)
     check_onnx(path)
+
+
+def _classic_exporter() -> dict[str, Any]:
+    """The argument that picks the classic (TorchScript) exporter: ``dynamo=False`` where ``torch.onnx.export`` takes
+    it (torch 2.4 added it; 2.9 made the dynamo exporter the default), nothing on torch 2.3 (JetPack 6.0's NVIDIA
+    build), which has only the classic one and refuses an unknown keyword."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def finalize_graph(path: Path, shapes: list[tuple[int, ...]], batch: int | str) -> None:

@@ -22,7 +22,7 @@ INSTALL_HINTS = {
     "torch": "pip install pinlite-edge (torch is a core dependency; on Jetson use NVIDIA's torch wheel)",
     "ort": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT execution providers)",
     "trt": "on x86 / SBSA: `pip install tensorrt --extra-index-url https://pypi.nvidia.com`; on Jetson use the "
-           "TensorRT that ships with JetPack (10.3 on JetPack 6; do not pip install it there); the buffers need "
+           "TensorRT that ships with JetPack (10.3 on JetPack 6.1 and later; do not pip install it there); the buffers need "
            "pycuda or cuda-python (`pip install pinlite-edge[tensorrt]`); see docs/jetson.md",
     "executorch": "pip install pinlite-edge[executorch]",
 }

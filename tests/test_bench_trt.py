@@ -115,6 +115,24 @@ def test_trt_without_tensorrt_or_gpu_is_one_line_and_exit_2(tmp_path, monkeypatc
     assert not (tmp_path / "pinlite-workspace").exists()
 
 
+def test_tensorrt_8_is_refused_in_one_line_before_anything_is_built(workspace, monkeypatch, capsys):
+    """JetPack 6.0 ships TensorRT 8.6, which has no strongly typed networks nor execute_async_v3: it was accepted and
+    the build then failed with an AttributeError traceback inside export.tensorrt, after the ONNX work."""
+    from pinlite_edge.export import export_model
+
+    fake = FakeTrt(monkeypatch, version="8.6.2.3")
+    assert main(["--runtime", "trt", "--artifacts", str(workspace), "--out", str(workspace.parent / "b8")]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert "TensorRT 8.6.2.3 is too old" in line and "TensorRT 10 or newer" in line and "JetPack 6.1" in line
+    assert "Traceback" not in captured.err and fake.builds == []
+    with pytest.raises(BackendUnavailableError, match="8.6.2.3 is too old"):  # the exporter says the same
+        export_model(workspace / "pruned" / "best.safetensors", "trt-fp16", workspace.parent / "t8")
+    assert fake.builds == [] and not (workspace.parent / "t8").exists()
+    fake.set("10.3.0", ("Fake Orin", "8.7"))
+    assert engine_cache.detect_target().tensorrt_version == "10.3.0"
+
+
 def test_engine_cache_key_reuse_and_rebuild(workspace, monkeypatch):
     from pinlite_edge.export import export_model
     from pinlite_edge.manifest import read_manifest

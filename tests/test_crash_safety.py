@@ -423,3 +423,18 @@ def test_killing_training_keeps_best_checkpoint_loadable(tmp_path):
             out_ = runner.infer(np.zeros(runner.contract.frames_shape(1), np.float32),
                                 np.zeros(runner.contract.mfcc_shape(1), np.float32))
         assert np.isfinite(out_["logits"]).all()
+
+
+def test_stale_temporary_check_does_not_signal_processes_on_windows(monkeypatch):
+    """On Windows ``os.kill(pid, 0)`` terminates the process (TerminateProcess) instead of probing it: the cleanup of
+    stale temporaries, run by every atomic write, would kill whatever process had the pid in a leftover's name.
+    There the probe is psutil's (a stand-in here: on Linux psutil itself probes with signal 0)."""
+    import psutil
+
+    from pinlite_edge.utils import atomic
+
+    alive = {4242}
+    monkeypatch.setattr(atomic, "_ON_WINDOWS", True)
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid in alive)
+    monkeypatch.setattr(atomic.os, "kill", lambda *a: pytest.fail(f"os.kill{a} on Windows"))
+    assert atomic._pid_alive(4242) is True and atomic._pid_alive(4243) is False

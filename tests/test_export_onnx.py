@@ -106,6 +106,26 @@ def test_format_table_is_complete():
     assert {f.name for f in FORMATS.values() if f.needs_gpu} == {"trt-fp16", "trt-int8"}
 
 
+def test_classic_export_works_with_torch_2_3s_exporter(student, tmp_path, monkeypatch):
+    """pyproject admits torch 2.3 (JetPack 6.0's NVIDIA build), whose torch.onnx.export has no ``dynamo`` parameter
+    and no **kwargs: passing dynamo=False made every ONNX (and TensorRT) export fail there with a TypeError."""
+    real = torch.onnx.export
+    calls = []
+
+    def export_23(model, args, f, export_params=True, verbose=False, training=None, input_names=None,
+                  output_names=None, operator_export_type=None, opset_version=None, do_constant_folding=True,
+                  dynamic_axes=None, keep_initializers_as_inputs=None, custom_opsets=None,
+                  export_modules_as_functions=False, autograd_inlining=True):  # torch-2.3.0 torch/onnx/utils.py
+        calls.append(opset_version)
+        return real(model, args, f, dynamo=False, input_names=input_names, output_names=output_names,
+                    opset_version=opset_version, do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes)
+
+    monkeypatch.setattr(torch.onnx, "export", export_23)
+    res = export_from_model(student, "onnx", tmp_path)
+    assert calls == [17] and res.artifact.is_file()
+    assert read_manifest(res.artifact).dynamic_batch is True
+
+
 def test_static_batch_and_matmul_gru(student, tmp_path):
     """A static batch other than 2 used to fail in the parity check, which always ran 2 rows."""
     res = export_from_model(student, "onnx", tmp_path, dynamic_batch=False, batch=3, gru="matmul")

@@ -58,9 +58,16 @@ def check_writable_target(path: str | Path) -> None:
                      "(or remove it first)")
 
 
+_ON_WINDOWS = os.name == "nt"
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if _ON_WINDOWS:  # os.kill(pid, 0) terminates the process there (TerminateProcess) instead of probing it
+        import psutil
+
+        return psutil.pid_exists(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from pinlite_edge.errors import ManifestError
+from pinlite_edge.errors import BackendUnavailableError, ManifestError
 from pinlite_edge.runtimes.artifact import INSTALL_HINTS, import_backend_module
 
 INSTALL_HINT = INSTALL_HINTS["trt"]
+#: the oldest TensorRT major version the exporter and runner are written for: strongly typed networks
+#: (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), ``execute_async_v3``, tensor-name I/O (TensorRT 8.6 has the
+#: flag only as a preview, and the binding-index API)
+MIN_TENSORRT_MAJOR = 10
+TOO_OLD_HINT = ("JetPack 6.0 ships TensorRT 8.6; JetPack 6.1 and later ship 10.3: upgrade JetPack (docs/jetson.md), or "
+                "run the ONNX export with --runtime ort")
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or :class:`BackendUnavailableError` saying how to install it."""
-    return import_backend_module("trt", "tensorrt")
+    """The ``tensorrt`` module, or :class:`BackendUnavailableError` saying how to install it, or that its version is
+    older than :data:`MIN_TENSORRT_MAJOR` (before any ONNX work: 8.6 failed deep inside the engine build)."""
+    trt = import_backend_module("trt", "tensorrt")
+    version = str(getattr(trt, "__version__", "unknown"))
+    if _numbers(version, 1)[0] < MIN_TENSORRT_MAJOR:
+        raise BackendUnavailableError("trt", f"TensorRT {version} is too old: pinlite-edge needs TensorRT "
+                                             f"{MIN_TENSORRT_MAJOR} or newer (strongly typed networks, execute_async_v3)",
+                                      TOO_OLD_HINT)
+    return trt
 
 
 def _numbers(version: str, count: int = 4) -> tuple[int, ...]:
