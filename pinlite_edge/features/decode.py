@@ -208,6 +208,70 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
     return media
 
 
+def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_video: bool) -> tuple[Any, Any]:
+    """The (video, audio) streams a player would play, each with a decoder that fails on corrupt data, within the
+    limits (pixels, sample rate); :class:`DecodeError` naming what is wrong."""
+    video, astream = main_streams(container)
+    if require_video and video is None:
+        raise DecodeError(path, "not a video (no video stream)")
+    streams = [s for s in (astream, video) if s is not None]
+    if not streams:
+        raise DecodeError(path, "no audio or video stream")
+    for s in streams:
+        if s.codec_context is None:  # e.g. a fuzzed header naming a codec FFmpeg has no decoder for
+            raise DecodeError(path, f"no decoder for its {s.type} stream (codec {getattr(s, 'codec', None)})")
+        s.codec_context.options = {"err_detect": "explode"}
+    if video is not None:
+        _check_pixels(path, video.codec_context.width, video.codec_context.height, limits)
+        video.thread_type = "AUTO"  # frame threads on multi-core devices (FFmpeg counts the CPUs it may use)
+    if astream is not None and not MIN_SAMPLE_RATE <= (astream.rate or 0) <= MAX_SAMPLE_RATE:
+        raise DecodeError(path, f"its audio sample rate {astream.rate} Hz is outside {MIN_SAMPLE_RATE}.."
+                                f"{MAX_SAMPLE_RATE} Hz")
+    return video, astream
+
+
+class _VideoFrames:
+    """The video side of one decoding pass: every frame's timestamp (a frame without one follows the previous at the
+    declared rate), and the frames handed to the consumer upright-ready: at the first frame's size, or the size that
+    gives an anamorphic stream square pixels, with the first frame's display rotation."""
+
+    def __init__(self, path: Path, stream: Any, consumer: VideoConsumer | None, limits: DecodeLimits,
+                 declared_fps: float | None):
+        self.path, self.stream, self.consumer, self.limits = path, stream, consumer, limits
+        self.step = 1.0 / declared_fps if declared_fps and 1.0 <= declared_fps <= 240.0 else 1.0 / 25.0
+        # frames beyond this count exceed max_duration_s whatever their timestamps say
+        self.max_frames = int(limits.max_duration_s * 240.0) + 16
+        self.stamps: list[float] = []
+        self.first: tuple[int, int, int] | None = None  # width, height, quarter turns of the first frame
+        self.square: tuple[int, int] | None = None  # the size that gives an anamorphic stream's frames square pixels
+
+    def add(self, frame: Any) -> None:
+        path, stamps = self.path, self.stamps
+        t = frame.time
+        if t is None:
+            t = stamps[-1] + self.step if stamps else 0.0
+        stamps.append(float(t))
+        if len(stamps) > self.max_frames:
+            raise DecodeError(path, f"its video track has more than {self.max_frames} frames, more than "
+                                    f"max_duration_s = {self.limits.max_duration_s:g} s at 240 fps (the "
+                                    "limit on frames per clip)")
+        if self.consumer is None:
+            return
+        if self.first is None:
+            _check_pixels(path, frame.width, frame.height, self.limits)
+            self.first = (frame.width, frame.height, display_turns(frame, self.stream, str(path)))
+            if self.first[2]:
+                log.info("%s: display rotation %d degrees applied", path, self.first[2] * 90)
+            self.square = square_pixel_size(frame.width, frame.height, self.stream.sample_aspect_ratio, str(path))
+        first = self.first
+        if self.square is not None or (frame.width, frame.height) != first[:2]:
+            if (frame.width, frame.height) != first[:2]:
+                _check_pixels(path, frame.width, frame.height, self.limits)
+            width, height = self.square or first[:2]
+            frame = frame.reformat(width=width, height=height)
+        self.consumer.add(frame, float(t), first[2])
+
+
 def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = None,
                audio: AudioConsumer | None = None, require_video: bool = False, require_audio: bool = True,
                limits: DecodeLimits | None = None,
@@ -221,40 +285,23 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
     container = open_container(path, deadline)
     try:
         consumer = video
-        video, astream = main_streams(container)
-        if require_video and video is None:
-            raise DecodeError(path, "not a video (no video stream)")
+        video, astream = _checked_streams(path, container, limits, require_video)
         streams = [s for s in (astream, video) if s is not None]
-        if not streams:
-            raise DecodeError(path, "no audio or video stream")
-        for s in streams:
-            if s.codec_context is None:  # e.g. a fuzzed header naming a codec FFmpeg has no decoder for
-                raise DecodeError(path, f"no decoder for its {s.type} stream (codec {getattr(s, 'codec', None)})")
-            s.codec_context.options = {"err_detect": "explode"}
         declared_s = declared_duration(container)
         if declared_s is not None and declared_s > limits.max_duration_s:
             raise DecodeError(path, f"it declares {declared_s:.1f} s, more than max_duration_s = "
                                     f"{limits.max_duration_s:g} s (the limit on frames and samples per clip); cut the "
                                     "clip or pass a larger max_duration_s")
-        if video is not None:
-            _check_pixels(path, video.codec_context.width, video.codec_context.height, limits)
-            video.thread_type = "AUTO"  # frame threads on multi-core devices (FFmpeg counts the CPUs it may use)
-        if astream is not None and not MIN_SAMPLE_RATE <= (astream.rate or 0) <= MAX_SAMPLE_RATE:
-            raise DecodeError(path, f"its audio sample rate {astream.rate} Hz is outside {MIN_SAMPLE_RATE}.."
-                                    f"{MAX_SAMPLE_RATE} Hz")
         declared = _rate(video) if video is not None else None
         if on_open is not None:
             on_open(StreamInfo(sample_rate=int(astream.rate) if astream is not None and astream.rate else None,
                                declared_seconds=declared_s, declared_fps=declared))
-        step = 1.0 / declared if declared and 1.0 <= declared <= 240.0 else 1.0 / 25.0
-        # frames and samples beyond these counts exceed max_duration_s whatever their timestamps say
-        max_frames = int(limits.max_duration_s * 240.0) + 16
+        # samples beyond this count exceed max_duration_s whatever their timestamps say
         max_samples = int(limits.max_duration_s * (astream.rate or MAX_SAMPLE_RATE)) + 65536 if astream else 0
-        stamps: list[float] = []
+        frames = _VideoFrames(path, video, consumer, limits, declared)
+        stamps = frames.stamps
         audio_samples = 0
         audio_start: float | None = None
-        first: tuple[int, int, int] | None = None  # width, height, quarter turns of the first video frame
-        square: tuple[int, int] | None = None  # the size that gives an anamorphic stream's frames square pixels
         if consumer is not None and video is not None:
             consumer.start(declared)
         resampler = _packed_resampler(av, astream) if astream is not None else None
@@ -282,28 +329,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                     video_read += 1
                 for frame in packet.decode():
                     if packet.stream is video:
-                        t = frame.time
-                        if t is None:
-                            t = stamps[-1] + step if stamps else 0.0
-                        stamps.append(float(t))
-                        if len(stamps) > max_frames:
-                            raise DecodeError(path, f"its video track has more than {max_frames} frames, more than "
-                                                    f"max_duration_s = {limits.max_duration_s:g} s at 240 fps (the "
-                                                    "limit on frames per clip)")
-                        if consumer is not None:
-                            if first is None:
-                                _check_pixels(path, frame.width, frame.height, limits)
-                                first = (frame.width, frame.height, display_turns(frame, video, str(path)))
-                                if first[2]:
-                                    log.info("%s: display rotation %d degrees applied", path, first[2] * 90)
-                                square = square_pixel_size(frame.width, frame.height, video.sample_aspect_ratio,
-                                                           str(path))
-                            if square is not None or (frame.width, frame.height) != first[:2]:
-                                if (frame.width, frame.height) != first[:2]:
-                                    _check_pixels(path, frame.width, frame.height, limits)
-                                width, height = square or first[:2]
-                                frame = frame.reformat(width=width, height=height)
-                            consumer.add(frame, float(t), first[2])
+                        frames.add(frame)
                     else:
                         if audio_start is None and frame.time is not None:
                             audio_start = float(frame.time)
