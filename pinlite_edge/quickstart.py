@@ -40,13 +40,14 @@ from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
 from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
                                            exports_dir, find_real_data, real_data_places)
 
 log = logging.getLogger("pinlite_edge.quickstart")
 
 SUMMARY_KEYS = ("model", "params", "size_mb", "gflops", "latency_ms", "accuracy", "precision", "recall", "f1", "auc",
-                "eps", "real_auc")
+                "eps", "real_auc", "checkpoint_sha256")  # the last: which checkpoint the row evaluated
 #: Formats the quickstart exports (CPU-buildable ones; TensorRT needs a GPU) and their options.
 EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}), ("onnx-int8", {"calib_size": 64}))
 SMOKE_EXPORT_FORMATS: tuple[tuple[str, dict[str, Any]], ...] = (("onnx", {}),)
@@ -257,7 +258,6 @@ def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str
     ``checkpoint`` as it is now (the source checkpoint's sha256 in the manifest)."""
     from pinlite_edge.errors import ManifestError
     from pinlite_edge.manifest import manifest_path_for, read_manifest
-    from pinlite_edge.utils.hashing import sha256_file
 
     artefact = export_artifact_path(ws, fmt)
     if not artefact.exists() and not manifest_path_for(artefact).exists():
@@ -274,7 +274,9 @@ def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str
 
 
 def summary_status(ws: Path) -> tuple[str, str]:
-    """summary.json must hold a row per stage and be newer than every stage checkpoint."""
+    """summary.json must hold a row per stage, each for the stage's checkpoint as it is: by the sha256 the row
+    records (a copy of the workspace that did not keep file times is still complete), or, in a summary written before
+    rows recorded it, by being newer than every stage checkpoint."""
     import json
 
     path = ws / "summary.json"
@@ -288,9 +290,15 @@ def summary_status(ws: Path) -> tuple[str, str]:
     if models != list(STAGES):
         return STALE, f"summary.json has rows {models}, expected {list(STAGES)}"
     written = path.stat().st_mtime
-    for stage in STAGES:
+    for stage, row in zip(STAGES, rows):
         best = _stage_dir(ws, stage) / "best.safetensors"
-        if best.is_file() and best.stat().st_mtime > written:
+        if not best.is_file():
+            continue
+        recorded = row.get("checkpoint_sha256") if isinstance(row, dict) else None
+        if recorded is not None:
+            if recorded != sha256_file(best):
+                return STALE, f"{stage} is not the checkpoint summary.json evaluated (rebuilt since)"
+        elif best.stat().st_mtime > written:
             return STALE, f"{stage} was rebuilt after summary.json was written"
     return COMPLETE, str(path)
 
@@ -488,7 +496,8 @@ def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Pat
         m = result.metrics
         real_auc = evaluate(model, real_loader, device).metrics["auc"] if real_loader is not None else None
         row = {"model": name, **model_costs(model, path, latency_runs=cfg.latency_runs),
-               **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "eps")}, "real_auc": real_auc}
+               **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "eps")}, "real_auc": real_auc,
+               "checkpoint_sha256": sha256_file(path)}
         rows.append({k: _clean(row[k]) for k in SUMMARY_KEYS})
     return rows
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,16 @@ def test_quickstart_smoke_runs_every_stage_resumes_and_reuses_them(tmp_path):
     assert abs(by["teacher"]["eps"] - 1.0) < 1e-9
     assert by["pruned"]["params"] < by["distilled"]["params"] < by["teacher"]["params"]
     assert "wall time" in first.stdout and "teacher" in first.stdout
+    # a copy that does not keep file times (cp -r, a download) is complete: the summary's rows name their checkpoints
+    # by sha256 (compared by time, the bench re-ran the quickstart's evaluation on a copied workspace)
+    copy = tmp_path / "copied-workspace"
+    shutil.copytree(ws, copy, copy_function=shutil.copy)
+    os.utime(copy / "summary.json", (1, 1))
+    assert workspace_status(copy, SMOKE_EXPORT_FORMATS).complete, workspace_status(copy, SMOKE_EXPORT_FORMATS).missing
+    copied_rows = json.loads((copy / "summary.json").read_text())
+    copied_rows[2]["checkpoint_sha256"] = "0" * 64  # a row for another pruned checkpoint than the one there
+    (copy / "summary.json").write_text(json.dumps(copied_rows))
+    assert workspace_status(copy, SMOKE_EXPORT_FORMATS).summary[0] == "stale"
     assert json.loads((ws / "teacher" / "best.json").read_text())["training_data"]["real_video"] is False
 
     # damage found by content, not by existence: a flipped byte in the pruned weights, a missing manifest
