@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every artefact gets a manifest (X.manifest.json) with the precision plan, the source "
                     "checkpoint hash, calibration set and tool versions.",
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors with its .json record)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors; its record is embedded, the .json beside it is a readable copy)")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="artefact format (table below)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing artefact")

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         video = check_file(args.video)  # "." and a URL's "//" into "/")
     except PinliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        # a file that is there but cannot be decoded (empty) is a failure, 1; no such file, a folder, a URL: usage, 2
+        return 1 if isinstance(exc, DecodeError) and os.path.isfile(args.video) else 2
     options = {"threads": args.threads}
     if args.device:
         options["device"] = args.device

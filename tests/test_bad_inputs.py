@@ -747,3 +747,22 @@ def test_detect_explain_into_an_unwritable_place_keeps_the_result(tiny_checkpoin
     code = main([str(grid_clips[0]), "--model", str(tiny_checkpoint), "--no-face-crop", "--explain", str(folder)])
     out, err = capsys.readouterr()
     assert code == 1 and "P(fake)" in out and "could not be written" in err and _one_line(err), (out, err)
+
+
+@pytest.mark.parametrize("name, code", [("empty.mp4", 1), ("text.mp4", 1), ("missing.mp4", 2), ("a_folder.mp4", 2)])
+def test_detect_exit_status_a_file_that_cannot_be_decoded_is_1_a_missing_one_2(tiny_checkpoint, media, tmp_path,
+                                                                               capsys, name, code):
+    """docs/input-handling.md: 1 for a video that cannot be decoded, 2 for a missing video. An empty file failed the
+    pre-check before the model was loaded and exited 2, a text file exited 1 from the decoder."""
+    from pinlite_edge.detect import main
+
+    if name == "missing.mp4":
+        path = tmp_path / name
+    elif name == "a_folder.mp4":
+        path = tmp_path / name
+        path.mkdir()
+    else:
+        path = media(name)
+    assert main([str(path), "--model", str(tiny_checkpoint)]) == code
+    err = capsys.readouterr().err
+    assert path.name in err and _one_line(err), err

@@ -434,6 +434,10 @@ def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
     assert main([str(tree), "--model", str(model), "--out", str(tmp_path / "o.jsonl"), "--no-face-crop",
                  "--timeout", "-5"]) == 2
     assert "--timeout must be positive" in capsys.readouterr().err
+    # a device this machine lacks: 2, as from detect and bench (it was 1, "the scan failed")
+    assert main([str(tree), "--model", str(model), "--out", str(tmp_path / "o.jsonl"), "--no-face-crop",
+                 "--device", "cuda:7", "--no-progress", "--workers", "0"]) == 2
+    assert "unavailable" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
 
 

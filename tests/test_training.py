@@ -459,3 +459,18 @@ def test_a_negative_pair_weight_fails_before_any_data_is_prepared(tmp_path, caps
     rc = teacher.main(["--pair-weight", "-1", "--output", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "--pair-weight must be a number >= 0 (0: off)" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["teacher", "distill", "prune"])
+def test_the_torchrun_example_in_each_help_parses(name):
+    """The --help's multi-GPU example left out distill's --teacher and prune's --student: run as written, it stopped
+    with 'the following arguments are required'."""
+    import importlib
+    import shlex
+
+    module = importlib.import_module(f"pinlite_edge.training.{name}")
+    parser = module.build_parser()
+    (line,) = [ln for ln in parser.epilog.splitlines() if ln.strip().startswith("torchrun")]
+    words = shlex.split(line)
+    args = parser.parse_args(words[words.index(f"pinlite_edge.training.{name}") + 1:])
+    assert args.output == "runs/x"

@@ -17,9 +17,14 @@ from pinlite_edge.training.config import TrainConfig
 C = TypeVar("C", bound=TrainConfig)
 R = TypeVar("R")
 
+#: the arguments each training command needs besides --data and --output (the --help's torchrun example)
+REQUIRED_EXAMPLE = {"pinlite_edge.training.distill": " --teacher runs/teacher/best.safetensors",
+                    "pinlite_edge.training.prune": " --student runs/distilled/best.safetensors"
+                                                   " --teacher runs/teacher/best.safetensors"}
+
 DDP_HELP = """\
 Multi-GPU: launch with torchrun, e.g.
-  torchrun --nproc_per_node=4 -m {module} --data synthetic --output runs/x
+  torchrun --nproc_per_node=4 -m {module} --data synthetic{required} --output runs/x
 Each process takes every WORLD_SIZE-th sample of the shared (seed, epoch) permutation; rank 0 validates, prints
 and writes the checkpoints. On CPU, torchrun uses the gloo backend.
 """
@@ -27,7 +32,7 @@ and writes the checkpoints. On CPU, torchrun uses the gloo backend.
 
 def base_parser(description: str, module: str, defaults: TrainConfig) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
-                                epilog=DDP_HELP.format(module=module),
+                                epilog=DDP_HELP.format(module=module, required=REQUIRED_EXAMPLE.get(module, "")),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")
     g.add_argument("--data", action="append", default=None, metavar="SPEC",

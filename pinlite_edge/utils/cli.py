@@ -1,4 +1,5 @@
-"""Command-line conventions shared by the CLIs: one line per error, exit 2 for usage errors, 1 for failures."""
+"""Command-line conventions shared by the CLIs: one line per error, exit 2 for usage errors (a missing backend or
+device included: what was asked for cannot run here), 1 for failures."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import sys
 import threading
 from typing import Any, Iterator, NoReturn
 
-from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.errors import BackendUnavailableError, PinliteError, UsageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -23,10 +24,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def report(exc: PinliteError, prog: str) -> int:
-    """Print ``exc`` as one line on stderr; the exit status: 2 for a :class:`UsageError`, else 1."""
+    """Print ``exc`` as one line on stderr; the exit status: 2 for a :class:`UsageError` or a
+    :class:`BackendUnavailableError` (the runtime or device asked for is not here: exit 2 from every CLI, as from
+    ``bench`` and ``detect``), else 1."""
     message = " ".join(str(exc).split())  # one line, whatever the message holds
     print(f"{prog}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+    return EXIT_USAGE if isinstance(exc, (UsageError, BackendUnavailableError)) else EXIT_FAILURE
 
 
 @contextlib.contextmanager
