@@ -474,3 +474,72 @@ def test_the_explanation_shows_a_window_the_verdict_rests_on(model_files, tmp_pa
     from pinlite_edge.detector import _display_frames
 
     np.testing.assert_array_equal(second.explain_frames, _display_frames(windows[shown].frames, det.contract))
+
+
+# ----------------------------------------------------------------- verdict rules, with a runner whose answer is known
+from _standin_runner import StandInRunner  # noqa: E402
+
+
+class FakeByFrame(StandInRunner):
+    """A runner stand-in: a window whose first frame's grey level (its frame index) is below ``fake_before`` gets
+    P(fake) 0.99, any other 0.10."""
+
+    name = "fake-by-frame"
+
+    def __init__(self, fake_before: int):
+        super().__init__(TINY_CONTRACT)
+        self.fake_before = fake_before
+
+    def infer(self, frames: np.ndarray, mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        frames = self.one_frames_row_per_mfcc_row(frames, mfcc)
+        c = self.contract
+        first = np.rint((frames[:, 0, 0, 0, 0] * c.std[0] + c.mean[0]) * 255.0).astype(int)
+        p = np.where(first < self.fake_before, 0.99, 0.10)
+        logits = np.stack([np.zeros_like(p), np.log(p / (1 - p))], axis=1).astype(np.float32)
+        b = frames.shape[0]
+        return {"logits": logits, "offset_logits": np.zeros((b, 11), np.float32),
+                "attention": np.full((b, 16, c.num_frames), 1.0 / c.num_frames, np.float32)}
+
+
+def _frame_indexed_windows(n_frames: int, starts: list[float]) -> list:
+    from pinlite_edge.features.windows import PreparedClip, window_at
+
+    c = TINY_CONTRACT
+    frames = np.repeat(np.arange(n_frames, dtype=np.uint8)[:, None, None, None], c.frame_size, 1) \
+        .repeat(c.frame_size, 2).repeat(3, 3)
+    audio = np.random.default_rng(0).standard_normal(int(n_frames / 25.0 * c.sample_rate)).astype(np.float32) * 0.1
+    clip = PreparedClip(frames=frames, fps=25.0, audio=audio, sample_rate=c.sample_rate)
+    return [window_at(clip, c, s) for s in starts]
+
+
+@pytest.mark.parametrize("kwargs, verdict", [({"face_found": False}, "no-face"), ({"audio_silent": True},
+                                                                                   "silent-audio")])
+def test_no_face_and_silent_audio_verdicts_replace_a_fake_verdict_too(kwargs, verdict):
+    """A clip without a face, or with digitally silent audio, has no lip-sync evidence: the verdict says so whatever
+    the score. Only a "real" verdict was tested (the models in the tests happened to score such clips real), so a rule
+    that replaced only "real" would have shipped "fake" verdicts without lips or sound."""
+    from pinlite_edge.detector import Detector
+
+    det = Detector(FakeByFrame(fake_before=1000), aggregate="max", scan_offsets=None, threshold=0.5, face_crop=False)
+    windows = _frame_indexed_windows(60, [0.0, 0.8])
+    assert det.score_windows(windows, "unit").verdict == "fake"  # the score alone says fake
+    result = det.score_windows(windows, "unit", **kwargs)
+    assert result.verdict == verdict and result.fake_prob_max == pytest.approx(0.99, abs=1e-4)
+
+
+def test_a_window_counts_in_the_verdict_only_with_the_face_in_half_its_frames():
+    """FACE_WINDOW_MIN (0.5) decides which windows the verdict reads when the clip has windows with the face: a
+    window where the tracker saw the face in 30% of its frames (a cutaway) must not decide it, one with 70% must."""
+    import dataclasses
+
+    from pinlite_edge.detector import Detector
+
+    det = Detector(FakeByFrame(fake_before=10), aggregate="max", scan_offsets=None, threshold=0.5, face_crop=False)
+    first, second = _frame_indexed_windows(60, [0.0, 0.8])  # frames 0.. and 20..: P(fake) 0.99 and 0.10
+    result = det.score_windows([dataclasses.replace(first, face_fraction=0.3),
+                                dataclasses.replace(second, face_fraction=0.7)], "unit")
+    assert [w.in_verdict for w in result.windows] == [False, True]
+    assert result.fake_prob_max == pytest.approx(0.10, abs=1e-4) and result.verdict == "real"
+    both = det.score_windows([dataclasses.replace(first, face_fraction=0.5),
+                              dataclasses.replace(second, face_fraction=0.7)], "unit")
+    assert [w.in_verdict for w in both.windows] == [True, True] and both.verdict == "fake"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pinlite_edge.export import export_from_model
@@ -236,3 +237,38 @@ def test_pte_int8_protected_path_fp32(student, cal, tmp_path):
         assert n["compute"] == "fp32" and not n.get("quantized_inputs"), n
         assert n.get("weight_storage") != "int8", n
     assert report["summary"]["int8"] > 0
+
+
+def test_q_dq_put_on_the_softmax_input_is_a_violation_that_stops_the_export(trt_qdq, student):
+    """The check that refuses to publish an artefact whose protected path (here the last block's softmax) reads
+    int8-rounded activations had only been run on correct exports: an exporter regression putting Q/DQ there would
+    have been published with a manifest saying the softmax runs FP32 on float inputs."""
+    import copy
+
+    from onnx import helper, numpy_helper
+
+    from pinlite_edge.errors import ExportError
+    from pinlite_edge.export.graph_precision import precision_report, require_consistent
+
+    model, plan, _ = trt_qdq
+    assert precision_report(onnx_node_precisions(model), plan, "artefact")["violations"] == []
+    bad = copy.deepcopy(model)
+    g = bad.graph
+    last = _last_block(student)
+    (softmax,) = [n for n in g.node if n.op_type == "Softmax" and f"blocks.{last}/" in n.name]
+    x = softmax.input[0]
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}.get(x, FLOAT16)
+    scale_dtype = np.float16 if elem == FLOAT16 else np.float32
+    g.initializer.extend([numpy_helper.from_array(np.array(0.05, scale_dtype), "qdq_scale"),
+                          numpy_helper.from_array(np.array(0, np.int8), "qdq_zero")])
+    q = helper.make_node("QuantizeLinear", [x, "qdq_scale", "qdq_zero"], ["qdq_q"], name="injected/Quantize")
+    dq = helper.make_node("DequantizeLinear", ["qdq_q", "qdq_scale", "qdq_zero"], ["qdq_dq"], name="injected/Dequantize")
+    softmax.input[0] = "qdq_dq"
+    index = list(g.node).index(softmax)
+    g.node.insert(index, dq)
+    g.node.insert(index, q)
+    report = precision_report(onnx_node_precisions(bad), plan, "artefact")
+    assert any("softmax" in v and softmax.name in v and "int8-rounded inputs" in v for v in report["violations"]), \
+        report["violations"]
+    with pytest.raises(ExportError, match="int8-rounded"):
+        require_consistent(report, "test.onnx")

@@ -32,6 +32,10 @@ def test_summary_is_read_from_the_record_and_derived_for_older_records():
 def test_real_video_flag_and_description():
     assert trained_on_real_video(REAL) is True
     assert trained_on_real_video({"kinds": ["synthetic"]}) is False
+    # no real_video flag: the kinds decide, and one real-video source among others is enough (a model trained on
+    # folders + synthetic clips was read as synthetic-only by a rule that asked all sources to be real)
+    assert trained_on_real_video({"kinds": ["folder", "synthetic"]}) is True
+    assert trained_on_real_video({"kinds": ["synthetic", "lavdf"]}) is True
     assert trained_on_real_video(None) is None
     assert describe_training_data({"real_video": False, "kinds": ["synthetic"]}) == "synthetic only"
     assert describe_training_data(REAL) == "real video + synthetic"
