@@ -496,3 +496,32 @@ def test_real_video_data_cropped_unlike_the_models_training_data_is_noted(tmp_pa
     assert main([*common, "--data-option", "face_crop=false", "--out", str(tmp_path / "b")]) == 0
     notes = json.loads((tmp_path / "b" / "bench.json").read_text())["notes"]
     assert not any("face_crop" in n for n in notes), notes
+
+
+def test_featurisation_rtf_is_the_median_of_per_video_ratios(monkeypatch):
+    """featurise_rtf_median is the median over videos of featurisation time / that video's duration; the ratio of the
+    median time to the median duration is another number (1.0 here instead of 0.5: a short slow clip and a long
+    fast one). Featurisation and the clock are stubbed (exact binary fractions), no model runs."""
+    import statistics
+    from types import SimpleNamespace
+
+    import pinlite_edge.features as features
+    from pinlite_edge.bench import endtoend
+    from pinlite_edge.contract import TINY_CONTRACT
+
+    durations = {"a.mp4": 1.0, "b.mp4": 2.0, "c.mp4": 10.0}
+    seconds = {"a.mp4": 0.5, "b.mp4": 3.0, "c.mp4": 2.0}  # per-video ratios 0.5, 1.5, 0.2
+    clock = [0.0]
+
+    def prepare_windows(path, contract, scan_offsets=()):
+        clock[0] += seconds[path.name]
+        return SimpleNamespace(duration=durations[path.name], face_found=True, face_coverage=1.0), []
+
+    monkeypatch.setattr(features, "prepare_windows", prepare_windows)
+    monkeypatch.setattr(endtoend, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    videos = endtoend.Videos([Path(n) for n in durations], "stub")
+    info, rows = endtoend.measure_end_to_end([], videos, TINY_CONTRACT)
+    expected = statistics.median(seconds[n] / durations[n] for n in durations)
+    assert expected == 0.5 and statistics.median(seconds.values()) / statistics.median(durations.values()) == 1.0
+    assert type(info["featurise_rtf_median"]) is float and info["featurise_rtf_median"] == expected
+    assert info["featurise_s"] == {"median": 2.0, "min": 0.5, "max": 3.0} and rows == []

@@ -142,3 +142,29 @@ def test_featurise_arrays_rejects_bad_input(bad):
         frames, audio = frames[:3], audio[:5000]
     with pytest.raises(InputError):
         featurise_arrays(frames, audio, rate, fps, TINY_CONTRACT, face_crop=False)
+
+
+def test_audio_more_than_the_pre_video_limit_before_the_video_is_aligned_to_the_first_frame():
+    """Audio starting long before the first video frame (more than PRE_VIDEO_AUDIO_S of it, so the oldest pending
+    chunks are dropped) still starts at the sample played at the video's first frame: forgetting that the dropped
+    samples had moved the kept audio's start cut the alignment short by the dropped length (6 s here), so the clip's
+    audio began 6 s late against its frames."""
+    from pinlite_edge.features.streams import PRE_VIDEO_AUDIO_S, MonoAudio
+
+    rate, video_at = 1000, PRE_VIDEO_AUDIO_S + 5.0  # 1 kHz in and out: no resampling, sample i holds the value i
+    audio = MonoAudio(rate, source="unit")
+    audio.set_rate(rate)
+    total = int((video_at + 7.0) * rate)
+    marks = np.arange(total, dtype=np.float32)
+    fed = 0
+    while fed < int((video_at + 2.0) * rate):  # the demuxer hands over audio past the first video frame's time
+        audio.add_audio(marks[fed:fed + rate], fed / rate)
+        fed += rate
+    assert fed / rate > PRE_VIDEO_AUDIO_S + 1.0  # more than the limit is pending: the oldest chunks are dropped
+    audio.video_started(video_at)
+    audio.add_audio(marks[fed:], fed / rate)
+    audio.finish()
+    out = audio.take()
+    first = int(round(video_at * rate))
+    assert out.dtype == np.float32 and out.shape == (total - first,)
+    np.testing.assert_array_equal(out, marks[first:])

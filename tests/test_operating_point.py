@@ -13,7 +13,8 @@ from pinlite_edge.checkpoint import read_record, save_checkpoint
 from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.errors import InputError
 from pinlite_edge.models import create_student
-from pinlite_edge.operating_point import THRESHOLD_MARGIN, OperatingPoint, fit_operating_point, threshold_at_fpr
+from pinlite_edge.operating_point import (THRESHOLD_MARGIN, OperatingPoint, false_positive_rate, fit_operating_point,
+                                          threshold_at_fpr)
 
 
 def test_threshold_sits_just_above_the_scores_that_must_pass():
@@ -26,6 +27,21 @@ def test_threshold_sits_just_above_the_scores_that_must_pass():
     assert sum(s >= t for s in scores) == 1
     # 0 %: every clip below the threshold
     assert sum(s >= threshold_at_fpr(scores, 0.0) for s in scores) == 0
+
+
+@pytest.mark.parametrize("target_fpr", [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 1 / 3, 0.5, 0.7, 0.9, 0.99])
+def test_threshold_never_lets_more_than_the_target_rate_through(target_fpr):
+    """For every clip count 5..40 and a range of target rates, the genuine clips at or above the chosen threshold are
+    at most the target rate: rounding the clips that may stay above it up instead of down broke the promise (with 31
+    clips at 5% the threshold let 2 through, 6.5%). The scores are distinct and further apart than the margin, the
+    floor is 0 so it cannot hide the count."""
+    for n in range(5, 41):
+        scores = [((i * 7) % n + 0.5) / n for i in range(n)]  # distinct, 1/n apart, not sorted
+        t = threshold_at_fpr(scores, target_fpr, floor=0.0)
+        fpr = false_positive_rate(scores, t)
+        assert fpr <= target_fpr, (n, target_fpr, t, fpr)
+    scores = [(i + 0.5) / 31 for i in range(31)]
+    assert sum(s >= threshold_at_fpr(scores, 0.05, floor=0.0) for s in scores) == 1  # floor(31 * 5%) = 1
 
 
 def test_threshold_is_never_lowered_below_half():
@@ -248,6 +264,32 @@ def test_calibration_clips_follow_the_split(tmp_path):
     assert {p.name for p in genuine_clips(tmp_path, None, None)} == set(names)
     with pytest.raises(InputError, match="unknown split"):
         genuine_clips(tmp_path, None, ("trian",))
+
+
+def test_calibration_clips_of_known_speakers_follow_the_speaker_groups_split(tmp_path):
+    """Without a split file, a clip whose PROVENANCE.json names its speaker group is calibrated on when its GROUP
+    hashes into the requested splits, as folder: training splits it; hashing the file name instead picked clips of
+    speakers training had put in test (and left out dev clips), so the operating point was measured on test speakers.
+    A clip without a group falls back to its path's hash."""
+    from pinlite_edge.calibrate import genuine_clips
+    from pinlite_edge.data.folder import hash_split
+
+    groups = ("spk0", "spk2", "spk11")  # train, test, dev by hash
+    assert [hash_split(g) for g in groups] == ["train", "test", "dev"]
+    folder = tmp_path / "talking"
+    folder.mkdir()
+    group_of = {f"talking/c{i:02d}.mp4": groups[i % 3] for i in range(30)}
+    for rel in [*group_of, "talking/solo.mp4"]:
+        (tmp_path / rel).write_bytes(b"")
+    (folder / "PROVENANCE.json").write_text(json.dumps([{"file": Path(rel).name, "speaker_group": g}
+                                                        for rel, g in group_of.items()]))
+    for splits in (("train", "dev"), ("test",), ("dev",)):
+        picked = {p.relative_to(tmp_path).as_posix() for p in genuine_clips(tmp_path, None, splits)}
+        expected = {rel for rel, g in group_of.items() if hash_split(g) in splits}
+        expected |= {"talking/solo.mp4"} if hash_split("talking/solo.mp4") in splits else set()
+        assert picked == expected
+        # the test means something: hashing the file names would pick other clips
+        assert picked != {rel for rel in [*group_of, "talking/solo.mp4"] if hash_split(rel) in splits}
 
 
 def test_detector_threshold_comes_from_the_operating_point(genuine_folder, tmp_path):

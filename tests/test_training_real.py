@@ -257,6 +257,19 @@ def test_split_file_is_respected_and_keeps_speakers_in_one_split(talking_root):
         read_split_file(bad)
 
 
+@pytest.mark.parametrize("first, second", [("train", "dev"), ("dev", "test"), ("test", "train")])
+def test_a_speaker_in_two_splits_is_refused_whichever_split_comes_first(tmp_path, first, second):
+    """A split file that lists one speaker group in two splits is refused naming the speaker, whatever the two splits
+    and their order: a check that only fired when the second record was in test let a speaker span train and dev (or
+    test then train) silently, so dev-based checkpoint selection saw training speakers."""
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"clips": [{"file": "a/s0.mp4", "split": "train", "speaker_group": "other"},
+                                         {"file": "a/s1.mp4", "split": first, "speaker_group": "spk7"},
+                                         {"file": "b/s2.mp4", "split": second, "speaker_group": "spk7"}]}))
+    with pytest.raises(DatasetError, match=f"speaker group 'spk7' is in both {first} and {second}"):
+        read_split_file(bad)
+
+
 def test_hash_split_without_split_file_hashes_the_speaker_group(talking_root, tmp_path):
     clips = FolderDataset._list_clips(talking_root, talking_root / "labels.csv", SyncPairConfig(), None)
     assert {c.rel: c.speaker_group for c in clips} == GROUPS  # from the PROVENANCE.json files, recursively
