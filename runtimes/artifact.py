@@ -140,7 +140,12 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
     problem = input_file_problem(path)  # missing, a folder, a device, a /proc file, a name too long...
     if problem is not None:
         raise ManifestError(f"artefact {path}: {problem}")
-    if path.suffix == ".safetensors" and not manifest_path_for(path).is_file():
+    if path.suffix == ".safetensors":
+        if manifest_path_for(path).exists():  # the checkpoint's own, hash-covered record is the authority
+            raise ManifestError(f"{path}: a manifest sits beside this checkpoint ({manifest_path_for(path).name}); "
+                                "pinlite-edge writes none for checkpoints (their record, with the contract, operating "
+                                "point and training data, is inside the file), and one there would override that "
+                                "record: remove it")
         spec = _checkpoint_spec(path, allow_unverified=not verify)
     else:
         # the content hash is checked after the checks below, so that their more specific messages come first

@@ -416,6 +416,18 @@ def test_the_source_checkpoint_is_found_from_another_folder(tmp_path, monkeypatc
     found, why = source_checkpoint(onnx, read_manifest(onnx), None)
     assert found is None and "does not match the manifest's sha256" in why
 
+    # a manifest is a file from anywhere: a path it names to another kind of file is not even hashed (it answered
+    # "matches" or not for /etc/passwd), and a path without a recorded sha256 is not trusted (it became the EPS
+    # reference unverified)
+    import dataclasses
+
+    passwd = dataclasses.replace(read_manifest(onnx), source_checkpoint="/etc/passwd")
+    assert source_checkpoint(onnx, passwd, None) == (None, "the manifest's source checkpoint /etc/passwd is not a "
+                                                           ".safetensors checkpoint")
+    unhashed = dataclasses.replace(read_manifest(onnx), source_checkpoint_sha256=None)
+    found, why = source_checkpoint(onnx, unhashed, None)
+    assert found is None and "records no sha256" in why
+
 
 def test_a_jetson_records_its_release_and_power_mode(tmp_path, monkeypatch):
     """Jetson latencies depend on the power mode (docs/jetson.md asks to set it before timing); the bench JSON did

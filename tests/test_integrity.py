@@ -172,6 +172,20 @@ def test_checkpoint_record_travels_inside_the_weights_file(exported, tmp_path):
         loaders()["load_runner"](bare)
 
 
+def test_a_manifest_beside_a_checkpoint_is_refused_not_trusted_over_its_record(exported, tmp_path):
+    """A self-hashed manifest placed beside a checkpoint used to replace the checkpoint's own hash-covered record:
+    its normalisation, its operating point (threshold 0.999: nothing ever called fake) and its training-data claim
+    were used with the checkpoint's weights. pinlite-edge writes no manifest for checkpoints: one there is refused."""
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    onnx_manifest = json.loads(manifest_path_for(exported["onnx"]).read_text())
+    manifest_path_for(ckpt).write_text(json.dumps({**onnx_manifest, "runtime": "torch", "artifact": ckpt.name}))
+    for name, load in loaders().items():
+        with pytest.raises(ManifestError, match="a manifest sits beside this checkpoint"):
+            load(ckpt)
+    manifest_path_for(ckpt).unlink()
+    loaders()["load_runner"](ckpt)
+
+
 # --------------------------------------------------------------------------------------------- preset / contract
 @pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
 def test_manifest_for_another_preset_is_refused(exported, loader):

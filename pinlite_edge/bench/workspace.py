@@ -66,6 +66,13 @@ def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> 
     src = getattr(manifest, "source_checkpoint", None)
     if not src:
         return None, "the manifest names no source checkpoint"
+    want = getattr(manifest, "source_checkpoint_sha256", None)
+    # a manifest is a file from anywhere: its path is only a hint, the sha256 (which every export records) decides,
+    # and only checkpoints are hashed (not whatever file a crafted path names)
+    if not want:
+        return None, f"the manifest records no sha256 of its source checkpoint {src}"
+    if Path(src).suffix != ".safetensors":
+        return None, f"the manifest's source checkpoint {src} is not a .safetensors checkpoint"
     candidates = []
     if workspace is not None:  # the workspace's own copy first (it may have been moved or copied since the export)
         if not Path(src).is_absolute():
@@ -79,11 +86,10 @@ def source_checkpoint(artifact: Path, manifest: Any, workspace: Path | None) -> 
     # checkpoint is found by its "<stage>/best.safetensors" in the folders above the artefact (a workspace's
     # exports/<format>/ sits two levels below it)
     candidates += [up / Path(*Path(src).parts[-2:]) for up in list(artifact.resolve().parents)[:4]]
-    want = getattr(manifest, "source_checkpoint_sha256", None)
     mismatched = None
     for c in dict.fromkeys(candidates):
         if c.is_file():
-            if want and sha256_file(c) != want:
+            if sha256_file(c) != want:
                 mismatched = mismatched or c
                 continue
             return c, None
