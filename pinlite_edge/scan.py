@@ -138,7 +138,11 @@ def is_scan_output(out: Path) -> bool:
     complete = data[: data.rfind(b"\n") + 1]
     lines = [(raw, rec) for _, raw, rec in _lines(complete) if raw.strip()]
     if not lines:  # only a first record cut short by a kill (every record starts with its path)
-        return not complete.strip() and data.lstrip().startswith(b'{"path": ')
+        try:  # a kill cuts a record short: one that parses whole is some tool's JSON without a newline, not ours
+            whole = json.loads(data)
+        except (ValueError, RecursionError):
+            return not complete.strip() and data.lstrip().startswith(b'{"path": ')
+        return isinstance(whole, dict) and RECORD_KEYS <= set(whole)
     return all(rec is not None and RECORD_KEYS <= set(rec) for _, rec in lines)
 
 
@@ -185,6 +189,8 @@ class PriorResults:
     settings: list[dict[str, Any]]
     verdicts: collections.Counter
     errors: set[str] = dataclasses.field(default_factory=set)
+    fake: set[str] = dataclasses.field(default_factory=set)  # paths recorded with the verdict "fake"
+    without_settings: int = 0  # records that do not say what they were made with
 
 
 def read_results(out: Path) -> PriorResults:
@@ -208,11 +214,15 @@ def read_results(out: Path) -> PriorResults:
             continue
         prior.paths.add(str(rec["path"]))
         settings = rec.get("settings")
-        if isinstance(settings, dict) and settings not in prior.settings:
+        if not isinstance(settings, dict):
+            prior.without_settings += 1
+        elif settings not in prior.settings:
             prior.settings.append(settings)
         if rec.get("error") is None:
             prior.verdicts[rec.get("verdict")] += 1
             scored.add(str(rec["path"]))
+            if rec.get("verdict") == "fake":
+                prior.fake.add(str(rec["path"]))
         else:
             prior.verdicts["error"] += 1
             prior.errors.add(str(rec["path"]))
@@ -245,7 +255,13 @@ def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
 
 
 def check_resume(out: Path, prior: PriorResults, settings: dict[str, Any]) -> None:
-    """:class:`UsageError` when ``out`` holds records made with other settings than this scan's."""
+    """:class:`UsageError` when ``out`` holds records made with other settings than this scan's, or records that do
+    not say what they were made with (a scan skips the files they name: it would trust verdicts it cannot check)."""
+    if prior.without_settings:
+        raise UsageError(f"--out {out} holds {prior.without_settings} record(s) that do not say which model and "
+                         "settings made them (written by another tool, or by an earlier pinlite-edge); "
+                         "resuming would skip their files on trust: write to another --out, or pass --force to "
+                         "replace it")
     for earlier in prior.settings:
         changed = [f"{k} {earlier.get(k)!r} -> {settings[k]!r}" for k in settings if earlier.get(k) != settings[k]]
         if changed:
@@ -720,7 +736,8 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
                        seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,
                        silent_audio=silent_audio,
-                       skipped_fake=prior.verdicts["fake"], retried=len(retry))
+                       skipped_fake=sum(str(v) in prior.fake for v in set(videos) - set(todo)),
+                       retried=len(retry))
 
 
 # --------------------------------------------------------------------------------------------- CLI

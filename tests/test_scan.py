@@ -275,6 +275,31 @@ def test_resume_with_other_settings_is_refused_naming_them(tree, model, tmp_path
     assert scan(cfg_for(tree, model, out)).skipped == 8  # the same settings resume
 
 
+def test_a_results_file_that_cannot_be_trusted_is_not_resumed_on_trust(tree, model, tmp_path, serial):
+    """Crafted or foreign results files (security audit): records that do not say which model and settings made them
+    made a scan skip their files unscored; fake records of paths outside the folder were counted as "already fake";
+    a JSON file json.dump wrote (no newline) was taken for a first record cut short and truncated to 0 bytes."""
+    from pinlite_edge.errors import UsageError
+
+    out = tmp_path / "results.jsonl"
+    videos = sorted(str(v) for v in find_videos(tree, DEFAULT_EXTENSIONS))
+    out.write_text("".join(json.dumps({"path": v, "verdict": "real", "error": None}) + "\n" for v in videos))
+    with pytest.raises(UsageError, match="do not say which model and settings made them"):
+        scan(cfg_for(tree, model, out))
+    # fakes recorded for files that are not in this folder are not this scan's skipped fakes
+    out.write_text(serial[0].read_text() + "".join(
+        json.dumps({"path": f"/elsewhere/{i}.mp4", "verdict": "fake", "error": None,
+                    "settings": lines_of(serial[0])[0]["settings"]}) + "\n" for i in range(3)))
+    summary = scan(cfg_for(tree, model, out))
+    assert summary.skipped == 8 and summary.skipped_fake == sum(
+        r["verdict"] == "fake" for r in lines_of(serial[0]))
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"path": "x", "comment": "not a scan"}))  # json.dump: no trailing newline
+    with pytest.raises(UsageError, match="is not a scan results file"):
+        scan(cfg_for(tree, model, notes))
+    assert json.loads(notes.read_text()) == {"path": "x", "comment": "not a scan"}
+
+
 def test_retry_errors_scans_a_fixed_file_again_and_keeps_one_line_per_file(model, tmp_path, capsys):
     """A file recorded with an error (since repaired, or timed out on a busy machine) used to stay an error for
     every resumed run: ``--retry-errors`` scans it again and replaces its error line."""
