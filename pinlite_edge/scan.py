@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pinlite_edge.errors import CheckpointError, DecodeError, ManifestError, PinliteError, UsageError, WriteError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
-from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, write_error
+from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, open_regular_file, write_error
 from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
@@ -203,10 +203,12 @@ def read_results(out: Path) -> PriorResults:
     end = data.rfind(b"\n") + 1
     if end < len(data):
         log.warning("%s ends with an incomplete line (interrupted write); dropping it", out)
-        with open(out, "r+b") as fh:
-            fh.truncate(end)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = open_regular_file(out, os.O_RDWR)
+        try:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     for i, raw, rec in _lines(data[:end]):
         if rec is None:
             if raw.strip():
@@ -279,7 +281,10 @@ class JsonlWriter:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = open(path, "a", encoding="utf-8")
+            fd = open_regular_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            self.fh = os.fdopen(fd, "a", encoding="utf-8")
+        except WriteError:
+            raise
         except OSError as exc:
             raise write_error(path, exc, "cannot write results to") from None
 

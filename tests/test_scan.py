@@ -300,6 +300,24 @@ def test_a_results_file_that_cannot_be_trusted_is_not_resumed_on_trust(tree, mod
     assert json.loads(notes.read_text()) == {"path": "x", "comment": "not a scan"}
 
 
+def test_results_file_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path):
+    """--out is checked before the videos are walked and the model loaded, then opened: a symlink put there in
+    between redirected the truncation of a cut-short line and the appends to the file it pointed at (security audit).
+    The opens refuse to follow it."""
+    from pinlite_edge.errors import WriteError
+    from pinlite_edge.scan import JsonlWriter
+
+    victim = tmp_path / "victim.conf"
+    victim.write_text("setting = 1\nlast line without newline")
+    out = tmp_path / "results.jsonl"
+    out.symlink_to(victim)
+    with pytest.raises(WriteError, match="symbolic link"):
+        read_results(out)
+    with pytest.raises(WriteError, match="symbolic link"):
+        JsonlWriter(out)
+    assert victim.read_text() == "setting = 1\nlast line without newline"
+
+
 def test_retry_errors_scans_a_fixed_file_again_and_keeps_one_line_per_file(model, tmp_path, capsys):
     """A file recorded with an error (since repaired, or timed out on a busy machine) used to stay an error for
     every resumed run: ``--retry-errors`` scans it again and replaces its error line."""

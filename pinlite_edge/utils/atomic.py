@@ -40,6 +40,23 @@ def write_error(path: str | Path, exc: OSError, action: str = "cannot write") ->
     return WriteError(f"{action} {path}: {hint} ({exc.strerror or exc})")
 
 
+
+def open_regular_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags)`` that refuses, in the same call, to follow a symlink at ``path`` (``O_NOFOLLOW``,
+    where the platform has it) and then checks the opened descriptor is a regular file: a path checked first and
+    opened later can be swapped for a symlink in between. :class:`WriteError` naming it; other ``OSError`` s as
+    raised."""
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WriteError(f"refusing to write {path}: it is a symbolic link, not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WriteError(f"refusing to write {path}: it is not a regular file")
+    return fd
+
 def check_writable_target(path: str | Path) -> None:
     """Refuse to replace anything but a regular file (or nothing): symlinks, folders, devices, FIFOs, sockets."""
     path = Path(path)
