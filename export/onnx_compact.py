@@ -103,11 +103,18 @@ def shrink_for_onnxruntime(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _drop_zero_points(model: onnx.ModelProto) -> dict[str, int]:
+    """Drop the all-zero zero-point inputs of weight DequantizeLinear nodes (the default), except before a Gemm:
+    onnxruntime before 1.28 fuses a per-channel DequantizeLinear -> Gemm into a QGemm that then refuses a missing
+    zero point ("zero point and scale of input b should have same shape size"), so the INT8 export failed to run
+    on the older onnxruntime builds Jetson and pinned deployments carry."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
+    feeds_gemm = {i for n in g.node if n.op_type == "Gemm" for i in n.input}
     dropped = 0
     for n in g.node:
         if n.op_type != "DequantizeLinear" or len(n.input) < 3 or n.input[0] not in inits or n.input[2] not in inits:
+            continue
+        if n.output[0] in feeds_gemm:
             continue
         if inits[n.input[0]].data_type not in (INT8, INT32):
             continue

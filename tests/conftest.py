@@ -14,6 +14,17 @@ SHARED = REPO_ROOT.parent / "shared"
 GRID_DIR = SHARED / "data" / "real-av" / "grid"
 
 
+def pyav_writes_rotation() -> bool:
+    """Whether this PyAV can write a display matrix (``VideoStream.set_display_rotation``, PyAV 17.1), which the
+    tests' rotated clips are made with; pinlite-edge reads it from PyAV 15 on (pyproject's lower bound)."""
+    import av.video.stream
+
+    return hasattr(av.video.stream.VideoStream, "set_display_rotation")
+
+
+NO_ROTATION_WRITER = "this PyAV cannot write a display matrix (VideoStream.set_display_rotation came in PyAV 17.1)"
+
+
 @pytest.fixture(scope="session")
 def grid_clips() -> list[Path]:
     clips = sorted(GRID_DIR.glob("*.mpg"))

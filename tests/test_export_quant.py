@@ -288,6 +288,13 @@ def test_speed_float_none_quantizes_every_conv_the_spec_allows(student, cal, int
                               speed_float="none")
     assert not [e for e in plain.plan.float_layers if e.kind == "speed"]
     assert plain.extra["ort_cpu_kernels"]["QLinearConv"] > int8.extra["ort_cpu_kernels"]["QLinearConv"]
+    # onnxruntime before 1.28 (pinned deployments, Jetson builds; pyproject admits 1.18) fuses a per-channel
+    # DequantizeLinear -> Gemm into a QGemm that refuses a missing zero point: this very export failed to run there.
+    # The weight DequantizeLinear nodes before a Gemm keep theirs
+    model = onnx.load(str(plain.artifact))
+    gemm_inputs = {i for n in model.graph.node if n.op_type == "Gemm" for i in n.input}
+    before_gemm = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in gemm_inputs]
+    assert before_gemm and all(len(n.input) == 3 and n.input[2] for n in before_gemm)
 
 
 def test_activation_type_and_speed_float_options(student, tmp_path):

@@ -31,7 +31,7 @@ from pinlite_edge.features import (
 from pinlite_edge.features.facetrack import FaceTrack, TrackParams, detect_faces, detection_size, equalised_grey
 from pinlite_edge.features.rotation import display_turns, quarter_turns, rotate, stream_rotation
 
-from conftest import SHARED
+from conftest import NO_ROTATION_WRITER, SHARED, pyav_writes_rotation
 
 C = TINY_CONTRACT
 TALKING = SHARED / "data" / "real-av" / "talking"
@@ -48,6 +48,8 @@ def write_clip(path: Path, frames: np.ndarray, audio: np.ndarray, rate: int, *, 
         vs = c.add_stream(vcodec, rate=25)
         vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if rotation:
+            if not pyav_writes_rotation():
+                pytest.skip(NO_ROTATION_WRITER)
             vs.set_display_rotation(rotation)
         ast = c.add_stream(acodec, rate=rate, layout="stereo")
         for i, img in enumerate(frames):

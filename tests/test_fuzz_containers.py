@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import pyav_writes_rotation
 from test_reliability_decode import write_av
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def containers(draw: Any) -> dict[str, Any]:
             "rate": draw(st.sampled_from(RATES.get(codec, ANY_RATE))),
             "seconds": draw(st.sampled_from([0.2, 0.5, 1.0, 2.5])),
             "size": (draw(st.integers(8, 48)) * 2, draw(st.integers(8, 48)) * 2),
-            "rotation": draw(st.sampled_from([0, 90, 180, -90])),
+            "rotation": draw(st.sampled_from([0, 90, 180, -90] if pyav_writes_rotation() else [0])),
             "video_gap": draw(st.none() | st.tuples(st.just(0.3), st.sampled_from([0.08, 0.5, 20.0, 600.0]))),
             "audio_gap": draw(st.none() | st.tuples(st.just(0.2), st.sampled_from([0.05, 0.3, 20.0]))),
             "name": draw(st.sampled_from(NAMES))}
@@ -75,8 +76,9 @@ print(json.dumps(out))
 def check_container(spec: dict[str, Any]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
     try:
+        rotation = spec["rotation"] if pyav_writes_rotation() else 0  # an old PyAV: the pinned example unrotated
         src = write_av(folder / f"src.{spec['ext']}", seconds=spec["seconds"], size=spec["size"], rate=spec["rate"],
-                       layout=spec["layout"], codec=spec["codec"], rotation=spec["rotation"],
+                       layout=spec["layout"], codec=spec["codec"], rotation=rotation,
                        video_gap=spec["video_gap"], audio_gap=spec["audio_gap"])
         target = os.path.join(os.fsencode(folder), spec["name"] + b"." + spec["ext"].encode())
         os.rename(src, target)

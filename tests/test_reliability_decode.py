@@ -23,6 +23,7 @@ from pinlite_edge.contract import TINY_CONTRACT
 from pinlite_edge.errors import DecodeError, InputError, PinliteError
 
 from _standin_runner import StandInRunner  # noqa: E402
+from conftest import NO_ROTATION_WRITER, pyav_writes_rotation  # noqa: E402
 
 C = TINY_CONTRACT
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,8 @@ def write_av(path: Path, *, seconds: float = 2.0, size: tuple[int, int] = (64, 4
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.time_base = Fraction(1, 1000)
         if rotation:
+            if not pyav_writes_rotation():
+                pytest.skip(NO_ROTATION_WRITER)
             vs.set_display_rotation(rotation)
         ast = c.add_stream(codec, rate=rate, layout=layout)
         ast.time_base = Fraction(1, rate)
