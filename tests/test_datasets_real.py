@@ -299,6 +299,9 @@ def test_labels_csv_headers_spreadsheets_write_are_read(tmp_path, grid_folder, t
     ("file,label,offset\n{0},0,3\n", "row 1: a real clip is in sync, so its offset is 0 or empty, got 3"),
     ("file,label\n{0},0\n".encode("utf-16"), "is not UTF-8 text"),
     ("file,label\ncaf\xe9.mpg,0\n".encode("latin-1"), "is not UTF-8 text"),
+    # rows reaching outside the folder were trained on, and a PROVENANCE.json beside them read (security audit)
+    ("file,label\n../elsewhere/{0},0\n", r"row 1: video '../elsewhere/{0}' is not a path inside"),
+    ("file,label\n{0},0\n/etc/{1},0\n", r"row 2: video '/etc/{1}' is not a path inside"),
 ])
 def test_labels_csv_mistakes_are_errors_naming_the_csv_and_row(tmp_path, grid_folder, text, match):
     """Each of these trained silently on contradictory labels, leaked a file between splits, lost the CSV's name and

@@ -199,6 +199,10 @@ class FolderDataset(WindowDataset):
         where = csv_path if csv_path.is_file() else root
         records = read_split_file(split_path) if split_path else None
         files = [Path((row.get("file") or "").strip()).as_posix() for row in rows]
+        for n, rel in enumerate(files):  # a labels file names videos inside its folder (and reads nothing outside it)
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise DatasetError(f"{where}: row {n + 1}: video {rel!r} is not a path inside {root} (no absolute "
+                                   "paths, no '..'): the dataset is what its folder holds")
         groups = provenance_groups(root, files)
         clips: list[FolderClip] = []
         unlisted: list[str] = []
