@@ -157,6 +157,23 @@ def test_teacher_cache_for_other_data_is_refused(workspace, tmp_path, capsys):
                  "--no-plots", "--limit", "3", "--iters", "1", "--warmup", "0"])
     assert code == 2
     assert "computed on other data" in capsys.readouterr().err
+    # the right data's fingerprint but not its clips (a cache cut to 1 of the 4 clips, its meta made to match): it
+    # was broadcast against the run's outputs into a wrong agreement and EPS
+    from pinlite_edge.bench.references import ReferenceOutputs, load_reference, save_reference
+    from pinlite_edge.utils.hashing import sha256_file
+
+    teacher_sha = sha256_file(workspace / "teacher" / "best.safetensors")
+    (cache,) = (workspace / "cache" / "bench").glob(f"reference-{teacher_sha[:16]}-*.npz")
+    with np.load(cache) as npz:
+        meta = json.loads(bytes(npz["meta"]).decode())
+    full = load_reference(cache, data_fingerprint=meta["data_fingerprint"], model_sha256=teacher_sha)
+    assert full.num_clips == 4
+    cut = save_reference(tmp_path / "cut.npz", ReferenceOutputs(full.model_sha256, full.data_fingerprint,
+                                                                 {k: v[:1] for k, v in full.outputs.items()},
+                                                                 full.clip_ids[:1]))
+    code = main(["--artifacts", str(workspace), "--teacher-cache", str(cut), "--out", str(tmp_path / "c"),
+                 "--no-plots", *FAST])
+    assert code == 2 and "holds 1 clips, not the 4 clips this run evaluated" in capsys.readouterr().err
 
 
 def test_unreadable_reference_cache_is_one_line_and_the_automatic_one_is_recomputed(workspace, tmp_path, capsys):
@@ -200,6 +217,44 @@ def test_a_reference_cache_with_damaged_compressed_data_is_unreadable_not_a_zlib
     path.write_bytes(bytes(data))
     with pytest.raises(ReferenceCacheError, match="unreadable .*error"):
         load_reference(path, data_fingerprint="f")
+
+
+def test_crafted_reference_caches_are_refused_not_a_traceback_or_a_wrong_number(tmp_path, monkeypatch):
+    """A reference cache is a file from anywhere (--teacher-cache): meta that is a JSON list or deeply nested ended
+    in AttributeError / RecursionError, a 600-byte file declaring 2^40 floats in MemoryError, a zip bomb took GBs
+    before any check, and a 1-clip cache against an 8-clip run was broadcast into a wrong agreement (security audit)."""
+    import zipfile
+
+    from pinlite_edge.bench import references
+    from pinlite_edge.bench.references import ReferenceCacheError, ReferenceOutputs, load_reference, save_reference
+
+    def cache(meta: bytes, **arrays) -> Path:
+        path = tmp_path / f"c{len(list(tmp_path.iterdir()))}.npz"
+        np.savez_compressed(path, meta=np.frombuffer(meta, np.uint8), **arrays)
+        return path
+
+    outs = {"logits": np.zeros((3, 2), np.float32), "offset_logits": np.zeros((3, 11), np.float32),
+            "attention": np.zeros((3, 4, 16), np.float32)}
+    good = {"model_sha256": "m", "data_fingerprint": "f", "clip_ids": ["a", "b", "c"]}
+    assert load_reference(cache(json.dumps(good).encode(), **outs), data_fingerprint="f").clip_ids == ["a", "b", "c"]
+    for meta, arrays, match in [
+        (b"[1, 2]", outs, "inconsistent"),
+        (b"[" * 100000 + b"]" * 100000, outs, "unreadable"),
+        (json.dumps({**good, "clip_ids": ["a"]}).encode(), outs, "inconsistent: its arrays hold"),
+        (json.dumps({**good, "model_sha256": None}).encode(), outs, "does not name the weights"),
+    ]:
+        with pytest.raises(ReferenceCacheError, match=match):
+            load_reference(cache(meta, **arrays), data_fingerprint="f")
+    monkeypatch.setattr(references, "MAX_CACHE_BYTES", 4 << 20)  # the limit scaled down: the same check, faster
+    bomb = tmp_path / "bomb.npz"  # zeros compress 1000:1: the declared size is refused before decompressing
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("meta.npy", b"")
+        zf.writestr("logits.npy", bytes(5 << 20))
+    assert bomb.stat().st_size < (4 << 20) // 100
+    with pytest.raises(ReferenceCacheError, match="would decompress to"):
+        load_reference(bomb, data_fingerprint="f")
+    saved = save_reference(tmp_path / "ok.npz", ReferenceOutputs("m", "f", outs, ["a", "b", "c"]))
+    assert load_reference(saved, data_fingerprint="f", model_sha256="m").num_clips == 3
 
 
 def test_bad_out_wrong_device_and_a_student_as_teacher_fail_before_measuring(workspace, tmp_path, capsys,

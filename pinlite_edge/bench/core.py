@@ -288,8 +288,10 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         for sha in refs.source_runners:
             source_refs[sha] = ReferenceOutputs(sha, data.fingerprint, report.outputs[f"source:{sha}"], clip_ids)
             save_reference(cache_dir / cache_name(sha, data.fingerprint, ref_device), source_refs[sha])
-        if teacher_ref is not None and teacher_ref.num_clips != len(clip_ids):
-            raise ReferenceCacheError(f"teacher reference has {teacher_ref.num_clips} clips, data has {len(clip_ids)}")
+        for name, ref in [("teacher", teacher_ref), *((f"source {sha[:12]}", r) for sha, r in source_refs.items())]:
+            if ref is not None and ref.clip_ids != clip_ids:  # a cache for these data holds these clips, in order
+                raise ReferenceCacheError(f"{name} reference holds {ref.num_clips} clips, not the {len(clip_ids)} "
+                                          "clips this run evaluated, in their order")
 
         # 2. latency
         fixed = data.first_batch(cfg.batch)

@@ -60,22 +60,41 @@ def save_reference(path: Path, ref: ReferenceOutputs) -> Path:
     return path
 
 
+#: the most a reference cache may hold once decompressed (a cache of 10^5 clips is a few hundred MB): a small file
+#: that declares more is refused before anything is decompressed
+MAX_CACHE_BYTES = 1 << 30
+
+
 def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | None = None) -> ReferenceOutputs:
-    """Load a cache; refuse one made for other data or (when known) other weights. Never unpickles."""
+    """Load a cache; refuse one made for other data or (when known) other weights, one that would decompress to more
+    than :data:`MAX_CACHE_BYTES`, or whose arrays do not hold one row per clip. Never unpickles."""
     try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+        if declared > MAX_CACHE_BYTES:
+            raise ReferenceCacheError(f"reference cache {path} would decompress to {declared / 2**20:.0f} MiB, more "
+                                      f"than {MAX_CACHE_BYTES >> 20} MiB: not a cache the bench wrote")
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["meta"]).decode())
             outputs = {k: np.asarray(npz[k], np.float32) for k in OUTPUT_NAMES}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError,
+            RecursionError, MemoryError) as exc:
         # numpy's own message for a non-npz file suggests loading it unsafely (allow_pickle): never say that here
         why = "not an .npz of arrays" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise ReferenceCacheError(f"reference cache {path} is unreadable (empty, truncated or not written by the "
                                   f"bench; {why})") from None
+    clip_ids = meta.get("clip_ids") if isinstance(meta, dict) else None
+    rows = {k: v.shape[0] if v.ndim else None for k, v in outputs.items()}
+    if not isinstance(clip_ids, list) or set(rows.values()) != {len(clip_ids)}:
+        raise ReferenceCacheError(f"reference cache {path} is inconsistent: its arrays hold {rows} rows for "
+                                  f"{len(clip_ids) if isinstance(clip_ids, list) else 'no list of'} clips")
     if meta.get("data_fingerprint") != data_fingerprint:
         raise ReferenceCacheError(f"reference cache {path} was computed on other data (fingerprint "
                                   f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
         raise ReferenceCacheError(f"reference cache {path} belongs to weights {str(meta.get('model_sha256'))[:12]}…, "
                                   f"not {model_sha256[:12]}…")
-    return ReferenceOutputs(model_sha256=meta["model_sha256"], data_fingerprint=data_fingerprint, outputs=outputs,
-                            clip_ids=list(meta.get("clip_ids", [])))
+    if not isinstance(meta.get("model_sha256"), str):
+        raise ReferenceCacheError(f"reference cache {path} does not name the weights it was computed with")
+    return ReferenceOutputs(model_sha256=meta["model_sha256"], data_fingerprint=data_fingerprint,
+                            outputs=outputs, clip_ids=[str(c) for c in clip_ids])
