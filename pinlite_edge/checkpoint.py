@@ -158,11 +158,18 @@ def _read_verified(path: Path) -> tuple[dict[str, Any], dict[str, str], bool]:
     return header, meta, True
 
 
+#: the largest JSON record read beside a checkpoint (a record is a few KB; the manifests' limit)
+MAX_SIDECAR_BYTES = 16 << 20
+
+
 def _sidecar(path: Path) -> dict[str, Any] | None:
     rec = record_path(path)
     if not rec.is_file():
         return None
     try:
+        if rec.stat().st_size > MAX_SIDECAR_BYTES:
+            raise CheckpointError(f"checkpoint record {rec} is {rec.stat().st_size} bytes, more than "
+                                  f"{MAX_SIDECAR_BYTES}: it is not a pinlite-edge record (remove it)")
         data = json.loads(rec.read_text(encoding="utf-8"))
     except (ValueError, RecursionError, OSError) as exc:
         raise CheckpointError(f"checkpoint record {rec} is not valid JSON: {exc}") from None

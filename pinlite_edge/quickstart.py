@@ -289,6 +289,12 @@ def summary_status(ws: Path) -> tuple[str, str]:
         return STALE, f"summary.json is unreadable ({exc})"
     if models != list(STAGES):
         return STALE, f"summary.json has rows {models}, expected {list(STAGES)}"
+    for row in rows:  # the rows are printed and returned as they are: a value of another type is not a summary
+        bad = [k for k in SUMMARY_KEYS if k not in ("model", "checkpoint_sha256")
+               and not (row.get(k) is None or (isinstance(row.get(k), (int, float))
+                                               and not isinstance(row.get(k), bool)))]
+        if bad:
+            return STALE, f"summary.json row {row['model']} has values that are not numbers: {bad}"
     written = path.stat().st_mtime
     for stage, row in zip(STAGES, rows):
         best = _stage_dir(ws, stage) / "best.safetensors"

@@ -539,7 +539,15 @@ def test_onnx_external_data_is_hashed(external_onnx):
 
 
 def test_onnx_external_data_missing_or_outside_the_folder_is_refused(external_onnx):
-    (external_onnx.parent / "weights.data").unlink()
+    data = external_onnx.parent / "weights.data"
+    # a link beside the model that leads out of its folder: it was read and hashed wherever it pointed
+    outside = external_onnx.parent.parent / "elsewhere" / "weights.data"
+    outside.parent.mkdir()
+    data.rename(outside)
+    data.symlink_to(outside)
+    with pytest.raises(ManifestError, match="a link to .* outside its folder"):
+        read_manifest(external_onnx)
+    data.unlink()
     with pytest.raises(ManifestError, match="missing"):
         read_manifest(external_onnx)
 
@@ -634,6 +642,18 @@ def test_checkpoint_without_embedded_hash_is_refused_unless_allowed(exported, tm
         out = r.infer(np.zeros(TINY_CONTRACT.frames_shape(1), np.float32),
                       np.zeros(TINY_CONTRACT.mfcc_shape(1), np.float32))
     assert out["logits"].shape == (1, 2)
+
+
+def test_an_oversized_json_beside_a_checkpoint_is_refused_before_parsing(exported, tmp_path, monkeypatch):
+    """The record beside a checkpoint was parsed whatever its size (300 MB: 1.4 GB of memory), although the embedded
+    record is the one used; manifests had a 16 MB limit, records none (security audit)."""
+    from pinlite_edge import checkpoint
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path)
+    monkeypatch.setattr(checkpoint, "MAX_SIDECAR_BYTES", 4096)  # the limit scaled down: the same check
+    ckpt.with_suffix(".json").write_text(json.dumps({"pad": "x" * 5000}))
+    with pytest.raises(CheckpointError, match="more than 4096: it is not a pinlite-edge record"):
+        loaders()["load_runner"](ckpt)
 
 
 def test_checkpoint_with_a_flipped_head_is_refused_by_the_sidecar_hash(exported, tmp_path):

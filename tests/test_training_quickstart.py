@@ -80,6 +80,11 @@ def test_quickstart_smoke_runs_every_stage_resumes_and_reuses_them(tmp_path):
     copied_rows[2]["checkpoint_sha256"] = "0" * 64  # a row for another pruned checkpoint than the one there
     (copy / "summary.json").write_text(json.dumps(copied_rows))
     assert workspace_status(copy, SMOKE_EXPORT_FORMATS).summary[0] == "stale"
+    copied_rows = json.loads(json.dumps(rows))  # a value of another type was reused, then crashed the table print
+    copied_rows[2]["accuracy"] = "0.99 (trust me)"
+    (copy / "summary.json").write_text(json.dumps(copied_rows))
+    assert workspace_status(copy, SMOKE_EXPORT_FORMATS).summary == (
+        "stale", "summary.json row pruned has values that are not numbers: ['accuracy']")
     assert json.loads((ws / "teacher" / "best.json").read_text())["training_data"]["real_video"] is False
 
     # damage found by content, not by existence: a flipped byte in the pruned weights, a missing manifest

@@ -41,7 +41,12 @@ def _safe_location(folder: Path, location: str, source: Path) -> Path:
     if not location or rel.is_absolute() or ".." in rel.parts:
         raise ManifestError(f"{source} references external data {location!r} outside its folder; ONNX external "
                             "data must be a relative file name beside the model (re-export it)")
-    return folder / Path(*rel.parts)
+    file = folder / Path(*rel.parts)
+    # a symlink there that leads out of the folder is refused too (as onnxruntime refuses it, after it was hashed)
+    if file.exists() and not file.resolve().is_relative_to(folder.resolve()):
+        raise ManifestError(f"{source} references external data {location!r}, a link to {file.resolve()} outside "
+                            "its folder; ONNX external data must be a file beside the model (re-export it)")
+    return file
 
 
 def external_data_hashes(path: Path, model=None) -> dict[str, str]:  # noqa: ANN001
