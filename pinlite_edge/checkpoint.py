@@ -18,7 +18,7 @@ from pinlite_edge import __version__
 from pinlite_edge.errors import CheckpointError
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model
 from pinlite_edge.utils.atomic import atomic_write_bytes, atomic_write_json
-from pinlite_edge.utils.files import input_file_problem
+from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -158,18 +158,15 @@ def _read_verified(path: Path) -> tuple[dict[str, Any], dict[str, str], bool]:
     return header, meta, True
 
 
-#: the largest JSON record read beside a checkpoint (a record is a few KB; the manifests' limit)
-MAX_SIDECAR_BYTES = 16 << 20
-
-
 def _sidecar(path: Path) -> dict[str, Any] | None:
     rec = record_path(path)
     if not rec.is_file():
         return None
     try:
-        if rec.stat().st_size > MAX_SIDECAR_BYTES:
-            raise CheckpointError(f"checkpoint record {rec} is {rec.stat().st_size} bytes, more than "
-                                  f"{MAX_SIDECAR_BYTES}: it is not a pinlite-edge record (remove it)")
+        size = rec.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise CheckpointError(f"checkpoint record {rec} is {size} bytes, more than {MAX_METADATA_BYTES}: it is "
+                                  "not a pinlite-edge record (remove it)")
         data = json.loads(rec.read_text(encoding="utf-8"))
     except (ValueError, RecursionError, OSError) as exc:
         raise CheckpointError(f"checkpoint record {rec} is not valid JSON: {exc}") from None

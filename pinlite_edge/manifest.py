@@ -18,7 +18,7 @@ from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
                                        json_default, temp_name, write_error)
-from pinlite_edge.utils.files import input_file_problem
+from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
 
@@ -167,7 +167,7 @@ def manifest_path_for(artifact: str | Path) -> Path:
 
 PENDING_SUFFIX = ".next"
 #: a manifest is a few kB; anything far larger is refused before it is read
-MAX_MANIFEST_BYTES = 16 << 20
+MAX_MANIFEST_BYTES = MAX_METADATA_BYTES
 
 
 def pending_path_for(artifact: str | Path) -> Path:

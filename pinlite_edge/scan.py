@@ -677,6 +677,11 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
     prior = read_results(cfg.out)
+    if prior.without_settings and cfg.force:  # records it cannot check: --force replaces them, as it does a foreign file
+        log.warning("--force: replacing %s (%d record(s) that do not say what made them) with a new results file",
+                    cfg.out, prior.without_settings)
+        atomic_write_bytes(cfg.out, b"")
+        prior = read_results(cfg.out)
     retry = {str(v) for v in videos if str(v) in prior.errors} if cfg.retry_errors else set()
     todo = [v for v in videos if str(v) not in prior.paths or str(v) in retry]
     log.info("%d videos under %s, %d already in %s, %d to scan", len(videos), cfg.root, len(videos) - len(todo),

@@ -142,7 +142,8 @@ def test_bench_cli_writes_reports_and_reuses_teacher_cache(workspace, tmp_path, 
                  "--no-plots", *FAST]) == 0
     row2 = json.loads((out2 / "bench.json").read_text())["rows"][0]
     assert row2["eps_vs_teacher"]["eps_mean"] == pytest.approx(row["eps_vs_teacher"]["eps_mean"])
-    # the source checkpoint's outputs come from its cache this time, and give the same EPS vs source
+    # the source checkpoint's reference is read back from its cache this time (a dropped cached reference left EPS vs
+    # source empty), and gives the same EPS vs source
     assert row2["eps_vs_source"]["eps_mean"] == pytest.approx(row["eps_vs_source"]["eps_mean"])
     report2 = (out2 / "bench.md").read_text()  # one artefact, teacher not timed
     assert "one model, timed alone" in report2 and "in turns" not in report2
@@ -245,12 +246,11 @@ def test_crafted_reference_caches_are_refused_not_a_traceback_or_a_wrong_number(
     ]:
         with pytest.raises(ReferenceCacheError, match=match):
             load_reference(cache(meta, **arrays), data_fingerprint="f")
-    monkeypatch.setattr(references, "MAX_CACHE_BYTES", 4 << 20)  # the limit scaled down: the same check, faster
     bomb = tmp_path / "bomb.npz"  # zeros compress 1000:1: the declared size is refused before decompressing
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("meta.npy", b"")
-        zf.writestr("logits.npy", bytes(5 << 20))
-    assert bomb.stat().st_size < (4 << 20) // 100
+        zf.writestr("logits.npy", bytes(8 << 20))
+    assert bomb.stat().st_size * references.MAX_COMPRESSION_RATIO + (1 << 20) < 8 << 20
     with pytest.raises(ReferenceCacheError, match="would decompress to"):
         load_reference(bomb, data_fingerprint="f")
     saved = save_reference(tmp_path / "ok.npz", ReferenceOutputs("m", "f", outs, ["a", "b", "c"]))

@@ -129,6 +129,9 @@ def test_tensorrt_8_is_refused_in_one_line_before_anything_is_built(workspace, m
     with pytest.raises(BackendUnavailableError, match="8.6.2.3 is too old"):  # the exporter says the same
         export_model(workspace / "pruned" / "best.safetensors", "trt-fp16", workspace.parent / "t8")
     assert fake.builds == [] and not (workspace.parent / "t8").exists()
+    fake.set("", ("Fake Orin", "8.7"))  # a build without a version string is not taken for a new one
+    with pytest.raises(BackendUnavailableError, match="reports no __version__"):
+        engine_cache.detect_target()
     fake.set("10.3.0", ("Fake Orin", "8.7"))
     assert engine_cache.detect_target().tensorrt_version == "10.3.0"
 

@@ -235,6 +235,15 @@ def test_lavdf_records_whose_labels_cannot_be_derived_are_refused(tmp_path, lavd
         build_dataset(f"lavdf:{root}", "train", C)
 
 
+@pytest.mark.parametrize("file", ["../outside.mp4", "/etc/passwd"])
+def test_lavdf_metadata_naming_a_video_outside_its_folder_is_refused(tmp_path, lavdf_root, file):
+    """LAV-DF metadata comes from elsewhere too: like a labels CSV, it names videos inside its folder (a '..' or
+    absolute path was read and trained on)."""
+    root = _lavdf_with(tmp_path, lavdf_root, file=file)
+    with pytest.raises(DatasetError, match=f"record 1: video '{file}' is not a path inside"):
+        build_dataset(f"lavdf:{root}", "all", C, face_crop=False)
+
+
 def test_lavdf_one_file_in_two_records_is_refused(tmp_path, lavdf_root):
     """The same video as a train real and a test fake trained and tested on it under opposite labels."""
     root = _lavdf_with(tmp_path, lavdf_root, file="./train/000001.mpg", split="test")

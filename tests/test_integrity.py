@@ -650,7 +650,7 @@ def test_an_oversized_json_beside_a_checkpoint_is_refused_before_parsing(exporte
     from pinlite_edge import checkpoint
 
     ckpt = copy_artifact(exported["checkpoint"], tmp_path)
-    monkeypatch.setattr(checkpoint, "MAX_SIDECAR_BYTES", 4096)  # the limit scaled down: the same check
+    monkeypatch.setattr(checkpoint, "MAX_METADATA_BYTES", 4096)  # the limit scaled down: the same check
     ckpt.with_suffix(".json").write_text(json.dumps({"pad": "x" * 5000}))
     with pytest.raises(CheckpointError, match="more than 4096: it is not a pinlite-edge record"):
         loaders()["load_runner"](ckpt)

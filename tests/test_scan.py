@@ -286,6 +286,9 @@ def test_a_results_file_that_cannot_be_trusted_is_not_resumed_on_trust(tree, mod
     out.write_text("".join(json.dumps({"path": v, "verdict": "real", "error": None}) + "\n" for v in videos))
     with pytest.raises(UsageError, match="do not say which model and settings made them"):
         scan(cfg_for(tree, model, out))
+    forced = scan(cfg_for(tree, model, out, force=True))  # what the message offers: --force replaces the file
+    assert forced.skipped == 0 and forced.scored + forced.failed == 8
+    assert all("settings" in r for r in lines_of(out)) and len(lines_of(out)) == 8
     # fakes recorded for files that are not in this folder are not this scan's skipped fakes
     out.write_text(serial[0].read_text() + "".join(
         json.dumps({"path": f"/elsewhere/{i}.mp4", "verdict": "fake", "error": None,

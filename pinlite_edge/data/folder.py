@@ -44,7 +44,7 @@ from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import check_stride
 from pinlite_edge.features.probe import probe_video
 from pinlite_edge.features.windows import window_starts
-from pinlite_edge.utils.files import VIDEO_EXTENSIONS
+from pinlite_edge.utils.files import VIDEO_EXTENSIONS, names_a_file_inside
 from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.hashing import sha256_file
 
@@ -200,7 +200,7 @@ class FolderDataset(WindowDataset):
         records = read_split_file(split_path) if split_path else None
         files = [Path((row.get("file") or "").strip()).as_posix() for row in rows]
         for n, rel in enumerate(files):  # a labels file names videos inside its folder (and reads nothing outside it)
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            if not names_a_file_inside(rel):
                 raise DatasetError(f"{where}: row {n + 1}: video {rel!r} is not a path inside {root} (no absolute "
                                    "paths, no '..'): the dataset is what its folder holds")
         groups = provenance_groups(root, files)

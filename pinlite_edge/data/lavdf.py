@@ -20,6 +20,7 @@ from pinlite_edge.data.sample import IN_SYNC, WindowDataset, WindowRef, canonica
 from pinlite_edge.errors import DatasetError, InputError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.windows import window_starts
+from pinlite_edge.utils.files import names_a_file_inside
 from pinlite_edge.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,9 @@ class LavdfDataset(WindowDataset):
                 n_fakes = int(rec.get("n_fakes", len(periods)))
             except (KeyError, TypeError, ValueError, DatasetError) as exc:
                 raise DatasetError(f"{meta_path}: record {n} is malformed ({exc!r})") from None
+            if not names_a_file_inside(rel):  # the metadata names videos inside its folder
+                raise DatasetError(f"{meta_path}: record {n}: video {rel!r} is not a path inside {root} (no "
+                                   "absolute paths, no '..')")
             _check_record(meta_path, n, rel, duration, periods, n_fakes)
             key = Path(rel).as_posix()
             if key in seen:  # one file under two labels, or in two splits

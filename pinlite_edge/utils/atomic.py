@@ -46,11 +46,13 @@ def open_regular_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
     where the platform has it) and then checks the opened descriptor is a regular file: a path checked first and
     opened later can be swapped for a symlink in between. :class:`WriteError` naming it; other ``OSError`` s as
     raised."""
-    try:
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:  # O_NONBLOCK: a FIFO swapped in does not block the open (no effect on a regular file)
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), mode)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # Linux, macOS / FreeBSD
             raise WriteError(f"refusing to write {path}: it is a symbolic link, not a regular file") from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader
+            raise WriteError(f"refusing to write {path}: it is not a regular file") from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

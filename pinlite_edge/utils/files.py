@@ -5,13 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 log = logging.getLogger(__name__)
 
 #: the file suffixes every folder walk takes as videos (``scan --extensions`` can change its own)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".m4v", ".flv", ".ts")
+#: the largest JSON metadata file read (a manifest, a checkpoint's record): they are a few KB, a bigger one is not ours
+MAX_METADATA_BYTES = 16 << 20
+
+
+def names_a_file_inside(location: str) -> bool:
+    """Whether ``location``, a path a metadata file (labels CSV, LAV-DF metadata, ONNX external data) gives relative
+    to its folder, stays inside that folder: not empty, not absolute, no ``..`` part ('/' or '\\' separated)."""
+    rel = PurePosixPath(location.replace("\\", "/"))
+    return bool(location) and not rel.is_absolute() and ".." not in rel.parts
 
 
 def find_videos(root: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:

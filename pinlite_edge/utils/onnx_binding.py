@@ -9,6 +9,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pinlite_edge.errors import ManifestError
+from pinlite_edge.utils.files import names_a_file_inside
 
 #: metadata_props key holding the manifest's content sha256
 BINDING_KEY = "pinlite_manifest_sha256"
@@ -37,11 +38,10 @@ def external_locations(model) -> list[str]:  # noqa: ANN001
 
 
 def _safe_location(folder: Path, location: str, source: Path) -> Path:
-    rel = PurePosixPath(location.replace("\\", "/"))
-    if not location or rel.is_absolute() or ".." in rel.parts:
+    if not names_a_file_inside(location):
         raise ManifestError(f"{source} references external data {location!r} outside its folder; ONNX external "
                             "data must be a relative file name beside the model (re-export it)")
-    file = folder / Path(*rel.parts)
+    file = folder / Path(*PurePosixPath(location.replace("\\", "/")).parts)
     # a symlink there that leads out of the folder is refused too (as onnxruntime refuses it, after it was hashed)
     if file.exists() and not file.resolve().is_relative_to(folder.resolve()):
         raise ManifestError(f"{source} references external data {location!r}, a link to {file.resolve()} outside "

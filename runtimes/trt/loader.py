@@ -25,11 +25,11 @@ def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or :class:`BackendUnavailableError` saying how to install it, or that its version is
     older than :data:`MIN_TENSORRT_MAJOR` (before any ONNX work: 8.6 failed deep inside the engine build)."""
     trt = import_backend_module("trt", "tensorrt")
-    version = str(getattr(trt, "__version__", "unknown"))
+    version = str(getattr(trt, "__version__", ""))
     if _numbers(version, 1)[0] < MIN_TENSORRT_MAJOR:
-        raise BackendUnavailableError("trt", f"TensorRT {version} is too old: pinlite-edge needs TensorRT "
-                                             f"{MIN_TENSORRT_MAJOR} or newer (strongly typed networks, execute_async_v3)",
-                                      TOO_OLD_HINT)
+        what = f"TensorRT {version} is too old" if version else "the tensorrt module reports no __version__"
+        raise BackendUnavailableError("trt", f"{what}: pinlite-edge needs TensorRT {MIN_TENSORRT_MAJOR} or newer "
+                                             "(strongly typed networks, execute_async_v3)", TOO_OLD_HINT)
     return trt
 
 
