@@ -125,25 +125,42 @@ def _absolute(path: Path) -> Path:
 RECORD_KEYS = frozenset({"path", "verdict", "error"})
 
 
-def is_scan_output(out: Path) -> bool:
-    """Whether ``out`` is empty or a results file this tool wrote: every complete line a scan record (a JSON
-    object with ``path``, ``verdict`` and ``error``), a last line cut short by a kill allowed."""
+#: why an existing ``--out`` that this tool did not write is refused
+NOT_SCAN_OUTPUT = "exists and is not a scan results file (JSON lines written by this tool); refusing to append to it"
+
+
+def unresumable(out: Path) -> str | None:
+    """Why a scan must not resume into the existing file ``out``, or None when it may: empty, or every complete line
+    a scan record (a JSON object with ``path``, ``verdict`` and ``error``) that says which model and ``settings``
+    made it, a last line cut short by a kill allowed. A record without its settings would make the scan skip its
+    file on trust."""
     try:
         with open(out, "rb") as fh:
             data = fh.read()
     except OSError:
-        return False
+        return NOT_SCAN_OUTPUT
     if not data:
-        return True
+        return None
     complete = data[: data.rfind(b"\n") + 1]
     lines = [(raw, rec) for _, raw, rec in _lines(complete) if raw.strip()]
     if not lines:  # only a first record cut short by a kill (every record starts with its path)
         try:  # a kill cuts a record short: one that parses whole is some tool's JSON without a newline, not ours
             whole = json.loads(data)
         except (ValueError, RecursionError):
-            return not complete.strip() and data.lstrip().startswith(b'{"path": ')
-        return isinstance(whole, dict) and RECORD_KEYS <= set(whole)
-    return all(rec is not None and RECORD_KEYS <= set(rec) for _, rec in lines)
+            return None if not complete.strip() and data.lstrip().startswith(b'{"path": ') else NOT_SCAN_OUTPUT
+        lines = [(data, whole if isinstance(whole, dict) else None)]
+    if not all(rec is not None and RECORD_KEYS <= set(rec) for _, rec in lines):
+        return NOT_SCAN_OUTPUT
+    unsettled = sum(not isinstance(rec.get("settings"), dict) for _, rec in lines)
+    if unsettled:
+        return (f"holds {unsettled} record(s) that do not say which model and settings made them (written by another "
+                "tool, or by an earlier pinlite-edge); resuming would skip their files on trust")
+    return None
+
+
+def is_scan_output(out: Path) -> bool:
+    """Whether a scan may resume into ``out`` (:func:`unresumable`)."""
+    return unresumable(out) is None
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
@@ -171,31 +188,28 @@ def check_output(out: Path, force: bool = False) -> None:
         raise UsageError(f"--out: {exc}") from None
     except OSError as exc:
         raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
-    if exists and not is_scan_output(out):
+    why = unresumable(out) if exists else None
+    if why is not None:
         if not force:
-            raise UsageError(f"--out {out} exists and is not a scan results file (JSON lines written by this tool); "
-                             "refusing to append to it: choose another file, or pass --force to replace it")
+            raise UsageError(f"--out {out} {why}: choose another file, or pass --force to replace it")
         log.warning("--force: replacing %s with a new results file", out)
         atomic_write_bytes(out, b"")
 
 
 @dataclass
 class PriorResults:
-    """What an existing results file holds: the paths recorded, those recorded with an error, the distinct
-    ``settings`` its records were made with (records of scans before settings were recorded have none) and their
-    verdicts."""
+    """What an existing results file holds: the paths recorded, those recorded with an error or called fake, and
+    the distinct ``settings`` its records were made with."""
 
     paths: set[str]
     settings: list[dict[str, Any]]
-    verdicts: collections.Counter
     errors: set[str] = dataclasses.field(default_factory=set)
     fake: set[str] = dataclasses.field(default_factory=set)  # paths recorded with the verdict "fake"
-    without_settings: int = 0  # records that do not say what they were made with
 
 
 def read_results(out: Path) -> PriorResults:
     """:class:`PriorResults` of ``out``; an incomplete last line (a kill mid-write) is cut off the file."""
-    prior = PriorResults(set(), [], collections.Counter())
+    prior = PriorResults(set(), [])
     scored: set[str] = set()
     if not out.is_file():
         return prior
@@ -216,17 +230,13 @@ def read_results(out: Path) -> PriorResults:
             continue
         prior.paths.add(str(rec["path"]))
         settings = rec.get("settings")
-        if not isinstance(settings, dict):
-            prior.without_settings += 1
-        elif settings not in prior.settings:
+        if isinstance(settings, dict) and settings not in prior.settings:
             prior.settings.append(settings)
         if rec.get("error") is None:
-            prior.verdicts[rec.get("verdict")] += 1
             scored.add(str(rec["path"]))
             if rec.get("verdict") == "fake":
                 prior.fake.add(str(rec["path"]))
         else:
-            prior.verdicts["error"] += 1
             prior.errors.add(str(rec["path"]))
     prior.errors -= scored  # a file with a verdict is done, whatever else the file holds about it
     return prior
@@ -257,13 +267,8 @@ def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
 
 
 def check_resume(out: Path, prior: PriorResults, settings: dict[str, Any]) -> None:
-    """:class:`UsageError` when ``out`` holds records made with other settings than this scan's, or records that do
-    not say what they were made with (a scan skips the files they name: it would trust verdicts it cannot check)."""
-    if prior.without_settings:
-        raise UsageError(f"--out {out} holds {prior.without_settings} record(s) that do not say which model and "
-                         "settings made them (written by another tool, or by an earlier pinlite-edge); "
-                         "resuming would skip their files on trust: write to another --out, or pass --force to "
-                         "replace it")
+    """:class:`UsageError` when ``out`` holds records made with other settings than this scan's (records without
+    settings are refused earlier, by :func:`check_output`)."""
     for earlier in prior.settings:
         changed = [f"{k} {earlier.get(k)!r} -> {settings[k]!r}" for k in settings if earlier.get(k) != settings[k]]
         if changed:
@@ -677,11 +682,6 @@ def scan(cfg: ScanConfig) -> ScanSummary:
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
     prior = read_results(cfg.out)
-    if prior.without_settings and cfg.force:  # records it cannot check: --force replaces them, as it does a foreign file
-        log.warning("--force: replacing %s (%d record(s) that do not say what made them) with a new results file",
-                    cfg.out, prior.without_settings)
-        atomic_write_bytes(cfg.out, b"")
-        prior = read_results(cfg.out)
     retry = {str(v) for v in videos if str(v) in prior.errors} if cfg.retry_errors else set()
     todo = [v for v in videos if str(v) not in prior.paths or str(v) in retry]
     log.info("%d videos under %s, %d already in %s, %d to scan", len(videos), cfg.root, len(videos) - len(todo),
