@@ -204,3 +204,42 @@ def test_a_clip_too_large_to_hold_is_refused_before_it_fills_memory(source):
     with pytest.raises(InputError, match="too long or too large to re-encode in memory"):
         reenc.decode_clip(source, max_bytes=96 * 96 * 3 * 10)  # ten frames' worth
     assert len(reenc.decode_clip(source).frames) == 75
+
+
+
+_WRITE_FIXED_FRAMES = """
+import ctypes, hashlib, sys
+from pathlib import Path
+import numpy as np
+from pinlite_edge.data.reencode import write_mp4
+yy, xx = np.mgrid[0:64, 0:64]
+rng = np.random.default_rng(0)
+frames = []
+for i in range(25):  # a moving blob over a drifting ramp, with noise
+    cx, cy = 32 + 16 * np.sin(i / 5), 32 + 12 * np.cos(i / 7)
+    blob = (np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 110.0) * 200).astype(np.uint8)
+    img = np.stack([blob, (xx * 2 + i) % 256, (yy * 3) % 256], -1).astype(np.uint8)
+    frames.append(np.clip(img.astype(int) + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8))
+audio = (0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32)[:, None]
+mallopt = ctypes.CDLL(None).mallopt
+for perturb in (0, 1, 165, 90):  # M_PERTURB (-6): new heap blocks are filled with perturb ^ 0xff (0: left as they are)
+    assert mallopt(-6, perturb) == 1
+    out = Path(sys.argv[1]) / f"copy{perturb}.mp4"
+    write_mp4(out, frames, 25.0, audio, 16000, crf=35, audio_bitrate=64000)
+    print(perturb, hashlib.sha256(out.read_bytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc",
+                    reason="fills new heap blocks through glibc's mallopt(M_PERTURB); this C library is not glibc")
+def test_the_same_frames_give_the_same_h264_stream_whatever_the_heap_held(tmp_path):
+    """libx264's mbtree read uninitialised memory: what the process had freed before changed the stream, and the
+    operating point measured on re-encoded copies moved with it. glibc can fill new heap blocks with a byte of our
+    choice (``M_PERTURB``; in a child process): the file written must not depend on it."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", _WRITE_FIXED_FRAMES, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    digests = dict(line.split() for line in run.stdout.splitlines())
+    assert len(digests) == 4 and len(set(digests.values())) == 1, f"the same frames gave different streams: {digests}"

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pinlite_edge.data.x264 import x264_options
 from pinlite_edge.errors import DecodeError, InputError
 from pinlite_edge.features.deadline import Deadline
 from pinlite_edge.features.resample import resample_rate
@@ -179,9 +180,7 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float, audio: np.nd
             vstream = container.add_stream("libx264", rate=rate)
             vstream.height, vstream.width = frames[0].shape[:2]
             vstream.pix_fmt = "yuv420p"
-            # one thread: the same frames then give one of 2 H.264 streams from call to call here instead of 6 of
-            # 8 (libx264 through PyAV is not bit-reproducible in this environment; calibrate's docs say so)
-            vstream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            vstream.options = x264_options(crf)  # the same frames give the same stream (pinlite_edge.data.x264)
             astream = container.add_stream("aac", rate=sample_rate, layout=layout)
             astream.bit_rate = audio_bitrate
             for i, img in enumerate(frames):

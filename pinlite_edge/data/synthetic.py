@@ -43,6 +43,7 @@ from pinlite_edge.contract import (
 )
 from pinlite_edge.data import synthetic_render as R
 from pinlite_edge.data.sample import canonical_split
+from pinlite_edge.data.x264 import x264_options
 from pinlite_edge.errors import DatasetError
 from pinlite_edge.features.mfcc import compute_mfcc
 from pinlite_edge.utils.atomic import atomic_path
@@ -423,7 +424,7 @@ def write_clip_video(path: str | Path, seed: int | np.random.Generator = 0, cont
             vstream.width = vstream.height = size
             vstream.pix_fmt = "yuv420p"
             if vcodec == "libx264":
-                vstream.options = {"crf": "16", "preset": "veryfast"}
+                vstream.options = x264_options(16)
             else:
                 vstream.bit_rate = 4_000_000
             astream = container.add_stream(acodec, rate=clip.sample_rate, layout="mono")
