@@ -10,10 +10,9 @@ fake, never below 0.5 for the window probabilities, and the scores resting on fe
 get thresholds of their own the same way (:mod:`pinlite_edge.operating_point`). The record is written into the checkpoint (atomically, weights unchanged),
 and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
 
-The copies are not bit-reproducible here: libx264 (through PyAV) gives slightly different H.264 streams for the same
-frames from call to call, so two runs on the same clips can measure somewhat different thresholds (an audit saw a
-one-clip calibration move by up to 0.16; with the quickstart's 25 clips and 142 scores each threshold rests on many
-scores). ``--reencode none`` is reproducible.
+The copies are written the same way every run (:mod:`pinlite_edge.data.x264`), so calibrating one checkpoint twice
+on the same clips on one machine gives the same operating point (``benchmarks/calibration_repeat.py`` checks it). Until 2026-12-05 they were not: libx264's mbtree read uninitialised
+memory, the copies' scores varied from run to run and so did the thresholds (``benchmarks/results/calibration_repeat/``).
 
 Calibrate on clips that are NOT in your evaluation split: the quickstart uses the train and dev clips of the
 speaker-disjoint ``real_av`` split and reports on its test clips.
