@@ -182,6 +182,13 @@ def test_a_manifest_beside_a_checkpoint_is_refused_not_trusted_over_its_record(e
     for name, load in loaders().items():
         with pytest.raises(ManifestError, match="a manifest sits beside this checkpoint"):
             load(ckpt)
+    # the bench's listing describes the checkpoint as one, not as what a manifest beside it claims
+    from pinlite_edge.bench.workspace import WorkspaceError, resolve_artefacts
+
+    manifest_path_for(ckpt).write_text(json.dumps({**onnx_manifest, "artifact": ckpt.name}))
+    with pytest.raises(WorkspaceError, match="holds no ort fp32 artefact; it has: best.safetensors .torch fp32"):
+        resolve_artefacts(tmp_path, "ort", "fp32")
+    assert ckpt in resolve_artefacts(tmp_path, "torch", "fp32")
     manifest_path_for(ckpt).unlink()
     loaders()["load_runner"](ckpt)
 
@@ -461,7 +468,7 @@ def test_torch_load_is_not_used_on_untrusted_files_at_all():
 def test_bench_runtime_selection_does_not_fall_back_to_other_artefacts(exported):
     """``bench --runtime trt --artifacts FOLDER`` on a folder without engines must refuse, not bench the ONNX/.pte
     it finds there instead (observed: it benched an ExecuTorch .pte on the CPU and exited 0)."""
-    from pinlite_edge.bench.workspace import resolve_artefacts
+    from pinlite_edge.bench.workspace import WorkspaceError, resolve_artefacts
 
     folder = exported["onnx"].parent  # holds only the FP32 ONNX export
     with pytest.raises(PinliteError):

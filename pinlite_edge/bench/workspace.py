@@ -174,7 +174,7 @@ def resolve_artefacts(artifacts: Path, runtime: str, precision: str, device: str
 def _runtime_and_precision(path: Path) -> tuple[str, str]:
     from pinlite_edge.export.formats import CHECKPOINT
 
-    if path.suffix == CHECKPOINT.suffix and not manifest_path_for(path).is_file():
+    if path.suffix == CHECKPOINT.suffix:  # its own record describes it; a manifest beside it is refused on loading
         return CHECKPOINT.runtime, CHECKPOINT.precision
     from pinlite_edge.manifest import read_manifest
     from pinlite_edge.runtimes.artifact import backend_name
