@@ -1,11 +1,12 @@
 """The libx264 options every H.264 file the SDK writes uses: the same frames give the same stream, every time.
 
-libx264's macroblock-tree rate control (``mbtree``, on in every preset but ultrafast) reads memory it has not
+libx264's macroblock-tree rate control (``mbtree``, on from the veryfast preset up) reads memory it has not
 initialised. Through PyAV the same frames then gave different H.264 streams from call to call, depending on what
-the process had freed before (measured here: with glibc's ``MALLOC_PERTURB_`` set to 0, 1 and 165, 31 and 38 of 60
-re-encoded copies of the shared real clips came out different; with ``mbtree=0``, none). The operating point
-measured on re-encoded copies (``python -m pinlite_edge.calibrate``) moved with it. Without mbtree the stream
-depends only on the frames and these options; CRF still sets the quality (files are somewhat larger at one CRF).
+the process had freed before, and the operating point measured on re-encoded copies (``python -m
+pinlite_edge.calibrate``) moved with it: ``benchmarks/results/calibration_repeat/`` (30-35 of 121 copies scored
+differently from run to run with mbtree; none without). Without mbtree the stream depends only on the frames and
+these options (``tests/test_real_faces_reencode.py`` fills new heap memory four ways and checks); CRF still sets
+the quality, the files are somewhat larger at one CRF.
 """
 from __future__ import annotations
 
