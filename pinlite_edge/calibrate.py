@@ -11,8 +11,9 @@ get thresholds of their own the same way (:mod:`pinlite_edge.operating_point`). 
 and ``python -m pinlite_edge.export`` copies it into every artefact's manifest.
 
 The copies are written the same way every run (:mod:`pinlite_edge.data.x264`), so calibrating one checkpoint twice
-on the same clips on one machine gives the same operating point (``benchmarks/calibration_repeat.py`` checks it). Until 2026-12-05 they were not: libx264's mbtree read uninitialised
-memory, the copies' scores varied from run to run and so did the thresholds (``benchmarks/results/calibration_repeat/``).
+on the same clips on one machine gives the same operating point (``benchmarks/calibration_repeat.py`` checks it).
+Until 2026-12-05 they were not: libx264's mbtree read uninitialised memory, the copies' scores varied from run to run
+and so did the thresholds (``benchmarks/results/calibration_repeat/``).
 
 Calibrate on clips that are NOT in your evaluation split: the quickstart uses the train and dev clips of the
 speaker-disjoint ``real_av`` split and reports on its test clips.

@@ -468,7 +468,7 @@ def test_torch_load_is_not_used_on_untrusted_files_at_all():
 def test_bench_runtime_selection_does_not_fall_back_to_other_artefacts(exported):
     """``bench --runtime trt --artifacts FOLDER`` on a folder without engines must refuse, not bench the ONNX/.pte
     it finds there instead (observed: it benched an ExecuTorch .pte on the CPU and exited 0)."""
-    from pinlite_edge.bench.workspace import WorkspaceError, resolve_artefacts
+    from pinlite_edge.bench.workspace import resolve_artefacts
 
     folder = exported["onnx"].parent  # holds only the FP32 ONNX export
     with pytest.raises(PinliteError):

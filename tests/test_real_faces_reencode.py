@@ -206,7 +206,6 @@ def test_a_clip_too_large_to_hold_is_refused_before_it_fills_memory(source):
     assert len(reenc.decode_clip(source).frames) == 75
 
 
-
 _WRITE_FIXED_FRAMES = """
 import ctypes, hashlib, sys
 from pathlib import Path
