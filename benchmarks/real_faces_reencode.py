@@ -92,6 +92,18 @@ class ReencodedStore(rf.ClipStore):
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
+def _copies(store: ReencodedStore, clips: Sequence[Any]) -> list[tuple[str, Path]]:
+    """``(file, copy)`` of each clip that ``store`` can make; a clip it cannot (an excerpt longer than the clip) is
+    left out with a warning, as the harness leaves it out of its rows and lists it under "skipped"."""
+    files = []
+    for clip in clips:
+        try:
+            files.append((clip.file, store.copy_of(clip.path)))
+        except PinliteError as exc:
+            log.warning("%s: %s left out: %s", store.name, clip.file, exc)
+    return files
+
+
 def _moves(scores: dict[str, float], reference: dict[str, float] | None) -> dict[str, float | None] | None:
     """How far each file's score moved from ``reference`` (its as-is score): median |move|, largest up and down."""
     if reference is None:
@@ -153,7 +165,7 @@ def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[s
         t0 = time.perf_counter()
         reports = {split: rf.evaluate(replace(cfg, split=split), store) for split in SPLITS}
         rows = summarise_transform(reports, harness_ref)
-        files = [(c.file, store.copy_of(c.path)) for cs in clips.values() for c in cs]
+        files = _copies(store, [c for cs in clips.values() for c in cs])
         detections = {}
         for spec in cfg.models if cfg.run_models else []:
             found = detect_files(spec.path, files, split_of, threads=cfg.threads or 1)

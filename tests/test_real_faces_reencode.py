@@ -191,6 +191,20 @@ def test_a_run_on_two_grid_clips_writes_a_record(grid_clips, tmp_path):
     assert "| mirror |" in md and "genuine called fake (Detector)" in md
 
 
+def test_a_clip_too_short_for_an_excerpt_is_left_out_not_the_end_of_the_run(source, tmp_path, caplog):
+    """A 1.16 s clip has no 2 s excerpt: the Detector pass of the benchmark stopped there, ten minutes into a run,
+    with exit 2 and nothing written. The harness already left such a clip out (and lists it as skipped)."""
+    from types import SimpleNamespace
+
+    short = tmp_path / "short.mp4"
+    write_clip_video(short, 1, TINY_CONTRACT, duration_s=1.0, manipulation="real", frame_size=64)
+    clips = [SimpleNamespace(file="x/short.mp4", path=short), SimpleNamespace(file="x/talk.mp4", path=source)]
+    with caplog.at_level("WARNING"):
+        files = rr._copies(rr.ReencodedStore("excerpt-2s", tmp_path / "work"), clips)
+    assert [f for f, _ in files] == ["x/talk.mp4"] and files[0][1].is_file()
+    assert "x/short.mp4 left out" in caplog.text and "no 2 s excerpt" in caplog.text
+
+
 def test_no_model_and_no_baseline_only_is_a_clear_error(tmp_path, caplog):
     root = tmp_path / "real-av"
     root.mkdir()
