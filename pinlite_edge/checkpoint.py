@@ -71,8 +71,20 @@ def save_hashed(path: str | Path, tensors: dict[str, torch.Tensor], metadata: di
     header, data_start = _parse_header(memoryview(blob), len(blob), path)
     h = _header_hash(header)
     h.update(memoryview(blob)[data_start:])
-    atomic_write_bytes(path, save(tensors, metadata={**metadata, HASH_KEY: h.hexdigest()}))
+    atomic_write_bytes(path, _sorted_header(save(tensors, metadata={**metadata, HASH_KEY: h.hexdigest()})))
     return path
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """``blob`` (a safetensors file) with its JSON header's keys sorted. safetensors writes the header's keys in an
+    order that changes from call to call, so the same tensors and metadata gave files with different sha256: the
+    identity that best.json, export manifests, the quickstart's staleness check and the teacher cache record. The
+    data and its offsets are unchanged; the header is padded with spaces to 8 bytes, as safetensors pads it."""
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + header_len])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + header_len:]
 
 
 def verify_hashed(path: str | Path) -> bool:

@@ -33,6 +33,22 @@ def test_checkpoint_roundtrip_including_pruned_model(tmp_path):
         torch.testing.assert_close(loaded(x, a).logits, model(x, a).logits)
 
 
+def test_the_same_model_and_record_give_the_same_checkpoint_file(tmp_path):
+    """safetensors orders its header's keys differently from call to call: saving the same weights and record gave
+    files with different sha256, which best.json, export manifests (source_checkpoint_sha256), the quickstart's
+    staleness check and the teacher cache take for the checkpoint's identity (re-running calibrate with the same
+    result made every export look stale)."""
+    model = create_student("tiny", pretrained=False).eval()
+    record = {"epoch": 3, "note": "same", "metrics": {"val_auc": 0.5}, "history": [{"epoch": i} for i in range(3)]}
+    digests = set()
+    for i in range(6):
+        path = save_checkpoint(tmp_path / f"c{i}" / "best.safetensors", model, record)
+        digests.add(json.loads(record_path(path).read_text())["weights_sha256"])
+    assert len(digests) == 1, f"{len(digests)} different files from one model and record"
+    loaded, _ = load_checkpoint(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
 def test_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
