@@ -25,10 +25,16 @@ from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, extern
 log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
-#: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes
-SCHEMA_VERSION = 2
+#: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes;
+#: 3: the content hash leaves out :data:`VOLATILE_FIELDS`
+SCHEMA_VERSION = 3
 #: fields the content hash leaves out: the artefact's identity (it is hashed on its own) and the hash itself
 CONTENT_EXCLUDED = ("artifact", "artifact_sha256", "content_sha256")
+#: fields that say when an export ran, how long it took and how its command was typed, not what the artefact
+#: computes: from schema 3 the content hash leaves them out too, so exporting one checkpoint twice with the same
+#: options gives the same artefact (an ONNX model carries the content hash inside, and ``scan --out`` resumes only
+#: with the same model file). ``source_checkpoint`` is the path as given; its sha256 stays hashed.
+VOLATILE_FIELDS = ("created_at", "source_checkpoint", "extra.export_seconds", "extra.export_options.force")
 
 
 @dataclass
@@ -176,13 +182,21 @@ def pending_path_for(artifact: str | Path) -> Path:
 
 
 def content_hash(manifest: Manifest | dict[str, Any]) -> str:
-    """sha256 of everything in the manifest except the artefact's name and hash and this hash itself: window
-    length, normalisation, contract, preset, model config, precision plan, batch, target, external data... every
-    field, so an edited manifest is refused instead of changing scores."""
+    """sha256 of everything in the manifest except the artefact's name and hash, this hash itself and (schema 3)
+    :data:`VOLATILE_FIELDS`: window length, normalisation, contract, preset, model config, precision plan, batch,
+    target, operating point, external data... so an edited manifest is refused instead of changing scores."""
     d = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
     d = json.loads(json.dumps(d, default=json_default))  # tuples, numpy values: as they are written
     for key in CONTENT_EXCLUDED:
         d.pop(key, None)
+    if isinstance(d.get("schema_version"), int) and d["schema_version"] >= 3:  # schema 2 hashed every field
+        for dotted in VOLATILE_FIELDS:
+            *parents, last = dotted.split(".")
+            node: Any = d
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
     canon = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
     return hashlib.sha256(canon.encode("ascii")).hexdigest()
 

@@ -193,6 +193,42 @@ def test_a_manifest_beside_a_checkpoint_is_refused_not_trusted_over_its_record(e
     loaders()["load_runner"](ckpt)
 
 
+def test_exporting_one_checkpoint_twice_gives_the_same_artefact(exported, tmp_path):
+    """An ONNX model carries its manifest's content hash, and that hash covered when the export ran, how long it
+    took, --force and how the checkpoint path was typed: every re-export of one checkpoint was a new file, and
+    ``scan --out`` refused to resume with it ("holds results made with other settings")."""
+    import time
+
+    from pinlite_edge.export import export_model
+    from pinlite_edge.utils.hashing import sha256_file
+
+    ckpt = exported["checkpoint"]
+    time.sleep(1.1)  # another created_at
+    again = export_model(ckpt.parent.parent / "ckpt" / ".." / "ckpt" / ckpt.name, "onnx", tmp_path / "again",
+                         force=True).artifact
+    first, second = read_manifest(exported["onnx"]), read_manifest(again)
+    assert first.created_at != second.created_at and first.source_checkpoint != second.source_checkpoint
+    assert sha256_file(again) == sha256_file(exported["onnx"]) == second.artifact_sha256
+
+
+def test_the_content_hash_leaves_out_only_when_and_how_an_export_ran():
+    from pinlite_edge.manifest import content_hash
+
+    base = {"schema_version": 3, "preset": "tiny", "created_at": "2026-12-05T10:00:00+00:00",
+            "source_checkpoint": "a/best.safetensors", "source_checkpoint_sha256": "ab" * 32,
+            "extra": {"export_seconds": 1.0, "export_options": {"force": False, "opset": 17}},
+            "operating_point": {"thresholds": {"scan": 0.75}}}
+    same = json.loads(json.dumps(base))
+    same.update(created_at="2026-12-06T11:00:00+00:00", source_checkpoint="/abs/a/best.safetensors")
+    same["extra"].update(export_seconds=9.5, export_options={"force": True, "opset": 17})
+    assert content_hash(same) == content_hash(base)
+    for key, value in (("source_checkpoint_sha256", "cd" * 32), ("operating_point", {"thresholds": {"scan": 0.9}}),
+                       ("extra", {"export_seconds": 1.0, "export_options": {"force": False, "opset": 18}})):
+        assert content_hash({**base, key: value}) != content_hash(base), key
+    old = {**base, "schema_version": 2}  # manifests written before schema 3 hashed every field, and still verify
+    assert content_hash({**old, "created_at": same["created_at"]}) != content_hash(old)
+
+
 # --------------------------------------------------------------------------------------------- preset / contract
 @pytest.mark.parametrize("loader", ["load_runner", "Detector.load"])
 def test_manifest_for_another_preset_is_refused(exported, loader):
