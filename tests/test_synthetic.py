@@ -249,3 +249,40 @@ def test_write_clip_video_decodes_with_audio(tmp_path, suffix):
     assert audio.size >= 32000 * 0.95
     if suffix == ".avi":  # PCM: exact up to 16-bit quantisation
         np.testing.assert_allclose(audio[:32000].astype(np.float32) / 32768.0, clip.audio, atol=2e-4)
+
+
+_WRITE_ON_CPUS = """
+import hashlib, os, sys
+from pathlib import Path
+os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(",")})  # before any codec counts the cores
+from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.data.synthetic import write_clip_video
+for suffix in (".avi", ".mp4"):
+    path = Path(sys.argv[1]) / ("clip" + suffix)
+    write_clip_video(path, 3, TINY_CONTRACT, duration_s=2.0, manipulation="real", frame_size=320)
+    # (320 px: at 96 px one and two cores gave the same .mp4 even without libx264's one-thread option)
+    print(suffix, hashlib.sha256(path.read_bytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity")
+                    or len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may run on, and sched_setaffinity (Linux)")
+def test_written_clips_do_not_depend_on_the_number_of_cores(tmp_path):
+    """FFmpeg's MPEG-4 encoder (.avi) runs a slice thread per core by default and libx264 (.mp4) frame threads, and
+    each writes a different stream for another thread count: the same seed gave another clip on another machine."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cpus = sorted(os.sched_getaffinity(0))
+    outputs = []
+    for i, allowed in enumerate((cpus[:1], cpus)):
+        out = tmp_path / str(i)
+        out.mkdir()
+        run = subprocess.run([sys.executable, "-c", _WRITE_ON_CPUS, str(out), ",".join(map(str, allowed))],
+                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        assert run.returncode == 0, run.stderr[-2000:]
+        outputs.append(dict(line.split() for line in run.stdout.splitlines()))
+    assert outputs[0] == outputs[1], f"one core vs {len(cpus)}: {outputs}"

@@ -425,8 +425,9 @@ def write_clip_video(path: str | Path, seed: int | np.random.Generator = 0, cont
             vstream.pix_fmt = "yuv420p"
             if vcodec == "libx264":
                 vstream.options = x264_options(16)
-            else:
+            else:  # MPEG-4 (.avi): its slice threads, one per core by default, change the stream
                 vstream.bit_rate = 4_000_000
+                vstream.codec_context.thread_count = 1
             astream = container.add_stream(acodec, rate=clip.sample_rate, layout="mono")
             for i, img in enumerate(clip.frames):
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
