@@ -88,7 +88,8 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                         "window's with shifted or swapped audio (what the Detector's offset scan compares); > 0 also "
                         "draws each sync-pair fake next to its real window. 0: off (default: %(default)s)")
     g.add_argument("--seed", type=int, default=defaults.seed, help="seed of init, data order and dropout; two CPU runs "
-                                                                   "with one seed are identical (default: %(default)s)")
+                        "with one seed and one torch thread count are identical (another count sums in another order: "
+                        "the weights differ slightly) (default: %(default)s)")
     g = p.add_argument_group("execution")
     g.add_argument("--device", default=defaults.device, help="auto | cpu | cuda[:N]; auto picks CUDA when present. "
                                                              "AMP (fp16 autocast + GradScaler) is used on CUDA, fp32 "
