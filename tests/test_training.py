@@ -193,7 +193,7 @@ def test_teacher_checkpoint_record(teacher_ckpt):
     assert set(rec["dataset_fingerprint"]) == {"train", "val"}
     assert rec["package_version"] and rec["config"]["seed"] == 0
     # where it ran, as run (the config's "auto" resolved); CUDA runs add the GPU and each epoch's allocator peak
-    assert rec["runtime"] == {"device": "cpu", "amp": False, "gpu": None}
+    assert rec["runtime"] == {"device": "cpu", "amp": False, "gpu": None, "torch_threads": torch.get_num_threads()}
     assert "cuda_peak_mb" not in rec["history"][0]
     model, _ = load_checkpoint(teacher_ckpt)
     assert model.config.kind == "teacher"

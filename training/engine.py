@@ -296,7 +296,8 @@ def fit(model: AVSyncDetector, objective: Objective, train: Split, val: Split, c
         "package_version": __version__, "params": count_parameters(model),
         "world_size": dist.world_size, "steps_per_epoch": steps_per_epoch, "sampling": sampling,
         "runtime": {"device": str(device), "amp": use_amp,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "torch_threads": torch.get_num_threads()},  # another count: slightly other weights
         "selection": SELECTION, "training_data": training_data_summary(
             {"train": train.source if train.source is not None else train.dataset,
              "val": val.source if val.source is not None else val.dataset}), **(record or {}),
