@@ -92,16 +92,18 @@ class ReencodedStore(rf.ClipStore):
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
-def _copies(store: ReencodedStore, clips: Sequence[Any]) -> list[tuple[str, Path]]:
-    """``(file, copy)`` of each clip that ``store`` can make; a clip it cannot (an excerpt longer than the clip) is
-    left out with a warning, as the harness leaves it out of its rows and lists it under "skipped"."""
-    files = []
+def _copies(store: ReencodedStore, clips: Sequence[Any]) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
+    """``(file, copy)`` of each clip that ``store`` can make, and ``{"file", "reason"}`` of each it cannot (an excerpt
+    longer than the clip, a file that does not decode): those are left out of the Detector pass with a warning and
+    recorded, as the harness leaves them out of its rows and lists them under "skipped"."""
+    files, left_out = [], []
     for clip in clips:
         try:
             files.append((clip.file, store.copy_of(clip.path)))
         except PinliteError as exc:
             log.warning("%s: %s left out: %s", store.name, clip.file, exc)
-    return files
+            left_out.append({"file": clip.file, "reason": f"{type(exc).__name__}: {exc}"})
+    return files, left_out
 
 
 def _moves(scores: dict[str, float], reference: dict[str, float] | None) -> dict[str, float | None] | None:
@@ -165,11 +167,12 @@ def run(cfg: rf.EvalConfig, transforms: Sequence[str], work_dir: Path) -> dict[s
         t0 = time.perf_counter()
         reports = {split: rf.evaluate(replace(cfg, split=split), store) for split in SPLITS}
         rows = summarise_transform(reports, harness_ref)
-        files = _copies(store, [c for cs in clips.values() for c in cs])
+        files, left_out = _copies(store, [c for cs in clips.values() for c in cs])
         detections = {}
         for spec in cfg.models if cfg.run_models else []:
             found = detect_files(spec.path, files, split_of, threads=cfg.threads or 1)
-            detections[spec.name] = {"counts": verdict_counts(found, detect_ref.get(spec.name)), "clips": found}
+            detections[spec.name] = {"counts": verdict_counts(found, detect_ref.get(spec.name)), "clips": found,
+                                     "left_out": left_out}
             if name == AS_IS:
                 detect_ref[spec.name] = {r["file"]: r["fake_prob"] for r in found if "fake_prob" in r}
         if name == AS_IS:

@@ -185,6 +185,7 @@ def test_a_run_on_two_grid_clips_writes_a_record(grid_clips, tmp_path):
     counts = mirror["detect"]["tiny"]["counts"]
     assert counts["num_clips"] == 4 and counts["move"]["median_abs"] >= 0.0 and not counts["errors"]
     assert {c["file"] for c in mirror["detect"]["tiny"]["clips"]} == {e["file"] for e in entries}
+    assert mirror["detect"]["tiny"]["left_out"] == []
     assert report["transforms"][rr.AS_IS]["detect"]["tiny"]["counts"]["move"] is None  # the reference itself
     assert report["record"]["command"].startswith("python benchmarks/real_faces_reencode.py tiny=")
     md = json_path.with_suffix(".md").read_text()
@@ -200,9 +201,10 @@ def test_a_clip_too_short_for_an_excerpt_is_left_out_not_the_end_of_the_run(sour
     write_clip_video(short, 1, TINY_CONTRACT, duration_s=1.0, manipulation="real", frame_size=64)
     clips = [SimpleNamespace(file="x/short.mp4", path=short), SimpleNamespace(file="x/talk.mp4", path=source)]
     with caplog.at_level("WARNING"):
-        files = rr._copies(rr.ReencodedStore("excerpt-2s", tmp_path / "work"), clips)
+        files, left_out = rr._copies(rr.ReencodedStore("excerpt-2s", tmp_path / "work"), clips)
     assert [f for f, _ in files] == ["x/talk.mp4"] and files[0][1].is_file()
-    assert "x/short.mp4 left out" in caplog.text and "no 2 s excerpt" in caplog.text
+    assert [c["file"] for c in left_out] == ["x/short.mp4"] and "no 2 s excerpt" in left_out[0]["reason"]
+    assert "x/short.mp4 left out" in caplog.text
 
 
 def test_no_model_and_no_baseline_only_is_a_clear_error(tmp_path, caplog):

@@ -104,3 +104,17 @@ def test_every_folder_walk_finds_the_same_videos(tmp_path):
     assert [p.relative_to(tmp_path.resolve()).as_posix() for p in scan_videos(tmp_path, VIDEO_EXTENSIONS)] == want
     got = e2e_videos(str(tmp_path), 10, tmp_path / "cache", TINY_CONTRACT).paths
     assert [p.relative_to(tmp_path).as_posix() for p in got] == want
+
+
+def test_the_bench_does_not_reuse_synthetic_clips_another_encoder_wrote(tmp_path, monkeypatch):
+    """The end-to-end pass caches its synthetic mp4 clips by name: clips written before H.264 was written
+    reproducibly (or with any other options) were reused, and their timings decoded another stream."""
+    from pinlite_edge.bench.endtoend import find_videos as e2e_videos
+    from pinlite_edge.contract import TINY_CONTRACT
+    from pinlite_edge.data import synthetic
+
+    first = e2e_videos("synthetic", 1, tmp_path, TINY_CONTRACT).paths
+    assert e2e_videos("synthetic", 1, tmp_path, TINY_CONTRACT).paths == first  # the same writer: reused
+    monkeypatch.setattr(synthetic, "MP4_VIDEO_OPTIONS", {**synthetic.MP4_VIDEO_OPTIONS, "crf": "30"})
+    second = e2e_videos("synthetic", 1, tmp_path, TINY_CONTRACT).paths
+    assert second != first and second[0].is_file() and first[0].is_file()

@@ -52,12 +52,16 @@ def find_videos(spec: str | None, count: int, cache_dir: Path, contract: InputCo
                 return Videos(found[:count], f"real clips in {folder}")
         spec = "synthetic"
     if spec == "synthetic":
-        from pinlite_edge.data.synthetic import write_clip_video
+        from pinlite_edge.data.synthetic import MP4_VIDEO_OPTIONS, write_clip_video
+        from pinlite_edge.utils.hashing import json_sha256
 
         folder = cache_dir / "e2e-videos"
+        # the encoder's options are in the name: a clip cached by another writer (before H.264 was written
+        # reproducibly, say) is another stream to decode, so it is not reused
+        encoder = json_sha256(MP4_VIDEO_OPTIONS)[:8]
         paths = []
         for i in range(count):
-            path = folder / f"synthetic-{i}-{int(SYNTHETIC_SECONDS * 1000)}ms-{SYNTHETIC_SIZE}px.mp4"
+            path = folder / f"synthetic-{i}-{int(SYNTHETIC_SECONDS * 1000)}ms-{SYNTHETIC_SIZE}px-{encoder}.mp4"
             if not path.is_file():
                 write_clip_video(path, seed=1000 + i, contract=contract, duration_s=SYNTHETIC_SECONDS,
                                  frame_size=SYNTHETIC_SIZE)

@@ -387,6 +387,9 @@ class SyntheticDataset(Dataset):
                 "seed": self.config.seed, "splits": splits}
 
 
+#: the libx264 options of the H.264 containers (.mp4/.mov/.mkv): near-lossless, reproducible (pinlite_edge.data.x264)
+MP4_VIDEO_OPTIONS = x264_options(16)
+
 _CONTAINERS = {
     ".mp4": ("mp4", "libx264", "aac"),
     ".mov": ("mov", "libx264", "aac"),
@@ -424,7 +427,7 @@ def write_clip_video(path: str | Path, seed: int | np.random.Generator = 0, cont
             vstream.width = vstream.height = size
             vstream.pix_fmt = "yuv420p"
             if vcodec == "libx264":
-                vstream.options = x264_options(16)
+                vstream.options = dict(MP4_VIDEO_OPTIONS)
             else:  # MPEG-4 (.avi): its slice threads, one per core by default, change the stream
                 vstream.bit_rate = 4_000_000
                 vstream.codec_context.thread_count = 1
