@@ -158,11 +158,6 @@ def unresumable(out: Path) -> str | None:
     return None
 
 
-def is_scan_output(out: Path) -> bool:
-    """Whether a scan may resume into ``out`` (:func:`unresumable`)."""
-    return unresumable(out) is None
-
-
 def _lines(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
     """``(line number, the line with its newline, its record)`` for every line of a results file; the record is None
     for a line that is not one (not a JSON object with a ``path``): the one reading of the file's lines."""

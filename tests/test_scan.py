@@ -676,15 +676,15 @@ def test_decoding_time_limit_is_recorded(tree, model, tmp_path):
 def test_a_results_file_whose_only_record_was_cut_short_can_be_resumed(tmp_path):
     """A kill while writing the first record left a file the resume refused ("not a scan results file ... --force"),
     although a cut last line is allowed everywhere else."""
-    from pinlite_edge.scan import is_scan_output
+    from pinlite_edge.scan import unresumable
 
     out = tmp_path / "results.jsonl"
     out.write_bytes(b'{"path": "/videos/clip.mp4", "verd')
-    assert is_scan_output(out)
+    assert unresumable(out) is None
     out.write_bytes(b"hello, not a scan")
-    assert not is_scan_output(out)
+    assert unresumable(out) is not None
     out.write_bytes(b'{"path": "/videos/clip.mp4"}\n{"path": "/v')  # a complete line must be a whole record
-    assert not is_scan_output(out)
+    assert unresumable(out) is not None
 
 
 def test_a_model_without_its_manifest_is_a_usage_error_as_in_detect_and_bench(tree, model, tmp_path, capsys):

@@ -40,7 +40,6 @@ def write_error(path: str | Path, exc: OSError, action: str = "cannot write") ->
     return WriteError(f"{action} {path}: {hint} ({exc.strerror or exc})")
 
 
-
 def open_regular_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
     """``os.open(path, flags)`` that refuses, in the same call, to follow a symlink at ``path`` (``O_NOFOLLOW``,
     where the platform has it) and then checks the opened descriptor is a regular file: a path checked first and
@@ -58,6 +57,7 @@ def open_regular_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
         os.close(fd)
         raise WriteError(f"refusing to write {path}: it is not a regular file")
     return fd
+
 
 def check_writable_target(path: str | Path) -> None:
     """Refuse to replace anything but a regular file (or nothing): symlinks, folders, devices, FIFOs, sockets."""
