@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from pinlite_edge.contract import MAX_OFFSET, InputContract
-from pinlite_edge.errors import InputError
+from pinlite_edge.errors import InputError, UsageError
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.limits import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, check_positive
 from pinlite_edge.features.windows import FACE_WINDOW_MIN
@@ -255,6 +255,21 @@ def _display_frames(frames: np.ndarray, contract: InputContract) -> np.ndarray:
 MAX_FEATURE_ABS = 1e3
 #: Largest ``batch_size`` (windows per model call).
 MAX_BATCH_SIZE = 1024
+
+
+#: what Detector uses of a runner (``pinlite_edge.runtimes.base.BaseRunner`` has them all)
+RUNNER_INTERFACE = ("contract", "is_active", "activate", "deactivate", "infer")
+
+
+def _check_runner(runner: Any) -> None:
+    """A :class:`UsageError` unless ``runner`` offers :data:`RUNNER_INTERFACE`; a path names :meth:`Detector.load`."""
+    if isinstance(runner, (str, bytes, os.PathLike)):
+        raise UsageError(f"Detector() takes a loaded runner, not the path {os.fsdecode(runner)!r}: "
+                         f"use Detector.load(path) to load an artefact")
+    missing = [name for name in RUNNER_INTERFACE if not hasattr(runner, name)]
+    if missing:
+        raise UsageError(f"Detector() takes a runner (from Detector.load(path) or pinlite_edge.runtimes.load_runner); "
+                         f"{type(runner).__name__!r} object has no {', '.join(missing)}")
 
 
 def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_seconds: Any, face_crop: Any,
@@ -532,6 +547,7 @@ class Detector:
                  scan_offsets: Sequence[int] | None = DEFAULT_SCAN_OFFSETS):
         from pinlite_edge.features.limits import DecodeLimits
 
+        _check_runner(runner)
         self.scan_offsets = _check_options(threshold, aggregate, batch_size, stride_seconds, face_crop, scan_offsets)
         if timeout_s is not None:
             try:

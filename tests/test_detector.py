@@ -543,3 +543,17 @@ def test_a_window_counts_in_the_verdict_only_with_the_face_in_half_its_frames():
     both = det.score_windows([dataclasses.replace(first, face_fraction=0.5),
                               dataclasses.replace(second, face_fraction=0.7)], "unit")
     assert [w.in_verdict for w in both.windows] == [True, True] and both.verdict == "fake"
+
+
+def test_a_path_or_a_model_given_to_the_constructor_names_detector_load(model_files):
+    """App developers write ``Detector("model.onnx")``: the error says to use ``Detector.load`` (it was an
+    AttributeError from deep inside the constructor)."""
+    from pinlite_edge import Detector
+    from pinlite_edge.errors import UsageError
+
+    for path in (str(model_files["onnx"]), Path(model_files["onnx"])):
+        with pytest.raises(UsageError, match=r"Detector.load\(path\)") as info:
+            Detector(path)
+        assert str(model_files["onnx"]) in str(info.value)
+    with pytest.raises(UsageError, match="'AVSyncDetector' object has no .*is_active"):
+        Detector(create_student("tiny", pretrained=False))
