@@ -264,6 +264,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read safetensors checkpoint {path}: {exc}") from None
-    model = create_model(config)
+    # the initial weights, overwritten below, must not draw from the host's RNG (an app seeding torch got other numbers)
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(config)
     model.load_state_dict(state)
     return model.to(map_location).eval(), record

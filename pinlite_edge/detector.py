@@ -173,18 +173,16 @@ class DetectionResult:
 
 
 def draw_explanation(result: DetectionResult, path: Path) -> Path:
-    """The PNG behind :meth:`DetectionResult.save_explanation` (matplotlib, Agg backend), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    """The PNG behind :meth:`DetectionResult.save_explanation` (matplotlib, its own Agg canvas: the host's backend
+    and pyplot state are left alone), written atomically."""
     from pinlite_edge.utils.atomic import atomic_path
+    from pinlite_edge.utils.figures import agg_figure, colormap
 
     top = result.most_suspicious_window
     frames = result.explain_frames
     n = result.frame_saliency.shape[1]
-    fig = plt.figure(figsize=(12, 6.5))
+    fig = agg_figure(figsize=(12, 6.5))
+    inferno = colormap("inferno")
     grid = fig.add_gridspec(3, n, height_ratios=[1.0, 1.1, 1.6])
     ax = fig.add_subplot(grid[0, :])
     starts = [w.start_seconds for w in result.windows]
@@ -212,7 +210,7 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
         axk.set_xticks([])
         axk.set_yticks([])
         for spine in axk.spines.values():
-            spine.set_edgecolor(plt.cm.inferno(weight[k]))
+            spine.set_edgecolor(inferno(weight[k]))
             spine.set_linewidth(1 + 4 * weight[k])
         axk.set_title(f"{sal[k]:.2f}", fontsize=6)
     scan = result.scan
@@ -223,7 +221,7 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     ax_att.set_ylabel("audio token")
     ax_att.set_title(f"attention, window at {result.windows[top].start_seconds:.2f} s", fontsize=9)
     ax_sal = fig.add_subplot(grid[2, split + 1:(2 * split if scan is not None else n)])
-    ax_sal.bar(range(n), sal, color=plt.cm.inferno(weight))
+    ax_sal.bar(range(n), sal, color=inferno(weight))
     ax_sal.set_xlabel("frame")
     ax_sal.set_ylabel("saliency (attention column sum)")
     if scan is not None:  # the offset scan: how well each audio shift fits the lips, the given alignment at 0
@@ -238,7 +236,6 @@ def draw_explanation(result: DetectionResult, path: Path) -> Path:
     fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.08, hspace=0.45, wspace=0.15)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return path
 
 

@@ -89,6 +89,23 @@ def test_detect_synthetic_video(detector, synthetic_video, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_saving_an_explanation_leaves_the_hosts_matplotlib_backend_alone(detector, synthetic_video, tmp_path,
+                                                                         monkeypatch):
+    """It used to force the process onto Agg: a GUI or notebook app stopped showing its own plots."""
+    import sys
+
+    import matplotlib
+
+    def switch(*args, **kwargs):
+        raise AssertionError(f"matplotlib.use{args} called")
+
+    monkeypatch.setattr(matplotlib, "use", switch)
+    pyplot_before = "matplotlib.pyplot" in sys.modules
+    png = detector.detect(synthetic_video[0]).save_explanation(tmp_path / "explain.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ("matplotlib.pyplot" in sys.modules) == pyplot_before
+
+
 def test_detect_arrays_matches_file_layout(detector, synthetic_video):
     _, clip = synthetic_video
     result = detector.detect_arrays(clip.frames, clip.audio, clip.sample_rate, fps=clip.fps)

@@ -2,6 +2,8 @@
 import importlib
 import tomllib
 
+import pytest
+
 from conftest import REPO_ROOT
 
 MAPPED = {"export": "pinlite_edge.export", "runtimes": "pinlite_edge.runtimes", "training": "pinlite_edge.training"}
@@ -70,6 +72,25 @@ def test_scoring_an_onnx_model_never_imports_torch():
             " print(sorted(m for m in ('torch', 'torchvision', 'executorch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("before", [None, "/opt/vendor/lib"])
+def test_importing_opencv_leaves_the_library_search_path_of_the_hosts_subprocesses_alone(before):
+    """opencv-python's loader prepends its folder and a trailing ':' to LD_LIBRARY_PATH: every subprocess the host
+    started afterwards searched its working directory for shared libraries."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    if before is not None:
+        env["LD_LIBRARY_PATH"] = before
+    code = ("import os; from pinlite_edge import Detector; import pinlite_edge.features.facecrop, "
+            "pinlite_edge.data.synthetic_render; from pinlite_edge.utils.opencv import cv2; cv2.getNumThreads(); "
+            "print(repr(os.environ.get('LD_LIBRARY_PATH')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env=env)
+    assert out.stdout.strip() == repr(before), out.stdout + out.stderr
 
 
 def test_export_submodules_are_still_attributes_of_the_package():

@@ -768,6 +768,50 @@ def test_threads_restored_after_a_failed_activation(student, tmp_path):
     assert torch.get_num_threads() == before
 
 
+def test_a_torch_runner_dropped_while_active_gives_the_thread_count_back(student):
+    """An app that drops its Detector (or runner) without close() left torch on the runner's count for good, and a
+    later runner's close() then restored that stale count."""
+    import gc
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    try:
+        runner = load_runner(student["torch"], threads=wanted)
+        runner.activate()
+        assert torch.get_num_threads() == wanted
+        del runner
+        gc.collect()
+        assert torch.get_num_threads() == before
+        with load_runner(student["torch"], threads=wanted):
+            pass
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_thread_count_the_host_sets_while_a_runner_is_active_is_kept(student):
+    before = torch.get_num_threads()
+    wanted, hosts = (1, 2) if before != 1 else (2, 1)
+    try:
+        with load_runner(student["torch"], threads=wanted):
+            torch.set_num_threads(hosts)
+        assert torch.get_num_threads() == hosts
+        with load_runner(student["torch"], threads=wanted):  # a later runner restores the host's new count
+            assert torch.get_num_threads() == wanted
+        assert torch.get_num_threads() == hosts
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_loading_a_checkpoint_leaves_the_hosts_torch_rng_alone(student):
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    with load_runner(student["torch"]) as r:
+        r.infer(*inputs(1))
+    assert torch.equal(torch.rand(4), expected)
+
+
 # --- outputs are checked ------------------------------------------------------------------------------------------
 def test_torch_nan_output_raises(student):
     from pinlite_edge.runtimes.torch import TorchRunner

@@ -1,4 +1,5 @@
-"""PNG plots (matplotlib, Agg): accuracy/EPS vs latency with Pareto fronts (paper §5.2) and attention maps."""
+"""PNG plots: accuracy/EPS vs latency with Pareto fronts (paper §5.2) and attention maps. Each figure has its own
+matplotlib Agg canvas (``utils.figures``): no pyplot, the host's backend untouched."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,14 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+from pinlite_edge.utils.figures import agg_figure
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -47,10 +41,10 @@ def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
     pts = _points(result, metric)
     if not pts:
         return None
-    plt = _plt()
     # Points are numbered and named in a key beside the axes: a dozen artefacts with near-equal accuracy would
     # otherwise print their names on top of each other.
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig = agg_figure(figsize=(10, 4.8))
+    ax = fig.subplots()
     fig.subplots_adjust(left=0.08, right=0.6, bottom=0.12, top=0.9)
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     ax.scatter(xs, ys, s=36, zorder=3)
@@ -70,7 +64,6 @@ def pareto_plot(result: dict[str, Any], metric: str, path: Path) -> Path | None:
     ax.legend(loc="best", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -82,8 +75,8 @@ def attention_grid(maps: Mapping[str, np.ndarray], path: Path, clip_labels: Sequ
     n = min(m.shape[0] for m in maps.values())
     if n == 0:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(n, len(names), figsize=(2.4 * len(names), 2.2 * n), squeeze=False)
+    fig = agg_figure(figsize=(2.4 * len(names), 2.2 * n))
+    axes = fig.subplots(n, len(names), squeeze=False)
     for j, name in enumerate(names):
         for i in range(n):
             ax = axes[i][j]
@@ -99,7 +92,6 @@ def attention_grid(maps: Mapping[str, np.ndarray], path: Path, clip_labels: Sequ
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

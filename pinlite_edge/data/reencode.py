@@ -147,7 +147,7 @@ def transform_audio(audio: np.ndarray, rate: int, enc: Encoding, seed: int = 0) 
 
 def transform_frames(frames: Sequence[np.ndarray], fps: float, enc: Encoding) -> tuple[list[np.ndarray], float]:
     """The frames as ``enc`` asks (frame-rate conversion, scale, mirror), even-sized for H.264 4:2:0."""
-    import cv2
+    from pinlite_edge.utils.opencv import cv2
 
     out_fps = fps if enc.fps is None else enc.fps(fps)
     if out_fps != fps:  # output frame j shows the source frame on screen at the middle of j's display time

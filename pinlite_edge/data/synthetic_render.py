@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from scipy import signal as sps
+
+from pinlite_edge.utils.opencv import cv2
 
 #: Control rate of the content tracks (Hz). 2 ms resolution is far finer than a 40 ms video frame or 10 ms MFCC hop.
 CTRL_RATE = 500.0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from pinlite_edge.errors import BackendUnavailableError, InputError
@@ -28,6 +27,7 @@ from pinlite_edge.features.facetrack import (
     equalised_grey,
     load_cascade,
 )
+from pinlite_edge.utils.opencv import cv2
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from pinlite_edge.errors import BackendUnavailableError
+from pinlite_edge.utils.opencv import cv2
 
 log = logging.getLogger(__name__)
 

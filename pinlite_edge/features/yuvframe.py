@@ -11,11 +11,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pinlite_edge.features.facecrop import FaceBox
 from pinlite_edge.features.rotation import rotate
+from pinlite_edge.utils.opencv import cv2
 
 
 def _even(v: float) -> int:

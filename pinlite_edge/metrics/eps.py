@@ -51,7 +51,7 @@ def _as_batch(maps: np.ndarray, name: str) -> np.ndarray:
 def _resize(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if maps.shape[1:] == shape:
         return maps
-    import cv2
+    from pinlite_edge.utils.opencv import cv2
 
     return np.stack([cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
 

@@ -35,12 +35,14 @@ class ThreadRequests:
     for a count share it: the latest request holds while its runner is active; when it is released the count goes
     back to the latest request still held, and to the process's own count when none is. (Each runner saving and
     restoring "the previous" count left a still-active runner on another's count, and the process on 1 thread,
-    whenever runners closed in another order than they were opened.)"""
+    whenever runners closed in another order than they were opened.) A count the host sets while requests are held
+    is the host's: a release then leaves it as it is (it used to put back the count from before the host's)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: list[tuple[int, int]] = []  # (request id, threads), oldest first
         self._original: int | None = None
+        self._applied: int | None = None  # the count this registry last set
         self._next_id = 0
 
     def hold(self, torch: Any, threads: int | None) -> int | None:
@@ -53,16 +55,25 @@ class ThreadRequests:
             self._next_id += 1
             self._held.append((self._next_id, int(threads)))
             torch.set_num_threads(int(threads))
+            self._applied = int(threads)
             return self._next_id
 
     def release(self, torch: Any, request: int | None) -> None:
         if request is None:
             return
         with self._lock:
-            self._held = [(i, n) for i, n in self._held if i != request]
-            count = self._held[-1][1] if self._held else self._original
+            held = [(i, n) for i, n in self._held if i != request]
+            if len(held) == len(self._held):
+                return  # released already (close, then the garbage collector's finaliser)
+            self._held = held
+            if int(torch.get_num_threads()) != self._applied:  # the host set its own count meanwhile: keep it
+                self._original = None if not held else int(torch.get_num_threads())
+                self._applied = int(torch.get_num_threads())
+                return
+            count = held[-1][1] if held else self._original
             if count is not None:
                 torch.set_num_threads(count)
+                self._applied = count
 
 
 #: the one registry of the process (the thread count it mirrors is the process's)

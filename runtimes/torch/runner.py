@@ -5,6 +5,7 @@ This is also the FP32 reference: the teacher's outputs that EPS is measured agai
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class TorchRunner(BaseRunner):
     """Eager PyTorch inference of a checkpoint. ``device`` is ``"cpu"`` or ``"cuda[:N]"``; ``threads`` sets
     ``torch.set_num_threads`` while the runner is active (process-wide: torch has no per-model thread pool) and the
-    previous count is restored on deactivation."""
+    previous count is restored on deactivation, or when an active runner is garbage-collected without it."""
 
     backend = "torch"
     shares_frames = True  # AVSyncDetector.forward encodes each frames row once for the mfcc rows it serves
@@ -36,7 +37,9 @@ class TorchRunner(BaseRunner):
         self._given_model = model
         self.model: Any = None
         self._torch: Any = None
-        self._thread_request: int | None = None
+        #: releases the thread request: called by deactivation, or by the garbage collector for a runner (or the
+        #: Detector holding it) dropped while active, which otherwise left the process on its count for good
+        self._thread_release: weakref.finalize | None = None
 
     @classmethod
     def from_model(cls, model: Any, *, name: str = "in-memory", device: str = "cpu",
@@ -54,15 +57,17 @@ class TorchRunner(BaseRunner):
         # a spec inspected with verify=False loads a checkpoint without a hash too (load_runner(..., verify=False))
         self.model = loader.load_model(self.artifact, self.device, self._given_model,
                                        allow_unverified=not self.spec.verified)
-        self._thread_request = loader.set_threads(torch, self.threads)
+        request = loader.set_threads(torch, self.threads)
+        self._thread_release = weakref.finalize(self, loader.restore_threads, torch, request)
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def deactivate_impl(self) -> None:
         self.model = None
+        if self._thread_release is not None:
+            self._thread_release()
+            self._thread_release = None
         if self._torch is not None:
-            loader.restore_threads(self._torch, self._thread_request)
-            self._thread_request = None
             if self.device.startswith("cuda") and self._torch.cuda.is_available():
                 self._torch.cuda.empty_cache()
 
