@@ -86,7 +86,7 @@ def prepare_arrays(
     validate_arrays(frames_uint8, audio, sample_rate, fps, limits)
     n = frames_uint8.shape[0]
     _check_crop_memory(n, contract)
-    mono = to_mono(audio)  # PCM scaled to [-1, 1], channels-first arrays recognised
+    mono = to_mono(audio, source)  # PCM scaled to [-1, 1], channels-first arrays recognised
     peak = float(np.abs(mono).max())
     warn_on_degraded_audio(mono.size / float(sample_rate), n / float(fps), peak, True, contract, source)
     # the file path's crop: frames as the 4:2:0 planes a decoder gives, face tracked on the luma plane

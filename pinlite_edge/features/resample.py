@@ -7,8 +7,11 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from pinlite_edge.errors import InputError
+from pinlite_edge.features.downmix import ChannelPolarity
 from pinlite_edge.features.limits import check_sample_rate
 
+#: samples per block read by _polarity_signs
+_POLARITY_BLOCK = 1 << 16
 
 #: Float audio is PCM, nominally within [-1, 1]; integer PCM stored as float reaches 2^31 at most. Beyond that it is
 #: not audio, and float32 arithmetic on it overflows (NaN features).
@@ -44,8 +47,9 @@ def audio_samples(audio: np.ndarray) -> int:
     return int(audio.shape[1] if _channels_first(audio) else audio.shape[0])
 
 
-def to_mono(audio: np.ndarray) -> np.ndarray:
-    """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels, LFE included).
+def to_mono(audio: np.ndarray, source: str = "audio") -> np.ndarray:
+    """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels, LFE included; a
+    channel out of phase is flipped first, with a warning naming ``source``: :mod:`~pinlite_edge.features.downmix`).
 
     Dtype rules (:func:`check_audio_dtype`): float as is; signed integer PCM scaled by 2^(bits-1); unsigned integer
     PCM (offset binary, e.g. uint8 with silence at 128) centred, then scaled by 2^(bits-1). A ``(channels, samples)``
@@ -58,7 +62,8 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     elif audio.ndim == 2:
         if _channels_first(audio):
             audio = audio.T
-        mono = audio.mean(axis=1)
+        signs = _polarity_signs(audio, source)
+        mono = audio.mean(axis=1) if signs is None else (_centred(audio) * signs).mean(axis=1) + _silence(audio)
     else:
         raise InputError(f"audio must be (samples,) or (samples, channels), got shape {audio.shape}")
     if np.issubdtype(audio.dtype, np.signedinteger):
@@ -68,6 +73,25 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
         half = float(np.iinfo(audio.dtype).max // 2 + 1)
         mono = (mono - half) / half
     return np.asarray(mono, dtype=np.float32)
+
+
+def _silence(audio: np.ndarray) -> float:
+    """The sample value of silence: 2^(bits-1) for unsigned (offset binary) PCM, else 0."""
+    return float(np.iinfo(audio.dtype).max // 2 + 1) if np.issubdtype(audio.dtype, np.unsignedinteger) else 0.0
+
+
+def _centred(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as float64 with silence at 0 (unscaled)."""
+    return audio.astype(np.float64) - _silence(audio)
+
+
+def _polarity_signs(audio: np.ndarray, source: str) -> np.ndarray | None:
+    """:class:`ChannelPolarity`'s decision over the whole ``(samples, channels)`` track, read in blocks (no float64
+    copy of a long track)."""
+    polarity, signs = ChannelPolarity(source), None
+    for start in range(0, audio.shape[0], _POLARITY_BLOCK):
+        signs = polarity.signs(_centred(audio[start:start + _POLARITY_BLOCK]))
+    return signs
 
 
 def resample_audio(audio: np.ndarray, sample_rate: int, target_rate: int = 16000) -> np.ndarray:

@@ -2,7 +2,8 @@
 on the clip's constant frame grid, and mono audio at the contract's rate aligned to the first video frame.
 
 * :class:`MonoAudio` (an audio consumer of :func:`~pinlite_edge.features.decode.iter_media`): each decoded chunk is
-  averaged to mono at once (all channels, LFE included; any channel count), shifted so sample 0 plays with the first
+  averaged to mono at once (all channels, LFE included; any channel count; a channel out of phase flipped first:
+  :mod:`~pinlite_edge.features.downmix`), shifted so sample 0 plays with the first
   video frame (zeros before an audio stream that starts later, leading samples dropped when it starts earlier) and
   resampled with :class:`~pinlite_edge.features.streamresample.StreamResampler` (the same samples as one
   ``resample_poly`` call over the whole track).
@@ -24,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from pinlite_edge.errors import DecodeError
+from pinlite_edge.features.downmix import ChannelPolarity
 from pinlite_edge.features.streamresample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class MonoAudio:
         self._skip = 0  # source samples still to drop (audio starting before the video)
         self._resampler: StreamResampler | None = None
         self._out: list[np.ndarray] = []
+        self._polarity = ChannelPolarity(source)
 
     def set_rate(self, rate: int) -> None:
         self.rate = int(rate)
@@ -61,7 +64,11 @@ class MonoAudio:
     def add_audio(self, samples: np.ndarray, seconds: float | None) -> None:
         if self.start is None:
             self.start = seconds
-        mono = samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+        signs = self._polarity.signs(samples) if samples.ndim == 2 else None
+        if signs is not None:  # a channel out of phase (features.downmix)
+            mono = (samples * signs.astype(np.float32)).mean(axis=1, dtype=np.float32)
+        else:
+            mono = samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
         peak = float(np.abs(samples).max()) if samples.size else 0.0
         if not self._aligned and self._video_known and self.start is not None:
             self._align()
