@@ -377,6 +377,31 @@ def test_implausible_declared_frame_rate_places_frames_by_their_timestamps(tmp_p
     np.testing.assert_array_equal(shown_index(whole.frames[:, 0, 0, 0]), expected % 30)
 
 
+def test_one_repeated_timestamp_does_not_make_later_timestamps_ignored(tmp_path, caplog):
+    """Frame 13 repeats frame 12's timestamp, and 10 frames are missing at 2 s with their timestamps kept (a player
+    holds frame 49 over the hole). The repeat used to switch the clip to decoding order for good: every frame after
+    the hole played 0.4 s early against the audio, with no warning. Now each tick shows the frame a player shows
+    then (but the repeated stamp's own tick), with a warning naming the repeat."""
+    from pinlite_edge.features import prepare_file
+
+    kept = [k for k in range(100) if not 50 <= k < 60]
+    kept.insert(13, 12)  # decoded frame 13 carries frame 12's timestamp
+    levels = ((np.arange(len(kept)) % 30) * 8).astype(np.uint8)  # decoded frame i's grey level: i mod 30
+    frames = np.broadcast_to(levels[:, None, None, None], (len(kept), 48, 64, 3)).copy()
+    audio = (0.1 * np.random.default_rng(1).standard_normal((4 * 16000, 1))).astype(np.float32)
+    path = write_av(tmp_path / "repeat.mkv", frames, audio, rate=16000, fps=25, pts_ms=np.array(kept) * 40.0,
+                    vcodec="ffv1")
+    caplog.set_level(logging.WARNING)
+    clip = prepare_file(path, C, face_crop=False)
+    assert "frame 13 repeats the previous frame's timestamp (480 ms)" in warnings_of(caplog)
+    shown = np.abs(clip.frames[:, 0, 0, 0].astype(int)[:, None] - levels[None, :30].astype(int)).argmin(axis=1)
+    stamps = np.array(kept) * 40.0
+    player = np.array([np.flatnonzero(stamps <= t * 40.0)[-1] for t in range(100)])
+    assert len(shown) == 100
+    differ = np.flatnonzero(shown != player % 30)
+    assert list(differ) in ([], [12]), differ
+
+
 def test_a_declared_rate_the_timestamps_contradict_is_not_followed(tmp_path, caplog):
     """A webcam declared at 30 fps that delivered 24 fps (low light): every gap is regular (41.7 ms, within 1.5 frame
     periods), but one tick per frame would play 3 s of video in 2.4 s, drifting from the audio from the first second

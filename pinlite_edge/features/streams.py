@@ -10,10 +10,11 @@ on the clip's constant frame grid, and mono audio at the contract's rate aligned
 * :class:`FramePlacer`: how many ticks of the constant grid (the stream's frame rate) each decoded frame fills. A
   stream whose frame gaps stay within 0.5..1.5 frame periods is constant-rate: one tick per frame, in decoding order.
   From the first gap outside that range on (or once the timestamps drift more than half a frame period from one
-  tick per frame: regular gaps at another rate than the declared one), frames are placed by timestamp (the last
-  frame shown at or before each tick: repeated over a gap, dropped when two fall within one tick); from the first
-  frame on when the declared rate is not believed. Missing or non-monotonic timestamps before that keep decoding
-  order. The grid never runs past the container's declared duration (with slack, so a timestamp gap
+  tick per frame: regular gaps at another rate than the declared one, or frames that carry on after one repeated
+  a timestamp), frames are placed by timestamp (the last frame shown at or before each tick: repeated over a gap,
+  dropped when two fall within one tick); from the first frame on when the declared rate is not believed. Missing
+  timestamps, timestamps that never move, and timestamps that go backwards before that keep decoding order (a
+  repeated timestamp used to do so for the rest of the clip: one repeat, then a gap, put every later frame early). The grid never runs past the container's declared duration (with slack, so a timestamp gap
   cannot stretch a clip; frames beyond it are not used, with a warning) nor past ``max_duration_s`` (an error).
 """
 from __future__ import annotations
@@ -191,6 +192,7 @@ class FramePlacer:
         self._gap_min = np.inf
         self._gap_max = -np.inf
         self._truncated = False
+        self._repeat: tuple[int, float] | None = None  # (frame, ms from the first) of the first repeated timestamp
 
     def _give(self, n: int) -> None:
         if self.bound_ticks is not None and self.ticks + n > self.bound_ticks:
@@ -224,13 +226,18 @@ class FramePlacer:
             gap = ms - self._prev
             if self.mode == "constant":
                 expected = self._t0 + self.frames * self.step  # where one tick per frame puts this frame
-                if gap <= 0:
+                if gap < 0:
                     self.mode = "order"
+                elif gap == 0:  # a repeated timestamp: one tick for now; timestamps that go on decide (drift below)
+                    if self._repeat is None:
+                        self._repeat = (self.frames, ms - self._t0)
                 elif not 0.5 * self.step <= gap <= 1.5 * self.step:
                     self.mode, self._why = "timestamps", "gaps"
-                elif abs(ms - expected) > 0.5 * self.step:  # regular gaps, another rate: the sync would drift
+                elif abs(ms - expected) > 0.5 * self.step:  # regular gaps, another rate, or after a repeated stamp
                     self.mode = "timestamps"
-                    self._why = (f"its frame timestamps drift from the declared {self.fps:.4g} fps (frame "
+                    self._why = (f"frame {self._repeat[0]} repeats the previous frame's timestamp "
+                                 f"({self._repeat[1]:.0f} ms)" if self._repeat is not None else
+                                 f"its frame timestamps drift from the declared {self.fps:.4g} fps (frame "
                                  f"{self.frames} at {ms - self._t0:.0f} ms, {expected - self._t0:.0f} ms at that "
                                  "rate)")
             self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
