@@ -62,10 +62,10 @@ class YuvFrame:
         width, height = bounded_size(frame.width, frame.height, max_side)
         name = frame.format.name
         if name not in DIRECT_FORMATS or (width, height) != (frame.width, frame.height):
+            # swscale keeps a full-range flag's values full range (and says so in the new frame's color_range); it
+            # converts only what the format itself makes full range (yuvj*, gray) to limited
             frame = frame.reformat(format="yuv420p", width=width, height=height)
-            full = False  # swscale converted to limited range
-        else:
-            full = name.startswith("yuvj") or getattr(frame, "color_range", 0) == _JPEG_RANGE
+        full = frame.format.name.startswith("yuvj") or getattr(frame, "color_range", 0) == _JPEG_RANGE
         y, u, v = (_plane(p) for p in frame.planes[:3])
         return cls(rotate(y, turns), rotate(u, turns), rotate(v, turns), full)
 
