@@ -492,3 +492,35 @@ def test_stream_resampler_equals_resample_poly():
             i += k
         pieces.append(r.finish())
         assert np.array_equal(np.concatenate(pieces), ref), rate
+
+
+def test_a_file_with_several_audio_streams_says_which_one_is_scored(tmp_path, caplog):
+    """A dub or a commentary track beside the main audio: the verdict is about one stream (the one a player picks),
+    and the result used to say nothing about the others."""
+    import av
+
+    from pinlite_edge.features import prepare_file
+
+    path = tmp_path / "two_audio.mkv"
+    rate, fps, n = 16000, 25, 25
+    with av.open(str(path), "w", format="matroska") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        tracks = [c.add_stream("pcm_s16le", rate=rate, layout="mono") for _ in range(2)]
+        tracks[0].metadata["language"] = "eng"
+        tracks[1].metadata["title"] = "commentary"
+        for i in range(n):
+            img = np.full((48, 64, 3), 30 + 8 * i, np.uint8)
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            for k, ast in enumerate(tracks):
+                x = (0.2 * np.sin(2 * np.pi * (300 + 200 * k) * np.arange(640) / rate) * 32767).astype(np.int16)
+                af = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="s16", layout="mono")
+                af.sample_rate, af.pts, af.time_base = rate, i * 640, Fraction(1, rate)
+                c.mux(ast.encode(af))
+        c.mux(vs.encode())
+        for ast in tracks:
+            c.mux(ast.encode())
+    with caplog.at_level("WARNING", logger="pinlite_edge"):
+        prepare_file(path, C, face_crop=False)
+    said = [r.getMessage() for r in caplog.records if "audio streams" in r.getMessage()]
+    assert len(said) == 1 and "has 2 audio streams; only stream #1 (eng), the one a player picks" in said[0], said
