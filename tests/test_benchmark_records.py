@@ -142,5 +142,11 @@ def test_every_benchmark_script_imports(script):
     """A result is only as good as its re-run command: learnability.py imported a private helper that had been
     removed, so its recorded command failed with an ImportError."""
     import importlib
+    import os
 
+    watched = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LD_LIBRARY_PATH")
+    before = {k: os.environ.get(k) for k in watched}
     importlib.import_module(f"benchmarks.{script}")
+    # featurise_real set the thread variables when imported: every later subprocess of the test session ran
+    # single-threaded, but not when a test file ran alone
+    assert {k: os.environ.get(k) for k in watched} == before

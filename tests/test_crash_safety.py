@@ -331,7 +331,9 @@ def run_worker(root: Path, modes: list[str], seed: int = 0, timeout: float = 400
     root.mkdir(parents=True, exist_ok=True)
     script = root / "crash_worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # TMPDIR: an export killed mid-way leaves its temporary folder behind; keep it in the test's own folder
+    (root / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TMPDIR": str(root / "tmp")}
     proc = subprocess.run([sys.executable, str(script), ",".join(modes), str(root), str(seed)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]

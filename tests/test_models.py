@@ -139,6 +139,7 @@ def test_appearance_free_input_sees_only_frame_differences():
 
     from pinlite_edge.models import ModelConfig, create_model, student_config
 
+    torch.manual_seed(0)  # the unseeded generator made the appearance check below fail in 1 run of 7
     cfg = replace(student_config("tiny"), appearance_input=False)
     model = create_model(cfg).eval()
     stem = next(m for m in model.frame_encoder.backbone.modules() if isinstance(m, nn.Conv2d))
@@ -149,8 +150,16 @@ def test_appearance_free_input_sees_only_frame_differences():
     torch.testing.assert_close(model(frames, mfcc).logits, model(frames + other_face, mfcc).logits)
     shuffled = frames[:, torch.randperm(16)]
     assert not torch.allclose(model(frames, mfcc).logits, model(shuffled, mfcc).logits)  # motion still counts
+    # with appearance the frame embeddings see the other face: relative change 3e-5..8e-5 on seeds 0-3 for this
+    # random model (its logits move by only ~1e-5, too close to allclose's tolerance), motion only ~1e-8
     with_appearance = create_model(student_config("tiny")).eval()
-    assert not torch.allclose(with_appearance(frames, mfcc).logits, with_appearance(frames + other_face, mfcc).logits)
+
+    def change(encoder: nn.Module) -> float:
+        with torch.no_grad():
+            a, b = encoder(frames), encoder(frames + other_face)
+        return float((a - b).abs().max() / a.abs().max())
+
+    assert change(with_appearance.frame_encoder) > 1e-6 > change(model.frame_encoder)
     old = cfg.to_dict()
     del old["appearance_input"]
     assert ModelConfig.from_dict(old).appearance_input is True

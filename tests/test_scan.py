@@ -424,7 +424,16 @@ def _cli_scan_after_its_first_line(tree: Path, model: Path, out: Path) -> tuple[
     environment). Killed if the line does not come."""
     cmd = [sys.executable, "-m", "pinlite_edge.scan", str(tree), "--model", str(model), "--out", str(out),
            "--workers", "0", "--batch", "2", "--no-face-crop", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # each file's scoring takes 0.4 s longer (a sitecustomize wraps Detector.score_stream), so the signal sent
+    # after the first line finds the scan running: on an idle machine the 7 files left took less time than the
+    # signal needed to arrive, and the Ctrl-C test skipped
+    slow = out.parent / f"{out.stem}-slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import time\nfrom pinlite_edge.detector import Detector\n_score = Detector.score_stream\n"
+        "def _slow(self, *args, **kwargs):\n    time.sleep(0.4)\n    return _score(self, *args, **kwargs)\n"
+        "Detector.score_stream = _slow\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(slow), str(REPO)])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -377,7 +377,8 @@ def test_torchrun_gloo_two_processes_train_one_model(tmp_path):
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "pinlite_edge.training.teacher", "--device", "cpu",
            "--epochs", "1", "--batch-size", "2", "--no-progress", "--in-memory", "yes", "--output", str(out),
            *[a for k, v in TINY_DATA.items() for a in ("--data-option", f"{k}={v}")]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}  # torchrun's logs go to TMPDIR
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     model, rec = load_checkpoint(out / "best.safetensors")
