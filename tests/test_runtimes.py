@@ -803,6 +803,70 @@ def test_a_thread_count_the_host_sets_while_a_runner_is_active_is_kept(student):
         torch.set_num_threads(before)
 
 
+class _CountingTorch:
+    """torch's thread-count API alone, for ThreadRequests."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def get_num_threads(self) -> int:
+        return self.count
+
+    def set_num_threads(self, count: int) -> None:
+        self.count = count
+
+
+def test_a_count_the_host_sets_between_two_holds_is_the_one_come_back_to():
+    from pinlite_edge.runtimes.torch.loader import ThreadRequests
+
+    torch_, registry = _CountingTorch(8), ThreadRequests()
+    a = registry.hold(torch_, 2)
+    torch_.set_num_threads(3)  # the host, while a runner holds 2
+    b = registry.hold(torch_, 4)
+    registry.release(torch_, b)
+    assert torch_.count == 2
+    registry.release(torch_, a)
+    assert torch_.count == 3  # it was 8, the count from before the host's
+
+
+def test_the_garbage_collectors_release_never_waits_for_the_lock():
+    """The collector can run a dropped runner's finaliser inside hold() or release() on the same thread, which holds
+    the registry's (non-reentrant) lock: waiting for it there hung for good. The release is made by the next call."""
+    from pinlite_edge.runtimes.torch.loader import ThreadRequests
+
+    torch_, registry = _CountingTorch(8), ThreadRequests()
+    a, b = registry.hold(torch_, 2), registry.hold(torch_, 4)
+    with registry._lock:  # as inside hold() when the collector runs
+        registry.release_from_gc(torch_, b)
+    assert torch_.count == 4  # not yet
+    registry.release(torch_, a)
+    assert torch_.count == 8 and not registry._held
+
+
+def test_a_release_on_another_thread_restores_the_count():
+    """torch's count is read per OS thread: a runner held on a worker thread and closed on the main one read the
+    main thread's count, took it for the host's, and left new threads on the runner's count."""
+    import threading
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    from pinlite_edge.runtimes.torch.loader import THREAD_REQUESTS
+
+    request: list[int | None] = []
+    worker = threading.Thread(target=lambda: request.append(THREAD_REQUESTS.hold(torch, wanted)))
+    worker.start()
+    worker.join()
+    try:
+        THREAD_REQUESTS.release(torch, request[0])
+        seen: list[int] = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert seen == [before] and torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_loading_a_checkpoint_leaves_the_hosts_torch_rng_alone(student):
     torch.manual_seed(123)
     expected = torch.rand(4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -35,45 +36,83 @@ class ThreadRequests:
     for a count share it: the latest request holds while its runner is active; when it is released the count goes
     back to the latest request still held, and to the process's own count when none is. (Each runner saving and
     restoring "the previous" count left a still-active runner on another's count, and the process on 1 thread,
-    whenever runners closed in another order than they were opened.) A count the host sets while requests are held
-    is the host's: a release then leaves it as it is (it used to put back the count from before the host's)."""
+    whenever runners closed in another order than they were opened.)
+
+    A count the host sets on the thread this registry last set it on, while requests are held, is the host's: a
+    later hold or release keeps it as the count to come back to (it used to be overwritten on close). torch's count
+    is read per OS thread, so a count read on another thread says nothing about the host and is not taken as its.
+
+    :meth:`release_from_gc` is the garbage collector's way in (a runner dropped while active): the collector can run
+    inside :meth:`hold` or :meth:`release` on the same thread, so it never waits for the lock; a release it cannot
+    make at once is made by the next hold or release."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: list[tuple[int, int]] = []  # (request id, threads), oldest first
         self._original: int | None = None
-        self._applied: int | None = None  # the count this registry last set
+        self._applied: tuple[int, int] | None = None  # (OS thread id, count) this registry last set
         self._next_id = 0
+        self._deferred: deque[tuple[Any, int]] = deque()  # (torch, request) the collector could not release
 
     def hold(self, torch: Any, threads: int | None) -> int | None:
         """Ask for ``threads`` (None/0: no request); returns the request's id for :meth:`release`."""
         if not threads:
             return None
         with self._lock:
-            if not self._held:
+            if not self._held or self._host_changed(torch):
                 self._original = int(torch.get_num_threads())
             self._next_id += 1
             self._held.append((self._next_id, int(threads)))
-            torch.set_num_threads(int(threads))
-            self._applied = int(threads)
-            return self._next_id
+            self._set(torch, int(threads))
+            request = self._next_id
+            self._drain()
+            return request
 
     def release(self, torch: Any, request: int | None) -> None:
         if request is None:
             return
         with self._lock:
-            held = [(i, n) for i, n in self._held if i != request]
-            if len(held) == len(self._held):
-                return  # released already (close, then the garbage collector's finaliser)
-            self._held = held
-            if int(torch.get_num_threads()) != self._applied:  # the host set its own count meanwhile: keep it
-                self._original = None if not held else int(torch.get_num_threads())
-                self._applied = int(torch.get_num_threads())
-                return
-            count = held[-1][1] if held else self._original
-            if count is not None:
-                torch.set_num_threads(count)
-                self._applied = count
+            self._release(torch, request)
+            self._drain()
+
+    def release_from_gc(self, torch: Any, request: int | None) -> None:
+        """:meth:`release` for a finaliser: never blocks (see the class doc)."""
+        if request is None:
+            return
+        if not self._lock.acquire(blocking=False):
+            self._deferred.append((torch, request))
+            return
+        try:
+            self._release(torch, request)
+            self._drain()
+        finally:
+            self._lock.release()
+
+    def _host_changed(self, torch: Any) -> bool:
+        return (self._applied is not None and self._applied[0] == threading.get_ident()
+                and int(torch.get_num_threads()) != self._applied[1])
+
+    def _set(self, torch: Any, count: int) -> None:
+        torch.set_num_threads(count)
+        self._applied = (threading.get_ident(), count)
+
+    def _release(self, torch: Any, request: int) -> None:
+        held = [(i, n) for i, n in self._held if i != request]
+        if len(held) == len(self._held):
+            return  # released already (close, then the garbage collector's finaliser)
+        self._held = held
+        if self._host_changed(torch):  # the host set its own count meanwhile: keep it, and come back to it
+            self._original = int(torch.get_num_threads()) if held else None
+            self._applied = (threading.get_ident(), int(torch.get_num_threads()))
+            return
+        count = held[-1][1] if held else self._original
+        if count is not None:
+            self._set(torch, count)
+
+    def _drain(self) -> None:
+        while self._deferred:
+            torch, request = self._deferred.popleft()
+            self._release(torch, request)
 
 
 #: the one registry of the process (the thread count it mirrors is the process's)
@@ -89,6 +128,11 @@ def set_threads(torch: Any, threads: int | None) -> int | None:
 
 def restore_threads(torch: Any, request: int | None) -> None:
     THREAD_REQUESTS.release(torch, request)
+
+
+def restore_threads_from_gc(torch: Any, request: int | None) -> None:
+    """:func:`restore_threads` for a garbage-collected runner (never waits for the registry's lock)."""
+    THREAD_REQUESTS.release_from_gc(torch, request)
 
 
 def _single_threaded_after_fork(torch: Any) -> None:

@@ -58,15 +58,18 @@ class TorchRunner(BaseRunner):
         self.model = loader.load_model(self.artifact, self.device, self._given_model,
                                        allow_unverified=not self.spec.verified)
         request = loader.set_threads(torch, self.threads)
-        self._thread_release = weakref.finalize(self, loader.restore_threads, torch, request)
+        self._thread_release = weakref.finalize(self, loader.restore_threads_from_gc, torch, request)
+        self._thread_release.atexit = False  # nothing to give back to a process that is ending
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def deactivate_impl(self) -> None:
         self.model = None
         if self._thread_release is not None:
-            self._thread_release()
+            request = self._thread_release.detach()  # (runner, func, args, kwargs) unless already called
             self._thread_release = None
+            if request is not None:
+                loader.restore_threads(request[2][0], request[2][1])
         if self._torch is not None:
             if self.device.startswith("cuda") and self._torch.cuda.is_available():
                 self._torch.cuda.empty_cache()
