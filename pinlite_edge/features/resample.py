@@ -1,17 +1,17 @@
 """Audio channel mixing and resampling to the contract's rate (16 kHz mono)."""
 from __future__ import annotations
 
+import logging
 from math import gcd
 
 import numpy as np
 from scipy.signal import resample_poly
 
 from pinlite_edge.errors import InputError
-from pinlite_edge.features.downmix import ChannelPolarity
+from pinlite_edge.features.downmix import BLOCK, PolarityMix
 from pinlite_edge.features.limits import check_sample_rate
 
-#: samples per block read by _polarity_signs
-_POLARITY_BLOCK = 1 << 16
+log = logging.getLogger(__name__)
 
 #: Float audio is PCM, nominally within [-1, 1]; integer PCM stored as float reaches 2^31 at most. Beyond that it is
 #: not audio, and float32 arithmetic on it overflows (NaN features).
@@ -62,15 +62,14 @@ def to_mono(audio: np.ndarray, source: str = "audio") -> np.ndarray:
     elif audio.ndim == 2:
         if _channels_first(audio):
             audio = audio.T
-        signs = _polarity_signs(audio, source)
-        mono = audio.mean(axis=1) if signs is None else (_centred(audio) * signs).mean(axis=1) + _silence(audio)
+        mono = _mixed(audio, source)
     else:
         raise InputError(f"audio must be (samples,) or (samples, channels), got shape {audio.shape}")
     if np.issubdtype(audio.dtype, np.signedinteger):
         mono = mono / -float(np.iinfo(audio.dtype).min)  # PCM full scale 2^(bits-1): -32768 maps to exactly -1
     elif np.issubdtype(audio.dtype, np.unsignedinteger):
         # unsigned PCM (e.g. 8-bit WAV) is offset binary: 2^(bits-1) is silence, so centre before scaling
-        half = float(np.iinfo(audio.dtype).max // 2 + 1)
+        half = _silence(audio)
         mono = (mono - half) / half
     return np.asarray(mono, dtype=np.float32)
 
@@ -85,13 +84,22 @@ def _centred(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float64) - _silence(audio)
 
 
-def _polarity_signs(audio: np.ndarray, source: str) -> np.ndarray | None:
-    """:class:`ChannelPolarity`'s decision over the whole ``(samples, channels)`` track, read in blocks (no float64
-    copy of a long track)."""
-    polarity, signs = ChannelPolarity(source), None
-    for start in range(0, audio.shape[0], _POLARITY_BLOCK):
-        signs = polarity.signs(_centred(audio[start:start + _POLARITY_BLOCK]))
-    return signs
+def _mixed(audio: np.ndarray, source: str) -> np.ndarray:
+    """``(samples, channels)`` -> the unscaled mono mix: the channel mean, with a channel out of phase flipped in the
+    blocks where it is (:mod:`~pinlite_edge.features.downmix`, the same blocks as a streamed file's)."""
+    mix = PolarityMix(source)
+    starts = range(0, audio.shape[0], BLOCK)
+    signs = [mix.signs(_centred(audio[start:start + BLOCK])) for start in starts]
+    said = mix.warning()
+    if said is None:
+        return audio.mean(axis=1)
+    log.warning("%s", said)
+    mono = np.empty(audio.shape[0], np.float64)
+    for start, sign in zip(starts, signs):
+        block = audio[start:start + BLOCK]
+        mono[start:start + BLOCK] = (block.mean(axis=1) if sign is None else
+                                     (_centred(block) * sign).mean(axis=1) + _silence(audio))
+    return mono
 
 
 def resample_audio(audio: np.ndarray, sample_rate: int, target_rate: int = 16000) -> np.ndarray:

@@ -2,7 +2,8 @@
 on the clip's constant frame grid, and mono audio at the contract's rate aligned to the first video frame.
 
 * :class:`MonoAudio` (an audio consumer of :func:`~pinlite_edge.features.decode.iter_media`): each decoded chunk is
-  averaged to mono at once (all channels, LFE included; any channel count; a channel out of phase flipped first:
+  averaged to mono (all channels, LFE included; any channel count; multichannel audio in blocks of
+  :data:`~pinlite_edge.features.downmix.BLOCK` samples, a channel out of phase in a block flipped there:
   :mod:`~pinlite_edge.features.downmix`), shifted so sample 0 plays with the first
   video frame (zeros before an audio stream that starts later, leading samples dropped when it starts earlier) and
   resampled with :class:`~pinlite_edge.features.streamresample.StreamResampler` (the same samples as one
@@ -26,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from pinlite_edge.errors import DecodeError
-from pinlite_edge.features.downmix import ChannelPolarity
+from pinlite_edge.features.downmix import BLOCK, PolarityMix
 from pinlite_edge.features.streamresample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class MonoAudio:
         self._skip = 0  # source samples still to drop (audio starting before the video)
         self._resampler: StreamResampler | None = None
         self._out: list[np.ndarray] = []
-        self._polarity = ChannelPolarity(source)
+        self._mix = PolarityMix(source)
+        self._block: list[np.ndarray] = []  # multichannel samples of the block being filled (features.downmix)
+        self._block_n = 0
 
     def set_rate(self, rate: int) -> None:
         self.rate = int(rate)
@@ -65,11 +68,33 @@ class MonoAudio:
     def add_audio(self, samples: np.ndarray, seconds: float | None) -> None:
         if self.start is None:
             self.start = seconds
-        signs = self._polarity.signs(samples) if samples.ndim == 2 else None
-        if signs is not None:  # a channel out of phase (features.downmix)
-            mono = (samples * signs.astype(np.float32)).mean(axis=1, dtype=np.float32)
-        else:
-            mono = samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+        if samples.ndim == 2 and samples.shape[1] > 1:  # mixed per block of the track (features.downmix)
+            if self._block and self._block[0].shape[1] != samples.shape[1]:
+                self._flush_block()  # the layout changed mid-stream
+            self._block.append(samples)
+            self._block_n += samples.shape[0]
+            while self._block_n >= BLOCK:
+                pending = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
+                self._block = [pending[BLOCK:]] if pending.shape[0] > BLOCK else []
+                self._block_n -= BLOCK
+                self._add_mixed(pending[:BLOCK])
+            return
+        self._flush_block()
+        self._add_mono(samples.astype(np.float32).reshape(-1), samples)
+
+    def _flush_block(self) -> None:
+        if self._block:
+            pending = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
+            self._block, self._block_n = [], 0
+            self._add_mixed(pending)
+
+    def _add_mixed(self, block: np.ndarray) -> None:
+        signs = self._mix.signs(block)
+        mono = (block.mean(axis=1, dtype=np.float32) if signs is None else
+                (block * signs.astype(np.float32)).mean(axis=1, dtype=np.float32))
+        self._add_mono(mono, block)
+
+    def _add_mono(self, mono: np.ndarray, samples: np.ndarray) -> None:
         peak = float(np.abs(samples).max()) if samples.size else 0.0
         if not self._aligned and self._video_known and self.start is not None:
             self._align()
@@ -140,7 +165,11 @@ class MonoAudio:
             self._out.append(out)
 
     def finish(self) -> None:
-        """The stream ended: align if no video frame came, and flush the resampler."""
+        """The stream ended: mix the last block, align if no video frame came, and flush the resampler."""
+        self._flush_block()
+        said = self._mix.warning()
+        if said:
+            log.warning("%s", said)
         if not self._aligned:
             self._video_known = True
             self._align()
