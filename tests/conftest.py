@@ -16,7 +16,7 @@ GRID_DIR = SHARED / "data" / "real-av" / "grid"
 
 def pyav_writes_rotation() -> bool:
     """Whether this PyAV can write a display matrix (``VideoStream.set_display_rotation``, PyAV 17.1), which the
-    tests' rotated clips are made with; pinlite-edge reads it from PyAV 15 on (pyproject's lower bound)."""
+    tests' rotated clips are made with; pinlite-edge reads it from PyAV 15 on (pyproject asks for 18)."""
     import av.video.stream
 
     return hasattr(av.video.stream.VideoStream, "set_display_rotation")

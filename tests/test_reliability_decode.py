@@ -565,3 +565,9 @@ def test_a_file_with_several_audio_streams_says_which_one_is_scored(tmp_path, ca
         prepare_file(path, C, face_crop=False)
     said = [r.getMessage() for r in caplog.records if "audio streams" in r.getMessage()]
     assert len(said) == 1 and "has 2 audio streams; only stream #1 (eng), the one a player picks" in said[0], said
+    caplog.clear()
+    from pinlite_edge.features import decode_video
+
+    with caplog.at_level("WARNING", logger="pinlite_edge"):
+        decode_video(path)  # frames only: no audio is scored, nothing to say
+    assert not [r for r in caplog.records if "audio streams" in r.getMessage()]

@@ -208,9 +208,11 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
     return media
 
 
-def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_video: bool) -> tuple[Any, Any]:
+def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_video: bool,
+                     scores_audio: bool) -> tuple[Any, Any]:
     """The (video, audio) streams a player would play, each with a decoder that fails on corrupt data, within the
-    limits (pixels, sample rate); :class:`DecodeError` naming what is wrong."""
+    limits (pixels, sample rate); :class:`DecodeError` naming what is wrong. ``scores_audio``: the audio is decoded
+    to be scored, so a file with several audio streams is told which one is."""
     video, astream = main_streams(container)
     if require_video and video is None:
         raise DecodeError(path, "not a video (no video stream)")
@@ -228,7 +230,7 @@ def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_v
         raise DecodeError(path, f"its audio sample rate {astream.rate} Hz is outside {MIN_SAMPLE_RATE}.."
                                 f"{MAX_SAMPLE_RATE} Hz")
     others = [s for s in container.streams.audio if s is not astream]
-    if astream is not None and others:  # the verdict is about one of them: say which
+    if scores_audio and astream is not None and others:  # the verdict is about one of them: say which
         log.warning("%s has %d audio streams; only stream #%d%s, the one a player picks by default, is scored "
                     "(a dub or commentary in another stream is not checked)", path, len(others) + 1, astream.index,
                     _stream_label(astream))
@@ -298,7 +300,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
     container = open_container(path, deadline)
     try:
         consumer = video
-        video, astream = _checked_streams(path, container, limits, require_video)
+        video, astream = _checked_streams(path, container, limits, require_video, require_audio)
         streams = [s for s in (astream, video) if s is not None]
         declared_s = declared_duration(container)
         if declared_s is not None and declared_s > limits.max_duration_s:

@@ -269,6 +269,8 @@ class FramePlacer:
                                  f"its frame timestamps drift from the declared {self.fps:.4g} fps (frame "
                                  f"{self.frames} at {ms - self._t0:.0f} ms, {expected - self._t0:.0f} ms at that "
                                  "rate)")
+                elif self._repeat is not None:  # back in line after the repeat: a later drift is not its doing
+                    self._repeat = None
             self._gap_min, self._gap_max = min(self._gap_min, gap), max(self._gap_max, gap)
             self._give(self._timestamp_ticks(ms) if self.mode == "timestamps" else 1)
         self._prev = ms

@@ -4,7 +4,7 @@
 trailing ``:``. That changes no library lookup in this process (the dynamic loader reads the variable at start-up),
 but every subprocess the host application starts afterwards inherits it, and the empty entry makes their dynamic
 loader search the working directory. Every module of the SDK takes ``cv2`` from here: ``from
-pinlite_edge.utils.opencv import cv2``.
+pinlite_edge.utils.opencv import cv2``. (On Windows the loader edits ``PATH`` instead; that is left as it is.)
 """
 from __future__ import annotations
 
