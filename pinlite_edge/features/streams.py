@@ -15,8 +15,9 @@ on the clip's constant frame grid, and mono audio at the contract's rate aligned
   a timestamp), frames are placed by timestamp (the last frame shown at or before each tick: repeated over a gap,
   dropped when two fall within one tick); from the first frame on when the declared rate is not believed. Missing
   timestamps, timestamps that never move, and timestamps that go backwards before that keep decoding order (a
-  repeated timestamp used to do so for the rest of the clip: one repeat, then a gap, put every later frame early). The grid never runs past the container's declared duration (with slack, so a timestamp gap
-  cannot stretch a clip; frames beyond it are not used, with a warning) nor past ``max_duration_s`` (an error).
+  repeated timestamp used to do so for the rest of the clip: one repeat, then a gap, put every later frame early).
+  The grid never runs past the container's declared duration (with slack, so a timestamp gap cannot stretch a clip;
+  frames beyond it are not used, with a warning) nor past ``max_duration_s`` (an error).
 """
 from __future__ import annotations
 
