@@ -130,6 +130,17 @@ def _checkpoint_spec(path: Path, allow_unverified: bool = False) -> ArtifactSpec
                         manifest=None, record=record, verified=not allow_unverified)
 
 
+def _workspace_hint(path: Path) -> str:
+    """For a quickstart workspace given where its artefact belongs: the path of its ONNX student."""
+    from pinlite_edge.workspace_layout import DEFAULT_MODEL_FORMAT, export_artifact_path
+
+    try:
+        student = export_artifact_path(path, DEFAULT_MODEL_FORMAT) if path.is_dir() else None
+        return f" (a quickstart workspace: its ONNX student is {student})" if student and student.is_file() else ""
+    except OSError:
+        return ""
+
+
 def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: str | None = None,
                      expected_contract: InputContract | None = None) -> ArtifactSpec:
     """Read and check an artefact's manifest (or a checkpoint's record) without loading any backend.
@@ -139,7 +150,7 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
     path = Path(path)
     problem = input_file_problem(path)  # missing, a folder, a device, a /proc file, a name too long...
     if problem is not None:
-        raise ManifestError(f"artefact {path}: {problem}")
+        raise ManifestError(f"artefact {path}: {problem}{_workspace_hint(path)}")
     if path.suffix == ".safetensors":
         if manifest_path_for(path).exists():  # the checkpoint's own, hash-covered record is the authority
             raise ManifestError(f"{path}: a manifest sits beside this checkpoint ({manifest_path_for(path).name}); "

@@ -456,6 +456,18 @@ def _edit_manifest(path: Path, **changes) -> None:
     publish_artifact(path, path, Manifest.from_dict(d))
 
 
+def test_a_workspace_given_as_the_artefact_names_its_onnx_student(tmp_path):
+    """``Detector.load("pinlite-workspace")`` (the folder the README's command builds) said only that a folder is
+    not a regular file."""
+    student_path = tmp_path / "ws" / "exports" / "onnx" / "pinlite-student.onnx"
+    student_path.parent.mkdir(parents=True)
+    student_path.write_bytes(b"onnx")
+    with pytest.raises(ManifestError, match=r"a quickstart workspace: its ONNX student is .*exports/onnx/pinlite-stu"):
+        load_runner(tmp_path / "ws")
+    with pytest.raises(ManifestError, match=r"it is a folder, not a regular file$"):
+        load_runner(tmp_path / "ws" / "exports")
+
+
 def test_modified_artefact_is_refused(student, tmp_path):
     p = _copy(student["ort"], tmp_path)
     with open(p, "ab") as fh:
