@@ -347,6 +347,12 @@ def test_variable_frame_rate_is_handled_or_warned(media, caplog):
         f"starts {[w.start_seconds for w in windows]}, warnings {text!r}")
 
 
+def nearest_level(grey: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index into ``levels`` of the grey level nearest each of ``grey`` (a frame's index read back from the level it
+    was drawn with, through the YUV <-> RGB rounding)."""
+    return np.abs(grey.astype(int)[:, None] - levels[None, :].astype(int)).argmin(axis=1)
+
+
 def test_implausible_declared_frame_rate_places_frames_by_their_timestamps(tmp_path, caplog):
     """A 30 fps stream whose container declares 500 fps (browser recordings can declare their time base's rate): the
     rate is not believed, so every frame is placed by its timestamp on the 25 fps fallback grid. Each frame carries
@@ -364,8 +370,8 @@ def test_implausible_declared_frame_rate_places_frames_by_their_timestamps(tmp_p
     clip = prepare_file(path, C, face_crop=False)
     assert "implausible frame rate (500.0)" in warnings_of(caplog)
     assert clip.fps == 25.0 and abs(clip.video_seconds - 3.0) <= 0.04 + 1e-9, (clip.fps, clip.video_seconds)
-    def shown_index(grey: np.ndarray) -> np.ndarray:  # frame index mod 30: the nearest level (YUV <-> RGB rounding)
-        return np.abs(grey.astype(int)[:, None] - levels[None, :30].astype(int)).argmin(axis=1)
+    def shown_index(grey: np.ndarray) -> np.ndarray:  # frame index mod 30
+        return nearest_level(grey, levels[:30])
 
     shown = shown_index(clip.frames[:, 0, 0, 0])
     ticks = np.arange(len(shown)) * 40.0  # ms
@@ -394,7 +400,7 @@ def test_one_repeated_timestamp_does_not_make_later_timestamps_ignored(tmp_path,
     caplog.set_level(logging.WARNING)
     clip = prepare_file(path, C, face_crop=False)
     assert "frame 13 repeats the previous frame's timestamp (480 ms)" in warnings_of(caplog)
-    shown = np.abs(clip.frames[:, 0, 0, 0].astype(int)[:, None] - levels[None, :30].astype(int)).argmin(axis=1)
+    shown = nearest_level(clip.frames[:, 0, 0, 0], levels[:30])
     stamps = np.array(kept) * 40.0
     player = np.array([np.flatnonzero(stamps <= t * 40.0)[-1] for t in range(100)])
     assert len(shown) == 100
@@ -421,7 +427,7 @@ def test_a_declared_rate_the_timestamps_contradict_is_not_followed(tmp_path, cap
     assert clip.fps == 30.0 and abs(clip.video_seconds - 3.0) <= 1 / 30 + 1e-9, clip.video_seconds
     def shown_ms(grey: np.ndarray) -> np.ndarray:
         """Time of the frame shown at each tick: its index mod 24 from its level, unwrapped (indices only grow)."""
-        mod = np.abs(grey.astype(int)[:, None] - levels[None, :24].astype(int)).argmin(axis=1)
+        mod = nearest_level(grey, levels[:24])
         return pts[mod + 24 * np.concatenate([[0], np.cumsum(np.diff(mod) < 0)])]
 
     # until the drift passes half a tick, frames take one tick each; then each tick shows the frame of its time:

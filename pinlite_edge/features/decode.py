@@ -229,10 +229,10 @@ def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_v
     if astream is not None and not MIN_SAMPLE_RATE <= (astream.rate or 0) <= MAX_SAMPLE_RATE:
         raise DecodeError(path, f"its audio sample rate {astream.rate} Hz is outside {MIN_SAMPLE_RATE}.."
                                 f"{MAX_SAMPLE_RATE} Hz")
-    others = [s for s in container.streams.audio if s is not astream]
-    if scores_audio and astream is not None and others:  # the verdict is about one of them: say which
+    audio_streams = len(container.streams.audio)
+    if scores_audio and astream is not None and audio_streams > 1:  # the verdict is about one of them: say which
         log.warning("%s has %d audio streams; only stream #%d%s, the one a player picks by default, is scored "
-                    "(a dub or commentary in another stream is not checked)", path, len(others) + 1, astream.index,
+                    "(a dub or commentary in another stream is not checked)", path, audio_streams, astream.index,
                     _stream_label(astream))
     return video, astream
 
@@ -240,8 +240,8 @@ def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_v
 def _stream_label(stream: Any) -> str:
     """`` (language, "title")`` from a stream's metadata, or ""."""
     meta = getattr(stream, "metadata", None) or {}
-    parts = [str(meta[k]) for k in ("language",) if meta.get(k) and meta.get(k) != "und"]
-    parts += [f'"{meta["title"]}"' for k in ("title",) if meta.get(k)]
+    language, title = meta.get("language"), meta.get("title")
+    parts = ([str(language)] if language and language != "und" else []) + ([f'"{title}"'] if title else [])
     return f" ({', '.join(parts)})" if parts else ""
 
 

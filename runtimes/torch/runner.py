@@ -66,10 +66,11 @@ class TorchRunner(BaseRunner):
     def deactivate_impl(self) -> None:
         self.model = None
         if self._thread_release is not None:
-            request = self._thread_release.detach()  # (runner, func, args, kwargs) unless already called
+            detached = self._thread_release.detach()  # (runner, func, args, kwargs) unless already called
             self._thread_release = None
-            if request is not None:
-                loader.restore_threads(request[2][0], request[2][1])
+            if detached is not None:
+                _, _, (torch, request), _ = detached
+                loader.restore_threads(torch, request)
         if self._torch is not None:
             if self.device.startswith("cuda") and self._torch.cuda.is_available():
                 self._torch.cuda.empty_cache()
