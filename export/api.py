@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from pinlite_edge.errors import ExportError
+from pinlite_edge.feature_version import FEATURE_VERSION
 from pinlite_edge.export.calibration import CalibrationSet, load_calibration
 from pinlite_edge.export.formats import ExportFormat, artifact_path, check_options, get_format
 from pinlite_edge.export.options import ExportOptions
@@ -93,11 +94,12 @@ def tool_versions(*extra: str) -> dict[str, str]:
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
                       training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
-                      **options: Any) -> ExportResult:
+                      feature_version: int | None = FEATURE_VERSION, **options: Any) -> ExportResult:
     """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory);
     ``training_data`` is what the model was trained on (recorded in the manifest; :func:`export_model` takes it from
-    the checkpoint record); so is ``operating_point``, the thresholds measured on genuine clips
-    (``python -m pinlite_edge.calibrate``)."""
+    the checkpoint record); so are ``operating_point``, the thresholds measured on genuine clips
+    (``python -m pinlite_edge.calibrate``), and ``feature_version``, the feature pipeline it was trained for (None:
+    not recorded; the default: this SDK's, for a model trained in this process)."""
     fmt = get_format(format)
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
@@ -148,7 +150,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         precision_plan=out.plan.to_dict() if out.plan else {"precision": fmt.precision, "float_layers": []},
         source_checkpoint=str(source_checkpoint) if source_checkpoint is not None else None,
         source_checkpoint_sha256=src_sha, calibration=out.calibration, training_data=training_data,
-        operating_point=operating_point,
+        operating_point=operating_point, feature_version=feature_version,
         tool_versions={**tool_versions(), **out.tool_versions}, target=out.target,
         extra={"export_options": _recorded_options(opts, fmt, calibration), "export_seconds": round(seconds, 2),
                **out.extra},
@@ -191,4 +193,5 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
     model, record = load_checkpoint(checkpoint)
     return export_from_model(model, format, output_dir, source_checkpoint=checkpoint,
                              training_data=training_data_from_record(record),
-                             operating_point=record.get("operating_point"), **options)
+                             operating_point=record.get("operating_point"),
+                             feature_version=record.get("feature_version"), **options)

@@ -162,6 +162,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
         model, record = load_checkpoint(checkpoint)
         record = {k: v for k, v in record.items() if k != "weights_sha256"}
         record["operating_point"] = point.to_dict()
+        record.setdefault("feature_version", None)  # not recorded stays not recorded: save_checkpoint would stamp it
         save_checkpoint(checkpoint, model, record)
     return point
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save
 
 from pinlite_edge import __version__
 from pinlite_edge.errors import CheckpointError
+from pinlite_edge.feature_version import FEATURE_VERSION, feature_version_problem, warn_unrecorded
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model
 from pinlite_edge.utils.atomic import atomic_write_bytes, atomic_write_json
 from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
@@ -55,6 +56,8 @@ def save_checkpoint(path: str | Path, model: AVSyncDetector, record: dict[str, A
         "model_config": model.config.to_dict(),
         "input_contract": model.config.contract.to_dict(),
         "pinlite_edge_version": __version__,
+        # the features it is trained on are this SDK's; a record that has the key (a re-saved checkpoint) keeps its own
+        "feature_version": FEATURE_VERSION,
         **(record or {}),
     }
     metadata = {"format": "pt", "pinlite_edge_version": __version__, RECORD_KEY: json.dumps(full, default=str)}
@@ -236,6 +239,18 @@ def read_record(path: str | Path, *, allow_unverified: bool = False) -> dict[str
     return _read(Path(path), allow_unverified)[0]
 
 
+def check_checkpoint_features(record: dict[str, Any], path: Path, *, warn: bool = True) -> None:
+    """Refuse a checkpoint trained for another feature pipeline (:mod:`pinlite_edge.feature_version`); with ``warn``,
+    warn about one that does not record it (:func:`load_checkpoint` does; a runner's inspection only refuses, so the
+    warning comes once, when the runner loads the model)."""
+    recorded = record.get("feature_version")
+    problem = feature_version_problem(recorded, f"checkpoint {path}")
+    if problem is not None:
+        raise CheckpointError(problem)
+    if recorded is None and warn:
+        warn_unrecorded(f"checkpoint {path}")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
                     allow_unverified: bool = False) -> tuple[AVSyncDetector, dict[str, Any]]:
     """Rebuild the model from the record (pruned head counts included) and load the safetensors weights.
@@ -245,6 +260,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """
     path = Path(path)
     record, header = _read(path, allow_unverified)
+    check_checkpoint_features(record, path)
     try:
         config = ModelConfig.from_dict(record["model_config"])
         with torch.device("meta"):

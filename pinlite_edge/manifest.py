@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
 #: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes;
-#: 3: the content hash leaves out :data:`VOLATILE_FIELDS`
-SCHEMA_VERSION = 3
+#: 3: the content hash leaves out :data:`VOLATILE_FIELDS`; 4: ``feature_version`` (hashed where it is set, so a
+#: manifest of schema 2 or 3, which has none, keeps its hash)
+SCHEMA_VERSION = 4
 #: fields the content hash leaves out: the artefact's identity (it is hashed on its own) and the hash itself
 CONTENT_EXCLUDED = ("artifact", "artifact_sha256", "content_sha256")
 #: fields that say when an export ran, how long it took and how its command was typed, not what the artefact
@@ -60,6 +61,8 @@ class Manifest:
     training_data: dict[str, Any] | None = None
     #: the P(fake) thresholds measured on genuine clips (pinlite_edge.operating_point), None: not calibrated (0.5)
     operating_point: dict[str, Any] | None = None
+    #: the feature pipeline the model was trained for (pinlite_edge.feature_version), None: not recorded
+    feature_version: int | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)  # device an artefact is bound to (TensorRT engines)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -87,10 +90,19 @@ class Manifest:
             raise ManifestError(f"{source} is malformed: a JSON object is expected, got {_json_type(d)}; restore "
                                 "it or re-export the artefact")
         required = [n for n, f in cls.__dataclass_fields__.items()
-                    if f.default is MISSING and f.default_factory is MISSING]
+                    if f.default is MISSING and f.default_factory is MISSING] + ["schema_version"]
         missing = [k for k in required if k not in d]
         if missing:
             raise ManifestError(f"{source} lacks required fields {missing}; restore it or re-export the artefact")
+        schema = d["schema_version"]
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+            raise ManifestError(f"{source} was written by a newer pinlite-edge (manifest schema {schema}; this "
+                                f"pinlite-edge {__version__} reads schemas 1 to {SCHEMA_VERSION}): upgrade "
+                                "pinlite-edge, or re-export the artefact with this one")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ManifestError(f"{source} has fields that manifest schema {schema} does not have: {unknown}; it was "
+                                "edited or written by another tool: restore it or re-export the artefact")
         for name, value in d.items():
             kinds = _FIELD_TYPES.get(name)
             if kinds is not None and not _is_instance(value, kinds):
@@ -105,9 +117,10 @@ class Manifest:
         for name in ("external_data", "tool_versions"):
             if name in d and not all(isinstance(v, str) for v in d[name].values()):
                 raise ManifestError(f"{source} is malformed: the values of {name} must be strings")
+        if d["schema_version"] < 1:
+            raise ManifestError(f"{source} is malformed: schema_version must be >= 1, got {d['schema_version']}")
         validate_contract(d["input_contract"], source)
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**d)
 
 
 _TYPE_NAMES = {str: "a string", dict: "a JSON object", list: "a list", bool: "true/false", int: "an integer",
@@ -120,7 +133,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **{k: (dict, type(None)) for k in ("calibration", "training_data", "operating_point")},
     **{k: (str, type(None)) for k in ("source_checkpoint", "source_checkpoint_sha256", "content_sha256")},
     "input_names": (list,), "output_names": (list,), "dynamic_batch": (bool,), "max_batch": (int, type(None)),
-    "schema_version": (int,),
+    "schema_version": (int,), "feature_version": (int, type(None)),
 }
 
 
@@ -189,6 +202,8 @@ def content_hash(manifest: Manifest | dict[str, Any]) -> str:
     d = json.loads(json.dumps(d, default=json_default))  # tuples, numpy values: as they are written
     for key in CONTENT_EXCLUDED:
         d.pop(key, None)
+    if d.get("feature_version") is None:  # schema 4's field, hashed where set: schema 2 and 3 keep their hashes
+        d.pop("feature_version", None)
     if isinstance(d.get("schema_version"), int) and d["schema_version"] >= 3:  # schema 2 hashed every field
         for dotted in VOLATILE_FIELDS:
             *parents, last = dotted.split(".")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
+from pinlite_edge.feature_version import feature_version_problem, warn_unrecorded
 from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
 from pinlite_edge.operating_point import OperatingPoint
 from pinlite_edge.trained_on import training_data_from_record
@@ -111,11 +112,22 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
                             f"contract's {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
 
 
+def _check_manifest_features(manifest: Manifest, path: Path) -> None:
+    """Refuse an artefact of a model trained for another feature pipeline; warn about one whose manifest does not
+    say. Manifests of schema 2 and 3 do not say, but were written after the mouth crop came (feature version 2)."""
+    problem = feature_version_problem(manifest.feature_version, f"artefact {path}")
+    if problem is not None:
+        raise ManifestError(problem)
+    if manifest.feature_version is None and manifest.schema_version not in (2, 3):
+        warn_unrecorded(f"artefact {path}")
+
+
 def _checkpoint_spec(path: Path, allow_unverified: bool = False) -> ArtifactSpec:
-    from pinlite_edge.checkpoint import read_record  # imports torch: only for checkpoints
+    from pinlite_edge.checkpoint import check_checkpoint_features, read_record  # imports torch: only for checkpoints
 
     # read_record verifies the file against the hash embedded at save time or the weights_sha256 beside it
     record = read_record(path, allow_unverified=allow_unverified)
+    check_checkpoint_features(record, path, warn=False)
     cfg = record.get("model_config")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("preset"), str) or not isinstance(cfg.get("kind"), str):
         raise CheckpointError(f"checkpoint record for {path} has no valid model_config (re-save the checkpoint)")
@@ -169,6 +181,7 @@ def inspect_artifact(path: str | Path, *, verify: bool = True, expected_preset: 
                                 f"{path.suffix} artefact")
         if verify:
             verify_content(manifest, path)
+        _check_manifest_features(manifest, path)
         spec = ArtifactSpec(path=path, backend=backend, precision=manifest.precision, preset=manifest.preset,
                             model_kind=manifest.model_kind, contract=manifest.contract,
                             dynamic_batch=bool(manifest.dynamic_batch),

@@ -294,6 +294,76 @@ def test_manifest_with_other_io_names_is_refused(exported, tmp_path):
         loaders()["load_runner"](art)
 
 
+def test_manifest_schema_newer_unknown_or_missing_is_named(exported, tmp_path):
+    """A manifest from a newer pinlite-edge says to upgrade; an unknown or missing field is named (it used to be
+    reported as "edited after export", which named nothing)."""
+    from pinlite_edge.manifest import SCHEMA_VERSION
+
+    art = copy_artifact(exported["onnx"], tmp_path)
+    original = manifest_path_for(art).read_text()
+    cases = ((dict(schema_version=SCHEMA_VERSION + 1, feature_flags={"x": 1}),
+              rf"newer pinlite-edge \(manifest schema {SCHEMA_VERSION + 1}; .* reads schemas 1 to {SCHEMA_VERSION}\)"),
+             (dict(feature_flags={"x": 1}), rf"fields that manifest schema {SCHEMA_VERSION} does not have: \['feature_flags'\]"),
+             (dict(schema_version=0), "schema_version must be >= 1"),
+             (dict(feature_version="2"), "'feature_version' must be an integer or null"))
+    for changes, message in cases:
+        manifest_path_for(art).write_text(original)
+        edit_manifest(art, **changes)
+        with pytest.raises(ManifestError, match=message):
+            loaders()["load_runner"](art)
+    d = json.loads(original)
+    del d["schema_version"]
+    manifest_path_for(art).write_text(json.dumps(d))
+    with pytest.raises(ManifestError, match=r"lacks required fields \['schema_version'\]"):
+        loaders()["load_runner"](art)
+
+
+def test_a_model_trained_for_another_feature_pipeline_is_refused(exported, tmp_path, caplog, monkeypatch):
+    """Checkpoints and manifests record the feature pipeline (the face crop) the model was trained for. One trained
+    for another crop is refused by every loader, naming both; one that does not record it is scored with a warning;
+    a manifest of schema 2 or 3 (written after the mouth crop came, before the field) loads quietly."""
+    import pinlite_edge.manifest as manifest_module
+    from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+    from pinlite_edge.export import export_model
+    from pinlite_edge.feature_version import FEATURE_VERSION
+
+    model, record = load_checkpoint(exported["checkpoint"])
+    assert record["feature_version"] == FEATURE_VERSION == read_manifest(exported["onnx"]).feature_version
+    for version, advice in ((1, "the whole-face crop.*Retrain it"), (FEATURE_VERSION + 1, "unknown to this.*Upgrade")):
+        ckpt = save_checkpoint(tmp_path / f"v{version}" / "best.safetensors", model, {"feature_version": version})
+        for load in (*loaders().values(), load_checkpoint):
+            with pytest.raises(CheckpointError, match=f"trained for feature version {version}, {advice}"):
+                load(ckpt)
+        art = copy_artifact(exported["onnx"], tmp_path / f"v{version}-onnx")
+        reseal(art, {**json.loads(manifest_path_for(art).read_text()), "feature_version": version})
+        for load in loaders().values():
+            with pytest.raises(ManifestError, match=f"trained for feature version {version}, {advice}"):
+                load(art)
+
+    unrecorded = save_checkpoint(tmp_path / "unrecorded" / "best.safetensors", model, {"feature_version": None})
+    art = export_model(unrecorded, "onnx", tmp_path / "unrecorded-onnx").artifact
+    assert read_manifest(art).feature_version is None
+    for path in (unrecorded, art):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pinlite_edge.feature_version"), loaders()["load_runner"](path):
+            pass
+        assert f"{path} does not record the feature pipeline" in caplog.text, path
+
+    # publish as the exporter of schema 3 did: its manifests had no feature_version field at all
+    monkeypatch.setattr(manifest_module, "SCHEMA_VERSION", 3)
+    to_dict = manifest_module.Manifest.to_dict
+    monkeypatch.setattr(manifest_module.Manifest, "to_dict",
+                        lambda self: {k: v for k, v in to_dict(self).items() if k != "feature_version"})
+    old = copy_artifact(exported["onnx"], tmp_path / "schema3")
+    reseal(old, {**json.loads(manifest_path_for(old).read_text()), "feature_version": None, "schema_version": 3})
+    monkeypatch.undo()
+    assert "feature_version" not in json.loads(manifest_path_for(old).read_text())
+    caplog.clear()
+    with caplog.at_level("WARNING"), loaders()["load_runner"](old):
+        pass
+    assert read_manifest(old).schema_version == 3 and "feature pipeline" not in caplog.text
+
+
 # --------------------------------------------------------------------------------------------- TensorRT target
 ORIN = {"tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"}
 

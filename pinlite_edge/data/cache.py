@@ -20,14 +20,13 @@ from pinlite_edge.contract import InputContract
 from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S
 from pinlite_edge.features.facecrop import FaceCropConfig
 from pinlite_edge.features.pipeline import CROP_SOURCE_MAX_SIDE, prepare_file
+from pinlite_edge.feature_version import FEATURE_VERSION  # cache entries of another version are not reused
 from pinlite_edge.features.windows import PreparedClip
 from pinlite_edge.utils.atomic import atomic_path
 from pinlite_edge.utils.hashing import json_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 
-#: Bump when decoding/cropping changes so old cache entries are not reused.
-FEATURE_VERSION = 2  # 2: tracked mouth crop (FaceCropConfig), face_coverage stored
 
 
 def preprocessing_config(contract: InputContract, face_crop: bool, face_config: FaceCropConfig | None,
