@@ -280,6 +280,32 @@ def test_bad_out_wrong_device_and_a_student_as_teacher_fail_before_measuring(wor
     assert "--e2e-data" in capsys.readouterr().err
 
 
+def test_a_teacher_of_another_preset_and_an_unwritable_reference_cache_are_named(workspace, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """A paper teacher beside tiny artefacts used to end in "frames must have shape (B, 16, 3, 128, 128)" naming
+    neither; a read-only workspace failed after the evaluation pass, on the reference cache it writes by default,
+    without naming --cache-dir."""
+    from pinlite_edge.bench import core
+
+    paper = save_checkpoint(tmp_path / "paper" / "best.safetensors", create_teacher("paper", pretrained=False), {})
+    monkeypatch.setattr(core, "load_eval_data", lambda *a, **k: pytest.fail("measured before refusing"))
+    assert main(["--artifacts", str(workspace), "--teacher", str(paper), "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "was trained for another input contract (preset 'paper', frames (16, 3, 128, 128))" in err, err
+    assert "(preset 'tiny', frames (16, 3, 64, 64))" in err, err
+    monkeypatch.undo()
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    shutil.rmtree(ws / "cache", ignore_errors=True)
+    (ws / "cache").mkdir()
+    (ws / "cache" / "bench").write_text("")  # where the reference outputs would be cached
+    monkeypatch.setattr(core, "Comparator", lambda *a, **k: pytest.fail("evaluated before refusing"))
+    assert main(["--artifacts", str(ws), "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"the reference cache {ws / 'cache' / 'bench'} is a file, not a folder" in err and "give --cache-dir DIR" in err, err
+
+
 def test_half_built_workspace_errors_say_what_to_run_for_that_workspace(workspace, tmp_path, capsys):
     """The hints used to name the default workspace's quickstart, and an ONNX left without its manifest led to
     "pass --force", which the bench does not have."""

@@ -33,6 +33,7 @@ from pinlite_edge.bench.data import EvalData, load_eval_data
 from pinlite_edge.bench.endtoend import check_end_to_end_backends, find_videos, measure_end_to_end
 from pinlite_edge.bench.machine import describe_machine
 from pinlite_edge.bench.memory import measure_isolated
+from pinlite_edge.bench.report import check_out_dir
 from pinlite_edge.bench.modelstats import params_and_flops
 from pinlite_edge.bench.references import (
     ReferenceCacheError, ReferenceOutputs, cache_name, load_reference, save_reference,
@@ -233,13 +234,20 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     notes: list[str] = []
     paths, workspace = _artefact_paths(cfg)
     specs = [inspect_artifact(p) for p in paths]
-    if cfg.teacher is not None and (kind := inspect_artifact(cfg.teacher).model_kind) != "teacher":
-        raise UsageError(f"--teacher {cfg.teacher} is a {kind}, not the FP32 teacher: EPS and agreement against it "
-                         "would compare the student with itself (give the teacher's checkpoint, e.g. "
-                         "pinlite-workspace/teacher/best.safetensors)")
     if len({s.contract for s in specs}) != 1:
         raise WorkspaceError("the artefacts were built for different input contracts; bench them separately")
     contract: InputContract = specs[0].contract
+    if cfg.teacher is not None:
+        teacher = inspect_artifact(cfg.teacher)
+        if teacher.model_kind != "teacher":
+            raise UsageError(f"--teacher {cfg.teacher} is a {teacher.model_kind}, not the FP32 teacher: EPS and "
+                             "agreement against it would compare the student with itself (give the teacher's "
+                             "checkpoint, e.g. pinlite-workspace/teacher/best.safetensors)")
+        if teacher.contract != contract:
+            raise UsageError(f"--teacher {cfg.teacher} was trained for another input contract (preset "
+                             f"{teacher.preset!r}, frames {teacher.contract.frames_shape()}) than the artefacts "
+                             f"(preset {specs[0].preset!r}, frames {contract.frames_shape()}); give the teacher the "
+                             "student was distilled from")
     options = [runner_options(s.backend, cfg) for s in specs]
     for s, o in zip(specs, options):  # --compare: one --device for backends that run in different places
         if cfg.device and o["device"] != cfg.device:
@@ -256,6 +264,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 
     refs = _load_references(cfg, workspace, specs, data, cache_dir, ref_device, notes)
     teacher_ref, teacher_runner, source_refs = refs.teacher_ref, refs.teacher_runner, refs.source_refs
+    if teacher_runner is not None or refs.source_runners:  # their outputs are cached after the evaluation pass
+        check_out_dir(cache_dir, "--cache-dir" if cfg.cache_dir else "the reference cache",
+                      "the reference models' outputs", "" if cfg.cache_dir else "; give --cache-dir DIR")
 
     # 1. evaluation pass: every model on the same batches, the data read once
     evaluated: dict[str, BaseRunner] = {f"artefact:{i}": r for i, r in enumerate(runners)}
