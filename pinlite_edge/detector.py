@@ -629,7 +629,7 @@ class Detector:
     def detect(self, video_path: str | Path) -> DetectionResult:
         """Decode a video file (frames + audio track) and score it, window by window while decoding: memory does not
         grow with the clip's length (``max_duration_s``, default one hour, bounds the media; ``max_pixels`` the
-        frame size; ``timeout_s``, default 60 s, the decoding time, scoring not counted). Decoding failures and
+        frame size; ``timeout_s``, default 60 s plus 2 s per second of media decoded, the decoding time, scoring not counted). Decoding failures and
         limits raise ``DecodeError`` naming the file."""
         from pinlite_edge.features import open_windows
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -265,6 +266,41 @@ def test_decoding_time_limit_mid_stream(grid_clips, monkeypatch):
     monkeypatch.setattr(dl.time, "monotonic", fake_monotonic)
     with pytest.raises(DecodeError, match="time limit"):
         featurise(grid_clips[0], timeout_s=5.0)
+
+
+def test_decoding_time_limit_grows_with_the_media_decoded(grid_clips, monkeypatch):
+    """A flat 60 s cut off every 720p clip over about 15 minutes (the documented limit is an hour of media): the
+    limit is timeout_s plus 2 s per second of media decoded, counted from the first timestamp and capped, so a file
+    that makes no progress still fails after timeout_s."""
+    import pinlite_edge.features.deadline as dl
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(dl.time, "monotonic", lambda: clock["t"])
+    deadline = dl.Deadline("clip.mp4", 10.0)
+    clock["t"] += 11
+    with pytest.raises(DecodeError, match=r"time limit \(10 s, plus 2 s per second of media: 0.0 s decoded\)"):
+        deadline.check()  # no progress: the timeout alone
+    deadline = dl.Deadline("clip.mp4", 10.0)
+    deadline.advance(36000.0, cap_s=3600.0)  # an MPEG-TS clock starting at 10 h: counted from there
+    deadline.advance(36030.0, cap_s=3600.0)  # 30 s of media decoded: 10 + 60 s allowed
+    clock["t"] += 69
+    deadline.check()
+    clock["t"] += 2
+    with pytest.raises(DecodeError, match="30.0 s decoded"):
+        deadline.check()
+    capped = dl.Deadline("clip.mp4", 10.0)
+    capped.advance(0.0, cap_s=5.0)
+    capped.advance(1e9, cap_s=5.0)  # a timestamp jump buys at most the clip's limit
+    clock["t"] += 21
+    with pytest.raises(DecodeError, match="5.0 s decoded"):
+        capped.check()
+
+    seen: list[float] = []  # decoding reports its progress: up to the clip's length
+    advance = dl.Deadline.advance
+    monkeypatch.setattr(dl.Deadline, "advance", lambda self, t, cap_s: (seen.append(t), advance(self, t, cap_s))[1])
+    monkeypatch.setattr(dl.time, "monotonic", time.monotonic)
+    featurise(grid_clips[0])
+    assert 2.5 < max(seen) - min(seen) < 3.5, (min(seen), max(seen))
 
 
 # --------------------------------------------------------------------------------------------- degraded media

@@ -1,4 +1,10 @@
-"""A decoding time limit: checked between packets/frames so a pathological file cannot hang a caller."""
+"""A decoding time limit: checked between packets/frames so a pathological file cannot hang a caller.
+
+The limit grows with the media decoded: ``timeout_s`` plus :data:`SECONDS_PER_MEDIA_SECOND` for every second of
+media the decoder has got through (the latest frame's timestamp from the first, at most the clip's limit). A long
+clip that decodes at least half as fast as it plays is never cut; a file that makes no progress still fails after
+``timeout_s``. A flat 60 s cut off every 720p clip over about 15 minutes, well inside ``max_duration_s`` (one hour).
+"""
 from __future__ import annotations
 
 import time
@@ -6,12 +12,15 @@ from pathlib import Path
 
 from pinlite_edge.errors import DecodeError, InputError
 
-#: Default seconds allowed for decoding one file (audio and video together).
+#: Default seconds allowed for decoding one file (audio and video together) before the media decoded adds to it.
 DEFAULT_TIMEOUT_S = 60.0
+#: decoding seconds allowed per second of media decoded, on top of the timeout (2: at least half real time)
+SECONDS_PER_MEDIA_SECOND = 2.0
 
 
 class Deadline:
-    """Raises :class:`DecodeError` naming the file once ``timeout_s`` seconds have passed since creation.
+    """Raises :class:`DecodeError` naming the file once ``timeout_s`` seconds, plus :data:`SECONDS_PER_MEDIA_SECOND`
+    per second of media decoded (:meth:`advance`), have passed since creation.
 
     ``timeout_s=None`` disables the limit. The check runs between decoded packets/frames; a single library call
     that blocks forever (e.g. a stalled network read) is bounded by the I/O timeouts given to PyAV/OpenCV instead.
@@ -23,6 +32,8 @@ class Deadline:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._end = None if timeout_s is None else time.monotonic() + timeout_s
+        self._first_s: float | None = None  # the first media timestamp seen
+        self._media_s = 0.0  # media decoded: the latest timestamp from the first
 
     def remaining(self) -> float | None:
         return None if self._end is None else max(0.0, self._end - time.monotonic())
@@ -32,6 +43,20 @@ class Deadline:
         if self._end is not None and seconds > 0:
             self._end += seconds
 
+    def advance(self, timestamp_s: float, cap_s: float) -> None:
+        """A frame at media time ``timestamp_s`` was decoded: the limit grows with the media decoded, counted from
+        the first timestamp (containers start anywhere: MPEG-TS often at hours) and at most ``cap_s`` (the clip's
+        duration limit, so timestamps that jump cannot buy unbounded time)."""
+        if self._first_s is None:
+            self._first_s = timestamp_s
+        progressed = min(timestamp_s - self._first_s, cap_s)
+        if self._end is not None and progressed > self._media_s:
+            self._end += SECONDS_PER_MEDIA_SECOND * (progressed - self._media_s)
+            self._media_s = progressed
+
     def check(self) -> None:
         if self._end is not None and time.monotonic() > self._end:
-            raise DecodeError(self.path, f"decoding exceeded the time limit of {self.timeout_s:g} s")
+            raise DecodeError(self.path, f"decoding exceeded the time limit ({self.timeout_s:g} s, plus "
+                                         f"{SECONDS_PER_MEDIA_SECOND:g} s per second of media: {self._media_s:.1f} s "
+                                         "decoded): the file decodes too slowly or makes no progress; pass a larger "
+                                         "timeout (timeout_s, --timeout) or none")

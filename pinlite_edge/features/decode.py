@@ -343,6 +343,8 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                 if packet.size and packet.stream is video:
                     video_read += 1
                 for frame in packet.decode():
+                    if frame.time is not None:
+                        deadline.advance(float(frame.time), limits.max_duration_s)
                     if packet.stream is video:
                         frames.add(frame)
                     else:
