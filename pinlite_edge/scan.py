@@ -109,8 +109,14 @@ class ScanSummary:
 
 # --------------------------------------------------------------------------------------------- files
 def find_videos(root: Path, extensions: Iterable[str]) -> list[Path]:
-    """Video files under ``root`` (:func:`pinlite_edge.utils.files.find_videos`), as absolute paths."""
-    return [_absolute(p) for p in walk_videos(root, extensions)]
+    """Video files under ``root`` (:func:`pinlite_edge.utils.files.find_videos`), as absolute paths with symlinks
+    resolved, each file once: links to a file already listed (or to one another) are not scanned again."""
+    found = [_absolute(p) for p in walk_videos(root, extensions)]
+    unique = list(dict.fromkeys(found))
+    if len(unique) < len(found):
+        log.info("%d of the %d video paths under %s lead to a file already listed (symbolic links): each file is "
+                 "scanned once, under its resolved path", len(found) - len(unique), len(found), root)
+    return unique
 
 
 def _absolute(path: Path) -> Path:

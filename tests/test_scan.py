@@ -617,10 +617,12 @@ def test_symlink_loop_and_proc_file_in_the_tree_are_recorded_and_the_scan_goes_o
     (root / "loop_b.mp4").symlink_to(root / "loop_a.mp4")
     (root / "dirloop").symlink_to(root, target_is_directory=True)  # a folder loop: never followed
     (root / "proc.mp4").symlink_to("/proc/self/status")
+    for i in range(3):  # links to a file in the tree: it is scored once, not once per link
+        (root / f"link{i}.mp4").symlink_to(root / "synth0.mp4")
     out = tmp_path / "o.jsonl"
     summary = scan(cfg_for(root, model, out))
     recs = {Path(r["path"]).name: r for r in lines_of(out)}
-    assert summary.total == len(recs) == 5, sorted(recs)
+    assert summary.total == len(recs) == len(lines_of(out)) == 5, sorted(recs)
     for name in ("loop_a.mp4", "loop_b.mp4"):
         assert recs[name]["error_type"] == "DecodeError" and "symbolic links" in recs[name]["error"]
     assert "not a regular file" in recs["status"]["error"]  # resolved to /proc/self/status
