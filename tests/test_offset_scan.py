@@ -209,6 +209,36 @@ def test_windower_keeps_the_audio_the_shifts_read(audio_first):
         assert a.shifts_in_track == b.shifts_in_track
 
 
+def test_windower_does_not_keep_audio_long_after_the_video_has_ended():
+    """A 20 s video with an hour of audio kept the whole hour (0.8 GB with its copies) though only the first 20 s
+    are scored: audio more than MAX_LAG_S ahead of the frames is counted, not kept, and the windows are the same."""
+    from pinlite_edge.features.clipstream import MAX_LAG_S, Windower
+    from pinlite_edge.features.windows import clip_windows
+
+    audio = _speech_like(4.0, seed=3)
+    frames = _indexed_frames(100)
+    w = Windower(C, 25.0, 0.32, "unit", DEFAULT_SCAN_OFFSETS)
+    out = []
+    for f in frames:
+        w.add_frame(f, 1)
+    out.extend(w.ready())
+    w.add_audio(audio)
+    for _ in range(60):  # a minute more audio, a second at a time, after the last frame
+        w.add_audio(np.full(C.sample_rate, 0.1, np.float32))
+        out.extend(w.ready())
+    assert w.n_audio == audio.size + 60 * C.sample_rate
+    assert w.kept_audio <= (4.0 + MAX_LAG_S) * C.sample_rate, w.kept_audio / C.sample_rate
+    out.extend(w.finish())
+    clip = PreparedClip(frames=frames, fps=25.0, audio=np.concatenate([audio, np.full(60 * C.sample_rate, 0.1,
+                                                                                        np.float32)]),
+                        sample_rate=C.sample_rate)
+    whole = clip_windows(clip, C, 0.32, scan_offsets=DEFAULT_SCAN_OFFSETS)
+    assert [x.start_seconds for x in out] == [x.start_seconds for x in whole]
+    for a, b in zip(out, whole):
+        np.testing.assert_array_equal(a.mfcc, b.mfcc)
+        np.testing.assert_array_equal(a.mfcc_shifts, b.mfcc_shifts)
+
+
 def test_local_scan_is_the_scan_of_each_windows_neighbourhood():
     """local_fake_probs(m, zero, R)[i] is scan_fake_prob of the margins averaged over windows i-R..i+R (clipped at
     the ends); R=0 scores each window alone; a window whose neighbours agree best at another shift scores high."""

@@ -37,9 +37,10 @@ from pinlite_edge.features.windows import (PreparedClip, Window, audio_segment, 
 
 log = logging.getLogger(__name__)
 
-#: Distinct video frames may run this many seconds ahead of the audio in the buffers (muxers interleave streams
-#: within a few seconds, FFmpeg's within 10 s, so more means the audio has ended); beyond that they are counted but
-#: not kept, and a window that needs them raises a DecodeError (a file interleaved that badly).
+#: Distinct video frames may run this many seconds ahead of the audio in the buffers, and the audio as far ahead of
+#: the frames (muxers interleave streams within a few seconds, FFmpeg's within 10 s, so more means the other track
+#: has ended); beyond that they are counted but not kept, and a window that needs them raises a DecodeError (a file
+#: interleaved that badly). An hour of audio after a 20 s video used to be kept whole (0.8 GB with its copies).
 MAX_LAG_S = 30.0
 
 
@@ -83,7 +84,7 @@ class Windower:
         self.n_audio = 0  # samples received (kept or not)
         self.kept_frames = 0  # frames kept: n_frames unless the video ran MAX_LAG_S ahead of the audio
         self._new_at: list[int] = []  # frame index where each kept distinct crop starts
-        self.kept_audio = 0  # always n_audio (kept for symmetry in _check_kept)
+        self.kept_audio = 0  # samples kept: n_audio unless the audio ran MAX_LAG_S ahead of the video
         self.k = 0  # next regular window
 
     # ------------------------------------------------------------------ input
@@ -104,12 +105,14 @@ class Windower:
         self.n_frames += count
 
     def add_audio(self, samples: np.ndarray) -> None:
-        """Samples are always kept until windows have read them: audio ahead of the video costs 64 KB per second
-        (at 16 kHz), bounded by ``max_duration_s``; it happens over a timestamp gap filled with silence before the
-        video's frames after the gap arrive."""
+        """Samples are kept until windows have read them, up to :data:`MAX_LAG_S` ahead of the frames received
+        (64 KB per second at 16 kHz); after that they are counted, not kept: the video has ended (a track that
+        outlasts the other is scored where both run), or the file is interleaved too badly to stream."""
         if samples.size:
-            self._audio.append(samples)
-            self.kept_audio += samples.size
+            ahead_s = (self.n_audio + samples.size) / self.c.sample_rate - self.n_frames / self.fps
+            if self.kept_audio == self.n_audio and ahead_s <= MAX_LAG_S:
+                self._audio.append(samples)
+                self.kept_audio += samples.size
             self.n_audio += samples.size
 
     def _check_kept(self, frames_to: int, audio_to: int) -> None:
