@@ -33,6 +33,7 @@ from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, S
                                       check_scan_offsets, local_fake_probs)
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
+from pinlite_edge.utils.atomic import finite_json
 from pinlite_edge.utils.logcapture import captured_warnings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class WindowScore:
     #: the offset scan over this window and its neighbours (offset_scan.local_fake_probs): where the clip looks out of
     #: sync, a hint rather than a located manipulation (benchmarks/results/localisation/). None: no scan
     fake_prob_local_scan: float | None = None
-    #: share of the window's frames where the face tracker had the face (None: not known); a window below
+    #: share of the window's frames where the face tracker had the face (1.0 without face crop: pre-cropped frames
+    #: all count; None: not known); a window below
     #: FACE_WINDOW_MIN does not count in the verdict when the clip has windows with the face
     face_fraction: float | None = None
     #: whether the verdict rests on this window: the offset scan's windows (face, shifted audio inside the track), or
@@ -152,19 +154,21 @@ class DetectionResult:
             "offset_head_frames": self.offset_head_frames,
             "offset_scan": None if self.scan is None else self.scan.to_dict(),
             "windows": [dict(w.__dict__) for w in self.windows],
-            "frame_saliency": np.round(self.frame_saliency, 5).tolist(),
-            "frame_times": np.round(self.frame_times, 4).tolist(),
+            # float64 before rounding: a float32 rounded is printed with its binary noise (1.1871399879455566)
+            "frame_saliency": np.round(np.asarray(self.frame_saliency, np.float64), 5).tolist(),
+            "frame_times": np.round(np.asarray(self.frame_times, np.float64), 4).tolist(),
             "model_training_data": self.model_training_data,
             "model_trained_on_real_video": self.model_trained_on_real_video,
             "face_found": self.face_found, "face_coverage": self.face_coverage, "faces_in_view": self.faces_in_view,
             "warnings": list(self.warnings),
         }
         if include_attention:
-            d["attention"] = np.round(self.attention, 6).tolist()
+            d["attention"] = np.round(np.asarray(self.attention, np.float64), 6).tolist()
         return d
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(**kwargs), indent=2)
+        """:meth:`to_dict` as strict JSON (a non-finite number would be ``null``, never ``NaN``)."""
+        return json.dumps(finite_json(self.to_dict(**kwargs)), indent=2, allow_nan=False)
 
     def save_explanation(self, path: str | Path) -> Path:
         """Write a PNG: fake probability over time, the most suspicious window's frames weighted by saliency, and

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
-from pinlite_edge.utils.atomic import atomic_write_json
+from pinlite_edge.utils.atomic import atomic_write_json, finite_json
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
                                            exports_dir, find_real_data, real_data_places)
@@ -459,12 +458,6 @@ def _calibration(size: int, real: Path, folder_options: dict[str, Any]) -> Any:
                                load_calibration(f"folder:{real}", TINY_CONTRACT, half, options=folder_options)])
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _test_loader(cfg: QuickstartConfig, ws: Path, data: str, options: dict[str, Any]) -> Any:
     from pinlite_edge.contract import TINY_CONTRACT
     from pinlite_edge.training.config import TrainConfig
@@ -504,7 +497,7 @@ def evaluate_models(checkpoints: dict[str, Path], cfg: QuickstartConfig, ws: Pat
         row = {"model": name, **model_costs(model, path, latency_runs=cfg.latency_runs),
                **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "eps")}, "real_auc": real_auc,
                "checkpoint_sha256": sha256_file(path)}
-        rows.append({k: _clean(row[k]) for k in SUMMARY_KEYS})
+        rows.append({k: finite_json(row[k]) for k in SUMMARY_KEYS})
     return rows
 
 

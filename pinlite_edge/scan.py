@@ -34,7 +34,10 @@ One JSON line per file::
 
 A clip where no face is found anywhere has ``"verdict": "no-face"``, one with a digitally silent audio track
 ``"silent-audio"`` (their probabilities are still recorded). Bad files
-have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``).
+have ``"verdict": null`` and ``"error"`` / ``"error_type"`` set (e.g. ``DecodeError``); every other key is there too,
+``null`` or empty. ``"windows"`` is the number of windows (``detect --json``'s ``windows`` is the list of window
+objects; here each of their fields is a ``window_*`` list). ``"seconds"``: the file's decoding and featurisation time.
+Strict JSON: an undefined number would be ``null``, never ``NaN``.
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pinlite_edge.errors import CheckpointError, DecodeError, ManifestError, PinliteError, UsageError, WriteError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
-from pinlite_edge.utils.atomic import atomic_write_bytes, check_writable_target, open_regular_file, write_error
+from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, open_regular_file,
+                                       write_error)
 from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
@@ -295,11 +299,12 @@ class JsonlWriter:
             raise write_error(path, exc, "cannot write results to") from None
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False)
+        record = finite_json(record)  # strict JSON: never NaN / Infinity
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False)
         try:
             line.encode("utf-8")
         except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate-escaped bytes): ASCII escapes round-trip
-            line = json.dumps(record)
+            line = json.dumps(record, allow_nan=False)
         try:
             self.fh.write(line + "\n")
             self.fh.flush()
@@ -598,7 +603,8 @@ def record_for(job: dict[str, Any], result: Any = None, error: BaseException | N
                model: dict[str, Any] | None = None) -> dict[str, Any]:
     """One results line; ``model``: what every record says of the model (its training data), failed files too."""
     rec: dict[str, Any] = {"path": job["path"], "verdict": None, "fake_prob_max": None, "fake_prob_mean": None,
-                           "fake_prob_scan": None, "aggregate": None, "threshold": None, "offset_source": None,
+                           "fake_prob_scan": None, "aggregate": None, "threshold": None, "threshold_source": None,
+                           "verdict_windows": None, "offset_source": None,
                            "offset_frames": None, "offset_confidence": None, "windows": 0,
                            "window_fake_probs": [], "window_local_scan_probs": [], "window_starts": [],
                            "window_face_fractions": [],

@@ -9,6 +9,7 @@ manifest / record has not been written yet.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +82,31 @@ def test_json_and_text_roundtrip(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists() and temp_leftovers(tmp_path) == []
+
+
+def _strict_json(text: str) -> Any:
+    """Parse as JSON.parse / Go would: NaN, Infinity and -Infinity are not JSON."""
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_numbers_are_written_as_null_not_nan(tmp_path):
+    """An AUC over one class is NaN; bench.json and the checkpoint records wrote it as NaN, which JSON.parse, Go
+    and jq refuse, so the whole report could not be read. Every JSON file the SDK writes is strict JSON."""
+    import numpy as np
+
+    from pinlite_edge.checkpoint import read_record, save_checkpoint
+    from pinlite_edge.models import create_student
+
+    atomic_write_json(tmp_path / "m.json", {"auc": float("nan"), "rows": [{"x": np.float32("inf"), "y": 0.5}],
+                                            "t": (float("-inf"), np.array([1.0, np.nan]))})
+    assert _strict_json((tmp_path / "m.json").read_text()) == {"auc": None, "rows": [{"x": None, "y": 0.5}],
+                                                                "t": [None, [1.0, None]]}
+    ckpt = save_checkpoint(tmp_path / "c" / "best.safetensors", create_student("tiny", pretrained=False),
+                           {"best": {"auc": float("nan"), "loss": 0.7}})
+    assert _strict_json(ckpt.with_suffix(".json").read_text())["best"] == {"auc": None, "loss": 0.7}
+    assert math.isnan(read_record(ckpt)["best"]["auc"])  # the embedded record, read by Python, keeps the NaN
 
 
 def test_atomic_write_is_fsynced_before_rename(tmp_path, monkeypatch):

@@ -85,6 +85,11 @@ def test_detect_synthetic_video(detector, synthetic_video, tmp_path):
     # the drawn synthetic face is no face to the Haar cascade: the clip says so instead of a confident verdict
     assert d["verdict"] == "no-face" and d["face_found"] is False and d["face_coverage"] == 0.0
     assert len(d["windows"]) == 4 and "attention" not in d and 0.0 <= d["fake_prob"] <= 1.0
+    # rounded as promised (float32 rounded printed its binary noise: 1.1871399879455566)
+    with_attention = json.loads(result.to_json(include_attention=True))
+    for key, places in (("frame_saliency", 5), ("frame_times", 4), ("attention", 6)):
+        values = np.ravel(with_attention[key])
+        assert values.size and all(len(repr(float(v)).partition(".")[2]) <= places for v in values), key
     png = result.save_explanation(tmp_path / "explain.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -83,6 +83,7 @@ def test_scan_records_every_file_once_and_bad_files_with_errors(serial):
     recs = lines_of(out)
     assert summary.total == 8 and summary.scored == 5 and summary.failed == 3 and summary.skipped == 0
     assert len(recs) == 8 and len({r["path"] for r in recs}) == 8
+    assert len({frozenset(r) for r in recs}) == 1, [sorted(r) for r in recs]  # failed files: the same keys, null
     for r in recs:
         name = Path(r["path"]).name
         assert Path(r["path"]).is_absolute()

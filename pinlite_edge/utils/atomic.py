@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import secrets
@@ -189,7 +190,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+    """``obj`` as strict JSON (:func:`finite_json`: an undefined metric is ``null``, never ``NaN``)."""
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False,
+                                       default=json_default) + "\n")
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with numpy values and paths as JSON types and every non-finite float (NaN, +-inf: an AUC over one
+    class, a metric of no samples) as None: Python writes them as ``NaN`` / ``Infinity``, which strict JSON readers
+    (``JSON.parse``, Go's ``encoding/json``, jq) refuse, so one undefined number made a whole report unreadable."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "tolist") or isinstance(obj, Path):
+        return finite_json(json_default(obj))
+    return obj
 
 
 def json_default(obj: Any) -> Any:
