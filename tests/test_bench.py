@@ -189,8 +189,8 @@ def test_unreadable_reference_cache_is_one_line_and_the_automatic_one_is_recompu
             load_reference(bad, data_fingerprint="f")
     code = main(["--artifacts", str(workspace), "--teacher-cache", str(empty), "--out", str(tmp_path / "o"),
                  "--no-plots", *FAST])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "unreadable" in err and "Traceback" not in err and "allow_pickle" not in err
+    err = capsys.readouterr().err.strip()  # a file that cannot be read: a failure (1), not a usage error
+    assert code == 1 and "unreadable" in err and "Traceback" not in err and "allow_pickle" not in err
     ws = tmp_path / "ws"
     shutil.copytree(workspace, ws)
     caches = list((ws / "cache" / "bench").glob("reference-*.npz"))
@@ -618,3 +618,48 @@ def test_featurisation_rtf_is_the_median_of_per_video_ratios(monkeypatch):
     assert expected == 0.5 and statistics.median(seconds.values()) / statistics.median(durations.values()) == 1.0
     assert type(info["featurise_rtf_median"]) is float and info["featurise_rtf_median"] == expected
     assert info["featurise_s"] == {"median": 2.0, "min": 0.5, "max": 3.0} and rows == []
+
+
+def test_reports_are_written_before_the_table_and_a_closed_stdout_ends_quietly(workspace, tmp_path):
+    """``... --out DIR | head -1`` ended in a BrokenPipeError traceback, exit 1, and no reports: the table was printed
+    before they were written."""
+    out = tmp_path / "piped"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pinlite_edge.bench", "--artifacts", str(workspace), "--out",
+                               str(out), "--no-plots", *FAST], stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
+
+
+def test_interrupt_is_one_line_and_exit_130(workspace, tmp_path, capsys, monkeypatch):
+    from pinlite_edge.bench import cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_bench", interrupted)
+    assert main(["--artifacts", str(workspace), "--out", str(tmp_path / "o"), *FAST]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_describes_every_option_with_its_default():
+    text = " ".join(build_parser_help().split())
+    for expected in ("--split SPLIT split of the --data dataset", "(default: test)", "--out OUT folder of the reports",
+                     "--no-plots do not write the plots", "--data DATA synthetic | lavdf:PATH | folder:PATH (default: "
+                     "synthetic)", "latency measurement (default: 1)", "accuracy pass (default: 8)",
+                     "memory pass (default: 3)"):
+        assert expected in text
+
+
+def build_parser_help() -> str:
+    from pinlite_edge.bench.cli import build_parser
+
+    return build_parser().format_help()

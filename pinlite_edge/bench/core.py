@@ -36,7 +36,7 @@ from pinlite_edge.bench.memory import measure_isolated
 from pinlite_edge.bench.report import check_out_dir
 from pinlite_edge.bench.modelstats import params_and_flops
 from pinlite_edge.bench.references import (
-    ReferenceCacheError, ReferenceOutputs, cache_name, load_reference, save_reference,
+    ReferenceCacheError, ReferenceMismatchError, ReferenceOutputs, cache_name, load_reference, save_reference,
 )
 from pinlite_edge.bench.timing import TimingResult, measure_interleaved
 from pinlite_edge.bench.workspace import (
@@ -301,7 +301,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             save_reference(cache_dir / cache_name(sha, data.fingerprint, ref_device), source_refs[sha])
         for name, ref in [("teacher", teacher_ref), *((f"source {sha[:12]}", r) for sha, r in source_refs.items())]:
             if ref is not None and ref.clip_ids != clip_ids:  # a cache for these data holds these clips, in order
-                raise ReferenceCacheError(f"{name} reference holds {ref.num_clips} clips, not the {len(clip_ids)} "
+                raise ReferenceMismatchError(f"{name} reference holds {ref.num_clips} clips, not the {len(clip_ids)} "
                                           "clips this run evaluated, in their order")
 
         # 2. latency

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pinlite_edge.contract import OUTPUT_NAMES
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.utils.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 class ReferenceCacheError(PinliteError):
     """A reference cache file is unreadable or was computed for other weights or other data."""
+
+
+class ReferenceMismatchError(ReferenceCacheError, UsageError):
+    """A reference cache that reads but was computed for other data, clips or weights: the file given does not fit
+    this run (a usage error, exit 2; an unreadable one is a failure, exit 1)."""
 
 
 @dataclass
@@ -91,11 +96,11 @@ def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | Non
         raise ReferenceCacheError(f"reference cache {path} is inconsistent: its arrays hold {rows} rows for "
                                   f"{len(clip_ids) if isinstance(clip_ids, list) else 'no list of'} clips")
     if meta.get("data_fingerprint") != data_fingerprint:
-        raise ReferenceCacheError(f"reference cache {path} was computed on other data (fingerprint "
-                                  f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")
+        raise ReferenceMismatchError(f"reference cache {path} was computed on other data (fingerprint "
+                                     f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
-        raise ReferenceCacheError(f"reference cache {path} belongs to weights {str(meta.get('model_sha256'))[:12]}…, "
-                                  f"not {model_sha256[:12]}…")
+        raise ReferenceMismatchError(f"reference cache {path} belongs to weights "
+                                     f"{str(meta.get('model_sha256'))[:12]}…, not {model_sha256[:12]}…")
     if not isinstance(meta.get("model_sha256"), str):
         raise ReferenceCacheError(f"reference cache {path} does not name the weights it was computed with")
     return ReferenceOutputs(model_sha256=meta["model_sha256"], data_fingerprint=data_fingerprint,

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.errors import PinliteError
+from pinlite_edge.errors import UsageError
 from pinlite_edge.export.formats import format_for, precisions_for
 from pinlite_edge.manifest import MANIFEST_SUFFIX, manifest_path_for
 from pinlite_edge.workspace_layout import ARTEFACT_STEM, DEFAULT_WORKSPACE, exports_dir
@@ -35,8 +35,9 @@ def _on(workspace: Path) -> str:
     return "" if Path(workspace) == DEFAULT_WORKSPACE else f" --artifacts {workspace}"
 
 
-class WorkspaceError(PinliteError):
-    """The bench cannot find the workspace or the artefacts it was asked for."""
+class WorkspaceError(UsageError):
+    """The bench cannot find the workspace or the artefacts it was asked for (what was asked for is not there: a
+    usage error, exit 2)."""
 
 
 def is_workspace(path: Path) -> bool:

@@ -1,19 +1,24 @@
 """Command-line conventions shared by the CLIs: one line per error, exit 2 for usage errors (a missing backend or
-device included: what was asked for cannot run here), 1 for failures."""
+device included: what was asked for cannot run here), 1 for failures, 130 on Ctrl-C and 143 on SIGTERM (one line,
+no traceback), 0 when the reader of stdout went away (``| head``). :func:`run_command` applies them all."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
+import select
 import signal
 import sys
 import threading
-from typing import Any, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 from pinlite_edge.errors import BackendUnavailableError, PinliteError, UsageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,6 +54,46 @@ def interrupt_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(prog: str, body: Callable[[], int | None], interrupted: str | Callable[[], str] | None = None) -> int:
+    """Run a CLI's work, ``body`` (its exit status, None for 0), the way every CLI ends:
+
+    * a :class:`PinliteError`: one line and exit status 1 or 2 (:func:`report`);
+    * Ctrl-C, or SIGTERM (:func:`interrupt_on_sigterm`): one line, ``prog: interrupted`` (``terminated``) followed by
+      ``; `` and ``interrupted`` (or what it returns: e.g. what was kept and how to resume), exit status 130 (143);
+    * stdout closed by its reader (``| head -1``): quietly, exit status 0 (the reader has what it wanted; write
+      files before printing so that they do not depend on it).
+    """
+    try:
+        with interrupt_on_sigterm():  # kill, timeout, Slurm, docker stop: the same ending as Ctrl-C
+            status = body()
+            sys.stdout.flush()  # inside the try: a pipe's buffer is written here, not at exit
+    except PinliteError as exc:
+        return report(exc, prog)
+    except KeyboardInterrupt as exc:
+        terminated = bool(exc.args) and exc.args[0] == f"signal {signal.SIGTERM}"
+        note = interrupted() if callable(interrupted) else interrupted
+        start = "\n" if sys.stderr.isatty() else ""  # not on the line of the terminal's ^C
+        print(f"{start}{prog}: {'terminated' if terminated else 'interrupted'}{'; ' + note if note else ''}",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a subprocess's): not the reader having what it wanted
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+    return status or 0
+
+
+def _stdout_closed() -> bool:
+    """Has the reader of stdout closed it (a pipe without a reader polls as an error)?"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return True
 
 
 def key_value(text: str) -> tuple[str, Any]:
