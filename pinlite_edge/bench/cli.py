@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "as on JetPack, else cuda-python)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the memory pass (each model loaded alone in a fresh process)")
-    p.add_argument("--memory-calls", type=int, default=3, help="inferences per model in the memory pass (default: %(default)s)")
+    p.add_argument("--memory-calls", type=int, default=3,
+                   help="inferences per model in the memory pass (default: %(default)s)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end pass (video -> verdict)")
     p.add_argument("--e2e-data", default=None, metavar="auto|synthetic|DIR|FILE",
                    help="videos of the end-to-end pass (default auto: ../shared/data/real-av when present, else "

@@ -97,7 +97,8 @@ def load_reference(path: Path, *, data_fingerprint: str, model_sha256: str | Non
                                   f"{len(clip_ids) if isinstance(clip_ids, list) else 'no list of'} clips")
     if meta.get("data_fingerprint") != data_fingerprint:
         raise ReferenceMismatchError(f"reference cache {path} was computed on other data (fingerprint "
-                                     f"{str(meta.get('data_fingerprint'))[:12]}…, this run {data_fingerprint[:12]}…)")
+                                     f"{str(meta.get('data_fingerprint'))[:12]}…, "
+                                     f"this run {data_fingerprint[:12]}…)")
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
         raise ReferenceMismatchError(f"reference cache {path} belongs to weights "
                                      f"{str(meta.get('model_sha256'))[:12]}…, not {model_sha256[:12]}…")
