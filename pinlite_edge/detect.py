@@ -11,7 +11,7 @@ from typing import Any
 
 from pinlite_edge.errors import DecodeError, PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
-from pinlite_edge.utils.cli import add_verdict_arguments, verdict_argument_problem
+from pinlite_edge.utils.cli import add_verdict_arguments, run_command, verdict_argument_problem
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
@@ -50,55 +50,56 @@ def main(argv: list[str] | None = None) -> int:
     from pinlite_edge.detector import Detector
     from pinlite_edge.features.audio import check_file
 
-    try:
-        model = resolve_model(args.model)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:  # the checks Detector.detect makes, before the model is loaded (str: argparse's Path would turn "" into
-        video = check_file(args.video)  # "." and a URL's "//" into "/")
-    except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        # a file that is there but cannot be decoded (empty) is a failure, 1; no such file, a folder, a URL: usage, 2
-        return 1 if isinstance(exc, DecodeError) and os.path.isfile(args.video) else 2
-    options = {"threads": args.threads}
-    if args.device:
-        options["device"] = args.device
-    try:
-        with Detector.load(model, threshold=args.threshold, aggregate=args.aggregate,
-                           stride_seconds=args.stride, face_crop=not args.no_face_crop,
-                           scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
-            result = det.detect(video)
-    except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, DecodeError) else 2  # the video could not be scored / a usage error
-    try:
+    def run() -> int:
+        try:
+            model = resolve_model(args.model)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:  # the checks Detector.detect makes, before the model is loaded (str: argparse's Path would turn "" into
+            video = check_file(args.video)  # "." and a URL's "//" into "/")
+        except PinliteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            # a file that is there but cannot be decoded (empty) is a failure, 1; no such file, a folder, a URL:
+            # usage, 2
+            return 1 if isinstance(exc, DecodeError) and os.path.isfile(args.video) else 2
+        options = {"threads": args.threads}
+        if args.device:
+            options["device"] = args.device
+        try:
+            with Detector.load(model, threshold=args.threshold, aggregate=args.aggregate,
+                               stride_seconds=args.stride, face_crop=not args.no_face_crop,
+                               scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
+                result = det.detect(video)
+        except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1 if isinstance(exc, DecodeError) else 2  # the video could not be scored / a usage error
         _print_result(args, result)
-        sys.stdout.flush()  # inside the try: a pipe's buffer is written here, not at exit
-    except BrokenPipeError:  # piped into head & co.: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    if args.crops:  # after the result is printed: a failed write does not lose it
-        from pinlite_edge.features import crop_squares
-        from pinlite_edge.utils.atomic import atomic_write_json
+        sys.stdout.flush()  # a pipe's buffer is written here: a closed stdout (| head) ends before the files below
+        if args.crops:  # after the result is printed: a failed write does not lose it
+            from pinlite_edge.features import crop_squares
+            from pinlite_edge.utils.atomic import atomic_write_json
 
-        try:
-            squares = crop_squares(video, face_crop=not args.no_face_crop)
-            atomic_write_json(args.crops, {"video": str(video), "squares": squares})
-        except (PinliteError, OSError) as exc:
-            print(f"error: the result above was computed, but the crop squares could not be written to "
-                  f"{args.crops}: {exc}", file=sys.stderr)
-            return 1
-    if args.explain:  # after the result is printed: a failed write does not lose it
-        try:
-            result.save_explanation(args.explain)
-        except (PinliteError, OSError) as exc:
-            print(f"error: the result above was computed, but the explanation could not be written to "
-                  f"{args.explain}: {exc}", file=sys.stderr)
-            return 1
-        if not args.json:
-            print(f"explanation written to {args.explain}")
-    return 0
+            try:
+                squares = crop_squares(video, face_crop=not args.no_face_crop)
+                atomic_write_json(args.crops, {"video": str(video), "squares": squares})
+            except (PinliteError, OSError) as exc:
+                print(f"error: the result above was computed, but the crop squares could not be written to "
+                      f"{args.crops}: {exc}", file=sys.stderr)
+                return 1
+        if args.explain:  # after the result is printed: a failed write does not lose it
+            try:
+                result.save_explanation(args.explain)
+            except (PinliteError, OSError) as exc:
+                print(f"error: the result above was computed, but the explanation could not be written to "
+                      f"{args.explain}: {exc}", file=sys.stderr)
+                return 1
+            if not args.json:
+                print(f"explanation written to {args.explain}")
+        return 0
+
+    # Ctrl-C / SIGTERM: one line, 130 / 143; stdout closed by its reader: quietly, 0
+    return run_command("python -m pinlite_edge.detect", run)
 
 
 def _print_result(args: argparse.Namespace, result: Any) -> None:

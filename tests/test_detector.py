@@ -338,6 +338,21 @@ def test_detect_cli_piped_into_a_reader_that_stops_early(model_files, synthetic_
     assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_detect_cli_interrupted_is_one_line_and_exit_130(model_files, synthetic_video, monkeypatch, capsys):
+    """Ctrl-C gave exit 130 after a 60-line traceback."""
+    from pinlite_edge import detector
+    from pinlite_edge.detect import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector.Detector, "load", interrupted)
+    assert main([str(synthetic_video[0]), "--model", str(model_files["onnx"])]) == 130
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err == "python -m pinlite_edge.detect: interrupted" and captured.out == ""
+
+
 def test_detect_cli_without_model_uses_the_quickstart_student_or_says_how_to_build_it(
         model_files, synthetic_video, tmp_path, monkeypatch, capsys):
     """``python -m pinlite_edge.detect VIDEO`` (no ``--model``) loads the quickstart workspace's ONNX student from the
