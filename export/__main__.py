@@ -12,7 +12,7 @@ from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.export.formats import COMMON, FORMATS, artifact_path, check_options, get_format
 from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS,
                                          SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES, ExportOptions)
-from pinlite_edge.utils.cli import OneLineParser, report
+from pinlite_edge.utils.cli import OneLineParser, report, run_command
 
 
 def _format_table(flags: dict[str, str]) -> str:
@@ -161,19 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         return report(exc if isinstance(exc, UsageError) else UsageError(str(exc)), prog)  # exit 2
     from pinlite_edge.export.api import export_model
 
-    try:
-        result = export_model(checkpoint, fmt, output, **args)
-    except PinliteError as exc:
-        return report(exc, prog)  # exit 1: the export failed
-    _print_sensitivity(result)
-    if result.plan and result.plan.float_layers:
-        print(f"\nkept float ({len(result.plan.float_layers)} layers):")
-        for e in result.plan.float_layers:
-            storage = "int8 weights" if getattr(e, "weight_storage", "float") == "int8" else ""
-            print(f"  {e.module:<48} {e.kind:<17} {len(e.onnx_nodes) or '':>3} {storage}")
-    print(f"\nwrote {result.artifact} ({result.artifact.stat().st_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
-    print(f"manifest {result.manifest}")
-    return 0
+    def run() -> int:
+        result = export_model(checkpoint, fmt, output, **args)  # a PinliteError: exit 1, the export failed
+        _print_sensitivity(result)
+        if result.plan and result.plan.float_layers:
+            print(f"\nkept float ({len(result.plan.float_layers)} layers):")
+            for e in result.plan.float_layers:
+                storage = "int8 weights" if getattr(e, "weight_storage", "float") == "int8" else ""
+                print(f"  {e.module:<48} {e.kind:<17} {len(e.onnx_nodes) or '':>3} {storage}")
+        print(f"\nwrote {result.artifact} ({result.artifact.stat().st_size / 1e6:.2f} MB) in {result.seconds:.1f} s")
+        print(f"manifest {result.manifest}")
+        return 0
+
+    # Ctrl-C / SIGTERM: one line, exit 130 / 143; the export is staged and published at the end, so nothing is left
+    return run_command(prog, run, "no partial artefact is left (an export is published only when complete)")
 
 
 if __name__ == "__main__":

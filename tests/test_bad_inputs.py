@@ -805,6 +805,21 @@ def test_export_missing_checkpoint_is_a_usage_error_and_a_broken_one_a_failure(t
     assert code == 1 and "broken.safetensors" in err and _one_line(err), err
 
 
+def test_export_interrupted_is_one_line_exit_130_and_leaves_nothing(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during an export was a traceback and exit 1."""
+    from pinlite_edge.export import api
+    from pinlite_edge.export.__main__ import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "export_model", interrupted)
+    code = main(["--checkpoint", str(tiny_checkpoint), "--format", "onnx", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 130 and _one_line(err) and "interrupted" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_detect_explain_into_an_unwritable_place_keeps_the_result(tiny_checkpoint, grid_clips, tmp_path, capsys):
     """The result is printed first; the failed write is one line and exit 1 (it used to lose the result)."""
     from pinlite_edge.detect import main
