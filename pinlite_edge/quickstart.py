@@ -38,7 +38,7 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
-from pinlite_edge.utils.atomic import atomic_write_json, finite_json
+from pinlite_edge.utils.atomic import atomic_write_json, finite_json, make_output_folder
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
                                            exports_dir, find_real_data, real_data_places)
@@ -533,7 +533,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     if not 0.0 < cfg.real_weight < 1.0:
         raise UsageError(f"real_weight must be between 0 and 1 (its share of each epoch), got {cfg.real_weight}")
     ws = Path(cfg.workspace)
-    ws.mkdir(parents=True, exist_ok=True)
+    make_output_folder(ws, "--workspace")  # a file, /proc/x, a read-only place: one line, before any work
     real = resolve_real_data(cfg.real_data)
     if cfg.split_file is not None:
         if real is None:
@@ -599,7 +599,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pinlite_edge.utils.cli import OneLineParser, key_value, report
+    from pinlite_edge.utils.cli import OneLineParser, key_value, run_command
 
     p = OneLineParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -641,16 +641,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sync_pairs:
         opts["real_sync_pairs"] = {**QuickstartConfig().real_sync_pairs, **dict(args.sync_pairs)}
     cfg = QuickstartConfig.smoke(**opts) if args.smoke else QuickstartConfig(**opts)
-    t0 = time.perf_counter()
-    try:
-        rows = run_quickstart(cfg)
-    except PinliteError as exc:
-        return report(exc, "python -m pinlite_edge.quickstart")  # 2: a usage error; 1: a stage failed
-    wall = time.perf_counter() - t0
-    print(format_table(rows))
-    print(f"summary: {Path(cfg.workspace) / 'summary.json'}")
-    print(f"wall time: {wall:.1f} s{' (smoke run: not a result)' if args.smoke else ''}")
-    return 0
+
+    def run() -> int:
+        t0 = time.perf_counter()
+        rows = run_quickstart(cfg)  # a PinliteError: 2 for a usage error, 1 for a stage that failed
+        wall = time.perf_counter() - t0
+        print(format_table(rows))
+        print(f"summary: {Path(cfg.workspace) / 'summary.json'}")
+        print(f"wall time: {wall:.1f} s{' (smoke run: not a result)' if args.smoke else ''}")
+        return 0
+
+    # Ctrl-C / SIGTERM: one line, exit 130 / 143; the stages' checkpoints are resumable
+    return run_command("python -m pinlite_edge.quickstart", run,
+                       f"finished stages and the last checkpoints are kept in {cfg.workspace}: re-run the same "
+                       "command to resume")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pinlite_edge.quickstart import SUMMARY_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,3 +254,34 @@ def test_a_stage_built_before_its_preset_changed_is_rebuilt(tmp_path):
     assert _recipe_differs(out, {}, {}, "teacher") == "model sync_lags=0, the tiny teacher preset now has 5"
     asked = _recipe_differs(stage(replace(student_config("tiny"), sync_lags=0)), {"sync_lags": 0}, {}, "student")
     assert asked is None  # an option asked for is compared with the option, not with the preset
+
+
+def test_quickstart_interrupted_is_one_line_exit_130_and_says_it_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C was a traceback and exit 1; the stages' checkpoints are resumable, which it now says."""
+    from pinlite_edge import quickstart
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quickstart, "run_quickstart", interrupted)
+    assert quickstart.main(["--workspace", str(tmp_path / "ws"), "--smoke", "--real-data", "none"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m pinlite_edge.quickstart: interrupted;") and len(err.splitlines()) == 1, err
+    assert "re-run the same command to resume" in err
+
+
+def test_quickstart_workspace_that_cannot_be_a_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """--workspace naming a file, or a place that takes no folder, ended in a FileExistsError / FileNotFoundError
+    traceback."""
+    from pinlite_edge import quickstart
+
+    monkeypatch.setattr(quickstart, "resolve_real_data", lambda *a: pytest.fail("work started"))
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    bad = [(a_file, 2, "is a file, not a folder"), (a_file / "sub", 1, "cannot create the folder")]
+    if Path("/proc/self").is_dir():  # Linux: /proc takes no new folders, not even root's
+        bad.append((Path("/proc/pinlite-x"), 1, "cannot create the folder"))
+    for ws, code, message in bad:
+        assert quickstart.main(["--workspace", str(ws), "--smoke", "--real-data", "none"]) == code
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "--workspace" in err and "Traceback" not in err, err

@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-from pinlite_edge.errors import WriteError
+from pinlite_edge.errors import UsageError, WriteError
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|staging)$")
 
@@ -76,6 +76,30 @@ def check_writable_target(path: str | Path) -> None:
             else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
     raise WriteError(f"refusing to write {path}: it is {kind}, not a regular file; give the path of a regular file "
                      "(or remove it first)")
+
+
+def make_output_folder(path: str | Path, option: str, keep: bool = True) -> None:
+    """Create the output folder ``path`` (and its parents) before any work, or raise in one line naming ``option``:
+    :class:`UsageError` when it is a file, :class:`WriteError` when it cannot be created or written (``/proc/x``, a
+    read-only place, a file among its parents). ``keep=False`` removes again the folders it made (a check only)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder: give a folder")
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # e.g. under /proc: the file system takes no new folder there
+            raise WriteError(f"{option}: cannot create the folder {path}: that place takes no new folders "
+                             f"({exc.strerror}): choose another folder") from None
+        raise write_error(path, exc, f"{option}: cannot create the folder") from None
+    finally:
+        if not keep:
+            for p in made:  # the deepest first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
 
 
 _ON_WINDOWS = os.name == "nt"
