@@ -71,6 +71,11 @@ class UsageError(PinliteError, ValueError):
     """A command-line option or API argument has an invalid value (CLIs exit with status 2 for these)."""
 
 
+class DataOptionError(DatasetError, UsageError):
+    """A ``--data`` / ``--data-option`` value that cannot work (an unknown or ill-typed option, a prefix naming no
+    source): a usage error, exit 2. Data that cannot be read stays a :class:`DatasetError`, a failure (exit 1)."""
+
+
 class WriteError(PinliteError, OSError):
     """An output cannot be written safely: the target exists and is not this tool's output, is not a regular file
     (a folder, symlink or device node), or the folder is read-only, missing, or its device is full."""

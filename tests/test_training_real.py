@@ -211,7 +211,7 @@ def test_cli_bad_training_flag_is_a_one_line_error(tmp_path, flags, words):
     res = _cli("teacher", "--data", "synthetic", "--data-option", "num_train=4", "--data-option", "num_val=2",
                "--device", "cpu", "--epochs", "1", "--output", str(tmp_path / "run"), "--no-progress", *flags)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if ": error: " in line]  # prog: error: ...
     assert len(errors) == 1 and words in errors[0], res.stderr
 
 
@@ -224,7 +224,7 @@ def test_cli_bad_data_option_is_a_one_line_error(talking_root, tmp_path, option,
                "--output", str(tmp_path / "run"), "--no-progress")
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in res.stderr.splitlines() if ": error: " in line]  # prog: error: ...
     assert len(errors) == 1 and words in errors[0], res.stderr
     assert not (tmp_path / "run" / "best.safetensors").exists()
 

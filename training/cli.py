@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from pinlite_edge.errors import PinliteError
-from pinlite_edge.utils.cli import interrupt_on_sigterm, key_value
+from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.utils.cli import key_value, run_command
 
 from pinlite_edge.training.config import TrainConfig
 
@@ -137,29 +135,26 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def run_cli(main: Callable[[], Any], output: str | Path | None = None) -> int:
-    """Run a command; :class:`PinliteError` becomes a one-line message and exit status 2 (no traceback). On Ctrl-C
-    it says whether ``output`` holds anything ``--resume`` can continue."""
-    try:
-        with interrupt_on_sigterm():  # kill, timeout, Slurm, docker stop: the same message as Ctrl-C
-            main()
-    except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
+def run_cli(main: Callable[[], Any], output: str | Path | None = None,
+            prog: str = "python -m pinlite_edge.training") -> int:
+    """Run a command in :func:`pinlite_edge.utils.cli.run_command`: a :class:`PinliteError` is one line, exit status 2
+    for a usage error and 1 for a failure; on Ctrl-C (130) or SIGTERM (143) it says whether ``output`` holds anything
+    ``--resume`` can continue."""
+    def resumable() -> str:
         from pinlite_edge.training.engine import STATE_FILE
 
         # this run's files only: the output folder, or a prune run's step folders (not other runs below it)
         out = Path(output) if output is not None else None
         saved = out is None or any(p.is_file() for pattern in (STATE_FILE, "best.safetensors", f"step*/{STATE_FILE}",
                                                               "step*/best.safetensors") for p in out.glob(pattern))
-        terminated = bool(exc.args) and exc.args[0] == f"signal {signal.SIGTERM}"
-        print("\n" + ("terminated" if terminated else "interrupted")
-              + ("; continue with --resume" if saved else
-                 " before the first checkpoint: nothing was saved, so re-run the same command (without --resume)"),
-              file=sys.stderr)
-        return 143 if terminated else 130
-    return 0
+        return ("continue with --resume" if saved else
+                "nothing was saved before the first checkpoint, so re-run the same command (without --resume)")
+
+    def body() -> int:
+        main()
+        return 0
+
+    return run_command(prog, body, resumable)
 
 
 def add_distill_args(p: argparse.ArgumentParser, defaults: Any, required_teacher: bool) -> None:
@@ -200,7 +195,7 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
                report: Callable[[R], None], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line of one training stage: parse ``argv`` (``prog`` renames the parser in help texts, e.g. when
     run as ``python -m pinlite_edge.training distill``), fill ``config_cls``, ``train`` it and ``report`` the result;
-    :func:`run_cli` turns a :class:`PinliteError` into one line and exit status 2."""
+    :func:`run_cli` turns a :class:`PinliteError` into one line and exit status 2 (usage) or 1 (failure)."""
     parser = build_parser()
     if prog:
         parser.prog = prog
@@ -213,7 +208,11 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
         if kind is not None:  # a bad --model-option fails before any data is prepared
             from pinlite_edge.training.models import check_model_options
 
-            check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None), getattr(cfg, "pretrained", None))
+            try:
+                check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None),
+                                    getattr(cfg, "pretrained", None))
+            except PinliteError as exc:  # an option value no model can be built with: a usage error, exit 2
+                raise exc if isinstance(exc, UsageError) else UsageError(str(exc)) from None
         report(train(cfg))
 
-    return run_cli(run, getattr(cfg, "output", None))
+    return run_cli(run, getattr(cfg, "output", None), parser.prog)

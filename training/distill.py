@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
 from pinlite_edge.models import AVSyncDetector, ModelOutput
 
 from pinlite_edge.training.cli import add_distill_args, add_pretrained_args, base_parser, stage_main
@@ -96,16 +96,21 @@ def teacher_record(paths: Sequence[str]) -> list[dict[str, Any]]:
     return [{"path": str(p), "weights_sha256": teacher_hash(p), "training_data": trained_on(p)} for p in paths]
 
 
+class MissingCheckpointError(CheckpointError, UsageError):
+    """A checkpoint named on the command line that is not a file: a usage error (exit 2); one that is there but
+    cannot be read is a :class:`CheckpointError`, a failure (exit 1)."""
+
+
 def missing_checkpoints(paths: Sequence[str]) -> None:
-    """:class:`CheckpointError` for a checkpoint path that is not a file: a folder (a run's output folder: name its
-    ``best.safetensors``) or nothing at all."""
+    """:class:`MissingCheckpointError` for a checkpoint path that is not a file: a folder (a run's output folder: name
+    its ``best.safetensors``) or nothing at all."""
     folders = [p for p in paths if Path(p).is_dir()]
     if folders:
-        raise CheckpointError(f"{folders[0]} is a folder, not a checkpoint: give the checkpoint in it, e.g. "
-                              f"{Path(folders[0]) / 'best.safetensors'}")
+        raise MissingCheckpointError(f"{folders[0]} is a folder, not a checkpoint: give the checkpoint in it, e.g. "
+                                     f"{Path(folders[0]) / 'best.safetensors'}")
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint(s) {missing} do not exist")
+        raise MissingCheckpointError(f"checkpoint(s) {missing} do not exist")
 
 
 def warn_unless_kind(paths: Sequence[str], kind: str, role: str) -> None:

@@ -30,7 +30,8 @@ from pinlite_edge import __version__
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint, verify_hashed
 from pinlite_edge.data.augment import set_data_epoch
 from pinlite_edge.data.provenance import training_data_summary
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
+from pinlite_edge.utils.atomic import make_output_folder
 from pinlite_edge.models import AVSyncDetector, ModelOutput, count_parameters
 
 from pinlite_edge.training.config import TrainConfig
@@ -67,10 +68,12 @@ def is_complete(output: str | Path) -> bool:
 
 
 def check_output(output: Path, resume: bool) -> None:
-    """Refuse to silently overwrite a previous run in ``output``."""
+    """Before any data is prepared: refuse to silently overwrite a previous run in ``output``, and an ``output``
+    that cannot be a folder (a file, ``/proc/x``, a read-only place: :func:`make_output_folder`)."""
+    make_output_folder(output, "--output", keep=False)
     if not resume and ((output / STATE_FILE).exists() or (output / "best.safetensors").exists()):
-        raise PinliteError(f"{output} already holds a training run; pass --resume to continue it or choose another "
-                           "--output")
+        raise UsageError(f"{output} already holds a training run; pass --resume to continue it or choose another "
+                         "--output")
 
 
 #: How :func:`_better` ranks epochs (recorded in every checkpoint).

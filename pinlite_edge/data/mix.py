@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from torch.utils.data import Dataset
 
 from pinlite_edge.contract import InputContract
-from pinlite_edge.errors import DatasetError
+from pinlite_edge.errors import DataOptionError, DatasetError
 from pinlite_edge.utils.hashing import json_sha256
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def resolve_sources(specs: str | Sequence[str], options: Mapping[str, Any] | Non
 
     spec_list = [specs] if isinstance(specs, str) else list(specs)
     if not spec_list:
-        raise DatasetError("no dataset given; use --data synthetic, --data folder:PATH or --data lavdf:PATH")
+        raise DataOptionError("no dataset given; use --data synthetic, --data folder:PATH or --data lavdf:PATH")
     kinds = [parse_spec(s)[0] for s in spec_list]
     per: list[dict[str, Any]] = [{} for _ in spec_list]
     for key, value in (options or {}).items():
@@ -51,39 +51,39 @@ def resolve_sources(specs: str | Sequence[str], options: Mapping[str, Any] | Non
         if dot and prefix.isdigit():
             n = int(prefix)
             if not 1 <= n <= len(spec_list):
-                raise DatasetError(f"data option {key!r}: there is no --data number {n} (1..{len(spec_list)})")
+                raise DataOptionError(f"data option {key!r}: there is no --data number {n} (1..{len(spec_list)})")
             per[n - 1][rest] = value
         elif dot and prefix.lower() in kinds:
             hits = [i for i, k in enumerate(kinds) if k == prefix.lower()]
             if len(hits) > 1:
-                raise DatasetError(f"data option {key!r}: {len(hits)} --data sources are {prefix!r}; prefix the "
-                                   f"option with the source's position instead, e.g. {hits[0] + 1}.{rest}=...")
+                raise DataOptionError(f"data option {key!r}: {len(hits)} --data sources are {prefix!r}; prefix the "
+                                      f"option with the source's position instead, e.g. {hits[0] + 1}.{rest}=...")
             per[hits[0]][rest] = value
         elif dot and not prefix.isidentifier():
-            raise DatasetError(f"data option {key!r}: the prefix {prefix!r} is neither a dataset kind in use "
-                               f"({', '.join(kinds)}) nor a position 1..{len(spec_list)}")
+            raise DataOptionError(f"data option {key!r}: the prefix {prefix!r} is neither a dataset kind in use "
+                                  f"({', '.join(kinds)}) nor a position 1..{len(spec_list)}")
         elif dot:
-            raise DatasetError(f"data option {key!r}: no --data source of kind {prefix!r} (sources: "
-                               f"{', '.join(spec_list)})")
+            raise DataOptionError(f"data option {key!r}: no --data source of kind {prefix!r} (sources: "
+                                  f"{', '.join(spec_list)})")
         elif len(spec_list) == 1:
             per[0][key] = value
         else:
             examples = ", ".join(f"{k}.{key}" for k in dict.fromkeys(kinds))
-            raise DatasetError(f"data option {key!r} is ambiguous with {len(spec_list)} --data sources; prefix it "
-                               f"with the source's kind or position, e.g. {examples} or 1.{key}")
+            raise DataOptionError(f"data option {key!r} is ambiguous with {len(spec_list)} --data sources; prefix it "
+                                  f"with the source's kind or position, e.g. {examples} or 1.{key}")
     sources = []
     for spec, opts in zip(spec_list, per):
         weight = opts.pop("weight", None)
         if weight is not None:
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-                raise DatasetError(f"data option 'weight' of {spec!r}: expected a number > 0 (its share of an "
-                                   f"epoch), got {weight!r}")
+                raise DataOptionError(f"data option 'weight' of {spec!r}: expected a number > 0 (its share of an "
+                                      f"epoch), got {weight!r}")
             weight = float(weight)
         sources.append(DataSource(spec, opts, weight))
     given = [s.weight is not None for s in sources]
     if any(given) and not all(given):
-        raise DatasetError("data option 'weight': give a weight to every --data source or to none (sources without: "
-                           f"{[s.spec for s in sources if s.weight is None]})")
+        raise DataOptionError("data option 'weight': give a weight to every --data source or to none (sources without: "
+                              f"{[s.spec for s in sources if s.weight is None]})")
     if len(sources) == 1 and sources[0].weight is not None:
         log.warning("data option 'weight' has no effect with a single --data source")
     return sources

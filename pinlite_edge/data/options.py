@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from pinlite_edge.errors import DatasetError
+from pinlite_edge.errors import DataOptionError, DatasetError
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -148,8 +148,8 @@ def coerce_option(value: Any, hint: Any, name: str, where: str) -> Any:
         hint_json = ""
         if isinstance(value, str) and value.strip()[:1] in ("{", "["):
             hint_json = "; it was not read as JSON: quote keys and strings, e.g. KEY='{\"name\": 2}'"
-        raise DatasetError(f"dataset option {name!r} of {where}: expected {describe_hint(hint)}, got {value!r}"
-                           f" ({type(value).__name__}){hint_json}") from None
+        raise DataOptionError(f"dataset option {name!r} of {where}: expected {describe_hint(hint)}, got {value!r}"
+                              f" ({type(value).__name__}){hint_json}") from None
 
 
 def build_config(cls: type, values: Mapping[str, Any], name: str, where: str | None = None) -> Any:
@@ -160,14 +160,14 @@ def build_config(cls: type, values: Mapping[str, Any], name: str, where: str | N
     allowed = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise DatasetError(f"dataset option {name!r} of {where}: unknown key(s) {unknown}; allowed: {allowed}")
+        raise DataOptionError(f"dataset option {name!r} of {where}: unknown key(s) {unknown}; allowed: {allowed}")
     kwargs = {k: coerce_option(v, hints[k], f"{name}.{k}", where) for k, v in values.items()}
     try:
         return cls(**kwargs)
-    except DatasetError as exc:
-        raise DatasetError(f"dataset option {name!r} of {where}: {exc}") from None
+    except DatasetError as exc:  # DataOptionError included
+        raise DataOptionError(f"dataset option {name!r} of {where}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise DatasetError(f"dataset option {name!r} of {where}: invalid value ({exc})") from None
+        raise DataOptionError(f"dataset option {name!r} of {where}: invalid value ({exc})") from None
 
 
 def toggle_config(cls: type, value: Any, name: str, where: str | None = None) -> Any:
@@ -181,15 +181,15 @@ def toggle_config(cls: type, value: Any, name: str, where: str | None = None) ->
     if isinstance(value, Mapping):
         return build_config(cls, value, name, where)
     allowed = [f.name for f in dataclasses.fields(cls) if f.init]
-    raise DatasetError(f"dataset option {name!r} of {where}: expected true, false or an object with keys "
-                       f"{allowed}, got {value!r} ({type(value).__name__})")
+    raise DataOptionError(f"dataset option {name!r} of {where}: expected true, false or an object with keys "
+                          f"{allowed}, got {value!r} ({type(value).__name__})")
 
 
 def check_options(where: str, options: Mapping[str, Any], hints: Mapping[str, Any]) -> dict[str, Any]:
     """Every option known (a key of ``hints``) and of the right type; returns the coerced options."""
     unknown = sorted(set(options) - set(hints))
     if unknown:
-        raise DatasetError(f"unknown option(s) {unknown} for dataset {where}; allowed: {sorted(hints)}")
+        raise DataOptionError(f"unknown option(s) {unknown} for dataset {where}; allowed: {sorted(hints)}")
     return {k: coerce_option(v, hints[k], k, where) for k, v in options.items()}
 
 

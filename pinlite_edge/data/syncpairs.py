@@ -32,7 +32,7 @@ import numpy as np
 
 from pinlite_edge.contract import MAX_OFFSET, OFFSET_IGNORE_INDEX, InputContract
 from pinlite_edge.data.sample import IN_SYNC, WindowRef, manipulation_index, ref_kind  # noqa: F401 (re-export)
-from pinlite_edge.errors import DatasetError, InputError
+from pinlite_edge.errors import DataOptionError, InputError
 from pinlite_edge.features.windows import window_starts
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ class SyncPairConfig:
         if not isinstance(self.include_real, bool):
             problems.append(f"include_real must be true or false, got {self.include_real!r}")
         if problems:
-            raise DatasetError("invalid sync_pairs: " + "; ".join(problems) + "; defaults: "
-                               + ", ".join(f"{k}={v!r}" for k, v in _DEFAULTS.items()))
+            raise DataOptionError("invalid sync_pairs: " + "; ".join(problems) + "; defaults: "
+                                  + ", ".join(f"{k}={v!r}" for k, v in _DEFAULTS.items()))
 
     @property
     def near_per_window(self) -> int:
