@@ -62,7 +62,8 @@ from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, open_regular_file,
                                        write_error)
-from pinlite_edge.utils.cli import OneLineParser, add_verdict_arguments, report, verdict_argument_problem
+from pinlite_edge.utils.cli import (OneLineParser, add_verdict_arguments, report, run_command,
+                                    verdict_argument_problem)
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.logcapture import captured_warnings
@@ -762,7 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m pinlite_edge.scan",
         description="Scan a folder tree of videos with a PIN-Lite artefact; one JSON line per file. Re-running "
-                    "the same command resumes: files already in --out are skipped.")
+                    "the same command resumes: files already in --out are skipped. Exit status: 0 when every file "
+                    "was scored or was already in --out, 1 when a file could not be scored (its error is in --out; "
+                    "--retry-errors scans it again) or the scan failed, 2 for a usage error, 130 when interrupted.")
     p.add_argument("folder", type=Path, help="folder to scan (recursively)")
     add_model_argument(p)
     p.add_argument("--out", type=Path, required=True,
@@ -804,25 +807,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                      offset_scan=not args.no_offset_scan,
                      device=args.device, threads=args.threads, progress=not args.no_progress, force=args.force,
                      retry_errors=args.retry_errors)
-    try:
-        summary = scan(cfg)
-    except PinliteError as exc:
-        return report(exc, "python -m pinlite_edge.scan")  # 2: a usage error; 1: the scan failed
-    except KeyboardInterrupt:
-        print(f"python -m pinlite_edge.scan: interrupted; every file finished so far is in {args.out}: re-run the "
-              "same command to resume", file=sys.stderr)
-        return 130
-    no_face = f", {summary.no_face} without a face" if summary.no_face else ""
-    no_face += f", {summary.silent_audio} with silent audio" if summary.silent_audio else ""
-    several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
-               "\"faces_in_view\" in the results)") if summary.several_faces else ""
-    print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
-          f"{summary.failed} failed, "
-          f"{summary.skipped} already in {args.out}"
-          f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}"
-          f"{f', {summary.retried} recorded with an error scanned again' if summary.retried else ''}; "
-          f"{summary.seconds:.1f} s")
-    return 0
+
+    def run() -> int:
+        summary = scan(cfg)  # a PinliteError: 2 for a usage error, 1 for a scan that failed
+        no_face = f", {summary.no_face} without a face" if summary.no_face else ""
+        no_face += f", {summary.silent_audio} with silent audio" if summary.silent_audio else ""
+        several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
+                   "\"faces_in_view\" in the results)") if summary.several_faces else ""
+        print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
+              f"{summary.failed} failed, "
+              f"{summary.skipped} already in {args.out}"
+              f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}"
+              f"{f', {summary.retried} recorded with an error scanned again' if summary.retried else ''}; "
+              f"{summary.seconds:.1f} s")
+        return 1 if summary.failed else 0  # a file that could not be scored: exit 1, after the summary
+
+    return run_command("python -m pinlite_edge.scan", run,
+                       f"every file finished so far is in {args.out}: re-run the same command to resume")
 
 
 if __name__ == "__main__":
