@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Sequence
 
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
-from pinlite_edge.errors import InputError, PinliteError
+from pinlite_edge.errors import InputError, PinliteError, UsageError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, check_target_fpr, fit_operating_point
-from pinlite_edge.utils.cli import interrupt_on_sigterm
+from pinlite_edge.utils.cli import run_command
 
 log = logging.getLogger(__name__)
 
@@ -226,34 +226,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits = None
     reencodings = () if args.reencode.strip() in ("", "none") else tuple(
         n.strip() for n in args.reencode.split(",") if n.strip())
-    try:
-        with interrupt_on_sigterm():
+
+    def run() -> int:
+        try:
             point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
                                          target_fpr=args.target_fpr, threads=args.threads,
                                          stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
                                          reencodings=reencodings, write=not args.dry_run)
-    except PinliteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, InputError) else 1
-    except KeyboardInterrupt:
-        print(f"\npython -m pinlite_edge.calibrate: interrupted; {args.checkpoint} is unchanged (it is written only "
-              "at the end)", file=sys.stderr)
-        return 130
-    for agg, thr in point.thresholds.items():
-        whole = point.clips - point.short_clips.get(agg, 0)
-        print(f"{agg:>4}: threshold {thr:.4f}  (of {whole} whole-clip scores, called fake: "
-              f"{point.fpr_at_threshold[agg]:.2f} here, {point.fpr_at_default[agg]:.2f} at 0.5; "
-              f"{point.describe_clips()})")
-        if agg in point.short_thresholds:
-            print(f"      short clips (verdict on < {point.short_clip_windows} windows): threshold "
-                  f"{point.short_thresholds[agg]:.4f}  ({point.fpr_short[agg]:.2f} of {point.short_clips[agg]} short "
-                  "scores called fake)")
-    if args.dry_run:
-        print("dry run: checkpoint unchanged")
-    else:
-        print(f"written into {args.checkpoint}. Artefacts exported from it before keep their old threshold: export "
-              "them again (python -m pinlite_edge.export; the quickstart rebuilds its own)")
-    return 0
+        except InputError as exc:  # an argument that cannot work (--data, --target-fpr, ...): exit 2
+            raise UsageError(str(exc)) from None
+        for agg, thr in point.thresholds.items():
+            whole = point.clips - point.short_clips.get(agg, 0)
+            print(f"{agg:>4}: threshold {thr:.4f}  (of {whole} whole-clip scores, called fake: "
+                  f"{point.fpr_at_threshold[agg]:.2f} here, {point.fpr_at_default[agg]:.2f} at 0.5; "
+                  f"{point.describe_clips()})")
+            if agg in point.short_thresholds:
+                print(f"      short clips (verdict on < {point.short_clip_windows} windows): threshold "
+                      f"{point.short_thresholds[agg]:.4f}  ({point.fpr_short[agg]:.2f} of "
+                      f"{point.short_clips[agg]} short scores called fake)")
+        if args.dry_run:
+            print("dry run: checkpoint unchanged")
+        else:
+            print(f"written into {args.checkpoint}. Artefacts exported from it before keep their old threshold: "
+                  "export them again (python -m pinlite_edge.export; the quickstart rebuilds its own)")
+        return 0
+
+    # Ctrl-C / SIGTERM: one line, exit 130 / 143
+    return run_command("python -m pinlite_edge.calibrate", run,
+                       f"{args.checkpoint} is unchanged (it is written only at the end)")
 
 
 if __name__ == "__main__":

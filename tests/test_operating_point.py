@@ -139,6 +139,28 @@ def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(ckpt), "--data", str(tmp_path / "empty")]) == 2
 
 
+def test_calibrate_sigterm_is_one_line_exit_143_and_the_checkpoint_unchanged(tmp_path, capsys, monkeypatch):
+    """SIGTERM (kill, a scheduler) said "interrupted" and exited 130 like Ctrl-C; the shared CLI ending says
+    "terminated", exit 143."""
+    import os
+    import signal
+    import time
+
+    import pinlite_edge.calibrate as calibrate
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(calibrate, "calibrate_checkpoint", killed)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    before = ckpt.read_bytes()
+    assert calibrate.main([str(ckpt), "--data", str(tmp_path)]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err == f"python -m pinlite_edge.calibrate: terminated; {ckpt} is unchanged (it is written only at the end)"
+    assert ckpt.read_bytes() == before
+
+
 def test_calibrate_checks_its_arguments_before_scoring_any_clip(genuine_folder, tmp_path, capsys, monkeypatch):
     """A bad --target-fpr and an exported artefact given as the checkpoint used to be refused only after every clip
     (and its re-encoded copies) had been scored; the artefact as 'a corrupt safetensors file'."""
