@@ -375,6 +375,26 @@ def test_training_output_that_cannot_be_a_folder_is_one_line_before_any_data(tmp
     assert "no data" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
+def test_resume_with_nothing_to_resume_warns_that_it_starts_from_scratch(tmp_path, caplog):
+    """``teacher --resume --output DIR`` with nothing in DIR trained from scratch without a word."""
+    import logging
+
+    from pinlite_edge.training.engine import STATE_FILE, check_output
+
+    with caplog.at_level(logging.WARNING):
+        check_output(tmp_path / "run", resume=True)
+        check_output(tmp_path / "step", resume=True, warn_fresh=False)  # a prune step not reached yet: quiet
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "holds no training run" in warned[0] and "from scratch" in warned[0]
+    assert str(tmp_path / "run") in warned[0]
+    caplog.clear()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STATE_FILE).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        check_output(tmp_path / "run", resume=True)
+    assert not caplog.records
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     from pinlite_edge.training.distill import main
 

@@ -67,11 +67,17 @@ def is_complete(output: str | Path) -> bool:
         return False
 
 
-def check_output(output: Path, resume: bool) -> None:
+def check_output(output: Path, resume: bool, warn_fresh: bool = True) -> None:
     """Before any data is prepared: refuse to silently overwrite a previous run in ``output``, and an ``output``
-    that cannot be a folder (a file, ``/proc/x``, a read-only place: :func:`make_output_folder`)."""
+    that cannot be a folder (a file, ``/proc/x``, a read-only place: :func:`make_output_folder`). ``--resume`` with
+    nothing in ``output`` warns that the run starts from scratch (unless ``warn_fresh`` is False: a prune step not
+    reached yet)."""
     make_output_folder(output, "--output", keep=False)
-    if not resume and ((output / STATE_FILE).exists() or (output / "best.safetensors").exists()):
+    held = (output / STATE_FILE).exists() or (output / "best.safetensors").exists()
+    if resume and not held and warn_fresh:
+        log.warning("--resume: %s holds no training run (no %s or best.safetensors) to resume: training from "
+                    "scratch", output, STATE_FILE)
+    if not resume and held:
         raise UsageError(f"{output} already holds a training run; pass --resume to continue it or choose another "
                          "--output")
 

@@ -224,7 +224,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
                 _check_done_step(step_dir, step_cfg, student_sha)
                 log.info("prune step %d already done in %s", k, step_dir)
             else:
-                check_output(step_dir, step_cfg.resume)
+                check_output(step_dir, step_cfg.resume, warn_fresh=False)
                 fit(model, objective, ctx.train, ctx.val, step_cfg, ctx.device, dist=ctx.dist, stage=f"prune{k}",
                     record={"kind": "student", "pruned_from": cfg.student, "pruned_from_sha256": student_sha,
                             "removed": removed, "training_data": training_data,
