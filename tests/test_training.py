@@ -375,6 +375,21 @@ def test_training_output_that_cannot_be_a_folder_is_one_line_before_any_data(tmp
     assert "no data" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
+def test_prune_output_a_file_or_another_run_is_a_usage_error_before_any_data(tmp_path, monkeypatch, capsys):
+    """prune --output naming a file failed only after data preparation; another run there was exit 1, not 2."""
+    from pinlite_edge.training import prune as prune_mod
+
+    monkeypatch.setattr(prune_mod, "prepare", lambda cfg: pytest.fail("data prepared before the --output check"))
+    student = save_checkpoint(tmp_path / "s.safetensors", create_student("tiny", pretrained=False), {})
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    (tmp_path / "old" / "step1").mkdir(parents=True)
+    for out, message in ((a_file, "is a file, not a folder"), (tmp_path / "old", "already holds a pruning run")):
+        assert prune_mod.main(["--student", str(student), "--output", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
 def test_resume_with_nothing_to_resume_warns_that_it_starts_from_scratch(tmp_path, caplog):
     """``teacher --resume --output DIR`` with nothing in DIR trained from scratch without a word."""
     import logging

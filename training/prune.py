@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader, Subset
 
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.data.provenance import fine_tuned_summary, training_data_summary
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
+from pinlite_edge.utils.atomic import make_output_folder
 from pinlite_edge.trained_on import training_data_from_record
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
@@ -145,9 +146,9 @@ def planned_steps(heads_per_layer: Sequence[int], prune_steps: int, target_heads
     if target < len(heads_per_layer):
         most = total - len(heads_per_layer)
         asked = f"--prune-steps {prune_steps}" if target_heads is None else f"--target-heads {target_heads}"
-        raise PinliteError(f"{asked} would leave {target} heads, but each of the {len(heads_per_layer)} layers keeps "
-                           f"at least one (the model has {list(heads_per_layer)}): --prune-steps can be 1..{most}, "
-                           f"--target-heads {len(heads_per_layer)}..{total - 1}")
+        raise UsageError(f"{asked} would leave {target} heads, but each of the {len(heads_per_layer)} layers keeps "
+                         f"at least one (the model has {list(heads_per_layer)}): --prune-steps can be 1..{most}, "
+                         f"--target-heads {len(heads_per_layer)}..{total - 1}")
     if target >= total:
         raise PinliteError(f"nothing to prune: target {target} heads, the model has {total}")
     return total - target
@@ -161,9 +162,10 @@ def prune(cfg: PruneConfig) -> PruneResult:
     warn_unless_kind([cfg.student], "student", "--student")
     warn_unless_kind(cfg.teachers, "teacher", "--teacher")
     out_dir = Path(cfg.output)
+    make_output_folder(out_dir, "--output", keep=False)  # a file, /proc/x: one line before any data
     if not cfg.resume and ((out_dir / "best.safetensors").exists() or any(out_dir.glob("step*"))):
-        raise PinliteError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "
-                           "--output")
+        raise UsageError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "
+                         "--output")
     ctx = prepare(cfg)
     try:
         model, source_record = load_checkpoint(cfg.student, map_location=ctx.device)
