@@ -130,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
 
-    return run_command(prog, run, "nothing was written (the reports are written at the end)")
+    return run_command(prog, run, f"no report was written to {cfg.out} (the reports are written at the end)")
