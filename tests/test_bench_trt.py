@@ -109,7 +109,8 @@ def test_trt_without_tensorrt_or_gpu_is_one_line_and_exit_2(tmp_path, monkeypatc
     assert main(["--runtime", "trt"]) == 2
     captured = capsys.readouterr()
     (line,) = captured.err.strip().splitlines()
-    assert line.startswith("error: backend 'trt' is unavailable: tensorrt does not import")
+    assert line.startswith("python -m pinlite_edge.bench: error: backend 'trt' is unavailable: tensorrt does not "
+                           "import")
     assert "no CUDA GPU is visible" in line and "JetPack" in line and "NVIDIA GPU" in line
     assert "Traceback" not in captured.err and captured.out == ""
     assert not (tmp_path / "pinlite-workspace").exists()
@@ -346,5 +347,6 @@ def test_design_card_command_as_written_without_tensorrt(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: backend 'trt' is unavailable:") and "Traceback" not in proc.stderr
+    assert line.startswith("python -m pinlite_edge.bench: error: backend 'trt' is unavailable:")
+    assert "Traceback" not in proc.stderr
     assert proc.stdout == "" and not any(tmp_path.iterdir())
