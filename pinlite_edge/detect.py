@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -11,7 +10,8 @@ from typing import Any
 
 from pinlite_edge.errors import DecodeError, PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
-from pinlite_edge.utils.cli import add_verdict_arguments, run_command, verdict_argument_problem
+from pinlite_edge.utils.cli import (add_timeout_argument, add_verdict_arguments, run_command, timeout_problem,
+                                    verdict_argument_problem)
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
@@ -20,8 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 "
                                             "scored, 1 the video could not be scored (e.g. a corrupt file), 2 a usage "
                                             "error (an option, a missing file or model).")
-    p.add_argument("video", help="the video file (any container PyAV/FFmpeg reads, with an audio track; "
-                                            "decoding stops after 60 s of work)")
+    p.add_argument("video", help="the video file (any container PyAV/FFmpeg reads, with an audio track)")
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -32,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=float, default=None,
                    help="window stride in seconds (default: one window, 0.64 s, no overlap)")
     p.add_argument("--no-face-crop", action="store_true", help="frames are already face crops")
+    add_timeout_argument(p)
     p.add_argument("--device", default=None, help="cpu (default), cuda; TensorRT engines always use cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="inference threads (default: the runtime's own choice)")
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = verdict_argument_problem(args.aggregate, not args.no_offset_scan)
+    problem = verdict_argument_problem(args.aggregate, not args.no_offset_scan) or timeout_problem(args.timeout)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with Detector.load(model, threshold=args.threshold, aggregate=args.aggregate,
                                stride_seconds=args.stride, face_crop=not args.no_face_crop,
+                               timeout_s=args.timeout or None,
                                scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
                 result = det.detect(video)
         except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_result(args: argparse.Namespace, result: Any) -> None:
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(result.to_json())
     else:
         scan = "" if result.fake_prob_scan is None else f"scan {result.fake_prob_scan:.3f}, "
         print(f"{args.video}: {result.verdict.upper()}  P(fake) {scan}max {result.fake_prob_max:.3f} "

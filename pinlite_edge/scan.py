@@ -62,7 +62,7 @@ from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, open_regular_file,
                                        write_error)
-from pinlite_edge.utils.cli import (OneLineParser, add_verdict_arguments, report, run_command,
+from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
                                     verdict_argument_problem)
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
@@ -784,8 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
                    help="video file extensions to scan (default: %(default)s)")
     p.add_argument("--no-face-crop", action="store_true", help="videos are already face crops (centre crop only)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed to decode one file (default: "
-                   "%(default)s; 0 disables the limit)")
+    add_timeout_argument(p)
     add_verdict_arguments(p)
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="inference threads")

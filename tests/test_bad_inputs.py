@@ -6,6 +6,7 @@ transcoded with PyAV into short variants, plus arrays for the Detector and the r
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -829,6 +830,20 @@ def test_detect_explain_into_an_unwritable_place_keeps_the_result(tiny_checkpoin
     code = main([str(grid_clips[0]), "--model", str(tiny_checkpoint), "--no-face-crop", "--explain", str(folder)])
     out, err = capsys.readouterr()
     assert code == 1 and "P(fake)" in out and "could not be written" in err and _one_line(err), (out, err)
+
+
+def test_detect_takes_the_decoding_time_limit_as_scan_does(tiny_checkpoint, grid_clips, capsys):
+    """detect had no --timeout ("always 60 s"), so a clip that needed more could not be scored from the CLI."""
+    from pinlite_edge.detect import main
+
+    base = [str(grid_clips[0]), "--model", str(tiny_checkpoint), "--no-face-crop"]
+    assert main([*base, "--timeout", "1e-4"]) == 1
+    err = capsys.readouterr().err
+    assert "decoding exceeded the time limit (0.0001 s" in err and _one_line(err), err
+    assert main([*base, "--timeout", "-1"]) == 2
+    assert "--timeout must be positive finite seconds (0: no limit)" in capsys.readouterr().err
+    assert main([*base, "--timeout", "0", "--json"]) == 0  # 0: no limit
+    assert json.loads(capsys.readouterr().out)["verdict"] in ("real", "fake")
 
 
 @pytest.mark.parametrize("name, code", [("empty.mp4", 1), ("text.mp4", 1), ("missing.mp4", 2), ("a_folder.mp4", 2)])

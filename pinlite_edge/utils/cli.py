@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import select
 import signal
@@ -137,3 +138,20 @@ def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
 def verdict_argument_problem(aggregate: str, offset_scan: bool) -> str | None:
     """What is wrong with a verdict's ``--aggregate`` / ``--no-offset-scan`` combination, or None."""
     return NO_SCAN_NEEDS_WINDOW_AGGREGATE if aggregate == "scan" and not offset_scan else None
+
+
+def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--timeout``: the decoding time limit of one file (``detect`` and ``scan``); 0 disables it."""
+    from pinlite_edge.features.deadline import DEFAULT_TIMEOUT_S, SECONDS_PER_MEDIA_SECOND
+
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help=f"seconds allowed to decode one file, plus {SECONDS_PER_MEDIA_SECOND:g} s per second of "
+                             "media decoded, so a long clip that decodes at least half as fast as it plays is never "
+                             "cut (default: %(default)s; 0 disables the limit)")
+
+
+def timeout_problem(timeout: float) -> str | None:
+    """What is wrong with a ``--timeout`` value, or None (0: no limit)."""
+    if not (math.isfinite(timeout) and timeout >= 0):
+        return f"--timeout must be positive finite seconds (0: no limit), got {timeout}"
+    return None
