@@ -16,7 +16,7 @@ import torch
 
 from pinlite_edge.checkpoint import load_checkpoint, read_record, save_checkpoint
 from pinlite_edge.contract import OFFSET_IGNORE_INDEX
-from pinlite_edge.errors import CheckpointError, PinliteError
+from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
 from pinlite_edge.models import ModelOutput, count_parameters, create_student
 from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig
 from pinlite_edge.training.data import EpochSampler
@@ -145,10 +145,11 @@ def test_epoch_sampler_is_deterministic_resumable_and_shards():
 def test_planned_steps_and_least_important_head():
     assert planned_steps((4, 4), 2, None) == 2
     assert planned_steps((4, 4), 2, 5) == 3
-    with pytest.raises(PinliteError):
+    with pytest.raises(UsageError, match="layers keeps at least one"):
         planned_steps((4, 4), 2, 1)
-    with pytest.raises(PinliteError):
-        planned_steps((4, 4), 0, None)
+    for steps, target in ((0, None), (1, 8), (1, 9)):  # nothing to prune: a usage error too, naming the range
+        with pytest.raises(UsageError, match=r"but nothing to prune .*--target-heads 2\.\.7"):
+            planned_steps((4, 4), steps, target)
     model = create_student("tiny", pretrained=False)
     with torch.no_grad():
         model.blocks[1].attn.q_proj.weight[2 * 8:3 * 8] = 0.0  # head 2 of layer 1 (head_dim 8) becomes the weakest
@@ -211,6 +212,18 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 def test_refuses_to_overwrite_a_run_without_resume(teacher_ckpt):
     with pytest.raises(PinliteError, match="--resume"):
         train_teacher(TeacherConfig(**tiny_kwargs(teacher_ckpt.parent)))
+
+
+def test_prune_refuses_a_target_out_of_range_before_preparing_data(tmp_path, monkeypatch):
+    """--target-heads at or above the model's heads was a plain error (exit 1) after the data were prepared."""
+    import pinlite_edge.training.prune as prune_mod
+
+    student = save_checkpoint(tmp_path / "s.safetensors", create_student("tiny", pretrained=False),
+                              {"kind": "student"})
+    monkeypatch.setattr(prune_mod, "prepare", lambda cfg: pytest.fail("data prepared before refusing"))
+    for option in ({"target_heads": 99}, {"importance": "loudest"}):
+        with pytest.raises(UsageError):
+            prune(PruneConfig(**tiny_kwargs(tmp_path / "pruned"), student=str(student), **option))
 
 
 def test_checkpoint_arguments_name_the_mistake(teacher_ckpt, tmp_path, caplog):

@@ -46,7 +46,7 @@ from pinlite_edge.errors import CheckpointError, PinliteError, UsageError
 from pinlite_edge.utils.atomic import make_output_folder
 from pinlite_edge.trained_on import training_data_from_record
 from pinlite_edge.utils.hashing import sha256_file
-from pinlite_edge.models import AVSyncDetector, count_parameters, mean_head_outputs
+from pinlite_edge.models import AVSyncDetector, ModelConfig, count_parameters, mean_head_outputs
 
 from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
 from pinlite_edge.training.config import PruneConfig
@@ -143,15 +143,22 @@ def least_important_head(model: AVSyncDetector, scores: Sequence[torch.Tensor] |
 def planned_steps(heads_per_layer: Sequence[int], prune_steps: int, target_heads: int | None) -> int:
     total = int(sum(heads_per_layer))
     target = total - int(prune_steps) if target_heads is None else int(target_heads)
-    if target < len(heads_per_layer):
+    if not len(heads_per_layer) <= target < total:
         most = total - len(heads_per_layer)
         asked = f"--prune-steps {prune_steps}" if target_heads is None else f"--target-heads {target_heads}"
-        raise UsageError(f"{asked} would leave {target} heads, but each of the {len(heads_per_layer)} layers keeps "
-                         f"at least one (the model has {list(heads_per_layer)}): --prune-steps can be 1..{most}, "
-                         f"--target-heads {len(heads_per_layer)}..{total - 1}")
-    if target >= total:
-        raise PinliteError(f"nothing to prune: target {target} heads, the model has {total}")
+        why = ("nothing to prune" if target >= total else
+               f"each of the {len(heads_per_layer)} layers keeps at least one")
+        raise UsageError(f"{asked} would leave {target} heads, but {why} (the model has {list(heads_per_layer)}): "
+                         f"--prune-steps can be 1..{most}, --target-heads {len(heads_per_layer)}..{total - 1}")
     return total - target
+
+
+def _heads_per_layer(checkpoint: str | Path) -> list[int] | None:
+    """The attention heads per layer a checkpoint's record gives (None: a record that load_checkpoint reports)."""
+    try:
+        return list(ModelConfig.from_dict(read_record(checkpoint)["model_config"]).heads_per_layer)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def prune(cfg: PruneConfig) -> PruneResult:
@@ -166,14 +173,17 @@ def prune(cfg: PruneConfig) -> PruneResult:
     if not cfg.resume and ((out_dir / "best.safetensors").exists() or any(out_dir.glob("step*"))):
         raise UsageError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "
                          "--output")
+    if cfg.importance not in IMPORTANCE_CRITERIA:
+        raise UsageError(f"unknown head importance {cfg.importance!r}; choose one of {IMPORTANCE_CRITERIA}")
+    student_heads = _heads_per_layer(cfg.student)
+    if student_heads is not None:  # out of range: one line before any data
+        planned_steps(student_heads, cfg.prune_steps, cfg.target_heads)
     ctx = prepare(cfg)
     try:
         model, source_record = load_checkpoint(cfg.student, map_location=ctx.device)
         if model.config.contract != ctx.contract:
             raise CheckpointError(f"student {cfg.student} uses preset {model.config.preset!r}, not --preset "
                                   f"{cfg.preset!r}")
-        if cfg.importance not in IMPORTANCE_CRITERIA:
-            raise PinliteError(f"unknown head importance {cfg.importance!r}; choose one of {IMPORTANCE_CRITERIA}")
         n_steps = planned_steps(model.config.heads_per_layer, cfg.prune_steps, cfg.target_heads)
         teachers = load_teachers(cfg.teachers, ctx.device) if cfg.teachers else []
         check_compatible(model, teachers, cfg.teachers)
