@@ -211,13 +211,14 @@ def test_windower_keeps_the_audio_the_shifts_read(audio_first):
 
 def test_windower_does_not_keep_audio_long_after_the_video_has_ended():
     """A 20 s video with an hour of audio kept the whole hour (0.8 GB with its copies) though only the first 20 s
-    are scored: audio more than MAX_LAG_S ahead of the frames is counted, not kept, and the windows are the same."""
+    are scored: audio more than MAX_LAG_S past the video stream's declared end is counted, not kept, and the windows
+    are the same."""
     from pinlite_edge.features.clipstream import MAX_LAG_S, Windower
     from pinlite_edge.features.windows import clip_windows
 
     audio = _speech_like(4.0, seed=3)
     frames = _indexed_frames(100)
-    w = Windower(C, 25.0, 0.32, "unit", DEFAULT_SCAN_OFFSETS)
+    w = Windower(C, 25.0, 0.32, "unit", DEFAULT_SCAN_OFFSETS, video_seconds=4.0)
     out = []
     for f in frames:
         w.add_frame(f, 1)

@@ -494,14 +494,22 @@ def test_detector_is_thread_safe(grid_clips, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- streaming = whole
-@pytest.mark.parametrize("case", ["plain", "vfr", "late_audio", "short", "rotated"])
+@pytest.mark.parametrize("case", ["plain", "vfr", "late_audio", "short", "rotated", "video_pause", "long_audio"])
 @pytest.mark.parametrize("stride", [None, 0.3])
 def test_streamed_windows_equal_whole_clip_windows(tmp_path, case, stride):
-    """open_windows (what Detector.detect runs) gives exactly the windows of prepare_windows (whole clip)."""
+    """open_windows (what Detector.detect runs) gives exactly the windows of prepare_windows (whole clip).
+    video_pause: no frames for 35 s while the audio goes on (a screen recording, a call with the camera off);
+    long_audio: 37 s more audio than video (not kept while streaming, and not needed)."""
     from pinlite_edge.features import open_windows, prepare_windows
 
+    def tone(seconds: float) -> np.ndarray:
+        t = np.arange(int(seconds * 44100)) / 44100
+        return (0.3 * np.sin(2 * np.pi * 440 * t) * (0.5 + 0.5 * np.sin(7 * t))).astype(np.float32)
+
     kw: dict[str, Any] = {"plain": {}, "vfr": {"video_gap": (1.0, 0.3)}, "late_audio": {"audio_gap": (0.0, 0.4)},
-                          "short": {"seconds": 0.5}, "rotated": {"rotation": 90}}[case]
+                          "short": {"seconds": 0.5}, "rotated": {"rotation": 90},
+                          "video_pause": {"video_gap": (1.0, 35.0), "audio": tone(39.0)},
+                          "long_audio": {"audio": tone(40.0)}}[case]
     path = write_av(tmp_path / f"{case}.mp4", rate=44100, **({"seconds": 3} | kw))
     clip, whole = prepare_windows(path, C, stride_seconds=stride)
     stream, windows = open_windows(path, C, stride_seconds=stride)

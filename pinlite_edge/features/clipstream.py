@@ -37,10 +37,12 @@ from pinlite_edge.features.windows import (PreparedClip, Window, audio_segment, 
 
 log = logging.getLogger(__name__)
 
-#: Distinct video frames may run this many seconds ahead of the audio in the buffers, and the audio as far ahead of
-#: the frames (muxers interleave streams within a few seconds, FFmpeg's within 10 s, so more means the other track
-#: has ended); beyond that they are counted but not kept, and a window that needs them raises a DecodeError (a file
-#: interleaved that badly). An hour of audio after a 20 s video used to be kept whole (0.8 GB with its copies).
+#: Distinct video frames may run this many seconds ahead of the audio in the buffers (muxers interleave streams
+#: within a few seconds, FFmpeg's within 10 s, so more means the audio has ended); beyond that they are counted but
+#: not kept, and a window that needs them raises a DecodeError (a file interleaved that badly). Audio is kept this far
+#: past the end the video stream declares (an hour of audio after a 20 s video used to be kept whole: 0.8 GB with
+#: its copies); not by the frames received, since a video may pause for longer (a screen recording, a call with the
+#: camera off) while the audio goes on.
 MAX_LAG_S = 30.0
 
 
@@ -65,8 +67,11 @@ class Windower:
     """Cuts windows out of frames and samples that arrive in order, keeping only what later windows may read."""
 
     def __init__(self, contract: InputContract, fps: float, stride_seconds: float | None, source: str,
-                 scan_offsets: tuple[int, ...] = ()):
+                 scan_offsets: tuple[int, ...] = (), video_seconds: float | None = None):
         self.c = contract
+        #: the video stream's declared duration: audio more than MAX_LAG_S past it (and past the frames received) is
+        #: counted, not kept; None (not declared): every sample is kept
+        self.video_seconds = video_seconds
         #: offset scan: each window also carries the MFCCs of its audio shifted by these frames, so audio is kept
         #: ``lead`` samples before a window and a window waits for ``lag`` samples after it
         self.scan_offsets = scan_offsets
@@ -84,7 +89,7 @@ class Windower:
         self.n_audio = 0  # samples received (kept or not)
         self.kept_frames = 0  # frames kept: n_frames unless the video ran MAX_LAG_S ahead of the audio
         self._new_at: list[int] = []  # frame index where each kept distinct crop starts
-        self.kept_audio = 0  # samples kept: n_audio unless the audio ran MAX_LAG_S ahead of the video
+        self.kept_audio = 0  # samples kept: n_audio unless the audio ran MAX_LAG_S past the video's declared end
         self.k = 0  # next regular window
 
     # ------------------------------------------------------------------ input
@@ -105,12 +110,13 @@ class Windower:
         self.n_frames += count
 
     def add_audio(self, samples: np.ndarray) -> None:
-        """Samples are kept until windows have read them, up to :data:`MAX_LAG_S` ahead of the frames received
-        (64 KB per second at 16 kHz); after that they are counted, not kept: the video has ended (a track that
-        outlasts the other is scored where both run), or the file is interleaved too badly to stream."""
+        """Samples are kept until windows have read them (64 KB per second at 16 kHz), up to :data:`MAX_LAG_S` past
+        the end the video stream declares or the frames received, whichever is later; after that they are counted,
+        not kept: the video has ended, and a track that outlasts the other is scored where both run."""
         if samples.size:
-            ahead_s = (self.n_audio + samples.size) / self.c.sample_rate - self.n_frames / self.fps
-            if self.kept_audio == self.n_audio and ahead_s <= MAX_LAG_S:
+            end_s = (self.n_audio + samples.size) / self.c.sample_rate
+            video_s = max(self.video_seconds or 0.0, self.n_frames / self.fps)
+            if self.kept_audio == self.n_audio and (self.video_seconds is None or end_s <= video_s + MAX_LAG_S):
                 self._audio.append(samples)
                 self.kept_audio += samples.size
             self.n_audio += samples.size
@@ -213,12 +219,14 @@ class FileStream:
         self.audio_silent: bool | None = None  # known once the stream has ended: the track is digitally silent
         self.fps = 0.0
         self._declared: float | None = None
+        self._video_seconds: float | None = None  # the video stream's declared duration
         self._rate_believed = False  # the container's declared frame rate is plausible (set by start)
         self._pending: list[tuple[np.ndarray, bool]] = []  # (crop, face found) waiting for their tick count
         self._counts: list[int] = []
 
     def _opened(self, info: StreamInfo) -> None:
         self._declared = info.declared_seconds
+        self._video_seconds = info.video_seconds
         if info.sample_rate:
             self.audio.set_rate(info.sample_rate)
 
@@ -258,7 +266,8 @@ class FileStream:
         windower: Windower | None = None
         for _ in self._decode():
             if windower is None and self.fps:
-                windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets)
+                windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets,
+                                    video_seconds=self._video_seconds)
             if windower is not None:
                 for (crop, found), count in self._placed():
                     windower.add_frame(crop, count, found)

@@ -103,6 +103,7 @@ class StreamInfo:
     sample_rate: int | None  # the audio stream's rate (None: no audio stream)
     declared_seconds: float | None  # the container's declared duration
     declared_fps: float | None  # the video stream's rate, unchecked
+    video_seconds: float | None = None  # the video stream's own declared duration (MP4/MOV have one; MKV often not)
 
 
 class AudioConsumer(Protocol):
@@ -154,14 +155,19 @@ def square_pixel_size(width: int, height: int, sar: Any, source: str = "video") 
     return size
 
 
+def _stream_seconds(stream: Any) -> float | None:
+    """The seconds one stream's header declares, or None."""
+    if stream is None or stream.duration is None or stream.time_base is None or stream.duration <= 0:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
 def declared_duration(container: Any) -> float | None:
     """Seconds the container's header declares (the container's duration, else its longest stream's), or None."""
     values = []
     if container.duration is not None and container.duration > 0:
         values.append(container.duration / 1_000_000)
-    for s in main_streams(container):
-        if s is not None and s.duration is not None and s.time_base is not None and s.duration > 0:
-            values.append(float(s.duration * s.time_base))
+    values.extend(v for v in map(_stream_seconds, main_streams(container)) if v is not None)
     return max(values) if values else None
 
 
@@ -310,7 +316,8 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
         declared = _rate(video) if video is not None else None
         if on_open is not None:
             on_open(StreamInfo(sample_rate=int(astream.rate) if astream is not None and astream.rate else None,
-                               declared_seconds=declared_s, declared_fps=declared))
+                               declared_seconds=declared_s, declared_fps=declared,
+                               video_seconds=_stream_seconds(video)))
         # samples beyond this count exceed max_duration_s whatever their timestamps say
         max_samples = int(limits.max_duration_s * (astream.rate or MAX_SAMPLE_RATE)) + 65536 if astream else 0
         frames = _VideoFrames(path, video, consumer, limits, declared)
