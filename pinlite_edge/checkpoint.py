@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save
 
 from pinlite_edge import __version__
 from pinlite_edge.errors import CheckpointError
-from pinlite_edge.feature_version import FEATURE_VERSION, feature_version_problem, warn_unrecorded
+from pinlite_edge.feature_version import FEATURE_VERSION, check_unrecorded, feature_version_problem
 from pinlite_edge.models import AVSyncDetector, ModelConfig, create_model
 from pinlite_edge.utils.atomic import atomic_write_bytes, atomic_write_json
 from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
@@ -241,14 +241,14 @@ def read_record(path: str | Path, *, allow_unverified: bool = False) -> dict[str
 
 def check_checkpoint_features(record: dict[str, Any], path: Path, *, warn: bool = True) -> None:
     """Refuse a checkpoint trained for another feature pipeline (:mod:`pinlite_edge.feature_version`); with ``warn``,
-    warn about one that does not record it (:func:`load_checkpoint` does; a runner's inspection only refuses, so the
-    warning comes once, when the runner loads the model)."""
+    warn about one that records neither it nor its training data (:func:`load_checkpoint` does; a runner's
+    inspection only refuses, so the warning comes once, when the runner loads the model)."""
     recorded = record.get("feature_version")
     problem = feature_version_problem(recorded, f"checkpoint {path}")
     if problem is not None:
         raise CheckpointError(problem)
     if recorded is None and warn:
-        warn_unrecorded(f"checkpoint {path}")
+        check_unrecorded(record.get("training_data"), f"checkpoint {path}")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,

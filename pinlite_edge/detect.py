@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from pinlite_edge.detector import Detector
-    from pinlite_edge.features.audio import check_file
-
     def run() -> int:
+        from pinlite_edge.detector import Detector  # inside: a Ctrl-C during these imports ends as one line too
+        from pinlite_edge.features.audio import check_file
+
         try:
             model = resolve_model(args.model)
         except UsageError as exc:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             from pinlite_edge.utils.atomic import atomic_write_json
 
             try:
-                squares = crop_squares(video, face_crop=not args.no_face_crop)
+                squares = crop_squares(video, face_crop=not args.no_face_crop, timeout_s=args.timeout or None)
                 atomic_write_json(args.crops, {"video": str(video), "squares": squares})
             except (PinliteError, OSError) as exc:
                 print(f"error: the result above was computed, but the crop squares could not be written to "

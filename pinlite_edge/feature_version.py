@@ -6,11 +6,13 @@ with the same config and contract, and would be scored on crops it never saw: wr
 checkpoint record and manifest carries ``feature_version``, and loading a model compares it with
 :data:`FEATURE_VERSION`.
 
-- Recorded and equal: fine. Recorded and different: refused, naming both pipelines (retrain, or upgrade pinlite-edge for a newer one).
-- Not recorded: checkpoints and manifests written before the version was recorded (2026-12-05). A manifest with a
-  content hash (schema 2 and 3) was written after the mouth crop came (content hashes came at 15:52 the same day), so
-  it is version 2. A checkpoint is not dated: it is scored as version 2 with a warning that one trained before
-  2026-12-03 saw whole-face crops.
+- Recorded and equal: fine. Recorded and different: refused, naming both pipelines (retrain, or upgrade
+  pinlite-edge for a newer one).
+- Not recorded (written before 2026-12-05): a checkpoint record or manifest that records the model's training data
+  is version 2, since training data is recorded from commit 4a02dc8, two commits before the mouth crop (a model
+  trained with exactly those two commits is the one case this misjudges). One that does not is scored as version 2
+  with a warning that a model trained before 2026-12-03 saw whole-face crops. (A manifest's date says nothing: an
+  export made today may hold an old checkpoint.)
 """
 from __future__ import annotations
 
@@ -49,6 +51,13 @@ def feature_version_problem(recorded: Any, source: str) -> str | None:
             + ("Upgrade pinlite-edge to score it." if newer else
                "Retrain it with this version (python -m pinlite_edge.quickstart, or python -m pinlite_edge.training), "
                "then export it again."))
+
+
+def check_unrecorded(training_data: Any, source: str) -> None:
+    """For a model that does not record its feature version: nothing when it records its training data (version
+    2, see the module doc), else :func:`warn_unrecorded`."""
+    if not isinstance(training_data, dict):
+        warn_unrecorded(source)
 
 
 def warn_unrecorded(source: str) -> None:

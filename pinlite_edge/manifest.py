@@ -17,7 +17,7 @@ from pinlite_edge import __version__
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
-                                       finite_json, temp_name, write_error)
+                                       finite_json, json_default, temp_name, write_error)
 from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
@@ -199,7 +199,9 @@ def content_hash(manifest: Manifest | dict[str, Any]) -> str:
     :data:`VOLATILE_FIELDS`: window length, normalisation, contract, preset, model config, precision plan, batch,
     target, operating point, external data... so an edited manifest is refused instead of changing scores."""
     d = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
-    d = json.loads(json.dumps(finite_json(d)))  # tuples, numpy values, non-finite numbers: as they are written
+    # tuples, numpy values and (schema 4) non-finite numbers as they are written; schema 2 and 3 wrote NaN as NaN
+    old = isinstance(d.get("schema_version"), int) and d["schema_version"] < 4
+    d = json.loads(json.dumps(d, default=json_default) if old else json.dumps(finite_json(d)))
     for key in CONTENT_EXCLUDED:
         d.pop(key, None)
     if d.get("feature_version") is None:  # schema 4's field, hashed where set: schema 2 and 3 keep their hashes

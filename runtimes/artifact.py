@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import BackendUnavailableError, CheckpointError, InputError, ManifestError
-from pinlite_edge.feature_version import feature_version_problem, warn_unrecorded
+from pinlite_edge.feature_version import check_unrecorded, feature_version_problem
 from pinlite_edge.manifest import Manifest, manifest_path_for, read_manifest, validate_contract, verify_content
 from pinlite_edge.operating_point import OperatingPoint
 from pinlite_edge.trained_on import training_data_from_record
@@ -113,13 +113,13 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
 
 
 def _check_manifest_features(manifest: Manifest, path: Path) -> None:
-    """Refuse an artefact of a model trained for another feature pipeline; warn about one whose manifest does not
-    say. Manifests of schema 2 and 3 do not say, but were written after the mouth crop came (feature version 2)."""
+    """Refuse an artefact of a model trained for another feature pipeline; warn about one whose manifest records
+    neither it nor the training data (:mod:`pinlite_edge.feature_version`)."""
     problem = feature_version_problem(manifest.feature_version, f"artefact {path}")
     if problem is not None:
         raise ManifestError(problem)
-    if manifest.feature_version is None and manifest.schema_version not in (2, 3):
-        warn_unrecorded(f"artefact {path}")
+    if manifest.feature_version is None:
+        check_unrecorded(manifest.training_data, f"artefact {path}")
 
 
 def _checkpoint_spec(path: Path, allow_unverified: bool = False) -> ArtifactSpec:

@@ -282,16 +282,23 @@ def test_decoding_time_limit_grows_with_the_media_decoded(grid_clips, monkeypatc
     with pytest.raises(DecodeError, match=r"time limit \(10 s, plus 2 s per second of media: 0.0 s decoded\)"):
         deadline.check()  # no progress: the timeout alone
     deadline = dl.Deadline("clip.mp4", 10.0)
-    deadline.advance(36000.0, cap_s=3600.0)  # an MPEG-TS clock starting at 10 h: counted from there
-    deadline.advance(36030.0, cap_s=3600.0)  # 30 s of media decoded: 10 + 60 s allowed
+    for i in range(751):  # an MPEG-TS clock starting at 10 h: counted from there; 30 s of frames: 10 + 60 s allowed
+        deadline.advance(36000.0 + i * 0.04, cap_s=3600.0)
     clock["t"] += 69
     deadline.check()
     clock["t"] += 2
     with pytest.raises(DecodeError, match="30.0 s decoded"):
         deadline.check()
+    jump = dl.Deadline("clip.mp4", 10.0)
+    jump.advance(0.0, cap_s=3600.0)
+    jump.advance(3599.0, cap_s=3600.0)  # one timestamp jump buys what one frame may count (1 s), not two hours
+    jump.advance(3599.04, cap_s=3600.0)
+    clock["t"] += 13
+    with pytest.raises(DecodeError, match="1.0 s decoded"):
+        jump.check()
     capped = dl.Deadline("clip.mp4", 10.0)
-    capped.advance(0.0, cap_s=5.0)
-    capped.advance(1e9, cap_s=5.0)  # a timestamp jump buys at most the clip's limit
+    for i in range(20):
+        capped.advance(i * 0.5, cap_s=5.0)  # 9.5 s of frames, but at most the clip's limit counts
     clock["t"] += 21
     with pytest.raises(DecodeError, match="5.0 s decoded"):
         capped.check()
@@ -832,8 +839,11 @@ def test_detect_explain_into_an_unwritable_place_keeps_the_result(tiny_checkpoin
     assert code == 1 and "P(fake)" in out and "could not be written" in err and _one_line(err), (out, err)
 
 
-def test_detect_takes_the_decoding_time_limit_as_scan_does(tiny_checkpoint, grid_clips, capsys):
-    """detect had no --timeout ("always 60 s"), so a clip that needed more could not be scored from the CLI."""
+def test_detect_takes_the_decoding_time_limit_as_scan_does(tiny_checkpoint, grid_clips, capsys, tmp_path,
+                                                          monkeypatch):
+    """detect had no --timeout ("always 60 s"), so a clip that needed more could not be scored from the CLI; --crops
+    decodes again, with the same limit."""
+    import pinlite_edge.features as features
     from pinlite_edge.detect import main
 
     base = [str(grid_clips[0]), "--model", str(tiny_checkpoint), "--no-face-crop"]
@@ -844,6 +854,13 @@ def test_detect_takes_the_decoding_time_limit_as_scan_does(tiny_checkpoint, grid
     assert "--timeout must be positive finite seconds (0: no limit)" in capsys.readouterr().err
     assert main([*base, "--timeout", "0", "--json"]) == 0  # 0: no limit
     assert json.loads(capsys.readouterr().out)["verdict"] in ("real", "fake")
+    crop_squares = features.crop_squares
+    limits = []
+    monkeypatch.setattr(features, "crop_squares", lambda *a, **k: (limits.append(k.get("timeout_s", "default")),
+                                                                   crop_squares(*a, **k))[1])
+    assert main([*base, "--timeout", "0", "--crops", str(tmp_path / "c.json")]) == 0
+    assert main([*base, "--timeout", "90", "--crops", str(tmp_path / "c.json")]) == 0
+    assert limits == [None, 90.0]
 
 
 @pytest.mark.parametrize("name, code", [("empty.mp4", 1), ("text.mp4", 1), ("missing.mp4", 2), ("a_folder.mp4", 2)])

@@ -320,8 +320,9 @@ def test_manifest_schema_newer_unknown_or_missing_is_named(exported, tmp_path):
 
 def test_a_model_trained_for_another_feature_pipeline_is_refused(exported, tmp_path, caplog, monkeypatch):
     """Checkpoints and manifests record the feature pipeline (the face crop) the model was trained for. One trained
-    for another crop is refused by every loader, naming both; one that does not record it is scored with a warning;
-    a manifest of schema 2 or 3 (written after the mouth crop came, before the field) loads quietly."""
+    for another crop is refused by every loader, naming both. One that does not record it (written before the field)
+    loads quietly when it records its training data (recorded from two commits before the mouth crop), and is scored
+    with a warning when it does not (a checkpoint, or an export of one, from before the mouth crop)."""
     import pinlite_edge.manifest as manifest_module
     from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
     from pinlite_edge.export import export_model
@@ -340,14 +341,18 @@ def test_a_model_trained_for_another_feature_pipeline_is_refused(exported, tmp_p
             with pytest.raises(ManifestError, match=f"trained for feature version {version}, {advice}"):
                 load(art)
 
-    unrecorded = save_checkpoint(tmp_path / "unrecorded" / "best.safetensors", model, {"feature_version": None})
-    art = export_model(unrecorded, "onnx", tmp_path / "unrecorded-onnx").artifact
-    assert read_manifest(art).feature_version is None
-    for path in (unrecorded, art):
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="pinlite_edge.feature_version"), loaders()["load_runner"](path):
-            pass
-        assert f"{path} does not record the feature pipeline" in caplog.text, path
+    trained_on = {"real_video": False, "synthetic": True, "sources": [{"kind": "synthetic"}]}
+    for training_data, warned in ((None, True), (trained_on, False)):
+        folder = tmp_path / f"unrecorded-{warned}"
+        unrecorded = save_checkpoint(folder / "best.safetensors", model,
+                                     {"feature_version": None, "training_data": training_data})
+        art = export_model(unrecorded, "onnx", folder / "onnx").artifact
+        assert read_manifest(art).feature_version is None
+        for path in (unrecorded, art):
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="pinlite_edge.feature_version"), loaders()["load_runner"](path):
+                pass
+            assert (f"{path} does not record the feature pipeline" in caplog.text) is warned, (path, caplog.text)
 
     # publish as the exporter of schema 3 did: its manifests had no feature_version field at all
     monkeypatch.setattr(manifest_module, "SCHEMA_VERSION", 3)
@@ -355,7 +360,8 @@ def test_a_model_trained_for_another_feature_pipeline_is_refused(exported, tmp_p
     monkeypatch.setattr(manifest_module.Manifest, "to_dict",
                         lambda self: {k: v for k, v in to_dict(self).items() if k != "feature_version"})
     old = copy_artifact(exported["onnx"], tmp_path / "schema3")
-    reseal(old, {**json.loads(manifest_path_for(old).read_text()), "feature_version": None, "schema_version": 3})
+    reseal(old, {**json.loads(manifest_path_for(old).read_text()), "feature_version": None, "schema_version": 3,
+                 "training_data": trained_on})
     monkeypatch.undo()
     assert "feature_version" not in json.loads(manifest_path_for(old).read_text())
     caplog.clear()

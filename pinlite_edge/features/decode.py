@@ -350,17 +350,18 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                 if packet.size and packet.stream is video:
                     video_read += 1
                 for frame in packet.decode():
-                    if frame.time is not None:
-                        deadline.advance(float(frame.time), limits.max_duration_s)
+                    time_s = frame.time
+                    if time_s is not None:
+                        deadline.advance(float(time_s), limits.max_duration_s)
                     if packet.stream is video:
                         frames.add(frame)
                     else:
-                        if audio_start is None and frame.time is not None:
-                            audio_start = float(frame.time)
-                        elif frame.time is not None and audio_start is not None:
+                        if audio_start is None and time_s is not None:
+                            audio_start = float(time_s)
+                        elif time_s is not None and audio_start is not None:
                             # a gap in the audio timestamps is silence: without it the audio after the gap would
                             # play early (out of sync with the video)
-                            ahead = float(frame.time) - audio_start
+                            ahead = float(time_s) - audio_start
                             if bound is not None and ahead > bound:
                                 if not past_bound:
                                     past_bound = True
