@@ -94,12 +94,14 @@ def tool_versions(*extra: str) -> dict[str, str]:
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
                       training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
-                      feature_version: int | None = FEATURE_VERSION, **options: Any) -> ExportResult:
+                      feature_version: int | None = FEATURE_VERSION, source_checkpoint_sha256: str | None = None,
+                      **options: Any) -> ExportResult:
     """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory);
     ``training_data`` is what the model was trained on (recorded in the manifest; :func:`export_model` takes it from
     the checkpoint record); so are ``operating_point``, the thresholds measured on genuine clips
     (``python -m pinlite_edge.calibrate``), and ``feature_version``, the feature pipeline it was trained for (None:
-    not recorded; the default: this SDK's, for a model trained in this process)."""
+    not recorded; the default: this SDK's, for a model trained in this process). ``source_checkpoint_sha256``: the
+    hash of the checkpoint file the model was loaded from (default: hashed when the export is done)."""
     fmt = get_format(format)
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
@@ -142,7 +144,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     if not staged.is_file():
         raise ExportError(f"format {fmt.name} finished without writing {artifact}")
     config = model.config
-    src_sha = sha256_file(source_checkpoint) if source_checkpoint is not None else None
+    src_sha = source_checkpoint_sha256 or (sha256_file(source_checkpoint) if source_checkpoint is not None else None)
     manifest = Manifest(
         format=fmt.name, runtime=fmt.runtime, precision=fmt.precision, artifact=artifact.name, artifact_sha256="",
         model_kind=config.kind, preset=config.preset, model_config=config.to_dict(),
@@ -191,7 +193,13 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
     fmt = get_format(format)  # fail on a bad format before loading anything
     check_options(fmt, set(options) - {"calibration"})
     model, record = load_checkpoint(checkpoint)
+    loaded_sha = record["weights_sha256"]  # the file's sha256 when its record was read
+    if sha256_file(checkpoint) != loaded_sha:  # e.g. calibrate rewrote it meanwhile: the record may be the old one
+        raise ExportError(f"{checkpoint} changed while it was being loaded (a calibration or training run writing "
+                          "it?); nothing was exported, run the export again")
+    # the manifest names the bytes that were loaded, not a file calibrate may rewrite while the export runs
     return export_from_model(model, format, output_dir, source_checkpoint=checkpoint,
+                             source_checkpoint_sha256=loaded_sha,
                              training_data=training_data_from_record(record),
                              operating_point=record.get("operating_point"),
                              feature_version=record.get("feature_version"), **options)

@@ -193,6 +193,38 @@ def test_a_manifest_beside_a_checkpoint_is_refused_not_trusted_over_its_record(e
     loaders()["load_runner"](ckpt)
 
 
+def test_an_export_names_the_checkpoint_bytes_it_loaded(exported, tmp_path, monkeypatch):
+    """A calibrate rewriting the checkpoint during an export gave a manifest with the new file's sha256 but the old
+    operating point, which the quickstart then took as up to date. The manifest names the bytes that were loaded,
+    and a file that changes while it is loaded is refused."""
+    import pinlite_edge.checkpoint as checkpoint_module
+    from pinlite_edge.checkpoint import load_checkpoint, save_checkpoint
+    from pinlite_edge.export import api
+    from pinlite_edge.utils.hashing import sha256_file
+
+    ckpt = copy_artifact(exported["checkpoint"], tmp_path / "c")
+    before = sha256_file(ckpt)
+    model, record = load_checkpoint(ckpt)
+    record = {k: v for k, v in record.items() if k != "weights_sha256"}
+
+    rewrites = []
+
+    def recalibrate() -> None:  # what calibrate does to the file: the same weights, a new operating point
+        rewrites.append(1)
+        save_checkpoint(ckpt, model, {**record, "operating_point": {"thresholds": {"scan": 0.5 + len(rewrites) / 10}}})
+
+    staging = api.staging_path_for
+    monkeypatch.setattr(api, "staging_path_for", lambda a: (recalibrate(), staging(a))[1])  # after the load
+    art = api.export_model(ckpt, "onnx", tmp_path / "o").artifact
+    assert sha256_file(ckpt) != before and read_manifest(art).source_checkpoint_sha256 == before
+    monkeypatch.undo()
+
+    load_file = checkpoint_module.load_file
+    monkeypatch.setattr(checkpoint_module, "load_file", lambda *a, **k: (recalibrate(), load_file(*a, **k))[1])
+    with pytest.raises(PinliteError, match="changed while it was being loaded"):
+        api.export_model(ckpt, "onnx", tmp_path / "o2")
+
+
 def test_exporting_one_checkpoint_twice_gives_the_same_artefact(exported, tmp_path):
     """An ONNX model carries its manifest's content hash, and that hash covered when the export ran, how long it
     took, --force and how the checkpoint path was typed: every re-export of one checkpoint was a new file, and
