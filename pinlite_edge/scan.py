@@ -61,7 +61,7 @@ from pinlite_edge.errors import CheckpointError, DecodeError, ManifestError, Pin
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, open_regular_file,
-                                       write_error)
+                                       temp_name, write_error)
 from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
                                     verdict_argument_problem)
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
@@ -248,13 +248,13 @@ def read_results(out: Path) -> PriorResults:
     return prior
 
 
-def drop_error_records(out: Path, paths: set[str]) -> None:
-    """Rewrite ``out`` (atomically) without the error records of ``paths``: they are about to be scanned again,
-    and each file keeps one line. A kill before the rename leaves ``out`` as it was; one after it leaves those
-    files unrecorded, and the next run scans them."""
-    kept = [raw for _, raw, rec in _lines(out.read_bytes())  # a line that is no record stays as it was
+def drop_error_records(writer: "JsonlWriter", paths: set[str]) -> None:
+    """Rewrite the results file (atomically, :meth:`JsonlWriter.replace`) without the error records of ``paths``:
+    they are about to be scanned again, and each file keeps one line. A kill before the rename leaves the file as it
+    was; one after it leaves those files unrecorded, and the next run scans them."""
+    kept = [raw for _, raw, rec in _lines(writer.path.read_bytes())  # a line that is no record stays as it was
             if rec is None or rec.get("error") is None or str(rec["path"]) not in paths]
-    atomic_write_bytes(out, b"".join(kept))
+    writer.replace(b"".join(kept))
 
 
 def scan_settings(cfg: ScanConfig, detector: Any) -> dict[str, Any]:
@@ -286,18 +286,50 @@ def check_resume(out: Path, prior: PriorResults, settings: dict[str, Any]) -> No
 class JsonlWriter:
     """Append-only JSON-lines file; every line is flushed and fsynced before the next file is processed.
 
-    ``OSError`` s (read-only folder, full device, a name too long) become :class:`WriteError` naming the file."""
+    The file is locked (``flock``, exclusive, not waiting) from the moment it is opened: a second scan writing the
+    same results file while this one runs is refused (:class:`UsageError`) instead of scoring every file again beside
+    it, or, with ``--retry-errors``, replacing the file under it. ``OSError`` s (read-only folder, full device, a name
+    too long) become :class:`WriteError` naming the file."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.created = not path.exists()  # removed again by discard() while it holds nothing
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = open_regular_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            self.fh = os.fdopen(fd, "a", encoding="utf-8")
         except WriteError:
             raise
         except OSError as exc:
             raise write_error(path, exc, "cannot write results to") from None
+        try:
+            _lock_exclusive(fd, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def replace(self, data: bytes) -> None:
+        """Replace the file's contents atomically: a new file, locked before it is renamed over the old one, so the
+        lock is never let go."""
+        tmp = temp_name(self.path)
+        try:
+            fd = open_regular_file(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL)
+            try:
+                _lock_exclusive(fd, tmp)
+                os.write(fd, data)
+                os.fsync(fd)
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, exc, "cannot write results to") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.close()
+        self.fh = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         record = finite_json(record)  # strict JSON: never NaN / Infinity
@@ -316,6 +348,30 @@ class JsonlWriter:
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a full device fails the flush again; the error was reported
             self.fh.close()
+
+    def discard(self) -> None:
+        """Close; a file this writer created that is still empty is removed (a scan that failed before its first
+        record leaves nothing behind)."""
+        with contextlib.suppress(OSError):
+            if self.created and os.fstat(self.fh.fileno()).st_size == 0:
+                self.path.unlink()
+        self.close()
+
+
+def _lock_exclusive(fd: int, path: Path) -> None:
+    """``flock`` ``fd`` exclusively without waiting; :class:`UsageError` when another scan holds it. Where the
+    platform or file system has no ``flock``, the scan runs unlocked (with a warning)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"--out {path} is being written by another scan that is still running; wait for it to end "
+                         "(then run this again to resume) or choose another --out") from None
+    except OSError:
+        log.warning("cannot lock %s (no flock on this file system); do not run two scans into it at once", path)
 
 
 # --------------------------------------------------------------------------------------------- decoding jobs
@@ -674,9 +730,8 @@ def check_config(cfg: ScanConfig) -> None:
 def scan(cfg: ScanConfig) -> ScanSummary:
     """Scan ``cfg.root``. Fatal problems raise :class:`PinliteError`: :class:`UsageError` for bad options (a
     missing folder or model, an --out that is not this tool's output), :class:`WriteError` when the results cannot
-    be written, ``ManifestError`` / ``CheckpointError`` for a bad model. A failure on one file is recorded."""
-    from pinlite_edge.detector import Detector
-
+    be written, ``ManifestError`` / ``CheckpointError`` for a bad model. A failure on one file is recorded. A
+    second scan into the same results file while this one runs is refused (:class:`JsonlWriter`)."""
     start = time.perf_counter()
     check_config(cfg)
     if cfg.face_crop:
@@ -686,6 +741,20 @@ def scan(cfg: ScanConfig) -> ScanSummary:
             raise PinliteError("face crop needs OpenCV's Haar cascade, which this OpenCV lacks; install "
                                "opencv-python-headless<5 or pass --no-face-crop for pre-cropped videos")
     check_output(cfg.out, cfg.force)
+    writer = JsonlWriter(cfg.out)  # opened and locked before it is read: a second scan into it is refused now
+    try:
+        return _scan_into(cfg, writer, start)
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        writer.close()
+
+
+def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummary:
+    """:func:`scan` once its results file is open and locked."""
+    from pinlite_edge.detector import Detector
+
     videos = find_videos(cfg.root, cfg.extensions)
     out = cfg.out.resolve()
     videos = [v for v in videos if v != out]
@@ -712,14 +781,13 @@ def scan(cfg: ScanConfig) -> ScanSummary:
             detector.warn_if_synthetic_only(cfg.root)
         if retry:
             log.info("--retry-errors: %d files recorded with an error are scanned again", len(retry))
-            drop_error_records(cfg.out, retry)
+            drop_error_records(writer, retry)
     except BaseException:
         detector.close()
         raise
     scored = failed = fake = no_face = silent_audio = several_faces = 0
     model_info = {"model_training_data": detector.training_data_text,
                   "model_trained_on_real_video": detector.trained_on_real_video}
-    writer = JsonlWriter(cfg.out)
     try:
         from pinlite_edge.utils.progress import progress_bar
 
@@ -749,7 +817,6 @@ def scan(cfg: ScanConfig) -> ScanSummary:
                 bar.set_postfix(fake=fake, errors=failed, refresh=False)
         bar.close()
     finally:
-        writer.close()
         detector.close()
     return ScanSummary(total=len(videos), skipped=len(videos) - len(todo), scored=scored, failed=failed, fake=fake,
                        seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,

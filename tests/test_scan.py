@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pinlite_edge.contract import TINY_CONTRACT
+from pinlite_edge.errors import UsageError
 from pinlite_edge.scan import DEFAULT_EXTENSIONS, ScanConfig, find_videos, read_results, scan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,6 +321,30 @@ def test_results_file_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_
     with pytest.raises(WriteError, match="symbolic link"):
         JsonlWriter(out)
     assert victim.read_text() == "setting = 1\nlast line without newline"
+
+
+def test_a_second_scan_into_the_same_results_file_is_refused_while_the_first_runs(tree, model, serial, tmp_path):
+    """Two scans with one --out both found it empty and recorded every file twice; with --retry-errors one replaced
+    the file under the other, whose later records went into the deleted file (concurrency audit). The results file
+    is locked while a scan writes it, also across the --retry-errors rewrite."""
+    from pinlite_edge.scan import JsonlWriter, drop_error_records
+
+    out = tmp_path / "results.jsonl"
+    shutil.copyfile(serial[0], out)
+    before = out.read_bytes()
+    running = JsonlWriter(out)  # a scan running into it (flock conflicts between two opens, in one process too)
+    with pytest.raises(UsageError, match="being written by another scan that is still running"):
+        scan(cfg_for(tree, model, out, retry_errors=True))
+    assert out.read_bytes() == before
+    errors = {json.loads(line)["path"] for line in before.decode().splitlines() if json.loads(line)["error"]}
+    drop_error_records(running, errors)  # the running scan's --retry-errors rewrite: the new file stays locked
+    with pytest.raises(UsageError, match="another scan"):
+        JsonlWriter(out)
+    running.write({"path": "/x.mp4", "verdict": "real", "error": None})
+    running.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(before.decode().splitlines()) - len(errors) + 1 and '"/x.mp4"' in lines[-1]
+    JsonlWriter(out).close()  # free once the scan is done
 
 
 def test_retry_errors_scans_a_fixed_file_again_and_keeps_one_line_per_file(model, tmp_path, capsys):
