@@ -32,6 +32,7 @@ from typing import Sequence
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, check_reencodings, reencode
 from pinlite_edge.errors import InputError, PinliteError, UsageError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, check_target_fpr, fit_operating_point
+from pinlite_edge.utils.atomic import folder_lock
 from pinlite_edge.utils.cli import run_command
 
 log = logging.getLogger(__name__)
@@ -155,15 +156,17 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, *, split_file
                                 reencodings=names, originals=originals, face_crop=face_crop,
                                 windows={agg: [s.windows[agg] for s in scored] for agg in ("max", "mean", "scan")})
     if write:
-        if sha256_file(checkpoint) != scored_sha256:
-            raise PinliteError(f"{checkpoint} changed while its clips were being scored (another training run or "
-                               "calibration wrote it?): the operating point measured is not that model's; nothing "
-                               "was written, re-run calibrate")
-        model, record = load_checkpoint(checkpoint)
-        record = {k: v for k, v in record.items() if k != "weights_sha256"}
-        record["operating_point"] = point.to_dict()
-        record.setdefault("feature_version", None)  # not recorded stays not recorded: save_checkpoint would stamp it
-        save_checkpoint(checkpoint, model, record)
+        # the check and the rewrite as one step: another calibration of it waits here, then finds it changed
+        with folder_lock(Path(checkpoint).parent, "calibrating"):
+            if sha256_file(checkpoint) != scored_sha256:
+                raise PinliteError(f"{checkpoint} changed while its clips were being scored (another training run or "
+                                   "calibration wrote it?): the operating point measured is not that model's; nothing "
+                                   "was written, re-run calibrate")
+            model, record = load_checkpoint(checkpoint)
+            record = {k: v for k, v in record.items() if k != "weights_sha256"}
+            record["operating_point"] = point.to_dict()
+            record.setdefault("feature_version", None)  # not recorded stays so: save_checkpoint would stamp it
+            save_checkpoint(checkpoint, model, record)
     return point
 
 

@@ -4,25 +4,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
 import platform
 from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pinlite_edge import __version__
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
-                                       finite_json, json_default, temp_name, write_error)
+                                       finite_json, folder_lock, json_default, temp_name, write_error)
 from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
 
-log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
 #: 2: content_sha256 (every field hashed; for ONNX also inside the model) and external_data hashes;
@@ -226,28 +224,6 @@ def staging_path_for(artifact: str | Path) -> Path:
     return temp_name(artifact, "staging")
 
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` (flock on the directory itself: no lock file) for one publish at a time."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as exc:
-        raise write_error(folder, exc, "cannot open the folder of") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without flock on folders (some network mounts): publish unlocked
-            log.warning("cannot lock %s; publishing without a lock (avoid concurrent exports into it)", folder)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _fsync_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -282,7 +258,7 @@ def publish_artifact(staged: str | Path, artifact: str | Path, manifest: Manifes
     else:
         manifest.external_data = {}
         manifest.content_sha256 = content_hash(manifest)
-    with _folder_lock(artifact.parent):
+    with folder_lock(artifact.parent, "publishing"):
         manifest.artifact_sha256 = sha256_file(staged)
         atomic_write_json(pending, manifest.to_dict())
         try:

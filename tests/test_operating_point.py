@@ -208,6 +208,36 @@ def test_calibrate_refuses_to_write_into_a_checkpoint_replaced_while_it_scored(g
     assert record["epoch"] == 9 and "operating_point" not in record  # the other model, untouched
 
 
+def test_calibrate_checks_and_rewrites_the_checkpoint_as_one_step(genuine_folder, tmp_path, monkeypatch):
+    """Two calibrations of one checkpoint both said "written" and one operating point was lost: each checked the
+    file was unchanged, then both wrote (concurrency audit). The check and the rewrite now hold the checkpoint
+    folder's lock, so another calibration waits for it and then finds the file changed."""
+    import fcntl
+    import os
+
+    import pinlite_edge.calibrate as calibrate
+    from pinlite_edge import checkpoint as checkpoint_module
+
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {})
+    held = []
+    save = checkpoint_module.save_checkpoint
+
+    def save_checking_the_lock(path, *a, **k):  # what another process would meet while the rewrite runs
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        return save(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_checking_the_lock)
+    calibrate.calibrate_checkpoint(ckpt, genuine_folder, splits=None, target_fpr=0.0, face_crop=False, progress=False)
+    assert held == [True] and "operating_point" in read_record(ckpt)
+
+
 def test_calibrate_warns_when_too_few_clips_to_measure_the_target_rate(genuine_folder, tmp_path, caplog):
     from pinlite_edge.calibrate import calibrate_checkpoint
 

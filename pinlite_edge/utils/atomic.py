@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import math
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pinlite_edge.errors import UsageError, WriteError
+
+log = logging.getLogger(__name__)
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|staging)$")
 
@@ -76,6 +79,31 @@ def check_writable_target(path: str | Path) -> None:
             else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
     raise WriteError(f"refusing to write {path}: it is {kind}, not a regular file; give the path of a regular file "
                      "(or remove it first)")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, doing: str = "writing") -> Iterator[None]:
+    """An exclusive lock on ``folder`` (flock on the directory itself: no lock file), waited for: one writer at a
+    time in it (an export's publish, a calibration's check and rewrite of a checkpoint). ``doing`` names the work in
+    the warning where the file system has no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise write_error(folder, exc, "cannot open the folder of") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock on folders (some network mounts): unlocked
+            log.warning("cannot lock %s; %s without a lock (avoid running two such commands on it at once)",
+                        folder, doing)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def make_output_folder(path: str | Path, option: str, keep: bool = True) -> None:
