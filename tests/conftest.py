@@ -48,3 +48,15 @@ def cal(student):
     from pinlite_edge.export.calibration import load_calibration
 
     return load_calibration("synthetic", student.config.contract, 8, "train")
+
+
+@pytest.fixture
+def unusable_output_folders(tmp_path: Path) -> list[tuple[Path, int, str]]:
+    """Output folders a CLI cannot make, with the exit status and words of its one-line error: a file (usage, 2), a
+    folder under a file and, on Linux, one under /proc, which takes no new folders, not even root's (failures, 1)."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    bad = [(a_file, 2, "is a file, not a folder"), (a_file / "sub", 1, "cannot create the folder")]
+    if Path("/proc/self").is_dir():
+        bad.append((Path("/proc/pinlite-x"), 1, "cannot create the folder"))
+    return bad

@@ -368,17 +368,13 @@ def test_cli_help_lists_the_shared_flags():
             assert flag in text, (mod.__name__, flag)
 
 
-def test_training_output_that_cannot_be_a_folder_is_one_line_before_any_data(tmp_path, monkeypatch, capsys):
+def test_training_output_that_cannot_be_a_folder_is_one_line_before_any_data(tmp_path, monkeypatch, capsys,
+                                                                             unusable_output_folders):
     """``teacher --output`` naming a file or /proc/x ended in a traceback, and only after the data was prepared."""
     from pinlite_edge.training import teacher
 
     monkeypatch.setattr(teacher, "prepare", lambda cfg: pytest.fail("data prepared before the --output check"))
-    a_file = tmp_path / "afile"
-    a_file.write_text("x")
-    bad = [(a_file, 2, "is a file, not a folder"), (a_file / "sub", 1, "cannot create the folder")]
-    if Path("/proc/self").is_dir():  # Linux: /proc takes no new folders, not even root's
-        bad.append((Path("/proc/pinlite-x"), 1, "cannot create the folder"))
-    for out, code, message in bad:
+    for out, code, message in unusable_output_folders:
         assert teacher.main(["--output", str(out), "--no-progress", "--device", "cpu"]) == code
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and "--output" in err and "Traceback" not in err, err

@@ -270,18 +270,14 @@ def test_quickstart_interrupted_is_one_line_exit_130_and_says_it_resumes(tmp_pat
     assert "re-run the same command to resume" in err
 
 
-def test_quickstart_workspace_that_cannot_be_a_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+def test_quickstart_workspace_that_cannot_be_a_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                   unusable_output_folders):
     """--workspace naming a file, or a place that takes no folder, ended in a FileExistsError / FileNotFoundError
     traceback."""
     from pinlite_edge import quickstart
 
     monkeypatch.setattr(quickstart, "resolve_real_data", lambda *a: pytest.fail("work started"))
-    a_file = tmp_path / "afile"
-    a_file.write_text("x")
-    bad = [(a_file, 2, "is a file, not a folder"), (a_file / "sub", 1, "cannot create the folder")]
-    if Path("/proc/self").is_dir():  # Linux: /proc takes no new folders, not even root's
-        bad.append((Path("/proc/pinlite-x"), 1, "cannot create the folder"))
-    for ws, code, message in bad:
+    for ws, code, message in unusable_output_folders:
         assert quickstart.main(["--workspace", str(ws), "--smoke", "--real-data", "none"]) == code
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and "--workspace" in err and "Traceback" not in err, err
