@@ -38,7 +38,7 @@ def describe(version: int) -> str:
 def feature_version_problem(recorded: Any, source: str) -> str | None:
     """Why a model recorded as trained for ``recorded`` cannot be scored with this SDK's features, or None.
 
-    None for the current version, and for None (not recorded: see :func:`warn_unrecorded`)."""
+    None for the current version, and for None (not recorded: see :func:`check_unrecorded`)."""
     if recorded is None:
         return None
     if isinstance(recorded, bool) or not isinstance(recorded, int):
