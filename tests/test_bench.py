@@ -304,6 +304,9 @@ def test_a_teacher_of_another_preset_and_an_unwritable_reference_cache_are_named
     assert main(["--artifacts", str(ws), "--out", str(tmp_path / "o"), *FAST]) == 2
     err = capsys.readouterr().err
     assert f"the reference cache {ws / 'cache' / 'bench'} is a file, not a folder" in err and "give --cache-dir DIR" in err, err
+    if Path("/proc/self").is_dir():  # Linux: /proc takes no new folders, not even root's (os.access said it could)
+        assert main(["--artifacts", str(ws), "--out", "/proc/pinlite-x", *FAST]) == 1
+        assert "--out: cannot create the folder /proc/pinlite-x" in capsys.readouterr().err
 
 
 def test_half_built_workspace_errors_say_what_to_run_for_that_workspace(workspace, tmp_path, capsys):

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pinlite_edge.utils.atomic import make_output_folder
 from pinlite_edge.utils.cli import key_value, run_command
 
 from pinlite_edge.export.formats import default_precision, precisions, precisions_for
@@ -21,7 +22,7 @@ from pinlite_edge.runtimes import BACKENDS
 
 from pinlite_edge.bench.core import CUDA_BINDINGS, BenchConfig, run_bench
 from pinlite_edge.bench.prepare import prepare
-from pinlite_edge.bench.report import check_out_dir, terminal_table, write_reports
+from pinlite_edge.bench.report import terminal_table, write_reports
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     def run() -> int:
-        check_out_dir(cfg.out)
+        make_output_folder(cfg.out, "--out", keep=False)  # a file, /proc/x: one line before anything is measured
         prepare(cfg, say)
         result = run_bench(cfg, progress=say)
         data = result.to_dict()

@@ -22,18 +22,18 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pinlite_edge.contract import InputContract
-from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.errors import PinliteError, UsageError, WriteError
 from pinlite_edge.export.formats import default_precision, precisions_for
 from pinlite_edge.metrics import classification_metrics, softmax_fake_prob
 from pinlite_edge.runtimes import BACKENDS, BaseRunner, Comparator, compare_outputs, inspect_artifact, load_runner
 from pinlite_edge.runtimes.trt.cuda import CUDA_BINDINGS
+from pinlite_edge.utils.atomic import make_output_folder
 from pinlite_edge.utils.hashing import sha256_file
 
 from pinlite_edge.bench.data import EvalData, load_eval_data
 from pinlite_edge.bench.endtoend import check_end_to_end_backends, find_videos, measure_end_to_end
 from pinlite_edge.bench.machine import describe_machine
 from pinlite_edge.bench.memory import measure_isolated
-from pinlite_edge.bench.report import check_out_dir
 from pinlite_edge.bench.modelstats import params_and_flops
 from pinlite_edge.bench.references import (
     ReferenceCacheError, ReferenceMismatchError, ReferenceOutputs, cache_name, load_reference, save_reference,
@@ -265,8 +265,12 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     refs = _load_references(cfg, workspace, specs, data, cache_dir, ref_device, notes)
     teacher_ref, teacher_runner, source_refs = refs.teacher_ref, refs.teacher_runner, refs.source_refs
     if teacher_runner is not None or refs.source_runners:  # their outputs are cached after the evaluation pass
-        check_out_dir(cache_dir, "--cache-dir" if cfg.cache_dir else "the reference cache",
-                      "the reference models' outputs", "" if cfg.cache_dir else "; give --cache-dir DIR")
+        try:
+            make_output_folder(cache_dir, "--cache-dir" if cfg.cache_dir else "the reference cache", keep=False)
+        except (UsageError, WriteError) as exc:
+            if cfg.cache_dir:
+                raise
+            raise type(exc)(f"{exc}; give --cache-dir DIR") from None
 
     # 1. evaluation pass: every model on the same batches, the data read once
     evaluated: dict[str, BaseRunner] = {f"artefact:{i}": r for i, r in enumerate(runners)}

@@ -1,11 +1,8 @@
 """Bench output: a terminal table, ``bench.json`` and ``bench.md``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-from pinlite_edge.errors import UsageError
 
 from pinlite_edge.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -113,26 +110,6 @@ def markdown(result: dict[str, Any], title: str = "pinlite-edge bench") -> str:
     if result.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(out) + "\n"
-
-
-def check_out_dir(out_dir: Path, option: str = "--out", holds: str = "the reports", hint: str = "") -> None:
-    """Before anything is measured, and without creating anything: :class:`UsageError` naming ``option`` when
-    ``out_dir`` is a file, or when the folder would have to be made under something that is not a writable folder
-    (found only after the whole run, this used to end in a traceback). ``holds`` says what the folder is for; ``hint``
-    ends the message."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise UsageError(f"{option} {out_dir} is a file, not a folder: give a folder for {holds}{hint}")
-        if not os.access(out_dir, os.W_OK | os.X_OK):
-            raise UsageError(f"{option} {out_dir}: the folder for {holds} is not writable{hint}")
-        return
-    parent = out_dir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {out_dir}: cannot create the folder for {holds} there ({parent} is not a "
-                         f"writable folder){hint}")
 
 
 def write_reports(result: dict[str, Any], out_dir: Path, stem: str = "bench") -> tuple[Path, Path]:
