@@ -60,8 +60,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pinlite_edge.errors import CheckpointError, DecodeError, ManifestError, PinliteError, UsageError, WriteError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
-from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, open_regular_file,
-                                       temp_name, write_error)
+from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, lock_exclusive,
+                                       open_regular_file, temp_name, write_error)
 from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
                                     verdict_argument_problem)
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
@@ -359,19 +359,11 @@ class JsonlWriter:
 
 
 def _lock_exclusive(fd: int, path: Path) -> None:
-    """``flock`` ``fd`` exclusively without waiting; :class:`UsageError` when another scan holds it. Where the
-    platform or file system has no ``flock``, the scan runs unlocked (with a warning)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """Lock the results file without waiting (:func:`~pinlite_edge.utils.atomic.lock_exclusive`);
+    :class:`UsageError` when another scan holds it."""
+    if not lock_exclusive(fd, path, "scanning", wait=False):
         raise UsageError(f"--out {path} is being written by another scan that is still running; wait for it to end "
-                         "(then run this again to resume) or choose another --out") from None
-    except OSError:
-        log.warning("cannot lock %s (no flock on this file system); do not run two scans into it at once", path)
+                         "(then run this again to resume) or choose another --out")
 
 
 # --------------------------------------------------------------------------------------------- decoding jobs

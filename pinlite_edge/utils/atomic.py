@@ -86,9 +86,7 @@ def folder_lock(folder: Path, doing: str = "writing") -> Iterator[None]:
     """An exclusive lock on ``folder`` (flock on the directory itself: no lock file), waited for: one writer at a
     time in it (an export's publish, a calibration's check and rewrite of a checkpoint). ``doing`` names the work in
     the warning where the file system has no ``flock``."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
+    if not _HAS_FLOCK:  # not POSIX: no cross-process lock
         yield
         return
     try:
@@ -96,14 +94,30 @@ def folder_lock(folder: Path, doing: str = "writing") -> Iterator[None]:
     except OSError as exc:
         raise write_error(folder, exc, "cannot open the folder of") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without flock on folders (some network mounts): unlocked
-            log.warning("cannot lock %s; %s without a lock (avoid running two such commands on it at once)",
-                        folder, doing)
+        lock_exclusive(fd, folder, doing, wait=True)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+_HAS_FLOCK = os.name == "posix"
+
+
+def lock_exclusive(fd: int, what: Path, doing: str, *, wait: bool) -> bool:
+    """``flock`` ``fd`` exclusively, waiting for it or not (``wait``): False when another process holds it and
+    ``wait`` is False, else True. Where the platform or the file system has no ``flock`` (some network mounts) it
+    warns, naming ``what`` and ``doing``, and returns True: the work goes on unlocked."""
+    if not _HAS_FLOCK:
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        log.warning("cannot lock %s; %s without a lock (avoid running two such commands on it at once)", what, doing)
+    return True
 
 
 def make_output_folder(path: str | Path, option: str, keep: bool = True) -> None:
