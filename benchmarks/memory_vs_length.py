@@ -3,7 +3,8 @@ file under 10 MB may push memory past 2 GB).
 
 Clips are generated with PyAV at low resolution and bitrate (a square moving over a dark background, H.264; a tone
 sweep as 48 kHz stereo AAC, so the resampler and the downmix run), one per length, plus two adversarial files from
-the issue: a 720p clip of moving frames, and a Matroska file with 3 s of content and one long timestamp gap. Each clip
+the issue: a 720p clip of moving frames, and a Matroska file with 3 s of content and one long timestamp gap; and 1080p
+clips at several frame rates (the face track's lookahead is counted in source frames, so memory follows the rate). Each clip
 is scored in a fresh subprocess (``Detector.load(model, threads=1, timeout_s=None).detect(clip)``) and its peak
 resident set size (``VmHWM`` of /proc/self/status) is read there, beside the RSS after loading the model (what
 ``detect`` itself adds is the difference).
@@ -11,6 +12,7 @@ The model is the tiny student, untrained, exported to ONNX (the memory does not 
 
     python benchmarks/memory_vs_length.py                     # 1 s, 10 s, 1 min, 5 min, 30 min + adversarial
     python benchmarks/memory_vs_length.py --lengths 1 10 --no-adversarial   # quick
+    python benchmarks/memory_vs_length.py --sets frame-rates                 # 1080p at 25 and 240 fps only
 
 Writes ``benchmarks/results/memory_vs_length/<machine>.{json,md}`` (``benchmarks/_record.py``); ``--work`` keeps the
 generated clips and model. The machine may be
@@ -40,6 +42,8 @@ FLAT_WITHIN = 0.20
 MAX_PEAK_BYTES = 2 * 2**30
 SMALL_FILE_BYTES = 10 * 2**20
 CODE_PATHS = ("pinlite_edge/features", "pinlite_edge/detector.py", "benchmarks/memory_vs_length.py")
+#: the clip sets: one clip per ``--lengths`` value, the 720p clip, the timestamp-gap file, 1080p per ``--frame-rates``
+SETS = ("lengths", "hd", "gap", "frame-rates")
 
 
 # --------------------------------------------------------------------------------------------- clips
@@ -174,7 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/memory_vs_length.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--lengths", type=float, nargs="+", default=[1, 10, 60, 300, 1800],
                    help="clip lengths in seconds (default: %(default)s)")
-    p.add_argument("--no-adversarial", action="store_true", help="skip the 720p clip and the timestamp-gap file")
+    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
+                   help="which clips to measure: 'lengths' (one per --lengths), 'hd' (the 720p clip), 'gap' (the "
+                        "timestamp-gap file), 'frame-rates' (1080p per --frame-rates) (default: all)")
+    p.add_argument("--no-adversarial", action="store_true", help="the length clips only (same as --sets lengths)")
+    p.add_argument("--frame-rates", type=int, nargs="+", default=[25, 240],
+                   help="frame rates of the 1080p clips (default: %(default)s)")
+    p.add_argument("--hfr-seconds", type=float, default=8.0,
+                   help="length of each 1080p frame-rate clip (default: %(default)s)")
     p.add_argument("--hd-seconds", type=float, default=120.0, help="length of the 720p clip (default: %(default)s)")
     p.add_argument("--gap-seconds", type=float, default=1200.0,
                    help="timestamp gap of the gap file (default: %(default)s, 20 minutes)")
@@ -198,10 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         model = export_model(work / "model")
-        specs = [(f"{s:g}s", s, dict()) for s in args.lengths]
-        if not args.no_adversarial:
+        sets = {"lengths"} if args.no_adversarial else set(args.sets)
+        specs = [(f"{s:g}s", s, dict()) for s in args.lengths] if "lengths" in sets else []
+        if "hd" in sets:
             specs.append(("720p moving", args.hd_seconds, dict(width=1280, height=720)))
+        if "gap" in sets:
             specs.append((f"3 s + {args.gap_seconds:g} s timestamp gap (mkv)", 3.0, dict(gap_s=args.gap_seconds)))
+        if "frame-rates" in sets:
+            specs += [(f"1080p {fps} fps", args.hfr_seconds, dict(width=1920, height=1080, fps=fps))
+                      for fps in args.frame_rates]
         clips = []
         for name, seconds, kw in specs:
             suffix = ".mkv" if kw.get("gap_s") else ".mp4"
@@ -229,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = list(args.note) + ["The machine may be shared with other sessions: memory is per process and unaffected; "
                                "detect times are wall times and vary with the load."]
     report = {"clips": clips, "targets": targets, "notes": notes}
-    settings = {"lengths": args.lengths, "adversarial": not args.no_adversarial, "hd_seconds": args.hd_seconds,
-                "gap_seconds": args.gap_seconds, "generator": "write_clip (128x96 H.264 crf 35, 48 kHz AAC stereo)"}
+    settings = {"lengths": args.lengths, "sets": sorted(sets), "hd_seconds": args.hd_seconds,
+                "gap_seconds": args.gap_seconds, "frame_rates": args.frame_rates, "hfr_seconds": args.hfr_seconds, "generator": "write_clip (128x96 H.264 crf 35, 48 kHz AAC stereo)"}
     record = build_record("memory_vs_length", "benchmarks/memory_vs_length.py", argv,
                           data={"fingerprint": fingerprint_json(settings), **settings}, code_paths=CODE_PATHS)
     json_path, md_path = write_result(record, report, markdown(report), args.results_dir)

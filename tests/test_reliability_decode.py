@@ -579,3 +579,48 @@ def test_a_file_with_several_audio_streams_says_which_one_is_scored(tmp_path, ca
     with caplog.at_level("WARNING", logger="pinlite_edge"):
         decode_video(path)  # frames only: no audio is scored, nothing to say
     assert not [r for r in caplog.records if "audio streams" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------------------------- frame rate and memory
+def test_frames_held_for_the_face_track_stay_within_their_budget_at_a_high_frame_rate(tmp_path, monkeypatch):
+    """The face track's lookahead is counted in source frames: at 240 fps 1080p it held 1 GB. Frames are now held
+    smaller where the lookahead would pass cropstream.PENDING_BYTES (here lowered to 32 MB, with 960x540 frames at
+    120 fps: 164 frames of 0.78 MB = 127 MB); a 25 fps clip of the same size is held whole. The windows stay those of
+    the whole clip, and crop_squares gives the squares in pixels of the full frame."""
+    from pinlite_edge.features import crop_squares, cropstream, open_windows, prepare_windows
+    from pinlite_edge.features.cropstream import CropStream
+    from pinlite_edge.features.deadline import Deadline
+    from pinlite_edge.features.decode import decode_media
+    from pinlite_edge.features.facecrop import FaceCropConfig
+
+    budget = 32 * 2**20
+    monkeypatch.setattr(cropstream, "PENDING_BYTES", budget)
+    peaks: dict[int, int] = {}
+    for fps in (25, 120):
+        path = write_av(tmp_path / f"{fps}.mp4", seconds=1.5, size=(960, 540), fps=fps)
+        stream = CropStream(8, FaceCropConfig(), max_side=1920, source=str(path))
+        held = []
+        add_yuv = stream.add_yuv
+
+        def spy(yuv, stream=stream, held=held, add_yuv=add_yuv):
+            add_yuv(yuv)
+            held.append(sum(f.y.nbytes + f.u.nbytes + f.v.nbytes for f in stream._pending))
+
+        stream.add_yuv = spy
+        decode_media(path, Deadline(path, None), video=stream, require_video=True)
+        stream.finish()
+        peaks[fps] = max(held)
+        assert stream.bounded_side == 960
+        if fps == 25:
+            assert stream.frame_side == 960  # 41 frames of 0.78 MB: within the budget, held whole
+            continue
+        assert stream.frame_side < 960 and peaks[fps] <= budget, (stream.frame_side, peaks)
+        clip, whole = prepare_windows(path, C)
+        _, windows = open_windows(path, C)
+        streamed = list(windows)
+        assert [w.start_seconds for w in streamed] == [w.start_seconds for w in whole] and whole
+        for a, b in zip(streamed, whole):
+            assert np.array_equal(a.frames, b.frames) and np.array_equal(a.mfcc, b.mfcc)
+        # no face: the centre square of the 960x540 frame (210, 0, 540), in its pixels, to the held frames' rounding
+        squares = crop_squares(path)
+        assert all(abs(s["x"] - 210) <= 1 and s["y"] == 0 and abs(s["side"] - 540) <= 1 for s in squares), squares[:2]

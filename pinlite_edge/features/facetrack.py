@@ -177,6 +177,12 @@ class TrackParams:
     smooth_radius: int
     census_every: int | None = 200  # None: no census between searches
 
+    @property
+    def lookahead(self) -> int:
+        """Frames after frame ``i`` that must be observed before its box is final (:meth:`FaceTrack.boxes` reads the
+        smoothing's two centred windows, then the next detection within ``max_gap`` for interpolation)."""
+        return 2 * self.smooth_radius + self.max_gap
+
     @classmethod
     def from_config(cls, cfg: "object", fps: float) -> "TrackParams":
         frames = lambda s: max(1, int(round(s * fps)))  # noqa: E731
@@ -212,10 +218,8 @@ class FaceTrack:
 
     # ---------------------------------------------------------------- detection
     def lookahead_frames(self) -> int:
-        """How many frames after frame ``i`` must be observed before its box is final (what :meth:`boxes` reads:
-        the smoothing's two centred windows, then the next detection within ``max_gap`` for interpolation)."""
-        p = self.params
-        return 2 * p.smooth_radius + p.max_gap
+        """How many frames after frame ``i`` must be observed before its box is final (:attr:`TrackParams.lookahead`)."""
+        return self.params.lookahead
 
     def _tracking(self, i: int) -> bool:
         return self._last is not None and i - self._last_index <= self.params.max_gap

@@ -156,8 +156,9 @@ def crop_squares(path: str | Path, *, face_crop: bool = True, face_config: FaceC
                  ) -> list[dict[str, int | bool]]:
     """The crop square :func:`prepare_file` cuts from every decoded frame of ``path``, in decoding order:
     ``{"frame", "x", "y", "side", "face"}`` in pixels of the upright frame bounded by ``max_side`` (``face``: the
-    tracker had a detection near that frame). For checking a port of the face track (docs/android.md) against this
-    one; it decodes the file again."""
+    tracker had a detection near that frame). Where frames are held smaller (a high frame rate:
+    :meth:`CropStream.held_side`), the squares are scaled back to that frame and rounded (within a pixel or so). For checking a port of the
+    face track (docs/android.md) against this one; it decodes the file again."""
     from pinlite_edge.features.decode import decode_media
 
     path = check_file(path)
@@ -168,8 +169,9 @@ def crop_squares(path: str | Path, *, face_crop: bool = True, face_config: FaceC
         stream.finish()
     except InputError as exc:  # require_face and no face
         raise DecodeError(path, str(exc)) from None
-    return [{"frame": i, "x": b.x, "y": b.y, "side": b.size, "face": bool(f)}
-            for i, (b, f) in enumerate(zip(stream.boxes, stream.found))]
+    scale = (stream.bounded_side / stream.frame_side) if stream.frame_side else 1.0
+    return [{"frame": i, "x": round(b.x * scale), "y": round(b.y * scale), "side": round(b.size * scale),
+             "face": bool(f)} for i, (b, f) in enumerate(zip(stream.boxes, stream.found))]
 
 
 def featurise_arrays(
