@@ -33,7 +33,7 @@ from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, chec
 from pinlite_edge.errors import InputError, PinliteError, UsageError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, check_target_fpr, fit_operating_point
 from pinlite_edge.utils.atomic import folder_lock
-from pinlite_edge.utils.cli import run_command
+from pinlite_edge.utils.cli import OneLineParser, run_command
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def check_checkpoint(checkpoint: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m pinlite_edge.calibrate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="model checkpoint (.safetensors); the operating point is written "

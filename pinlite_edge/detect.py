@@ -10,13 +10,16 @@ from typing import Any
 
 from pinlite_edge.errors import DecodeError, PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
-from pinlite_edge.utils.cli import (add_timeout_argument, add_verdict_arguments, run_command, timeout_problem,
-                                    verdict_argument_problem)
+from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, print_error,
+                                    run_command, timeout_problem, verdict_argument_problem)
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
+PROG = "python -m pinlite_edge.detect"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pinlite_edge.detect",
+    p = OneLineParser(prog=PROG,
                                 description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 "
                                             "scored, 1 the video could not be scored (e.g. a corrupt file), 2 a usage "
                                             "error (an option, a missing file or model).")
@@ -42,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = verdict_argument_problem(args.aggregate, not args.no_offset_scan) or timeout_problem(args.timeout)
+    problem = verdict_argument_problem(args.aggregate, not args.no_offset_scan) or timeout_problem(args.timeout or None)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
+        print_error(PROG, problem)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     def run() -> int:
@@ -54,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             model = resolve_model(args.model)
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print_error(PROG, exc)
             return 2
         try:  # the checks Detector.detect makes, before the model is loaded (str: argparse's Path would turn "" into
             video = check_file(args.video)  # "." and a URL's "//" into "/")
         except PinliteError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print_error(PROG, exc)
             # a file that is there but cannot be decoded (empty) is a failure, 1; no such file, a folder, a URL:
             # usage, 2
             return 1 if isinstance(exc, DecodeError) and os.path.isfile(args.video) else 2
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                scan_offsets=None if args.no_offset_scan else DEFAULT_SCAN_OFFSETS, **options) as det:
                 result = det.detect(video)
         except (PinliteError, ValueError) as exc:  # ValueError: an option the runner rejects (e.g. --device)
-            print(f"error: {exc}", file=sys.stderr)
+            print_error(PROG, exc)
             return 1 if isinstance(exc, DecodeError) else 2  # the video could not be scored / a usage error
         _print_result(args, result)
         sys.stdout.flush()  # a pipe's buffer is written here: a closed stdout (| head) ends before the files below
@@ -85,22 +88,22 @@ def main(argv: list[str] | None = None) -> int:
                 squares = crop_squares(video, face_crop=not args.no_face_crop, timeout_s=args.timeout or None)
                 atomic_write_json(args.crops, {"video": str(video), "squares": squares})
             except (PinliteError, OSError) as exc:
-                print(f"error: the result above was computed, but the crop squares could not be written to "
-                      f"{args.crops}: {exc}", file=sys.stderr)
+                print_error(PROG, f"the result above was computed, but the crop squares could not be written to "
+                                  f"{args.crops}: {exc}")
                 return 1
         if args.explain:  # after the result is printed: a failed write does not lose it
             try:
                 result.save_explanation(args.explain)
             except (PinliteError, OSError) as exc:
-                print(f"error: the result above was computed, but the explanation could not be written to "
-                      f"{args.explain}: {exc}", file=sys.stderr)
+                print_error(PROG, f"the result above was computed, but the explanation could not be written to "
+                                  f"{args.explain}: {exc}")
                 return 1
             if not args.json:
                 print(f"explanation written to {args.explain}")
         return 0
 
     # Ctrl-C / SIGTERM: one line, 130 / 143; stdout closed by its reader: quietly, 0
-    return run_command("python -m pinlite_edge.detect", run)
+    return run_command(PROG, run)
 
 
 def _print_result(args: argparse.Namespace, result: Any) -> None:

@@ -63,7 +63,7 @@ from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, lock_exclusive,
                                        open_regular_file, temp_name, write_error)
 from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
-                                    verdict_argument_problem)
+                                    timeout_problem, verdict_argument_problem)
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.logcapture import captured_warnings
@@ -700,9 +700,8 @@ def check_config(cfg: ScanConfig) -> None:
         problem = f"--model {cfg.model}: {model_problem}"
     elif cfg.workers < 0 or cfg.batch < 1:
         problem = f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}"
-    elif cfg.timeout_s is not None and not (math.isfinite(cfg.timeout_s) and cfg.timeout_s > 0):
-        problem = (f"--timeout must be positive finite seconds (0 on the command line: no limit), got "
-                   f"{cfg.timeout_s}")
+    elif (why := timeout_problem(cfg.timeout_s)) is not None:
+        problem = why
     elif cfg.stride is not None and not (math.isfinite(cfg.stride) and cfg.stride > 0):
         problem = f"--stride must be positive finite seconds, got {cfg.stride}"
     elif cfg.threshold is not None and not (math.isfinite(cfg.threshold) and 0.0 <= cfg.threshold <= 1.0):

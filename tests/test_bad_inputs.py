@@ -851,7 +851,7 @@ def test_detect_takes_the_decoding_time_limit_as_scan_does(tiny_checkpoint, grid
     err = capsys.readouterr().err
     assert "decoding exceeded the time limit (0.0001 s" in err and _one_line(err), err
     assert main([*base, "--timeout", "-1"]) == 2
-    assert "--timeout must be positive finite seconds (0: no limit)" in capsys.readouterr().err
+    assert "--timeout must be positive finite seconds (0 on the command line: no limit)" in capsys.readouterr().err
     assert main([*base, "--timeout", "0", "--json"]) == 0  # 0: no limit
     assert json.loads(capsys.readouterr().out)["verdict"] in ("real", "fake")
     crop_squares = features.crop_squares
@@ -880,3 +880,43 @@ def test_detect_exit_status_a_file_that_cannot_be_decoded_is_1_a_missing_one_2(t
     assert main([str(path), "--model", str(tiny_checkpoint)]) == code
     err = capsys.readouterr().err
     assert path.name in err and _one_line(err), err
+
+
+@pytest.mark.parametrize("module, prog", [
+    ("pinlite_edge.detect", "python -m pinlite_edge.detect"),
+    ("pinlite_edge.scan", "python -m pinlite_edge.scan"),
+    ("pinlite_edge.calibrate", "python -m pinlite_edge.calibrate"),
+    ("pinlite_edge.bench.cli", "python -m pinlite_edge.bench"),
+    ("pinlite_edge.export.__main__", "python -m pinlite_edge.export"),
+    ("pinlite_edge.quickstart", "python -m pinlite_edge.quickstart"),
+    ("pinlite_edge.training.__main__", "python -m pinlite_edge.training"),
+    ("pinlite_edge.training.teacher", "python -m pinlite_edge.training.teacher"),
+    ("pinlite_edge.training.distill", "python -m pinlite_edge.training.distill"),
+    ("pinlite_edge.training.prune", "python -m pinlite_edge.training.prune"),
+])
+def test_every_cli_gives_a_usage_error_as_one_line_naming_itself(module, prog, capsys):
+    """Every CLI's usage errors read alike: one line ``<prog>: error: ... (see --help)``, exit 2 (detect, bench,
+    calibrate and training printed argparse's usage block first, and detect its errors without the program name)."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    try:
+        code = main(["--no-such-option"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    # the unknown option, or first the required arguments it lacks
+    assert code == 2 and _one_line(err) and err.startswith(f"{prog}: error: "), err
+    assert "--no-such-option" in err or "the following arguments are required" in err, err
+
+
+def test_detect_errors_name_the_program(tmp_path, capsys):
+    from pinlite_edge.detect import main
+
+    assert main([str(tmp_path / "missing.mp4"), "--timeout", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err) and err.startswith("python -m pinlite_edge.detect: error: --timeout must be positive"), err
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    assert main([str(tmp_path / "missing.mp4"), "--model", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err) and err.startswith("python -m pinlite_edge.detect: error: ") and "missing.mp4" in err, err

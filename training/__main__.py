@@ -10,6 +10,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from pinlite_edge.utils.cli import OneLineParser
+
 PROG = "python -m pinlite_edge.training"
 #: sub-command -> (module, one-line description)
 COMMANDS = {
@@ -29,7 +31,7 @@ Each sub-command has its own --help."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Training commands of pinlite-edge (SPEC §3).",
+    p = OneLineParser(prog=PROG, description="Training commands of pinlite-edge (SPEC §3).",
                                 epilog=EPILOG % {"prog": PROG}, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", title="sub-commands")
     for name, (_, text) in COMMANDS.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from pinlite_edge.errors import PinliteError, UsageError
-from pinlite_edge.utils.cli import key_value, run_command
+from pinlite_edge.utils.cli import OneLineParser, key_value, run_command
 
 from pinlite_edge.training.config import TrainConfig
 
@@ -29,7 +29,7 @@ and writes the checkpoints. On CPU, torchrun uses the gloo backend.
 
 
 def base_parser(description: str, module: str, defaults: TrainConfig) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
+    p = OneLineParser(prog=f"python -m {module}", description=description,
                                 epilog=DDP_HELP.format(module=module, required=REQUIRED_EXAMPLE.get(module, "")),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pinlite_edge.utils.atomic import make_output_folder
-from pinlite_edge.utils.cli import key_value, run_command
+from pinlite_edge.utils.cli import OneLineParser, key_value, print_error, run_command
 
 from pinlite_edge.export.formats import default_precision, precisions, precisions_for
 from pinlite_edge.runtimes import BACKENDS
@@ -26,7 +26,7 @@ from pinlite_edge.bench.report import terminal_table, write_reports
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="pinlite-bench" if Path(sys.argv[0]).name == "pinlite-bench" else "python -m pinlite_edge.bench",
         description="Latency, memory, end-to-end time, accuracy and EPS of PIN-Lite artefacts on this machine. "
                     "Without arguments: ONNX FP32 on onnxruntime CPU, the ./pinlite-workspace models (built or "
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 written += write_plots(data, result.attention_samples, cfg.out)
         except OSError as exc:  # e.g. the device filled up during the run: the table is still printed
             print(terminal_table(data))
-            print(f"{prog}: error: cannot write the reports to {cfg.out} ({exc.strerror or exc})", file=sys.stderr)
+            print_error(prog, f"cannot write the reports to {cfg.out} ({exc.strerror or exc})")
             return 1
         print(terminal_table(data))
         for c in data["comparison"]:

@@ -29,12 +29,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def print_error(prog: str, message: object) -> None:
+    """``prog: error: message`` as one line on stderr, whatever the message holds."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def report(exc: PinliteError, prog: str) -> int:
     """Print ``exc`` as one line on stderr; the exit status: 2 for a :class:`UsageError` or a
     :class:`BackendUnavailableError` (the runtime or device asked for is not here: exit 2 from every CLI, as from
     ``bench`` and ``detect``), else 1."""
-    message = " ".join(str(exc).split())  # one line, whatever the message holds
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print_error(prog, exc)
     return EXIT_USAGE if isinstance(exc, (UsageError, BackendUnavailableError)) else EXIT_FAILURE
 
 
@@ -150,8 +154,9 @@ def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
                              "cut (default: %(default)s; 0 disables the limit)")
 
 
-def timeout_problem(timeout: float) -> str | None:
-    """What is wrong with a ``--timeout`` value, or None (0: no limit)."""
-    if not (math.isfinite(timeout) and timeout >= 0):
-        return f"--timeout must be positive finite seconds (0: no limit), got {timeout}"
+def timeout_problem(timeout_s: float | None) -> str | None:
+    """What is wrong with a decoding time limit, or None. ``timeout_s`` as the APIs take it: None for no limit (what
+    ``--timeout 0`` gives: ``args.timeout or None``), else positive finite seconds."""
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        return f"--timeout must be positive finite seconds (0 on the command line: no limit), got {timeout_s}"
     return None
