@@ -20,9 +20,9 @@ PROG = "python -m pinlite_edge.detect"
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG,
-                                description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 "
-                                            "scored, 1 the video could not be scored (e.g. a corrupt file), 2 a usage "
-                                            "error (an option, a missing file or model).")
+                      description="Score a video for audio-visual (lip-sync) manipulation. Exit status: 0 scored, 1 "
+                                  "the video could not be scored (e.g. a corrupt file), 2 a usage error (an option, a "
+                                  "missing file or model).")
     p.add_argument("video", help="the video file (any container PyAV/FFmpeg reads, with an audio track)")
     add_model_argument(p)
     p.add_argument("--explain", type=Path, default=None, help="write a PNG explanation (saliency overlay) here")

@@ -32,7 +32,7 @@ Each sub-command has its own --help."""
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Training commands of pinlite-edge (SPEC §3).",
-                                epilog=EPILOG % {"prog": PROG}, formatter_class=argparse.RawDescriptionHelpFormatter)
+                      epilog=EPILOG % {"prog": PROG}, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", title="sub-commands")
     for name, (_, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)

@@ -30,8 +30,8 @@ and writes the checkpoints. On CPU, torchrun uses the gloo backend.
 
 def base_parser(description: str, module: str, defaults: TrainConfig) -> argparse.ArgumentParser:
     p = OneLineParser(prog=f"python -m {module}", description=description,
-                                epilog=DDP_HELP.format(module=module, required=REQUIRED_EXAMPLE.get(module, "")),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      epilog=DDP_HELP.format(module=module, required=REQUIRED_EXAMPLE.get(module, "")),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")
     g.add_argument("--data", action="append", default=None, metavar="SPEC",
                    help="dataset: 'synthetic' (generated, no download), 'lavdf:PATH' or 'folder:PATH' (a folder of "

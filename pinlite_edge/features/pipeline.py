@@ -157,8 +157,8 @@ def crop_squares(path: str | Path, *, face_crop: bool = True, face_config: FaceC
     """The crop square :func:`prepare_file` cuts from every decoded frame of ``path``, in decoding order:
     ``{"frame", "x", "y", "side", "face"}`` in pixels of the upright frame bounded by ``max_side`` (``face``: the
     tracker had a detection near that frame). Where frames are held smaller (a high frame rate:
-    :meth:`CropStream.held_side`), the squares are scaled back to that frame and rounded (within a pixel or so). For checking a port of the
-    face track (docs/android.md) against this one; it decodes the file again."""
+    :meth:`CropStream.held_side`), the squares are scaled back to that frame and rounded (within a pixel or so).
+    For checking a port of the face track (docs/android.md) against this one; it decodes the file again."""
     from pinlite_edge.features.decode import decode_media
 
     path = check_file(path)
