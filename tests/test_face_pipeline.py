@@ -473,6 +473,22 @@ def test_config_changes_are_honoured(grid):
     assert large > 1.7 * small
 
 
+@pytest.mark.parametrize("field, value", [
+    ("detect_side", 0), ("detect_side", 200.0), ("search_seconds", 0), ("follow_every", 0), ("redetect_seconds", 0),
+    ("max_gap_seconds", -1), ("max_gap_seconds", 1e6), ("smooth_seconds", float("nan")), ("crop_size", 0),
+    ("crop_centre_y", float("inf")), ("min_neighbors", -1), ("require_face", 1),
+])
+def test_a_face_crop_setting_that_cannot_work_is_refused_naming_it(grid, field, value):
+    """FaceCropConfig values used to pass unchecked: detect_side=0 said "no face found" on a clip full of face,
+    crop_size=0 cut 2-pixel crops, min_neighbors=-1 saw 91 faces in view, NaN failed deep in the tracker, and a max
+    gap of hours held the whole clip for the lookahead. Each is now a UsageError naming the field, before decoding."""
+    from pinlite_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"FaceCropConfig.{field} must be"):
+        prepare_file(grid[0], C, face_config=replace(FaceCropConfig(), **{field: value}))
+    assert replace(FaceCropConfig(), follow_every=np.int64(2)).follow_every == 2  # numpy integers are integers
+
+
 def test_detect_writes_the_crop_squares_a_port_can_check_against(grid, tmp_path, capsys):
     """docs/android.md: a port of the face track checks its squares against the SDK's (the scores move with a few
     pixels of crop placement); ``detect --crops`` writes the square of every decoded frame."""

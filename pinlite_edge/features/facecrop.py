@@ -12,11 +12,13 @@ or an :class:`~pinlite_edge.errors.InputError` with ``require_face=True``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from pinlite_edge.errors import BackendUnavailableError, InputError
+from pinlite_edge.errors import BackendUnavailableError, InputError, UsageError
 from pinlite_edge.features.facetrack import (
     FRONTAL_CASCADE,
     PROFILE_CASCADE,
@@ -54,6 +56,38 @@ class FaceCropConfig:
     crop_centre_y: float = 0.32  # crop centre below the face box centre, as a fraction of the face box side
     min_neighbors: int = 5  # Haar acceptance threshold for whole-image searches (following uses 2 fewer, >= 3)
     require_face: bool = False  # no face anywhere -> InputError instead of a centre crop
+
+    def __post_init__(self) -> None:
+        """:class:`UsageError` naming the field for a value that cannot work: a detection image smaller than the
+        cascades' 24 px window found no face and said so, a crop_size of 0 gave 2-pixel crops, a min_neighbors of -1
+        accepted every candidate as a face, a NaN raised from deep inside; a gap or smoothing of hours held the whole
+        clip for the lookahead."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "require_face":
+                ok, want = isinstance(value, bool), "True or False"
+            elif f.name in INT_RANGES:
+                lo, hi = INT_RANGES[f.name]
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+                want = f"an integer in {lo}..{hi}"
+            else:
+                lo, hi, low_open = FLOAT_RANGES[f.name]
+                if value is None and f.name == "redetect_seconds":
+                    continue
+                ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                      and (lo < value if low_open else lo <= value) and value <= hi)
+                want = f"a finite number in {'(' if low_open else '['}{lo:g}, {hi:g}]"
+            if not ok:
+                raise UsageError(f"FaceCropConfig.{f.name} must be {want}, got {value!r}")
+
+
+#: FaceCropConfig's integer fields: (lowest, highest)
+INT_RANGES = {"detect_side": (24, 4096), "follow_every": (1, 1000), "min_neighbors": (1, 100)}
+#: FaceCropConfig's number fields: (lowest, highest, lowest excluded). The lookahead (max gap + smoothing) is held in
+#: memory, so both are bounded.
+FLOAT_RANGES = {"search_seconds": (0.0, 60.0, True), "redetect_seconds": (0.0, 3600.0, True),
+                "max_gap_seconds": (0.0, 10.0, True), "smooth_seconds": (0.0, 5.0, False),
+                "crop_size": (0.0, 4.0, True), "crop_centre_y": (-2.0, 2.0, False)}
 
 
 @dataclass(frozen=True)
