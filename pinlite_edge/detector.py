@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -525,7 +526,9 @@ class _Scores:
         # before, so that memory does not grow k-fold
         shared = getattr(self.detector.runner, "frames_shared_for", None)
         step = n if shared is not None and shared(k) else max(1, self.detector.batch_size // k)
-        parts = [self._infer(frames[i:i + step], rows[i * k:(i + step) * k]) for i in range(0, n, step)]
+        parts = []
+        for i in range(0, n, step):  # a loop: a 3.11 comprehension's closure cells keep the inputs in a traceback
+            parts.append(self._infer(frames[i:i + step], rows[i * k:(i + step) * k]))
         per_shift = {name: np.concatenate([p[name] for p in parts]).reshape(n, k, *parts[0][name].shape[1:])
                      for name in parts[0]}
         logits = per_shift["logits"]
@@ -645,8 +648,11 @@ class Detector:
                                            max_duration_s=self.limits.max_duration_s,
                                            max_pixels=self.limits.max_pixels, timeout_s=self.timeout_s,
                                            scan_offsets=self.scan_offsets)
-            result = self.score_stream(windows, source, face_info=lambda: (
-                stream.face_found, stream.face_coverage, stream.faces_in_view, stream.audio_silent))
+            try:
+                result = self.score_stream(windows, source, face_info=lambda: (
+                    stream.face_found, stream.face_coverage, stream.faces_in_view, stream.audio_silent))
+            finally:  # a scoring error leaves the decoding suspended: close the file and its decoder now, not when
+                windows.close()  # the caller drops the exception (a kept one held the file and decoder threads)
             self.warn_if_synthetic_only(source)
         result.warnings = warnings
         return result
@@ -654,13 +660,20 @@ class Detector:
     def _score_stream(self, windows: Any, source: str) -> _Scores:
         scores = _Scores(self, source)
         batch: list[Any] = []
-        for w in windows:
-            batch.append(w)
-            if len(batch) == self.batch_size:
+        try:
+            for w in windows:
+                batch.append(w)
+                if len(batch) == self.batch_size:
+                    scores.add(batch)
+                    batch = []
+            if batch:
                 scores.add(batch)
-                batch = []
-        if batch:
-            scores.add(batch)
+        except BaseException as exc:
+            # a caller may keep the exception (a futures list, a retry queue): its traceback would keep the failed
+            # batch's model inputs (about 12 MB for 8 windows) in this frame and the frames below it
+            batch = w = None  # noqa: F841
+            traceback.clear_frames(exc.__traceback__)
+            raise
         if not scores.starts:
             raise InputError(f"{source}: no window to score")
         return scores

@@ -264,46 +264,64 @@ class FileStream:
         also carries its shifted-audio MFCCs (:mod:`pinlite_edge.offset_scan`)."""
         stride = check_stride(stride_seconds)
         windower: Windower | None = None
-        for _ in self._decode():
-            if windower is None and self.fps:
-                windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets,
-                                    video_seconds=self._video_seconds)
-            if windower is not None:
-                for (crop, found), count in self._placed():
-                    windower.add_frame(crop, count, found)
-                windower.add_audio(self.audio.take())
-                yield from windower.ready()
-        self._finish_streams()
-        if windower is None:  # no frame at all: decode raised already
-            raise DecodeError(self.path, "the video stream has no decodable frames")
-        for (crop, found), count in self._placed():
-            windower.add_frame(crop, count, found)
-        windower.add_audio(self.audio.take())
-        yield from windower.ready()
-        self._check_audio(windower.n_frames)
         try:
-            yield from windower.finish()
-        except InputError as exc:
-            raise DecodeError(self.path, str(exc)) from None
+            for _ in self._decode():
+                if windower is None and self.fps:
+                    windower = Windower(self.contract, self.fps, stride, str(self.path), scan_offsets,
+                                        video_seconds=self._video_seconds)
+                if windower is not None:
+                    for (crop, found), count in self._placed():
+                        windower.add_frame(crop, count, found)
+                    windower.add_audio(self.audio.take())
+                    yield from windower.ready()
+            self._finish_streams()
+            if windower is None:  # no frame at all: decode raised already
+                raise DecodeError(self.path, "the video stream has no decodable frames")
+            for (crop, found), count in self._placed():
+                windower.add_frame(crop, count, found)
+            windower.add_audio(self.audio.take())
+            yield from windower.ready()
+            self._check_audio(windower.n_frames)
+            try:
+                yield from windower.finish()
+            except InputError as exc:
+                raise DecodeError(self.path, str(exc)) from None
+        finally:  # ended, failed or closed by the caller: a kept exception's traceback holds this frame and stream
+            windower = None
+            self.release()
 
     def prepare(self) -> PreparedClip:
         """The whole prepared clip (every crop and sample kept)."""
         frames: list[np.ndarray] = []
         audio: list[np.ndarray] = []
-        for _ in self._decode():
+        try:
+            for _ in self._decode():
+                for (crop, _found), count in self._placed():
+                    frames.extend([crop] * count)
+                audio.append(self.audio.take())
+            self._finish_streams()
             for (crop, _found), count in self._placed():
                 frames.extend([crop] * count)
             audio.append(self.audio.take())
-        self._finish_streams()
-        for (crop, _found), count in self._placed():
-            frames.extend([crop] * count)
-        audio.append(self.audio.take())
-        self._check_audio(len(frames))
+            self._check_audio(len(frames))
+        except BaseException:
+            frames = audio = []  # a kept exception's traceback holds this frame
+            raise
+        finally:
+            self.release()
         size = self.contract.frame_size
         return PreparedClip(frames=np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8),
                             fps=self.fps, audio=np.concatenate(audio), sample_rate=self.contract.sample_rate,
                             face_found=self.face_found, face_coverage=self.face_coverage,
                             faces_in_view=self.faces_in_view)
+
+    def release(self) -> None:
+        """Drop what decoding buffered (frames waiting for the face track, crops and samples not yet windowed): called
+        when :meth:`windows` or :meth:`prepare` ends, fails or is closed, so an exception a caller keeps does not keep
+        them. The clip's summary (``face_found``, ``fps``, ...) stays."""
+        self.crops.release()
+        self._pending.clear()
+        self._counts.clear()
 
     # ------------------------------------------------------------------ shared steps
     def _decode(self) -> Iterator[None]:

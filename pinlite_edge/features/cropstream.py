@@ -126,6 +126,12 @@ class CropStream:
             self.found.append(bool(here))  # a detection near: the box is the face's, never the centre fallback
             self.emitted += 1
 
+    def release(self) -> None:
+        """Drop the frames waiting for the face track and the crops not drained (decoding failed or was abandoned);
+        the decoder's frames they view are freed with them."""
+        self._pending.clear()
+        self.crops, self.found = [], []
+
     def drain(self) -> list[tuple[np.ndarray, bool]]:
         """``(crop, face found)`` for the crops made since the last call (decoding order); they are not kept
         (streaming callers)."""

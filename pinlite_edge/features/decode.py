@@ -405,6 +405,10 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                             audio_samples=audio_samples)
     finally:
         container.close()
+        # A caller may keep the exception (a futures list, a retry queue), and with it this frame's locals: drop the
+        # decoder's objects now (codec contexts and their threads, the resampler's filter graph, decoded frames), not
+        # when the exception goes.
+        container = video = astream = streams = resampler = frames = packet = frame = None  # noqa: F841
 
 
 #: video packets an index may list beyond those demuxed before the file counts as truncated: at least this many, and
