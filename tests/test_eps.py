@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from pinlite_edge.errors import InputError
+from pinlite_edge.errors import InputError, UsageError
 from pinlite_edge.metrics import classification_metrics, explainability_preservation_score, roc_auc, top_fraction_mask
 
 
@@ -75,3 +75,33 @@ def test_classification_metrics_known_values():
     assert m.f1 == pytest.approx(2 / 3)
     assert m.auc == pytest.approx(5 / 6)  # 5 of 6 (pos, neg) pairs ranked correctly
     assert math.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, 50, -0.1, True, "0.5"])
+def test_classification_threshold_must_be_a_probability(threshold):
+    """NaN or a percentage (50) called every sample real without a word."""
+    with pytest.raises(UsageError, match=r"threshold must be a probability in \[0, 1\]"):
+        classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), threshold=threshold)
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([-1, -1, 1, 1]), r"0 \(real\) or 1 \(fake\), got \[-1\]"),  # gave accuracy 0.25 and AUC NaN
+    (np.array([0.1, 0.2, 0.9, 0.8]), r"0 \(real\) or 1"),  # probabilities were truncated to 0
+    (np.array(["0", "0", "1", "1"]), r"0 \(real\) or 1"),
+    (np.eye(2)[[0, 0, 1, 1]], r"1-D .* got shape \(4, 2\)"),  # one-hot rows were flattened into 8 samples
+    (np.array([0, 0, 1]), "equally many labels and scores, got 3 and 4"),  # was an IndexError in roc_auc
+])
+def test_labels_must_be_one_zero_or_one_per_score(labels, match):
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    with pytest.raises(InputError, match=match):
+        classification_metrics(labels, scores)
+    with pytest.raises(InputError, match=match):
+        roc_auc(labels, scores)
+
+
+def test_labels_may_be_bool_or_float_zero_one():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    assert roc_auc(np.array([False, False, True, True]), scores) == 0.75
+    assert classification_metrics(np.array([0.0, 0.0, 1.0, 1.0]), scores).auc == 0.75
+    with pytest.raises(InputError, match="NaN"):
+        roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, np.nan, 0.35, 0.8]))

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pinlite_edge.errors import InputError
+from pinlite_edge.errors import InputError, UsageError
 
 
 @dataclass(frozen=True)
@@ -21,25 +21,45 @@ class ClassificationMetrics:
         return asdict(self)
 
 
+def _labels_and_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` as a 1-D bool array (fake = True) and ``scores`` as 1-D float64, one per label and finite; else an
+    :class:`InputError` naming what is wrong (labels of -1/+1, probabilities or one-hot rows were used as given)."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.ndim != 1:
+        raise InputError(f"labels must be 1-D (one 0/1 label per sample), got shape {y.shape}")
+    ok = np.isin(y, (0, 1)) if y.dtype.kind in "biuf" else np.zeros(y.shape, bool)
+    if not ok.all():
+        raise InputError(f"labels must be 0 (real) or 1 (fake), got {np.unique(y[~ok])[:5].tolist()}")
+    if y.size != s.size:
+        raise InputError(f"need equally many labels and scores, got {y.size} and {s.size}")
+    if not np.isfinite(s).all():
+        raise InputError("scores contain NaN or inf")
+    return y.astype(bool), s
+
+
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann–Whitney U statistic (ties count half); NaN with one class only."""
+    """Area under the ROC curve via the Mann–Whitney U statistic (ties count half); NaN with one class only.
+    ``labels``: 0 (real) / 1 (fake), one per score."""
     from scipy.stats import rankdata
 
-    labels = np.asarray(labels).astype(bool)
+    labels, scores = _labels_and_scores(labels, scores)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def classification_metrics(labels: np.ndarray, fake_prob: np.ndarray, threshold: float = 0.5) -> ClassificationMetrics:
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    fake_prob = np.asarray(fake_prob, dtype=np.float64).reshape(-1)
-    if labels.size == 0 or labels.size != fake_prob.size:
-        raise InputError(f"need equally many labels and scores, got {labels.size} and {fake_prob.size}")
-    if not np.isfinite(fake_prob).all():
-        raise InputError("scores contain NaN or inf")
+    """Metrics of calling a sample fake when ``fake_prob >= threshold``; ``labels``: 0 (real) / 1 (fake)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
+            or not np.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+    truth, fake_prob = _labels_and_scores(labels, fake_prob)
+    if truth.size == 0:
+        raise InputError("need at least one label and score, got none")
+    labels = truth.astype(np.int64)
     pred = (fake_prob >= threshold).astype(np.int64)
     tp = int(((pred == 1) & (labels == 1)).sum())
     fp = int(((pred == 1) & (labels == 0)).sum())
