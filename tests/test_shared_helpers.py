@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from pinlite_edge.errors import InputError
 from pinlite_edge.metrics import softmax, softmax_fake_prob
 from pinlite_edge.models import create_student
 from pinlite_edge.models.flops import count_flops
@@ -39,6 +41,14 @@ def test_softmax_is_stable_and_normalised():
 def test_fake_prob_is_the_two_class_softmax():
     logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)], [800.0, -800.0]])
     assert np.allclose(softmax_fake_prob(logits), [0.5, 0.75, 0.0])
+
+
+@pytest.mark.parametrize("logits", [np.array([0.2, 3.0, -1.0]), np.array([0.2, 3.0]), np.zeros((2, 3)),
+                                    np.zeros((2, 1))])
+def test_fake_prob_refuses_logits_that_are_not_two_per_sample(logits):
+    """1-D logits of 3 windows gave one scalar (a softmax across the windows); (B, 3) was read as two classes."""
+    with pytest.raises(InputError, match=r"logits must have shape \(B, 2\)"):
+        softmax_fake_prob(logits)
 
 
 def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file():

@@ -81,5 +81,8 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def softmax_fake_prob(logits: np.ndarray) -> np.ndarray:
-    """Probability of class 1 (fake) from ``(B, 2)`` logits."""
-    return softmax(logits)[..., 1]
+    """Probability of class 1 (fake) from ``(B, 2)`` logits (``(..., 2)``: one row of two logits per sample)."""
+    z = np.asarray(logits)
+    if z.ndim < 2 or z.shape[-1] != 2:
+        raise InputError(f"logits must have shape (B, 2) (real, fake per sample), got {z.shape}")
+    return softmax(z)[..., 1]
