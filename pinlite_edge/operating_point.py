@@ -131,10 +131,8 @@ class OperatingPoint:
                 raise InputError(f"{source}: operating_point.short_thresholds[{agg!r}] = {value} needs a whole-clip "
                                  f"threshold for {agg!r} at or below it (got {parsed.get(agg)}): short clips are "
                                  "never judged more readily than whole ones")
-        windows = d.get("short_clip_windows", SHORT_CLIP_WINDOWS)
-        if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_SHORT_CLIP_WINDOWS:
-            raise InputError(f"{source}: operating_point.short_clip_windows must be a whole number in "
-                             f"1..{MAX_SHORT_CLIP_WINDOWS}, got {windows!r}")
+        windows = check_short_clip_windows(d.get("short_clip_windows", SHORT_CLIP_WINDOWS),
+                                           f"{source}: operating_point.short_clip_windows")
         try:
             return cls(thresholds=parsed, target_fpr=float(d.get("target_fpr", math.nan)), clips=int(d.get("clips", 0)),
                        data=str(d.get("data", "")),
@@ -165,6 +163,14 @@ def _thresholds(thresholds: Any, source: str, key: str) -> dict[str, float]:
                              f"{value!r}")
         parsed[agg] = float(value)
     return parsed
+
+
+def check_short_clip_windows(windows: Any, name: str = "short_clip_windows") -> int:
+    """:class:`InputError` unless ``windows`` is a whole number in 1..:data:`MAX_SHORT_CLIP_WINDOWS` (``name``: how
+    the caller spells it)."""
+    if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_SHORT_CLIP_WINDOWS:
+        raise InputError(f"{name} must be a whole number in 1..{MAX_SHORT_CLIP_WINDOWS}, got {windows!r}")
+    return windows
 
 
 def check_target_fpr(target_fpr: Any, name: str = "target_fpr") -> None:
@@ -207,7 +213,14 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
 
     ``windows`` (same shape) gives the windows each score's verdict rests on: the scores on fewer than
     ``short_clip_windows`` get thresholds of their own (``short_thresholds``, never below the others), and the
-    others are measured without them. Without ``windows`` (or without short scores) one threshold serves all."""
+    others are measured without them. Without ``windows`` (or without short scores) one threshold serves all.
+    The settings are checked as the Detector's and a stored record's are."""
+    from pinlite_edge.features.limits import check_stride  # lazily: the features package loads the decoders
+
+    stride_seconds = check_stride(stride_seconds)
+    check_short_clip_windows(short_clip_windows)
+    if not isinstance(face_crop, bool):
+        raise InputError(f"face_crop must be True or False, got {face_crop!r}")
     unknown = sorted(set(scores) - set(AGGREGATES))
     if unknown:
         raise InputError(f"unknown aggregate(s) {unknown}; choose from {AGGREGATES}")
@@ -238,5 +251,5 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
 
 
 __all__ = ["AGGREGATES", "DEFAULT_TARGET_FPR", "DEFAULT_THRESHOLD", "SHORT_CLIP_WINDOWS", "THRESHOLD_FLOORS",
-           "OperatingPoint", "check_target_fpr",
+           "OperatingPoint", "check_short_clip_windows", "check_target_fpr",
            "false_positive_rate", "fit_operating_point", "threshold_at_fpr"]

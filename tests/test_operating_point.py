@@ -83,6 +83,25 @@ def test_stored_record_is_validated(bad):
         OperatingPoint.from_dict(bad, source="manifest x")
 
 
+@pytest.mark.parametrize("option, value, match", [
+    ("short_clip_windows", 0, r"short_clip_windows must be a whole number in 1\.\.32, got 0"),
+    ("short_clip_windows", -1, "short_clip_windows must be a whole number"),
+    ("short_clip_windows", math.nan, "short_clip_windows must be a whole number"),
+    ("short_clip_windows", "3", "short_clip_windows must be a whole number"),  # was a TypeError
+    ("stride_seconds", -1.0, "stride_seconds must be positive"),
+    ("stride_seconds", math.nan, "stride_seconds must be positive"),
+    ("face_crop", "no", "face_crop must be True or False, got 'no'"),
+])
+def test_fit_refuses_settings_its_record_cannot_carry(option, value, match):
+    """They were stored as given: short_clip_windows=0 made a record OperatingPoint.from_dict refuses, a stride of
+    -1 s or face_crop='no' a record no Detector setting matches."""
+    with pytest.raises(InputError, match=match):
+        fit_operating_point({"max": [0.1, 0.2, 0.3]}, windows={"max": [1, 1, 5]}, **{option: value})
+    point = fit_operating_point({"max": [0.1, 0.2, 0.3]}, windows={"max": [1, 1, 5]}, short_clip_windows=5,
+                                stride_seconds=0.5, face_crop=False)
+    assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
+
+
 @pytest.fixture(scope="module")
 def genuine_folder(tmp_path_factory) -> Path:
     from pinlite_edge.data.synthetic import write_clip_video
