@@ -180,19 +180,23 @@ def check_target_fpr(target_fpr: Any, name: str = "target_fpr") -> None:
 
 
 def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = DEFAULT_THRESHOLD) -> float:
-    """The lowest threshold ``t >= floor`` at which at most ``target_fpr`` of ``scores`` satisfy ``score >= t``.
+    """The lowest threshold ``t >= floor`` at which at most ``target_fpr`` of ``scores`` (P(fake) in [0, 1], a
+    sequence or array) satisfy ``score >= t``.
 
     Verdicts call a clip fake when its score is ``>= threshold``, so the threshold sits just above the highest
     score that must stay below it: :data:`THRESHOLD_MARGIN` above it, because the same clip scored by the model's
     artefacts (ONNX, ``.pte``, another CPU) moves by float rounding, and one float step above let a calibration clip
     scored by the ONNX export land on the threshold (1.4e-8 above its checkpoint score: called fake).
     """
-    if not scores:
+    if len(scores) == 0:
         raise InputError("no genuine clip scores to calibrate on")
     check_target_fpr(target_fpr)
     ranked = sorted((float(s) for s in scores), reverse=True)
     if any(not math.isfinite(s) for s in ranked):
         raise InputError("a calibration score is not finite")
+    if not 0.0 <= ranked[-1] <= ranked[0] <= 1.0:  # a margin or a logit gave a threshold of 0 or 1
+        raise InputError(f"calibration scores must be P(fake) in [0, 1], got scores from {ranked[-1]:g} to "
+                         f"{ranked[0]:g}")
     allowed = int(math.floor(target_fpr * len(ranked) + 1e-9))  # clips that may stay at or above the threshold
     if allowed >= len(ranked):
         return floor
@@ -201,7 +205,7 @@ def threshold_at_fpr(scores: Sequence[float], target_fpr: float, floor: float = 
 
 
 def false_positive_rate(scores: Sequence[float], threshold: float) -> float:
-    return sum(1 for s in scores if s >= threshold) / len(scores) if scores else math.nan
+    return sum(1 for s in scores if s >= threshold) / len(scores) if len(scores) else math.nan
 
 
 def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: float = DEFAULT_TARGET_FPR,
@@ -214,7 +218,7 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
     ``windows`` (same shape) gives the windows each score's verdict rests on: the scores on fewer than
     ``short_clip_windows`` get thresholds of their own (``short_thresholds``, never below the others), and the
     others are measured without them. Without ``windows`` (or without short scores) one threshold serves all.
-    The settings are checked as the Detector's and a stored record's are."""
+    Scores are P(fake) in [0, 1]; the settings are checked as the Detector's and a stored record's are."""
     from pinlite_edge.features.limits import check_stride  # lazily: the features package loads the decoders
 
     stride_seconds = check_stride(stride_seconds)

@@ -6,6 +6,7 @@ import time
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,25 @@ def test_threshold_is_never_lowered_below_half():
 def test_threshold_refuses_bad_input(scores, fpr):
     with pytest.raises(InputError):
         threshold_at_fpr(scores, fpr)
+
+
+@pytest.mark.parametrize("scores", [[-3.0, -1.0, -2.0], [2.0, 5.0, 9.0], [0.2, 0.3, 1.0001]])
+def test_calibration_scores_must_be_probabilities(scores):
+    """Scan margins (negative) gave the scan a threshold of 0.0 that called every clip fake, logits one of 1.0."""
+    with pytest.raises(InputError, match=r"scores must be P\(fake\) in \[0, 1\]"):
+        fit_operating_point({"scan": scores}, data="unit")
+    with pytest.raises(InputError, match=r"scores must be P\(fake\) in \[0, 1\]"):
+        threshold_at_fpr(scores, 0.05, floor=0.0)
+
+
+def test_calibration_scores_may_be_a_numpy_array():
+    """``if not scores`` failed on an array ("truth value of an array is ambiguous")."""
+    scores = [0.1, 0.2, 0.3, 0.4, 0.55]
+    assert threshold_at_fpr(np.array(scores), 0.0) == threshold_at_fpr(scores, 0.0) == 0.55 + THRESHOLD_MARGIN
+    assert false_positive_rate(np.array(scores), 0.5) == 0.2
+    assert math.isnan(false_positive_rate(np.array([]), 0.5))
+    with pytest.raises(InputError, match="no genuine clip scores"):
+        threshold_at_fpr(np.array([]), 0.05)
 
 
 def test_scan_threshold_is_the_calibration_quantile_without_the_half_floor():
