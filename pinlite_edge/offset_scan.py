@@ -45,6 +45,16 @@ MAX_SCAN_FRAMES = 25
 LOCAL_SCAN_RADIUS = 3
 
 
+def _is_whole(value: Any) -> bool:
+    """An int (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_index(value: Any, length: int) -> bool:
+    """A whole number in ``0 .. length - 1`` (negative indices, which wrap, are not)."""
+    return _is_whole(value) and 0 <= value < length
+
+
 def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
     """Validated, sorted scan offsets (frames); an empty sequence or None means "no scan" and gives ``()``."""
     if offsets is None:
@@ -54,7 +64,7 @@ def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
     values = list(offsets)
     if not values:
         return ()
-    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) for v in values):
+    if not all(_is_whole(v) for v in values):
         raise InputError(f"scan_offsets must be integers (video frames), got {values!r}")
     out = tuple(sorted({int(v) for v in values}))
     if len(out) != len(values):
@@ -68,6 +78,10 @@ def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
 
 def scan_fake_prob(curve: np.ndarray, zero_index: int) -> float:
     """``1 - exp(-(max(curve) - curve[zero_index]))`` (module doc)."""
+    curve = np.asarray(curve, np.float64)
+    if curve.ndim != 1 or not _is_index(zero_index, curve.size):
+        raise InputError(f"scan_fake_prob needs a 1-D curve and a zero_index inside it (0..{curve.size - 1}), got "
+                         f"shape {curve.shape} and {zero_index!r}")
     gap = float(np.max(curve) - curve[zero_index])
     return float(1.0 - math.exp(-max(gap, 0.0)))
 
@@ -80,9 +94,9 @@ def local_fake_probs(window_margins: np.ndarray, zero_index: int, radius: int = 
     it ranks the manipulated half's windows above the genuine half's with AUC 0.70-0.74, the windows' own classifier
     P(fake) 0.62-0.67. A hint where to look, not a located manipulation."""
     m = np.asarray(window_margins, np.float64)
-    if m.ndim != 2 or not 0 <= zero_index < m.shape[1] or radius < 0:
-        raise InputError(f"local scan needs (windows, offsets) margins, a zero index inside them and radius >= 0, "
-                         f"got {m.shape}, {zero_index}, {radius}")
+    if m.ndim != 2 or not _is_index(zero_index, m.shape[1]) or not _is_whole(radius) or radius < 0:
+        raise InputError(f"local scan needs (windows, offsets) margins, a zero index inside them and a whole radius "
+                         f">= 0, got {m.shape}, {zero_index!r}, {radius!r}")
     csum = np.vstack([np.zeros((1, m.shape[1])), np.cumsum(m, axis=0)])
     n = m.shape[0]
     lo = np.maximum(np.arange(n) - radius, 0)

@@ -38,6 +38,14 @@ def test_scan_fake_prob_is_zero_at_the_best_alignment_and_grows_with_the_gap():
     assert scan_fake_prob(np.array([9.0, 0.0, 0.0]), 1) > 0.999
 
 
+@pytest.mark.parametrize("zero_index", [3, 5, -1, 1.0, True, None])
+def test_scan_fake_prob_needs_the_zero_index_inside_the_curve(zero_index):
+    """5 was an IndexError, -1 silently read the last shift as the given alignment."""
+    with pytest.raises(InputError, match=r"zero_index inside it \(0\.\.2\)"):
+        scan_fake_prob(np.array([0.2, 0.0, 1.0]), zero_index)
+    assert scan_fake_prob(np.array([0.2, 0.0, 1.0]), np.int64(2)) == 0.0
+
+
 def test_scan_curve_prefers_windows_whose_shifts_stay_in_the_track():
     curve = ScanCurve((-2, 0, 2))
     curve.add(np.array([[5.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), [False, True])
@@ -256,6 +264,9 @@ def test_local_scan_is_the_scan_of_each_windows_neighbourhood():
     assert p[:3].max() == 0.0 and p[5:].min() == pytest.approx(1 - np.exp(-2.0))
     with pytest.raises(InputError, match="local scan"):
         local_fake_probs(np.zeros(5), 0)
+    for zero_index, radius in ((0, 1.5), (0, -1), (0, True), (3, "2"), (7, 1), (-1, 1), (1.0, 1)):
+        with pytest.raises(InputError, match="local scan"):  # radius 1.5 was an IndexError, zero index -1 wrapped
+            local_fake_probs(m, zero_index, radius)
 
 
 
