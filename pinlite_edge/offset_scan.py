@@ -155,6 +155,8 @@ class ScanCurve:
         margins = np.asarray(margins, np.float64)
         if margins.ndim != 2 or margins.shape[1] != len(self.offsets) or margins.shape[0] != len(complete):
             raise InputError(f"scan margins must be (windows, {len(self.offsets)}), got {margins.shape}")
+        if not np.isfinite(margins).all():
+            raise InputError("scan margins contain NaN or inf")
         face = [True] * len(complete) if face is None else list(face)
         if len(face) != len(complete):
             raise InputError(f"scan face flags must be one per window ({len(complete)}), got {len(face)}")

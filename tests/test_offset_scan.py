@@ -6,6 +6,8 @@ convention, offset estimate and verdict are checked exactly, without a trained m
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,16 @@ def test_scan_fake_prob_needs_the_zero_index_inside_the_curve(zero_index):
     with pytest.raises(InputError, match=r"zero_index inside it \(0\.\.2\)"):
         scan_fake_prob(np.array([0.2, 0.0, 1.0]), zero_index)
     assert scan_fake_prob(np.array([0.2, 0.0, 1.0]), np.int64(2)) == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_scan_curve_refuses_margins_that_are_not_finite(bad):
+    """A NaN margin gave the clip a scan P(fake) of nan."""
+    curve = ScanCurve((-2, 0, 2))
+    with pytest.raises(InputError, match="scan margins contain NaN or inf"):
+        curve.add(np.array([[bad, 0.0, 1.0]]), [True])
+    curve.add(np.array([[0.0, 0.0, 1.0]]), [True])  # nothing of the refused batch was kept
+    assert curve.result().windows_used == 1 and math.isfinite(curve.result().fake_prob)
 
 
 def test_scan_curve_prefers_windows_whose_shifts_stay_in_the_track():
