@@ -5,7 +5,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from pinlite_edge.errors import InputError, UsageError
-from pinlite_edge.metrics import classification_metrics, explainability_preservation_score, roc_auc, top_fraction_mask
+from pinlite_edge.metrics import (classification_metrics, explainability_preservation_score, roc_auc, spearman_rows,
+                                  top_fraction_mask)
+from pinlite_edge.metrics.eps import top_fraction_iou
 
 
 def test_spearman_term_equals_scipy_on_maps_with_ties():
@@ -105,3 +107,13 @@ def test_labels_may_be_bool_or_float_zero_one():
     assert classification_metrics(np.array([0.0, 0.0, 1.0, 1.0]), scores).auc == 0.75
     with pytest.raises(InputError, match="NaN"):
         roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, np.nan, 0.35, 0.8]))
+
+
+def test_row_pairs_of_other_shapes_are_refused_naming_both():
+    """spearman_rows raised numpy's broadcast error on maps of other sizes."""
+    a = np.random.default_rng(0).random((3, 16))
+    for f in (spearman_rows, top_fraction_iou):
+        with pytest.raises(InputError, match=r"same shape, got \(3, 16\) and \(3, 10\)"):
+            f(a, a[:, :10])
+        with pytest.raises(InputError, match=r"same shape, got \(16,\) and \(16,\)"):
+            f(a[0], a[0])

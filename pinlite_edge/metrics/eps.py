@@ -56,8 +56,17 @@ def _resize(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
+def _row_pairs(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as arrays of one shape ``(rows, values)``, else an :class:`InputError` naming both shapes."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise InputError(f"{what} needs two (rows, values) arrays of the same shape, got {a.shape} and {b.shape}")
+    return a, b
+
+
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spearman correlation of each row pair (average ranks for ties). Returns (rho, undefined_mask)."""
+    a, b = _row_pairs(a, b, "spearman_rows")
     ra = rankdata(a, method="average", axis=1)
     rb = rankdata(b, method="average", axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
@@ -79,6 +88,7 @@ def top_fraction_mask(a: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarr
 
 
 def top_fraction_iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    a, b = _row_pairs(a, b, "top_fraction_iou")
     ma, mb = top_fraction_mask(a, fraction), top_fraction_mask(b, fraction)
     inter = (ma & mb).sum(axis=1)
     union = (ma | mb).sum(axis=1)
