@@ -109,6 +109,14 @@ def test_labels_may_be_bool_or_float_zero_one():
         roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, np.nan, 0.35, 0.8]))
 
 
+@pytest.mark.parametrize("fraction", [math.nan, 2.0, 20, -1.0, 0.0, True, "0.2"])
+def test_top_fraction_must_be_a_fraction_of_the_map(fraction):
+    """NaN failed deep in math.ceil; 2 or 20 (a percentage) selected every entry, -1 and 0 one entry, silently."""
+    with pytest.raises(UsageError, match=r"fraction must be a number in \(0, 1\]"):
+        top_fraction_mask(np.arange(20.0).reshape(2, 10), fraction)
+    assert top_fraction_mask(np.arange(20.0).reshape(2, 10), 1).all()
+
+
 def test_row_pairs_of_other_shapes_are_refused_naming_both():
     """spearman_rows raised numpy's broadcast error on maps of other sizes."""
     a = np.random.default_rng(0).random((3, 16))
