@@ -4,8 +4,10 @@ A contract is recorded in every checkpoint and manifest; artefacts built for ano
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,9 +37,39 @@ def shares_frames(frames_batch: object, mfcc_batch: object) -> bool:
     return isinstance(frames_batch, str) and isinstance(mfcc_batch, str) and frames_batch != mfcc_batch
 
 
+#: InputContract's whole-number fields: (lowest, highest). ``num_mfcc``: python_speech_features' 26 mel filters (SPEC
+#: §1) give at most 26 cepstra (more were cut to 26 silently).
+CONTRACT_INTS = {"num_frames": (1, 1024), "frame_size": (8, 4096), "mfcc_steps": (1, 100_000), "num_mfcc": (1, 26),
+                 "sample_rate": (1000, 768_000)}
+#: InputContract's number fields: finite, above 0 and at most this.
+CONTRACT_FLOATS = {"fps": 240.0, "window_seconds": 3600.0, "mfcc_winlen": 10.0, "mfcc_winstep": 10.0}
+
+
+def contract_problem(values: Mapping[str, Any]) -> str | None:
+    """What is wrong with the contract fields in ``values`` (those present), as ``"<field> must be ..., got ..."``, or
+    None. One check for :class:`InputContract` and the contracts manifests and records carry."""
+    for key, (lo, hi) in CONTRACT_INTS.items():
+        v = values.get(key, lo)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+            return f"{key} must be a whole number in {lo}..{hi}, got {v!r}"
+    for key, hi in CONTRACT_FLOATS.items():
+        v = values.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0 < v <= hi:
+            return f"{key} must be a finite number above 0 and at most {hi:g}, got {v!r}"
+    for key in ("mean", "std"):
+        v = values.get(key, (1.0, 1.0, 1.0))
+        if (not isinstance(v, (list, tuple)) or len(v) != 3
+                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or (key == "std" and not all(x > 0 for x in v))):
+            above = " above 0" if key == "std" else ""
+            return f"{key} must be 3 finite numbers (one per RGB channel){above}, got {v!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class InputContract:
-    """Shapes and preprocessing of one clip (one window)."""
+    """Shapes and preprocessing of one clip (one window). A field that cannot work (``contract_problem``) is a
+    :class:`~pinlite_edge.errors.UsageError` naming it."""
 
     num_frames: int = 16
     frame_size: int = 128
@@ -50,6 +82,13 @@ class InputContract:
     mfcc_winstep: float = 0.01
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        problem = contract_problem({f.name: getattr(self, f.name) for f in fields(self)})
+        if problem is not None:
+            from pinlite_edge.errors import UsageError
+
+            raise UsageError(f"InputContract.{problem}")
 
     def frames_shape(self, batch: int | None = None) -> tuple[int, ...]:
         shape = (self.num_frames, 3, self.frame_size, self.frame_size)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pinlite_edge import __version__
-from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract
+from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract, contract_problem
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
                                        finite_json, folder_lock, json_default, temp_name, write_error)
@@ -148,32 +148,14 @@ def _json_type(value: Any) -> str:
     return "a number" if isinstance(value, float) else type(value).__name__
 
 
-_CONTRACT_INTS = ("num_frames", "frame_size", "mfcc_steps", "num_mfcc", "sample_rate")
-_CONTRACT_FLOATS = ("fps", "window_seconds", "mfcc_winlen", "mfcc_winstep")
-
-
 def validate_contract(d: Any, source: str = "manifest") -> InputContract:
-    """An :class:`InputContract` from a manifest's (or record's) ``input_contract``, every value type-checked."""
+    """An :class:`InputContract` from a manifest's (or record's) ``input_contract``, every value type-checked
+    (:func:`~pinlite_edge.contract.contract_problem`, the check the dataclass makes)."""
     if not isinstance(d, dict):
         raise ManifestError(f"{source}: input_contract must be a JSON object, got {_json_type(d)}")
-
-    def bad(key: str, want: str) -> ManifestError:
-        return ManifestError(f"{source}: input_contract.{key} must be {want}, got {d[key]!r}; restore the "
-                             "manifest or re-export the artefact")
-
-    for key in _CONTRACT_INTS:
-        if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < 1):
-            raise bad(key, "a positive integer")
-    for key in _CONTRACT_FLOATS:
-        v = d.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise bad(key, "a positive finite number")
-    for key in ("mean", "std"):
-        v = d.get(key, [1.0, 1.0, 1.0])
-        if (not isinstance(v, list) or len(v) != 3
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-                or (key == "std" and not all(x > 0 for x in v))):
-            raise bad(key, "a list of 3 finite numbers" + (" > 0" if key == "std" else ""))
+    problem = contract_problem(d)
+    if problem is not None:
+        raise ManifestError(f"{source}: input_contract.{problem}; restore the manifest or re-export the artefact")
     return InputContract.from_dict(d)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -624,3 +625,42 @@ def test_frames_held_for_the_face_track_stay_within_their_budget_at_a_high_frame
         # no face: the centre square of the 960x540 frame (210, 0, 540), in its pixels, to the held frames' rounding
         squares = crop_squares(path)
         assert all(abs(s["x"] - 210) <= 1 and s["y"] == 0 and abs(s["side"] - 540) <= 1 for s in squares), squares[:2]
+
+
+# --------------------------------------------------------------------------------------------- API arguments
+@pytest.mark.parametrize("field, value", [
+    ("num_mfcc", 100), ("num_frames", 0), ("num_frames", -1), ("mfcc_steps", 0), ("frame_size", 64.5),
+    ("frame_size", "64"), ("sample_rate", 0), ("fps", 0.0), ("fps", math.nan), ("window_seconds", -0.64),
+    ("mfcc_winlen", 0.0), ("mfcc_winstep", math.inf), ("std", (0.0, 0.0, 0.0)), ("mean", (math.nan, 0.0, 0.0)),
+])
+def test_an_input_contract_that_cannot_work_is_refused_naming_the_field(field, value):
+    """InputContract checked nothing: num_mfcc=100 gave (64, 26) MFCCs, num_frames=-1 empty windows, std 0 NaN
+    frames, others failed deep in numpy, cv2 or python_speech_features. Manifests are read with the same check."""
+    from dataclasses import replace
+
+    from pinlite_edge.errors import ManifestError, UsageError
+    from pinlite_edge.manifest import validate_contract
+
+    with pytest.raises(UsageError, match=f"InputContract.{field} must be"):
+        replace(C, **{field: value})
+    record = C.to_dict() | {field: list(value) if isinstance(value, tuple) else value}
+    with pytest.raises(ManifestError, match=f"input_contract.{field} must be"):
+        validate_contract(record)
+    assert replace(C, num_frames=np.int64(16)) == C  # numpy integers are whole numbers
+
+
+def test_file_api_size_and_time_arguments_are_checked(tmp_path):
+    """max_side 0, -1 or 2.5 found no face and said so (a silently wrong answer); a NaN timeout meant no limit; a
+    numpy float stride was refused as "not positive"."""
+    from pinlite_edge.features import crop_squares, decode_video, open_windows, prepare_windows
+
+    path = write_av(tmp_path / "a.mp4", seconds=1.0)
+    for bad in (0, -1, 2.5, True):
+        for call in (lambda: prepare_windows(path, C, max_side=bad), lambda: open_windows(path, C, max_side=bad),
+                     lambda: crop_squares(path, max_side=bad), lambda: decode_video(path, max_side=bad)):
+            with pytest.raises(InputError, match="max_side must be None"):
+                call()
+    with pytest.raises(InputError, match="time limit must be positive finite"):
+        prepare_windows(path, C, timeout_s=math.nan)
+    _, windows = prepare_windows(path, C, stride_seconds=np.float32(0.32), max_side=np.int64(640))
+    assert len(windows) == len(prepare_windows(path, C, stride_seconds=0.32)[1])

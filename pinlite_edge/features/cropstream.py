@@ -19,6 +19,7 @@ import numpy as np
 
 from pinlite_edge.features.facecrop import ClipFaces, FaceBox, FaceCropConfig, centre_box, finish, mouth_box, new_track
 from pinlite_edge.features.facetrack import FaceTrack, TrackParams
+from pinlite_edge.features.limits import check_max_side
 from pinlite_edge.features.video import sane_fps
 from pinlite_edge.features.yuvframe import DIRECT_FORMATS, YuvFrame, bounded_size
 
@@ -43,7 +44,7 @@ class CropStream:
         self.size = size
         self.keep_boxes = keep_boxes  # False: streaming callers that do not read the per-frame boxes
         self.config = config
-        self.max_side = max_side
+        self.max_side = check_max_side(max_side)
         self.pending_bytes = PENDING_BYTES if pending_bytes is None else pending_bytes
         #: longest side of the decoded frames within ``max_side``, and the one they are held at (:meth:`held_side`;
         #: smaller at high frame rates); boxes are in pixels of the held frames. Set by the first frame

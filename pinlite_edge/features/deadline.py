@@ -8,6 +8,8 @@ after ``timeout_s``. A flat 60 s cut off every 720p clip over about 15 minutes, 
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from pathlib import Path
 
@@ -30,8 +32,10 @@ class Deadline:
     """
 
     def __init__(self, path: str | Path, timeout_s: float | None = DEFAULT_TIMEOUT_S):
-        if timeout_s is not None and timeout_s <= 0:
-            raise InputError(f"decoding time limit must be positive seconds or None (no limit), got {timeout_s}")
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real)
+                                      or not math.isfinite(timeout_s) or timeout_s <= 0):
+            raise InputError(f"decoding time limit must be positive finite seconds or None (no limit), got "
+                             f"{timeout_s!r}")
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._end = None if timeout_s is None else time.monotonic() + timeout_s

@@ -19,6 +19,7 @@ Going over a limit raises :class:`~pinlite_edge.errors.DecodeError` (files) or :
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from pinlite_edge.errors import InputError
@@ -53,15 +54,30 @@ class DecodeLimits:
 
     def __post_init__(self) -> None:
         check_positive("max_duration_s", self.max_duration_s)
-        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels < 64 * 64:
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, numbers.Integral) \
+                or self.max_pixels < 64 * 64:
             raise InputError(f"max_pixels must be an int >= 4096 (width x height of a frame), got {self.max_pixels!r}")
 
 
 def check_positive(name: str, value: object) -> float:
     """``value`` as a positive finite float, else :class:`InputError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+#: Smallest ``max_side`` (pixels) frames may be scaled to: 0, negative or fractional sizes found no face and said so.
+MIN_MAX_SIDE = 64
+
+
+def check_max_side(max_side: object) -> int | None:
+    """``None`` (full size) or a whole number of pixels of at least :data:`MIN_MAX_SIDE` for the longest side."""
+    if max_side is None:
+        return None
+    if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < MIN_MAX_SIDE:
+        raise InputError(f"max_side must be None (full size) or a whole number of pixels >= {MIN_MAX_SIDE}, got "
+                         f"{max_side!r}")
+    return int(max_side)
 
 
 def check_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
@@ -91,7 +107,7 @@ def check_stride(stride_seconds: object) -> float | None:
     """``None`` (one window) or a stride of at least MIN_STRIDE_S seconds."""
     if stride_seconds is None:
         return None
-    if isinstance(stride_seconds, bool) or not isinstance(stride_seconds, (int, float)) \
+    if isinstance(stride_seconds, bool) or not isinstance(stride_seconds, numbers.Real) \
             or not math.isfinite(stride_seconds) or stride_seconds <= 0:
         raise InputError(f"stride_seconds must be positive, got {stride_seconds!r}")
     if stride_seconds < MIN_STRIDE_S:

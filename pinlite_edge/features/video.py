@@ -46,7 +46,9 @@ class _RgbFrames:
     """Video consumer collecting whole upright RGB frames (bounded by ``max_side``)."""
 
     def __init__(self, max_side: int | None):
-        self.max_side = max_side
+        from pinlite_edge.features.limits import check_max_side
+
+        self.max_side = check_max_side(max_side)
         self.frames: list[np.ndarray] = []
         self.declared_fps: float | None = None
 
