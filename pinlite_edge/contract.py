@@ -9,6 +9,8 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from pinlite_edge.errors import UsageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -124,10 +126,16 @@ PAPER_CONTRACT = InputContract()
 TINY_CONTRACT = InputContract(frame_size=64)
 
 _CONTRACTS = {"paper": PAPER_CONTRACT, "tiny": TINY_CONTRACT}
+#: the model presets (every model, config and training command takes one of these)
+PRESETS = tuple(sorted(_CONTRACTS))
+
+
+def check_preset(preset: object, name: str = "preset") -> str:
+    """``preset`` if it names a preset, else a :class:`UsageError` naming ``name`` and listing the presets."""
+    if not isinstance(preset, str) or preset not in _CONTRACTS:
+        raise UsageError(f"unknown {name} {preset!r}; choose one of {list(PRESETS)}")
+    return preset
 
 
 def contract_for_preset(preset: str) -> InputContract:
-    try:
-        return _CONTRACTS[preset]
-    except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(_CONTRACTS)}") from None
+    return _CONTRACTS[check_preset(preset)]

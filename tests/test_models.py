@@ -166,3 +166,62 @@ def test_appearance_free_input_sees_only_frame_differences():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="needs motion_input"):
         replace(cfg, motion_input=False)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("embed_dim", 0, "embed_dim must be a whole number in 1..2048, got 0"),
+    ("embed_dim", -4, "embed_dim must be a whole number"),
+    ("embed_dim", 10**6, "embed_dim must be a whole number in 1..2048"),  # allocated for 73 s before failing
+    ("embed_dim", 32.0, "embed_dim must be a whole number"),
+    ("ffn_dim", 0, "ffn_dim must be"),  # built without a feed-forward layer
+    ("head_dim", True, "head_dim must be"),
+    ("gru_hidden", "32", "gru_hidden must be"),
+    ("heads_per_layer", (4, 4.5), "heads_per_layer must be"),
+    ("heads_per_layer", (), "heads_per_layer must be"),
+    ("conv_channels", (32, 0), "conv_channels must be two whole numbers"),
+    ("backbone_width", 0.0, r"backbone_width must be a number in \(0, 4\], got 0.0"),  # was clamped
+    ("backbone_width", float("nan"), "backbone_width must be"),
+    ("frozen_blocks", 99, r"frozen_blocks must be a whole number in 0..13 \(the mobilenet_v3_small backbone has 13"),
+    ("frozen_blocks", -1, "frozen_blocks must be"),
+    ("dropout", float("nan"), r"dropout must be a number in \[0, 1\), got nan"),
+    ("dropout", 1.0, "dropout must be"),
+    ("motion_input", 1, "motion_input must be true or false"),
+    ("preset", "huge", r"unknown preset 'huge'; choose one of \['paper', 'tiny'\]"),
+])
+def test_model_config_refuses_a_field_no_model_can_be_built_or_trained_with(field, value, message):
+    """These built (and trained) silently, or failed only in training or after minutes of allocation: a UsageError
+    naming the field when the config is made."""
+    from dataclasses import replace
+
+    from pinlite_edge.errors import UsageError
+    from pinlite_edge.models import student_config
+
+    with pytest.raises(UsageError, match=message):
+        replace(student_config("tiny"), **{field: value})
+
+
+def test_frozen_blocks_limit_is_the_backbones_block_count():
+    """frozen_blocks=99 froze the whole frame CNN without a word; the limit is each backbone's block count, all of
+    them frozen still allowed."""
+    from dataclasses import replace
+
+    from pinlite_edge.models import student_config, teacher_config
+    from pinlite_edge.models.backbones import build_backbone
+    from pinlite_edge.models.config import BACKBONE_BLOCKS
+
+    for name in BACKBONE_BLOCKS:
+        assert len(build_backbone(name, 0.5, pretrained=False).blocks) == BACKBONE_BLOCKS[name]
+    model = create_model(replace(teacher_config("tiny"), frozen_blocks=5))
+    assert not any(p.requires_grad for p in model.frame_encoder.backbone.parameters())
+    assert replace(student_config("tiny"), frozen_blocks=13).frozen_blocks == 13
+
+
+def test_model_factories_refuse_an_unknown_preset_or_missing_weights_with_a_usage_error():
+    from pinlite_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"unknown preset 'TINY'; choose one of \['paper', 'tiny'\]"):
+        create_student("TINY")
+    with pytest.raises(UsageError, match="ImageNet weights exist only for"):
+        create_teacher("tiny", pretrained=True)
+    with pytest.raises(UsageError, match="pretrained must be True, False or None, got 'no'"):
+        create_student("tiny", pretrained="no")

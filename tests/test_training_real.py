@@ -203,8 +203,10 @@ def _cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     (["--lr", "-1"], "--lr must be a number >= 0"),  # was torch's ValueError
     (["--offset-weight", "-1"], "--offset-weight must be a number >= 0"),  # trained silently, ascending
     (["--device", "gpu"], "unknown device 'gpu'"),
-    (["--model-option", "dropout=abc"], "dropout='abc': must be a number"),  # was TypeError
-    (["--model-option", "head_dim=0"], "cannot be built"),  # was ZeroDivisionError
+    (["--model-option", "dropout=abc"], "dropout must be a number in [0, 1), got 'abc'"),  # was TypeError
+    (["--model-option", "head_dim=0"], "head_dim must be a whole number in 1..256, got 0"),  # was ZeroDivisionError
+    (["--model-option", "frozen_blocks=99"], "frozen_blocks must be a whole number in 0..5"),  # froze it all
+    (["--model-option", "ffn_dim=0"], "ffn_dim must be a whole number"),  # trained without a feed-forward layer
     (["--model-option", "motion_input=maybe"], "must be true or false"),  # was stored as the string
 ])
 def test_cli_bad_training_flag_is_a_one_line_error(tmp_path, flags, words):

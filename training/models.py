@@ -1,7 +1,6 @@
 """Build the teacher / student of a preset with optional ModelConfig overrides (stored in the checkpoint)."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from pinlite_edge.models.backbones import backbone_has_imagenet_weights
 
 def model_config(kind: str, preset: str, options: dict[str, Any] | None = None) -> ModelConfig:
     """The :class:`ModelConfig` of ``kind`` teacher|student of ``preset`` with ``options`` replacing its fields;
-    :class:`PinliteError` names a bad option."""
+    :class:`UsageError` names a bad option."""
     config = teacher_config(preset) if kind == "teacher" else student_config(preset)
     if not options:
         return config
@@ -23,36 +22,13 @@ def model_config(kind: str, preset: str, options: dict[str, Any] | None = None) 
                            f"{sorted(set(ModelConfig.__dataclass_fields__) - {'contract', 'kind', 'preset'})}")
     defaults = config.to_dict()
     for name, value in options.items():
-        problem = _option_problem(value, defaults.get(name))
-        if problem:
-            raise PinliteError(f"invalid model option {name}={value!r}: {problem} (the preset has "
-                               f"{defaults.get(name)!r})")
-    try:
+        if isinstance(defaults.get(name), list) and not isinstance(value, (list, tuple)):
+            raise UsageError(f"invalid model option {name}={value!r}: must be a list (the preset has "
+                             f"{defaults.get(name)!r})")
+    try:  # ModelConfig checks every field's type and range (UsageError)
         return ModelConfig.from_dict({**defaults, **options})
     except (TypeError, ValueError) as exc:
-        raise PinliteError(f"invalid model options {options}: {exc}") from None
-
-
-def _option_problem(value: Any, default: Any) -> str | None:
-    """Why ``value`` cannot replace a field whose preset value is ``default`` (None: it can): the same kind of value
-    (a flag for a flag, a number for a number, a list for a list), numbers finite and not negative."""
-    if default is None:
-        return None
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "must be a number"
-        if isinstance(default, int) and not float(value).is_integer():
-            return "must be an integer"
-        if not math.isfinite(value) or value < 0:
-            return "must be finite and not negative"
-        return None
-    if isinstance(default, (list, tuple)):
-        return None if isinstance(value, (list, tuple)) else "must be a list"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "must be a string"
-    return None
+        raise UsageError(f"invalid model options {options}: {exc}") from None
 
 
 def check_pretrained(kind: str, preset: str, options: dict[str, Any] | None, pretrained: bool | None) -> None:

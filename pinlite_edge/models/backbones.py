@@ -10,6 +10,8 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock
 
+from pinlite_edge.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 #: BatchNorm momentum of every backbone (torchvision's ResNets already use it).
@@ -89,7 +91,7 @@ def mobilenet_v3_small_backbone(width: float = 1.0, pretrained: bool | None = No
     if backbone_has_imagenet_weights("mobilenet_v3_small", width):
         used = _load_pretrained(net, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, pretrained)
     elif pretrained:
-        raise ValueError("ImageNet weights exist only for width 1.0 MobileNetV3-Small")
+        raise UsageError("pretrained=True: ImageNet weights exist only for width 1.0 MobileNetV3-Small")
     # torchvision builds MobileNetV3 with BatchNorm momentum 0.01 (tuned for 600-epoch ImageNet runs). After the few
     # hundred steps of a CPU training run the running statistics are then still mostly their initial values, and
     # the model in eval mode predicts one class whatever the input; 0.1 (PyTorch's default) tracks the data.
@@ -130,10 +132,12 @@ def backbone_has_imagenet_weights(name: str, width: float) -> bool:
 def build_backbone(name: str, width: float, pretrained: bool | None) -> Backbone:
     """The frame backbone ``name``: ImageNet weights if on disk (``pretrained=None``), required (True) or not (False);
     a backbone they do not exist for starts from random weights, logged (SPEC §2: reported as such)."""
+    if pretrained is not None and not isinstance(pretrained, bool):
+        raise UsageError(f"pretrained must be True, False or None, got {pretrained!r}")
     if pretrained is not False and not backbone_has_imagenet_weights(name, width):
         if pretrained:
-            raise ValueError(f"ImageNet weights exist only for resnet18 and width 1.0 mobilenet_v3_small, not "
-                             f"{name} width {width:g}")
+            raise UsageError(f"pretrained=True: ImageNet weights exist only for resnet18 and width 1.0 "
+                             f"mobilenet_v3_small, not {name} width {width:g}")
         log.info("backbone %s (width %g) has no ImageNet weights: randomly initialised", name, width)
     if name == "resnet18":
         return resnet18_backbone(pretrained)

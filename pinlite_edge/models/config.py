@@ -1,12 +1,23 @@
 """Model configuration: one dataclass describes teacher and student, presets are small factory functions."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pinlite_edge.contract import InputContract, contract_for_preset
+from pinlite_edge.contract import InputContract, check_preset, contract_for_preset
+from pinlite_edge.errors import UsageError
 
-BACKBONES = ("resnet18", "resnet_narrow", "mobilenet_v3_small")
+#: the frame backbones and how many leading blocks each has for ``frozen_blocks`` to freeze (the stem counts as one)
+BACKBONE_BLOCKS = {"resnet18": 5, "resnet_narrow": 5, "mobilenet_v3_small": 13}
+BACKBONES = tuple(BACKBONE_BLOCKS)
+#: the highest value of each size (the presets stay 8x or more below them): a mistyped size is refused before the
+#: model is built, instead of allocating gigabytes first
+MAX_SIZES = {"embed_dim": 2048, "head_dim": 256, "ffn_dim": 8192, "gru_hidden": 2048}
+MAX_CONV_CHANNELS = 2048
+MAX_LAYERS = 16
+MAX_HEADS = 64
+MAX_BACKBONE_WIDTH = 4.0
 
 
 @dataclass(frozen=True)
@@ -59,24 +70,44 @@ class ModelConfig:
     contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
+        """A :class:`UsageError` (a ``ValueError``) naming the first field no model can be built with."""
         if self.kind not in ("teacher", "student"):
-            raise ValueError(f"kind must be 'teacher' or 'student', not {self.kind!r}")
+            raise UsageError(f"kind must be 'teacher' or 'student', not {self.kind!r}")
+        check_preset(self.preset)
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
-        if not self.heads_per_layer or min(self.heads_per_layer) < 1:
-            raise ValueError(f"every layer needs at least one head, got {self.heads_per_layer}")
-        if not self.appearance_input and not self.motion_input:
-            raise ValueError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
-        if isinstance(self.sync_lags, bool) or not isinstance(self.sync_lags, int) or self.sync_lags < 0:
-            raise ValueError(f"sync_lags must be a non-negative integer (0: off), got {self.sync_lags!r}")
-        if isinstance(self.sync_dropout, bool) or not isinstance(self.sync_dropout, (int, float)) \
-                or not 0.0 <= self.sync_dropout < 1.0:
-            raise ValueError(f"sync_dropout must be a number in [0, 1), got {self.sync_dropout!r}")
-        for name in ("sync_contrast", "sync_learned_audio"):
+            raise UsageError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
+        for name, high in MAX_SIZES.items():
+            if not _whole(getattr(self, name), 1, high):
+                raise UsageError(f"{name} must be a whole number in 1..{high}, got {getattr(self, name)!r}")
+        heads = self.heads_per_layer
+        if not isinstance(heads, tuple) or not 1 <= len(heads) <= MAX_LAYERS \
+                or not all(_whole(h, 1, MAX_HEADS) for h in heads):
+            raise UsageError(f"heads_per_layer must be 1..{MAX_LAYERS} layers of 1..{MAX_HEADS} heads (every layer "
+                             f"needs at least one head), got {heads!r}")
+        channels = self.conv_channels
+        if not isinstance(channels, tuple) or len(channels) != 2 \
+                or not all(_whole(c, 1, MAX_CONV_CHANNELS) for c in channels):
+            raise UsageError(f"conv_channels must be two whole numbers in 1..{MAX_CONV_CHANNELS}, got {channels!r}")
+        width = self.backbone_width
+        if not _number(width) or not 0.0 < width <= MAX_BACKBONE_WIDTH:
+            raise UsageError(f"backbone_width must be a number in (0, {MAX_BACKBONE_WIDTH:g}], got {width!r}")
+        blocks = BACKBONE_BLOCKS[self.backbone]
+        if not _whole(self.frozen_blocks, 0, blocks):
+            raise UsageError(f"frozen_blocks must be a whole number in 0..{blocks} (the {self.backbone} backbone "
+                             f"has {blocks} blocks), got {self.frozen_blocks!r}")
+        for name in ("dropout", "sync_dropout"):
+            if not _number(getattr(self, name)) or not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name} must be a number in [0, 1), got {getattr(self, name)!r}")
+        for name in ("relative_position_bias", "motion_input", "appearance_input", "sync_contrast",
+                     "sync_learned_audio"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not self.appearance_input and not self.motion_input:
+            raise UsageError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
+        if not _whole(self.sync_lags, 0, math.inf):
+            raise UsageError(f"sync_lags must be a non-negative integer (0: off), got {self.sync_lags!r}")
         if self.sync_contrast and self.sync_lags < 3:
-            raise ValueError(f"sync_contrast needs the sync cue at lags beyond +-2 frames: sync_lags >= 3, got "
+            raise UsageError(f"sync_contrast needs the sync cue at lags beyond +-2 frames: sync_lags >= 3, got "
                              f"{self.sync_lags}")
 
     @property
@@ -110,6 +141,16 @@ class ModelConfig:
         d.setdefault("motion_input", False)  # nor a motion input
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _whole(value: Any, low: float, high: float) -> bool:
+    """``value`` is an ``int`` (not a bool) in ``low..high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    """``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def teacher_config(preset: str = "paper") -> ModelConfig:
