@@ -539,3 +539,48 @@ def test_the_torchrun_example_in_each_help_parses(name):
     words = shlex.split(line)
     args = parser.parse_args(words[words.index(f"pinlite_edge.training.{name}") + 1:])
     assert args.output == "runs/x"
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"preset": "huge"}, r"unknown --preset 'huge'; choose one of \['paper', 'tiny'\]"),  # was a plain ValueError
+    ({"seed": 1.5}, r"--seed must be an integer in 0\.\.2\*\*32-1, got 1.5"),  # was TypeError in seed_everything
+    ({"seed": "0"}, "--seed must be an integer"),
+    ({"epochs": 2.0}, "--epochs must be an integer >= 1, got 2.0"),  # range(2.0): TypeError
+    ({"in_memory": "maybe"}, "--in-memory must be one of auto, yes, no, got 'maybe'"),  # plain ValueError
+    ({"in_memory": True}, "--in-memory must be one of auto, yes, no, got True"),  # AttributeError
+    ({"data": None}, "--data must be a dataset spec"),  # TypeError in data/mix.py
+    ({"data": ["synthetic", 5]}, "--data must be a dataset spec"),
+    ({"resume": "no"}, "resume must be True or False, got 'no'"),  # counted as true
+    ({"amp": "no"}, "amp must be True or False, got 'no'"),  # counted as true
+    ({"pretrained": "yes"}, "pretrained must be True or False, got 'yes'"),
+])
+def test_train_config_check_names_a_value_no_run_can_use_before_any_data(tmp_path, monkeypatch, options, words):
+    """The API path (train_teacher(TeacherConfig(...))) reached these only after seeding and preparing the data, or
+    not at all (resume='no' and amp='no' counted as true)."""
+    from pinlite_edge.training import context
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data was prepared before the options were checked")
+
+    monkeypatch.setattr(context, "load_data", no_data)
+    monkeypatch.setattr(context, "seed_everything", no_data)
+    with pytest.raises(UsageError, match=words):
+        train_teacher(TeacherConfig(output=str(tmp_path / "o"), progress=False, **options))
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_config_check_keeps_valid_values():
+    for cfg in (TeacherConfig(in_memory="YES", data=["synthetic", "folder:x"], pretrained=None, seed=2**32 - 1),
+                DistillConfig(cache_teacher=False, preset="paper", pretrained=True), PruneConfig(amp=False)):
+        cfg.check()
+
+
+def test_a_bad_model_option_is_a_usage_error_on_the_api_path_too():
+    """frozen_blocks=99 froze the teacher's whole frame CNN and trained on; ffn_dim=0 trained without a feed-forward
+    layer: UsageError naming the option, before any model is built."""
+    from pinlite_edge.training.models import build_model
+
+    with pytest.raises(UsageError, match=r"frozen_blocks must be a whole number in 0\.\.5"):
+        build_model("teacher", "tiny", {"frozen_blocks": 99})
+    with pytest.raises(UsageError, match="ffn_dim must be a whole number"):
+        build_model("student", "tiny", {"ffn_dim": 0})

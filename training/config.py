@@ -5,7 +5,19 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from pinlite_edge.contract import check_preset
 from pinlite_edge.errors import UsageError
+
+#: the values of ``in_memory`` (``--in-memory``), any case
+IN_MEMORY_MODES = ("auto", "yes", "no")
+
+
+def in_memory_mode(value: Any) -> str:
+    """``in_memory`` in lower case (None or "": ``auto``), else a :class:`UsageError` naming ``--in-memory``."""
+    mode = "auto" if value is None or value == "" else value
+    if not isinstance(mode, str) or mode.lower() not in IN_MEMORY_MODES:
+        raise UsageError(f"--in-memory must be one of {', '.join(IN_MEMORY_MODES)}, got {value!r}")
+    return mode.lower()
 
 
 def check_pair_weight(value: Any) -> float:
@@ -30,11 +42,14 @@ _RANGES: tuple[tuple[str, float, float, str], ...] = (
     ("temperature", 1e-6, math.inf, "a number > 0"), ("prune_steps", 1, math.inf, "an integer >= 1"),
     ("target_heads", 1, math.inf, "an integer >= 1"),
     ("compensation_clips", 0, math.inf, "an integer >= 0 (0: plain removal)"),
-    ("pair_weight", 0.0, math.inf, "a number >= 0 (0: off)"),
+    ("pair_weight", 0.0, math.inf, "a number >= 0 (0: off)"), ("seed", 0, 2**32 - 1, "an integer in 0..2**32-1"),
 )
-_INTEGERS = frozenset({"epochs", "batch_size", "eval_batch_size", "warmup_steps", "num_workers", "checkpoint_every",
-                       "epoch_size", "prune_steps", "target_heads", "compensation_clips"})
+_INTEGERS = frozenset({"seed", "epochs", "batch_size", "eval_batch_size", "warmup_steps", "num_workers",
+                       "checkpoint_every", "epoch_size", "prune_steps", "target_heads", "compensation_clips"})
 _MAY_BE_NONE = frozenset({"epoch_size", "target_heads"})
+#: flags checked by TrainConfig.check (True or False; ``pretrained`` may also be None); options a stage lacks are
+#: skipped
+_FLAGS = ("resume", "amp", "progress", "cache_teacher", "pretrained")
 
 
 @dataclass
@@ -96,9 +111,22 @@ class TrainConfig:
             if value is None and name in _MAY_BE_NONE:
                 continue
             ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-                  and low <= value <= high and (name not in _INTEGERS or float(value).is_integer()))
+                  and low <= value <= high and (name not in _INTEGERS or isinstance(value, int)))
             if not ok:
                 problems.append(f"--{name.replace('_', '-')} must be {why}, got {value!r}")
+        for name in _FLAGS:
+            value = getattr(self, name, False)
+            if not isinstance(value, bool) and not (value is None and name == "pretrained"):
+                problems.append(f"{name} must be True or False, got {value!r}")
+        data = [self.data] if isinstance(self.data, str) else self.data
+        if not isinstance(data, (list, tuple)) or not data or not all(isinstance(s, str) and s for s in data):
+            problems.append(f"--data must be a dataset spec (synthetic, folder:PATH, lavdf:PATH) or a non-empty list "
+                            f"of them, got {self.data!r}")
+        for check, value in ((lambda v: check_preset(v, "--preset"), self.preset), (in_memory_mode, self.in_memory)):
+            try:
+                check(value)
+            except UsageError as exc:
+                problems.append(str(exc))
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -20,6 +20,7 @@ from pinlite_edge.data.augment import is_augmented
 from pinlite_edge.data.mix import DataSource, MixedDataset, build_sources, resolve_sources
 from pinlite_edge.errors import DatasetError
 
+from pinlite_edge.training.config import in_memory_mode
 from pinlite_edge.training.memory_cache import ByteBudgetLRU
 from pinlite_edge.training.sampling import SamplingPlan, dataset_strata
 
@@ -111,9 +112,7 @@ def load_split(spec: str | Sequence[str], split: str, contract: InputContract, *
     ``role``: ``train`` refuses a source holding one class only (:class:`DatasetError` with the fix), ``val`` warns
     loudly about it, ``eval`` does not check.
     """
-    mode = (in_memory or "auto").lower()
-    if mode not in ("auto", "yes", "no"):
-        raise ValueError(f"in_memory must be auto, yes or no, not {in_memory!r}")
+    mode = in_memory_mode(in_memory)
     key = json.dumps([spec, split, contract.to_dict(), options or {}, cache_dir, mode, limit_gb], sort_keys=True,
                      default=str)
     sources = resolve_sources(spec, options)

@@ -131,6 +131,7 @@ def warn_unless_kind(paths: Sequence[str], kind: str, role: str) -> None:
 
 def distill(cfg: DistillConfig) -> FitResult:
     """Train a student by distillation as configured; returns the best checkpoint path and metrics."""
+    cfg.check()  # option values no run can use: one line before anything is read or written
     if not cfg.teachers:
         raise CheckpointError("distillation needs at least one teacher checkpoint (--teacher PATH)")
     missing_checkpoints(cfg.teachers)

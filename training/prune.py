@@ -163,6 +163,7 @@ def _heads_per_layer(checkpoint: str | Path) -> list[int] | None:
 
 def prune(cfg: PruneConfig) -> PruneResult:
     """Prune ``cfg.student`` as configured; returns the final checkpoint and the per-step report."""
+    cfg.check()  # option values no run can use: one line before anything is read or written
     if not cfg.student:
         raise CheckpointError("pruning needs the distilled student checkpoint (--student PATH)")
     missing_checkpoints([cfg.student, *cfg.teachers])

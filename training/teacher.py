@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def train_teacher(cfg: TeacherConfig) -> FitResult:
     """Train a teacher as configured; returns the best checkpoint path and metrics."""
+    cfg.check()  # option values no run can use: one line before anything is read or written
     check_output(Path(cfg.output), cfg.resume)
     ctx = prepare(cfg)
     try:
