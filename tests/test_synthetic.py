@@ -196,6 +196,51 @@ def feature_table():
             dict(audio=audio, video=video, av=av, labels=labels, names=names).items()}
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"jitter": NAN}, "'jitter'.*expected a number, got nan"),  # ValueError deep in synthetic_render.py
+    ({"noise_std": NAN}, "'noise_std'.*expected a number"),  # rendered without noise
+    ({"blur": NAN}, "'blur'.*expected a number"),  # rendered without blur
+    ({"noise_std": INF}, "noise_std, blur, jitter, tilt_deg and crossfade_s must be finite"),  # OverflowError
+    ({"snr_db": (40.0, 20.0)}, r"snr_db must be a finite \(lo, hi\) range"),  # numpy error
+    ({"snr_db": (NAN, NAN)}, "'snr_db'.*expected a list of 2 values"),  # OverflowError
+    ({"manipulation_mix": {"audio_shift": NAN}}, "'manipulation_mix'.*expected an object of a number"),
+    ({"manipulation_mix": {"audio_shift": INF}}, "manipulation_mix weights must be finite"),
+    ({"segment_frames": (8, 100)}, r"segment_frames must satisfy 1 <= lo <= hi <= 16"),  # clamped silently
+    ({"segment_frames": (8,)}, "'segment_frames'.*expected a list of 2 values"),
+    ({"num_train": 1.5}, "'num_train'.*expected an integer, got 1.5"),
+    ({"num_train": "600"}, "'num_train'.*expected an integer, got '600'"),
+    ({"min_shift": 2.5}, "'min_shift'.*expected an integer"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+    ({"seed": 1.5}, "'seed'.*expected an integer"),
+])
+def test_synthetic_config_refuses_what_the_data_option_layer_refuses(options, words):
+    """The direct API took NaN past the ``x < 0`` checks and strings or fractions into int fields; it now goes through
+    the type check of --data-option values, and the range checks are finite-aware."""
+    with pytest.raises(DatasetError, match=words):
+        SyntheticConfig(**options)
+
+
+def test_synthetic_config_keeps_valid_values_and_json_shapes():
+    config = SyntheticConfig(num_train=600.0, segment_frames=[5, 10], snr_db=[-5, 40], seed=3)
+    assert config.num_train == 600 and isinstance(config.num_train, int)
+    assert config.segment_frames == (5, 10) and config.snr_db == (-5.0, 40.0)
+    assert SyntheticConfig.from_dict(config.to_dict()) == config
+
+
+def test_fractional_shift_or_index_is_refused():
+    """generate_clip(shift=2.5) used a 2-frame shift and dataset[1.5] returned item 1."""
+    with pytest.raises(DatasetError, match="'shift'.*expected an integer, got 2.5"):
+        generate_clip(0, TINY_CONTRACT, manipulation="audio_shift", shift=2.5)
+    assert generate_clip(0, TINY_CONTRACT, manipulation="audio_shift", shift=2.0).offset == 2
+    dataset = SyntheticDataset("train", TINY_CONTRACT, SyntheticConfig(num_train=3))
+    with pytest.raises(DatasetError, match="index must be an integer, got 1.5"):
+        dataset[1.5]
+    assert dataset.clip_id(np.int64(1)) == dataset.clip_id(torch.tensor(1)) == "synthetic:train:0:000001"
+
+
 def test_mouth_is_visible_and_follows_the_envelope_at_tiny_size():
     """The cue the detector needs survives 64 px frames: a mouth in the lower face whose pixels track the envelope."""
     size = TINY_CONTRACT.frame_size

@@ -26,6 +26,8 @@ same face, voice and content: matched pairs that differ only in their manipulati
 from __future__ import annotations
 
 import logging
+import math
+import operator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +44,7 @@ from pinlite_edge.contract import (
     InputContract,
 )
 from pinlite_edge.data import synthetic_render as R
+from pinlite_edge.data.options import coerce_option, dataclass_hints
 from pinlite_edge.data.sample import canonical_split
 from pinlite_edge.data.x264 import x264_options
 from pinlite_edge.errors import DatasetError
@@ -55,6 +58,8 @@ FAKE_TYPES = ("audio_shift", "audio_replace", "visual_replace", "both_replace", 
 #: Frames of context rendered on each side of the window, so a shift of up to MAX_OFFSET frames never pads.
 _CONTEXT_FRAMES = MAX_OFFSET + 1
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: frames of the window a replaced segment lies in (``segment_frames``)
+_WINDOW_FRAMES = InputContract().num_frames
 
 
 def _default_mix() -> dict[str, float]:
@@ -94,9 +99,10 @@ class SyntheticConfig:
     pause_prob: float = 0.1
 
     def __post_init__(self) -> None:
-        self.segment_frames = tuple(int(x) for x in self.segment_frames)  # type: ignore[assignment]
-        self.syllable_rate_hz = tuple(float(x) for x in self.syllable_rate_hz)  # type: ignore[assignment]
-        self.snr_db = tuple(float(x) for x in self.snr_db)  # type: ignore[assignment]
+        # the types first, by the check --data-option values go through (an int is an int, a number is not NaN, a
+        # list has its length): one check for both ways in; lists become tuples, whole floats ints
+        for name, hint in dataclass_hints(SyntheticConfig).items():
+            setattr(self, name, coerce_option(getattr(self, name), hint, name, "SyntheticConfig"))
         problems = []
         if not 1 <= self.min_shift <= self.max_shift <= MAX_OFFSET:
             problems.append(f"need 1 <= min_shift <= max_shift <= {MAX_OFFSET}, got {self.min_shift}..{self.max_shift}")
@@ -105,18 +111,25 @@ class SyntheticConfig:
         unknown = set(self.manipulation_mix) - set(FAKE_TYPES)
         if unknown:
             problems.append(f"unknown manipulations {sorted(unknown)}; choose from {FAKE_TYPES}")
-        weights = [float(w) for w in self.manipulation_mix.values()]
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            problems.append("manipulation_mix weights must be >= 0 with a positive sum")
+        weights = list(self.manipulation_mix.values())
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            problems.append(f"manipulation_mix weights must be finite and >= 0 with a positive sum, got "
+                            f"{self.manipulation_mix}")
         lo, hi = self.segment_frames
-        if not 1 <= lo <= hi:
-            problems.append(f"segment_frames must satisfy 1 <= lo <= hi, got {self.segment_frames}")
+        if not 1 <= lo <= hi <= _WINDOW_FRAMES:
+            problems.append(f"segment_frames must satisfy 1 <= lo <= hi <= {_WINDOW_FRAMES} (the window's frames), "
+                            f"got {self.segment_frames}")
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
         if min(self.num_train, self.num_val, self.num_test) < 0:
             problems.append("clip counts must be >= 0")
-        if self.noise_std < 0 or self.blur < 0 or self.jitter < 0 or self.tilt_deg < 0 or self.crossfade_s < 0:
-            problems.append("noise_std, blur, jitter, tilt_deg and crossfade_s must be >= 0")
-        if not 0 < self.syllable_rate_hz[0] <= self.syllable_rate_hz[1]:
+        if not all(math.isfinite(x) and x >= 0 for x in (self.noise_std, self.blur, self.jitter, self.tilt_deg,
+                                                          self.crossfade_s)):
+            problems.append("noise_std, blur, jitter, tilt_deg and crossfade_s must be finite and >= 0")
+        if not 0 < self.syllable_rate_hz[0] <= self.syllable_rate_hz[1] < math.inf:
             problems.append(f"syllable_rate_hz must be a positive (lo, hi) range, got {self.syllable_rate_hz}")
+        if not -math.inf < self.snr_db[0] <= self.snr_db[1] < math.inf:
+            problems.append(f"snr_db must be a finite (lo, hi) range, got {self.snr_db}")
         if not 0.0 <= self.pause_prob < 1.0:
             problems.append(f"pause_prob must be in [0, 1), got {self.pause_prob}")
         if problems:
@@ -206,7 +219,7 @@ def _resolve(manipulation: str | None, shift: int | None, drawn: tuple[str, int 
     if manipulation not in MANIPULATIONS:
         raise DatasetError(f"unknown manipulation {manipulation!r}; choose from {MANIPULATIONS}")
     if manipulation == "audio_shift":
-        shift = drawn[2] if shift is None else int(shift)
+        shift = drawn[2] if shift is None else coerce_option(shift, int, "shift", "generate_clip")
         if not 1 <= abs(shift) <= MAX_OFFSET:
             raise DatasetError(f"audio_shift needs 1 <= |shift| <= {MAX_OFFSET}, got {shift}")
         return manipulation, shift
@@ -338,7 +351,10 @@ class SyntheticDataset(Dataset):
         return self._length
 
     def _locate(self, index: int) -> tuple[str, int]:
-        i = int(index)
+        try:
+            i = operator.index(index)  # an int, numpy integer or integer tensor; not 1.5 (was item 1)
+        except TypeError:
+            raise DatasetError(f"synthetic {self.split} index must be an integer, got {index!r}") from None
         if i < 0:
             i += self._length
         if not 0 <= i < self._length:
