@@ -172,6 +172,22 @@ def test_bad_folder_options_name_the_option_and_the_allowed_values(talking_root,
         _folder(talking_root, "train", **options)
 
 
+@pytest.mark.parametrize("options, match", [
+    ({"noise_snr_db": (float("nan"), float("nan"))}, r"'noise_snr_db'.*expected a list of 2 values"),
+    ({"noise_snr_db": (float("-inf"), 40.0)}, r"noise_snr_db must be a finite \[lo, hi\]"),
+    ({"noise_snr_db": "10"}, r"'noise_snr_db'.*expected a list of 2 values"),  # was TypeError
+    ({"noise_snr_db": ("a", "b")}, r"'noise_snr_db'.*expected a list of 2 values"),  # was ValueError
+    ({"brightness": "0.2"}, r"'brightness'.*expected a number"),  # was TypeError
+    ({"seed": 1.5}, r"'seed'.*expected an integer"),
+])
+def test_augment_config_refuses_nan_inf_and_strings_when_made(options, match):
+    """noise_snr_db NaN or -inf was accepted and overflowed at the first augmented sample; strings failed with a
+    TypeError or ValueError. The direct API now has the type check of --data-option augment={...} values."""
+    with pytest.raises(DatasetError, match=match):
+        AugmentConfig(**options)
+    assert AugmentConfig(noise_snr_db=[5, 20]).noise_snr_db == (5.0, 20.0)
+
+
 def test_a_clip_skipped_for_sync_pairs_gives_no_audio_to_other_clips_swaps(tmp_path):
     """A clip too short for a window was skipped, but still drawn as the audio donor of other clips' swap fakes,
     so training died later decoding it."""

@@ -13,6 +13,7 @@ as without augmentation; only the pixels of the cut window and the audio segment
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from pinlite_edge.contract import InputContract
+from pinlite_edge.data.options import coerce_option, dataclass_hints, toggle_config
 from pinlite_edge.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,10 @@ class AugmentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "noise_snr_db", tuple(float(x) for x in self.noise_snr_db))
+        # the types first, by the check --data-option values go through (a number is not NaN or a string, a list
+        # has its length); lists become tuples
+        for name, hint in dataclass_hints(AugmentConfig).items():
+            object.__setattr__(self, name, coerce_option(getattr(self, name), hint, name, "AugmentConfig"))
         problems = []
         for name in ("brightness", "contrast", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -61,8 +66,8 @@ class AugmentConfig:
             problems.append(f"gain_db must be in [0, 40], got {self.gain_db}")
         if not 0.0 <= self.noise_prob <= 1.0:
             problems.append(f"noise_prob must be in [0, 1], got {self.noise_prob}")
-        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
-            problems.append(f"noise_snr_db must be [lo, hi] with lo <= hi, got {list(self.noise_snr_db)}")
+        if not -math.inf < self.noise_snr_db[0] <= self.noise_snr_db[1] < math.inf:
+            problems.append(f"noise_snr_db must be a finite [lo, hi] with lo <= hi, got {list(self.noise_snr_db)}")
         if problems:
             raise DatasetError("invalid augment: " + "; ".join(problems))
 
@@ -75,8 +80,6 @@ class AugmentConfig:
     def for_split(cls, value: "bool | dict[str, Any] | AugmentConfig | None", split: str,
                   where: str = "the dataset") -> "AugmentConfig | None":
         """None (the default): on for the train split only; True/False: on/off; a dict: these settings, on."""
-        from pinlite_edge.data.options import toggle_config
-
         if value is None:
             return cls() if split == "train" else None
         if value is False:
