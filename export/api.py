@@ -91,6 +91,12 @@ def tool_versions(*extra: str) -> dict[str, str]:
     return out
 
 
+def check_path_argument(name: str, value: Any) -> None:
+    """An :class:`ExportError` naming argument ``name`` unless ``value`` is a path (a ``str`` or ``Path``)."""
+    if not isinstance(value, (str, Path)):
+        raise ExportError(f"{name} must be a path (str or Path), got {value!r}")
+
+
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
                       training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
@@ -106,6 +112,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
     opts.validate()
+    check_path_argument("output_dir", output_dir)
     if not hasattr(model, "config"):
         raise ExportError("the model has no .config (export works on pinlite_edge AVSyncDetector models)")
     output_dir = Path(output_dir)
@@ -192,6 +199,8 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
 
     fmt = get_format(format)  # fail on a bad format before loading anything
     check_options(fmt, set(options) - {"calibration"})
+    check_path_argument("checkpoint", checkpoint)
+    check_path_argument("output_dir", output_dir)
     model, record = load_checkpoint(checkpoint)
     loaded_sha = record["weights_sha256"]  # the file's sha256 when its record was read
     if sha256_file(checkpoint) != loaded_sha:  # e.g. calibrate rewrote it meanwhile: the record may be the old one

@@ -1,6 +1,7 @@
 """Export options: one dataclass for every format; each format names the options it takes (see ``formats.py``)."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,20 @@ QUANT_FORMATS = ("qdq", "qoperator")
 WEIGHT_ONLY_MODES = ("none", "float", "float+gru", "gru")
 ACTIVATION_TYPES = ("uint8", "int8")  # storage type of INT8 ONNX activations (onnxruntime artefact)
 SPEED_FLOAT_MODES = ("auto", "none")  # onnxruntime-CPU speed plan of an INT8 ONNX (export/cpu_speed_plan.py)
+#: what a value of each field annotation of ExportOptions must be (checked before the ranges, by validate)
+_TYPE_WORDS = {"bool": "True or False", "int": "an integer", "int | None": "an integer or None", "str": "a string",
+               "str | None": "a string or None"}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """``value`` fits ``annotation`` (a key of ``_TYPE_WORDS``): bools are bools, ints are ints and not bools."""
+    if value is None:
+        return annotation.endswith("| None")
+    if isinstance(value, bool):
+        return annotation == "bool"
+    if annotation.startswith("int"):
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, str) if annotation.startswith("str") else False
 
 
 @dataclass
@@ -73,7 +88,11 @@ class ExportOptions:
         return {f.name for f in fields(cls)}
 
     def validate(self) -> None:
-        """Check value ranges (which options a format takes is checked by the format table)."""
+        """Check value types and ranges (which options a format takes is checked by the format table)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, f.type):
+                raise ExportError(f"{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r}")
         checks = [
             (self.opset >= 17, f"opset must be >= 17 (SPEC §6), got {self.opset}"),
             (self.exporter in EXPORTERS, f"exporter must be one of {EXPORTERS}, got {self.exporter!r}"),

@@ -99,6 +99,35 @@ def test_options_a_format_does_not_take_are_rejected(checkpoint, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written on a rejected call
 
 
+@pytest.mark.parametrize("options,words", [
+    ({"opset": "17"}, "opset must be an integer, got '17'"),  # TypeError in validate
+    ({"batch": "4"}, "batch must be an integer or None, got '4'"),  # TypeError in validate
+    ({"batch": 2.5}, "batch must be an integer or None, got 2.5"),
+    ({"batch": True}, "batch must be an integer or None, got True"),
+    ({"keep_float": 1.5}, "keep_float must be an integer, got 1.5"),
+    ({"calib_size": True}, "calib_size must be an integer, got True"),
+    ({"name": 5}, "name must be a string or None, got 5"),  # pathlib TypeError
+    ({"dynamic_batch": "no"}, "dynamic_batch must be True or False, got 'no'"),  # exported a dynamic graph
+    ({"force": "no"}, "force must be True or False, got 'no'"),  # overwrote the artefact
+])
+def test_export_options_of_the_wrong_type_are_export_errors(options, words):
+    from pinlite_edge.export import ExportOptions
+
+    with pytest.raises(ExportError, match=words):
+        ExportOptions(**options).validate()
+    ExportOptions(opset=np.int64(18), batch=4, name="x", timing_cache="cache.bin", force=True).validate()
+
+
+def test_export_path_arguments_of_the_wrong_type_are_export_errors(tmp_path):
+    """None as the checkpoint or the output folder was a TypeError from pathlib."""
+    with pytest.raises(ExportError, match="checkpoint must be a path"):
+        export_model(None, "onnx", tmp_path)
+    with pytest.raises(ExportError, match="output_dir must be a path"):
+        export_model(tmp_path / "x.safetensors", "onnx", None)
+    with pytest.raises(ExportError, match="output_dir must be a path"):
+        export_from_model(create_student("tiny", pretrained=False), "onnx", None)
+
+
 def test_format_table_is_complete():
     assert set(FORMATS) == {"onnx", "onnx-fp16", "onnx-int8", "trt-fp16", "trt-int8", "pte", "pte-int8"}
     suffixes = [f.suffix for f in FORMATS.values()]
