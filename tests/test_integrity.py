@@ -847,8 +847,13 @@ def test_checkpoint_record_is_covered_by_the_embedded_hash(exported, tmp_path):
         load_checkpoint(ckpt)
 
 
-def test_tampered_record_asking_for_a_huge_model_allocates_nothing(exported, tmp_path):
-    """A record claiming embed_dim 10**6 (terabytes of weights): refused by comparing shapes on the meta device."""
+@pytest.mark.parametrize("embed_dim, words", [
+    (10 ** 6, "has no valid model_config: embed_dim must be a whole number"),  # ModelConfig's range check
+    (2048, "does not match its model config"),  # in range: shapes compared on the meta device
+])
+def test_tampered_record_asking_for_a_huge_model_allocates_nothing(exported, tmp_path, embed_dim, words):
+    """A record claiming embed_dim 10**6 (terabytes of weights) or 2048 (another model): refused before anything is
+    allocated, by ModelConfig's range check or by comparing shapes on the meta device."""
     import resource
     import time
 
@@ -857,12 +862,12 @@ def test_tampered_record_asking_for_a_huge_model_allocates_nothing(exported, tmp
     from pinlite_edge.checkpoint import load_checkpoint
 
     state, record = _state_and_record(exported["checkpoint"])
-    record["model_config"]["embed_dim"] = 10 ** 6
+    record["model_config"]["embed_dim"] = embed_dim
     big = tmp_path / "big.safetensors"
     save_file(state, str(big), metadata={"pinlite_record": json.dumps(record)})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    with pytest.raises(CheckpointError, match="does not match its model config"):
+    with pytest.raises(CheckpointError, match=words):
         load_checkpoint(big, allow_unverified=True)
     assert time.perf_counter() - start < 10
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: < 512 MB more
