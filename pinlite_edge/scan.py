@@ -64,6 +64,7 @@ from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target
                                        open_regular_file, temp_name, write_error)
 from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
                                     timeout_problem, verdict_argument_problem)
+from pinlite_edge.utils.checks import is_whole
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.logcapture import captured_warnings
@@ -95,6 +96,16 @@ class ScanConfig:
     #: on resume, scan again the files recorded with an error (a fixed file, a timeout on a busy machine)
     retry_errors: bool = False
     offset_scan: bool = True  # False: no offset scan (aggregate must be "max" or "mean")
+
+    def __post_init__(self) -> None:
+        for name in ("root", "model", "out"):  # a str or os.PathLike works as the CLI's Path does
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                setattr(self, name, Path(value))
+
+
+#: most decoding processes a scan starts: a mistyped --workers 100000 started that many
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -698,8 +709,9 @@ def check_config(cfg: ScanConfig) -> None:
         problem = f"scan folder {cfg.root} cannot be read (no permission)"
     elif (model_problem := input_file_problem(cfg.model)) is not None:
         problem = f"--model {cfg.model}: {model_problem}"
-    elif cfg.workers < 0 or cfg.batch < 1:
-        problem = f"--workers must be >= 0 and --batch >= 1, got {cfg.workers} and {cfg.batch}"
+    elif not is_whole(cfg.workers, 0, MAX_WORKERS) or not is_whole(cfg.batch, 1):
+        problem = (f"--workers must be a whole number in 0..{MAX_WORKERS} and --batch one >= 1, got {cfg.workers!r} "
+                   f"and {cfg.batch!r}")
     elif (why := timeout_problem(cfg.timeout_s)) is not None:
         problem = why
     elif cfg.stride is not None and not (math.isfinite(cfg.stride) and cfg.stride > 0):
@@ -786,7 +798,8 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
         opts = JobOptions(contract=detector.contract.to_dict(), face_crop=cfg.face_crop, stride=cfg.stride,
                           timeout_s=cfg.timeout_s, batch=cfg.batch, max_duration_s=detector.limits.max_duration_s,
                           max_pixels=detector.limits.max_pixels, scan_offsets=detector.scan_offsets)
-        with contextlib.closing(_streams(todo, opts, cfg.workers if cfg.workers >= 2 else 0)) as streams:
+        processes = min(cfg.workers, len(todo)) if cfg.workers >= 2 else 0  # never more processes than files
+        with contextlib.closing(_streams(todo, opts, processes)) as streams:
             for stream in streams:
                 result, error = _score(detector, stream)
                 if stream.crashed and stream.retry:

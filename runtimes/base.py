@@ -53,6 +53,11 @@ _CASTABLE = (np.dtype(np.float64), np.dtype(np.float16))
 BATCH_POLICIES = ("split", "reject")
 
 
+#: mfcc rows one frames row may serve (frame sharing): the offset scan uses 7 (at most 51); 10**6 rows for one
+#: frames row grew a 3.3 GB input to 22 GB before the kernel killed the process
+MAX_ROWS_PER_FRAMES = 64
+
+
 class RunnerStateError(PinliteError, RuntimeError):
     """A runner was used while not activated (call ``activate()`` or use ``with runner:``)."""
 
@@ -334,6 +339,9 @@ class BaseRunner(ABC):
             raise InputError(f"frames and mfcc batch sizes differ: {f.shape[0]} vs {m.shape[0]} (mfcc needs one row "
                              "per frames row, or the same whole number k of rows per frames row: rows i*k..i*k+k-1 "
                              "pair with frames row i)")
+        if m.shape[0] // f.shape[0] > MAX_ROWS_PER_FRAMES:
+            raise InputError(f"{m.shape[0] // f.shape[0]} mfcc rows per frames row; at most {MAX_ROWS_PER_FRAMES} "
+                             "(the offset scan uses 7, at most 51): the model's memory grows with them")
         return f, m
 
     def frames_shared_for(self, k: int) -> bool:

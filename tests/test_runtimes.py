@@ -314,6 +314,19 @@ def test_mfcc_rows_that_are_not_a_whole_multiple_are_refused(student):
         r.infer(f, m)
 
 
+def test_more_mfcc_rows_per_frames_row_than_a_scan_uses_are_refused(student):
+    """One frames row with 10**6 mfcc rows grew to 22 GB before the kernel killed the process: at most
+    MAX_ROWS_PER_FRAMES rows per frames row (the offset scan uses 7, at most 51)."""
+    from pinlite_edge.runtimes.base import MAX_ROWS_PER_FRAMES
+
+    f, _ = inputs(1)
+    _, m = inputs(MAX_ROWS_PER_FRAMES + 1)
+    with load_runner(student["ort"], threads=1) as r:
+        with pytest.raises(InputError, match=f"at most {MAX_ROWS_PER_FRAMES}"):
+            r.infer(f, m)
+        assert r.infer(f, m[:MAX_ROWS_PER_FRAMES])["logits"].shape == (MAX_ROWS_PER_FRAMES, 2)
+
+
 # --- input validation (done once, in BaseRunner) -----------------------------------------------------------------
 @pytest.mark.parametrize("case, match", [
     ("unbatched", "add a batch axis"),

@@ -1,6 +1,7 @@
 """``python -m pinlite_edge.scan``: folder walk, parallel decode, per-file JSON lines, bad files recorded, resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -535,6 +536,30 @@ def test_cli_fatal_errors_exit_2(tree, model, tmp_path, capsys):
                  "--device", "cuda:7", "--no-progress", "--workers", "0"]) == 2
     assert "unavailable" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_scan_config_from_the_api_takes_str_paths_and_bounds_its_workers(tree, model, tmp_path, monkeypatch):
+    """ScanConfig as the API takes it: str paths failed (the root "does not exist", AttributeError for the model and
+    out); workers=100000 started that many decoding processes, even for no file; now at most MAX_WORKERS, and never
+    more processes than files."""
+    from pinlite_edge import scan as scan_module
+    from pinlite_edge.errors import UsageError
+    from pinlite_edge.scan import MAX_WORKERS, ScanConfig, check_config, scan
+
+    out = tmp_path / "o.jsonl"
+    cfg = ScanConfig(root=str(tree), model=str(model), out=str(out), workers=MAX_WORKERS + 1, face_crop=False,
+                     progress=False)
+    assert isinstance(cfg.root, Path) and isinstance(cfg.model, Path) and isinstance(cfg.out, Path)
+    for workers in (MAX_WORKERS + 1, 2.5, True, -1):
+        with pytest.raises(UsageError, match="--workers must be a whole number"):
+            check_config(dataclasses.replace(cfg, workers=workers))
+    started: list[int] = []
+    real_streams = scan_module._streams
+    monkeypatch.setattr(scan_module, "_streams",
+                        lambda todo, opts, processes, **kw: (started.append(processes),
+                                                             real_streams(todo, opts, 0, **kw))[1])
+    scan(dataclasses.replace(cfg, root=tree / "b" / "c", workers=MAX_WORKERS))  # one video in b/c
+    assert started == [1] and len(lines_of(out)) == 1
 
 
 def test_cli_without_model_uses_the_quickstart_student(tree, model, tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ from typing import Any
 
 from pinlite_edge.contract import InputContract, check_preset, contract_for_preset
 from pinlite_edge.errors import UsageError
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 
 #: the frame backbones and how many leading blocks each has for ``frozen_blocks`` to freeze (the stem counts as one)
 BACKBONE_BLOCKS = {"resnet18": 5, "resnet_narrow": 5, "mobilenet_v3_small": 13}
@@ -77,26 +78,26 @@ class ModelConfig:
         if self.backbone not in BACKBONES:
             raise UsageError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
         for name, high in MAX_SIZES.items():
-            if not _whole(getattr(self, name), 1, high):
+            if not is_whole(getattr(self, name), 1, high):
                 raise UsageError(f"{name} must be a whole number in 1..{high}, got {getattr(self, name)!r}")
         heads = self.heads_per_layer
         if not isinstance(heads, tuple) or not 1 <= len(heads) <= MAX_LAYERS \
-                or not all(_whole(h, 1, MAX_HEADS) for h in heads):
+                or not all(is_whole(h, 1, MAX_HEADS) for h in heads):
             raise UsageError(f"heads_per_layer must be 1..{MAX_LAYERS} layers of 1..{MAX_HEADS} heads (every layer "
                              f"needs at least one head), got {heads!r}")
         channels = self.conv_channels
         if not isinstance(channels, tuple) or len(channels) != 2 \
-                or not all(_whole(c, 1, MAX_CONV_CHANNELS) for c in channels):
+                or not all(is_whole(c, 1, MAX_CONV_CHANNELS) for c in channels):
             raise UsageError(f"conv_channels must be two whole numbers in 1..{MAX_CONV_CHANNELS}, got {channels!r}")
         width = self.backbone_width
-        if not _number(width) or not 0.0 < width <= MAX_BACKBONE_WIDTH:
+        if not is_finite_number(width) or not 0.0 < width <= MAX_BACKBONE_WIDTH:
             raise UsageError(f"backbone_width must be a number in (0, {MAX_BACKBONE_WIDTH:g}], got {width!r}")
         blocks = BACKBONE_BLOCKS[self.backbone]
-        if not _whole(self.frozen_blocks, 0, blocks):
+        if not is_whole(self.frozen_blocks, 0, blocks):
             raise UsageError(f"frozen_blocks must be a whole number in 0..{blocks} (the {self.backbone} backbone "
                              f"has {blocks} blocks), got {self.frozen_blocks!r}")
         for name in ("dropout", "sync_dropout"):
-            if not _number(getattr(self, name)) or not 0.0 <= getattr(self, name) < 1.0:
+            if not is_finite_number(getattr(self, name)) or not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name} must be a number in [0, 1), got {getattr(self, name)!r}")
         for name in ("relative_position_bias", "motion_input", "appearance_input", "sync_contrast",
                      "sync_learned_audio"):
@@ -104,7 +105,7 @@ class ModelConfig:
                 raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.appearance_input and not self.motion_input:
             raise UsageError("appearance_input=False leaves the frame encoder no input: it needs motion_input=True")
-        if not _whole(self.sync_lags, 0, math.inf):
+        if not is_whole(self.sync_lags, 0, math.inf):
             raise UsageError(f"sync_lags must be a non-negative integer (0: off), got {self.sync_lags!r}")
         if self.sync_contrast and self.sync_lags < 3:
             raise UsageError(f"sync_contrast needs the sync cue at lags beyond +-2 frames: sync_lags >= 3, got "
@@ -141,16 +142,6 @@ class ModelConfig:
         d.setdefault("motion_input", False)  # nor a motion input
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def _whole(value: Any, low: float, high: float) -> bool:
-    """``value`` is an ``int`` (not a bool) in ``low..high``."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _number(value: Any) -> bool:
-    """``value`` is a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def teacher_config(preset: str = "paper") -> ModelConfig:
