@@ -845,7 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace an existing --out that is not a scan results file (atomically) instead of refusing")
     p.add_argument("--workers", type=int, default=2,
-                   help="decoding processes (0 or 1: decode in the main process) (default: %(default)s)")
+                   help=f"decoding processes (0 or 1: decode in the main process; at most {MAX_WORKERS}, and never "
+                        "more than the files to scan) (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="windows per inference call (default: %(default)s)")
     p.add_argument("--stride", type=float, default=None,
                    help="window stride in seconds (default: one window, 0.64 s, no overlap)")
