@@ -4,12 +4,11 @@ A contract is recorded in every checkpoint and manifest; artefacts built for ano
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from pinlite_edge.errors import UsageError
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,16 +51,16 @@ def contract_problem(values: Mapping[str, Any]) -> str | None:
     None. One check for :class:`InputContract` and the contracts manifests and records carry."""
     for key, (lo, hi) in CONTRACT_INTS.items():
         v = values.get(key, lo)
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+        if not is_whole(v, lo, hi, numpy=True):
             return f"{key} must be a whole number in {lo}..{hi}, got {v!r}"
     for key, hi in CONTRACT_FLOATS.items():
         v = values.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0 < v <= hi:
+        if not is_finite_number(v, numpy=True) or not 0 < v <= hi:
             return f"{key} must be a finite number above 0 and at most {hi:g}, got {v!r}"
     for key in ("mean", "std"):
         v = values.get(key, (1.0, 1.0, 1.0))
         if (not isinstance(v, (list, tuple)) or len(v) != 3
-                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+                or not all(is_finite_number(x, numpy=True) for x in v)
                 or (key == "std" and not all(x > 0 for x in v))):
             above = " above 0" if key == "std" else ""
             return f"{key} must be 3 finite numbers (one per RGB channel){above}, got {v!r}"
@@ -88,8 +87,6 @@ class InputContract:
     def __post_init__(self) -> None:
         problem = contract_problem({f.name: getattr(self, f.name) for f in fields(self)})
         if problem is not None:
-            from pinlite_edge.errors import UsageError
-
             raise UsageError(f"InputContract.{problem}")
 
     def frames_shape(self, batch: int | None = None) -> tuple[int, ...]:

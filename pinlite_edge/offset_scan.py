@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pinlite_edge.errors import InputError
+from pinlite_edge.utils.checks import is_whole
 
 #: every other video frame up to +-6 (+-240 ms at 25 fps): +-1 frame resolution for offsets up to +-7 frames
 DEFAULT_SCAN_OFFSETS: tuple[int, ...] = (-6, -4, -2, 0, 2, 4, 6)
@@ -45,14 +46,9 @@ MAX_SCAN_FRAMES = 25
 LOCAL_SCAN_RADIUS = 3
 
 
-def _is_whole(value: Any) -> bool:
-    """An int (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_index(value: Any, length: int) -> bool:
     """A whole number in ``0 .. length - 1`` (negative indices, which wrap, are not)."""
-    return _is_whole(value) and 0 <= value < length
+    return is_whole(value, 0, length - 1, numpy=True)
 
 
 def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
@@ -64,7 +60,7 @@ def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
     values = list(offsets)
     if not values:
         return ()
-    if not all(_is_whole(v) for v in values):
+    if not all(is_whole(v, numpy=True) for v in values):
         raise InputError(f"scan_offsets must be integers (video frames), got {values!r}")
     out = tuple(sorted({int(v) for v in values}))
     if len(out) != len(values):
@@ -94,7 +90,7 @@ def local_fake_probs(window_margins: np.ndarray, zero_index: int, radius: int = 
     it ranks the manipulated half's windows above the genuine half's with AUC 0.70-0.74, the windows' own classifier
     P(fake) 0.62-0.67. A hint where to look, not a located manipulation."""
     m = np.asarray(window_margins, np.float64)
-    if m.ndim != 2 or not _is_index(zero_index, m.shape[1]) or not _is_whole(radius) or radius < 0:
+    if m.ndim != 2 or not _is_index(zero_index, m.shape[1]) or not is_whole(radius, 0, numpy=True):
         raise InputError(f"local scan needs (windows, offsets) margins, a zero index inside them and a whole radius "
                          f">= 0, got {m.shape}, {zero_index!r}, {radius!r}")
     csum = np.vstack([np.zeros((1, m.shape[1])), np.cumsum(m, axis=0)])

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from pinlite_edge.errors import InputError
+from pinlite_edge.utils.checks import is_whole
 
 #: window aggregates ("max", "mean" of the window P(fake)) and the offset scan's P(fake) (pinlite_edge.offset_scan)
 AGGREGATES = ("max", "mean", "scan")
@@ -168,7 +169,7 @@ def _thresholds(thresholds: Any, source: str, key: str) -> dict[str, float]:
 def check_short_clip_windows(windows: Any, name: str = "short_clip_windows") -> int:
     """:class:`InputError` unless ``windows`` is a whole number in 1..:data:`MAX_SHORT_CLIP_WINDOWS` (``name``: how
     the caller spells it)."""
-    if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_SHORT_CLIP_WINDOWS:
+    if not is_whole(windows, 1, MAX_SHORT_CLIP_WINDOWS):
         raise InputError(f"{name} must be a whole number in 1..{MAX_SHORT_CLIP_WINDOWS}, got {windows!r}")
     return windows
 

@@ -8,12 +8,11 @@ after ``timeout_s``. A flat 60 s cut off every 720p clip over about 15 minutes, 
 """
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from pathlib import Path
 
 from pinlite_edge.errors import DecodeError, InputError
+from pinlite_edge.utils.checks import is_finite_number
 
 #: Default seconds allowed for decoding one file (audio and video together) before the media decoded adds to it.
 DEFAULT_TIMEOUT_S = 60.0
@@ -32,8 +31,7 @@ class Deadline:
     """
 
     def __init__(self, path: str | Path, timeout_s: float | None = DEFAULT_TIMEOUT_S):
-        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real)
-                                      or not math.isfinite(timeout_s) or timeout_s <= 0):
+        if timeout_s is not None and (not is_finite_number(timeout_s, numpy=True) or timeout_s <= 0):
             raise InputError(f"decoding time limit must be positive finite seconds or None (no limit), got "
                              f"{timeout_s!r}")
         self.path = Path(path)

@@ -12,8 +12,6 @@ or an :class:`~pinlite_edge.errors.InputError` with ``require_face=True``.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -29,6 +27,7 @@ from pinlite_edge.features.facetrack import (
     equalised_grey,
     load_cascade,
 )
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 from pinlite_edge.utils.opencv import cv2
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,13 @@ class FaceCropConfig:
                 ok, want = isinstance(value, bool), "True or False"
             elif f.name in INT_RANGES:
                 lo, hi = INT_RANGES[f.name]
-                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+                ok = is_whole(value, lo, hi, numpy=True)
                 want = f"an integer in {lo}..{hi}"
             else:
                 lo, hi, low_open = FLOAT_RANGES[f.name]
                 if value is None and f.name == "redetect_seconds":
                     continue
-                ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-                      and (lo < value if low_open else lo <= value) and value <= hi)
+                ok = is_finite_number(value, numpy=True) and (lo < value if low_open else lo <= value) and value <= hi
                 want = f"a finite number in {'(' if low_open else '['}{lo:g}, {hi:g}]"
             if not ok:
                 raise UsageError(f"FaceCropConfig.{f.name} must be {want}, got {value!r}")

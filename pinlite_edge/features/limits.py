@@ -19,10 +19,10 @@ Going over a limit raises :class:`~pinlite_edge.errors.DecodeError` (files) or :
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 from pinlite_edge.errors import InputError
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 
 #: Detector.detect (streaming): one hour of media per clip.
 DEFAULT_MAX_DURATION_S = 3600.0
@@ -54,14 +54,13 @@ class DecodeLimits:
 
     def __post_init__(self) -> None:
         check_positive("max_duration_s", self.max_duration_s)
-        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, numbers.Integral) \
-                or self.max_pixels < 64 * 64:
+        if not is_whole(self.max_pixels, 64 * 64, numpy=True):
             raise InputError(f"max_pixels must be an int >= 4096 (width x height of a frame), got {self.max_pixels!r}")
 
 
 def check_positive(name: str, value: object) -> float:
     """``value`` as a positive finite float, else :class:`InputError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+    if not is_finite_number(value, numpy=True) or value <= 0:
         raise InputError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -74,7 +73,7 @@ def check_max_side(max_side: object) -> int | None:
     """``None`` (full size) or a whole number of pixels of at least :data:`MIN_MAX_SIDE` for the longest side."""
     if max_side is None:
         return None
-    if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < MIN_MAX_SIDE:
+    if not is_whole(max_side, MIN_MAX_SIDE, numpy=True):
         raise InputError(f"max_side must be None (full size) or a whole number of pixels >= {MIN_MAX_SIDE}, got "
                          f"{max_side!r}")
     return int(max_side)
@@ -107,8 +106,7 @@ def check_stride(stride_seconds: object) -> float | None:
     """``None`` (one window) or a stride of at least MIN_STRIDE_S seconds."""
     if stride_seconds is None:
         return None
-    if isinstance(stride_seconds, bool) or not isinstance(stride_seconds, numbers.Real) \
-            or not math.isfinite(stride_seconds) or stride_seconds <= 0:
+    if not is_finite_number(stride_seconds, numpy=True) or stride_seconds <= 0:
         raise InputError(f"stride_seconds must be positive, got {stride_seconds!r}")
     if stride_seconds < MIN_STRIDE_S:
         raise InputError(f"stride_seconds must be at least {MIN_STRIDE_S:g} s (finer strides only repeat frames and "

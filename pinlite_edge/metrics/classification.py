@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pinlite_edge.errors import InputError, UsageError
+from pinlite_edge.utils.checks import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def classification_metrics(labels: np.ndarray, fake_prob: np.ndarray, threshold: float = 0.5) -> ClassificationMetrics:
     """Metrics of calling a sample fake when ``fake_prob >= threshold``; ``labels``: 0 (real) / 1 (fake)."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
-            or not np.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+    if not is_finite_number(threshold, numpy=True) or not 0.0 <= threshold <= 1.0:
         raise UsageError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     truth, fake_prob = _labels_and_scores(labels, fake_prob)
     if truth.size == 0:

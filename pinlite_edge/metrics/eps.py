@@ -8,6 +8,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from pinlite_edge.errors import InputError, UsageError
+from pinlite_edge.utils.checks import is_finite_number
 
 TOP_FRACTION = 0.2
 
@@ -79,8 +80,7 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def top_fraction_mask(a: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
     """Boolean mask of the ⌈fraction·N⌉ largest entries per row; ties go to the lower flat index (stable sort)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not np.isfinite(fraction) \
-            or not 0.0 < fraction <= 1.0:
+    if not is_finite_number(fraction, numpy=True) or not 0.0 < fraction <= 1.0:
         raise UsageError(f"fraction must be a number in (0, 1] (0.2: the top 20%), got {fraction!r}")
     n = a.shape[1]
     k = max(1, math.ceil(fraction * n - 1e-9))

@@ -1,16 +1,22 @@
-"""Predicates the argument and config checks share (each caller words its own error)."""
+"""Predicates the argument and config checks share (each caller words its own error).
+
+``numpy=True`` also takes numpy integers / floats (arguments an app computes with numpy); without it only Python
+``int`` / ``float`` pass (configs stored as JSON must hold plain values). A bool is never a number.
+"""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
-def is_whole(value: Any, low: float = -math.inf, high: float = math.inf) -> bool:
-    """``value`` is a Python ``int`` (not a bool) in ``low..high``; numpy integers are not (configs stored as JSON
-    must hold plain ints)."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+def is_whole(value: Any, low: float = -math.inf, high: float = math.inf, *, numpy: bool = False) -> bool:
+    """``value`` is an integer (not a bool) in ``low..high``."""
+    kind = numbers.Integral if numpy else int
+    return isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high
 
 
-def is_finite_number(value: Any) -> bool:
-    """``value`` is a finite Python ``int`` or ``float`` (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value: Any, *, numpy: bool = False) -> bool:
+    """``value`` is a finite real number (not a bool)."""
+    kinds = numbers.Real if numpy else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
