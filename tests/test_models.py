@@ -179,7 +179,8 @@ def test_appearance_free_input_sees_only_frame_differences():
     ("heads_per_layer", (4, 4.5), "heads_per_layer must be"),
     ("heads_per_layer", (), "heads_per_layer must be"),
     ("conv_channels", (32, 0), "conv_channels must be two whole numbers"),
-    ("backbone_width", 0.0, r"backbone_width must be a number in \(0, 4\], got 0.0"),  # was clamped
+    ("backbone_width", 0.0, r"backbone_width must be a number in 0.125..4, got 0.0"),  # was clamped
+    ("backbone_width", 1e-9, "backbone_width must be"),  # built the same network as 0.125, silently
     ("backbone_width", float("nan"), "backbone_width must be"),
     ("frozen_blocks", 99, r"frozen_blocks must be a whole number in 0..13 \(the mobilenet_v3_small backbone has 13"),
     ("frozen_blocks", -1, "frozen_blocks must be"),

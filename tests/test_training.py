@@ -553,6 +553,12 @@ def test_the_torchrun_example_in_each_help_parses(name):
     ({"resume": "no"}, "resume must be True or False, got 'no'"),  # counted as true
     ({"amp": "no"}, "amp must be True or False, got 'no'"),  # counted as true
     ({"pretrained": "yes"}, "pretrained must be True or False, got 'yes'"),
+    ({"balance": "clases"}, "--balance must be one of auto, none, classes, got 'clases'"),  # after the data
+    ({"train_split": "training"}, "train_split: unknown split 'training'"),  # DatasetError after seeding
+    ({"device": 0}, r"unknown device 0; use auto, cpu or cuda \(or cuda:N\)"),  # trained on the default device
+    ({"device": "cuda:x"}, "unknown device 'cuda:x'"),
+    ({"cache_dir": 5}, "--cache-dir must be a folder path or None, got 5"),  # ignored, or a TypeError in a cache
+    ({"model_options": {"sync_lags": 20}}, r"invalid model options \{'sync_lags': 20\}"),  # the CLI checked first
 ])
 def test_train_config_check_names_a_value_no_run_can_use_before_any_data(tmp_path, monkeypatch, options, words):
     """The API path (train_teacher(TeacherConfig(...))) reached these only after seeding and preparing the data, or
@@ -570,9 +576,27 @@ def test_train_config_check_names_a_value_no_run_can_use_before_any_data(tmp_pat
 
 
 def test_train_config_check_keeps_valid_values():
-    for cfg in (TeacherConfig(in_memory="YES", data=["synthetic", "folder:x"], pretrained=None, seed=2**32 - 1),
-                DistillConfig(cache_teacher=False, preset="paper", pretrained=True), PruneConfig(amp=False)):
+    for cfg in (TeacherConfig(in_memory="YES", data=["synthetic", "folder:x"], pretrained=None, seed=2**32 - 1,
+                              device="CUDA:1", train_split="validation", cache_dir=Path("c")),
+                DistillConfig(cache_teacher=False, preset="paper", pretrained=True, balance="none",
+                              teachers=("a", Path("b"))),
+                PruneConfig(amp=False, importance="ablation", student=Path("s"), device="cpu")):
         cfg.check()
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda o: DistillConfig(output=o, teachers="runs/teacher/best.safetensors"),
+     "teachers must be a list of checkpoint paths, got 'runs/teacher/best.safetensors'"),  # read letter by letter
+    (lambda o: PruneConfig(output=o, student="s.safetensors", importance="l2"), "--importance must be one of l1, "
+     "ablation, got 'l2'"),  # after the student was read
+])
+def test_distill_and_prune_check_their_own_options_first(tmp_path, make, words):
+    from pinlite_edge.training.prune import prune
+
+    cfg = make(str(tmp_path / "o"))
+    with pytest.raises(UsageError, match=words):
+        (distill if isinstance(cfg, DistillConfig) else prune)(cfg)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_bad_model_option_is_a_usage_error_on_the_api_path_too():

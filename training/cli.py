@@ -7,10 +7,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from pinlite_edge.errors import PinliteError, UsageError
+from pinlite_edge.errors import PinliteError
 from pinlite_edge.utils.cli import OneLineParser, key_value, run_command
 
-from pinlite_edge.training.config import TrainConfig
+from pinlite_edge.training.config import BALANCE_MODES, IN_MEMORY_MODES, TrainConfig
 
 C = TypeVar("C", bound=TrainConfig)
 R = TypeVar("R")
@@ -49,7 +49,7 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                    help="samples drawn per epoch (default: the data's natural size: every sample once, or for "
                         "balanced/weighted data the balanced size); the draw goes on across epochs, so every sample "
                         "is still used before any repeats")
-    g.add_argument("--balance", choices=("auto", "none", "classes"), default=defaults.balance,
+    g.add_argument("--balance", choices=BALANCE_MODES, default=defaults.balance,
                    help="class balance of training epochs: 'classes' draws equal numbers of real and fake samples "
                         "per epoch (fakes spread over their kinds: near shifts, far shifts, swaps...), deterministic "
                         "from --seed and the epoch; 'auto' does so for sync-pair data; 'none' uses every sample once "
@@ -62,7 +62,7 @@ def base_parser(description: str, module: str, defaults: TrainConfig) -> argpars
                        help="override a ModelConfig field of the preset (repeatable), e.g. --model-option "
                             "dropout=0.0; stored in the checkpoint so load_checkpoint rebuilds the same model")
     g.add_argument("--cache-dir", default=defaults.cache_dir, help="feature cache folder for video datasets")
-    g.add_argument("--in-memory", choices=("auto", "yes", "no"), default=defaults.in_memory,
+    g.add_argument("--in-memory", choices=IN_MEMORY_MODES, default=defaults.in_memory,
                    help="hold the decoded splits in RAM (auto: when under %.1f GB) (default: %%(default)s)"
                         % defaults.in_memory_limit_gb)
     g = p.add_argument_group("optimisation")
@@ -203,16 +203,6 @@ def stage_main(build_parser: Callable[[], argparse.ArgumentParser], config_cls: 
     cfg = config_from_args(config_cls, args)
 
     def run() -> None:
-        cfg.check()  # option values no run can use, before any data is prepared
-        kind = getattr(cfg, "model_kind", None)
-        if kind is not None:  # a bad --model-option fails before any data is prepared
-            from pinlite_edge.training.models import check_model_options
-
-            try:
-                check_model_options(kind, cfg.preset, getattr(cfg, "model_options", None),
-                                    getattr(cfg, "pretrained", None))
-            except PinliteError as exc:  # an option value no model can be built with: a usage error, exit 2
-                raise exc if isinstance(exc, UsageError) else UsageError(str(exc)) from None
-        report(train(cfg))
+        report(train(cfg))  # each stage checks cfg first (TrainConfig.check), before any data is prepared
 
     return run_cli(run, getattr(cfg, "output", None), parser.prog)

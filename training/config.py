@@ -2,14 +2,31 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from pinlite_edge.contract import check_preset
-from pinlite_edge.errors import UsageError
+from pinlite_edge.data.sample import canonical_split
+from pinlite_edge.errors import DatasetError, PinliteError, UsageError
 
 #: the values of ``in_memory`` (``--in-memory``), any case
 IN_MEMORY_MODES = ("auto", "yes", "no")
+#: the values of ``balance`` (``--balance``; see training/sampling.py)
+BALANCE_MODES = ("auto", "none", "classes")
+#: the values of ``importance`` (``prune --importance``; see training/prune.py)
+IMPORTANCE_CRITERIA = ("l1", "ablation")
+#: ``device``: auto, cpu, cuda or cuda:N, any case (whether CUDA is present is checked when the run starts)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?", re.IGNORECASE)
+
+
+def check_device(value: Any) -> str:
+    """``device`` in lower case, else a :class:`UsageError` naming ``--device`` (the name only: whether the machine
+    has CUDA is :func:`pinlite_edge.training.runtime.resolve_device`'s question)."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value.strip()):
+        raise UsageError(f"unknown device {value!r}; use auto, cpu or cuda (or cuda:N)")
+    return value.strip().lower()
 
 
 def in_memory_mode(value: Any) -> str:
@@ -50,6 +67,8 @@ _MAY_BE_NONE = frozenset({"epoch_size", "target_heads"})
 #: flags checked by TrainConfig.check (True or False; ``pretrained`` may also be None); options a stage lacks are
 #: skipped
 _FLAGS = ("resume", "amp", "progress", "cache_teacher", "pretrained")
+#: (option, its values) checked by TrainConfig.check; options a stage lacks are skipped
+_CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (("balance", BALANCE_MODES), ("importance", IMPORTANCE_CRITERIA))
 
 
 @dataclass
@@ -122,13 +141,45 @@ class TrainConfig:
         if not isinstance(data, (list, tuple)) or not data or not all(isinstance(s, str) and s for s in data):
             problems.append(f"--data must be a dataset spec (synthetic, folder:PATH, lavdf:PATH) or a non-empty list "
                             f"of them, got {self.data!r}")
-        for check, value in ((lambda v: check_preset(v, "--preset"), self.preset), (in_memory_mode, self.in_memory)):
+        for name, values in _CHOICES:
+            if hasattr(self, name) and getattr(self, name) not in values:
+                problems.append(f"--{name} must be one of {', '.join(values)}, got {getattr(self, name)!r}")
+        for name in ("train_split", "val_split"):
+            try:
+                canonical_split(getattr(self, name))
+            except DatasetError as exc:
+                problems.append(f"{name}: {exc}")
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, (str, os.PathLike))
+                                           or not os.fspath(self.cache_dir)):
+            problems.append(f"--cache-dir must be a folder path or None, got {self.cache_dir!r}")
+        teachers = getattr(self, "teachers", [])
+        if not isinstance(teachers, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in teachers):
+            problems.append(f"teachers must be a list of checkpoint paths, got {teachers!r}")
+        if not isinstance(getattr(self, "student", ""), (str, os.PathLike)):
+            problems.append(f"student must be a checkpoint path, got {getattr(self, 'student')!r}")
+        for check, value in ((lambda v: check_preset(v, "--preset"), self.preset), (in_memory_mode, self.in_memory),
+                             (check_device, self.device)):
             try:
                 check(value)
             except UsageError as exc:
                 problems.append(str(exc))
         if problems:
             raise UsageError("; ".join(problems))
+        self._check_model_options()
+
+    def _check_model_options(self) -> None:
+        """A stage that builds a model (``model_kind``) builds it on the meta device with ``model_options``, so an
+        option no model can be built with fails here, before any data is read (a :class:`UsageError`)."""
+        kind = getattr(self, "model_kind", None)
+        if kind is None:
+            return
+        from pinlite_edge.training.models import check_model_options  # torch and the models: only when needed
+
+        try:
+            check_model_options(kind, self.preset, getattr(self, "model_options", None),
+                                getattr(self, "pretrained", None))
+        except PinliteError as exc:
+            raise exc if isinstance(exc, UsageError) else UsageError(str(exc)) from None
 
 
 @dataclass

@@ -49,7 +49,7 @@ from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.models import AVSyncDetector, ModelConfig, count_parameters, mean_head_outputs
 
 from pinlite_edge.training.cli import add_distill_args, base_parser, stage_main
-from pinlite_edge.training.config import PruneConfig
+from pinlite_edge.training.config import IMPORTANCE_CRITERIA, PruneConfig
 from pinlite_edge.training.context import prepare
 from pinlite_edge.training.data import Split, make_loader
 from pinlite_edge.training.distill import (check_compatible, distillation_objective, missing_checkpoints,
@@ -69,7 +69,6 @@ class PruneResult:
     steps: list[dict[str, Any]]
 
 
-IMPORTANCE_CRITERIA = ("l1", "ablation")
 
 
 def _built(split: Split) -> Any:
@@ -174,8 +173,6 @@ def prune(cfg: PruneConfig) -> PruneResult:
     if not cfg.resume and ((out_dir / "best.safetensors").exists() or any(out_dir.glob("step*"))):
         raise UsageError(f"{out_dir} already holds a pruning run; pass --resume to continue it or choose another "
                          "--output")
-    if cfg.importance not in IMPORTANCE_CRITERIA:
-        raise UsageError(f"unknown head importance {cfg.importance!r}; choose one of {IMPORTANCE_CRITERIA}")
     student_heads = _heads_per_layer(cfg.student)
     if student_heads is not None:  # out of range: one line before any data
         planned_steps(student_heads, cfg.prune_steps, cfg.target_heads)

@@ -9,23 +9,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pinlite_edge.errors import BackendUnavailableError, UsageError
+from pinlite_edge.errors import BackendUnavailableError
+from pinlite_edge.training.config import check_device
 
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises :class:`BackendUnavailableError`."""
-    name = (name or "auto").lower()
+    name = check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError("cuda", "torch sees no CUDA device on this machine", "use --device cpu")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"unknown device {name!r}; use auto, cpu or cuda (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError("cuda", "torch sees no CUDA device on this machine", "use --device cpu")
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

@@ -32,10 +32,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from pinlite_edge.errors import PinliteError
+from pinlite_edge.training.config import BALANCE_MODES
 
 log = logging.getLogger(__name__)
 
-BALANCE_MODES = ("auto", "none", "classes")
 _CLASS_NAMES = ("real", "fake")
 
 

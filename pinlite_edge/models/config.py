@@ -19,6 +19,9 @@ MAX_CONV_CHANNELS = 2048
 MAX_LAYERS = 16
 MAX_HEADS = 64
 MAX_BACKBONE_WIDTH = 4.0
+#: the narrowest backbone: below it ResNet-narrow's first stage (64 x width channels) would be clamped to its 8-channel
+#: floor, so a smaller width (1e-9) silently built the same network as 0.125 (the tiny teacher's width)
+MIN_BACKBONE_WIDTH = 0.125
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,9 @@ class ModelConfig:
                 or not all(is_whole(c, 1, MAX_CONV_CHANNELS) for c in channels):
             raise UsageError(f"conv_channels must be two whole numbers in 1..{MAX_CONV_CHANNELS}, got {channels!r}")
         width = self.backbone_width
-        if not is_finite_number(width) or not 0.0 < width <= MAX_BACKBONE_WIDTH:
-            raise UsageError(f"backbone_width must be a number in (0, {MAX_BACKBONE_WIDTH:g}], got {width!r}")
+        if not is_finite_number(width) or not MIN_BACKBONE_WIDTH <= width <= MAX_BACKBONE_WIDTH:
+            raise UsageError(f"backbone_width must be a number in {MIN_BACKBONE_WIDTH:g}..{MAX_BACKBONE_WIDTH:g}, "
+                             f"got {width!r}")
         blocks = BACKBONE_BLOCKS[self.backbone]
         if not is_whole(self.frozen_blocks, 0, blocks):
             raise UsageError(f"frozen_blocks must be a whole number in 0..{blocks} (the {self.backbone} backbone "
