@@ -1,12 +1,12 @@
 """Export options: one dataclass for every format; each format names the options it takes (see ``formats.py``)."""
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from pinlite_edge.errors import ExportError
+from pinlite_edge.utils.checks import is_whole
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 EXPORTERS = ("classic", "dynamo")
@@ -30,7 +30,7 @@ def _has_type(value: Any, annotation: str) -> bool:
     if isinstance(value, bool):
         return annotation == "bool"
     if annotation.startswith("int"):
-        return isinstance(value, numbers.Integral)
+        return is_whole(value, numpy=True)
     return isinstance(value, str) if annotation.startswith("str") else False
 
 

@@ -35,6 +35,7 @@ from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, S
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 from pinlite_edge.utils.atomic import finite_json
+from pinlite_edge.utils.checks import is_whole
 from pinlite_edge.utils.logcapture import captured_warnings
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,7 @@ def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_secon
                          f"point), got {threshold!r}")
     if not isinstance(aggregate, str) or aggregate not in AGGREGATES:
         raise InputError(f"Detector option aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
+    if not is_whole(batch_size, 1, MAX_BATCH_SIZE, numpy=True):
         raise InputError(f"Detector option batch_size must be an int in 1..{MAX_BATCH_SIZE}, got {batch_size!r}")
     try:
         check_stride(stride_seconds)
@@ -749,8 +749,7 @@ class Detector:
                                               or not isinstance(face_coverage, (int, float, np.number))
                                               or not 0.0 <= face_coverage <= 1.0):
                 raise InputError(f"face_coverage must be a fraction from 0 to 1 or None, got {face_coverage!r}")
-            if faces_in_view is not None and (isinstance(faces_in_view, (bool, np.bool_))
-                                              or not isinstance(faces_in_view, (int, np.integer)) or faces_in_view < 0):
+            if faces_in_view is not None and not is_whole(faces_in_view, 0, numpy=True):
                 raise InputError(f"faces_in_view must be a count >= 0 or None, got {faces_in_view!r}")
             result = self._result(scores, face_found=face_found, face_coverage=face_coverage,
                                   faces_in_view=faces_in_view, audio_silent=audio_silent)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pinlite_edge.utils.checks import is_whole
+
 log = logging.getLogger(__name__)
 
 #: what the model's frames are; bump when decoding or cropping changes what a model sees (feature caches are keyed
@@ -41,7 +43,7 @@ def feature_version_problem(recorded: Any, source: str) -> str | None:
     None for the current version, and for None (not recorded: see :func:`check_unrecorded`)."""
     if recorded is None:
         return None
-    if isinstance(recorded, bool) or not isinstance(recorded, int):
+    if not is_whole(recorded):
         return f"{source}: feature_version must be an integer, got {recorded!r}"
     if recorded == FEATURE_VERSION:
         return None

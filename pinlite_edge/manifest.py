@@ -17,6 +17,7 @@ from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract, cont
 from pinlite_edge.errors import ManifestError
 from pinlite_edge.utils.atomic import (atomic_write_json, check_writable_target, clean_stale_temporaries,
                                        finite_json, folder_lock, json_default, temp_name, write_error)
+from pinlite_edge.utils.checks import is_whole
 from pinlite_edge.utils.files import MAX_METADATA_BYTES, input_file_problem
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.utils.onnx_binding import check_binding, embed_binding, external_data_hashes, is_onnx
@@ -93,7 +94,7 @@ class Manifest:
         if missing:
             raise ManifestError(f"{source} lacks required fields {missing}; restore it or re-export the artefact")
         schema = d["schema_version"]
-        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+        if is_whole(schema) and schema > SCHEMA_VERSION:
             raise ManifestError(f"{source} was written by a newer pinlite-edge (manifest schema {schema}; this "
                                 f"pinlite-edge {__version__} reads schemas 1 to {SCHEMA_VERSION}): upgrade "
                                 "pinlite-edge, or re-export the artefact with this one")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from pinlite_edge.errors import InputError
-from pinlite_edge.utils.checks import is_whole
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 
 #: window aggregates ("max", "mean" of the window P(fake)) and the offset scan's P(fake) (pinlite_edge.offset_scan)
 AGGREGATES = ("max", "mean", "scan")
@@ -159,7 +159,7 @@ def _thresholds(thresholds: Any, source: str, key: str) -> dict[str, float]:
     for agg, value in thresholds.items():
         if agg not in AGGREGATES:
             raise InputError(f"{source}: operating_point has a threshold for unknown aggregate {agg!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        if not is_finite_number(value) or not 0.0 <= float(value) <= 1.0:
             raise InputError(f"{source}: operating_point.{key} for {agg!r} must be a number in [0, 1], got "
                              f"{value!r}")
         parsed[agg] = float(value)

@@ -46,6 +46,7 @@ import numpy as np
 
 from pinlite_edge.contract import INPUT_NAMES, OUTPUT_NAMES, InputContract, NUM_OFFSET_CLASSES
 from pinlite_edge.errors import InputError, PinliteError, UsageError
+from pinlite_edge.utils.checks import is_whole
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def check_threads(value: Any, option: str = "threads") -> int | None:
     """``None`` (the backend's default) or an int in ``1..max_threads()``; else :class:`RunnerOptionError`."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_whole(value, numpy=True):
         raise RunnerOptionError(f"runner option {option}={value!r} must be a whole number of threads "
                                 f"(1..{max_threads()}) or None for the backend's default")
     if not 1 <= int(value) <= max_threads():
@@ -210,8 +211,7 @@ class BaseRunner(ABC):
                  preset: str, model_kind: str, max_batch: int | None = None, fmt: str = "",
                  batch_policy: str = "split", threads: int | None = None):
         check_choice("batch_policy", batch_policy, BATCH_POLICIES)
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
-                                      or max_batch < 1):
+        if max_batch is not None and not is_whole(max_batch, 1, numpy=True):
             raise RunnerOptionError(f"max_batch of {artifact} must be a whole number >= 1, got {max_batch!r}")
         self.threads = check_threads(threads)
         self.artifact = Path(artifact)
