@@ -51,6 +51,15 @@ def test_fake_prob_refuses_logits_that_are_not_two_per_sample(logits):
         softmax_fake_prob(logits)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fake_prob_refuses_logits_that_are_not_finite(bad):
+    """A NaN logit (or inf, or -inf beside -inf) gave a NaN P(fake), which no threshold calls fake."""
+    with pytest.raises(InputError, match=r"logits must be finite, got NaN or inf in 1 of 2 samples"):
+        softmax_fake_prob(np.array([[0.0, 1.0], [bad, bad]]))
+    with pytest.raises(InputError, match=r"logits must be finite, got NaN or inf in 1 of 2 samples"):
+        softmax_fake_prob(np.array([[0.0, 1.0], [0.0, bad]], np.float32))
+
+
 def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file():
     """Into a log file every redraw is a new line: a 2-epoch training run wrote about 600 (58 KB). Not a terminal:
     at most one redraw per LOG_INTERVAL_S besides the first and the last; a terminal keeps tqdm's rate."""

@@ -81,8 +81,13 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def softmax_fake_prob(logits: np.ndarray) -> np.ndarray:
-    """Probability of class 1 (fake) from ``(B, 2)`` logits (``(..., 2)``: one row of two logits per sample)."""
+    """Probability of class 1 (fake) from ``(B, 2)`` logits (``(..., 2)``: one row of two logits per sample); a NaN or
+    inf logit is an :class:`InputError`."""
     z = np.asarray(logits)
     if z.ndim < 2 or z.shape[-1] != 2:
         raise InputError(f"logits must have shape (B, 2) (real, fake per sample), got {z.shape}")
+    z = z.astype(np.float64, copy=False)  # as softmax reads them
+    bad = ~np.isfinite(z).all(axis=-1)
+    if bad.any():  # a NaN or inf logit gave a NaN P(fake)
+        raise InputError(f"logits must be finite, got NaN or inf in {int(bad.sum())} of {bad.size} samples")
     return softmax(z)[..., 1]
