@@ -73,11 +73,15 @@ def check_scan_offsets(offsets: Any) -> tuple[int, ...]:
 
 
 def scan_fake_prob(curve: np.ndarray, zero_index: int) -> float:
-    """``1 - exp(-(max(curve) - curve[zero_index]))`` (module doc)."""
+    """``1 - exp(-(max(curve) - curve[zero_index]))`` (module doc); a NaN or inf in ``curve`` is an
+    :class:`InputError`."""
     curve = np.asarray(curve, np.float64)
     if curve.ndim != 1 or not _is_index(zero_index, curve.size):
         raise InputError(f"scan_fake_prob needs a 1-D curve and a zero_index inside it (0..{curve.size - 1}), got "
                          f"shape {curve.shape} and {zero_index!r}")
+    if not np.isfinite(curve).all():  # a NaN gave a NaN P(fake); inf gave 1.0 or NaN
+        raise InputError(f"scan_fake_prob needs a finite curve, got NaN or inf at {int((~np.isfinite(curve)).sum())} "
+                         f"of its {curve.size} offsets")
     gap = float(np.max(curve) - curve[zero_index])
     return float(1.0 - math.exp(-max(gap, 0.0)))
 

@@ -49,6 +49,16 @@ def test_scan_fake_prob_needs_the_zero_index_inside_the_curve(zero_index):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at", [0, 1])
+def test_scan_fake_prob_refuses_a_curve_that_is_not_finite(bad, at):
+    """A NaN in the curve (at the zero index or elsewhere) gave a NaN P(fake), which no threshold calls fake."""
+    curve = np.array([0.2, 0.0, 1.0])
+    curve[at] = bad
+    with pytest.raises(InputError, match=r"scan_fake_prob needs a finite curve, got NaN or inf at 1 of its 3 offsets"):
+        scan_fake_prob(curve, 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_scan_curve_refuses_margins_that_are_not_finite(bad):
     """A NaN margin gave the clip a scan P(fake) of nan."""
     curve = ScanCurve((-2, 0, 2))
