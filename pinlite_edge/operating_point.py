@@ -232,8 +232,15 @@ def fit_operating_point(scores: Mapping[str, Sequence[float]], *, target_fpr: fl
     counts = {len(v) for v in scores.values()}
     if len(counts) != 1:
         raise InputError("every aggregate must be scored on the same clips")
-    if windows is not None and any(len(windows.get(agg, ())) != len(v) for agg, v in scores.items()):
+    if windows is not None and (not isinstance(windows, Mapping)
+                                or any(len(windows.get(agg, ())) != len(v) for agg, v in scores.items())):
         raise InputError("windows must give one count per score of every aggregate")
+    if windows is not None:
+        for agg in scores:
+            bad = [w for w in windows[agg] if not is_whole(w, 1, numpy=True)]
+            if bad:  # 0, -3, 2.5 or True made a score a short clip's, NaN a whole clip's
+                raise InputError(f"windows must be whole numbers >= 1 (the windows a clip's score rests on), got "
+                                 f"{bad[0]!r} for {agg!r}")
     thresholds, short, fpr, fpr_short, short_counts, fpr_default = {}, {}, {}, {}, {}, {}
     for agg, vals in scores.items():
         short_mask = [w < short_clip_windows for w in windows[agg]] if windows is not None else [False] * len(vals)

@@ -122,6 +122,26 @@ def test_fit_refuses_settings_its_record_cannot_carry(option, value, match):
     assert OperatingPoint.from_dict(json.loads(json.dumps(point.to_dict()))) == point
 
 
+@pytest.mark.parametrize("windows, match", [
+    ({"max": [0, 5, 5]}, r"windows must be whole numbers >= 1 \(.*\), got 0 for 'max'"),
+    ({"max": [5, -3, 5]}, "windows must be whole numbers >= 1 .*got -3"),
+    ({"max": [2.5, 5, 5]}, "windows must be whole numbers >= 1 .*got 2.5"),
+    ({"max": [True, 5, 5]}, "windows must be whole numbers >= 1 .*got True"),
+    ({"max": [math.nan, 5, 5]}, "windows must be whole numbers >= 1 .*got nan"),
+    ({"max": ["3", 5, 5]}, "windows must be whole numbers >= 1 .*got '3'"),  # was a TypeError
+    ({"max": [5, 5]}, "windows must give one count per score"),
+    ({"max": [5, 5, 5, 5]}, "windows must give one count per score"),
+    ({"mean": [5, 5, 5]}, "windows must give one count per score"),
+    ([1, 5, 5], "windows must give one count per score"),  # was an AttributeError
+])
+def test_fit_refuses_window_counts_that_are_not_one_count_per_score(windows, match):
+    """0, -3, 2.5 or True windows made a score a short clip's (a short-clip threshold from it), NaN a whole clip's."""
+    with pytest.raises(InputError, match=match):
+        fit_operating_point({"max": [0.1, 0.2, 0.3]}, windows=windows)
+    point = fit_operating_point({"max": [0.1, 0.2, 0.3]}, windows={"max": np.array([1, 5, 5])})  # numpy counts
+    assert point.short_clips == {"max": 1}
+
+
 @pytest.fixture(scope="module")
 def genuine_folder(tmp_path_factory) -> Path:
     from pinlite_edge.data.synthetic import write_clip_video
