@@ -48,7 +48,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import sys
@@ -64,7 +63,7 @@ from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target
                                        open_regular_file, temp_name, write_error)
 from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, report, run_command,
                                     timeout_problem, verdict_argument_problem)
-from pinlite_edge.utils.checks import is_whole
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
 from pinlite_edge.utils.files import find_videos as walk_videos
 from pinlite_edge.utils.logcapture import captured_warnings
@@ -714,11 +713,12 @@ def check_config(cfg: ScanConfig) -> None:
                    f"and {cfg.batch!r}")
     elif (why := timeout_problem(cfg.timeout_s)) is not None:
         problem = why
-    elif cfg.stride is not None and not (math.isfinite(cfg.stride) and cfg.stride > 0):
+    elif cfg.stride is not None and not (is_finite_number(cfg.stride, numpy=True) and cfg.stride > 0):
         problem = f"--stride must be positive finite seconds, got {cfg.stride}"
-    elif cfg.threshold is not None and not (math.isfinite(cfg.threshold) and 0.0 <= cfg.threshold <= 1.0):
+    elif cfg.threshold is not None and not (is_finite_number(cfg.threshold, numpy=True)
+                                            and 0.0 <= cfg.threshold <= 1.0):
         problem = f"--threshold must be a probability in 0..1, got {cfg.threshold}"
-    elif cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+    elif cfg.threads is not None and not is_whole(cfg.threads, 1, MAX_THREADS, numpy=True):
         problem = f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}"
     elif cfg.aggregate not in AGGREGATES:
         problem = f"--aggregate must be one of {list(AGGREGATES)}, got {cfg.aggregate!r}"

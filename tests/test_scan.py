@@ -562,6 +562,31 @@ def test_scan_config_from_the_api_takes_str_paths_and_bounds_its_workers(tree, m
     assert started == [1] and len(lines_of(out)) == 1
 
 
+@pytest.mark.parametrize("field,value,words", [
+    ("stride", True, "--stride must be positive finite seconds, got True"),  # scanned with a 1 s stride
+    ("stride", "0.5", "--stride must be"),  # TypeError
+    ("threshold", True, "--threshold must be a probability in 0..1, got True"),  # a threshold of 1.0
+    ("threshold", "0.5", "--threshold must be"),  # TypeError
+    ("threads", 2.5, "--threads must be in 1..1024, got 2.5"),  # failed later, in the backend
+    ("threads", True, "--threads must be"),
+    ("timeout_s", True, "--timeout must be positive finite seconds"),  # a 1 s decoding limit
+    ("timeout_s", "60", "--timeout must be"),  # TypeError
+])
+def test_scan_config_refuses_numbers_of_the_wrong_type(tree, model, tmp_path, field, value, words):
+    """ScanConfig from the API: a bool counted as 1 and a str was a TypeError from a comparison; now a UsageError
+    naming the option. Numpy numbers still pass."""
+    import numpy as np
+
+    from pinlite_edge.errors import UsageError
+    from pinlite_edge.scan import ScanConfig, check_config
+
+    cfg = ScanConfig(root=tree, model=model, out=tmp_path / "o.jsonl", progress=False)
+    with pytest.raises(UsageError, match=words):
+        check_config(dataclasses.replace(cfg, **{field: value}))
+    check_config(dataclasses.replace(cfg, stride=np.float32(0.5), threshold=np.float64(0.5), threads=np.int64(2),
+                                     timeout_s=np.float32(30)))
+
+
 def test_cli_without_model_uses_the_quickstart_student(tree, model, tmp_path, monkeypatch, capsys):
     """No ``--model``: the quickstart workspace's ONNX student in the working directory, else exit 2 naming it."""
     from pinlite_edge.scan import main

@@ -137,3 +137,17 @@ def test_the_bench_does_not_reuse_synthetic_clips_another_encoder_wrote(tmp_path
     monkeypatch.setattr(synthetic, "MP4_VIDEO_OPTIONS", {**synthetic.MP4_VIDEO_OPTIONS, "crf": "30"})
     second = e2e_videos("synthetic", 1, tmp_path, TINY_CONTRACT).paths
     assert second != first and second[0].is_file() and first[0].is_file()
+
+
+def test_the_number_predicates_answer_false_instead_of_raising():
+    """is_whole / is_finite_number answer every value: np.timedelta64 (numpy counts it as an integer) raised a
+    TypeError in the range comparison, an int beyond the float range an OverflowError in isfinite; the answer is a
+    plain bool."""
+    import numpy as np
+
+    from pinlite_edge.utils.checks import is_finite_number, is_whole
+
+    assert not is_whole(np.timedelta64(5, "s"), numpy=True) and not is_whole(np.timedelta64(5, "s"), 0, 9, numpy=True)
+    assert not is_finite_number(10**400) and is_finite_number(10**300)
+    assert type(is_whole(np.int64(3), 1, 5, numpy=True)) is bool and is_whole(np.int64(3), 1, 5, numpy=True)
+    assert not is_whole(True) and not is_finite_number(np.bool_(True), numpy=True) and not is_whole(3, 4)

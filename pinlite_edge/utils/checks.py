@@ -9,14 +9,24 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
+
 
 def is_whole(value: Any, low: float = -math.inf, high: float = math.inf, *, numpy: bool = False) -> bool:
     """``value`` is an integer (not a bool) in ``low..high``."""
     kind = numbers.Integral if numpy else int
-    return isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high
+    # numpy registers np.timedelta64 as an integer: a duration, not a count (and it raised in the comparison below)
+    if not isinstance(value, kind) or isinstance(value, (bool, np.timedelta64)):
+        return False
+    return bool(low <= value <= high)
 
 
 def is_finite_number(value: Any, *, numpy: bool = False) -> bool:
     """``value`` is a finite real number (not a bool)."""
     kinds = numbers.Real if numpy else (int, float)
-    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range (10**400)
+        return False

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import select
 import signal
@@ -15,6 +14,7 @@ import threading
 from typing import Any, Callable, Iterator, NoReturn
 
 from pinlite_edge.errors import BackendUnavailableError, PinliteError, UsageError
+from pinlite_edge.utils.checks import is_finite_number
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -157,6 +157,6 @@ def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
 def timeout_problem(timeout_s: float | None) -> str | None:
     """What is wrong with a decoding time limit, or None. ``timeout_s`` as the APIs take it: None for no limit (what
     ``--timeout 0`` gives: ``args.timeout or None``), else positive finite seconds."""
-    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+    if timeout_s is not None and not (is_finite_number(timeout_s, numpy=True) and timeout_s > 0):
         return f"--timeout must be positive finite seconds (0 on the command line: no limit), got {timeout_s}"
     return None
