@@ -10,7 +10,8 @@ block's own correlation, so a streamed track and the same samples given at once 
 hide inverted stretches among in-phase ones (a running decision over the whole track could be steered that way).
 In a block where a channel correlates below :data:`OUT_OF_PHASE_CORRELATION` with the reference (channel 0, or the
 loudest channel of a block where channel 0 is silent) it is mixed in flipped. :meth:`PolarityMix.warning` says how
-many blocks were, once the track is done.
+many blocks were, once the track is done. :class:`BlockMixer` cuts a track into those blocks and mixes them, for a
+streamed file (chunk by chunk) and for an app's whole array alike.
 """
 from __future__ import annotations
 
@@ -67,3 +68,49 @@ class PolarityMix:
         return (f"{self.source}: audio channel(s) {names} out of phase in {self.flipped_blocks} of {self.blocks} "
                 f"blocks of {BLOCK} samples; a plain mix cancels what the channels share (speech), so there they "
                 "are mixed in with their polarity flipped")
+
+
+def mix_block(block: np.ndarray, signs: np.ndarray | None, silence: float = 0.0) -> np.ndarray:
+    """The unscaled mono mix of one ``(samples, channels)`` block: the channel mean, with the channels ``signs``
+    flips (:func:`polarity_signs`) flipped about ``silence`` (the sample value of silence: 2^(bits-1) for unsigned
+    PCM). float32 blocks are mixed in float32, others in float64."""
+    if signs is None:
+        return block.mean(axis=1)
+    work = block if block.dtype == np.float32 else block.astype(np.float64) - silence
+    return (work * signs.astype(work.dtype)).mean(axis=1) + silence
+
+
+class BlockMixer:
+    """Multichannel ``(samples, channels)`` chunks of one track -> mono, mixed per block of :data:`BLOCK` samples
+    counted from the track's first sample (:func:`polarity_signs`, counted by :attr:`polarity`). :meth:`add` and
+    :meth:`flush` return ``(mono, block)`` pairs: the unscaled mix and the samples it was mixed from."""
+
+    def __init__(self, source: str = "audio", silence: float = 0.0):
+        self.polarity = PolarityMix(source)
+        self.silence = silence
+        self._held: list[np.ndarray] = []  # samples of the block being filled
+        self._held_n = 0
+
+    def add(self, samples: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Take the next chunk of the track; return the blocks it completes, mixed."""
+        out = self.flush() if self._held and self._held[0].shape[1] != samples.shape[1] else []  # layout changed
+        self._held.append(samples)
+        self._held_n += samples.shape[0]
+        while self._held_n >= BLOCK:
+            pending = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+            self._held = [pending[BLOCK:]] if pending.shape[0] > BLOCK else []
+            self._held_n -= BLOCK
+            out.append(self._mixed(pending[:BLOCK]))
+        return out
+
+    def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Mix the samples held (the track ended, or its layout changed): at most one block."""
+        if not self._held:
+            return []
+        pending = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+        self._held, self._held_n = [], 0
+        return [self._mixed(pending)]
+
+    def _mixed(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centred = block if not self.silence else block.astype(np.float64) - self.silence
+        return mix_block(block, self.polarity.signs(centred), self.silence), block

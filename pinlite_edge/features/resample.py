@@ -8,7 +8,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from pinlite_edge.errors import InputError
-from pinlite_edge.features.downmix import BLOCK, PolarityMix
+from pinlite_edge.features.downmix import BlockMixer
 from pinlite_edge.features.limits import check_sample_rate
 
 log = logging.getLogger(__name__)
@@ -79,27 +79,15 @@ def _silence(audio: np.ndarray) -> float:
     return float(np.iinfo(audio.dtype).max // 2 + 1) if np.issubdtype(audio.dtype, np.unsignedinteger) else 0.0
 
 
-def _centred(audio: np.ndarray) -> np.ndarray:
-    """``audio`` as float64 with silence at 0 (unscaled)."""
-    return audio.astype(np.float64) - _silence(audio)
-
-
 def _mixed(audio: np.ndarray, source: str) -> np.ndarray:
     """``(samples, channels)`` -> the unscaled mono mix: the channel mean, with a channel out of phase flipped in the
-    blocks where it is (:mod:`~pinlite_edge.features.downmix`, the same blocks as a streamed file's)."""
-    mix = PolarityMix(source)
-    starts = range(0, audio.shape[0], BLOCK)
-    signs = [mix.signs(_centred(audio[start:start + BLOCK])) for start in starts]
-    said = mix.warning()
-    if said is None:
-        return audio.mean(axis=1)
-    log.warning("%s", said)
-    mono = np.empty(audio.shape[0], np.float64)
-    for start, sign in zip(starts, signs):
-        block = audio[start:start + BLOCK]
-        mono[start:start + BLOCK] = (block.mean(axis=1) if sign is None else
-                                     (_centred(block) * sign).mean(axis=1) + _silence(audio))
-    return mono
+    blocks where it is (:class:`~pinlite_edge.features.downmix.BlockMixer`, as for a streamed file)."""
+    mixer = BlockMixer(source, _silence(audio))
+    blocks = mixer.add(audio) + mixer.flush()
+    said = mixer.polarity.warning()
+    if said is not None:
+        log.warning("%s", said)
+    return np.concatenate([mono for mono, _ in blocks])  # flush gives one block at least, if an empty one
 
 
 def resample_audio(audio: np.ndarray, sample_rate: int, target_rate: int = 16000) -> np.ndarray:

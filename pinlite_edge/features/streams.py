@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from pinlite_edge.errors import DecodeError
-from pinlite_edge.features.downmix import BLOCK, PolarityMix
+from pinlite_edge.features.downmix import BlockMixer
 from pinlite_edge.features.streamresample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,7 @@ class MonoAudio:
         self._skip = 0  # source samples still to drop (audio starting before the video)
         self._resampler: StreamResampler | None = None
         self._out: list[np.ndarray] = []
-        self._mix = PolarityMix(source)
-        self._block: list[np.ndarray] = []  # multichannel samples of the block being filled (features.downmix)
-        self._block_n = 0
+        self._mixer = BlockMixer(source)  # multichannel audio, mixed per block (features.downmix)
 
     def set_rate(self, rate: int) -> None:
         self.rate = int(rate)
@@ -70,30 +68,15 @@ class MonoAudio:
         if self.start is None:
             self.start = seconds
         if samples.ndim == 2 and samples.shape[1] > 1:  # mixed per block of the track (features.downmix)
-            if self._block and self._block[0].shape[1] != samples.shape[1]:
-                self._flush_block()  # the layout changed mid-stream
-            self._block.append(samples)
-            self._block_n += samples.shape[0]
-            while self._block_n >= BLOCK:
-                pending = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
-                self._block = [pending[BLOCK:]] if pending.shape[0] > BLOCK else []
-                self._block_n -= BLOCK
-                self._add_mixed(pending[:BLOCK])
+            for mono, block in self._mixer.add(samples):
+                self._add_mono(mono, block)
             return
         self._flush_block()
         self._add_mono(samples.astype(np.float32).reshape(-1), samples)
 
     def _flush_block(self) -> None:
-        if self._block:
-            pending = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
-            self._block, self._block_n = [], 0
-            self._add_mixed(pending)
-
-    def _add_mixed(self, block: np.ndarray) -> None:
-        signs = self._mix.signs(block)
-        mono = (block.mean(axis=1, dtype=np.float32) if signs is None else
-                (block * signs.astype(np.float32)).mean(axis=1, dtype=np.float32))
-        self._add_mono(mono, block)
+        for mono, block in self._mixer.flush():
+            self._add_mono(mono, block)
 
     def _add_mono(self, mono: np.ndarray, samples: np.ndarray) -> None:
         peak = float(np.abs(samples).max()) if samples.size else 0.0
@@ -168,7 +151,7 @@ class MonoAudio:
     def finish(self) -> None:
         """The stream ended: mix the last block, align if no video frame came, and flush the resampler."""
         self._flush_block()
-        said = self._mix.warning()
+        said = self._mixer.polarity.warning()
         if said:
             log.warning("%s", said)
         if not self._aligned:
