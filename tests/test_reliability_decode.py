@@ -408,6 +408,62 @@ def test_channels_in_phase_or_unrelated_keep_the_plain_mean():
         np.testing.assert_array_equal(to_mono(stereo), stereo.mean(axis=1))
 
 
+def _speech_51(seconds: float, rate: int, lfe: float) -> np.ndarray:
+    """(n, 6) 5.1 audio (FL FR FC LFE BL BR): speech-like harmonics with a syllable rhythm on the five full-range
+    channels (each its own gain, a delay on the back pair), a 40 Hz tone of amplitude ``lfe`` in LFE."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    voice = 0.25 * voice / np.abs(voice).max()
+    late = np.concatenate([np.zeros(240), voice[:-240]])
+    return np.stack([0.8 * voice, 0.7 * voice, voice, lfe * np.sin(2 * np.pi * 40 * t), 0.3 * late, 0.3 * late], 1)
+
+
+@pytest.mark.parametrize("codec, ext", [("flac", ".mkv"), ("aac", ".mp4")])
+def test_the_lfe_channel_is_left_out_of_a_files_mix(tmp_path, caplog, codec, ext):
+    """A file's LFE channel (sub-bass effects, not speech; standard downmixes drop it) was averaged into the mono mix:
+    a loud low tone in LFE moved the low MFCC bands. A 5.1 file with a loud 40 Hz tone in LFE now gives the features of
+    the same file with LFE silent (FLAC: the same samples; AAC: near). Arrays carry no
+    layout: every channel, LFE included, is still mixed."""
+    from pinlite_edge.features import featurise_file, to_mono
+
+    rate = 48000
+    quiet, loud = _speech_51(3.0, rate, 0.0), _speech_51(3.0, rate, 0.9)
+    ref = featurise_file(write_av(tmp_path / f"ref{ext}", seconds=3, audio=quiet, rate=rate, layout="5.1",
+                                  codec=codec), C, face_crop=False)
+    with caplog.at_level("WARNING", logger="pinlite_edge"):
+        lfe = featurise_file(write_av(tmp_path / f"lfe{ext}", seconds=3, audio=loud, rate=rate, layout="5.1",
+                                      codec=codec), C, face_crop=False)
+    assert not [r for r in caplog.records if "out of phase" in r.getMessage()]
+    assert len(lfe) == len(ref) > 1
+    for a, b in zip(lfe, ref):
+        if codec == "flac":
+            np.testing.assert_array_equal(a.mfcc, b.mfcc)
+        else:  # the LFE tone shares the encoder's bits: correlation 0.98 or more with the fix, 0.43..0.59 without
+            assert np.corrcoef(a.mfcc.ravel(), b.mfcc.ravel())[0, 1] > 0.95
+    loud32 = loud.astype(np.float32)
+    np.testing.assert_array_equal(to_mono(loud32), loud32.mean(axis=1))
+
+
+def test_lfe_channels_named_by_a_layout_are_left_out_unless_alone():
+    """Which channels a file's mix keeps, and the channel an out-of-phase warning names once LFE is left out."""
+    from pinlite_edge.features.downmix import BLOCK, BlockMixer, speech_channels
+
+    assert speech_channels(("FL", "FR", "FC", "LFE", "BL", "BR")).tolist() == [0, 1, 2, 4, 5]
+    assert speech_channels(("FL", "FR", "LFE")).tolist() == [0, 1]
+    assert speech_channels(("FL", "FR")) is None and speech_channels(("NONE",) * 6) is None
+    assert speech_channels(("LFE",)) is None and speech_channels(("LFE", "LFE2")) is None  # nothing but LFE: kept
+    voice = np.random.default_rng(2).standard_normal(BLOCK).astype(np.float32)
+    block = np.stack([voice, voice, voice, np.ones_like(voice), voice, -voice], 1)
+    mixer = BlockMixer("unit")
+    mixer.set_layout(("FL", "FR", "FC", "LFE", "BL", "BR"))
+    (mono, mixed), = mixer.add(block)
+    assert mixed.shape == (BLOCK, 5)
+    np.testing.assert_allclose(mono, voice, atol=1e-6)  # BR flipped back, LFE left out
+    assert "channel(s) 5 out of phase in 1 of 1 blocks" in mixer.polarity.warning()
+
+
 def test_audio_dtype_rules():
     """Complex audio is refused (it used to be cut to its real part); unsigned PCM is centred (uint8 128 = 0);
     signed PCM is scaled by 2^(bits-1); float audio far beyond any PCM full scale is refused."""

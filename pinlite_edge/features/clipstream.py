@@ -229,6 +229,7 @@ class FileStream:
         self._video_seconds = info.video_seconds
         if info.sample_rate:
             self.audio.set_rate(info.sample_rate)
+            self.audio.set_layout(info.audio_channels)
 
     # a VideoConsumer for iter_media: frames go to the crop stream, their times to the placer and the audio
     def start(self, declared_fps: float | None) -> None:

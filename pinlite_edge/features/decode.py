@@ -104,6 +104,7 @@ class StreamInfo:
     declared_seconds: float | None  # the container's declared duration
     declared_fps: float | None  # the video stream's rate, unchecked
     video_seconds: float | None = None  # the video stream's own declared duration (MP4/MOV have one; MKV often not)
+    audio_channels: tuple[str, ...] = ()  # the audio stream's channel names in decoding order (PyAV's: "FL", "LFE")
 
 
 class AudioConsumer(Protocol):
@@ -315,9 +316,10 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
                                     "clip or pass a larger max_duration_s")
         declared = _rate(video) if video is not None else None
         if on_open is not None:
+            names = () if astream is None else tuple(c.name for c in astream.layout.channels)
             on_open(StreamInfo(sample_rate=int(astream.rate) if astream is not None and astream.rate else None,
                                declared_seconds=declared_s, declared_fps=declared,
-                               video_seconds=_stream_seconds(video)))
+                               video_seconds=_stream_seconds(video), audio_channels=names))
         # samples beyond this count exceed max_duration_s whatever their timestamps say
         max_samples = int(limits.max_duration_s * (astream.rate or MAX_SAMPLE_RATE)) + 65536 if astream else 0
         frames = _VideoFrames(path, video, consumer, limits, declared)

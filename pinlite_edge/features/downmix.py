@@ -10,10 +10,17 @@ block's own correlation, so a streamed track and the same samples given at once 
 hide inverted stretches among in-phase ones (a running decision over the whole track could be steered that way).
 In a block where a channel correlates below :data:`OUT_OF_PHASE_CORRELATION` with the reference (channel 0, or the
 loudest channel of a block where channel 0 is silent) it is mixed in flipped. :meth:`PolarityMix.warning` says how
-many blocks were, once the track is done. :class:`BlockMixer` cuts a track into those blocks and mixes them, for a
+many blocks were, once the track is done.
+
+Low-frequency effects channels (LFE, LFE2) are left out of a file's mix when its layout names them, as standard
+downmixes do (ITU-R BS.775; FFmpeg's ``lfe_mix_level`` 0): they carry sub-bass effects, not speech, and would add
+rumble to the low MFCC bands. A layout of LFE channels alone keeps them. Arrays an app passes carry no layout: all
+their channels are mixed. :class:`BlockMixer` cuts a track into those blocks and mixes them, for a
 streamed file (chunk by chunk) and for an app's whole array alike.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -22,6 +29,15 @@ BLOCK = 8192
 #: a channel whose correlation with the reference channel is below this is out of phase. In-phase and unrelated
 #: channels correlate near +1 and near 0; an inverted copy near -1.
 OUT_OF_PHASE_CORRELATION = -0.5
+#: channel names (PyAV ``AudioLayout.channels[i].name``, FFmpeg's) of low-frequency effects channels
+LFE_CHANNELS = frozenset({"LFE", "LFE2"})
+
+
+def speech_channels(names: Sequence[str]) -> np.ndarray | None:
+    """Indices of the channels of a layout named ``names`` to mix: all but the LFE channels (:data:`LFE_CHANNELS`);
+    None for all of them (no LFE channel, or nothing but LFE channels)."""
+    keep = [i for i, name in enumerate(names) if name not in LFE_CHANNELS]
+    return np.array(keep, np.intp) if keep and len(keep) < len(names) else None
 
 
 def polarity_signs(block: np.ndarray) -> np.ndarray | None:
@@ -51,13 +67,15 @@ class PolarityMix:
         self.flipped_blocks = 0
         self.flipped_channels: set[int] = set()
 
-    def signs(self, block: np.ndarray) -> np.ndarray | None:
-        """:func:`polarity_signs` of the next block of the track, counted."""
+    def signs(self, block: np.ndarray, channels: np.ndarray | None = None) -> np.ndarray | None:
+        """:func:`polarity_signs` of the next block of the track, counted. ``channels``: the track's channel number of
+        each column of ``block`` (the warning names those), None: column ``i`` is channel ``i``."""
         signs = polarity_signs(block)
         self.blocks += 1
         if signs is not None:
             self.flipped_blocks += 1
-            self.flipped_channels.update(int(c) for c in np.flatnonzero(signs < 0))
+            flipped = np.flatnonzero(signs < 0)
+            self.flipped_channels.update(int(c) for c in (flipped if channels is None else channels[flipped]))
         return signs
 
     def warning(self) -> str | None:
@@ -83,13 +101,21 @@ def mix_block(block: np.ndarray, signs: np.ndarray | None, silence: float = 0.0)
 class BlockMixer:
     """Multichannel ``(samples, channels)`` chunks of one track -> mono, mixed per block of :data:`BLOCK` samples
     counted from the track's first sample (:func:`polarity_signs`, counted by :attr:`polarity`). :meth:`add` and
-    :meth:`flush` return ``(mono, block)`` pairs: the unscaled mix and the samples it was mixed from."""
+    :meth:`flush` return ``(mono, block)`` pairs: the unscaled mix and the samples it was mixed from (the LFE
+    channels left out once :meth:`set_layout` has named them)."""
 
     def __init__(self, source: str = "audio", silence: float = 0.0):
         self.polarity = PolarityMix(source)
         self.silence = silence
+        self._layout = 0  # channels of the layout set_layout named (0: none named)
+        self._keep: np.ndarray | None = None  # the channels of that layout mixed (None: all)
         self._held: list[np.ndarray] = []  # samples of the block being filled
         self._held_n = 0
+
+    def set_layout(self, names: Sequence[str]) -> None:
+        """The track's channel names (a file's layout): its LFE channels are left out of the mix
+        (:func:`speech_channels`) in blocks with that many channels."""
+        self._layout, self._keep = len(names), speech_channels(names)
 
     def add(self, samples: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Take the next chunk of the track; return the blocks it completes, mixed."""
@@ -112,5 +138,8 @@ class BlockMixer:
         return [self._mixed(pending)]
 
     def _mixed(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = self._keep if block.shape[1] == self._layout else None
+        if keep is not None:
+            block = block[:, keep]
         centred = block if not self.silence else block.astype(np.float64) - self.silence
-        return mix_block(block, self.polarity.signs(centred), self.silence), block
+        return mix_block(block, self.polarity.signs(centred, keep), self.silence), block

@@ -48,8 +48,9 @@ def audio_samples(audio: np.ndarray) -> int:
 
 
 def to_mono(audio: np.ndarray, source: str = "audio") -> np.ndarray:
-    """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels, LFE included; a
-    channel out of phase is flipped first, with a warning naming ``source``: :mod:`~pinlite_edge.features.downmix`).
+    """``(samples,)`` or ``(samples, channels)`` -> float32 ``(samples,)`` (mean of all channels: an array carries no
+    layout, so an LFE channel in it is mixed in too, where a file's is left out; a channel out of phase is flipped
+    first, with a warning naming ``source``: :mod:`~pinlite_edge.features.downmix`).
 
     Dtype rules (:func:`check_audio_dtype`): float as is; signed integer PCM scaled by 2^(bits-1); unsigned integer
     PCM (offset binary, e.g. uint8 with silence at 128) centred, then scaled by 2^(bits-1). A ``(channels, samples)``

@@ -2,9 +2,9 @@
 on the clip's constant frame grid, and mono audio at the contract's rate aligned to the first video frame.
 
 * :class:`MonoAudio` (an audio consumer of :func:`~pinlite_edge.features.decode.iter_media`): each decoded chunk is
-  averaged to mono (all channels, LFE included; any channel count; multichannel audio in blocks of
-  :data:`~pinlite_edge.features.downmix.BLOCK` samples, a channel out of phase in a block flipped there:
-  :mod:`~pinlite_edge.features.downmix`), shifted so sample 0 plays with the first
+  averaged to mono (any channel count; the LFE channels the stream's layout names are left out, unless it has no
+  other; multichannel audio in blocks of :data:`~pinlite_edge.features.downmix.BLOCK` samples, a channel out of phase
+  in a block flipped there: :mod:`~pinlite_edge.features.downmix`), shifted so sample 0 plays with the first
   video frame (zeros before an audio stream that starts later, leading samples dropped when it starts earlier) and
   resampled with :class:`~pinlite_edge.features.streamresample.StreamResampler` (the same samples as one
   ``resample_poly`` call over the whole track).
@@ -46,7 +46,7 @@ class MonoAudio:
         self.source = source
         self.rate: int | None = None
         self.start: float | None = None  # container time of the stream's first timed frame
-        self.peak = 0.0  # abs peak of the aligned samples (all channels)
+        self.peak = 0.0  # abs peak of the aligned samples (the channels mixed)
         self.samples = 0  # aligned samples at the source rate
         self._pending: deque[np.ndarray] = deque()  # mono chunks before the video start is known
         self._pending_n = 0
@@ -63,6 +63,10 @@ class MonoAudio:
     def set_rate(self, rate: int) -> None:
         self.rate = int(rate)
         self._resampler = StreamResampler(self.rate, self.target_rate)
+
+    def set_layout(self, names: Sequence[str]) -> None:
+        """The stream's channel names: its LFE channels are left out of the mix (and of :attr:`peak`)."""
+        self._mixer.set_layout(names)
 
     def add_audio(self, samples: np.ndarray, seconds: float | None) -> None:
         if self.start is None:
