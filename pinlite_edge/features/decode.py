@@ -216,10 +216,11 @@ def decode_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None 
 
 
 def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_video: bool,
-                     scores_audio: bool) -> tuple[Any, Any]:
+                     scores_audio: bool) -> tuple[Any, Any, list[Any]]:
     """The (video, audio) streams a player would play, each with a decoder that fails on corrupt data, within the
-    limits (pixels, sample rate); :class:`DecodeError` naming what is wrong. ``scores_audio``: the audio is decoded
-    to be scored, so a file with several audio streams is told which one is."""
+    limits (pixels, sample rate), and the list of those present (audio first) to demux; :class:`DecodeError` naming
+    what is wrong. ``scores_audio``: the audio is decoded to be scored, so a file with several audio streams is told
+    which one is."""
     video, astream = main_streams(container)
     if require_video and video is None:
         raise DecodeError(path, "not a video (no video stream)")
@@ -241,7 +242,7 @@ def _checked_streams(path: Path, container: Any, limits: DecodeLimits, require_v
         log.warning("%s has %d audio streams; only stream #%d%s, the one a player picks by default, is scored "
                     "(a dub or commentary in another stream is not checked)", path, audio_streams, astream.index,
                     _stream_label(astream))
-    return video, astream
+    return video, astream, streams
 
 
 def _stream_label(stream: Any) -> str:
@@ -307,8 +308,7 @@ def iter_media(path: Path, deadline: Deadline, *, video: VideoConsumer | None = 
     container = open_container(path, deadline)
     try:
         consumer = video
-        video, astream = _checked_streams(path, container, limits, require_video, require_audio)
-        streams = [s for s in (astream, video) if s is not None]
+        video, astream, streams = _checked_streams(path, container, limits, require_video, require_audio)
         declared_s = declared_duration(container)
         if declared_s is not None and declared_s > limits.max_duration_s:
             raise DecodeError(path, f"it declares {declared_s:.1f} s, more than max_duration_s = "
