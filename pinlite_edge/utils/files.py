@@ -19,8 +19,13 @@ MAX_METADATA_BYTES = 16 << 20
 def names_a_file_inside(location: str) -> bool:
     """Whether ``location``, a path a metadata file (labels CSV, LAV-DF metadata, ONNX external data) gives relative
     to its folder, stays inside that folder: not empty, not absolute, no ``..`` part ('/' or '\\' separated)."""
+    return parts_inside(location) is not None
+
+
+def parts_inside(location: str) -> tuple[str, ...] | None:
+    """The parts of ``location`` ('/' or '\\' separated) where :func:`names_a_file_inside` holds, else None."""
     rel = PurePosixPath(location.replace("\\", "/"))
-    return bool(location) and not rel.is_absolute() and ".." not in rel.parts
+    return rel.parts if location and not rel.is_absolute() and ".." not in rel.parts else None
 
 
 def find_videos(root: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:

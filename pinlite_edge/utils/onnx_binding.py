@@ -6,10 +6,10 @@ Only the protobuf is parsed (``load_external_data=False``): the weights are neve
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pinlite_edge.errors import ManifestError
-from pinlite_edge.utils.files import names_a_file_inside
+from pinlite_edge.utils.files import parts_inside
 
 #: metadata_props key holding the manifest's content sha256
 BINDING_KEY = "pinlite_manifest_sha256"
@@ -38,10 +38,11 @@ def external_locations(model) -> list[str]:  # noqa: ANN001
 
 
 def _safe_location(folder: Path, location: str, source: Path) -> Path:
-    if not names_a_file_inside(location):
+    parts = parts_inside(location)
+    if parts is None:
         raise ManifestError(f"{source} references external data {location!r} outside its folder; ONNX external "
                             "data must be a relative file name beside the model (re-export it)")
-    file = folder / Path(*PurePosixPath(location.replace("\\", "/")).parts)
+    file = folder / Path(*parts)
     # a symlink there that leads out of the folder is refused too (as onnxruntime refuses it, after it was hashed)
     if file.exists() and not file.resolve().is_relative_to(folder.resolve()):
         raise ManifestError(f"{source} references external data {location!r}, a link to {file.resolve()} outside "
