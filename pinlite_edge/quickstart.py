@@ -229,8 +229,18 @@ class WorkspaceStatus:
         return out
 
 
-def stage_status(out: Path) -> tuple[str, str]:
-    """``(state, detail)`` of one training stage folder: its best checkpoint must verify and record a finished run."""
+def _sha256(path: Path, hashes: dict[Path, str] | None) -> str:
+    """:func:`sha256_file` of ``path``, computed once per ``hashes`` (one status call's memo; None: no memo)."""
+    if hashes is None:
+        return sha256_file(path)
+    if path not in hashes:
+        hashes[path] = sha256_file(path)
+    return hashes[path]
+
+
+def stage_status(out: Path, hashes: dict[Path, str] | None = None) -> tuple[str, str]:
+    """``(state, detail)`` of one training stage folder: its best checkpoint must verify and record a finished run.
+    ``hashes``: the memo the checkpoint's sha256 goes into (reading the record hashes the file)."""
     from pinlite_edge.errors import CheckpointError
     from pinlite_edge.checkpoint import read_record
 
@@ -247,14 +257,17 @@ def stage_status(out: Path) -> tuple[str, str]:
         record = read_record(best)
     except CheckpointError as exc:
         return CORRUPT, str(exc)
+    if hashes is not None:
+        hashes[best] = record["weights_sha256"]  # the sha256 of the file as it is now
     if not record.get("complete"):
         return UNFINISHED, f"the run in {out} did not finish (epoch {record.get('epoch', '?')})"
     return COMPLETE, str(best)
 
 
-def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str]:
+def export_status(ws: Path, fmt: str, checkpoint: Path | None,
+                  hashes: dict[Path, str] | None = None) -> tuple[str, str]:
     """An export is complete when its manifest verifies (artefact hash, content hash) and it was exported from
-    ``checkpoint`` as it is now (the source checkpoint's sha256 in the manifest)."""
+    ``checkpoint`` as it is now (the source checkpoint's sha256 in the manifest; ``hashes``: see :func:`_sha256`)."""
     from pinlite_edge.errors import ManifestError
     from pinlite_edge.manifest import manifest_path_for, read_manifest
 
@@ -267,15 +280,15 @@ def export_status(ws: Path, fmt: str, checkpoint: Path | None) -> tuple[str, str
         return STALE, str(exc)
     if checkpoint is None or not checkpoint.is_file():
         return STALE, "the pruned checkpoint it comes from is missing"
-    if manifest.source_checkpoint_sha256 != sha256_file(checkpoint):
+    if manifest.source_checkpoint_sha256 != _sha256(checkpoint, hashes):
         return STALE, f"exported from another checkpoint than {checkpoint}"
     return COMPLETE, str(artefact)
 
 
-def summary_status(ws: Path) -> tuple[str, str]:
+def summary_status(ws: Path, hashes: dict[Path, str] | None = None) -> tuple[str, str]:
     """summary.json must hold a row per stage, each for the stage's checkpoint as it is: by the sha256 the row
     records (a copy of the workspace that did not keep file times is still complete), or, in a summary written before
-    rows recorded it, by being newer than every stage checkpoint."""
+    rows recorded it, by being newer than every stage checkpoint (``hashes``: see :func:`_sha256`)."""
     import json
 
     path = ws / "summary.json"
@@ -301,7 +314,7 @@ def summary_status(ws: Path) -> tuple[str, str]:
             continue
         recorded = row.get("checkpoint_sha256") if isinstance(row, dict) else None
         if recorded is not None:
-            if recorded != sha256_file(best):
+            if recorded != _sha256(best, hashes):
                 return STALE, f"{stage} is not the checkpoint summary.json evaluated (rebuilt since)"
         elif best.stat().st_mtime > written:
             return STALE, f"{stage} was rebuilt after summary.json was written"
@@ -314,13 +327,14 @@ def workspace_status(workspace: str | Path,
 
     ``export_formats``: the formats a complete workspace holds (the quickstart's default: ONNX FP32 and INT8)."""
     ws = Path(workspace)
-    stages = {stage: stage_status(_stage_dir(ws, stage)) for stage in STAGES}
+    hashes: dict[Path, str] = {}  # each stage checkpoint is hashed once in this call
+    stages = {stage: stage_status(_stage_dir(ws, stage), hashes) for stage in STAGES}
     pruned = _stage_dir(ws, "pruned") / "best.safetensors"
     pruned_ok = stages["pruned"][0] == COMPLETE
-    exports = {fmt: export_status(ws, fmt, pruned if pruned_ok else None) for fmt, _ in export_formats}
+    exports = {fmt: export_status(ws, fmt, pruned if pruned_ok else None, hashes) for fmt, _ in export_formats}
     outdated = {stage: differ for stage, (state, _) in stages.items() if state == COMPLETE
                 and (differ := _recipe_differs(_stage_dir(ws, stage), {}, {}, STAGE_KINDS[stage]))}
-    return WorkspaceStatus(ws, stages, exports, summary_status(ws), outdated)
+    return WorkspaceStatus(ws, stages, exports, summary_status(ws, hashes), outdated)
 
 
 # --------------------------------------------------------------------------------------------- stages

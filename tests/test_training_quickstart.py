@@ -256,6 +256,47 @@ def test_a_stage_built_before_its_preset_changed_is_rebuilt(tmp_path):
     assert asked is None  # an option asked for is compared with the option, not with the preset
 
 
+def test_workspace_status_hashes_each_stage_checkpoint_once(tmp_path, monkeypatch, student):
+    """One status call hashed the pruned checkpoint four times (its record, each of the two exports, the summary) and
+    the others twice; each is now hashed once per call, with the same verdicts."""
+    import types
+    from collections import Counter
+
+    import pinlite_edge.checkpoint as checkpoint
+    import pinlite_edge.manifest as manifest
+    from pinlite_edge import quickstart
+    from pinlite_edge.utils.hashing import sha256_file
+    from pinlite_edge.workspace_layout import STAGES, export_artifact_path
+
+    ws = tmp_path / "ws"
+    rows, shas = [], {}
+    for stage in STAGES:
+        best = checkpoint.save_checkpoint(ws / stage / "best.safetensors", student, {"complete": True})
+        shas[stage] = sha256_file(best)
+        rows.append({k: 1.0 for k in SUMMARY_KEYS} | {"model": stage, "checkpoint_sha256": shas[stage]})
+    (ws / "summary.json").write_text(json.dumps(rows))
+    for fmt, _ in quickstart.EXPORT_FORMATS:
+        artefact = export_artifact_path(ws, fmt)
+        artefact.parent.mkdir(parents=True)
+        artefact.write_bytes(b"stand-in")
+    monkeypatch.setattr(manifest, "read_manifest", lambda artefact: types.SimpleNamespace(
+        source_checkpoint_sha256=shas["pruned"]))
+    hashed: Counter[str] = Counter()
+
+    def counted(path, *args):  # noqa: ANN001, ANN202
+        hashed[Path(path).parent.name] += 1
+        return sha256_file(path, *args)
+
+    monkeypatch.setattr(quickstart, "sha256_file", counted)
+    monkeypatch.setattr(checkpoint, "sha256_file", counted)
+    status = quickstart.workspace_status(ws)
+    assert status.complete, status.missing
+    assert hashed == {stage: 1 for stage in STAGES}, hashed
+    rows[0]["checkpoint_sha256"] = "0" * 64
+    (ws / "summary.json").write_text(json.dumps(rows))
+    assert quickstart.workspace_status(ws).summary[0] == "stale"
+
+
 def test_quickstart_interrupted_is_one_line_exit_130_and_says_it_resumes(tmp_path, monkeypatch, capsys):
     """Ctrl-C was a traceback and exit 1; the stages' checkpoints are resumable, which it now says."""
     from pinlite_edge import quickstart
