@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from pinlite_edge.errors import ExportError
+from pinlite_edge.errors import ExportError, ExportOptionError
 from pinlite_edge.feature_version import FEATURE_VERSION
 from pinlite_edge.export.calibration import CalibrationSet, load_calibration
 from pinlite_edge.export.formats import ExportFormat, artifact_path, check_options, get_format
@@ -94,7 +94,7 @@ def tool_versions(*extra: str) -> dict[str, str]:
 def check_path_argument(name: str, value: Any) -> None:
     """An :class:`ExportError` naming argument ``name`` unless ``value`` is a path (a ``str`` or ``Path``)."""
     if not isinstance(value, (str, Path)):
-        raise ExportError(f"{name} must be a path (str or Path), got {value!r}")
+        raise ExportOptionError(f"{name} must be a path (str or Path), got {value!r}")
 
 
 def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
@@ -117,11 +117,11 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
         raise ExportError("the model has no .config (export works on pinlite_edge AVSyncDetector models)")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise ExportError(f"output {output_dir} is a file, not a folder: give a folder for the artefact and its "
+        raise ExportOptionError(f"output {output_dir} is a file, not a folder: give a folder for the artefact and its "
                           "manifest (--output DIR)")
     artifact = artifact_path(fmt, output_dir, model.config.kind, opts.name)
     if artifact.exists() and not opts.force:
-        raise ExportError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
+        raise ExportOptionError(f"{artifact} already exists; pass force=True (--force) to overwrite it")
     check_writable_target(artifact)  # never replace a symlink, folder or device node
     made = _missing_parents(output_dir)  # folders this call creates: removed again if the export fails
     try:

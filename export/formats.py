@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pinlite_edge.errors import ExportError
+from pinlite_edge.errors import ExportOptionError
 
 _ONNX = frozenset({"opset", "gru"})
 _CALIB = frozenset({"calib_data", "calib_split", "calib_size", "keep_float", "sensitivity", "sensitivity_size"})
@@ -108,7 +108,7 @@ def default_precision(runtime: str) -> str:
     """``fp32`` where the runtime has an FP32 artefact kind, else ``fp16`` (TensorRT), else its widest."""
     have = precisions_for(runtime)
     if not have:
-        raise ExportError(f"unknown runtime {runtime!r}; choose one of {', '.join(runtimes())}")
+        raise ExportOptionError(f"unknown runtime {runtime!r}; choose one of {', '.join(runtimes())}")
     for p in ("fp32", "fp16"):
         if p in have:
             return p
@@ -127,7 +127,7 @@ def get_format(name: str) -> ExportFormat:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ExportError(f"unknown export format {name!r}; choose one of {', '.join(FORMATS)}") from None
+        raise ExportOptionError(f"unknown export format {name!r}; choose one of {', '.join(FORMATS)}") from None
 
 
 def check_options(fmt: ExportFormat, given: set[str], spell: Callable[[str], str] = str) -> None:
@@ -137,10 +137,10 @@ def check_options(fmt: ExportFormat, given: set[str], spell: Callable[[str], str
 
     unknown = sorted(given - ExportOptions.field_names())
     if unknown:
-        raise ExportError(f"unknown export option(s) {[spell(o) for o in unknown]}")
+        raise ExportOptionError(f"unknown export option(s) {[spell(o) for o in unknown]}")
     rejected = sorted(given - fmt.allowed_options)
     if rejected:
-        raise ExportError(f"format {fmt.name!r} does not take option(s) {[spell(o) for o in rejected]}; it takes "
+        raise ExportOptionError(f"format {fmt.name!r} does not take option(s) {[spell(o) for o in rejected]}; it takes "
                           f"{sorted(spell(o) for o in fmt.allowed_options)}")
 
 

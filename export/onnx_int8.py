@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.errors import ExportError
+from pinlite_edge.errors import ExportError, ExportOptionError
 from pinlite_edge.export.calibration import CalibrationSet
 from pinlite_edge.export.plan import PrecisionPlan
 
@@ -54,7 +54,7 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
     # activation_type "uint8" stores a symmetric range with zero point 128 (the int8 grid shifted by 128): onnxruntime's
     # x86 QLinearConv kernels are u8 x s8, and with int8 activations it left 12 of the paper student's 54 convs unfused.
     if activation_type not in ("int8", "uint8"):
-        raise ExportError(f"activation_type must be 'int8' or 'uint8', got {activation_type!r}")
+        raise ExportOptionError(f"activation_type must be 'int8' or 'uint8', got {activation_type!r}")
     act_type = QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8
     extra = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias}
     if method == "percentile":

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pinlite_edge.errors import ExportError
+from pinlite_edge.errors import ExportOptionError
 from pinlite_edge.utils.checks import is_whole
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -92,7 +92,7 @@ class ExportOptions:
         for f in fields(self):
             value = getattr(self, f.name)
             if not _has_type(value, f.type):
-                raise ExportError(f"{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r}")
+                raise ExportOptionError(f"{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r}")
         checks = [
             (self.opset >= 17, f"opset must be >= 17 (SPEC §6), got {self.opset}"),
             (self.exporter in EXPORTERS, f"exporter must be one of {EXPORTERS}, got {self.exporter!r}"),
@@ -120,9 +120,9 @@ class ExportOptions:
         ]
         for ok, msg in checks:
             if not ok:
-                raise ExportError(msg)
+                raise ExportOptionError(msg)
         if self.name is not None and (not self.name or Path(self.name).name != self.name):
-            raise ExportError(f"name must be a plain file stem, got {self.name!r}")
+            raise ExportOptionError(f"name must be a plain file stem, got {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pinlite_edge.contract import INPUT_NAMES
-from pinlite_edge.errors import BackendUnavailableError, ExportError
+from pinlite_edge.errors import BackendUnavailableError, ExportError, ExportOptionError
 from pinlite_edge.export.api import ExportContext, HandlerOutput
 from pinlite_edge.export.plan import PROTECTED_KINDS, PrecisionPlan
 from pinlite_edge.runtimes.trt.loader import INSTALL_HINT, import_tensorrt  # one import + install hint (runtime's)
@@ -103,7 +103,7 @@ def profile_shapes(input_shapes: dict[str, tuple[int, ...]], max_batch: int, opt
     ``mfcc`` rows go up to ``audio_rows`` per frames row (frame sharing, for a graph with separate batch axes), tuned
     for that many (the offset scan's calls)."""
     if not 1 <= opt_batch <= max_batch:
-        raise ExportError(f"opt_batch {opt_batch} must lie in 1..{max_batch} (max batch)")
+        raise ExportOptionError(f"opt_batch {opt_batch} must lie in 1..{max_batch} (max batch)")
     out = {}
     for name, shape in input_shapes.items():
         rows = audio_rows if name == INPUT_NAMES[1] else 1

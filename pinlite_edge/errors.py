@@ -76,6 +76,12 @@ class DataOptionError(DatasetError, UsageError):
     source): a usage error, exit 2. Data that cannot be read stays a :class:`DatasetError`, a failure (exit 1)."""
 
 
+class ExportOptionError(ExportError, UsageError):
+    """An export format or option value that cannot work (an unknown format or option, an option the format does not
+    take, a value of the wrong type or range): a usage error (exit 2), and an :class:`ExportError` as before. An
+    export that fails while it runs stays an :class:`ExportError` (exit 1)."""
+
+
 class WriteError(PinliteError, OSError):
     """An output cannot be written safely: the target exists and is not this tool's output, is not a regular file
     (a folder, symlink or device node), or the folder is read-only, missing, or its device is full."""

@@ -99,6 +99,22 @@ def test_options_a_format_does_not_take_are_rejected(checkpoint, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written on a rejected call
 
 
+@pytest.mark.parametrize("fmt,options,words", [
+    ("onnx", {"calib_size": 8}, "does not take option"), ("tflite", {}, "unknown export format"),
+    ("onnx", {"opset": 13}, "opset must be >= 17"), ("onnx", {"opset": "17"}, "opset must be"),
+    ("onnx-int8", {"calib_size": 0}, "calib_size must be >= 1"),
+])
+def test_an_export_option_error_is_a_usage_error_for_the_api_too(checkpoint, tmp_path, fmt, options, words):
+    """An app catching UsageError for its own bad arguments (as for every other API) missed these: they were plain
+    ExportErrors, which the CLI alone turned into usage errors (exit 2). Now both, so ``except ExportError`` still
+    works."""
+    from pinlite_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match=words) as caught:
+        export_model(checkpoint, fmt, tmp_path, **options)
+    assert isinstance(caught.value, ExportError)
+
+
 @pytest.mark.parametrize("options,words", [
     ({"opset": "17"}, "opset must be an integer, got '17'"),  # TypeError in validate
     ({"batch": "4"}, "batch must be an integer or None, got '4'"),  # TypeError in validate
