@@ -35,7 +35,7 @@ from pinlite_edge.offset_scan import (DEFAULT_SCAN_OFFSETS, LOCAL_SCAN_RADIUS, S
 from pinlite_edge.operating_point import AGGREGATES, DEFAULT_THRESHOLD
 from pinlite_edge.trained_on import describe_training_data, trained_on_real_video
 from pinlite_edge.utils.atomic import finite_json
-from pinlite_edge.utils.checks import is_whole
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 from pinlite_edge.utils.logcapture import captured_warnings
 
 log = logging.getLogger(__name__)
@@ -281,8 +281,7 @@ def _check_options(threshold: Any, aggregate: Any, batch_size: Any, stride_secon
     scan offsets."""
     from pinlite_edge.features.limits import check_stride
 
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))
-                                  or not np.isfinite(threshold) or not 0.0 <= float(threshold) <= 1.0):
+    if threshold is not None and not (is_finite_number(threshold, numpy=True) and 0.0 <= threshold <= 1.0):
         raise InputError(f"Detector option threshold must be a number in [0, 1] (or None: the model's operating "
                          f"point), got {threshold!r}")
     if not isinstance(aggregate, str) or aggregate not in AGGREGATES:
@@ -403,8 +402,7 @@ def _face_fraction(window: Any, source: str) -> float | None:
     fraction = getattr(window, "face_fraction", None)
     if fraction is None:
         return None
-    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.number)) \
-            or not 0.0 <= float(fraction) <= 1.0:
+    if not (is_finite_number(fraction, numpy=True) and 0.0 <= fraction <= 1.0):
         raise InputError(f"{source}: window face_fraction must be None or a share in 0..1, got {fraction!r}")
     return float(fraction)
 
@@ -460,8 +458,7 @@ class _Scores:
                     raise InputError(f"{self.source}: window {name} must have shape {tuple(want)}, got "
                                      f"{tuple(np.shape(getattr(w, name)))}")
             start = w.start_seconds
-            if isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, float, np.number)) \
-                    or not np.isfinite(start) or start < 0:
+            if not (is_finite_number(start, numpy=True) and start >= 0):
                 raise InputError(f"{self.source}: window start_seconds must be a finite number >= 0, got {start!r}")
         fractions = [_face_fraction(w, self.source) for w in windows]
         faces = [_counts(f) for f in fractions]
@@ -745,9 +742,8 @@ class Detector:
             for name, flag in (("face_found", face_found), ("audio_silent", audio_silent)):
                 if flag is not None and not isinstance(flag, (bool, np.bool_)):  # "no" used to count as true
                     raise InputError(f"{name} must be True, False or None, got {flag!r}")
-            if face_coverage is not None and (isinstance(face_coverage, (bool, np.bool_))
-                                              or not isinstance(face_coverage, (int, float, np.number))
-                                              or not 0.0 <= face_coverage <= 1.0):
+            if face_coverage is not None and not (is_finite_number(face_coverage, numpy=True)
+                                                  and 0.0 <= face_coverage <= 1.0):
                 raise InputError(f"face_coverage must be a fraction from 0 to 1 or None, got {face_coverage!r}")
             if faces_in_view is not None and not is_whole(faces_in_view, 0, numpy=True):
                 raise InputError(f"faces_in_view must be a count >= 0 or None, got {faces_in_view!r}")

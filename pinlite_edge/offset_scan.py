@@ -97,6 +97,9 @@ def local_fake_probs(window_margins: np.ndarray, zero_index: int, radius: int = 
     if m.ndim != 2 or not _is_index(zero_index, m.shape[1]) or not is_whole(radius, 0, numpy=True):
         raise InputError(f"local scan needs (windows, offsets) margins, a zero index inside them and a whole radius "
                          f">= 0, got {m.shape}, {zero_index!r}, {radius!r}")
+    if not np.isfinite(m).all():  # one NaN turned every window's local P(fake) from it on into NaN
+        raise InputError(f"local scan needs finite margins, got NaN or inf in {int((~np.isfinite(m)).sum())} of "
+                         f"{m.size}")
     csum = np.vstack([np.zeros((1, m.shape[1])), np.cumsum(m, axis=0)])
     n = m.shape[0]
     lo = np.maximum(np.arange(n) - radius, 0)

@@ -289,6 +289,11 @@ def test_local_scan_is_the_scan_of_each_windows_neighbourhood():
     for zero_index, radius in ((0, 1.5), (0, -1), (0, True), (3, "2"), (7, 1), (-1, 1), (1.0, 1)):
         with pytest.raises(InputError, match="local scan"):  # radius 1.5 was an IndexError, zero index -1 wrapped
             local_fake_probs(m, zero_index, radius)
+    for bad in (np.nan, np.inf):  # one NaN margin turned the local P(fake) of its window and all after into NaN
+        broken = m.copy()
+        broken[2, 1] = bad
+        with pytest.raises(InputError, match="local scan needs finite margins, got NaN or inf in 1 of 63"):
+            local_fake_probs(broken, 3, 1)
 
 
 

@@ -284,6 +284,7 @@ def test_array_arguments_out_of_range_are_refused_up_front(kwargs, match):
 
 @pytest.mark.parametrize("option, value", [
     ("threshold", 2.0), ("threshold", float("nan")), ("threshold", "0.5"), ("aggregate", "median"),
+    ("threshold", np.complex128(0.5 + 1j)), ("threshold", 10**400),  # taken as 0.5 / an OverflowError
     ("batch_size", 0), ("batch_size", 10**9), ("batch_size", True), ("stride_seconds", 1e-9),
     ("stride_seconds", float("inf")), ("face_crop", "yes"), ("max_duration_s", -1.0), ("max_pixels", 10),
 ])
