@@ -7,7 +7,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from pinlite_edge.errors import PinliteError
 from pinlite_edge.utils.cli import OneLineParser, key_value, run_command
 
 from pinlite_edge.training.config import BALANCE_MODES, IN_MEMORY_MODES, TrainConfig

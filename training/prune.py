@@ -69,8 +69,6 @@ class PruneResult:
     steps: list[dict[str, Any]]
 
 
-
-
 def _built(split: Split) -> Any:
     return split.source if split.source is not None else split.dataset
 
