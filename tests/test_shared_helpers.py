@@ -75,9 +75,12 @@ def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file():
     counts = {}
     for name, stream in (("log", io.StringIO()), ("terminal", Terminal())):
         bar = progress_bar(total=100, file=stream, desc="x")
-        for _ in range(100):
+        for i in range(100):
             time.sleep(0.003)
             bar.update(1)
+            # as the training loop does after every step: tqdm's refresh=True redrew each time (a line per step)
+            bar.set_postfix(loss=f"{1 / (i + 1):.4f}")
+            bar.set_description(f"x {i}")
         bar.close()
         counts[name] = stream.getvalue().count("\r")
         assert (bar.mininterval == LOG_INTERVAL_S) == (name == "log")

@@ -2,7 +2,9 @@
 
 On a terminal it redraws at tqdm's usual rate. When stderr is not a terminal (a log file, CI, ``nohup``) every redraw
 is a new ``\\r``-separated line in the log: a 2-epoch run wrote about 600 of them (58 KB), so there it redraws at
-most every :data:`LOG_INTERVAL_S` seconds (and at the end), which keeps an ETA in the log without flooding it.
+most every :data:`LOG_INTERVAL_S` seconds (and at the end), which keeps an ETA in the log without flooding it. There
+``set_postfix`` / ``set_description`` never force a redraw either: the training loop sets its loss after every step,
+and tqdm's default ``refresh=True`` redrew the bar each time, whatever ``mininterval`` said (one line per step).
 """
 from __future__ import annotations
 
@@ -19,11 +21,32 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -
     from tqdm.auto import tqdm
 
     stream = kwargs.get("file") or sys.stderr
+    cls = tqdm
     if not _is_terminal(stream):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_INTERVAL_S * 2)
+        cls = _log_bar_class(tqdm)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=not enabled, **kwargs)
+    return cls(iterable, disable=not enabled, **kwargs)
+
+
+def _log_bar_class(base: type) -> type:
+    """``base`` (a tqdm class) whose postfix and description changes wait for the next throttled redraw."""
+
+    class LogBar(base):  # type: ignore[valid-type, misc]
+        def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            super().set_postfix_str(s, refresh=False)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description(desc, refresh=False)
+
+        def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description_str(desc, refresh=False)
+
+    return LogBar
 
 
 def _is_terminal(stream: Any) -> bool:
