@@ -666,3 +666,18 @@ def build_parser_help() -> str:
     from pinlite_edge.bench.cli import build_parser
 
     return build_parser().format_help()
+
+
+def test_the_accuracy_pass_reports_progress_every_few_seconds_with_time_left_not_every_batch():
+    """It said "evaluated N/M clips" after every --eval-batch batch: 1000 lines in a log for 8000 clips."""
+    from pinlite_edge.bench.core import EVAL_REPORT_S, EvalProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = EvalProgress(800, lines.append, clock=lambda: now[0])
+    for done in range(8, 801, 8):  # 100 batches, 1 s each
+        now[0] += 1.0
+        progress.update(done)
+    assert len(lines) == 100 // EVAL_REPORT_S, lines  # the last one is at the end
+    assert lines[0] == "  evaluated 80/800 clips (10 s, about 90 s left)"
+    assert lines[-1] == "  evaluated 800/800 clips (100 s)"

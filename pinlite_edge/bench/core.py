@@ -226,6 +226,29 @@ def _artefact_paths(cfg: BenchConfig) -> tuple[list[Path], Path | None]:
     return paths, (root if is_workspace(root) else None)
 
 
+#: seconds between the accuracy pass's "evaluated N/M clips" lines (it said one per --eval-batch batch: on a large
+#: test split, thousands of lines)
+EVAL_REPORT_S = 10.0
+
+
+class EvalProgress:
+    """Says how far the accuracy pass is, at most every :data:`EVAL_REPORT_S` seconds, with an estimate of the time
+    left, and always once at the end."""
+
+    def __init__(self, total: int, say: Callable[[str], None], clock: Callable[[], float] = time.perf_counter):
+        self.total, self.say, self.clock = total, say, clock
+        self.start = self.last = clock()
+
+    def update(self, done: int) -> None:
+        now = self.clock()
+        if done < self.total and now - self.last < EVAL_REPORT_S:
+            return
+        self.last = now
+        spent = now - self.start
+        left = f", about {spent * (self.total - done) / done:.0f} s left" if 0 < done < self.total else ""
+        self.say(f"  evaluated {done}/{self.total} clips ({spent:.0f} s{left})")
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Bench existing artefacts on ``cfg.data``; raises :class:`WorkspaceError` (saying how to build them) when the
     workspace or an artefact is missing. Never trains or exports."""
@@ -279,14 +302,14 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     evaluated.update({f"source:{sha}": r for sha, r in refs.source_runners.items()})
     labels: list[np.ndarray] = []
     clip_ids: list[str] = []
-    start = time.perf_counter()
+    eval_progress = EvalProgress(data.num_clips, say)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for batch in data.batches(cfg.eval_batch):
             labels.append(batch["label"])
             clip_ids.extend(batch["clip_id"])
             yield batch["frames"], batch["mfcc"]
-            say(f"  evaluated {len(clip_ids)}/{data.num_clips} clips ({time.perf_counter() - start:.0f} s)")
+            eval_progress.update(len(clip_ids))
 
     active: list[BaseRunner] = []
     try:
