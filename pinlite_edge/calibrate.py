@@ -101,16 +101,17 @@ def score_clips(checkpoint: Path, files: Sequence[Path], *, threads: int | None 
             tempfile.TemporaryDirectory(prefix="pinlite-calibrate-") as tmp:
         desc = "scoring genuine clips" + (" and copies" if names else "")
         for i, (f, name) in enumerate(progress_bar(jobs, desc=desc, unit="clip", enabled=progress)):
+            # the copy is named after its clip and re-encoding: the warnings about it (no face, ...) name this file
+            copy = Path(tmp) / f"{i}-{f.stem[:100]}-{name}.mp4"
             try:
-                path = f if name is None else reencode(f, Path(tmp) / f"{i}.mp4", TRANSFORMS[name],
-                                                       seed=sum(f.name.encode()))
+                path = f if name is None else reencode(f, copy, TRANSFORMS[name], seed=sum(f.name.encode()))
                 r = det.detect(path)
             except PinliteError as exc:
                 log.warning("skipping %s%s: %s", f, "" if name is None else f" re-encoded ({name})", exc)
                 continue
             finally:
                 if name is not None:
-                    (Path(tmp) / f"{i}.mp4").unlink(missing_ok=True)
+                    copy.unlink(missing_ok=True)
             assert r.fake_prob_scan is not None  # Detector's default scans
             scores.append(ClipScore(str(f), r.fake_prob_max, r.fake_prob_mean, r.fake_prob_scan, r.face_found, name,
                                     windows={agg: r.evidence_windows(agg) for agg in ("max", "mean", "scan")}))
@@ -218,12 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"re-encoded on their way to you ({', '.join(TRANSFORMS)}; 'none' for the clips alone; "
                         "default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="measure and print, do not write the checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     splits: tuple[str, ...] | None = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     if splits == ("all",):
         splits = None
@@ -235,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             point = calibrate_checkpoint(args.checkpoint, args.data, split_file=args.split_file, splits=splits,
                                          target_fpr=args.target_fpr, threads=args.threads,
                                          stride_seconds=args.stride_seconds, face_crop=not args.no_face_crop,
-                                         reencodings=reencodings, write=not args.dry_run)
+                                         reencodings=reencodings, write=not args.dry_run,
+                                         progress=not args.no_progress)
         except InputError as exc:  # an argument that cannot work (--data, --target-fpr, ...): exit 2
             raise UsageError(str(exc)) from None
         for agg, thr in point.thresholds.items():

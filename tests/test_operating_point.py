@@ -188,6 +188,27 @@ def test_calibrate_cli_writes_the_record_and_keeps_the_weights(genuine_folder, t
         load_runner(onnx)
 
 
+def test_calibrate_no_progress_and_copies_named_after_their_clip(genuine_folder, tmp_path, capsys, monkeypatch):
+    """--no-progress was missing (the bar was always drawn), and a re-encoded copy was a temporary "5.mp4", so a
+    warning about it ("no face found in /tmp/pinlite-calibrate-x/5.mp4") did not say which clip it was."""
+    from pinlite_edge import calibrate
+
+    copies: list[Path] = []
+    real_reencode = calibrate.reencode
+
+    def reencode(src: Path, dst: Path, *args, **kwargs):
+        copies.append(dst)
+        return real_reencode(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(calibrate, "reencode", reencode)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", create_student("tiny", pretrained=False), {"epoch": 3})
+    assert calibrate.main([str(ckpt), "--data", str(genuine_folder), "--splits", "all", "--no-face-crop",
+                           "--threads", "1", "--reencode", "crf35", "--dry-run", "--no-progress"]) == 0
+    assert "scoring genuine clips" not in capsys.readouterr().err
+    assert sorted(p.name.split("-", 1)[1] for p in copies) == [f"clip{i}-crf35.mp4" for i in range(3)]
+
+
 def test_calibrate_cli_errors_are_one_line(tmp_path, capsys):
     from pinlite_edge.calibrate import main
 
