@@ -120,6 +120,7 @@ class ScanSummary:
     several_faces: int = 0  # scored with more than one face in view: the verdict follows one of them
     skipped_fake: int = 0  # "fake" verdicts among the records already in the results file
     retried: int = 0  # files recorded with an error earlier and scanned again (--retry-errors)
+    warned: int = 0  # files of this run whose record lists warnings (its "warnings")
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -788,7 +789,7 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
     except BaseException:
         detector.close()
         raise
-    scored = failed = fake = no_face = silent_audio = several_faces = 0
+    scored = failed = fake = no_face = silent_audio = several_faces = warned = 0
     model_info = {"model_training_data": detector.training_data_text,
                   "model_trained_on_real_video": detector.trained_on_real_video}
     try:
@@ -808,6 +809,7 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
                 rec = record_for(job, result, error, model_info)
                 rec["settings"] = settings
                 writer.write(rec)
+                warned += bool(rec.get("warnings"))
                 if rec["error"] is None:
                     scored += 1
                     fake += rec["verdict"] == "fake"
@@ -826,7 +828,7 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
                        seconds=time.perf_counter() - start, no_face=no_face, several_faces=several_faces,
                        silent_audio=silent_audio,
                        skipped_fake=sum(str(v) in prior.fake for v in set(videos) - set(todo)),
-                       retried=len(retry))
+                       retried=len(retry), warned=warned)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -885,12 +887,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_face += f", {summary.silent_audio} with silent audio" if summary.silent_audio else ""
         several = (f", {summary.several_faces} with several faces in view (each verdict follows one face; "
                    "\"faces_in_view\" in the results)") if summary.several_faces else ""
+        # where to look: a failed file's error and every file's warnings are in its line of --out, not on stderr
+        failed = (f" (their \"error\" in {args.out}; --retry-errors scans them again)" if summary.failed else "")
+        warned = f"{summary.warned} with warnings (their \"warnings\" in {args.out}); " if summary.warned else ""
         print(f"{summary.total} videos: {summary.scored} scored ({summary.fake} fake{no_face}{several}), "
-              f"{summary.failed} failed, "
+              f"{summary.failed} failed{failed}, "
               f"{summary.skipped} already in {args.out}"
               f"{f' ({summary.skipped_fake} of them fake)' if summary.skipped else ''}"
               f"{f', {summary.retried} recorded with an error scanned again' if summary.retried else ''}; "
-              f"{summary.seconds:.1f} s")
+              f"{warned}{summary.seconds:.1f} s")
         return 1 if summary.failed else 0  # a file that could not be scored: exit 1, after the summary
 
     return run_command("python -m pinlite_edge.scan", run,

@@ -136,6 +136,8 @@ def test_each_record_carries_the_warnings_about_its_own_file(grid_clips, model, 
     # no lip-sync evidence, no verdict (it used to be a confident "real", also in a decoding process)
     assert recs["silent.mkv"]["verdict"] == "silent-audio" and summary.silent_audio == 1
     assert recs[grid_clips[0].name]["verdict"] in ("real", "fake")
+    # counted for the summary line (with the default --workers the warnings reach only the records)
+    assert summary.warned == 1
 
 
 def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):
@@ -486,7 +488,10 @@ def test_exit_status_is_1_when_a_file_failed_and_0_when_all_were_scored_or_done(
     out = tmp_path / "b.jsonl"
     args = [str(root), "--model", str(model), "--out", str(out), "--no-face-crop", "--no-progress", "--workers", "0"]
     assert main(args) == 1
-    assert "2 videos: 0 scored (0 fake), 2 failed" in capsys.readouterr().out  # the summary is still printed
+    printed = capsys.readouterr().out
+    assert "2 videos: 0 scored (0 fake), 2 failed" in printed  # the summary is still printed
+    # and says where the errors are: without -v no file name or error reached the console
+    assert f'2 failed (their "error" in {out}; --retry-errors scans them again)' in printed
     assert main(args) == 0 and "2 already in" in capsys.readouterr().out  # skipped as already done
 
 
