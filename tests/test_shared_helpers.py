@@ -154,3 +154,35 @@ def test_the_number_predicates_answer_false_instead_of_raising():
     assert not is_finite_number(10**400) and is_finite_number(10**300)
     assert type(is_whole(np.int64(3), 1, 5, numpy=True)) is bool and is_whole(np.int64(3), 1, 5, numpy=True)
     assert not is_whole(True) and not is_finite_number(np.bool_(True), numpy=True) and not is_whole(3, 4)
+
+
+def test_a_cli_console_shows_a_repeated_warning_a_few_times_and_results_still_get_every_one():
+    """A scan with --workers 0/1 or a training run over 10 000 faceless clips logged two warnings per clip on the
+    console; it shows REPEATS_SHOWN from each place in the code, the last saying where the rest are, while the
+    warnings each input's result collects (captured_warnings) keep all of them. Errors always pass."""
+    import io
+    import logging
+
+    from pinlite_edge.utils.cli import REPEATS_SHOWN, RepeatedWarnings
+    from pinlite_edge.utils.logcapture import captured_warnings
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    console.addFilter(RepeatedWarnings("see the records"))
+    root, log = logging.getLogger(), logging.getLogger("pinlite_edge.features.facecrop")
+    root.addHandler(console)
+    try:
+        collected = []
+        for i in range(20):
+            with captured_warnings() as warnings:
+                log.warning("no face found in clip%d.mp4", i)
+            collected += warnings
+        log.error("an error is always shown")
+    finally:
+        root.removeHandler(console)
+    lines = stream.getvalue().splitlines()
+    assert lines[:REPEATS_SHOWN - 1] == [f"no face found in clip{i}.mp4" for i in range(REPEATS_SHOWN - 1)]
+    assert lines[REPEATS_SHOWN - 1] == (f"no face found in clip{REPEATS_SHOWN - 1}.mp4 (further warnings like this "
+                                        "are not shown: see the records)")
+    assert lines[REPEATS_SHOWN:] == ["an error is always shown"]
+    assert collected == [f"no face found in clip{i}.mp4" for i in range(20)]

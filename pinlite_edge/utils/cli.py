@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -20,6 +21,41 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+#: how many warnings from one place in the code a CLI shows before it stops repeating them
+REPEATS_SHOWN = 5
+
+
+class RepeatedWarnings(logging.Filter):
+    """A console handler's filter: the SDK's WARNING lines from one place in the code (one per file, e.g. "no face
+    found in X" over a folder of 10 000 faceless clips) are shown :data:`REPEATS_SHOWN` times, the last of them with
+    a note that more are not shown and where they are; errors and other levels always pass."""
+
+    def __init__(self, where: str, shown: int = REPEATS_SHOWN):
+        super().__init__()
+        self.where, self.shown = where, shown
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or not record.name.startswith("pinlite_edge"):
+            return True
+        key = (record.pathname, record.lineno)
+        n = self.counts[key] = self.counts.get(key, 0) + 1
+        if n == self.shown:
+            note = f"further warnings like this are not shown: {self.where}"
+            record.msg, record.args = f"{record.getMessage()} ({note})", ()
+        return n <= self.shown
+
+
+def limit_repeated_warnings(where: str, shown: int = REPEATS_SHOWN) -> None:
+    """Put a :class:`RepeatedWarnings` filter on the console handler a CLI's ``logging.basicConfig`` made (a plain
+    ``StreamHandler`` of the root logger; not twice, and not on other handlers, e.g. a test's capture). Handlers
+    elsewhere, e.g. the one collecting the warnings about each input for its result, still get every warning."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, RepeatedWarnings)
+                                                              for f in handler.filters):
+            handler.addFilter(RepeatedWarnings(where, shown))
 
 
 class OneLineParser(argparse.ArgumentParser):
