@@ -29,6 +29,22 @@ class _Reader:
         return None if nxt is None else {"frames": nxt[0], "mfcc": nxt[1]}
 
 
+class _RootToDebug(logging.Filter):
+    """While active, what is logged directly on the root logger (a library's ``logging.warning(...)``) is logged at
+    DEBUG on this module's logger instead; records of named loggers are untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        log.debug("quantize_static: %s", record.getMessage())
+        return False
+
+    def __enter__(self) -> "_RootToDebug":
+        logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeFilter(self)
+
+
 def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -60,8 +76,11 @@ def quantize_onnx(fp32: Path, out: Path, cal: CalibrationSet, plan: PrecisionPla
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     sink = io.StringIO()
+    # onnxruntime also logs on the root logger ("WARNING root: Please consider to run pre-processing before
+    # quantization"), which the console handler of a CLI or app prints past the redirection: kept at DEBUG too
+    to_debug = _RootToDebug()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), to_debug:
             quantize_static(
                 str(fp32), str(out), _Reader(cal), quant_format=fmt, op_types_to_quantize=list(OP_TYPES),
                 per_channel=per_channel, activation_type=act_type, weight_type=QuantType.QInt8,
