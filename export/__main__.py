@@ -12,7 +12,7 @@ from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.export.formats import COMMON, FORMATS, artifact_path, check_options, get_format
 from pinlite_edge.export.options import (ACTIVATION_TYPES, CALIB_METHODS, EXPORTERS, GRU_MODES, QUANT_FORMATS,
                                          SPEED_FLOAT_MODES, WEIGHT_ONLY_MODES, ExportOptions)
-from pinlite_edge.utils.cli import OneLineParser, report, run_command
+from pinlite_edge.utils.cli import OneLineParser, configure_logging, report, run_command
 
 
 def _format_table(flags: dict[str, str]) -> str:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     verbose = args.pop("verbose", False)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     checkpoint, fmt, output = args.pop("checkpoint"), args.pop("format"), args.pop("output")
     prog = "python -m pinlite_edge.export"
     try:

@@ -33,7 +33,7 @@ from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS, TRANSFORMS, chec
 from pinlite_edge.errors import InputError, PinliteError, UsageError
 from pinlite_edge.operating_point import DEFAULT_TARGET_FPR, OperatingPoint, check_target_fpr, fit_operating_point
 from pinlite_edge.utils.atomic import folder_lock
-from pinlite_edge.utils.cli import OneLineParser, run_command
+from pinlite_edge.utils.cli import OneLineParser, configure_logging, run_command
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging(logging.INFO)
     splits: tuple[str, ...] | None = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     if splits == ("all",):
         splits = None

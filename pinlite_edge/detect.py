@@ -10,8 +10,8 @@ from typing import Any
 
 from pinlite_edge.errors import DecodeError, PinliteError, UsageError
 from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
-from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, print_error,
-                                    run_command, timeout_problem, verdict_argument_problem)
+from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, configure_logging,
+                                    print_error, run_command, timeout_problem, verdict_argument_problem)
 from pinlite_edge.workspace_layout import add_model_argument, resolve_model
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print_error(PROG, problem)
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
     def run() -> int:
         from pinlite_edge.detector import Detector  # inside: a Ctrl-C during these imports ends as one line too
         from pinlite_edge.features.audio import check_file

@@ -613,7 +613,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pinlite_edge.utils.cli import OneLineParser, key_value, run_command
+    from pinlite_edge.utils.cli import OneLineParser, configure_logging, key_value, run_command
 
     p = OneLineParser(prog="python -m pinlite_edge.quickstart", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -647,8 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "a lip-sync-style fake per window; defaults: %s; stages built otherwise are rebuilt"
                         % ", ".join(f"{k}={v}" for k, v in QuickstartConfig().real_sync_pairs.items()))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(logging.INFO)
     opts = dict(workspace=args.workspace, force=args.force, seed=args.seed, device=args.device,
                 progress=not args.no_progress, exports=not args.no_export, real_data=args.real_data,
                 split_file=args.split_file, model_options=dict(args.model_option), pair_weight=args.pair_weight)

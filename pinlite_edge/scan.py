@@ -61,7 +61,7 @@ from pinlite_edge.offset_scan import DEFAULT_SCAN_OFFSETS
 from pinlite_edge.operating_point import AGGREGATES
 from pinlite_edge.utils.atomic import (atomic_write_bytes, check_writable_target, finite_json, lock_exclusive,
                                        open_regular_file, temp_name, write_error)
-from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, limit_repeated_warnings,
+from pinlite_edge.utils.cli import (OneLineParser, add_timeout_argument, add_verdict_arguments, configure_logging,
                                     report, run_command, timeout_problem, verdict_argument_problem)
 from pinlite_edge.utils.checks import is_finite_number, is_whole
 from pinlite_edge.utils.files import VIDEO_EXTENSIONS, input_file_problem
@@ -809,6 +809,9 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
                 rec = record_for(job, result, error, model_info)
                 rec["settings"] = settings
                 writer.write(rec)
+                if processes:  # logged in a decoding process, these reached this one in the job's record only
+                    for message in job.get("warnings", []):
+                        log.warning("%s", message)
                 warned += bool(rec.get("warnings"))
                 if rec["error"] is None:
                     scored += 1
@@ -869,9 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:
-        limit_repeated_warnings(f"each file's are in its record's \"warnings\" in {args.out}; -v shows them all")
+    configure_logging(logging.INFO if args.verbose else logging.WARNING, None if args.verbose else
+                      f"each file's are in its record's \"warnings\" in {args.out}; -v shows them all")
     try:
         model = resolve_model(args.model)
     except PinliteError as exc:

@@ -220,7 +220,8 @@ def test_bench_runtime_trt_with_no_other_flag(workspace, monkeypatch, capsys):
     fake = FakeTrt(monkeypatch)
     monkeypatch.chdir(workspace.parent)
     quickstart_calls: list[Path] = []
-    monkeypatch.setattr(prepare, "ensure_quickstart_workspace", lambda path, say: quickstart_calls.append(path))
+    monkeypatch.setattr(prepare, "ensure_quickstart_workspace",
+                        lambda path, say, progress: quickstart_calls.append((path, progress)))
     opened: list[dict] = []
     onnx = workspace / "exports" / "onnx" / "pinlite-student.onnx"
 
@@ -234,7 +235,7 @@ def test_bench_runtime_trt_with_no_other_flag(workspace, monkeypatch, capsys):
     assert main(["--runtime", "trt", *FAST, "--out", "r1"]) == 0
     err = capsys.readouterr().err
     assert "building the TensorRT fp16 engine for Fake Orin" in err
-    assert quickstart_calls == [Path("pinlite-workspace")]
+    assert quickstart_calls == [(Path("pinlite-workspace"), True)]
     (row,) = json.loads(Path("r1/bench.json").read_text())["rows"]
     assert (row["backend"], row["precision"], row["format"]) == ("trt", "fp16", "trt-fp16")
     assert opened[-1]["device"] == "cuda" and opened[-1]["cuda_binding"] == "auto"
@@ -293,7 +294,7 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     state = {"missing": ["teacher/ (missing: no training run in pinlite-workspace/teacher)", "summary.json (missing)"]}
-    runs, checked = [], []
+    runs, checked, bars = [], [], []
 
     def fake_status(workspace, export_formats):
         checked.append((Path(workspace), [f for f, _ in export_formats]))
@@ -301,6 +302,7 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
 
     def fake_quickstart(cfg):
         runs.append(Path(cfg.workspace))
+        bars.append(cfg.progress)
         state["missing"] = []
         return []
 
@@ -317,6 +319,9 @@ def test_cli_builds_a_missing_or_unfinished_quickstart_workspace(tmp_path, monke
     state["missing"] = ["pruned/ (unfinished: the run did not finish (epoch 0))"]
     prepare.ensure_quickstart_workspace(ws, said.append)
     assert len(runs) == 2 and "pruned/ (unfinished" in said[-2]
+    state["missing"] = ["pruned/"]
+    prepare.ensure_quickstart_workspace(ws, said.append, progress=False)  # bench --no-progress: no bars in a log
+    assert bars == [True, True, False]
 
 
 def test_cli_warns_before_benchmarking_a_workspace_built_with_an_older_preset(tmp_path, monkeypatch, caplog):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -117,9 +118,11 @@ def test_scan_matches_the_detector_api(tree, model, serial):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_each_record_carries_the_warnings_about_its_own_file(grid_clips, model, tmp_path, workers):
+def test_each_record_carries_the_warnings_about_its_own_file(grid_clips, model, tmp_path, workers, caplog):
     """A clip with digitally silent audio beside a clean GRID clip: the silent clip's record says so in "warnings"
-    (logged in a decoding process, or in the scan's own with --workers 0), the GRID clip's record has none."""
+    (logged in a decoding process, or in the scan's own with --workers 0), the GRID clip's record has none. The
+    scan's own log has the warning too: a decoding process's warnings are logged again there (with the default
+    --workers 2 they had reached only the records)."""
     from test_bad_inputs import write_av
 
     root = tmp_path / "videos"
@@ -136,8 +139,10 @@ def test_each_record_carries_the_warnings_about_its_own_file(grid_clips, model, 
     # no lip-sync evidence, no verdict (it used to be a confident "real", also in a decoding process)
     assert recs["silent.mkv"]["verdict"] == "silent-audio" and summary.silent_audio == 1
     assert recs[grid_clips[0].name]["verdict"] in ("real", "fake")
-    # counted for the summary line (with the default --workers the warnings reach only the records)
+    # counted for the summary line, and on the console (through the scan's own logging) whichever process decoded
     assert summary.warned == 1
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("digitally silent" in m and "silent.mkv" in m for m in logged) == 1, logged
 
 
 def test_parallel_workers_give_the_same_results(tree, model, tmp_path, serial):

@@ -186,3 +186,25 @@ def test_a_cli_console_shows_a_repeated_warning_a_few_times_and_results_still_ge
                                         "are not shown: see the records)")
     assert lines[REPEATS_SHOWN:] == ["an error is always shown"]
     assert collected == [f"no face found in clip{i}.mp4" for i in range(20)]
+
+
+def test_every_command_logs_through_one_set_up_with_the_time():
+    """detect, scan, bench and export logged "LEVEL message" without the time (an hour-long scan could not say when
+    a warning came), calibrate without the level, training and quickstart "time LEVEL logger: message": one format
+    now, set up in one place (utils.cli.configure_logging), which is the package's only logging.basicConfig."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pinlite_edge.utils.cli import LOG_FORMAT
+
+    code = ("import logging; from pinlite_edge.utils.cli import configure_logging; configure_logging(logging.INFO); "
+            "logging.getLogger('pinlite_edge.features').warning('no face found in x.mp4')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING pinlite_edge\.features: no face found in x\.mp4\n", err), err
+    assert "%(asctime)s" in LOG_FORMAT
+    root = Path(__file__).resolve().parents[1]
+    callers = sorted(str(p.relative_to(root)) for folder in ("pinlite_edge", "export", "runtimes", "training")
+                     for p in (root / folder).rglob("*.py") if "logging.basicConfig(" in p.read_text(encoding="utf-8"))
+    assert callers == ["pinlite_edge/utils/cli.py"], callers

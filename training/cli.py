@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from pinlite_edge.utils.cli import OneLineParser, key_value, limit_repeated_warnings, run_command
+from pinlite_edge.utils.cli import OneLineParser, configure_logging, key_value, run_command
 
 from pinlite_edge.training.config import BALANCE_MODES, IN_MEMORY_MODES, TrainConfig
 
@@ -130,10 +130,7 @@ def defaults_of(cls: type[C]) -> C:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not verbose:
-        limit_repeated_warnings("-v shows them all")
+    configure_logging(logging.DEBUG if verbose else logging.INFO, None if verbose else "-v shows them all")
 
 
 def run_cli(main: Callable[[], Any], output: str | Path | None = None,

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pinlite_edge.utils.atomic import make_output_folder
-from pinlite_edge.utils.cli import OneLineParser, key_value, print_error, run_command
+from pinlite_edge.utils.cli import OneLineParser, configure_logging, key_value, print_error, run_command
 
 from pinlite_edge.export.formats import default_precision, precisions, precisions_for
 from pinlite_edge.runtimes import BACKENDS
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-teacher", action="store_true", help="also time the FP32 teacher (for the plots)")
     p.add_argument("--no-plots", action="store_true",
                    help="do not write the plots (accuracy_vs_latency.png, eps_vs_latency.png, attention_maps.png)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars while the quickstart workspace is built (its stage lines and the bench's "
+                        "status lines stay)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
     cfg = BenchConfig(runtime=args.runtime, precision=args.precision, artifacts=args.artifacts,
                       compare=list(args.compare), data=args.data, data_options=dict(args.data_option),
                       split=args.split, limit=args.limit,
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       teacher=args.teacher, teacher_cache=args.teacher_cache, cache_dir=args.cache_dir,
                       time_teacher=args.time_teacher, plots=not args.no_plots, memory=not args.no_memory,
                       memory_calls=args.memory_calls, e2e=not args.no_e2e, e2e_data=args.e2e_data,
-                      e2e_clips=args.e2e_clips)
+                      e2e_clips=args.e2e_clips, progress=not args.no_progress)
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -78,6 +78,7 @@ class BenchConfig:
     e2e_data: str | None = None  # None/"auto": ../shared/data/real-av when present, else synthetic mp4 clips
     e2e_clips: int = 3
     data_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True  # progress bars while the CLI builds the quickstart workspace (--no-progress: none)
 
     @property
     def resolved_precision(self) -> str:

@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from pinlite_edge.export.formats import format_for
 from pinlite_edge.manifest import read_manifest
+from pinlite_edge.utils.cli import LOG_DATE_FORMAT, LOG_FORMAT
 
 from pinlite_edge.bench.core import BenchConfig
 from pinlite_edge.bench.engine_cache import BUILD_OPTIONS, detect_target, ensure_engine, source_onnx
@@ -36,7 +37,7 @@ def _visible(logger_name: str) -> Iterator[None]:
     """Show INFO logs of ``logger_name`` (the quickstart's stage lines) while it builds, whatever the CLI's level."""
     logger = logging.getLogger(logger_name)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -49,13 +50,13 @@ def _visible(logger_name: str) -> Iterator[None]:
         logger.propagate = old_propagate
 
 
-def ensure_quickstart_workspace(path: Path, say: Say) -> None:
+def ensure_quickstart_workspace(path: Path, say: Say, progress: bool = True) -> None:
     """Build (or finish) the quickstart workspace at ``path`` unless ``quickstart.workspace_status`` finds it complete
     (checked by content: checkpoints verify and record finished runs, exports verify and come from the current
-    pruned checkpoint, the summary is newer than the checkpoints)."""
+    pruned checkpoint, the summary is newer than the checkpoints). ``progress``: the quickstart's progress bars."""
     from pinlite_edge import quickstart
 
-    qcfg = quickstart.QuickstartConfig(workspace=str(path), progress=True)
+    qcfg = quickstart.QuickstartConfig(workspace=str(path), progress=progress)
     status = quickstart.workspace_status(path, qcfg.export_formats)
     if status.complete:
         for stage, differ in status.outdated.items():
@@ -126,6 +127,6 @@ def prepare(cfg: BenchConfig, say: Say) -> None:
         detect_target(cuda_index(cfg.device))  # TensorRT and a GPU, before anything is built
     root = cfg.artifacts if cfg.artifacts is not None else DEFAULT_WORKSPACE
     if cfg.artifacts is None:
-        ensure_quickstart_workspace(root, say)
+        ensure_quickstart_workspace(root, say, cfg.progress)
     if is_workspace(root):
         ensure_runtime_artefact(root, cfg.runtime, precision, say, cuda_index(cfg.device))

@@ -25,6 +25,18 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: how many warnings from one place in the code a CLI shows before it stops repeating them
 REPEATS_SHOWN = 5
+#: the console log line of every CLI: the time (a long scan or training run says when), level, logger, message
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+
+def configure_logging(level: int, repeated: str | None = None) -> None:
+    """A CLI's console logging (stderr, :data:`LOG_FORMAT`); with ``repeated`` (where the hidden ones are, e.g. "-v
+    shows them all"), repeated SDK warnings are shown :data:`REPEATS_SHOWN` times (:func:`limit_repeated_warnings`).
+    Library code never calls this: an app embedding the SDK owns its logging."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
+    if repeated is not None:
+        limit_repeated_warnings(repeated)
 
 
 class RepeatedWarnings(logging.Filter):
