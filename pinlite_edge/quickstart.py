@@ -38,7 +38,7 @@ from pinlite_edge.checkpoint import load_checkpoint
 from pinlite_edge.data.reencode import CALIBRATION_REENCODINGS
 from pinlite_edge.errors import PinliteError, UsageError
 from pinlite_edge.models.config import ModelConfig, student_config, teacher_config
-from pinlite_edge.utils.atomic import atomic_write_json, finite_json, make_output_folder
+from pinlite_edge.utils.atomic import atomic_write_json, finite_json, folder_lock, make_output_folder
 from pinlite_edge.utils.hashing import sha256_file
 from pinlite_edge.workspace_layout import (ARTEFACT_STEM, DEFAULT_WORKSPACE, REAL_DATA, STAGES, export_artifact_path,
                                            exports_dir, find_real_data, real_data_places)
@@ -539,10 +539,7 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     stage was rebuilt in this run) is redone; an export whose manifest verifies and names the current pruned
     checkpoint is reused, any other is rebuilt; the summary is reused when nothing changed. Every decision is logged.
     """
-    from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig, TrainConfig, check_pair_weight
-    from pinlite_edge.training.distill import distill
-    from pinlite_edge.training.prune import prune
-    from pinlite_edge.training.teacher import train_teacher
+    from pinlite_edge.training.config import check_pair_weight
 
     if not 0.0 < cfg.real_weight < 1.0:
         raise UsageError(f"real_weight must be between 0 and 1 (its share of each epoch), got {cfg.real_weight}")
@@ -574,6 +571,20 @@ def run_quickstart(cfg: QuickstartConfig) -> list[dict[str, Any]]:
     if real is None and cfg.real_sync_pairs != QuickstartConfig().real_sync_pairs:
         raise UsageError("--sync-pairs sets the fakes made from real clips, but there are none (--real-data "
                          f"{cfg.real_data}): give --real-data DIR")
+    # one build of a workspace at a time: two (a quickstart and a bench, two terminals) trained every stage into the
+    # same folders at once, each resuming the other's checkpoints; the second now waits, then reuses what is done
+    with folder_lock(ws, "building the workspace", waiting=f"another process is building {ws} (a quickstart or a "
+                     "bench); waiting for it to finish, then reusing what it built"):
+        return _build(cfg, ws, real)
+
+
+def _build(cfg: QuickstartConfig, ws: Path, real: Path | None) -> list[dict[str, Any]]:
+    """:func:`run_quickstart`'s stages, once its options are checked, under the workspace's lock."""
+    from pinlite_edge.training.config import DistillConfig, PruneConfig, TeacherConfig, TrainConfig
+    from pinlite_edge.training.distill import distill
+    from pinlite_edge.training.prune import prune
+    from pinlite_edge.training.teacher import train_teacher
+
     log.info("training data: synthetic generator%s", f" + real clips in {real}" if real else " only")
     common = _common(cfg, ws, real)
     # training options a finished stage must have been built with: (asked for, what a record without the field used)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -322,3 +323,35 @@ def test_quickstart_workspace_that_cannot_be_a_folder_is_one_line_before_any_wor
         assert quickstart.main(["--workspace", str(ws), "--smoke", "--real-data", "none"]) == code
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and "--workspace" in err and "Traceback" not in err, err
+
+
+def test_two_builds_of_one_workspace_take_turns(tmp_path, monkeypatch, caplog):
+    """Two quickstarts (or a quickstart and a bench) started in one workspace trained every stage into the same
+    folders at once, each resuming the other's half-written checkpoints (seen with two --smoke runs: both built the
+    teacher, and one's operating point was refused because the pruned checkpoint changed under it). The second now
+    says it waits, and starts only when the first is done (then it reuses what the first built)."""
+    import threading
+
+    from pinlite_edge import quickstart
+    from pinlite_edge.utils.atomic import folder_lock
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    built: list[bool] = []
+    monkeypatch.setattr(quickstart, "_build", lambda cfg, path, real: built.append(other_done.is_set()) or [])
+    holding, other_done = threading.Event(), threading.Event()
+
+    def other_build() -> None:
+        with folder_lock(ws):
+            holding.set()
+            time.sleep(1.0)
+            other_done.set()
+
+    other = threading.Thread(target=other_build)
+    other.start()
+    assert holding.wait(10)
+    with caplog.at_level(logging.WARNING, logger="pinlite_edge"):
+        quickstart.run_quickstart(quickstart.QuickstartConfig(workspace=str(ws), real_data="none", progress=False))
+    other.join()
+    assert built == [True]  # it waited for the other build to finish
+    assert any(f"another process is building {ws}" in r.getMessage() for r in caplog.records), caplog.text

@@ -82,10 +82,11 @@ def check_writable_target(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, doing: str = "writing") -> Iterator[None]:
+def folder_lock(folder: Path, doing: str = "writing", waiting: str | None = None) -> Iterator[None]:
     """An exclusive lock on ``folder`` (flock on the directory itself: no lock file), waited for: one writer at a
-    time in it (an export's publish, a calibration's check and rewrite of a checkpoint). ``doing`` names the work in
-    the warning where the file system has no ``flock``."""
+    time in it (an export's publish, a calibration's check and rewrite of a checkpoint, a quickstart's build of its
+    workspace). ``doing`` names the work in the warning where the file system has no ``flock``; ``waiting``, when
+    given, is logged as a warning when another process holds the lock, before waiting for it."""
     if not _HAS_FLOCK:  # not POSIX: no cross-process lock
         yield
         return
@@ -94,7 +95,10 @@ def folder_lock(folder: Path, doing: str = "writing") -> Iterator[None]:
     except OSError as exc:
         raise write_error(folder, exc, "cannot open the folder of") from None
     try:
-        lock_exclusive(fd, folder, doing, wait=True)
+        if not lock_exclusive(fd, folder, doing, wait=False):
+            if waiting is not None:
+                log.warning("%s", waiting)
+            lock_exclusive(fd, folder, doing, wait=True)
         yield
     finally:
         os.close(fd)  # releases the lock
