@@ -866,7 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="runner device: cpu (default) or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every failed file and progress details")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every failed file and progress details, and every warning (without it a warning from "
+                        "one place is shown 5 times; each file's are in its record). The decoding processes of "
+                        "--workers 2 or more send their warnings here, not their INFO lines (--workers 0 shows all)")
     return p
 
 
