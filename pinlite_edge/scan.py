@@ -810,8 +810,8 @@ def _scan_into(cfg: ScanConfig, writer: JsonlWriter, start: float) -> ScanSummar
                 rec["settings"] = settings
                 writer.write(rec)
                 if processes:  # logged in a decoding process, these reached this one in the job's record only
-                    for message in job.get("warnings", []):
-                        log.warning("%s", message)
+                    for message in job.get("warnings", []):  # repeats counted per message without the file's path
+                        log.warning("%s", message, extra={"repeat_key": message.replace(job["path"], "")})
                 warned += bool(rec.get("warnings"))
                 if rec["error"] is None:
                     scored += 1

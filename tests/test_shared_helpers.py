@@ -188,6 +188,31 @@ def test_a_cli_console_shows_a_repeated_warning_a_few_times_and_results_still_ge
     assert collected == [f"no face found in clip{i}.mp4" for i in range(20)]
 
 
+
+def test_warnings_logged_again_by_scan_count_per_message_not_per_line():
+    """scan logs a decoding process's warnings again from one line of its own: counted by that line, 5 "silent
+    audio" warnings hid every later "no face"; each message (its file's path left out) now counts for itself."""
+    import io
+    import logging
+
+    from pinlite_edge.utils.cli import REPEATS_SHOWN, RepeatedWarnings
+
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    console.addFilter(RepeatedWarnings("see the records"))
+    log = logging.getLogger("pinlite_edge.scan")
+    log.addHandler(console)
+    try:
+        for i in range(REPEATS_SHOWN + 2):
+            for what in ("the audio track is digitally silent", "no face found"):
+                message = f"clip{i}.mp4: {what}"
+                log.warning("%s", message, extra={"repeat_key": message.replace(f"clip{i}.mp4", "")})
+    finally:
+        log.removeHandler(console)
+    lines = stream.getvalue().splitlines()
+    assert sum("no face found" in line for line in lines) == REPEATS_SHOWN == sum("silent" in line for line in lines)
+
+
 def test_every_command_logs_through_one_set_up_with_the_time():
     """detect, scan, bench and export logged "LEVEL message" without the time (an hour-long scan could not say when
     a warning came), calibrate without the level, training and quickstart "time LEVEL logger: message": one format

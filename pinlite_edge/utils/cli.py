@@ -52,7 +52,8 @@ class RepeatedWarnings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.WARNING or not record.name.startswith("pinlite_edge"):
             return True
-        key = (record.pathname, record.lineno)
+        # one place in the code; a warning logged again from elsewhere (scan's decoding processes) names its own
+        key = getattr(record, "repeat_key", (record.pathname, record.lineno))
         n = self.counts[key] = self.counts.get(key, 0) + 1
         if n == self.shown:
             note = f"further warnings like this are not shown: {self.where}"
