@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weak-typing", dest="weak_typing", action="store_true",
                    help="TensorRT 10 only: builder precision flags + per-layer constraints instead of strong typing")
     g.add_argument("--device", type=int, help="CUDA device index (default 0)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar for the per-layer sensitivity table (onnx-int8, pte-int8, trt-int8)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     p.epilog = ("formats:\n" + _format_table(_flags(p)) + "\n\nAn option a format does not take is an error. "
                 "Existing artefacts are kept unless --force.")
     return p
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     verbose = args.pop("verbose", False)
+    progress = not args.pop("no_progress", False)
     configure_logging(logging.INFO if verbose else logging.WARNING)
     checkpoint, fmt, output = args.pop("checkpoint"), args.pop("format"), args.pop("output")
     prog = "python -m pinlite_edge.export"
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     from pinlite_edge.export.api import export_model
 
     def run() -> int:
-        result = export_model(checkpoint, fmt, output, **args)  # a PinliteError: exit 1, the export failed
+        # a PinliteError: exit 1, the export failed
+        result = export_model(checkpoint, fmt, output, progress=progress, **args)
         _print_sensitivity(result)
         if result.plan and result.plan.float_layers:
             print(f"\nkept float ({len(result.plan.float_layers)} layers):")

@@ -64,6 +64,7 @@ class ExportContext:
     artifact: Path
     work_dir: Path
     calibration_override: CalibrationSet | None = None
+    progress: bool = False  # progress bars for the long steps (the sensitivity table)
     _calibration: CalibrationSet | None = None
 
     def calibration(self) -> CalibrationSet:
@@ -101,13 +102,14 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
                       source_checkpoint: str | Path | None = None, calibration: CalibrationSet | None = None,
                       training_data: dict[str, Any] | None = None, operating_point: dict[str, Any] | None = None,
                       feature_version: int | None = FEATURE_VERSION, source_checkpoint_sha256: str | None = None,
-                      **options: Any) -> ExportResult:
+                      progress: bool = False, **options: Any) -> ExportResult:
     """Export an in-memory model. ``calibration`` overrides ``calib_data`` (arrays already in memory);
     ``training_data`` is what the model was trained on (recorded in the manifest; :func:`export_model` takes it from
     the checkpoint record); so are ``operating_point``, the thresholds measured on genuine clips
     (``python -m pinlite_edge.calibrate``), and ``feature_version``, the feature pipeline it was trained for (None:
     not recorded; the default: this SDK's, for a model trained in this process). ``source_checkpoint_sha256``: the
-    hash of the checkpoint file the model was loaded from (default: hashed when the export is done)."""
+    hash of the checkpoint file the model was loaded from (default: hashed when the export is done). ``progress``:
+    progress bars for the long steps on stderr (the CLI's default; not an export option, not in the manifest)."""
     fmt = get_format(format)
     check_options(fmt, set(options))
     opts = ExportOptions(**options)
@@ -139,7 +141,7 @@ def export_from_model(model: nn.Module, format: str, output_dir: str | Path, *,
     staged = staging_path_for(artifact)
     try:
         with tempfile.TemporaryDirectory(prefix="pinlite-export-") as tmp:
-            ctx = ExportContext(prepared, fmt, opts, staged, Path(tmp), calibration)
+            ctx = ExportContext(prepared, fmt, opts, staged, Path(tmp), calibration, progress=progress)
             out: HandlerOutput = handler(ctx)
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -193,8 +195,10 @@ def _missing_parents(folder: Path) -> list[Path]:
     return missing
 
 
-def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **options: Any) -> ExportResult:
-    """Load ``checkpoint`` (safetensors + JSON record) and export it; see :data:`FORMATS` for formats/options."""
+def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, *, progress: bool = False,
+                 **options: Any) -> ExportResult:
+    """Load ``checkpoint`` (safetensors + JSON record) and export it; see :data:`FORMATS` for formats/options.
+    ``progress``: as for :func:`export_from_model`."""
     from pinlite_edge.checkpoint import load_checkpoint
 
     fmt = get_format(format)  # fail on a bad format before loading anything
@@ -211,4 +215,4 @@ def export_model(checkpoint: str | Path, format: str, output_dir: str | Path, **
                              source_checkpoint_sha256=loaded_sha,
                              training_data=training_data_from_record(record),
                              operating_point=record.get("operating_point"),
-                             feature_version=record.get("feature_version"), **options)
+                             feature_version=record.get("feature_version"), progress=progress, **options)

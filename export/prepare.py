@@ -50,7 +50,7 @@ def make_plan(ctx: ExportContext, precision: str, mode: str, extra: Sequence[Flo
         from pinlite_edge.export.sensitivity import layer_sensitivity
 
         cal = ctx.calibration().subset(o.sensitivity_size)
-        rows = layer_sensitivity(ctx.model, cal, mode=mode)
+        rows = layer_sensitivity(ctx.model, cal, mode=mode, progress=ctx.progress)
     try:
         return build_plan(ctx.model, precision, rows, o.keep_float, sensitivity_mode=mode if rows else None,
                           extra=extra)

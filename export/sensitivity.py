@@ -77,8 +77,12 @@ def input_ranges(model: nn.Module, cal: CalibrationSet, layers: list[tuple[str, 
     return ranges
 
 
-def layer_sensitivity(model: nn.Module, cal: CalibrationSet, mode: str = "int8", batch: int = 8) -> list[SensitivityRow]:
-    """One row per quantizable layer, unsorted (``build_plan`` ranks them)."""
+def layer_sensitivity(model: nn.Module, cal: CalibrationSet, mode: str = "int8", batch: int = 8,
+                      progress: bool = False) -> list[SensitivityRow]:
+    """One row per quantizable layer, unsorted (``build_plan`` ranks them). ``progress``: a bar over the layers
+    (the paper-preset student's 72 layers took 44 s of a 56 s INT8 export, in silence)."""
+    from pinlite_edge.utils.progress import progress_bar
+
     if mode not in ("int8", "fp16"):
         raise ValueError(f"sensitivity mode must be int8 or fp16, got {mode!r}")
     model = model.eval()
@@ -88,7 +92,7 @@ def layer_sensitivity(model: nn.Module, cal: CalibrationSet, mode: str = "int8",
     attn_mean = float(ref_attn.abs().mean()) or 1.0
     ranges = input_ranges(model, cal, layers, batch) if mode == "int8" else {n: 0.0 for n, _ in layers}
     rows = []
-    for name, module in layers:
+    for name, module in progress_bar(layers, enabled=progress, desc=f"sensitivity ({mode})", unit="layer"):
         with _quantize_one(module, ranges[name], mode):
             logits, attn = _forward_all(model, cal, batch)
         dl = logits - ref_logits
