@@ -5,6 +5,7 @@ import collections
 import contextlib
 import io
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,17 @@ class _Reader:
 
 
 class _RootToDebug(logging.Filter):
-    """While active, what is logged directly on the root logger (a library's ``logging.warning(...)``) is logged at
-    DEBUG on this module's logger instead; records of named loggers are untouched."""
+    """While active, what this thread logs directly on the root logger (a library's ``logging.warning(...)``) is
+    logged at DEBUG on this module's logger instead; records of named loggers, and other threads' (an app's), are
+    untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
         log.debug("quantize_static: %s", record.getMessage())
         return False
 

@@ -437,3 +437,22 @@ def test_onnxruntime_root_logger_advice_is_kept_at_debug(student, cal, tmp_path,
     assert root_lines == [], [r.getMessage() for r in root_lines]
     assert any("quantize_static: Please consider" in r.getMessage() for r in caplog.records
                if r.levelno == logging.DEBUG)
+
+
+def test_the_root_logger_filter_leaves_other_threads_alone(caplog):
+    """The INT8 export's root-logger filter demotes what the exporting thread logs on the root logger; an app's own
+    thread logging a root warning meanwhile keeps it (the filter used to demote every thread's)."""
+    import logging
+    import threading
+
+    from pinlite_edge.export.onnx_int8 import _RootToDebug
+
+    caplog.set_level(logging.DEBUG)
+    with _RootToDebug():
+        app = threading.Thread(target=lambda: logging.warning("the app's warning"))
+        app.start()
+        app.join()
+        logging.warning("quantize_static's advice")
+    seen = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert ("root", logging.WARNING, "the app's warning") in seen, seen
+    assert ("root", logging.WARNING, "quantize_static's advice") not in seen, seen
