@@ -82,10 +82,34 @@ def test_progress_bar_redraws_rarely_when_stderr_is_a_log_file():
             bar.set_postfix(loss=f"{1 / (i + 1):.4f}")
             bar.set_description(f"x {i}")
         bar.close()
-        counts[name] = stream.getvalue().count("\r")
+        counts[name] = stream.getvalue().count("\r") + stream.getvalue().count("\n")
         assert (bar.mininterval == LOG_INTERVAL_S) == (name == "log")
     assert counts["log"] <= 3 < counts["terminal"], counts
     assert progress_bar(total=3, enabled=False, file=io.StringIO()).disable
+
+
+def test_a_log_line_written_while_a_bar_runs_starts_a_line_of_its_own_in_a_log_file():
+    """tqdm redraws in place (a carriage return, no newline): in a log file the next log line was glued to the bar
+    ("...| 0/150 [00:00<?, ?clip/s]WARNING no face found..."). Each redraw is now a line of its own there."""
+    import io
+    import logging
+
+    from pinlite_edge.utils.progress import progress_bar
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("pinlite_edge.test_progress")
+    log.addHandler(handler)
+    try:
+        bar = progress_bar(total=3, file=stream, desc="scoring", unit="clip")
+        log.warning("no face found in x.mp4")
+        bar.update(3)
+        bar.close()
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().split("\n")
+    assert "\r" not in stream.getvalue() and "no face found in x.mp4" in lines, lines
+    assert [line.split(":")[0] for line in lines if line] == ["scoring", "no face found in x.mp4", "scoring"], lines
 
 
 def test_auto_real_data_is_looked_for_from_the_working_directory_then_the_checkout(tmp_path, monkeypatch, caplog):

@@ -5,6 +5,7 @@ is a new ``\\r``-separated line in the log: a 2-epoch run wrote about 600 of the
 most every :data:`LOG_INTERVAL_S` seconds (and at the end), which keeps an ETA in the log without flooding it. There
 ``set_postfix`` / ``set_description`` never force a redraw either: the training loop sets its loss after every step,
 and tqdm's default ``refresh=True`` redrew the bar each time, whatever ``mininterval`` said (one line per step).
+Each redraw there is a line of its own, ended by a newline, so a log line written between two redraws starts a line.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -
     if not _is_terminal(stream):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_INTERVAL_S * 2)
+        kwargs["file"] = _LogLines(stream)
         cls = _log_bar_class(tqdm)
     kwargs.setdefault("dynamic_ncols", True)
     return cls(iterable, disable=not enabled, **kwargs)
@@ -47,6 +49,22 @@ def _log_bar_class(base: type) -> type:
             super().set_description_str(desc, refresh=False)
 
     return LogBar
+
+
+class _LogLines:
+    """A log file as a progress bar sees it: each redraw a line of its own. tqdm redraws in place (``\\r`` and no
+    newline), so in a log file the next log line was glued to the bar ("...| 0/150 [00:00<?]WARNING no face...")."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()  # the erasing writes of a closing bar hold nothing else
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _is_terminal(stream: Any) -> bool:
