@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from pinlite_edge.contract import check_preset
 from pinlite_edge.data.sample import canonical_split
 from pinlite_edge.errors import DatasetError, PinliteError, UsageError
+from pinlite_edge.utils.checks import is_finite_number, is_whole
 
 #: the values of ``in_memory`` (``--in-memory``), any case
 IN_MEMORY_MODES = ("auto", "yes", "no")
@@ -40,7 +41,7 @@ def in_memory_mode(value: Any) -> str:
 def check_pair_weight(value: Any) -> float:
     """``--pair-weight`` of the quickstart (training stages check it with the other options in
     :meth:`TrainConfig.check`): a finite number >= 0 (0: off), else a :class:`UsageError` naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise UsageError(f"--pair-weight must be a number >= 0 (0: off), got {value!r}")
     return float(value)
 
@@ -129,8 +130,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and name in _MAY_BE_NONE:
                 continue
-            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-                  and low <= value <= high and (name not in _INTEGERS or isinstance(value, int)))
+            ok = (is_finite_number(value) and low <= value <= high
+                  and (name not in _INTEGERS or is_whole(value)))
             if not ok:
                 problems.append(f"--{name.replace('_', '-')} must be {why}, got {value!r}")
         for name in _FLAGS:

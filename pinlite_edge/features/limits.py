@@ -81,9 +81,7 @@ def check_max_side(max_side: object) -> int | None:
 
 def check_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
     """An int Hz within MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (sizes resampling filters and buffers)."""
-    import numpy as np
-
-    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer)):
+    if not is_whole(sample_rate, numpy=True):
         raise InputError(f"{name} must be a positive int (Hz), got {sample_rate!r}")
     if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
         raise InputError(f"{name} must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {sample_rate!r}")

@@ -26,6 +26,7 @@ from pinlite_edge.features.limits import (
 )
 from pinlite_edge.features.resample import audio_samples, check_audio_dtype, resample_rate, to_mono
 from pinlite_edge.features.windows import PreparedClip, Window, clip_windows, window_starts
+from pinlite_edge.utils.checks import is_whole
 from pinlite_edge.features.yuvframe import YuvFrame
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def validate_arrays(frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps
     if not np.issubdtype(audio.dtype, np.number):
         raise InputError(f"audio must be numeric, got dtype {audio.dtype}")
     check_audio_dtype(audio)
-    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    if not is_whole(sample_rate, 1, numpy=True):
         raise InputError(f"sample_rate must be a positive int, got {sample_rate!r}")
     check_sample_rate(sample_rate)
     fps = check_fps(fps)
